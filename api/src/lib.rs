@@ -1,0 +1,11 @@
+//! Types shared by every part of swarm: the stack file format as users write it
+//! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
+//! cluster state (`state`), plans (`plan`) and the units they are written in.
+//!
+//! Only this crate defines serialised formats; everything else passes these types.
+
+pub mod plan;
+pub mod spec;
+pub mod stackfile;
+pub mod state;
+pub mod units;

@@ -1,0 +1,513 @@
+//! Normalised specs: what the cluster runs, with every default filled in (Docker Swarm's
+//! defaults), lists that carry no order sorted, and names fully qualified. Two spellings of
+//! the same intent in a stack file give equal specs, so a plan never shows a noise diff.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteSize, GoDuration, NanoCpus};
+
+/// Every kind of spec has a name, unique among the objects of its kind in a cluster.
+pub trait Named {
+    fn name(&self) -> &str;
+}
+
+macro_rules! named {
+    ($($ty:ty),*) => {$(
+        impl Named for $ty {
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
+}
+
+named!(ServiceSpec, NetworkSpec, FileObjectSpec);
+
+/// A service: the template of its tasks and how many run where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The full name, `<stack>_<service>` for services of a stack.
+    pub name: String,
+    #[serde(flatten)]
+    pub mode: ServiceMode,
+    /// Service labels (`deploy.labels`).
+    pub labels: BTreeMap<String, String>,
+    pub task: TaskSpec,
+    pub update: UpdatePolicy,
+    pub rollback: UpdatePolicy,
+    pub endpoint: EndpointSpec,
+}
+
+impl ServiceSpec {
+    /// The number of replicas of a replicated service; `None` for a global one.
+    pub fn replicas(&self) -> Option<u64> {
+        match self.mode {
+            ServiceMode::Replicated { replicas } => Some(replicas),
+            ServiceMode::Global => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+}
+
+/// What every task of a service is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub container: ContainerSpec,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub placement: Placement,
+    /// Sorted by network name.
+    pub networks: Vec<NetworkAttachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Replaces the image's ENTRYPOINT; absent keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's CMD; absent keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// May hold Go-template placeholders such as `{{.Node.Hostname}}`, filled on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Absent: the image's STOPSIGNAL, else SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    pub stop_grace_period: GoDuration,
+    /// Absent: the image's healthcheck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+    /// Sorted by target.
+    pub mounts: Vec<Mount>,
+    /// Sorted by target.
+    pub configs: Vec<FileReference>,
+    /// Sorted by target.
+    pub secrets: Vec<FileReference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    /// `["CMD", …]`, `["CMD-SHELL", "…"]`, or `["NONE"]` to turn the image's healthcheck off.
+    pub test: Vec<String>,
+    pub interval: GoDuration,
+    pub timeout: GoDuration,
+    pub retries: u64,
+    pub start_period: GoDuration,
+    pub start_interval: GoDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// A volume name (qualified by the stack), a host path, or absent (anonymous volume, tmpfs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+/// A config or secret made available as a file in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileReference {
+    /// The config's or secret's name in the cluster.
+    pub source: String,
+    /// The path of the file in the container.
+    pub target: String,
+    pub uid: String,
+    pub gid: String,
+    /// File mode (decimal in JSON; 292 is 0444).
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub limits: ResourceLimits,
+    pub reservations: ResourceReservations,
+}
+
+/// Absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<NanoCpus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+/// What the scheduler keeps free on a node for each task; absent means nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceReservations {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<NanoCpus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay: GoDuration,
+    /// 0: no limit.
+    pub max_attempts: u64,
+    /// 0s: a restart counts as successful at once.
+    pub window: GoDuration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay: GoDuration::from_secs(5),
+            max_attempts: 0,
+            window: GoDuration::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Sorted, without duplicates: all must hold.
+    pub constraints: Vec<Constraint>,
+    /// In order: tasks are spread over the values of the first label, then the next.
+    pub preferences: Vec<SpreadOver>,
+    /// 0: no limit.
+    pub max_replicas_per_node: u64,
+}
+
+/// A placement preference: spread tasks evenly over the values of a node label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadOver {
+    /// `node.labels.<name>` or `engine.labels.<name>`.
+    pub spread: String,
+}
+
+/// A placement constraint: `node.role == manager`, `node.labels.zone != b`, …
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Constraint {
+    pub attribute: NodeAttribute,
+    pub equal: bool,
+    pub value: String,
+}
+
+/// The node attributes a constraint can test.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeAttribute {
+    Id,
+    Hostname,
+    Role,
+    PlatformOs,
+    PlatformArch,
+    NodeLabel(String),
+    EngineLabel(String),
+}
+
+impl NodeAttribute {
+    /// Every attribute as users write it, for error messages.
+    pub const SPELLINGS: &'static str = "node.id, node.hostname, node.role, node.platform.os, \
+        node.platform.arch, node.labels.<name>, engine.labels.<name>";
+
+    fn parse(text: &str) -> Option<NodeAttribute> {
+        let label = |prefix: &str| {
+            text.strip_prefix(prefix)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+        };
+        Some(match text {
+            "node.id" => NodeAttribute::Id,
+            "node.hostname" => NodeAttribute::Hostname,
+            "node.role" => NodeAttribute::Role,
+            "node.platform.os" => NodeAttribute::PlatformOs,
+            "node.platform.arch" => NodeAttribute::PlatformArch,
+            _ => {
+                if let Some(name) = label("node.labels.") {
+                    NodeAttribute::NodeLabel(name)
+                } else {
+                    NodeAttribute::EngineLabel(label("engine.labels.")?)
+                }
+            }
+        })
+    }
+}
+
+impl fmt::Display for NodeAttribute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeAttribute::Id => f.write_str("node.id"),
+            NodeAttribute::Hostname => f.write_str("node.hostname"),
+            NodeAttribute::Role => f.write_str("node.role"),
+            NodeAttribute::PlatformOs => f.write_str("node.platform.os"),
+            NodeAttribute::PlatformArch => f.write_str("node.platform.arch"),
+            NodeAttribute::NodeLabel(name) => write!(f, "node.labels.{name}"),
+            NodeAttribute::EngineLabel(name) => write!(f, "engine.labels.{name}"),
+        }
+    }
+}
+
+/// Why a constraint expression was refused; the message shows the accepted form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConstraintError(String);
+
+impl FromStr for Constraint {
+    type Err = ConstraintError;
+
+    fn from_str(text: &str) -> Result<Self, ConstraintError> {
+        let (attribute, equal, value) = if let Some((a, v)) = text.split_once("==") {
+            (a, true, v)
+        } else if let Some((a, v)) = text.split_once("!=") {
+            (a, false, v)
+        } else {
+            return Err(ConstraintError(format!(
+                "invalid constraint {text:?}: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE, \
+                 e.g. \"node.role == manager\""
+            )));
+        };
+        let (attribute_text, value) = (attribute.trim(), value.trim());
+        let attribute = NodeAttribute::parse(attribute_text).ok_or_else(|| {
+            ConstraintError(format!(
+                "invalid constraint {text:?}: unknown attribute {attribute_text:?}; use one of {}",
+                NodeAttribute::SPELLINGS
+            ))
+        })?;
+        if value.is_empty() || value.contains("==") || value.contains("!=") {
+            return Err(ConstraintError(format!(
+                "invalid constraint {text:?}: expected one value after the operator"
+            )));
+        }
+        if attribute == NodeAttribute::Role && !matches!(value, "manager" | "worker") {
+            return Err(ConstraintError(format!(
+                "invalid constraint {text:?}: node.role is manager or worker"
+            )));
+        }
+        Ok(Constraint {
+            attribute,
+            equal,
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.equal { "==" } else { "!=" };
+        write!(f, "{} {op} {}", self.attribute, self.value)
+    }
+}
+
+impl Serialize for Constraint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Constraint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Constraint {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Constraint".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "examples": ["node.role == manager"] })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttachment {
+    /// The network's name in the cluster.
+    pub target: String,
+    /// Sorted; includes the service's short name, as `docker stack deploy` adds it.
+    pub aliases: Vec<String>,
+}
+
+/// How a rolling update (or a rollback) proceeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// Tasks updated at once; 0 updates all at once.
+    pub parallelism: u64,
+    pub delay: GoDuration,
+    pub failure_action: FailureAction,
+    pub monitor: GoDuration,
+    pub max_failure_ratio: f64,
+    pub order: UpdateOrder,
+}
+
+// The ratio is validated to a finite number in [0, 1], so equality is total.
+impl Eq for UpdatePolicy {}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            parallelism: 1,
+            delay: GoDuration::default(),
+            failure_action: FailureAction::Pause,
+            monitor: GoDuration::from_secs(5),
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Continue,
+    Rollback,
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub mode: EndpointMode,
+    /// Sorted by published port, then target, then protocol.
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Absent: the cluster picks a free port (30000–32767) when the service is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u16>,
+    pub target: u16,
+    pub protocol: Protocol,
+    pub mode: PublishMode,
+}
+
+impl fmt::Display for PortConfig {
+    /// Docker's `service ls` spelling: `*:8080->80/tcp`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.published {
+            Some(published) => write!(f, "*:{published}->{}/{}", self.target, self.protocol),
+            None => write!(f, "*:auto->{}/{}", self.target, self.protocol),
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        })
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    Ingress,
+    Host,
+}
+
+/// A cluster network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub driver: String,
+    pub driver_opts: BTreeMap<String, String>,
+    pub attachable: bool,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Address ranges in CIDR form; empty: leased from the cluster's default pool.
+    pub subnets: Vec<String>,
+}
+
+/// A config or a secret. The content itself is not part of the spec (a secret never leaves
+/// the managers): its SHA-256 digest is, so a changed file shows as a changed spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileObjectSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+}

@@ -1,0 +1,574 @@
+//! The stack file format: the Compose file as `docker stack deploy` reads it (versions 3.x
+//! and the unversioned Compose specification).
+//!
+//! These types are the single source of the format: `schemas/stack.schema.json` is generated
+//! from them, and the stack loader checks a file against that schema (with line and column for
+//! every finding) before it deserialises the file into these types. They describe what users
+//! write, with every field optional; `spec` holds what the cluster runs, with every default filled.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::units::{ByteSize, GoDuration, NanoCpus};
+
+/// A stack file.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "swarm stack file", extend("patternProperties" = {"^x-": {}}))]
+pub struct StackFile {
+    /// Compose file version: 3.x, or absent for the Compose specification.
+    pub version: Option<String>,
+    /// The stack name; services are named `<name>_<service>`. Defaults to the file name.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub networks: BTreeMap<String, Option<Network>>,
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Option<Volume>>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, Option<ConfigOrSecret>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Option<ConfigOrSecret>>,
+    #[serde(default)]
+    pub include: Unsupported,
+}
+
+/// A service: the template of its tasks and how many of them run where.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Service {
+    /// The image to run, as `name:tag`, `name@sha256:…` or `host:port/name:tag`.
+    pub image: Option<String>,
+    /// Overrides the image's CMD: a string (split like a shell) or a list.
+    pub command: Option<StringOrList>,
+    /// Overrides the image's ENTRYPOINT: a string (split like a shell) or a list.
+    pub entrypoint: Option<StringOrList>,
+    /// Environment variables: a list of `KEY=value` or a map.
+    pub environment: Option<ListOrMap>,
+    /// Files of `KEY=value` lines, relative to the stack file; `environment` wins over them.
+    pub env_file: Option<StringOrList>,
+    /// Container labels.
+    pub labels: Option<ListOrMap>,
+    pub ports: Option<Vec<Port>>,
+    pub networks: Option<ServiceNetworks>,
+    pub volumes: Option<Vec<Mount>>,
+    pub configs: Option<Vec<FileReference>>,
+    pub secrets: Option<Vec<FileReference>>,
+    pub healthcheck: Option<Healthcheck>,
+    /// How long to wait after the stop signal before killing the container (default 10s).
+    pub stop_grace_period: Option<GoDuration>,
+    /// The signal that asks the container to stop (default SIGTERM).
+    pub stop_signal: Option<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub deploy: Option<Deploy>,
+
+    #[serde(default)]
+    pub build: Unsupported,
+    #[serde(default)]
+    pub cap_add: Unsupported,
+    #[serde(default)]
+    pub cap_drop: Unsupported,
+    #[serde(default)]
+    pub cgroup_parent: Unsupported,
+    #[serde(default)]
+    pub container_name: Unsupported,
+    #[serde(default)]
+    pub cpus: Unsupported,
+    #[serde(default)]
+    pub credential_spec: Unsupported,
+    #[serde(default)]
+    pub depends_on: Unsupported,
+    #[serde(default)]
+    pub devices: Unsupported,
+    #[serde(default)]
+    pub dns: Unsupported,
+    #[serde(default)]
+    pub dns_opt: Unsupported,
+    #[serde(default)]
+    pub dns_search: Unsupported,
+    #[serde(default)]
+    pub domainname: Unsupported,
+    #[serde(default)]
+    pub expose: Unsupported,
+    #[serde(default)]
+    pub external_links: Unsupported,
+    #[serde(default)]
+    pub extra_hosts: Unsupported,
+    #[serde(default)]
+    pub group_add: Unsupported,
+    #[serde(default)]
+    pub init: Unsupported,
+    #[serde(default)]
+    pub ipc: Unsupported,
+    #[serde(default)]
+    pub isolation: Unsupported,
+    #[serde(default)]
+    pub links: Unsupported,
+    #[serde(default)]
+    pub logging: Unsupported,
+    #[serde(default)]
+    pub mac_address: Unsupported,
+    #[serde(default)]
+    pub mem_limit: Unsupported,
+    #[serde(default)]
+    pub network_mode: Unsupported,
+    #[serde(default)]
+    pub pid: Unsupported,
+    #[serde(default)]
+    pub platform: Unsupported,
+    #[serde(default)]
+    pub privileged: Unsupported,
+    #[serde(default)]
+    pub profiles: Unsupported,
+    #[serde(default)]
+    pub pull_policy: Unsupported,
+    #[serde(default)]
+    pub read_only: Unsupported,
+    #[serde(default)]
+    pub restart: Unsupported,
+    #[serde(default)]
+    pub security_opt: Unsupported,
+    #[serde(default)]
+    pub shm_size: Unsupported,
+    #[serde(default)]
+    pub stdin_open: Unsupported,
+    #[serde(default)]
+    pub sysctls: Unsupported,
+    #[serde(default)]
+    pub tmpfs: Unsupported,
+    #[serde(default)]
+    pub tty: Unsupported,
+    #[serde(default)]
+    pub ulimits: Unsupported,
+    #[serde(default)]
+    pub userns_mode: Unsupported,
+}
+
+/// A string, or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+/// A list of `KEY=value` strings, or a map of keys to scalar values (null means "no value").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ListOrMap {
+    List(Vec<String>),
+    Map(BTreeMap<String, Option<String>>),
+}
+
+/// A published port: `"80"`, `"8080:80"`, `"8080:80/udp"`, a port range, or the long form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Port {
+    Number(u32),
+    Short(String),
+    Long(PortLong),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct PortLong {
+    /// The port inside the container.
+    pub target: u32,
+    /// The port on every node (ingress) or on the task's node (host); a number or a string.
+    pub published: Option<StringOrNumber>,
+    pub protocol: Option<PortProtocol>,
+    pub mode: Option<PortMode>,
+    /// The host address to bind; not supported by the routing mesh (ignored with a warning).
+    pub host_ip: Option<String>,
+    pub name: Option<String>,
+    pub app_protocol: Option<String>,
+}
+
+/// A value written either as a string or as a number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    Number(u64),
+    String(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    /// Published on every node through the routing mesh.
+    Ingress,
+    /// Published only on the nodes that run a task.
+    Host,
+}
+
+/// The networks a service joins: a list of names, or a map of names to attachment options.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ServiceNetworks {
+    List(Vec<String>),
+    Map(BTreeMap<String, Option<NetworkAttachment>>),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct NetworkAttachment {
+    /// Other names the service answers to on this network.
+    pub aliases: Option<Vec<String>>,
+    #[serde(default)]
+    pub ipv4_address: Unsupported,
+    #[serde(default)]
+    pub ipv6_address: Unsupported,
+    #[serde(default)]
+    pub priority: Unsupported,
+}
+
+/// A volume, bind or tmpfs mount: `SOURCE:TARGET[:ro]`, `TARGET`, or the long form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Mount {
+    Short(String),
+    Long(MountLong),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct MountLong {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: Option<bool>,
+    pub consistency: Option<String>,
+    #[serde(default)]
+    pub bind: Unsupported,
+    #[serde(default)]
+    pub volume: Unsupported,
+    #[serde(default)]
+    pub tmpfs: Unsupported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+/// A config or secret given to a service: its name, or the long form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FileReference {
+    Short(String),
+    Long(FileReferenceLong),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct FileReferenceLong {
+    /// The name of the config or secret in the stack's top-level section.
+    pub source: String,
+    /// The path in the container (configs: `/<source>`; secrets: `/run/secrets/<source>`).
+    pub target: Option<String>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    /// File mode, in octal (e.g. 0440).
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Healthcheck {
+    /// `["CMD", "prog", "arg"]`, `["CMD-SHELL", "command"]`, `["NONE"]`, or a shell command string.
+    pub test: Option<StringOrList>,
+    pub interval: Option<GoDuration>,
+    pub timeout: Option<GoDuration>,
+    pub retries: Option<u64>,
+    pub start_period: Option<GoDuration>,
+    pub start_interval: Option<GoDuration>,
+    /// Turns off the image's healthcheck.
+    pub disable: Option<bool>,
+}
+
+/// How the service is deployed: mode, replicas, placement, resources and policies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Deploy {
+    pub mode: Option<DeployMode>,
+    /// The number of tasks of a replicated service (default 1).
+    #[schemars(range(max = 100000))]
+    pub replicas: Option<u64>,
+    pub placement: Option<Placement>,
+    pub resources: Option<Resources>,
+    pub restart_policy: Option<RestartPolicy>,
+    pub update_config: Option<UpdateConfig>,
+    pub rollback_config: Option<UpdateConfig>,
+    /// Service labels.
+    pub labels: Option<ListOrMap>,
+    pub endpoint_mode: Option<EndpointMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    /// A set number of tasks spread over the nodes.
+    Replicated,
+    /// One task on every eligible node.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual address that balances over the tasks.
+    Vip,
+    /// DNS round robin over the task addresses.
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Placement {
+    /// Expressions such as `node.role == manager` or `node.labels.zone != b`.
+    pub constraints: Option<Vec<String>>,
+    pub preferences: Option<Vec<PlacementPreference>>,
+    /// At most this many tasks of the service on one node (0: no limit).
+    pub max_replicas_per_node: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementPreference {
+    /// Spread tasks evenly over the values of a node label, e.g. `node.labels.zone`.
+    pub spread: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Resources {
+    pub limits: Option<ResourceLimits>,
+    pub reservations: Option<ResourceReservations>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct ResourceLimits {
+    /// CPUs, e.g. `0.5` or `"2"`.
+    pub cpus: Option<Cpus>,
+    /// Memory, e.g. `512M`.
+    pub memory: Option<ByteSize>,
+    /// The most processes the container may run.
+    pub pids: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct ResourceReservations {
+    pub cpus: Option<Cpus>,
+    pub memory: Option<ByteSize>,
+    #[serde(default)]
+    pub generic_resources: Unsupported,
+    #[serde(default)]
+    pub devices: Unsupported,
+}
+
+/// A CPU count written as a number (`0.5`) or a string (`"0.5"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(transparent)]
+pub struct Cpus(pub NanoCpus);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct RestartPolicy {
+    pub condition: Option<RestartCondition>,
+    /// Time between restart attempts (default 5s).
+    pub delay: Option<GoDuration>,
+    /// Give up after this many failed restarts (default: never).
+    pub max_attempts: Option<u64>,
+    /// How long a restart must run to count as a success (default: at once).
+    pub window: Option<GoDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct UpdateConfig {
+    /// Tasks updated at once (0: all at once; default 1).
+    pub parallelism: Option<u64>,
+    /// Time between batches.
+    pub delay: Option<GoDuration>,
+    pub failure_action: Option<FailureAction>,
+    /// How long each task is watched for failure after its update (default 5s).
+    pub monitor: Option<GoDuration>,
+    /// Share of failed tasks tolerated, from 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_failure_ratio: Option<f64>,
+    pub order: Option<UpdateOrder>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Continue,
+    Rollback,
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+/// A top-level network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Network {
+    /// `overlay` (default) spans the cluster.
+    pub driver: Option<String>,
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    pub attachable: Option<bool>,
+    pub internal: Option<bool>,
+    /// The network exists outside the stack and is not created or removed by it.
+    pub external: Option<External>,
+    /// The name in the cluster, instead of `<stack>_<network>`.
+    pub name: Option<String>,
+    pub labels: Option<ListOrMap>,
+    pub ipam: Option<Ipam>,
+    #[serde(default)]
+    pub enable_ipv6: Unsupported,
+}
+
+/// `true`, or (old style) `{name: …}` naming the external object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum External {
+    Flag(bool),
+    Named(ExternalName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalName {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Ipam {
+    pub driver: Option<String>,
+    pub config: Option<Vec<IpamPool>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpamPool {
+    /// An address range in CIDR form, e.g. `10.10.0.0/24`.
+    pub subnet: Option<String>,
+}
+
+/// A top-level volume. Volumes live on each node; the stack only names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Volume {
+    pub driver: Option<String>,
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    pub external: Option<External>,
+    pub name: Option<String>,
+    pub labels: Option<ListOrMap>,
+}
+
+/// A top-level config or secret: content from a file, or an object that exists outside the stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct ConfigOrSecret {
+    /// A file whose content becomes the object, relative to the stack file.
+    pub file: Option<String>,
+    pub external: Option<External>,
+    /// The name in the cluster, instead of `<stack>_<name>`.
+    pub name: Option<String>,
+    pub labels: Option<ListOrMap>,
+    #[serde(default)]
+    pub content: Unsupported,
+    #[serde(default)]
+    pub environment: Unsupported,
+    #[serde(default)]
+    pub template_driver: Unsupported,
+    #[serde(default)]
+    pub driver: Unsupported,
+}
+
+/// A key of the format that swarm does not implement yet: accepted with a warning, then ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unsupported;
+
+/// The schema keyword that marks a key as [`Unsupported`]; the stack loader warns where it sees it.
+pub const UNSUPPORTED_KEYWORD: &str = "x-swarm-unsupported";
+
+impl<'de> Deserialize<'de> for Unsupported {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Unsupported)
+    }
+}
+
+impl JsonSchema for Unsupported {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Unsupported".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Part of the Compose format, not implemented by swarm yet: accepted with a warning and ignored.",
+            "x-swarm-unsupported": true
+        })
+    }
+}
+
+/// The JSON Schema of stack files, as committed in `schemas/stack.schema.json`.
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(StackFile)
+}

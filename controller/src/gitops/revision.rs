@@ -1,0 +1,159 @@
+//! Stack files as they are at a git revision, read with git2 straight from the object
+//! database: no checkout, the working tree is left alone.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository};
+
+use crate::source::SourceTree;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{path} is not inside a git repository: {source}")]
+    NotARepository { path: PathBuf, source: git2::Error },
+    #[error("the repository at {path} is bare: it has no working tree to resolve paths against")]
+    Bare { path: PathBuf },
+    #[error("unknown revision {rev:?}: {source}")]
+    UnknownRevision { rev: String, source: git2::Error },
+    #[error("{path} is outside the repository at {root}")]
+    OutsideRepository { path: PathBuf, root: PathBuf },
+    #[error("cannot resolve {path}: {source}")]
+    Path { path: PathBuf, source: io::Error },
+}
+
+/// The git repository that holds the current directory, and how paths map into it.
+pub struct Repo {
+    repo: Repository,
+    /// The working tree root, canonical.
+    root: PathBuf,
+    /// The current directory, canonical.
+    cwd: PathBuf,
+}
+
+impl Repo {
+    /// The repository that holds `cwd` (searching upwards, as git does).
+    pub fn discover(cwd: &Path) -> Result<Repo, GitError> {
+        let repo = Repository::discover(cwd).map_err(|source| GitError::NotARepository {
+            path: cwd.to_path_buf(),
+            source,
+        })?;
+        let root = repo
+            .workdir()
+            .ok_or_else(|| GitError::Bare {
+                path: repo.path().to_path_buf(),
+            })?
+            .to_path_buf();
+        let canonical = |path: &Path| {
+            path.canonicalize().map_err(|source| GitError::Path {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        Ok(Repo {
+            root: canonical(&root)?,
+            cwd: canonical(cwd)?,
+            repo,
+        })
+    }
+
+    /// `path` (relative to the current directory, or absolute) as a path from the
+    /// repository root, resolved lexically: the file need not exist on disk.
+    pub fn relative(&self, path: &Path) -> Result<PathBuf, GitError> {
+        let joined = normalise(&self.cwd.join(path));
+        joined
+            .strip_prefix(&self.root)
+            .map(Path::to_path_buf)
+            .map_err(|_| GitError::OutsideRepository {
+                path: path.to_path_buf(),
+                root: self.root.clone(),
+            })
+    }
+
+    /// The tree of `rev` (anything `git rev-parse` takes: a branch, `HEAD~1`, a commit id).
+    pub fn revision(&self, rev: &str) -> Result<GitRevision<'_>, GitError> {
+        let unknown = |source| GitError::UnknownRevision {
+            rev: rev.to_owned(),
+            source,
+        };
+        let commit = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|object| object.peel_to_commit())
+            .map_err(unknown)?;
+        Ok(GitRevision {
+            repo: self,
+            commit: commit.id(),
+            tree: commit.tree().map_err(unknown)?.id(),
+        })
+    }
+}
+
+/// Removes `.` and resolves `..` without touching the file system.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The files of one commit. Paths given to it are relative to the current directory, like
+/// paths on disk, so the loader reads a revision exactly as it reads the working tree.
+pub struct GitRevision<'r> {
+    repo: &'r Repo,
+    commit: Oid,
+    tree: Oid,
+}
+
+impl GitRevision<'_> {
+    pub fn commit_id(&self) -> String {
+        self.commit.to_string()
+    }
+
+    fn entry_object(&self, path: &Path) -> io::Result<Option<git2::Object<'_>>> {
+        let Ok(relative) = self.repo.relative(path) else {
+            return Ok(None);
+        };
+        let tree = self.repo.repo.find_tree(self.tree).map_err(io::Error::other)?;
+        if relative.as_os_str().is_empty() {
+            return Ok(Some(tree.into_object()));
+        }
+        match tree.get_path(&relative) {
+            Ok(entry) => Ok(Some(entry.to_object(&self.repo.repo).map_err(io::Error::other)?)),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl SourceTree for GitRevision<'_> {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        Ok(self
+            .entry_object(path)?
+            .and_then(|object| object.into_blob().ok())
+            .map(|blob| blob.content().to_vec()))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>> {
+        let Some(object) = self.entry_object(dir)? else {
+            return Ok(None);
+        };
+        let Ok(tree) = object.into_tree() else {
+            return Ok(None);
+        };
+        let mut names: Vec<String> = tree
+            .iter()
+            .filter(|entry| entry.kind() == Some(ObjectType::Blob))
+            .filter_map(|entry| entry.name().ok().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(Some(names))
+    }
+}

@@ -1,0 +1,8 @@
+//! The manager role: from stack files to the cluster's desired state.
+//!
+//! Pure cores (`stack`, `plan`) over data; IO at the edges (`source`, `gitops`).
+
+pub mod gitops;
+pub mod plan;
+pub mod source;
+pub mod stack;

@@ -1,0 +1,1175 @@
+//! A decoded stack file → the normalised specs of its services, networks, configs and
+//! secrets, named as `docker stack deploy` names them (`<stack>_<name>`), with every default
+//! filled in and every semantic rule checked: ports, references between sections,
+//! constraints, resources and the combinations Docker refuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use swarm_api::spec::{
+    self, Constraint, ContainerSpec, EndpointSpec, FileObjectSpec, MountKind, NetworkAttachment,
+    NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver,
+    TaskSpec, UpdatePolicy,
+};
+use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
+use swarm_api::units::GoDuration;
+
+use super::Stack;
+use super::diagnostic::{Diagnostics, Span};
+use super::dotenv;
+use super::yaml::Node;
+use crate::source::SourceTree;
+
+/// A place in the stack file: its field path, and the node written there when there is one.
+#[derive(Clone)]
+struct Loc<'n> {
+    node: Option<&'n Node>,
+    /// The span of the key when this place was reached through one (for unknown names).
+    key_span: Option<Span>,
+    path: String,
+}
+
+impl<'n> Loc<'n> {
+    fn root(node: &'n Node) -> Self {
+        Loc {
+            node: Some(node),
+            key_span: None,
+            path: String::new(),
+        }
+    }
+
+    fn key(&self, key: &str) -> Loc<'n> {
+        let entry = self.node.and_then(|n| n.entry(key));
+        let path = if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        };
+        Loc {
+            node: entry.map(|e| &e.value),
+            key_span: entry.map(|e| e.key_span),
+            path,
+        }
+    }
+
+    fn index(&self, index: usize) -> Loc<'n> {
+        Loc {
+            node: self.node.and_then(|n| n.item(index)),
+            key_span: None,
+            path: format!("{}[{index}]", self.path),
+        }
+    }
+
+    fn span(&self) -> Option<Span> {
+        self.node.map(|n| n.span).or(self.key_span)
+    }
+}
+
+pub(super) struct Converter<'a> {
+    pub stack: String,
+    /// The directory of the stack file, for files it names (env_file, configs, secrets).
+    pub dir: &'a Path,
+    pub tree: &'a dyn SourceTree,
+    pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub diags: &'a mut Diagnostics,
+}
+
+/// Names a top-level object has in the cluster, by its key in the stack file.
+#[derive(Default)]
+struct Names {
+    networks: BTreeMap<String, String>,
+    volumes: BTreeMap<String, String>,
+    configs: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+}
+
+const DEFAULT_NETWORK: &str = "default";
+
+/// Docker's lower bound for a memory limit.
+const MIN_MEMORY_LIMIT: u64 = 6 << 20;
+
+impl Converter<'_> {
+    pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
+        let top = Loc::root(root);
+        self.check_version(file, &top);
+        if file.services.is_empty() {
+            self.diags
+                .warning(top.key("services").span(), "services", "the stack has no services");
+        }
+        let mut names = Names::default();
+        let mut stack = Stack {
+            name: self.stack.clone(),
+            source,
+            services: Vec::new(),
+            networks: Vec::new(),
+            configs: Vec::new(),
+            secrets: Vec::new(),
+        };
+        let uses_default_network = file.services.values().any(|s| s.networks.is_none());
+        let mut networks = file.networks.clone();
+        if uses_default_network {
+            networks.entry(DEFAULT_NETWORK.to_owned()).or_insert(None);
+        }
+        for (key, network) in &networks {
+            let loc = top.key("networks").key(key);
+            if let Some(spec) = self.network(key, network.as_ref(), &loc, &mut names) {
+                stack.networks.push(spec);
+            }
+        }
+        for (key, volume) in &file.volumes {
+            let volume = volume.clone().unwrap_or_default();
+            let name = self.object_name(key, volume.name.as_deref(), volume.external.as_ref());
+            names.volumes.insert(key.clone(), name);
+        }
+        for (key, config) in &file.configs {
+            let loc = top.key("configs").key(key);
+            if let Some(spec) = self.file_object(key, config.as_ref(), &loc, &mut names.configs) {
+                stack.configs.push(spec);
+            }
+        }
+        for (key, secret) in &file.secrets {
+            let loc = top.key("secrets").key(key);
+            if let Some(spec) = self.file_object(key, secret.as_ref(), &loc, &mut names.secrets) {
+                stack.secrets.push(spec);
+            }
+        }
+        let mut published = BTreeMap::new();
+        for (key, service) in &file.services {
+            let loc = top.key("services").key(key);
+            if let Some(spec) = self.service(key, service, &loc, &names, &mut published) {
+                stack.services.push(spec);
+            }
+        }
+        stack
+    }
+
+    fn check_version(&mut self, file: &StackFile, top: &Loc) {
+        let Some(version) = &file.version else { return };
+        let major = version.split('.').next().unwrap_or_default();
+        let minor_ok = version
+            .split_once('.')
+            .is_none_or(|(_, minor)| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()));
+        let loc = top.key("version");
+        if major != "3" || !minor_ok {
+            let message = if matches!(major, "1" | "2") {
+                format!("version {version} files are not supported by stacks")
+            } else {
+                format!("unknown version {version:?}")
+            };
+            self.diags
+                .error(loc.span(), &loc.path, message)
+                .help("use version \"3.8\", or remove `version` to use the Compose specification");
+        }
+    }
+
+    /// `<stack>_<key>`, or the explicit or external name.
+    fn object_name(&self, key: &str, name: Option<&str>, external: Option<&External>) -> String {
+        match external {
+            Some(External::Named(named)) => named.name.clone(),
+            Some(External::Flag(true)) => name.unwrap_or(key).to_owned(),
+            _ => name
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}_{key}", self.stack)),
+        }
+    }
+
+    fn network(
+        &mut self,
+        key: &str,
+        network: Option<&file::Network>,
+        loc: &Loc,
+        names: &mut Names,
+    ) -> Option<NetworkSpec> {
+        let network = network.cloned().unwrap_or_default();
+        let name = self.object_name(key, network.name.as_deref(), network.external.as_ref());
+        names.networks.insert(key.to_owned(), name.clone());
+        if is_external(network.external.as_ref()) {
+            return None;
+        }
+        let driver = network.driver.clone().unwrap_or_else(|| "overlay".to_owned());
+        if driver != "overlay" {
+            let at = loc.key("driver");
+            self.diags
+                .error(at.span(), &at.path, format!("stacks create overlay networks, not `{driver}` networks"))
+                .help("remove `driver`, or declare the network as `external: true`");
+        }
+        let mut subnets = Vec::new();
+        for (i, pool) in network.ipam.iter().flat_map(|i| i.config.iter().flatten()).enumerate() {
+            let Some(subnet) = &pool.subnet else { continue };
+            if valid_cidr(subnet) {
+                subnets.push(subnet.clone());
+            } else {
+                let at = loc.key("ipam").key("config").index(i).key("subnet");
+                self.diags
+                    .error(at.span(), &at.path, format!("invalid subnet {subnet:?}"))
+                    .help("write an address range in CIDR form, such as 10.10.0.0/24");
+            }
+        }
+        Some(NetworkSpec {
+            name,
+            driver,
+            driver_opts: network.driver_opts.clone().unwrap_or_default(),
+            attachable: network.attachable.unwrap_or(false),
+            internal: network.internal.unwrap_or(false),
+            labels: self.labels(network.labels.as_ref(), &loc.key("labels")),
+            subnets,
+        })
+    }
+
+    fn file_object(
+        &mut self,
+        key: &str,
+        object: Option<&file::ConfigOrSecret>,
+        loc: &Loc,
+        names: &mut BTreeMap<String, String>,
+    ) -> Option<FileObjectSpec> {
+        let object = object.cloned().unwrap_or_default();
+        let name = self.object_name(key, object.name.as_deref(), object.external.as_ref());
+        names.insert(key.to_owned(), name.clone());
+        if is_external(object.external.as_ref()) {
+            return None;
+        }
+        let Some(relative) = &object.file else {
+            self.diags
+                .error(loc.span(), &loc.path, "expected `file` (its content) or `external: true`");
+            return None;
+        };
+        let at = loc.key("file");
+        let content = self.read_relative(relative, &at)?;
+        Some(FileObjectSpec {
+            name,
+            labels: self.labels(object.labels.as_ref(), &loc.key("labels")),
+            digest: format!("sha256:{:x}", Sha256::digest(&content)),
+        })
+    }
+
+    fn read_relative(&mut self, relative: &str, at: &Loc) -> Option<Vec<u8>> {
+        let path = self.dir.join(relative);
+        match self.tree.read(&path) {
+            Ok(Some(content)) => Some(content),
+            Ok(None) => {
+                self.diags
+                    .error(at.span(), &at.path, format!("file {} does not exist", path.display()))
+                    .help("paths are relative to the directory of the stack file");
+                None
+            }
+            Err(e) => {
+                self.diags
+                    .error(at.span(), &at.path, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn service(
+        &mut self,
+        key: &str,
+        service: &file::Service,
+        loc: &Loc,
+        names: &Names,
+        published: &mut BTreeMap<(u16, Protocol), (String, Option<Span>)>,
+    ) -> Option<ServiceSpec> {
+        let name = format!("{}_{key}", self.stack);
+        if !valid_name(key) {
+            self.diags
+                .error(loc.key_span, &loc.path, format!("invalid service name {key:?}"))
+                .help("use letters, digits, '_', '.' and '-', starting with a letter or digit");
+        } else if name.len() > 63 {
+            self.diags
+                .error(loc.key_span, &loc.path, format!("the service name {name:?} is longer than 63 characters"))
+                .help("shorten the stack or service name: the name is also a DNS label");
+        }
+        let image = self.image(service, loc);
+        let errors_before = self.diags.has_errors();
+        let deploy = service.deploy.clone().unwrap_or_default();
+        let deploy_loc = loc.key("deploy");
+        let mode = self.mode(&deploy, &deploy_loc);
+        let container = ContainerSpec {
+            image: image.clone().unwrap_or_default(),
+            entrypoint: self.argv(service.entrypoint.as_ref(), &loc.key("entrypoint")),
+            command: self.argv(service.command.as_ref(), &loc.key("command")),
+            env: self.environment(service, loc),
+            labels: self.labels(service.labels.as_ref(), &loc.key("labels")),
+            user: service.user.clone(),
+            working_dir: service.working_dir.clone(),
+            hostname: service.hostname.clone(),
+            stop_signal: self.stop_signal(service.stop_signal.as_deref(), &loc.key("stop_signal")),
+            stop_grace_period: service.stop_grace_period.unwrap_or(GoDuration::from_secs(10)),
+            healthcheck: self.healthcheck(service.healthcheck.as_ref(), &loc.key("healthcheck")),
+            mounts: self.mounts(service.volumes.as_deref().unwrap_or_default(), &loc.key("volumes"), names),
+            configs: self.file_references(
+                service.configs.as_deref().unwrap_or_default(),
+                &loc.key("configs"),
+                &names.configs,
+                "config",
+                |source| format!("/{source}"),
+            ),
+            secrets: self.file_references(
+                service.secrets.as_deref().unwrap_or_default(),
+                &loc.key("secrets"),
+                &names.secrets,
+                "secret",
+                |source| format!("/run/secrets/{source}"),
+            ),
+        };
+        let task = TaskSpec {
+            container,
+            resources: self.resources(deploy.resources.as_ref(), &deploy_loc.key("resources")),
+            restart: restart_policy(deploy.restart_policy.as_ref()),
+            placement: self.placement(&deploy, &deploy_loc),
+            networks: self.attachments(key, service.networks.as_ref(), &loc.key("networks"), names),
+        };
+        let endpoint = self.endpoint(&name, service, &deploy, loc, published);
+        if image.is_none() || (self.diags.has_errors() && !errors_before) {
+            // Conversion goes on after a finding so that every finding is reported; a service
+            // with errors yields no spec.
+            return None;
+        }
+        Some(ServiceSpec {
+            name,
+            mode,
+            labels: self.labels(deploy.labels.as_ref(), &deploy_loc.key("labels")),
+            task,
+            update: update_policy(deploy.update_config.as_ref()),
+            rollback: update_policy(deploy.rollback_config.as_ref()),
+            endpoint,
+        })
+    }
+
+    fn image(&mut self, service: &file::Service, loc: &Loc) -> Option<String> {
+        let Some(image) = &service.image else {
+            let diag = self
+                .diags
+                .error(loc.key_span, &loc.path, "missing `image`: a stack runs images from a registry");
+            if loc.key("build").node.is_some() {
+                diag.help("swarm does not build images: build and push it, then name it in `image`");
+            } else {
+                diag.help("add `image: NAME:TAG`");
+            }
+            return None;
+        };
+        let at = loc.key("image");
+        if let Err(reason) = check_image_reference(image) {
+            self.diags
+                .error(at.span(), &at.path, format!("invalid image reference {image:?}: {reason}"))
+                .help("write the image as name:tag, name@sha256:<digest> or host:port/name:tag");
+            return None;
+        }
+        Some(image.clone())
+    }
+
+    fn mode(&mut self, deploy: &file::Deploy, loc: &Loc) -> ServiceMode {
+        match deploy.mode.unwrap_or(file::DeployMode::Replicated) {
+            file::DeployMode::Replicated => ServiceMode::Replicated {
+                replicas: deploy.replicas.unwrap_or(1),
+            },
+            file::DeployMode::Global => {
+                if deploy.replicas.is_some() {
+                    let at = loc.key("replicas");
+                    self.diags
+                        .error(at.span(), &at.path, "`replicas` cannot be used with mode: global")
+                        .help("a global service runs one task on every eligible node; remove `replicas`");
+                }
+                let max = deploy.placement.as_ref().and_then(|p| p.max_replicas_per_node);
+                if max.is_some() {
+                    let at = loc.key("placement").key("max_replicas_per_node");
+                    self.diags.error(
+                        at.span(),
+                        &at.path,
+                        "`max_replicas_per_node` can only be used with mode: replicated",
+                    );
+                }
+                ServiceMode::Global
+            }
+        }
+    }
+
+    fn argv(&mut self, value: Option<&StringOrList>, loc: &Loc) -> Option<Vec<String>> {
+        match value? {
+            StringOrList::List(items) => Some(items.clone()),
+            StringOrList::String(text) => match shlex::split(text) {
+                Some(words) => Some(words),
+                None => {
+                    self.diags
+                        .error(loc.span(), &loc.path, "unbalanced quotes in the command")
+                        .help("close the quote, or write the command as a list of arguments");
+                    None
+                }
+            },
+        }
+    }
+
+    fn environment(&mut self, service: &file::Service, loc: &Loc) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let env_files = match &service.env_file {
+            None => Vec::new(),
+            Some(StringOrList::String(one)) => vec![one.clone()],
+            Some(StringOrList::List(many)) => many.clone(),
+        };
+        for (i, relative) in env_files.iter().enumerate() {
+            let at = match service.env_file {
+                Some(StringOrList::List(_)) => loc.key("env_file").index(i),
+                _ => loc.key("env_file"),
+            };
+            let Some(content) = self.read_relative(relative, &at) else { continue };
+            match dotenv::parse(&String::from_utf8_lossy(&content)) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => {
+                    self.diags.error(
+                        at.span(),
+                        &at.path,
+                        format!("{relative}:{}: {}", e.line, e.message),
+                    );
+                }
+            }
+        }
+        let at = loc.key("environment");
+        for (i, (key, value)) in key_values(service.environment.as_ref()).into_iter().enumerate() {
+            let item = match service.environment {
+                Some(ListOrMap::List(_)) => at.index(i),
+                _ => at.key(&key),
+            };
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                self.diags
+                    .error(item.span(), &item.path, format!("invalid environment variable name {key:?}"));
+                continue;
+            }
+            // A variable without a value takes its value from the environment of `swarm`,
+            // as Compose does; unset there, it is left out.
+            match value.or_else(|| (self.lookup)(&key)) {
+                Some(value) => {
+                    env.insert(key, value);
+                }
+                None => {
+                    env.remove(&key);
+                }
+            }
+        }
+        env
+    }
+
+    fn labels(&mut self, labels: Option<&ListOrMap>, loc: &Loc) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (i, (key, value)) in key_values(labels).into_iter().enumerate() {
+            if key.is_empty() {
+                let item = match labels {
+                    Some(ListOrMap::List(_)) => loc.index(i),
+                    _ => loc.clone(),
+                };
+                self.diags.error(item.span(), &item.path, "a label needs a name");
+                continue;
+            }
+            out.insert(key, value.unwrap_or_default());
+        }
+        out
+    }
+
+    fn stop_signal(&mut self, signal: Option<&str>, loc: &Loc) -> Option<String> {
+        const SIGNALS: [&str; 12] = [
+            "SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+            "SIGSTOP", "SIGABRT", "SIGALRM", "SIGPWR",
+        ];
+        let text = signal?;
+        let upper = text.trim().to_ascii_uppercase();
+        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        if SIGNALS.contains(&name.as_str()) {
+            return Some(name);
+        }
+        if let Ok(number) = text.trim().parse::<u8>() {
+            if (1..=64).contains(&number) {
+                return Some(number.to_string());
+            }
+        }
+        self.diags
+            .error(loc.span(), &loc.path, format!("unknown signal {text:?}"))
+            .help(format!("use a signal name such as {}", SIGNALS[..4].join(", ")));
+        None
+    }
+
+    fn healthcheck(&mut self, check: Option<&file::Healthcheck>, loc: &Loc) -> Option<spec::Healthcheck> {
+        let check = check?;
+        let test = if check.disable == Some(true) {
+            vec!["NONE".to_owned()]
+        } else {
+            match &check.test {
+                // Only timings: the image's test with new timings.
+                None => Vec::new(),
+                Some(StringOrList::String(command)) => vec!["CMD-SHELL".to_owned(), command.clone()],
+                Some(StringOrList::List(items)) => {
+                    let at = loc.key("test");
+                    match items.first().map(String::as_str) {
+                        Some("CMD" | "CMD-SHELL") if items.len() > 1 => items.clone(),
+                        Some("NONE") => vec!["NONE".to_owned()],
+                        _ => {
+                            self.diags
+                                .error(at.span(), &at.path, "a healthcheck test list starts with CMD, CMD-SHELL or NONE, followed by the command")
+                                .help("e.g. [\"CMD\", \"wget\", \"-q\", \"-O-\", \"http://localhost/\"] or [\"CMD-SHELL\", \"curl -f localhost\"]");
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        Some(spec::Healthcheck {
+            test,
+            interval: check.interval.unwrap_or(GoDuration::from_secs(30)),
+            timeout: check.timeout.unwrap_or(GoDuration::from_secs(30)),
+            retries: check.retries.unwrap_or(3),
+            start_period: check.start_period.unwrap_or_default(),
+            start_interval: check.start_interval.unwrap_or(GoDuration::from_secs(5)),
+        })
+    }
+
+    fn mounts(&mut self, mounts: &[file::Mount], loc: &Loc, names: &Names) -> Vec<spec::Mount> {
+        let mut out = Vec::new();
+        for (i, mount) in mounts.iter().enumerate() {
+            let at = loc.index(i);
+            let (kind, source, target, read_only) = match mount {
+                file::Mount::Long(long) => (
+                    match long.kind {
+                        file::MountKind::Volume => MountKind::Volume,
+                        file::MountKind::Bind => MountKind::Bind,
+                        file::MountKind::Tmpfs => MountKind::Tmpfs,
+                    },
+                    long.source.clone(),
+                    long.target.clone(),
+                    long.read_only.unwrap_or(false),
+                ),
+                file::Mount::Short(text) => {
+                    let parts: Vec<&str> = text.split(':').collect();
+                    let (source, target, mode) = match parts.as_slice() {
+                        [target] => (None, *target, None),
+                        [source, target] => (Some(*source), *target, None),
+                        [source, target, mode] => (Some(*source), *target, Some(*mode)),
+                        _ => {
+                            self.diags
+                                .error(at.span(), &at.path, format!("invalid mount {text:?}"))
+                                .help("write SOURCE:TARGET[:ro], or TARGET for an anonymous volume");
+                            continue;
+                        }
+                    };
+                    let read_only = match mode {
+                        None | Some("rw") => false,
+                        Some("ro") => true,
+                        Some(other) => {
+                            self.diags
+                                .error(at.span(), &at.path, format!("unknown mount mode {other:?}"))
+                                .help("use ro or rw");
+                            continue;
+                        }
+                    };
+                    let kind = match source {
+                        Some(s) if s.starts_with(['/', '.', '~']) => MountKind::Bind,
+                        _ => MountKind::Volume,
+                    };
+                    (kind, source.map(str::to_owned), target.to_owned(), read_only)
+                }
+            };
+            if !target.starts_with('/') {
+                self.diags
+                    .error(at.span(), &at.path, format!("the mount target {target:?} is not an absolute path"));
+                continue;
+            }
+            let source = match (kind, source) {
+                (MountKind::Bind, Some(path)) if !path.starts_with('/') => {
+                    self.diags
+                        .error(at.span(), &at.path, format!("the bind source {path:?} is a relative path"))
+                        .help("a task may run on any node: give an absolute path that exists on the nodes");
+                    continue;
+                }
+                (MountKind::Bind, None) => {
+                    self.diags.error(at.span(), &at.path, "a bind mount needs a source path");
+                    continue;
+                }
+                (MountKind::Volume, Some(volume)) => match names.volumes.get(&volume) {
+                    Some(name) => Some(name.clone()),
+                    None => {
+                        self.undefined(&at, "volume", &volume, names.volumes.keys());
+                        continue;
+                    }
+                },
+                (_, source) => source,
+            };
+            out.push(spec::Mount {
+                kind,
+                source,
+                target,
+                read_only,
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        self.no_duplicate_targets(out.iter().map(|m| m.target.as_str()), loc, "mount");
+        out
+    }
+
+    fn no_duplicate_targets<'t>(&mut self, targets: impl Iterator<Item = &'t str>, loc: &Loc, what: &str) {
+        let mut seen = BTreeSet::new();
+        for target in targets {
+            if !seen.insert(target) {
+                self.diags
+                    .error(loc.span(), &loc.path, format!("two {what}s target {target}"));
+            }
+        }
+    }
+
+    fn undefined<'k>(&mut self, at: &Loc, what: &str, name: &str, known: impl Iterator<Item = &'k String>) {
+        let known: Vec<&str> = known.map(String::as_str).collect();
+        let diag = self.diags.error(
+            at.span(),
+            &at.path,
+            format!("{what} `{name}` is not defined in the top-level `{what}s` section"),
+        );
+        match super::diagnostic::did_you_mean(name, known.iter().copied()) {
+            Some(suggestion) => diag.help(format!("did you mean `{suggestion}`?")),
+            None => diag.help(format!("declare it under `{what}s:` at the top of the file")),
+        };
+    }
+
+    fn file_references(
+        &mut self,
+        references: &[file::FileReference],
+        loc: &Loc,
+        names: &BTreeMap<String, String>,
+        what: &str,
+        default_target: fn(&str) -> String,
+    ) -> Vec<spec::FileReference> {
+        let mut out = Vec::new();
+        for (i, reference) in references.iter().enumerate() {
+            let at = loc.index(i);
+            let long = match reference {
+                file::FileReference::Short(source) => file::FileReferenceLong {
+                    source: source.clone(),
+                    target: None,
+                    uid: None,
+                    gid: None,
+                    mode: None,
+                },
+                file::FileReference::Long(long) => long.clone(),
+            };
+            let Some(name) = names.get(&long.source) else {
+                self.undefined(&at, what, &long.source, names.keys());
+                continue;
+            };
+            let target = long.target.unwrap_or_else(|| default_target(&long.source));
+            let mode = long.mode.unwrap_or(0o444);
+            if mode > 0o777 {
+                self.diags
+                    .error(at.key("mode").span(), &at.key("mode").path, format!("file mode {mode:o} is more than 0777"));
+                continue;
+            }
+            out.push(spec::FileReference {
+                source: name.clone(),
+                target,
+                uid: long.uid.unwrap_or_else(|| "0".to_owned()),
+                gid: long.gid.unwrap_or_else(|| "0".to_owned()),
+                mode,
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        self.no_duplicate_targets(out.iter().map(|r| r.target.as_str()), loc, what);
+        out
+    }
+
+    fn resources(&mut self, resources: Option<&file::Resources>, loc: &Loc) -> spec::Resources {
+        let resources = resources.cloned().unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        let reservations = resources.reservations.unwrap_or_default();
+        let limits_loc = loc.key("limits");
+        let out = spec::Resources {
+            limits: spec::ResourceLimits {
+                cpus: limits.cpus.map(|c| c.0),
+                memory: limits.memory,
+                pids: limits.pids,
+            },
+            reservations: spec::ResourceReservations {
+                cpus: reservations.cpus.map(|c| c.0),
+                memory: reservations.memory,
+            },
+        };
+        if let Some(cpus) = out.limits.cpus.filter(|c| c.0 == 0) {
+            let at = limits_loc.key("cpus");
+            self.diags
+                .error(at.span(), &at.path, format!("a CPU limit of {cpus} would stop the task from running"))
+                .help("give a positive number of CPUs, or remove the limit");
+        }
+        if let Some(memory) = out.limits.memory.filter(|m| m.0 < MIN_MEMORY_LIMIT) {
+            let at = limits_loc.key("memory");
+            self.diags
+                .error(at.span(), &at.path, format!("a memory limit of {memory} is below the minimum of 6MiB"));
+        }
+        let over = |limit: Option<u64>, reservation: Option<u64>| {
+            matches!((limit, reservation), (Some(l), Some(r)) if r > l)
+        };
+        if over(out.limits.cpus.map(|c| c.0), out.reservations.cpus.map(|c| c.0)) {
+            let at = loc.key("reservations").key("cpus");
+            self.diags.error(at.span(), &at.path, "the CPU reservation is more than the CPU limit");
+        }
+        if over(out.limits.memory.map(|m| m.0), out.reservations.memory.map(|m| m.0)) {
+            let at = loc.key("reservations").key("memory");
+            self.diags.error(at.span(), &at.path, "the memory reservation is more than the memory limit");
+        }
+        out
+    }
+
+    fn placement(&mut self, deploy: &file::Deploy, loc: &Loc) -> spec::Placement {
+        let placement = deploy.placement.clone().unwrap_or_default();
+        let loc = loc.key("placement");
+        let mut constraints: Vec<Constraint> = Vec::new();
+        for (i, text) in placement.constraints.iter().flatten().enumerate() {
+            match text.parse::<Constraint>() {
+                Ok(constraint) => constraints.push(constraint),
+                Err(e) => {
+                    let at = loc.key("constraints").index(i);
+                    self.diags.error(at.span(), &at.path, e.to_string());
+                }
+            }
+        }
+        constraints.sort();
+        constraints.dedup();
+        let mut preferences = Vec::new();
+        for (i, preference) in placement.preferences.iter().flatten().enumerate() {
+            let label = preference.spread.trim();
+            let valid = ["node.labels.", "engine.labels."]
+                .iter()
+                .any(|prefix| label.strip_prefix(prefix).is_some_and(|name| !name.is_empty()));
+            if valid {
+                preferences.push(SpreadOver {
+                    spread: label.to_owned(),
+                });
+            } else {
+                let at = loc.key("preferences").index(i).key("spread");
+                self.diags
+                    .error(at.span(), &at.path, format!("cannot spread over {label:?}"))
+                    .help("spread over a node label: node.labels.<name>");
+            }
+        }
+        spec::Placement {
+            constraints,
+            preferences,
+            max_replicas_per_node: placement.max_replicas_per_node.unwrap_or(0),
+        }
+    }
+
+    fn attachments(
+        &mut self,
+        service_key: &str,
+        networks: Option<&file::ServiceNetworks>,
+        loc: &Loc,
+        names: &Names,
+    ) -> Vec<NetworkAttachment> {
+        let requested: Vec<(String, Vec<String>, Loc)> = match networks {
+            None => vec![(DEFAULT_NETWORK.to_owned(), Vec::new(), loc.clone())],
+            Some(file::ServiceNetworks::List(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), Vec::new(), loc.index(i)))
+                .collect(),
+            Some(file::ServiceNetworks::Map(map)) => map
+                .iter()
+                .map(|(n, attachment)| {
+                    let aliases = attachment
+                        .as_ref()
+                        .and_then(|a| a.aliases.clone())
+                        .unwrap_or_default();
+                    (n.clone(), aliases, loc.key(n))
+                })
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (network, mut aliases, at) in requested {
+            let Some(target) = names.networks.get(&network) else {
+                self.undefined(&at, "network", &network, names.networks.keys());
+                continue;
+            };
+            // `docker stack deploy` lets other services reach this one by its short name.
+            aliases.push(service_key.to_owned());
+            aliases.sort();
+            aliases.dedup();
+            out.push(NetworkAttachment {
+                target: target.clone(),
+                aliases,
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+
+    fn endpoint(
+        &mut self,
+        service_name: &str,
+        service: &file::Service,
+        deploy: &file::Deploy,
+        loc: &Loc,
+        published: &mut BTreeMap<(u16, Protocol), (String, Option<Span>)>,
+    ) -> EndpointSpec {
+        let mode = match deploy.endpoint_mode {
+            Some(file::EndpointMode::Dnsrr) => spec::EndpointMode::Dnsrr,
+            _ => spec::EndpointMode::Vip,
+        };
+        let mut ports = Vec::new();
+        let ports_loc = loc.key("ports");
+        for (i, port) in service.ports.iter().flatten().enumerate() {
+            let at = ports_loc.index(i);
+            match parse_port(port) {
+                Ok((parsed, host_ip)) => {
+                    if let Some(ip) = host_ip {
+                        self.diags
+                            .warning(at.span(), &at.path, format!("the host address {ip} is ignored: the routing mesh publishes on every address of every node"));
+                    }
+                    for port in parsed {
+                        self.check_published(service_name, &port, &at, mode, published);
+                        ports.push(port);
+                    }
+                }
+                Err(reason) => {
+                    self.diags
+                        .error(at.span(), &at.path, reason)
+                        .help("write \"PUBLISHED:TARGET[/udp]\", \"TARGET\", or the long form with target, published, protocol and mode");
+                }
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        EndpointSpec { mode, ports }
+    }
+
+    fn check_published(
+        &mut self,
+        service_name: &str,
+        port: &PortConfig,
+        at: &Loc,
+        mode: spec::EndpointMode,
+        published: &mut BTreeMap<(u16, Protocol), (String, Option<Span>)>,
+    ) {
+        if port.mode != PublishMode::Ingress {
+            return;
+        }
+        if mode == spec::EndpointMode::Dnsrr {
+            self.diags
+                .error(at.span(), &at.path, "a port published in ingress mode cannot be used with endpoint_mode: dnsrr")
+                .help("publish it with mode: host, or use endpoint_mode: vip");
+        }
+        let Some(number) = port.published else { return };
+        let key = (number, port.protocol);
+        match published.get(&key) {
+            Some((other, other_span)) if other != service_name => {
+                let line = other_span.map(|s| format!(" (line {})", s.line)).unwrap_or_default();
+                self.diags
+                    .error(at.span(), &at.path, format!("port {number}/{} is already published by service {other}{line}", port.protocol))
+                    .help("every node listens on an ingress port once: pick another published port");
+            }
+            Some(_) => {}
+            None => {
+                published.insert(key, (service_name.to_owned(), at.span()));
+            }
+        }
+    }
+}
+
+fn is_external(external: Option<&External>) -> bool {
+    matches!(external, Some(External::Flag(true) | External::Named(_)))
+}
+
+/// The `KEY=value` pairs of a list or map; `None` where no value is given.
+fn key_values(value: Option<&ListOrMap>) -> Vec<(String, Option<String>)> {
+    match value {
+        None => Vec::new(),
+        Some(ListOrMap::Map(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(ListOrMap::List(list)) => list
+            .iter()
+            .map(|item| match item.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (item.clone(), None),
+            })
+            .collect(),
+    }
+}
+
+fn restart_policy(policy: Option<&file::RestartPolicy>) -> spec::RestartPolicy {
+    let defaults = spec::RestartPolicy::default();
+    let Some(policy) = policy else { return defaults };
+    spec::RestartPolicy {
+        condition: match policy.condition {
+            Some(file::RestartCondition::None) => spec::RestartCondition::None,
+            Some(file::RestartCondition::OnFailure) => spec::RestartCondition::OnFailure,
+            Some(file::RestartCondition::Any) | None => spec::RestartCondition::Any,
+        },
+        delay: policy.delay.unwrap_or(defaults.delay),
+        max_attempts: policy.max_attempts.unwrap_or(defaults.max_attempts),
+        window: policy.window.unwrap_or(defaults.window),
+    }
+}
+
+fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
+    let defaults = UpdatePolicy::default();
+    let Some(config) = config else { return defaults };
+    UpdatePolicy {
+        parallelism: config.parallelism.unwrap_or(defaults.parallelism),
+        delay: config.delay.unwrap_or(defaults.delay),
+        failure_action: match config.failure_action {
+            Some(file::FailureAction::Continue) => spec::FailureAction::Continue,
+            Some(file::FailureAction::Rollback) => spec::FailureAction::Rollback,
+            Some(file::FailureAction::Pause) | None => spec::FailureAction::Pause,
+        },
+        monitor: config.monitor.unwrap_or(defaults.monitor),
+        max_failure_ratio: config.max_failure_ratio.unwrap_or(defaults.max_failure_ratio),
+        order: match config.order {
+            Some(file::UpdateOrder::StartFirst) => spec::UpdateOrder::StartFirst,
+            Some(file::UpdateOrder::StopFirst) | None => spec::UpdateOrder::StopFirst,
+        },
+    }
+}
+
+/// Names of stacks, services and other objects: Docker's rule.
+pub(super) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn valid_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else { return false };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix.parse::<u8>().is_ok_and(|p| p <= 32),
+        Ok(std::net::IpAddr::V6(_)) => prefix.parse::<u8>().is_ok_and(|p| p <= 128),
+        Err(_) => false,
+    }
+}
+
+/// A light check of an image reference: `[host[:port]/]path[:tag][@sha256:<64 hex>]`.
+fn check_image_reference(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    if image.contains(char::is_whitespace) {
+        return Err("it contains whitespace".to_owned());
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or("the digest must start with sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("a sha256 digest has 64 hexadecimal digits".to_owned());
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/' (a host may have a port).
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (repository, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    if let Some(tag) = tag {
+        let valid_tag = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid_tag {
+            return Err(format!("invalid tag {tag:?}"));
+        }
+    }
+    let mut components = repository.split('/').peekable();
+    let mut first = true;
+    while let Some(component) = components.next() {
+        let is_host = first
+            && components.peek().is_some()
+            && (component.contains(['.', ':']) || component == "localhost");
+        first = false;
+        let valid = if is_host {
+            !component.is_empty()
+                && component.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        } else {
+            !component.is_empty()
+                && component.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && component.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        };
+        if !valid {
+            return Err(if component.chars().any(|c| c.is_ascii_uppercase()) {
+                "repository names are lowercase".to_owned()
+            } else {
+                format!("invalid path component {component:?}")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A port entry → the ports it publishes (a range publishes several), and the ignored host address.
+fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), String> {
+    let number = |text: &str| -> Result<u16, String> {
+        match text.parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            _ => Err(format!("invalid port {text:?}: ports are numbers from 1 to 65535")),
+        }
+    };
+    match port {
+        file::Port::Number(target) => Ok((
+            vec![PortConfig {
+                published: None,
+                target: number(&target.to_string())?,
+                protocol: Protocol::Tcp,
+                mode: PublishMode::Ingress,
+            }],
+            None,
+        )),
+        file::Port::Long(long) => {
+            let published = match &long.published {
+                None => None,
+                Some(file::StringOrNumber::Number(n)) => Some(number(&n.to_string())?),
+                Some(file::StringOrNumber::String(s)) => Some(number(s)?),
+            };
+            Ok((
+                vec![PortConfig {
+                    published,
+                    target: number(&long.target.to_string())?,
+                    protocol: match long.protocol {
+                        Some(file::PortProtocol::Udp) => Protocol::Udp,
+                        Some(file::PortProtocol::Sctp) => Protocol::Sctp,
+                        _ => Protocol::Tcp,
+                    },
+                    mode: match long.mode {
+                        Some(file::PortMode::Host) => PublishMode::Host,
+                        _ => PublishMode::Ingress,
+                    },
+                }],
+                long.host_ip.clone(),
+            ))
+        }
+        file::Port::Short(text) => {
+            let (rest, protocol) = match text.rsplit_once('/') {
+                Some((rest, "tcp")) => (rest, Protocol::Tcp),
+                Some((rest, "udp")) => (rest, Protocol::Udp),
+                Some((rest, "sctp")) => (rest, Protocol::Sctp),
+                Some((_, other)) => return Err(format!("unknown protocol {other:?} in {text:?}: use tcp, udp or sctp")),
+                None => (text.as_str(), Protocol::Tcp),
+            };
+            // An IPv6 host address is bracketed: [::1]:8080:80.
+            let (host_ip, rest) = match rest.strip_prefix('[') {
+                Some(bracketed) => {
+                    let (ip, after) = bracketed
+                        .split_once("]:")
+                        .ok_or_else(|| format!("invalid port {text:?}: unclosed '['"))?;
+                    (Some(ip.to_owned()), after)
+                }
+                None => (None, rest),
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (host_ip, published, target) = match parts.as_slice() {
+                [target] => (host_ip, None, *target),
+                [published, target] => (host_ip, Some(*published), *target),
+                [ip, published, target] if host_ip.is_none() => (Some((*ip).to_owned()), Some(*published), *target),
+                _ => return Err(format!("invalid port {text:?}")),
+            };
+            let range = |text: &str| -> Result<(u16, u16), String> {
+                match text.split_once('-') {
+                    Some((low, high)) => {
+                        let (low, high) = (number(low)?, number(high)?);
+                        if low > high {
+                            return Err(format!("invalid port range {text:?}: the first port is above the last"));
+                        }
+                        Ok((low, high))
+                    }
+                    None => number(text).map(|n| (n, n)),
+                }
+            };
+            let targets = range(target)?;
+            let published = match published {
+                // `:80` (empty published part) lets the cluster pick, like `80`.
+                Some("") | None => None,
+                Some(p) => Some(range(p)?),
+            };
+            if let Some(p) = published {
+                if p.1 - p.0 != targets.1 - targets.0 {
+                    return Err(format!("invalid port {text:?}: the published and target ranges differ in size"));
+                }
+            }
+            let ports = (0..=targets.1 - targets.0)
+                .map(|offset| PortConfig {
+                    published: published.map(|p| p.0 + offset),
+                    target: targets.0 + offset,
+                    protocol,
+                    mode: PublishMode::Ingress,
+                })
+                .collect();
+            Ok((ports, host_ip.filter(|ip| !ip.is_empty())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ports_read_like_docker() {
+        let cases = [
+            ("80", vec![(None, 80, Protocol::Tcp)]),
+            ("8080:80", vec![(Some(8080), 80, Protocol::Tcp)]),
+            ("8080:80/udp", vec![(Some(8080), 80, Protocol::Udp)]),
+            ("127.0.0.1:8080:80", vec![(Some(8080), 80, Protocol::Tcp)]),
+            ("[::1]:53:53/udp", vec![(Some(53), 53, Protocol::Udp)]),
+            ("9000-9001:8000-8001", vec![(Some(9000), 8000, Protocol::Tcp), (Some(9001), 8001, Protocol::Tcp)]),
+        ];
+        for (text, expected) in cases {
+            let (ports, _) = parse_port(&file::Port::Short(text.to_owned())).unwrap();
+            let got: Vec<_> = ports.iter().map(|p| (p.published, p.target, p.protocol)).collect();
+            assert_eq!(got, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_ports_say_why() {
+        let cases = [
+            ("0", "1 to 65535"),
+            ("70000:80", "1 to 65535"),
+            ("80/icmp", "unknown protocol"),
+            ("a:b:c:d", "invalid port"),
+            ("9000-9002:8000-8001", "ranges differ"),
+            ("90-80", "first port is above"),
+            ("http", "1 to 65535"),
+        ];
+        for (text, reason) in cases {
+            let err = parse_port(&file::Port::Short(text.to_owned())).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "nginx",
+            "nginx:1.27-alpine",
+            "library/nginx:latest",
+            "127.0.0.1:5000/swarm/web:1",
+            "localhost/app",
+            "registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "dockersamples/examplevotingapp_vote:before",
+        ] {
+            assert_eq!(check_image_reference(ok), Ok(()), "{ok}");
+        }
+        for (bad, reason) in [
+            ("", "empty"),
+            ("nginx latest", "whitespace"),
+            ("Nginx", "lowercase"),
+            ("nginx:", "invalid tag"),
+            ("nginx@sha256:abc", "64 hexadecimal"),
+            ("a//b", "invalid path component"),
+        ] {
+            let err = check_image_reference(bad).unwrap_err();
+            assert!(err.contains(reason), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_follow_docker() {
+        assert!(valid_name("web"));
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("we b"));
+    }
+}

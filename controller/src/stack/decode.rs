@@ -1,0 +1,397 @@
+//! Schema-directed decoding: walks a YAML tree beside the stack file's JSON Schema (generated
+//! from `swarm_api::stackfile`), reports every mismatch at its line and column, and builds the
+//! JSON value that deserialises into the stack file types. Scalars are typed by what the
+//! schema expects, as Compose casts them: `FOO: 1` is the string "1" where a string is
+//! expected, and `${REPLICAS}` becomes a number where a number is.
+
+use serde_json::{Map, Number, Value as Json};
+
+use super::diagnostic::{Diagnostics, did_you_mean};
+use super::yaml::{Node, Scalar, Typed, Value, resolve_plain};
+use swarm_api::stackfile::UNSUPPORTED_KEYWORD;
+
+/// Decodes `node` as an instance of `root` (a schema with `$defs`). Returns `None` when any
+/// error was found below it; warnings do not prevent a value.
+pub fn decode(node: &Node, root: &Json, diags: &mut Diagnostics) -> Option<Json> {
+    let mut decoder = Decoder {
+        root,
+        diags,
+        path: Vec::new(),
+    };
+    decoder.decode(node, root)
+}
+
+/// The schema that admits anything.
+const ANY: &Json = &Json::Bool(true);
+
+struct Decoder<'a> {
+    root: &'a Json,
+    diags: &'a mut Diagnostics,
+    path: Vec<String>,
+}
+
+/// The kinds of value a schema admits, as read from its `type`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Admits {
+    null: bool,
+    boolean: bool,
+    integer: bool,
+    number: bool,
+    string: bool,
+    array: bool,
+    object: bool,
+}
+
+impl Admits {
+    fn of(schema: &Json) -> Admits {
+        let mut admits = Admits::default();
+        let mut add = |name: &str| match name {
+            "null" => admits.null = true,
+            "boolean" => admits.boolean = true,
+            "integer" => admits.integer = true,
+            "number" => admits.number = true,
+            "string" => admits.string = true,
+            "array" => admits.array = true,
+            "object" => admits.object = true,
+            _ => {}
+        };
+        match schema.get("type") {
+            Some(Json::String(name)) => add(name),
+            Some(Json::Array(names)) => names.iter().filter_map(Json::as_str).for_each(add),
+            _ => {
+                // No `type`: anything goes (only `true`-like schemas here).
+                admits = Admits {
+                    null: true,
+                    boolean: true,
+                    integer: true,
+                    number: true,
+                    string: true,
+                    array: true,
+                    object: true,
+                };
+            }
+        }
+        admits
+    }
+
+    fn describe(self) -> String {
+        let mut kinds = Vec::new();
+        if self.object {
+            kinds.push("a mapping");
+        }
+        if self.array {
+            kinds.push("a list");
+        }
+        if self.string {
+            kinds.push("a string");
+        }
+        if self.integer {
+            kinds.push("an integer");
+        } else if self.number {
+            kinds.push("a number");
+        }
+        if self.boolean {
+            kinds.push("true or false");
+        }
+        match kinds.len() {
+            0 => "nothing".to_owned(),
+            1 => kinds[0].to_owned(),
+            n => format!("{} or {}", kinds[..n - 1].join(", "), kinds[n - 1]),
+        }
+    }
+
+    fn union(self, other: Admits) -> Admits {
+        Admits {
+            null: self.null || other.null,
+            boolean: self.boolean || other.boolean,
+            integer: self.integer || other.integer,
+            number: self.number || other.number,
+            string: self.string || other.string,
+            array: self.array || other.array,
+            object: self.object || other.object,
+        }
+    }
+}
+
+impl<'a> Decoder<'a> {
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.path {
+            if !segment.starts_with('[') && !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+        out
+    }
+
+    fn resolve(&self, mut schema: &'a Json) -> &'a Json {
+        // References point into the root's `$defs`; a chain of them is followed to the end.
+        for _ in 0..16 {
+            let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
+                break;
+            };
+            let name = reference.trim_start_matches("#/$defs/");
+            match self.root.get("$defs").and_then(|defs| defs.get(name)) {
+                Some(target) => schema = target,
+                None => break,
+            }
+        }
+        schema
+    }
+
+    fn decode(&mut self, node: &Node, schema: &'a Json) -> Option<Json> {
+        let schema = self.resolve(schema);
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Json::as_array)
+        {
+            return self.decode_union(node, branches);
+        }
+        let admits = Admits::of(schema);
+        let value = match &node.value {
+            Value::Mapping(_) if admits.object => self.decode_object(node, schema),
+            Value::Sequence(items) if admits.array => {
+                let items_schema = schema.get("items").unwrap_or(ANY);
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (index, item) in items.iter().enumerate() {
+                    self.path.push(format!("[{index}]"));
+                    match self.decode(item, items_schema) {
+                        Some(value) => out.push(value),
+                        None => ok = false,
+                    }
+                    self.path.pop();
+                }
+                ok.then_some(Json::Array(out))
+            }
+            Value::Scalar(scalar) => match self.scalar(scalar, admits) {
+                Some(value) => Some(value),
+                None => {
+                    self.mismatch(node, admits);
+                    None
+                }
+            },
+            _ => {
+                self.mismatch(node, admits);
+                None
+            }
+        }?;
+        self.check_constraints(node, schema, &value).then_some(value)
+    }
+
+    /// Picks the branch of an `anyOf` that fits the node's kind, so errors come from inside
+    /// the branch the user meant (a mapping goes to the long form, a string to the short one).
+    fn decode_union(&mut self, node: &Node, branches: &'a [Json]) -> Option<Json> {
+        let resolved: Vec<&'a Json> = branches.iter().map(|b| self.resolve(b)).collect();
+        let fits = |branch: &Json, strict: bool| {
+            let admits = Admits::of(branch);
+            match &node.value {
+                Value::Mapping(_) => admits.object,
+                Value::Sequence(_) => admits.array,
+                Value::Scalar(scalar) => {
+                    let typed = scalar_type(scalar);
+                    match typed {
+                        Typed::Null => admits.null,
+                        Typed::Bool(_) if strict => admits.boolean,
+                        Typed::Int(_) if strict => admits.integer || admits.number,
+                        Typed::Float(_) if strict => admits.number,
+                        Typed::Str(_) if strict => admits.string,
+                        _ => admits.string,
+                    }
+                }
+            }
+        };
+        let chosen = resolved
+            .iter()
+            .find(|b| fits(b, true))
+            .or_else(|| resolved.iter().find(|b| fits(b, false)));
+        match chosen {
+            Some(branch) => self.decode(node, branch),
+            None => {
+                let admits = resolved
+                    .iter()
+                    .fold(Admits::default(), |all, b| all.union(Admits::of(b)));
+                self.mismatch(node, admits);
+                None
+            }
+        }
+    }
+
+    fn decode_object(&mut self, node: &Node, schema: &'a Json) -> Option<Json> {
+        let Value::Mapping(entries) = &node.value else {
+            unreachable!("decode_object takes mappings")
+        };
+        let properties = schema.get("properties").and_then(Json::as_object);
+        let extension_prefixes: Vec<&str> = schema
+            .get("patternProperties")
+            .and_then(Json::as_object)
+            .map(|patterns| {
+                patterns
+                    .keys()
+                    .filter_map(|p| p.strip_prefix('^'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let additional = schema.get("additionalProperties");
+        let mut out = Map::new();
+        let mut ok = true;
+        for entry in entries {
+            if extension_prefixes.iter().any(|p| entry.key.starts_with(p)) {
+                continue;
+            }
+            let property = properties.and_then(|p| p.get(&entry.key));
+            let value_schema = match (property, additional) {
+                (Some(property), _) => property,
+                (None, Some(Json::Bool(false))) => {
+                    self.unknown_key(entry.key.as_str(), entry.key_span, properties, &extension_prefixes);
+                    ok = false;
+                    continue;
+                }
+                (None, Some(schema)) => schema,
+                (None, None) => ANY,
+            };
+            self.path.push(entry.key.clone());
+            if value_schema.get(UNSUPPORTED_KEYWORD).is_some() {
+                let path = self.path();
+                self.diags
+                    .warning(
+                        Some(entry.key_span),
+                        &path,
+                        format!("`{}` is not supported by swarm yet and is ignored", entry.key),
+                    );
+            } else {
+                match self.decode(&entry.value, value_schema) {
+                    Some(value) => {
+                        out.insert(entry.key.clone(), value);
+                    }
+                    None => ok = false,
+                }
+            }
+            self.path.pop();
+        }
+        if let Some(required) = schema.get("required").and_then(Json::as_array) {
+            for name in required.iter().filter_map(Json::as_str) {
+                if !entries.iter().any(|e| e.key == name) {
+                    let path = self.path();
+                    self.diags
+                        .error(Some(node.span), &path, format!("missing required key `{name}`"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Json::Object(out))
+    }
+
+    fn unknown_key(
+        &mut self,
+        key: &str,
+        span: super::diagnostic::Span,
+        properties: Option<&Map<String, Json>>,
+        extension_prefixes: &[&str],
+    ) {
+        let path = self.path();
+        let known: Vec<&str> = properties
+            .map(|p| p.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let where_ = if path.is_empty() { "at the top level".to_owned() } else { format!("in `{path}`") };
+        let diag = self
+            .diags
+            .error(Some(span), &path, format!("unknown key `{key}` {where_}"));
+        if let Some(suggestion) = did_you_mean(key, known.iter().copied()) {
+            diag.help(format!("did you mean `{suggestion}`?"));
+        } else if !known.is_empty() {
+            let mut help = format!("expected one of: {}", known.join(", "));
+            if !extension_prefixes.is_empty() {
+                help.push_str("; extension keys start with x-");
+            }
+            diag.help(help);
+        }
+    }
+
+    /// A scalar as the JSON value of a kind the schema admits, or `None` if none fits.
+    fn scalar(&self, scalar: &Scalar, admits: Admits) -> Option<Json> {
+        match scalar_type(scalar) {
+            Typed::Null if admits.null => return Some(Json::Null),
+            Typed::Bool(b) if admits.boolean => return Some(Json::Bool(b)),
+            Typed::Int(n) if admits.integer || admits.number => return Some(Json::Number(n.into())),
+            Typed::Float(f) if admits.number => return Number::from_f64(f).map(Json::Number),
+            _ => {}
+        }
+        // Any scalar but null reads as a string where a string is expected, in its written form.
+        if admits.string && scalar_type(scalar) != Typed::Null {
+            return Some(Json::String(scalar.text.clone()));
+        }
+        None
+    }
+
+    fn mismatch(&mut self, node: &Node, admits: Admits) {
+        let path = self.path();
+        let diag = self.diags.error(
+            Some(node.span),
+            &path,
+            format!("expected {}, found {}", admits.describe(), node.describe()),
+        );
+        if let Value::Scalar(scalar) = &node.value {
+            let as_plain = resolve_plain(&scalar.text);
+            let quoted_number = !scalar.plain
+                && matches!(as_plain, Typed::Int(_) | Typed::Float(_) | Typed::Bool(_))
+                && (admits.integer || admits.number || admits.boolean);
+            if quoted_number {
+                diag.help("remove the quotes");
+            } else if admits.array && !admits.string {
+                diag.help(format!("write it as a list: [{}]", scalar.text));
+            }
+        }
+    }
+
+    /// `enum`, `minimum` and `maximum`: checked on the decoded value.
+    fn check_constraints(&mut self, node: &Node, schema: &Json, value: &Json) -> bool {
+        let path = self.path();
+        if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
+            if !allowed.contains(value) {
+                let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
+                let found = value.as_str().map_or_else(|| value.to_string(), |s| format!("{s:?}"));
+                let diag = self.diags.error(
+                    Some(node.span),
+                    &path,
+                    format!("expected one of {}, found {found}", names.join(", ")),
+                );
+                if let Some(suggestion) = value.as_str().and_then(|s| did_you_mean(s, names.iter().copied())) {
+                    diag.help(format!("did you mean `{suggestion}`?"));
+                }
+                return false;
+            }
+        }
+        if let Some(number) = value.as_f64() {
+            let bound = |key: &str| schema.get(key).and_then(Json::as_f64);
+            if let Some(minimum) = bound("minimum").filter(|m| number < *m) {
+                self.diags.error(
+                    Some(node.span),
+                    &path,
+                    format!("{value} is less than the minimum {minimum}"),
+                );
+                return false;
+            }
+            if let Some(maximum) = bound("maximum").filter(|m| number > *m) {
+                self.diags.error(
+                    Some(node.span),
+                    &path,
+                    format!("{value} is more than the maximum {maximum}"),
+                );
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// How a scalar types: plain scalars and substituted ones by their text, quoted ones as strings.
+fn scalar_type(scalar: &Scalar) -> Typed<'_> {
+    if scalar.interpolated {
+        resolve_plain(&scalar.text)
+    } else {
+        scalar.typed()
+    }
+}

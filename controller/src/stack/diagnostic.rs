@@ -1,0 +1,148 @@
+//! Findings about a stack file: each names the file, line and column, the field path and
+//! what to do about it. The loader reports every finding, not only the first.
+
+use std::fmt;
+
+/// A position in a file, both 1-based.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span {
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    /// Absent for findings about the file as a whole (unreadable, missing).
+    pub span: Option<Span>,
+    /// The field path, such as `services.web.deploy.replicas`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    /// `web.yaml:12:16: error: services.web.deploy.replicas: …`, the form editors and
+    /// terminals turn into links, then an indented help line when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(span) = self.span {
+            write!(f, ":{}:{}", span.line, span.column)?;
+        }
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {severity}: ")?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The findings about one file, as they are made.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    file: String,
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new(file: impl Into<String>) -> Self {
+        Diagnostics {
+            file: file.into(),
+            items: Vec::new(),
+        }
+    }
+
+    pub fn error(&mut self, span: Option<Span>, path: &str, message: impl Into<String>) -> &mut Diagnostic {
+        self.push(Severity::Error, span, path, message.into())
+    }
+
+    pub fn warning(&mut self, span: Option<Span>, path: &str, message: impl Into<String>) -> &mut Diagnostic {
+        self.push(Severity::Warning, span, path, message.into())
+    }
+
+    fn push(&mut self, severity: Severity, span: Option<Span>, path: &str, message: String) -> &mut Diagnostic {
+        self.items.push(Diagnostic {
+            severity,
+            file: self.file.clone(),
+            span,
+            path: path.to_owned(),
+            message,
+            help: None,
+        });
+        self.items.last_mut().expect("just pushed")
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// The findings in file order (line, column), errors before warnings at one place.
+    pub fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.items
+            .sort_by_key(|d| (d.span.is_some(), d.span, d.severity));
+        self.items.dedup();
+        self.items
+    }
+}
+
+impl Diagnostic {
+    pub fn help(&mut self, help: impl Into<String>) -> &mut Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The closest of `candidates` to a misspelt `word`, when one is close enough to suggest.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_a_compiler() {
+        let mut diags = Diagnostics::new("stacks/web.yaml");
+        diags
+            .error(Some(Span { line: 12, column: 16 }), "services.web.deploy.replicas", "expected an integer")
+            .help("write a whole number");
+        diags.warning(None, "", "whole file");
+        let printed: Vec<String> = diags.into_sorted().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            printed,
+            [
+                "stacks/web.yaml: warning: whole file",
+                "stacks/web.yaml:12:16: error: services.web.deploy.replicas: expected an integer\n  help: write a whole number",
+            ]
+        );
+    }
+
+    #[test]
+    fn suggests_close_names_only() {
+        let keys = ["replicas", "placement", "resources", "restart_policy"];
+        assert_eq!(did_you_mean("replica", keys), Some("replicas"));
+        assert_eq!(did_you_mean("restart_polcy", keys), Some("restart_policy"));
+        assert_eq!(did_you_mean("zzz", keys), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! Stack files → validated, normalised specs. Pure apart from the `SourceTree` it reads the
+//! stack file and the files it names from.
+//!
+//! The flow: bytes → YAML tree with positions and interpolated values (`yaml`) → checked
+//! against the JSON Schema of the format (`decode`) → the format's types
+//! (`swarm_api::stackfile`) → normalised specs (`convert`). Every stage reports all it
+//! finds, each finding with file:line:column and the field path.
+
+mod convert;
+mod decode;
+pub mod diagnostic;
+pub mod dotenv;
+pub mod interpolate;
+pub mod yaml;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
+use swarm_api::stackfile::StackFile;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity, Span};
+
+use crate::source::SourceTree;
+
+/// A stack as the cluster runs it: every object fully named and normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    pub name: String,
+    /// The stack file, as named to the loader.
+    pub source: String,
+    /// Sorted by name, as every list here.
+    pub services: Vec<ServiceSpec>,
+    pub networks: Vec<NetworkSpec>,
+    pub configs: Vec<FileObjectSpec>,
+    pub secrets: Vec<FileObjectSpec>,
+}
+
+/// What loading a stack file gave: the stack when it has no errors, and every finding.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub stack: Option<Stack>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads the stack file at `path` from `tree`. `env` gives the variables of the environment,
+/// which win over those of a `.env` file beside the stack. `display` names the file in findings.
+pub fn load(tree: &dyn SourceTree, path: &Path, display: &str, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
+    let mut diags = Diagnostics::new(display);
+    let stack = load_into(tree, path, display, env, &mut diags);
+    let has_errors = diags.has_errors();
+    Loaded {
+        stack: stack.filter(|_| !has_errors),
+        diagnostics: diags.into_sorted(),
+    }
+}
+
+fn load_into(
+    tree: &dyn SourceTree,
+    path: &Path,
+    display: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<Stack> {
+    let bytes = match tree.read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            diags.error(None, "", "no such file");
+            return None;
+        }
+        Err(e) => {
+            diags.error(None, "", format!("cannot read the file: {e}"));
+            return None;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            diags.error(
+                None,
+                "",
+                format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            );
+            return None;
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let dotenv_vars = read_dotenv(tree, dir, display, diags);
+    let lookup = |name: &str| {
+        env(name).or_else(|| {
+            dotenv_vars
+                .iter()
+                .rev()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        })
+    };
+    let root = yaml::load(&text, &lookup, diags)?;
+    if !matches!(root.value, yaml::Value::Mapping(_)) {
+        diags
+            .error(Some(root.span), "", format!("expected a mapping with `services:` at the top, found {}", root.describe()));
+        return None;
+    }
+    let json = decode::decode(&root, stack_schema(), diags)?;
+    let file: StackFile = match serde_json::from_value(json) {
+        Ok(file) => file,
+        Err(e) => {
+            // The schema check admits only what the types read; this is a bug if it happens.
+            diags.error(None, "", format!("cannot read the stack file: {e}"));
+            return None;
+        }
+    };
+    let name = match &file.name {
+        Some(name) => name.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if !convert::valid_name(&name) {
+        let span = root.entry("name").map(|e| e.value.span);
+        diags
+            .error(span, "name", format!("invalid stack name {name:?}"))
+            .help("name the stack with letters, digits, '_', '.' and '-' (set `name:` or rename the file)");
+        return None;
+    }
+    let mut converter = convert::Converter {
+        stack: name,
+        dir,
+        tree,
+        lookup: &lookup,
+        diags,
+    };
+    Some(converter.convert(&file, &root, display.to_owned()))
+}
+
+fn read_dotenv(tree: &dyn SourceTree, dir: &Path, display: &str, diags: &mut Diagnostics) -> Vec<(String, String)> {
+    let path = dir.join(".env");
+    match tree.read(&path) {
+        Ok(Some(bytes)) => match dotenv::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(vars) => vars,
+            Err(e) => {
+                diags
+                    .error(None, "", format!("{}:{}: {}", path.display(), e.line, e.message))
+                    .help(format!("the .env beside {display} gives variables for interpolation"));
+                Vec::new()
+            }
+        },
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            diags.error(None, "", format!("cannot read {}: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// The stack file schema as JSON, built once.
+fn stack_schema() -> &'static serde_json::Value {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::to_value(swarm_api::stackfile::json_schema()).expect("the schema is JSON"))
+}
