@@ -76,10 +76,6 @@ pub fn plan(desired: &[Stack], current: &ClusterState, scope: &Scope, basis: Bas
     check_unique(desired)?;
     check_published_ports(desired, current, scope)?;
     let desired_stacks: BTreeSet<&str> = desired.iter().map(|s| s.name.as_str()).collect();
-    let origin = |stack: &Stack| Origin {
-        stack: Some(stack.name.clone()),
-        source: Some(stack.source.clone()),
-    };
     let mut planner = Planner {
         scope,
         desired_stacks: &desired_stacks,
@@ -87,25 +83,25 @@ pub fn plan(desired: &[Stack], current: &ClusterState, scope: &Scope, basis: Bas
     };
     planner.kind(
         Kind::Network,
-        desired.iter().flat_map(|s| s.networks.iter().map(move |n| (n.name.clone(), origin(s), n.clone()))),
+        desired.iter().flat_map(|s| s.networks.iter().map(move |n| (n.name.clone(), s.origin(), n.clone()))),
         &current.networks,
         ObjectSpec::Network,
     );
     planner.kind(
         Kind::Config,
-        desired.iter().flat_map(|s| s.configs.iter().map(move |c| (c.name.clone(), origin(s), c.clone()))),
+        desired.iter().flat_map(|s| s.configs.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
         &current.configs,
         ObjectSpec::File,
     );
     planner.kind(
         Kind::Secret,
-        desired.iter().flat_map(|s| s.secrets.iter().map(move |c| (c.name.clone(), origin(s), c.clone()))),
+        desired.iter().flat_map(|s| s.secrets.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
         &current.secrets,
         ObjectSpec::File,
     );
     planner.kind(
         Kind::Service,
-        desired.iter().flat_map(|s| s.services.iter().map(move |c| (c.name.clone(), origin(s), c.clone()))),
+        desired.iter().flat_map(|s| s.services.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
         &current.services,
         |spec| ObjectSpec::Service(Box::new(spec)),
     );

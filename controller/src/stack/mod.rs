@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::stackfile::StackFile;
+use swarm_api::state::{ClusterState, Object, Origin};
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, Span};
 
@@ -34,6 +35,34 @@ pub struct Stack {
     pub networks: Vec<NetworkSpec>,
     pub configs: Vec<FileObjectSpec>,
     pub secrets: Vec<FileObjectSpec>,
+}
+
+impl Stack {
+    pub fn origin(&self) -> Origin {
+        Origin {
+            stack: Some(self.name.clone()),
+            source: Some(self.source.clone()),
+        }
+    }
+}
+
+/// The state a cluster holds once `stacks` are applied to an empty one.
+pub fn as_state(stacks: &[Stack]) -> ClusterState {
+    fn objects<S: Clone>(stack: &Stack, specs: &[S]) -> impl Iterator<Item = Object<S>> {
+        specs.iter().map(|spec| Object {
+            id: None,
+            origin: stack.origin(),
+            spec: spec.clone(),
+        })
+    }
+    let mut state = ClusterState::empty();
+    for stack in stacks {
+        state.services.extend(objects(stack, &stack.services));
+        state.networks.extend(objects(stack, &stack.networks));
+        state.configs.extend(objects(stack, &stack.configs));
+        state.secrets.extend(objects(stack, &stack.secrets));
+    }
+    state
 }
 
 /// What loading a stack file gave: the stack when it has no errors, and every finding.
