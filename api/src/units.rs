@@ -249,7 +249,7 @@ impl fmt::Display for NanoCpus {
 /// The three unit types serialise as their canonical text, so state files and plans read
 /// like the stack files they came from.
 macro_rules! serde_as_text {
-    ($($ty:ty => $example:literal),*) => {$(
+    ($($ty:ty => $unit:literal, $example:literal),*) => {$(
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_str(self)
@@ -269,13 +269,31 @@ macro_rules! serde_as_text {
             }
 
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string", "examples": [$example] })
+                schemars::json_schema!({ "type": "string", "examples": [$example], "x-swarm-unit": $unit })
             }
         }
     )*};
 }
 
-serde_as_text!(GoDuration => "10s", ByteSize => "512MiB", NanoCpus => "0.5");
+serde_as_text!(
+    GoDuration => "duration", "10s",
+    ByteSize => "size", "512MiB",
+    NanoCpus => "cpus", "0.5"
+);
+
+/// The schema keyword that names the unit of a string field; see [`check_unit`].
+pub const UNIT_KEYWORD: &str = "x-swarm-unit";
+
+/// Checks `text` as a value of the unit a schema names with [`UNIT_KEYWORD`], so that a
+/// schema-driven checker reports unit errors with the others.
+pub fn check_unit(unit: &str, text: &str) -> Result<(), UnitError> {
+    match unit {
+        "duration" => text.parse::<GoDuration>().map(drop),
+        "size" => text.parse::<ByteSize>().map(drop),
+        "cpus" => text.parse::<NanoCpus>().map(drop),
+        other => Err(UnitError(format!("unknown unit {other:?}"))),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -245,6 +245,10 @@ impl Converter<'_> {
     }
 
     fn read_relative(&mut self, relative: &str, at: &Loc) -> Option<Vec<u8>> {
+        let relative: std::path::PathBuf = Path::new(relative)
+            .components()
+            .filter(|c| *c != std::path::Component::CurDir)
+            .collect();
         let path = self.dir.join(relative);
         match self.tree.read(&path) {
             Ok(Some(content)) => Some(content),

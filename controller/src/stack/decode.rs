@@ -9,6 +9,7 @@ use serde_json::{Map, Number, Value as Json};
 use super::diagnostic::{Diagnostics, did_you_mean};
 use super::yaml::{Node, Scalar, Typed, Value, resolve_plain};
 use swarm_api::stackfile::UNSUPPORTED_KEYWORD;
+use swarm_api::units::{UNIT_KEYWORD, check_unit};
 
 /// Decodes `node` as an instance of `root` (a schema with `$defs`). Returns `None` when any
 /// error was found below it; warnings do not prevent a value.
@@ -23,6 +24,9 @@ pub fn decode(node: &Node, root: &Json, diags: &mut Diagnostics) -> Option<Json>
 
 /// The schema that admits anything.
 const ANY: &Json = &Json::Bool(true);
+
+/// The schema of the values of a documented enum.
+static STRING: std::sync::LazyLock<Json> = std::sync::LazyLock::new(|| serde_json::json!({"type": "string"}));
 
 struct Decoder<'a> {
     root: &'a Json,
@@ -166,6 +170,8 @@ impl<'a> Decoder<'a> {
                 }
                 ok.then_some(Json::Array(out))
             }
+            // Its interpolation failed and was reported: nothing more to say about it.
+            Value::Scalar(scalar) if scalar.invalid => None,
             Value::Scalar(scalar) => match self.scalar(scalar, admits) {
                 Some(value) => Some(value),
                 None => {
@@ -185,6 +191,13 @@ impl<'a> Decoder<'a> {
     /// the branch the user meant (a mapping goes to the long form, a string to the short one).
     fn decode_union(&mut self, node: &Node, branches: &'a [Json]) -> Option<Json> {
         let resolved: Vec<&'a Json> = branches.iter().map(|b| self.resolve(b)).collect();
+        // An enum whose variants are documented is a `oneOf` of constants.
+        let constants: Vec<&Json> = resolved.iter().filter_map(|b| b.get("const")).collect();
+        if !constants.is_empty() && constants.len() == resolved.len() {
+            let value = self.decode(node, resolved[0].get("type").map_or(ANY, |_| &*STRING))?;
+            let allowed: Vec<Json> = constants.into_iter().cloned().collect();
+            return self.check_enum(node, &allowed, &value).then_some(value);
+        }
         let fits = |branch: &Json, strict: bool| {
             let admits = Admits::of(branch);
             match &node.value {
@@ -295,14 +308,22 @@ impl<'a> Decoder<'a> {
         let known: Vec<&str> = properties
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default();
+        let supported: Vec<&str> = properties
+            .map(|p| {
+                p.iter()
+                    .filter(|(_, schema)| schema.get(UNSUPPORTED_KEYWORD).is_none())
+                    .map(|(key, _)| key.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
         let where_ = if path.is_empty() { "at the top level".to_owned() } else { format!("in `{path}`") };
         let diag = self
             .diags
             .error(Some(span), &path, format!("unknown key `{key}` {where_}"));
         if let Some(suggestion) = did_you_mean(key, known.iter().copied()) {
             diag.help(format!("did you mean `{suggestion}`?"));
-        } else if !known.is_empty() {
-            let mut help = format!("expected one of: {}", known.join(", "));
+        } else if !supported.is_empty() {
+            let mut help = format!("expected one of: {}", supported.join(", "));
             if !extension_prefixes.is_empty() {
                 help.push_str("; extension keys start with x-");
             }
@@ -340,27 +361,41 @@ impl<'a> Decoder<'a> {
                 && (admits.integer || admits.number || admits.boolean);
             if quoted_number {
                 diag.help("remove the quotes");
-            } else if admits.array && !admits.string {
-                diag.help(format!("write it as a list: [{}]", scalar.text));
+            } else if admits.array && !admits.string && !admits.object {
+                diag.help(format!("write it as a list: [{:?}]", scalar.text));
             }
         }
     }
 
-    /// `enum`, `minimum` and `maximum`: checked on the decoded value.
+    fn check_enum(&mut self, node: &Node, allowed: &[Json], value: &Json) -> bool {
+        if allowed.contains(value) {
+            return true;
+        }
+        let path = self.path();
+        let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
+        let found = value.as_str().map_or_else(|| value.to_string(), |s| format!("{s:?}"));
+        let diag = self.diags.error(
+            Some(node.span),
+            &path,
+            format!("expected one of {}, found {found}", names.join(", ")),
+        );
+        if let Some(suggestion) = value.as_str().and_then(|s| did_you_mean(s, names.iter().copied())) {
+            diag.help(format!("did you mean `{suggestion}`?"));
+        }
+        false
+    }
+
+    /// `enum`, units, `minimum` and `maximum`: checked on the decoded value.
     fn check_constraints(&mut self, node: &Node, schema: &Json, value: &Json) -> bool {
         let path = self.path();
         if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
-            if !allowed.contains(value) {
-                let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
-                let found = value.as_str().map_or_else(|| value.to_string(), |s| format!("{s:?}"));
-                let diag = self.diags.error(
-                    Some(node.span),
-                    &path,
-                    format!("expected one of {}, found {found}", names.join(", ")),
-                );
-                if let Some(suggestion) = value.as_str().and_then(|s| did_you_mean(s, names.iter().copied())) {
-                    diag.help(format!("did you mean `{suggestion}`?"));
-                }
+            if !self.check_enum(node, allowed, value) {
+                return false;
+            }
+        }
+        if let (Some(unit), Some(text)) = (schema.get(UNIT_KEYWORD).and_then(Json::as_str), value.as_str()) {
+            if let Err(e) = check_unit(unit, text) {
+                self.diags.error(Some(node.span), &path, e.to_string());
                 return false;
             }
         }

@@ -48,6 +48,8 @@ pub struct Scalar {
     /// Written with a `${VAR}` that was substituted: typed by the result where a number or
     /// boolean is expected, as Compose casts interpolated values.
     pub interpolated: bool,
+    /// Its interpolation failed (and was reported): later stages skip it silently.
+    pub invalid: bool,
 }
 
 /// What a scalar means, by the YAML 1.2 core schema.
@@ -271,6 +273,7 @@ impl Builder<'_> {
                     plain: style == TScalarStyle::Plain && !forced_string,
                     text,
                     interpolated: false,
+                    invalid: false,
                 };
                 // Keys are never interpolated, as in Compose.
                 if !self.expecting_key() {
@@ -398,6 +401,7 @@ impl Builder<'_> {
             }
             Err(message) => {
                 self.diags.error(Some(at), "", message);
+                scalar.invalid = true;
             }
         }
     }
