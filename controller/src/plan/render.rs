@@ -76,14 +76,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
             Op::Remove => {}
         }
     }
-    let _ = writeln!(out, "\n{}", summary_line(plan));
+    let _ = writeln!(out, "\nPlan: {}.", summary(plan));
     out
 }
 
 /// The plan as a markdown comment for a pull request.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "### swarm plan: {}\n", summary_line(plan).trim_end_matches('.'));
+    let _ = writeln!(out, "### swarm plan: {}\n", summary(plan));
     if let Some(basis) = describe_basis(&plan.basis) {
         let _ = writeln!(out, "{basis}\n");
     }
@@ -151,8 +151,8 @@ fn verb(op: Op) -> &'static str {
     }
 }
 
-/// "Plan: 2 to create, 1 to update, 1 to remove."
-pub fn summary_line(plan: &Plan) -> String {
+/// "2 to create, 1 to update, 1 to remove", or "no changes".
+pub fn summary(plan: &Plan) -> String {
     if !plan.has_changes() {
         return "no changes".to_owned();
     }
@@ -162,7 +162,7 @@ pub fn summary_line(plan: &Plan) -> String {
         .filter(|op| count(*op) > 0)
         .map(|op| format!("{} to {}", count(op), verb(op)))
         .collect();
-    format!("Plan: {}.", parts.join(", "))
+    parts.join(", ")
 }
 
 fn describe_basis(basis: &Basis) -> Option<String> {
