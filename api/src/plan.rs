@@ -45,7 +45,7 @@ pub struct Basis {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// No deny_unknown_fields: serde does not support it beside `flatten`.
 pub struct Action {
     pub op: Op,
     /// The object's kind.

@@ -30,7 +30,7 @@ named!(ServiceSpec, NetworkSpec, FileObjectSpec);
 
 /// A service: the template of its tasks and how many run where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// No deny_unknown_fields: serde does not support it beside `flatten`.
 pub struct ServiceSpec {
     /// The full name, `<stack>_<service>` for services of a stack.
     pub name: String,

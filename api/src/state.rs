@@ -43,7 +43,7 @@ impl ClusterState {
 
 /// A stored object: its spec and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// No deny_unknown_fields: serde does not support it beside `flatten`.
 pub struct Object<S> {
     /// The cluster's id for the object; absent for objects not created yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
