@@ -38,7 +38,10 @@ fn no_env(_: &str) -> Option<String> {
 
 fn stack_files(dir: &str) -> Vec<PathBuf> {
     let found = find_stack_files(&Workspace, &[Path::new(dir)]).unwrap();
-    assert!(found.missing.is_empty() && !found.files.is_empty(), "no stack files in {dir}");
+    assert!(
+        found.missing.is_empty() && !found.files.is_empty(),
+        "no stack files in {dir}"
+    );
     found.files
 }
 
@@ -47,7 +50,11 @@ fn load(path: &Path) -> Loaded {
 }
 
 fn diagnostics_text(loaded: &Loaded) -> String {
-    loaded.diagnostics.iter().map(|d| format!("{d}\n")).collect()
+    loaded
+        .diagnostics
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect()
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -78,17 +85,32 @@ fn golden_name(path: &Path, suffix: &str) -> String {
 fn example_stacks_load_and_plan() {
     for file in stack_files("examples/stacks") {
         let loaded = load(&file);
-        let stack = loaded
-            .stack
-            .clone()
-            .unwrap_or_else(|| panic!("{} is invalid:\n{}", file.display(), diagnostics_text(&loaded)));
+        let stack = loaded.stack.clone().unwrap_or_else(|| {
+            panic!(
+                "{} is invalid:\n{}",
+                file.display(),
+                diagnostics_text(&loaded)
+            )
+        });
         let mut out = String::new();
         out.push_str("# findings\n");
         out.push_str(&diagnostics_text(&loaded));
         out.push_str("\n# normalised specs\n");
-        out.push_str(&render::yaml(&serde_json::to_value(stack::as_state(std::slice::from_ref(&stack))).unwrap()));
-        let plan = plan(&[stack], &ClusterState::empty(), &Scope::default(), Basis::default()).unwrap();
-        let _ = write!(out, "\n# plan against an empty cluster\n{}", render::text(&plan, false));
+        out.push_str(&render::yaml(
+            &serde_json::to_value(stack::as_state(std::slice::from_ref(&stack))).unwrap(),
+        ));
+        let plan = plan(
+            &[stack],
+            &ClusterState::empty(),
+            &Scope::default(),
+            Basis::default(),
+        )
+        .unwrap();
+        let _ = write!(
+            out,
+            "\n# plan against an empty cluster\n{}",
+            render::text(&plan, false)
+        );
         check_golden(&format!("examples/{}", golden_name(&file, ".txt")), &out);
     }
 }
@@ -97,8 +119,15 @@ fn example_stacks_load_and_plan() {
 fn invalid_stacks_report_every_finding() {
     for file in stack_files("tests/fixtures/invalid") {
         let loaded = load(&file);
-        assert!(loaded.stack.is_none(), "{} loaded without errors", file.display());
-        check_golden(&format!("invalid/{}", golden_name(&file, ".txt")), &diagnostics_text(&loaded));
+        assert!(
+            loaded.stack.is_none(),
+            "{} loaded without errors",
+            file.display()
+        );
+        check_golden(
+            &format!("invalid/{}", golden_name(&file, ".txt")),
+            &diagnostics_text(&loaded),
+        );
     }
 }
 
@@ -106,12 +135,25 @@ fn invalid_stacks_report_every_finding() {
 fn real_world_stacks_load_with_at_most_warnings() {
     for file in stack_files("tests/fixtures/realworld") {
         let loaded = load(&file);
-        let stack = loaded
-            .stack
-            .clone()
-            .unwrap_or_else(|| panic!("{} is invalid:\n{}", file.display(), diagnostics_text(&loaded)));
-        let plan = plan(&[stack], &ClusterState::empty(), &Scope::default(), Basis::default()).unwrap();
-        let out = format!("{}\n{}", diagnostics_text(&loaded), render::text(&plan, false));
+        let stack = loaded.stack.clone().unwrap_or_else(|| {
+            panic!(
+                "{} is invalid:\n{}",
+                file.display(),
+                diagnostics_text(&loaded)
+            )
+        });
+        let plan = plan(
+            &[stack],
+            &ClusterState::empty(),
+            &Scope::default(),
+            Basis::default(),
+        )
+        .unwrap();
+        let out = format!(
+            "{}\n{}",
+            diagnostics_text(&loaded),
+            render::text(&plan, false)
+        );
         check_golden(&format!("realworld/{}", golden_name(&file, ".txt")), &out);
     }
 }
@@ -142,7 +184,10 @@ fn plan_of_changes_in_every_format() {
     let plan = plan(&desired, &current, &scope, basis).unwrap();
     check_golden("plan/changes.txt", &render::text(&plan, false));
     check_golden("plan/changes.md", &render::markdown(&plan));
-    check_golden("plan/changes.json", &(serde_json::to_string_pretty(&plan).unwrap() + "\n"));
+    check_golden(
+        "plan/changes.json",
+        &(serde_json::to_string_pretty(&plan).unwrap() + "\n"),
+    );
 
     // The same stacks on both sides: no action at all, however they are written.
     let unchanged = plan_between("tests/fixtures/plan/after", "tests/fixtures/plan/after");
@@ -151,5 +196,11 @@ fn plan_of_changes_in_every_format() {
 
 fn plan_between(before: &str, after: &str) -> swarm_api::plan::Plan {
     let current = stack::as_state(&load_as_stacks_dir(before));
-    plan(&load_as_stacks_dir(after), &current, &Scope::default(), Basis::default()).unwrap()
+    plan(
+        &load_as_stacks_dir(after),
+        &current,
+        &Scope::default(),
+        Basis::default(),
+    )
+    .unwrap()
 }

@@ -79,7 +79,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         Err(_) => None,
     };
-    let naming = Naming { repo: repo.as_ref() };
+    let naming = Naming {
+        repo: repo.as_ref(),
+    };
     let path_refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let env = |name: &str| std::env::var(name).ok();
     let mut basis = Basis::default();
@@ -125,7 +127,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     print_plan(&plan, args.format, use_color(args.color))?;
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&plan)? + "\n";
-        std::fs::write(out, json).with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        std::fs::write(out, json)
+            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
     }
     Ok(if plan.has_changes() {
         ExitCode::from(EXIT_CHANGES)
@@ -136,7 +139,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 fn default_path() -> PathBuf {
     let stacks = PathBuf::from("stacks");
-    if stacks.is_dir() { stacks } else { PathBuf::from(".") }
+    if stacks.is_dir() {
+        stacks
+    } else {
+        PathBuf::from(".")
+    }
 }
 
 /// How stack files are named: in findings, the path as the user can open it (or `REV:path`
@@ -174,7 +181,9 @@ fn load_desired(
     let found = find_stack_files(tree, paths)?;
     for missing in &found.missing {
         // Gone here but present on the current side: the stack was deleted, plan its removal.
-        let deleted = base_files.iter().any(|f| f == missing || f.parent() == Some(missing));
+        let deleted = base_files
+            .iter()
+            .any(|f| f == missing || f.parent() == Some(missing));
         if !deleted {
             let place = rev.map(|r| format!(" at {r}")).unwrap_or_default();
             bail!("{}: no such file or directory{place}", missing.display());
@@ -213,14 +222,18 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
     for diagnostic in diagnostics {
         let _ = writeln!(stderr, "{diagnostic}");
     }
-    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     if errors > 0 {
         let _ = writeln!(stderr, "{errors} error(s) in {}", diagnostics[0].file);
     }
 }
 
 fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the state export {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the state export {}", file.display()))?;
     // Check the format version before the shape, so an export from a newer swarm says so.
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", file.display()))?;
@@ -230,7 +243,10 @@ fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
             "{}: state format {format} is not supported by this swarm (it reads format {STATE_FORMAT})",
             file.display()
         ),
-        None => bail!("{}: not a swarm state export (no `format` field); write one with `swarm state export`", file.display()),
+        None => bail!(
+            "{}: not a swarm state export (no `format` field); write one with `swarm state export`",
+            file.display()
+        ),
     }
     serde_json::from_str(&text).with_context(|| format!("{}: invalid state export", file.display()))
 }
@@ -239,7 +255,10 @@ fn use_color(choice: Color) -> bool {
     match choice {
         Color::Always => true,
         Color::Never => false,
-        Color::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal(),
+        Color::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
+        }
     }
 }
 

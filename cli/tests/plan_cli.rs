@@ -19,14 +19,25 @@ fn swarm(dir: &Path, args: &[&str]) -> Output {
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
-        .args(["-c", "user.name=swarm-test", "-c", "user.email=test@swarm.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=swarm-test",
+            "-c",
+            "user.email=test@swarm.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
         .expect("git runs");
-    assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// A repository with `stacks/web.yaml` committed once.
@@ -65,14 +76,24 @@ fn no_change_exits_zero() {
 #[test]
 fn a_commit_is_planned_against_its_parent() {
     let dir = repo();
-    commit_change(dir.path(), "stacks/web.yaml", &WEB.replace("replicas: 3", "replicas: 5"));
+    commit_change(
+        dir.path(),
+        "stacks/web.yaml",
+        &WEB.replace("replicas: 3", "replicas: 5"),
+    );
     let out = swarm(dir.path(), &["plan", "--base", "HEAD~1", "stacks"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("~ scale service web_site  (stack web)"), "{text}");
+    assert!(
+        text.contains("~ scale service web_site  (stack web)"),
+        "{text}"
+    );
     assert!(text.contains("replicas: 3 → 5"), "{text}");
     assert!(text.contains("Plan: 1 to scale."), "{text}");
-    assert!(!text.contains('\x1b'), "no colour when stdout is not a terminal: {text:?}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when stdout is not a terminal: {text:?}"
+    );
 }
 
 #[test]
@@ -90,16 +111,28 @@ fn a_deleted_stack_file_is_removed() {
 #[test]
 fn head_reads_a_revision_and_ignores_the_working_tree() {
     let dir = repo();
-    commit_change(dir.path(), "stacks/web.yaml", &WEB.replace("web:1.4", "web:1.5"));
+    commit_change(
+        dir.path(),
+        "stacks/web.yaml",
+        &WEB.replace("web:1.4", "web:1.5"),
+    );
     // An uncommitted, invalid edit must not matter with --head.
     std::fs::write(dir.path().join("stacks/web.yaml"), "services: [").unwrap();
-    let out = swarm(dir.path(), &["plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "json"]);
+    let out = swarm(
+        dir.path(),
+        &[
+            "plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let action = &plan["actions"][0];
     assert_eq!(action["op"], "update");
     assert_eq!(action["changes"][0]["path"], "task.container.image");
-    assert_eq!(action["changes"][0]["after"], "registry.example.com/web:1.5");
+    assert_eq!(
+        action["changes"][0]["after"],
+        "registry.example.com/web:1.5"
+    );
     assert_eq!(action["source"], "stacks/web.yaml");
     assert!(plan["basis"]["base_commit"].as_str().unwrap().len() == 40);
     assert!(plan["basis"]["head_commit"].as_str().unwrap().len() == 40);
@@ -118,7 +151,10 @@ fn invalid_stacks_exit_one_with_positions_on_stderr() {
     assert!(out.stdout.is_empty(), "nothing planned: {}", stdout(&out));
     let errors = stderr(&out);
     assert!(errors.contains("stacks/web.yaml:5:17: error: services.site.deploy.replicas: -2 is less than the minimum 0"), "{errors}");
-    assert!(errors.contains("stacks/web.yaml:6:7: error: services.site.deploy: unknown key `modee`"), "{errors}");
+    assert!(
+        errors.contains("stacks/web.yaml:6:7: error: services.site.deploy: unknown key `modee`"),
+        "{errors}"
+    );
     assert!(errors.contains("did you mean `mode`?"), "{errors}");
 }
 
@@ -129,14 +165,27 @@ fn an_invalid_base_counts_as_absent() {
     commit_change(dir.path(), "stacks/web.yaml", WEB);
     let out = swarm(dir.path(), &["plan", "--base", "HEAD~1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("HEAD~1:stacks/web.yaml:2:1:"), "{}", stderr(&out));
-    assert!(stdout(&out).contains("+ create service web_site"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("HEAD~1:stacks/web.yaml:2:1:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("+ create service web_site"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn state_exports_are_the_current_side() {
     let dir = repo();
-    let loaded = stack::load(&WorkTree, &dir.path().join("stacks/web.yaml"), "web.yaml", &|_| None);
+    let loaded = stack::load(
+        &WorkTree,
+        &dir.path().join("stacks/web.yaml"),
+        "web.yaml",
+        &|_| None,
+    );
     let mut stack = loaded.stack.unwrap();
     stack.source = "stacks/web.yaml".to_owned();
     let mut state = stack::as_state(&[stack]);
@@ -145,20 +194,54 @@ fn state_exports_are_the_current_side() {
     std::fs::write(&state_file, serde_json::to_string(&state).unwrap()).unwrap();
 
     let out = swarm(dir.path(), &["plan", "--state", "state.json", "stacks"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 
-    std::fs::write(dir.path().join("stacks/web.yaml"), WEB.replace("web:1.4", "web:2.0")).unwrap();
-    let out = swarm(dir.path(), &["plan", "--state", "state.json", "--out", "plan.json", "--format", "markdown"]);
+    std::fs::write(
+        dir.path().join("stacks/web.yaml"),
+        WEB.replace("web:1.4", "web:2.0"),
+    )
+    .unwrap();
+    let out = swarm(
+        dir.path(),
+        &[
+            "plan",
+            "--state",
+            "state.json",
+            "--out",
+            "plan.json",
+            "--format",
+            "markdown",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("### swarm plan: 1 to update"), "{}", stdout(&out));
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap()).unwrap();
+    assert!(
+        stdout(&out).starts_with("### swarm plan: 1 to update"),
+        "{}",
+        stdout(&out)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
     assert_eq!(saved["basis"]["state_version"], 42);
-    assert_eq!(saved["actions"][0]["spec"]["task"]["container"]["image"], "registry.example.com/web:2.0");
+    assert_eq!(
+        saved["actions"][0]["spec"]["task"]["container"]["image"],
+        "registry.example.com/web:2.0"
+    );
 
     std::fs::write(&state_file, r#"{"format": 9, "version": 1}"#).unwrap();
     let out = swarm(dir.path(), &["plan", "--state", "state.json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("state format 9 is not supported"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("state format 9 is not supported"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -174,17 +257,29 @@ fn bad_arguments_exit_one() {
     let dir = repo();
     let out = swarm(dir.path(), &["plan", "--base", "no-such-branch"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown revision \"no-such-branch\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown revision \"no-such-branch\""),
+        "{}",
+        stderr(&out)
+    );
 
     let out = swarm(dir.path(), &["plan", "missing.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("missing.yaml: no such file or directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing.yaml: no such file or directory"),
+        "{}",
+        stderr(&out)
+    );
 
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("web.yaml"), WEB).unwrap();
     let out = swarm(outside.path(), &["plan", "--base", "HEAD", "web.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not inside a git repository"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not inside a git repository"),
+        "{}",
+        stderr(&out)
+    );
 
     // Outside a repository, planning the working tree needs no git at all.
     let out = swarm(outside.path(), &["plan", "web.yaml"]);

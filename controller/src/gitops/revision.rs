@@ -121,12 +121,18 @@ impl GitRevision<'_> {
         let Ok(relative) = self.repo.relative(path) else {
             return Ok(None);
         };
-        let tree = self.repo.repo.find_tree(self.tree).map_err(io::Error::other)?;
+        let tree = self
+            .repo
+            .repo
+            .find_tree(self.tree)
+            .map_err(io::Error::other)?;
         if relative.as_os_str().is_empty() {
             return Ok(Some(tree.into_object()));
         }
         match tree.get_path(&relative) {
-            Ok(entry) => Ok(Some(entry.to_object(&self.repo.repo).map_err(io::Error::other)?)),
+            Ok(entry) => Ok(Some(
+                entry.to_object(&self.repo.repo).map_err(io::Error::other)?,
+            )),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
             Err(e) => Err(io::Error::other(e)),
         }

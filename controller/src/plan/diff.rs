@@ -24,12 +24,23 @@ pub fn origin_change(field: &str, before: &Option<String>, after: &Option<String
     }
 }
 
-fn walk(path: String, before: Option<&Value>, after: Option<&Value>, changes: &mut Vec<FieldChange>) {
+fn walk(
+    path: String,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    changes: &mut Vec<FieldChange>,
+) {
     if before == after {
         return;
     }
     if let (Some(Value::Object(b)), Some(Value::Object(a))) = (before, after) {
-        let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
         for (key, after_value) in a {
             walk(join(key), b.get(key), Some(after_value), changes);
         }
@@ -57,15 +68,21 @@ mod tests {
         let before = json!({"name": "web", "replicas": 1, "task": {"env": {"A": "1", "B": "2"}, "ports": [80]}});
         let after = json!({"name": "web", "replicas": 3, "task": {"env": {"A": "1", "C": "3"}, "ports": [80, 443]}});
         let changes = field_changes(&before, &after);
-        let summary: Vec<(String, Option<Value>, Option<Value>)> =
-            changes.into_iter().map(|c| (c.path, c.before, c.after)).collect();
+        let summary: Vec<(String, Option<Value>, Option<Value>)> = changes
+            .into_iter()
+            .map(|c| (c.path, c.before, c.after))
+            .collect();
         assert_eq!(
             summary,
             vec![
                 ("replicas".into(), Some(json!(1)), Some(json!(3))),
                 ("task.env.C".into(), None, Some(json!("3"))),
                 ("task.env.B".into(), Some(json!("2")), None),
-                ("task.ports".into(), Some(json!([80])), Some(json!([80, 443]))),
+                (
+                    "task.ports".into(),
+                    Some(json!([80])),
+                    Some(json!([80, 443]))
+                ),
             ]
         );
     }

@@ -48,7 +48,9 @@ impl Scope {
 /// Why the desired stacks cannot be planned together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("stack `{stack}` is declared by both {first} and {second}: give one of them another `name:`")]
+    #[error(
+        "stack `{stack}` is declared by both {first} and {second}: give one of them another `name:`"
+    )]
     DuplicateStack {
         stack: String,
         first: String,
@@ -72,7 +74,12 @@ pub enum PlanError {
 }
 
 /// Computes the plan from `current` to `desired`.
-pub fn plan(desired: &[Stack], current: &ClusterState, scope: &Scope, basis: Basis) -> Result<Plan, PlanError> {
+pub fn plan(
+    desired: &[Stack],
+    current: &ClusterState,
+    scope: &Scope,
+    basis: Basis,
+) -> Result<Plan, PlanError> {
     check_unique(desired)?;
     check_published_ports(desired, current, scope)?;
     let desired_stacks: BTreeSet<&str> = desired.iter().map(|s| s.name.as_str()).collect();
@@ -83,25 +90,41 @@ pub fn plan(desired: &[Stack], current: &ClusterState, scope: &Scope, basis: Bas
     };
     planner.kind(
         Kind::Network,
-        desired.iter().flat_map(|s| s.networks.iter().map(move |n| (n.name.clone(), s.origin(), n.clone()))),
+        desired.iter().flat_map(|s| {
+            s.networks
+                .iter()
+                .map(move |n| (n.name.clone(), s.origin(), n.clone()))
+        }),
         &current.networks,
         ObjectSpec::Network,
     );
     planner.kind(
         Kind::Config,
-        desired.iter().flat_map(|s| s.configs.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
+        desired.iter().flat_map(|s| {
+            s.configs
+                .iter()
+                .map(move |c| (c.name.clone(), s.origin(), c.clone()))
+        }),
         &current.configs,
         ObjectSpec::File,
     );
     planner.kind(
         Kind::Secret,
-        desired.iter().flat_map(|s| s.secrets.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
+        desired.iter().flat_map(|s| {
+            s.secrets
+                .iter()
+                .map(move |c| (c.name.clone(), s.origin(), c.clone()))
+        }),
         &current.secrets,
         ObjectSpec::File,
     );
     planner.kind(
         Kind::Service,
-        desired.iter().flat_map(|s| s.services.iter().map(move |c| (c.name.clone(), s.origin(), c.clone()))),
+        desired.iter().flat_map(|s| {
+            s.services
+                .iter()
+                .map(move |c| (c.name.clone(), s.origin(), c.clone()))
+        }),
         &current.services,
         |spec| ObjectSpec::Service(Box::new(spec)),
     );
@@ -167,7 +190,11 @@ impl Planner<'_> {
                     }
                     // Taking over an object of another stack (or an imperative one) is a change too.
                     if existing.origin.stack != origin.stack {
-                        changes.push(diff::origin_change("stack", &existing.origin.stack, &origin.stack));
+                        changes.push(diff::origin_change(
+                            "stack",
+                            &existing.origin.stack,
+                            &origin.stack,
+                        ));
                     }
                     if changes.is_empty() {
                         continue;
@@ -190,7 +217,8 @@ impl Planner<'_> {
         }
         for object in current {
             let name = object.spec.name();
-            if desired_names.contains(name) || !self.scope.owns(&object.origin, self.desired_stacks) {
+            if desired_names.contains(name) || !self.scope.owns(&object.origin, self.desired_stacks)
+            {
                 continue;
             }
             self.actions.push(Action {
@@ -239,20 +267,35 @@ fn check_unique(desired: &[Stack]) -> Result<(), PlanError> {
 
 /// An ingress port is published once in the cluster: across all desired stacks, and against
 /// current services that the plan keeps.
-fn check_published_ports(desired: &[Stack], current: &ClusterState, scope: &Scope) -> Result<(), PlanError> {
+fn check_published_ports(
+    desired: &[Stack],
+    current: &ClusterState,
+    scope: &Scope,
+) -> Result<(), PlanError> {
     use swarm_api::spec::{PublishMode, ServiceSpec};
     let desired_stacks: BTreeSet<&str> = desired.iter().map(|s| s.name.as_str()).collect();
-    let desired_names: BTreeSet<&str> = desired.iter().flat_map(|s| &s.services).map(|s| s.name.as_str()).collect();
+    let desired_names: BTreeSet<&str> = desired
+        .iter()
+        .flat_map(|s| &s.services)
+        .map(|s| s.name.as_str())
+        .collect();
     let kept = current
         .services
         .iter()
-        .filter(|o| !desired_names.contains(o.spec.name.as_str()) && !scope.owns(&o.origin, &desired_stacks))
+        .filter(|o| {
+            !desired_names.contains(o.spec.name.as_str()) && !scope.owns(&o.origin, &desired_stacks)
+        })
         .map(|o| &o.spec);
-    let all: Vec<&ServiceSpec> = desired.iter().flat_map(|s| &s.services).chain(kept).collect();
+    let all: Vec<&ServiceSpec> = desired
+        .iter()
+        .flat_map(|s| &s.services)
+        .chain(kept)
+        .collect();
     let mut owners: BTreeMap<(u16, swarm_api::spec::Protocol), &str> = BTreeMap::new();
     for service in all {
         for port in &service.endpoint.ports {
-            let Some(published) = port.published.filter(|_| port.mode == PublishMode::Ingress) else {
+            let Some(published) = port.published.filter(|_| port.mode == PublishMode::Ingress)
+            else {
                 continue;
             };
             match owners.insert((published, port.protocol), &service.name) {

@@ -37,7 +37,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
             Op::Remove => ("-", RED),
             Op::Update | Op::Scale => ("~", YELLOW),
         };
-        let head = format!("{mark} {} {} {}", verb(action.op), action.kind.as_str(), action.name);
+        let head = format!(
+            "{mark} {} {} {}",
+            verb(action.op),
+            action.kind.as_str(),
+            action.name
+        );
         let _ = write!(out, "{}", paint(&format!("{code}{BOLD}"), &head));
         if let Some(stack) = &action.origin.stack {
             let _ = write!(out, "  (stack {stack})");
@@ -68,7 +73,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
                             ChangeTag::Equal => (" ", ""),
                         };
                         let line = format!("      {sign} {line}");
-                        let line = if code.is_empty() { line } else { paint(code, &line) };
+                        let line = if code.is_empty() {
+                            line
+                        } else {
+                            paint(code, &line)
+                        };
                         let _ = writeln!(out, "{line}");
                     }
                 }
@@ -108,7 +117,11 @@ pub fn markdown(plan: &Plan) -> String {
                 )
             }
             Op::Update => {
-                let fields: Vec<String> = action.changes.iter().map(|c| format!("`{}`", c.path)).collect();
+                let fields: Vec<String> = action
+                    .changes
+                    .iter()
+                    .map(|c| format!("`{}`", c.path))
+                    .collect();
                 fields.join(", ")
             }
             Op::Remove => String::new(),
@@ -124,7 +137,12 @@ pub fn markdown(plan: &Plan) -> String {
         );
     }
     for action in plan.actions.iter().filter(|a| a.op == Op::Update) {
-        let _ = writeln!(out, "\n<details><summary>{} <code>{}</code></summary>\n", action.kind.as_str(), action.name);
+        let _ = writeln!(
+            out,
+            "\n<details><summary>{} <code>{}</code></summary>\n",
+            action.kind.as_str(),
+            action.name
+        );
         out.push_str("```diff\n");
         for change in &action.changes {
             let _ = writeln!(out, "@@ {} @@", change.path);
@@ -194,7 +212,12 @@ fn summarise(kind: Kind, spec: &ObjectSpec) -> String {
             };
             let mut summary = format!("{}, {mode}", service.task.container.image);
             if !service.endpoint.ports.is_empty() {
-                let ports: Vec<String> = service.endpoint.ports.iter().map(ToString::to_string).collect();
+                let ports: Vec<String> = service
+                    .endpoint
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 let _ = write!(summary, ", ports {}", ports.join(" "));
             }
             summary
@@ -288,7 +311,10 @@ fn yaml_scalar(value: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => {
             let needs_quotes = s.is_empty()
-                || !matches!(crate::stack::yaml::resolve_plain(s), crate::stack::yaml::Typed::Str(_))
+                || !matches!(
+                    crate::stack::yaml::resolve_plain(s),
+                    crate::stack::yaml::Typed::Str(_)
+                )
                 || s.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`".contains(c))
                 || s.ends_with(' ')
                 || s.contains(": ")
@@ -330,16 +356,35 @@ mod tests {
     fn changed_lists_show_only_changed_lines() {
         let change = FieldChange {
             path: "endpoint.ports".into(),
-            before: Some(json!([{"published": 80, "target": 80}, {"published": 443, "target": 443}])),
-            after: Some(json!([{"published": 80, "target": 8080}, {"published": 443, "target": 443}])),
+            before: Some(
+                json!([{"published": 80, "target": 80}, {"published": 443, "target": 443}]),
+            ),
+            after: Some(
+                json!([{"published": 80, "target": 8080}, {"published": 443, "target": 443}]),
+            ),
         };
         let lines: Vec<String> = diff_lines(&change)
             .into_iter()
-            .map(|(tag, line)| format!("{}{line}", match tag { ChangeTag::Delete => '-', ChangeTag::Insert => '+', ChangeTag::Equal => ' ' }))
+            .map(|(tag, line)| {
+                format!(
+                    "{}{line}",
+                    match tag {
+                        ChangeTag::Delete => '-',
+                        ChangeTag::Insert => '+',
+                        ChangeTag::Equal => ' ',
+                    }
+                )
+            })
             .collect();
         assert_eq!(
             lines,
-            [" - published: 80", "-  target: 80", "+  target: 8080", " - published: 443", "   target: 443"]
+            [
+                " - published: 80",
+                "-  target: 80",
+                "+  target: 8080",
+                " - published: 443",
+                "   target: 443"
+            ]
         );
     }
 }

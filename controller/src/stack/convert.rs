@@ -9,8 +9,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use swarm_api::spec::{
     self, Constraint, ContainerSpec, EndpointSpec, FileObjectSpec, MountKind, NetworkAttachment,
-    NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver,
-    TaskSpec, UpdatePolicy,
+    NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+    UpdatePolicy,
 };
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
@@ -94,8 +94,11 @@ impl Converter<'_> {
         let top = Loc::root(root);
         self.check_version(file, &top);
         if file.services.is_empty() {
-            self.diags
-                .warning(top.key("services").span(), "services", "the stack has no services");
+            self.diags.warning(
+                top.key("services").span(),
+                "services",
+                "the stack has no services",
+            );
         }
         let mut names = Names::default();
         let mut stack = Stack {
@@ -147,9 +150,9 @@ impl Converter<'_> {
     fn check_version(&mut self, file: &StackFile, top: &Loc) {
         let Some(version) = &file.version else { return };
         let major = version.split('.').next().unwrap_or_default();
-        let minor_ok = version
-            .split_once('.')
-            .is_none_or(|(_, minor)| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()));
+        let minor_ok = version.split_once('.').is_none_or(|(_, minor)| {
+            !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())
+        });
         let loc = top.key("version");
         if major != "3" || !minor_ok {
             let message = if matches!(major, "1" | "2") {
@@ -187,15 +190,27 @@ impl Converter<'_> {
         if is_external(network.external.as_ref()) {
             return None;
         }
-        let driver = network.driver.clone().unwrap_or_else(|| "overlay".to_owned());
+        let driver = network
+            .driver
+            .clone()
+            .unwrap_or_else(|| "overlay".to_owned());
         if driver != "overlay" {
             let at = loc.key("driver");
             self.diags
-                .error(at.span(), &at.path, format!("stacks create overlay networks, not `{driver}` networks"))
+                .error(
+                    at.span(),
+                    &at.path,
+                    format!("stacks create overlay networks, not `{driver}` networks"),
+                )
                 .help("remove `driver`, or declare the network as `external: true`");
         }
         let mut subnets = Vec::new();
-        for (i, pool) in network.ipam.iter().flat_map(|i| i.config.iter().flatten()).enumerate() {
+        for (i, pool) in network
+            .ipam
+            .iter()
+            .flat_map(|i| i.config.iter().flatten())
+            .enumerate()
+        {
             let Some(subnet) = &pool.subnet else { continue };
             if valid_cidr(subnet) {
                 subnets.push(subnet.clone());
@@ -231,8 +246,11 @@ impl Converter<'_> {
             return None;
         }
         let Some(relative) = &object.file else {
-            self.diags
-                .error(loc.span(), &loc.path, "expected `file` (its content) or `external: true`");
+            self.diags.error(
+                loc.span(),
+                &loc.path,
+                "expected `file` (its content) or `external: true`",
+            );
             return None;
         };
         let at = loc.key("file");
@@ -254,13 +272,20 @@ impl Converter<'_> {
             Ok(Some(content)) => Some(content),
             Ok(None) => {
                 self.diags
-                    .error(at.span(), &at.path, format!("file {} does not exist", path.display()))
+                    .error(
+                        at.span(),
+                        &at.path,
+                        format!("file {} does not exist", path.display()),
+                    )
                     .help("paths are relative to the directory of the stack file");
                 None
             }
             Err(e) => {
-                self.diags
-                    .error(at.span(), &at.path, format!("cannot read {}: {e}", path.display()));
+                self.diags.error(
+                    at.span(),
+                    &at.path,
+                    format!("cannot read {}: {e}", path.display()),
+                );
                 None
             }
         }
@@ -277,11 +302,19 @@ impl Converter<'_> {
         let name = format!("{}_{key}", self.stack);
         if !valid_name(key) {
             self.diags
-                .error(loc.key_span, &loc.path, format!("invalid service name {key:?}"))
+                .error(
+                    loc.key_span,
+                    &loc.path,
+                    format!("invalid service name {key:?}"),
+                )
                 .help("use letters, digits, '_', '.' and '-', starting with a letter or digit");
         } else if name.len() > 63 {
             self.diags
-                .error(loc.key_span, &loc.path, format!("the service name {name:?} is longer than 63 characters"))
+                .error(
+                    loc.key_span,
+                    &loc.path,
+                    format!("the service name {name:?} is longer than 63 characters"),
+                )
                 .help("shorten the stack or service name: the name is also a DNS label");
         }
         let image = self.image(service, loc);
@@ -299,9 +332,15 @@ impl Converter<'_> {
             working_dir: service.working_dir.clone(),
             hostname: service.hostname.clone(),
             stop_signal: self.stop_signal(service.stop_signal.as_deref(), &loc.key("stop_signal")),
-            stop_grace_period: service.stop_grace_period.unwrap_or(GoDuration::from_secs(10)),
+            stop_grace_period: service
+                .stop_grace_period
+                .unwrap_or(GoDuration::from_secs(10)),
             healthcheck: self.healthcheck(service.healthcheck.as_ref(), &loc.key("healthcheck")),
-            mounts: self.mounts(service.volumes.as_deref().unwrap_or_default(), &loc.key("volumes"), names),
+            mounts: self.mounts(
+                service.volumes.as_deref().unwrap_or_default(),
+                &loc.key("volumes"),
+                names,
+            ),
             configs: self.file_references(
                 service.configs.as_deref().unwrap_or_default(),
                 &loc.key("configs"),
@@ -343,11 +382,15 @@ impl Converter<'_> {
 
     fn image(&mut self, service: &file::Service, loc: &Loc) -> Option<String> {
         let Some(image) = &service.image else {
-            let diag = self
-                .diags
-                .error(loc.key_span, &loc.path, "missing `image`: a stack runs images from a registry");
+            let diag = self.diags.error(
+                loc.key_span,
+                &loc.path,
+                "missing `image`: a stack runs images from a registry",
+            );
             if loc.key("build").node.is_some() {
-                diag.help("swarm does not build images: build and push it, then name it in `image`");
+                diag.help(
+                    "swarm does not build images: build and push it, then name it in `image`",
+                );
             } else {
                 diag.help("add `image: NAME:TAG`");
             }
@@ -356,7 +399,11 @@ impl Converter<'_> {
         let at = loc.key("image");
         if let Err(reason) = check_image_reference(image) {
             self.diags
-                .error(at.span(), &at.path, format!("invalid image reference {image:?}: {reason}"))
+                .error(
+                    at.span(),
+                    &at.path,
+                    format!("invalid image reference {image:?}: {reason}"),
+                )
                 .help("write the image as name:tag, name@sha256:<digest> or host:port/name:tag");
             return None;
         }
@@ -375,7 +422,10 @@ impl Converter<'_> {
                         .error(at.span(), &at.path, "`replicas` cannot be used with mode: global")
                         .help("a global service runs one task on every eligible node; remove `replicas`");
                 }
-                let max = deploy.placement.as_ref().and_then(|p| p.max_replicas_per_node);
+                let max = deploy
+                    .placement
+                    .as_ref()
+                    .and_then(|p| p.max_replicas_per_node);
                 if max.is_some() {
                     let at = loc.key("placement").key("max_replicas_per_node");
                     self.diags.error(
@@ -416,7 +466,9 @@ impl Converter<'_> {
                 Some(StringOrList::List(_)) => loc.key("env_file").index(i),
                 _ => loc.key("env_file"),
             };
-            let Some(content) = self.read_relative(relative, &at) else { continue };
+            let Some(content) = self.read_relative(relative, &at) else {
+                continue;
+            };
             match dotenv::parse(&String::from_utf8_lossy(&content)) {
                 Ok(vars) => env.extend(vars),
                 Err(e) => {
@@ -429,14 +481,20 @@ impl Converter<'_> {
             }
         }
         let at = loc.key("environment");
-        for (i, (key, value)) in key_values(service.environment.as_ref()).into_iter().enumerate() {
+        for (i, (key, value)) in key_values(service.environment.as_ref())
+            .into_iter()
+            .enumerate()
+        {
             let item = match service.environment {
                 Some(ListOrMap::List(_)) => at.index(i),
                 _ => at.key(&key),
             };
             if key.is_empty() || key.contains(char::is_whitespace) {
-                self.diags
-                    .error(item.span(), &item.path, format!("invalid environment variable name {key:?}"));
+                self.diags.error(
+                    item.span(),
+                    &item.path,
+                    format!("invalid environment variable name {key:?}"),
+                );
                 continue;
             }
             // A variable without a value takes its value from the environment of `swarm`,
@@ -461,7 +519,8 @@ impl Converter<'_> {
                     Some(ListOrMap::List(_)) => loc.index(i),
                     _ => loc.clone(),
                 };
-                self.diags.error(item.span(), &item.path, "a label needs a name");
+                self.diags
+                    .error(item.span(), &item.path, "a label needs a name");
                 continue;
             }
             out.insert(key, value.unwrap_or_default());
@@ -476,22 +535,33 @@ impl Converter<'_> {
         ];
         let text = signal?;
         let upper = text.trim().to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         if SIGNALS.contains(&name.as_str()) {
             return Some(name);
         }
-        if let Ok(number) = text.trim().parse::<u8>() {
-            if (1..=64).contains(&number) {
-                return Some(number.to_string());
-            }
+        if let Ok(number) = text.trim().parse::<u8>()
+            && (1..=64).contains(&number)
+        {
+            return Some(number.to_string());
         }
         self.diags
             .error(loc.span(), &loc.path, format!("unknown signal {text:?}"))
-            .help(format!("use a signal name such as {}", SIGNALS[..4].join(", ")));
+            .help(format!(
+                "use a signal name such as {}",
+                SIGNALS[..4].join(", ")
+            ));
         None
     }
 
-    fn healthcheck(&mut self, check: Option<&file::Healthcheck>, loc: &Loc) -> Option<spec::Healthcheck> {
+    fn healthcheck(
+        &mut self,
+        check: Option<&file::Healthcheck>,
+        loc: &Loc,
+    ) -> Option<spec::Healthcheck> {
         let check = check?;
         let test = if check.disable == Some(true) {
             vec!["NONE".to_owned()]
@@ -499,7 +569,9 @@ impl Converter<'_> {
             match &check.test {
                 // Only timings: the image's test with new timings.
                 None => Vec::new(),
-                Some(StringOrList::String(command)) => vec!["CMD-SHELL".to_owned(), command.clone()],
+                Some(StringOrList::String(command)) => {
+                    vec!["CMD-SHELL".to_owned(), command.clone()]
+                }
                 Some(StringOrList::List(items)) => {
                     let at = loc.key("test");
                     match items.first().map(String::as_str) {
@@ -549,7 +621,9 @@ impl Converter<'_> {
                         _ => {
                             self.diags
                                 .error(at.span(), &at.path, format!("invalid mount {text:?}"))
-                                .help("write SOURCE:TARGET[:ro], or TARGET for an anonymous volume");
+                                .help(
+                                    "write SOURCE:TARGET[:ro], or TARGET for an anonymous volume",
+                                );
                             continue;
                         }
                     };
@@ -567,12 +641,20 @@ impl Converter<'_> {
                         Some(s) if s.starts_with(['/', '.', '~']) => MountKind::Bind,
                         _ => MountKind::Volume,
                     };
-                    (kind, source.map(str::to_owned), target.to_owned(), read_only)
+                    (
+                        kind,
+                        source.map(str::to_owned),
+                        target.to_owned(),
+                        read_only,
+                    )
                 }
             };
             if !target.starts_with('/') {
-                self.diags
-                    .error(at.span(), &at.path, format!("the mount target {target:?} is not an absolute path"));
+                self.diags.error(
+                    at.span(),
+                    &at.path,
+                    format!("the mount target {target:?} is not an absolute path"),
+                );
                 continue;
             }
             let source = match (kind, source) {
@@ -583,7 +665,8 @@ impl Converter<'_> {
                     continue;
                 }
                 (MountKind::Bind, None) => {
-                    self.diags.error(at.span(), &at.path, "a bind mount needs a source path");
+                    self.diags
+                        .error(at.span(), &at.path, "a bind mount needs a source path");
                     continue;
                 }
                 (MountKind::Volume, Some(volume)) => match names.volumes.get(&volume) {
@@ -607,17 +690,31 @@ impl Converter<'_> {
         out
     }
 
-    fn no_duplicate_targets<'t>(&mut self, targets: impl Iterator<Item = &'t str>, loc: &Loc, what: &str) {
+    fn no_duplicate_targets<'t>(
+        &mut self,
+        targets: impl Iterator<Item = &'t str>,
+        loc: &Loc,
+        what: &str,
+    ) {
         let mut seen = BTreeSet::new();
         for target in targets {
             if !seen.insert(target) {
-                self.diags
-                    .error(loc.span(), &loc.path, format!("two {what}s target {target}"));
+                self.diags.error(
+                    loc.span(),
+                    &loc.path,
+                    format!("two {what}s target {target}"),
+                );
             }
         }
     }
 
-    fn undefined<'k>(&mut self, at: &Loc, what: &str, name: &str, known: impl Iterator<Item = &'k String>) {
+    fn undefined<'k>(
+        &mut self,
+        at: &Loc,
+        what: &str,
+        name: &str,
+        known: impl Iterator<Item = &'k String>,
+    ) {
         let known: Vec<&str> = known.map(String::as_str).collect();
         let diag = self.diags.error(
             at.span(),
@@ -626,7 +723,9 @@ impl Converter<'_> {
         );
         match super::diagnostic::did_you_mean(name, known.iter().copied()) {
             Some(suggestion) => diag.help(format!("did you mean `{suggestion}`?")),
-            None => diag.help(format!("declare it under `{what}s:` at the top of the file")),
+            None => diag.help(format!(
+                "declare it under `{what}s:` at the top of the file"
+            )),
         };
     }
 
@@ -658,8 +757,11 @@ impl Converter<'_> {
             let target = long.target.unwrap_or_else(|| default_target(&long.source));
             let mode = long.mode.unwrap_or(0o444);
             if mode > 0o777 {
-                self.diags
-                    .error(at.key("mode").span(), &at.key("mode").path, format!("file mode {mode:o} is more than 0777"));
+                self.diags.error(
+                    at.key("mode").span(),
+                    &at.key("mode").path,
+                    format!("file mode {mode:o} is more than 0777"),
+                );
                 continue;
             }
             out.push(spec::FileReference {
@@ -694,24 +796,43 @@ impl Converter<'_> {
         if let Some(cpus) = out.limits.cpus.filter(|c| c.0 == 0) {
             let at = limits_loc.key("cpus");
             self.diags
-                .error(at.span(), &at.path, format!("a CPU limit of {cpus} would stop the task from running"))
+                .error(
+                    at.span(),
+                    &at.path,
+                    format!("a CPU limit of {cpus} would stop the task from running"),
+                )
                 .help("give a positive number of CPUs, or remove the limit");
         }
         if let Some(memory) = out.limits.memory.filter(|m| m.0 < MIN_MEMORY_LIMIT) {
             let at = limits_loc.key("memory");
-            self.diags
-                .error(at.span(), &at.path, format!("a memory limit of {memory} is below the minimum of 6MiB"));
+            self.diags.error(
+                at.span(),
+                &at.path,
+                format!("a memory limit of {memory} is below the minimum of 6MiB"),
+            );
         }
-        let over = |limit: Option<u64>, reservation: Option<u64>| {
-            matches!((limit, reservation), (Some(l), Some(r)) if r > l)
-        };
-        if over(out.limits.cpus.map(|c| c.0), out.reservations.cpus.map(|c| c.0)) {
+        let over = |limit: Option<u64>, reservation: Option<u64>| matches!((limit, reservation), (Some(l), Some(r)) if r > l);
+        if over(
+            out.limits.cpus.map(|c| c.0),
+            out.reservations.cpus.map(|c| c.0),
+        ) {
             let at = loc.key("reservations").key("cpus");
-            self.diags.error(at.span(), &at.path, "the CPU reservation is more than the CPU limit");
+            self.diags.error(
+                at.span(),
+                &at.path,
+                "the CPU reservation is more than the CPU limit",
+            );
         }
-        if over(out.limits.memory.map(|m| m.0), out.reservations.memory.map(|m| m.0)) {
+        if over(
+            out.limits.memory.map(|m| m.0),
+            out.reservations.memory.map(|m| m.0),
+        ) {
             let at = loc.key("reservations").key("memory");
-            self.diags.error(at.span(), &at.path, "the memory reservation is more than the memory limit");
+            self.diags.error(
+                at.span(),
+                &at.path,
+                "the memory reservation is more than the memory limit",
+            );
         }
         out
     }
@@ -734,9 +855,11 @@ impl Converter<'_> {
         let mut preferences = Vec::new();
         for (i, preference) in placement.preferences.iter().flatten().enumerate() {
             let label = preference.spread.trim();
-            let valid = ["node.labels.", "engine.labels."]
-                .iter()
-                .any(|prefix| label.strip_prefix(prefix).is_some_and(|name| !name.is_empty()));
+            let valid = ["node.labels.", "engine.labels."].iter().any(|prefix| {
+                label
+                    .strip_prefix(prefix)
+                    .is_some_and(|name| !name.is_empty())
+            });
             if valid {
                 preferences.push(SpreadOver {
                     spread: label.to_owned(),
@@ -851,17 +974,32 @@ impl Converter<'_> {
         }
         if mode == spec::EndpointMode::Dnsrr {
             self.diags
-                .error(at.span(), &at.path, "a port published in ingress mode cannot be used with endpoint_mode: dnsrr")
+                .error(
+                    at.span(),
+                    &at.path,
+                    "a port published in ingress mode cannot be used with endpoint_mode: dnsrr",
+                )
                 .help("publish it with mode: host, or use endpoint_mode: vip");
         }
         let Some(number) = port.published else { return };
         let key = (number, port.protocol);
         match published.get(&key) {
             Some((other, other_span)) if other != service_name => {
-                let line = other_span.map(|s| format!(" (line {})", s.line)).unwrap_or_default();
+                let line = other_span
+                    .map(|s| format!(" (line {})", s.line))
+                    .unwrap_or_default();
                 self.diags
-                    .error(at.span(), &at.path, format!("port {number}/{} is already published by service {other}{line}", port.protocol))
-                    .help("every node listens on an ingress port once: pick another published port");
+                    .error(
+                        at.span(),
+                        &at.path,
+                        format!(
+                            "port {number}/{} is already published by service {other}{line}",
+                            port.protocol
+                        ),
+                    )
+                    .help(
+                        "every node listens on an ingress port once: pick another published port",
+                    );
             }
             Some(_) => {}
             None => {
@@ -892,7 +1030,9 @@ fn key_values(value: Option<&ListOrMap>) -> Vec<(String, Option<String>)> {
 
 fn restart_policy(policy: Option<&file::RestartPolicy>) -> spec::RestartPolicy {
     let defaults = spec::RestartPolicy::default();
-    let Some(policy) = policy else { return defaults };
+    let Some(policy) = policy else {
+        return defaults;
+    };
     spec::RestartPolicy {
         condition: match policy.condition {
             Some(file::RestartCondition::None) => spec::RestartCondition::None,
@@ -907,7 +1047,9 @@ fn restart_policy(policy: Option<&file::RestartPolicy>) -> spec::RestartPolicy {
 
 fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
     let defaults = UpdatePolicy::default();
-    let Some(config) = config else { return defaults };
+    let Some(config) = config else {
+        return defaults;
+    };
     UpdatePolicy {
         parallelism: config.parallelism.unwrap_or(defaults.parallelism),
         delay: config.delay.unwrap_or(defaults.delay),
@@ -917,7 +1059,9 @@ fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
             Some(file::FailureAction::Pause) | None => spec::FailureAction::Pause,
         },
         monitor: config.monitor.unwrap_or(defaults.monitor),
-        max_failure_ratio: config.max_failure_ratio.unwrap_or(defaults.max_failure_ratio),
+        max_failure_ratio: config
+            .max_failure_ratio
+            .unwrap_or(defaults.max_failure_ratio),
         order: match config.order {
             Some(file::UpdateOrder::StartFirst) => spec::UpdateOrder::StartFirst,
             Some(file::UpdateOrder::StopFirst) | None => spec::UpdateOrder::StopFirst,
@@ -933,7 +1077,9 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 fn valid_cidr(text: &str) -> bool {
-    let Some((address, prefix)) = text.split_once('/') else { return false };
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
     match address.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => prefix.parse::<u8>().is_ok_and(|p| p <= 32),
         Ok(std::net::IpAddr::V6(_)) => prefix.parse::<u8>().is_ok_and(|p| p <= 128),
@@ -971,7 +1117,9 @@ fn check_image_reference(image: &str) -> Result<(), String> {
         let valid_tag = !tag.is_empty()
             && tag.len() <= 128
             && !tag.starts_with(['.', '-'])
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !valid_tag {
             return Err(format!("invalid tag {tag:?}"));
         }
@@ -985,11 +1133,15 @@ fn check_image_reference(image: &str) -> Result<(), String> {
         first = false;
         let valid = if is_host {
             !component.is_empty()
-                && component.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+                && component
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         } else {
             !component.is_empty()
                 && component.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && component.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+                && component.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
         };
         if !valid {
             return Err(if component.chars().any(|c| c.is_ascii_uppercase()) {
@@ -1007,7 +1159,9 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
     let number = |text: &str| -> Result<u16, String> {
         match text.parse::<u32>() {
             Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-            _ => Err(format!("invalid port {text:?}: ports are numbers from 1 to 65535")),
+            _ => Err(format!(
+                "invalid port {text:?}: ports are numbers from 1 to 65535"
+            )),
         }
     };
     match port {
@@ -1048,7 +1202,11 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                 Some((rest, "tcp")) => (rest, Protocol::Tcp),
                 Some((rest, "udp")) => (rest, Protocol::Udp),
                 Some((rest, "sctp")) => (rest, Protocol::Sctp),
-                Some((_, other)) => return Err(format!("unknown protocol {other:?} in {text:?}: use tcp, udp or sctp")),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "unknown protocol {other:?} in {text:?}: use tcp, udp or sctp"
+                    ));
+                }
                 None => (text.as_str(), Protocol::Tcp),
             };
             // An IPv6 host address is bracketed: [::1]:8080:80.
@@ -1065,7 +1223,9 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
             let (host_ip, published, target) = match parts.as_slice() {
                 [target] => (host_ip, None, *target),
                 [published, target] => (host_ip, Some(*published), *target),
-                [ip, published, target] if host_ip.is_none() => (Some((*ip).to_owned()), Some(*published), *target),
+                [ip, published, target] if host_ip.is_none() => {
+                    (Some((*ip).to_owned()), Some(*published), *target)
+                }
                 _ => return Err(format!("invalid port {text:?}")),
             };
             let range = |text: &str| -> Result<(u16, u16), String> {
@@ -1073,7 +1233,9 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                     Some((low, high)) => {
                         let (low, high) = (number(low)?, number(high)?);
                         if low > high {
-                            return Err(format!("invalid port range {text:?}: the first port is above the last"));
+                            return Err(format!(
+                                "invalid port range {text:?}: the first port is above the last"
+                            ));
                         }
                         Ok((low, high))
                     }
@@ -1086,10 +1248,12 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                 Some("") | None => None,
                 Some(p) => Some(range(p)?),
             };
-            if let Some(p) = published {
-                if p.1 - p.0 != targets.1 - targets.0 {
-                    return Err(format!("invalid port {text:?}: the published and target ranges differ in size"));
-                }
+            if let Some(p) = published
+                && p.1 - p.0 != targets.1 - targets.0
+            {
+                return Err(format!(
+                    "invalid port {text:?}: the published and target ranges differ in size"
+                ));
             }
             let ports = (0..=targets.1 - targets.0)
                 .map(|offset| PortConfig {
@@ -1116,11 +1280,20 @@ mod tests {
             ("8080:80/udp", vec![(Some(8080), 80, Protocol::Udp)]),
             ("127.0.0.1:8080:80", vec![(Some(8080), 80, Protocol::Tcp)]),
             ("[::1]:53:53/udp", vec![(Some(53), 53, Protocol::Udp)]),
-            ("9000-9001:8000-8001", vec![(Some(9000), 8000, Protocol::Tcp), (Some(9001), 8001, Protocol::Tcp)]),
+            (
+                "9000-9001:8000-8001",
+                vec![
+                    (Some(9000), 8000, Protocol::Tcp),
+                    (Some(9001), 8001, Protocol::Tcp),
+                ],
+            ),
         ];
         for (text, expected) in cases {
             let (ports, _) = parse_port(&file::Port::Short(text.to_owned())).unwrap();
-            let got: Vec<_> = ports.iter().map(|p| (p.published, p.target, p.protocol)).collect();
+            let got: Vec<_> = ports
+                .iter()
+                .map(|p| (p.published, p.target, p.protocol))
+                .collect();
             assert_eq!(got, expected, "{text}");
         }
     }

@@ -26,7 +26,8 @@ pub fn decode(node: &Node, root: &Json, diags: &mut Diagnostics) -> Option<Json>
 const ANY: &Json = &Json::Bool(true);
 
 /// The schema of the values of a documented enum.
-static STRING: std::sync::LazyLock<Json> = std::sync::LazyLock::new(|| serde_json::json!({"type": "string"}));
+static STRING: std::sync::LazyLock<Json> =
+    std::sync::LazyLock::new(|| serde_json::json!({"type": "string"}));
 
 struct Decoder<'a> {
     root: &'a Json,
@@ -184,7 +185,8 @@ impl<'a> Decoder<'a> {
                 None
             }
         }?;
-        self.check_constraints(node, schema, &value).then_some(value)
+        self.check_constraints(node, schema, &value)
+            .then_some(value)
     }
 
     /// Picks the branch of an `anyOf` that fits the node's kind, so errors come from inside
@@ -258,7 +260,12 @@ impl<'a> Decoder<'a> {
             let value_schema = match (property, additional) {
                 (Some(property), _) => property,
                 (None, Some(Json::Bool(false))) => {
-                    self.unknown_key(entry.key.as_str(), entry.key_span, properties, &extension_prefixes);
+                    self.unknown_key(
+                        entry.key.as_str(),
+                        entry.key_span,
+                        properties,
+                        &extension_prefixes,
+                    );
                     ok = false;
                     continue;
                 }
@@ -268,12 +275,14 @@ impl<'a> Decoder<'a> {
             self.path.push(entry.key.clone());
             if value_schema.get(UNSUPPORTED_KEYWORD).is_some() {
                 let path = self.path();
-                self.diags
-                    .warning(
-                        Some(entry.key_span),
-                        &path,
-                        format!("`{}` is not supported by swarm yet and is ignored", entry.key),
-                    );
+                self.diags.warning(
+                    Some(entry.key_span),
+                    &path,
+                    format!(
+                        "`{}` is not supported by swarm yet and is ignored",
+                        entry.key
+                    ),
+                );
             } else {
                 match self.decode(&entry.value, value_schema) {
                     Some(value) => {
@@ -288,8 +297,11 @@ impl<'a> Decoder<'a> {
             for name in required.iter().filter_map(Json::as_str) {
                 if !entries.iter().any(|e| e.key == name) {
                     let path = self.path();
-                    self.diags
-                        .error(Some(node.span), &path, format!("missing required key `{name}`"));
+                    self.diags.error(
+                        Some(node.span),
+                        &path,
+                        format!("missing required key `{name}`"),
+                    );
                     ok = false;
                 }
             }
@@ -316,7 +328,11 @@ impl<'a> Decoder<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let where_ = if path.is_empty() { "at the top level".to_owned() } else { format!("in `{path}`") };
+        let where_ = if path.is_empty() {
+            "at the top level".to_owned()
+        } else {
+            format!("in `{path}`")
+        };
         let diag = self
             .diags
             .error(Some(span), &path, format!("unknown key `{key}` {where_}"));
@@ -336,7 +352,9 @@ impl<'a> Decoder<'a> {
         match scalar_type(scalar) {
             Typed::Null if admits.null => return Some(Json::Null),
             Typed::Bool(b) if admits.boolean => return Some(Json::Bool(b)),
-            Typed::Int(n) if admits.integer || admits.number => return Some(Json::Number(n.into())),
+            Typed::Int(n) if admits.integer || admits.number => {
+                return Some(Json::Number(n.into()));
+            }
             Typed::Float(f) if admits.number => return Number::from_f64(f).map(Json::Number),
             _ => {}
         }
@@ -373,13 +391,18 @@ impl<'a> Decoder<'a> {
         }
         let path = self.path();
         let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
-        let found = value.as_str().map_or_else(|| value.to_string(), |s| format!("{s:?}"));
+        let found = value
+            .as_str()
+            .map_or_else(|| value.to_string(), |s| format!("{s:?}"));
         let diag = self.diags.error(
             Some(node.span),
             &path,
             format!("expected one of {}, found {found}", names.join(", ")),
         );
-        if let Some(suggestion) = value.as_str().and_then(|s| did_you_mean(s, names.iter().copied())) {
+        if let Some(suggestion) = value
+            .as_str()
+            .and_then(|s| did_you_mean(s, names.iter().copied()))
+        {
             diag.help(format!("did you mean `{suggestion}`?"));
         }
         false
@@ -388,16 +411,18 @@ impl<'a> Decoder<'a> {
     /// `enum`, units, `minimum` and `maximum`: checked on the decoded value.
     fn check_constraints(&mut self, node: &Node, schema: &Json, value: &Json) -> bool {
         let path = self.path();
-        if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
-            if !self.check_enum(node, allowed, value) {
-                return false;
-            }
+        if let Some(allowed) = schema.get("enum").and_then(Json::as_array)
+            && !self.check_enum(node, allowed, value)
+        {
+            return false;
         }
-        if let (Some(unit), Some(text)) = (schema.get(UNIT_KEYWORD).and_then(Json::as_str), value.as_str()) {
-            if let Err(e) = check_unit(unit, text) {
-                self.diags.error(Some(node.span), &path, e.to_string());
-                return false;
-            }
+        if let (Some(unit), Some(text)) = (
+            schema.get(UNIT_KEYWORD).and_then(Json::as_str),
+            value.as_str(),
+        ) && let Err(e) = check_unit(unit, text)
+        {
+            self.diags.error(Some(node.span), &path, e.to_string());
+            return false;
         }
         if let Some(number) = value.as_f64() {
             let bound = |key: &str| schema.get(key).and_then(Json::as_f64);

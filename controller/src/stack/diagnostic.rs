@@ -67,15 +67,31 @@ impl Diagnostics {
         }
     }
 
-    pub fn error(&mut self, span: Option<Span>, path: &str, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn error(
+        &mut self,
+        span: Option<Span>,
+        path: &str,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.push(Severity::Error, span, path, message.into())
     }
 
-    pub fn warning(&mut self, span: Option<Span>, path: &str, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn warning(
+        &mut self,
+        span: Option<Span>,
+        path: &str,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.push(Severity::Warning, span, path, message.into())
     }
 
-    fn push(&mut self, severity: Severity, span: Option<Span>, path: &str, message: String) -> &mut Diagnostic {
+    fn push(
+        &mut self,
+        severity: Severity,
+        span: Option<Span>,
+        path: &str,
+        message: String,
+    ) -> &mut Diagnostic {
         self.items.push(Diagnostic {
             severity,
             file: self.file.clone(),
@@ -108,7 +124,10 @@ impl Diagnostic {
 }
 
 /// The closest of `candidates` to a misspelt `word`, when one is close enough to suggest.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
@@ -125,10 +144,21 @@ mod tests {
     fn prints_like_a_compiler() {
         let mut diags = Diagnostics::new("stacks/web.yaml");
         diags
-            .error(Some(Span { line: 12, column: 16 }), "services.web.deploy.replicas", "expected an integer")
+            .error(
+                Some(Span {
+                    line: 12,
+                    column: 16,
+                }),
+                "services.web.deploy.replicas",
+                "expected an integer",
+            )
             .help("write a whole number");
         diags.warning(None, "", "whole file");
-        let printed: Vec<String> = diags.into_sorted().iter().map(ToString::to_string).collect();
+        let printed: Vec<String> = diags
+            .into_sorted()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             printed,
             [

@@ -25,9 +25,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, DotenvError> {
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, value)) = line.split_once('=') else {
-            return Err(error(format!(
-                "expected KEY=value, found {line:?}"
-            )));
+            return Err(error(format!("expected KEY=value, found {line:?}")));
         };
         let key = key.trim();
         let valid_key = !key.is_empty()

@@ -15,7 +15,10 @@ pub struct Interpolated {
 
 /// Interpolates `text` with `lookup`; the error says what is wrong with the template or
 /// carries the message of a `${VAR:?message}` whose variable is unset.
-pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, String> {
+pub fn interpolate(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Interpolated, String> {
     let mut out = Interpolated::default();
     if !text.contains('$') {
         out.text = text.to_owned();
@@ -226,7 +229,10 @@ mod tests {
     #[test]
     fn refuses_bad_templates_with_a_reason() {
         let cases = [
-            ("${MISSING:?set MISSING to the zone}", "set MISSING to the zone"),
+            (
+                "${MISSING:?set MISSING to the zone}",
+                "set MISSING to the zone",
+            ),
             ("${MISSING?}", "MISSING is required"),
             ("${EMPTY:?}", "EMPTY is required"),
             ("${TAG", "unclosed"),

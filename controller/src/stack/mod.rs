@@ -74,7 +74,12 @@ pub struct Loaded {
 
 /// Loads the stack file at `path` from `tree`. `env` gives the variables of the environment,
 /// which win over those of a `.env` file beside the stack. `display` names the file in findings.
-pub fn load(tree: &dyn SourceTree, path: &Path, display: &str, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
+pub fn load(
+    tree: &dyn SourceTree,
+    path: &Path,
+    display: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Loaded {
     let mut diags = Diagnostics::new(display);
     let stack = load_into(tree, path, display, env, &mut diags);
     let has_errors = diags.has_errors();
@@ -108,7 +113,10 @@ fn load_into(
             diags.error(
                 None,
                 "",
-                format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                format!(
+                    "the file is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
             );
             return None;
         }
@@ -126,8 +134,14 @@ fn load_into(
     };
     let root = yaml::load(&text, &lookup, diags)?;
     if !matches!(root.value, yaml::Value::Mapping(_)) {
-        diags
-            .error(Some(root.span), "", format!("expected a mapping with `services:` at the top, found {}", root.describe()));
+        diags.error(
+            Some(root.span),
+            "",
+            format!(
+                "expected a mapping with `services:` at the top, found {}",
+                root.describe()
+            ),
+        );
         return None;
     }
     let json = decode::decode(&root, stack_schema(), diags)?;
@@ -163,15 +177,26 @@ fn load_into(
     Some(converter.convert(&file, &root, display.to_owned()))
 }
 
-fn read_dotenv(tree: &dyn SourceTree, dir: &Path, display: &str, diags: &mut Diagnostics) -> Vec<(String, String)> {
+fn read_dotenv(
+    tree: &dyn SourceTree,
+    dir: &Path,
+    display: &str,
+    diags: &mut Diagnostics,
+) -> Vec<(String, String)> {
     let path = dir.join(".env");
     match tree.read(&path) {
         Ok(Some(bytes)) => match dotenv::parse(&String::from_utf8_lossy(&bytes)) {
             Ok(vars) => vars,
             Err(e) => {
                 diags
-                    .error(None, "", format!("{}:{}: {}", path.display(), e.line, e.message))
-                    .help(format!("the .env beside {display} gives variables for interpolation"));
+                    .error(
+                        None,
+                        "",
+                        format!("{}:{}: {}", path.display(), e.line, e.message),
+                    )
+                    .help(format!(
+                        "the .env beside {display} gives variables for interpolation"
+                    ));
                 Vec::new()
             }
         },
@@ -186,5 +211,7 @@ fn read_dotenv(tree: &dyn SourceTree, dir: &Path, display: &str, diags: &mut Dia
 /// The stack file schema as JSON, built once.
 fn stack_schema() -> &'static serde_json::Value {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| serde_json::to_value(swarm_api::stackfile::json_schema()).expect("the schema is JSON"))
+    SCHEMA.get_or_init(|| {
+        serde_json::to_value(swarm_api::stackfile::json_schema()).expect("the schema is JSON")
+    })
 }

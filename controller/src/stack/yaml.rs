@@ -78,7 +78,9 @@ pub fn resolve_plain(text: &str) -> Typed<'_> {
         "" | "~" | "null" | "Null" | "NULL" => return Typed::Null,
         "true" | "True" | "TRUE" => return Typed::Bool(true),
         "false" | "False" | "FALSE" => return Typed::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Typed::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Typed::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Typed::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Typed::Float(f64::NAN),
         _ => {}
@@ -87,30 +89,28 @@ pub fn resolve_plain(text: &str) -> Typed<'_> {
     if unsigned.is_empty() {
         return Typed::Str(text);
     }
-    if unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(n) = text.parse::<i64>() {
-            return Typed::Int(n);
-        }
+    if unsigned.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = text.parse::<i64>()
+    {
+        return Typed::Int(n);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(n) = i64::from_str_radix(hex, 16) {
-            return Typed::Int(n);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(n) = i64::from_str_radix(hex, 16)
+    {
+        return Typed::Int(n);
     }
-    if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(n) = i64::from_str_radix(octal, 8) {
-            return Typed::Int(n);
-        }
+    if let Some(octal) = text.strip_prefix("0o")
+        && let Ok(n) = i64::from_str_radix(octal, 8)
+    {
+        return Typed::Int(n);
     }
     let float_like = unsigned.bytes().any(|b| b.is_ascii_digit())
         && unsigned
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
         && unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.');
-    if float_like {
-        if let Ok(f) = text.parse::<f64>() {
-            return Typed::Float(f);
-        }
+    if float_like && let Ok(f) = text.parse::<f64>() {
+        return Typed::Float(f);
     }
     Typed::Str(text)
 }
@@ -164,12 +164,19 @@ fn quote_short(text: &str) -> String {
 
 /// Parses `text` into a tree. Interpolates scalar values (never keys) with `lookup`; findings
 /// go to `diags`. Returns `None` when the document cannot be read at all.
-pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Diagnostics) -> Option<Node> {
+pub fn load(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<Node> {
     if text.len() > MAX_FILE_BYTES {
         diags.error(
             None,
             "",
-            format!("the file is {} bytes; stack files are limited to {MAX_FILE_BYTES} bytes", text.len()),
+            format!(
+                "the file is {} bytes; stack files are limited to {MAX_FILE_BYTES} bytes",
+                text.len()
+            ),
         );
         return None;
     }
@@ -190,7 +197,11 @@ pub fn load(text: &str, lookup: &dyn Fn(&str) -> Option<String>, diags: &mut Dia
                 let mark = err.marker();
                 builder
                     .diags
-                    .error(Some(span(mark)), "", format!("invalid YAML: {}", err.info()))
+                    .error(
+                        Some(span(mark)),
+                        "",
+                        format!("invalid YAML: {}", err.info()),
+                    )
                     .help("check the indentation and quoting around this place");
                 return None;
             }
@@ -252,7 +263,11 @@ impl Builder<'_> {
                 self.documents += 1;
                 if self.documents > 1 {
                     self.diags
-                        .error(Some(at), "", "a stack file holds one YAML document, and this is a second one")
+                        .error(
+                            Some(at),
+                            "",
+                            "a stack file holds one YAML document, and this is a second one",
+                        )
                         .help("split the documents into separate stack files");
                     return Err(());
                 }
@@ -426,8 +441,11 @@ impl Builder<'_> {
             }) => match key.take() {
                 None => {
                     let Value::Scalar(scalar) = node.value else {
-                        self.diags
-                            .error(Some(node.span), "", "a mapping key must be a plain string, not a list or mapping");
+                        self.diags.error(
+                            Some(node.span),
+                            "",
+                            "a mapping key must be a plain string, not a list or mapping",
+                        );
                         return Err(());
                     };
                     *key = Some((scalar.text, node.span));
@@ -441,8 +459,14 @@ impl Builder<'_> {
                         };
                         for source in sources {
                             if !matches!(source.value, Value::Mapping(_)) {
-                                self.diags
-                                    .error(Some(source.span), "", format!("`<<` merges mappings, but this is {}", source.describe()));
+                                self.diags.error(
+                                    Some(source.span),
+                                    "",
+                                    format!(
+                                        "`<<` merges mappings, but this is {}",
+                                        source.describe()
+                                    ),
+                                );
                                 continue;
                             }
                             merges.push(source);
@@ -489,13 +513,20 @@ mod tests {
 
     #[test]
     fn remembers_lines_and_columns() {
-        let (root, diags) = parse("services:\n  web:\n    image: nginx\n    ports:\n      - \"80:80\"\n");
+        let (root, diags) =
+            parse("services:\n  web:\n    image: nginx\n    ports:\n      - \"80:80\"\n");
         assert!(diags.is_empty(), "{diags:?}");
         let root = root.unwrap();
         let web = root.get("services").unwrap().get("web").unwrap();
         let image = web.entry("image").unwrap();
         assert_eq!(image.key_span, Span { line: 3, column: 5 });
-        assert_eq!(image.value.span, Span { line: 3, column: 12 });
+        assert_eq!(
+            image.value.span,
+            Span {
+                line: 3,
+                column: 12
+            }
+        );
         let port = web.get("ports").unwrap().item(0).unwrap();
         assert_eq!(port.span, Span { line: 5, column: 9 });
         assert_eq!(scalar_text(port), "80:80");
@@ -503,7 +534,8 @@ mod tests {
 
     #[test]
     fn types_plain_scalars_only() {
-        let (root, _) = parse("a: 3\nb: '3'\nc: true\nd: ~\ne: 1.5\nf: 0x1F\ng: 80:80\nh: !!str 7\ni: -4\n");
+        let (root, _) =
+            parse("a: 3\nb: '3'\nc: true\nd: ~\ne: 1.5\nf: 0x1F\ng: 80:80\nh: !!str 7\ni: -4\n");
         let root = root.unwrap();
         let typed = |k: &str| match &root.get(k).unwrap().value {
             Value::Scalar(s) => format!("{:?}", s.typed()),
@@ -522,7 +554,8 @@ mod tests {
 
     #[test]
     fn merge_keys_fill_in_without_overriding() {
-        let text = "x-base: &base\n  replicas: 2\n  mode: replicated\nsvc:\n  <<: *base\n  replicas: 5\n";
+        let text =
+            "x-base: &base\n  replicas: 2\n  mode: replicated\nsvc:\n  <<: *base\n  replicas: 5\n";
         let (root, diags) = parse(text);
         assert!(diags.is_empty(), "{diags:?}");
         let svc = root.unwrap().get("svc").unwrap().clone();
@@ -539,7 +572,9 @@ mod tests {
         let root = load("${TAG}: nginx:${TAG}\nn: ${TAG}\n", &lookup, &mut diags).unwrap();
         let entry = root.entry("${TAG}").unwrap();
         assert_eq!(scalar_text(&entry.value), "nginx:1.27");
-        let Value::Scalar(n) = &root.get("n").unwrap().value else { unreachable!() };
+        let Value::Scalar(n) = &root.get("n").unwrap().value else {
+            unreachable!()
+        };
         assert!(n.interpolated);
         assert_eq!(n.typed(), Typed::Float(1.27));
     }
@@ -549,13 +584,22 @@ mod tests {
         let (root, diags) = parse("services:\n  web:\n    image: [unclosed\n");
         assert!(root.is_none());
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].to_string().starts_with("t.yaml:4:1: error: invalid YAML"), "{}", diags[0]);
+        assert!(
+            diags[0]
+                .to_string()
+                .starts_with("t.yaml:4:1: error: invalid YAML"),
+            "{}",
+            diags[0]
+        );
     }
 
     #[test]
     fn refuses_duplicate_keys_and_second_documents() {
         let (_, diags) = parse("a: 1\nb: 2\na: 3\n");
-        assert_eq!(diags[0].to_string(), "t.yaml:3:1: error: duplicate key `a`\n  help: each key may appear once in a mapping; remove one of them");
+        assert_eq!(
+            diags[0].to_string(),
+            "t.yaml:3:1: error: duplicate key `a`\n  help: each key may appear once in a mapping; remove one of them"
+        );
         let (root, diags) = parse("a: 1\n---\nb: 2\n");
         assert!(root.is_none());
         assert!(diags[0].message.contains("second one"));
@@ -571,7 +615,11 @@ mod tests {
         let started = std::time::Instant::now();
         let (root, diags) = parse(&text);
         assert!(root.is_none());
-        assert!(diags[0].message.contains("once its aliases are expanded"), "{}", diags[0]);
+        assert!(
+            diags[0].message.contains("once its aliases are expanded"),
+            "{}",
+            diags[0]
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
@@ -580,7 +628,11 @@ mod tests {
         let text = "[".repeat(100) + &"]".repeat(100);
         let (root, diags) = parse(&text);
         assert!(root.is_none());
-        assert!(diags[0].message.contains("nested more than 64 levels"), "{}", diags[0]);
+        assert!(
+            diags[0].message.contains("nested more than 64 levels"),
+            "{}",
+            diags[0]
+        );
         // Far deeper input stops in the scanner, which bounds its own recursion.
         let text = "[".repeat(100_000) + &"]".repeat(100_000);
         let (root, diags) = parse(&text);

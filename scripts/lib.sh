@@ -1,0 +1,34 @@
+# Shared by the scripts: install what is missing, never what is there.
+# shellcheck shell=bash
+
+# ensure_packages CMD:PACKAGE...: apt-get installs PACKAGE when CMD is not on the PATH.
+ensure_packages() {
+    local missing=()
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# ensure_rust: the workspace needs a current stable toolchain (edition 2024); Debian's is too old.
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        [ -x "$HOME/.cargo/bin/cargo" ] || {
+            ensure_packages curl:curl
+            echo "installing the Rust toolchain with rustup" >&2
+            curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+        }
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+}
+
+ensure_build_tools() {
+    ensure_packages git:git cc:gcc make:make pkg-config:pkg-config
+    ensure_rust
+}
