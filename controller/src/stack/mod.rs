@@ -132,7 +132,14 @@ fn load_into(
                 .map(|(_, value)| value.clone())
         })
     };
-    let root = yaml::load(&text, &lookup, diags)?;
+    let Some(root) = yaml::load(&text, &lookup, diags) else {
+        if !diags.has_errors() {
+            diags
+                .error(None, "", "the file is empty")
+                .help("a stack file is a mapping with `services:` at the top");
+        }
+        return None;
+    };
     if !matches!(root.value, yaml::Value::Mapping(_)) {
         diags.error(
             Some(root.span),
@@ -214,4 +221,110 @@ fn stack_schema() -> &'static serde_json::Value {
     SCHEMA.get_or_init(|| {
         serde_json::to_value(swarm_api::stackfile::json_schema()).expect("the schema is JSON")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::WorkTree;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load_text(text: &str) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "app.yaml", text);
+        load(&WorkTree, &path, "app.yaml", &|_| None)
+    }
+
+    #[test]
+    fn two_spellings_of_one_intent_give_equal_specs() {
+        let short = load_text(
+            "services:\n  web:\n    image: nginx:1.27\n    ports: [\"8080:80\", \"53:53/udp\"]\n    environment: [B=2, A=1]\n    command: nginx -g 'daemon off;'\n    deploy:\n      placement:\n        constraints: [node.labels.zone!=b, node.role==worker]\n      resources:\n        limits: {memory: 512M, cpus: 0.5}\n",
+        );
+        let long = load_text(
+            "version: \"3.8\"\nservices:\n  web:\n    image: nginx:1.27\n    command: [nginx, -g, daemon off;]\n    environment:\n      A: 1\n      B: \"2\"\n    ports:\n      - {target: 53, published: 53, protocol: udp, mode: ingress}\n      - target: 80\n        published: \"8080\"\n    stop_grace_period: 10s\n    deploy:\n      mode: replicated\n      replicas: 1\n      endpoint_mode: vip\n      restart_policy: {condition: any, delay: 5s}\n      update_config: {parallelism: 1, order: stop-first, failure_action: pause, monitor: 5s}\n      placement:\n        constraints:\n          - node.role == worker\n          - node.labels.zone != b\n          - node.role == worker\n      resources:\n        limits: {memory: 0.5g, cpus: \"0.50\"}\nnetworks:\n  default:\n",
+        );
+        let (short, long) = (short.stack.unwrap(), long.stack.unwrap());
+        assert_eq!(short.services, long.services);
+        assert_eq!(short.networks, long.networks);
+    }
+
+    #[test]
+    fn variables_come_from_the_environment_then_the_dotenv_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), ".env", "TAG=1.25\nREPLICAS=4\nZONE=b\n");
+        write(dir.path(), "common.env", "LOG_LEVEL=info\nZONE=from-file\n");
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx:${TAG}\n    env_file: common.env\n    environment:\n      ZONE: ${ZONE}\n      FROM_SHELL:\n    deploy:\n      replicas: ${REPLICAS}\n",
+        );
+        let env = |name: &str| match name {
+            "TAG" => Some("1.27".to_owned()),
+            "FROM_SHELL" => Some("yes".to_owned()),
+            _ => None,
+        };
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let web = &loaded.stack.unwrap().services[0];
+        assert_eq!(
+            web.task.container.image, "nginx:1.27",
+            "the environment wins over .env"
+        );
+        assert_eq!(
+            web.replicas(),
+            Some(4),
+            "an interpolated number is a number"
+        );
+        let env: Vec<(&str, &str)> = web
+            .task
+            .container
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [("FROM_SHELL", "yes"), ("LOG_LEVEL", "info"), ("ZONE", "b")]
+        );
+    }
+
+    #[test]
+    fn names_and_defaults_follow_docker_stack_deploy() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    networks: [front]\nnetworks:\n  front:\n  outside:\n    external: true\n",
+        );
+        let stack = loaded.stack.unwrap();
+        assert_eq!(stack.name, "app");
+        let web = &stack.services[0];
+        assert_eq!(web.name, "app_web");
+        assert_eq!(web.replicas(), Some(1));
+        assert_eq!(web.task.container.stop_grace_period.to_string(), "10s");
+        assert_eq!(web.task.restart.delay.to_string(), "5s");
+        assert_eq!(web.task.networks[0].target, "app_front");
+        assert_eq!(web.task.networks[0].aliases, ["web"]);
+        // External networks are not the stack's to create; unused defaults are not created.
+        let names: Vec<&str> = stack.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["app_front"]);
+    }
+
+    #[test]
+    fn empty_and_non_utf8_files_are_refused_with_a_reason() {
+        let loaded = load_text("# nothing here\n");
+        assert!(loaded.stack.is_none());
+        assert_eq!(loaded.diagnostics[0].message, "the file is empty");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin.yaml");
+        std::fs::write(&path, b"services:\n  \xff\xfe: {}\n").unwrap();
+        let loaded = load(&WorkTree, &path, "bin.yaml", &|_| None);
+        assert!(
+            loaded.diagnostics[0].message.contains("not UTF-8"),
+            "{:?}",
+            loaded.diagnostics
+        );
+    }
 }
