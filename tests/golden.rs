@@ -77,6 +77,19 @@ fn check_golden(name: &str, actual: &str) {
     }
 }
 
+/// Loads a file that must be valid: its findings (warnings at most) and its stack.
+fn load_valid(file: &Path) -> (Loaded, Stack) {
+    let loaded = load(file);
+    match loaded.stack.clone() {
+        Some(stack) => (loaded, stack),
+        None => panic!(
+            "{} is invalid:\n{}",
+            file.display(),
+            diagnostics_text(&loaded)
+        ),
+    }
+}
+
 fn golden_name(path: &Path, suffix: &str) -> String {
     format!("{}{suffix}", path.file_stem().unwrap().to_string_lossy())
 }
@@ -84,14 +97,7 @@ fn golden_name(path: &Path, suffix: &str) -> String {
 #[test]
 fn example_stacks_load_and_plan() {
     for file in stack_files("examples/stacks") {
-        let loaded = load(&file);
-        let stack = loaded.stack.clone().unwrap_or_else(|| {
-            panic!(
-                "{} is invalid:\n{}",
-                file.display(),
-                diagnostics_text(&loaded)
-            )
-        });
+        let (loaded, stack) = load_valid(&file);
         let mut out = String::new();
         out.push_str("# findings\n");
         out.push_str(&diagnostics_text(&loaded));
@@ -134,14 +140,7 @@ fn invalid_stacks_report_every_finding() {
 #[test]
 fn real_world_stacks_load_with_at_most_warnings() {
     for file in stack_files("tests/fixtures/realworld") {
-        let loaded = load(&file);
-        let stack = loaded.stack.clone().unwrap_or_else(|| {
-            panic!(
-                "{} is invalid:\n{}",
-                file.display(),
-                diagnostics_text(&loaded)
-            )
-        });
+        let (loaded, stack) = load_valid(&file);
         let plan = plan(
             &[stack],
             &ClusterState::empty(),
