@@ -4,5 +4,6 @@
 
 pub mod gitops;
 pub mod plan;
+pub mod raft;
 pub mod source;
 pub mod stack;

@@ -1,0 +1,618 @@
+//! The durable Raft log: entries, hard state, configuration and the latest snapshot in one
+//! redb file, each record checksummed (CRC-32C over the encoded bytes) so that a corrupt file
+//! is refused at open, naming the file and the record, instead of silently losing entries.
+//!
+//! Implements raft-rs' `Storage` for reads; the writes follow its Ready checklist:
+//! `persist` (entries and hard state in one transaction, fsynced before it returns when the
+//! log is opened durable), `apply_snapshot` for a snapshot from the leader, and
+//! `compact_to` after the state machine wrote a snapshot of its own.
+
+use std::path::{Path, PathBuf};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const HARD_STATE: &str = "hard_state";
+const CONF_STATE: &str = "conf_state";
+const SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open the raft log {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the raft log {path} is corrupt: {what}; refusing to start rather than lose entries")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("cannot write the raft log {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// Where the log lives: a file (fsync on every commit unless `durable` is false) or memory
+/// (simulation tests).
+pub enum Location<'a> {
+    File { path: &'a Path, durable: bool },
+    Memory,
+}
+
+pub struct DurableLog {
+    db: Database,
+    path: PathBuf,
+    durability: Durability,
+    // A cache of what is small and read on every step; the entries stay on disk.
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot: SnapshotMetadata,
+    /// The index of the last entry; `snapshot.index` when the log holds none.
+    last: u64,
+}
+
+/// A record on disk: CRC-32C of the payload, then the payload.
+fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn unseal(record: &[u8]) -> Option<&[u8]> {
+    let (crc, payload) = record.split_at_checked(4)?;
+    (crc32fast::hash(payload).to_le_bytes() == crc).then_some(payload)
+}
+
+fn encode<M: protobuf::Message>(message: &M) -> Vec<u8> {
+    seal(&message.write_to_bytes().expect("raft messages encode"))
+}
+
+impl DurableLog {
+    pub fn open(location: Location) -> Result<Self, LogError> {
+        let (db, path, durability) = match location {
+            Location::File { path, durable } => {
+                let db = Database::create(path).map_err(|e| LogError::Open {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                let durability = if durable {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                };
+                (db, path.to_path_buf(), durability)
+            }
+            Location::Memory => {
+                let db = Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .expect("an in-memory database opens");
+                (db, PathBuf::from("<memory>"), Durability::None)
+            }
+        };
+        let mut log = DurableLog {
+            db,
+            path,
+            durability,
+            hard_state: HardState::default(),
+            conf_state: ConfState::default(),
+            snapshot: SnapshotMetadata::default(),
+            last: 0,
+        };
+        log.load()?;
+        Ok(log)
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    fn write_error(&self, e: impl std::fmt::Display) -> LogError {
+        LogError::Write {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Reads the metadata and checks every record: checksums, and entries contiguous from the
+    /// snapshot on.
+    fn load(&mut self) -> Result<(), LogError> {
+        {
+            let txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
+            txn.open_table(ENTRIES).map_err(|e| self.write_error(e))?;
+            txn.open_table(META).map_err(|e| self.write_error(e))?;
+            txn.commit().map_err(|e| self.write_error(e))?;
+        }
+        let path = self.path.clone();
+        let corrupt = |what: String| LogError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let txn = self.db.begin_read().map_err(|e| corrupt(e.to_string()))?;
+        let meta = txn.open_table(META).map_err(|e| corrupt(e.to_string()))?;
+        let read_meta = |key: &str| -> Result<Option<Vec<u8>>, LogError> {
+            let Some(record) = meta.get(key).map_err(|e| corrupt(e.to_string()))? else {
+                return Ok(None);
+            };
+            let payload = unseal(record.value())
+                .ok_or_else(|| corrupt(format!("checksum mismatch in {key}")))?;
+            Ok(Some(payload.to_vec()))
+        };
+        if let Some(bytes) = read_meta(HARD_STATE)? {
+            self.hard_state = HardState::parse_from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("{HARD_STATE}: {e}")))?;
+        }
+        if let Some(bytes) = read_meta(CONF_STATE)? {
+            self.conf_state = ConfState::parse_from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("{CONF_STATE}: {e}")))?;
+        }
+        if let Some(bytes) = read_meta(SNAPSHOT)? {
+            let snapshot = Snapshot::parse_from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("{SNAPSHOT}: {e}")))?;
+            self.snapshot = snapshot.get_metadata().clone();
+        }
+        let entries = txn
+            .open_table(ENTRIES)
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        let mut expected = self.snapshot.index + 1;
+        for item in entries.iter().map_err(|e| self.corrupt(e.to_string()))? {
+            let (index, record) = item.map_err(|e| self.corrupt(e.to_string()))?;
+            let index = index.value();
+            if index != expected {
+                return Err(
+                    self.corrupt(format!("entry {expected} is missing (found {index} next)"))
+                );
+            }
+            let payload = unseal(record.value())
+                .ok_or_else(|| self.corrupt(format!("checksum mismatch in entry {index}")))?;
+            let entry = Entry::parse_from_bytes(payload)
+                .map_err(|e| self.corrupt(format!("entry {index}: {e}")))?;
+            if entry.index != index {
+                return Err(self.corrupt(format!("entry {index} holds index {}", entry.index)));
+            }
+            expected += 1;
+        }
+        self.last = expected - 1;
+        if self.hard_state.commit > self.last {
+            return Err(self.corrupt(format!(
+                "the commit index {} is past the last entry {}",
+                self.hard_state.commit, self.last
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts a new cluster's log: an empty log whose configuration names `voters`.
+    pub fn bootstrap(&mut self, voters: &[u64]) -> Result<(), LogError> {
+        let conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().set_conf_state(conf_state);
+        // A snapshot at index 0 carries the initial configuration; the log starts at 1.
+        self.apply_snapshot(snapshot)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.index
+    }
+
+    fn commit_txn(&self, txn: redb::WriteTransaction) -> Result<(), LogError> {
+        txn.commit().map_err(|e| self.write_error(e))
+    }
+
+    fn begin(&self) -> Result<redb::WriteTransaction, LogError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
+        txn.set_durability(self.durability)
+            .map_err(|e| self.write_error(e))?;
+        Ok(txn)
+    }
+
+    /// Appends `entries` (replacing any conflicting suffix) and saves `hard_state`, in one
+    /// transaction: on disk (fsynced) when this returns.
+    pub fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), LogError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let txn = self.begin()?;
+        let mut last = self.last;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.write_error(e))?;
+            if let Some(first) = entries.first() {
+                if first.index <= self.snapshot.index || first.index > self.last + 1 {
+                    panic!(
+                        "raft asked to append entry {} to a log holding {}..={}",
+                        first.index,
+                        self.snapshot.index + 1,
+                        self.last
+                    );
+                }
+                // Entries after the first new one conflict with the leader's log: drop them.
+                for index in first.index..=self.last {
+                    table.remove(index).map_err(|e| self.write_error(e))?;
+                }
+                for entry in entries {
+                    table
+                        .insert(entry.index, encode(entry).as_slice())
+                        .map_err(|e| self.write_error(e))?;
+                }
+                last = entries.last().expect("not empty").index;
+            }
+            if let Some(hard_state) = hard_state {
+                let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
+                meta.insert(HARD_STATE, encode(hard_state).as_slice())
+                    .map_err(|e| self.write_error(e))?;
+            }
+        }
+        self.commit_txn(txn)?;
+        self.last = last;
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state.clone();
+        }
+        Ok(())
+    }
+
+    /// Saves a new commit index (from a light ready) without touching term or vote.
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), LogError> {
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = commit;
+        self.persist(&[], Some(&hard_state))
+    }
+
+    /// Replaces the log with a snapshot (from the leader, or the bootstrap configuration).
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), LogError> {
+        let metadata = snapshot.get_metadata().clone();
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(metadata.index);
+        hard_state.term = hard_state.term.max(metadata.term);
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.write_error(e))?;
+            table
+                .retain(|_, _| false)
+                .map_err(|e| self.write_error(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
+            meta.insert(SNAPSHOT, encode(&snapshot).as_slice())
+                .map_err(|e| self.write_error(e))?;
+            meta.insert(CONF_STATE, encode(metadata.get_conf_state()).as_slice())
+                .map_err(|e| self.write_error(e))?;
+            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.commit_txn(txn)?;
+        self.conf_state = metadata.get_conf_state().clone();
+        self.last = metadata.index;
+        self.snapshot = metadata;
+        self.hard_state = hard_state;
+        Ok(())
+    }
+
+    /// Saves a configuration applied from a committed conf change.
+    pub fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), LogError> {
+        let txn = self.begin()?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
+            meta.insert(CONF_STATE, encode(&conf_state).as_slice())
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.commit_txn(txn)?;
+        self.conf_state = conf_state;
+        Ok(())
+    }
+
+    /// Stores the state machine's snapshot at `index` (applied, so committed) and drops the
+    /// entries it covers.
+    pub fn compact_to(&mut self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
+        assert!(
+            index > self.snapshot.index && index <= self.hard_state.commit && index <= self.last,
+            "compaction to {index} outside the committed log {}..={}",
+            self.snapshot.index,
+            self.hard_state.commit
+        );
+        let term = raft::Storage::term(self, index).expect("the entry is in the log");
+        let mut snapshot = Snapshot {
+            data: data.into(),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.set_conf_state(self.conf_state.clone());
+        let txn = self.begin()?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.write_error(e))?;
+            table
+                .retain(|key, _| key > index)
+                .map_err(|e| self.write_error(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
+            meta.insert(SNAPSHOT, encode(&snapshot).as_slice())
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.commit_txn(txn)?;
+        self.snapshot = snapshot.get_metadata().clone();
+        Ok(())
+    }
+
+    fn read_entry(&self, index: u64) -> Result<Entry, StorageError> {
+        let other = |e: String| StorageError::Other(e.into());
+        let txn = self.db.begin_read().map_err(|e| other(e.to_string()))?;
+        let table = txn.open_table(ENTRIES).map_err(|e| other(e.to_string()))?;
+        let record = table
+            .get(index)
+            .map_err(|e| other(e.to_string()))?
+            .ok_or(StorageError::Unavailable)?;
+        let payload = unseal(record.value())
+            .ok_or_else(|| other(format!("checksum mismatch in entry {index}")))?;
+        Entry::parse_from_bytes(payload).map_err(|e| other(e.to_string()))
+    }
+}
+
+impl raft::Storage for DurableLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= self.last + 1,
+            "entries up to {high} asked of a log ending at {}",
+            self.last
+        );
+        let max_size = max_size.into();
+        let other = |e: String| raft::Error::Store(StorageError::Other(e.into()));
+        let txn = self.db.begin_read().map_err(|e| other(e.to_string()))?;
+        let table = txn.open_table(ENTRIES).map_err(|e| other(e.to_string()))?;
+        let mut entries = Vec::new();
+        let mut size = 0u64;
+        for item in table.range(low..high).map_err(|e| other(e.to_string()))? {
+            let (index, record) = item.map_err(|e| other(e.to_string()))?;
+            let payload = unseal(record.value())
+                .ok_or_else(|| other(format!("checksum mismatch in entry {}", index.value())))?;
+            let entry = Entry::parse_from_bytes(payload).map_err(|e| other(e.to_string()))?;
+            size += u64::from(entry.compute_size());
+            // At least one entry, then as many as fit.
+            if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        if index < self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > self.last {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.read_entry(index).map_err(raft::Error::Store)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snapshot.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.snapshot.index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let other = |e: String| raft::Error::Store(StorageError::Other(e.into()));
+        let txn = self.db.begin_read().map_err(|e| other(e.to_string()))?;
+        let meta = txn.open_table(META).map_err(|e| other(e.to_string()))?;
+        match meta.get(SNAPSHOT).map_err(|e| other(e.to_string()))? {
+            Some(record) => {
+                let payload = unseal(record.value())
+                    .ok_or_else(|| other("checksum mismatch in snapshot".into()))?;
+                Snapshot::parse_from_bytes(payload).map_err(|e| other(e.to_string()))
+            }
+            None => Ok(Snapshot::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Entry::default()
+        }
+    }
+
+    fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote,
+            commit,
+            ..HardState::default()
+        }
+    }
+
+    #[test]
+    fn survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let mut log = DurableLog::open(Location::File {
+                path: &path,
+                durable: true,
+            })
+            .unwrap();
+            log.bootstrap(&[1, 2, 3]).unwrap();
+            log.persist(
+                &[entry(1, 1, b"a"), entry(2, 1, b"b")],
+                Some(&hard_state(1, 2, 1)),
+            )
+            .unwrap();
+        }
+        let log = DurableLog::open(Location::File {
+            path: &path,
+            durable: true,
+        })
+        .unwrap();
+        let state = log.initial_state().unwrap();
+        assert_eq!(state.hard_state, hard_state(1, 2, 1));
+        assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(
+            (log.first_index().unwrap(), log.last_index().unwrap()),
+            (1, 2)
+        );
+        let entries = log
+            .entries(1, 3, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(entries, vec![entry(1, 1, b"a"), entry(2, 1, b"b")]);
+    }
+
+    #[test]
+    fn conflicting_suffixes_are_replaced() {
+        let mut log = DurableLog::open(Location::Memory).unwrap();
+        log.bootstrap(&[1]).unwrap();
+        log.persist(
+            &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+            None,
+        )
+        .unwrap();
+        log.persist(&[entry(2, 2, b"B")], None).unwrap();
+        assert_eq!(log.last_index().unwrap(), 2);
+        assert_eq!(log.term(2).unwrap(), 2);
+        assert!(matches!(
+            log.term(3),
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+    }
+
+    #[test]
+    fn compaction_keeps_the_snapshot_and_the_tail() {
+        let mut log = DurableLog::open(Location::Memory).unwrap();
+        log.bootstrap(&[1]).unwrap();
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, b"x")).collect();
+        log.persist(&entries, Some(&hard_state(1, 1, 8))).unwrap();
+        log.compact_to(6, b"state at 6".to_vec()).unwrap();
+        assert_eq!(log.first_index().unwrap(), 7);
+        assert_eq!(log.term(6).unwrap(), 1);
+        assert!(matches!(
+            log.term(5),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let snapshot = log.snapshot(6, 2).unwrap();
+        assert_eq!(snapshot.get_metadata().index, 6);
+        assert_eq!(&snapshot.data[..], b"state at 6");
+        assert!(
+            log.snapshot(7, 2).is_err(),
+            "a newer snapshot is not available yet"
+        );
+        let size_one = log
+            .entries(7, 11, Some(1), GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            size_one.len(),
+            1,
+            "at least one entry, however small the limit"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_record_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let mut log = DurableLog::open(Location::File {
+                path: &path,
+                durable: true,
+            })
+            .unwrap();
+            log.bootstrap(&[1]).unwrap();
+            log.persist(
+                &[entry(1, 1, b"payload-one"), entry(2, 1, b"payload-two")],
+                None,
+            )
+            .unwrap();
+            // Flip a byte of entry 2's payload, through redb so the file itself stays valid.
+            let txn = log.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(ENTRIES).unwrap();
+                let mut record = table.get(2).unwrap().unwrap().value().to_vec();
+                let last = record.len() - 1;
+                record[last] ^= 0xff;
+                table.insert(2, record.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = DurableLog::open(Location::File {
+            path: &path,
+            durable: true,
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("raft.redb is corrupt: checksum mismatch in entry 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        {
+            let mut log = DurableLog::open(Location::File {
+                path: &path,
+                durable: true,
+            })
+            .unwrap();
+            log.bootstrap(&[1]).unwrap();
+            let entries: Vec<Entry> = (1..=200).map(|i| entry(i, 1, &[7u8; 512])).collect();
+            log.persist(&entries, None).unwrap();
+        }
+        let length = std::fs::metadata(&path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(length / 2).unwrap();
+        drop(file);
+        let err = DurableLog::open(Location::File {
+            path: &path,
+            durable: true,
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("raft.redb"), "{err}");
+    }
+}
