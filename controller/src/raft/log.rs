@@ -184,15 +184,22 @@ impl DurableLog {
         Ok(())
     }
 
-    /// Starts a new cluster's log: an empty log whose configuration names `voters`.
-    pub fn bootstrap(&mut self, voters: &[u64]) -> Result<(), LogError> {
-        let conf_state = ConfState {
+    /// Starts a new cluster's log: a snapshot at index 1, term 1, holding the configuration
+    /// with `voters` and the state machine's initial state. Every log then starts past a
+    /// snapshot, so a replica that joins later with an empty log is sent that snapshot and
+    /// learns the whole configuration (as etcd bootstraps).
+    pub fn bootstrap(&mut self, voters: &[u64], initial_state: Vec<u8>) -> Result<(), LogError> {
+        let mut snapshot = Snapshot {
+            data: initial_state.into(),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = 1;
+        metadata.term = 1;
+        metadata.set_conf_state(ConfState {
             voters: voters.to_vec(),
             ..ConfState::default()
-        };
-        let mut snapshot = Snapshot::default();
-        snapshot.mut_metadata().set_conf_state(conf_state);
-        // A snapshot at index 0 carries the initial configuration; the log starts at 1.
+        });
         self.apply_snapshot(snapshot)
     }
 
@@ -311,14 +318,16 @@ impl DurableLog {
         Ok(())
     }
 
-    /// Stores the state machine's snapshot at `index` (applied, so committed) and drops the
-    /// entries it covers.
+    /// Stores the state machine's snapshot at `index` (which the caller has applied) and
+    /// drops the entries it covers.
     pub fn compact_to(&mut self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
+        // The caller applied `index`, so it is committed (the hard state on disk may not
+        // say so yet: committed entries are applied before the Ready's hard state is saved).
         assert!(
-            index > self.snapshot.index && index <= self.hard_state.commit && index <= self.last,
-            "compaction to {index} outside the committed log {}..={}",
+            index > self.snapshot.index && index <= self.last,
+            "compaction to {index} outside the log {}..={}",
             self.snapshot.index,
-            self.hard_state.commit
+            self.last
         );
         let term = raft::Storage::term(self, index).expect("the entry is in the log");
         let mut snapshot = Snapshot {
@@ -476,10 +485,10 @@ mod tests {
                 durable: true,
             })
             .unwrap();
-            log.bootstrap(&[1, 2, 3]).unwrap();
+            log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
             log.persist(
-                &[entry(1, 1, b"a"), entry(2, 1, b"b")],
-                Some(&hard_state(1, 2, 1)),
+                &[entry(2, 1, b"a"), entry(3, 1, b"b")],
+                Some(&hard_state(1, 2, 2)),
             )
             .unwrap();
         }
@@ -489,32 +498,32 @@ mod tests {
         })
         .unwrap();
         let state = log.initial_state().unwrap();
-        assert_eq!(state.hard_state, hard_state(1, 2, 1));
+        assert_eq!(state.hard_state, hard_state(1, 2, 2));
         assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
         assert_eq!(
             (log.first_index().unwrap(), log.last_index().unwrap()),
-            (1, 2)
+            (2, 3)
         );
         let entries = log
-            .entries(1, 3, None, GetEntriesContext::empty(false))
+            .entries(2, 4, None, GetEntriesContext::empty(false))
             .unwrap();
-        assert_eq!(entries, vec![entry(1, 1, b"a"), entry(2, 1, b"b")]);
+        assert_eq!(entries, vec![entry(2, 1, b"a"), entry(3, 1, b"b")]);
     }
 
     #[test]
     fn conflicting_suffixes_are_replaced() {
         let mut log = DurableLog::open(Location::Memory).unwrap();
-        log.bootstrap(&[1]).unwrap();
+        log.bootstrap(&[1], Vec::new()).unwrap();
         log.persist(
-            &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+            &[entry(2, 1, b"a"), entry(3, 1, b"b"), entry(4, 1, b"c")],
             None,
         )
         .unwrap();
-        log.persist(&[entry(2, 2, b"B")], None).unwrap();
-        assert_eq!(log.last_index().unwrap(), 2);
-        assert_eq!(log.term(2).unwrap(), 2);
+        log.persist(&[entry(3, 2, b"B")], None).unwrap();
+        assert_eq!(log.last_index().unwrap(), 3);
+        assert_eq!(log.term(3).unwrap(), 2);
         assert!(matches!(
-            log.term(3),
+            log.term(4),
             Err(raft::Error::Store(StorageError::Unavailable))
         ));
     }
@@ -522,8 +531,8 @@ mod tests {
     #[test]
     fn compaction_keeps_the_snapshot_and_the_tail() {
         let mut log = DurableLog::open(Location::Memory).unwrap();
-        log.bootstrap(&[1]).unwrap();
-        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, b"x")).collect();
+        log.bootstrap(&[1], Vec::new()).unwrap();
+        let entries: Vec<Entry> = (2..=10).map(|i| entry(i, 1, b"x")).collect();
         log.persist(&entries, Some(&hard_state(1, 1, 8))).unwrap();
         log.compact_to(6, b"state at 6".to_vec()).unwrap();
         assert_eq!(log.first_index().unwrap(), 7);
@@ -559,20 +568,20 @@ mod tests {
                 durable: true,
             })
             .unwrap();
-            log.bootstrap(&[1]).unwrap();
+            log.bootstrap(&[1], Vec::new()).unwrap();
             log.persist(
-                &[entry(1, 1, b"payload-one"), entry(2, 1, b"payload-two")],
+                &[entry(2, 1, b"payload-one"), entry(3, 1, b"payload-two")],
                 None,
             )
             .unwrap();
-            // Flip a byte of entry 2's payload, through redb so the file itself stays valid.
+            // Flip a byte of entry 3's payload, through redb so the file itself stays valid.
             let txn = log.db.begin_write().unwrap();
             {
                 let mut table = txn.open_table(ENTRIES).unwrap();
-                let mut record = table.get(2).unwrap().unwrap().value().to_vec();
+                let mut record = table.get(3).unwrap().unwrap().value().to_vec();
                 let last = record.len() - 1;
                 record[last] ^= 0xff;
-                table.insert(2, record.as_slice()).unwrap();
+                table.insert(3, record.as_slice()).unwrap();
             }
             txn.commit().unwrap();
         }
@@ -584,7 +593,7 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(
-            err.contains("raft.redb is corrupt: checksum mismatch in entry 2"),
+            err.contains("raft.redb is corrupt: checksum mismatch in entry 3"),
             "{err}"
         );
     }
@@ -599,8 +608,8 @@ mod tests {
                 durable: true,
             })
             .unwrap();
-            log.bootstrap(&[1]).unwrap();
-            let entries: Vec<Entry> = (1..=200).map(|i| entry(i, 1, &[7u8; 512])).collect();
+            log.bootstrap(&[1], Vec::new()).unwrap();
+            let entries: Vec<Entry> = (2..=200).map(|i| entry(i, 1, &[7u8; 512])).collect();
             log.persist(&entries, None).unwrap();
         }
         let length = std::fs::metadata(&path).unwrap().len();

@@ -3,3 +3,4 @@
 //! same replica runs in the deterministic simulation and in the daemon.
 
 pub mod log;
+pub mod replica;

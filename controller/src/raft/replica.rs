@@ -1,0 +1,318 @@
+//! One Raft replica: raft-rs' `RawNode` over the durable log and a state machine, driven
+//! through the Ready checklist in the order raft-rs documents. No IO beyond the log, no
+//! clock, no network: the caller ticks it, feeds it messages and sends what it returns, so
+//! the same code runs in the deterministic simulation and in the daemon.
+
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, ReadState, Snapshot,
+};
+use raft::{RawNode, StateRole};
+
+use super::log::{DurableLog, LogError};
+
+/// The replicated state machine: a deterministic function of the committed entries.
+pub trait StateMachine {
+    /// Applies the command of a committed entry and returns the response for its proposer.
+    /// Must be deterministic: every replica applies the same entries in the same order.
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8>;
+
+    /// The whole state, for log compaction and for replicas that fall too far behind.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state with a snapshot.
+    fn restore(&mut self, snapshot: &[u8]);
+}
+
+/// Identifies a proposal across the cluster: the proposing replica and its own sequence
+/// number, carried in the entry's context so the proposer can match the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalId {
+    pub replica: u64,
+    pub sequence: u64,
+}
+
+impl ProposalId {
+    fn encode(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&self.replica.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out
+    }
+
+    fn decode(context: &[u8]) -> Option<ProposalId> {
+        let (replica, sequence) = context.split_at_checked(8)?;
+        Some(ProposalId {
+            replica: u64::from_be_bytes(replica.try_into().ok()?),
+            sequence: u64::from_be_bytes(sequence.try_into().ok()?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    /// Ticks without a leader before a follower campaigns: drawn from [min, max).
+    pub min_election_tick: usize,
+    pub max_election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Entries applied between two snapshots (log compactions).
+    pub snapshot_every: u64,
+}
+
+impl Config {
+    /// The daemon's defaults: a tick is 100 ms, so a leader is missed after 1–2 s.
+    pub fn new(id: u64) -> Self {
+        Config {
+            id,
+            min_election_tick: 10,
+            max_election_tick: 20,
+            heartbeat_tick: 1,
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// A committed command, applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    /// Set when this replica proposed it (the proposer answers its client).
+    pub proposal: Option<ProposalId>,
+    pub response: Vec<u8>,
+}
+
+/// What one pass of the Ready checklist produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// To send to the other replicas, in order.
+    pub messages: Vec<Message>,
+    pub applied: Vec<Applied>,
+    /// Answers to `read_index` requests: the context given and the index to wait for.
+    pub reads: Vec<ReadState>,
+}
+
+pub struct Replica<M> {
+    node: RawNode<DurableLog>,
+    machine: M,
+    snapshot_every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+impl<M: StateMachine> Replica<M> {
+    /// Opens a replica over its log: the state machine is restored from the log's snapshot,
+    /// and the entries after it are applied again as they come out of the Ready loop.
+    pub fn open(config: &Config, log: DurableLog, mut machine: M) -> Result<Self, ReplicaError> {
+        let snapshot_index = log.snapshot_index();
+        if snapshot_index > 0 {
+            let snapshot = raft::Storage::snapshot(&log, snapshot_index, config.id)?;
+            machine.restore(&snapshot.data);
+        }
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.min_election_tick,
+            min_election_tick: config.min_election_tick,
+            max_election_tick: config.max_election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: snapshot_index,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let node = RawNode::new(&raft_config, log, &logger)?;
+        Ok(Replica {
+            node,
+            machine,
+            snapshot_every: config.snapshot_every,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.node.raft.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The leader this replica knows of, 0 if none.
+    pub fn leader(&self) -> u64 {
+        self.node.raft.leader_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        voters
+    }
+
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// One unit of logical time: heartbeats and election timeouts count ticks.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    pub fn step(&mut self, message: Message) -> Result<(), ReplicaError> {
+        Ok(self.node.step(message)?)
+    }
+
+    /// Tells raft whether a snapshot sent to `to` arrived. The transport must call it for
+    /// every snapshot message; until then the leader sends that peer nothing else.
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(to, status);
+    }
+
+    /// Tells raft that the last message to `to` could not be sent.
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.node.report_unreachable(to);
+    }
+
+    /// Proposes a command. A follower forwards it to the leader; without a known leader it
+    /// is refused (`ProposalDropped`) and the caller retries elsewhere.
+    pub fn propose(&mut self, id: ProposalId, command: Vec<u8>) -> Result<(), ReplicaError> {
+        Ok(self.node.propose(id.encode(), command)?)
+    }
+
+    pub fn propose_conf_change(
+        &mut self,
+        id: ProposalId,
+        change: ConfChange,
+    ) -> Result<(), ReplicaError> {
+        Ok(self.node.propose_conf_change(id.encode(), change)?)
+    }
+
+    /// Asks for a linearizable read: once `Output::reads` returns `context` with an index and
+    /// this replica has applied that index, reading the state machine is linearizable.
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.node.read_index(context);
+    }
+
+    /// The highest index applied to the state machine.
+    pub fn applied(&self) -> u64 {
+        self.node.raft.raft_log.applied
+    }
+
+    /// Runs the Ready checklist once, in raft-rs' order: messages a leader may send before
+    /// persisting; snapshot; committed entries; new entries and hard state, persisted (and
+    /// fsynced) together; messages that must follow persistence; advance; the light ready's
+    /// commit, messages and committed entries; advance_apply.
+    pub fn advance(&mut self) -> Result<Output, ReplicaError> {
+        let mut output = Output::default();
+        if !self.node.has_ready() {
+            return Ok(output);
+        }
+        let mut ready = self.node.ready();
+        output.messages.extend(ready.take_messages());
+        if *ready.snapshot() != Snapshot::default() {
+            let snapshot = ready.snapshot().clone();
+            self.machine.restore(&snapshot.data);
+            self.node.mut_store().apply_snapshot(snapshot)?;
+        }
+        self.apply_entries(ready.take_committed_entries(), &mut output)?;
+        output.reads.extend(ready.take_read_states());
+        self.node.mut_store().persist(ready.entries(), ready.hs())?;
+        output.messages.extend(ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.node.mut_store().set_commit(commit)?;
+        }
+        output.messages.extend(light.take_messages());
+        self.apply_entries(light.take_committed_entries(), &mut output)?;
+        self.node.advance_apply();
+        self.compact_if_due()?;
+        Ok(output)
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        output: &mut Output,
+    ) -> Result<(), ReplicaError> {
+        for entry in entries {
+            let proposal = ProposalId::decode(&entry.context).filter(|p| p.replica == self.id());
+            match entry.get_entry_type() {
+                // The empty entry a new leader appends: nothing to apply.
+                EntryType::EntryNormal if entry.data.is_empty() => {}
+                EntryType::EntryNormal => {
+                    let response = self.machine.apply(entry.index, &entry.data);
+                    output.applied.push(Applied {
+                        index: entry.index,
+                        proposal,
+                        response,
+                    });
+                }
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(&entry.data)
+                        .expect("a committed conf change decodes");
+                    let conf_state = self.node.apply_conf_change(&change)?;
+                    self.record_configuration(entry.index, conf_state)?;
+                    output.applied.push(Applied {
+                        index: entry.index,
+                        proposal,
+                        response: Vec::new(),
+                    });
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .expect("a committed conf change decodes");
+                    let conf_state = self.node.apply_conf_change(&change)?;
+                    self.record_configuration(entry.index, conf_state)?;
+                    output.applied.push(Applied {
+                        index: entry.index,
+                        proposal,
+                        response: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves a new configuration and snapshots at once: a replica that joins later is sent
+    /// the latest snapshot, which must name it, or it would refuse it.
+    fn record_configuration(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+    ) -> Result<(), ReplicaError> {
+        let store = self.node.mut_store();
+        store.set_conf_state(conf_state)?;
+        if index > store.snapshot_index() {
+            let data = self.machine.snapshot();
+            self.node.mut_store().compact_to(index, data)?;
+        }
+        Ok(())
+    }
+
+    fn compact_if_due(&mut self) -> Result<(), ReplicaError> {
+        let applied = self.applied();
+        let store = self.node.store();
+        if applied >= store.snapshot_index() + self.snapshot_every {
+            let data = self.machine.snapshot();
+            self.node.mut_store().compact_to(applied, data)?;
+        }
+        Ok(())
+    }
+}
