@@ -234,10 +234,14 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the state export {}", file.display()))?;
-    // Check the format version before the shape, so an export from a newer swarm says so.
-    let value: serde_json::Value = serde_json::from_str(&text)
+    // The format version is checked before the shape, so an export from a newer swarm says so.
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format: Option<u64>,
+    }
+    let header: Header = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", file.display()))?;
-    match value.get("format").and_then(serde_json::Value::as_u64) {
+    match header.format {
         Some(format) if format == u64::from(STATE_FORMAT) => {}
         Some(format) => bail!(
             "{}: state format {format} is not supported by this swarm (it reads format {STATE_FORMAT})",
