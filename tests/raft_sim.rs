@@ -73,6 +73,8 @@ struct Sim {
     acknowledged: Vec<u64>,
     leader_of_term: BTreeMap<u64, u64>,
     next_value: u64,
+    /// ReadIndex answers of the last round, by replica.
+    reads: Vec<(u64, raft::prelude::ReadState)>,
 }
 
 impl Sim {
@@ -96,6 +98,7 @@ impl Sim {
             acknowledged: Vec::new(),
             leader_of_term: BTreeMap::new(),
             next_value: 1,
+            reads: Vec::new(),
         };
         let ids: Vec<u64> = (1..=voters).collect();
         for id in &ids {
@@ -204,6 +207,8 @@ impl Sim {
             let Some(replica) = slot else { continue };
             let output = replica.advance().unwrap();
             self.in_flight.extend(output.messages);
+            self.reads
+                .extend(output.reads.into_iter().map(|read| (*id, read)));
             for applied in output.applied {
                 if let Some(value) = applied.proposal.and_then(|p| self.pending.remove(&p)) {
                     self.acknowledged.push(value);
@@ -585,5 +590,246 @@ fn random_faults_never_lose_acknowledged_writes() {
             !sim.acknowledged.is_empty(),
             "seed {seed}: nothing was acknowledged"
         );
+    }
+}
+
+/// Linearizability of a single register (Wing & Gong's search with memoisation, as Knossos
+/// and Porcupine do it). A write whose outcome is unknown (no acknowledgement) may take
+/// effect at any time after its call, or never.
+mod linearizability {
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Write(u64),
+        Read(u64),
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Op {
+        pub call: u64,
+        /// `None`: no answer came (the client gave up or its replica crashed).
+        pub ret: Option<u64>,
+        pub kind: Kind,
+    }
+
+    pub fn check(ops: &[Op], initial: u64) -> bool {
+        assert!(
+            ops.len() <= 128,
+            "histories are bounded to keep the search small"
+        );
+        let mut failed = HashSet::new();
+        search(ops, 0, initial, &mut failed)
+    }
+
+    fn search(ops: &[Op], done: u128, value: u64, failed: &mut HashSet<(u128, u64)>) -> bool {
+        let remaining = || (0..ops.len()).filter(move |i| done & (1 << i) == 0);
+        if remaining().all(|i| ops[i].ret.is_none()) {
+            return true;
+        }
+        if failed.contains(&(done, value)) {
+            return false;
+        }
+        // An operation may come next only if no remaining one returned before it was called.
+        let first_return = remaining()
+            .filter_map(|i| ops[i].ret)
+            .min()
+            .unwrap_or(u64::MAX);
+        for i in remaining() {
+            let op = ops[i];
+            if op.call > first_return {
+                continue;
+            }
+            let next = match op.kind {
+                Kind::Write(v) => v,
+                Kind::Read(v) if v == value => value,
+                Kind::Read(_) => continue,
+            };
+            if search(ops, done | (1 << i), next, failed) {
+                return true;
+            }
+        }
+        failed.insert((done, value));
+        false
+    }
+
+    #[test]
+    fn the_checker_accepts_and_refuses_what_it_should() {
+        use Kind::*;
+        let op = |call, ret, kind| Op { call, ret, kind };
+        // Concurrent write and read: the read may see either value.
+        assert!(check(
+            &[op(0, Some(10), Write(1)), op(1, Some(2), Read(0))],
+            0
+        ));
+        assert!(check(
+            &[op(0, Some(10), Write(1)), op(1, Some(2), Read(1))],
+            0
+        ));
+        // A read after a write returned must see it (or a later write).
+        assert!(!check(
+            &[op(0, Some(1), Write(1)), op(2, Some(3), Read(0))],
+            0
+        ));
+        // Reads may not go back in time.
+        assert!(!check(
+            &[
+                op(0, Some(9), Write(1)),
+                op(1, Some(2), Read(1)),
+                op(3, Some(4), Read(0))
+            ],
+            0
+        ));
+        // An unacknowledged write may have happened, or not.
+        assert!(check(&[op(0, None, Write(7)), op(5, Some(6), Read(7))], 0));
+        assert!(check(&[op(0, None, Write(7)), op(5, Some(6), Read(0))], 0));
+        // A value nobody wrote is never read.
+        assert!(!check(&[op(0, Some(1), Read(5))], 0));
+    }
+}
+
+/// Clients write and read one register concurrently (reads through ReadIndex, any replica)
+/// while leaders are killed and restarted; the history must be linearizable.
+#[test]
+fn a_concurrent_register_history_is_linearizable_across_leader_kills() {
+    use linearizability::{Kind, Op, check};
+
+    const CLIENTS: usize = 3;
+    const GIVE_UP_AFTER: u64 = 60;
+    for seed in 200..215 {
+        let mut sim = Sim::new(seed, 3, 50);
+        sim.run_until_leader(300);
+        let mut history: Vec<Op> = Vec::new();
+        // Per client: the index in `history` of its operation in flight, and where it waits.
+        let mut in_flight: Vec<Option<(usize, Waiting)>> = vec![None; CLIENTS];
+        let mut reads_asked: u64 = 0;
+        let mut round: u64 = 0;
+        while round < 400 && history.len() < 120 {
+            round += 1;
+            if let Some(leader) = sim.leader().filter(|_| round.is_multiple_of(90)) {
+                sim.crash(leader);
+            }
+            if round % 90 == 45 {
+                for id in 1..=3 {
+                    if sim.replicas[&id].is_none() {
+                        sim.start(id);
+                    }
+                }
+            }
+            for client in in_flight.iter_mut() {
+                if client.is_some() {
+                    continue;
+                }
+                let live = sim.live();
+                let via = live[sim.rng.below(live.len() as u64) as usize];
+                let index = history.len();
+                if sim.rng.chance(500) {
+                    let value = sim.propose_via(via);
+                    history.push(Op {
+                        call: round,
+                        ret: None,
+                        kind: Kind::Write(value),
+                    });
+                    *client = Some((index, Waiting::Write(value)));
+                } else {
+                    reads_asked += 1;
+                    let context = reads_asked.to_be_bytes().to_vec();
+                    sim.replicas
+                        .get_mut(&via)
+                        .unwrap()
+                        .as_mut()
+                        .unwrap()
+                        .read_index(context.clone());
+                    history.push(Op {
+                        call: round,
+                        ret: None,
+                        kind: Kind::Read(0),
+                    });
+                    *client = Some((index, Waiting::ReadIndex { via, context }));
+                }
+            }
+            let outputs = sim.round_collecting_reads();
+            for slot in in_flight.iter_mut() {
+                let Some((index, waiting)) = slot.clone() else {
+                    continue;
+                };
+                let call = history[index].call;
+                let finished = match waiting {
+                    Waiting::Write(value) => sim.acknowledged.contains(&value),
+                    Waiting::ReadIndex { via, context } => {
+                        if let Some((_, read_index)) = outputs
+                            .iter()
+                            .find(|(id, r)| *id == via && r.request_ctx == context)
+                            .map(|(id, r)| (*id, r.index))
+                        {
+                            *slot = Some((
+                                index,
+                                Waiting::Apply {
+                                    via,
+                                    index: read_index,
+                                },
+                            ));
+                        }
+                        false
+                    }
+                    Waiting::Apply {
+                        via,
+                        index: read_index,
+                    } => match sim.replicas[&via].as_ref() {
+                        Some(replica) if replica.applied() >= read_index => {
+                            let value = replica.machine().values.last().copied().unwrap_or(0);
+                            history[index].kind = Kind::Read(value);
+                            true
+                        }
+                        _ => false,
+                    },
+                };
+                let replica_gone = match slot.as_ref().map(|(_, w)| w) {
+                    Some(Waiting::ReadIndex { via, .. } | Waiting::Apply { via, .. }) => {
+                        sim.replicas[via].is_none()
+                    }
+                    _ => false,
+                };
+                if finished {
+                    history[index].ret = Some(round);
+                    *slot = None;
+                } else if round - call > GIVE_UP_AFTER || replica_gone {
+                    // The client gives up: a write's outcome is unknown, a read is void.
+                    if matches!(history[index].kind, Kind::Read(_)) {
+                        history[index].call = u64::MAX;
+                    }
+                    *slot = None;
+                }
+            }
+        }
+        let ops: Vec<Op> = history
+            .into_iter()
+            .filter(|op| op.call != u64::MAX)
+            .collect();
+        let completed = ops.iter().filter(|op| op.ret.is_some()).count();
+        assert!(
+            completed > 20,
+            "seed {seed}: only {completed} operations completed"
+        );
+        assert!(
+            check(&ops, 0),
+            "seed {seed}: history is not linearizable: {ops:#?}"
+        );
+        sim.converge();
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Waiting {
+    Write(u64),
+    ReadIndex { via: u64, context: Vec<u8> },
+    Apply { via: u64, index: u64 },
+}
+
+impl Sim {
+    /// A round, returning the ReadIndex answers each replica produced.
+    fn round_collecting_reads(&mut self) -> Vec<(u64, raft::prelude::ReadState)> {
+        self.round();
+        std::mem::take(&mut self.reads)
     }
 }
