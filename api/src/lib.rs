@@ -8,4 +8,5 @@ pub mod plan;
 pub mod spec;
 pub mod stackfile;
 pub mod state;
+pub mod store;
 pub mod units;

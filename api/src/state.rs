@@ -41,6 +41,12 @@ impl ClusterState {
     }
 }
 
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState::empty()
+    }
+}
+
 /// A stored object: its spec and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 // No deny_unknown_fields: serde does not support it beside `flatten`.

@@ -8,3 +8,4 @@ pub mod plan;
 pub mod raft;
 pub mod source;
 pub mod stack;
+pub mod store;

@@ -1,0 +1,135 @@
+//! The replicated store's vocabulary: every change to the cluster is one [`Command`] in the
+//! Raft log, and the store is a deterministic function of those commands. Commands carry
+//! everything that is not deterministic (ids, timestamps): the proposer decides them, every
+//! replica applies the same values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Action;
+
+/// Milliseconds since the Unix epoch, as decided by the proposer.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// The first command of a cluster: its identity and settings.
+    InitCluster(Cluster),
+    AddNode(Node),
+    UpdateNode(NodeUpdate),
+    RemoveNode {
+        id: String,
+    },
+    /// Status changes seen by a manager's dispatcher, batched into one entry.
+    NodeStatuses {
+        at: Millis,
+        changes: Vec<NodeStatusChange>,
+    },
+    /// A whole plan, applied atomically. With `expected_version`, refused if the objects
+    /// changed since the plan was computed.
+    ApplyPlan {
+        expected_version: Option<u64>,
+        actions: Vec<Action>,
+    },
+    /// A new secret for a join token (`swarm join-token --rotate`).
+    RotateJoinToken {
+        role: NodeRole,
+        secret: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub created_at: Millis,
+    /// How often nodes report (default 1 s).
+    pub heartbeat_period_ms: u64,
+    /// Missed periods before a node is Down (default 3).
+    pub missed_heartbeats_for_down: u32,
+    /// Join token secrets by role; never exported.
+    pub worker_token_secret: String,
+    pub manager_token_secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Manager,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Unknown,
+    Ready,
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub role: NodeRole,
+    pub availability: Availability,
+    pub status: NodeStatus,
+    /// When the status last changed.
+    pub status_since: Millis,
+    pub labels: BTreeMap<String, String>,
+    /// Where other nodes reach it (`host:port`).
+    pub address: String,
+    /// The Raft replica id of a manager.
+    pub raft_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    pub id: String,
+    pub availability: Option<Availability>,
+    pub role: Option<NodeRole>,
+    pub labels_add: BTreeMap<String, String>,
+    pub labels_remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatusChange {
+    pub id: String,
+    pub status: NodeStatus,
+}
+
+/// What applying a command did, for the proposer's client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Applied {
+        version: u64,
+    },
+    /// The command was valid Raft-wise but refused by the store; nothing changed.
+    Rejected {
+        reason: String,
+    },
+}
+
+/// Everything the store holds: what a snapshot contains.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreData {
+    /// The Raft index of the last command applied.
+    pub version: u64,
+    pub cluster: Option<Cluster>,
+    pub nodes: BTreeMap<String, Node>,
+    /// The cluster's objects; `objects.version` is the index of their last change.
+    pub objects: Objects,
+}
+
+/// Services, networks, configs and secrets: the state a plan is computed against.
+pub type Objects = crate::state::ClusterState;

@@ -1,0 +1,529 @@
+//! The replicated state machine: one `apply` over the [`Command`]s of the Raft log, like
+//! Nomad's fsm.go. Deterministic: the same commands give the same state on every manager.
+//! An entry that does not decode is a bug or corruption, and applying it panics rather than
+//! letting replicas diverge. A command that is well formed but not allowed (removing an
+//! unknown node, a plan against a moved state) is rejected as a whole and changes nothing.
+
+use sha2::{Digest, Sha256};
+use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+use swarm_api::spec::Named;
+use swarm_api::state::{ClusterState, Object};
+use swarm_api::store::{Command, NodeRole, Outcome, StoreData};
+
+use crate::raft::replica::StateMachine;
+
+/// What changed, for watchers (leader loops, clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub object: &'static str,
+    pub name: String,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Removed,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Store {
+    data: StoreData,
+    /// Events of the last `apply`, for whoever drives the store to hand on.
+    events: Vec<Event>,
+}
+
+impl Store {
+    pub fn data(&self) -> &StoreData {
+        &self.data
+    }
+
+    /// The objects as `swarm state export` writes them: no secret material.
+    pub fn export(&self) -> ClusterState {
+        self.data.objects.clone()
+    }
+
+    /// The events of the last command applied.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Applies the command at Raft `index`.
+    pub fn apply_command(&mut self, index: u64, command: Command) -> Outcome {
+        assert!(
+            index > self.data.version,
+            "entry {index} applied after {}",
+            self.data.version
+        );
+        let mut events = Vec::new();
+        let outcome = match apply(&mut self.data, index, command, &mut events) {
+            Ok(()) => Outcome::Applied { version: index },
+            Err(reason) => {
+                events.clear();
+                Outcome::Rejected { reason }
+            }
+        };
+        self.data.version = index;
+        self.events = events;
+        outcome
+    }
+}
+
+fn event(object: &'static str, name: &str, change: Change) -> Event {
+    Event {
+        object,
+        name: name.to_owned(),
+        change,
+    }
+}
+
+/// Applies one command. Each arm checks before it changes anything, so a rejected command
+/// leaves no trace.
+fn apply(
+    data: &mut StoreData,
+    index: u64,
+    command: Command,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
+    if data.cluster.is_none() && !matches!(command, Command::InitCluster(_)) {
+        return Err("the cluster is not initialised".to_owned());
+    }
+    match command {
+        Command::InitCluster(cluster) => {
+            if data.cluster.is_some() {
+                return Err("the cluster is already initialised".to_owned());
+            }
+            data.cluster = Some(cluster);
+        }
+        Command::AddNode(node) => {
+            if data.nodes.contains_key(&node.id) {
+                return Err(format!("node {} already exists", node.id));
+            }
+            events.push(event("node", &node.id, Change::Created));
+            data.nodes.insert(node.id.clone(), node);
+        }
+        Command::UpdateNode(update) => {
+            let node = data
+                .nodes
+                .get_mut(&update.id)
+                .ok_or_else(|| format!("node {} does not exist", update.id))?;
+            if let Some(availability) = update.availability {
+                node.availability = availability;
+            }
+            if let Some(role) = update.role {
+                node.role = role;
+            }
+            for key in &update.labels_remove {
+                node.labels.remove(key);
+            }
+            node.labels.extend(update.labels_add);
+            events.push(event("node", &update.id, Change::Updated));
+        }
+        Command::RemoveNode { id } => {
+            let node = data
+                .nodes
+                .get(&id)
+                .ok_or_else(|| format!("node {id} does not exist"))?;
+            if node.role == NodeRole::Manager {
+                return Err(format!("node {id} is a manager: demote it first"));
+            }
+            data.nodes.remove(&id);
+            events.push(event("node", &id, Change::Removed));
+        }
+        Command::NodeStatuses { at, changes } => {
+            for change in changes {
+                // A node removed meanwhile has no status to change; that is not an error.
+                let Some(node) = data.nodes.get_mut(&change.id) else {
+                    continue;
+                };
+                if node.status != change.status {
+                    node.status = change.status;
+                    node.status_since = at;
+                    events.push(event("node", &change.id, Change::Updated));
+                }
+            }
+        }
+        Command::RotateJoinToken { role, secret } => {
+            let cluster = data.cluster.as_mut().expect("checked above");
+            match role {
+                NodeRole::Worker => cluster.worker_token_secret = secret,
+                NodeRole::Manager => cluster.manager_token_secret = secret,
+            }
+        }
+        Command::ApplyPlan {
+            expected_version,
+            actions,
+        } => {
+            if let Some(expected) = expected_version
+                && expected != data.objects.version
+            {
+                return Err(format!(
+                    "the state moved since the plan was made (planned against version {expected}, now {}): plan again",
+                    data.objects.version
+                ));
+            }
+            let cluster_id = data.cluster.as_ref().expect("checked above").id.clone();
+            // A plan is all or nothing: its actions apply to a copy that replaces the objects
+            // only when every action succeeded. (Plans are rare; statuses and heartbeats,
+            // which are frequent, never copy.)
+            let mut objects = data.objects.clone();
+            for action in actions {
+                apply_action(&mut objects, &cluster_id, index, action, events)?;
+            }
+            objects.version = index;
+            data.objects = objects;
+        }
+    }
+    Ok(())
+}
+
+fn apply_action(
+    objects: &mut ClusterState,
+    cluster_id: &str,
+    index: u64,
+    action: Action,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
+    let id = object_id(cluster_id, index, action.kind, &action.name);
+    let object = action.kind.as_str();
+    let name = action.name.clone();
+    match (action.kind, action.spec) {
+        (Kind::Service, Some(ObjectSpec::Service(spec))) => upsert(
+            &mut objects.services,
+            action.op,
+            id,
+            action.origin,
+            Some(*spec),
+            &name,
+        )?,
+        (Kind::Network, Some(ObjectSpec::Network(spec))) => upsert(
+            &mut objects.networks,
+            action.op,
+            id,
+            action.origin,
+            Some(spec),
+            &name,
+        )?,
+        (Kind::Config, Some(ObjectSpec::File(spec))) => upsert(
+            &mut objects.configs,
+            action.op,
+            id,
+            action.origin,
+            Some(spec),
+            &name,
+        )?,
+        (Kind::Secret, Some(ObjectSpec::File(spec))) => upsert(
+            &mut objects.secrets,
+            action.op,
+            id,
+            action.origin,
+            Some(spec),
+            &name,
+        )?,
+        (Kind::Service, None) => upsert(
+            &mut objects.services,
+            action.op,
+            id,
+            action.origin,
+            None,
+            &name,
+        )?,
+        (Kind::Network, None) => upsert(
+            &mut objects.networks,
+            action.op,
+            id,
+            action.origin,
+            None,
+            &name,
+        )?,
+        (Kind::Config, None) => upsert(
+            &mut objects.configs,
+            action.op,
+            id,
+            action.origin,
+            None,
+            &name,
+        )?,
+        (Kind::Secret, None) => upsert(
+            &mut objects.secrets,
+            action.op,
+            id,
+            action.origin,
+            None,
+            &name,
+        )?,
+        (kind, Some(_)) => {
+            return Err(format!(
+                "{} {name}: the spec is not a {} spec",
+                kind.as_str(),
+                kind.as_str()
+            ));
+        }
+    }
+    let change = match action.op {
+        Op::Create => Change::Created,
+        Op::Update | Op::Scale => Change::Updated,
+        Op::Remove => Change::Removed,
+    };
+    events.push(event(object, &name, change));
+    Ok(())
+}
+
+/// Creates, replaces or removes the object `name` of one kind.
+fn upsert<S: Named>(
+    list: &mut Vec<Object<S>>,
+    op: Op,
+    id: String,
+    origin: swarm_api::state::Origin,
+    spec: Option<S>,
+    name: &str,
+) -> Result<(), String> {
+    let position = list.iter().position(|o| o.spec.name() == name);
+    match (op, position, spec) {
+        (Op::Create, None, Some(spec)) => {
+            if spec.name() != name {
+                return Err(format!("{name}: the spec is named {}", spec.name()));
+            }
+            // Sorted by name, so exports and snapshots are the same on every replica.
+            let at = list.partition_point(|o| o.spec.name() < name);
+            list.insert(
+                at,
+                Object {
+                    id: Some(id),
+                    origin,
+                    spec,
+                },
+            );
+        }
+        (Op::Create, Some(_), _) => return Err(format!("{name} already exists")),
+        (Op::Update | Op::Scale, Some(at), Some(spec)) => {
+            let existing = &mut list[at];
+            existing.spec = spec;
+            existing.origin = origin;
+        }
+        (Op::Remove, Some(at), _) => {
+            list.remove(at);
+        }
+        (Op::Update | Op::Scale | Op::Remove, None, _) => {
+            return Err(format!("{name} does not exist"));
+        }
+        (Op::Create | Op::Update | Op::Scale, _, None) => {
+            return Err(format!("{name}: the action carries no spec"));
+        }
+    }
+    Ok(())
+}
+
+/// A new object's id: derived from where it was created, so every replica gives the same.
+fn object_id(cluster_id: &str, index: u64, kind: Kind, name: &str) -> String {
+    let digest = Sha256::digest(format!("{cluster_id}/{index}/{}/{name}", kind.as_str()));
+    digest
+        .iter()
+        .take(13)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..25]
+        .to_owned()
+}
+
+impl StateMachine for Store {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        let command: Command = serde_json::from_slice(command).unwrap_or_else(|e| {
+            panic!("raft entry {index} is not a command ({e}): refusing to diverge")
+        });
+        let outcome = self.apply_command(index, command);
+        serde_json::to_vec(&outcome).expect("outcomes serialise")
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.data).expect("the store serialises")
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) {
+        self.data = if snapshot.is_empty() {
+            StoreData::default()
+        } else {
+            serde_json::from_slice(snapshot).expect("a snapshot written by the store decodes")
+        };
+        self.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::store::{Availability, Cluster, Node, NodeStatus, NodeStatusChange, NodeUpdate};
+
+    fn cluster() -> Command {
+        Command::InitCluster(Cluster {
+            id: "c1".into(),
+            created_at: 1,
+            heartbeat_period_ms: 1000,
+            missed_heartbeats_for_down: 3,
+            worker_token_secret: "w".into(),
+            manager_token_secret: "m".into(),
+        })
+    }
+
+    fn node(id: &str, role: NodeRole) -> Command {
+        Command::AddNode(Node {
+            id: id.into(),
+            hostname: format!("host-{id}"),
+            role,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_since: 1,
+            labels: Default::default(),
+            address: "127.0.0.1:2377".into(),
+            raft_id: None,
+        })
+    }
+
+    fn service_plan() -> Vec<Action> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yaml");
+        std::fs::write(
+            &path,
+            "services:\n  site:\n    image: nginx\n    deploy:\n      replicas: 2\n",
+        )
+        .unwrap();
+        let stack = crate::stack::load(&crate::source::WorkTree, &path, "web.yaml", &|_| None)
+            .stack
+            .unwrap();
+        crate::plan::plan(
+            &[stack],
+            &ClusterState::empty(),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap()
+        .actions
+    }
+
+    #[test]
+    fn nodes_are_added_updated_and_removed() {
+        let mut store = Store::default();
+        assert!(
+            matches!(
+                store.apply_command(1, node("a", NodeRole::Worker)),
+                Outcome::Rejected { .. }
+            ),
+            "before init"
+        );
+        assert_eq!(
+            store.apply_command(2, cluster()),
+            Outcome::Applied { version: 2 }
+        );
+        store.apply_command(3, node("a", NodeRole::Worker));
+        let update = NodeUpdate {
+            id: "a".into(),
+            availability: Some(Availability::Drain),
+            labels_add: [("zone".to_owned(), "b".to_owned())].into(),
+            ..NodeUpdate::default()
+        };
+        store.apply_command(4, Command::UpdateNode(update));
+        let a = &store.data().nodes["a"];
+        assert_eq!(a.availability, Availability::Drain);
+        assert_eq!(a.labels["zone"], "b");
+        store.apply_command(
+            5,
+            Command::NodeStatuses {
+                at: 50,
+                changes: vec![NodeStatusChange {
+                    id: "a".into(),
+                    status: NodeStatus::Down,
+                }],
+            },
+        );
+        assert_eq!(store.data().nodes["a"].status_since, 50);
+        assert_eq!(
+            store.take_events(),
+            vec![event("node", "a", Change::Updated)]
+        );
+        assert_eq!(
+            store.apply_command(6, Command::RemoveNode { id: "a".into() }),
+            Outcome::Applied { version: 6 }
+        );
+        assert!(matches!(
+            store.apply_command(7, Command::RemoveNode { id: "a".into() }),
+            Outcome::Rejected { .. }
+        ));
+        assert_eq!(store.data().version, 7);
+    }
+
+    #[test]
+    fn plans_apply_atomically_and_refuse_a_moved_state() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let actions = service_plan();
+        let outcome = store.apply_command(
+            2,
+            Command::ApplyPlan {
+                expected_version: Some(0),
+                actions: actions.clone(),
+            },
+        );
+        assert_eq!(outcome, Outcome::Applied { version: 2 });
+        let export = store.export();
+        assert_eq!(export.version, 2);
+        assert_eq!(export.services[0].spec.name, "web_site");
+        assert_eq!(export.services[0].id.as_deref().map(str::len), Some(25));
+        // The same plan again: the state moved, nothing changes.
+        let outcome = store.apply_command(
+            3,
+            Command::ApplyPlan {
+                expected_version: Some(0),
+                actions: actions.clone(),
+            },
+        );
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("state moved")),
+            "{outcome:?}"
+        );
+        // Without a version check, creating what exists is refused as a whole.
+        let outcome = store.apply_command(
+            4,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions,
+            },
+        );
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("already exists")),
+            "{outcome:?}"
+        );
+        assert_eq!(store.export(), export, "a rejected plan leaves no trace");
+    }
+
+    #[test]
+    fn replicas_agree_through_snapshots() {
+        let commands = [
+            cluster(),
+            node("m1", NodeRole::Manager),
+            Command::ApplyPlan {
+                expected_version: None,
+                actions: service_plan(),
+            },
+        ];
+        let mut first = Store::default();
+        for (i, command) in commands.iter().enumerate() {
+            StateMachine::apply(
+                &mut first,
+                i as u64 + 1,
+                &serde_json::to_vec(command).unwrap(),
+            );
+        }
+        let mut second = Store::default();
+        second.restore(&first.snapshot());
+        assert_eq!(second.data(), first.data());
+        assert!(
+            matches!(second.apply_command(4, Command::RemoveNode { id: "m1".into() }), Outcome::Rejected { ref reason } if reason.contains("demote"))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a command")]
+    fn an_undecodable_entry_stops_the_replica() {
+        StateMachine::apply(&mut Store::default(), 1, b"garbage");
+    }
+}
