@@ -12,10 +12,12 @@
 //! With `SWARM_BENCH_FIXTURES=DIR` the generated files (`big.yaml`, `big-changed.yaml`,
 //! `state.json`) are also written to DIR, for the CLI benchmark in `bench/plan-vs-docker.sh`.
 
+#[path = "support/harness.rs"]
+mod harness;
+use harness::{measure, report};
+
 use std::fmt::Write as _;
-use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use swarm_api::plan::{Basis, Op, Plan};
 use swarm_api::state::ClusterState;
@@ -30,8 +32,6 @@ const CHANGED: usize = 500;
 /// Runs of the fast (in-memory) cases and of the cold (file-reading) cases.
 const FAST_RUNS: usize = 21;
 const COLD_RUNS: usize = 11;
-/// A case stops early once it has run this long (with at least 3 runs).
-const BUDGET: Duration = Duration::from_secs(20);
 
 /// The stack file: `SERVICES` services, each with an image, a command, five environment
 /// variables, one published port, a network and a full `deploy` section; one network.
@@ -133,52 +133,6 @@ fn assert_single_update(plan: &Plan) {
     assert_eq!(plan.actions.len(), 1, "one service changes");
     assert_eq!(plan.actions[0].op, Op::Update);
     assert_eq!(plan.actions[0].name, format!("big_svc-{CHANGED:04}"));
-}
-
-struct Timing {
-    samples: Vec<f64>,
-    first: f64,
-}
-
-/// Runs `f` up to `runs` times (at least 3, and no more once `BUDGET` is spent), after
-/// `warmup` untimed runs; returns the samples in ms, sorted, and the first timed one.
-fn measure<R>(runs: usize, warmup: usize, mut f: impl FnMut() -> R) -> Timing {
-    for _ in 0..warmup {
-        black_box(f());
-    }
-    let start = Instant::now();
-    let mut samples = Vec::with_capacity(runs);
-    while samples.len() < runs && (samples.len() < 3 || start.elapsed() < BUDGET) {
-        let t = Instant::now();
-        let out = f();
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
-        drop(black_box(out));
-    }
-    let first = samples[0];
-    samples.sort_by(f64::total_cmp);
-    Timing { samples, first }
-}
-
-/// The value at quantile `q` of sorted samples (nearest rank).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
-}
-
-fn report(name: &str, target: Option<f64>, timing: &Timing) {
-    let s = &timing.samples;
-    let median = quantile(s, 0.5);
-    let target = match target {
-        Some(t) => format!("  target {t:>5.0} ms  ({:.2}x of target)", median / t),
-        None => String::new(),
-    };
-    println!(
-        "{name:<34} median {median:>8.2} ms  p10 {:>8.2} ms  p90 {:>8.2} ms  first {:>8.2} ms  ({} runs){target}",
-        quantile(s, 0.1),
-        quantile(s, 0.9),
-        timing.first,
-        s.len(),
-    );
 }
 
 fn main() {

@@ -270,11 +270,22 @@ impl DurableLog {
         Ok(())
     }
 
-    /// Saves a new commit index (from a light ready) without touching term or vote.
+    /// Records a new commit index (from a light ready) without an fsync of its own: it
+    /// reaches the disk with the next durable write. Losing it in a crash is safe, since a
+    /// replica learns the commit index again from its peers (etcd does the same).
     pub fn set_commit(&mut self, commit: u64) -> Result<(), LogError> {
         let mut hard_state = self.hard_state.clone();
         hard_state.commit = commit;
-        self.persist(&[], Some(&hard_state))
+        let mut txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
+        txn.set_durability(Durability::None).map_err(|e| self.write_error(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
+            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+                .map_err(|e| self.write_error(e))?;
+        }
+        self.commit_txn(txn)?;
+        self.hard_state = hard_state;
+        Ok(())
     }
 
     /// Replaces the log with a snapshot (from the leader, or the bootstrap configuration).
