@@ -277,7 +277,8 @@ impl DurableLog {
         let mut hard_state = self.hard_state.clone();
         hard_state.commit = commit;
         let mut txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
-        txn.set_durability(Durability::None).map_err(|e| self.write_error(e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.write_error(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
             meta.insert(HARD_STATE, encode(&hard_state).as_slice())

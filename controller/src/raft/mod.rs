@@ -2,5 +2,6 @@
 //! drives a replica (`replica`). The network transport (tonic over mTLS) is separate, so the
 //! same replica runs in the deterministic simulation and in the daemon.
 
+pub mod driver;
 pub mod log;
 pub mod replica;

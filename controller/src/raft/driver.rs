@@ -1,0 +1,458 @@
+//! The Raft event loop: one tokio task owns a [`Replica`] and is the only one to touch it.
+//! One `select!` over the tick timer and the inbox (peer messages, proposals, reads, transport
+//! reports); after each event, one pass of the Ready checklist; messages go to a
+//! [`Transport`]. Callers hold a [`RaftHandle`]: propose a command and await its response,
+//! or run a query once the state is linearizably up to date (ReadIndex).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use raft::prelude::Message;
+use tokio::sync::{mpsc, oneshot};
+
+use super::replica::{ProposalId, Replica, ReplicaError, StateMachine};
+
+/// Delivers messages to peers. `send` must not block: queue, or refuse at once.
+pub trait Transport: Send + 'static {
+    /// Queues `message` for `message.to`; an error means the peer cannot be reached now.
+    fn send(&mut self, message: Message) -> Result<(), Unreachable>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    #[error("no leader is known yet; try again shortly")]
+    NoLeader,
+    #[error("the replica stopped")]
+    Stopped,
+    #[error("timed out waiting for the cluster (is a majority of managers reachable?)")]
+    Timeout,
+}
+
+/// A query run on the state machine inside the loop, once it is linearizable.
+type Query<M> = Box<dyn FnOnce(&M) + Send>;
+
+/// What the loop reacts to, besides its timer.
+pub enum Input<M> {
+    /// A message from a peer.
+    Message(Box<Message>),
+    /// The transport's verdict on a snapshot it was given.
+    SnapshotReport {
+        to: u64,
+        delivered: bool,
+    },
+    Unreachable {
+        to: u64,
+    },
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    },
+    Read {
+        query: Query<M>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+}
+
+/// What a replica knows of the cluster right now (not linearizable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub id: u64,
+    /// 0 when no leader is known.
+    pub leader: u64,
+    pub term: u64,
+}
+
+#[derive(Clone)]
+pub struct RaftHandle<M> {
+    inbox: mpsc::Sender<Input<M>>,
+    timeout: Duration,
+}
+
+impl<M: StateMachine + Send + 'static> RaftHandle<M> {
+    /// Proposes a command and waits until it is applied; returns the state machine's response.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+        let (reply, response) = oneshot::channel();
+        self.inbox
+            .send(Input::Propose { command, reply })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        match tokio::time::timeout(self.timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout),
+        }
+    }
+
+    /// Runs `query` on the state once every write acknowledged before this call is applied.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        query: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, RaftError> {
+        let (reply, response) = oneshot::channel();
+        let query: Query<M> = Box::new(move |machine| {
+            let _ = reply.send(query(machine));
+        });
+        self.inbox
+            .send(Input::Read { query })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        match tokio::time::timeout(self.timeout, response).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout),
+        }
+    }
+
+    pub async fn status(&self) -> Result<Status, RaftError> {
+        let (reply, response) = oneshot::channel();
+        self.inbox
+            .send(Input::Status { reply })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        response.await.map_err(|_| RaftError::Stopped)
+    }
+
+    /// Where peers' messages and transport reports go.
+    pub fn inbox(&self) -> mpsc::Sender<Input<M>> {
+        self.inbox.clone()
+    }
+}
+
+pub struct DriverConfig {
+    /// One Raft tick; elections take 10–20 ticks with the replica's defaults.
+    pub tick: Duration,
+    /// How long a caller waits for a proposal or a read.
+    pub timeout: Duration,
+    pub inbox_capacity: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            tick: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+            inbox_capacity: 4096,
+        }
+    }
+}
+
+/// The loop's task: it ends when every handle is gone, or with the log's error.
+pub type DriverTask = tokio::task::JoinHandle<Result<(), ReplicaError>>;
+
+/// Starts the loop on the current tokio runtime. It runs until every handle is dropped, or
+/// the log fails (then it stops rather than acknowledge what is not on disk).
+pub fn spawn<M, T>(
+    replica: Replica<M>,
+    transport: T,
+    config: DriverConfig,
+) -> (RaftHandle<M>, DriverTask)
+where
+    M: StateMachine + Send + 'static,
+    T: Transport,
+{
+    let (inbox, receiver) = mpsc::channel(config.inbox_capacity);
+    let handle = RaftHandle {
+        inbox,
+        timeout: config.timeout,
+    };
+    let task = tokio::spawn(run(replica, transport, receiver, config.tick));
+    (handle, task)
+}
+
+async fn run<M: StateMachine, T: Transport>(
+    mut replica: Replica<M>,
+    mut transport: T,
+    mut inbox: mpsc::Receiver<Input<M>>,
+    tick: Duration,
+) -> Result<(), ReplicaError> {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_sequence = 0u64;
+    let mut proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>> =
+        HashMap::new();
+    let mut reads_asked: HashMap<Vec<u8>, Query<M>> = HashMap::new();
+    let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => replica.tick(),
+            input = inbox.recv() => match input {
+                None => return Ok(()),
+                Some(Input::Message(message)) => {
+                    // A message raft refuses (stale term, unknown peer) is not our error.
+                    let _ = replica.step(*message);
+                }
+                Some(Input::SnapshotReport { to, delivered }) => replica.report_snapshot(to, delivered),
+                Some(Input::Unreachable { to }) => replica.report_unreachable(to),
+                Some(Input::Propose { command, reply }) => {
+                    next_sequence += 1;
+                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
+                    match replica.propose(id, command) {
+                        Ok(()) => {
+                            proposals.insert(id, reply);
+                        }
+                        Err(_) => {
+                            let _ = reply.send(Err(RaftError::NoLeader));
+                        }
+                    }
+                }
+                Some(Input::Status { reply }) => {
+                    let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
+                }
+                Some(Input::Read { query }) => {
+                    next_sequence += 1;
+                    let context = next_sequence.to_be_bytes().to_vec();
+                    replica.read_index(context.clone());
+                    reads_asked.insert(context, query);
+                }
+            },
+        }
+        let output = replica.advance()?;
+        for message in output.messages {
+            let to = message.to;
+            let is_snapshot = message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+            if transport.send(message).is_err() {
+                replica.report_unreachable(to);
+                if is_snapshot {
+                    replica.report_snapshot(to, false);
+                }
+            }
+        }
+        for applied in output.applied {
+            if let Some(reply) = applied.proposal.and_then(|id| proposals.remove(&id)) {
+                let _ = reply.send(Ok(applied.response));
+            }
+        }
+        for read in output.reads {
+            if let Some(query) = reads_asked.remove(read.request_ctx.as_slice()) {
+                reads_ready.push((read.index, query));
+            }
+        }
+        let applied = replica.applied();
+        let (due, waiting): (Vec<_>, Vec<_>) = reads_ready
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        reads_ready = waiting;
+        for (_, query) in due {
+            query(replica.machine());
+        }
+        // Callers that gave up (timed out) leave closed senders behind: forget them.
+        proposals.retain(|_, reply| !reply.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::log::{DurableLog, Location};
+    use crate::raft::replica::Config;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    /// The values written, in order.
+    #[derive(Default)]
+    struct Journal(Vec<u64>);
+
+    impl StateMachine for Journal {
+        fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+            self.0.push(u64::from_be_bytes(command.try_into().unwrap()));
+            (self.0.len() as u64).to_be_bytes().to_vec()
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.iter().flat_map(|v| v.to_be_bytes()).collect()
+        }
+        fn restore(&mut self, snapshot: &[u8]) {
+            self.0 = snapshot
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+                .collect();
+        }
+    }
+
+    type Inboxes = Arc<Mutex<HashMap<u64, mpsc::Sender<Input<Journal>>>>>;
+
+    /// Delivers through the peers' inboxes; a peer that is down or cut is unreachable.
+    struct Channels {
+        inboxes: Inboxes,
+        cut: Arc<Mutex<BTreeSet<u64>>>,
+        from: u64,
+    }
+
+    impl Transport for Channels {
+        fn send(&mut self, message: Message) -> Result<(), Unreachable> {
+            let cut = self.cut.lock().unwrap();
+            if cut.contains(&self.from) || cut.contains(&message.to) {
+                return Err(Unreachable);
+            }
+            let inbox = self
+                .inboxes
+                .lock()
+                .unwrap()
+                .get(&message.to)
+                .cloned()
+                .ok_or(Unreachable)?;
+            inbox
+                .try_send(Input::Message(Box::new(message)))
+                .map_err(|_| Unreachable)
+        }
+    }
+
+    struct Cluster {
+        dir: tempfile::TempDir,
+        inboxes: Inboxes,
+        cut: Arc<Mutex<BTreeSet<u64>>>,
+        handles: HashMap<u64, (RaftHandle<Journal>, DriverTask)>,
+    }
+
+    impl Cluster {
+        fn new(size: u64) -> Cluster {
+            let dir = tempfile::tempdir().unwrap();
+            let voters: Vec<u64> = (1..=size).collect();
+            for id in &voters {
+                let path = dir.path().join(format!("{id}.redb"));
+                let mut log = DurableLog::open(Location::File {
+                    path: &path,
+                    durable: true,
+                })
+                .unwrap();
+                log.bootstrap(&voters, Vec::new()).unwrap();
+            }
+            let mut cluster = Cluster {
+                dir,
+                inboxes: Arc::default(),
+                cut: Arc::default(),
+                handles: HashMap::new(),
+            };
+            for id in voters {
+                cluster.start(id);
+            }
+            cluster
+        }
+
+        fn start(&mut self, id: u64) {
+            let path = self.dir.path().join(format!("{id}.redb"));
+            let log = DurableLog::open(Location::File {
+                path: &path,
+                durable: true,
+            })
+            .unwrap();
+            let replica = Replica::open(&Config::new(id), log, Journal::default()).unwrap();
+            let transport = Channels {
+                inboxes: self.inboxes.clone(),
+                cut: self.cut.clone(),
+                from: id,
+            };
+            let config = DriverConfig {
+                tick: Duration::from_millis(10),
+                timeout: Duration::from_secs(2),
+                ..DriverConfig::default()
+            };
+            let (handle, task) = spawn(replica, transport, config);
+            self.inboxes.lock().unwrap().insert(id, handle.inbox());
+            self.handles.insert(id, (handle, task));
+        }
+
+        fn kill(&mut self, id: u64) {
+            self.inboxes.lock().unwrap().remove(&id);
+            if let Some((_, task)) = self.handles.remove(&id) {
+                task.abort();
+            }
+        }
+
+        /// The leader, once the running replicas agree on one.
+        async fn leader(&self) -> u64 {
+            for _ in 0..1000 {
+                let mut seen = BTreeSet::new();
+                for (handle, _) in self.handles.values() {
+                    seen.insert(handle.status().await.unwrap().leader);
+                }
+                if let [leader] = seen.into_iter().collect::<Vec<_>>()[..]
+                    && leader != 0
+                    && self.handles.contains_key(&leader)
+                {
+                    return leader;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the replicas never agreed on a leader");
+        }
+
+        /// Proposes `value` through any replica that accepts it, retrying until `deadline`.
+        async fn write(&self, value: u64) -> u64 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                for (handle, _) in self.handles.values() {
+                    if let Ok(response) = handle.propose(value.to_be_bytes().to_vec()).await {
+                        return u64::from_be_bytes(response.try_into().unwrap());
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no replica accepted {value}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn writes_continue_after_the_leader_is_killed_and_reads_are_linearizable() {
+        let mut cluster = Cluster::new(3);
+        for value in 1..=5 {
+            cluster.write(value).await;
+        }
+        // A linearizable read through any replica, leader or not, sees every acknowledged write.
+        for (handle, _) in cluster.handles.values() {
+            let seen = handle
+                .read(|journal: &Journal| journal.0.clone())
+                .await
+                .unwrap();
+            assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+        }
+        let leader = cluster.leader().await;
+        cluster.kill(leader);
+        for value in 6..=8 {
+            cluster.write(value).await;
+        }
+        let new_leader = cluster.leader().await;
+        assert_ne!(new_leader, leader);
+        cluster.start(leader);
+        cluster.kill(new_leader);
+        cluster.write(9).await;
+        let (handle, _) = &cluster.handles[&leader];
+        let seen = handle
+            .read(|journal: &Journal| journal.0.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            (1..=9).collect::<Vec<_>>(),
+            "the restarted replica caught up"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_replica_without_a_majority_times_out_instead_of_answering() {
+        let cluster = Cluster::new(3);
+        cluster.write(1).await;
+        cluster.cut.lock().unwrap().extend([2, 3]);
+        let (handle, _) = &cluster.handles[&1];
+        let err = handle
+            .propose(2u64.to_be_bytes().to_vec())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RaftError::Timeout | RaftError::NoLeader),
+            "{err:?}"
+        );
+        let read = handle.read(|journal: &Journal| journal.0.clone()).await;
+        assert!(
+            read.is_err(),
+            "no linearizable read without a quorum: {read:?}"
+        );
+    }
+}
