@@ -29,6 +29,6 @@ ensure_rust() {
 }
 
 ensure_build_tools() {
-    ensure_packages git:git cc:gcc make:make pkg-config:pkg-config
+    ensure_packages git:git cc:gcc make:make pkg-config:pkg-config protoc:protobuf-compiler
     ensure_rust
 }

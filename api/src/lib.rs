@@ -10,3 +10,10 @@ pub mod stackfile;
 pub mod state;
 pub mod store;
 pub mod units;
+
+/// gRPC services and messages, generated from `proto/` (see `tests/protos_current.rs`).
+pub mod grpc {
+    pub mod raft {
+        include!("proto/swarm.raft.v1.rs");
+    }
+}

@@ -9,3 +9,4 @@ pub mod raft;
 pub mod source;
 pub mod stack;
 pub mod store;
+pub mod tls;

@@ -141,14 +141,16 @@ impl Default for DriverConfig {
     }
 }
 
-/// The loop's task: it ends when every handle is gone, or with the log's error.
+/// The loop's task: abort it to stop the replica; it ends by itself only on a log error.
 pub type DriverTask = tokio::task::JoinHandle<Result<(), ReplicaError>>;
 
-/// Starts the loop on the current tokio runtime. It runs until every handle is dropped, or
-/// the log fails (then it stops rather than acknowledge what is not on disk).
+/// Starts the loop on the current tokio runtime. It runs until it is aborted, every sender
+/// of its inbox is gone, or the log fails (then it stops rather than acknowledge what is not
+/// on disk).
+/// `transport` is made with the loop's inbox, where it reports peers it cannot reach.
 pub fn spawn<M, T>(
     replica: Replica<M>,
-    transport: T,
+    transport: impl FnOnce(mpsc::Sender<Input<M>>) -> T,
     config: DriverConfig,
 ) -> (RaftHandle<M>, DriverTask)
 where
@@ -156,6 +158,7 @@ where
     T: Transport,
 {
     let (inbox, receiver) = mpsc::channel(config.inbox_capacity);
+    let transport = transport(inbox.clone());
     let handle = RaftHandle {
         inbox,
         timeout: config.timeout,
@@ -176,6 +179,8 @@ async fn run<M: StateMachine, T: Transport>(
     let mut proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>> =
         HashMap::new();
     let mut reads_asked: HashMap<Vec<u8>, Query<M>> = HashMap::new();
+    // raft drops a ReadIndex request when no leader is known: such reads wait here.
+    let mut reads_without_leader: Vec<(Vec<u8>, Query<M>)> = Vec::new();
     let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
     loop {
         tokio::select! {
@@ -205,11 +210,15 @@ async fn run<M: StateMachine, T: Transport>(
                 }
                 Some(Input::Read { query }) => {
                     next_sequence += 1;
-                    let context = next_sequence.to_be_bytes().to_vec();
-                    replica.read_index(context.clone());
-                    reads_asked.insert(context, query);
+                    reads_without_leader.push((next_sequence.to_be_bytes().to_vec(), query));
                 }
             },
+        }
+        if replica.leader() != 0 {
+            for (context, query) in reads_without_leader.drain(..) {
+                replica.read_index(context.clone());
+                reads_asked.insert(context, query);
+            }
         }
         let output = replica.advance()?;
         for message in output.messages {
@@ -351,7 +360,7 @@ mod tests {
                 timeout: Duration::from_secs(2),
                 ..DriverConfig::default()
             };
-            let (handle, task) = spawn(replica, transport, config);
+            let (handle, task) = spawn(replica, |_| transport, config);
             self.inboxes.lock().unwrap().insert(id, handle.inbox());
             self.handles.insert(id, (handle, task));
         }

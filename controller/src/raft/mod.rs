@@ -3,5 +3,6 @@
 //! same replica runs in the deterministic simulation and in the daemon.
 
 pub mod driver;
+pub mod grpc;
 pub mod log;
 pub mod replica;

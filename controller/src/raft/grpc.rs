@@ -1,0 +1,212 @@
+//! Raft over gRPC with mutual TLS: a [`Transport`] that keeps one client stream per peer
+//! (reconnecting with backoff, reporting failures to the replica), and the server side that
+//! accepts streams only from managers of this cluster and feeds their messages to the
+//! replica's inbox. Malformed messages end the stream; sizes are bounded.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::prelude::Message;
+use swarm_api::grpc::raft::raft_client::RaftClient;
+use swarm_api::grpc::raft::raft_server::{Raft, RaftServer};
+use swarm_api::grpc::raft::{RaftMessage, StreamClosed};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::driver::{Input, Transport, Unreachable};
+use super::replica::StateMachine;
+use crate::ca::{Role, identity_of};
+
+/// The largest Raft message accepted or sent (snapshots included).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Messages queued for one peer before sends to it are refused (reported unreachable).
+const PEER_QUEUE: usize = 4096;
+
+/// Sends each peer's messages over its own stream.
+pub struct GrpcTransport<M> {
+    tls: ClientTlsConfig,
+    addresses: HashMap<u64, String>,
+    peers: HashMap<u64, mpsc::Sender<Message>>,
+    inbox: mpsc::Sender<Input<M>>,
+}
+
+impl<M: StateMachine + Send + 'static> GrpcTransport<M> {
+    /// `addresses` maps replica ids to `host:port`; `inbox` is the local replica's, for
+    /// reports about peers that cannot be reached.
+    pub fn new(
+        tls: ClientTlsConfig,
+        addresses: HashMap<u64, String>,
+        inbox: mpsc::Sender<Input<M>>,
+    ) -> Self {
+        GrpcTransport {
+            tls,
+            addresses,
+            peers: HashMap::new(),
+            inbox,
+        }
+    }
+
+    fn peer(&mut self, to: u64) -> Option<&mpsc::Sender<Message>> {
+        if !self.peers.contains_key(&to) {
+            let address = self.addresses.get(&to)?.clone();
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(stream_to_peer(
+                to,
+                address,
+                self.tls.clone(),
+                receiver,
+                self.inbox.clone(),
+            ));
+            self.peers.insert(to, sender);
+        }
+        self.peers.get(&to)
+    }
+}
+
+impl<M: StateMachine + Send + 'static> Transport for GrpcTransport<M> {
+    fn send(&mut self, message: Message) -> Result<(), Unreachable> {
+        let to = message.to;
+        let is_snapshot = message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+        let peer = self.peer(to).ok_or(Unreachable)?;
+        peer.try_send(message).map_err(|_| Unreachable)?;
+        if is_snapshot {
+            // Queued on a live stream: raft may go on; if the stream breaks, the peer's next
+            // answer shows it is still behind and raft sends the snapshot again.
+            let _ = self.inbox.try_send(Input::SnapshotReport {
+                to,
+                delivered: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a stream open to one peer, reconnecting with backoff, until the transport is dropped.
+async fn stream_to_peer<M>(
+    to: u64,
+    address: String,
+    tls: ClientTlsConfig,
+    mut queue: mpsc::Receiver<Message>,
+    inbox: mpsc::Sender<Input<M>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = async {
+            let endpoint = Endpoint::from_shared(format!("https://{address}"))
+                .map_err(|e| e.to_string())?
+                .tls_config(tls.clone())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true);
+            endpoint.connect().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let channel: Channel = match connected {
+            Ok(channel) => channel,
+            Err(_) => {
+                // Drop what is queued: raft resends whatever still matters.
+                while queue.try_recv().is_ok() {}
+                let _ = inbox.try_send(Input::Unreachable { to });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let mut client = RaftClient::new(channel)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let (stream_in, stream_out) = mpsc::channel::<RaftMessage>(64);
+        let call =
+            tokio::spawn(async move { client.stream(ReceiverStream::new(stream_out)).await });
+        // Forward until the transport is dropped, or the call ends (the peer went away).
+        loop {
+            let Some(message) = queue.recv().await else {
+                drop(stream_in);
+                let _ = call.await;
+                return;
+            };
+            let bytes = message.write_to_bytes().expect("raft messages encode");
+            if stream_in
+                .send(RaftMessage { message: bytes })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = call.await;
+        let _ = inbox.try_send(Input::Unreachable { to });
+    }
+}
+
+/// The server side: accepts streams from managers of `cluster_id` and hands their messages
+/// to the replica.
+pub struct RaftService<M> {
+    cluster_id: String,
+    inbox: mpsc::Sender<Input<M>>,
+}
+
+impl<M: StateMachine + Send + 'static> RaftService<M> {
+    pub fn new(cluster_id: String, inbox: mpsc::Sender<Input<M>>) -> RaftServer<Self> {
+        RaftServer::new(RaftService { cluster_id, inbox })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+/// Only a manager of this cluster, proven by its client certificate, may speak Raft.
+pub fn authorize_manager<T>(request: &Request<T>, cluster_id: &str) -> Result<(), Status> {
+    let certificates = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a cluster certificate is required"))?;
+    let leaf = certificates
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a cluster certificate is required"))?;
+    let identity = identity_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    if identity.cluster_id != cluster_id {
+        return Err(Status::permission_denied(format!(
+            "node {} belongs to cluster {}, not {cluster_id}",
+            identity.node_id, identity.cluster_id
+        )));
+    }
+    if identity.role != Role::Manager {
+        return Err(Status::permission_denied(format!(
+            "node {} is a worker: only managers take part in Raft",
+            identity.node_id
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl<M: StateMachine + Send + 'static> Raft for RaftService<M> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<StreamClosed>, Status> {
+        authorize_manager(&request, &self.cluster_id)?;
+        let mut stream = request.into_inner();
+        let mut received = 0u64;
+        while let Some(envelope) = stream.message().await? {
+            let message = Message::parse_from_bytes(&envelope.message)
+                .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))?;
+            received += 1;
+            if self
+                .inbox
+                .send(Input::Message(Box::new(message)))
+                .await
+                .is_err()
+            {
+                return Err(Status::unavailable("the replica stopped"));
+            }
+        }
+        Ok(Response::new(StreamClosed { received }))
+    }
+}

@@ -1,0 +1,297 @@
+//! Three Raft replicas over real gRPC and mutual TLS on loopback, in one process: a leader
+//! is elected, writes go through any replica, the leader is killed and writes continue, and
+//! peers without a manager certificate of this cluster are refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use swarm_api::grpc::raft::RaftMessage;
+use swarm_api::grpc::raft::raft_client::RaftClient;
+use swarm_controller::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
+use swarm_controller::raft::driver::{DriverConfig, DriverTask, RaftHandle, spawn};
+use swarm_controller::raft::grpc::{GrpcTransport, RaftService};
+use swarm_controller::raft::log::{DurableLog, Location};
+use swarm_controller::raft::replica::{Config, Replica, StateMachine};
+use swarm_controller::tls::NodeCredentials;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
+
+const CLUSTER: &str = "test-cluster";
+
+#[derive(Default)]
+struct Journal(Vec<u64>);
+
+impl StateMachine for Journal {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Vec<u8> {
+        self.0.push(u64::from_be_bytes(command.try_into().unwrap()));
+        Vec::new()
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+    fn restore(&mut self, snapshot: &[u8]) {
+        self.0 = snapshot
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect();
+    }
+}
+
+fn credentials(ca: &RootCa, node: &str, role: Role, cluster: &str) -> NodeCredentials {
+    let key = NodeKey::generate().unwrap();
+    let identity = NodeIdentity {
+        node_id: node.to_owned(),
+        role,
+        cluster_id: cluster.to_owned(),
+    };
+    let cert_pem = ca
+        .issue(
+            &key.csr_pem().unwrap(),
+            &identity,
+            SystemTime::now(),
+            DEFAULT_NODE_VALIDITY,
+        )
+        .unwrap();
+    NodeCredentials {
+        ca_pem: ca.cert_pem().to_owned(),
+        cert_pem,
+        key_pem: key.pem(),
+    }
+}
+
+struct Manager {
+    handle: RaftHandle<Journal>,
+    driver: DriverTask,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Manager {
+    fn kill(self) {
+        self.driver.abort();
+        self.server.abort();
+    }
+}
+
+async fn start(
+    id: u64,
+    dir: &Path,
+    creds: &NodeCredentials,
+    addresses: &HashMap<u64, String>,
+) -> Manager {
+    let path = dir.join(format!("{id}.redb"));
+    let log = DurableLog::open(Location::File {
+        path: &path,
+        durable: true,
+    })
+    .unwrap();
+    let replica = Replica::open(&Config::new(id), log, Journal::default()).unwrap();
+    let peers: HashMap<u64, String> = addresses
+        .iter()
+        .filter(|(peer, _)| **peer != id)
+        .map(|(p, a)| (*p, a.clone()))
+        .collect();
+    let client_tls = creds.client(Role::Manager);
+    let config = DriverConfig {
+        tick: Duration::from_millis(20),
+        timeout: Duration::from_secs(3),
+        ..DriverConfig::default()
+    };
+    let (handle, driver) = spawn(
+        replica,
+        |inbox| GrpcTransport::new(client_tls, peers, inbox),
+        config,
+    );
+    let listener = TcpListener::bind(&addresses[&id]).await.unwrap();
+    let service = RaftService::new(CLUSTER.to_owned(), handle.inbox());
+    let tls = creds.server();
+    let server = tokio::spawn(async move {
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    Manager {
+        handle,
+        driver,
+        server,
+    }
+}
+
+async fn free_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+async fn write(managers: &HashMap<u64, Manager>, value: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for manager in managers.values() {
+            if manager
+                .handle
+                .propose(value.to_be_bytes().to_vec())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no manager accepted {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn leader(managers: &HashMap<u64, Manager>) -> u64 {
+    for _ in 0..400 {
+        for (id, manager) in managers {
+            if manager.handle.status().await.unwrap().leader == *id {
+                return *id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
+    let mut addresses = HashMap::new();
+    for id in 1..=3 {
+        addresses.insert(id, free_port().await);
+        let path = dir.path().join(format!("{id}.redb"));
+        let mut log = DurableLog::open(Location::File {
+            path: &path,
+            durable: true,
+        })
+        .unwrap();
+        log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
+    }
+    let creds: HashMap<u64, NodeCredentials> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                credentials(&ca, &format!("node-{id}"), Role::Manager, CLUSTER),
+            )
+        })
+        .collect();
+    let mut managers = HashMap::new();
+    for id in 1..=3 {
+        managers.insert(id, start(id, dir.path(), &creds[&id], &addresses).await);
+    }
+    for value in 1..=10 {
+        write(&managers, value).await;
+    }
+    let killed = leader(&managers).await;
+    managers.remove(&killed).unwrap().kill();
+    for value in 11..=20 {
+        write(&managers, value).await;
+    }
+    let survivor = leader(&managers).await;
+    assert_ne!(survivor, killed);
+    // The killed manager restarts from its log and catches up over the network.
+    managers.insert(
+        killed,
+        start(killed, dir.path(), &creds[&killed], &addresses).await,
+    );
+    write(&managers, 21).await;
+    let seen = managers[&killed]
+        .handle
+        .read(|journal: &Journal| journal.0.clone())
+        .await
+        .unwrap();
+    assert_eq!(seen, (1..=21).collect::<Vec<_>>());
+    for (_, manager) in managers {
+        manager.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
+    let address = free_port().await;
+    let path = dir.path().join("1.redb");
+    let mut log = DurableLog::open(Location::File {
+        path: &path,
+        durable: true,
+    })
+    .unwrap();
+    log.bootstrap(&[1], Vec::new()).unwrap();
+    drop(log);
+    let manager_creds = credentials(&ca, "node-1", Role::Manager, CLUSTER);
+    let manager = start(
+        1,
+        dir.path(),
+        &manager_creds,
+        &HashMap::from([(1, address.clone())]),
+    )
+    .await;
+
+    let attempt = |tls: ClientTlsConfig| {
+        let address = address.clone();
+        async move {
+            let channel = Endpoint::from_shared(format!("https://{address}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await;
+            let mut client =
+                RaftClient::new(channel.map_err(|e| tonic::Status::unavailable(e.to_string()))?);
+            let messages = tokio_stream::iter(Vec::<RaftMessage>::new());
+            client.stream(messages).await.map(|_| ())
+        }
+    };
+    let worker = credentials(&ca, "node-9", Role::Worker, CLUSTER);
+    let err = attempt(worker.client(Role::Manager)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("is a worker"), "{err}");
+
+    let other_cluster = credentials(&ca, "node-8", Role::Manager, "another-cluster");
+    let err = attempt(other_cluster.client(Role::Manager))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    let anonymous = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .domain_name("swarm-manager");
+    let err = attempt(anonymous).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+
+    // A certificate from another CA does not get past the handshake.
+    let stranger_ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
+    let stranger = credentials(&stranger_ca, "node-7", Role::Manager, CLUSTER);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            &stranger.cert_pem,
+            &stranger.key_pem,
+        ))
+        .domain_name("swarm-manager");
+    assert!(attempt(tls).await.is_err());
+
+    // A malformed message, even from a manager, ends the stream with InvalidArgument.
+    let channel = Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(manager_creds.client(Role::Manager))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let garbage = tokio_stream::iter(vec![RaftMessage {
+        message: vec![0xff; 7],
+    }]);
+    let err = RaftClient::new(channel).stream(garbage).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    manager.kill();
+}
