@@ -13,6 +13,10 @@ pub mod units;
 
 /// gRPC services and messages, generated from `proto/` (see `tests/protos_current.rs`).
 pub mod grpc {
+    pub mod control {
+        include!("proto/swarm.control.v1.rs");
+    }
+
     pub mod raft {
         include!("proto/swarm.raft.v1.rs");
     }

@@ -133,3 +133,15 @@ pub struct StoreData {
 
 /// Services, networks, configs and secrets: the state a plan is computed against.
 pub type Objects = crate::state::ClusterState;
+
+/// What a node keeps about itself in its data dir (`node.json`), beside its certificates and
+/// its Raft log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub role: NodeRole,
+    /// The Raft replica id of a manager.
+    pub raft_id: Option<u64>,
+    pub advertise_addr: String,
+}

@@ -12,7 +12,13 @@ fn generated_grpc_code_is_current() {
     tonic_prost_build::configure()
         .out_dir(out.path())
         .emit_rerun_if_changed(false)
-        .compile_protos(&[root.join("proto/raft.proto")], &[root.join("proto")])
+        .compile_protos(
+            &[
+                root.join("proto/control.proto"),
+                root.join("proto/raft.proto"),
+            ],
+            &[root.join("proto")],
+        )
         .expect("protoc compiles the protos (install protobuf-compiler)");
     for entry in std::fs::read_dir(out.path()).unwrap() {
         let generated = entry.unwrap().path();

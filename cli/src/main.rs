@@ -1,6 +1,8 @@
 //! `swarm`: the command line. Each subcommand lives in its own module; this file parses the
 //! arguments and turns outcomes into exit codes.
 
+mod client;
+mod cluster;
 mod plan;
 
 use std::process::ExitCode;
@@ -11,18 +13,32 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "swarm", version, propagate_version = true)]
 struct Cli {
+    /// The daemon to talk to
+    #[arg(long, global = true, env = "SWARM_HOST", default_value = concat!("unix://", "/run/swarm/swarm.sock"))]
+    host: String,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Daemon(cluster::DaemonArgs),
+    Init(cluster::InitArgs),
+    #[command(subcommand)]
+    Node(cluster::NodeCommand),
+    JoinToken(cluster::JoinTokenArgs),
     Plan(plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let host = cli.host;
     let outcome = match cli.command {
+        Command::Daemon(args) => cluster::daemon(args),
+        Command::Init(args) => client(cluster::init(&host, args)),
+        Command::Node(command) => client(cluster::node(&host, command)),
+        Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::Plan(args) => plan::run(args),
     };
     match outcome {
@@ -32,4 +48,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Runs a client command, which talks to a daemon, on a small runtime of its own.
+fn client(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
 }

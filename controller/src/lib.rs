@@ -3,6 +3,7 @@
 //! Pure cores (`stack`, `plan`) over data; IO at the edges (`source`, `gitops`).
 
 pub mod ca;
+pub mod daemon;
 pub mod gitops;
 pub mod plan;
 pub mod raft;
