@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use swarm_api::grpc::control::{InitRequest, JoinTokenRequest, ListNodesRequest, Role};
+use swarm_api::grpc::control::{
+    InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest, Role,
+};
 use swarm_controller::daemon::{self, DaemonConfig};
 
 use crate::client::{self, DEFAULT_SOCKET};
@@ -81,6 +83,41 @@ pub async fn init(host: &str, args: InitArgs) -> anyhow::Result<ExitCode> {
     println!(
         "Swarm initialized: current node ({}) is now a manager.\n\nTo add a worker to this swarm, run the following command:\n\n    swarm join --token {} {}\n\nTo add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.",
         response.node_id, response.worker_token, response.advertise_addr
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Join the cluster of the manager at ADDR, as a worker or a manager (the token says which)
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The token printed by `swarm join-token worker|manager`
+    #[arg(long)]
+    token: String,
+    /// Where other nodes reach this one (host:port) [default: the daemon's listen address]
+    #[arg(long)]
+    advertise_addr: Option<String>,
+    /// A manager's address (host:port)
+    remote_addr: String,
+}
+
+pub async fn join(host: &str, args: JoinArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client::connect(host).await?;
+    let response = client
+        .join(JoinRequest {
+            token: args.token,
+            remote_addr: args.remote_addr,
+            advertise_addr: args.advertise_addr.unwrap_or_default(),
+        })
+        .await
+        .map_err(client::explain)?
+        .into_inner();
+    let role = match Role::try_from(response.role) {
+        Ok(Role::Manager) => "a manager",
+        _ => "a worker",
+    };
+    println!(
+        "This node joined a swarm as {role} (node {}).",
+        response.node_id
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -25,6 +25,7 @@ struct Cli {
 enum Command {
     Daemon(cluster::DaemonArgs),
     Init(cluster::InitArgs),
+    Join(cluster::JoinArgs),
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Daemon(args) => cluster::daemon(args),
         Command::Init(args) => client(cluster::init(&host, args)),
+        Command::Join(args) => client(cluster::join(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::Plan(args) => plan::run(args),

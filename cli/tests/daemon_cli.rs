@@ -183,3 +183,134 @@ fn a_missing_daemon_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// The swarm journey of the control plane: init, two managers and a worker join, bad tokens
+/// are refused, the leader is SIGKILLed, a new one takes over and the killed node comes back.
+#[test]
+fn managers_join_and_survive_the_loss_of_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<(std::path::PathBuf, u16)> = (1..=5)
+        .map(|n| {
+            let node_dir = dir.path().join(format!("node{n}"));
+            std::fs::create_dir(&node_dir).unwrap();
+            (node_dir, free_port())
+        })
+        .collect();
+    let socket = |n: usize| nodes[n].0.join("swarm.sock");
+    let address = |n: usize| format!("127.0.0.1:{}", nodes[n].1);
+    let mut daemons: Vec<Option<Daemon>> = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
+
+    assert!(swarm(&socket(0), &["init"]).status.success());
+    let manager_token = text(&swarm(&socket(0), &["join-token", "manager", "-q"]).stdout)
+        .trim()
+        .to_owned();
+    let worker_token = text(&swarm(&socket(0), &["join-token", "worker", "-q"]).stdout)
+        .trim()
+        .to_owned();
+    for n in [1, 2] {
+        let out = swarm(
+            &socket(n),
+            &["join", "--token", &manager_token, &address(0)],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("as a manager"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    // A worker may join through any manager.
+    let out = swarm(&socket(3), &["join", "--token", &worker_token, &address(1)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("as a worker"));
+
+    // A token with a wrong secret, and one pinning another CA, are refused with reasons.
+    let (pinned, _) = worker_token.rsplit_once('-').unwrap();
+    let wrong_secret = format!("{pinned}-{}", "a".repeat(25));
+    let out = swarm(&socket(4), &["join", "--token", &wrong_secret, &address(0)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("invalid join token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let wrong_ca = format!(
+        "SWMTKN-1-{}-{}",
+        "1".repeat(50),
+        worker_token.rsplit_once('-').unwrap().1
+    );
+    let out = swarm(&socket(4), &["join", "--token", &wrong_ca, &address(0)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not match the join token"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = swarm(&socket(3), &["node", "ls"]);
+    assert!(
+        text(&out.stderr).contains("this node is a worker"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let listing = |n: usize| {
+        let out = eventually(&socket(n), &["node", "ls"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let table = listing(2);
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.ends_with("Leader")).count(),
+        1,
+        "{table}"
+    );
+
+    // SIGKILL the leader (node 0): the two other managers elect a new one.
+    drop(daemons[0].take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_leader = loop {
+        let out = swarm(&socket(1), &["node", "ls"]);
+        let table = text(&out.stdout);
+        if let Some(line) = table.lines().find(|l| l.ends_with("Leader")) {
+            let leader_id = line.split_whitespace().next().unwrap().to_owned();
+            break leader_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let first_id = table
+        .lines()
+        .find(|l| l.ends_with("Leader"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_leader, first_id);
+    // Writes go on: rotating a token is a Raft proposal.
+    let out = swarm(&socket(2), &["join-token", "worker", "--rotate", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rotated = text(&out.stdout).trim().to_owned();
+
+    // The killed node restarts from its data dir and catches up.
+    daemons[0] = Some(start(&nodes[0].0, nodes[0].1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = swarm(&socket(0), &["join-token", "worker", "-q"]);
+        if text(&out.stdout).trim() == rotated {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted manager did not catch up: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

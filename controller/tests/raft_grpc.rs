@@ -92,6 +92,7 @@ async fn start(
         .filter(|(peer, _)| **peer != id)
         .map(|(p, a)| (*p, a.clone()))
         .collect();
+    let peers = std::sync::Arc::new(std::sync::RwLock::new(peers));
     let client_tls = creds.client(Role::Manager);
     let config = DriverConfig {
         tick: Duration::from_millis(20),

@@ -50,7 +50,16 @@ pub enum Input<M> {
         command: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
     },
+    /// A configuration change (add or remove a voter), answered when applied.
+    ProposeConfChange {
+        change: raft::prelude::ConfChange,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    },
     Read {
+        query: Query<M>,
+    },
+    /// A query on the local state as it is, without checking with the leader.
+    LocalRead {
         query: Query<M>,
     },
     Status {
@@ -106,6 +115,40 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
             Ok(Err(_)) => Err(RaftError::Stopped),
             Err(_) => Err(RaftError::Timeout),
         }
+    }
+
+    /// Adds or removes a voter; resolves when the change is applied.
+    pub async fn propose_conf_change(
+        &self,
+        change: raft::prelude::ConfChange,
+    ) -> Result<(), RaftError> {
+        let (reply, response) = oneshot::channel();
+        self.inbox
+            .send(Input::ProposeConfChange { change, reply })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        match tokio::time::timeout(self.timeout, response).await {
+            Ok(Ok(result)) => result.map(drop),
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout),
+        }
+    }
+
+    /// Runs `query` on this replica's state as it is now: possibly stale, never blocked by
+    /// a missing quorum. For what the node itself needs (peer addresses), not for clients.
+    pub async fn local_read<R: Send + 'static>(
+        &self,
+        query: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, RaftError> {
+        let (reply, response) = oneshot::channel();
+        let query: Query<M> = Box::new(move |machine| {
+            let _ = reply.send(query(machine));
+        });
+        self.inbox
+            .send(Input::LocalRead { query })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        response.await.map_err(|_| RaftError::Stopped)
     }
 
     pub async fn status(&self) -> Result<Status, RaftError> {
@@ -205,6 +248,19 @@ async fn run<M: StateMachine, T: Transport>(
                         }
                     }
                 }
+                Some(Input::ProposeConfChange { change, reply }) => {
+                    next_sequence += 1;
+                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
+                    match replica.propose_conf_change(id, change) {
+                        Ok(()) => {
+                            proposals.insert(id, reply);
+                        }
+                        Err(_) => {
+                            let _ = reply.send(Err(RaftError::NoLeader));
+                        }
+                    }
+                }
+                Some(Input::LocalRead { query }) => query(replica.machine()),
                 Some(Input::Status { reply }) => {
                     let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
                 }

@@ -4,6 +4,7 @@
 //! replica's inbox. Malformed messages end the stream; sizes are bounded.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -25,10 +26,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Messages queued for one peer before sends to it are refused (reported unreachable).
 const PEER_QUEUE: usize = 4096;
 
+/// Where each replica listens, by Raft id; shared so the node can update it as managers join.
+pub type PeerAddresses = Arc<RwLock<HashMap<u64, String>>>;
+
 /// Sends each peer's messages over its own stream.
 pub struct GrpcTransport<M> {
     tls: ClientTlsConfig,
-    addresses: HashMap<u64, String>,
+    addresses: PeerAddresses,
     peers: HashMap<u64, mpsc::Sender<Message>>,
     inbox: mpsc::Sender<Input<M>>,
 }
@@ -38,7 +42,7 @@ impl<M: StateMachine + Send + 'static> GrpcTransport<M> {
     /// reports about peers that cannot be reached.
     pub fn new(
         tls: ClientTlsConfig,
-        addresses: HashMap<u64, String>,
+        addresses: PeerAddresses,
         inbox: mpsc::Sender<Input<M>>,
     ) -> Self {
         GrpcTransport {
@@ -51,7 +55,12 @@ impl<M: StateMachine + Send + 'static> GrpcTransport<M> {
 
     fn peer(&mut self, to: u64) -> Option<&mpsc::Sender<Message>> {
         if !self.peers.contains_key(&to) {
-            let address = self.addresses.get(&to)?.clone();
+            let address = self
+                .addresses
+                .read()
+                .expect("not poisoned")
+                .get(&to)?
+                .clone();
             let (sender, receiver) = mpsc::channel(PEER_QUEUE);
             tokio::spawn(stream_to_peer(
                 to,

@@ -1,0 +1,370 @@
+//! The node process (`swarm daemon`): the control API on a local unix socket (`control`),
+//! and, once the node is in a cluster as a manager, the Raft replica with its store and the
+//! cluster port's services over TLS: Raft between managers, and the join handshake (`join`).
+//!
+//! A node's data dir holds everything durable: `node.json` (who it is), `certs/` (the CA,
+//! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`.
+
+mod control;
+mod join;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use swarm_api::grpc::control::control_server::ControlServer;
+use swarm_api::grpc::join::join_server::JoinServer;
+use swarm_api::store::{Command, NodeRole, NodeState, Outcome};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Mutex;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::Status;
+use tonic::transport::Server;
+
+use crate::ca::{Role, RootCa};
+use crate::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
+use crate::raft::grpc::{GrpcTransport, PeerAddresses, RaftService};
+use crate::raft::log::{DurableLog, Location, LogError};
+use crate::raft::replica::{Config, Replica, ReplicaError};
+use crate::store::Store;
+use crate::tls::NodeCredentials;
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    /// Where the cluster port listens (gRPC over TLS).
+    pub listen_addr: SocketAddr,
+    /// Where other nodes reach this one; defaults to the listen address.
+    pub advertise_addr: Option<String>,
+    /// The control API's unix socket (root-only permissions).
+    pub socket: PathBuf,
+    pub hostname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error(transparent)]
+    Ca(#[from] crate::ca::CaError),
+    #[error("cannot serve on {address}: {message}")]
+    Serve { address: String, message: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How often a manager refreshes its peers' addresses from the store.
+const PEER_REFRESH: Duration = Duration::from_millis(300);
+
+/// What the node is, right now.
+enum Membership {
+    /// Not in a cluster: only `init` and `join` make sense.
+    Outside,
+    /// A worker: it holds a certificate; its agent comes with the agent issue.
+    Worker,
+    Manager(Manager),
+}
+
+/// The manager side of a running node. Dropping it stops its tasks.
+struct Manager {
+    state: NodeState,
+    raft: RaftHandle<Store>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    driver: DriverTask,
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.driver.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub struct Daemon {
+    config: DaemonConfig,
+    membership: Mutex<Membership>,
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_error(&config.data_dir))?;
+    let daemon = Arc::new(Daemon {
+        membership: Mutex::new(Membership::Outside),
+        config,
+    });
+    if let Some(state) = daemon.load_state()? {
+        let membership = match state.role {
+            NodeRole::Manager => {
+                Membership::Manager(daemon.start_manager(state, HashMap::new()).await?)
+            }
+            NodeRole::Worker => Membership::Worker,
+        };
+        *daemon.membership.lock().await = membership;
+    }
+    let socket = daemon.config.socket.clone();
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    // A socket left by a daemon that did not stop cleanly.
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(io_error(&socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error(&socket))?;
+    let served = Server::builder()
+        .add_service(ControlServer::new(control::ControlApi::new(daemon.clone())))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    *daemon.membership.lock().await = Membership::Outside;
+    served.map_err(|e| DaemonError::Serve {
+        address: socket.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+impl Daemon {
+    fn path(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join(name)
+    }
+
+    fn load_state(&self) -> Result<Option<NodeState>, DaemonError> {
+        let path = self.path("node.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| DaemonError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Records who the node is. Written last when joining or initialising, so a crash
+    /// half-way leaves a node outside any cluster.
+    fn save_state(&self, state: &NodeState) -> Result<(), DaemonError> {
+        let json = serde_json::to_vec_pretty(state).expect("node state serialises");
+        self.write_file("node.json", &json, false)
+    }
+
+    fn write_file(&self, name: &str, contents: &[u8], secret: bool) -> Result<(), DaemonError> {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        // Written aside, synced, then renamed: a crash leaves the old file or the new one.
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, contents).map_err(io_error(&temporary))?;
+        let mode = if secret { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+            .map_err(io_error(&temporary))?;
+        std::fs::File::open(&temporary)
+            .and_then(|f| f.sync_all())
+            .map_err(io_error(&temporary))?;
+        std::fs::rename(&temporary, &path).map_err(io_error(&path))
+    }
+
+    fn read_file(&self, name: &str) -> Result<String, DaemonError> {
+        let path = self.path(name);
+        std::fs::read_to_string(&path).map_err(io_error(&path))
+    }
+
+    fn credentials(&self) -> Result<NodeCredentials, DaemonError> {
+        Ok(NodeCredentials {
+            ca_pem: self.read_file("certs/ca.pem")?,
+            cert_pem: self.read_file("certs/node.pem")?,
+            key_pem: self.read_file("certs/node-key.pem")?,
+        })
+    }
+
+    /// The CA, with its key: only managers have it.
+    fn root_ca(&self) -> Result<RootCa, DaemonError> {
+        Ok(RootCa::from_pem(
+            &self.read_file("certs/ca.pem")?,
+            &self.read_file("certs/ca-key.pem")?,
+        )?)
+    }
+
+    fn advertise_addr(&self, requested: &str) -> String {
+        if !requested.is_empty() {
+            return requested.to_owned();
+        }
+        self.config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.config.listen_addr.to_string())
+    }
+
+    /// Starts the manager: the replica over `raft.redb` (which must exist: bootstrapped by
+    /// `init`, empty for a joining manager), the cluster port, and the task that keeps the
+    /// peers' addresses current from the store. `peers` seeds those addresses.
+    async fn start_manager(
+        self: &Arc<Self>,
+        state: NodeState,
+        peers: HashMap<u64, String>,
+    ) -> Result<Manager, DaemonError> {
+        let credentials = self.credentials()?;
+        let raft_id = state.raft_id.ok_or_else(|| DaemonError::Corrupt {
+            path: self.path("node.json"),
+            message: "a manager without a raft id".to_owned(),
+        })?;
+        let raft_path = self.path("raft.redb");
+        let log = DurableLog::open(Location::File {
+            path: &raft_path,
+            durable: true,
+        })?;
+        let replica = Replica::open(&Config::new(raft_id), log, Store::default())?;
+        let client_tls = credentials.client(Role::Manager);
+        let addresses: PeerAddresses = Arc::new(RwLock::new(peers));
+        let transport_addresses = addresses.clone();
+        let (raft, driver) = driver::spawn(
+            replica,
+            |inbox| GrpcTransport::new(client_tls, transport_addresses, inbox),
+            DriverConfig::default(),
+        );
+        let listener = TcpListener::bind(self.config.listen_addr)
+            .await
+            .map_err(|e| DaemonError::Serve {
+                address: self.config.listen_addr.to_string(),
+                message: e.to_string(),
+            })?;
+        let address = self.config.listen_addr.to_string();
+        let router = Server::builder()
+            .tls_config(credentials.server())
+            .map_err(|e| DaemonError::Serve {
+                address: address.clone(),
+                message: e.to_string(),
+            })?
+            .add_service(RaftService::new(state.cluster_id.clone(), raft.inbox()))
+            .add_service(JoinServer::new(join::JoinApi::new(self.clone())));
+        let server = tokio::spawn(async move {
+            // The daemon stops the server by aborting this task.
+            let _ = router
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+        });
+        let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses));
+        Ok(Manager {
+            state,
+            raft,
+            tasks: vec![server, refresher],
+            driver,
+        })
+    }
+
+    /// The raft handle of a manager, or the error a CLI user can act on.
+    async fn manager(&self) -> Result<(RaftHandle<Store>, NodeState), Status> {
+        match &*self.membership.lock().await {
+            Membership::Manager(manager) => Ok((manager.raft.clone(), manager.state.clone())),
+            Membership::Worker => Err(Status::failed_precondition(
+                "this node is a worker: worker nodes cannot be used to view or modify cluster state; run the command on a manager",
+            )),
+            Membership::Outside => Err(Status::failed_precondition(
+                "this node is not a swarm manager: run `swarm init` to start a cluster, or `swarm join` to join one",
+            )),
+        }
+    }
+}
+
+/// Keeps the transport's addresses equal to the managers the store knows.
+async fn refresh_peers(raft: RaftHandle<Store>, own_id: u64, addresses: PeerAddresses) {
+    loop {
+        let managers = raft
+            .local_read(move |store: &Store| {
+                store
+                    .data()
+                    .nodes
+                    .values()
+                    .filter_map(|node| Some((node.raft_id?, node.address.clone())))
+                    .filter(|(id, _)| *id != own_id)
+                    .collect::<HashMap<u64, String>>()
+            })
+            .await;
+        match managers {
+            Ok(managers) if !managers.is_empty() => {
+                let mut known = addresses.write().expect("not poisoned");
+                if *known != managers {
+                    *known = managers;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        tokio::time::sleep(PEER_REFRESH).await;
+    }
+}
+
+/// Waits (bounded) until the replica knows a leader: a new single-manager cluster elects
+/// itself after one election timeout.
+async fn wait_for_leader(raft: &RaftHandle<Store>) -> Result<(), Status> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while raft.status().await.map_err(raft_status)?.leader == 0 {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Status::unavailable("no leader was elected within 10 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<(), Status> {
+    let bytes = serde_json::to_vec(command).expect("commands serialise");
+    let response = raft.propose(bytes).await.map_err(raft_status)?;
+    match serde_json::from_slice(&response).expect("outcomes decode") {
+        Outcome::Applied { .. } => Ok(()),
+        Outcome::Rejected { reason } => Err(Status::failed_precondition(reason)),
+    }
+}
+
+fn raft_status(error: RaftError) -> Status {
+    match error {
+        RaftError::NoLeader | RaftError::Timeout => Status::unavailable(error.to_string()),
+        RaftError::Stopped => Status::internal(error.to_string()),
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    Status::internal(error.to_string())
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// 25 random lower-case letters and digits, like Docker's ids.
+fn random_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut bytes = [0u8; 25];
+    getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b % 36) as usize] as char)
+        .collect()
+}
