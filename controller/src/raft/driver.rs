@@ -76,6 +76,17 @@ pub struct Status {
     pub term: u64,
 }
 
+/// A query, and where its result arrives.
+fn boxed<M, R: Send + 'static>(
+    query: impl FnOnce(&M) -> R + Send + 'static,
+) -> (Query<M>, oneshot::Receiver<R>) {
+    let (reply, response) = oneshot::channel();
+    let query: Query<M> = Box::new(move |machine| {
+        let _ = reply.send(query(machine));
+    });
+    (query, response)
+}
+
 #[derive(Clone)]
 pub struct RaftHandle<M> {
     inbox: mpsc::Sender<Input<M>>,
@@ -86,35 +97,8 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
     /// Proposes a command and waits until it is applied; returns the state machine's response.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
         let (reply, response) = oneshot::channel();
-        self.inbox
-            .send(Input::Propose { command, reply })
-            .await
-            .map_err(|_| RaftError::Stopped)?;
-        match tokio::time::timeout(self.timeout, response).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RaftError::Stopped),
-            Err(_) => Err(RaftError::Timeout),
-        }
-    }
-
-    /// Runs `query` on the state once every write acknowledged before this call is applied.
-    pub async fn read<R: Send + 'static>(
-        &self,
-        query: impl FnOnce(&M) -> R + Send + 'static,
-    ) -> Result<R, RaftError> {
-        let (reply, response) = oneshot::channel();
-        let query: Query<M> = Box::new(move |machine| {
-            let _ = reply.send(query(machine));
-        });
-        self.inbox
-            .send(Input::Read { query })
-            .await
-            .map_err(|_| RaftError::Stopped)?;
-        match tokio::time::timeout(self.timeout, response).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(_)) => Err(RaftError::Stopped),
-            Err(_) => Err(RaftError::Timeout),
-        }
+        self.ask(Input::Propose { command, reply }, response, true)
+            .await?
     }
 
     /// Adds or removes a voter; resolves when the change is applied.
@@ -123,15 +107,18 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
         change: raft::prelude::ConfChange,
     ) -> Result<(), RaftError> {
         let (reply, response) = oneshot::channel();
-        self.inbox
-            .send(Input::ProposeConfChange { change, reply })
-            .await
-            .map_err(|_| RaftError::Stopped)?;
-        match tokio::time::timeout(self.timeout, response).await {
-            Ok(Ok(result)) => result.map(drop),
-            Ok(Err(_)) => Err(RaftError::Stopped),
-            Err(_) => Err(RaftError::Timeout),
-        }
+        self.ask(Input::ProposeConfChange { change, reply }, response, true)
+            .await?
+            .map(drop)
+    }
+
+    /// Runs `query` on the state once every write acknowledged before this call is applied.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        query: impl FnOnce(&M) -> R + Send + 'static,
+    ) -> Result<R, RaftError> {
+        let (query, response) = boxed(query);
+        self.ask(Input::Read { query }, response, true).await
     }
 
     /// Runs `query` on this replica's state as it is now: possibly stale, never blocked by
@@ -140,24 +127,35 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
         &self,
         query: impl FnOnce(&M) -> R + Send + 'static,
     ) -> Result<R, RaftError> {
-        let (reply, response) = oneshot::channel();
-        let query: Query<M> = Box::new(move |machine| {
-            let _ = reply.send(query(machine));
-        });
-        self.inbox
-            .send(Input::LocalRead { query })
-            .await
-            .map_err(|_| RaftError::Stopped)?;
-        response.await.map_err(|_| RaftError::Stopped)
+        let (query, response) = boxed(query);
+        self.ask(Input::LocalRead { query }, response, false).await
     }
 
     pub async fn status(&self) -> Result<Status, RaftError> {
         let (reply, response) = oneshot::channel();
+        self.ask(Input::Status { reply }, response, false).await
+    }
+
+    /// Hands `input` to the loop and waits for its answer, within the handle's timeout when
+    /// `bounded` (answers that need the cluster); local answers come at once.
+    async fn ask<T>(
+        &self,
+        input: Input<M>,
+        response: oneshot::Receiver<T>,
+        bounded: bool,
+    ) -> Result<T, RaftError> {
         self.inbox
-            .send(Input::Status { reply })
+            .send(input)
             .await
             .map_err(|_| RaftError::Stopped)?;
-        response.await.map_err(|_| RaftError::Stopped)
+        if !bounded {
+            return response.await.map_err(|_| RaftError::Stopped);
+        }
+        match tokio::time::timeout(self.timeout, response).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout),
+        }
     }
 
     /// Where peers' messages and transport reports go.
