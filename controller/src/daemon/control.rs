@@ -161,11 +161,12 @@ impl Control for ControlApi {
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         let (raft, state) = self.daemon.manager().await?;
-        let status = raft.status().await.map_err(raft_status)?;
         let nodes = raft
             .read(|store: &Store| store.data().nodes.values().cloned().collect::<Vec<_>>())
             .await
             .map_err(raft_status)?;
+        // After the read, which waited for a leader to confirm it: the leader is known.
+        let status = raft.status().await.map_err(raft_status)?;
         let nodes = nodes
             .into_iter()
             .map(|node| pb::Node {

@@ -264,7 +264,10 @@ async fn run<M: StateMachine, T: Transport>(
                 }
                 Some(Input::Read { query }) => {
                     next_sequence += 1;
-                    reads_without_leader.push((next_sequence.to_be_bytes().to_vec(), query));
+                    // The leader merges ReadIndex requests with equal contexts, whoever sent
+                    // them: a context names this replica as well as the request.
+                    let context = ProposalId { replica: replica.id(), sequence: next_sequence };
+                    reads_without_leader.push((context.encode(), query));
                 }
             },
         }

@@ -33,7 +33,7 @@ pub struct ProposalId {
 }
 
 impl ProposalId {
-    fn encode(self) -> Vec<u8> {
+    pub fn encode(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
         out.extend_from_slice(&self.replica.to_be_bytes());
         out.extend_from_slice(&self.sequence.to_be_bytes());
