@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_api::grpc::control::{
-    InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest, Role,
+    ExportStateRequest, InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest, Role,
 };
 use swarm_controller::daemon::{self, DaemonConfig};
 
@@ -162,6 +163,36 @@ pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> 
                     &rows
                 )
             );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Write the cluster's objects as JSON (the format `swarm plan --state` reads)
+    Export {
+        /// Write to FILE instead of standard output
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+pub async fn state(host: &str, command: StateCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StateCommand::Export { output } => {
+            let mut client = client::connect(host).await?;
+            let json = client
+                .export_state(ExportStateRequest {})
+                .await
+                .map_err(client::explain)?
+                .into_inner()
+                .json;
+            match output {
+                Some(path) => std::fs::write(&path, json)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{json}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -29,6 +29,8 @@ enum Command {
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
+    #[command(subcommand)]
+    State(cluster::StateCommand),
     Plan(plan::PlanArgs),
 }
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Join(args) => client(cluster::join(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
+        Command::State(command) => client(cluster::state(&host, command)),
         Command::Plan(args) => plan::run(args),
     };
     match outcome {

@@ -140,6 +140,39 @@ fn init_then_list_nodes_and_tokens_and_survive_a_restart() {
         worker_token.rsplit_once('-').unwrap().0
     );
 
+    // The state export is what `swarm plan --state` reads.
+    let export = dir.path().join("state.json");
+    let out = swarm(
+        &socket,
+        &["state", "export", "-o", export.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(state["format"], 1);
+    assert!(
+        !std::fs::read_to_string(&export).unwrap().contains("SWMTKN"),
+        "no secret material"
+    );
+    let stack = dir.path().join("web.yaml");
+    std::fs::write(&stack, "services:\n  site:\n    image: nginx\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args([
+            "plan",
+            "--state",
+            export.to_str().unwrap(),
+            stack.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("+ create service web_site"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // SIGTERM: the daemon stops cleanly and removes its socket.
     let pid = daemon.child.id().to_string();
     assert!(

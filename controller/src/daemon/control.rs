@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
-    self as pb, InitRequest, InitResponse, JoinRequest, JoinResponse, JoinTokenRequest,
-    JoinTokenResponse, ListNodesRequest, ListNodesResponse,
+    self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse, JoinRequest,
+    JoinResponse, JoinTokenRequest, JoinTokenResponse, ListNodesRequest, ListNodesResponse,
 };
 use swarm_api::store::{Availability, Cluster, Command, Node, NodeRole, NodeState, NodeStatus};
 use tonic::{Request, Response, Status};
@@ -186,6 +186,19 @@ impl Control for ControlApi {
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn export_state(
+        &self,
+        _: Request<ExportStateRequest>,
+    ) -> Result<Response<ExportStateResponse>, Status> {
+        let (raft, _) = self.daemon.manager().await?;
+        let state = raft
+            .read(|store: &Store| store.export())
+            .await
+            .map_err(raft_status)?;
+        let json = serde_json::to_string_pretty(&state).expect("the state serialises") + "\n";
+        Ok(Response::new(ExportStateResponse { json }))
     }
 
     async fn join_token(
