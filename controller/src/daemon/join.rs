@@ -178,12 +178,17 @@ impl Daemon {
             raft_id: response.manager.then_some(response.raft_id),
             advertise_addr,
         };
+        if role == NodeRole::Manager {
+            self.write_file("certs/ca-key.pem", response.ca_key_pem.as_bytes(), true)
+                .map_err(internal)?;
+            // An empty log: the leader sends a snapshot that names this replica.
+            let _ = std::fs::remove_file(self.path("raft.redb"));
+        }
+        // The cluster counts this node from now on: record it before starting, so a crash
+        // brings it back as the member it is.
+        self.save_state(&state).map_err(internal)?;
         *membership = match role {
             NodeRole::Manager => {
-                self.write_file("certs/ca-key.pem", response.ca_key_pem.as_bytes(), true)
-                    .map_err(internal)?;
-                // An empty log: the leader sends a snapshot that names this replica.
-                let _ = std::fs::remove_file(self.path("raft.redb"));
                 let peers: HashMap<u64, String> = response
                     .managers
                     .into_iter()
@@ -197,7 +202,6 @@ impl Daemon {
             }
             NodeRole::Worker => Membership::Worker,
         };
-        self.save_state(&state).map_err(internal)?;
         Ok(state)
     }
 }

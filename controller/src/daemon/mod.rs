@@ -186,7 +186,12 @@ impl Daemon {
         std::fs::File::open(&temporary)
             .and_then(|f| f.sync_all())
             .map_err(io_error(&temporary))?;
-        std::fs::rename(&temporary, &path).map_err(io_error(&path))
+        std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
+        // The rename itself is durable only once the directory is.
+        let directory = path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(directory))
     }
 
     fn read_file(&self, name: &str) -> Result<String, DaemonError> {
@@ -239,6 +244,22 @@ impl Daemon {
             durable: true,
         })?;
         let replica = Replica::open(&Config::new(raft_id), log, Store::default())?;
+        // Everything that can fail comes before the replica starts, so a failure leaves no
+        // loop running over the log.
+        let listener = TcpListener::bind(self.config.listen_addr)
+            .await
+            .map_err(|e| DaemonError::Serve {
+                address: self.config.listen_addr.to_string(),
+                message: e.to_string(),
+            })?;
+        let address = self.config.listen_addr.to_string();
+        let mut server_builder =
+            Server::builder()
+                .tls_config(credentials.server())
+                .map_err(|e| DaemonError::Serve {
+                    address: address.clone(),
+                    message: e.to_string(),
+                })?;
         let client_tls = credentials.client(Role::Manager);
         let addresses: PeerAddresses = Arc::new(RwLock::new(peers));
         let transport_addresses = addresses.clone();
@@ -247,19 +268,7 @@ impl Daemon {
             |inbox| GrpcTransport::new(client_tls, transport_addresses, inbox),
             DriverConfig::default(),
         );
-        let listener = TcpListener::bind(self.config.listen_addr)
-            .await
-            .map_err(|e| DaemonError::Serve {
-                address: self.config.listen_addr.to_string(),
-                message: e.to_string(),
-            })?;
-        let address = self.config.listen_addr.to_string();
-        let router = Server::builder()
-            .tls_config(credentials.server())
-            .map_err(|e| DaemonError::Serve {
-                address: address.clone(),
-                message: e.to_string(),
-            })?
+        let router = server_builder
             .add_service(RaftService::new(state.cluster_id.clone(), raft.inbox()))
             .add_service(JoinServer::new(join::JoinApi::new(self.clone())));
         let server = tokio::spawn(async move {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use raft::prelude::Message;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::replica::{ProposalId, Replica, ReplicaError, StateMachine};
 
@@ -208,6 +209,17 @@ where
     (handle, task)
 }
 
+/// How long a read waits for raft's answer before it is sent again.
+const READ_RETRY: Duration = Duration::from_millis(500);
+/// Reads older than this are dropped: their callers timed out long before.
+const READ_GIVE_UP: Duration = Duration::from_secs(60);
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
+    u64::from_le_bytes(bytes)
+}
+
 async fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
     mut transport: T,
@@ -216,12 +228,15 @@ async fn run<M: StateMachine, T: Transport>(
 ) -> Result<(), ReplicaError> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_sequence = 0u64;
+    // Proposal ids and read contexts must not repeat across restarts: entries and reads of
+    // an earlier run could otherwise answer this run's callers.
+    let mut next_sequence = random_u64();
     let mut proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>> =
         HashMap::new();
-    let mut reads_asked: HashMap<Vec<u8>, Query<M>> = HashMap::new();
-    // raft drops a ReadIndex request when no leader is known: such reads wait here.
-    let mut reads_without_leader: Vec<(Vec<u8>, Query<M>)> = Vec::new();
+    // Reads sent to raft, by context: when asked, and when the caller first asked.
+    let mut reads_asked: HashMap<Vec<u8>, (Query<M>, Instant, Instant)> = HashMap::new();
+    // Reads to (re)send once a leader is known, with when the caller first asked.
+    let mut reads_to_send: Vec<(Query<M>, Instant)> = Vec::new();
     let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
     loop {
         tokio::select! {
@@ -235,7 +250,7 @@ async fn run<M: StateMachine, T: Transport>(
                 Some(Input::SnapshotReport { to, delivered }) => replica.report_snapshot(to, delivered),
                 Some(Input::Unreachable { to }) => replica.report_unreachable(to),
                 Some(Input::Propose { command, reply }) => {
-                    next_sequence += 1;
+                    next_sequence = next_sequence.wrapping_add(1);
                     let id = ProposalId { replica: replica.id(), sequence: next_sequence };
                     match replica.propose(id, command) {
                         Ok(()) => {
@@ -247,7 +262,7 @@ async fn run<M: StateMachine, T: Transport>(
                     }
                 }
                 Some(Input::ProposeConfChange { change, reply }) => {
-                    next_sequence += 1;
+                    next_sequence = next_sequence.wrapping_add(1);
                     let id = ProposalId { replica: replica.id(), sequence: next_sequence };
                     match replica.propose_conf_change(id, change) {
                         Ok(()) => {
@@ -262,19 +277,35 @@ async fn run<M: StateMachine, T: Transport>(
                 Some(Input::Status { reply }) => {
                     let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
                 }
-                Some(Input::Read { query }) => {
-                    next_sequence += 1;
-                    // The leader merges ReadIndex requests with equal contexts, whoever sent
-                    // them: a context names this replica as well as the request.
-                    let context = ProposalId { replica: replica.id(), sequence: next_sequence };
-                    reads_without_leader.push((context.encode(), query));
-                }
+                Some(Input::Read { query }) => reads_to_send.push((query, Instant::now())),
             },
         }
+        // raft drops a ReadIndex request silently when no leader is known, when a new leader
+        // has not committed in its term yet, or when the leader goes away: unanswered reads
+        // are sent again, under a new context, until their callers have long given up.
+        let now = Instant::now();
+        let (stale, waiting): (Vec<_>, Vec<_>) = reads_asked
+            .drain()
+            .partition(|(_, (_, asked, _))| now.duration_since(*asked) > READ_RETRY);
+        reads_asked = waiting.into_iter().collect();
+        reads_to_send.extend(
+            stale
+                .into_iter()
+                .map(|(_, (query, _, first))| (query, first))
+                .filter(|(_, first)| now.duration_since(*first) < READ_GIVE_UP),
+        );
         if replica.leader() != 0 {
-            for (context, query) in reads_without_leader.drain(..) {
+            for (query, first) in reads_to_send.drain(..) {
+                next_sequence = next_sequence.wrapping_add(1);
+                // The leader merges ReadIndex requests with equal contexts, whoever sent
+                // them: a context names this replica as well as the request.
+                let context = ProposalId {
+                    replica: replica.id(),
+                    sequence: next_sequence,
+                }
+                .encode();
                 replica.read_index(context.clone());
-                reads_asked.insert(context, query);
+                reads_asked.insert(context, (query, now, first));
             }
         }
         let output = replica.advance()?;
@@ -294,7 +325,7 @@ async fn run<M: StateMachine, T: Transport>(
             }
         }
         for read in output.reads {
-            if let Some(query) = reads_asked.remove(read.request_ctx.as_slice()) {
+            if let Some((query, _, _)) = reads_asked.remove(read.request_ctx.as_slice()) {
                 reads_ready.push((read.index, query));
             }
         }

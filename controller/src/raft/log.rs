@@ -332,7 +332,12 @@ impl DurableLog {
 
     /// Stores the state machine's snapshot at `index` (which the caller has applied) and
     /// drops the entries it covers.
-    pub fn compact_to(&mut self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
+    pub fn compact_to(
+        &mut self,
+        index: u64,
+        data: Vec<u8>,
+        conf_state: Option<ConfState>,
+    ) -> Result<(), LogError> {
         // The caller applied `index`, so it is committed (the hard state on disk may not
         // say so yet: committed entries are applied before the Ready's hard state is saved).
         assert!(
@@ -349,7 +354,12 @@ impl DurableLog {
         let metadata = snapshot.mut_metadata();
         metadata.index = index;
         metadata.term = term;
-        metadata.set_conf_state(self.conf_state.clone());
+        let conf_state = conf_state.unwrap_or_else(|| self.conf_state.clone());
+        metadata.set_conf_state(conf_state.clone());
+        // The snapshot, its configuration and a commit index that covers it go to disk
+        // together: raft-rs refuses a log whose commit is below its snapshot.
+        let mut hard_state = self.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(index);
         let txn = self.begin()?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(|e| self.write_error(e))?;
@@ -359,9 +369,15 @@ impl DurableLog {
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
             meta.insert(SNAPSHOT, encode(&snapshot).as_slice())
                 .map_err(|e| self.write_error(e))?;
+            meta.insert(CONF_STATE, encode(&conf_state).as_slice())
+                .map_err(|e| self.write_error(e))?;
+            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+                .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
         self.snapshot = snapshot.get_metadata().clone();
+        self.conf_state = conf_state;
+        self.hard_state = hard_state;
         Ok(())
     }
 
@@ -546,7 +562,7 @@ mod tests {
         log.bootstrap(&[1], Vec::new()).unwrap();
         let entries: Vec<Entry> = (2..=10).map(|i| entry(i, 1, b"x")).collect();
         log.persist(&entries, Some(&hard_state(1, 1, 8))).unwrap();
-        log.compact_to(6, b"state at 6".to_vec()).unwrap();
+        log.compact_to(6, b"state at 6".to_vec(), None).unwrap();
         assert_eq!(log.first_index().unwrap(), 7);
         assert_eq!(log.term(6).unwrap(), 1);
         assert!(matches!(

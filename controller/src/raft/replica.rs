@@ -290,18 +290,19 @@ impl<M: StateMachine> Replica<M> {
         Ok(())
     }
 
-    /// Saves a new configuration and snapshots at once: a replica that joins later is sent
-    /// the latest snapshot, which must name it, or it would refuse it.
+    /// Saves a new configuration with a snapshot at its index, in one write: a replica that
+    /// joins later is sent the latest snapshot, which must name it, or it would refuse it.
     fn record_configuration(
         &mut self,
         index: u64,
         conf_state: ConfState,
     ) -> Result<(), ReplicaError> {
+        let data = self.machine.snapshot();
         let store = self.node.mut_store();
-        store.set_conf_state(conf_state)?;
         if index > store.snapshot_index() {
-            let data = self.machine.snapshot();
-            self.node.mut_store().compact_to(index, data)?;
+            store.compact_to(index, data, Some(conf_state))?;
+        } else {
+            store.set_conf_state(conf_state)?;
         }
         Ok(())
     }
@@ -311,7 +312,7 @@ impl<M: StateMachine> Replica<M> {
         let store = self.node.store();
         if applied >= store.snapshot_index() + self.snapshot_every {
             let data = self.machine.snapshot();
-            self.node.mut_store().compact_to(applied, data)?;
+            self.node.mut_store().compact_to(applied, data, None)?;
         }
         Ok(())
     }

@@ -100,6 +100,12 @@ fn apply(
             if data.nodes.contains_key(&node.id) {
                 return Err(format!("node {} already exists", node.id));
             }
+            // Two managers joining at once may be offered the same Raft id: the second loses.
+            if let Some(raft_id) = node.raft_id
+                && data.nodes.values().any(|n| n.raft_id == Some(raft_id))
+            {
+                return Err(format!("raft id {raft_id} is taken; join again"));
+            }
             events.push(event("node", &node.id, Change::Created));
             data.nodes.insert(node.id.clone(), node);
         }
@@ -449,6 +455,28 @@ mod tests {
             Outcome::Rejected { .. }
         ));
         assert_eq!(store.data().version, 7);
+    }
+
+    #[test]
+    fn raft_ids_are_never_given_twice() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let manager = |id: &str| match node(id, NodeRole::Manager) {
+            Command::AddNode(node) => Command::AddNode(Node {
+                raft_id: Some(2),
+                ..node
+            }),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            store.apply_command(2, manager("m1")),
+            Outcome::Applied { version: 2 }
+        );
+        let outcome = store.apply_command(3, manager("m2"));
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("raft id 2 is taken")),
+            "{outcome:?}"
+        );
     }
 
     #[test]
