@@ -29,6 +29,9 @@ impl JoinApi {
     }
 }
 
+/// How long a joiner waits for the manager to let it in.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const INVALID_TOKEN: &str = "invalid join token: it matches neither the worker nor the manager token of this cluster (it may have been rotated); get a current one with `swarm join-token`";
 
 #[tonic::async_trait]
@@ -146,19 +149,30 @@ impl Daemon {
         }
         let token = JoinToken::parse(&request.token)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let channel = tls::connect_pinned(&request.remote_addr, &token)
-            .await
-            .map_err(Status::unavailable)?;
         let key = NodeKey::generate().map_err(internal)?;
         let advertise_addr = self.advertise_addr(&request.advertise_addr);
-        let response = JoinClient::new(channel)
-            .join(JoinRequest {
-                token: request.token,
-                csr_pem: key.csr_pem().map_err(internal)?,
-                hostname: self.config.hostname.clone(),
-                advertise_addr: advertise_addr.clone(),
-            })
-            .await?
+        let join_request = JoinRequest {
+            token: request.token,
+            csr_pem: key.csr_pem().map_err(internal)?,
+            hostname: self.config.hostname.clone(),
+            advertise_addr: advertise_addr.clone(),
+        };
+        // Bounded: the membership lock is held meanwhile, and every control call waits on it.
+        let exchange = async {
+            let channel = tls::connect_pinned(&request.remote_addr, &token)
+                .await
+                .map_err(Status::unavailable)?;
+            JoinClient::new(channel).join(join_request).await
+        };
+        let response = tokio::time::timeout(JOIN_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the manager at {} did not answer within {} s",
+                    request.remote_addr,
+                    JOIN_TIMEOUT.as_secs()
+                ))
+            })??
             .into_inner();
         self.write_file("certs/ca.pem", response.ca_pem.as_bytes(), false)
             .map_err(internal)?;
