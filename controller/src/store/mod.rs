@@ -194,80 +194,56 @@ fn apply_action(
     let id = object_id(cluster_id, index, action.kind, &action.name);
     let object = action.kind.as_str();
     let name = action.name.clone();
-    match (action.kind, action.spec) {
-        (Kind::Service, Some(ObjectSpec::Service(spec))) => upsert(
-            &mut objects.services,
-            action.op,
-            id,
-            action.origin,
-            Some(*spec),
-            &name,
-        )?,
-        (Kind::Network, Some(ObjectSpec::Network(spec))) => upsert(
-            &mut objects.networks,
-            action.op,
-            id,
-            action.origin,
-            Some(spec),
-            &name,
-        )?,
-        (Kind::Config, Some(ObjectSpec::File(spec))) => upsert(
-            &mut objects.configs,
-            action.op,
-            id,
-            action.origin,
-            Some(spec),
-            &name,
-        )?,
-        (Kind::Secret, Some(ObjectSpec::File(spec))) => upsert(
-            &mut objects.secrets,
-            action.op,
-            id,
-            action.origin,
-            Some(spec),
-            &name,
-        )?,
-        (Kind::Service, None) => upsert(
-            &mut objects.services,
-            action.op,
-            id,
-            action.origin,
-            None,
-            &name,
-        )?,
-        (Kind::Network, None) => upsert(
-            &mut objects.networks,
-            action.op,
-            id,
-            action.origin,
-            None,
-            &name,
-        )?,
-        (Kind::Config, None) => upsert(
-            &mut objects.configs,
-            action.op,
-            id,
-            action.origin,
-            None,
-            &name,
-        )?,
-        (Kind::Secret, None) => upsert(
-            &mut objects.secrets,
-            action.op,
-            id,
-            action.origin,
-            None,
-            &name,
-        )?,
-        (kind, Some(_)) => {
-            return Err(format!(
-                "{} {name}: the spec is not a {} spec",
-                kind.as_str(),
-                kind.as_str()
-            ));
+    // The spec, when the action carries one, must be of the action's kind.
+    let mismatch = || {
+        let kind = action.kind.as_str();
+        format!("{kind} {name}: the spec is not a {kind} spec")
+    };
+    let spec = action.spec;
+    let (op, origin) = (action.op, action.origin);
+    match action.kind {
+        Kind::Service => {
+            let spec = spec.map(|s| match s {
+                ObjectSpec::Service(spec) => Ok(*spec),
+                _ => Err(mismatch()),
+            });
+            upsert(
+                &mut objects.services,
+                op,
+                id,
+                origin,
+                spec.transpose()?,
+                &name,
+            )?
+        }
+        Kind::Network => {
+            let spec = spec.map(|s| match s {
+                ObjectSpec::Network(spec) => Ok(spec),
+                _ => Err(mismatch()),
+            });
+            upsert(
+                &mut objects.networks,
+                op,
+                id,
+                origin,
+                spec.transpose()?,
+                &name,
+            )?
+        }
+        Kind::Config | Kind::Secret => {
+            let spec = spec.map(|s| match s {
+                ObjectSpec::File(spec) => Ok(spec),
+                _ => Err(mismatch()),
+            });
+            let list = if action.kind == Kind::Config {
+                &mut objects.configs
+            } else {
+                &mut objects.secrets
+            };
+            upsert(list, op, id, origin, spec.transpose()?, &name)?
         }
     }
-    let change = match action.op {
+    let change = match op {
         Op::Create => Change::Created,
         Op::Update | Op::Scale => Change::Updated,
         Op::Remove => Change::Removed,
@@ -455,6 +431,33 @@ mod tests {
             Outcome::Rejected { .. }
         ));
         assert_eq!(store.data().version, 7);
+    }
+
+    #[test]
+    fn an_action_whose_spec_is_of_another_kind_is_refused() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let mut actions = service_plan();
+        let service = actions
+            .iter_mut()
+            .find(|a| a.kind == Kind::Service)
+            .unwrap();
+        service.kind = Kind::Network;
+        let outcome = store.apply_command(
+            2,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions,
+            },
+        );
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("is not a network spec")),
+            "{outcome:?}"
+        );
+        assert!(
+            store.export().networks.is_empty(),
+            "nothing of the plan was applied"
+        );
     }
 
     #[test]
