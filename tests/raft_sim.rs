@@ -462,6 +462,22 @@ fn a_lagging_replica_catches_up_from_a_snapshot() {
 }
 
 impl Sim {
+    /// Proposes adding or removing voter `node` through `leader`.
+    fn change_membership(&mut self, leader: u64, node: u64, change_type: ConfChangeType) {
+        self.next_sequence += 1;
+        let id = ProposalId {
+            replica: leader,
+            sequence: self.next_sequence,
+        };
+        let change = ConfChange {
+            node_id: node,
+            change_type,
+            ..ConfChange::default()
+        };
+        let replica = self.replicas.get_mut(&leader).unwrap().as_mut().unwrap();
+        replica.propose_conf_change(id, change).unwrap();
+    }
+
     fn open_log_snapshot_index(&mut self, id: u64) -> u64 {
         self.crash(id);
         let index = self.open_log(id).snapshot_index();
@@ -481,48 +497,14 @@ fn membership_changes_add_and_remove_voters() {
     // A new replica starts with an empty log and learns everything from the leader.
     drop(sim.open_log(4));
     sim.start(4);
-    let change = ConfChange {
-        node_id: 4,
-        change_type: ConfChangeType::AddNode,
-        ..ConfChange::default()
-    };
-    sim.replicas
-        .get_mut(&leader)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .propose_conf_change(
-            ProposalId {
-                replica: leader,
-                sequence: 9_000,
-            },
-            change,
-        )
-        .unwrap();
+    sim.change_membership(leader, 4, ConfChangeType::AddNode);
     sim.run(100);
     assert_eq!(sim.replica(leader).voters(), vec![1, 2, 3, 4]);
     assert_eq!(sim.replica(4).voters(), vec![1, 2, 3, 4]);
     assert_eq!(sim.replica(4).machine(), sim.replica(leader).machine());
 
     let removed = (1..=3).find(|id| *id != leader).unwrap();
-    let change = ConfChange {
-        node_id: removed,
-        change_type: ConfChangeType::RemoveNode,
-        ..ConfChange::default()
-    };
-    sim.replicas
-        .get_mut(&leader)
-        .unwrap()
-        .as_mut()
-        .unwrap()
-        .propose_conf_change(
-            ProposalId {
-                replica: leader,
-                sequence: 9_001,
-            },
-            change,
-        )
-        .unwrap();
+    sim.change_membership(leader, removed, ConfChangeType::RemoveNode);
     sim.run(100);
     let expected: Vec<u64> = [1, 2, 3, 4]
         .into_iter()
