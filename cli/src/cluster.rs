@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_api::grpc::control::{
-    ExportStateRequest, InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest, Role,
+    ExportStateRequest, InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest,
+    RemoveNodeRequest, Role, UpdateNodeRequest,
 };
 use swarm_controller::daemon::{self, DaemonConfig};
 
@@ -127,10 +128,69 @@ pub async fn join(host: &str, args: JoinArgs) -> anyhow::Result<ExitCode> {
 pub enum NodeCommand {
     /// List the nodes of the cluster
     Ls,
+    /// Change a node's availability or labels
+    Update {
+        /// The node: its id, a unique prefix of the id, or its hostname
+        node: String,
+        /// active, pause or drain
+        #[arg(long)]
+        availability: Option<String>,
+        /// Add or change a label (KEY=VALUE)
+        #[arg(long = "label-add", value_name = "KEY=VALUE")]
+        label_add: Vec<String>,
+        /// Remove a label
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+    },
+    /// Remove a worker from the cluster
+    Rm {
+        /// The node: its id, a unique prefix of the id, or its hostname
+        node: String,
+    },
 }
 
 pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> {
     match command {
+        NodeCommand::Update {
+            node,
+            availability,
+            label_add,
+            label_rm,
+        } => {
+            let mut labels = std::collections::HashMap::new();
+            for label in label_add {
+                let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+                if key.is_empty() {
+                    anyhow::bail!("invalid --label-add {label:?}: expected KEY=VALUE");
+                }
+                labels.insert(key.to_owned(), value.to_owned());
+            }
+            let mut client = client::connect(host).await?;
+            let id = client
+                .update_node(UpdateNodeRequest {
+                    node,
+                    availability: availability.unwrap_or_default(),
+                    label_add: labels,
+                    label_rm,
+                })
+                .await
+                .map_err(client::explain)?
+                .into_inner()
+                .id;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Rm { node } => {
+            let mut client = client::connect(host).await?;
+            let id = client
+                .remove_node(RemoveNodeRequest { node })
+                .await
+                .map_err(client::explain)?
+                .into_inner()
+                .id;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
         NodeCommand::Ls => {
             let mut client = client::connect(host).await?;
             let nodes = client

@@ -256,6 +256,10 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
     let out = swarm(&socket(3), &["join", "--token", &worker_token, &address(1)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("as a worker"));
+    let worker_id = text(&out.stdout)
+        .rsplit_once("(node ")
+        .map(|(_, id)| id.trim_end_matches([')', '.', '\n']).to_owned())
+        .unwrap();
 
     // A token with a wrong secret, and one pinning another CA, are refused with reasons.
     let (pinned, _) = worker_token.rsplit_once('-').unwrap();
@@ -299,6 +303,54 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
         1,
         "{table}"
     );
+
+    // Node management through any manager: by a unique id prefix, then refusals.
+    let prefix = &worker_id[..6];
+    let out = swarm(
+        &socket(1),
+        &[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=b",
+            prefix,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), worker_id);
+    let table = listing(0);
+    let worker_line = table.lines().find(|l| l.starts_with(&worker_id)).unwrap();
+    assert!(worker_line.contains("Drain"), "{table}");
+    let export = text(&swarm(&socket(0), &["state", "export"]).stdout);
+    assert!(export.contains("\"format\": 1"), "{export}");
+    let out = swarm(
+        &socket(0),
+        &["node", "update", "--availability", "asleep", prefix],
+    );
+    assert!(
+        text(&out.stderr).contains("use active, pause or drain"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = swarm(&socket(0), &["node", "rm", "no-such-node"]);
+    assert!(
+        text(&out.stderr).contains("no node \"no-such-node\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let manager_line = table.lines().find(|l| l.ends_with("Leader")).unwrap();
+    let manager_id = manager_line.split_whitespace().next().unwrap();
+    let out = swarm(&socket(0), &["node", "rm", manager_id]);
+    assert!(
+        text(&out.stderr).contains("is a manager: demote it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = swarm(&socket(0), &["node", "rm", &worker_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(listing(0).lines().count(), 4, "the worker is gone");
 
     // SIGKILL the leader (node 0): the two other managers elect a new one.
     drop(daemons[0].take());

@@ -7,8 +7,11 @@ use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
     self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse, JoinRequest,
     JoinResponse, JoinTokenRequest, JoinTokenResponse, ListNodesRequest, ListNodesResponse,
+    RemoveNodeRequest, RemoveNodeResponse, UpdateNodeRequest, UpdateNodeResponse,
 };
-use swarm_api::store::{Availability, Cluster, Command, Node, NodeRole, NodeState, NodeStatus};
+use swarm_api::store::{
+    Availability, Cluster, Command, Node, NodeRole, NodeState, NodeStatus, NodeUpdate,
+};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -16,6 +19,7 @@ use super::{
 };
 use crate::ca::token::JoinToken;
 use crate::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
+use crate::raft::driver::RaftHandle;
 use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::StateMachine;
 use crate::store::Store;
@@ -125,6 +129,39 @@ impl Daemon {
     }
 }
 
+/// The id of the node a user named: its id, a unique prefix of an id, or a unique hostname.
+async fn resolve_node(raft: &RaftHandle<Store>, name: String) -> Result<String, Status> {
+    let nodes = raft
+        .read(|store: &Store| {
+            store
+                .data()
+                .nodes
+                .values()
+                .map(|n| (n.id.clone(), n.hostname.clone()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(raft_status)?;
+    if nodes.iter().any(|(id, _)| *id == name) {
+        return Ok(name);
+    }
+    let matching: Vec<&String> = nodes
+        .iter()
+        .filter(|(id, hostname)| id.starts_with(&name) || *hostname == name)
+        .map(|(id, _)| id)
+        .collect();
+    match matching.as_slice() {
+        [id] => Ok((*id).clone()),
+        [] => Err(Status::not_found(format!(
+            "no node {name:?}: see `swarm node ls`"
+        ))),
+        _ => Err(Status::invalid_argument(format!(
+            "{name:?} names {} nodes: give more of the id",
+            matching.len()
+        ))),
+    }
+}
+
 fn role_of(role: i32) -> Result<NodeRole, Status> {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Manager) => Ok(NodeRole::Manager),
@@ -186,6 +223,45 @@ impl Control for ControlApi {
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<UpdateNodeResponse>, Status> {
+        let request = request.into_inner();
+        let availability = match request.availability.as_str() {
+            "" => None,
+            "active" => Some(Availability::Active),
+            "pause" => Some(Availability::Pause),
+            "drain" => Some(Availability::Drain),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid availability {other:?}: use active, pause or drain"
+                )));
+            }
+        };
+        let (raft, _) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.node).await?;
+        let update = NodeUpdate {
+            id: id.clone(),
+            availability,
+            role: None,
+            labels_add: request.label_add.into_iter().collect(),
+            labels_remove: request.label_rm,
+        };
+        propose(&raft, &Command::UpdateNode(update)).await?;
+        Ok(Response::new(UpdateNodeResponse { id }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let (raft, _) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.into_inner().node).await?;
+        propose(&raft, &Command::RemoveNode { id: id.clone() }).await?;
+        Ok(Response::new(RemoveNodeResponse { id }))
     }
 
     async fn export_state(
