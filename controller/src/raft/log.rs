@@ -203,10 +203,6 @@ impl DurableLog {
         self.apply_snapshot(snapshot)
     }
 
-    pub fn hard_state(&self) -> &HardState {
-        &self.hard_state
-    }
-
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot.index
     }
@@ -485,6 +481,17 @@ mod tests {
     use super::*;
     use raft::Storage;
 
+    fn durable_file(path: &Path) -> Location<'_> {
+        Location::File {
+            path,
+            durable: true,
+        }
+    }
+
+    fn open_file(path: &Path) -> DurableLog {
+        DurableLog::open(durable_file(path)).unwrap()
+    }
+
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         Entry {
             index,
@@ -508,11 +515,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         {
-            let mut log = DurableLog::open(Location::File {
-                path: &path,
-                durable: true,
-            })
-            .unwrap();
+            let mut log = open_file(&path);
             log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
             log.persist(
                 &[entry(2, 1, b"a"), entry(3, 1, b"b")],
@@ -520,11 +523,7 @@ mod tests {
             )
             .unwrap();
         }
-        let log = DurableLog::open(Location::File {
-            path: &path,
-            durable: true,
-        })
-        .unwrap();
+        let log = open_file(&path);
         let state = log.initial_state().unwrap();
         assert_eq!(state.hard_state, hard_state(1, 2, 2));
         assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
@@ -591,11 +590,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         {
-            let mut log = DurableLog::open(Location::File {
-                path: &path,
-                durable: true,
-            })
-            .unwrap();
+            let mut log = open_file(&path);
             log.bootstrap(&[1], Vec::new()).unwrap();
             log.persist(
                 &[entry(2, 1, b"payload-one"), entry(3, 1, b"payload-two")],
@@ -613,13 +608,10 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let err = DurableLog::open(Location::File {
-            path: &path,
-            durable: true,
-        })
-        .err()
-        .unwrap()
-        .to_string();
+        let err = DurableLog::open(durable_file(&path))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("raft.redb is corrupt: checksum mismatch in entry 3"),
             "{err}"
@@ -631,11 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         {
-            let mut log = DurableLog::open(Location::File {
-                path: &path,
-                durable: true,
-            })
-            .unwrap();
+            let mut log = open_file(&path);
             log.bootstrap(&[1], Vec::new()).unwrap();
             let entries: Vec<Entry> = (2..=200).map(|i| entry(i, 1, &[7u8; 512])).collect();
             log.persist(&entries, None).unwrap();
@@ -644,12 +632,9 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(length / 2).unwrap();
         drop(file);
-        let err = DurableLog::open(Location::File {
-            path: &path,
-            durable: true,
-        })
-        .err()
-        .expect("refused");
+        let err = DurableLog::open(durable_file(&path))
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("raft.redb"), "{err}");
     }
 }

@@ -263,21 +263,16 @@ impl<M: StateMachine> Replica<M> {
                         response,
                     });
                 }
-                EntryType::EntryConfChange => {
-                    let change = ConfChange::parse_from_bytes(&entry.data)
-                        .expect("a committed conf change decodes");
-                    let conf_state = self.node.apply_conf_change(&change)?;
-                    self.record_configuration(entry.index, conf_state)?;
-                    output.applied.push(Applied {
-                        index: entry.index,
-                        proposal,
-                        response: Vec::new(),
-                    });
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .expect("a committed conf change decodes");
-                    let conf_state = self.node.apply_conf_change(&change)?;
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let undecodable = "a committed conf change decodes";
+                    let conf_state = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let change = ConfChange::parse_from_bytes(&entry.data).expect(undecodable);
+                        self.node.apply_conf_change(&change)?
+                    } else {
+                        let change =
+                            ConfChangeV2::parse_from_bytes(&entry.data).expect(undecodable);
+                        self.node.apply_conf_change(&change)?
+                    };
                     self.record_configuration(entry.index, conf_state)?;
                     output.applied.push(Applied {
                         index: entry.index,
