@@ -66,11 +66,11 @@ pub fn text(plan: &Plan, color: bool) -> String {
             Op::Update => {
                 for change in &action.changes {
                     let _ = writeln!(out, "    {}:", change.path);
-                    for (tag, line) in diff_lines(change) {
-                        let (sign, code) = match tag {
-                            ChangeTag::Delete => ("-", RED),
-                            ChangeTag::Insert => ("+", GREEN),
-                            ChangeTag::Equal => (" ", ""),
+                    for (sign, line) in diff_lines(change) {
+                        let code = match sign {
+                            '-' => RED,
+                            '+' => GREEN,
+                            _ => "",
                         };
                         let line = format!("      {sign} {line}");
                         let line = if code.is_empty() {
@@ -146,12 +146,7 @@ pub fn markdown(plan: &Plan) -> String {
         out.push_str("```diff\n");
         for change in &action.changes {
             let _ = writeln!(out, "@@ {} @@", change.path);
-            for (tag, line) in diff_lines(change) {
-                let sign = match tag {
-                    ChangeTag::Delete => '-',
-                    ChangeTag::Insert => '+',
-                    ChangeTag::Equal => ' ',
-                };
+            for (sign, line) in diff_lines(change) {
                 let _ = writeln!(out, "{sign} {line}");
             }
         }
@@ -240,12 +235,20 @@ fn scalar(value: Option<&Value>) -> String {
 }
 
 /// The lines of a change as a diff of the YAML form of its two values.
-fn diff_lines(change: &FieldChange) -> Vec<(ChangeTag, String)> {
+/// Each line with its sign: `-` removed, `+` added, ` ` unchanged context.
+fn diff_lines(change: &FieldChange) -> Vec<(char, String)> {
     let before = change.before.as_ref().map(yaml).unwrap_or_default();
     let after = change.after.as_ref().map(yaml).unwrap_or_default();
     let diff = TextDiff::from_lines(&before, &after);
     diff.iter_all_changes()
-        .map(|c| (c.tag(), c.value().trim_end_matches('\n').to_owned()))
+        .map(|c| {
+            let sign = match c.tag() {
+                ChangeTag::Delete => '-',
+                ChangeTag::Insert => '+',
+                ChangeTag::Equal => ' ',
+            };
+            (sign, c.value().trim_end_matches('\n').to_owned())
+        })
         .collect()
 }
 
@@ -365,16 +368,7 @@ mod tests {
         };
         let lines: Vec<String> = diff_lines(&change)
             .into_iter()
-            .map(|(tag, line)| {
-                format!(
-                    "{}{line}",
-                    match tag {
-                        ChangeTag::Delete => '-',
-                        ChangeTag::Insert => '+',
-                        ChangeTag::Equal => ' ',
-                    }
-                )
-            })
+            .map(|(sign, line)| format!("{sign}{line}"))
             .collect();
         assert_eq!(
             lines,
