@@ -17,6 +17,10 @@ pub mod grpc {
         include!("proto/swarm.control.v1.rs");
     }
 
+    pub mod dispatcher {
+        include!("proto/swarm.dispatcher.v1.rs");
+    }
+
     pub mod join {
         include!("proto/swarm.join.v1.rs");
     }

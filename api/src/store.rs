@@ -19,7 +19,20 @@ pub enum Command {
     InitCluster(Cluster),
     AddNode(Node),
     UpdateNode(NodeUpdate),
+    /// Removes a node for good: its certificate is refused from then on.
     RemoveNode {
+        id: String,
+    },
+    /// A node becomes a Raft voter with `raft_id` (a manager joining, or a promoted worker
+    /// starting its replica). Carried by the conf change that adds the voter, so the store
+    /// and the Raft configuration change at the same index.
+    JoinRaft {
+        id: String,
+        raft_id: u64,
+    },
+    /// A manager stops being a voter and becomes a worker (`swarm node demote`, or a manager
+    /// leaving); carried by the conf change that removes the voter.
+    LeaveRaft {
         id: String,
     },
     /// Status changes seen by a manager's dispatcher, batched into one entry.
@@ -48,9 +61,19 @@ pub struct Cluster {
     pub heartbeat_period_ms: u64,
     /// Missed periods before a node is Down (default 3).
     pub missed_heartbeats_for_down: u32,
+    /// How long node certificates are valid (default 90 days); nodes renew them before.
+    #[serde(default = "default_certificate_validity_ms")]
+    pub certificate_validity_ms: u64,
     /// Join token secrets by role; never exported.
     pub worker_token_secret: String,
     pub manager_token_secret: String,
+}
+
+/// Docker's default certificate lifetime: 90 days.
+pub const DEFAULT_CERTIFICATE_VALIDITY_MS: u64 = 90 * 24 * 3600 * 1000;
+
+fn default_certificate_validity_ms() -> u64 {
+    DEFAULT_CERTIFICATE_VALIDITY_MS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,7 +111,8 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
     /// Where other nodes reach it (`host:port`).
     pub address: String,
-    /// The Raft replica id of a manager.
+    /// The Raft replica id of a manager; `None` for a worker, and for a node promoted to
+    /// manager whose replica has not joined yet.
     pub raft_id: Option<u64>,
 }
 
@@ -127,6 +151,9 @@ pub struct StoreData {
     pub version: u64,
     pub cluster: Option<Cluster>,
     pub nodes: BTreeMap<String, Node>,
+    /// Nodes removed from the cluster, whose certificates are refused.
+    #[serde(default)]
+    pub removed_nodes: std::collections::BTreeSet<String>,
     /// The cluster's objects; `objects.version` is the index of their last change.
     pub objects: Objects,
 }
@@ -144,4 +171,8 @@ pub struct NodeState {
     /// The Raft replica id of a manager.
     pub raft_id: Option<u64>,
     pub advertise_addr: String,
+    /// The managers' addresses as last heard, for a worker to reach the cluster after a
+    /// restart even when the manager it joined through is gone.
+    #[serde(default)]
+    pub managers: Vec<String>,
 }

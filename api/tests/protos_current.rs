@@ -15,6 +15,7 @@ fn generated_grpc_code_is_current() {
         .compile_protos(
             &[
                 root.join("proto/control.proto"),
+                root.join("proto/dispatcher.proto"),
                 root.join("proto/join.proto"),
                 root.join("proto/raft.proto"),
             ],

@@ -3,13 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_api::grpc::control::{
-    ExportStateRequest, InitRequest, JoinRequest, JoinTokenRequest, ListNodesRequest,
-    RemoveNodeRequest, Role, UpdateNodeRequest,
+    ExportStateRequest, InitRequest, InspectNodeRequest, JoinRequest, JoinTokenRequest,
+    LeaveRequest, ListNodesRequest, RemoveNodeRequest, Role, SetNodeRoleRequest, UpdateNodeRequest,
 };
+use swarm_api::units::{GoDuration, UnitError};
 use swarm_controller::daemon::{self, DaemonConfig};
 
 use crate::client::{self, DEFAULT_SOCKET};
@@ -29,13 +31,25 @@ pub struct DaemonArgs {
     /// The control API's unix socket
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// The node's name in the cluster [default: the machine's hostname]
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Log level: error, warn, info, debug or trace
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
 }
 
 pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let hostname = hostname();
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let hostname = args.hostname.unwrap_or_else(hostname);
     let config = DaemonConfig {
         data_dir: args.data_dir,
         listen_addr: args.listen_addr,
@@ -44,9 +58,10 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         hostname,
     };
     runtime.block_on(async {
-        eprintln!("swarm daemon: control API on {}", config.socket.display());
+        tracing::info!(socket = %config.socket.display(), "control API listening");
         daemon::run(config, shutdown_signal()).await
     })?;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -71,6 +86,28 @@ pub struct InitArgs {
     /// Where other nodes reach this one (host:port)
     #[arg(long)]
     advertise_addr: Option<String>,
+    /// How often nodes report to the managers
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    dispatcher_heartbeat: Duration,
+    /// Missed heartbeats before a node is marked Down
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    missed_heartbeats: u32,
+    /// How long node certificates are valid (nodes renew them before)
+    #[arg(long, default_value = "2160h", value_parser = duration)]
+    cert_expiry: Duration,
+    /// Recover a cluster that lost its quorum: restart this manager, with its data, as the
+    /// only manager
+    #[arg(long)]
+    force_new_cluster: bool,
+}
+
+/// A duration as Docker writes them: 1s, 500ms, 1m30s, 2160h.
+fn duration(text: &str) -> Result<Duration, String> {
+    let parsed: GoDuration = text.parse().map_err(|e: UnitError| e.to_string())?;
+    if parsed.0.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(parsed.0)
 }
 
 pub async fn init(host: &str, args: InitArgs) -> anyhow::Result<ExitCode> {
@@ -78,10 +115,21 @@ pub async fn init(host: &str, args: InitArgs) -> anyhow::Result<ExitCode> {
     let response = client
         .init(InitRequest {
             advertise_addr: args.advertise_addr.unwrap_or_default(),
+            heartbeat_period_ms: args.dispatcher_heartbeat.as_millis().max(1) as u64,
+            missed_heartbeats_for_down: args.missed_heartbeats,
+            certificate_validity_ms: args.cert_expiry.as_millis().max(1) as u64,
+            force_new_cluster: args.force_new_cluster,
         })
         .await
         .map_err(client::explain)?
         .into_inner();
+    if args.force_new_cluster {
+        println!(
+            "Swarm recovered: current node ({}) is now the only manager of cluster {}.\n\nTo add a manager, run 'swarm join-token manager' and follow the instructions.",
+            response.node_id, response.cluster_id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "Swarm initialized: current node ({}) is now a manager.\n\nTo add a worker to this swarm, run the following command:\n\n    swarm join --token {} {}\n\nTo add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.",
         response.node_id, response.worker_token, response.advertise_addr
@@ -142,10 +190,32 @@ pub enum NodeCommand {
         #[arg(long = "label-rm", value_name = "KEY")]
         label_rm: Vec<String>,
     },
-    /// Remove a worker from the cluster
+    /// Remove a worker from the cluster (it must be down, or --force)
     Rm {
         /// The node: its id, a unique prefix of the id, or its hostname
         node: String,
+        /// Remove the node even if it is up: its certificate is refused from then on
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Show a node in detail (JSON)
+    Inspect {
+        /// Nodes: ids, unique prefixes of ids, or hostnames ("self" for this node)
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Human-readable output
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Make workers managers
+    Promote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers
+    Demote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
     },
 }
 
@@ -180,10 +250,10 @@ pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> 
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        NodeCommand::Rm { node } => {
+        NodeCommand::Rm { node, force } => {
             let mut client = client::connect(host).await?;
             let id = client
-                .remove_node(RemoveNodeRequest { node })
+                .remove_node(RemoveNodeRequest { node, force })
                 .await
                 .map_err(client::explain)?
                 .into_inner()
@@ -191,6 +261,29 @@ pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> 
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
+        NodeCommand::Inspect { nodes, pretty } => {
+            let mut client = client::connect(host).await?;
+            let mut inspected = Vec::new();
+            for node in nodes {
+                let json = client
+                    .inspect_node(InspectNodeRequest { node })
+                    .await
+                    .map_err(client::explain)?
+                    .into_inner()
+                    .json;
+                inspected.push(serde_json::from_str::<serde_json::Value>(&json)?);
+            }
+            if pretty {
+                for node in &inspected {
+                    print!("{}", pretty_node(node));
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&inspected)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Promote { nodes } => set_roles(host, nodes, Role::Manager).await,
+        NodeCommand::Demote { nodes } => set_roles(host, nodes, Role::Worker).await,
         NodeCommand::Ls => {
             let mut client = client::connect(host).await?;
             let nodes = client
@@ -226,6 +319,96 @@ pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn set_roles(host: &str, nodes: Vec<String>, role: Role) -> anyhow::Result<ExitCode> {
+    let mut client = client::connect(host).await?;
+    let what = match role {
+        Role::Manager => "a manager",
+        _ => "a worker",
+    };
+    for node in nodes {
+        let response = client
+            .set_node_role(SetNodeRoleRequest {
+                node: node.clone(),
+                role: role as i32,
+            })
+            .await
+            .map_err(client::explain)?
+            .into_inner();
+        match (response.changed, role) {
+            (true, Role::Manager) => {
+                println!("Node {} promoted to a manager in the swarm.", response.id)
+            }
+            (true, _) => println!("Manager {} demoted in the swarm.", response.id),
+            (false, _) => println!("Node {} is already {what} in the swarm.", response.id),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `node inspect --pretty`: the fields a person looks for, one per line.
+fn pretty_node(node: &serde_json::Value) -> String {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = format!("ID:\t\t\t{}\n", text(&node["ID"]));
+    out += &format!("Hostname:\t\t{}\n", text(&node["Description"]["Hostname"]));
+    let labels = node["Spec"]["Labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if !labels.is_empty() {
+        out += "Labels:\n";
+        for (key, value) in labels {
+            out += &format!(" - {key}={}\n", text(&value));
+        }
+    }
+    out += "Status:\n";
+    out += &format!(
+        " State:\t\t\t{}\n",
+        capitalise(&text(&node["Status"]["State"]))
+    );
+    out += &format!(
+        " Availability:\t\t{}\n",
+        capitalise(&text(&node["Spec"]["Availability"]))
+    );
+    out += &format!(" Address:\t\t{}\n", text(&node["Status"]["Addr"]));
+    if let Some(manager) = node["ManagerStatus"].as_object() {
+        out += "Manager Status:\n";
+        out += &format!(" Address:\t\t{}\n", text(&manager["Addr"]));
+        out += &format!(
+            " Raft Status:\t\t{}\n",
+            capitalise(&text(&manager["Reachability"]))
+        );
+        let leader = if manager["Leader"] == serde_json::Value::Bool(true) {
+            "Yes"
+        } else {
+            "No"
+        };
+        out += &format!(" Leader:\t\t{leader}\n");
+    }
+    out
+}
+
+/// Leave the cluster this node is in
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even as a manager (the others may lose their quorum)
+    #[arg(long, short)]
+    force: bool,
+}
+
+pub async fn leave(host: &str, args: LeaveArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client::connect(host).await?;
+    client
+        .leave(LeaveRequest { force: args.force })
+        .await
+        .map_err(client::explain)?;
+    println!("Node left the swarm.");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]

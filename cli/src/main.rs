@@ -26,6 +26,7 @@ enum Command {
     Daemon(cluster::DaemonArgs),
     Init(cluster::InitArgs),
     Join(cluster::JoinArgs),
+    Leave(cluster::LeaveArgs),
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => cluster::daemon(args),
         Command::Init(args) => client(cluster::init(&host, args)),
         Command::Join(args) => client(cluster::join(&host, args)),
+        Command::Leave(args) => client(cluster::leave(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),

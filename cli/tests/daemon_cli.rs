@@ -25,14 +25,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`.
 fn start(dir: &Path, port: u16) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_swarm"))
         .args(["daemon", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--listen-addr", &format!("127.0.0.1:{port}"), "--socket"])
         .arg(dir.join("swarm.sock"))
+        .arg("--hostname")
+        .arg(dir.file_name().unwrap())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let daemon = Daemon { child };
@@ -57,6 +65,26 @@ fn swarm(socket: &Path, args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Waits (at most `limit`) until `check` gives something.
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `node ls` line of the node named `hostname`.
+fn node_line(table: &str, hostname: &str) -> Option<String> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == hostname))
+        .map(str::to_owned)
 }
 
 /// Retries a command until it succeeds (a restarted manager elects itself first).
@@ -349,6 +377,21 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
         text(&out.stderr)
     );
     let out = swarm(&socket(0), &["node", "rm", &worker_id]);
+    assert!(
+        text(&out.stderr).contains("is not down and can't be removed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A node that stops heartbeating is Down after 3 missed periods of 1 s; then it can go.
+    drop(daemons[3].take());
+    let killed = Instant::now();
+    wait_for("the killed worker is Down", Duration::from_secs(10), || {
+        node_line(&listing(0), "node4").filter(|l| l.contains(" Down "))
+    });
+    let detected = killed.elapsed();
+    assert!(detected < Duration::from_millis(4500), "{detected:?}");
+    let out = swarm(&socket(0), &["node", "rm", &worker_id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(listing(0).lines().count(), 4, "the worker is gone");
 
@@ -378,6 +421,15 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
         .unwrap()
         .to_owned();
     assert_ne!(new_leader, first_id);
+    // The new leader sees the old one stop heartbeating.
+    wait_for(
+        "the killed leader is shown unreachable",
+        Duration::from_secs(10),
+        || {
+            node_line(&listing(1), "node1")
+                .filter(|l| l.ends_with("Unreachable") && l.contains(" Down "))
+        },
+    );
     // Writes go on: rotating a token is a Raft proposal.
     let out = swarm(&socket(2), &["join-token", "worker", "--rotate", "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -398,4 +450,286 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    wait_for(
+        "the restarted manager is reachable again",
+        Duration::from_secs(10),
+        || {
+            node_line(&listing(2), "node1")
+                .filter(|l| l.ends_with("Reachable") && l.contains(" Ready "))
+        },
+    );
+}
+
+/// `count` daemons in a temp dir, node `n` named `node{n+1}`; the first inits a cluster
+/// with `init_args`. Returns the temp dir, the daemons and their (dir, port).
+fn cluster(count: usize, init_args: &[&str]) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<(std::path::PathBuf, u16)> = (1..=count)
+        .map(|n| {
+            let node_dir = dir.path().join(format!("node{n}"));
+            std::fs::create_dir(&node_dir).unwrap();
+            (node_dir, free_port())
+        })
+        .collect();
+    let daemons = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
+    let cluster = Cluster {
+        _dir: dir,
+        nodes,
+        daemons,
+    };
+    let mut args = vec!["init"];
+    args.extend_from_slice(init_args);
+    let out = swarm(&cluster.socket(0), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<(std::path::PathBuf, u16)>,
+    daemons: Vec<Option<Daemon>>,
+}
+
+impl Cluster {
+    fn socket(&self, n: usize) -> std::path::PathBuf {
+        self.nodes[n].0.join("swarm.sock")
+    }
+
+    fn address(&self, n: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[n].1)
+    }
+
+    fn data(&self, n: usize) -> std::path::PathBuf {
+        self.nodes[n].0.join("data")
+    }
+
+    /// Node `n` joins through node `through` with the token of `role`.
+    fn join(&self, n: usize, role: &str, through: usize) {
+        let token = text(&swarm(&self.socket(through), &["join-token", role, "-q"]).stdout)
+            .trim()
+            .to_owned();
+        let out = swarm(
+            &self.socket(n),
+            &["join", "--token", &token, &self.address(through)],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    fn listing(&self, n: usize) -> String {
+        let out = eventually(&self.socket(n), &["node", "ls"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.nodes[n].0.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+/// Promotion and demotion go through Raft membership and new certificates; a removed node's
+/// certificate is refused and the node leaves by itself; `swarm leave` protects a manager.
+#[test]
+fn nodes_are_promoted_demoted_removed_and_leave() {
+    let cluster = cluster(3, &[]);
+    cluster.join(1, "worker", 0);
+    cluster.join(2, "worker", 0);
+
+    let out = swarm(&cluster.socket(0), &["node", "promote", "node2", "node3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("promoted to a manager"),
+        "{}",
+        text(&out.stdout)
+    );
+    // At their next heartbeat they take manager certificates and start their replicas.
+    for n in [1, 2] {
+        wait_for(
+            "the promoted node answers as a manager",
+            Duration::from_secs(15),
+            || {
+                let out = swarm(&cluster.socket(n), &["node", "ls"]);
+                out.status.success().then_some(())
+            },
+        );
+    }
+    wait_for("three reachable managers", Duration::from_secs(10), || {
+        let table = cluster.listing(1);
+        (table.lines().filter(|l| l.ends_with("Reachable")).count() == 2
+            && table.lines().filter(|l| l.ends_with("Leader")).count() == 1)
+            .then_some(())
+    });
+    let inspect = text(&swarm(&cluster.socket(1), &["node", "inspect", "self"]).stdout);
+    let inspected: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspected[0]["Spec"]["Role"], "manager", "{inspect}");
+    assert_eq!(
+        inspected[0]["Description"]["Hostname"], "node2",
+        "{inspect}"
+    );
+
+    // Demoting the leader hands leadership over first.
+    let out = swarm(&cluster.socket(0), &["node", "demote", "node1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("demoted"),
+        "{}",
+        text(&out.stdout)
+    );
+    wait_for(
+        "the demoted node is a worker",
+        Duration::from_secs(15),
+        || {
+            let out = swarm(&cluster.socket(0), &["node", "ls"]);
+            text(&out.stderr)
+                .contains("this node is a worker")
+                .then_some(())
+        },
+    );
+    let table = cluster.listing(1);
+    let line = node_line(&table, "node1").unwrap();
+    assert!(
+        !line.ends_with("Leader") && !line.ends_with("Reachable"),
+        "{table}"
+    );
+    assert!(
+        !cluster.data(0).join("raft.redb").exists(),
+        "a worker keeps no log"
+    );
+
+    // Leaving as a manager needs --force; a worker leaves and is shown Down.
+    let out = swarm(&cluster.socket(2), &["leave"]);
+    assert!(
+        text(&out.stderr).contains("this node is a manager"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Removing a live worker needs --force; its certificate is then refused, and it leaves.
+    let out = swarm(&cluster.socket(1), &["node", "rm", "node1"]);
+    assert!(
+        text(&out.stderr).contains("is not down"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = swarm(&cluster.socket(1), &["node", "rm", "--force", "node1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the removed node leaves by itself",
+        Duration::from_secs(10),
+        || (!cluster.data(0).join("node.json").exists()).then_some(()),
+    );
+    assert!(
+        cluster.log(0).contains("was removed from the cluster"),
+        "{}",
+        cluster.log(0)
+    );
+    let out = swarm(&cluster.socket(0), &["node", "ls"]);
+    assert!(
+        text(&out.stderr).contains("not a swarm manager"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Demoting either of the two remaining managers would leave one manager: allowed (a
+    // quorum of one); the last one cannot be demoted.
+    let out = swarm(&cluster.socket(1), &["node", "demote", "node3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(&cluster.socket(1), &["node", "demote", "node2"]);
+    assert!(
+        text(&out.stderr).contains("last manager"),
+        "{}",
+        text(&out.stderr)
+    );
+    wait_for("node3 is a worker", Duration::from_secs(15), || {
+        let out = swarm(&cluster.socket(2), &["node", "ls"]);
+        text(&out.stderr)
+            .contains("this node is a worker")
+            .then_some(())
+    });
+    let out = swarm(&cluster.socket(2), &["leave"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the worker that left is Down",
+        Duration::from_secs(10),
+        || node_line(&cluster.listing(1), "node3").filter(|l| l.contains(" Down ")),
+    );
+}
+
+/// Two of three managers lost: writes stop; `init --force-new-cluster` on the survivor
+/// brings the cluster back with its state, the lost managers recorded as workers.
+#[test]
+fn force_new_cluster_recovers_from_a_lost_quorum() {
+    let mut cluster = cluster(3, &[]);
+    cluster.join(1, "manager", 0);
+    cluster.join(2, "manager", 0);
+    let out = swarm(
+        &cluster.socket(0),
+        &["node", "update", "--label-add", "zone=a", "node1"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(cluster.daemons[1].take());
+    drop(cluster.daemons[2].take());
+    let out = swarm(&cluster.socket(0), &["join-token", "worker", "--rotate"]);
+    assert!(!out.status.success(), "no quorum, no writes");
+
+    let out = swarm(&cluster.socket(0), &["init", "--force-new-cluster"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("is now the only manager"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = swarm(
+        &cluster.socket(0),
+        &["join-token", "worker", "--rotate", "-q"],
+    );
+    assert!(out.status.success(), "writes again: {}", text(&out.stderr));
+    let table = cluster.listing(0);
+    assert!(
+        node_line(&table, "node1").unwrap().ends_with("Leader"),
+        "{table}"
+    );
+    for lost in ["node2", "node3"] {
+        let line = node_line(&table, lost).unwrap();
+        assert!(
+            !line.ends_with("Reachable") && !line.ends_with("Unreachable"),
+            "a worker now: {table}"
+        );
+    }
+    let inspect = text(&swarm(&cluster.socket(0), &["node", "inspect", "node1"]).stdout);
+    assert!(
+        inspect.contains("\"zone\": \"a\""),
+        "the state survived: {inspect}"
+    );
+    // And the recovered cluster survives a restart.
+    drop(cluster.daemons[0].take());
+    cluster.daemons[0] = Some(start(&cluster.nodes[0].0, cluster.nodes[0].1));
+    let table = cluster.listing(0);
+    assert!(
+        node_line(&table, "node1").unwrap().ends_with("Leader"),
+        "{table}"
+    );
+}
+
+/// Certificates are renewed before they expire, on workers and managers alike.
+#[test]
+fn certificates_renew_before_they_expire() {
+    let cluster = cluster(2, &["--cert-expiry", "10s"]);
+    cluster.join(1, "worker", 0);
+    let certificate =
+        |n: usize| std::fs::read_to_string(cluster.data(n).join("certs/node.pem")).unwrap();
+    let first = [certificate(0), certificate(1)];
+    // Renewed when less than 40 % of the lifetime remains: after about 6 s.
+    wait_for("both certificates renewed", Duration::from_secs(20), || {
+        (certificate(0) != first[0] && certificate(1) != first[1]).then_some(())
+    });
+    let table = cluster.listing(0);
+    assert!(
+        node_line(&table, "node2").unwrap().contains(" Ready "),
+        "{table}"
+    );
+    assert!(
+        cluster.log(1).contains("certificate renewed"),
+        "{}",
+        cluster.log(1)
+    );
 }

@@ -15,8 +15,8 @@ use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig, Uri,
 };
 
-use crate::ca::Role;
 use crate::ca::token::JoinToken;
+use crate::ca::{NodeIdentity, Role, identity_of};
 
 /// A node's credentials: the cluster CA, its certificate and its key, in PEM.
 #[derive(Clone)]
@@ -172,4 +172,22 @@ pub async fn connect_pinned(address: &str, token: &JoinToken) -> Result<Channel,
         Some(reason) => reason,
         None => format!("cannot reach the manager at {address}: {e}"),
     })
+}
+
+/// Who the peer of a request is, by its client certificate, which must be of `cluster_id`.
+pub fn peer_identity<T>(
+    request: &tonic::Request<T>,
+    cluster_id: &str,
+) -> Result<NodeIdentity, tonic::Status> {
+    let required = || tonic::Status::unauthenticated("a cluster certificate is required");
+    let certificates = request.peer_certs().ok_or_else(required)?;
+    let leaf = certificates.first().ok_or_else(required)?;
+    let identity = identity_of(leaf).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?;
+    if identity.cluster_id != cluster_id {
+        return Err(tonic::Status::permission_denied(format!(
+            "node {} belongs to cluster {}, not {cluster_id}",
+            identity.node_id, identity.cluster_id
+        )));
+    }
+    Ok(identity)
 }

@@ -105,7 +105,7 @@ async fn start(
         config,
     );
     let listener = TcpListener::bind(&addresses[&id]).await.unwrap();
-    let service = RaftService::new(CLUSTER.to_owned(), handle.inbox());
+    let service = RaftService::new(CLUSTER.to_owned(), handle.inbox(), Default::default());
     let tls = creds.server();
     let server = tokio::spawn(async move {
         Server::builder()

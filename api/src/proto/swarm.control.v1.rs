@@ -33,6 +33,19 @@ pub struct InitRequest {
     /// Where other nodes reach this one (host:port); defaults to the daemon's listen address.
     #[prost(string, tag = "1")]
     pub advertise_addr: ::prost::alloc::string::String,
+    /// How often nodes send heartbeats; 0 for the default (1 s).
+    #[prost(uint64, tag = "2")]
+    pub heartbeat_period_ms: u64,
+    /// Missed heartbeat periods before a node is Down; 0 for the default (3).
+    #[prost(uint32, tag = "3")]
+    pub missed_heartbeats_for_down: u32,
+    /// How long node certificates are valid; 0 for the default (90 days).
+    #[prost(uint64, tag = "4")]
+    pub certificate_validity_ms: u64,
+    /// Recover a cluster that lost its quorum: restart this manager's replica, with its data,
+    /// as the only voter of the same cluster.
+    #[prost(bool, tag = "5")]
+    pub force_new_cluster: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -126,7 +139,50 @@ pub struct UpdateNodeResponse {
 pub struct RemoveNodeRequest {
     #[prost(string, tag = "1")]
     pub node: ::prost::alloc::string::String,
+    /// Remove the node even when it is not down.
+    #[prost(bool, tag = "2")]
+    pub force: bool,
 }
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectNodeRequest {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectNodeResponse {
+    /// The node as JSON (see `swarm node inspect`).
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetNodeRoleRequest {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(enumeration = "Role", tag = "2")]
+    pub role: i32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetNodeRoleResponse {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// False when the node already had the role.
+    #[prost(bool, tag = "2")]
+    pub changed: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LeaveRequest {
+    /// Leave even as a manager, whose departure may cost the cluster its quorum.
+    #[prost(bool, tag = "1")]
+    pub force: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LeaveResponse {}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveNodeResponse {
@@ -373,7 +429,7 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "UpdateNode"));
             self.inner.unary(req, path, codec).await
         }
-        /// Removes a worker from the cluster.
+        /// Removes a worker from the cluster; its certificate is refused from then on.
         pub async fn remove_node(
             &mut self,
             request: impl tonic::IntoRequest<super::RemoveNodeRequest>,
@@ -396,6 +452,79 @@ pub mod control_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "RemoveNode"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One node in detail, as JSON.
+        pub async fn inspect_node(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InspectNodeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectNodeResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/InspectNode",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "InspectNode"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Promotes a worker to manager or demotes a manager to worker (a Raft voter is added or
+        /// removed); refuses a demotion that would leave the managers without a reachable quorum.
+        pub async fn set_node_role(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetNodeRoleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetNodeRoleResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/SetNodeRole",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "SetNodeRole"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Makes this node leave its cluster (local only).
+        pub async fn leave(
+            &mut self,
+            request: impl tonic::IntoRequest<super::LeaveRequest>,
+        ) -> std::result::Result<tonic::Response<super::LeaveResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/Leave",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "Leave"));
             self.inner.unary(req, path, codec).await
         }
         /// The cluster's objects in the state export format (schemas/state.schema.json), read
@@ -473,7 +602,7 @@ pub mod control_server {
             tonic::Response<super::UpdateNodeResponse>,
             tonic::Status,
         >;
-        /// Removes a worker from the cluster.
+        /// Removes a worker from the cluster; its certificate is refused from then on.
         async fn remove_node(
             &self,
             request: tonic::Request<super::RemoveNodeRequest>,
@@ -481,6 +610,28 @@ pub mod control_server {
             tonic::Response<super::RemoveNodeResponse>,
             tonic::Status,
         >;
+        /// One node in detail, as JSON.
+        async fn inspect_node(
+            &self,
+            request: tonic::Request<super::InspectNodeRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectNodeResponse>,
+            tonic::Status,
+        >;
+        /// Promotes a worker to manager or demotes a manager to worker (a Raft voter is added or
+        /// removed); refuses a demotion that would leave the managers without a reachable quorum.
+        async fn set_node_role(
+            &self,
+            request: tonic::Request<super::SetNodeRoleRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetNodeRoleResponse>,
+            tonic::Status,
+        >;
+        /// Makes this node leave its cluster (local only).
+        async fn leave(
+            &self,
+            request: tonic::Request<super::LeaveRequest>,
+        ) -> std::result::Result<tonic::Response<super::LeaveResponse>, tonic::Status>;
         /// The cluster's objects in the state export format (schemas/state.schema.json), read
         /// linearizably; no secret material.
         async fn export_state(
@@ -814,6 +965,139 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveNodeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/InspectNode" => {
+                    #[allow(non_camel_case_types)]
+                    struct InspectNodeSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::InspectNodeRequest>
+                    for InspectNodeSvc<T> {
+                        type Response = super::InspectNodeResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InspectNodeRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::inspect_node(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InspectNodeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/SetNodeRole" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetNodeRoleSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::SetNodeRoleRequest>
+                    for SetNodeRoleSvc<T> {
+                        type Response = super::SetNodeRoleResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetNodeRoleRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::set_node_role(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetNodeRoleSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/Leave" => {
+                    #[allow(non_camel_case_types)]
+                    struct LeaveSvc<T: Control>(pub Arc<T>);
+                    impl<T: Control> tonic::server::UnaryService<super::LeaveRequest>
+                    for LeaveSvc<T> {
+                        type Response = super::LeaveResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::LeaveRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::leave(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LeaveSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

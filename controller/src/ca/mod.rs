@@ -61,9 +61,12 @@ pub struct RootCa {
     cert_pem: String,
 }
 
+/// Certificates are valid from a little before they are issued, for clocks that are a
+/// little behind the issuer's.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
+
 fn validity(params: &mut CertificateParams, now: SystemTime, length: Duration) {
-    // A minute of slack for clocks that are a little behind the issuer's.
-    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_before = (now - CLOCK_SLACK).into();
     params.not_after = (now + length).into();
 }
 
@@ -149,6 +152,29 @@ impl RootCa {
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         Ok(cert.pem())
     }
+}
+
+/// When a certificate (PEM) stops being valid, and the lifetime it was issued for.
+pub fn validity_of(cert_pem: &str) -> Result<(SystemTime, Duration), CaError> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = pem_to_der(cert_pem)?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| CaError::Certificate(e.to_string()))?;
+    let validity = cert.validity();
+    let seconds = |t: i64| Duration::from_secs(t.max(0) as u64);
+    let not_before = seconds(validity.not_before.timestamp());
+    let not_after = seconds(validity.not_after.timestamp());
+    Ok((
+        SystemTime::UNIX_EPOCH + not_after,
+        not_after
+            .saturating_sub(not_before)
+            .saturating_sub(CLOCK_SLACK),
+    ))
+}
+
+/// Who a certificate in PEM says a node is.
+pub fn identity_of_pem(cert_pem: &str) -> Result<NodeIdentity, CaError> {
+    identity_of(&pem_to_der(cert_pem)?)
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, CaError> {
@@ -277,6 +303,18 @@ mod tests {
         let lifetime =
             parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
         assert_eq!(lifetime, 90 * 24 * 3600 + 60);
+        let (not_after, issued_for) = validity_of(&cert).unwrap();
+        assert_eq!(
+            issued_for, DEFAULT_NODE_VALIDITY,
+            "the slack is not lifetime"
+        );
+        assert_eq!(
+            not_after
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+            parsed.validity().not_after.timestamp()
+        );
     }
 
     #[test]

@@ -1,24 +1,30 @@
 //! The control API: what the `swarm` command line asks of its daemon.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use raft::prelude::ConfChangeType;
 
 use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
-    self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse, JoinRequest,
-    JoinResponse, JoinTokenRequest, JoinTokenResponse, ListNodesRequest, ListNodesResponse,
-    RemoveNodeRequest, RemoveNodeResponse, UpdateNodeRequest, UpdateNodeResponse,
+    self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse,
+    InspectNodeRequest, InspectNodeResponse, JoinRequest, JoinResponse, JoinTokenRequest,
+    JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest, ListNodesResponse,
+    RemoveNodeRequest, RemoveNodeResponse, SetNodeRoleRequest, SetNodeRoleResponse,
+    UpdateNodeRequest, UpdateNodeResponse,
 };
 use swarm_api::store::{
-    Availability, Cluster, Command, Node, NodeRole, NodeState, NodeStatus, NodeUpdate,
+    Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole, NodeState,
+    NodeStatus, NodeUpdate,
 };
 use tonic::{Request, Response, Status};
 
 use super::{
-    Daemon, Membership, internal, millis, propose, raft_status, random_id, wait_for_leader,
+    Daemon, Membership, change_voters, internal, millis, propose, raft_status, random_id,
+    wait_for_leader,
 };
 use crate::ca::token::JoinToken;
-use crate::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
+use crate::ca::{NodeIdentity, NodeKey, Role, RootCa};
 use crate::raft::driver::RaftHandle;
 use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::StateMachine;
@@ -36,13 +42,29 @@ impl ControlApi {
 
 impl Daemon {
     /// `swarm init`: a new cluster with this node as its only manager.
-    async fn init(self: &Arc<Self>, advertise_addr: String) -> Result<InitResponse, Status> {
+    async fn init(self: &Arc<Self>, request: InitRequest) -> Result<InitResponse, Status> {
         let mut membership = self.membership.lock().await;
+        if request.force_new_cluster {
+            return self.force_new_cluster(&mut membership).await;
+        }
         if !matches!(*membership, Membership::Outside) {
             return Err(Status::already_exists(
                 "this node is already part of a swarm; use `swarm leave` first",
             ));
         }
+        let advertise_addr = request.advertise_addr;
+        let heartbeat_period_ms = match request.heartbeat_period_ms {
+            0 => 1000,
+            ms => ms,
+        };
+        let missed_heartbeats_for_down = match request.missed_heartbeats_for_down {
+            0 => 3,
+            n => n,
+        };
+        let certificate_validity_ms = match request.certificate_validity_ms {
+            0 => DEFAULT_CERTIFICATE_VALIDITY_MS,
+            ms => ms,
+        };
         let now = SystemTime::now();
         let cluster_id = random_id();
         let node_id = random_id();
@@ -58,7 +80,7 @@ impl Daemon {
                 &key.csr_pem().map_err(internal)?,
                 &identity,
                 now,
-                DEFAULT_NODE_VALIDITY,
+                Duration::from_millis(certificate_validity_ms),
             )
             .map_err(internal)?;
         self.write_file("certs/ca.pem", ca.cert_pem().as_bytes(), false)
@@ -84,9 +106,10 @@ impl Daemon {
             role: NodeRole::Manager,
             raft_id: Some(1),
             advertise_addr: self.advertise_addr(&advertise_addr),
+            managers: Vec::new(),
         };
         let manager = self
-            .start_manager(state.clone(), Default::default())
+            .start_manager(&state, Default::default())
             .await
             .map_err(internal)?;
         wait_for_leader(&manager.raft).await?;
@@ -97,8 +120,9 @@ impl Daemon {
             Command::InitCluster(Cluster {
                 id: cluster_id.clone(),
                 created_at: at,
-                heartbeat_period_ms: 1000,
-                missed_heartbeats_for_down: 3,
+                heartbeat_period_ms,
+                missed_heartbeats_for_down,
+                certificate_validity_ms,
                 worker_token_secret: worker_token.clone(),
                 manager_token_secret: manager_token.clone(),
             }),
@@ -118,7 +142,7 @@ impl Daemon {
             propose(&manager.raft, &command).await?;
         }
         self.save_state(&state).map_err(internal)?;
-        *membership = Membership::Manager(manager);
+        *membership = Membership::Member(self.member(state.clone(), Some(manager)));
         Ok(InitResponse {
             node_id,
             cluster_id,
@@ -129,8 +153,16 @@ impl Daemon {
     }
 }
 
-/// The id of the node a user named: its id, a unique prefix of an id, or a unique hostname.
-async fn resolve_node(raft: &RaftHandle<Store>, name: String) -> Result<String, Status> {
+/// The id of the node a user named: its id, a unique prefix of an id, a unique hostname, or
+/// `self` for the node that answers.
+async fn resolve_node(
+    raft: &RaftHandle<Store>,
+    name: String,
+    own: &NodeState,
+) -> Result<String, Status> {
+    if name == "self" {
+        return Ok(own.node_id.clone());
+    }
     let nodes = raft
         .read(|store: &Store| {
             store
@@ -162,6 +194,126 @@ async fn resolve_node(raft: &RaftHandle<Store>, name: String) -> Result<String, 
     }
 }
 
+async fn read_node(raft: &RaftHandle<Store>, id: &str) -> Result<Node, Status> {
+    let id = id.to_owned();
+    raft.read(move |store: &Store| store.data().nodes.get(&id).cloned())
+        .await
+        .map_err(raft_status)?
+        .ok_or_else(|| Status::not_found("the node was removed meanwhile"))
+}
+
+/// What `node ls` shows of a manager: the leader, or whether the leader hears from it.
+fn manager_status(node: &Node, leader: u64) -> &'static str {
+    match (node.role, node.raft_id) {
+        (NodeRole::Worker, _) => "",
+        (NodeRole::Manager, Some(id)) if id == leader => "leader",
+        // Promoted; its replica has not joined yet.
+        (NodeRole::Manager, None) => "unknown",
+        (NodeRole::Manager, Some(_)) => match node.status {
+            NodeStatus::Ready => "reachable",
+            NodeStatus::Down => "unreachable",
+            NodeStatus::Unknown => "unknown",
+        },
+    }
+}
+
+/// Marks a worker for promotion; it becomes a voter when it asks for its manager
+/// certificate (at its next heartbeat). False when it is a manager already.
+async fn promote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, Status> {
+    let node = read_node(raft, id).await?;
+    if node.role == NodeRole::Manager {
+        return Ok(false);
+    }
+    let update = NodeUpdate {
+        id: id.to_owned(),
+        role: Some(NodeRole::Manager),
+        ..NodeUpdate::default()
+    };
+    propose(raft, &Command::UpdateNode(update)).await?;
+    tracing::info!(node = %id, "promoted to manager");
+    Ok(true)
+}
+
+/// Removes a manager's voter (handing leadership on first if it leads), unless that would
+/// leave the remaining managers without a reachable quorum. False when it is a worker.
+pub(super) async fn demote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, Status> {
+    let node = read_node(raft, id).await?;
+    if node.role == NodeRole::Worker {
+        return Ok(false);
+    }
+    let Some(raft_id) = node.raft_id else {
+        // Promoted but not a voter yet: taking the promotion back is enough.
+        let update = NodeUpdate {
+            id: id.to_owned(),
+            role: Some(NodeRole::Worker),
+            ..NodeUpdate::default()
+        };
+        propose(raft, &Command::UpdateNode(update)).await?;
+        return Ok(true);
+    };
+    let nodes = raft
+        .read(|store: &Store| store.data().nodes.clone())
+        .await
+        .map_err(raft_status)?;
+    let leader = raft.status().await.map_err(raft_status)?.leader;
+    let others: Vec<&Node> = nodes
+        .values()
+        .filter(|n| n.raft_id.is_some() && n.id != id)
+        .collect();
+    if others.is_empty() {
+        return Err(Status::failed_precondition(
+            "this is the last manager of the cluster: promote another node first",
+        ));
+    }
+    let reachable: Vec<&Node> = others
+        .iter()
+        .copied()
+        .filter(|n| n.raft_id == Some(leader) || n.status == NodeStatus::Ready)
+        .collect();
+    let quorum = others.len() / 2 + 1;
+    if reachable.len() < quorum {
+        return Err(Status::failed_precondition(format!(
+            "demoting {id} would leave {} reachable managers out of {}, fewer than the {quorum} a quorum needs: bring the unreachable managers back first",
+            reachable.len(),
+            others.len()
+        )));
+    }
+    if raft_id == leader {
+        let successor = reachable
+            .iter()
+            .find_map(|n| n.raft_id)
+            .expect("a quorum is reachable");
+        hand_over_leadership(raft, raft_id, successor).await?;
+    }
+    change_voters(
+        raft,
+        ConfChangeType::RemoveNode,
+        raft_id,
+        &Command::LeaveRaft { id: id.to_owned() },
+    )
+    .await?;
+    tracing::info!(node = %id, "demoted to worker");
+    Ok(true)
+}
+
+/// Asks the leader `from` to hand leadership to `to`, and waits (bounded) for a new leader.
+async fn hand_over_leadership(raft: &RaftHandle<Store>, from: u64, to: u64) -> Result<(), Status> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    raft.transfer_leadership(to).await.map_err(raft_status)?;
+    loop {
+        let leader = raft.status().await.map_err(raft_status)?.leader;
+        if leader != from && leader != 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Status::unavailable(
+                "leadership could not be handed over within 10 s; try again",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn role_of(role: i32) -> Result<NodeRole, Status> {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Manager) => Ok(NodeRole::Manager),
@@ -180,8 +332,10 @@ fn pb_role(role: NodeRole) -> pb::Role {
 #[tonic::async_trait]
 impl Control for ControlApi {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let advertise_addr = request.into_inner().advertise_addr;
-        self.daemon.init(advertise_addr).await.map(Response::new)
+        self.daemon
+            .init(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
@@ -208,12 +362,7 @@ impl Control for ControlApi {
             .into_iter()
             .map(|node| pb::Node {
                 is_self: node.id == state.node_id,
-                manager_status: match (node.role, node.raft_id) {
-                    (NodeRole::Manager, Some(id)) if id == status.leader => "leader".to_owned(),
-                    // Reachability needs heartbeats between managers, which come next.
-                    (NodeRole::Manager, _) => "unknown".to_owned(),
-                    (NodeRole::Worker, _) => String::new(),
-                },
+                manager_status: manager_status(&node, status.leader).to_owned(),
                 id: node.id,
                 hostname: node.hostname,
                 role: pb_role(node.role) as i32,
@@ -241,8 +390,8 @@ impl Control for ControlApi {
                 )));
             }
         };
-        let (raft, _) = self.daemon.manager().await?;
-        let id = resolve_node(&raft, request.node).await?;
+        let (raft, state) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.node, &state).await?;
         let update = NodeUpdate {
             id: id.clone(),
             availability,
@@ -258,10 +407,79 @@ impl Control for ControlApi {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
-        let (raft, _) = self.daemon.manager().await?;
-        let id = resolve_node(&raft, request.into_inner().node).await?;
+        let request = request.into_inner();
+        let (raft, state) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.node, &state).await?;
+        let node = read_node(&raft, &id).await?;
+        if node.role == NodeRole::Manager {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is a manager: demote it first (`swarm node demote {id}`)"
+            )));
+        }
+        if node.status != NodeStatus::Down && !request.force {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is not down and can't be removed: stop it or make it leave first (`swarm leave` on the node), or use --force"
+            )));
+        }
         propose(&raft, &Command::RemoveNode { id: id.clone() }).await?;
+        tracing::info!(node = %id, "node removed");
         Ok(Response::new(RemoveNodeResponse { id }))
+    }
+
+    async fn inspect_node(
+        &self,
+        request: Request<InspectNodeRequest>,
+    ) -> Result<Response<InspectNodeResponse>, Status> {
+        let (raft, state) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.into_inner().node, &state).await?;
+        let node = read_node(&raft, &id).await?;
+        let leader = raft.status().await.map_err(raft_status)?.leader;
+        let json = serde_json::json!({
+            "ID": node.id,
+            "Self": node.id == state.node_id,
+            "Spec": {
+                "Role": node.role,
+                "Availability": node.availability,
+                "Labels": node.labels,
+            },
+            "Description": { "Hostname": node.hostname },
+            "Status": {
+                "State": node.status,
+                "Since": node.status_since,
+                "Addr": node.address,
+            },
+            "ManagerStatus": node.raft_id.map(|raft_id| serde_json::json!({
+                "Leader": raft_id == leader,
+                "Reachability": manager_status(&node, leader),
+                "Addr": node.address,
+                "RaftID": raft_id,
+            })),
+        });
+        let json = serde_json::to_string_pretty(&json).expect("json serialises");
+        Ok(Response::new(InspectNodeResponse { json }))
+    }
+
+    async fn set_node_role(
+        &self,
+        request: Request<SetNodeRoleRequest>,
+    ) -> Result<Response<SetNodeRoleResponse>, Status> {
+        let request = request.into_inner();
+        let role = role_of(request.role)?;
+        let (raft, state) = self.daemon.manager().await?;
+        let id = resolve_node(&raft, request.node, &state).await?;
+        let changed = match role {
+            NodeRole::Manager => promote(&raft, &id).await?,
+            NodeRole::Worker => demote(&raft, &id).await?,
+        };
+        Ok(Response::new(SetNodeRoleResponse { id, changed }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
+        self.daemon.leave(request.into_inner().force).await?;
+        Ok(Response::new(LeaveResponse {}))
     }
 
     async fn export_state(

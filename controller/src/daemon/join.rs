@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use raft::prelude::{ConfChange, ConfChangeType};
+use raft::prelude::ConfChangeType;
 use swarm_api::grpc::control;
 use swarm_api::grpc::join::join_client::JoinClient;
 use swarm_api::grpc::join::join_server::Join;
@@ -13,9 +13,9 @@ use swarm_api::grpc::join::{JoinRequest, JoinResponse, Manager as PeerManager};
 use swarm_api::store::{Availability, Command, Node, NodeRole, NodeState, NodeStatus};
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, Membership, internal, millis, propose, raft_status, random_id};
+use super::{Daemon, Membership, change_voters, internal, millis, propose, raft_status, random_id};
 use crate::ca::token::JoinToken;
-use crate::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role};
+use crate::ca::{NodeIdentity, NodeKey, Role};
 use crate::store::Store;
 use crate::tls;
 
@@ -70,7 +70,12 @@ impl Join for JoinApi {
         };
         let now = SystemTime::now();
         let cert_pem = ca
-            .issue(&request.csr_pem, &identity, now, DEFAULT_NODE_VALIDITY)
+            .issue(
+                &request.csr_pem,
+                &identity,
+                now,
+                std::time::Duration::from_millis(cluster.certificate_validity_ms),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if request
             .advertise_addr
@@ -82,31 +87,23 @@ impl Join for JoinApi {
                 request.advertise_addr
             )));
         }
-        propose(
-            &raft,
-            &Command::AddNode(Node {
-                id: node_id.clone(),
-                hostname: request.hostname,
-                role,
-                availability: Availability::Active,
-                status: NodeStatus::Ready,
-                status_since: millis(now),
-                labels: Default::default(),
-                address: request.advertise_addr.clone(),
-                raft_id,
-            }),
-        )
-        .await?;
-        if let Some(raft_id) = raft_id {
-            let change = ConfChange {
-                node_id: raft_id,
-                change_type: ConfChangeType::AddNode,
-                ..ConfChange::default()
-            };
-            raft.propose_conf_change(change)
-                .await
-                .map_err(raft_status)?;
+        let add = Command::AddNode(Node {
+            id: node_id.clone(),
+            hostname: request.hostname,
+            role,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_since: millis(now),
+            labels: Default::default(),
+            address: request.advertise_addr.clone(),
+            raft_id,
+        });
+        match raft_id {
+            // A manager is a node and a voter from the same entry on.
+            Some(raft_id) => change_voters(&raft, ConfChangeType::AddNode, raft_id, &add).await?,
+            None => propose(&raft, &add).await?,
         }
+        tracing::info!(node = %node_id, ?role, "a node joined");
         let mut managers: Vec<PeerManager> = nodes
             .values()
             .filter_map(|n| {
@@ -185,12 +182,22 @@ impl Daemon {
         } else {
             NodeRole::Worker
         };
+        let mut managers: Vec<String> = response
+            .managers
+            .iter()
+            .map(|m| m.address.clone())
+            .collect();
+        managers.sort();
+        if managers.is_empty() {
+            managers.push(request.remote_addr.clone());
+        }
         let state = NodeState {
             node_id: response.node_id,
             cluster_id: response.cluster_id,
             role,
             raft_id: response.manager.then_some(response.raft_id),
             advertise_addr,
+            managers,
         };
         if role == NodeRole::Manager {
             self.write_file("certs/ca-key.pem", response.ca_key_pem.as_bytes(), true)
@@ -201,21 +208,16 @@ impl Daemon {
         // The cluster counts this node from now on: record it before starting, so a crash
         // brings it back as the member it is.
         self.save_state(&state).map_err(internal)?;
-        *membership = match role {
-            NodeRole::Manager => {
-                let peers: HashMap<u64, String> = response
-                    .managers
-                    .into_iter()
-                    .map(|m| (m.raft_id, m.address))
-                    .collect();
-                Membership::Manager(
-                    self.start_manager(state.clone(), peers)
-                        .await
-                        .map_err(internal)?,
-                )
-            }
-            NodeRole::Worker => Membership::Worker,
-        };
+        let peers: HashMap<u64, String> = response
+            .managers
+            .into_iter()
+            .map(|m| (m.raft_id, m.address))
+            .collect();
+        *membership = Membership::Member(
+            self.start_member(state.clone(), peers)
+                .await
+                .map_err(internal)?,
+        );
         Ok(state)
     }
 }

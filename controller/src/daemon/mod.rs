@@ -6,7 +6,10 @@
 //! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`.
 
 mod control;
+mod dispatcher;
 mod join;
+mod recover;
+mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,18 +18,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use raft::prelude::{ConfChange, ConfChangeType};
 use swarm_api::grpc::control::control_server::ControlServer;
 use swarm_api::grpc::join::join_server::JoinServer;
 use swarm_api::store::{Command, NodeRole, NodeState, Outcome};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot, watch};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::Status;
 use tonic::transport::Server;
 
 use crate::ca::{Role, RootCa};
 use crate::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
-use crate::raft::grpc::{GrpcTransport, PeerAddresses, RaftService};
+use crate::raft::grpc::{GrpcTransport, PeerAddresses, RaftService, RaftVoters, VoterView};
 use crate::raft::log::{DurableLog, Location, LogError};
 use crate::raft::replica::{Config, Replica, ReplicaError};
 use crate::store::Store;
@@ -77,17 +81,50 @@ const PEER_REFRESH: Duration = Duration::from_millis(300);
 enum Membership {
     /// Not in a cluster: only `init` and `join` make sense.
     Outside,
-    /// A worker: it holds a certificate; its agent comes with the agent issue.
-    Worker,
-    Manager(Manager),
+    Member(Member),
 }
 
-/// The manager side of a running node. Dropping it stops its tasks.
-struct Manager {
+/// A node in a cluster: its identity, its session with the managers and, on a manager, the
+/// replica with its services.
+struct Member {
     state: NodeState,
+    manager: Option<Manager>,
+    /// Dropping it ends the session (see `session::run`).
+    _session: watch::Sender<()>,
+}
+
+/// The manager side of a running node. Dropping it stops its tasks; `stop` also waits for
+/// them, so that its log can be opened again.
+struct Manager {
     raft: RaftHandle<Store>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The cluster port's server: the sender stops it, gracefully.
+    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     driver: DriverTask,
+}
+
+/// How long a stopping manager waits for its connections' calls to finish.
+const SERVER_DRAIN: Duration = Duration::from_secs(2);
+
+impl Manager {
+    async fn stop(mut self) {
+        self.driver.abort();
+        let _ = (&mut self.driver).await;
+        for task in std::mem::take(&mut self.tasks) {
+            task.abort();
+            let _ = task.await;
+        }
+        // With the replica gone, calls fail fast, and streams end at their next message.
+        if let Some((stop, mut server)) = self.server.take() {
+            drop(stop);
+            if tokio::time::timeout(SERVER_DRAIN, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+    }
 }
 
 impl Drop for Manager {
@@ -115,13 +152,8 @@ pub async fn run(
         config,
     });
     if let Some(state) = daemon.load_state()? {
-        let membership = match state.role {
-            NodeRole::Manager => {
-                Membership::Manager(daemon.start_manager(state, HashMap::new()).await?)
-            }
-            NodeRole::Worker => Membership::Worker,
-        };
-        *daemon.membership.lock().await = membership;
+        let member = daemon.start_member(state, HashMap::new()).await?;
+        *daemon.membership.lock().await = Membership::Member(member);
     }
     let socket = daemon.config.socket.clone();
     if let Some(parent) = socket.parent() {
@@ -137,7 +169,14 @@ pub async fn run(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
-    *daemon.membership.lock().await = Membership::Outside;
+    let membership = std::mem::replace(&mut *daemon.membership.lock().await, Membership::Outside);
+    if let Membership::Member(Member {
+        manager: Some(manager),
+        ..
+    }) = membership
+    {
+        manager.stop().await;
+    }
     served.map_err(|e| DaemonError::Serve {
         address: socket.display().to_string(),
         message: e.to_string(),
@@ -225,12 +264,55 @@ impl Daemon {
             .unwrap_or_else(|| self.config.listen_addr.to_string())
     }
 
+    /// Starts what a member of a cluster runs: the manager if it is one, and its session.
+    async fn start_member(
+        self: &Arc<Self>,
+        state: NodeState,
+        peers: HashMap<u64, String>,
+    ) -> Result<Member, DaemonError> {
+        let manager = match state.role {
+            NodeRole::Manager => Some(self.start_manager(&state, peers).await?),
+            NodeRole::Worker => None,
+        };
+        Ok(self.member(state, manager))
+    }
+
+    /// A member around its (running) manager, with its session.
+    fn member(self: &Arc<Self>, state: NodeState, manager: Option<Manager>) -> Member {
+        let (stop, stopped) = watch::channel(());
+        tokio::spawn(session::run(self.clone(), stopped));
+        Member {
+            state,
+            manager,
+            _session: stop,
+        }
+    }
+
+    /// Forgets the cluster: the node's record first (so a crash half-way leaves a node
+    /// outside any cluster), then its certificates and log.
+    fn forget_cluster(&self) -> Result<(), DaemonError> {
+        for name in ["node.json", "raft.redb"] {
+            let path = self.path(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error(&path)(e));
+                }
+                _ => {}
+            }
+        }
+        let certs = self.path("certs");
+        match std::fs::remove_dir_all(&certs) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&certs)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts the manager: the replica over `raft.redb` (which must exist: bootstrapped by
     /// `init`, empty for a joining manager), the cluster port, and the task that keeps the
     /// peers' addresses current from the store. `peers` seeds those addresses.
     async fn start_manager(
         self: &Arc<Self>,
-        state: NodeState,
+        state: &NodeState,
         peers: HashMap<u64, String>,
     ) -> Result<Manager, DaemonError> {
         let credentials = self.credentials()?;
@@ -268,20 +350,38 @@ impl Daemon {
             |inbox| GrpcTransport::new(client_tls, transport_addresses, inbox),
             DriverConfig::default(),
         );
+        let voters = RaftVoters::default();
+        let heartbeats = dispatcher::Heartbeats::default();
         let router = server_builder
-            .add_service(RaftService::new(state.cluster_id.clone(), raft.inbox()))
-            .add_service(JoinServer::new(join::JoinApi::new(self.clone())));
+            .add_service(RaftService::new(
+                state.cluster_id.clone(),
+                raft.inbox(),
+                voters.clone(),
+            ))
+            .add_service(JoinServer::new(join::JoinApi::new(self.clone())))
+            .add_service(dispatcher::DispatcherApi::server(
+                self.clone(),
+                raft.clone(),
+                state.cluster_id.clone(),
+                heartbeats.clone(),
+            ));
+        // Stopping the server must also close its open connections (aborting its task
+        // would not: they run on tasks of their own, and would go on serving clients with
+        // this manager's stopped services). Dropping the sender stops it.
+        let (stop_server, server_stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            // The daemon stops the server by aborting this task.
             let _ = router
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = server_stopped.await;
+                })
                 .await;
         });
-        let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses));
+        let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses, voters));
+        let monitor = tokio::spawn(dispatcher::monitor(raft.clone(), raft_id, heartbeats));
         Ok(Manager {
-            state,
             raft,
-            tasks: vec![server, refresher],
+            tasks: vec![refresher, monitor],
+            server: Some((stop_server, server)),
             driver,
         })
     }
@@ -289,8 +389,12 @@ impl Daemon {
     /// The raft handle of a manager, or the error a CLI user can act on.
     async fn manager(&self) -> Result<(RaftHandle<Store>, NodeState), Status> {
         match &*self.membership.lock().await {
-            Membership::Manager(manager) => Ok((manager.raft.clone(), manager.state.clone())),
-            Membership::Worker => Err(Status::failed_precondition(
+            Membership::Member(Member {
+                manager: Some(manager),
+                state,
+                ..
+            }) => Ok((manager.raft.clone(), state.clone())),
+            Membership::Member(_) => Err(Status::failed_precondition(
                 "this node is a worker: worker nodes cannot be used to view or modify cluster state; run the command on a manager",
             )),
             Membership::Outside => Err(Status::failed_precondition(
@@ -300,28 +404,45 @@ impl Daemon {
     }
 }
 
-/// Keeps the transport's addresses equal to the managers the store knows.
-async fn refresh_peers(raft: RaftHandle<Store>, own_id: u64, addresses: PeerAddresses) {
+/// Keeps the transport's addresses equal to the managers the store knows, and the Raft
+/// service's view of who may speak Raft.
+async fn refresh_peers(
+    raft: RaftHandle<Store>,
+    own_id: u64,
+    addresses: PeerAddresses,
+    voters: RaftVoters,
+) {
     loop {
-        let managers = raft
+        let view = raft
             .local_read(move |store: &Store| {
-                store
-                    .data()
+                let data = store.data();
+                let managers = data
                     .nodes
                     .values()
                     .filter_map(|node| Some((node.raft_id?, node.address.clone())))
                     .filter(|(id, _)| *id != own_id)
-                    .collect::<HashMap<u64, String>>()
+                    .collect::<HashMap<u64, String>>();
+                let view = data.cluster.is_some().then(|| VoterView {
+                    raft_ids: data
+                        .nodes
+                        .values()
+                        .map(|n| (n.id.clone(), n.raft_id))
+                        .collect(),
+                    removed: data.removed_nodes.clone(),
+                });
+                (managers, view)
             })
             .await;
-        match managers {
-            Ok(managers) if !managers.is_empty() => {
-                let mut known = addresses.write().expect("not poisoned");
-                if *known != managers {
-                    *known = managers;
+        match view {
+            Ok((managers, view)) => {
+                if !managers.is_empty() {
+                    let mut known = addresses.write().expect("not poisoned");
+                    if *known != managers {
+                        *known = managers;
+                    }
                 }
+                *voters.write().expect("not poisoned") = view;
             }
-            Ok(_) => {}
             Err(_) => return,
         }
         tokio::time::sleep(PEER_REFRESH).await;
@@ -343,8 +464,35 @@ async fn wait_for_leader(raft: &RaftHandle<Store>) -> Result<(), Status> {
 
 async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<(), Status> {
     let bytes = serde_json::to_vec(command).expect("commands serialise");
-    let response = raft.propose(bytes).await.map_err(raft_status)?;
-    match serde_json::from_slice(&response).expect("outcomes decode") {
+    outcome(&raft.propose(bytes).await.map_err(raft_status)?)
+}
+
+/// Adds or removes the voter `raft_id`, with `command` applied to the store at the same
+/// index: the store's managers and Raft's voters never disagree.
+async fn change_voters(
+    raft: &RaftHandle<Store>,
+    change_type: ConfChangeType,
+    raft_id: u64,
+    command: &Command,
+) -> Result<(), Status> {
+    let change = ConfChange {
+        node_id: raft_id,
+        change_type,
+        context: serde_json::to_vec(command)
+            .expect("commands serialise")
+            .into(),
+        ..ConfChange::default()
+    };
+    outcome(
+        &raft
+            .propose_conf_change(change)
+            .await
+            .map_err(raft_status)?,
+    )
+}
+
+fn outcome(response: &[u8]) -> Result<(), Status> {
+    match serde_json::from_slice(response).expect("outcomes decode") {
         Outcome::Applied { .. } => Ok(()),
         Outcome::Rejected { reason } => Err(Status::failed_precondition(reason)),
     }

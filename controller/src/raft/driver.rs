@@ -66,6 +66,10 @@ pub enum Input<M> {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// Asks the leader to hand leadership to voter `to` (it stops taking proposals meanwhile).
+    TransferLeadership {
+        to: u64,
+    },
 }
 
 /// What a replica knows of the cluster right now (not linearizable).
@@ -102,15 +106,15 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
             .await?
     }
 
-    /// Adds or removes a voter; resolves when the change is applied.
+    /// Adds or removes a voter; resolves when the change is applied, with the state
+    /// machine's response to the command in the change's context (empty without one).
     pub async fn propose_conf_change(
         &self,
         change: raft::prelude::ConfChange,
-    ) -> Result<(), RaftError> {
+    ) -> Result<Vec<u8>, RaftError> {
         let (reply, response) = oneshot::channel();
         self.ask(Input::ProposeConfChange { change, reply }, response, true)
             .await?
-            .map(drop)
     }
 
     /// Runs `query` on the state once every write acknowledged before this call is applied.
@@ -157,6 +161,15 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
             Ok(Err(_)) => Err(RaftError::Stopped),
             Err(_) => Err(RaftError::Timeout),
         }
+    }
+
+    /// Asks this replica, if it leads, to hand leadership to `to`; watch `status` for the
+    /// outcome.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), RaftError> {
+        self.inbox
+            .send(Input::TransferLeadership { to })
+            .await
+            .map_err(|_| RaftError::Stopped)
     }
 
     /// Where peers' messages and transport reports go.
@@ -278,6 +291,7 @@ async fn run<M: StateMachine, T: Transport>(
                     let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
                 }
                 Some(Input::Read { query }) => reads_to_send.push((query, Instant::now())),
+                Some(Input::TransferLeadership { to }) => replica.transfer_leadership(to),
             },
         }
         // raft drops a ReadIndex request silently when no leader is known, when a new leader

@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::driver::{Input, Transport, Unreachable};
 use super::replica::StateMachine;
-use crate::ca::{Role, identity_of};
+use crate::ca::Role;
+use crate::tls::peer_identity;
 
 /// The largest Raft message accepted or sent (snapshots included).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -155,43 +156,75 @@ async fn stream_to_peer<M>(
     }
 }
 
+/// Who the store says may speak Raft; `None` until the replica holds a cluster (a joining
+/// manager learns it from the leader's first messages).
+pub type RaftVoters = Arc<RwLock<Option<VoterView>>>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VoterView {
+    /// Every node's Raft id (`None` for workers), by node id.
+    pub raft_ids: HashMap<String, Option<u64>>,
+    /// Nodes removed from the cluster.
+    pub removed: std::collections::BTreeSet<String>,
+}
+
+impl VoterView {
+    /// Whether the node with a manager certificate may send messages as replica `from`.
+    /// A node the view does not know yet (it joined since the view was taken) may; a removed
+    /// node, a demoted one, or one claiming another replica's id may not.
+    fn check(&self, node_id: &str, from: u64) -> Result<(), Status> {
+        if self.removed.contains(node_id) {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} was removed from the cluster"
+            )));
+        }
+        match self.raft_ids.get(node_id) {
+            None => Ok(()),
+            Some(Some(id)) if *id == from => Ok(()),
+            Some(Some(id)) => Err(Status::permission_denied(format!(
+                "node {node_id} is replica {id}, not {from}"
+            ))),
+            Some(None) => Err(Status::permission_denied(format!(
+                "node {node_id} is not a manager any more (demoted)"
+            ))),
+        }
+    }
+}
+
 /// The server side: accepts streams from managers of `cluster_id` and hands their messages
 /// to the replica.
 pub struct RaftService<M> {
     cluster_id: String,
     inbox: mpsc::Sender<Input<M>>,
+    voters: RaftVoters,
 }
 
 impl<M: StateMachine + Send + 'static> RaftService<M> {
-    pub fn new(cluster_id: String, inbox: mpsc::Sender<Input<M>>) -> RaftServer<Self> {
-        RaftServer::new(RaftService { cluster_id, inbox })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn new(
+        cluster_id: String,
+        inbox: mpsc::Sender<Input<M>>,
+        voters: RaftVoters,
+    ) -> RaftServer<Self> {
+        RaftServer::new(RaftService {
+            cluster_id,
+            inbox,
+            voters,
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
 
 /// Only a manager of this cluster, proven by its client certificate, may speak Raft.
-pub fn authorize_manager<T>(request: &Request<T>, cluster_id: &str) -> Result<(), Status> {
-    let certificates = request
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("a cluster certificate is required"))?;
-    let leaf = certificates
-        .first()
-        .ok_or_else(|| Status::unauthenticated("a cluster certificate is required"))?;
-    let identity = identity_of(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
-    if identity.cluster_id != cluster_id {
-        return Err(Status::permission_denied(format!(
-            "node {} belongs to cluster {}, not {cluster_id}",
-            identity.node_id, identity.cluster_id
-        )));
-    }
+pub fn authorize_manager<T>(request: &Request<T>, cluster_id: &str) -> Result<String, Status> {
+    let identity = peer_identity(request, cluster_id)?;
     if identity.role != Role::Manager {
         return Err(Status::permission_denied(format!(
             "node {} is a worker: only managers take part in Raft",
             identity.node_id
         )));
     }
-    Ok(())
+    Ok(identity.node_id)
 }
 
 #[tonic::async_trait]
@@ -200,12 +233,15 @@ impl<M: StateMachine + Send + 'static> Raft for RaftService<M> {
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<StreamClosed>, Status> {
-        authorize_manager(&request, &self.cluster_id)?;
+        let node_id = authorize_manager(&request, &self.cluster_id)?;
         let mut stream = request.into_inner();
         let mut received = 0u64;
         while let Some(envelope) = stream.message().await? {
             let message = Message::parse_from_bytes(&envelope.message)
                 .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))?;
+            if let Some(view) = &*self.voters.read().expect("not poisoned") {
+                view.check(&node_id, message.from)?;
+            }
             received += 1;
             if self
                 .inbox

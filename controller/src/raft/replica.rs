@@ -203,6 +203,13 @@ impl<M: StateMachine> Replica<M> {
         Ok(self.node.propose_conf_change(id.encode(), change)?)
     }
 
+    /// Hands leadership to voter `to`, if this replica leads.
+    pub fn transfer_leadership(&mut self, to: u64) {
+        if self.is_leader() {
+            self.node.transfer_leader(to);
+        }
+    }
+
     /// Asks for a linearizable read: once `Output::reads` returns `context` with an index and
     /// this replica has applied that index, reading the state machine is linearizable.
     pub fn read_index(&mut self, context: Vec<u8>) {
@@ -265,19 +272,28 @@ impl<M: StateMachine> Replica<M> {
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let undecodable = "a committed conf change decodes";
-                    let conf_state = if entry.get_entry_type() == EntryType::EntryConfChange {
+                    let (conf_state, context) = if entry.get_entry_type()
+                        == EntryType::EntryConfChange
+                    {
                         let change = ConfChange::parse_from_bytes(&entry.data).expect(undecodable);
-                        self.node.apply_conf_change(&change)?
+                        (self.node.apply_conf_change(&change)?, change.context)
                     } else {
                         let change =
                             ConfChangeV2::parse_from_bytes(&entry.data).expect(undecodable);
-                        self.node.apply_conf_change(&change)?
+                        (self.node.apply_conf_change(&change)?, change.context)
+                    };
+                    // A conf change may carry a command for the state machine, applied at
+                    // the same index: membership and state change together or not at all.
+                    let response = if context.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.machine.apply(entry.index, &context)
                     };
                     self.record_configuration(entry.index, conf_state)?;
                     output.applied.push(Applied {
                         index: entry.index,
                         proposal,
-                        response: Vec::new(),
+                        response,
                     });
                 }
             }

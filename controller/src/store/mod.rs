@@ -118,6 +118,13 @@ fn apply(
                 node.availability = availability;
             }
             if let Some(role) = update.role {
+                // A voter stops being one only through the conf change that removes it.
+                if role == NodeRole::Worker && node.raft_id.is_some() {
+                    return Err(format!(
+                        "node {} is a Raft voter: demote it with the conf change",
+                        update.id
+                    ));
+                }
                 node.role = role;
             }
             for key in &update.labels_remove {
@@ -135,7 +142,33 @@ fn apply(
                 return Err(format!("node {id} is a manager: demote it first"));
             }
             data.nodes.remove(&id);
+            data.removed_nodes.insert(id.clone());
             events.push(event("node", &id, Change::Removed));
+        }
+        Command::JoinRaft { id, raft_id } => {
+            if data
+                .nodes
+                .values()
+                .any(|n| n.raft_id == Some(raft_id) && n.id != id)
+            {
+                return Err(format!("raft id {raft_id} is taken"));
+            }
+            let node = data
+                .nodes
+                .get_mut(&id)
+                .ok_or_else(|| format!("node {id} does not exist"))?;
+            node.role = NodeRole::Manager;
+            node.raft_id = Some(raft_id);
+            events.push(event("node", &id, Change::Updated));
+        }
+        Command::LeaveRaft { id } => {
+            let node = data
+                .nodes
+                .get_mut(&id)
+                .ok_or_else(|| format!("node {id} does not exist"))?;
+            node.role = NodeRole::Worker;
+            node.raft_id = None;
+            events.push(event("node", &id, Change::Updated));
         }
         Command::NodeStatuses { at, changes } => {
             for change in changes {
@@ -342,6 +375,7 @@ mod tests {
             created_at: 1,
             heartbeat_period_ms: 1000,
             missed_heartbeats_for_down: 3,
+            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
             worker_token_secret: "w".into(),
             manager_token_secret: "m".into(),
         })
@@ -431,6 +465,44 @@ mod tests {
             Outcome::Rejected { .. }
         ));
         assert_eq!(store.data().version, 7);
+    }
+
+    #[test]
+    fn promotion_and_demotion_go_through_raft_membership() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        store.apply_command(2, node("w", NodeRole::Worker));
+        let promote = NodeUpdate {
+            id: "w".into(),
+            role: Some(NodeRole::Manager),
+            ..NodeUpdate::default()
+        };
+        store.apply_command(3, Command::UpdateNode(promote));
+        let w = &store.data().nodes["w"];
+        assert_eq!((w.role, w.raft_id), (NodeRole::Manager, None), "pending");
+        store.apply_command(
+            4,
+            Command::JoinRaft {
+                id: "w".into(),
+                raft_id: 2,
+            },
+        );
+        assert_eq!(store.data().nodes["w"].raft_id, Some(2));
+        let demote = NodeUpdate {
+            id: "w".into(),
+            role: Some(NodeRole::Worker),
+            ..NodeUpdate::default()
+        };
+        let outcome = store.apply_command(5, Command::UpdateNode(demote));
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("voter")),
+            "{outcome:?}"
+        );
+        store.apply_command(6, Command::LeaveRaft { id: "w".into() });
+        let w = &store.data().nodes["w"];
+        assert_eq!((w.role, w.raft_id), (NodeRole::Worker, None));
+        store.apply_command(7, Command::RemoveNode { id: "w".into() });
+        assert!(store.data().removed_nodes.contains("w"), "a tombstone");
     }
 
     #[test]
