@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use swarm_api::grpc::control::{
-    ExportStateRequest, InitRequest, InspectNodeRequest, JoinRequest, JoinTokenRequest,
-    LeaveRequest, ListNodesRequest, RemoveNodeRequest, Role, SetNodeRoleRequest, UpdateNodeRequest,
+    ExportStateRequest, InitRequest, InspectNodeRequest, IssueClientCertificateRequest,
+    JoinRequest, JoinTokenRequest, LeaveRequest, ListNodesRequest, RemoveNodeRequest, Role,
+    SetNodeRoleRequest, UpdateNodeRequest,
 };
 use swarm_api::units::{GoDuration, UnitError};
 use swarm_controller::daemon::{self, DaemonConfig};
 
-use crate::client::{self, DEFAULT_SOCKET};
+use crate::client::{self, DEFAULT_SOCKET, Host};
 
 /// Run the node process: the control API on a unix socket and, in a cluster, the manager.
 #[derive(Debug, Args)]
@@ -110,7 +111,7 @@ fn duration(text: &str) -> Result<Duration, String> {
     Ok(parsed.0)
 }
 
-pub async fn init(host: &str, args: InitArgs) -> anyhow::Result<ExitCode> {
+pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
     let mut client = client::connect(host).await?;
     let response = client
         .init(InitRequest {
@@ -150,7 +151,7 @@ pub struct JoinArgs {
     remote_addr: String,
 }
 
-pub async fn join(host: &str, args: JoinArgs) -> anyhow::Result<ExitCode> {
+pub async fn join(host: &Host, args: JoinArgs) -> anyhow::Result<ExitCode> {
     let mut client = client::connect(host).await?;
     let response = client
         .join(JoinRequest {
@@ -219,7 +220,7 @@ pub enum NodeCommand {
     },
 }
 
-pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> {
+pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode> {
     match command {
         NodeCommand::Update {
             node,
@@ -321,7 +322,7 @@ pub async fn node(host: &str, command: NodeCommand) -> anyhow::Result<ExitCode> 
     }
 }
 
-async fn set_roles(host: &str, nodes: Vec<String>, role: Role) -> anyhow::Result<ExitCode> {
+async fn set_roles(host: &Host, nodes: Vec<String>, role: Role) -> anyhow::Result<ExitCode> {
     let mut client = client::connect(host).await?;
     let what = match role {
         Role::Manager => "a manager",
@@ -401,7 +402,7 @@ pub struct LeaveArgs {
     force: bool,
 }
 
-pub async fn leave(host: &str, args: LeaveArgs) -> anyhow::Result<ExitCode> {
+pub async fn leave(host: &Host, args: LeaveArgs) -> anyhow::Result<ExitCode> {
     let mut client = client::connect(host).await?;
     client
         .leave(LeaveRequest { force: args.force })
@@ -421,7 +422,7 @@ pub enum StateCommand {
     },
 }
 
-pub async fn state(host: &str, command: StateCommand) -> anyhow::Result<ExitCode> {
+pub async fn state(host: &Host, command: StateCommand) -> anyhow::Result<ExitCode> {
     match command {
         StateCommand::Export { output } => {
             let mut client = client::connect(host).await?;
@@ -459,7 +460,7 @@ pub struct JoinTokenArgs {
     quiet: bool,
 }
 
-pub async fn join_token(host: &str, args: JoinTokenArgs) -> anyhow::Result<ExitCode> {
+pub async fn join_token(host: &Host, args: JoinTokenArgs) -> anyhow::Result<ExitCode> {
     let mut client = client::connect(host).await?;
     let role = match args.role {
         TokenRole::Worker => Role::Worker,
@@ -528,4 +529,57 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+/// Make a certificate for an operator to reach a manager from elsewhere
+/// (`swarm --host tcp://MANAGER:2377 --tls-dir DIR …`)
+#[derive(Debug, Args)]
+pub struct ClientCertArgs {
+    /// Where to write ca.pem, cert.pem and key.pem
+    #[arg(long)]
+    out: PathBuf,
+    /// Who the certificate is for
+    #[arg(long, default_value = "admin")]
+    name: String,
+}
+
+pub async fn client_cert(host: &Host, args: ClientCertArgs) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let key = swarm_controller::ca::NodeKey::generate()?;
+    let mut client = client::connect(host).await?;
+    let response = client
+        .issue_client_certificate(IssueClientCertificateRequest {
+            csr_pem: key.csr_pem()?,
+            name: args.name,
+        })
+        .await
+        .map_err(client::explain)?
+        .into_inner();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    for (name, contents, mode) in [
+        ("ca.pem", response.ca_pem, 0o644),
+        ("cert.pem", response.cert_pem, 0o644),
+        ("key.pem", key.pem(), 0o600),
+    ] {
+        let path = args.out.join(name);
+        // Created with its mode: the key is never readable by others, even for a moment.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut file| {
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                std::io::Write::write_all(&mut file, contents.as_bytes())
+            })
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "Client certificate written to {}.\n\nUse it with:\n\n    swarm --host tcp://MANAGER:2377 --tls-dir {} node ls",
+        args.out.display(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,9 +13,13 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "swarm", version, propagate_version = true)]
 struct Cli {
-    /// The daemon to talk to
+    /// The daemon to talk to: unix:///PATH (a local daemon) or tcp://MANAGER:PORT (mutual TLS)
     #[arg(long, global = true, env = "SWARM_HOST", default_value = concat!("unix://", "/run/swarm/swarm.sock"))]
     host: String,
+
+    /// For tcp:// hosts: the directory with ca.pem, cert.pem and key.pem [default: ~/.swarm]
+    #[arg(long, global = true, env = "SWARM_TLS_DIR")]
+    tls_dir: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,7 @@ enum Command {
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
+    ClientCert(cluster::ClientCertArgs),
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
@@ -37,7 +42,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let host = cli.host;
+    let host = client::Host {
+        uri: cli.host,
+        tls_dir: cli.tls_dir.unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_default()
+                .join(".swarm")
+        }),
+    };
     let outcome = match cli.command {
         Command::Daemon(args) => cluster::daemon(args),
         Command::Init(args) => client(cluster::init(&host, args)),
@@ -45,6 +58,7 @@ fn main() -> ExitCode {
         Command::Leave(args) => client(cluster::leave(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
+        Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
         Command::Plan(args) => plan::run(args),
     };

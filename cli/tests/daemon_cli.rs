@@ -733,3 +733,81 @@ fn certificates_renew_before_they_expire() {
         cluster.log(1)
     );
 }
+
+/// An operator reaches a manager from elsewhere with an admin certificate of the cluster;
+/// worker certificates, other clusters' certificates and node-local commands are refused.
+#[test]
+fn a_remote_manager_answers_over_mutual_tls() {
+    let cluster = cluster(2, &[]);
+    cluster.join(1, "worker", 0);
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    let out = swarm(
+        &cluster.socket(0),
+        &["client-cert", "--out", admin.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let remote = |tls_dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args(args)
+            .env("SWARM_HOST", format!("tcp://{}", cluster.address(0)))
+            .env("SWARM_TLS_DIR", tls_dir)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&admin, &["node", "ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("node2"), "{}", text(&out.stdout));
+    let out = remote(
+        &admin,
+        &["node", "update", "--label-add", "zone=b", "node2"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = remote(&admin, &["init"]);
+    assert!(
+        text(&out.stderr).contains("acts on the node it runs on"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A worker's own certificate is no admin's.
+    let worker = dir.path().join("worker");
+    std::fs::create_dir(&worker).unwrap();
+    let certs = cluster.data(1).join("certs");
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("node.pem", "cert.pem"),
+        ("node-key.pem", "key.pem"),
+    ] {
+        std::fs::copy(certs.join(from), worker.join(to)).unwrap();
+    }
+    let out = remote(&worker, &["node", "ls"]);
+    assert!(
+        text(&out.stderr).contains("holds a worker certificate"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Another cluster's admin is not trusted.
+    let other = self::cluster(1, &[]);
+    let stranger = dir.path().join("stranger");
+    let out = swarm(
+        &other.socket(0),
+        &["client-cert", "--out", stranger.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = remote(&stranger, &["node", "ls"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot reach the manager"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = remote(&dir.path().join("missing"), &["node", "ls"]);
+    assert!(
+        text(&out.stderr).contains("swarm client-cert --out"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -190,6 +190,23 @@ pub struct RemoveNodeResponse {
     pub id: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IssueClientCertificateRequest {
+    #[prost(string, tag = "1")]
+    pub csr_pem: ::prost::alloc::string::String,
+    /// Who the certificate is for (its common name).
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IssueClientCertificateResponse {
+    #[prost(string, tag = "1")]
+    pub cert_pem: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub ca_pem: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -527,6 +544,34 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "Leave"));
             self.inner.unary(req, path, codec).await
         }
+        /// A certificate for an operator to use the control API from another machine
+        /// (`swarm --host tcp://MANAGER`); local only.
+        pub async fn issue_client_certificate(
+            &mut self,
+            request: impl tonic::IntoRequest<super::IssueClientCertificateRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IssueClientCertificateResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/IssueClientCertificate",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("swarm.control.v1.Control", "IssueClientCertificate"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         /// The cluster's objects in the state export format (schemas/state.schema.json), read
         /// linearizably; no secret material.
         pub async fn export_state(
@@ -632,6 +677,15 @@ pub mod control_server {
             &self,
             request: tonic::Request<super::LeaveRequest>,
         ) -> std::result::Result<tonic::Response<super::LeaveResponse>, tonic::Status>;
+        /// A certificate for an operator to use the control API from another machine
+        /// (`swarm --host tcp://MANAGER`); local only.
+        async fn issue_client_certificate(
+            &self,
+            request: tonic::Request<super::IssueClientCertificateRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IssueClientCertificateResponse>,
+            tonic::Status,
+        >;
         /// The cluster's objects in the state export format (schemas/state.schema.json), read
         /// linearizably; no secret material.
         async fn export_state(
@@ -1098,6 +1152,52 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = LeaveSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/IssueClientCertificate" => {
+                    #[allow(non_camel_case_types)]
+                    struct IssueClientCertificateSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::IssueClientCertificateRequest>
+                    for IssueClientCertificateSvc<T> {
+                        type Response = super::IssueClientCertificateResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::IssueClientCertificateRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::issue_client_certificate(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = IssueClientCertificateSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -24,6 +24,9 @@ pub const ROOT_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 pub enum Role {
     Manager,
     Worker,
+    /// An operator's certificate, for the control API over the cluster port
+    /// (`swarm --host tcp://…`); it is not a node.
+    Admin,
 }
 
 impl Role {
@@ -32,6 +35,7 @@ impl Role {
         match self {
             Role::Manager => "swarm-manager",
             Role::Worker => "swarm-worker",
+            Role::Admin => "swarm-admin",
         }
     }
 }
@@ -250,6 +254,7 @@ pub fn identity_of(cert_der: &[u8]) -> Result<NodeIdentity, CaError> {
     let role = match unit.as_str() {
         "swarm-manager" => Role::Manager,
         "swarm-worker" => Role::Worker,
+        "swarm-admin" => Role::Admin,
         other => return Err(bad(&format!("unknown role {other:?}"))),
     };
     Ok(NodeIdentity {

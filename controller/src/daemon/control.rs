@@ -8,10 +8,11 @@ use raft::prelude::ConfChangeType;
 use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
     self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse,
-    InspectNodeRequest, InspectNodeResponse, JoinRequest, JoinResponse, JoinTokenRequest,
-    JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest, ListNodesResponse,
-    RemoveNodeRequest, RemoveNodeResponse, SetNodeRoleRequest, SetNodeRoleResponse,
-    UpdateNodeRequest, UpdateNodeResponse,
+    InspectNodeRequest, InspectNodeResponse, IssueClientCertificateRequest,
+    IssueClientCertificateResponse, JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse,
+    LeaveRequest, LeaveResponse, ListNodesRequest, ListNodesResponse, RemoveNodeRequest,
+    RemoveNodeResponse, SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest,
+    UpdateNodeResponse,
 };
 use swarm_api::store::{
     Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole, NodeState,
@@ -29,14 +30,55 @@ use crate::raft::driver::RaftHandle;
 use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::StateMachine;
 use crate::store::Store;
+use crate::tls::peer_identity;
 
+/// The control API, served on the local unix socket (where the socket's permissions decide
+/// who may call), and on a manager's cluster port for operators with an admin (or manager)
+/// certificate of the cluster.
 pub struct ControlApi {
     daemon: Arc<Daemon>,
+    /// On the cluster port: the cluster whose certificates are accepted.
+    remote_cluster: Option<String>,
 }
 
 impl ControlApi {
-    pub fn new(daemon: Arc<Daemon>) -> Self {
-        ControlApi { daemon }
+    pub fn local(daemon: Arc<Daemon>) -> Self {
+        ControlApi {
+            daemon,
+            remote_cluster: None,
+        }
+    }
+
+    pub fn remote(daemon: Arc<Daemon>, cluster_id: String) -> Self {
+        ControlApi {
+            daemon,
+            remote_cluster: Some(cluster_id),
+        }
+    }
+
+    /// Lets a call through: any local one; a remote one from an admin or a manager.
+    fn allow<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(cluster_id) = &self.remote_cluster else {
+            return Ok(());
+        };
+        let identity = peer_identity(request, cluster_id)?;
+        match identity.role {
+            Role::Admin | Role::Manager => Ok(()),
+            Role::Worker => Err(Status::permission_denied(format!(
+                "{} holds a worker certificate: the control API needs an admin certificate (`swarm client-cert` on a manager)",
+                identity.node_id
+            ))),
+        }
+    }
+
+    /// Refuses a call that acts on the node itself, unless it came over the local socket.
+    fn local_only(&self, command: &str) -> Result<(), Status> {
+        match self.remote_cluster {
+            None => Ok(()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "`swarm {command}` acts on the node it runs on: run it there, over the node's unix socket"
+            ))),
+        }
     }
 }
 
@@ -332,6 +374,7 @@ fn pb_role(role: NodeRole) -> pb::Role {
 #[tonic::async_trait]
 impl Control for ControlApi {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        self.local_only("init")?;
         self.daemon
             .init(request.into_inner())
             .await
@@ -339,6 +382,7 @@ impl Control for ControlApi {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.local_only("join")?;
         let request = request.into_inner();
         let state = self.daemon.join_cluster(request).await?;
         Ok(Response::new(JoinResponse {
@@ -349,8 +393,9 @@ impl Control for ControlApi {
 
     async fn list_nodes(
         &self,
-        _: Request<ListNodesRequest>,
+        request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
+        self.allow(&request)?;
         let (raft, state) = self.daemon.manager().await?;
         let nodes = raft
             .read(|store: &Store| store.data().nodes.values().cloned().collect::<Vec<_>>())
@@ -378,6 +423,7 @@ impl Control for ControlApi {
         &self,
         request: Request<UpdateNodeRequest>,
     ) -> Result<Response<UpdateNodeResponse>, Status> {
+        self.allow(&request)?;
         let request = request.into_inner();
         let availability = match request.availability.as_str() {
             "" => None,
@@ -407,6 +453,7 @@ impl Control for ControlApi {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
+        self.allow(&request)?;
         let request = request.into_inner();
         let (raft, state) = self.daemon.manager().await?;
         let id = resolve_node(&raft, request.node, &state).await?;
@@ -430,6 +477,7 @@ impl Control for ControlApi {
         &self,
         request: Request<InspectNodeRequest>,
     ) -> Result<Response<InspectNodeResponse>, Status> {
+        self.allow(&request)?;
         let (raft, state) = self.daemon.manager().await?;
         let id = resolve_node(&raft, request.into_inner().node, &state).await?;
         let node = read_node(&raft, &id).await?;
@@ -463,6 +511,7 @@ impl Control for ControlApi {
         &self,
         request: Request<SetNodeRoleRequest>,
     ) -> Result<Response<SetNodeRoleResponse>, Status> {
+        self.allow(&request)?;
         let request = request.into_inner();
         let role = role_of(request.role)?;
         let (raft, state) = self.daemon.manager().await?;
@@ -474,18 +523,63 @@ impl Control for ControlApi {
         Ok(Response::new(SetNodeRoleResponse { id, changed }))
     }
 
+    async fn issue_client_certificate(
+        &self,
+        request: Request<IssueClientCertificateRequest>,
+    ) -> Result<Response<IssueClientCertificateResponse>, Status> {
+        self.local_only("client-cert")?;
+        let request = request.into_inner();
+        let (raft, _) = self.daemon.manager().await?;
+        let cluster = raft
+            .read(|store: &Store| store.data().cluster.clone())
+            .await
+            .map_err(raft_status)?
+            .ok_or_else(|| Status::failed_precondition("the cluster is not initialised"))?;
+        let name = request.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(Status::invalid_argument(format!(
+                "invalid client name {name:?}: use letters, digits and - _ . @"
+            )));
+        }
+        let ca = self.daemon.root_ca().map_err(internal)?;
+        let identity = NodeIdentity {
+            node_id: name.to_owned(),
+            role: Role::Admin,
+            cluster_id: cluster.id,
+        };
+        let cert_pem = ca
+            .issue(
+                &request.csr_pem,
+                &identity,
+                SystemTime::now(),
+                Duration::from_millis(cluster.certificate_validity_ms),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(client = name, "issued an admin certificate");
+        Ok(Response::new(IssueClientCertificateResponse {
+            cert_pem,
+            ca_pem: ca.cert_pem().to_owned(),
+        }))
+    }
+
     async fn leave(
         &self,
         request: Request<LeaveRequest>,
     ) -> Result<Response<LeaveResponse>, Status> {
+        self.local_only("leave")?;
         self.daemon.leave(request.into_inner().force).await?;
         Ok(Response::new(LeaveResponse {}))
     }
 
     async fn export_state(
         &self,
-        _: Request<ExportStateRequest>,
+        request: Request<ExportStateRequest>,
     ) -> Result<Response<ExportStateResponse>, Status> {
+        self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
         let state = raft
             .read(|store: &Store| store.export())
@@ -499,6 +593,7 @@ impl Control for ControlApi {
         &self,
         request: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
+        self.allow(&request)?;
         let request = request.into_inner();
         let role = role_of(request.role)?;
         let (raft, state) = self.daemon.manager().await?;

@@ -165,7 +165,9 @@ pub async fn run(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io_error(&socket))?;
     let served = Server::builder()
-        .add_service(ControlServer::new(control::ControlApi::new(daemon.clone())))
+        .add_service(ControlServer::new(control::ControlApi::local(
+            daemon.clone(),
+        )))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
@@ -359,6 +361,10 @@ impl Daemon {
                 voters.clone(),
             ))
             .add_service(JoinServer::new(join::JoinApi::new(self.clone())))
+            .add_service(ControlServer::new(control::ControlApi::remote(
+                self.clone(),
+                state.cluster_id.clone(),
+            )))
             .add_service(dispatcher::DispatcherApi::server(
                 self.clone(),
                 raft.clone(),
