@@ -321,7 +321,7 @@ impl<M: StateMachine> Replica<M> {
     fn compact_if_due(&mut self) -> Result<(), ReplicaError> {
         let applied = self.applied();
         let store = self.node.store();
-        if applied >= store.snapshot_index() + self.snapshot_every {
+        if applied >= store.snapshot_index().saturating_add(self.snapshot_every) {
             let data = self.machine.snapshot();
             self.node.mut_store().compact_to(applied, data, None)?;
         }
