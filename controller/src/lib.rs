@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod gitops;
 pub mod plan;
 pub mod raft;
+pub mod scheduler;
 pub mod source;
 pub mod stack;
 pub mod store;
