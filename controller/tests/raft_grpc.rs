@@ -292,7 +292,20 @@ async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
     let garbage = tokio_stream::iter(vec![RaftMessage {
         message: vec![0xff; 7],
     }]);
-    let err = RaftClient::new(channel).stream(garbage).await.unwrap_err();
+    let err = RaftClient::new(channel.clone())
+        .stream(garbage)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // A message over the size bound is refused before it is decoded.
+    let oversized = tokio_stream::iter(vec![RaftMessage {
+        message: vec![0; swarm_controller::raft::grpc::MAX_MESSAGE_BYTES + 1],
+    }]);
+    let err = RaftClient::new(channel)
+        .stream(oversized)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
     manager.kill();
 }

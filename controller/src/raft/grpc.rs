@@ -255,3 +255,31 @@ impl<M: StateMachine + Send + 'static> Raft for RaftService<M> {
         Ok(Response::new(StreamClosed { received }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_voter_view_refuses_removed_demoted_and_impostor_replicas() {
+        let view = VoterView {
+            raft_ids: [
+                ("m1".to_owned(), Some(1)),
+                ("m2".to_owned(), Some(2)),
+                ("w1".to_owned(), None),
+            ]
+            .into(),
+            removed: ["gone".to_owned()].into(),
+        };
+        assert!(view.check("m1", 1).is_ok());
+        assert!(
+            view.check("new", 3).is_ok(),
+            "joined since the view was taken"
+        );
+        let refused =
+            |node: &str, from: u64| view.check(node, from).unwrap_err().message().to_owned();
+        assert!(refused("gone", 4).contains("was removed"));
+        assert!(refused("w1", 3).contains("demoted"));
+        assert!(refused("m1", 2).contains("is replica 1, not 2"));
+    }
+}
