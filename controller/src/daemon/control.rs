@@ -21,8 +21,8 @@ use swarm_api::store::{
 use tonic::{Request, Response, Status};
 
 use super::{
-    Daemon, Membership, change_voters, internal, millis, propose, raft_status, random_id,
-    wait_for_leader,
+    Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
+    random_id, wait_for_leader,
 };
 use crate::ca::token::JoinToken;
 use crate::ca::{NodeIdentity, NodeKey, Role, RootCa};
@@ -178,6 +178,7 @@ impl Daemon {
                 labels: Default::default(),
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
+                description: describe_machine(),
             }),
         ];
         for command in commands {
@@ -340,17 +341,26 @@ pub(super) async fn demote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, S
 
 /// Asks the leader `from` to hand leadership to `to`, and waits (bounded) for a new leader.
 async fn hand_over_leadership(raft: &RaftHandle<Store>, from: u64, to: u64) -> Result<(), Status> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(10);
+    let mut asked = start;
     raft.transfer_leadership(to).await.map_err(raft_status)?;
     loop {
         let leader = raft.status().await.map_err(raft_status)?.leader;
         if leader != from && leader != 0 {
             return Ok(());
         }
-        if tokio::time::Instant::now() > deadline {
+        let now = tokio::time::Instant::now();
+        if now > deadline {
             return Err(Status::unavailable(
                 "leadership could not be handed over within 10 s; try again",
             ));
+        }
+        // raft-rs abandons a transfer after an election timeout (the successor was behind,
+        // or a message was lost): ask again rather than wait for nothing.
+        if now - asked > Duration::from_secs(1) {
+            asked = now;
+            raft.transfer_leadership(to).await.map_err(raft_status)?;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

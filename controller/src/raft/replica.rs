@@ -203,11 +203,10 @@ impl<M: StateMachine> Replica<M> {
         Ok(self.node.propose_conf_change(id.encode(), change)?)
     }
 
-    /// Hands leadership to voter `to`, if this replica leads.
+    /// Asks the leader to hand leadership to voter `to`; a follower forwards the request to
+    /// the leader it knows (raft-rs drops it when there is none).
     pub fn transfer_leadership(&mut self, to: u64) {
-        if self.is_leader() {
-            self.node.transfer_leader(to);
-        }
+        self.node.transfer_leader(to);
     }
 
     /// Asks for a linearizable read: once `Output::reads` returns `context` with an index and
