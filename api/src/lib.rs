@@ -9,6 +9,7 @@ pub mod spec;
 pub mod stackfile;
 pub mod state;
 pub mod store;
+pub mod task;
 pub mod units;
 
 /// gRPC services and messages, generated from `proto/` (see `tests/protos_current.rs`).

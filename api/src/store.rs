@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Action;
+use crate::task::{DesiredState, Task, TaskStatus};
 
 /// Milliseconds since the Unix epoch, as decided by the proposer.
 pub type Millis = u64;
@@ -51,6 +52,48 @@ pub enum Command {
         role: NodeRole,
         secret: String,
     },
+    /// The orchestrator's and the scheduler's decisions of one pass. Refused when another
+    /// pass wrote tasks since `expected_version` (two leaders for a moment): it is redone.
+    WriteTasks {
+        expected_version: u64,
+        changes: Vec<TaskChange>,
+    },
+    /// What a node's agent saw of its tasks.
+    TaskStatuses {
+        node_id: String,
+        updates: Vec<TaskStatusUpdate>,
+    },
+}
+
+/// One decision about a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskChange {
+    Create(Box<Task>),
+    /// Scheduled onto a node.
+    Assign {
+        id: String,
+        node_id: String,
+    },
+    /// A status the managers decide: pending (with the scheduler's reasons), orphaned.
+    Status {
+        id: String,
+        status: TaskStatus,
+    },
+    Desire {
+        id: String,
+        desired: DesiredState,
+    },
+    /// Dropped from the history.
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatusUpdate {
+    pub id: String,
+    pub status: TaskStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +157,22 @@ pub struct Node {
     /// The Raft replica id of a manager; `None` for a worker, and for a node promoted to
     /// manager whose replica has not joined yet.
     pub raft_id: Option<u64>,
+    /// What the node said of itself when it joined.
+    #[serde(default)]
+    pub description: NodeDescription,
+}
+
+/// A node's platform and resources, as it reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// `linux`.
+    pub os: String,
+    /// `x86_64`, `aarch64`.
+    pub arch: String,
+    /// CPUs × 10⁹; 0 when unknown.
+    pub nano_cpus: u64,
+    /// 0 when unknown.
+    pub memory_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +215,11 @@ pub struct StoreData {
     pub removed_nodes: std::collections::BTreeSet<String>,
     /// The cluster's objects; `objects.version` is the index of their last change.
     pub objects: Objects,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, Task>,
+    /// The index of the last `WriteTasks`.
+    #[serde(default)]
+    pub tasks_version: u64,
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

@@ -5,6 +5,7 @@
 pub mod ca;
 pub mod daemon;
 pub mod gitops;
+pub mod orchestrator;
 pub mod plan;
 pub mod raft;
 pub mod scheduler;

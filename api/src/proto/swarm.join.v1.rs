@@ -11,6 +11,15 @@ pub struct JoinRequest {
     /// Where other nodes reach the joiner (host:port).
     #[prost(string, tag = "4")]
     pub advertise_addr: ::prost::alloc::string::String,
+    /// The joiner's platform and resources.
+    #[prost(string, tag = "5")]
+    pub os: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub arch: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "7")]
+    pub nano_cpus: u64,
+    #[prost(uint64, tag = "8")]
+    pub memory_bytes: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

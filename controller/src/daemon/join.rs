@@ -10,10 +10,15 @@ use swarm_api::grpc::control;
 use swarm_api::grpc::join::join_client::JoinClient;
 use swarm_api::grpc::join::join_server::Join;
 use swarm_api::grpc::join::{JoinRequest, JoinResponse, Manager as PeerManager};
-use swarm_api::store::{Availability, Command, Node, NodeRole, NodeState, NodeStatus};
+use swarm_api::store::{
+    Availability, Command, Node, NodeDescription, NodeRole, NodeState, NodeStatus,
+};
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, Membership, change_voters, internal, millis, propose, raft_status, random_id};
+use super::{
+    Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
+    random_id,
+};
 use crate::ca::token::JoinToken;
 use crate::ca::{NodeIdentity, NodeKey, Role};
 use crate::store::Store;
@@ -97,6 +102,12 @@ impl Join for JoinApi {
             labels: Default::default(),
             address: request.advertise_addr.clone(),
             raft_id,
+            description: NodeDescription {
+                os: request.os,
+                arch: request.arch,
+                nano_cpus: request.nano_cpus,
+                memory_bytes: request.memory_bytes,
+            },
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.
@@ -148,11 +159,16 @@ impl Daemon {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let key = NodeKey::generate().map_err(internal)?;
         let advertise_addr = self.advertise_addr(&request.advertise_addr);
+        let description = describe_machine();
         let join_request = JoinRequest {
             token: request.token,
             csr_pem: key.csr_pem().map_err(internal)?,
             hostname: self.config.hostname.clone(),
             advertise_addr: advertise_addr.clone(),
+            os: description.os,
+            arch: description.arch,
+            nano_cpus: description.nano_cpus,
+            memory_bytes: description.memory_bytes,
         };
         // Bounded: the membership lock is held meanwhile, and every control call waits on it.
         let exchange = async {

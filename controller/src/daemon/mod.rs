@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use raft::prelude::{ConfChange, ConfChangeType};
 use swarm_api::grpc::control::control_server::ControlServer;
 use swarm_api::grpc::join::join_server::JoinServer;
-use swarm_api::store::{Command, NodeRole, NodeState, Outcome};
+use swarm_api::store::{Command, NodeDescription, NodeRole, NodeState, Outcome};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Mutex, oneshot, watch};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -530,4 +530,23 @@ fn random_id() -> String {
         .iter()
         .map(|b| ALPHABET[(*b % 36) as usize] as char)
         .collect()
+}
+
+/// This machine's platform and resources, as a node reports them.
+fn describe_machine() -> NodeDescription {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
+    NodeDescription {
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes,
+    }
 }

@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::Named;
 use swarm_api::state::{ClusterState, Object};
-use swarm_api::store::{Command, NodeRole, Outcome, StoreData};
+use swarm_api::store::{Command, NodeRole, Outcome, StoreData, TaskChange};
+use swarm_api::task::{Task, TaskState};
 
 use crate::raft::replica::StateMachine;
 
@@ -42,6 +43,12 @@ impl Store {
     /// The objects as `swarm state export` writes them: no secret material.
     pub fn export(&self) -> ClusterState {
         self.data.objects.clone()
+    }
+
+    /// Replaces the objects without a plan, for tests of what reads them.
+    #[cfg(test)]
+    pub(crate) fn replace_objects_for_tests(&mut self, objects: swarm_api::state::ClusterState) {
+        self.data.objects = objects;
     }
 
     /// The events of the last command applied.
@@ -190,6 +197,37 @@ fn apply(
                 NodeRole::Manager => cluster.manager_token_secret = secret,
             }
         }
+        Command::WriteTasks {
+            expected_version,
+            changes,
+        } => {
+            if expected_version != data.tasks_version {
+                return Err(format!(
+                    "tasks were written since version {expected_version} (now {}): decide again",
+                    data.tasks_version
+                ));
+            }
+            for change in changes {
+                apply_task_change(&mut data.tasks, change, events);
+            }
+            data.tasks_version = index;
+        }
+        Command::TaskStatuses { node_id, updates } => {
+            for update in updates {
+                // Only the node a task is assigned to speaks for it, and only forward.
+                let Some(task) = data.tasks.get_mut(&update.id) else {
+                    continue;
+                };
+                if task.node_id.as_deref() != Some(node_id.as_str())
+                    || update.status.state < task.status.state
+                    || task.status.state.is_terminal()
+                {
+                    continue;
+                }
+                task.status = update.status;
+                events.push(event("task", &update.id, Change::Updated));
+            }
+        }
         Command::ApplyPlan {
             expected_version,
             actions,
@@ -215,6 +253,48 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// One orchestrator decision. Decisions about tasks that are gone (removed by an earlier
+/// entry) are moot, not errors.
+fn apply_task_change(
+    tasks: &mut std::collections::BTreeMap<String, Task>,
+    change: TaskChange,
+    events: &mut Vec<Event>,
+) {
+    match change {
+        TaskChange::Create(task) => {
+            events.push(event("task", &task.id, Change::Created));
+            tasks.insert(task.id.clone(), *task);
+        }
+        TaskChange::Assign { id, node_id } => {
+            if let Some(task) = tasks.get_mut(&id) {
+                task.node_id = Some(node_id);
+                task.status.state = TaskState::Assigned;
+                task.status.message = "scheduled".to_owned();
+                events.push(event("task", &id, Change::Updated));
+            }
+        }
+        TaskChange::Status { id, status } => {
+            if let Some(task) = tasks.get_mut(&id)
+                && !task.status.state.is_terminal()
+            {
+                task.status = status;
+                events.push(event("task", &id, Change::Updated));
+            }
+        }
+        TaskChange::Desire { id, desired } => {
+            if let Some(task) = tasks.get_mut(&id) {
+                task.desired = desired;
+                events.push(event("task", &id, Change::Updated));
+            }
+        }
+        TaskChange::Remove { id } => {
+            if tasks.remove(&id).is_some() {
+                events.push(event("task", &id, Change::Removed));
+            }
+        }
+    }
 }
 
 fn apply_action(
@@ -392,6 +472,7 @@ mod tests {
             labels: Default::default(),
             address: "127.0.0.1:2377".into(),
             raft_id: None,
+            description: Default::default(),
         })
     }
 

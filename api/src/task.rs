@@ -1,0 +1,150 @@
+//! Tasks: one container of a service on one node. Managers write what a task should be
+//! (its spec, node and desired state); agents report what it is (its status). States move
+//! forward only, in the order of [`TaskState`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::TaskSpec;
+use crate::store::Millis;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub service_id: String,
+    pub service_name: String,
+    /// A replicated service's slot (1..=replicas); `None` for a global service's task, which
+    /// its node identifies.
+    pub slot: Option<u64>,
+    /// The node it runs on, once scheduled (a global task is made for its node).
+    pub node_id: Option<String>,
+    /// The service's task spec when the task was made: a service update makes new tasks.
+    pub spec: TaskSpec,
+    pub desired: DesiredState,
+    pub status: TaskStatus,
+    pub created_at: Millis,
+}
+
+impl Task {
+    /// Whether the task is what its slot (or node) is meant to run now.
+    pub fn is_live(&self) -> bool {
+        self.desired == DesiredState::Running
+    }
+
+    /// The task's display name, as Docker prints it: `service.slot` or `service.node`.
+    pub fn name(&self) -> String {
+        match (self.slot, &self.node_id) {
+            (Some(slot), _) => format!("{}.{slot}", self.service_name),
+            (None, Some(node)) => format!("{}.{node}", self.service_name),
+            (None, None) => self.service_name.clone(),
+        }
+    }
+}
+
+/// What the managers want of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    /// Stop it (replaced, scaled down, service removed); kept as history.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    /// When the state was entered.
+    pub since: Millis,
+    /// What is happening ("starting container", "no suitable node (…)").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Why the task failed, for `service ps`'s ERROR column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl TaskStatus {
+    pub fn new(state: TaskState, since: Millis) -> Self {
+        TaskStatus {
+            state,
+            since,
+            message: String::new(),
+            error: None,
+            exit_code: None,
+        }
+    }
+}
+
+/// Where a task is in its life, in order: a task never goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Made by the orchestrator, not scheduled yet.
+    New,
+    /// No node can take it now (the message says why).
+    Pending,
+    /// Given to a node.
+    Assigned,
+    /// The node's agent took it.
+    Accepted,
+    /// Pulling the image, setting up the network.
+    Preparing,
+    Starting,
+    Running,
+    /// Exited with code 0.
+    Complete,
+    /// Stopped because the managers asked.
+    Shutdown,
+    /// Exited with a non-zero code, or could not start.
+    Failed,
+    /// The agent refused it.
+    Rejected,
+    /// Its node went away: what became of it is unknown.
+    Orphaned,
+}
+
+impl TaskState {
+    /// A state the task never leaves.
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+
+    /// Docker's spelling in `service ps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_ordered_and_terminal_ones_last() {
+        assert!(TaskState::New < TaskState::Running);
+        assert!(!TaskState::Running.is_terminal());
+        for terminal in [
+            TaskState::Complete,
+            TaskState::Shutdown,
+            TaskState::Failed,
+            TaskState::Rejected,
+            TaskState::Orphaned,
+        ] {
+            assert!(terminal.is_terminal(), "{terminal:?}");
+        }
+    }
+}

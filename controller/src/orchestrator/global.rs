@@ -1,0 +1,92 @@
+//! Global services: one task on every node that is not drained and satisfies the
+//! constraints. A down node keeps its task (it is the node's); a node that leaves the
+//! service's reach (drained, relabelled) has its task stopped; a removed node's task is
+//! orphaned. Spec changes roll out `parallelism` nodes at a time, stopping first.
+
+use std::collections::BTreeMap;
+
+use swarm_api::store::{Availability, Node, NodeStatus};
+use swarm_api::task::{Task, TaskState};
+
+use super::placement::candidate;
+use super::{Decisions, Restart, Service, restart};
+use crate::scheduler::satisfies;
+
+pub(super) fn reconcile(
+    service: &Service<'_>,
+    tasks: &[&Task],
+    nodes: &BTreeMap<String, Node>,
+    d: &mut Decisions<'_>,
+) {
+    let spec = &service.spec().task;
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in tasks {
+        match (&task.node_id, task.slot) {
+            (Some(node), None) => by_node.entry(node).or_default().push(task),
+            // A task from when the service was replicated: it goes.
+            _ if task.is_live() => d.stop(task),
+            _ => {}
+        }
+    }
+    let mut outdated: Vec<&Task> = Vec::new();
+    let mut updating = 0usize;
+    for node in nodes.values() {
+        let history = by_node.remove(node.id.as_str()).unwrap_or_default();
+        d.trim_history(&history, nodes);
+        let live: Vec<&Task> = history.iter().copied().filter(|t| t.is_live()).collect();
+        let candidate = candidate(node);
+        let eligible = node.availability != Availability::Drain
+            && spec
+                .placement
+                .constraints
+                .iter()
+                .all(|c| satisfies(&candidate, c));
+        if !eligible {
+            for task in live {
+                d.stop(task);
+            }
+            continue;
+        }
+        if node.status == NodeStatus::Down {
+            continue;
+        }
+        let Some((&newest, older)) = live.split_last() else {
+            if node.status == NodeStatus::Ready {
+                d.create(service, None, Some(&node.id));
+            }
+            continue;
+        };
+        for task in older {
+            d.stop(task);
+        }
+        if newest.status.state.is_terminal() {
+            if restart(&spec.restart, newest, &history, d.now) == Restart::Now {
+                d.stop(newest);
+                d.create(service, None, Some(&node.id));
+            }
+        } else if newest.spec != *spec {
+            outdated.push(newest);
+        } else if newest.status.state < TaskState::Running
+            && history.iter().any(|t| t.spec != *spec)
+        {
+            updating += 1;
+        }
+    }
+    // Nodes that left the cluster.
+    for history in by_node.into_values() {
+        for task in &history {
+            if task.is_live() {
+                d.orphan(task);
+            }
+        }
+        d.trim_history(&history, nodes);
+    }
+    let budget = match service.spec().update.parallelism {
+        0 => usize::MAX,
+        n => (n as usize).saturating_sub(updating),
+    };
+    for task in outdated.into_iter().take(budget) {
+        d.stop(task);
+        d.create(service, None, task.node_id.as_deref());
+    }
+}

@@ -1,0 +1,211 @@
+//! The orchestrator's pure core: from the store (services, nodes, tasks) and the time, the
+//! task decisions of one pass — tasks to create for empty slots and eligible nodes, tasks
+//! to stop (scaled down, outdated, on a drained node, of a removed service), replacements
+//! for failed tasks (restart policy) and for tasks on lost nodes, history to drop — then
+//! where the new and pending tasks go (`scheduler`). The leader runs a pass whenever the
+//! store changes, and proposes its decisions as one `WriteTasks` entry.
+
+mod global;
+mod placement;
+mod replicated;
+
+use std::collections::{BTreeMap, HashMap};
+
+use swarm_api::spec::{RestartCondition, RestartPolicy, ServiceSpec};
+use swarm_api::state::Object;
+use swarm_api::store::{Millis, Node, NodeStatus, StoreData, TaskChange};
+use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
+
+/// Tasks kept per slot (or per node, for global services), the live one included, as
+/// Docker's default task history retention limit.
+pub const HISTORY: usize = 5;
+
+/// One pass: every decision for the store as it is at `now`. `new_id` names new tasks.
+pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -> Vec<TaskChange> {
+    let mut decisions = Decisions {
+        now,
+        new_id,
+        changes: Vec::new(),
+        created: Vec::new(),
+    };
+    let mut by_service: HashMap<&str, Vec<&Task>> = HashMap::new();
+    for task in data.tasks.values() {
+        by_service.entry(&task.service_id).or_default().push(task);
+    }
+    for tasks in by_service.values_mut() {
+        tasks.sort_by_key(|t| (t.created_at, t.id.as_str()));
+    }
+    for service in &data.objects.services {
+        let Some(id) = service.id.as_deref() else {
+            continue;
+        };
+        let tasks = by_service.remove(id).unwrap_or_default();
+        let service = Service {
+            id,
+            object: service,
+        };
+        match service.object.spec.mode {
+            swarm_api::spec::ServiceMode::Replicated { replicas } => {
+                replicated::reconcile(&service, replicas, &tasks, &data.nodes, &mut decisions)
+            }
+            swarm_api::spec::ServiceMode::Global => {
+                global::reconcile(&service, &tasks, &data.nodes, &mut decisions)
+            }
+        }
+    }
+    // Tasks of removed services stop, and go once stopped.
+    for task in by_service.into_values().flatten() {
+        if task.is_live() {
+            decisions.stop(task);
+        } else if task.status.state.is_terminal() || lost(&data.nodes, task) {
+            decisions.remove(task);
+        }
+    }
+    placement::place(data, &mut decisions);
+    decisions.into_changes()
+}
+
+/// A service and its id.
+struct Service<'a> {
+    id: &'a str,
+    object: &'a Object<ServiceSpec>,
+}
+
+impl Service<'_> {
+    fn spec(&self) -> &ServiceSpec {
+        &self.object.spec
+    }
+}
+
+/// The decisions of a pass, as they are made.
+struct Decisions<'a> {
+    now: Millis,
+    new_id: &'a mut dyn FnMut() -> String,
+    changes: Vec<TaskChange>,
+    /// Tasks made in this pass; the scheduler places them before they are written.
+    created: Vec<Task>,
+}
+
+impl Decisions<'_> {
+    fn create(&mut self, service: &Service<'_>, slot: Option<u64>, node_id: Option<&str>) {
+        let (state, message) = match node_id {
+            // A global task is made for its node.
+            Some(_) => (TaskState::Assigned, "scheduled"),
+            None => (TaskState::New, "created"),
+        };
+        let mut status = TaskStatus::new(state, self.now);
+        status.message = message.to_owned();
+        self.created.push(Task {
+            id: (self.new_id)(),
+            service_id: service.id.to_owned(),
+            service_name: service.spec().name.clone(),
+            slot,
+            node_id: node_id.map(str::to_owned),
+            spec: service.spec().task.clone(),
+            desired: DesiredState::Running,
+            status,
+            created_at: self.now,
+        });
+    }
+
+    fn stop(&mut self, task: &Task) {
+        self.changes.push(TaskChange::Desire {
+            id: task.id.clone(),
+            desired: DesiredState::Shutdown,
+        });
+    }
+
+    /// A task whose node is gone or down: stopped, and marked orphaned (nobody can say what
+    /// became of it until the node is back).
+    fn orphan(&mut self, task: &Task) {
+        self.stop(task);
+        if !task.status.state.is_terminal() {
+            let mut status = TaskStatus::new(TaskState::Orphaned, self.now);
+            status.message = "its node is down".to_owned();
+            self.changes.push(TaskChange::Status {
+                id: task.id.clone(),
+                status,
+            });
+        }
+    }
+
+    fn remove(&mut self, task: &Task) {
+        self.changes.push(TaskChange::Remove {
+            id: task.id.clone(),
+        });
+    }
+
+    /// Drops the oldest stopped tasks of a slot beyond the history limit.
+    fn trim_history(&mut self, tasks: &[&Task], nodes: &BTreeMap<String, Node>) {
+        let stopped: Vec<&&Task> = tasks
+            .iter()
+            .filter(|t| !t.is_live() && (t.status.state.is_terminal() || lost(nodes, t)))
+            .collect();
+        let keep = HISTORY.saturating_sub(tasks.len() - stopped.len());
+        if stopped.len() > keep {
+            for task in &stopped[..stopped.len() - keep] {
+                self.remove(task);
+            }
+        }
+    }
+
+    fn into_changes(self) -> Vec<TaskChange> {
+        let mut changes: Vec<TaskChange> = self
+            .created
+            .into_iter()
+            .map(|task| TaskChange::Create(Box::new(task)))
+            .collect();
+        changes.extend(self.changes);
+        changes
+    }
+}
+
+/// Whether a task's node is gone from the cluster or down.
+fn lost(nodes: &BTreeMap<String, Node>, task: &Task) -> bool {
+    match task.node_id.as_ref().map(|id| nodes.get(id)) {
+        None => false,
+        Some(None) => true,
+        Some(Some(node)) => node.status == NodeStatus::Down,
+    }
+}
+
+/// What the restart policy says of a finished task.
+#[derive(Debug, PartialEq, Eq)]
+enum Restart {
+    Now,
+    /// After the policy's delay.
+    Later,
+    Never,
+}
+
+/// `task` finished (it is the latest of its slot, or node); `history` is every task of the
+/// slot, oldest first, `task` included.
+fn restart(policy: &RestartPolicy, task: &Task, history: &[&Task], now: Millis) -> Restart {
+    let succeeded = task.status.state == TaskState::Complete;
+    match policy.condition {
+        RestartCondition::None => return Restart::Never,
+        RestartCondition::OnFailure if succeeded => return Restart::Never,
+        _ => {}
+    }
+    if policy.max_attempts > 0 {
+        let window = policy.window.0.as_millis() as u64;
+        // Restarts are the slot's tasks after its first, within the window if there is one.
+        let restarts = history
+            .iter()
+            .skip(1)
+            .filter(|t| window == 0 || t.created_at + window >= now)
+            .count() as u64;
+        if restarts >= policy.max_attempts {
+            return Restart::Never;
+        }
+    }
+    let delay = policy.delay.0.as_millis() as u64;
+    if now >= task.status.since + delay {
+        Restart::Now
+    } else {
+        Restart::Later
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,575 @@
+//! The orchestrator and the scheduler in a deterministic simulation: a real store, passes
+//! whose decisions are applied as the leader would propose them, a fake agent that runs
+//! what it is given, and a clock that only moves when told.
+
+use std::collections::BTreeMap;
+
+use swarm_api::spec::{ServiceMode, ServiceSpec, UpdateOrder};
+use swarm_api::state::{Object, Origin};
+use swarm_api::store::{
+    Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus, NodeStatusChange,
+    NodeUpdate, Outcome, TaskStatusUpdate,
+};
+use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
+
+use super::pass;
+use crate::store::Store;
+
+const GIB: u64 = 1 << 30;
+
+/// A service spec as a stack file gives it, from the `deploy`-level YAML of one service; it
+/// is named `s_<name>` (the stack file is `s.yaml`).
+fn spec(name: &str, body: &str) -> ServiceSpec {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(
+        &path,
+        format!("services:\n  {name}:\n    image: nginx\n{body}"),
+    )
+    .unwrap();
+    let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None);
+    let mut stack = stack
+        .stack
+        .unwrap_or_else(|| panic!("{:?}", stack.diagnostics));
+    stack.services.remove(0)
+}
+
+struct Sim {
+    store: Store,
+    index: u64,
+    now: u64,
+    next_id: u64,
+}
+
+impl Sim {
+    fn new(nodes: usize) -> Sim {
+        let mut sim = Sim {
+            store: Store::default(),
+            index: 0,
+            now: 1_000_000,
+            next_id: 0,
+        };
+        sim.apply(Command::InitCluster(Cluster {
+            id: "c".into(),
+            created_at: 0,
+            heartbeat_period_ms: 1000,
+            missed_heartbeats_for_down: 3,
+            certificate_validity_ms: 1,
+            worker_token_secret: String::new(),
+            manager_token_secret: String::new(),
+        }));
+        for n in 0..nodes {
+            sim.add_node(&format!("n{n:02}"));
+        }
+        sim
+    }
+
+    fn add_node(&mut self, id: &str) {
+        self.apply(Command::AddNode(Node {
+            id: id.to_owned(),
+            hostname: id.to_owned(),
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            status: NodeStatus::Ready,
+            status_since: 0,
+            labels: BTreeMap::new(),
+            address: String::new(),
+            raft_id: None,
+            description: NodeDescription {
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                nano_cpus: 4_000_000_000,
+                memory_bytes: 8 * GIB,
+            },
+        }));
+    }
+
+    fn apply(&mut self, command: Command) -> Outcome {
+        self.index += 1;
+        self.store.apply_command(self.index, command)
+    }
+
+    fn data(&self) -> &swarm_api::store::StoreData {
+        self.store.data()
+    }
+
+    /// Creates or replaces a service, as an applied plan would.
+    fn put_service(&mut self, spec: ServiceSpec) {
+        let mut objects = self.data().objects.clone();
+        let object = Object {
+            id: Some(format!("id-{}", spec.name)),
+            origin: Origin::default(),
+            spec,
+        };
+        match objects
+            .services
+            .iter_mut()
+            .find(|s| s.spec.name == object.spec.name)
+        {
+            Some(existing) => *existing = object,
+            None => objects.services.push(object),
+        }
+        // The test writes the objects directly: plans are the store's own tests' business.
+        self.store.replace_objects_for_tests(objects);
+    }
+
+    fn remove_service(&mut self, name: &str) {
+        let mut objects = self.data().objects.clone();
+        objects
+            .services
+            .retain(|s| s.spec.name != format!("s_{name}"));
+        self.store.replace_objects_for_tests(objects);
+    }
+
+    /// One leader pass, applied; returns how many decisions it made.
+    fn pass(&mut self) -> usize {
+        let mut next_id = self.next_id;
+        let changes = pass(self.now, self.store.data(), &mut || {
+            next_id += 1;
+            format!("t{next_id:05}")
+        });
+        self.next_id = next_id;
+        let count = changes.len();
+        if count > 0 {
+            let expected_version = self.data().tasks_version;
+            let outcome = self.apply(Command::WriteTasks {
+                expected_version,
+                changes,
+            });
+            assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        }
+        count
+    }
+
+    /// Passes until nothing changes (bounded).
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            if self.pass() == 0 {
+                return;
+            }
+        }
+        panic!("the orchestrator does not settle");
+    }
+
+    /// The fake agents: every assigned, wanted task on an up node runs; every unwanted one
+    /// stops.
+    fn agents_run(&mut self) {
+        let mut by_node: BTreeMap<String, Vec<TaskStatusUpdate>> = BTreeMap::new();
+        for task in self.data().tasks.values() {
+            let Some(node) = &task.node_id else { continue };
+            if self.data().nodes.get(node).map(|n| n.status) != Some(NodeStatus::Ready) {
+                continue;
+            }
+            let state = match (task.desired, task.status.state) {
+                (DesiredState::Running, TaskState::Assigned) => TaskState::Running,
+                (DesiredState::Shutdown, state) if !state.is_terminal() => TaskState::Shutdown,
+                _ => continue,
+            };
+            by_node
+                .entry(node.clone())
+                .or_default()
+                .push(TaskStatusUpdate {
+                    id: task.id.clone(),
+                    status: TaskStatus::new(state, self.now),
+                });
+        }
+        for (node_id, updates) in by_node {
+            self.apply(Command::TaskStatuses { node_id, updates });
+        }
+    }
+
+    fn converge(&mut self) {
+        for _ in 0..20 {
+            let before = self.index;
+            self.settle();
+            self.agents_run();
+            if self.index == before {
+                return;
+            }
+        }
+        panic!("no convergence");
+    }
+
+    fn set_status(&mut self, node: &str, status: NodeStatus) {
+        self.apply(Command::NodeStatuses {
+            at: self.now,
+            changes: vec![NodeStatusChange {
+                id: node.to_owned(),
+                status,
+            }],
+        });
+    }
+
+    fn update_node(&mut self, update: NodeUpdate) {
+        self.apply(Command::UpdateNode(update));
+    }
+
+    fn fail(&mut self, task_id: &str) {
+        let node_id = self.data().tasks[task_id].node_id.clone().unwrap();
+        let mut status = TaskStatus::new(TaskState::Failed, self.now);
+        status.exit_code = Some(1);
+        self.apply(Command::TaskStatuses {
+            node_id,
+            updates: vec![TaskStatusUpdate {
+                id: task_id.to_owned(),
+                status,
+            }],
+        });
+    }
+
+    fn live(&self, service: &str) -> Vec<&Task> {
+        self.data()
+            .tasks
+            .values()
+            .filter(|t| t.service_name == format!("s_{service}") && t.is_live())
+            .collect()
+    }
+
+    fn running_per_node(&self, service: &str) -> BTreeMap<String, usize> {
+        let mut per_node = BTreeMap::new();
+        for task in self.live(service) {
+            if task.status.state == TaskState::Running {
+                *per_node.entry(task.node_id.clone().unwrap()).or_default() += 1;
+            }
+        }
+        per_node
+    }
+}
+
+#[test]
+fn replicas_are_created_spread_and_run() {
+    let mut sim = Sim::new(3);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 5\n"));
+    sim.converge();
+    let live = sim.live("web");
+    assert_eq!(live.len(), 5);
+    let mut slots: Vec<u64> = live.iter().map(|t| t.slot.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3, 4, 5]);
+    let mut spread: Vec<usize> = sim.running_per_node("web").into_values().collect();
+    spread.sort();
+    assert_eq!(spread, [1, 2, 2]);
+    assert_eq!(sim.pass(), 0, "a converged cluster needs no decision");
+}
+
+#[test]
+fn scaling_down_stops_the_highest_slots() {
+    let mut sim = Sim::new(3);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 5\n"));
+    sim.converge();
+    sim.put_service(spec("web", "    deploy:\n      replicas: 2\n"));
+    sim.converge();
+    let mut slots: Vec<u64> = sim.live("web").iter().map(|t| t.slot.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2]);
+    let stopped = sim
+        .data()
+        .tasks
+        .values()
+        .filter(|t| t.status.state == TaskState::Shutdown)
+        .count();
+    assert_eq!(stopped, 3, "kept as history");
+}
+
+#[test]
+fn a_failed_task_is_replaced_in_its_slot_after_the_delay_up_to_max_attempts() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec(
+        "job",
+        "    deploy:\n      replicas: 1\n      restart_policy:\n        condition: on-failure\n        delay: 10s\n        max_attempts: 2\n",
+    ));
+    sim.converge();
+    for attempt in 1..=3 {
+        let task = sim.live("job")[0].id.clone();
+        sim.fail(&task);
+        sim.converge();
+        if attempt == 3 {
+            // Two restarts were allowed: the third failure stays.
+            assert_eq!(sim.live("job")[0].id, task);
+            assert_eq!(sim.live("job")[0].status.state, TaskState::Failed);
+            sim.now += 60_000;
+            sim.converge();
+            assert_eq!(sim.live("job")[0].id, task, "never restarted again");
+            break;
+        }
+        assert_eq!(sim.live("job")[0].id, task, "not before the delay");
+        sim.now += 10_000;
+        sim.converge();
+        let replacement = sim.live("job");
+        assert_eq!(replacement.len(), 1);
+        assert_ne!(replacement[0].id, task);
+        assert_eq!(replacement[0].slot, Some(1));
+        assert_eq!(replacement[0].status.state, TaskState::Running);
+        assert_eq!(sim.data().tasks[&task].desired, DesiredState::Shutdown);
+    }
+}
+
+#[test]
+fn a_completed_task_is_not_restarted_on_failure_only() {
+    let mut sim = Sim::new(1);
+    sim.put_service(spec(
+        "once",
+        "    deploy:\n      restart_policy:\n        condition: on-failure\n",
+    ));
+    sim.converge();
+    let task = sim.live("once")[0].id.clone();
+    let node_id = sim.data().tasks[&task].node_id.clone().unwrap();
+    sim.apply(Command::TaskStatuses {
+        node_id,
+        updates: vec![TaskStatusUpdate {
+            id: task.clone(),
+            status: TaskStatus::new(TaskState::Complete, sim.now),
+        }],
+    });
+    sim.now += 3_600_000;
+    sim.converge();
+    assert_eq!(sim.live("once").len(), 1);
+    assert_eq!(sim.live("once")[0].status.state, TaskState::Complete);
+}
+
+#[test]
+fn tasks_of_a_down_node_are_replaced_and_never_duplicated_when_it_returns() {
+    let mut sim = Sim::new(3);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 6\n"));
+    sim.converge();
+    sim.set_status("n00", NodeStatus::Down);
+    sim.converge();
+    let per_node = sim.running_per_node("web");
+    assert_eq!(per_node.get("n00"), None, "{per_node:?}");
+    assert_eq!(per_node.values().sum::<usize>(), 6);
+    let orphaned = sim
+        .data()
+        .tasks
+        .values()
+        .filter(|t| t.status.state == TaskState::Orphaned)
+        .count();
+    assert_eq!(orphaned, 2);
+
+    sim.set_status("n00", NodeStatus::Ready);
+    sim.converge();
+    assert_eq!(
+        sim.live("web").len(),
+        6,
+        "the returning node's old tasks stay stopped"
+    );
+}
+
+#[test]
+fn draining_moves_tasks_and_pausing_holds_them() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 4\n"));
+    sim.converge();
+    sim.update_node(NodeUpdate {
+        id: "n01".into(),
+        availability: Some(Availability::Pause),
+        ..NodeUpdate::default()
+    });
+    sim.converge();
+    assert_eq!(sim.running_per_node("web")["n01"], 2, "paused: tasks stay");
+    sim.update_node(NodeUpdate {
+        id: "n01".into(),
+        availability: Some(Availability::Drain),
+        ..NodeUpdate::default()
+    });
+    sim.converge();
+    assert_eq!(
+        sim.running_per_node("web"),
+        BTreeMap::from([("n00".to_owned(), 4)])
+    );
+}
+
+#[test]
+fn global_services_run_once_per_eligible_node() {
+    let mut sim = Sim::new(3);
+    sim.update_node(NodeUpdate {
+        id: "n02".into(),
+        labels_add: BTreeMap::from([("edge".to_owned(), "no".to_owned())]),
+        ..NodeUpdate::default()
+    });
+    sim.put_service(spec(
+        "agent",
+        "    deploy:\n      mode: global\n      placement:\n        constraints: [node.labels.edge != no]\n",
+    ));
+    sim.converge();
+    let per_node = sim.running_per_node("agent");
+    assert_eq!(per_node.len(), 2);
+    assert!(per_node.values().all(|n| *n == 1));
+    // A new node gets one; a down node keeps its own; a drained one loses it.
+    sim.add_node("n03");
+    sim.set_status("n00", NodeStatus::Down);
+    sim.update_node(NodeUpdate {
+        id: "n01".into(),
+        availability: Some(Availability::Drain),
+        ..NodeUpdate::default()
+    });
+    sim.converge();
+    let live: BTreeMap<String, TaskState> = sim
+        .live("agent")
+        .iter()
+        .map(|t| (t.node_id.clone().unwrap(), t.status.state))
+        .collect();
+    assert_eq!(
+        live,
+        BTreeMap::from([
+            ("n00".to_owned(), TaskState::Running),
+            ("n03".to_owned(), TaskState::Running)
+        ])
+    );
+    assert!(matches!(
+        sim.data().objects.services[0].spec.mode,
+        ServiceMode::Global
+    ));
+}
+
+#[test]
+fn an_update_rolls_out_parallelism_slots_at_a_time() {
+    let mut sim = Sim::new(3);
+    let web = |image: &str, order: &str| {
+        let mut spec = spec(
+            "web",
+            &format!(
+                "    deploy:\n      replicas: 4\n      update_config:\n        parallelism: 1\n        order: {order}\n"
+            ),
+        );
+        spec.task.container.image = image.to_owned();
+        spec
+    };
+    sim.put_service(web("nginx:1", "stop-first"));
+    sim.converge();
+    sim.put_service(web("nginx:2", "stop-first"));
+    // Each round: one slot replaced; it must run before the next goes.
+    for round in 1..=4 {
+        sim.settle();
+        let new = sim
+            .live("web")
+            .iter()
+            .filter(|t| t.spec.container.image == "nginx:2")
+            .count();
+        assert_eq!(new, round, "round {round}");
+        sim.agents_run();
+    }
+    sim.converge();
+    assert!(
+        sim.live("web")
+            .iter()
+            .all(|t| t.spec.container.image == "nginx:2")
+    );
+    assert_eq!(sim.live("web").len(), 4);
+
+    // Start-first: the old task keeps running until its replacement runs.
+    sim.put_service(web("nginx:3", "start-first"));
+    sim.settle();
+    let live = sim.live("web");
+    assert_eq!(live.len(), 5, "one slot runs old and new side by side");
+    sim.agents_run();
+    sim.settle();
+    sim.agents_run();
+    sim.converge();
+    assert_eq!(sim.live("web").len(), 4);
+    assert!(
+        sim.live("web")
+            .iter()
+            .all(|t| t.spec.container.image == "nginx:3")
+    );
+    assert_eq!(
+        sim.data().objects.services[0].spec.update.order,
+        UpdateOrder::StartFirst
+    );
+}
+
+#[test]
+fn unschedulable_tasks_wait_with_the_reason_then_go_when_a_node_fits() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec(
+        "db",
+        "    deploy:\n      placement:\n        constraints: [node.labels.disk == ssd]\n",
+    ));
+    sim.converge();
+    let task = sim.live("db")[0];
+    assert_eq!(task.status.state, TaskState::Pending);
+    assert_eq!(
+        task.status.message,
+        "no suitable node (2 nodes do not satisfy node.labels.disk == ssd)"
+    );
+    assert_eq!(sim.pass(), 0, "the same reason is not written again");
+    sim.update_node(NodeUpdate {
+        id: "n01".into(),
+        labels_add: BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]),
+        ..NodeUpdate::default()
+    });
+    sim.converge();
+    assert_eq!(
+        sim.running_per_node("db"),
+        BTreeMap::from([("n01".to_owned(), 1)])
+    );
+}
+
+#[test]
+fn a_removed_service_stops_its_tasks_then_forgets_them() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 3\n"));
+    sim.converge();
+    sim.remove_service("web");
+    sim.settle();
+    assert!(sim.live("web").is_empty());
+    sim.agents_run();
+    sim.converge();
+    assert!(sim.data().tasks.is_empty());
+}
+
+#[test]
+fn history_keeps_five_tasks_per_slot() {
+    let mut sim = Sim::new(1);
+    sim.put_service(spec(
+        "flaky",
+        "    deploy:\n      restart_policy:\n        delay: 0s\n",
+    ));
+    sim.converge();
+    for _ in 0..8 {
+        let task = sim.live("flaky")[0].id.clone();
+        sim.fail(&task);
+        sim.converge();
+    }
+    assert_eq!(sim.data().tasks.len(), 5);
+}
+
+#[test]
+fn a_stale_pass_is_refused_by_the_store() {
+    let mut sim = Sim::new(1);
+    sim.put_service(spec("web", ""));
+    let stale = sim.data().tasks_version;
+    sim.converge();
+    let outcome = sim.apply(Command::WriteTasks {
+        expected_version: stale,
+        changes: Vec::new(),
+    });
+    assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+}
+
+/// Dozens of nodes, thousands of tasks, a tenth of the nodes lost at once.
+#[test]
+fn thousands_of_tasks_survive_the_loss_of_nodes() {
+    let mut sim = Sim::new(40);
+    for s in 0..10 {
+        sim.put_service(spec(
+            &format!("svc{s}"),
+            "    deploy:\n      replicas: 200\n",
+        ));
+    }
+    sim.converge();
+    for n in 0..4 {
+        sim.set_status(&format!("n{n:02}"), NodeStatus::Down);
+    }
+    sim.converge();
+    for s in 0..10 {
+        let service = format!("svc{s}");
+        let per_node = sim.running_per_node(&service);
+        assert_eq!(per_node.values().sum::<usize>(), 200, "{service}");
+        assert!((0..4).all(|n| !per_node.contains_key(&format!("n{n:02}"))));
+        let (min, max) = (
+            per_node.values().min().unwrap(),
+            per_node.values().max().unwrap(),
+        );
+        assert!(max - min <= 1, "{service}: {per_node:?}");
+    }
+}
