@@ -32,3 +32,11 @@ ensure_build_tools() {
     ensure_packages git:git cc:gcc make:make pkg-config:pkg-config protoc:protobuf-compiler
     ensure_rust
 }
+
+# ensure_runtime_tools: what the real tests and the demo run: runc for containers, busybox
+# for the test image's rootfs, umoci and skopeo to build and push it, docker-registry to
+# serve it on loopback, iproute2 for network namespaces.
+ensure_runtime_tools() {
+    ensure_packages runc:runc busybox:busybox-static umoci:umoci skopeo:skopeo \
+        docker-registry:docker-registry ip:iproute2 iptables:iptables
+}

@@ -1,0 +1,1 @@
+//! Running tasks: the container runtime and the per-task state machine.

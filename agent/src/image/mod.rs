@@ -1,0 +1,1 @@
+//! Images: pulls from OCI registries, a content store by digest, unpacked layers.

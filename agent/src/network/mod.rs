@@ -1,0 +1,1 @@
+//! Task networking: the node bridge, a network namespace and an address per task.
