@@ -2,10 +2,26 @@
 //! (its spec, node and desired state); agents report what it is (its status). States move
 //! forward only, in the order of [`TaskState`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::spec::TaskSpec;
+use crate::spec::{ServiceSpec, TaskSpec};
+use crate::state::Object;
 use crate::store::Millis;
+
+/// What `service ls|ps|inspect` and `node ps` show: the services, their tasks, and the
+/// nodes' hostnames.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServicesView {
+    /// The version of the services (`ClusterState::version`): an update made from this view
+    /// names it, and is refused if the services moved meanwhile.
+    pub version: u64,
+    pub services: Vec<Object<ServiceSpec>>,
+    pub tasks: Vec<Task>,
+    /// Node id → hostname.
+    pub nodes: BTreeMap<String, String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {

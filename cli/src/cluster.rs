@@ -218,6 +218,16 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// List the tasks on nodes ("self" is not supported: name the node)
+    Ps {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Only tasks in this desired state: `desired-state=running|shutdown`
+        #[arg(long, short)]
+        filter: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::service::Format,
+    },
 }
 
 pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode> {
@@ -285,6 +295,11 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
         }
         NodeCommand::Promote { nodes } => set_roles(host, nodes, Role::Manager).await,
         NodeCommand::Demote { nodes } => set_roles(host, nodes, Role::Worker).await,
+        NodeCommand::Ps {
+            nodes,
+            filter,
+            format,
+        } => crate::service::node_ps(host, &nodes, filter.as_deref(), format).await,
         NodeCommand::Ls => {
             let mut client = client::connect(host).await?;
             let nodes = client
@@ -504,7 +519,7 @@ fn capitalise(word: &str) -> String {
 }
 
 /// Columns padded to their widest cell, separated by three spaces, as Docker prints them.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths: [usize; N] = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -4,6 +4,7 @@
 mod client;
 mod cluster;
 mod plan;
+mod service;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
         Command::Plan(args) => plan::run(args),
+        Command::Service(command) => client(service::run(&host, command)),
     };
     match outcome {
         Ok(code) => code,

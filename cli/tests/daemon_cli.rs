@@ -1,6 +1,7 @@
 //! `swarm daemon` as a real process, driven by the real `swarm` commands over its unix
 //! socket: init, node ls, join-token, and a restart from the data dir.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -810,4 +811,191 @@ fn a_remote_manager_answers_over_mutual_tls() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The tasks `swarm service ps SERVICE --format json` lists that should run.
+fn live_tasks(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Services are created from flags (checked as stack files are), their tasks scheduled
+/// over the nodes with the spread, scaled, moved off a drained node, held pending with the
+/// reason when no node fits, and removed.
+#[test]
+fn services_are_created_spread_scaled_drained_and_removed() {
+    let cluster = cluster(3, &[]);
+    cluster.join(1, "worker", 0);
+    cluster.join(2, "worker", 0);
+
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "--publish",
+            "8080:80",
+            "--env",
+            "GREETING=hi",
+            "busybox",
+            "httpd",
+            "-f",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tasks = wait_for("six tasks on nodes", Duration::from_secs(10), || {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 6 && tasks.iter().all(|t| t["node_id"].is_string())).then_some(tasks)
+    });
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for task in &tasks {
+        *per_node
+            .entry(task["node_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_node.values().collect::<Vec<_>>(),
+        [&2, &2, &2],
+        "{per_node:?}"
+    );
+    let listing = text(&swarm(&cluster.socket(0), &["service", "ls"]).stdout);
+    let line = listing.lines().find(|l| l.contains(" web ")).unwrap();
+    assert!(
+        line.contains("replicated") && line.contains("/6"),
+        "{listing}"
+    );
+    assert!(line.contains("*:8080->80/tcp"), "{listing}");
+
+    // Bad flags are refused with the flag and the reason; nothing is created.
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "bad",
+            "--restart-condition",
+            "sometimes",
+            "--limit-memory",
+            "12X",
+            "busybox",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--restart-condition: expected one of"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--limit-memory: invalid size"), "{stderr}");
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service", "create", "--name", "clash", "-p", "8080:81", "busybox",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("port 8080/tcp is already published by service web"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = swarm(
+        &cluster.socket(0),
+        &["service", "create", "--name", "web", "busybox"],
+    );
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No node has that much memory: the task waits, and says why.
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "huge",
+            "--reserve-memory",
+            "100T",
+            "busybox",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the reason a task is pending",
+        Duration::from_secs(10),
+        || {
+            let out = swarm(&cluster.socket(0), &["service", "ps", "huge"]);
+            text(&out.stdout)
+                .contains("no suitable node (3 nodes lack 100TiB of memory)")
+                .then_some(())
+        },
+    );
+
+    // Scaling down stops the highest slots.
+    let out = swarm(&cluster.socket(0), &["service", "scale", "web=2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tasks = wait_for("two live tasks", Duration::from_secs(10), || {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 2).then_some(tasks)
+    });
+    let mut slots: Vec<u64> = tasks.iter().map(|t| t["slot"].as_u64().unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2]);
+
+    // A drained node's tasks are placed elsewhere.
+    let out = swarm(&cluster.socket(0), &["service", "scale", "web=3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(
+        &cluster.socket(0),
+        &["node", "update", "--availability", "drain", "node2"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let node2 = wait_for("node2's id", Duration::from_secs(5), || {
+        let out = swarm(&cluster.socket(0), &["node", "inspect", "node2"]);
+        let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        inspected[0]["ID"].as_str().map(str::to_owned)
+    });
+    wait_for(
+        "no live task on the drained node",
+        Duration::from_secs(10),
+        || {
+            let tasks = live_tasks(&cluster, "web");
+            (tasks.len() == 3
+                && tasks
+                    .iter()
+                    .all(|t| t["node_id"].is_string() && t["node_id"] != node2.as_str()))
+            .then_some(())
+        },
+    );
+    let out = swarm(&cluster.socket(0), &["node", "ps", "node2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("Running   "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = swarm(&cluster.socket(0), &["service", "rm", "web", "huge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&swarm(&cluster.socket(0), &["service", "ls", "-q"]).stdout);
+    assert!(listing.trim().is_empty(), "{listing}");
 }

@@ -7,12 +7,14 @@ use raft::prelude::ConfChangeType;
 
 use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
-    self as pb, ExportStateRequest, ExportStateResponse, InitRequest, InitResponse,
-    InspectNodeRequest, InspectNodeResponse, IssueClientCertificateRequest,
-    IssueClientCertificateResponse, JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse,
-    LeaveRequest, LeaveResponse, ListNodesRequest, ListNodesResponse, RemoveNodeRequest,
-    RemoveNodeResponse, SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest,
-    UpdateNodeResponse,
+    self as pb, CreateServiceRequest, CreateServiceResponse, ExportStateRequest,
+    ExportStateResponse, InitRequest, InitResponse, InspectNodeRequest, InspectNodeResponse,
+    IssueClientCertificateRequest, IssueClientCertificateResponse, JoinRequest, JoinResponse,
+    JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest,
+    ListNodesResponse, ListServicesRequest, ListServicesResponse, RemoveNodeRequest,
+    RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse, SetNodeRoleRequest,
+    SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse, UpdateServiceRequest,
+    UpdateServiceResponse,
 };
 use swarm_api::store::{
     Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole, NodeState,
@@ -20,6 +22,7 @@ use swarm_api::store::{
 };
 use tonic::{Request, Response, Status};
 
+use super::services;
 use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, wait_for_leader,
@@ -626,5 +629,47 @@ impl Control for ControlApi {
             token,
             manager_addr: state.advertise_addr,
         }))
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> Result<Response<CreateServiceResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let id = services::create(&raft, &request.into_inner().spec_json).await?;
+        Ok(Response::new(CreateServiceResponse { id }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<UpdateServiceResponse>, Status> {
+        self.allow(&request)?;
+        let request = request.into_inner();
+        let (raft, _) = self.daemon.manager().await?;
+        services::update(&raft, &request.service, &request.spec_json, request.version).await?;
+        Ok(Response::new(UpdateServiceResponse {}))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let removed = services::remove(&raft, &request.into_inner().services).await?;
+        Ok(Response::new(RemoveServiceResponse { removed }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let view = services::view(&raft).await?;
+        let json = serde_json::to_string(&view).expect("the view serialises");
+        Ok(Response::new(ListServicesResponse { json }))
     }
 }

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 use raft::prelude::ConfChangeType;
 use swarm_api::grpc::dispatcher::dispatcher_server::{Dispatcher, DispatcherServer};
 use swarm_api::grpc::dispatcher::{
-    HeartbeatRequest, HeartbeatResponse, RenewCertificateRequest, RenewCertificateResponse, Replica,
+    AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
+    RenewCertificateRequest, RenewCertificateResponse, Replica, ReportTaskStatusRequest,
+    ReportTaskStatusResponse,
 };
-use swarm_api::store::{Command, Node, NodeRole, NodeStatus, NodeStatusChange};
+use swarm_api::store::{Command, Node, NodeRole, NodeStatus, NodeStatusChange, TaskStatusUpdate};
+use swarm_api::task::{DesiredState, Task};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Daemon, change_voters, internal, millis, propose, raft_status};
@@ -77,6 +81,59 @@ struct Caller {
 
 #[tonic::async_trait]
 impl Dispatcher for DispatcherApi {
+    type AssignmentsStream = ReceiverStream<Result<AssignmentSet, Status>>;
+
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let identity = peer_identity(&request, &self.cluster_id)?;
+        let raft = self.raft.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut applied = raft.applied();
+            let mut sent: Option<Vec<Task>> = None;
+            loop {
+                let node_id = identity.node_id.clone();
+                let Ok(tasks) = raft
+                    .local_read(move |store: &Store| assigned_to(store, &node_id))
+                    .await
+                else {
+                    return; // the replica stopped: the agent reconnects elsewhere
+                };
+                if sent.as_ref() != Some(&tasks) {
+                    let tasks_json = serde_json::to_string(&tasks).expect("tasks serialise");
+                    if sender.send(Ok(AssignmentSet { tasks_json })).await.is_err() {
+                        return; // the agent went away
+                    }
+                    sent = Some(tasks);
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return },
+                    _ = sender.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn report_task_status(
+        &self,
+        request: Request<ReportTaskStatusRequest>,
+    ) -> Result<Response<ReportTaskStatusResponse>, Status> {
+        let identity = peer_identity(&request, &self.cluster_id)?;
+        let updates: Vec<TaskStatusUpdate> =
+            serde_json::from_str(&request.into_inner().updates_json)
+                .map_err(|e| Status::invalid_argument(format!("invalid task statuses: {e}")))?;
+        // The store takes a status only from the node the task is assigned to.
+        let command = Command::TaskStatuses {
+            node_id: identity.node_id,
+            updates,
+        };
+        propose(&self.raft, &command).await?;
+        Ok(Response::new(ReportTaskStatusResponse {}))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<HeartbeatRequest>,
@@ -220,6 +277,19 @@ impl Dispatcher for DispatcherApi {
             replicas,
         }))
     }
+}
+
+/// What a node's agent is given: its tasks that should run, and those it should stop that
+/// have not stopped yet.
+fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
+    store
+        .data()
+        .tasks
+        .values()
+        .filter(|t| t.node_id.as_deref() == Some(node_id))
+        .filter(|t| t.desired == DesiredState::Running || !t.status.state.is_terminal())
+        .cloned()
+        .collect()
 }
 
 /// While this manager leads: marks Down the nodes not heard from for the cluster's number of

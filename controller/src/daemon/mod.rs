@@ -8,7 +8,9 @@
 mod control;
 mod dispatcher;
 mod join;
+mod orchestrate;
 mod recover;
+mod services;
 mod session;
 
 use std::collections::HashMap;
@@ -78,6 +80,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 const PEER_REFRESH: Duration = Duration::from_millis(300);
 
 /// What the node is, right now.
+// One value per daemon, behind its lock: boxing the member would save nothing.
+#[allow(clippy::large_enum_variant)]
 enum Membership {
     /// Not in a cluster: only `init` and `join` make sense.
     Outside,
@@ -384,9 +388,10 @@ impl Daemon {
         });
         let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses, voters));
         let monitor = tokio::spawn(dispatcher::monitor(raft.clone(), raft_id, heartbeats));
+        let orchestrator = tokio::spawn(orchestrate::run(raft.clone(), raft_id));
         Ok(Manager {
             raft,
-            tasks: vec![refresher, monitor],
+            tasks: vec![refresher, monitor, orchestrator],
             server: Some((stop_server, server)),
             driver,
         })

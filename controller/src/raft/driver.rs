@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use raft::prelude::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::replica::{ProposalId, Replica, ReplicaError, StateMachine};
@@ -96,6 +96,7 @@ fn boxed<M, R: Send + 'static>(
 pub struct RaftHandle<M> {
     inbox: mpsc::Sender<Input<M>>,
     timeout: Duration,
+    applied: watch::Receiver<u64>,
 }
 
 impl<M: StateMachine + Send + 'static> RaftHandle<M> {
@@ -172,6 +173,12 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
             .map_err(|_| RaftError::Stopped)
     }
 
+    /// The index of the last entry applied to the state machine, changing as entries are
+    /// applied: what loops that react to the state wait on.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
     /// Where peers' messages and transport reports go.
     pub fn inbox(&self) -> mpsc::Sender<Input<M>> {
         self.inbox.clone()
@@ -214,11 +221,19 @@ where
 {
     let (inbox, receiver) = mpsc::channel(config.inbox_capacity);
     let transport = transport(inbox.clone());
+    let (applied_sender, applied) = watch::channel(replica.applied());
     let handle = RaftHandle {
         inbox,
         timeout: config.timeout,
+        applied,
     };
-    let task = tokio::spawn(run(replica, transport, receiver, config.tick));
+    let task = tokio::spawn(run(
+        replica,
+        transport,
+        receiver,
+        config.tick,
+        applied_sender,
+    ));
     (handle, task)
 }
 
@@ -238,6 +253,7 @@ async fn run<M: StateMachine, T: Transport>(
     mut transport: T,
     mut inbox: mpsc::Receiver<Input<M>>,
     tick: Duration,
+    applied_index: watch::Sender<u64>,
 ) -> Result<(), ReplicaError> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,6 +360,7 @@ async fn run<M: StateMachine, T: Transport>(
             }
         }
         let applied = replica.applied();
+        applied_index.send_if_modified(|known| std::mem::replace(known, applied) != applied);
         let (due, waiting): (Vec<_>, Vec<_>) = reads_ready
             .drain(..)
             .partition(|(index, _)| *index <= applied);

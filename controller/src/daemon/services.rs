@@ -1,0 +1,206 @@
+//! Services on the control API: created, changed and removed as one-action plans (the same
+//! `ApplyPlan` command GitOps uses), and read together with their tasks.
+
+use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+use swarm_api::spec::{PublishMode, ServiceSpec};
+use swarm_api::state::Object;
+use swarm_api::store::Command;
+use swarm_api::task::ServicesView;
+use tonic::Status;
+
+use super::{propose, raft_status};
+use crate::raft::driver::RaftHandle;
+use crate::store::Store;
+
+fn parse_spec(json: &str) -> Result<ServiceSpec, Status> {
+    let spec: ServiceSpec = serde_json::from_str(json)
+        .map_err(|e| Status::invalid_argument(format!("invalid service spec: {e}")))?;
+    if spec.name.is_empty() {
+        return Err(Status::invalid_argument("a service needs a name (--name)"));
+    }
+    Ok(spec)
+}
+
+/// The services and everything `service ls|ps` shows, read linearizably.
+pub async fn view(raft: &RaftHandle<Store>) -> Result<ServicesView, Status> {
+    raft.read(|store: &Store| {
+        let data = store.data();
+        ServicesView {
+            version: data.objects.version,
+            services: data.objects.services.clone(),
+            tasks: data.tasks.values().cloned().collect(),
+            nodes: data
+                .nodes
+                .values()
+                .map(|n| (n.id.clone(), n.hostname.clone()))
+                .collect(),
+        }
+    })
+    .await
+    .map_err(raft_status)
+}
+
+/// The service that `reference` names: an id, a unique id prefix, or a name.
+pub fn resolve<'a>(
+    view: &'a ServicesView,
+    reference: &str,
+) -> Result<&'a Object<ServiceSpec>, Status> {
+    if let Some(service) = view
+        .services
+        .iter()
+        .find(|s| s.id.as_deref() == Some(reference) || s.spec.name == reference)
+    {
+        return Ok(service);
+    }
+    let matches: Vec<_> = view
+        .services
+        .iter()
+        .filter(|s| s.id.as_deref().is_some_and(|id| id.starts_with(reference)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Status::not_found(format!(
+            "service {reference} not found: `swarm service ls` lists the services"
+        ))),
+        _ => Err(Status::invalid_argument(format!(
+            "service {reference} is ambiguous ({} services have ids starting with it): give more of the id",
+            matches.len()
+        ))),
+    }
+}
+
+/// Published ports of `spec` that another service already publishes through the mesh.
+fn port_conflicts(view: &ServicesView, spec: &ServiceSpec) -> Result<(), Status> {
+    for port in spec
+        .endpoint
+        .ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Ingress)
+    {
+        let Some(published) = port.published else {
+            continue;
+        };
+        let taken = view.services.iter().find(|other| {
+            other.spec.name != spec.name
+                && other.spec.endpoint.ports.iter().any(|p| {
+                    p.mode == PublishMode::Ingress
+                        && p.published == Some(published)
+                        && p.protocol == port.protocol
+                })
+        });
+        if let Some(other) = taken {
+            return Err(Status::failed_precondition(format!(
+                "port {published}/{} is already published by service {}: publish another port",
+                port.protocol, other.spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(raft: &RaftHandle<Store>, spec_json: &str) -> Result<String, Status> {
+    let spec = parse_spec(spec_json)?;
+    let view = view(raft).await?;
+    if view.services.iter().any(|s| s.spec.name == spec.name) {
+        return Err(Status::already_exists(format!(
+            "a service named {} already exists: choose another --name, or `swarm service update` it",
+            spec.name
+        )));
+    }
+    port_conflicts(&view, &spec)?;
+    let name = spec.name.clone();
+    let action = Action {
+        op: Op::Create,
+        kind: Kind::Service,
+        name: name.clone(),
+        origin: Default::default(),
+        changes: Vec::new(),
+        spec: Some(ObjectSpec::Service(Box::new(spec))),
+    };
+    apply(raft, Some(view.version), action).await?;
+    let view = self::view(raft).await?;
+    let service = resolve(&view, &name)?;
+    Ok(service.id.clone().unwrap_or_default())
+}
+
+pub async fn update(
+    raft: &RaftHandle<Store>,
+    reference: &str,
+    spec_json: &str,
+    version: u64,
+) -> Result<(), Status> {
+    let spec = parse_spec(spec_json)?;
+    let view = view(raft).await?;
+    let service = resolve(&view, reference)?;
+    if spec.name != service.spec.name {
+        return Err(Status::invalid_argument(format!(
+            "a service cannot be renamed ({} → {})",
+            service.spec.name, spec.name
+        )));
+    }
+    port_conflicts(&view, &spec)?;
+    let same_but_replicas = ServiceSpec {
+        mode: service.spec.mode,
+        ..spec.clone()
+    } == service.spec;
+    let op = if same_but_replicas {
+        Op::Scale
+    } else {
+        Op::Update
+    };
+    let action = Action {
+        op,
+        kind: Kind::Service,
+        name: spec.name.clone(),
+        // An imperative change keeps the service's origin: a git-managed service changed
+        // by hand is drift, which the next plan shows.
+        origin: service.origin.clone(),
+        changes: Vec::new(),
+        spec: Some(ObjectSpec::Service(Box::new(spec))),
+    };
+    apply(raft, Some(version), action).await
+}
+
+pub async fn remove(
+    raft: &RaftHandle<Store>,
+    references: &[String],
+) -> Result<Vec<String>, Status> {
+    let view = view(raft).await?;
+    let mut actions = Vec::new();
+    for reference in references {
+        let service = resolve(&view, reference)?;
+        actions.push(Action {
+            op: Op::Remove,
+            kind: Kind::Service,
+            name: service.spec.name.clone(),
+            origin: service.origin.clone(),
+            changes: Vec::new(),
+            spec: None,
+        });
+    }
+    let removed = actions.iter().map(|a| a.name.clone()).collect();
+    propose(
+        raft,
+        &Command::ApplyPlan {
+            expected_version: Some(view.version),
+            actions,
+        },
+    )
+    .await?;
+    Ok(removed)
+}
+
+async fn apply(
+    raft: &RaftHandle<Store>,
+    version: Option<u64>,
+    action: Action,
+) -> Result<(), Status> {
+    propose(
+        raft,
+        &Command::ApplyPlan {
+            expected_version: version,
+            actions: vec![action],
+        },
+    )
+    .await
+}
