@@ -110,6 +110,26 @@ pub struct Cluster {
     /// Join token secrets by role; never exported.
     pub worker_token_secret: String,
     pub manager_token_secret: String,
+    /// Where nodes' task subnets come from.
+    #[serde(default)]
+    pub address_pool: AddressPool,
+}
+
+/// The cluster's pool of task addresses: each node leases one subnet of `subnet_size` bits
+/// from `base` when it joins (Docker's `--default-addr-pool`, default 198.19.0.0/16 in /24s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPool {
+    pub base: crate::net::Ipv4Cidr,
+    pub subnet_size: u8,
+}
+
+impl Default for AddressPool {
+    fn default() -> Self {
+        AddressPool {
+            base: "198.19.0.0/16".parse().expect("a valid CIDR"),
+            subnet_size: 24,
+        }
+    }
 }
 
 /// Docker's default certificate lifetime: 90 days.
@@ -160,6 +180,10 @@ pub struct Node {
     /// What the node said of itself when it joined.
     #[serde(default)]
     pub description: NodeDescription,
+    /// The subnet its tasks' addresses come from, leased from the cluster's pool when the
+    /// node was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<crate::net::Ipv4Cidr>,
 }
 
 /// A node's platform and resources, as it reports them.

@@ -100,6 +100,12 @@ pub struct InitArgs {
     /// only manager
     #[arg(long)]
     force_new_cluster: bool,
+    /// The pool each node's task subnet is leased from
+    #[arg(long, default_value = "198.19.0.0/16")]
+    default_addr_pool: String,
+    /// The size of each node's subnet (prefix length)
+    #[arg(long, default_value_t = 24)]
+    default_addr_pool_mask_length: u32,
 }
 
 /// A duration as Docker writes them: 1s, 500ms, 1m30s, 2160h.
@@ -120,6 +126,8 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
             missed_heartbeats_for_down: args.missed_heartbeats,
             certificate_validity_ms: args.cert_expiry.as_millis().max(1) as u64,
             force_new_cluster: args.force_new_cluster,
+            default_addr_pool: args.default_addr_pool,
+            default_addr_pool_mask_length: args.default_addr_pool_mask_length,
         })
         .await
         .map_err(client::explain)?

@@ -98,6 +98,12 @@ pub struct InitRequest {
     /// as the only voter of the same cluster.
     #[prost(bool, tag = "5")]
     pub force_new_cluster: bool,
+    /// The pool nodes' task subnets are leased from (CIDR); empty for 198.19.0.0/16.
+    #[prost(string, tag = "6")]
+    pub default_addr_pool: ::prost::alloc::string::String,
+    /// The size of each node's subnet (prefix length); 0 for 24.
+    #[prost(uint32, tag = "7")]
+    pub default_addr_pool_mask_length: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

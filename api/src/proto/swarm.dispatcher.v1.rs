@@ -9,6 +9,9 @@ pub struct AssignmentSet {
     /// (desired running) and those it should stop, with their specs.
     #[prost(string, tag = "1")]
     pub tasks_json: ::prost::alloc::string::String,
+    /// The subnet the caller's task addresses come from (CIDR), leased when it joined.
+    #[prost(string, tag = "2")]
+    pub subnet: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

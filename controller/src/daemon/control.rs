@@ -17,8 +17,8 @@ use swarm_api::grpc::control::{
     UpdateServiceResponse,
 };
 use swarm_api::store::{
-    Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole, NodeState,
-    NodeStatus, NodeUpdate,
+    AddressPool, Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole,
+    NodeState, NodeStatus, NodeUpdate,
 };
 use tonic::{Request, Response, Status};
 
@@ -110,6 +110,10 @@ impl Daemon {
             0 => DEFAULT_CERTIFICATE_VALIDITY_MS,
             ms => ms,
         };
+        let address_pool = address_pool(
+            &request.default_addr_pool,
+            request.default_addr_pool_mask_length,
+        )?;
         let now = SystemTime::now();
         let cluster_id = random_id();
         let node_id = random_id();
@@ -170,6 +174,7 @@ impl Daemon {
                 certificate_validity_ms,
                 worker_token_secret: worker_token.clone(),
                 manager_token_secret: manager_token.clone(),
+                address_pool,
             }),
             Command::AddNode(Node {
                 id: node_id.clone(),
@@ -182,6 +187,7 @@ impl Daemon {
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
                 description: describe_machine(),
+                subnet: None,
             }),
         ];
         for command in commands {
@@ -367,6 +373,29 @@ async fn hand_over_leadership(raft: &RaftHandle<Store>, from: u64, to: u64) -> R
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The cluster's address pool from `init`'s flags (empty or 0: Docker's defaults).
+fn address_pool(base: &str, mask_length: u32) -> Result<AddressPool, Status> {
+    let default = AddressPool::default();
+    let base = match base {
+        "" => default.base,
+        text => text
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("--default-addr-pool {e}")))?,
+    };
+    let subnet_size = match mask_length {
+        0 => default.subnet_size,
+        n => u8::try_from(n).unwrap_or(u8::MAX),
+    };
+    // A node's subnet holds its gateway and at least a few tasks.
+    if subnet_size < base.prefix() || subnet_size > 29 {
+        return Err(Status::invalid_argument(format!(
+            "--default-addr-pool-mask-length {subnet_size} must be between the pool's prefix ({}) and 29",
+            base.prefix()
+        )));
+    }
+    Ok(AddressPool { base, subnet_size })
 }
 
 fn role_of(role: i32) -> Result<NodeRole, Status> {

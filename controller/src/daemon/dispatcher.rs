@@ -92,21 +92,28 @@ impl Dispatcher for DispatcherApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut applied = raft.applied();
-            let mut sent: Option<Vec<Task>> = None;
+            let mut sent: Option<(Vec<Task>, String)> = None;
             loop {
                 let node_id = identity.node_id.clone();
-                let Ok(tasks) = raft
-                    .local_read(move |store: &Store| assigned_to(store, &node_id))
+                let Ok(assigned) = raft
+                    .local_read(move |store: &Store| {
+                        let subnet = store.data().nodes.get(&node_id).and_then(|n| n.subnet);
+                        let subnet = subnet.map(|s| s.to_string()).unwrap_or_default();
+                        (assigned_to(store, &node_id), subnet)
+                    })
                     .await
                 else {
                     return; // the replica stopped: the agent reconnects elsewhere
                 };
-                if sent.as_ref() != Some(&tasks) {
-                    let tasks_json = serde_json::to_string(&tasks).expect("tasks serialise");
-                    if sender.send(Ok(AssignmentSet { tasks_json })).await.is_err() {
+                if sent.as_ref() != Some(&assigned) {
+                    let set = AssignmentSet {
+                        tasks_json: serde_json::to_string(&assigned.0).expect("tasks serialise"),
+                        subnet: assigned.1.clone(),
+                    };
+                    if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away
                     }
-                    sent = Some(tasks);
+                    sent = Some(assigned);
                 }
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },

@@ -108,6 +108,7 @@ impl Join for JoinApi {
                 nano_cpus: request.nano_cpus,
                 memory_bytes: request.memory_bytes,
             },
+            subnet: None,
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.

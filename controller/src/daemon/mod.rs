@@ -156,8 +156,11 @@ pub async fn run(
         config,
     });
     if let Some(state) = daemon.load_state()? {
+        // Locked while the member starts: its session, which starts with it, must find it
+        // a member (it ends at once when it finds the node outside a cluster).
+        let mut membership = daemon.membership.lock().await;
         let member = daemon.start_member(state, HashMap::new()).await?;
-        *daemon.membership.lock().await = Membership::Member(member);
+        *membership = Membership::Member(member);
     }
     let socket = daemon.config.socket.clone();
     if let Some(parent) = socket.parent() {

@@ -57,6 +57,7 @@ impl Sim {
             certificate_validity_ms: 1,
             worker_token_secret: String::new(),
             manager_token_secret: String::new(),
+            address_pool: Default::default(),
         }));
         for n in 0..nodes {
             sim.add_node(&format!("n{n:02}"));
@@ -81,6 +82,7 @@ impl Sim {
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 * GIB,
             },
+            subnet: None,
         }));
     }
 

@@ -113,6 +113,20 @@ fn apply(
             {
                 return Err(format!("raft id {raft_id} is taken; join again"));
             }
+            let mut node = node;
+            if node.subnet.is_none() {
+                let pool = data
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.address_pool.clone())
+                    .unwrap_or_default();
+                node.subnet = Some(free_subnet(&pool, &data.nodes).ok_or_else(|| {
+                    format!(
+                        "the address pool {} has no free /{} subnet left for node {}: remove nodes, or start the cluster with a larger --default-addr-pool",
+                        pool.base, pool.subnet_size, node.id
+                    )
+                })?);
+            }
             events.push(event("node", &node.id, Change::Created));
             data.nodes.insert(node.id.clone(), node);
         }
@@ -253,6 +267,19 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// The lowest subnet of the pool that no node holds: deterministic, so every replica leases
+/// the same one.
+fn free_subnet(
+    pool: &swarm_api::store::AddressPool,
+    nodes: &std::collections::BTreeMap<String, swarm_api::store::Node>,
+) -> Option<swarm_api::net::Ipv4Cidr> {
+    let taken: std::collections::HashSet<_> = nodes.values().filter_map(|n| n.subnet).collect();
+    let count = pool.base.subnets(pool.subnet_size).min(u64::from(u32::MAX)) as u32;
+    (0..count)
+        .filter_map(|index| pool.base.subnet(pool.subnet_size, index))
+        .find(|subnet| !taken.contains(subnet))
 }
 
 /// One orchestrator decision. Decisions about tasks that are gone (removed by an earlier
@@ -458,6 +485,10 @@ mod tests {
             certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
             worker_token_secret: "w".into(),
             manager_token_secret: "m".into(),
+            address_pool: swarm_api::store::AddressPool {
+                base: "10.9.0.0/22".parse().unwrap(),
+                subnet_size: 24,
+            },
         })
     }
 
@@ -473,7 +504,31 @@ mod tests {
             address: "127.0.0.1:2377".into(),
             raft_id: None,
             description: Default::default(),
+            subnet: None,
         })
+    }
+
+    #[test]
+    fn nodes_lease_the_lowest_free_subnet_of_the_pool() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        for (index, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            let outcome = store.apply_command(2 + index as u64, node(id, NodeRole::Worker));
+            assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        }
+        let subnet = |store: &Store, id: &str| store.data().nodes[id].subnet.unwrap().to_string();
+        assert_eq!(subnet(&store, "a"), "10.9.0.0/24");
+        assert_eq!(subnet(&store, "d"), "10.9.3.0/24");
+        // The pool (a /22) is full.
+        let outcome = store.apply_command(6, node("e", NodeRole::Worker));
+        assert!(
+            matches!(&outcome, Outcome::Rejected { reason } if reason.contains("no free /24 subnet left for node e")),
+            "{outcome:?}"
+        );
+        // A removed node's subnet is free again.
+        store.apply_command(7, Command::RemoveNode { id: "b".into() });
+        store.apply_command(8, node("e", NodeRole::Worker));
+        assert_eq!(subnet(&store, "e"), "10.9.1.0/24");
     }
 
     fn service_plan() -> Vec<Action> {
