@@ -179,11 +179,25 @@ struct Listener {
 
 impl Listener {
     fn start(network: &TaskNetwork, body: &str) -> Listener {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", network.netns_path.display()))
+            .args(["busybox", "httpd", "-f", "-p", &PORT.to_string()]);
+        Listener::spawn(command, body)
+    }
+
+    /// On the node, bound to `address` only (no clash with other tests' ports).
+    fn start_on_node(address: Ipv4Addr, body: &str) -> Listener {
+        let mut command = Command::new("busybox");
+        command.args(["httpd", "-f", "-p", &format!("{address}:{PORT}")]);
+        Listener::spawn(command, body)
+    }
+
+    fn spawn(mut httpd: Command, body: &str) -> Listener {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("index.html"), body).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", network.netns_path.display()))
-            .args(["busybox", "httpd", "-f", "-p", &PORT.to_string(), "-h"])
+        let child = httpd
+            .arg("-h")
             .arg(root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -611,4 +625,130 @@ fn bridge_ports_talk_under_a_forward_drop_policy() {
         node.teardown();
         node.assert_nothing_left();
     });
+}
+
+/// A runc container in a bundle of its own; deleted (forcibly) on drop.
+struct Container {
+    id: String,
+    state_root: PathBuf,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let root = self.state_root.to_str().unwrap();
+        quiet("runc", &["--root", root, "delete", "--force", &self.id]);
+    }
+}
+
+#[test]
+fn a_runc_container_runs_in_the_task_network_with_its_files() {
+    let test = "a_runc_container_runs_in_the_task_network_with_its_files";
+    if !prerequisites(test)
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+    {
+        return;
+    }
+    let mut node = TestNode::setup("runc", "198.18.108.0/24");
+    let task = node.attach("ctr-1");
+    let work = tempfile::tempdir().unwrap();
+
+    // The files, from a node whose resolver is a local cache (unreachable from the task).
+    let files = swarm_agent::network::ContainerFiles::new(
+        "ctr-1",
+        &["web".to_owned()],
+        task.address.addr(),
+        "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch corp.example\n",
+        &[],
+    )
+    .unwrap()
+    .write_to(&work.path().join("files"))
+    .unwrap();
+
+    // The node answers on its gateway address: the container reaches it over eth0.
+    let _node_listener = Listener::start_on_node(task.gateway, "the node");
+
+    // A bundle: busybox alone in the rootfs; runc's default spec with the task's network
+    // namespace, its hostname and the three files bind-mounted.
+    let bundle = work.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+    std::fs::copy(
+        std::fs::canonicalize("/bin/busybox").unwrap(),
+        bundle.join("rootfs/bin/busybox"),
+    )
+    .unwrap();
+    output("runc", &["spec", "--bundle", bundle.to_str().unwrap()]);
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let script = format!(
+        "busybox ip -o -4 address show dev eth0; busybox cat /etc/hosts /etc/resolv.conf; \
+         busybox hostname; busybox wget -q -Y off -O - http://{}:{PORT}/",
+        task.gateway
+    );
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", script]);
+    config["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+    config["hostname"] = "ctr-1".into();
+    for namespace in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if namespace["type"] == "network" {
+            namespace["path"] = task.netns_path.to_str().unwrap().into();
+        }
+    }
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    for (destination, source) in [
+        ("/etc/hosts", &files.hosts),
+        ("/etc/resolv.conf", &files.resolv_conf),
+        ("/etc/hostname", &files.hostname),
+    ] {
+        mounts.push(serde_json::json!({
+            "destination": destination, "type": "bind",
+            "source": source, "options": ["rbind", "ro"],
+        }));
+    }
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+    let container = Container {
+        id: format!("swarm-net-test-{}", std::process::id()),
+        state_root: work.path().join("runc-state"),
+    };
+    let mut child = Command::new("runc")
+        .arg("--root")
+        .arg(&container.state_root)
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &container.id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the container did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ran = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "runc run: {}\n{stdout}{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    for expected in [
+        "eth0    inet 198.18.108.2/24",
+        "127.0.0.1\tlocalhost\n",
+        "198.18.108.2\tctr-1 web\n",
+        "nameserver 10.0.0.2\nsearch corp.example\n",
+        "\nctr-1\n",
+        "the node",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
+    }
+    assert!(!stdout.contains("127.0.0.53"), "{stdout}");
+
+    drop(container);
+    drop(_node_listener);
+    node.teardown();
+    node.assert_nothing_left();
 }
