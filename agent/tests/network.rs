@@ -752,3 +752,42 @@ fn a_runc_container_runs_in_the_task_network_with_its_files() {
     node.teardown();
     node.assert_nothing_left();
 }
+
+#[test]
+fn a_failed_attach_leaves_nothing_and_says_what_failed() {
+    if !prerequisites("a_failed_attach_leaves_nothing_and_says_what_failed") {
+        return;
+    }
+    // Room for one task: the retry below succeeds only if the failed attempt released it.
+    let mut node = TestNode::setup("failed-attach", "198.18.109.0/30");
+    node.task_ids.push("doomed".to_owned());
+    // The bridge vanishes under the node (an operator, a crash of another tool).
+    output("ip", &["link", "del", "dev", &node.bridge()]);
+    let error = node.network().attach("doomed").unwrap_err().to_string();
+    let veth = node.veth("doomed");
+    assert!(
+        error.contains(&format!(
+            "`ip link add name {veth} up master {}",
+            node.bridge()
+        )),
+        "{error}"
+    );
+    assert!(error.contains("failed (exit status: "), "{error}");
+    // The attempt is rolled back: no namespace, no veth, no lease.
+    assert!(node.network().list().unwrap().is_empty());
+    assert!(!ip_links().contains(&veth));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(node.netns_dir.to_str().unwrap()),
+        "{mounts}"
+    );
+
+    // Once the bridge is back, the same node attaches the task.
+    let bridge = node.bridge();
+    output("ip", &["link", "add", "name", &bridge, "type", "bridge"]);
+    output("ip", &["link", "set", &bridge, "up"]);
+    let attached = node.attach("doomed");
+    assert_eq!(attached.address.addr(), Ipv4Addr::new(198, 18, 109, 2));
+    node.teardown();
+    node.assert_nothing_left();
+}
