@@ -96,18 +96,24 @@ impl ContainerFiles {
 /// servers (a local cache such as systemd-resolved's 127.0.0.53, unreachable from a task's
 /// namespace) and systemd-resolved's list of upstream servers exists, that list.
 pub fn node_resolv_conf() -> Result<String, FilesError> {
-    let read = |path: &str| {
+    resolv_conf_between(
+        Path::new("/etc/resolv.conf"),
+        Path::new("/run/systemd/resolve/resolv.conf"),
+    )
+}
+
+fn resolv_conf_between(etc: &Path, upstream: &Path) -> Result<String, FilesError> {
+    let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|source| FilesError::ReadResolvConf {
-            path: PathBuf::from(path),
+            path: path.to_owned(),
             source,
         })
     };
-    let etc = read("/etc/resolv.conf")?;
-    let upstream = Path::new("/run/systemd/resolve/resolv.conf");
-    if task_nameservers(&etc).is_empty() && upstream.is_file() {
-        return read("/run/systemd/resolve/resolv.conf");
+    let etc_text = read(etc)?;
+    if task_nameservers(&etc_text).is_empty() && upstream.is_file() {
+        return read(upstream);
     }
-    Ok(etc)
+    Ok(etc_text)
 }
 
 fn hosts(hostname: &str, aliases: &[String], address: Ipv4Addr) -> String {
@@ -286,6 +292,35 @@ mod tests {
                 (got, expected) => panic!("{hostname:?}: got {got:?}, expected {expected:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_node_resolver_skips_a_local_cache_for_its_upstream_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = dir.path().join("upstream.conf");
+        std::fs::write(&upstream, "nameserver 10.0.0.2\n").unwrap();
+        let missing = dir.path().join("missing.conf");
+        let cases: &[(&str, &Path, &str)] = &[
+            (
+                "nameserver 127.0.0.53\n",
+                &upstream,
+                "nameserver 10.0.0.2\n",
+            ),
+            (
+                "nameserver 127.0.0.53\n",
+                &missing,
+                "nameserver 127.0.0.53\n",
+            ),
+            ("nameserver 10.9.9.9\n", &upstream, "nameserver 10.9.9.9\n"),
+        ];
+        for (etc_text, upstream, expected) in cases {
+            let etc = dir.path().join("resolv.conf");
+            std::fs::write(&etc, etc_text).unwrap();
+            let got = resolv_conf_between(&etc, upstream).unwrap();
+            assert_eq!(got, *expected, "{etc_text} with {}", upstream.display());
+        }
+        let error = resolv_conf_between(&missing, &upstream).unwrap_err();
+        assert!(error.to_string().contains("missing.conf"), "{error}");
     }
 
     #[test]
