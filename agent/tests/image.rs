@@ -264,6 +264,31 @@ async fn a_stored_image_is_not_fetched_again() {
     assert_eq!(offline.rootfs, image.rootfs);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_image_is_unpacked_without_fetching_again() {
+    if !prerequisites("a_fetched_image_is_unpacked_without_fetching_again") {
+        return;
+    }
+    let registry = registry_with_test_images();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let reference = format!("{}/swarm/hello:2", registry.addr());
+    let pushed = registry.requests().unwrap();
+    let digest = store.fetch(&reference).await.expect("fetch");
+    assert_eq!(
+        blob_gets(&since(&registry, &pushed)).len(),
+        2,
+        "config and layer"
+    );
+    assert!(store.images().unwrap().is_empty(), "fetched, not unpacked");
+
+    let before = registry.requests().unwrap();
+    let image = pull(&store, &reference).await.unwrap();
+    assert_eq!(image.digest, digest);
+    assert!(image.rootfs.join("bin/busybox").is_file());
+    assert!(blob_gets(&since(&registry, &before)).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_concurrent_pulls_share_one() {
     if !prerequisites("ten_concurrent_pulls_share_one") {

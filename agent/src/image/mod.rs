@@ -115,10 +115,7 @@ impl ImageStore {
     /// Makes the image `reference` (Docker's spelling) available: pulled, verified and
     /// unpacked, or found stored. Concurrent calls for one reference share one pull.
     pub async fn pull(&self, reference: &str) -> Result<Image, ImageError> {
-        let image = ImageRef::parse(reference).map_err(|reason| ImageError::InvalidReference {
-            reference: reference.into(),
-            reason,
-        })?;
+        let image = parse_reference(reference)?;
         let shared = {
             let mut pulls = self.pulls.lock().expect("pulls lock");
             pulls.entry(image.clone()).or_default().clone()
@@ -133,6 +130,23 @@ impl ImageStore {
             }
         }
         result
+    }
+
+    /// Fetches and verifies the blobs of image `reference` into the store without unpacking
+    /// them: to have an image on the node ahead of need, or to time the network half of a
+    /// pull. Returns the manifest digest. Unlike `pull`, calls are not shared, and until the
+    /// image is pulled a garbage collection removes what this fetched.
+    pub async fn fetch(&self, reference: &str) -> Result<String, ImageError> {
+        let image = parse_reference(reference)?;
+        let _shared = self.collecting.read().await;
+        let client = self.client(&image);
+        let top = match &image.digest {
+            Some(digest) => digest.clone(),
+            None => client.resolve(&image).await?,
+        };
+        let (digest, manifest) = self.fetch_manifest(&client, &image, &top).await?;
+        self.fetch_blobs(&client, &image, &manifest).await?;
+        Ok(digest)
     }
 
     /// The stored image whose manifest (or index) is `digest`, without any network.
@@ -352,6 +366,13 @@ impl ImageStore {
         .await
         .expect("unpacking does not panic")
     }
+}
+
+fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
+    ImageRef::parse(reference).map_err(|reason| ImageError::InvalidReference {
+        reference: reference.into(),
+        reason,
+    })
 }
 
 fn unpack_into(
