@@ -474,6 +474,13 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order_with_whiteouts_in_every_compression() {
+        if !swarm_testkit::require(
+            "layers_apply_in_order_with_whiteouts_in_every_compression",
+            swarm_testkit::is_root(),
+            "root (layers keep their owners)",
+        ) {
+            return;
+        }
         let lower = layer(&[
             E::Dir("etc/", 0o755),
             E::File("etc/keep", "keep", 0o644, 0),
@@ -562,6 +569,13 @@ mod tests {
 
     #[test]
     fn entries_escaping_the_root_are_refused() {
+        if !swarm_testkit::require(
+            "entries_escaping_the_root_are_refused",
+            swarm_testkit::is_root(),
+            "root (layers keep their owners)",
+        ) {
+            return;
+        }
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("victim");
         std::fs::write(&victim, "untouched").unwrap();
@@ -628,6 +642,13 @@ mod tests {
 
     #[test]
     fn corrupt_streams_are_reported_as_corrupt() {
+        if !swarm_testkit::require(
+            "corrupt_streams_are_reported_as_corrupt",
+            swarm_testkit::is_root(),
+            "root (layers keep their owners)",
+        ) {
+            return;
+        }
         let good = layer(&[E::File("a", "a", 0o644, 0)]);
         let gzip = compress(good.clone(), Compression::Gzip);
         let cases: Vec<(&str, Vec<u8>, Compression)> = vec![
