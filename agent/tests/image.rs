@@ -11,7 +11,7 @@ use std::time::Duration;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use swarm_agent::image::{ImageError, ImageStore, PullOptions, TaskRootfs};
+use swarm_agent::image::{Credentials, ImageError, ImageStore, PullOptions, TaskRootfs};
 use swarm_testkit::{Registry, Request};
 
 /// The bound on any one pull in these tests.
@@ -363,6 +363,57 @@ async fn a_missing_image_is_reported_as_not_found() {
         err.to_string(),
         "invalid image reference \"Hello\": repository name component \"Hello\" must be lower-case"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_are_sent_and_refusals_reported() {
+    if !prerequisites("basic_credentials_are_sent_and_refusals_reported") {
+        return;
+    }
+    let registry = Registry::start_with_basic_auth().unwrap();
+    registry
+        .push_test_images()
+        .expect("test images pushed with credentials");
+    let (user, password) = registry.credentials().unwrap();
+    let addr = registry.addr();
+    let reference = format!("{addr}/swarm/hello:1");
+    let dir = tempfile::tempdir().unwrap();
+    let with = |password: &str| {
+        let credentials = Credentials {
+            username: user.into(),
+            password: password.into(),
+        };
+        let options = PullOptions {
+            credentials: [(addr.clone(), credentials)].into(),
+            ..PullOptions::default()
+        };
+        ImageStore::open(&dir.path().join("images"), options).unwrap()
+    };
+    let cases = [
+        ("anonymous", store(dir.path())),
+        ("wrong password", with("not-the-password")),
+    ];
+    for (name, store) in cases {
+        let err = pull(&store, &reference).await.unwrap_err();
+        assert!(
+            matches!(err, ImageError::Unauthorized { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("registry {addr} refused access to {reference}: ")),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(&format!("(check the credentials for {addr})")),
+            "{name}: {err}"
+        );
+    }
+    let image = pull(&with(password), &reference)
+        .await
+        .expect("pull with credentials");
+    assert!(image.rootfs.join("bin/busybox").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

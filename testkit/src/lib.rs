@@ -31,4 +31,6 @@ pub fn has_program(program: &str) -> bool {
 
 mod registry;
 
-pub use registry::{Registry, RegistryError, Request, push_test_images, test_image_script};
+pub use registry::{
+    Registry, RegistryError, Request, TEST_PASSWORD, TEST_USER, push_test_images, test_image_script,
+};

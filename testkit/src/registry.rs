@@ -54,19 +54,38 @@ impl Request {
     }
 }
 
+/// The user and password of a registry started with `Registry::start_with_basic_auth`.
+pub const TEST_USER: &str = "swarm";
+pub const TEST_PASSWORD: &str = "swarm-test-password";
+/// `TEST_USER:bcrypt(TEST_PASSWORD)` at bcrypt's lowest cost (4), so that checking it on
+/// every request stays cheap. Made with Python's `crypt.crypt(password,
+/// crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`.
+const TEST_HTPASSWD: &str = "swarm:$2b$04$R5rs6gb8OgCXYVWhxV06meChF4Xt6f6uT1CIbtb8K4IO2lJzgwSP6\n";
+
 /// A running `docker-registry serve` on 127.0.0.1, killed (and its storage removed) on drop.
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    basic_auth: bool,
 }
 
 impl Registry {
     /// Starts a registry on a free loopback port and waits (bounded) until `/v2/` answers.
     pub fn start() -> Result<Registry, RegistryError> {
+        Self::start_with(false)
+    }
+
+    /// Like `start`, but every request needs HTTP basic authentication as `TEST_USER` with
+    /// `TEST_PASSWORD` (over plain http: this is loopback).
+    pub fn start_with_basic_auth() -> Result<Registry, RegistryError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(basic_auth: bool) -> Result<Registry, RegistryError> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once() {
+            match Self::start_once(basic_auth) {
                 Ok(registry) => return Ok(registry),
                 // Another process may have bound the port between our probe and the registry.
                 Err(err @ RegistryError::NotReady { .. }) => last = Some(err),
@@ -76,19 +95,29 @@ impl Registry {
         Err(last.expect("at least one attempt"))
     }
 
-    fn start_once() -> Result<Registry, RegistryError> {
+    fn start_once(basic_auth: bool) -> Result<Registry, RegistryError> {
         let addr = free_loopback_port()?;
         let dir = tempfile::Builder::new()
             .prefix("swarm-registry-")
             .tempdir()?;
         let config = dir.path().join("config.yml");
+        let auth = if basic_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, TEST_HTPASSWD)?;
+            format!(
+                "auth:\n  htpasswd:\n    realm: swarm-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        } else {
+            String::new()
+        };
         // The access log (stdout) records every request: tests count what a pull fetched.
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
+                 http:\n  addr: {addr}\n{auth}",
                 dir.path().join("storage").display()
             ),
         )?;
@@ -103,13 +132,19 @@ impl Registry {
                 program: "docker-registry".into(),
                 source,
             })?;
-        let mut registry = Registry { child, addr, dir };
+        let mut registry = Registry {
+            child,
+            addr,
+            dir,
+            basic_auth,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if registry.child.try_wait()?.is_some() {
                 break;
             }
-            if http_get_status(addr, "/v2/").is_ok_and(|status| status == 200) {
+            // 401: up, and asking for the credentials it was started with.
+            if http_get_status(addr, "/v2/").is_ok_and(|status| status == 200 || status == 401) {
                 return Ok(registry);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -140,9 +175,14 @@ impl Registry {
             .join("data")
     }
 
+    /// `(user, password)` when the registry asks for basic authentication.
+    pub fn credentials(&self) -> Option<(&'static str, &'static str)> {
+        self.basic_auth.then_some((TEST_USER, TEST_PASSWORD))
+    }
+
     /// Pushes the test images (`scripts/test-image`) to this registry.
     pub fn push_test_images(&self) -> Result<(), RegistryError> {
-        push_test_images(&self.addr())
+        push_test_images_as(&self.addr(), self.credentials())
     }
 
     /// Every request the registry served so far, in the order it logged them. Waits until
@@ -184,8 +224,16 @@ impl Drop for Registry {
 /// Runs `scripts/test-image ADDR`: builds the test images (cached) and pushes them to the
 /// registry at `addr`.
 pub fn push_test_images(addr: &str) -> Result<(), RegistryError> {
+    push_test_images_as(addr, None)
+}
+
+fn push_test_images_as(addr: &str, credentials: Option<(&str, &str)>) -> Result<(), RegistryError> {
     let script = test_image_script();
-    let output = Command::new(&script)
+    let mut command = Command::new(&script);
+    if let Some((user, password)) = credentials {
+        command.env("REGISTRY_CREDS", format!("{user}:{password}"));
+    }
+    let output = command
         .arg(addr)
         .stdin(Stdio::null())
         .output()
