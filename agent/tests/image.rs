@@ -180,12 +180,19 @@ async fn pull_unpacks_hello_with_its_files_and_config() {
     assert!(v2.config.entrypoint[2].contains("v2"));
     assert_ne!(v2.digest, image.digest);
     assert_eq!(store.images().unwrap().len(), 2);
+    let pinned = format!("{reference}@{}", image.digest);
+    let stored = store.stored_image(&pinned).unwrap();
+    assert_eq!(stored.reference.to_string(), pinned);
     assert_eq!(
-        store.image(&image.digest).unwrap(),
-        swarm_agent::image::Image {
-            reference: store.image(&image.digest).unwrap().reference,
-            ..image
-        }
+        (&stored.digest, &stored.rootfs, &stored.config),
+        (&image.digest, &image.rootfs, &image.config)
+    );
+    assert!(
+        store
+            .stored_image(&reference)
+            .unwrap_err()
+            .to_string()
+            .contains("a stored image is found by digest")
     );
 }
 
@@ -687,7 +694,8 @@ async fn garbage_collection_removes_unused_images_and_keeps_used_ones() {
     assert!(!blobs.join(&layers_manifest.layers[2].digest[7..]).exists());
     // The kept image still needs no network.
     drop(registry);
-    assert_eq!(store.image(&hello.digest).unwrap().rootfs, hello.rootfs);
+    let pinned = format!("{addr}/swarm/hello@{}", hello.digest);
+    assert_eq!(store.stored_image(&pinned).unwrap().rootfs, hello.rootfs);
     assert!(hello.rootfs.join("bin/busybox").is_file());
 
     let report = store.collect_garbage(&HashSet::new()).await.unwrap();
@@ -700,7 +708,7 @@ async fn garbage_collection_removes_unused_images_and_keeps_used_ones() {
             .is_none()
     );
     assert_eq!(
-        store.image(&hello.digest).unwrap_err().to_string(),
-        format!("image {} is not stored: pull it first", hello.digest)
+        store.stored_image(&pinned).unwrap_err().to_string(),
+        format!("image {pinned} is not stored: pull it first")
     );
 }

@@ -61,8 +61,8 @@ pub enum ImageError {
         platform: String,
         available: String,
     },
-    #[error("image {digest} is not stored: pull it first")]
-    NotStored { digest: String },
+    #[error("image {image} is not stored: pull it first")]
+    NotStored { image: String },
     #[error("{action} {}: {detail}", path.display())]
     Io {
         action: &'static str,

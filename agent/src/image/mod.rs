@@ -149,17 +149,20 @@ impl ImageStore {
         Ok(digest)
     }
 
-    /// The stored image whose manifest (or index) is `digest`, without any network.
-    pub fn image(&self, digest: &str) -> Result<Image, ImageError> {
-        let reference = ImageRef {
-            registry: String::new(),
-            repository: String::new(),
-            tag: None,
-            digest: Some(digest.into()),
+    /// The stored image that `reference` names by digest (`NAME@sha256:…`, as tasks pinned
+    /// to a digest carry it), without any network: for an agent that restarts with tasks
+    /// whose images it pulled before.
+    pub fn stored_image(&self, reference: &str) -> Result<Image, ImageError> {
+        let image = parse_reference(reference)?;
+        let Some(digest) = &image.digest else {
+            return Err(ImageError::InvalidReference {
+                reference: reference.into(),
+                reason: "a stored image is found by digest: give NAME@sha256:…".into(),
+            });
         };
-        self.stored(&reference, digest)?
+        self.stored(&image, digest)?
             .ok_or_else(|| ImageError::NotStored {
-                digest: digest.into(),
+                image: image.to_string(),
             })
     }
 
@@ -198,8 +201,12 @@ impl ImageStore {
         let (digest, manifest) = self.fetch_manifest(&client, image, &top).await?;
         self.fetch_blobs(&client, image, &manifest).await?;
         self.unpack(image, &digest, &manifest).await?;
+        // Unpacked a moment ago: only a concurrent garbage collection could remove it, and
+        // pulls exclude those.
         self.stored(image, &digest)?
-            .ok_or(ImageError::NotStored { digest })
+            .ok_or_else(|| ImageError::NotStored {
+                image: image.to_string(),
+            })
     }
 
     /// The image `digest` (an index or a manifest) leads to, if it is all stored.
