@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, RwLock};
+use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 
 pub use config::{Healthcheck, ImageConfig};
 pub use error::ImageError;
@@ -89,7 +89,7 @@ pub struct ImageStore {
     pulls: Mutex<HashMap<ImageRef, SharedPull>>,
     /// Pulls hold it shared, garbage collection exclusively: a collection never removes
     /// blobs a pull has fetched but not yet linked to an image.
-    collecting: RwLock<()>,
+    collecting: Arc<RwLock<()>>,
 }
 
 impl ImageStore {
@@ -104,7 +104,7 @@ impl ImageStore {
             options,
             clients: Mutex::default(),
             pulls: Mutex::default(),
-            collecting: RwLock::new(()),
+            collecting: Arc::default(),
         })
     }
 
@@ -183,7 +183,7 @@ impl ImageStore {
     }
 
     async fn pull_now(&self, image: &ImageRef) -> Result<Image, ImageError> {
-        let _shared = self.collecting.read().await;
+        let shared = self.collecting.clone().read_owned().await;
         // A digest is enough to find a stored image; a tag must be asked about.
         if let Some(digest) = &image.digest
             && let Some(stored) = self.stored(image, digest)?
@@ -200,7 +200,7 @@ impl ImageStore {
         }
         let (digest, manifest) = self.fetch_manifest(&client, image, &top).await?;
         self.fetch_blobs(&client, image, &manifest).await?;
-        self.unpack(image, &digest, &manifest).await?;
+        self.unpack(image, &digest, &manifest, shared).await?;
         // Unpacked a moment ago: only a concurrent garbage collection could remove it, and
         // pulls exclude those.
         self.stored(image, &digest)?
@@ -341,11 +341,14 @@ impl ImageStore {
     }
 
     /// Applies the layers in order into a directory aside, then renames it into place.
+    /// `shared` is the pull's hold on the store against garbage collection: it moves into
+    /// the unpacking thread, which finishes its work even when the pull is cancelled.
     async fn unpack(
         &self,
         image: &ImageRef,
         digest: &str,
         manifest: &Manifest,
+        shared: OwnedRwLockReadGuard<()>,
     ) -> Result<(), ImageError> {
         let (layout, image, digest, manifest) = (
             self.layout.clone(),
@@ -354,6 +357,7 @@ impl ImageStore {
             manifest.clone(),
         );
         tokio::task::spawn_blocking(move || {
+            let _shared = shared;
             let tmp = layout.rootfs_tmp(&digest);
             let unpacked = unpack_into(&layout, &image, &manifest, &tmp);
             let result = unpacked.and_then(|()| {
