@@ -235,6 +235,95 @@ async fn three_layers_apply_with_their_whiteouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_resolves_to_this_platform() {
+    if !prerequisites("an_index_resolves_to_this_platform") {
+        return;
+    }
+    let registry = registry_with_test_images();
+    let addr = registry.addr();
+    // The index's manifests must be in its repository: copy hello:1 and hello:2 there.
+    for (from, to) in [("hello:1", "multi:v1"), ("hello:2", "multi:v2")] {
+        let status = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("docker://{addr}/swarm/{from}"))
+            .arg(format!("docker://{addr}/swarm/{to}"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "skopeo copy {from} {to}");
+    }
+    let client = http_client();
+    let digest_of = |tag: &str| {
+        let reference = Reference::with_tag(addr.clone(), "swarm/multi".into(), tag.into());
+        let client = client.clone();
+        async move {
+            let (manifest, digest) = client
+                .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
+                .await
+                .unwrap();
+            let size = serde_json::to_vec(&manifest).unwrap().len();
+            (digest, size)
+        }
+    };
+    let (v1, v1_size) = digest_of("v1").await;
+    let (v2, v2_size) = digest_of("v2").await;
+    let ours = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other = if ours == "s390x" { "riscv64" } else { "s390x" };
+    let index: oci_client::manifest::OciImageIndex = serde_json::from_value(serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": v2, "size": v2_size,
+             "platform": {"os": "linux", "architecture": other}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": v1, "size": v1_size,
+             "platform": {"os": "linux", "architecture": ours}},
+        ]
+    }))
+    .unwrap();
+    let multi = Reference::with_tag(addr.clone(), "swarm/multi".into(), "1".into());
+    client
+        .push_manifest_list(&multi, &RegistryAuth::Anonymous, index)
+        .await
+        .expect("index pushed");
+    let index_digest = client
+        .fetch_manifest_digest(&multi, &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let image = pull(&store, &format!("{addr}/swarm/multi:1"))
+        .await
+        .unwrap();
+    assert_eq!(image.digest, v1, "this platform's manifest, not the index");
+    assert!(image.config.entrypoint[2].contains("v1"));
+
+    // Found offline by the index's digest, before and after a garbage collection.
+    drop(registry);
+    let pinned = format!("{addr}/swarm/multi@{index_digest}");
+    assert_eq!(store.stored_image(&pinned).unwrap().digest, v1);
+    store
+        .collect_garbage(&HashSet::from([v1.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stored_image(&pinned).unwrap().digest,
+        v1,
+        "the index is kept"
+    );
+    store.collect_garbage(&HashSet::new()).await.unwrap();
+    assert!(store.stored_image(&pinned).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_image_is_not_fetched_again() {
     if !prerequisites("a_stored_image_is_not_fetched_again") {
         return;

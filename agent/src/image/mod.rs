@@ -238,10 +238,8 @@ impl ImageStore {
         clients
             .entry(image.registry.clone())
             .or_insert_with(|| {
-                let insecure = image.is_loopback()
-                    || self.options.insecure_registries.contains(&image.registry);
                 RegistryClient::new(
-                    insecure,
+                    is_insecure(image, &self.options.insecure_registries),
                     self.options.credentials.get(&image.registry),
                     self.options.connect_timeout,
                     self.options.read_timeout,
@@ -379,6 +377,12 @@ impl ImageStore {
     }
 }
 
+/// Whether `image`'s registry is reached over plain http: loopback ones always (like
+/// Docker's default insecure registries), others when listed.
+fn is_insecure(image: &ImageRef, insecure_registries: &[String]) -> bool {
+    image.is_loopback() || insecure_registries.contains(&image.registry)
+}
+
 fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
     ImageRef::parse(reference).map_err(|reason| ImageError::InvalidReference {
         reference: reference.into(),
@@ -413,4 +417,29 @@ fn unpack_into(
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_and_listed_registries() {
+        let listed = ["registry.lan:5000".to_owned(), "10.0.0.7".to_owned()];
+        let cases = [
+            ("127.0.0.1:5000/x", true),
+            ("localhost/x", true),
+            ("[::1]:5000/x", true),
+            ("registry.lan:5000/x", true),
+            ("registry.lan/x", false),
+            ("10.0.0.7/x", true),
+            ("10.0.0.7:5000/x", false),
+            ("busybox", false),
+            ("ghcr.io/org/x", false),
+        ];
+        for (reference, want) in cases {
+            let image = ImageRef::parse(reference).unwrap();
+            assert_eq!(is_insecure(&image, &listed), want, "{reference}");
+        }
+    }
 }
