@@ -201,8 +201,8 @@ impl ImageStore {
         let (digest, manifest) = self.fetch_manifest(&client, image, &top).await?;
         self.fetch_blobs(&client, image, &manifest).await?;
         self.unpack(image, &digest, &manifest, shared).await?;
-        // Unpacked a moment ago: only a concurrent garbage collection could remove it, and
-        // pulls exclude those.
+        // Unpacked a moment ago: only a garbage collection that started since (and did not
+        // count it in use) can have removed it.
         self.stored(image, &digest)?
             .ok_or_else(|| ImageError::NotStored {
                 image: image.to_string(),
