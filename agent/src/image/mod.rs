@@ -34,7 +34,6 @@ pub use reference::{DEFAULT_REGISTRY, ImageRef};
 pub use registry::Credentials;
 pub use rootfs::TaskRootfs;
 pub use store::GcReport;
-pub use unpack::Compression;
 
 use manifest::{Fetched, Manifest};
 use registry::RegistryClient;
