@@ -1,6 +1,7 @@
 //! What the tests that use real components share: the rule for a missing prerequisite,
-//! and (as they arrive) a loopback registry with the test images, network-namespace test
-//! hosts. Test code only: a dev-dependency, never a dependency.
+//! a loopback registry with the test images (`Registry`), and (as they arrive)
+//! network-namespace test hosts. Test code only: a dev-dependency, never a dependency, and
+//! free of the project's own crates.
 
 /// Whether a test can go on: true when `available`. When it is not, the test skips with a
 /// loud message, except under `CI=true`, where a missing prerequisite is a failure.
@@ -27,3 +28,9 @@ pub fn has_program(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+mod registry;
+
+pub use registry::{
+    Registry, RegistryError, Request, TEST_PASSWORD, TEST_USER, push_test_images, test_image_script,
+};
