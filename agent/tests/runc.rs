@@ -578,3 +578,77 @@ async fn two_nodes_on_one_machine_do_not_collide() {
     first.assert_clean().await;
     second.assert_clean().await;
 }
+
+/// A network namespace made for one test, deleted when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(name: String) -> Self {
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let netns = Self(name);
+        ip(&[
+            "-n", &netns.0, "link", "add", "swrt0", "type", "veth", "peer", "name", "swrt1",
+        ]);
+        netns
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn joins_the_given_network_namespace_or_gets_an_empty_one() {
+    let Some(node) = Node::new("netns") else {
+        return;
+    };
+    if !swarm_testkit::require("netns", swarm_testkit::has_program("ip"), "iproute2") {
+        return;
+    }
+    let netns = NetNs::new(format!("swrt-{}", std::process::id()));
+    let mut joined = node.config("joined", &["sleep", "600"]);
+    joined.netns = Some(netns.path());
+    let isolated = node.config("isolated", &["sleep", "600"]);
+    node.runtime.start(&joined).await.unwrap();
+    node.runtime.start(&isolated).await.unwrap();
+    let interfaces = |id: &'static str| {
+        let runtime = node.runtime.clone();
+        async move {
+            let output = runtime
+                .exec(
+                    id,
+                    &ExecRequest {
+                        args: vec!["cat".into(), "/proc/net/dev".into()],
+                        timeout: Duration::from_secs(10),
+                        max_output: 4096,
+                    },
+                )
+                .await
+                .unwrap();
+            let mut names: Vec<String> = String::from_utf8_lossy(&output.output)
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, _)| name.trim().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(interfaces("joined").await, vec!["lo", "swrt0", "swrt1"]);
+    assert_eq!(interfaces("isolated").await, vec!["lo"]);
+    node.runtime.delete("joined").await.unwrap();
+    node.runtime.delete("isolated").await.unwrap();
+    node.assert_clean().await;
+}

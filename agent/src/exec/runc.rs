@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use oci_spec::runtime::Spec;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -158,6 +159,15 @@ impl RuncRuntime {
         &self.shared.config
     }
 
+    /// The config.json this runtime writes for `config`.
+    pub fn bundle_spec(&self, config: &ContainerConfig) -> Result<Spec, RuntimeError> {
+        bundle::spec(
+            config,
+            &self.cgroups_path(&config.id),
+            self.shared.nofile_hard,
+        )
+    }
+
     /// The cgroup path of a container of this node.
     pub fn cgroups_path(&self, id: &str) -> String {
         bundle::cgroups_path(&self.shared.config.node_id, id)
@@ -268,7 +278,7 @@ impl RuncRuntime {
                 source,
             }
         };
-        let spec = bundle::spec(config, &self.cgroups_path(id), self.shared.nofile_hard)?;
+        let spec = self.bundle_spec(config)?;
         let config_path = bundle.join("config.json");
         let json = serde_json::to_vec_pretty(&spec).map_err(|error| RuntimeError::Config {
             id: id.clone(),
