@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use swarm_agent::exec::cgroup::Cgroups;
 use swarm_agent::exec::logs;
 use swarm_agent::exec::{
     ContainerConfig, LogConfig, Resources, RuncConfig, RuncRuntime, Runtime, Status, User,
@@ -68,6 +69,10 @@ impl Bench {
         }
     }
 
+    fn bare_cgroup(&self) -> String {
+        format!("swarm-{}-bare", self.runtime.config().node_id)
+    }
+
     fn bare_root(&self) -> PathBuf {
         self.dir.path().join("bare-runc")
     }
@@ -77,9 +82,11 @@ impl Bench {
         let config = self.config(id);
         let bundle_dir = self.dir.path().join("bare-bundles").join(id);
         fs::create_dir_all(&bundle_dir).unwrap();
-        // The same config.json, cgroup path included (the runtime's container of this id
-        // is deleted by then).
-        let spec = self.runtime.bundle_spec(&config).unwrap();
+        // The same config.json, except a fresh cgroup of its own, as the runtime's has.
+        let mut spec = self.runtime.bundle_spec(&config).unwrap();
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/{id}", self.bare_cgroup()))));
+        }
         fs::write(
             bundle_dir.join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
@@ -186,7 +193,19 @@ async fn run() {
     }
     assert!(bench.runtime.list().await.unwrap().is_empty());
     bench.runtime.remove_node_cgroups().unwrap();
+    Cgroups::detect()
+        .unwrap()
+        .remove(&bench.bare_cgroup())
+        .unwrap();
 
+    // Each agent start is paired with the bare run right after it: the median of the
+    // differences is less sensitive to the machine's drift than a difference of medians.
+    let mut paired: Vec<Duration> = agent
+        .iter()
+        .zip(&bare)
+        .map(|(agent, bare)| agent.saturating_sub(*bare))
+        .collect();
+    let (paired_p50, _) = percentiles(&mut paired);
     let (agent_p50, agent_p90) = percentiles(&mut agent);
     let (bare_p50, bare_p90) = percentiles(&mut bare);
     let (concurrent_p50, concurrent_p90) = percentiles(&mut concurrent);
@@ -205,6 +224,7 @@ async fn run() {
         "overhead (p50 − p50)                  {}",
         ms(agent_p50.saturating_sub(bare_p50))
     );
+    println!("overhead (median of pairs)            {}", ms(paired_p50));
     println!(
         "{CONCURRENT} concurrent starts → running  {ROUNDS:<4} {:<10} {}",
         ms(concurrent_p50),

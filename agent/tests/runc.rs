@@ -382,10 +382,14 @@ async fn exec_for_healthchecks() {
     let started = Instant::now();
     let hung = node
         .runtime
-        .exec("svc", &request("sleep 11", Duration::from_millis(500), 100))
+        .exec(
+            "svc",
+            &request("echo before; sleep 11", Duration::from_millis(500), 100),
+        )
         .await
         .unwrap();
     assert_eq!(hung.exit_code, None);
+    assert_eq!(hung.output, b"before\n");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -519,13 +523,7 @@ async fn a_missing_command_fails_clearly_and_leaves_nothing() {
     let error = node.runtime.start(&config).await.unwrap_err();
     let message = error.to_string();
     assert!(
-        matches!(
-            error,
-            RuntimeError::Runc {
-                command: "create",
-                ..
-            }
-        ),
+        matches!(error, RuntimeError::Runc { command: "run", .. }),
         "{message}"
     );
     assert!(message.contains("broken"), "{message}");

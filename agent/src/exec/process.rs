@@ -1,5 +1,5 @@
 //! Seeing containers exit without a shim: the daemon is a child subreaper, so a container's
-//! init becomes its child once `runc create` exits, and a pidfd says when it ends.
+//! init becomes its child once runc exits, and a pidfd says when it ends.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use super::runtime::Exit;
 
 /// Makes this process the reaper of its orphaned descendants, so that a container's init
-/// (orphaned when `runc create` exits) is re-parented to it and its exit status readable.
+/// (orphaned when runc exits) is re-parented to it and its exit status readable.
 pub fn become_subreaper() -> io::Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no
     // memory of ours.

@@ -1,12 +1,13 @@
 //! The runc runtime: one OCI bundle per container, `runc --root <node state dir>` for each
 //! operation, and no shim. The daemon is a child subreaper: a container's init becomes its
-//! child when `runc create` exits, and a pidfd reports its exit. The container's stdout and
+//! child when `runc run --detach` exits, and a pidfd reports its exit. The container's stdout and
 //! stderr are log files it appends to directly (see `logs`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,9 @@ use super::runtime::{
 
 /// How long a container may take to die after SIGKILL before stop and delete give up.
 const KILL_BOUND: Duration = Duration::from_secs(10);
+
+/// How long exec output is still read after the command exited.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// Where and as whom a node runs its containers.
 #[derive(Debug, Clone)]
@@ -266,8 +270,15 @@ impl RuncRuntime {
         })
     }
 
-    /// `runc create` with the log files as the container's stdio; returns the init's pid.
-    async fn create(&self, config: &ContainerConfig, bundle: &Path) -> Result<i32, RuntimeError> {
+    /// `runc run --detach` (create and start in one runc process: a second process, `runc
+    /// start`, cost 15 ms more) with the log files as the container's stdio; returns the
+    /// init's pid. The init may have exited already: as our child it stays a zombie until
+    /// the pidfd reaps it, so the pid is still its own.
+    async fn run_detached(
+        &self,
+        config: &ContainerConfig,
+        bundle: &Path,
+    ) -> Result<i32, RuntimeError> {
         let id = &config.id;
         let io_error = |what: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -290,13 +301,14 @@ impl RuncRuntime {
         let stderr = logs::open_for_append(&config.logs.stderr)
             .map_err(io_error("opening the stderr log", &config.logs.stderr))?;
         // runc's own messages go to its log file: its stderr is the container's.
-        let runc_log = bundle.join("runc-create.log");
+        let runc_log = bundle.join("runc-run.log");
         let pid_file = bundle.join("init.pid");
         let status = self
             .command()
             .arg("--log")
             .arg(&runc_log)
-            .arg("create")
+            .arg("run")
+            .arg("--detach")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -309,12 +321,12 @@ impl RuncRuntime {
             .map_err(|source| self.spawn_error(id, source))?;
         if !status.success() {
             let log = fs::read_to_string(&runc_log).unwrap_or_default();
-            return Err(runc_error("create", id, &runc_messages(&log)));
+            return Err(runc_error("run", id, &runc_messages(&log)));
         }
         let pid =
             fs::read_to_string(&pid_file).map_err(io_error("reading the pid file", &pid_file))?;
         pid.trim().parse().map_err(|_| RuntimeError::RuncOutput {
-            command: "create",
+            command: "run",
             id: id.clone(),
             detail: format!("pid file {} holds {pid:?}", pid_file.display()),
         })
@@ -484,33 +496,10 @@ impl RuncRuntime {
             .map_err(|source| self.spawn_error(id, source))?;
         // The Command (and its write ends) was dropped with the statement: the output ends
         // when runc and the command have both closed theirs.
-        let max_output = request.max_output;
-        let collect = async move {
-            let mut reader = reader;
-            let mut kept = Vec::new();
-            let mut truncated = false;
-            let mut buffer = [0u8; 4096];
-            loop {
-                match reader.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => {
-                        let room = max_output.saturating_sub(kept.len());
-                        kept.extend_from_slice(&buffer[..read.min(room)]);
-                        truncated |= read > room;
-                    }
-                }
-            }
-            (kept, truncated)
-        };
-        let run = async {
-            let (output, status) = tokio::join!(collect, child.wait());
-            (output, status)
-        };
-        let ((output, truncated), status) = match tokio::time::timeout(request.timeout, run).await {
-            Ok((output, status)) => (
-                output,
-                status.map_err(|source| self.spawn_error(id, source))?,
-            ),
+        let output = Arc::new(Mutex::new(BoundedOutput::new(request.max_output)));
+        let collector = tokio::spawn(collect_output(reader, output.clone()));
+        let status = match tokio::time::timeout(request.timeout, child.wait()).await {
+            Ok(status) => status.map_err(|source| self.spawn_error(id, source))?,
             Err(_) => {
                 // runc exec forwards no SIGKILL: kill the command itself, then runc.
                 if let Some(pid) = fs::read_to_string(&pid_file)
@@ -521,24 +510,46 @@ impl RuncRuntime {
                     // which runc (still running, its parent) has not reaped.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
-                let _ = tokio::time::timeout(KILL_BOUND, child.wait()).await;
-                let _ = child.start_kill();
+                if tokio::time::timeout(KILL_BOUND, child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                }
+                collector.abort();
+                let output = output.lock().unwrap().take();
                 return Ok(ExecOutput {
                     exit_code: None,
-                    output: Vec::new(),
-                    truncated: false,
+                    output: output.kept,
+                    truncated: output.truncated,
                 });
             }
         };
+        // runc copies the command's output through pipes of its own and exits once they
+        // close (a background process the command left holding them keeps runc, and so
+        // the check, running until the timeout). Its exit closes our pipe; the bound is a
+        // safety net.
+        if tokio::time::timeout(OUTPUT_DRAIN, &mut Box::pin(collector))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                container = id,
+                "exec output still open after the command exited"
+            );
+        }
+        let output = output.lock().unwrap().take();
         let log = fs::read_to_string(&runc_log).unwrap_or_default();
         let messages = runc_messages(&log);
         if !messages.is_empty() {
             return Err(runc_error("exec", id, &messages));
         }
         Ok(ExecOutput {
-            exit_code: status.code().or(Some(-1)),
-            output,
-            truncated,
+            exit_code: status
+                .code()
+                .or_else(|| status.signal().map(|signal| 128 + signal)),
+            output: output.kept,
+            truncated: output.truncated,
         })
     }
 }
@@ -553,6 +564,44 @@ fn nofile_hard_limit() -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(limit.rlim_max)
+}
+
+/// Output kept up to a size; what comes after is counted as truncated and dropped.
+struct BoundedOutput {
+    kept: Vec<u8>,
+    truncated: bool,
+    limit: usize,
+}
+
+impl BoundedOutput {
+    fn new(limit: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            truncated: false,
+            limit,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.truncated |= bytes.len() > room;
+    }
+
+    fn take(&mut self) -> Self {
+        std::mem::replace(self, Self::new(self.limit))
+    }
+}
+
+/// Reads `reader` to its end into `output`.
+async fn collect_output(
+    mut reader: tokio::net::unix::pipe::Receiver,
+    output: Arc<Mutex<BoundedOutput>>,
+) {
+    let mut buffer = [0u8; 4096];
+    while let Ok(read @ 1..) = reader.read(&mut buffer).await {
+        output.lock().unwrap().push(&buffer[..read]);
+    }
 }
 
 /// Removes files when dropped.
@@ -633,7 +682,7 @@ impl Runtime for RuncRuntime {
                 });
             }
         }
-        let pid = match self.create(config, &bundle).await {
+        let pid = match self.run_detached(config, &bundle).await {
             Ok(pid) => pid,
             Err(error) => {
                 self.discard(id).await;
@@ -658,10 +707,6 @@ impl Runtime for RuncRuntime {
             .lock()
             .unwrap()
             .insert(id.clone(), tracked);
-        if let Err(error) = self.runc("start", id, &["start".into(), id.into()]).await {
-            self.discard(id).await;
-            return Err(error);
-        }
         Ok(())
     }
 
@@ -831,6 +876,26 @@ mod tests {
                 "{messages:?} → {error:?}"
             );
             assert!(error.to_string().contains("c1"), "{error}");
+        }
+    }
+
+    #[test]
+    fn output_bounded() {
+        type Case<'a> = (&'a [&'a [u8]], &'a [u8], bool);
+        let cases: [Case; 4] = [
+            (&[b"ok\n"], b"ok\n", false),
+            (&[b"0123", b"4567"], b"01234", true),
+            (&[b"01234", b""], b"01234", false),
+            (&[b"01234", b"5"], b"01234", true),
+        ];
+        for (pushes, kept, truncated) in cases {
+            let mut output = BoundedOutput::new(5);
+            for bytes in pushes {
+                output.push(bytes);
+            }
+            let taken = output.take();
+            assert_eq!((&taken.kept[..], taken.truncated), (kept, truncated));
+            assert!(output.kept.is_empty() && !output.truncated);
         }
     }
 
