@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use swarm_agent::exec::cgroup::mounts_under;
 use swarm_agent::exec::logs;
@@ -439,6 +439,7 @@ async fn logs_are_captured_and_rotated() {
     );
     config.logs.max_bytes = 1024;
     config.logs.max_files = 3;
+    let test_started = SystemTime::now();
     node.runtime.start(&config).await.unwrap();
     let mut follower = logs::Follower::from_start(&config.logs.stdout);
     let mut seen = Vec::new();
@@ -459,13 +460,22 @@ async fn logs_are_captured_and_rotated() {
     assert!(!logs::rotated_path(stdout, 3).exists(), "max_files is 3");
     assert!(fs::metadata(stdout).unwrap().len() <= 1024);
     let last = logs::tail(stdout, 3, 2).unwrap();
+    let texts: Vec<&str> = last.iter().map(|line| line.text.as_str()).collect();
     assert_eq!(
-        last,
-        vec![
+        texts,
+        [
             "line 149 padding-padding-padding",
             "line 150 padding-padding-padding"
         ]
     );
+    // Every line kept has the time it was first seen, in order, within the test's span.
+    let all = logs::tail(stdout, 3, 1000).unwrap();
+    let times: Vec<SystemTime> = all
+        .iter()
+        .map(|line| line.time.expect("every line is indexed"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    assert!(times[0] >= test_started && *times.last().unwrap() <= SystemTime::now());
     // The follower lost nothing across rotations that it could see: lines come in order.
     let numbers: Vec<u32> = seen
         .iter()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use oci_spec::runtime::Spec;
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::bundle;
 use super::cgroup::Cgroups;
-use super::logs;
+use super::logs::{self, LogWatch};
 use super::process::{self, PidFd};
 use super::runtime::{
     ContainerConfig, ContainerInfo, ExecOutput, ExecRequest, Exit, ExitStatus, LogConfig, Runtime,
@@ -389,20 +389,26 @@ impl RuncRuntime {
             let interval = self.shared.config.log_check_interval;
             let container = id.to_string();
             tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(interval).await;
-                    let mut paths = vec![&logs.stdout];
-                    if logs.stderr != logs.stdout {
-                        paths.push(&logs.stderr);
+                let mut paths = vec![logs.stdout.clone()];
+                if logs.stderr != logs.stdout {
+                    paths.push(logs.stderr.clone());
+                }
+                let mut watches = Vec::new();
+                for path in paths {
+                    match LogWatch::new(&path, logs.max_bytes, logs.max_files) {
+                        Ok(watch) => watches.push(watch),
+                        Err(error) => tracing::warn!(container, path = %path.display(),
+                            %error, "cannot watch the log"),
                     }
-                    for path in paths {
-                        if let Err(error) =
-                            logs::rotate_if_larger(path, logs.max_bytes, logs.max_files)
-                        {
-                            tracing::warn!(container, path = %path.display(), %error,
-                                "cannot rotate the log");
+                }
+                loop {
+                    for watch in &mut watches {
+                        if let Err(error) = watch.look(SystemTime::now()) {
+                            tracing::warn!(container, ?watch, %error,
+                                "cannot index or rotate the log");
                         }
                     }
+                    tokio::time::sleep(interval).await;
                 }
             }));
         }
