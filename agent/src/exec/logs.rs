@@ -303,10 +303,10 @@ impl Follower {
         if size < self.offset {
             // Rotated: the lines after our offset were copied into NAME.1 before the
             // truncation.
-            read_from(&rotated_path(&self.path, 1), self.offset, &mut bytes)?;
+            append_from(&rotated_path(&self.path, 1), self.offset, &mut bytes)?;
             self.offset = 0;
         }
-        self.offset += read_from(&self.path, self.offset, &mut bytes)?;
+        self.offset += append_from(&self.path, self.offset, &mut bytes)?;
         if bytes.is_empty() {
             return Ok(false);
         }
@@ -320,8 +320,15 @@ impl Follower {
     }
 }
 
+/// The bytes of `path` from `offset` on.
+pub fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    append_from(path, offset, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Appends the bytes of `path` from `offset` to `into`; returns how many.
-fn read_from(path: &Path, offset: u64, into: &mut Vec<u8>) -> io::Result<u64> {
+fn append_from(path: &Path, offset: u64, into: &mut Vec<u8>) -> io::Result<u64> {
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
