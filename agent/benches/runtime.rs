@@ -200,12 +200,13 @@ async fn run() {
 
     // Each agent start is paired with the bare run right after it: the median of the
     // differences is less sensitive to the machine's drift than a difference of medians.
-    let mut paired: Vec<Duration> = agent
+    let mut paired: Vec<f64> = agent
         .iter()
         .zip(&bare)
-        .map(|(agent, bare)| agent.saturating_sub(*bare))
+        .map(|(agent, bare)| millis(*agent) - millis(*bare))
         .collect();
-    let (paired_p50, _) = percentiles(&mut paired);
+    paired.sort_by(f64::total_cmp);
+    let paired_p50 = paired[paired.len() / 2];
     let (agent_p50, agent_p90) = percentiles(&mut agent);
     let (bare_p50, bare_p90) = percentiles(&mut bare);
     let (concurrent_p50, concurrent_p90) = percentiles(&mut concurrent);
@@ -221,10 +222,10 @@ async fn run() {
         ms(bare_p90)
     );
     println!(
-        "overhead (p50 − p50)                  {}",
-        ms(agent_p50.saturating_sub(bare_p50))
+        "overhead (p50 − p50)                  {:.1} ms",
+        millis(agent_p50) - millis(bare_p50)
     );
-    println!("overhead (median of pairs)            {}", ms(paired_p50));
+    println!("overhead (median of pairs)            {paired_p50:.1} ms");
     println!(
         "{CONCURRENT} concurrent starts → running  {ROUNDS:<4} {:<10} {}",
         ms(concurrent_p50),
@@ -238,6 +239,10 @@ fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     (at(0.5), at(0.9))
 }
 
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 fn ms(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+    format!("{:.1} ms", millis(duration))
 }
