@@ -34,3 +34,33 @@ mod registry;
 pub use registry::{
     Registry, RegistryError, Request, TEST_PASSWORD, TEST_USER, push_test_images, test_image_script,
 };
+/// Makes `dir` a container root filesystem from Debian's busybox-static: `/bin/busybox`
+/// with every applet linked beside it, the directories a container's mounts need, and a
+/// minimal /etc. Needs `/bin/busybox` (`has_program("busybox")`).
+pub fn busybox_rootfs(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::fs;
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin)?;
+    fs::copy("/bin/busybox", bin.join("busybox"))?;
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+        }
+    }
+    for sub in ["proc", "sys", "dev", "etc", "root", "tmp", "var/run"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )?;
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
+    fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    Ok(())
+}

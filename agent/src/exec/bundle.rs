@@ -1,0 +1,658 @@
+//! The OCI bundle's config.json, made as Docker makes it (moby's `oci/defaults.go` and
+//! `caps/defaults.go`): the same mounts, masked and read-only paths, capabilities and
+//! namespaces. Pure: `runc.rs` writes the result.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::runtime::{ContainerConfig, LogConfig, RuntimeError};
+
+/// Docker's PATH for a container whose image sets none.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The CFS period Docker uses for `--cpus`.
+const CFS_PERIOD_MICROS: u64 = 100_000;
+
+/// Docker's default capability set.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Paths Docker hides from containers (bind-mounted over with /dev/null or an empty tmpfs).
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths Docker leaves visible but read-only.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Open files: soft 1024 for programs that still use select(2), hard 524288 for those that
+/// raise their own limit — systemd's defaults, which Docker inherits since 25.0.
+const NOFILE_SOFT: u64 = 1024;
+pub const NOFILE_HARD: u64 = 524_288;
+
+/// Annotations that carry what a restarted daemon needs to take a container back.
+const ANNOTATION_STDOUT: &str = "io.swarm.log.stdout";
+const ANNOTATION_STDERR: &str = "io.swarm.log.stderr";
+const ANNOTATION_MAX_BYTES: &str = "io.swarm.log.max-bytes";
+const ANNOTATION_MAX_FILES: &str = "io.swarm.log.max-files";
+
+/// The container's cgroup, under one parent per node so that several nodes on one machine
+/// never share a cgroup.
+pub fn cgroups_path(node_id: &str, container_id: &str) -> String {
+    format!("/{}/{container_id}", node_cgroup(node_id))
+}
+
+/// The cgroup (relative to each hierarchy's root) holding all of a node's containers.
+pub fn node_cgroup(node_id: &str) -> String {
+    format!("swarm-{node_id}")
+}
+
+/// The OCI runtime spec of a container. `nofile_hard` is the hard open-file limit, at most
+/// `NOFILE_HARD`: a daemon without CAP_SYS_RESOURCE cannot give more than its own.
+pub fn spec(
+    config: &ContainerConfig,
+    cgroups_path: &str,
+    nofile_hard: u64,
+) -> Result<Spec, RuntimeError> {
+    let invalid = |error: oci_spec::OciSpecError| RuntimeError::Config {
+        id: config.id.clone(),
+        detail: error.to_string(),
+    };
+    if config.args.is_empty() {
+        return Err(RuntimeError::Config {
+            id: config.id.clone(),
+            detail: "no command: give the service a command or the image an entrypoint".into(),
+        });
+    }
+    let mut env = config.env.clone();
+    if !env.iter().any(|pair| pair.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    let capabilities: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(config.user.uid)
+                .gid(config.user.gid)
+                .additional_gids(config.user.additional_gids.clone())
+                .build()
+                .map_err(invalid)?,
+        )
+        .args(config.args.clone())
+        .env(env)
+        .cwd(&config.cwd)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(capabilities.clone())
+                .effective(capabilities.clone())
+                .permitted(capabilities)
+                // The builder's defaults would fill these two; Docker leaves them empty.
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
+                .build()
+                .map_err(invalid)?,
+        )
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(NOFILE_SOFT.min(nofile_hard))
+                .hard(nofile_hard.min(NOFILE_HARD))
+                .build()
+                .map_err(invalid)?,
+        ])
+        .no_new_privileges(true)
+        .build()
+        .map_err(invalid)?;
+
+    let mut namespaces = Vec::new();
+    for typ in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ] {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(invalid)?,
+        );
+    }
+    let mut network = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+    if let Some(path) = &config.netns {
+        network = network.path(path.clone());
+    }
+    namespaces.push(network.build().map_err(invalid)?);
+
+    let mut resources = LinuxResourcesBuilder::default().devices(vec![
+        // Deny every device; runc adds the default ones (null, zero, full, tty, random,
+        // urandom, pts) as Docker does.
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(invalid)?,
+    ]);
+    if let Some(bytes) = config.resources.memory_bytes {
+        let limit = i64::try_from(bytes).map_err(|_| RuntimeError::Config {
+            id: config.id.clone(),
+            detail: format!("memory limit {bytes} is too large"),
+        })?;
+        // Swap equal to the limit means no swap: Docker's --memory-swap default (twice the
+        // limit) would let an OOM test pass or fail depending on the host's swap.
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
+                .build()
+                .map_err(invalid)?,
+        );
+    }
+    if let Some(nano_cpus) = config.resources.nano_cpus {
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .period(CFS_PERIOD_MICROS)
+                .quota(cfs_quota(nano_cpus))
+                .build()
+                .map_err(invalid)?,
+        );
+    }
+    if let Some(pids) = config.resources.pids {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(i64::try_from(pids).unwrap_or(i64::MAX))
+                .build()
+                .map_err(invalid)?,
+        );
+    }
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(cgroups_path))
+        .resources(resources.build().map_err(invalid)?)
+        .masked_paths(MASKED_PATHS.map(String::from).to_vec())
+        .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
+        .build()
+        .map_err(invalid)?;
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(config.rootfs.clone())
+                .readonly(false)
+                .build()
+                .map_err(invalid)?,
+        )
+        .process(process)
+        .hostname(config.hostname.clone())
+        .mounts(mounts(config).map_err(invalid)?)
+        .linux(linux)
+        .annotations(log_annotations(&config.logs))
+        .build()
+        .map_err(invalid)
+}
+
+/// `--cpus` as a CFS quota over Docker's 100 ms period; at least 1 ms, the kernel's minimum.
+fn cfs_quota(nano_cpus: u64) -> i64 {
+    let quota = u128::from(nano_cpus) * u128::from(CFS_PERIOD_MICROS) / 1_000_000_000;
+    i64::try_from(quota).unwrap_or(i64::MAX).max(1000)
+}
+
+fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+    let mount = |destination: &str, typ: &str, source: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+    ];
+    for file in &config.files {
+        let mut options = vec!["rbind", "rprivate"];
+        if file.read_only {
+            options.push("ro");
+        }
+        mounts.push(mount(
+            &file.destination,
+            "bind",
+            &file.source.to_string_lossy(),
+            &options,
+        )?);
+    }
+    Ok(mounts)
+}
+
+fn log_annotations(logs: &LogConfig) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            ANNOTATION_STDOUT.to_string(),
+            logs.stdout.to_string_lossy().into_owned(),
+        ),
+        (
+            ANNOTATION_STDERR.to_string(),
+            logs.stderr.to_string_lossy().into_owned(),
+        ),
+        (ANNOTATION_MAX_BYTES.to_string(), logs.max_bytes.to_string()),
+        (ANNOTATION_MAX_FILES.to_string(), logs.max_files.to_string()),
+    ])
+}
+
+/// The log configuration recorded in a container's annotations (as `runc state` returns
+/// them), or `None` when the container was not made by this runtime.
+pub fn log_config_from_annotations(annotations: &HashMap<String, String>) -> Option<LogConfig> {
+    Some(LogConfig {
+        stdout: Path::new(annotations.get(ANNOTATION_STDOUT)?).to_path_buf(),
+        stderr: Path::new(annotations.get(ANNOTATION_STDERR)?).to_path_buf(),
+        max_bytes: annotations.get(ANNOTATION_MAX_BYTES)?.parse().ok()?,
+        max_files: annotations.get(ANNOTATION_MAX_FILES)?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::exec::runtime::{FileMount, Resources, User};
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            id: "web.1.abc".into(),
+            rootfs: "/data/rootfs/web".into(),
+            args: vec!["httpd".into(), "-f".into()],
+            env: vec!["A=1".into()],
+            cwd: "/srv".into(),
+            user: User {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![5],
+            },
+            hostname: "web-1".into(),
+            netns: None,
+            files: vec![],
+            resources: Resources::default(),
+            logs: LogConfig {
+                stdout: "/data/logs/web.out".into(),
+                stderr: "/data/logs/web.err".into(),
+                max_bytes: 10 << 20,
+                max_files: 3,
+            },
+        }
+    }
+
+    fn json_of(config: &ContainerConfig) -> Value {
+        let spec = spec(config, &cgroups_path("n1", &config.id), NOFILE_HARD).unwrap();
+        serde_json::to_value(spec).unwrap()
+    }
+
+    fn sorted(value: &Value) -> Vec<String> {
+        let mut items: Vec<String> = value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        items.sort();
+        items
+    }
+
+    #[test]
+    fn process_as_docker_makes_it() {
+        let json = json_of(&config());
+        let process = &json["process"];
+        assert_eq!(process["args"], json!(["httpd", "-f"]));
+        assert_eq!(process["env"], json!(["A=1", DEFAULT_PATH]));
+        assert_eq!(process["cwd"], "/srv");
+        assert_eq!(
+            process["user"],
+            json!({"uid": 1000, "gid": 1001, "additionalGids": [5]})
+        );
+        assert_eq!(process["terminal"], false);
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(
+            process["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 524288, "soft": 1024}])
+        );
+        let docker_caps = [
+            "CAP_AUDIT_WRITE",
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER",
+            "CAP_FSETID",
+            "CAP_KILL",
+            "CAP_MKNOD",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_RAW",
+            "CAP_SETFCAP",
+            "CAP_SETGID",
+            "CAP_SETPCAP",
+            "CAP_SETUID",
+            "CAP_SYS_CHROOT",
+        ];
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(sorted(&process["capabilities"][set]), docker_caps, "{set}");
+        }
+        assert_eq!(process["capabilities"]["inheritable"], json!([]));
+        assert_eq!(process["capabilities"]["ambient"], json!([]));
+        assert_eq!(json["hostname"], "web-1");
+        assert_eq!(
+            json["root"],
+            json!({"path": "/data/rootfs/web", "readonly": false})
+        );
+    }
+
+    #[test]
+    fn open_files_within_the_daemon_limit() {
+        let cases = [
+            (
+                NOFILE_HARD,
+                json!({"type": "RLIMIT_NOFILE", "hard": 524288, "soft": 1024}),
+            ),
+            (
+                1 << 30,
+                json!({"type": "RLIMIT_NOFILE", "hard": 524288, "soft": 1024}),
+            ),
+            (
+                20000,
+                json!({"type": "RLIMIT_NOFILE", "hard": 20000, "soft": 1024}),
+            ),
+            (
+                512,
+                json!({"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}),
+            ),
+        ];
+        for (daemon_hard, expected) in cases {
+            let spec = spec(&config(), "/swarm-n1/x", daemon_hard).unwrap();
+            let json = serde_json::to_value(spec).unwrap();
+            assert_eq!(
+                json["process"]["rlimits"],
+                json!([expected]),
+                "{daemon_hard}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_path_is_kept() {
+        let mut config = config();
+        config.env = vec!["PATH=/opt/bin".into()];
+        assert_eq!(json_of(&config)["process"]["env"], json!(["PATH=/opt/bin"]));
+    }
+
+    #[test]
+    fn mounts_as_docker_makes_them() {
+        let mut config = config();
+        config.files = vec![
+            FileMount {
+                source: "/data/tasks/t1/hosts".into(),
+                destination: "/etc/hosts".into(),
+                read_only: false,
+            },
+            FileMount {
+                source: "/data/tasks/t1/resolv.conf".into(),
+                destination: "/etc/resolv.conf".into(),
+                read_only: true,
+            },
+        ];
+        let json = json_of(&config);
+        let mounts: Vec<(String, String, String, Vec<String>)> = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["destination"].as_str().unwrap().to_string(),
+                    m["type"].as_str().unwrap().to_string(),
+                    m["source"].as_str().unwrap().to_string(),
+                    m["options"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|o| o.as_str().unwrap().to_string())
+                        .collect(),
+                )
+            })
+            .collect();
+        let expected: Vec<(&str, &str, &str, &[&str])> = vec![
+            ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+            (
+                "/dev",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            ),
+            (
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &[
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                    "gid=5",
+                ],
+            ),
+            (
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &["nosuid", "noexec", "nodev", "ro"],
+            ),
+            (
+                "/sys/fs/cgroup",
+                "cgroup",
+                "cgroup",
+                &["ro", "nosuid", "noexec", "nodev"],
+            ),
+            (
+                "/dev/mqueue",
+                "mqueue",
+                "mqueue",
+                &["nosuid", "noexec", "nodev"],
+            ),
+            (
+                "/dev/shm",
+                "tmpfs",
+                "shm",
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            ),
+            (
+                "/etc/hosts",
+                "bind",
+                "/data/tasks/t1/hosts",
+                &["rbind", "rprivate"],
+            ),
+            (
+                "/etc/resolv.conf",
+                "bind",
+                "/data/tasks/t1/resolv.conf",
+                &["rbind", "rprivate", "ro"],
+            ),
+        ];
+        assert_eq!(mounts.len(), expected.len());
+        for (got, want) in mounts.iter().zip(&expected) {
+            assert_eq!(got.0, want.0);
+            assert_eq!(got.1, want.1, "{}", want.0);
+            assert_eq!(got.2, want.2, "{}", want.0);
+            assert_eq!(got.3, want.3, "{}", want.0);
+        }
+        assert_eq!(json["linux"]["maskedPaths"], json!(MASKED_PATHS));
+        assert_eq!(json["linux"]["readonlyPaths"], json!(READONLY_PATHS));
+    }
+
+    #[test]
+    fn namespaces_new_or_joined() {
+        let cases = [
+            (None, json!({"type": "network"})),
+            (
+                Some(PathBuf::from("/var/run/netns/t1")),
+                json!({"type": "network", "path": "/var/run/netns/t1"}),
+            ),
+        ];
+        for (netns, network) in cases {
+            let mut config = config();
+            config.netns = netns;
+            let json = json_of(&config);
+            assert_eq!(
+                json["linux"]["namespaces"],
+                json!([
+                    {"type": "pid"},
+                    {"type": "ipc"},
+                    {"type": "uts"},
+                    {"type": "mount"},
+                    network,
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        let deny_all = json!([{"allow": false, "access": "rwm"}]);
+        let cases = [
+            (Resources::default(), json!({"devices": deny_all})),
+            (
+                Resources {
+                    memory_bytes: Some(16 << 20),
+                    nano_cpus: Some(1_500_000_000),
+                    pids: Some(100),
+                },
+                json!({
+                    "devices": deny_all,
+                    "memory": {"limit": 16777216, "swap": 16777216},
+                    "cpu": {"quota": 150000, "period": 100000},
+                    "pids": {"limit": 100},
+                }),
+            ),
+            (
+                // Below the kernel's 1 ms minimum quota.
+                Resources {
+                    nano_cpus: Some(1_000_000),
+                    ..Resources::default()
+                },
+                json!({"devices": deny_all, "cpu": {"quota": 1000, "period": 100000}}),
+            ),
+        ];
+        for (resources, expected) in cases {
+            let mut config = config();
+            config.resources = resources;
+            assert_eq!(
+                json_of(&config)["linux"]["resources"],
+                expected,
+                "{resources:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cgroup_per_node() {
+        let json = json_of(&config());
+        assert_eq!(json["linux"]["cgroupsPath"], "/swarm-n1/web.1.abc");
+        assert_ne!(cgroups_path("n1", "c"), cgroups_path("n2", "c"));
+    }
+
+    #[test]
+    fn log_config_round_trips_through_annotations() {
+        let config = config();
+        let json = json_of(&config);
+        let annotations: HashMap<String, String> =
+            serde_json::from_value(json["annotations"].clone()).unwrap();
+        assert_eq!(log_config_from_annotations(&annotations), Some(config.logs));
+        assert_eq!(log_config_from_annotations(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn no_command_is_refused() {
+        let mut config = config();
+        config.args.clear();
+        let error = spec(&config, "/swarm-n1/x", NOFILE_HARD).unwrap_err();
+        assert!(error.to_string().contains("web.1.abc"), "{error}");
+    }
+}

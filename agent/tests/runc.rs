@@ -1,0 +1,662 @@
+//! The runc runtime against real runc, as root, with busybox root filesystems. Every test
+//! makes its own node (node id, runc state dir, bundles, cgroup parent), removes what it
+//! made, and checks that nothing is left: no runc container, bundle, cgroup or mount.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use swarm_agent::exec::cgroup::mounts_under;
+use swarm_agent::exec::logs;
+use swarm_agent::exec::{
+    ContainerConfig, ExecRequest, Exit, FileMount, LogConfig, Resources, RuncConfig, RuncRuntime,
+    Runtime, RuntimeError, Status, User,
+};
+
+/// The longest any test waits for a container.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// One node's runtime over a temporary data directory with a busybox rootfs. Dropping it
+/// deletes whatever containers are left (a failed test) and the node's cgroup parent.
+struct Node {
+    runtime: RuncRuntime,
+    rootfs: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// `None` (the test skips) when root, runc or busybox is missing outside CI.
+    fn new(test: &str) -> Option<Self> {
+        let ready = swarm_testkit::is_root()
+            && swarm_testkit::has_program("runc")
+            && Path::new("/bin/busybox").is_file();
+        if !swarm_testkit::require(test, ready, "root, runc and busybox-static") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        swarm_testkit::busybox_rootfs(&rootfs).unwrap();
+        let mut config = RuncConfig::new(&node_id(test), &dir.path().join("data"));
+        config.log_check_interval = Duration::from_millis(50);
+        let runtime = RuncRuntime::new(config).unwrap();
+        Some(Self {
+            runtime,
+            rootfs,
+            dir,
+        })
+    }
+
+    /// Replaces the runtime with a new one over the same node, as a daemon restart does:
+    /// the old one, and what it watched, goes.
+    fn restart(&mut self) {
+        self.runtime = RuncRuntime::new(self.runtime.config().clone()).unwrap();
+    }
+
+    fn config(&self, id: &str, args: &[&str]) -> ContainerConfig {
+        let logs = self.dir.path().join("logs");
+        ContainerConfig {
+            id: id.to_string(),
+            rootfs: self.rootfs.clone(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec!["GREETING=hello".into()],
+            cwd: "/".into(),
+            user: User::default(),
+            hostname: id.to_string(),
+            netns: None,
+            files: vec![],
+            resources: Resources::default(),
+            logs: LogConfig {
+                stdout: logs.join(format!("{id}.out")),
+                stderr: logs.join(format!("{id}.err")),
+                max_bytes: 1 << 20,
+                max_files: 2,
+            },
+        }
+    }
+
+    fn sh(&self, id: &str, script: &str) -> ContainerConfig {
+        self.config(id, &["sh", "-c", script])
+    }
+
+    async fn wait(&self, id: &str) -> swarm_agent::exec::ExitStatus {
+        tokio::time::timeout(BOUND, self.runtime.wait(id))
+            .await
+            .expect("the container exits in time")
+            .unwrap()
+    }
+
+    /// Waits until the container's stdout has a line `line`.
+    async fn wait_for_line(&self, config: &ContainerConfig, line: &str) {
+        let mut follower = logs::Follower::from_start(&config.logs.stdout);
+        tokio::time::timeout(BOUND, async {
+            while follower.next_line().await.unwrap().text != line {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} never printed {line:?}", config.id));
+    }
+
+    /// Asserts that the node holds nothing any more: no container, bundle, cgroup or mount.
+    async fn assert_clean(&self) {
+        assert_eq!(self.runtime.list().await.unwrap(), vec![]);
+        let bundles: Vec<_> = fs::read_dir(&self.runtime.config().bundle_dir)
+            .unwrap()
+            .collect();
+        assert!(bundles.is_empty(), "bundles left: {bundles:?}");
+        self.runtime.remove_node_cgroups().unwrap();
+        assert_eq!(self.runtime.node_cgroup_dirs(), Vec::<PathBuf>::new());
+        assert_eq!(
+            mounts_under(self.dir.path()).unwrap(),
+            Vec::<PathBuf>::new()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let config = self.runtime.config();
+        let runc = |args: &[&str]| {
+            Command::new(&config.runc)
+                .arg("--root")
+                .arg(&config.state_dir)
+                .args(args)
+                .output()
+        };
+        if let Ok(output) = runc(&["list", "-q"]) {
+            for id in String::from_utf8_lossy(&output.stdout).lines() {
+                let _ = runc(&["delete", "--force", id]);
+                for dir in self.runtime.cgroup_dirs(id) {
+                    let _ = fs::remove_dir(dir);
+                }
+            }
+        }
+        let _ = self.runtime.remove_node_cgroups();
+    }
+}
+
+/// A node id unique on this machine, so that tests running at once never share anything.
+fn node_id(test: &str) -> String {
+    format!("t{}-{test}", std::process::id())
+}
+
+#[tokio::test]
+async fn runs_to_completion_with_exit_codes_and_logs() {
+    let Some(node) = Node::new("completion") else {
+        return;
+    };
+    let zero = node.sh("zero", "echo $GREETING from $(hostname); exit 0");
+    let three = node.sh("three", "echo out; echo err >&2; exit 3");
+    node.runtime.start(&zero).await.unwrap();
+    node.runtime.start(&three).await.unwrap();
+    assert_eq!(node.wait("zero").await.exit, Exit::Code(0));
+    let status = node.wait("three").await;
+    assert_eq!(status.exit, Exit::Code(3));
+    assert!(!status.oom_killed);
+    assert_eq!(
+        node.runtime.state("three").await.unwrap().status,
+        Status::Stopped
+    );
+    assert_eq!(
+        fs::read_to_string(&zero.logs.stdout).unwrap(),
+        "hello from zero\n"
+    );
+    assert_eq!(fs::read_to_string(&three.logs.stdout).unwrap(), "out\n");
+    assert_eq!(fs::read_to_string(&three.logs.stderr).unwrap(), "err\n");
+    for id in ["zero", "three"] {
+        assert!(!node.runtime.cgroup_dirs(id).is_empty());
+        node.runtime.delete(id).await.unwrap();
+        assert_eq!(node.runtime.cgroup_dirs(id), Vec::<PathBuf>::new());
+    }
+    assert!(matches!(
+        node.runtime.state("zero").await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+    node.runtime.delete("zero").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn stop_with_grace_then_sigkill() {
+    let Some(node) = Node::new("stop") else {
+        return;
+    };
+    let polite = node.sh(
+        "polite",
+        "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    // Init of a PID namespace: TERM without a handler is ignored.
+    let stubborn = node.sh("stubborn", "echo ready; while true; do sleep 0.1; done");
+    node.runtime.start(&polite).await.unwrap();
+    node.runtime.start(&stubborn).await.unwrap();
+    node.wait_for_line(&polite, "ready").await;
+    node.wait_for_line(&stubborn, "ready").await;
+    assert_eq!(
+        node.runtime.state("polite").await.unwrap().status,
+        Status::Running
+    );
+
+    let started = Instant::now();
+    let status = node
+        .runtime
+        .stop("polite", libc::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.exit, Exit::Code(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let grace = Duration::from_millis(800);
+    let started = Instant::now();
+    let status = node
+        .runtime
+        .stop("stubborn", libc::SIGTERM, grace)
+        .await
+        .unwrap();
+    assert_eq!(status.exit, Exit::Signal(libc::SIGKILL));
+    assert_eq!(status.code(), Some(137));
+    assert!(started.elapsed() >= grace, "{:?}", started.elapsed());
+    assert!(started.elapsed() < grace + Duration::from_secs(5));
+    // Stopping again answers the same.
+    assert_eq!(
+        node.runtime
+            .stop("stubborn", libc::SIGTERM, grace)
+            .await
+            .unwrap(),
+        status
+    );
+
+    node.runtime.delete("polite").await.unwrap();
+    node.runtime.delete("stubborn").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn oom_kill_under_a_memory_limit_is_reported() {
+    let Some(node) = Node::new("oom") else {
+        return;
+    };
+    let mut config = node.config("hog", &["tail", "/dev/zero"]);
+    config.resources.memory_bytes = Some(16 << 20);
+    node.runtime.start(&config).await.unwrap();
+    let status = node.wait("hog").await;
+    assert!(status.oom_killed, "{status:?}");
+    assert_eq!(status.exit, Exit::Signal(libc::SIGKILL));
+    node.runtime.delete("hog").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn limits_files_and_identity_reach_the_container() {
+    let Some(node) = Node::new("limits") else {
+        return;
+    };
+    let hosts = node.dir.path().join("hosts");
+    fs::write(&hosts, "127.0.0.1 localhost\n10.0.0.7 web\n").unwrap();
+    let mut config = node.config("limited", &["sleep", "600"]);
+    config.resources = Resources {
+        memory_bytes: Some(64 << 20),
+        nano_cpus: Some(500_000_000),
+        pids: Some(50),
+    };
+    config.files = vec![FileMount {
+        source: hosts,
+        destination: "/etc/hosts".into(),
+        read_only: true,
+    }];
+    config.user = User {
+        uid: 65534,
+        gid: 65534,
+        additional_gids: vec![],
+    };
+    config.cwd = "/tmp".into();
+    node.runtime.start(&config).await.unwrap();
+
+    let cgroup_file = |controller: &str, file: &str| {
+        let dir = node
+            .runtime
+            .cgroup_dirs("limited")
+            .into_iter()
+            .find(|dir| {
+                dir.parent()
+                    .and_then(Path::parent)
+                    .and_then(Path::file_name)
+                    .is_some_and(|name| name.to_string_lossy().split(',').any(|c| c == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} cgroup"));
+        fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cgroup_file("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(cgroup_file("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file("cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(cgroup_file("pids", "pids.max"), "50");
+
+    let request = |script: &str| ExecRequest {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        timeout: Duration::from_secs(10),
+        max_output: 4096,
+    };
+    let output = node
+        .runtime
+        .exec(
+            "limited",
+            &request("id -u; id -g; pwd; hostname; cat /etc/hosts; echo x > /etc/hosts"),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.output);
+    let stdout: String = text
+        .lines()
+        .filter(|line| !line.contains("Read-only file system"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(
+        stdout,
+        "65534\n65534\n/tmp\nlimited\n127.0.0.1 localhost\n10.0.0.7 web\n"
+    );
+    assert!(
+        text.contains("can't create /etc/hosts: Read-only file system"),
+        "{text}"
+    );
+    assert_ne!(output.exit_code, Some(0));
+    // Docker's masked paths are hidden.
+    let output = node
+        .runtime
+        .exec("limited", &request("wc -c < /proc/timer_list"))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.output).trim(), "0");
+
+    node.runtime.delete("limited").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn exec_for_healthchecks() {
+    let Some(node) = Node::new("exec") else {
+        return;
+    };
+    let config = node.config("svc", &["sleep", "600"]);
+    node.runtime.start(&config).await.unwrap();
+    let request = |script: &str, timeout: Duration, max_output: usize| ExecRequest {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        timeout,
+        max_output,
+    };
+    let long = Duration::from_secs(10);
+
+    let healthy = node
+        .runtime
+        .exec("svc", &request("echo ok; echo warn >&2", long, 100))
+        .await
+        .unwrap();
+    assert_eq!(healthy.exit_code, Some(0));
+    // runc copies the command's stdout and stderr separately: their order is not kept.
+    let mut lines: Vec<&[u8]> = healthy.output.split(|&b| b == b'\n').collect();
+    lines.sort();
+    assert_eq!(lines, vec![&b""[..], b"ok", b"warn"]);
+    assert!(!healthy.truncated);
+
+    let unhealthy = node
+        .runtime
+        .exec("svc", &request("echo down; exit 2", long, 100))
+        .await
+        .unwrap();
+    assert_eq!(unhealthy.exit_code, Some(2));
+    assert_eq!(unhealthy.output, b"down\n");
+
+    let chatty = node
+        .runtime
+        .exec("svc", &request("yes | head -c 100000", long, 100))
+        .await
+        .unwrap();
+    assert_eq!(chatty.exit_code, Some(0));
+    assert_eq!(chatty.output.len(), 100);
+    assert!(chatty.truncated);
+
+    let started = Instant::now();
+    let hung = node
+        .runtime
+        .exec(
+            "svc",
+            &request("echo before; sleep 11", Duration::from_millis(500), 100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hung.exit_code, None);
+    assert_eq!(hung.output, b"before\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The timed-out command was killed, not left running in the container.
+    let processes = node
+        .runtime
+        .exec("svc", &request("ps -o args", long, 4096))
+        .await
+        .unwrap();
+    let processes = String::from_utf8_lossy(&processes.output);
+    assert!(!processes.contains("sleep 11"), "{processes}");
+
+    let error = node
+        .runtime
+        .exec(
+            "svc",
+            &ExecRequest {
+                args: vec!["no-such-check".into()],
+                timeout: long,
+                max_output: 100,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no-such-check"), "{error}");
+
+    node.runtime.delete("svc").await.unwrap();
+    let error = node
+        .runtime
+        .exec("svc", &request("exit 0", long, 100))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RuntimeError::NotFound { .. }), "{error}");
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn logs_are_captured_and_rotated() {
+    let Some(node) = Node::new("logs") else {
+        return;
+    };
+    let mut config = node.sh(
+        "chatty",
+        "for i in $(seq 1 150); do echo \"line $i padding-padding-padding\"; sleep 0.01; done",
+    );
+    config.logs.max_bytes = 1024;
+    config.logs.max_files = 3;
+    let test_started = SystemTime::now();
+    node.runtime.start(&config).await.unwrap();
+    let mut follower = logs::Follower::from_start(&config.logs.stdout);
+    let mut seen = Vec::new();
+    tokio::time::timeout(BOUND, async {
+        while seen.len() < 150 {
+            seen.push(follower.next_line().await.unwrap().text);
+        }
+    })
+    .await
+    .expect("150 lines followed");
+    assert_eq!(node.wait("chatty").await.exit, Exit::Code(0));
+    // Give the rotation task one more look at the last writes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stdout = &config.logs.stdout;
+    assert!(logs::rotated_path(stdout, 1).exists());
+    assert!(logs::rotated_path(stdout, 2).exists());
+    assert!(!logs::rotated_path(stdout, 3).exists(), "max_files is 3");
+    assert!(fs::metadata(stdout).unwrap().len() <= 1024);
+    let last = logs::tail(stdout, 3, 2).unwrap();
+    let texts: Vec<&str> = last.iter().map(|line| line.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "line 149 padding-padding-padding",
+            "line 150 padding-padding-padding"
+        ]
+    );
+    // Every line kept has the time it was first seen, in order, within the test's span.
+    let all = logs::tail(stdout, 3, 1000).unwrap();
+    let times: Vec<SystemTime> = all
+        .iter()
+        .map(|line| line.time.expect("every line is indexed"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    assert!(times[0] >= test_started && *times.last().unwrap() <= SystemTime::now());
+    // The follower lost nothing across rotations that it could see: lines come in order.
+    let numbers: Vec<u32> = seen
+        .iter()
+        .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert_eq!(numbers.last(), Some(&150));
+
+    node.runtime.delete("chatty").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_restarted_runtime_adopts_running_containers() {
+    let Some(mut node) = Node::new("adopt") else {
+        return;
+    };
+    let config = node.sh(
+        "survivor",
+        "echo ready; while [ ! -e /tmp/stop ]; do sleep 0.05; done; exit 5",
+    );
+    node.runtime.start(&config).await.unwrap();
+    node.wait_for_line(&config, "ready").await;
+
+    node.restart();
+    let listed = node.runtime.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "survivor");
+    assert_eq!(listed[0].status, Status::Running);
+    let waiting = {
+        let runtime = node.runtime.clone();
+        tokio::spawn(async move { runtime.wait("survivor").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    fs::write(node.rootfs.join("tmp/stop"), "").unwrap();
+    let status = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("the adopted container's exit is seen")
+        .unwrap()
+        .unwrap();
+    // Still our child (the same process), so the code is known; after a real restart it
+    // is Exit::Unknown (the process tests cover a process that is not our child).
+    assert_eq!(status.exit, Exit::Code(5));
+    node.runtime.delete("survivor").await.unwrap();
+    node.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_missing_command_fails_clearly_and_leaves_nothing() {
+    let Some(node) = Node::new("missing") else {
+        return;
+    };
+    let config = node.config("broken", &["no-such-program", "--serve"]);
+    let error = node.runtime.start(&config).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, RuntimeError::Runc { command: "run", .. }),
+        "{message}"
+    );
+    assert!(message.contains("broken"), "{message}");
+    assert!(message.contains("no-such-program"), "{message}");
+    assert!(message.contains("not found"), "{message}");
+    assert_eq!(node.runtime.cgroup_dirs("broken"), Vec::<PathBuf>::new());
+    node.assert_clean().await;
+
+    let error = node
+        .runtime
+        .start(&node.config("bad/id", &["true"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RuntimeError::InvalidId { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_machine_do_not_collide() {
+    let (Some(first), Some(second)) = (Node::new("twin-a"), Node::new("twin-b")) else {
+        return;
+    };
+    for node in [&first, &second] {
+        node.runtime
+            .start(&node.config("web", &["sleep", "600"]))
+            .await
+            .unwrap();
+    }
+    for (node, other) in [(&first, &second), (&second, &first)] {
+        let listed = node.runtime.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status, Status::Running);
+        assert_ne!(listed[0].pid, other.runtime.list().await.unwrap()[0].pid);
+        let dirs = node.runtime.cgroup_dirs("web");
+        assert!(!dirs.is_empty());
+        assert!(
+            dirs.iter()
+                .all(|dir| !other.runtime.cgroup_dirs("web").contains(dir))
+        );
+    }
+    assert!(matches!(
+        first.runtime.start(&first.config("web", &["true"])).await,
+        Err(RuntimeError::AlreadyExists { .. })
+    ));
+    first.runtime.delete("web").await.unwrap();
+    assert_eq!(
+        second.runtime.state("web").await.unwrap().status,
+        Status::Running
+    );
+    second.runtime.delete("web").await.unwrap();
+    first.assert_clean().await;
+    second.assert_clean().await;
+}
+
+/// A network namespace made for one test, deleted when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(name: String) -> Self {
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        let netns = Self(name);
+        ip(&[
+            "-n", &netns.0, "link", "add", "swrt0", "type", "veth", "peer", "name", "swrt1",
+        ]);
+        netns
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn joins_the_given_network_namespace_or_gets_an_empty_one() {
+    let Some(node) = Node::new("netns") else {
+        return;
+    };
+    if !swarm_testkit::require("netns", swarm_testkit::has_program("ip"), "iproute2") {
+        return;
+    }
+    let netns = NetNs::new(format!("swrt-{}", std::process::id()));
+    let mut joined = node.config("joined", &["sleep", "600"]);
+    joined.netns = Some(netns.path());
+    let isolated = node.config("isolated", &["sleep", "600"]);
+    node.runtime.start(&joined).await.unwrap();
+    node.runtime.start(&isolated).await.unwrap();
+    let interfaces = |id: &'static str| {
+        let runtime = node.runtime.clone();
+        async move {
+            let output = runtime
+                .exec(
+                    id,
+                    &ExecRequest {
+                        args: vec!["cat".into(), "/proc/net/dev".into()],
+                        timeout: Duration::from_secs(10),
+                        max_output: 4096,
+                    },
+                )
+                .await
+                .unwrap();
+            let mut names: Vec<String> = String::from_utf8_lossy(&output.output)
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .map(|(name, _)| name.trim().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(interfaces("joined").await, vec!["lo", "swrt0", "swrt1"]);
+    assert_eq!(interfaces("isolated").await, vec!["lo"]);
+    node.runtime.delete("joined").await.unwrap();
+    node.runtime.delete("isolated").await.unwrap();
+    node.assert_clean().await;
+}
