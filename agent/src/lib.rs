@@ -9,3 +9,4 @@
 pub mod exec;
 pub mod image;
 pub mod network;
+pub mod worker;

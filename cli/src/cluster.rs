@@ -32,6 +32,9 @@ pub struct DaemonArgs {
     /// The control API's unix socket
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Where the node keeps what a reboot clears (its tasks' network namespaces)
+    #[arg(long, default_value = "/run/swarm")]
+    run_dir: PathBuf,
     /// The node's name in the cluster [default: the machine's hostname]
     #[arg(long)]
     hostname: Option<String>,
@@ -56,6 +59,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
         socket: args.socket,
+        run_dir: args.run_dir,
         hostname,
     };
     runtime.block_on(async {

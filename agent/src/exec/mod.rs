@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod fake;
+pub mod lifecycle;
 pub mod logs;
 pub mod process;
 pub mod runc;

@@ -5,6 +5,7 @@
 //! A node's data dir holds everything durable: `node.json` (who it is), `certs/` (the CA,
 //! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`.
 
+mod agent;
 mod control;
 mod dispatcher;
 mod join;
@@ -47,6 +48,9 @@ pub struct DaemonConfig {
     pub advertise_addr: Option<String>,
     /// The control API's unix socket (root-only permissions).
     pub socket: PathBuf,
+    /// Where the node keeps what a reboot must clear (task network namespaces), under a
+    /// directory named by its node id.
+    pub run_dir: PathBuf,
     pub hostname: String,
 }
 
@@ -95,6 +99,7 @@ struct Member {
     manager: Option<Manager>,
     /// Dropping it ends the session (see `session::run`).
     _session: watch::Sender<()>,
+    agent: agent::AgentHandle,
 }
 
 /// The manager side of a running node. Dropping it stops its tasks; `stop` also waits for
@@ -290,10 +295,12 @@ impl Daemon {
     fn member(self: &Arc<Self>, state: NodeState, manager: Option<Manager>) -> Member {
         let (stop, stopped) = watch::channel(());
         tokio::spawn(session::run(self.clone(), stopped));
+        let agent = agent::AgentHandle::spawn(self.clone(), state.clone());
         Member {
             state,
             manager,
             _session: stop,
+            agent,
         }
     }
 

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::control::demote;
 use super::{
-    Daemon, DaemonError, Member, Membership, internal, propose, raft_status, wait_for_leader,
+    Daemon, DaemonError, Membership, internal, propose, raft_status, wait_for_leader,
 };
 use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::{ReplicaError, StateMachine};
@@ -69,12 +69,12 @@ impl Daemon {
             }
         }
         let previous = std::mem::replace(&mut *membership, Membership::Outside);
-        if let Membership::Member(Member {
-            manager: Some(manager),
-            ..
-        }) = previous
-        {
-            manager.stop().await;
+        if let Membership::Member(member) = previous {
+            // Its tasks stop and its network goes: the node is no longer the cluster's.
+            member.agent.leave().await;
+            if let Some(manager) = member.manager {
+                manager.stop().await;
+            }
         }
         self.forget_cluster().map_err(internal)?;
         tracing::info!("left the swarm");

@@ -16,7 +16,7 @@ use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use super::dispatcher::REMOVED_HEADER;
-use super::{Daemon, Member, Membership, internal};
+use super::{Daemon, Membership, internal};
 use crate::ca::{NodeKey, Role, identity_of_pem, validity_of};
 use crate::tls::NodeCredentials;
 
@@ -79,20 +79,7 @@ impl Session {
         }
         self.channels
             .entry(address.to_owned())
-            .or_insert_with(|| {
-                Endpoint::from_shared(format!("https://{address}"))
-                    .and_then(|e| e.tls_config(credentials.client(Role::Manager)))
-                    .map(|e| {
-                        e.connect_timeout(Duration::from_secs(1))
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    })
-                    .unwrap_or_else(|_| {
-                        // An address that is not one: calls on this channel fail, and the
-                        // session moves on to the next manager.
-                        Endpoint::from_static("https://invalid.invalid").connect_lazy()
-                    })
-            })
+            .or_insert_with(|| manager_channel(address, credentials))
             .clone()
     }
 
@@ -161,8 +148,24 @@ impl Session {
     }
 }
 
+/// A lazily connected channel to the manager at `address`, with this node's certificate.
+pub(super) fn manager_channel(address: &str, credentials: &NodeCredentials) -> Channel {
+    Endpoint::from_shared(format!("https://{address}"))
+        .and_then(|e| e.tls_config(credentials.client(Role::Manager)))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .connect_lazy()
+        })
+        .unwrap_or_else(|_| {
+            // An address that is not one: calls on this channel fail, and the caller moves
+            // on to the next manager.
+            Endpoint::from_static("https://invalid.invalid").connect_lazy()
+        })
+}
+
 /// Where to look for the leader: a manager asks itself first.
-fn candidates(state: &NodeState) -> Vec<String> {
+pub(super) fn candidates(state: &NodeState) -> Vec<String> {
     let mut candidates = Vec::new();
     if state.role == NodeRole::Manager {
         candidates.push(state.advertise_addr.clone());
@@ -199,7 +202,7 @@ fn needs_certificate(state: &NodeState, credentials: &NodeCredentials, manager: 
 
 impl Daemon {
     /// The node's identity and credentials, while it is a member.
-    async fn session_view(&self) -> Option<(NodeState, NodeCredentials)> {
+    pub(super) async fn session_view(&self) -> Option<(NodeState, NodeCredentials)> {
         let membership = self.membership.lock().await;
         let Membership::Member(member) = &*membership else {
             return None;
@@ -311,12 +314,12 @@ impl Daemon {
     async fn leave_removed(&self) {
         let mut membership = self.membership.lock().await;
         let previous = std::mem::replace(&mut *membership, Membership::Outside);
-        if let Membership::Member(Member {
-            manager: Some(manager),
-            ..
-        }) = previous
-        {
-            manager.stop().await;
+        if let Membership::Member(member) = previous {
+            // Its tasks stop and its network goes: the node is no longer the cluster's.
+            member.agent.leave().await;
+            if let Some(manager) = member.manager {
+                manager.stop().await;
+            }
         }
         if let Err(error) = self.forget_cluster() {
             tracing::error!(%error, "cannot forget the cluster");

@@ -1,0 +1,337 @@
+//! A task's life on its node, as a pure state machine: the agent's task controller tells it
+//! what happened (`Event`), and it answers with the task's new state and what to do next
+//! (`Action`). States only move forward (preparing → starting → running → complete |
+//! failed | shutdown); a healthcheck, when the task has one, gates starting → running.
+
+use swarm_api::task::{DesiredState, TaskState};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// What the managers want, at every assignment.
+    Desired(DesiredState),
+    /// The image is pulled, the network and the root filesystem are ready.
+    Prepared,
+    /// Preparing or starting failed.
+    Failed(String),
+    /// The container's process runs.
+    Started,
+    /// The healthcheck passed.
+    Healthy,
+    /// The healthcheck failed its retries.
+    Unhealthy(String),
+    /// The container's process ended (by itself, or because it was stopped).
+    Exited { code: Option<i32>, oom_killed: bool },
+}
+
+/// What the controller must do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// Pull the image, make the network and the root filesystem.
+    Prepare,
+    /// Create and start the container.
+    Start,
+    /// Stop the container (stop signal, then SIGKILL after the grace period).
+    Stop,
+    /// The task is over: remove what was made for it (the logs stay).
+    CleanUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    state: TaskState,
+    healthcheck: bool,
+    /// A stop was asked: the exit that follows is a shutdown, whatever its code.
+    stopping: bool,
+    message: &'static str,
+    error: Option<String>,
+    exit_code: Option<i32>,
+}
+
+impl Lifecycle {
+    /// A task as assigned to this node; `healthcheck` says whether one gates "running".
+    pub fn new(healthcheck: bool) -> Self {
+        Lifecycle {
+            state: TaskState::Assigned,
+            healthcheck,
+            stopping: false,
+            message: "assigned",
+            error: None,
+            exit_code: None,
+        }
+    }
+
+    /// A task found running after a daemon restart (its container re-adopted).
+    pub fn adopted() -> Self {
+        Lifecycle {
+            state: TaskState::Running,
+            healthcheck: false,
+            stopping: false,
+            message: "re-adopted after an agent restart",
+            error: None,
+            exit_code: None,
+        }
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
+
+    pub fn message(&self) -> &'static str {
+        self.message
+    }
+
+    /// Why the task failed (the ERROR column of `service ps`).
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// Takes an event; returns what to do. Events that make no sense in the current state
+    /// (a late health result, a second exit) change nothing.
+    pub fn on(&mut self, event: Event) -> Action {
+        use TaskState::*;
+        if self.state.is_terminal() {
+            return Action::Nothing;
+        }
+        match (self.state, event) {
+            (New | Pending | Assigned | Accepted, Event::Desired(DesiredState::Running)) => {
+                self.enter(Preparing, "preparing");
+                Action::Prepare
+            }
+            // Nothing runs yet: there is nothing to stop.
+            (New | Pending | Assigned | Accepted | Preparing, Event::Desired(DesiredState::Shutdown)) => {
+                self.enter(Shutdown, "shut down before it started");
+                Action::CleanUp
+            }
+            (_, Event::Desired(DesiredState::Shutdown)) => {
+                if self.stopping {
+                    return Action::Nothing;
+                }
+                self.stopping = true;
+                self.message = "stopping";
+                Action::Stop
+            }
+            (_, Event::Desired(DesiredState::Running)) => Action::Nothing,
+            (Preparing, Event::Prepared) => {
+                self.enter(Starting, "starting");
+                Action::Start
+            }
+            (Preparing | Starting, Event::Failed(error)) => {
+                self.fail(error);
+                Action::CleanUp
+            }
+            (Starting, Event::Started) if self.healthcheck => {
+                self.message = "waiting for the healthcheck to pass";
+                Action::Nothing
+            }
+            (Starting, Event::Started) | (Starting, Event::Healthy) => {
+                self.enter(Running, "running");
+                Action::Nothing
+            }
+            (Starting | Running, Event::Unhealthy(error)) => {
+                self.stopping = true;
+                self.fail(format!("unhealthy container: {error}"));
+                Action::Stop
+            }
+            (Starting | Running, Event::Exited { code, oom_killed }) => {
+                self.exit_code = code;
+                if self.stopping {
+                    self.enter(Shutdown, "shut down");
+                } else if oom_killed {
+                    self.fail(format!(
+                        "task: the container ran out of memory and was killed (exit {})",
+                        code.map_or("unknown".to_owned(), |c| c.to_string())
+                    ));
+                } else {
+                    match code {
+                        Some(0) => self.enter(Complete, "finished"),
+                        Some(code) => self.fail(format!("task: non-zero exit ({code})")),
+                        None => self.fail(
+                            "task: the container exited while the agent was away (exit code unknown)"
+                                .to_owned(),
+                        ),
+                    }
+                }
+                Action::CleanUp
+            }
+            (_, Event::Prepared | Event::Started | Event::Healthy | Event::Exited { .. }) => {
+                Action::Nothing
+            }
+            (_, Event::Failed(_) | Event::Unhealthy(_)) => Action::Nothing,
+        }
+    }
+
+    fn enter(&mut self, state: TaskState, message: &'static str) {
+        debug_assert!(state >= self.state, "{state:?} after {:?}", self.state);
+        self.state = state;
+        self.message = message;
+    }
+
+    fn fail(&mut self, error: String) {
+        self.enter(TaskState::Failed, "failed");
+        self.error = Some(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::task::TaskState::*;
+
+    fn run(healthcheck: bool, events: Vec<Event>) -> (Lifecycle, Vec<Action>) {
+        let mut task = Lifecycle::new(healthcheck);
+        let actions = events.into_iter().map(|e| task.on(e)).collect();
+        (task, actions)
+    }
+
+    fn exited(code: i32) -> Event {
+        Event::Exited {
+            code: Some(code),
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn lives_are_table_driven() {
+        let running = Event::Desired(DesiredState::Running);
+        let shutdown = Event::Desired(DesiredState::Shutdown);
+        /// Name, healthcheck, events → state, actions, error.
+        type Case = (&'static str, bool, Vec<Event>, TaskState, Vec<Action>, Option<&'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                "runs to completion",
+                false,
+                vec![running.clone(), Event::Prepared, Event::Started, exited(0)],
+                Complete,
+                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                None,
+            ),
+            (
+                "fails with its exit code",
+                false,
+                vec![running.clone(), Event::Prepared, Event::Started, exited(3)],
+                Failed,
+                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                Some("task: non-zero exit (3)"),
+            ),
+            (
+                "a pull error fails the task",
+                false,
+                vec![running.clone(), Event::Failed("image x not found".into())],
+                Failed,
+                vec![Action::Prepare, Action::CleanUp],
+                Some("image x not found"),
+            ),
+            (
+                "stopped while running is a shutdown, whatever the code",
+                false,
+                vec![
+                    running.clone(),
+                    Event::Prepared,
+                    Event::Started,
+                    shutdown.clone(),
+                    shutdown.clone(),
+                    exited(137),
+                ],
+                Shutdown,
+                vec![
+                    Action::Prepare,
+                    Action::Start,
+                    Action::Nothing,
+                    Action::Stop,
+                    Action::Nothing,
+                    Action::CleanUp,
+                ],
+                None,
+            ),
+            (
+                "shut down before it started",
+                false,
+                vec![running.clone(), shutdown.clone()],
+                Shutdown,
+                vec![Action::Prepare, Action::CleanUp],
+                None,
+            ),
+            (
+                "an unhealthy task fails and is stopped",
+                true,
+                vec![
+                    running.clone(),
+                    Event::Prepared,
+                    Event::Started,
+                    Event::Unhealthy("exit 1".into()),
+                    exited(143),
+                ],
+                Failed,
+                vec![
+                    Action::Prepare,
+                    Action::Start,
+                    Action::Nothing,
+                    Action::Stop,
+                    Action::Nothing,
+                ],
+                Some("unhealthy container: exit 1"),
+            ),
+            (
+                "out of memory",
+                false,
+                vec![
+                    running,
+                    Event::Prepared,
+                    Event::Started,
+                    Event::Exited {
+                        code: Some(137),
+                        oom_killed: true,
+                    },
+                ],
+                Failed,
+                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                Some("task: the container ran out of memory and was killed (exit 137)"),
+            ),
+        ];
+        for (name, healthcheck, events, state, actions, error) in cases {
+            let (task, taken) = run(healthcheck, events);
+            assert_eq!(task.state(), state, "{name}");
+            assert_eq!(taken, actions, "{name}");
+            assert_eq!(task.error(), error, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_healthcheck_gates_running() {
+        let (mut task, _) = run(
+            true,
+            vec![
+                Event::Desired(DesiredState::Running),
+                Event::Prepared,
+                Event::Started,
+            ],
+        );
+        assert_eq!(task.state(), Starting);
+        assert_eq!(task.on(Event::Healthy), Action::Nothing);
+        assert_eq!(task.state(), Running);
+    }
+
+    #[test]
+    fn states_never_go_back() {
+        let (mut task, _) = run(false, vec![Event::Desired(DesiredState::Running)]);
+        task.on(Event::Failed("x".into()));
+        for event in [
+            Event::Prepared,
+            Event::Started,
+            Event::Desired(DesiredState::Running),
+            exited(0),
+        ] {
+            assert_eq!(task.on(event), Action::Nothing);
+            assert_eq!(task.state(), Failed);
+        }
+    }
+}

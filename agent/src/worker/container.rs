@@ -1,0 +1,286 @@
+//! From a task to a container: the image pulled, the network attached, the root filesystem
+//! mounted, the network files written, and the `ContainerConfig` the runtime starts — the
+//! service's spec over the image's defaults, as Docker combines them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use swarm_api::task::Task;
+
+use super::Shared;
+use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
+use crate::image::{Healthcheck, ImageConfig, TaskRootfs};
+use crate::network::ContainerFiles;
+
+/// Log files rotate at this size; this many are kept per stream (Docker's json-file
+/// driver with max-size=10m, max-file=3).
+const LOG_MAX_BYTES: u64 = 10 << 20;
+const LOG_MAX_FILES: u32 = 3;
+
+/// A task ready to start.
+pub struct Prepared {
+    pub config: ContainerConfig,
+    pub image_stop_signal: Option<String>,
+    pub image_healthcheck: Option<Healthcheck>,
+}
+
+pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, String> {
+    let container = &task.spec.container;
+    let image = shared
+        .images
+        .pull(&container.image)
+        .await
+        .map_err(|e| e.to_string())?;
+    let args = command(task, &image.config)?;
+    let network = shared.ensure_network().await?;
+    let id = task.id.clone();
+    let attached = tokio::task::spawn_blocking(move || network.attach(&id))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let dir = shared.task_dir(&task.id);
+    let rootfs = TaskRootfs::mount(&image.rootfs, &dir.join("fs")).map_err(|e| e.to_string())?;
+    let hostname = hostname(task, &shared.config.node_id, &shared.config.node_hostname);
+    let short_service = task
+        .service_name
+        .rsplit_once('_')
+        .map_or(task.service_name.as_str(), |(_, name)| name);
+    let resolv = crate::network::node_resolv_conf().unwrap_or_default();
+    let files = ContainerFiles::new(
+        &hostname,
+        &[short_service.to_owned()],
+        attached.address.addr(),
+        &resolv,
+        &[],
+    )
+    .map_err(|e| e.to_string())?
+    .write_to(&dir.join("etc"))
+    .map_err(|e| e.to_string())?;
+    let user = user(
+        container.user.as_deref().or(image.config.user.as_deref()),
+        &rootfs.merged(),
+    )?;
+    let limits = &task.spec.resources.limits;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let config = ContainerConfig {
+        id: task.id.clone(),
+        rootfs: rootfs.merged(),
+        args,
+        env: environment(&image.config.env, &container.env),
+        cwd: container
+            .working_dir
+            .clone()
+            .or_else(|| image.config.working_dir.clone())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/".to_owned()),
+        user,
+        hostname,
+        netns: Some(attached.netns_path),
+        files: vec![
+            bind(&files.hosts, "/etc/hosts"),
+            bind(&files.resolv_conf, "/etc/resolv.conf"),
+            bind(&files.hostname, "/etc/hostname"),
+        ],
+        resources: Resources {
+            memory_bytes: limits.memory.map(|m| m.0),
+            nano_cpus: limits.cpus.map(|c| c.0),
+            pids: limits.pids,
+        },
+        logs: LogConfig {
+            stdout: logs.join("stdout.log"),
+            stderr: logs.join("stderr.log"),
+            max_bytes: LOG_MAX_BYTES,
+            max_files: LOG_MAX_FILES,
+        },
+    };
+    Ok(Prepared {
+        config,
+        image_stop_signal: image.config.stop_signal.clone(),
+        image_healthcheck: image.config.healthcheck.clone(),
+    })
+}
+
+fn bind(source: &Path, destination: &str) -> FileMount {
+    FileMount {
+        source: source.to_path_buf(),
+        destination: destination.to_owned(),
+        read_only: false,
+    }
+}
+
+/// Docker's rule: the service's entrypoint replaces the image's, and then the image's CMD
+/// is dropped unless the service gives a command.
+fn command(task: &Task, image: &ImageConfig) -> Result<Vec<String>, String> {
+    let container = &task.spec.container;
+    let entrypoint = container
+        .entrypoint
+        .clone()
+        .unwrap_or_else(|| image.entrypoint.clone());
+    let cmd = match (&container.command, &container.entrypoint) {
+        (Some(command), _) => command.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(format!(
+            "no command to run: image {} has no ENTRYPOINT or CMD, and the service gives none",
+            container.image
+        ));
+    }
+    Ok(args)
+}
+
+/// The image's environment, overridden by the service's.
+fn environment(image: &[String], service: &BTreeMap<String, String>) -> Vec<String> {
+    let mut env: Vec<String> = image
+        .iter()
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(pair.as_str(), |(k, _)| k);
+            !service.contains_key(key)
+        })
+        .cloned()
+        .collect();
+    env.extend(service.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
+
+/// `USER[:GROUP]` by number or by name (looked up in the image's /etc/passwd and
+/// /etc/group, as Docker does).
+fn user(spec: Option<&str>, rootfs: &Path) -> Result<User, String> {
+    let Some(spec) = spec.filter(|s| !s.is_empty()) else {
+        return Ok(User::default());
+    };
+    let (name, group) = match spec.split_once(':') {
+        Some((name, group)) => (name, Some(group)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Option<(u32, Option<u32>)> {
+        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name)).then(|| {
+                (
+                    fields.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
+                    fields.get(3).and_then(|f| f.parse().ok()),
+                )
+            })
+        })
+    };
+    let (uid, primary_gid) = match name.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => lookup("etc/passwd", name)
+            .ok_or_else(|| format!("user {name:?} is not in the image's /etc/passwd"))?,
+    };
+    let gid = match group {
+        None => primary_gid.unwrap_or(0),
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                lookup("etc/group", group)
+                    .ok_or_else(|| format!("group {group:?} is not in the image's /etc/group"))?
+                    .0
+            }
+        },
+    };
+    Ok(User {
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+    })
+}
+
+/// The task's hostname: the spec's, with Swarm's templates filled, or the task id's first
+/// twelve characters (as Docker names a container's host).
+fn hostname(task: &Task, node_id: &str, node_hostname: &str) -> String {
+    match &task.spec.container.hostname {
+        Some(template) => template
+            .replace("{{.Node.Hostname}}", node_hostname)
+            .replace("{{.Node.ID}}", node_id)
+            .replace("{{.Service.Name}}", &task.service_name)
+            .replace("{{.Service.ID}}", &task.service_id)
+            .replace("{{.Task.ID}}", &task.id)
+            .replace("{{.Task.Name}}", &task.name())
+            .replace(
+                "{{.Task.Slot}}",
+                &task.slot.map_or(String::new(), |s| s.to_string()),
+            ),
+        None => task.id.chars().take(12).collect(),
+    }
+}
+
+/// The signal that stops the task, and how long it has before SIGKILL.
+pub(super) fn stop_signal(task: &Task, prepared: Option<&Prepared>) -> (i32, Duration) {
+    let container = &task.spec.container;
+    let name = container
+        .stop_signal
+        .clone()
+        .or_else(|| prepared.and_then(|p| p.image_stop_signal.clone()));
+    let signal = name.as_deref().and_then(signal_number).unwrap_or(libc::SIGTERM);
+    (signal, container.stop_grace_period.0)
+}
+
+/// `SIGTERM`, `TERM` or `15`.
+fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(number) = name.parse() {
+        return Some(number);
+    }
+    let name = name.trim_start_matches("SIG");
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_by_number_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "staff:x:50:\n").unwrap();
+        let cases = [
+            (None, Ok((0, 0))),
+            (Some("1000"), Ok((1000, 0))),
+            (Some("1000:7"), Ok((1000, 7))),
+            (Some("web"), Ok((33, 44))),
+            (Some("web:staff"), Ok((33, 50))),
+            (Some("nobody"), Err("user \"nobody\" is not in the image's /etc/passwd")),
+        ];
+        for (spec, expected) in cases {
+            let got = user(spec, dir.path()).map(|u| (u.uid, u.gid));
+            assert_eq!(got, expected.map_err(str::to_owned), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn the_service_environment_wins() {
+        let image = ["PATH=/bin".to_owned(), "MODE=image".to_owned()];
+        let service = BTreeMap::from([("MODE".to_owned(), "service".to_owned())]);
+        assert_eq!(environment(&image, &service), ["PATH=/bin", "MODE=service"]);
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(signal_number("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("USR1"), Some(libc::SIGUSR1));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
+    }
+}

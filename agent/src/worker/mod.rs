@@ -1,0 +1,376 @@
+//! The worker: runs the tasks the managers assign to this node. Each assigned task gets a
+//! controller (a tokio task) that drives its `Lifecycle` — pull the image, make the network
+//! and the root filesystem, start the container, watch its exit and its healthcheck, stop
+//! it when the managers say so, clean up — and reports every change of state. After a
+//! daemon restart, containers that still run are adopted instead of started again, and
+//! whatever no assigned task owns is removed.
+
+mod container;
+mod health;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv4Net;
+use swarm_api::store::TaskStatusUpdate;
+use swarm_api::task::{DesiredState, Task, TaskStatus};
+use tokio::sync::{mpsc, watch};
+
+use crate::exec::Runtime;
+use crate::exec::lifecycle::{Action, Event, Lifecycle};
+use crate::image::{ImageStore, PullOptions, TaskRootfs};
+use crate::network::{NodeNetwork, NodeNetworkConfig};
+
+pub use container::Prepared;
+
+/// Where a node keeps what its tasks need.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node_id: String,
+    /// For `{{.Node.Hostname}}` in task hostnames.
+    pub node_hostname: String,
+    /// The node's data dir: `images/`, and `tasks/<id>/` (root filesystem, files, logs).
+    pub data_dir: PathBuf,
+    /// The node's run dir (emptied by a reboot, as the namespaces are): `netns/`.
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot open the image store: {0}")]
+    Images(#[from] crate::image::ImageError),
+    #[error("cannot list this node's containers: {0}")]
+    Runtime(#[from] crate::exec::RuntimeError),
+}
+
+/// The worker of a node. Dropping it leaves containers running (a restarted daemon adopts
+/// them); controllers end with the tokio runtime.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+/// A task's controller: how to tell it what the managers want, and its tokio task.
+struct Controller {
+    desired: watch::Sender<DesiredState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    config: WorkerConfig,
+    runtime: Arc<dyn Runtime>,
+    images: ImageStore,
+    /// Set up at the first assignment that names the node's subnet.
+    network: Mutex<Option<Arc<NodeNetwork>>>,
+    /// The controllers of the tasks this worker runs, by task id.
+    controllers: Mutex<HashMap<String, Controller>>,
+    /// The subnet the managers leased to this node; its network is set up when a task
+    /// first needs it.
+    subnet: Mutex<Option<Ipv4Net>>,
+    /// Containers found at start (a daemon restart), not yet adopted or removed.
+    found: Mutex<Option<HashSet<String>>>,
+    reports: mpsc::UnboundedSender<TaskStatusUpdate>,
+}
+
+impl Worker {
+    /// A worker, and where its status reports come out.
+    pub async fn start(
+        config: WorkerConfig,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<(Worker, mpsc::UnboundedReceiver<TaskStatusUpdate>), WorkerError> {
+        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
+        let found = runtime.list().await?.into_iter().map(|c| c.id).collect();
+        let (reports, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            runtime,
+            images,
+            network: Mutex::new(None),
+            controllers: Mutex::new(HashMap::new()),
+            subnet: Mutex::new(None),
+            found: Mutex::new(Some(found)),
+            reports,
+        });
+        Ok((Worker { shared }, receiver))
+    }
+
+    /// The whole set of tasks the managers assign to this node now.
+    pub async fn assign(&self, tasks: Vec<Task>, subnet: Option<Ipv4Net>) {
+        let shared = &self.shared;
+        if subnet.is_some() {
+            *shared.subnet.lock().expect("not poisoned") = subnet;
+        }
+        let found = shared.found.lock().expect("not poisoned").take();
+        let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        if let Some(found) = found.as_ref().filter(|f| !f.is_empty()) {
+            // Containers of an earlier run that no task owns any more.
+            for id in found.iter().filter(|id| !assigned.contains(id.as_str())) {
+                tokio::spawn(shared.clone().clean_up(id.clone()));
+            }
+            if let Err(error) = shared.ensure_network().await {
+                tracing::error!(%error, "cannot set up this node's task network");
+            }
+            shared.sweep_networks(&assigned).await;
+            // Adopted tasks take their addresses back before new tasks lease any.
+            for id in found.iter().filter(|id| assigned.contains(id.as_str())) {
+                shared.adopt_network(id).await;
+            }
+        }
+        let mut controllers = shared.controllers.lock().expect("not poisoned");
+        // Tasks no longer assigned: removed by the managers; stop them.
+        for (id, controller) in controllers.iter() {
+            if !assigned.contains(id.as_str()) {
+                let _ = controller.desired.send(DesiredState::Shutdown);
+            }
+        }
+        controllers.retain(|id, c| assigned.contains(id.as_str()) && !c.task.is_finished());
+        for task in tasks {
+            if let Some(controller) = controllers.get(&task.id) {
+                controller
+                    .desired
+                    .send_if_modified(|d| std::mem::replace(d, task.desired) != task.desired);
+                continue;
+            }
+            if task.status.state.is_terminal() {
+                continue;
+            }
+            let adopted = found.as_ref().is_some_and(|f| f.contains(&task.id));
+            if task.desired == DesiredState::Shutdown && !adopted {
+                // Never started here (or long gone): say so, so the managers stop asking.
+                let mut lifecycle = Lifecycle::new(false);
+                lifecycle.on(Event::Desired(DesiredState::Shutdown));
+                shared.report(&task.id, &lifecycle);
+                continue;
+            }
+            let (desired, receiver) = watch::channel(task.desired);
+            let id = task.id.clone();
+            let task = tokio::spawn(shared.clone().control(task, receiver, adopted));
+            controllers.insert(id, Controller { desired, task });
+        }
+    }
+
+    /// The node leaves its cluster: every task stops (within `timeout`), then the node's
+    /// network goes.
+    pub async fn leave(&self, timeout: Duration) {
+        let controllers: Vec<Controller> = self
+            .shared
+            .controllers
+            .lock()
+            .expect("not poisoned")
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for controller in &controllers {
+            let _ = controller.desired.send(DesiredState::Shutdown);
+        }
+        let all = futures_join(controllers.into_iter().map(|c| c.task));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("some tasks did not stop in time; leaving anyway");
+        }
+        let network = self.shared.network.lock().expect("not poisoned").take();
+        match network.map(Arc::into_inner) {
+            None => {}
+            Some(None) => tracing::warn!("the node's network is still in use: left in place"),
+            Some(Some(network)) => {
+                let torn = tokio::task::spawn_blocking(move || network.teardown()).await;
+                if let Ok(Err(error)) = torn {
+                    tracing::warn!(%error, "cannot tear the node's network down");
+                }
+            }
+        }
+    }
+}
+
+/// Waits for every task.
+async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shared {
+    /// The node's network, set up on first use.
+    async fn ensure_network(&self) -> Result<Arc<NodeNetwork>, String> {
+        if let Some(network) = self.network.lock().expect("not poisoned").clone() {
+            return Ok(network);
+        }
+        let subnet = self.subnet.lock().expect("not poisoned").ok_or_else(|| {
+            "this node has no task subnet yet (its managers have not sent it)".to_owned()
+        })?;
+        let config = NodeNetworkConfig {
+            node_id: self.config.node_id.clone(),
+            subnet,
+            netns_dir: self.config.run_dir.join("netns"),
+        };
+        let network = tokio::task::spawn_blocking(move || NodeNetwork::setup(config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot set up the node's task network: {e}"))?;
+        let mut slot = self.network.lock().expect("not poisoned");
+        // Two tasks may have set it up at once: the first one kept wins (setup is
+        // idempotent, so both made the same bridge).
+        Ok(slot.get_or_insert_with(|| Arc::new(network)).clone())
+    }
+
+    fn network(&self) -> Result<Arc<NodeNetwork>, String> {
+        self.network
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or_else(|| "this node has no task subnet yet (its managers have not sent it)".to_owned())
+    }
+
+    /// Removes the task namespaces of an earlier run that no assigned task owns.
+    async fn sweep_networks(&self, assigned: &HashSet<&str>) {
+        let Ok(network) = self.network() else {
+            return;
+        };
+        let owned: HashSet<String> = assigned.iter().map(|s| s.to_string()).collect();
+        let swept =
+            tokio::task::spawn_blocking(move || network.sweep(|id| owned.contains(id))).await;
+        if let Ok(Err(error)) = swept {
+            tracing::warn!(%error, "cannot sweep task networks");
+        }
+    }
+
+    async fn adopt_network(&self, id: &str) {
+        let Ok(network) = self.network() else {
+            return;
+        };
+        let task = id.to_owned();
+        let adopted = tokio::task::spawn_blocking(move || network.adopt(&task)).await;
+        if let Ok(Err(error)) = adopted {
+            tracing::warn!(task = %id, %error, "cannot adopt the task's network");
+        }
+    }
+
+    fn task_dir(&self, id: &str) -> PathBuf {
+        self.config.data_dir.join("tasks").join(id)
+    }
+
+    fn report(&self, id: &str, lifecycle: &Lifecycle) {
+        let mut status = TaskStatus::new(lifecycle.state(), now_ms());
+        status.message = lifecycle.message().to_owned();
+        status.error = lifecycle.error().map(str::to_owned);
+        status.exit_code = lifecycle.exit_code();
+        let _ = self.reports.send(TaskStatusUpdate {
+            id: id.to_owned(),
+            status,
+        });
+    }
+
+    /// Drives one task from assignment to its end.
+    async fn control(
+        self: Arc<Self>,
+        task: Task,
+        mut desired: watch::Receiver<DesiredState>,
+        adopted: bool,
+    ) {
+        let id = task.id.clone();
+        let mut prepared: Option<Prepared> = None;
+        let mut health = None;
+        let mut lifecycle = if adopted {
+            tracing::info!(task = %id, "adopted a running container");
+            Lifecycle::adopted()
+        } else {
+            Lifecycle::new(health::check_of(&task.spec.container.healthcheck, None).is_some())
+        };
+        let mut shown = (lifecycle.state(), lifecycle.message());
+        if adopted {
+            self.report(&id, &lifecycle);
+        }
+        let mut action = lifecycle.on(Event::Desired(*desired.borrow_and_update()));
+        loop {
+            if (lifecycle.state(), lifecycle.message()) != shown {
+                shown = (lifecycle.state(), lifecycle.message());
+                self.report(&id, &lifecycle);
+            }
+            let event = match action {
+                Action::Prepare => match container::prepare(&self, &task).await {
+                    Ok(ready) => {
+                        health = health::check_of(
+                            &task.spec.container.healthcheck,
+                            ready.image_healthcheck.as_ref(),
+                        )
+                        .map(health::Health::new);
+                        prepared = Some(ready);
+                        Event::Prepared
+                    }
+                    Err(error) => Event::Failed(error),
+                },
+                Action::Start => {
+                    let config = &prepared.as_ref().expect("prepared before started").config;
+                    match self.runtime.start(config).await {
+                        Ok(()) => Event::Started,
+                        Err(error) => Event::Failed(error.to_string()),
+                    }
+                }
+                Action::Stop => {
+                    let (signal, grace) = container::stop_signal(&task, prepared.as_ref());
+                    match self.runtime.stop(&id, signal, grace).await {
+                        Ok(exit) => Event::Exited {
+                            code: exit.code(),
+                            oom_killed: exit.oom_killed,
+                        },
+                        Err(error) => {
+                            tracing::warn!(task = %id, %error, "cannot stop the container");
+                            Event::Exited {
+                                code: None,
+                                oom_killed: false,
+                            }
+                        }
+                    }
+                }
+                Action::CleanUp => break,
+                Action::Nothing if lifecycle.is_over() => break,
+                Action::Nothing => {
+                    let started = lifecycle.state() >= swarm_api::task::TaskState::Starting;
+                    tokio::select! {
+                        exit = self.runtime.wait(&id), if started => match exit {
+                            Ok(exit) => Event::Exited { code: exit.code(), oom_killed: exit.oom_killed },
+                            Err(error) => Event::Failed(error.to_string()),
+                        },
+                        changed = desired.changed() => match changed {
+                            Ok(()) => Event::Desired(*desired.borrow_and_update()),
+                            // The worker is gone (the daemon stops): the container stays
+                            // for the next run to adopt.
+                            Err(_) => return,
+                        },
+                        verdict = health::next(&mut health, &self.runtime, &id), if started => verdict,
+                    }
+                }
+            };
+            action = lifecycle.on(event);
+        }
+        if (lifecycle.state(), lifecycle.message()) != shown {
+            self.report(&id, &lifecycle);
+        }
+        self.clone().clean_up(id).await;
+    }
+
+    /// Removes everything made for a task but its logs: the container, the root
+    /// filesystem, the network files and the network. Idempotent.
+    async fn clean_up(self: Arc<Self>, id: String) {
+        if let Err(error) = self.runtime.delete(&id).await {
+            tracing::warn!(task = %id, %error, "cannot delete the container");
+        }
+        let dir = self.task_dir(&id);
+        if let Err(error) = TaskRootfs::at(&dir.join("fs")).release() {
+            tracing::warn!(task = %id, %error, "cannot release the root filesystem");
+        }
+        let _ = std::fs::remove_dir_all(dir.join("etc"));
+        if let Ok(network) = self.network() {
+            let detached = tokio::task::spawn_blocking(move || network.detach(&id)).await;
+            if let Ok(Err(error)) = detached {
+                tracing::warn!(%error, "cannot detach the task network");
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The agent side of a member, on every node: the worker that runs this node's tasks, fed by
+//! the dispatcher's assignment stream from any manager, and its status reports sent back in
+//! batches. A manager that goes away is replaced by the next one known.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_agent::exec::{RuncConfig, RuncRuntime, Runtime};
+use swarm_agent::network::Ipv4Net;
+use swarm_agent::worker::{Worker, WorkerConfig};
+use swarm_api::grpc::dispatcher::dispatcher_client::DispatcherClient;
+use swarm_api::grpc::dispatcher::{AssignmentsRequest, ReportTaskStatusRequest};
+use swarm_api::store::{NodeState, TaskStatusUpdate};
+use swarm_api::task::Task;
+use tokio::sync::{mpsc, watch};
+
+use super::Daemon;
+use super::session::{candidates, manager_channel};
+
+/// How long to wait before trying the next manager.
+const RETRY: Duration = Duration::from_millis(500);
+/// The most status updates sent in one report.
+const BATCH: usize = 512;
+
+/// How long the tasks of a leaving node have to stop.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A member's agent: dropping the handle ends it and leaves the containers running (a
+/// daemon that stops); `leave` stops its tasks first (a node that leaves its cluster).
+pub(super) struct AgentHandle {
+    leave: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AgentHandle {
+    pub(super) fn spawn(daemon: Arc<Daemon>, state: NodeState) -> Self {
+        let (leave, leaving) = watch::channel(false);
+        let task = tokio::spawn(run(daemon, state, leaving));
+        AgentHandle { leave, task }
+    }
+
+    pub(super) async fn leave(self) {
+        let _ = self.leave.send(true);
+        if tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the agent did not stop in time");
+        }
+    }
+}
+
+/// Runs until the handle says leave (then stops every task) or is dropped. Without runc,
+/// the node runs no task (and says so).
+async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver<bool>) {
+    let data_dir = daemon.config.data_dir.clone();
+    let runtime = match RuncRuntime::new(RuncConfig::new(&state.node_id, &data_dir)) {
+        Ok(runtime) => Arc::new(runtime) as Arc<dyn Runtime>,
+        Err(error) => {
+            tracing::error!(%error, "this node cannot run containers");
+            return;
+        }
+    };
+    let config = WorkerConfig {
+        node_id: state.node_id.clone(),
+        node_hostname: daemon.config.hostname.clone(),
+        data_dir,
+        run_dir: daemon.config.run_dir.join(&state.node_id),
+    };
+    let (worker, reports) = match Worker::start(config, runtime).await {
+        Ok(started) => started,
+        Err(error) => {
+            tracing::error!(%error, "cannot start this node's worker");
+            return;
+        }
+    };
+    tokio::select! {
+        changed = leaving.changed() => {
+            if changed.is_ok() {
+                worker.leave(LEAVE_TIMEOUT).await;
+            }
+        }
+        _ = assignments(&daemon, &worker) => {}
+        _ = report(&daemon, reports) => {}
+    }
+}
+
+/// The managers to try, in turn, with this node's credentials.
+async fn managers(daemon: &Daemon) -> Option<(Vec<String>, crate::tls::NodeCredentials)> {
+    let (state, credentials) = daemon.session_view().await?;
+    let managers = candidates(&state);
+    (!managers.is_empty()).then_some((managers, credentials))
+}
+
+/// Keeps an assignment stream open to some manager and hands each set to the worker.
+async fn assignments(daemon: &Daemon, worker: &Worker) {
+    let mut turn = 0usize;
+    loop {
+        if let Some((managers, credentials)) = managers(daemon).await {
+            let address = &managers[turn % managers.len()];
+            turn += 1;
+            let mut client = DispatcherClient::new(manager_channel(address, &credentials));
+            match client.assignments(AssignmentsRequest {}).await {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(set)) => {
+                                let tasks: Vec<Task> = match serde_json::from_str(&set.tasks_json)
+                                {
+                                    Ok(tasks) => tasks,
+                                    Err(error) => {
+                                        tracing::error!(%error, "undecodable assignments");
+                                        break;
+                                    }
+                                };
+                                let subnet = set.subnet.parse::<Ipv4Net>().ok();
+                                worker.assign(tasks, subnet).await;
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::debug!(manager = %address, reason = status.message(), "assignment stream ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::debug!(manager = %address, reason = status.message(), "no assignment stream");
+                }
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Sends the worker's status updates, batched; what a manager does not take is sent again
+/// to the next one.
+async fn report(daemon: &Daemon, mut reports: mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+    let mut pending: Vec<TaskStatusUpdate> = Vec::new();
+    let mut turn = 0usize;
+    loop {
+        if pending.is_empty() {
+            match reports.recv().await {
+                Some(update) => pending.push(update),
+                None => return,
+            }
+        }
+        while pending.len() < BATCH {
+            match reports.try_recv() {
+                Ok(update) => pending.push(update),
+                Err(_) => break,
+            }
+        }
+        let Some((managers, credentials)) = managers(daemon).await else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        let address = &managers[turn % managers.len()];
+        let mut client = DispatcherClient::new(manager_channel(address, &credentials));
+        let request = ReportTaskStatusRequest {
+            updates_json: serde_json::to_string(&pending).expect("statuses serialise"),
+        };
+        match client.report_task_status(request).await {
+            Ok(_) => pending.clear(),
+            Err(status) => {
+                tracing::debug!(manager = %address, reason = status.message(), "status report refused");
+                turn += 1;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
