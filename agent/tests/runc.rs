@@ -109,7 +109,40 @@ impl Node {
             mounts_under(self.dir.path()).unwrap(),
             Vec::<PathBuf>::new()
         );
+        assert_no_lasting_zombies().await;
     }
+}
+
+/// Asserts that no child of this process stays a zombie: every container init is reaped.
+/// Tests run at once, so a zombie may be seen between an exit and its reaping; one that is
+/// still there two seconds later was leaked.
+async fn assert_no_lasting_zombies() {
+    let zombies = || -> Vec<i32> {
+        let me = std::process::id().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // "PID (COMM) STATE PPID …"; COMM may hold spaces, so read after ')'.
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                    fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str())
+                })
+            })
+            .collect()
+    };
+    let seen = zombies();
+    if seen.is_empty() {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lasting: Vec<i32> = zombies()
+        .into_iter()
+        .filter(|pid| seen.contains(pid))
+        .collect();
+    assert_eq!(lasting, Vec::<i32>::new(), "zombie children left");
 }
 
 impl Drop for Node {
@@ -577,7 +610,10 @@ async fn two_nodes_on_one_machine_do_not_collide() {
         first.runtime.start(&first.config("web", &["true"])).await,
         Err(RuntimeError::AlreadyExists { .. })
     ));
+    let first_pid = first.runtime.state("web").await.unwrap().pid.unwrap();
     first.runtime.delete("web").await.unwrap();
+    // Reaped, not a zombie.
+    assert!(!Path::new(&format!("/proc/{first_pid}")).exists());
     assert_eq!(
         second.runtime.state("web").await.unwrap().status,
         Status::Running
