@@ -1,7 +1,7 @@
 //! The runc runtime: one OCI bundle per container, `runc --root <node state dir>` for each
 //! operation, and no shim. The daemon is a child subreaper: a container's init becomes its
-//! child when `runc run --detach` exits, and a pidfd reports its exit. The container's stdout and
-//! stderr are log files it appends to directly (see `logs`).
+//! child when `runc run --detach` exits, and a pidfd reports its exit. The container's
+//! stdout and stderr are log files it appends to directly (see `logs`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -48,7 +48,7 @@ pub struct RuncConfig {
     pub bundle_dir: PathBuf,
     /// The runc program.
     pub runc: PathBuf,
-    /// How often log files are checked for rotation.
+    /// How often log files are indexed (their lines' times) and checked for rotation.
     pub log_check_interval: Duration,
 }
 
