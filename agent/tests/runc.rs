@@ -195,6 +195,13 @@ async fn runs_to_completion_with_exit_codes_and_logs() {
     );
     assert_eq!(fs::read_to_string(&three.logs.stdout).unwrap(), "out\n");
     assert_eq!(fs::read_to_string(&three.logs.stderr).unwrap(), "err\n");
+    let check = ExecRequest {
+        args: vec!["true".into()],
+        timeout: Duration::from_secs(10),
+        max_output: 100,
+    };
+    let error = node.runtime.exec("three", &check).await.unwrap_err();
+    assert!(matches!(error, RuntimeError::NotRunning { .. }), "{error}");
     for id in ["zero", "three"] {
         assert!(!node.runtime.cgroup_dirs(id).is_empty());
         node.runtime.delete(id).await.unwrap();

@@ -664,6 +664,7 @@ fn runc_error(command: &'static str, id: &str, messages: &str) -> RuntimeError {
     } else if messages.contains("container not running")
         || messages.contains("container is not running")
         || messages.contains("process already finished")
+        || messages.contains("cannot exec in a stopped container")
     {
         RuntimeError::NotRunning { id }
     } else if messages.contains("already exists") {
@@ -889,6 +890,10 @@ mod tests {
         let cases = [
             ("container does not exist", "NotFound"),
             ("cannot kill container: container not running", "NotRunning"),
+            (
+                "exec failed: cannot exec in a stopped container",
+                "NotRunning",
+            ),
             ("container with id exists: x", "Runc"),
             ("container x already exists", "AlreadyExists"),
             ("", "Runc"),
