@@ -564,6 +564,74 @@ async fn a_restarted_runtime_adopts_running_containers() {
     node.assert_clean().await;
 }
 
+/// A child process killed and reaped when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_container_of_another_parent_is_adopted_with_an_unknown_exit_code() {
+    let Some(node) = Node::new("foreign") else {
+        return;
+    };
+    // As after a real restart, the container's init is not our child: here a foreground
+    // `runc run` is its parent, and reaps it.
+    let config = node.sh(
+        "foreign",
+        "echo ready; while [ ! -e /tmp/stop ]; do sleep 0.05; done; exit 5",
+    );
+    let bundle = node.runtime.config().bundle_dir.join("foreign");
+    fs::create_dir_all(&bundle).unwrap();
+    let spec = node.runtime.bundle_spec(&config).unwrap();
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let mut parent = ChildGuard(
+        Command::new("runc")
+            .arg("--root")
+            .arg(&node.runtime.config().state_dir)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg("foreign")
+            .stdin(std::process::Stdio::null())
+            .stdout(logs::open_for_append(&config.logs.stdout).unwrap())
+            .stderr(logs::open_for_append(&config.logs.stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    node.wait_for_line(&config, "ready").await;
+    let listed = node.runtime.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, Status::Running);
+
+    let waiting = {
+        let runtime = node.runtime.clone();
+        tokio::spawn(async move { runtime.wait("foreign").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    fs::write(node.rootfs.join("tmp/stop"), "").unwrap();
+    let status = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("the exit is seen")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.exit, Exit::Unknown);
+    assert_eq!(status.code(), None);
+    // The code went to the real parent.
+    assert_eq!(parent.0.wait().unwrap().code(), Some(5));
+
+    node.runtime.delete("foreign").await.unwrap();
+    node.assert_clean().await;
+}
+
 #[tokio::test]
 async fn a_missing_command_fails_clearly_and_leaves_nothing() {
     let Some(node) = Node::new("missing") else {
