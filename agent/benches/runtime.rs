@@ -3,7 +3,7 @@
 //! - `start`: `RuncRuntime::start` (bundle written, log files opened, `runc create`, pidfd,
 //!   `runc start`) until the container runs, against `runc run -d` of the same bundle
 //!   (config.json from the same builder, same log files) — alternated, 30 of each.
-//! - `start_20_concurrently`: 20 `start`s at once until all 20 run, 5 rounds.
+//! - 20 `start`s at once until all 20 run, against 20 `runc run -d` at once; 5 rounds.
 //!
 //! Needs root, runc and busybox-static. Run with `cargo bench -p swarm-agent --bench runtime`.
 
@@ -168,6 +168,7 @@ async fn run() {
     }
 
     let mut concurrent = Vec::new();
+    let mut bare_concurrent = Vec::new();
     for round in 0..ROUNDS {
         let ids: Vec<String> = (0..CONCURRENT).map(|i| format!("r{round}c{i}")).collect();
         let started = Instant::now();
@@ -190,6 +191,20 @@ async fn run() {
         for id in &ids {
             bench.runtime.delete(id).await.unwrap();
         }
+
+        // The peer: 20 `runc run -d` at once, from 20 threads.
+        let ids: Vec<String> = (0..CONCURRENT).map(|i| format!("b{round}c{i}")).collect();
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for id in &ids {
+                let bench = &bench;
+                scope.spawn(move || bench.bare_run(id));
+            }
+        });
+        bare_concurrent.push(started.elapsed());
+        for id in &ids {
+            bench.bare_delete(id);
+        }
     }
     assert!(bench.runtime.list().await.unwrap().is_empty());
     bench.runtime.remove_node_cgroups().unwrap();
@@ -210,6 +225,7 @@ async fn run() {
     let (agent_p50, agent_p90) = percentiles(&mut agent);
     let (bare_p50, bare_p90) = percentiles(&mut bare);
     let (concurrent_p50, concurrent_p90) = percentiles(&mut concurrent);
+    let (bare_concurrent_p50, bare_concurrent_p90) = percentiles(&mut bare_concurrent);
     println!("case                              n    p50        p90");
     println!(
         "agent start → running            {ITERATIONS:<4} {:<10} {}",
@@ -230,6 +246,11 @@ async fn run() {
         "{CONCURRENT} concurrent starts → running  {ROUNDS:<4} {:<10} {}",
         ms(concurrent_p50),
         ms(concurrent_p90)
+    );
+    println!(
+        "{CONCURRENT} concurrent runc run -d (peer) {ROUNDS:<4} {:<10} {}",
+        ms(bare_concurrent_p50),
+        ms(bare_concurrent_p90)
     );
 }
 

@@ -109,7 +109,40 @@ impl Node {
             mounts_under(self.dir.path()).unwrap(),
             Vec::<PathBuf>::new()
         );
+        assert_no_lasting_zombies().await;
     }
+}
+
+/// Asserts that no child of this process stays a zombie: every container init is reaped.
+/// Tests run at once, so a zombie may be seen between an exit and its reaping; one that is
+/// still there two seconds later was leaked.
+async fn assert_no_lasting_zombies() {
+    let zombies = || -> Vec<i32> {
+        let me = std::process::id().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // "PID (COMM) STATE PPID …"; COMM may hold spaces, so read after ')'.
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    let fields: Vec<&str> = stat
+                        .rsplit_once(')')
+                        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                    fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str())
+                })
+            })
+            .collect()
+    };
+    let seen = zombies();
+    if seen.is_empty() {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lasting: Vec<i32> = zombies()
+        .into_iter()
+        .filter(|pid| seen.contains(pid))
+        .collect();
+    assert_eq!(lasting, Vec::<i32>::new(), "zombie children left");
 }
 
 impl Drop for Node {
@@ -162,6 +195,13 @@ async fn runs_to_completion_with_exit_codes_and_logs() {
     );
     assert_eq!(fs::read_to_string(&three.logs.stdout).unwrap(), "out\n");
     assert_eq!(fs::read_to_string(&three.logs.stderr).unwrap(), "err\n");
+    let check = ExecRequest {
+        args: vec!["true".into()],
+        timeout: Duration::from_secs(10),
+        max_output: 100,
+    };
+    let error = node.runtime.exec("three", &check).await.unwrap_err();
+    assert!(matches!(error, RuntimeError::NotRunning { .. }), "{error}");
     for id in ["zero", "three"] {
         assert!(!node.runtime.cgroup_dirs(id).is_empty());
         node.runtime.delete(id).await.unwrap();
@@ -524,6 +564,74 @@ async fn a_restarted_runtime_adopts_running_containers() {
     node.assert_clean().await;
 }
 
+/// A child process killed and reaped when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_container_of_another_parent_is_adopted_with_an_unknown_exit_code() {
+    let Some(node) = Node::new("foreign") else {
+        return;
+    };
+    // As after a real restart, the container's init is not our child: here a foreground
+    // `runc run` is its parent, and reaps it.
+    let config = node.sh(
+        "foreign",
+        "echo ready; while [ ! -e /tmp/stop ]; do sleep 0.05; done; exit 5",
+    );
+    let bundle = node.runtime.config().bundle_dir.join("foreign");
+    fs::create_dir_all(&bundle).unwrap();
+    let spec = node.runtime.bundle_spec(&config).unwrap();
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let mut parent = ChildGuard(
+        Command::new("runc")
+            .arg("--root")
+            .arg(&node.runtime.config().state_dir)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg("foreign")
+            .stdin(std::process::Stdio::null())
+            .stdout(logs::open_for_append(&config.logs.stdout).unwrap())
+            .stderr(logs::open_for_append(&config.logs.stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    node.wait_for_line(&config, "ready").await;
+    let listed = node.runtime.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, Status::Running);
+
+    let waiting = {
+        let runtime = node.runtime.clone();
+        tokio::spawn(async move { runtime.wait("foreign").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    fs::write(node.rootfs.join("tmp/stop"), "").unwrap();
+    let status = tokio::time::timeout(BOUND, waiting)
+        .await
+        .expect("the exit is seen")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.exit, Exit::Unknown);
+    assert_eq!(status.code(), None);
+    // The code went to the real parent.
+    assert_eq!(parent.0.wait().unwrap().code(), Some(5));
+
+    node.runtime.delete("foreign").await.unwrap();
+    node.assert_clean().await;
+}
+
 #[tokio::test]
 async fn a_missing_command_fails_clearly_and_leaves_nothing() {
     let Some(node) = Node::new("missing") else {
@@ -577,7 +685,10 @@ async fn two_nodes_on_one_machine_do_not_collide() {
         first.runtime.start(&first.config("web", &["true"])).await,
         Err(RuntimeError::AlreadyExists { .. })
     ));
+    let first_pid = first.runtime.state("web").await.unwrap().pid.unwrap();
     first.runtime.delete("web").await.unwrap();
+    // Reaped, not a zombie.
+    assert!(!Path::new(&format!("/proc/{first_pid}")).exists());
     assert_eq!(
         second.runtime.state("web").await.unwrap().status,
         Status::Running

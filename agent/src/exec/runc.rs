@@ -1,7 +1,7 @@
 //! The runc runtime: one OCI bundle per container, `runc --root <node state dir>` for each
 //! operation, and no shim. The daemon is a child subreaper: a container's init becomes its
-//! child when `runc run --detach` exits, and a pidfd reports its exit. The container's stdout and
-//! stderr are log files it appends to directly (see `logs`).
+//! child when `runc run --detach` exits, and a pidfd reports its exit. The container's
+//! stdout and stderr are log files it appends to directly (see `logs`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -48,7 +48,7 @@ pub struct RuncConfig {
     pub bundle_dir: PathBuf,
     /// The runc program.
     pub runc: PathBuf,
-    /// How often log files are checked for rotation.
+    /// How often log files are indexed (their lines' times) and checked for rotation.
     pub log_check_interval: Duration,
 }
 
@@ -189,10 +189,8 @@ impl RuncRuntime {
         self.shared
             .cgroups
             .remove(&node)
-            .map_err(|source| RuntimeError::Io {
-                what: "removing the node's cgroup",
-                id: node.clone(),
-                path: PathBuf::from(&node),
+            .map_err(|source| RuntimeError::NodeCgroup {
+                node: self.shared.config.node_id.clone(),
                 source,
             })
     }
@@ -459,6 +457,8 @@ impl RuncRuntime {
     async fn discard(&self, id: &str) {
         if let Err(error) = self.delete(id).await {
             tracing::warn!(container = id, %error, "cannot clean up after a failed start");
+            // At least free the id: the bundle directory claims it.
+            let _ = fs::remove_dir_all(self.bundle_path(id));
         }
     }
 
@@ -664,6 +664,7 @@ fn runc_error(command: &'static str, id: &str, messages: &str) -> RuntimeError {
     } else if messages.contains("container not running")
         || messages.contains("container is not running")
         || messages.contains("process already finished")
+        || messages.contains("cannot exec in a stopped container")
     {
         RuntimeError::NotRunning { id }
     } else if messages.contains("already exists") {
@@ -835,20 +836,24 @@ impl Runtime for RuncRuntime {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let failed = |detail: String| RuntimeError::List {
+            state_dir: self.shared.config.state_dir.clone(),
+            detail,
+        };
         let stdout = self
             .runc(
                 "list",
-                "*",
+                "(all)",
                 &["list".into(), "--format".into(), "json".into()],
             )
-            .await?;
+            .await
+            .map_err(|error| match error {
+                RuntimeError::Runc { stderr, .. } => failed(stderr),
+                other => other,
+            })?;
         // runc prints `null` when there are none.
         let states: Option<Vec<RuncState>> =
-            serde_json::from_slice(&stdout).map_err(|error| RuntimeError::RuncOutput {
-                command: "list",
-                id: "*".to_string(),
-                detail: error.to_string(),
-            })?;
+            serde_json::from_slice(&stdout).map_err(|error| failed(error.to_string()))?;
         states
             .unwrap_or_default()
             .iter()
@@ -860,6 +865,43 @@ impl Runtime for RuncRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_runc_is_named_and_leaves_no_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RuncConfig::new("n1", dir.path());
+        config.runc = dir.path().join("no-runc-here");
+        let runtime = RuncRuntime::new(config).unwrap();
+        let container = ContainerConfig {
+            id: "c1".into(),
+            rootfs: dir.path().join("rootfs"),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: Default::default(),
+            hostname: "c1".into(),
+            netns: None,
+            files: vec![],
+            resources: Default::default(),
+            logs: LogConfig {
+                stdout: dir.path().join("logs/c1.out"),
+                stderr: dir.path().join("logs/c1.err"),
+                max_bytes: 1 << 20,
+                max_files: 2,
+            },
+        };
+        let error = runtime.start(&container).await.unwrap_err();
+        assert!(matches!(error, RuntimeError::Spawn { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("no-runc-here") && message.contains("c1"),
+            "{message}"
+        );
+        assert_eq!(
+            fs::read_dir(&runtime.config().bundle_dir).unwrap().count(),
+            0
+        );
+    }
 
     #[test]
     fn runc_messages_from_json_and_text() {
@@ -889,6 +931,10 @@ mod tests {
         let cases = [
             ("container does not exist", "NotFound"),
             ("cannot kill container: container not running", "NotRunning"),
+            (
+                "exec failed: cannot exec in a stopped container",
+                "NotRunning",
+            ),
             ("container with id exists: x", "Runc"),
             ("container x already exists", "AlreadyExists"),
             ("", "Runc"),

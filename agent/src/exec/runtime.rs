@@ -209,6 +209,13 @@ pub enum RuntimeError {
     StopTimeout { id: String, after: Duration },
     #[error("the configuration of container {id} cannot be built: {detail}")]
     Config { id: String, detail: String },
+    #[error("listing the containers in {state_dir} failed: {detail}")]
+    List { state_dir: PathBuf, detail: String },
+    #[error("cannot remove the cgroups of node {node}: {source}; delete its containers first")]
+    NodeCgroup {
+        node: String,
+        source: std::io::Error,
+    },
     #[error("the runtime cannot start: {detail}")]
     Setup { detail: String },
     #[error("{detail} (container {id})")]
