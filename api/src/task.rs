@@ -78,6 +78,9 @@ pub struct TaskStatus {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The task's address on its node's network, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl TaskStatus {
@@ -88,6 +91,7 @@ impl TaskStatus {
             message: String::new(),
             error: None,
             exit_code: None,
+            address: None,
         }
     }
 }

@@ -54,12 +54,13 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .with_target(false)
         .init();
     let hostname = args.hostname.unwrap_or_else(hostname);
+    // Absolute: runc resolves a relative root filesystem against the bundle, not here.
     let config = DaemonConfig {
-        data_dir: args.data_dir,
+        data_dir: std::path::absolute(&args.data_dir)?,
         listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
         socket: args.socket,
-        run_dir: args.run_dir,
+        run_dir: std::path::absolute(&args.run_dir)?,
         hostname,
     };
     runtime.block_on(async {

@@ -38,6 +38,8 @@ fn start(dir: &Path, port: u16) -> Daemon {
         .arg(dir.join("data"))
         .args(["--listen-addr", &format!("127.0.0.1:{port}"), "--socket"])
         .arg(dir.join("swarm.sock"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
         .arg("--hostname")
         .arg(dir.file_name().unwrap())
         .stdout(Stdio::null())
@@ -998,4 +1000,212 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&swarm(&cluster.socket(0), &["service", "ls", "-q"]).stdout);
     assert!(listing.trim().is_empty(), "{listing}");
+}
+
+/// `GET /` of a task's httpd at its address, bounded.
+fn http_get(address: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{address}:80").parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: task\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .map(|b| b.trim().to_owned())
+}
+
+/// Removes, even when the test fails, what real tasks leave on the host when their daemons
+/// are killed instead of leaving: containers, mounts under the cluster's directory, the
+/// nodes' bridges.
+struct Leftovers<'a>(&'a Cluster);
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        let cluster = self.0;
+        for n in 0..cluster.nodes.len() {
+            for id in containers(cluster, n) {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(cluster.data(n).join("runc"))
+                    .args(["delete", "--force", &id])
+                    .status();
+            }
+            let state = std::fs::read_to_string(cluster.data(n).join("node.json"));
+            if let Some(node_id) = state
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["node_id"].as_str().map(str::to_owned))
+            {
+                let bridge = swarm_agent::network::bridge_name(&node_id);
+                let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+            }
+        }
+        let root = cluster.nodes[0]
+            .0
+            .parent()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&root))
+            .collect();
+        // Innermost first.
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["-l", point]).status();
+        }
+    }
+}
+
+/// The containers runc knows on node `n`.
+fn containers(cluster: &Cluster, n: usize) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(cluster.data(n).join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// The journey with real containers: images from a loopback registry, tasks run by runc
+/// on two nodes, each answering at its address; scaled down, their containers stop; a
+/// missing image fails its task with the reason; removing the service and leaving the
+/// cluster leave no container, mount or network behind.
+#[test]
+fn services_run_real_containers_on_the_nodes() {
+    let test = "services_run_real_containers_on_the_nodes";
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+    {
+        return;
+    }
+    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
+    registry.push_test_images().expect("the test images");
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    // A pool of its own: no other cluster on this machine uses these subnets.
+    let cluster = cluster(
+        2,
+        &[
+            "--default-addr-pool",
+            "198.18.220.0/23",
+            "--default-addr-pool-mask-length",
+            "24",
+        ],
+    );
+    cluster.join(1, "worker", 0);
+    let _leftovers = Leftovers(&cluster);
+
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tasks = wait_for("three running tasks", Duration::from_secs(30), || {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 3 && tasks.iter().all(|t| t["status"]["state"] == "running"))
+            .then_some(tasks)
+    });
+    let mut nodes = std::collections::BTreeSet::new();
+    for task in &tasks {
+        nodes.insert(task["node_id"].as_str().unwrap().to_owned());
+        let address = task["status"]["address"].as_str().expect("an address");
+        let id = task["id"].as_str().unwrap();
+        let body = wait_for("the task answers", Duration::from_secs(10), || {
+            http_get(address)
+        });
+        assert_eq!(body, format!("{} v1", &id[..12]), "{address}");
+    }
+    assert_eq!(nodes.len(), 2, "spread over both nodes: {tasks:?}");
+    let listing = text(&swarm(&cluster.socket(0), &["service", "ls"]).stdout);
+    assert!(listing.contains("3/3"), "{listing}");
+
+    // Scaled down: the highest slot's container stops and goes.
+    let out = swarm(&cluster.socket(0), &["service", "scale", "web=2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let gone = tasks.iter().find(|t| t["slot"] == 3).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(
+        "the scaled-down container is gone",
+        Duration::from_secs(20),
+        || {
+            (!containers(&cluster, 0).contains(&gone) && !containers(&cluster, 1).contains(&gone))
+                .then_some(())
+        },
+    );
+    let out = swarm(&cluster.socket(0), &["service", "ps", "web"]);
+    assert!(
+        text(&out.stdout).contains("Shutdown"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // An image that does not exist fails its task, with the registry's answer.
+    let missing = format!("{}/swarm/nope:1", registry.addr());
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "nope",
+            "--restart-condition",
+            "none",
+            &missing,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("the missing image's error", Duration::from_secs(20), || {
+        let out = swarm(&cluster.socket(0), &["service", "ps", "nope"]);
+        let table = text(&out.stdout);
+        (table.contains("Failed") && table.contains("not found")).then_some(())
+    });
+
+    let out = swarm(&cluster.socket(0), &["service", "rm", "web", "nope"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("no container left", Duration::from_secs(20), || {
+        (containers(&cluster, 0).is_empty() && containers(&cluster, 1).is_empty()).then_some(())
+    });
+    // Leaving takes the nodes' networks and mounts with them.
+    for n in [1, 0] {
+        let out = swarm(&cluster.socket(n), &["leave", "--force"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let links = Command::new("ip").args(["-o", "addr"]).output().unwrap();
+    assert!(
+        !text(&links.stdout).contains("198.18.22"),
+        "{}",
+        text(&links.stdout)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = cluster.nodes[0]
+        .0
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(!mounts.contains(&dir), "{mounts}");
 }

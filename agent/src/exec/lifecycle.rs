@@ -107,7 +107,10 @@ impl Lifecycle {
                 Action::Prepare
             }
             // Nothing runs yet: there is nothing to stop.
-            (New | Pending | Assigned | Accepted | Preparing, Event::Desired(DesiredState::Shutdown)) => {
+            (
+                New | Pending | Assigned | Accepted | Preparing,
+                Event::Desired(DesiredState::Shutdown),
+            ) => {
                 self.enter(Shutdown, "shut down before it started");
                 Action::CleanUp
             }
@@ -204,14 +207,26 @@ mod tests {
         let running = Event::Desired(DesiredState::Running);
         let shutdown = Event::Desired(DesiredState::Shutdown);
         /// Name, healthcheck, events → state, actions, error.
-        type Case = (&'static str, bool, Vec<Event>, TaskState, Vec<Action>, Option<&'static str>);
+        type Case = (
+            &'static str,
+            bool,
+            Vec<Event>,
+            TaskState,
+            Vec<Action>,
+            Option<&'static str>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "runs to completion",
                 false,
                 vec![running.clone(), Event::Prepared, Event::Started, exited(0)],
                 Complete,
-                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                vec![
+                    Action::Prepare,
+                    Action::Start,
+                    Action::Nothing,
+                    Action::CleanUp,
+                ],
                 None,
             ),
             (
@@ -219,7 +234,12 @@ mod tests {
                 false,
                 vec![running.clone(), Event::Prepared, Event::Started, exited(3)],
                 Failed,
-                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                vec![
+                    Action::Prepare,
+                    Action::Start,
+                    Action::Nothing,
+                    Action::CleanUp,
+                ],
                 Some("task: non-zero exit (3)"),
             ),
             (
@@ -293,7 +313,12 @@ mod tests {
                     },
                 ],
                 Failed,
-                vec![Action::Prepare, Action::Start, Action::Nothing, Action::CleanUp],
+                vec![
+                    Action::Prepare,
+                    Action::Start,
+                    Action::Nothing,
+                    Action::CleanUp,
+                ],
                 Some("task: the container ran out of memory and was killed (exit 137)"),
             ),
         ];

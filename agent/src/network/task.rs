@@ -231,13 +231,13 @@ impl NodeNetwork {
 
     /// Removes everything the node made: every task's network, the bridge and its rule,
     /// the namespace directory. For a node leaving, once its tasks have stopped.
-    pub fn teardown(self) -> Result<(), NetworkError> {
+    pub fn teardown(&self) -> Result<(), NetworkError> {
         self.sweep(|_| false)?;
         self.bridge.teardown()?;
         match std::fs::remove_dir(&self.netns_dir) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::Io {
                 action: "cannot remove the namespace directory",
-                path: self.netns_dir,
+                path: self.netns_dir.clone(),
                 source: error,
             }),
             _ => Ok(()),

@@ -21,6 +21,7 @@ const LOG_MAX_FILES: u32 = 3;
 /// A task ready to start.
 pub struct Prepared {
     pub config: ContainerConfig,
+    pub address: std::net::Ipv4Addr,
     pub image_stop_signal: Option<String>,
     pub image_healthcheck: Option<Healthcheck>,
 }
@@ -97,6 +98,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     };
     Ok(Prepared {
         config,
+        address: attached.address.addr(),
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
@@ -218,7 +220,10 @@ pub(super) fn stop_signal(task: &Task, prepared: Option<&Prepared>) -> (i32, Dur
         .stop_signal
         .clone()
         .or_else(|| prepared.and_then(|p| p.image_stop_signal.clone()));
-    let signal = name.as_deref().and_then(signal_number).unwrap_or(libc::SIGTERM);
+    let signal = name
+        .as_deref()
+        .and_then(signal_number)
+        .unwrap_or(libc::SIGTERM);
     (signal, container.stop_grace_period.0)
 }
 
@@ -261,7 +266,10 @@ mod tests {
             (Some("1000:7"), Ok((1000, 7))),
             (Some("web"), Ok((33, 44))),
             (Some("web:staff"), Ok((33, 50))),
-            (Some("nobody"), Err("user \"nobody\" is not in the image's /etc/passwd")),
+            (
+                Some("nobody"),
+                Err("user \"nobody\" is not in the image's /etc/passwd"),
+            ),
         ];
         for (spec, expected) in cases {
             let got = user(spec, dir.path()).map(|u| (u.uid, u.gid));

@@ -62,7 +62,11 @@ pub fn check_of(
         args,
         interval: or(interval, DEFAULT_INTERVAL),
         timeout: or(timeout, DEFAULT_TIMEOUT),
-        retries: if retries == 0 { DEFAULT_RETRIES } else { retries },
+        retries: if retries == 0 {
+            DEFAULT_RETRIES
+        } else {
+            retries
+        },
         start_period,
     })
 }
@@ -112,10 +116,7 @@ pub async fn next(health: &mut Option<Health>, runtime: &Arc<dyn Runtime>, id: &
                     "healthcheck exited {code}: {}",
                     String::from_utf8_lossy(&output.output).trim()
                 ),
-                None => format!(
-                    "healthcheck timed out after {:?}",
-                    health.check.timeout
-                ),
+                None => format!("healthcheck timed out after {:?}", health.check.timeout),
             }),
             Err(error) => Some(format!("healthcheck could not run: {error}")),
         };
@@ -167,9 +168,15 @@ mod tests {
         let check = check_of(&service(&["CMD-SHELL", "wget -q localhost"]), Some(&image)).unwrap();
         assert_eq!(check.args, ["/bin/sh", "-c", "wget -q localhost"]);
         assert_eq!(check.interval, Duration::from_secs(2));
-        assert_eq!((check.timeout, check.retries), (DEFAULT_TIMEOUT, DEFAULT_RETRIES));
+        assert_eq!(
+            (check.timeout, check.retries),
+            (DEFAULT_TIMEOUT, DEFAULT_RETRIES)
+        );
         let from_image = check_of(&None, Some(&image)).unwrap();
-        assert_eq!((from_image.args.clone(), from_image.retries), (vec!["true".to_owned()], 5));
+        assert_eq!(
+            (from_image.args.clone(), from_image.retries),
+            (vec!["true".to_owned()], 5)
+        );
         assert_eq!(check_of(&service(&["NONE"]), Some(&image)), None);
         assert_eq!(check_of(&None, None), None);
     }

@@ -140,7 +140,7 @@ impl Worker {
                 // Never started here (or long gone): say so, so the managers stop asking.
                 let mut lifecycle = Lifecycle::new(false);
                 lifecycle.on(Event::Desired(DesiredState::Shutdown));
-                shared.report(&task.id, &lifecycle);
+                shared.report(&task.id, &lifecycle, None);
                 continue;
             }
             let (desired, receiver) = watch::channel(task.desired);
@@ -169,14 +169,10 @@ impl Worker {
             tracing::warn!("some tasks did not stop in time; leaving anyway");
         }
         let network = self.shared.network.lock().expect("not poisoned").take();
-        match network.map(Arc::into_inner) {
-            None => {}
-            Some(None) => tracing::warn!("the node's network is still in use: left in place"),
-            Some(Some(network)) => {
-                let torn = tokio::task::spawn_blocking(move || network.teardown()).await;
-                if let Ok(Err(error)) = torn {
-                    tracing::warn!(%error, "cannot tear the node's network down");
-                }
+        if let Some(network) = network {
+            let torn = tokio::task::spawn_blocking(move || network.teardown()).await;
+            if let Ok(Err(error)) = torn {
+                tracing::warn!(%error, "cannot tear the node's network down");
             }
         }
     }
@@ -224,7 +220,9 @@ impl Shared {
             .lock()
             .expect("not poisoned")
             .clone()
-            .ok_or_else(|| "this node has no task subnet yet (its managers have not sent it)".to_owned())
+            .ok_or_else(|| {
+                "this node has no task subnet yet (its managers have not sent it)".to_owned()
+            })
     }
 
     /// Removes the task namespaces of an earlier run that no assigned task owns.
@@ -255,8 +253,9 @@ impl Shared {
         self.config.data_dir.join("tasks").join(id)
     }
 
-    fn report(&self, id: &str, lifecycle: &Lifecycle) {
+    fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
         let mut status = TaskStatus::new(lifecycle.state(), now_ms());
+        status.address = address;
         status.message = lifecycle.message().to_owned();
         status.error = lifecycle.error().map(str::to_owned);
         status.exit_code = lifecycle.exit_code();
@@ -284,13 +283,13 @@ impl Shared {
         };
         let mut shown = (lifecycle.state(), lifecycle.message());
         if adopted {
-            self.report(&id, &lifecycle);
+            self.report(&id, &lifecycle, None);
         }
         let mut action = lifecycle.on(Event::Desired(*desired.borrow_and_update()));
         loop {
             if (lifecycle.state(), lifecycle.message()) != shown {
                 shown = (lifecycle.state(), lifecycle.message());
-                self.report(&id, &lifecycle);
+                self.report(&id, &lifecycle, prepared.as_ref().map(|p| p.address));
             }
             let event = match action {
                 Action::Prepare => match container::prepare(&self, &task).await {
@@ -350,7 +349,7 @@ impl Shared {
             action = lifecycle.on(event);
         }
         if (lifecycle.state(), lifecycle.message()) != shown {
-            self.report(&id, &lifecycle);
+            self.report(&id, &lifecycle, prepared.as_ref().map(|p| p.address));
         }
         self.clone().clean_up(id).await;
     }

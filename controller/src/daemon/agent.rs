@@ -106,8 +106,7 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
                     loop {
                         match stream.message().await {
                             Ok(Some(set)) => {
-                                let tasks: Vec<Task> = match serde_json::from_str(&set.tasks_json)
-                                {
+                                let tasks: Vec<Task> = match serde_json::from_str(&set.tasks_json) {
                                     Ok(tasks) => tasks,
                                     Err(error) => {
                                         tracing::error!(%error, "undecodable assignments");

@@ -11,9 +11,7 @@ use swarm_api::store::{Command, NodeRole};
 use tonic::Status;
 
 use super::control::demote;
-use super::{
-    Daemon, DaemonError, Membership, internal, propose, raft_status, wait_for_leader,
-};
+use super::{Daemon, DaemonError, Membership, internal, propose, raft_status, wait_for_leader};
 use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::{ReplicaError, StateMachine};
 use crate::store::Store;
