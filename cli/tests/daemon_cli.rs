@@ -1,106 +1,14 @@
 //! `swarm daemon` as a real process, driven by the real `swarm` commands over its unix
 //! socket: init, node ls, join-token, and a restart from the data dir.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A daemon process, killed when the test ends however it ends.
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`.
-fn start(dir: &Path, port: u16) -> Daemon {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("daemon.log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["daemon", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen-addr", &format!("127.0.0.1:{port}"), "--socket"])
-        .arg(dir.join("swarm.sock"))
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--hostname")
-        .arg(dir.file_name().unwrap())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.join("swarm.sock").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not open its socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    daemon
-}
-
-fn swarm(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .env("SWARM_HOST", format!("unix://{}", socket.display()))
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Waits (at most `limit`) until `check` gives something.
-fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The `node ls` line of the node named `hostname`.
-fn node_line(table: &str, hostname: &str) -> Option<String> {
-    table
-        .lines()
-        .find(|l| l.split_whitespace().any(|w| w == hostname))
-        .map(str::to_owned)
-}
-
-/// Retries a command until it succeeds (a restarted manager elects itself first).
-fn eventually(socket: &Path, args: &[&str]) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = swarm(socket, args);
-        if out.status.success() || Instant::now() > deadline {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::*;
 
 #[test]
 fn init_then_list_nodes_and_tokens_and_survive_a_restart() {
@@ -463,72 +371,6 @@ fn managers_join_and_survive_the_loss_of_the_leader() {
     );
 }
 
-/// `count` daemons in a temp dir, node `n` named `node{n+1}`; the first inits a cluster
-/// with `init_args`. Returns the temp dir, the daemons and their (dir, port).
-fn cluster(count: usize, init_args: &[&str]) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<(std::path::PathBuf, u16)> = (1..=count)
-        .map(|n| {
-            let node_dir = dir.path().join(format!("node{n}"));
-            std::fs::create_dir(&node_dir).unwrap();
-            (node_dir, free_port())
-        })
-        .collect();
-    let daemons = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
-    let cluster = Cluster {
-        _dir: dir,
-        nodes,
-        daemons,
-    };
-    let mut args = vec!["init"];
-    args.extend_from_slice(init_args);
-    let out = swarm(&cluster.socket(0), &args);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    cluster
-}
-
-struct Cluster {
-    _dir: tempfile::TempDir,
-    nodes: Vec<(std::path::PathBuf, u16)>,
-    daemons: Vec<Option<Daemon>>,
-}
-
-impl Cluster {
-    fn socket(&self, n: usize) -> std::path::PathBuf {
-        self.nodes[n].0.join("swarm.sock")
-    }
-
-    fn address(&self, n: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[n].1)
-    }
-
-    fn data(&self, n: usize) -> std::path::PathBuf {
-        self.nodes[n].0.join("data")
-    }
-
-    /// Node `n` joins through node `through` with the token of `role`.
-    fn join(&self, n: usize, role: &str, through: usize) {
-        let token = text(&swarm(&self.socket(through), &["join-token", role, "-q"]).stdout)
-            .trim()
-            .to_owned();
-        let out = swarm(
-            &self.socket(n),
-            &["join", "--token", &token, &self.address(through)],
-        );
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-
-    fn listing(&self, n: usize) -> String {
-        let out = eventually(&self.socket(n), &["node", "ls"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.nodes[n].0.join("daemon.log")).unwrap_or_default()
-    }
-}
-
 /// Promotion and demotion go through Raft membership and new certificates; a removed node's
 /// certificate is refused and the node leaves by itself; `swarm leave` protects a manager.
 #[test]
@@ -815,24 +657,6 @@ fn a_remote_manager_answers_over_mutual_tls() {
     );
 }
 
-/// The tasks `swarm service ps SERVICE --format json` lists that should run.
-fn live_tasks(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
-    let out = swarm(
-        &cluster.socket(0),
-        &[
-            "service",
-            "ps",
-            service,
-            "--filter",
-            "desired-state=running",
-            "--format",
-            "json",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Services are created from flags (checked as stack files are), their tasks scheduled
 /// over the nodes with the spread, scaled, moved off a drained node, held pending with the
 /// reason when no node fits, and removed.
@@ -1000,83 +824,6 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&swarm(&cluster.socket(0), &["service", "ls", "-q"]).stdout);
     assert!(listing.trim().is_empty(), "{listing}");
-}
-
-/// `GET /` of a task's httpd at its address, bounded.
-fn http_get(address: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(
-        &format!("{address}:80").parse().unwrap(),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: task\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split("\r\n\r\n")
-        .nth(1)
-        .map(|b| b.trim().to_owned())
-}
-
-/// Removes, even when the test fails, what real tasks leave on the host when their daemons
-/// are killed instead of leaving: containers, mounts under the cluster's directory, the
-/// nodes' bridges.
-struct Leftovers<'a>(&'a Cluster);
-
-impl Drop for Leftovers<'_> {
-    fn drop(&mut self) {
-        let cluster = self.0;
-        for n in 0..cluster.nodes.len() {
-            for id in containers(cluster, n) {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(cluster.data(n).join("runc"))
-                    .args(["delete", "--force", &id])
-                    .status();
-            }
-            let state = std::fs::read_to_string(cluster.data(n).join("node.json"));
-            if let Some(node_id) = state
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["node_id"].as_str().map(str::to_owned))
-            {
-                let bridge = swarm_agent::network::bridge_name(&node_id);
-                let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-            }
-        }
-        let root = cluster.nodes[0]
-            .0
-            .parent()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|point| point.starts_with(&root))
-            .collect();
-        // Innermost first.
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = Command::new("umount").args(["-l", point]).status();
-        }
-    }
-}
-
-/// The containers runc knows on node `n`.
-fn containers(cluster: &Cluster, n: usize) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(cluster.data(n).join("runc"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    text(&out.stdout).lines().map(str::to_owned).collect()
 }
 
 /// The journey with real containers: images from a loopback registry, tasks run by runc
