@@ -71,6 +71,14 @@ pub struct TaskSpec {
     pub placement: Placement,
     /// Sorted by network name.
     pub networks: Vec<NetworkAttachment>,
+    /// Bumped by `swarm service update --force`: a changed spec, so every task is
+    /// replaced, though nothing else changed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub force_update: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

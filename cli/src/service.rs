@@ -50,6 +50,8 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Change a service: its tasks are replaced as its update policy says
+    Update(Box<UpdateArgs>),
     /// Scale replicated services: NAME=REPLICAS…
     Scale {
         #[arg(required = true)]
@@ -67,6 +69,48 @@ pub enum ServiceCommand {
 pub enum Format {
     Table,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The service: its name, id or a unique id prefix
+    service: String,
+    /// A new image
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Add or change environment variables: KEY=VALUE
+    #[arg(long)]
+    env_add: Vec<String>,
+    /// Remove environment variables: KEY
+    #[arg(long)]
+    env_rm: Vec<String>,
+    /// Add placement constraints
+    #[arg(long)]
+    constraint_add: Vec<String>,
+    /// Remove placement constraints (as written when added)
+    #[arg(long)]
+    constraint_rm: Vec<String>,
+    #[arg(long)]
+    limit_cpu: Option<String>,
+    #[arg(long)]
+    limit_memory: Option<String>,
+    #[arg(long)]
+    reserve_cpu: Option<String>,
+    #[arg(long)]
+    reserve_memory: Option<String>,
+    #[arg(long)]
+    stop_grace_period: Option<String>,
+    /// Tasks updated at once (0: all)
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// start-first or stop-first
+    #[arg(long)]
+    update_order: Option<String>,
+    /// Replace every task even if nothing else changes
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +268,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             println!("{}", serde_json::to_string_pretty(&found)?);
             Ok(ExitCode::SUCCESS)
         }
+        ServiceCommand::Update(args) => update(host, *args).await,
         ServiceCommand::Scale { scales } => scale(host, &scales).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;
@@ -521,6 +566,102 @@ async fn scale(host: &Host, scales: &[String]) -> anyhow::Result<ExitCode> {
         println!("{name} scaled to {replicas}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `swarm service update`: the service's spec as read, changed by the flags, written with
+/// the version read (a concurrent change is refused, not lost).
+async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let view = view(host).await?;
+    let service = resolve(&view, &args.service)?;
+    let mut spec = service.spec.clone();
+    apply_update(&mut spec, &args)?;
+    if spec == service.spec {
+        println!("{}: nothing to change", service.spec.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut client = client::connect(host).await?;
+    client
+        .update_service(UpdateServiceRequest {
+            service: service.id.clone().unwrap_or_default(),
+            spec_json: serde_json::to_string(&spec)?,
+            version: view.version,
+        })
+        .await
+        .map_err(client::explain)?;
+    println!("{}", service.spec.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parsed<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid --{flag} {value:?}: {e}"))
+}
+
+fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()> {
+    let task = &mut spec.task;
+    if let Some(image) = &args.image {
+        task.container.image = image.clone();
+    }
+    if let Some(replicas) = args.replicas {
+        match spec.mode {
+            ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
+            ServiceMode::Global => {
+                anyhow::bail!(
+                    "--replicas can only be used with replicated mode (this service is global)"
+                )
+            }
+        }
+    }
+    for (key, value) in key_values(&args.env_add, "env-add")? {
+        task.container.env.insert(key, value);
+    }
+    for key in &args.env_rm {
+        task.container.env.remove(key);
+    }
+    let constraints = &mut task.placement.constraints;
+    for text in &args.constraint_add {
+        let constraint = parsed("constraint-add", text)?;
+        if !constraints.contains(&constraint) {
+            constraints.push(constraint);
+        }
+    }
+    for text in &args.constraint_rm {
+        let constraint: swarm_api::spec::Constraint = parsed("constraint-rm", text)?;
+        constraints.retain(|c| *c != constraint);
+    }
+    constraints.sort();
+    let resources = &mut task.resources;
+    if let Some(cpus) = &args.limit_cpu {
+        resources.limits.cpus = Some(parsed("limit-cpu", cpus)?);
+    }
+    if let Some(memory) = &args.limit_memory {
+        resources.limits.memory = Some(parsed("limit-memory", memory)?);
+    }
+    if let Some(cpus) = &args.reserve_cpu {
+        resources.reservations.cpus = Some(parsed("reserve-cpu", cpus)?);
+    }
+    if let Some(memory) = &args.reserve_memory {
+        resources.reservations.memory = Some(parsed("reserve-memory", memory)?);
+    }
+    if let Some(grace) = &args.stop_grace_period {
+        task.container.stop_grace_period = parsed("stop-grace-period", grace)?;
+    }
+    if let Some(parallelism) = args.update_parallelism {
+        spec.update.parallelism = parallelism;
+    }
+    if let Some(order) = &args.update_order {
+        spec.update.order = serde_json::from_value(json!(order)).map_err(|_| {
+            anyhow::anyhow!("invalid --update-order {order:?}: use start-first or stop-first")
+        })?;
+    }
+    if args.force {
+        spec.task.force_update += 1;
+    }
+    Ok(())
 }
 
 async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {

@@ -910,6 +910,57 @@ fn services_run_real_containers_on_the_nodes() {
         text(&out.stdout)
     );
 
+    // A rolling update to v2, one task at a time, each new task started before the old one
+    // stops; then --force replaces the tasks again with the same spec.
+    let image2 = format!("{}/swarm/hello:2", registry.addr());
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "update",
+            "--image",
+            &image2,
+            "--update-parallelism",
+            "1",
+            "--update-order",
+            "start-first",
+            "web",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let updated = |image: &str| {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 2
+            && tasks.iter().all(|t| {
+                t["status"]["state"] == "running" && t["spec"]["container"]["image"] == image
+            }))
+        .then_some(tasks)
+    };
+    let tasks = wait_for("both tasks run v2", Duration::from_secs(30), || {
+        updated(&image2)
+    });
+    for task in &tasks {
+        let address = task["status"]["address"].as_str().unwrap();
+        let id = task["id"].as_str().unwrap();
+        let body = wait_for("a v2 task answers", Duration::from_secs(10), || {
+            http_get(address)
+        });
+        assert_eq!(body, format!("{} v2", &id[..12]));
+    }
+    let out = swarm(&cluster.socket(0), &["service", "update", "--force", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    wait_for(
+        "the forced update replaced both tasks",
+        Duration::from_secs(30),
+        || {
+            updated(&image2).filter(|now| {
+                now.iter()
+                    .all(|t| !before.contains(&t["id"].as_str().unwrap()))
+            })
+        },
+    );
+
     // An image that does not exist fails its task, with the registry's answer.
     let missing = format!("{}/swarm/nope:1", registry.addr());
     let out = swarm(

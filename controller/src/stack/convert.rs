@@ -362,6 +362,7 @@ impl Converter<'_> {
             restart: restart_policy(deploy.restart_policy.as_ref()),
             placement: self.placement(&deploy, &deploy_loc),
             networks: self.attachments(key, service.networks.as_ref(), &loc.key("networks"), names),
+            force_update: 0,
         };
         let endpoint = self.endpoint(&name, service, &deploy, loc, published);
         if image.is_none() || (self.diags.has_errors() && !errors_before) {
