@@ -4,7 +4,6 @@
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
 
-pub mod net;
 pub mod plan;
 pub mod spec;
 pub mod stackfile;

@@ -119,7 +119,7 @@ pub struct Cluster {
 /// from `base` when it joins (Docker's `--default-addr-pool`, default 198.19.0.0/16 in /24s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressPool {
-    pub base: crate::net::Ipv4Cidr,
+    pub base: ipnet::Ipv4Net,
     pub subnet_size: u8,
 }
 
@@ -183,7 +183,7 @@ pub struct Node {
     /// The subnet its tasks' addresses come from, leased from the cluster's pool when the
     /// node was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<crate::net::Ipv4Cidr>,
+    pub subnet: Option<ipnet::Ipv4Net>,
 }
 
 /// A node's platform and resources, as it reports them.

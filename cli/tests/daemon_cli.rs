@@ -156,6 +156,32 @@ fn a_missing_daemon_is_a_clear_error() {
     );
 }
 
+/// A bad address pool is refused at init with the reason, and nothing is initialised.
+#[test]
+fn init_refuses_a_bad_address_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = start(dir.path(), free_port());
+    let socket = dir.path().join("swarm.sock");
+    for (args, says) in [
+        (
+            ["--default-addr-pool", "10.1.2.3/16"],
+            "has host bits set: did you mean 10.1.0.0/16?",
+        ),
+        (["--default-addr-pool", "10.1.0.0"], "is not an IPv4 CIDR"),
+        (
+            ["--default-addr-pool-mask-length", "12"],
+            "must be between the pool's prefix (16) and 29",
+        ),
+    ] {
+        let mut command = vec!["init"];
+        command.extend(args);
+        let out = swarm(&socket, &command);
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    let out = swarm(&socket, &["init"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// The swarm journey of the control plane: init, two managers and a worker join, bad tokens
 /// are refused, the leader is SIGKILLed, a new one takes over and the killed node comes back.
 #[test]

@@ -380,19 +380,30 @@ fn address_pool(base: &str, mask_length: u32) -> Result<AddressPool, Status> {
     let default = AddressPool::default();
     let base = match base {
         "" => default.base,
-        text => text
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("--default-addr-pool {e}")))?,
+        text => {
+            let base: ipnet::Ipv4Net = text.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "--default-addr-pool {text:?} is not an IPv4 CIDR such as 10.20.0.0/16"
+                ))
+            })?;
+            if base.trunc() != base {
+                return Err(Status::invalid_argument(format!(
+                    "--default-addr-pool {text:?} has host bits set: did you mean {}?",
+                    base.trunc()
+                )));
+            }
+            base
+        }
     };
     let subnet_size = match mask_length {
         0 => default.subnet_size,
         n => u8::try_from(n).unwrap_or(u8::MAX),
     };
     // A node's subnet holds its gateway and at least a few tasks.
-    if subnet_size < base.prefix() || subnet_size > 29 {
+    if subnet_size < base.prefix_len() || subnet_size > 29 {
         return Err(Status::invalid_argument(format!(
             "--default-addr-pool-mask-length {subnet_size} must be between the pool's prefix ({}) and 29",
-            base.prefix()
+            base.prefix_len()
         )));
     }
     Ok(AddressPool { base, subnet_size })

@@ -274,11 +274,11 @@ fn apply(
 fn free_subnet(
     pool: &swarm_api::store::AddressPool,
     nodes: &std::collections::BTreeMap<String, swarm_api::store::Node>,
-) -> Option<swarm_api::net::Ipv4Cidr> {
+) -> Option<ipnet::Ipv4Net> {
     let taken: std::collections::HashSet<_> = nodes.values().filter_map(|n| n.subnet).collect();
-    let count = pool.base.subnets(pool.subnet_size).min(u64::from(u32::MAX)) as u32;
-    (0..count)
-        .filter_map(|index| pool.base.subnet(pool.subnet_size, index))
+    pool.base
+        .subnets(pool.subnet_size)
+        .ok()?
         .find(|subnet| !taken.contains(subnet))
 }
 
