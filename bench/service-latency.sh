@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Service latency on a single-node cluster (issue 5's targets): `service create` of one
+# replica of a cached image → running, and `service scale 1→5` → all running, measured by
+# the wall clock around the CLI calls, polling `service ps --format json` every 10 ms.
+# Needs root (runc, network namespaces). Usage: bench/service-latency.sh [RUNS] (default 11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_tools
+ensure_runtime_tools
+runs=${1:-11}
+cargo build --release --locked -p swarm-cli >&2
+swarm="$PWD/target/release/swarm"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    SWARM_HOST="unix://$work/swarm.sock" "$swarm" leave --force >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+registry="127.0.0.1:$(free_port)"
+manager="127.0.0.1:$(free_port)"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+    "$work/registry" "$registry" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
+scripts/test-image "$registry" >&2
+export SWARM_HOST="unix://$work/swarm.sock"
+"$swarm" daemon --data-dir "$work/data" --socket "$work/swarm.sock" --run-dir "$work/run" \
+    --listen-addr "$manager" --hostname bench 2> "$work/daemon.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$work/swarm.sock" ] && break; sleep 0.1; done
+"$swarm" init --advertise-addr "$manager" --default-addr-pool 198.18.250.0/24 \
+    --default-addr-pool-mask-length 24 >/dev/null
+image="$registry/swarm/hello:1"
+
+now() { date +%s.%N; }
+running() { # SERVICE COUNT: whether COUNT tasks of SERVICE run
+    "$swarm" service ps "$1" --filter desired-state=running --format json |
+        python3 -c "import json,sys; sys.exit(0 if sum(t['status']['state']=='running' for t in json.load(sys.stdin)) == $2 else 1)"
+}
+wait_running() { for _ in $(seq 3000); do running "$1" "$2" && return 0; sleep 0.01; done; echo "timed out" >&2; exit 1; }
+gone() { for _ in $(seq 3000); do [ -z "$(runc --root "$work/data/runc" list -q)" ] && return 0; sleep 0.05; done; }
+
+# Warm-up: the image is pulled and unpacked once.
+"$swarm" service create --name warm --stop-grace-period 0s "$image" >/dev/null
+wait_running warm 1
+"$swarm" service rm warm >/dev/null
+gone
+
+create=(); scale=()
+for i in $(seq "$runs"); do
+    start=$(now)
+    "$swarm" service create --name "s$i" --stop-grace-period 0s "$image" >/dev/null
+    wait_running "s$i" 1
+    create+=("$(echo "$(now) - $start" | bc)")
+    start=$(now)
+    "$swarm" service scale "s$i=5" >/dev/null
+    wait_running "s$i" 5
+    scale+=("$(echo "$(now) - $start" | bc)")
+    "$swarm" service rm "s$i" >/dev/null
+    gone
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+printf 'service create (1 replica, cached image) → running: median %.3f s over %d runs (%s)\n' \
+    "$(median "${create[@]}")" "$runs" "$(printf '%.3f ' "${create[@]}")"
+printf 'service scale 1 → 5 → all running:                 median %.3f s over %d runs (%s)\n' \
+    "$(median "${scale[@]}")" "$runs" "$(printf '%.3f ' "${scale[@]}")"
