@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Service latency on a single-node cluster (issue 5's targets): `service create` of one
-# replica of a cached image → running, and `service scale 1→5` → all running, measured by
+# replica of a cached image → running, `service scale 1→5` → all running, and (issue 4's)
+# 20 tasks of a cached image started on one node → all running, measured by
 # the wall clock around the CLI calls, polling `service ps --format json` every 10 ms.
 # Needs root (runc, network namespaces). Usage: bench/service-latency.sh [RUNS] (default 11).
 set -euo pipefail
@@ -52,7 +53,7 @@ wait_running warm 1
 "$swarm" service rm warm >/dev/null
 gone
 
-create=(); scale=()
+create=(); scale=(); twenty=()
 for i in $(seq "$runs"); do
     start=$(now)
     "$swarm" service create --name "s$i" --stop-grace-period 0s "$image" >/dev/null
@@ -64,9 +65,17 @@ for i in $(seq "$runs"); do
     scale+=("$(echo "$(now) - $start" | bc)")
     "$swarm" service rm "s$i" >/dev/null
     gone
+    start=$(now)
+    "$swarm" service create --name "t$i" --replicas 20 --stop-grace-period 0s "$image" >/dev/null
+    wait_running "t$i" 20
+    twenty+=("$(echo "$(now) - $start" | bc)")
+    "$swarm" service rm "t$i" >/dev/null
+    gone
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 printf 'service create (1 replica, cached image) → running: median %.3f s over %d runs (%s)\n' \
     "$(median "${create[@]}")" "$runs" "$(printf '%.3f ' "${create[@]}")"
 printf 'service scale 1 → 5 → all running:                 median %.3f s over %d runs (%s)\n' \
     "$(median "${scale[@]}")" "$runs" "$(printf '%.3f ' "${scale[@]}")"
+printf 'service create (20 replicas, one node) → all running: median %.3f s over %d runs (%s)\n' \
+    "$(median "${twenty[@]}")" "$runs" "$(printf '%.3f ' "${twenty[@]}")"
