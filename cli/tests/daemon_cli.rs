@@ -1033,3 +1033,109 @@ fn services_run_real_containers_on_the_nodes() {
         .into_owned();
     assert!(!mounts.contains(&dir), "{mounts}");
 }
+
+/// Node failure with real containers: a worker's daemon is SIGKILLed (its containers go on
+/// running, orphaned); the manager marks it Down and runs its tasks elsewhere; when the
+/// daemon comes back, its stale containers are removed, never adopted, so no task runs
+/// twice.
+#[test]
+fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
+    let test = "a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns";
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+    {
+        return;
+    }
+    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
+    registry.push_test_images().expect("the test images");
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    let cluster = cluster(
+        2,
+        &[
+            "--default-addr-pool",
+            "198.18.224.0/23",
+            "--default-addr-pool-mask-length",
+            "24",
+        ],
+    );
+    cluster.join(1, "worker", 0);
+    let _leftovers = Leftovers(&cluster);
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tasks = wait_for("two running tasks", Duration::from_secs(30), || {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 2 && tasks.iter().all(|t| t["status"]["state"] == "running"))
+            .then_some(tasks)
+    });
+    let node2 = wait_for("node2's id", Duration::from_secs(5), || {
+        let out = swarm(&cluster.socket(0), &["node", "inspect", "node2"]);
+        let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        inspected[0]["ID"].as_str().map(str::to_owned)
+    });
+    let on_node2: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["node_id"] == node2.as_str())
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_node2.len(), 1, "spread: {tasks:?}");
+
+    // SIGKILL, as a crash: the daemon cleans nothing up.
+    let killed = Instant::now();
+    let pid = cluster.daemons[1].as_ref().unwrap().child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("node2 is Down", Duration::from_secs(10), || {
+        node_line(&cluster.listing(0), "node2").filter(|l| l.contains(" Down "))
+    });
+    let down = killed.elapsed();
+    wait_for("both tasks run on node1", Duration::from_secs(20), || {
+        let tasks = live_tasks(&cluster, "web");
+        (tasks.len() == 2
+            && tasks
+                .iter()
+                .all(|t| t["status"]["state"] == "running" && t["node_id"] != node2.as_str()))
+        .then_some(())
+    });
+    let replaced = killed.elapsed();
+    eprintln!("node killed → Down {down:?}, → replacements running {replaced:?}");
+    // The lost node's container still runs: nobody could stop it.
+    assert!(containers(&cluster, 1).contains(&on_node2[0]));
+
+    let _restarted = start(&cluster.nodes[1].0, cluster.nodes[1].1);
+    wait_for("node2 is Ready again", Duration::from_secs(15), || {
+        node_line(&cluster.listing(0), "node2").filter(|l| l.contains(" Ready "))
+    });
+    wait_for(
+        "the stale container is removed",
+        Duration::from_secs(20),
+        || containers(&cluster, 1).is_empty().then_some(()),
+    );
+    let tasks = live_tasks(&cluster, "web");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t["node_id"] != node2.as_str()),
+        "{tasks:?}"
+    );
+    for n in [1, 0] {
+        let out = swarm(&cluster.socket(n), &["leave", "--force"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
