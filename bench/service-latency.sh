@@ -56,7 +56,7 @@ gone
 create=(); scale=(); twenty=(); inside=()
 for i in $(seq "$runs"); do
     start=$(now)
-    "$swarm" service create --name "s$i" --stop-grace-period 0s "$image" >/dev/null
+    "$swarm" service create -d --name "s$i" --stop-grace-period 0s "$image" >/dev/null
     wait_running "s$i" 1
     create+=("$(echo "$(now) - $start" | bc)")
     # The same path seen from inside, without the CLI and the polling: from the moment the
@@ -64,13 +64,13 @@ for i in $(seq "$runs"); do
     inside+=("$("$swarm" service ps "s$i" --format json |
         python3 -c "import json,sys; t=json.load(sys.stdin)[0]; print((t['status']['since']-t['created_at'])/1000)")")
     start=$(now)
-    "$swarm" service scale "s$i=5" >/dev/null
+    "$swarm" service scale -d "s$i=5" >/dev/null
     wait_running "s$i" 5
     scale+=("$(echo "$(now) - $start" | bc)")
     "$swarm" service rm "s$i" >/dev/null
     gone
     start=$(now)
-    "$swarm" service create --name "t$i" --replicas 20 --stop-grace-period 0s "$image" >/dev/null
+    "$swarm" service create -d --name "t$i" --replicas 20 --stop-grace-period 0s "$image" >/dev/null
     wait_running "t$i" 20
     twenty+=("$(echo "$(now) - $start" | bc)")
     "$swarm" service rm "t$i" >/dev/null

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -56,6 +57,9 @@ pub enum ServiceCommand {
     Scale {
         #[arg(required = true)]
         scales: Vec<String>,
+        /// Return at once instead of waiting for the tasks to run
+        #[arg(long, short)]
+        detach: bool,
     },
     /// Remove services
     #[command(alias = "remove")]
@@ -111,6 +115,9 @@ pub struct UpdateArgs {
     /// Replace every task even if nothing else changes
     #[arg(long)]
     force: bool,
+    /// Return at once instead of waiting for the tasks to run
+    #[arg(long, short)]
+    detach: bool,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +223,9 @@ pub struct CreateArgs {
     /// Overrides the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Return at once instead of waiting for the tasks to run
+    #[arg(long, short)]
+    detach: bool,
     /// The image
     image: String,
     /// The command and its arguments (replace the image's CMD)
@@ -269,7 +279,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Update(args) => update(host, *args).await,
-        ServiceCommand::Scale { scales } => scale(host, &scales).await,
+        ServiceCommand::Scale { scales, detach } => scale(host, &scales, detach).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;
             let removed = client
@@ -532,7 +542,7 @@ fn ago(ms: u64) -> String {
     }
 }
 
-async fn scale(host: &Host, scales: &[String]) -> anyhow::Result<ExitCode> {
+async fn scale(host: &Host, scales: &[String], detach: bool) -> anyhow::Result<ExitCode> {
     let mut wanted = Vec::new();
     for scale in scales {
         let (name, replicas) = scale
@@ -544,6 +554,7 @@ async fn scale(host: &Host, scales: &[String]) -> anyhow::Result<ExitCode> {
         wanted.push((name.to_owned(), replicas));
     }
     let mut client = client::connect(host).await?;
+    let wanted_names = wanted.clone();
     for (name, replicas) in wanted {
         // Read, change, write with the version read: a concurrent change is refused, not lost.
         let view = view(host).await?;
@@ -564,6 +575,11 @@ async fn scale(host: &Host, scales: &[String]) -> anyhow::Result<ExitCode> {
             .await
             .map_err(client::explain)?;
         println!("{name} scaled to {replicas}");
+    }
+    if !detach {
+        for (name, _) in &wanted_names {
+            converge(host, name).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -589,6 +605,9 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(client::explain)?;
     println!("{}", service.spec.name);
+    if !args.detach {
+        converge(host, &service.spec.name).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -676,7 +695,68 @@ async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
         .into_inner()
         .id;
     println!("{id}");
+    if !args.detach {
+        converge(host, &args.name).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `create`, `update` and `scale` wait for a service to converge.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until every task the service should run runs (or, for a global service, every
+/// task it has), showing the progress and each task error once; an error when that does
+/// not happen within `CONVERGE_TIMEOUT`.
+async fn converge(host: &Host, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
+    let mut shown_progress = None;
+    let mut shown_errors = std::collections::HashSet::new();
+    let mut last_error = None;
+    loop {
+        let view = view(host).await?;
+        let service = resolve(&view, name)?;
+        let id = service.id.as_deref().unwrap_or_default();
+        let live: Vec<&Task> = view
+            .tasks
+            .iter()
+            .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
+            .collect();
+        let running = live
+            .iter()
+            .filter(|t| t.status.state == swarm_api::task::TaskState::Running)
+            .count();
+        let wanted = service.spec.replicas().map_or(live.len(), |r| r as usize);
+        for task in view.tasks.iter().filter(|t| t.service_id == id) {
+            let problem = match (&task.status.error, task.status.state) {
+                (Some(error), _) => Some(error.clone()),
+                (None, swarm_api::task::TaskState::Pending) => {
+                    Some(format!("pending: {}", task.status.message))
+                }
+                _ => None,
+            };
+            if let Some(problem) = problem
+                && shown_errors.insert((task.id.clone(), problem.clone()))
+            {
+                eprintln!("{}: {problem}", task.name());
+                last_error = Some(problem);
+            }
+        }
+        if shown_progress != Some((running, wanted)) {
+            eprintln!("{name}: {running}/{wanted} tasks running");
+            shown_progress = Some((running, wanted));
+        }
+        if running == wanted && live.len() == wanted {
+            eprintln!("{name}: converged");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{name} did not converge within {CONVERGE_TIMEOUT:?}: {running}/{wanted} tasks running{}",
+                last_error.map_or(String::new(), |e| format!("; last error: {e}"))
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The name the one-service document is loaded under: every object is named

@@ -697,6 +697,7 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         &[
             "service",
             "create",
+            "-d",
             "--name",
             "web",
             "--replicas",
@@ -783,6 +784,7 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         &[
             "service",
             "create",
+            "-d",
             "--name",
             "huge",
             "--reserve-memory",
@@ -803,7 +805,7 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     );
 
     // Scaling down stops the highest slots.
-    let out = swarm(&cluster.socket(0), &["service", "scale", "web=2"]);
+    let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "web=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let tasks = wait_for("two live tasks", Duration::from_secs(10), || {
         let tasks = live_tasks(&cluster, "web");
@@ -814,7 +816,7 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     assert_eq!(slots, [1, 2]);
 
     // A drained node's tasks are placed elsewhere.
-    let out = swarm(&cluster.socket(0), &["service", "scale", "web=3"]);
+    let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "web=3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = swarm(
         &cluster.socket(0),
@@ -994,6 +996,7 @@ fn services_run_real_containers_on_the_nodes() {
         &[
             "service",
             "create",
+            "-d",
             "--name",
             "nope",
             "--restart-condition",
