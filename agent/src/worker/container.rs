@@ -33,6 +33,11 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .pull(&container.image)
         .await
         .map_err(|e| e.to_string())?;
+    shared
+        .image_use
+        .lock()
+        .expect("not poisoned")
+        .used(&task.id, &image.digest);
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let id = task.id.clone();

@@ -6,6 +6,7 @@
 //! whatever no assigned task owns is removed.
 
 mod container;
+mod gc;
 mod health;
 
 use std::collections::{HashMap, HashSet};
@@ -70,6 +71,9 @@ struct Shared {
     subnet: Mutex<Option<Ipv4Net>>,
     /// Containers found at start (a daemon restart), not yet adopted or removed.
     found: Mutex<Option<HashSet<String>>>,
+    /// Which images the tasks use, and when each image was last used: what garbage
+    /// collection keeps.
+    image_use: Mutex<gc::ImageUse>,
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
 }
 
@@ -90,8 +94,10 @@ impl Worker {
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
             found: Mutex::new(Some(found)),
+            image_use: Mutex::new(gc::ImageUse::default()),
             reports,
         });
+        tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
     }
 
@@ -357,6 +363,10 @@ impl Shared {
     /// Removes everything made for a task but its logs: the container, the root
     /// filesystem, the network files and the network. Idempotent.
     async fn clean_up(self: Arc<Self>, id: String) {
+        self.image_use
+            .lock()
+            .expect("not poisoned")
+            .released(&id, tokio::time::Instant::now());
         if let Err(error) = self.runtime.delete(&id).await {
             tracing::warn!(task = %id, %error, "cannot delete the container");
         }
