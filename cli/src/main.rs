@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod plan;
 mod service;
+mod stack;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Command {
     Plan(plan::PlanArgs),
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::State(command) => client(cluster::state(&host, command)),
         Command::Plan(args) => plan::run(args),
         Command::Service(command) => client(service::run(&host, command)),
+        Command::Stack(command) => client(stack::run(&host, command)),
     };
     match outcome {
         Ok(code) => code,

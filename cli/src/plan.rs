@@ -217,7 +217,7 @@ fn load_stacks(
     (stacks, invalid)
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic]) {
+pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
     let mut stderr = std::io::stderr().lock();
     for diagnostic in diagnostics {
         let _ = writeln!(stderr, "{diagnostic}");

@@ -332,7 +332,7 @@ pub async fn node_ps(
     Ok(ExitCode::SUCCESS)
 }
 
-fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
+pub(crate) fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
     match filter {
         None => Ok(None),
         Some("desired-state=running") => Ok(Some(DesiredState::Running)),
@@ -343,7 +343,7 @@ fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> 
     }
 }
 
-async fn view(host: &Host) -> anyhow::Result<ServicesView> {
+pub(crate) async fn view(host: &Host) -> anyhow::Result<ServicesView> {
     let mut client = client::connect(host).await?;
     let json = client
         .list_services(ListServicesRequest {})
@@ -378,7 +378,7 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-fn services_table(view: &ServicesView) -> String {
+pub(crate) fn services_table(view: &ServicesView) -> String {
     let rows: Vec<[String; 6]> = view
         .services
         .iter()
@@ -423,7 +423,11 @@ fn services_table(view: &ServicesView) -> String {
     table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
 }
 
-fn print_tasks(view: &ServicesView, mut tasks: Vec<&Task>, format: Format) -> anyhow::Result<()> {
+pub(crate) fn print_tasks(
+    view: &ServicesView,
+    mut tasks: Vec<&Task>,
+    format: Format,
+) -> anyhow::Result<()> {
     // Docker's order: by name (slot), the live task first, then its history, newest first.
     tasks.sort_by(|a, b| {
         (
@@ -707,7 +711,7 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Waits until every task the service should run runs (or, for a global service, every
 /// task it has), showing the progress and each task error once; an error when that does
 /// not happen within `CONVERGE_TIMEOUT`.
-async fn converge(host: &Host, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn converge(host: &Host, name: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     let mut shown_progress = None;
     let mut shown_errors = std::collections::HashSet::new();
@@ -721,9 +725,11 @@ async fn converge(host: &Host, name: &str) -> anyhow::Result<()> {
             .iter()
             .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
             .collect();
+        // During a rolling update the old tasks run too: only the current spec counts.
         let running = live
             .iter()
             .filter(|t| t.status.state == swarm_api::task::TaskState::Running)
+            .filter(|t| t.spec == service.spec.task)
             .count();
         let wanted = service.spec.replicas().map_or(live.len(), |r| r as usize);
         for task in view.tasks.iter().filter(|t| t.service_id == id) {

@@ -1142,3 +1142,114 @@ fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
 }
+
+/// `swarm stack deploy` of the example web stack (its registry variable pointed at a
+/// loopback registry): planned against the cluster, applied, running; deployed again
+/// unchanged it is up to date; changed, it is updated in place; `stack rm` removes it all.
+#[test]
+fn stacks_deploy_update_and_remove() {
+    let test = "stacks_deploy_update_and_remove";
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+    {
+        return;
+    }
+    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
+    registry.push_test_images().expect("the test images");
+    let cluster = cluster(
+        1,
+        &[
+            "--default-addr-pool",
+            "198.18.226.0/24",
+            "--default-addr-pool-mask-length",
+            "24",
+        ],
+    );
+    let _leftovers = Leftovers(&cluster);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/stacks/web.yaml"
+    ))
+    .unwrap()
+    .replace("${REGISTRY:-127.0.0.1:5000}", &registry.addr());
+    let file = cluster.nodes[0].0.join("web.yaml");
+    std::fs::write(&file, &example).unwrap();
+    let file = file.to_string_lossy().into_owned();
+
+    let out = swarm(&cluster.socket(0), &["stack", "deploy", "-c", &file, "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("+ create service web_site"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("web_site: converged"),
+        "{}",
+        text(&out.stderr)
+    );
+    let tasks = live_tasks(&cluster, "web_site");
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    for task in &tasks {
+        let address = task["status"]["address"].as_str().unwrap();
+        let body = wait_for("the task answers", Duration::from_secs(10), || {
+            http_get(address)
+        });
+        let slot = task["slot"].as_u64().unwrap();
+        assert_eq!(body, format!("web_site-{slot} v1"));
+    }
+    let listing = text(&swarm(&cluster.socket(0), &["stack", "ls"]).stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("web ") && l.ends_with('1')),
+        "{listing}"
+    );
+
+    let out = swarm(&cluster.socket(0), &["stack", "deploy", "-c", &file, "web"]);
+    assert!(
+        text(&out.stdout).contains("Stack web is up to date."),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(
+        &file,
+        example
+            .replace("replicas: 3", "replicas: 4")
+            .replace("swarm/hello:1", "swarm/hello:2"),
+    )
+    .unwrap();
+    let out = swarm(&cluster.socket(0), &["stack", "deploy", "-c", &file, "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("~ update service web_site"),
+        "{}",
+        text(&out.stdout)
+    );
+    let tasks = live_tasks(&cluster, "web_site");
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t["spec"]["container"]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("hello:2")),
+        "{tasks:?}"
+    );
+
+    let out = swarm(&cluster.socket(0), &["stack", "rm", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&swarm(&cluster.socket(0), &["stack", "ls"]).stdout);
+    assert_eq!(listing.trim(), "NAME   SERVICES", "{listing}");
+    wait_for("no container left", Duration::from_secs(30), || {
+        containers(&cluster, 0).is_empty().then_some(())
+    });
+    let out = swarm(&cluster.socket(0), &["stack", "rm", "web"]);
+    assert!(
+        text(&out.stderr).contains("nothing found in stack web"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = swarm(&cluster.socket(0), &["leave", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

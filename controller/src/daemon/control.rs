@@ -7,14 +7,14 @@ use raft::prelude::ConfChangeType;
 
 use swarm_api::grpc::control::control_server::Control;
 use swarm_api::grpc::control::{
-    self as pb, CreateServiceRequest, CreateServiceResponse, ExportStateRequest,
-    ExportStateResponse, InitRequest, InitResponse, InspectNodeRequest, InspectNodeResponse,
-    IssueClientCertificateRequest, IssueClientCertificateResponse, JoinRequest, JoinResponse,
-    JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest,
-    ListNodesResponse, ListServicesRequest, ListServicesResponse, RemoveNodeRequest,
-    RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse, SetNodeRoleRequest,
-    SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse, UpdateServiceRequest,
-    UpdateServiceResponse,
+    self as pb, ApplyPlanRequest, ApplyPlanResponse, CreateServiceRequest, CreateServiceResponse,
+    ExportStateRequest, ExportStateResponse, InitRequest, InitResponse, InspectNodeRequest,
+    InspectNodeResponse, IssueClientCertificateRequest, IssueClientCertificateResponse,
+    JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse,
+    ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
+    RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse,
+    SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse,
+    UpdateServiceRequest, UpdateServiceResponse,
 };
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole,
@@ -711,5 +711,15 @@ impl Control for ControlApi {
         let view = services::view(&raft).await?;
         let json = serde_json::to_string(&view).expect("the view serialises");
         Ok(Response::new(ListServicesResponse { json }))
+    }
+
+    async fn apply_plan(
+        &self,
+        request: Request<ApplyPlanRequest>,
+    ) -> Result<Response<ApplyPlanResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        services::apply_plan(&raft, &request.into_inner().plan_json).await?;
+        Ok(Response::new(ApplyPlanResponse {}))
     }
 }

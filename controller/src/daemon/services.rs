@@ -190,6 +190,25 @@ pub async fn remove(
     Ok(removed)
 }
 
+/// Applies a whole plan as one entry, checked against the state version it was made from.
+pub async fn apply_plan(raft: &RaftHandle<Store>, plan_json: &str) -> Result<(), Status> {
+    let plan: swarm_api::plan::Plan = serde_json::from_str(plan_json)
+        .map_err(|e| Status::invalid_argument(format!("invalid plan: {e}")))?;
+    let Some(version) = plan.basis.state_version else {
+        return Err(Status::invalid_argument(
+            "the plan was not computed against this cluster's state (no state version): plan it against the cluster",
+        ));
+    };
+    propose(
+        raft,
+        &Command::ApplyPlan {
+            expected_version: Some(version),
+            actions: plan.actions,
+        },
+    )
+    .await
+}
+
 async fn apply(
     raft: &RaftHandle<Store>,
     version: Option<u64>,

@@ -80,8 +80,20 @@ pub fn load(
     display: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Loaded {
+    load_named(tree, path, display, env, None)
+}
+
+/// As [`load`], with the stack named `name` whatever the file says (`swarm stack deploy
+/// -c FILE NAME`).
+pub fn load_named(
+    tree: &dyn SourceTree,
+    path: &Path,
+    display: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    name: Option<&str>,
+) -> Loaded {
     let mut diags = Diagnostics::new(display);
-    let stack = load_into(tree, path, display, env, &mut diags);
+    let stack = load_into(tree, path, display, env, name, &mut diags);
     let has_errors = diags.has_errors();
     Loaded {
         stack: stack.filter(|_| !has_errors),
@@ -94,6 +106,7 @@ fn load_into(
     path: &Path,
     display: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    name: Option<&str>,
     diags: &mut Diagnostics,
 ) -> Option<Stack> {
     let bytes = match tree.read(path) {
@@ -160,15 +173,20 @@ fn load_into(
             return None;
         }
     };
-    let name = match &file.name {
-        Some(name) => name.clone(),
-        None => path
+    let given = name;
+    let name = match (given, &file.name) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(name)) => name.clone(),
+        (None, None) => path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
     if !convert::valid_name(&name) {
-        let span = root.entry("name").map(|e| e.value.span);
+        let span = given
+            .is_none()
+            .then(|| root.entry("name").map(|e| e.value.span))
+            .flatten();
         diags
             .error(span, "name", format!("invalid stack name {name:?}"))
             .help("name the stack with letters, digits, '_', '.' and '-' (set `name:` or rename the file)");

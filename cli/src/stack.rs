@@ -1,0 +1,252 @@
+//! `swarm stack deploy|ls|services|ps|rm`: a stack file applied to the cluster as one plan
+//! — the plan `swarm plan --state` would print against the cluster's state, applied all or
+//! nothing, and refused if the state moved meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
+use swarm_api::plan::{Action, Basis, Kind, Op, PLAN_FORMAT, Plan};
+use swarm_api::state::ClusterState;
+use swarm_api::task::DesiredState;
+use swarm_controller::plan::{Scope, plan, render};
+use swarm_controller::source::WorkTree;
+use swarm_controller::stack;
+
+use crate::client::{self, Host};
+use crate::cluster::table;
+use crate::service;
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing one
+    #[command(alias = "up")]
+    Deploy {
+        /// The stack file (Compose format)
+        #[arg(long = "compose-file", short = 'c', required = true)]
+        compose_files: Vec<PathBuf>,
+        /// Remove the services of the stack that the file no longer declares
+        #[arg(long)]
+        prune: bool,
+        /// Return at once instead of waiting for the tasks to run
+        #[arg(long, short)]
+        detach: bool,
+        /// The stack's name: its objects are named NAME_<key>
+        name: String,
+    },
+    /// List stacks
+    Ls,
+    /// List the services of a stack
+    Services { name: String },
+    /// List the tasks of a stack
+    Ps {
+        name: String,
+        /// Only tasks in this desired state: `desired-state=running|shutdown`
+        #[arg(long, short)]
+        filter: Option<String>,
+    },
+    /// Remove stacks
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StackCommand::Deploy {
+            compose_files,
+            prune,
+            detach,
+            name,
+        } => deploy(host, &compose_files, prune, detach, &name).await,
+        StackCommand::Ls => {
+            let view = service::view(host).await?;
+            let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
+            for object in &view.services {
+                if let Some(stack) = object.origin.stack.as_deref() {
+                    *stacks.entry(stack).or_default() += 1;
+                }
+            }
+            let rows: Vec<[String; 2]> = stacks
+                .iter()
+                .map(|(name, count)| [name.to_string(), count.to_string()])
+                .collect();
+            print!("{}", table(["NAME", "SERVICES"], &rows));
+            Ok(ExitCode::SUCCESS)
+        }
+        StackCommand::Services { name } => {
+            let mut view = service::view(host).await?;
+            view.services
+                .retain(|s| s.origin.stack.as_deref() == Some(name.as_str()));
+            if view.services.is_empty() {
+                bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
+            }
+            print!("{}", service::services_table(&view));
+            Ok(ExitCode::SUCCESS)
+        }
+        StackCommand::Ps { name, filter } => {
+            let view = service::view(host).await?;
+            let services: Vec<String> = view
+                .services
+                .iter()
+                .filter(|s| s.origin.stack.as_deref() == Some(name.as_str()))
+                .map(|s| s.spec.name.clone())
+                .collect();
+            if services.is_empty() {
+                bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
+            }
+            let desired = service::desired_filter(filter.as_deref())?;
+            let tasks = view
+                .tasks
+                .iter()
+                .filter(|t| services.contains(&t.service_name))
+                .filter(|t| desired.is_none_or(|d: DesiredState| t.desired == d))
+                .collect();
+            service::print_tasks(&view, tasks, service::Format::Table)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StackCommand::Rm { names } => {
+            let current = state(host).await?;
+            let mut actions = Vec::new();
+            for name in &names {
+                let before = actions.len();
+                actions.extend(removals(&current, name));
+                if actions.len() == before {
+                    bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
+                }
+            }
+            apply(host, &current, actions).await?;
+            for name in &names {
+                println!("Removing stack {name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The cluster's objects and their version, as `swarm state export` gives them.
+async fn state(host: &Host) -> anyhow::Result<ClusterState> {
+    let mut client = client::connect(host).await?;
+    let json = client
+        .export_state(ExportStateRequest {})
+        .await
+        .map_err(client::explain)?
+        .into_inner()
+        .json;
+    serde_json::from_str(&json).context("the daemon's answer is not a state export")
+}
+
+async fn apply(host: &Host, current: &ClusterState, actions: Vec<Action>) -> anyhow::Result<()> {
+    let plan = Plan {
+        format: PLAN_FORMAT,
+        basis: Basis {
+            state_version: Some(current.version),
+            ..Basis::default()
+        },
+        actions,
+    };
+    let mut client = client::connect(host).await?;
+    client
+        .apply_plan(ApplyPlanRequest {
+            plan_json: serde_json::to_string(&plan)?,
+        })
+        .await
+        .map_err(client::explain)?;
+    Ok(())
+}
+
+/// Every object of stack `name`, removed (services first, as plans order them).
+fn removals(current: &ClusterState, name: &str) -> Vec<Action> {
+    let remove = |kind: Kind, object_name: &str, origin: &swarm_api::state::Origin| Action {
+        op: Op::Remove,
+        kind,
+        name: object_name.to_owned(),
+        origin: origin.clone(),
+        changes: Vec::new(),
+        spec: None,
+    };
+    let ours = |origin: &swarm_api::state::Origin| origin.stack.as_deref() == Some(name);
+    let mut actions: Vec<Action> = current
+        .services
+        .iter()
+        .filter(|o| ours(&o.origin))
+        .map(|o| remove(Kind::Service, &o.spec.name, &o.origin))
+        .collect();
+    actions.extend(
+        current
+            .networks
+            .iter()
+            .filter(|o| ours(&o.origin))
+            .map(|o| remove(Kind::Network, &o.spec.name, &o.origin)),
+    );
+    actions.extend(
+        current
+            .configs
+            .iter()
+            .filter(|o| ours(&o.origin))
+            .map(|o| remove(Kind::Config, &o.spec.name, &o.origin)),
+    );
+    actions.extend(
+        current
+            .secrets
+            .iter()
+            .filter(|o| ours(&o.origin))
+            .map(|o| remove(Kind::Secret, &o.spec.name, &o.origin)),
+    );
+    actions
+}
+
+async fn deploy(
+    host: &Host,
+    files: &[PathBuf],
+    prune: bool,
+    detach: bool,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let [file] = files else {
+        bail!("one --compose-file is supported (merging several is not implemented yet)");
+    };
+    let env = |variable: &str| std::env::var(variable).ok();
+    let display = file.to_string_lossy().into_owned();
+    let loaded = stack::load_named(&WorkTree, file, &display, &env, Some(name));
+    crate::plan::print_diagnostics(&loaded.diagnostics);
+    let Some(desired) = loaded.stack else {
+        bail!("{display} is invalid; nothing was deployed");
+    };
+    let current = state(host).await?;
+    // The stack owns what bears its name; nothing else is touched.
+    let scope = Scope { paths: Vec::new() };
+    let basis = Basis {
+        state_version: Some(current.version),
+        ..Basis::default()
+    };
+    let mut plan = plan(std::slice::from_ref(&desired), &current, &scope, basis)?;
+    if !prune {
+        // As `docker stack deploy`: services the file dropped stay unless asked.
+        plan.actions
+            .retain(|a| !(a.op == Op::Remove && a.kind == Kind::Service));
+    }
+    if !plan.has_changes() {
+        println!("Stack {name} is up to date.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render::text(&plan, false));
+    let changed: Vec<String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == Kind::Service && a.op != Op::Remove)
+        .map(|a| a.name.clone())
+        .collect();
+    apply(host, &current, plan.actions).await?;
+    if !detach {
+        for service in &changed {
+            service::converge(host, service).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
