@@ -19,6 +19,23 @@ impl Drop for Daemon {
     }
 }
 
+/// SIGKILLs a daemon: nothing of its own clean-up runs, as when a node crashes. The process
+/// stays a zombie until its `Daemon` drops (so its pid is not reused meanwhile).
+pub fn kill_hard(daemon: &Daemon) {
+    let pid = daemon.child.id().to_string();
+    let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+/// Whether a daemon's process still runs (a killed one not yet reaped is a zombie: not).
+pub fn is_alive(daemon: &Daemon) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id()));
+    // The state follows the parenthesised command name: `pid (comm) S …`.
+    stat.ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
