@@ -123,7 +123,8 @@ fn init_pid(cluster: &Cluster, n: usize, id: &str) -> i64 {
 }
 
 /// The end every test should reach: its services removed, no container left, every node
-/// gone from the cluster (nodes `1..` first), and no mount left under the cluster's dir.
+/// gone from the cluster (nodes `1..` first), and nothing of theirs left on the host: no
+/// mount under the cluster's dir, no cgroup.
 fn remove_all(cluster: &Cluster, services: &[&str]) {
     let mut args = vec!["service", "rm"];
     args.extend_from_slice(services);
@@ -134,9 +135,20 @@ fn remove_all(cluster: &Cluster, services: &[&str]) {
             .all(|n| containers(cluster, n).is_empty())
             .then_some(())
     });
+    let node_ids: Vec<String> = (0..cluster.nodes.len())
+        .map(|n| cluster.node_id(n).expect("a member"))
+        .collect();
     for n in (0..cluster.nodes.len()).rev() {
         let out = swarm(&cluster.socket(n), &["leave", "--force"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for id in &node_ids {
+        let left = node_cgroup_dirs(id);
+        // Removed before failing: once a node left, its id is known nowhere else.
+        for dir in &left {
+            let _ = std::fs::remove_dir(dir);
+        }
+        assert!(left.is_empty(), "node {id} left its cgroups: {left:?}");
     }
     let dir = cluster.nodes[0]
         .0

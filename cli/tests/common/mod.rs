@@ -181,6 +181,13 @@ impl Cluster {
         text(&out.stdout)
     }
 
+    /// The id of node `n`, once it is in a cluster (from its state file).
+    pub fn node_id(&self, n: usize) -> Option<String> {
+        let state = std::fs::read_to_string(self.data(n).join("node.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        state["node_id"].as_str().map(str::to_owned)
+    }
+
     pub fn log(&self, n: usize) -> String {
         std::fs::read_to_string(self.nodes[n].0.join("daemon.log")).unwrap_or_default()
     }
@@ -240,14 +247,17 @@ impl Drop for Leftovers<'_> {
                     .args(["delete", "--force", &id])
                     .status();
             }
-            let state = std::fs::read_to_string(cluster.data(n).join("node.json"));
-            if let Some(node_id) = state
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["node_id"].as_str().map(str::to_owned))
-            {
+            if let Some(node_id) = cluster.node_id(n) {
                 let bridge = swarm_agent::network::bridge_name(&node_id);
-                let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+                // Usually gone already (the node left): not worth a message.
+                let _ = Command::new("ip")
+                    .args(["link", "del", &bridge])
+                    .stderr(Stdio::null())
+                    .status();
+                // Empty once runc deleted the containers.
+                for dir in node_cgroup_dirs(&node_id) {
+                    let _ = std::fs::remove_dir(dir);
+                }
             }
         }
         let root = cluster.nodes[0]
@@ -279,4 +289,10 @@ pub fn containers(cluster: &Cluster, n: usize) -> Vec<String> {
         .output()
         .unwrap();
     text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// The cgroup directories (one per hierarchy) that hold node `node_id`'s containers.
+pub fn node_cgroup_dirs(node_id: &str) -> Vec<std::path::PathBuf> {
+    let cgroups = swarm_agent::exec::cgroup::Cgroups::detect().expect("the cgroup mounts");
+    cgroups.existing(&swarm_agent::exec::bundle::node_cgroup(node_id))
 }
