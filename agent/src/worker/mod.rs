@@ -295,9 +295,21 @@ impl Shared {
         let id = task.id.clone();
         let mut prepared: Option<Prepared> = None;
         let mut health = None;
+        // The image's stop signal, once its config is known.
+        let mut image_stop_signal = None;
         let (mut lifecycle, adopted_address) = match origin {
             Origin::Adopted { address } => {
                 tracing::info!(task = %id, "adopted a running container");
+                // The container is watched as before the restart: its healthcheck goes on
+                // (the image's too when the task names a stored image by digest: no pull
+                // here, the registry may be unreachable).
+                let image = self.images.stored_image(&task.spec.container.image).ok();
+                health = health::check_of(
+                    &task.spec.container.healthcheck,
+                    image.as_ref().and_then(|i| i.config.healthcheck.as_ref()),
+                )
+                .map(health::Health::new);
+                image_stop_signal = image.and_then(|i| i.config.stop_signal);
                 (Lifecycle::adopted(), address)
             }
             Origin::Assigned => (
@@ -327,6 +339,7 @@ impl Shared {
                             ready.image_healthcheck.as_ref(),
                         )
                         .map(health::Health::new);
+                        image_stop_signal = ready.image_stop_signal.clone();
                         prepared = Some(ready);
                         Event::Prepared
                     }
@@ -340,7 +353,8 @@ impl Shared {
                     }
                 }
                 Action::Stop => {
-                    let (signal, grace) = container::stop_signal(&task, prepared.as_ref());
+                    let (signal, grace) =
+                        container::stop_signal(&task, image_stop_signal.as_deref());
                     match self.runtime.stop(&id, signal, grace).await {
                         Ok(exit) => Event::Exited {
                             code: exit.code(),
