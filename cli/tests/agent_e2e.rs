@@ -124,7 +124,7 @@ fn init_pid(cluster: &Cluster, n: usize, id: &str) -> i64 {
 
 /// The end every test should reach: its services removed, no container left, every node
 /// gone from the cluster (nodes `1..` first), and nothing of theirs left on the host: no
-/// mount under the cluster's dir, no cgroup.
+/// mount under the cluster's dir, no bridge, no cgroup.
 fn remove_all(cluster: &Cluster, services: &[&str]) {
     let mut args = vec!["service", "rm"];
     args.extend_from_slice(services);
@@ -142,6 +142,8 @@ fn remove_all(cluster: &Cluster, services: &[&str]) {
         let out = swarm(&cluster.socket(n), &["leave", "--force"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
+    let bridges = links_in(&cluster.pools);
+    assert!(bridges.is_empty(), "bridges left: {bridges:?}");
     for id in &node_ids {
         let left = node_cgroup_dirs(id);
         // Removed before failing: once a node left, its id is known nowhere else.
@@ -162,7 +164,8 @@ fn remove_all(cluster: &Cluster, services: &[&str]) {
 
 /// A worker's daemon SIGKILLed while its two tasks run: the containers go on answering;
 /// restarted from its data dir, the daemon adopts them (the same tasks, the same container
-/// processes, nothing new), and a scale-down then stops an adopted container.
+/// processes, nothing new), a scale-down then stops an adopted container, and the other's
+/// healthcheck goes on.
 #[test]
 fn a_restarted_agent_adopts_its_running_containers() {
     let test = "a_restarted_agent_adopts_its_running_containers";
@@ -190,6 +193,15 @@ fn a_restarted_agent_adopts_its_running_containers() {
             "node.role==worker",
             "--stop-grace-period",
             "1s",
+            "--restart-delay",
+            "1s",
+            // Healthy until told otherwise, to see the check go on after the restart.
+            "--health-cmd",
+            "test ! -f /tmp/sick",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
             &image,
         ],
     );
@@ -259,9 +271,30 @@ fn a_restarted_agent_adopts_its_running_containers() {
             .any(|t| id_of(t) == gone && state_of(t) == "shutdown")
             .then_some(())
     });
-    let kept = running_tasks(&cluster, "web", 1);
-    assert!(ids.contains(&id_of(&kept[0])));
-    assert_answers(&kept[0]);
+    let kept = running_tasks(&cluster, "web", 1).remove(0);
+    assert!(ids.contains(&id_of(&kept)));
+    assert_answers(&kept);
+
+    // The adopted container's healthcheck still runs: made sick, it fails and is replaced.
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(cluster.data(1).join("runc"))
+        .args(["exec", &id_of(&kept), "touch", "/tmp/sick"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let failed = wait_for("the adopted task unhealthy", TASK_WAIT, || {
+        all_tasks(&cluster, "web")
+            .into_iter()
+            .find(|t| id_of(t) == id_of(&kept) && state_of(t) == "failed")
+    });
+    assert!(
+        error_of(&failed).starts_with("unhealthy container: healthcheck exited 1"),
+        "{failed}"
+    );
+    let replacement = running_tasks(&cluster, "web", 1).remove(0);
+    assert_ne!(id_of(&replacement), id_of(&kept));
+    assert_answers(&replacement);
 
     remove_all(&cluster, &["web"]);
 }

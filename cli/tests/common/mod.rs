@@ -132,10 +132,16 @@ pub fn cluster(count: usize, init_args: &[&str]) -> Cluster {
         })
         .collect();
     let daemons = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
+    let pools = init_args
+        .windows(2)
+        .filter(|pair| pair[0] == "--default-addr-pool")
+        .map(|pair| pair[1].parse().expect("an address pool"))
+        .collect();
     let cluster = Cluster {
         _dir: dir,
         nodes,
         daemons,
+        pools,
     };
     let mut args = vec!["init"];
     args.extend_from_slice(init_args);
@@ -148,6 +154,8 @@ pub struct Cluster {
     pub _dir: tempfile::TempDir,
     pub nodes: Vec<(std::path::PathBuf, u16)>,
     pub daemons: Vec<Option<Daemon>>,
+    /// The address pools given to `init`: the nodes' bridges hold addresses in them.
+    pub pools: Vec<swarm_agent::network::Ipv4Net>,
 }
 
 impl Cluster {
@@ -233,12 +241,23 @@ pub fn http_get(address: &str) -> Option<String> {
 
 /// Removes, even when the test fails, what real tasks leave on the host when their daemons
 /// are killed instead of leaving: containers, mounts under the cluster's directory, the
-/// nodes' bridges.
+/// nodes' bridges (and their FORWARD rules) and cgroups. The cluster's daemons are killed
+/// first, so that none makes anything again meanwhile.
 pub struct Leftovers<'a>(pub &'a Cluster);
 
 impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
         let cluster = self.0;
+        for daemon in cluster.daemons.iter().flatten() {
+            if is_alive(daemon) {
+                kill_hard(daemon);
+            }
+        }
+        // A node that left has forgotten its id: its bridge is found by its subnet.
+        for bridge in links_in(&cluster.pools) {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+            remove_forward_rules(&bridge);
+        }
         for n in 0..cluster.nodes.len() {
             for id in containers(cluster, n) {
                 let _ = Command::new("runc")
@@ -254,6 +273,7 @@ impl Drop for Leftovers<'_> {
                     .args(["link", "del", &bridge])
                     .stderr(Stdio::null())
                     .status();
+                remove_forward_rules(&bridge);
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);
@@ -295,4 +315,40 @@ pub fn containers(cluster: &Cluster, n: usize) -> Vec<String> {
 pub fn node_cgroup_dirs(node_id: &str) -> Vec<std::path::PathBuf> {
     let cgroups = swarm_agent::exec::cgroup::Cgroups::detect().expect("the cgroup mounts");
     cgroups.existing(&swarm_agent::exec::bundle::node_cgroup(node_id))
+}
+
+/// The links that hold an IPv4 address in one of `pools`.
+pub fn links_in(pools: &[swarm_agent::network::Ipv4Net]) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "address", "show"])
+        .output()
+        .unwrap();
+    // "7: swb1234abcd    inet 198.18.230.1/24 brd … scope global swb1234abcd\ …"
+    let mut links: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address: swarm_agent::network::Ipv4Net = fields.get(3)?.parse().ok()?;
+            pools
+                .iter()
+                .any(|pool| pool.contains(&address.addr()))
+                .then(|| fields[1].to_owned())
+        })
+        .collect();
+    links.dedup();
+    links
+}
+
+/// Removes every copy of the FORWARD rule that lets `bridge`'s ports talk (bounded).
+fn remove_forward_rules(bridge: &str) {
+    for _ in 0..10 {
+        let removed = Command::new("iptables")
+            .args(["-w", "5", "-D", "FORWARD", "-i", bridge, "-o", bridge])
+            .args(["-j", "ACCEPT"])
+            .stderr(Stdio::null())
+            .status();
+        if !removed.is_ok_and(|status| status.success()) {
+            return;
+        }
+    }
 }
