@@ -9,8 +9,10 @@ use swarm_api::task::{DesiredState, TaskState};
 pub enum Event {
     /// What the managers want, at every assignment.
     Desired(DesiredState),
-    /// The image is pulled, the network and the root filesystem are ready.
-    Prepared,
+    /// The image is pulled, the network and the root filesystem are ready; `healthcheck`
+    /// says whether a check (the service's, or else the image's, known only now) gates
+    /// "running".
+    Prepared { healthcheck: bool },
     /// Preparing or starting failed.
     Failed(String),
     /// The container's process runs.
@@ -48,12 +50,18 @@ pub struct Lifecycle {
     exit_code: Option<i32>,
 }
 
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Lifecycle {
-    /// A task as assigned to this node; `healthcheck` says whether one gates "running".
-    pub fn new(healthcheck: bool) -> Self {
+    /// A task as assigned to this node.
+    pub fn new() -> Self {
         Lifecycle {
             state: TaskState::Assigned,
-            healthcheck,
+            healthcheck: false,
             stopping: false,
             message: "assigned",
             error: None,
@@ -123,7 +131,8 @@ impl Lifecycle {
                 Action::Stop
             }
             (_, Event::Desired(DesiredState::Running)) => Action::Nothing,
-            (Preparing, Event::Prepared) => {
+            (Preparing, Event::Prepared { healthcheck }) => {
+                self.healthcheck = healthcheck;
                 self.enter(Starting, "starting");
                 Action::Start
             }
@@ -165,9 +174,10 @@ impl Lifecycle {
                 }
                 Action::CleanUp
             }
-            (_, Event::Prepared | Event::Started | Event::Healthy | Event::Exited { .. }) => {
-                Action::Nothing
-            }
+            (
+                _,
+                Event::Prepared { .. } | Event::Started | Event::Healthy | Event::Exited { .. },
+            ) => Action::Nothing,
             (_, Event::Failed(_) | Event::Unhealthy(_)) => Action::Nothing,
         }
     }
@@ -189,11 +199,21 @@ mod tests {
     use super::*;
     use swarm_api::task::TaskState::*;
 
+    /// Runs `events`; `Prepared` stands for the one with `healthcheck`.
     fn run(healthcheck: bool, events: Vec<Event>) -> (Lifecycle, Vec<Action>) {
-        let mut task = Lifecycle::new(healthcheck);
-        let actions = events.into_iter().map(|e| task.on(e)).collect();
+        let mut task = Lifecycle::new();
+        let actions = events
+            .into_iter()
+            .map(|event| match event {
+                Event::Prepared { .. } => task.on(Event::Prepared { healthcheck }),
+                other => task.on(other),
+            })
+            .collect();
         (task, actions)
     }
+
+    /// Prepared, with the healthcheck `run` is given.
+    const PREPARED: Event = Event::Prepared { healthcheck: false };
 
     fn exited(code: i32) -> Event {
         Event::Exited {
@@ -219,7 +239,7 @@ mod tests {
             (
                 "runs to completion",
                 false,
-                vec![running.clone(), Event::Prepared, Event::Started, exited(0)],
+                vec![running.clone(), PREPARED, Event::Started, exited(0)],
                 Complete,
                 vec![
                     Action::Prepare,
@@ -232,7 +252,7 @@ mod tests {
             (
                 "fails with its exit code",
                 false,
-                vec![running.clone(), Event::Prepared, Event::Started, exited(3)],
+                vec![running.clone(), PREPARED, Event::Started, exited(3)],
                 Failed,
                 vec![
                     Action::Prepare,
@@ -255,7 +275,7 @@ mod tests {
                 false,
                 vec![
                     running.clone(),
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     shutdown.clone(),
                     shutdown.clone(),
@@ -285,7 +305,7 @@ mod tests {
                 true,
                 vec![
                     running.clone(),
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     Event::Unhealthy("exit 1".into()),
                     exited(143),
@@ -305,7 +325,7 @@ mod tests {
                 false,
                 vec![
                     running,
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     Event::Exited {
                         code: Some(137),
@@ -330,13 +350,14 @@ mod tests {
         }
     }
 
+    /// The check may be the image's, known only once the image is pulled.
     #[test]
-    fn a_healthcheck_gates_running() {
+    fn a_healthcheck_known_when_prepared_gates_running() {
         let (mut task, _) = run(
             true,
             vec![
                 Event::Desired(DesiredState::Running),
-                Event::Prepared,
+                PREPARED,
                 Event::Started,
             ],
         );
@@ -350,7 +371,7 @@ mod tests {
         let (mut task, _) = run(false, vec![Event::Desired(DesiredState::Running)]);
         task.on(Event::Failed("x".into()));
         for event in [
-            Event::Prepared,
+            PREPARED,
             Event::Started,
             Event::Desired(DesiredState::Running),
             exited(0),

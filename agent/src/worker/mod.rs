@@ -146,7 +146,7 @@ impl Worker {
             };
             if task.desired == DesiredState::Shutdown && origin == Origin::Assigned {
                 // Never started here (or long gone): say so, so the managers stop asking.
-                let mut lifecycle = Lifecycle::new(false);
+                let mut lifecycle = Lifecycle::new();
                 lifecycle.on(Event::Desired(DesiredState::Shutdown));
                 shared.report(&task.id, &lifecycle, None);
                 continue;
@@ -312,10 +312,7 @@ impl Shared {
                 image_stop_signal = image.and_then(|i| i.config.stop_signal);
                 (Lifecycle::adopted(), address)
             }
-            Origin::Assigned => (
-                Lifecycle::new(health::check_of(&task.spec.container.healthcheck, None).is_some()),
-                None,
-            ),
+            Origin::Assigned => (Lifecycle::new(), None),
         };
         // A report replaces the task's whole status: an adopted task keeps saying where it
         // is.
@@ -341,7 +338,9 @@ impl Shared {
                         .map(health::Health::new);
                         image_stop_signal = ready.image_stop_signal.clone();
                         prepared = Some(ready);
-                        Event::Prepared
+                        Event::Prepared {
+                            healthcheck: health.is_some(),
+                        }
                     }
                     Err(error) => Event::Failed(error),
                 },
