@@ -162,10 +162,10 @@ fn remove_all(cluster: &Cluster, services: &[&str]) {
     assert!(!mounts.contains(&dir), "{mounts}");
 }
 
-/// A worker's daemon SIGKILLed while its two tasks run: the containers go on answering;
+/// A worker's daemon SIGKILLed while its three tasks run: the containers go on answering;
 /// restarted from its data dir, the daemon adopts them (the same tasks, the same container
-/// processes, nothing new), a scale-down then stops an adopted container, and the other's
-/// healthcheck goes on.
+/// processes, nothing new). Then an adopted container that dies is replaced, a scale-down
+/// stops another, and the last one's healthcheck goes on.
 #[test]
 fn a_restarted_agent_adopts_its_running_containers() {
     let test = "a_restarted_agent_adopts_its_running_containers";
@@ -188,7 +188,7 @@ fn a_restarted_agent_adopts_its_running_containers() {
             "--name",
             "web",
             "--replicas",
-            "2",
+            "3",
             "--constraint",
             "node.role==worker",
             "--stop-grace-period",
@@ -205,7 +205,7 @@ fn a_restarted_agent_adopts_its_running_containers() {
             &image,
         ],
     );
-    let tasks = running_tasks(&cluster, "web", 2);
+    let tasks = running_tasks(&cluster, "web", 3);
     let ids: BTreeSet<String> = tasks.iter().map(id_of).collect();
     for task in &tasks {
         assert_answers(task);
@@ -231,12 +231,12 @@ fn a_restarted_agent_adopts_its_running_containers() {
     // Restarted from its data dir (the old process is reaped when the cluster drops).
     let (dir, port) = &cluster.nodes[1];
     let _restarted = start(dir, *port);
-    wait_for("both containers adopted", TASK_WAIT, || {
+    wait_for("the three containers adopted", TASK_WAIT, || {
         (cluster
             .log(1)
             .matches("adopted a running container")
             .count()
-            == 2)
+            == 3)
             .then_some(())
     });
     // Give a wrong re-creation or removal the time to show.
@@ -249,12 +249,32 @@ fn a_restarted_agent_adopts_its_running_containers() {
     let after: Vec<i64> = ids.iter().map(|id| init_pid(&cluster, 1, id)).collect();
     assert_eq!(after, pids, "the same container processes, not new ones");
     let all = all_tasks(&cluster, "web");
-    assert_eq!(all.len(), 2, "no new task: {all:?}");
-    let tasks = running_tasks(&cluster, "web", 2);
+    assert_eq!(all.len(), 3, "no new task: {all:?}");
+    let tasks = running_tasks(&cluster, "web", 3);
     assert_eq!(tasks.iter().map(id_of).collect::<BTreeSet<_>>(), ids);
     for task in &tasks {
         assert_answers(task);
     }
+
+    // An adopted container that dies is seen (with no exit code: the daemon is not its
+    // parent any more), and its slot gets a new task.
+    let dead = id_of(tasks.iter().find(|t| t["slot"] == 3).unwrap());
+    let pid = init_pid(&cluster, 1, &dead).to_string();
+    let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(status.success());
+    let failed = wait_for("the killed container's task failed", TASK_WAIT, || {
+        all_tasks(&cluster, "web")
+            .into_iter()
+            .find(|t| id_of(t) == dead && state_of(t) == "failed")
+    });
+    assert_eq!(
+        error_of(&failed),
+        "task: the container exited with an unknown code (it was started before the agent restarted)"
+    );
+    let replaced = running_tasks(&cluster, "web", 3);
+    let new = replaced.iter().find(|t| t["slot"] == 3).unwrap();
+    assert_ne!(id_of(new), dead);
+    assert_answers(new);
 
     // Scaled down, the adopted container of slot 2 stops and goes.
     let out = swarm(&cluster.socket(0), &["service", "scale", "web=1"]);

@@ -166,8 +166,10 @@ impl Lifecycle {
                     match code {
                         Some(0) => self.enter(Complete, "finished"),
                         Some(code) => self.fail(format!("task: non-zero exit ({code})")),
+                        // Only a container this agent did not start (adopted after a
+                        // restart) has no code: its parent, not us, reaped it.
                         None => self.fail(
-                            "task: the container exited while the agent was away (exit code unknown)"
+                            "task: the container exited with an unknown code (it was started before the agent restarted)"
                                 .to_owned(),
                         ),
                     }
@@ -364,6 +366,35 @@ mod tests {
         assert_eq!(task.state(), Starting);
         assert_eq!(task.on(Event::Healthy), Action::Nothing);
         assert_eq!(task.state(), Running);
+    }
+
+    #[test]
+    fn an_adopted_container_runs_until_it_exits_or_is_stopped() {
+        let mut task = Lifecycle::adopted();
+        assert_eq!(
+            task.on(Event::Desired(DesiredState::Running)),
+            Action::Nothing
+        );
+        assert_eq!(task.state(), Running);
+        let unknown = Event::Exited {
+            code: None,
+            oom_killed: false,
+        };
+        assert_eq!(task.on(unknown), Action::CleanUp);
+        assert_eq!(task.state(), Failed);
+        assert_eq!(
+            task.error(),
+            Some(
+                "task: the container exited with an unknown code (it was started before the agent restarted)"
+            )
+        );
+        let mut stopped = Lifecycle::adopted();
+        assert_eq!(
+            stopped.on(Event::Desired(DesiredState::Shutdown)),
+            Action::Stop
+        );
+        stopped.on(exited(143));
+        assert_eq!((stopped.state(), stopped.error()), (Shutdown, None));
     }
 
     #[test]
