@@ -124,7 +124,7 @@ fn init_pid(cluster: &Cluster, n: usize, id: &str) -> i64 {
 
 /// The end every test should reach: its services removed, no container left, every node
 /// gone from the cluster (nodes `1..` first), and nothing of theirs left on the host: no
-/// mount under the cluster's dir, no bridge, no cgroup.
+/// mount under the cluster's dir, no bridge or its FORWARD rule, no cgroup.
 fn remove_all(cluster: &Cluster, services: &[&str]) {
     let mut args = vec!["service", "rm"];
     args.extend_from_slice(services);
@@ -144,6 +144,17 @@ fn remove_all(cluster: &Cluster, services: &[&str]) {
     }
     let bridges = links_in(&cluster.pools);
     assert!(bridges.is_empty(), "bridges left: {bridges:?}");
+    let rules = Command::new("iptables")
+        .args(["-w", "5", "-S", "FORWARD"])
+        .output()
+        .unwrap();
+    for id in &node_ids {
+        let bridge = swarm_agent::network::bridge_name(id);
+        assert!(
+            !text(&rules.stdout).contains(&bridge),
+            "the FORWARD rule of {bridge} is left"
+        );
+    }
     for id in &node_ids {
         let left = node_cgroup_dirs(id);
         // Removed before failing: once a node left, its id is known nowhere else.
