@@ -1021,12 +1021,8 @@ fn services_run_real_containers_on_the_nodes() {
         let out = swarm(&cluster.socket(n), &["leave", "--force"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-    let links = Command::new("ip").args(["-o", "addr"]).output().unwrap();
-    assert!(
-        !text(&links.stdout).contains("198.18.22"),
-        "{}",
-        text(&links.stdout)
-    );
+    let links = links_in(&cluster.pools);
+    assert!(links.is_empty(), "{links:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let dir = cluster.nodes[0]
         .0
@@ -1097,14 +1093,7 @@ fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
 
     // SIGKILL, as a crash: the daemon cleans nothing up.
     let killed = Instant::now();
-    let pid = cluster.daemons[1].as_ref().unwrap().child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    kill_hard(cluster.daemons[1].as_ref().unwrap());
     wait_for("node2 is Down", Duration::from_secs(10), || {
         node_line(&cluster.listing(0), "node2").filter(|l| l.contains(" Down "))
     });

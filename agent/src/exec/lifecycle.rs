@@ -9,8 +9,10 @@ use swarm_api::task::{DesiredState, TaskState};
 pub enum Event {
     /// What the managers want, at every assignment.
     Desired(DesiredState),
-    /// The image is pulled, the network and the root filesystem are ready.
-    Prepared,
+    /// The image is pulled, the network and the root filesystem are ready; `healthcheck`
+    /// says whether a check (the service's, or else the image's, known only now) gates
+    /// "running".
+    Prepared { healthcheck: bool },
     /// Preparing or starting failed.
     Failed(String),
     /// The container's process runs.
@@ -48,12 +50,18 @@ pub struct Lifecycle {
     exit_code: Option<i32>,
 }
 
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Lifecycle {
-    /// A task as assigned to this node; `healthcheck` says whether one gates "running".
-    pub fn new(healthcheck: bool) -> Self {
+    /// A task as assigned to this node.
+    pub fn new() -> Self {
         Lifecycle {
             state: TaskState::Assigned,
-            healthcheck,
+            healthcheck: false,
             stopping: false,
             message: "assigned",
             error: None,
@@ -123,7 +131,8 @@ impl Lifecycle {
                 Action::Stop
             }
             (_, Event::Desired(DesiredState::Running)) => Action::Nothing,
-            (Preparing, Event::Prepared) => {
+            (Preparing, Event::Prepared { healthcheck }) => {
+                self.healthcheck = healthcheck;
                 self.enter(Starting, "starting");
                 Action::Start
             }
@@ -157,17 +166,20 @@ impl Lifecycle {
                     match code {
                         Some(0) => self.enter(Complete, "finished"),
                         Some(code) => self.fail(format!("task: non-zero exit ({code})")),
+                        // Only a container this agent did not start (adopted after a
+                        // restart) has no code: its parent, not us, reaped it.
                         None => self.fail(
-                            "task: the container exited while the agent was away (exit code unknown)"
+                            "task: the container exited with an unknown code (it was started before the agent restarted)"
                                 .to_owned(),
                         ),
                     }
                 }
                 Action::CleanUp
             }
-            (_, Event::Prepared | Event::Started | Event::Healthy | Event::Exited { .. }) => {
-                Action::Nothing
-            }
+            (
+                _,
+                Event::Prepared { .. } | Event::Started | Event::Healthy | Event::Exited { .. },
+            ) => Action::Nothing,
             (_, Event::Failed(_) | Event::Unhealthy(_)) => Action::Nothing,
         }
     }
@@ -189,11 +201,21 @@ mod tests {
     use super::*;
     use swarm_api::task::TaskState::*;
 
+    /// Runs `events`; `Prepared` stands for the one with `healthcheck`.
     fn run(healthcheck: bool, events: Vec<Event>) -> (Lifecycle, Vec<Action>) {
-        let mut task = Lifecycle::new(healthcheck);
-        let actions = events.into_iter().map(|e| task.on(e)).collect();
+        let mut task = Lifecycle::new();
+        let actions = events
+            .into_iter()
+            .map(|event| match event {
+                Event::Prepared { .. } => task.on(Event::Prepared { healthcheck }),
+                other => task.on(other),
+            })
+            .collect();
         (task, actions)
     }
+
+    /// Prepared, with the healthcheck `run` is given.
+    const PREPARED: Event = Event::Prepared { healthcheck: false };
 
     fn exited(code: i32) -> Event {
         Event::Exited {
@@ -219,7 +241,7 @@ mod tests {
             (
                 "runs to completion",
                 false,
-                vec![running.clone(), Event::Prepared, Event::Started, exited(0)],
+                vec![running.clone(), PREPARED, Event::Started, exited(0)],
                 Complete,
                 vec![
                     Action::Prepare,
@@ -232,7 +254,7 @@ mod tests {
             (
                 "fails with its exit code",
                 false,
-                vec![running.clone(), Event::Prepared, Event::Started, exited(3)],
+                vec![running.clone(), PREPARED, Event::Started, exited(3)],
                 Failed,
                 vec![
                     Action::Prepare,
@@ -255,7 +277,7 @@ mod tests {
                 false,
                 vec![
                     running.clone(),
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     shutdown.clone(),
                     shutdown.clone(),
@@ -285,7 +307,7 @@ mod tests {
                 true,
                 vec![
                     running.clone(),
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     Event::Unhealthy("exit 1".into()),
                     exited(143),
@@ -305,7 +327,7 @@ mod tests {
                 false,
                 vec![
                     running,
-                    Event::Prepared,
+                    PREPARED,
                     Event::Started,
                     Event::Exited {
                         code: Some(137),
@@ -330,13 +352,14 @@ mod tests {
         }
     }
 
+    /// The check may be the image's, known only once the image is pulled.
     #[test]
-    fn a_healthcheck_gates_running() {
+    fn a_healthcheck_known_when_prepared_gates_running() {
         let (mut task, _) = run(
             true,
             vec![
                 Event::Desired(DesiredState::Running),
-                Event::Prepared,
+                PREPARED,
                 Event::Started,
             ],
         );
@@ -346,11 +369,40 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_container_runs_until_it_exits_or_is_stopped() {
+        let mut task = Lifecycle::adopted();
+        assert_eq!(
+            task.on(Event::Desired(DesiredState::Running)),
+            Action::Nothing
+        );
+        assert_eq!(task.state(), Running);
+        let unknown = Event::Exited {
+            code: None,
+            oom_killed: false,
+        };
+        assert_eq!(task.on(unknown), Action::CleanUp);
+        assert_eq!(task.state(), Failed);
+        assert_eq!(
+            task.error(),
+            Some(
+                "task: the container exited with an unknown code (it was started before the agent restarted)"
+            )
+        );
+        let mut stopped = Lifecycle::adopted();
+        assert_eq!(
+            stopped.on(Event::Desired(DesiredState::Shutdown)),
+            Action::Stop
+        );
+        stopped.on(exited(143));
+        assert_eq!((stopped.state(), stopped.error()), (Shutdown, None));
+    }
+
+    #[test]
     fn states_never_go_back() {
         let (mut task, _) = run(false, vec![Event::Desired(DesiredState::Running)]);
         task.on(Event::Failed("x".into()));
         for event in [
-            Event::Prepared,
+            PREPARED,
             Event::Started,
             Event::Desired(DesiredState::Running),
             exited(0),

@@ -74,6 +74,14 @@ pub fn host_veth_name(node_id: &str, task_id: &str) -> String {
     )
 }
 
+/// The MAC address of a task's `eth0`, from its IPv4 address (as Docker makes it). An
+/// address leased again after its task ended comes with the same MAC: neighbours that
+/// cached it (the host, through the bridge, for up to a minute) still reach the new task.
+fn task_mac(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 impl NodeNetwork {
     /// Sets the node up: its bridge (idempotent) and its namespace directory. After a
     /// daemon restart, follow with [`list`](Self::list), [`adopt`](Self::adopt) for the
@@ -274,6 +282,8 @@ impl NodeNetwork {
                 "peer",
                 "name",
                 "eth0",
+                "address",
+                &task_mac(address),
                 "netns",
                 path_arg,
             ],
@@ -472,6 +482,18 @@ mod tests {
         ];
         for (task_id, valid) in cases {
             assert_eq!(check_task_id(task_id).is_ok(), *valid, "{task_id:?}");
+        }
+    }
+
+    #[test]
+    fn task_macs_are_local_unicast_and_follow_the_address() {
+        let cases = [
+            ("198.18.231.3", "02:42:c6:12:e7:03"),
+            ("10.0.0.2", "02:42:0a:00:00:02"),
+            ("255.255.255.254", "02:42:ff:ff:ff:fe"),
+        ];
+        for (address, mac) in cases {
+            assert_eq!(task_mac(address.parse().unwrap()), mac, "{address}");
         }
     }
 

@@ -219,14 +219,12 @@ fn hostname(task: &Task, node_id: &str, node_hostname: &str) -> String {
 }
 
 /// The signal that stops the task, and how long it has before SIGKILL.
-pub(super) fn stop_signal(task: &Task, prepared: Option<&Prepared>) -> (i32, Duration) {
+pub(super) fn stop_signal(task: &Task, image_stop_signal: Option<&str>) -> (i32, Duration) {
     let container = &task.spec.container;
-    let name = container
+    let signal = container
         .stop_signal
-        .clone()
-        .or_else(|| prepared.and_then(|p| p.image_stop_signal.clone()));
-    let signal = name
         .as_deref()
+        .or(image_stop_signal)
         .and_then(signal_number)
         .unwrap_or(libc::SIGTERM);
     (signal, container.stop_grace_period.0)

@@ -10,6 +10,7 @@ mod gc;
 mod health;
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,6 +110,9 @@ impl Worker {
         }
         let found = shared.found.lock().expect("not poisoned").take();
         let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        // The running containers of an earlier run that assigned tasks own, and their
+        // addresses (none when their network could not be adopted).
+        let mut adopted: HashMap<String, Option<Ipv4Addr>> = HashMap::new();
         if let Some(found) = found.as_ref().filter(|f| !f.is_empty()) {
             // Containers of an earlier run that no task owns any more.
             for id in found.iter().filter(|id| !assigned.contains(id.as_str())) {
@@ -120,7 +124,8 @@ impl Worker {
             shared.sweep_networks(&assigned).await;
             // Adopted tasks take their addresses back before new tasks lease any.
             for id in found.iter().filter(|id| assigned.contains(id.as_str())) {
-                shared.adopt_network(id).await;
+                let address = shared.adopt_network(id).await;
+                adopted.insert(id.clone(), address);
             }
         }
         let mut controllers = shared.controllers.lock().expect("not poisoned");
@@ -141,17 +146,20 @@ impl Worker {
             if task.status.state.is_terminal() {
                 continue;
             }
-            let adopted = found.as_ref().is_some_and(|f| f.contains(&task.id));
-            if task.desired == DesiredState::Shutdown && !adopted {
+            let origin = match adopted.remove(&task.id) {
+                Some(address) => Origin::Adopted { address },
+                None => Origin::Assigned,
+            };
+            if task.desired == DesiredState::Shutdown && origin == Origin::Assigned {
                 // Never started here (or long gone): say so, so the managers stop asking.
-                let mut lifecycle = Lifecycle::new(false);
+                let mut lifecycle = Lifecycle::new();
                 lifecycle.on(Event::Desired(DesiredState::Shutdown));
                 shared.report(&task.id, &lifecycle, None);
                 continue;
             }
             let (desired, receiver) = watch::channel(task.desired);
             let id = task.id.clone();
-            let task = tokio::spawn(shared.clone().control(task, receiver, adopted));
+            let task = tokio::spawn(shared.clone().control(task, receiver, origin));
             controllers.insert(id, Controller { desired, task });
         }
     }
@@ -182,6 +190,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// How a task's controller begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Assigned to this node: its container is still to be made.
+    Assigned,
+    /// Its container was found running after a daemon restart, at this address.
+    Adopted { address: Option<Ipv4Addr> },
 }
 
 /// Waits for every task.
@@ -244,14 +261,17 @@ impl Shared {
         }
     }
 
-    async fn adopt_network(&self, id: &str) {
-        let Ok(network) = self.network() else {
-            return;
-        };
+    /// Takes back the network of a container found running; returns its address.
+    async fn adopt_network(&self, id: &str) -> Option<Ipv4Addr> {
+        let network = self.network().ok()?;
         let task = id.to_owned();
-        let adopted = tokio::task::spawn_blocking(move || network.adopt(&task)).await;
-        if let Ok(Err(error)) = adopted {
-            tracing::warn!(task = %id, %error, "cannot adopt the task's network");
+        match tokio::task::spawn_blocking(move || network.adopt(&task)).await {
+            Ok(Ok(adopted)) => Some(adopted.address.addr()),
+            Ok(Err(error)) => {
+                tracing::warn!(task = %id, %error, "cannot adopt the task's network");
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -276,26 +296,43 @@ impl Shared {
         self: Arc<Self>,
         task: Task,
         mut desired: watch::Receiver<DesiredState>,
-        adopted: bool,
+        origin: Origin,
     ) {
         let id = task.id.clone();
         let mut prepared: Option<Prepared> = None;
         let mut health = None;
-        let mut lifecycle = if adopted {
-            tracing::info!(task = %id, "adopted a running container");
-            Lifecycle::adopted()
-        } else {
-            Lifecycle::new(health::check_of(&task.spec.container.healthcheck, None).is_some())
+        // The image's stop signal, once its config is known.
+        let mut image_stop_signal = None;
+        let (mut lifecycle, adopted_address) = match origin {
+            Origin::Adopted { address } => {
+                tracing::info!(task = %id, "adopted a running container");
+                // The container is watched as before the restart: its healthcheck goes on
+                // (the image's too when the task names a stored image by digest: no pull
+                // here, the registry may be unreachable).
+                let image = self.images.stored_image(&task.spec.container.image).ok();
+                health = health::check_of(
+                    &task.spec.container.healthcheck,
+                    image.as_ref().and_then(|i| i.config.healthcheck.as_ref()),
+                )
+                .map(health::Health::new);
+                image_stop_signal = image.and_then(|i| i.config.stop_signal);
+                (Lifecycle::adopted(), address)
+            }
+            Origin::Assigned => (Lifecycle::new(), None),
         };
+        // A report replaces the task's whole status: an adopted task keeps saying where it
+        // is.
+        let address =
+            |prepared: &Option<Prepared>| prepared.as_ref().map(|p| p.address).or(adopted_address);
         let mut shown = (lifecycle.state(), lifecycle.message());
-        if adopted {
-            self.report(&id, &lifecycle, None);
+        if matches!(origin, Origin::Adopted { .. }) {
+            self.report(&id, &lifecycle, adopted_address);
         }
         let mut action = lifecycle.on(Event::Desired(*desired.borrow_and_update()));
         loop {
             if (lifecycle.state(), lifecycle.message()) != shown {
                 shown = (lifecycle.state(), lifecycle.message());
-                self.report(&id, &lifecycle, prepared.as_ref().map(|p| p.address));
+                self.report(&id, &lifecycle, address(&prepared));
             }
             let event = match action {
                 Action::Prepare => match container::prepare(&self, &task).await {
@@ -305,8 +342,11 @@ impl Shared {
                             ready.image_healthcheck.as_ref(),
                         )
                         .map(health::Health::new);
+                        image_stop_signal = ready.image_stop_signal.clone();
                         prepared = Some(ready);
-                        Event::Prepared
+                        Event::Prepared {
+                            healthcheck: health.is_some(),
+                        }
                     }
                     Err(error) => Event::Failed(error),
                 },
@@ -318,7 +358,8 @@ impl Shared {
                     }
                 }
                 Action::Stop => {
-                    let (signal, grace) = container::stop_signal(&task, prepared.as_ref());
+                    let (signal, grace) =
+                        container::stop_signal(&task, image_stop_signal.as_deref());
                     match self.runtime.stop(&id, signal, grace).await {
                         Ok(exit) => Event::Exited {
                             code: exit.code(),
@@ -355,7 +396,7 @@ impl Shared {
             action = lifecycle.on(event);
         }
         if (lifecycle.state(), lifecycle.message()) != shown {
-            self.report(&id, &lifecycle, prepared.as_ref().map(|p| p.address));
+            self.report(&id, &lifecycle, address(&prepared));
         }
         self.clone().clean_up(id).await;
     }

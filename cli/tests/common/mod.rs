@@ -19,6 +19,23 @@ impl Drop for Daemon {
     }
 }
 
+/// SIGKILLs a daemon: nothing of its own clean-up runs, as when a node crashes. The process
+/// stays a zombie until its `Daemon` drops (so its pid is not reused meanwhile).
+pub fn kill_hard(daemon: &Daemon) {
+    let pid = daemon.child.id().to_string();
+    let status = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+/// Whether a daemon's process still runs (a killed one not yet reaped is a zombie: not).
+pub fn is_alive(daemon: &Daemon) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemon.child.id()));
+    // The state follows the parenthesised command name: `pid (comm) S …`.
+    stat.ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -115,10 +132,16 @@ pub fn cluster(count: usize, init_args: &[&str]) -> Cluster {
         })
         .collect();
     let daemons = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
+    let pools = init_args
+        .windows(2)
+        .filter(|pair| pair[0] == "--default-addr-pool")
+        .map(|pair| pair[1].parse().expect("an address pool"))
+        .collect();
     let cluster = Cluster {
         _dir: dir,
         nodes,
         daemons,
+        pools,
     };
     let mut args = vec!["init"];
     args.extend_from_slice(init_args);
@@ -131,6 +154,8 @@ pub struct Cluster {
     pub _dir: tempfile::TempDir,
     pub nodes: Vec<(std::path::PathBuf, u16)>,
     pub daemons: Vec<Option<Daemon>>,
+    /// The address pools given to `init`: the nodes' bridges hold addresses in them.
+    pub pools: Vec<swarm_agent::network::Ipv4Net>,
 }
 
 impl Cluster {
@@ -162,6 +187,13 @@ impl Cluster {
         let out = eventually(&self.socket(n), &["node", "ls"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
+    }
+
+    /// The id of node `n`, once it is in a cluster (from its state file).
+    pub fn node_id(&self, n: usize) -> Option<String> {
+        let state = std::fs::read_to_string(self.data(n).join("node.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        state["node_id"].as_str().map(str::to_owned)
     }
 
     pub fn log(&self, n: usize) -> String {
@@ -209,12 +241,23 @@ pub fn http_get(address: &str) -> Option<String> {
 
 /// Removes, even when the test fails, what real tasks leave on the host when their daemons
 /// are killed instead of leaving: containers, mounts under the cluster's directory, the
-/// nodes' bridges.
+/// nodes' bridges (and their FORWARD rules) and cgroups. The cluster's daemons are killed
+/// first, so that none makes anything again meanwhile.
 pub struct Leftovers<'a>(pub &'a Cluster);
 
 impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
         let cluster = self.0;
+        for daemon in cluster.daemons.iter().flatten() {
+            if is_alive(daemon) {
+                kill_hard(daemon);
+            }
+        }
+        // A node that left has forgotten its id: its bridge is found by its subnet.
+        for bridge in links_in(&cluster.pools) {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+            remove_forward_rules(&bridge);
+        }
         for n in 0..cluster.nodes.len() {
             for id in containers(cluster, n) {
                 let _ = Command::new("runc")
@@ -223,14 +266,18 @@ impl Drop for Leftovers<'_> {
                     .args(["delete", "--force", &id])
                     .status();
             }
-            let state = std::fs::read_to_string(cluster.data(n).join("node.json"));
-            if let Some(node_id) = state
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["node_id"].as_str().map(str::to_owned))
-            {
+            if let Some(node_id) = cluster.node_id(n) {
                 let bridge = swarm_agent::network::bridge_name(&node_id);
-                let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+                // Usually gone already (the node left): not worth a message.
+                let _ = Command::new("ip")
+                    .args(["link", "del", &bridge])
+                    .stderr(Stdio::null())
+                    .status();
+                remove_forward_rules(&bridge);
+                // Empty once runc deleted the containers.
+                for dir in node_cgroup_dirs(&node_id) {
+                    let _ = std::fs::remove_dir(dir);
+                }
             }
         }
         let root = cluster.nodes[0]
@@ -262,4 +309,46 @@ pub fn containers(cluster: &Cluster, n: usize) -> Vec<String> {
         .output()
         .unwrap();
     text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// The cgroup directories (one per hierarchy) that hold node `node_id`'s containers.
+pub fn node_cgroup_dirs(node_id: &str) -> Vec<std::path::PathBuf> {
+    let cgroups = swarm_agent::exec::cgroup::Cgroups::detect().expect("the cgroup mounts");
+    cgroups.existing(&swarm_agent::exec::bundle::node_cgroup(node_id))
+}
+
+/// The links that hold an IPv4 address in one of `pools`.
+pub fn links_in(pools: &[swarm_agent::network::Ipv4Net]) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "address", "show"])
+        .output()
+        .unwrap();
+    // "7: swb1234abcd    inet 198.18.230.1/24 brd … scope global swb1234abcd\ …"
+    let mut links: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address: swarm_agent::network::Ipv4Net = fields.get(3)?.parse().ok()?;
+            pools
+                .iter()
+                .any(|pool| pool.contains(&address.addr()))
+                .then(|| fields[1].to_owned())
+        })
+        .collect();
+    links.dedup();
+    links
+}
+
+/// Removes every copy of the FORWARD rule that lets `bridge`'s ports talk (bounded).
+fn remove_forward_rules(bridge: &str) {
+    for _ in 0..10 {
+        let removed = Command::new("iptables")
+            .args(["-w", "5", "-D", "FORWARD", "-i", bridge, "-o", bridge])
+            .args(["-j", "ACCEPT"])
+            .stderr(Stdio::null())
+            .status();
+        if !removed.is_ok_and(|status| status.success()) {
+            return;
+        }
+    }
 }

@@ -54,8 +54,8 @@ impl AgentHandle {
 /// the node runs no task (and says so).
 async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver<bool>) {
     let data_dir = daemon.config.data_dir.clone();
-    let runtime = match RuncRuntime::new(RuncConfig::new(&state.node_id, &data_dir)) {
-        Ok(runtime) => Arc::new(runtime) as Arc<dyn Runtime>,
+    let runc = match RuncRuntime::new(RuncConfig::new(&state.node_id, &data_dir)) {
+        Ok(runc) => runc,
         Err(error) => {
             tracing::error!(%error, "this node cannot run containers");
             return;
@@ -67,6 +67,7 @@ async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver
         data_dir,
         run_dir: daemon.config.run_dir.join(&state.node_id),
     };
+    let runtime = Arc::new(runc.clone()) as Arc<dyn Runtime>;
     let (worker, reports) = match Worker::start(config, runtime).await {
         Ok(started) => started,
         Err(error) => {
@@ -78,6 +79,11 @@ async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
+                // The node's cgroup parent outlives its containers, for a restarted daemon
+                // to adopt them; a node that leaves has no more use for it.
+                if let Err(error) = runc.remove_node_cgroups() {
+                    tracing::warn!(%error, "cannot remove this node's cgroups");
+                }
             }
         }
         _ = assignments(&daemon, &worker) => {}
