@@ -92,10 +92,19 @@ fn boxed<M, R: Send + 'static>(
     (query, response)
 }
 
-#[derive(Clone)]
 pub struct RaftHandle<M> {
     inbox: mpsc::Sender<Input<M>>,
     timeout: Duration,
+}
+
+// Not derived: a handle is cloned whatever the state machine is (derive would ask `M: Clone`).
+impl<M> Clone for RaftHandle<M> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            inbox: self.inbox.clone(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl<M: StateMachine + Send + 'static> RaftHandle<M> {
@@ -233,6 +242,74 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// Inputs handled between two Ready passes, at most: enough to fill an fsync under load,
+/// few enough that ticks and replies are not held up.
+const MAX_INPUTS_PER_READY: usize = 256;
+
+/// What the loop keeps for callers until raft answers them.
+struct Pending<M> {
+    /// Proposal ids and read contexts must not repeat across restarts: entries and reads of
+    /// an earlier run could otherwise answer this run's callers.
+    next_sequence: u64,
+    proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>>,
+    /// Reads to (re)send once a leader is known, with when the caller first asked.
+    reads_to_send: Vec<(Query<M>, Instant)>,
+}
+
+impl<M: StateMachine> Pending<M> {
+    /// Hands one input to the replica (or answers it at once).
+    fn take(&mut self, replica: &mut Replica<M>, input: Input<M>) {
+        match input {
+            Input::Message(message) => {
+                // A message raft refuses (stale term, unknown peer) is not our error.
+                let _ = replica.step(*message);
+            }
+            Input::SnapshotReport { to, delivered } => replica.report_snapshot(to, delivered),
+            Input::Unreachable { to } => replica.report_unreachable(to),
+            Input::Propose { command, reply } => {
+                let id = self.next_id(replica);
+                match replica.propose(id, command) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(RaftError::NoLeader));
+                    }
+                }
+            }
+            Input::ProposeConfChange { change, reply } => {
+                let id = self.next_id(replica);
+                match replica.propose_conf_change(id, change) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(RaftError::NoLeader));
+                    }
+                }
+            }
+            Input::LocalRead { query } => query(replica.machine()),
+            Input::Status { reply } => {
+                let _ = reply.send(Status {
+                    id: replica.id(),
+                    leader: replica.leader(),
+                    term: replica.term(),
+                });
+            }
+            Input::Read { query } => self.reads_to_send.push((query, Instant::now())),
+            Input::TransferLeadership { to } => replica.transfer_leadership(to),
+        }
+    }
+
+    fn next_id(&mut self, replica: &Replica<M>) -> ProposalId {
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        ProposalId {
+            replica: replica.id(),
+            sequence: self.next_sequence,
+        }
+    }
+}
+
 async fn run<M: StateMachine, T: Transport>(
     mut replica: Replica<M>,
     mut transport: T,
@@ -241,58 +318,29 @@ async fn run<M: StateMachine, T: Transport>(
 ) -> Result<(), ReplicaError> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Proposal ids and read contexts must not repeat across restarts: entries and reads of
-    // an earlier run could otherwise answer this run's callers.
-    let mut next_sequence = random_u64();
-    let mut proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>> =
-        HashMap::new();
+    let mut pending = Pending {
+        next_sequence: random_u64(),
+        proposals: HashMap::new(),
+        reads_to_send: Vec::new(),
+    };
     // Reads sent to raft, by context: when asked, and when the caller first asked.
     let mut reads_asked: HashMap<Vec<u8>, (Query<M>, Instant, Instant)> = HashMap::new();
-    // Reads to (re)send once a leader is known, with when the caller first asked.
-    let mut reads_to_send: Vec<(Query<M>, Instant)> = Vec::new();
     let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
     loop {
         tokio::select! {
             _ = ticker.tick() => replica.tick(),
-            input = inbox.recv() => match input {
-                None => return Ok(()),
-                Some(Input::Message(message)) => {
-                    // A message raft refuses (stale term, unknown peer) is not our error.
-                    let _ = replica.step(*message);
-                }
-                Some(Input::SnapshotReport { to, delivered }) => replica.report_snapshot(to, delivered),
-                Some(Input::Unreachable { to }) => replica.report_unreachable(to),
-                Some(Input::Propose { command, reply }) => {
-                    next_sequence = next_sequence.wrapping_add(1);
-                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
-                    match replica.propose(id, command) {
-                        Ok(()) => {
-                            proposals.insert(id, reply);
-                        }
-                        Err(_) => {
-                            let _ = reply.send(Err(RaftError::NoLeader));
-                        }
+            input = inbox.recv() => {
+                let Some(input) = input else { return Ok(()) };
+                pending.take(&mut replica, input);
+                // What is already waiting joins this Ready pass: under load, many proposals
+                // and peer messages share one fsync instead of paying one each.
+                for _ in 1..MAX_INPUTS_PER_READY {
+                    match inbox.try_recv() {
+                        Ok(input) => pending.take(&mut replica, input),
+                        Err(_) => break,
                     }
                 }
-                Some(Input::ProposeConfChange { change, reply }) => {
-                    next_sequence = next_sequence.wrapping_add(1);
-                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
-                    match replica.propose_conf_change(id, change) {
-                        Ok(()) => {
-                            proposals.insert(id, reply);
-                        }
-                        Err(_) => {
-                            let _ = reply.send(Err(RaftError::NoLeader));
-                        }
-                    }
-                }
-                Some(Input::LocalRead { query }) => query(replica.machine()),
-                Some(Input::Status { reply }) => {
-                    let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
-                }
-                Some(Input::Read { query }) => reads_to_send.push((query, Instant::now())),
-                Some(Input::TransferLeadership { to }) => replica.transfer_leadership(to),
-            },
+            }
         }
         // raft drops a ReadIndex request silently when no leader is known, when a new leader
         // has not committed in its term yet, or when the leader goes away: unanswered reads
@@ -302,22 +350,17 @@ async fn run<M: StateMachine, T: Transport>(
             .drain()
             .partition(|(_, (_, asked, _))| now.duration_since(*asked) > READ_RETRY);
         reads_asked = waiting.into_iter().collect();
-        reads_to_send.extend(
+        pending.reads_to_send.extend(
             stale
                 .into_iter()
                 .map(|(_, (query, _, first))| (query, first))
                 .filter(|(_, first)| now.duration_since(*first) < READ_GIVE_UP),
         );
         if replica.leader() != 0 {
-            for (query, first) in reads_to_send.drain(..) {
-                next_sequence = next_sequence.wrapping_add(1);
+            for (query, first) in std::mem::take(&mut pending.reads_to_send) {
                 // The leader merges ReadIndex requests with equal contexts, whoever sent
                 // them: a context names this replica as well as the request.
-                let context = ProposalId {
-                    replica: replica.id(),
-                    sequence: next_sequence,
-                }
-                .encode();
+                let context = pending.next_id(&replica).encode();
                 replica.read_index(context.clone());
                 reads_asked.insert(context, (query, now, first));
             }
@@ -334,7 +377,10 @@ async fn run<M: StateMachine, T: Transport>(
             }
         }
         for applied in output.applied {
-            if let Some(reply) = applied.proposal.and_then(|id| proposals.remove(&id)) {
+            if let Some(reply) = applied
+                .proposal
+                .and_then(|id| pending.proposals.remove(&id))
+            {
                 let _ = reply.send(Ok(applied.response));
             }
         }
@@ -352,7 +398,7 @@ async fn run<M: StateMachine, T: Transport>(
             query(replica.machine());
         }
         // Callers that gave up (timed out) leave closed senders behind: forget them.
-        proposals.retain(|_, reply| !reply.is_closed());
+        pending.proposals.retain(|_, reply| !reply.is_closed());
     }
 }
 
@@ -544,6 +590,36 @@ mod tests {
             (1..=9).collect::<Vec<_>>(),
             "the restarted replica caught up"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn many_waiting_proposals_each_get_their_own_answer() {
+        let cluster = Cluster::new(3);
+        let leader = cluster.leader().await;
+        let (handle, _) = &cluster.handles[&leader];
+        // More callers than one pass takes, all waiting in the inbox before the loop runs.
+        let count = 3 * MAX_INPUTS_PER_READY as u64;
+        let mut callers = tokio::task::JoinSet::new();
+        for value in 0..count {
+            let handle = handle.clone();
+            callers.spawn(async move {
+                let position = handle.propose(value.to_be_bytes().to_vec()).await.unwrap();
+                (value, u64::from_be_bytes(position.try_into().unwrap()))
+            });
+        }
+        let answers: HashMap<u64, u64> = callers.join_all().await.into_iter().collect();
+        let journal = handle
+            .read(|journal: &Journal| journal.0.clone())
+            .await
+            .unwrap();
+        assert_eq!(journal.len() as u64, count, "each value applied once");
+        for (position, value) in journal.iter().enumerate() {
+            assert_eq!(
+                answers[value],
+                position as u64 + 1,
+                "the caller of {value} got its own entry's response"
+            );
+        }
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
