@@ -510,7 +510,9 @@ fn outcome(response: &[u8]) -> Result<(), Status> {
 
 fn raft_status(error: RaftError) -> Status {
     match error {
-        RaftError::NoLeader | RaftError::Timeout => Status::unavailable(error.to_string()),
+        RaftError::NoLeader | RaftError::Timeout | RaftError::LeaderChanged => {
+            Status::unavailable(error.to_string())
+        }
         RaftError::Stopped => Status::internal(error.to_string()),
     }
 }

@@ -30,6 +30,10 @@ pub enum RaftError {
     Stopped,
     #[error("timed out waiting for the cluster (is a majority of managers reachable?)")]
     Timeout,
+    #[error(
+        "the leader changed before the change was acknowledged: it may or may not have been applied; check and try again"
+    )]
+    LeaderChanged,
 }
 
 /// A query run on the state machine inside the loop, once it is linearizable.
@@ -188,7 +192,7 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
 }
 
 pub struct DriverConfig {
-    /// One Raft tick; elections take 10–20 ticks with the replica's defaults.
+    /// One Raft tick; a lost leader is replaced after 11–16 ticks with the replica's defaults.
     pub tick: Duration,
     /// How long a caller waits for a proposal or a read.
     pub timeout: Duration,
@@ -246,12 +250,20 @@ fn random_u64() -> u64 {
 /// few enough that ticks and replies are not held up.
 const MAX_INPUTS_PER_READY: usize = 256;
 
+/// A proposal raft took, waiting to be applied.
+struct Proposal {
+    reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    /// The leader and term it was handed to.
+    leader: u64,
+    term: u64,
+}
+
 /// What the loop keeps for callers until raft answers them.
 struct Pending<M> {
     /// Proposal ids and read contexts must not repeat across restarts: entries and reads of
     /// an earlier run could otherwise answer this run's callers.
     next_sequence: u64,
-    proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>>,
+    proposals: HashMap<ProposalId, Proposal>,
     /// Reads to (re)send once a leader is known, with when the caller first asked.
     reads_to_send: Vec<(Query<M>, Instant)>,
 }
@@ -269,9 +281,7 @@ impl<M: StateMachine> Pending<M> {
             Input::Propose { command, reply } => {
                 let id = self.next_id(replica);
                 match replica.propose(id, command) {
-                    Ok(()) => {
-                        self.proposals.insert(id, reply);
-                    }
+                    Ok(()) => self.taken(replica, id, reply),
                     Err(_) => {
                         let _ = reply.send(Err(RaftError::NoLeader));
                     }
@@ -280,9 +290,7 @@ impl<M: StateMachine> Pending<M> {
             Input::ProposeConfChange { change, reply } => {
                 let id = self.next_id(replica);
                 match replica.propose_conf_change(id, change) {
-                    Ok(()) => {
-                        self.proposals.insert(id, reply);
-                    }
+                    Ok(()) => self.taken(replica, id, reply),
                     Err(_) => {
                         let _ = reply.send(Err(RaftError::NoLeader));
                     }
@@ -299,6 +307,20 @@ impl<M: StateMachine> Pending<M> {
             Input::Read { query } => self.reads_to_send.push((query, Instant::now())),
             Input::TransferLeadership { to } => replica.transfer_leadership(to),
         }
+    }
+
+    fn taken(
+        &mut self,
+        replica: &Replica<M>,
+        id: ProposalId,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    ) {
+        let proposal = Proposal {
+            reply,
+            leader: replica.leader(),
+            term: replica.term(),
+        };
+        self.proposals.insert(id, proposal);
     }
 
     fn next_id(&mut self, replica: &Replica<M>) -> ProposalId {
@@ -377,11 +399,11 @@ async fn run<M: StateMachine, T: Transport>(
             }
         }
         for applied in output.applied {
-            if let Some(reply) = applied
+            if let Some(proposal) = applied
                 .proposal
                 .and_then(|id| pending.proposals.remove(&id))
             {
-                let _ = reply.send(Ok(applied.response));
+                let _ = proposal.reply.send(Ok(applied.response));
             }
         }
         for read in output.reads {
@@ -397,8 +419,21 @@ async fn run<M: StateMachine, T: Transport>(
         for (_, query) in due {
             query(replica.machine());
         }
+        // raft-rs drops a proposal silently when the leader it went to goes away (a follower
+        // forwards it; a deposed leader's unreplicated tail is overwritten): its caller
+        // would wait for its timeout. Once another leader or term is known, it is told at
+        // once. Its entry may still be committed, as after a timeout.
+        let (leader, term) = (replica.leader(), replica.term());
+        let stranded = pending
+            .proposals
+            .extract_if(|_, proposal| proposal.leader != leader || proposal.term != term);
+        for (_, proposal) in stranded {
+            let _ = proposal.reply.send(Err(RaftError::LeaderChanged));
+        }
         // Callers that gave up (timed out) leave closed senders behind: forget them.
-        pending.proposals.retain(|_, reply| !reply.is_closed());
+        pending
+            .proposals
+            .retain(|_, proposal| !proposal.reply.is_closed());
     }
 }
 
@@ -623,7 +658,32 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_replica_without_a_majority_times_out_instead_of_answering() {
+    async fn a_proposal_forwarded_to_a_lost_leader_is_answered_once_another_leads() {
+        let cluster = Cluster::new(3);
+        cluster.write(1).await;
+        let leader = cluster.leader().await;
+        let follower = *cluster.handles.keys().find(|id| **id != leader).unwrap();
+        // The leader is cut off: the follower's forwarded proposal goes nowhere.
+        cluster.cut.lock().unwrap().insert(leader);
+        let (handle, _) = &cluster.handles[&follower];
+        let asked = Instant::now();
+        let err = handle
+            .propose(2u64.to_be_bytes().to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err, RaftError::LeaderChanged);
+        // A lost leader is replaced after 11–16 ticks of 10 ms; the caller's timeout is 2 s.
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "answered after {:?}",
+            asked.elapsed()
+        );
+        // The two others go on; the write that failed may or may not be in the journal.
+        cluster.write(3).await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_replica_without_a_majority_fails_instead_of_answering() {
         let cluster = Cluster::new(3);
         cluster.write(1).await;
         cluster.cut.lock().unwrap().extend([2, 3]);
@@ -632,8 +692,12 @@ mod tests {
             .propose(2u64.to_be_bytes().to_vec())
             .await
             .unwrap_err();
+        // Replica 1 may lead (then it steps down: check quorum) or follow (then it campaigns).
         assert!(
-            matches!(err, RaftError::Timeout | RaftError::NoLeader),
+            matches!(
+                err,
+                RaftError::Timeout | RaftError::NoLeader | RaftError::LeaderChanged
+            ),
             "{err:?}"
         );
         let read = handle.read(|journal: &Journal| journal.0.clone()).await;
