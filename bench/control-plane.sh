@@ -18,7 +18,7 @@
 set -euo pipefail
 
 RUNS=${RUNS:-3}
-FAILOVER_RUNS=${FAILOVER_RUNS:-1}
+FAILOVER_RUNS=${FAILOVER_RUNS:-3}
 KILLS=${KILLS:-20}
 WRITES_1=${WRITES_1:-2000}
 WRITES_64=${WRITES_64:-20000}
@@ -203,3 +203,8 @@ for system in swarm etcd; do
     done
 done
 grep "swarm-failover" "$RESULTS" || true
+# Every kill of every failover run: `kill leader writer kill->ack_ms ...` lines.
+awk '$2 ~ /^bench-m/ && $4 ~ /^[0-9]+$/ { print $4 }' "$RESULTS" | sort -n | awk '
+    { v[NR] = $1 }
+    function q(p) { return v[int(p * (NR - 1) + 0.5) + 1] }
+    END { if (NR) printf "failover, all %d kills: p50 %d ms, p90 %d ms, p99 %d ms, max %d ms\n", NR, q(0.5), q(0.9), q(0.99), v[NR] }'
