@@ -240,6 +240,18 @@ const READ_RETRY: Duration = Duration::from_millis(500);
 /// Reads older than this are dropped: their callers timed out long before.
 const READ_GIVE_UP: Duration = Duration::from_secs(60);
 
+/// The loop's clock. A late loop (a slow fsync) gets one tick for the time it missed, and
+/// the ticks stay on the grid set when the replica started. Restarting the grid from the
+/// late tick (tokio's `Delay`) lined up the ticks of followers held up by the same event
+/// (the same append, on one disk): after the leader's death, their election timeouts then
+/// ran out in the same millisecond often enough to split votes, and a split vote costs a
+/// second election timeout.
+fn ticker(tick: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
+}
+
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
@@ -338,8 +350,7 @@ async fn run<M: StateMachine, T: Transport>(
     mut inbox: mpsc::Receiver<Input<M>>,
     tick: Duration,
 ) -> Result<(), ReplicaError> {
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = ticker(tick);
     let mut pending = Pending {
         next_sequence: random_u64(),
         proposals: HashMap::new(),
@@ -348,6 +359,8 @@ async fn run<M: StateMachine, T: Transport>(
     // Reads sent to raft, by context: when asked, and when the caller first asked.
     let mut reads_asked: HashMap<Vec<u8>, (Query<M>, Instant, Instant)> = HashMap::new();
     let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
+    // The leader and term last logged (0: none known).
+    let mut known = (replica.leader(), replica.term());
     loop {
         tokio::select! {
             _ = ticker.tick() => replica.tick(),
@@ -424,6 +437,11 @@ async fn run<M: StateMachine, T: Transport>(
         // would wait for its timeout. Once another leader or term is known, it is told at
         // once. Its entry may still be committed, as after a timeout.
         let (leader, term) = (replica.leader(), replica.term());
+        if (leader, term) != known {
+            // Elections, as operators (and failover measurements) need to see them.
+            tracing::info!(replica = replica.id(), term, leader, "raft leader changed");
+            known = (leader, term);
+        }
         let stranded = pending
             .proposals
             .extract_if(|_, proposal| proposal.leader != leader || proposal.term != term);
@@ -680,6 +698,23 @@ mod tests {
         );
         // The two others go on; the write that failed may or may not be in the journal.
         cluster.write(3).await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_late_loop_keeps_its_tick_grid() {
+        let start = Instant::now();
+        let mut ticker = ticker(Duration::from_millis(100));
+        ticker.tick().await;
+        // Held up for 250 ms (and a few), then ticking again: one tick for the time
+        // missed, then the ticks fall on the grid of the start, not 100 ms after the
+        // late tick.
+        tokio::time::sleep(Duration::from_millis(253)).await;
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(253));
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
