@@ -129,11 +129,11 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     }
     let issued = Arc::new(AtomicU64::new(0));
     let warmed_up = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
-    let deadline = Arc::new(Mutex::new(None::<Instant>));
     let mut tasks = Vec::new();
     for (index, mut client) in clients.into_iter().enumerate() {
-        let (issued, warmed_up, deadline) = (issued.clone(), warmed_up.clone(), deadline.clone());
+        let (issued, warmed_up) = (issued.clone(), warmed_up.clone());
         let (node, writes, warmup) = (args.node.clone(), args.writes, args.warmup);
+        let limit = Duration::from_secs(args.seconds);
         tasks.push(tokio::spawn(async move {
             for n in 0..warmup {
                 client
@@ -143,10 +143,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                     .context("warm-up write")?;
             }
             warmed_up.wait().await;
-            let deadline = deadline
-                .lock()
-                .unwrap()
-                .expect("set before the barrier opens");
+            let deadline = Instant::now() + limit;
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
             let mut last = Instant::now();
@@ -165,7 +162,6 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             anyhow::Ok((latencies, errors, last))
         }));
     }
-    *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_secs(args.seconds));
     warmed_up.wait().await;
     let start = Instant::now();
     let mut latencies = Vec::new();
