@@ -243,6 +243,13 @@ impl Manager {
         Ok(())
     }
 
+    /// The last lines of the daemon's log, to explain a failure.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix), and reaps the process.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -484,20 +491,33 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         // up once it answers a linearizable read (ReadIndex: applied up to the leader's
         // commit index).
         cluster.managers[killed].start(swarm)?;
-        let restarted = client::connect(&client::Host {
+        let restarted = client::Host {
             uri: format!("unix://{}", cluster.managers[killed].socket().display()),
             tls_dir: tls_dir.clone(),
-        })
-        .await?;
-        wait_until(
+        };
+        let caught_up = wait_until(
             "the restarted manager caught up",
             Duration::from_secs(30),
             || {
-                let mut restarted = restarted.clone();
-                async move { restarted.list_nodes(ListNodesRequest {}).await.is_ok() }
+                let restarted = restarted.clone();
+                async move {
+                    match client::connect(&restarted).await {
+                        Ok(mut control) => control.list_nodes(ListNodesRequest {}).await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
             },
         )
-        .await?;
+        .await;
+        if let Err(error) = caught_up {
+            let manager = &mut cluster.managers[killed];
+            return Err(error.context(format!(
+                "{} (exit status {:?}); the end of its log:\n{}",
+                manager.hostname,
+                manager.child.as_mut().map(|child| child.try_wait()),
+                manager.log_tail()
+            )));
+        }
     }
     failovers.sort();
     println!(
