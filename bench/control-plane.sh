@@ -48,6 +48,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+# A signal ends the script through `exit`, so that the EXIT trap cleans up.
+trap 'exit 130' INT TERM
 
 echo "== machine"
 echo "$(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"), $(uname -r)"

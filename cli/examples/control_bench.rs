@@ -16,6 +16,7 @@
 mod client;
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,14 +223,28 @@ impl Manager {
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))?;
-        let child = Command::new(swarm)
+        let mut command = Command::new(swarm);
+        command
             .args(["daemon", "--data-dir"])
             .arg(self.dir.join("data"))
             .args(["--listen-addr", &self.address(), "--socket"])
             .arg(self.socket())
             .args(["--hostname", &self.hostname])
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        // The daemon dies with the benchmark even when the benchmark is killed (a timeout's
+        // SIGTERM runs no Drop). The thread that spawns it (main: `block_on`) lives as
+        // long as the process.
+        // SAFETY: prctl is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("cannot run {}", swarm.display()))?;
         self.child = Some(child);
