@@ -27,9 +27,10 @@ use swarm_api::grpc::join::join_server::JoinServer;
 use swarm_api::store::{Command, NodeDescription, NodeRole, NodeState, Outcome};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Mutex, oneshot, watch};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::Status;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use crate::ca::{Role, RootCa};
 use crate::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
@@ -389,9 +390,12 @@ impl Daemon {
         // would not: they run on tasks of their own, and would go on serving clients with
         // this manager's stopped services). Dropping the sender stops it.
         let (stop_server, server_stopped) = oneshot::channel::<()>();
+        // Without TCP_NODELAY, a short answer can wait for the client's delayed ACK (Nagle):
+        // 40 ms stalls on writes that take a millisecond.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let _ = router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = server_stopped.await;
                 })
                 .await;
@@ -521,7 +525,9 @@ fn outcome(response: &[u8]) -> Result<(), Status> {
 
 fn raft_status(error: RaftError) -> Status {
     match error {
-        RaftError::NoLeader | RaftError::Timeout => Status::unavailable(error.to_string()),
+        RaftError::NoLeader | RaftError::Timeout | RaftError::LeaderChanged => {
+            Status::unavailable(error.to_string())
+        }
         RaftError::Stopped => Status::internal(error.to_string()),
     }
 }

@@ -30,6 +30,10 @@ pub enum RaftError {
     Stopped,
     #[error("timed out waiting for the cluster (is a majority of managers reachable?)")]
     Timeout,
+    #[error(
+        "the leader changed before the change was acknowledged: it may or may not have been applied; check and try again"
+    )]
+    LeaderChanged,
 }
 
 /// A query run on the state machine inside the loop, once it is linearizable.
@@ -92,11 +96,21 @@ fn boxed<M, R: Send + 'static>(
     (query, response)
 }
 
-#[derive(Clone)]
 pub struct RaftHandle<M> {
     inbox: mpsc::Sender<Input<M>>,
     timeout: Duration,
     applied: watch::Receiver<u64>,
+}
+
+// Not derived: a handle is cloned whatever the state machine is (derive would ask `M: Clone`).
+impl<M> Clone for RaftHandle<M> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            inbox: self.inbox.clone(),
+            timeout: self.timeout,
+            applied: self.applied.clone(),
+        }
+    }
 }
 
 impl<M: StateMachine + Send + 'static> RaftHandle<M> {
@@ -186,7 +200,7 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
 }
 
 pub struct DriverConfig {
-    /// One Raft tick; elections take 10–20 ticks with the replica's defaults.
+    /// One Raft tick; a lost leader is replaced after 11–16 ticks with the replica's defaults.
     pub tick: Duration,
     /// How long a caller waits for a proposal or a read.
     pub timeout: Duration,
@@ -242,10 +256,108 @@ const READ_RETRY: Duration = Duration::from_millis(500);
 /// Reads older than this are dropped: their callers timed out long before.
 const READ_GIVE_UP: Duration = Duration::from_secs(60);
 
+/// The loop's clock. A late loop (a slow fsync) gets one tick for the time it missed, and
+/// the ticks stay on the grid set when the replica started. Restarting the grid from the
+/// late tick (tokio's `Delay`) lined up the ticks of followers held up by the same event
+/// (the same append, on one disk): after the leader's death, their election timeouts then
+/// ran out in the same millisecond often enough to split votes, and a split vote costs a
+/// second election timeout.
+fn ticker(tick: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    ticker
+}
+
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
     u64::from_le_bytes(bytes)
+}
+
+/// Inputs handled between two Ready passes, at most: enough to fill an fsync under load,
+/// few enough that ticks and replies are not held up.
+const MAX_INPUTS_PER_READY: usize = 256;
+
+/// A proposal raft took, waiting to be applied.
+struct Proposal {
+    reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    /// The leader and term it was handed to.
+    leader: u64,
+    term: u64,
+}
+
+/// What the loop keeps for callers until raft answers them.
+struct Pending<M> {
+    /// Proposal ids and read contexts must not repeat across restarts: entries and reads of
+    /// an earlier run could otherwise answer this run's callers.
+    next_sequence: u64,
+    proposals: HashMap<ProposalId, Proposal>,
+    /// Reads to (re)send once a leader is known, with when the caller first asked.
+    reads_to_send: Vec<(Query<M>, Instant)>,
+}
+
+impl<M: StateMachine> Pending<M> {
+    /// Hands one input to the replica (or answers it at once).
+    fn take(&mut self, replica: &mut Replica<M>, input: Input<M>) {
+        match input {
+            Input::Message(message) => {
+                // A message raft refuses (stale term, unknown peer) is not our error.
+                let _ = replica.step(*message);
+            }
+            Input::SnapshotReport { to, delivered } => replica.report_snapshot(to, delivered),
+            Input::Unreachable { to } => replica.report_unreachable(to),
+            Input::Propose { command, reply } => {
+                let id = self.next_id(replica);
+                match replica.propose(id, command) {
+                    Ok(()) => self.taken(replica, id, reply),
+                    Err(_) => {
+                        let _ = reply.send(Err(RaftError::NoLeader));
+                    }
+                }
+            }
+            Input::ProposeConfChange { change, reply } => {
+                let id = self.next_id(replica);
+                match replica.propose_conf_change(id, change) {
+                    Ok(()) => self.taken(replica, id, reply),
+                    Err(_) => {
+                        let _ = reply.send(Err(RaftError::NoLeader));
+                    }
+                }
+            }
+            Input::LocalRead { query } => query(replica.machine()),
+            Input::Status { reply } => {
+                let _ = reply.send(Status {
+                    id: replica.id(),
+                    leader: replica.leader(),
+                    term: replica.term(),
+                });
+            }
+            Input::Read { query } => self.reads_to_send.push((query, Instant::now())),
+            Input::TransferLeadership { to } => replica.transfer_leadership(to),
+        }
+    }
+
+    fn taken(
+        &mut self,
+        replica: &Replica<M>,
+        id: ProposalId,
+        reply: oneshot::Sender<Result<Vec<u8>, RaftError>>,
+    ) {
+        let proposal = Proposal {
+            reply,
+            leader: replica.leader(),
+            term: replica.term(),
+        };
+        self.proposals.insert(id, proposal);
+    }
+
+    fn next_id(&mut self, replica: &Replica<M>) -> ProposalId {
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        ProposalId {
+            replica: replica.id(),
+            sequence: self.next_sequence,
+        }
+    }
 }
 
 async fn run<M: StateMachine, T: Transport>(
@@ -255,60 +367,32 @@ async fn run<M: StateMachine, T: Transport>(
     tick: Duration,
     applied_index: watch::Sender<u64>,
 ) -> Result<(), ReplicaError> {
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Proposal ids and read contexts must not repeat across restarts: entries and reads of
-    // an earlier run could otherwise answer this run's callers.
-    let mut next_sequence = random_u64();
-    let mut proposals: HashMap<ProposalId, oneshot::Sender<Result<Vec<u8>, RaftError>>> =
-        HashMap::new();
+    let mut ticker = ticker(tick);
+    let mut pending = Pending {
+        next_sequence: random_u64(),
+        proposals: HashMap::new(),
+        reads_to_send: Vec::new(),
+    };
     // Reads sent to raft, by context: when asked, and when the caller first asked.
     let mut reads_asked: HashMap<Vec<u8>, (Query<M>, Instant, Instant)> = HashMap::new();
-    // Reads to (re)send once a leader is known, with when the caller first asked.
-    let mut reads_to_send: Vec<(Query<M>, Instant)> = Vec::new();
     let mut reads_ready: Vec<(u64, Query<M>)> = Vec::new();
+    // The leader and term last logged (0: none known).
+    let mut known = (replica.leader(), replica.term());
     loop {
         tokio::select! {
             _ = ticker.tick() => replica.tick(),
-            input = inbox.recv() => match input {
-                None => return Ok(()),
-                Some(Input::Message(message)) => {
-                    // A message raft refuses (stale term, unknown peer) is not our error.
-                    let _ = replica.step(*message);
-                }
-                Some(Input::SnapshotReport { to, delivered }) => replica.report_snapshot(to, delivered),
-                Some(Input::Unreachable { to }) => replica.report_unreachable(to),
-                Some(Input::Propose { command, reply }) => {
-                    next_sequence = next_sequence.wrapping_add(1);
-                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
-                    match replica.propose(id, command) {
-                        Ok(()) => {
-                            proposals.insert(id, reply);
-                        }
-                        Err(_) => {
-                            let _ = reply.send(Err(RaftError::NoLeader));
-                        }
+            input = inbox.recv() => {
+                let Some(input) = input else { return Ok(()) };
+                pending.take(&mut replica, input);
+                // What is already waiting joins this Ready pass: under load, many proposals
+                // and peer messages share one fsync instead of paying one each.
+                for _ in 1..MAX_INPUTS_PER_READY {
+                    match inbox.try_recv() {
+                        Ok(input) => pending.take(&mut replica, input),
+                        Err(_) => break,
                     }
                 }
-                Some(Input::ProposeConfChange { change, reply }) => {
-                    next_sequence = next_sequence.wrapping_add(1);
-                    let id = ProposalId { replica: replica.id(), sequence: next_sequence };
-                    match replica.propose_conf_change(id, change) {
-                        Ok(()) => {
-                            proposals.insert(id, reply);
-                        }
-                        Err(_) => {
-                            let _ = reply.send(Err(RaftError::NoLeader));
-                        }
-                    }
-                }
-                Some(Input::LocalRead { query }) => query(replica.machine()),
-                Some(Input::Status { reply }) => {
-                    let _ = reply.send(Status { id: replica.id(), leader: replica.leader(), term: replica.term() });
-                }
-                Some(Input::Read { query }) => reads_to_send.push((query, Instant::now())),
-                Some(Input::TransferLeadership { to }) => replica.transfer_leadership(to),
-            },
+            }
         }
         // raft drops a ReadIndex request silently when no leader is known, when a new leader
         // has not committed in its term yet, or when the leader goes away: unanswered reads
@@ -318,22 +402,17 @@ async fn run<M: StateMachine, T: Transport>(
             .drain()
             .partition(|(_, (_, asked, _))| now.duration_since(*asked) > READ_RETRY);
         reads_asked = waiting.into_iter().collect();
-        reads_to_send.extend(
+        pending.reads_to_send.extend(
             stale
                 .into_iter()
                 .map(|(_, (query, _, first))| (query, first))
                 .filter(|(_, first)| now.duration_since(*first) < READ_GIVE_UP),
         );
         if replica.leader() != 0 {
-            for (query, first) in reads_to_send.drain(..) {
-                next_sequence = next_sequence.wrapping_add(1);
+            for (query, first) in std::mem::take(&mut pending.reads_to_send) {
                 // The leader merges ReadIndex requests with equal contexts, whoever sent
                 // them: a context names this replica as well as the request.
-                let context = ProposalId {
-                    replica: replica.id(),
-                    sequence: next_sequence,
-                }
-                .encode();
+                let context = pending.next_id(&replica).encode();
                 replica.read_index(context.clone());
                 reads_asked.insert(context, (query, now, first));
             }
@@ -350,8 +429,11 @@ async fn run<M: StateMachine, T: Transport>(
             }
         }
         for applied in output.applied {
-            if let Some(reply) = applied.proposal.and_then(|id| proposals.remove(&id)) {
-                let _ = reply.send(Ok(applied.response));
+            if let Some(proposal) = applied
+                .proposal
+                .and_then(|id| pending.proposals.remove(&id))
+            {
+                let _ = proposal.reply.send(Ok(applied.response));
             }
         }
         for read in output.reads {
@@ -368,8 +450,26 @@ async fn run<M: StateMachine, T: Transport>(
         for (_, query) in due {
             query(replica.machine());
         }
+        // raft-rs drops a proposal silently when the leader it went to goes away (a follower
+        // forwards it; a deposed leader's unreplicated tail is overwritten): its caller
+        // would wait for its timeout. Once another leader or term is known, it is told at
+        // once. Its entry may still be committed, as after a timeout.
+        let (leader, term) = (replica.leader(), replica.term());
+        if (leader, term) != known {
+            // Elections, as operators (and failover measurements) need to see them.
+            tracing::info!(replica = replica.id(), term, leader, "raft leader changed");
+            known = (leader, term);
+        }
+        let stranded = pending
+            .proposals
+            .extract_if(|_, proposal| proposal.leader != leader || proposal.term != term);
+        for (_, proposal) in stranded {
+            let _ = proposal.reply.send(Err(RaftError::LeaderChanged));
+        }
         // Callers that gave up (timed out) leave closed senders behind: forget them.
-        proposals.retain(|_, reply| !reply.is_closed());
+        pending
+            .proposals
+            .retain(|_, proposal| !proposal.reply.is_closed());
     }
 }
 
@@ -564,7 +664,79 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_replica_without_a_majority_times_out_instead_of_answering() {
+    async fn many_waiting_proposals_each_get_their_own_answer() {
+        let cluster = Cluster::new(3);
+        let leader = cluster.leader().await;
+        let (handle, _) = &cluster.handles[&leader];
+        // More callers than one pass takes, all waiting in the inbox before the loop runs.
+        let count = 3 * MAX_INPUTS_PER_READY as u64;
+        let mut callers = tokio::task::JoinSet::new();
+        for value in 0..count {
+            let handle = handle.clone();
+            callers.spawn(async move {
+                let position = handle.propose(value.to_be_bytes().to_vec()).await.unwrap();
+                (value, u64::from_be_bytes(position.try_into().unwrap()))
+            });
+        }
+        let answers: HashMap<u64, u64> = callers.join_all().await.into_iter().collect();
+        let journal = handle
+            .read(|journal: &Journal| journal.0.clone())
+            .await
+            .unwrap();
+        assert_eq!(journal.len() as u64, count, "each value applied once");
+        for (position, value) in journal.iter().enumerate() {
+            assert_eq!(
+                answers[value],
+                position as u64 + 1,
+                "the caller of {value} got its own entry's response"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_proposal_forwarded_to_a_lost_leader_is_answered_once_another_leads() {
+        let cluster = Cluster::new(3);
+        cluster.write(1).await;
+        let leader = cluster.leader().await;
+        let follower = *cluster.handles.keys().find(|id| **id != leader).unwrap();
+        // The leader is cut off: the follower's forwarded proposal goes nowhere.
+        cluster.cut.lock().unwrap().insert(leader);
+        let (handle, _) = &cluster.handles[&follower];
+        let asked = Instant::now();
+        let err = handle
+            .propose(2u64.to_be_bytes().to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(err, RaftError::LeaderChanged);
+        // A lost leader is replaced after 11–16 ticks of 10 ms; the caller's timeout is 2 s.
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "answered after {:?}",
+            asked.elapsed()
+        );
+        // The two others go on; the write that failed may or may not be in the journal.
+        cluster.write(3).await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_late_loop_keeps_its_tick_grid() {
+        let start = Instant::now();
+        let mut ticker = ticker(Duration::from_millis(100));
+        ticker.tick().await;
+        // Held up for 250 ms (and a few), then ticking again: one tick for the time
+        // missed, then the ticks fall on the grid of the start, not 100 ms after the
+        // late tick.
+        tokio::time::sleep(Duration::from_millis(253)).await;
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(253));
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        ticker.tick().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_replica_without_a_majority_fails_instead_of_answering() {
         let cluster = Cluster::new(3);
         cluster.write(1).await;
         cluster.cut.lock().unwrap().extend([2, 3]);
@@ -573,8 +745,12 @@ mod tests {
             .propose(2u64.to_be_bytes().to_vec())
             .await
             .unwrap_err();
+        // Replica 1 may lead (then it steps down: check quorum) or follow (then it campaigns).
         assert!(
-            matches!(err, RaftError::Timeout | RaftError::NoLeader),
+            matches!(
+                err,
+                RaftError::Timeout | RaftError::NoLeader | RaftError::LeaderChanged
+            ),
             "{err:?}"
         );
         let read = handle.read(|journal: &Journal| journal.0.clone()).await;
