@@ -114,16 +114,23 @@ impl Worker {
         // addresses (none when their network could not be adopted).
         let mut adopted: HashMap<String, Option<Ipv4Addr>> = HashMap::new();
         if let Some(found) = found.as_ref().filter(|f| !f.is_empty()) {
-            // Containers of an earlier run that no task owns any more.
-            for id in found.iter().filter(|id| !assigned.contains(id.as_str())) {
+            // Only a task still going owns a container of an earlier run: one whose task is
+            // over (the daemon died between reporting the end and deleting the container)
+            // or gone is removed.
+            let going: HashSet<&str> = tasks
+                .iter()
+                .filter(|t| !t.status.state.is_terminal())
+                .map(|t| t.id.as_str())
+                .collect();
+            for id in found.iter().filter(|id| !going.contains(id.as_str())) {
                 tokio::spawn(shared.clone().clean_up(id.clone()));
             }
             if let Err(error) = shared.ensure_network().await {
                 tracing::error!(%error, "cannot set up this node's task network");
             }
-            shared.sweep_networks(&assigned).await;
+            shared.sweep_networks(&going).await;
             // Adopted tasks take their addresses back before new tasks lease any.
-            for id in found.iter().filter(|id| assigned.contains(id.as_str())) {
+            for id in found.iter().filter(|id| going.contains(id.as_str())) {
                 let address = shared.adopt_network(id).await;
                 adopted.insert(id.clone(), address);
             }
