@@ -290,10 +290,7 @@ impl Dispatcher for DispatcherApi {
 /// have not stopped yet.
 fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
     store
-        .data()
-        .tasks
-        .values()
-        .filter(|t| t.node_id.as_deref() == Some(node_id))
+        .tasks_on(node_id)
         .filter(|t| t.desired == DesiredState::Running || !t.status.state.is_terminal())
         .cloned()
         .collect()

@@ -575,3 +575,54 @@ fn thousands_of_tasks_survive_the_loss_of_nodes() {
         assert!(max - min <= 1, "{service}: {per_node:?}");
     }
 }
+
+/// The store's per-node task index (what a node's assignments are read from) agrees with
+/// the tasks themselves through creation, placement, moves, history trimming, removal and
+/// a snapshot restore.
+#[test]
+fn the_per_node_task_index_follows_the_tasks() {
+    use crate::raft::replica::StateMachine;
+    let check = |store: &Store| {
+        let nodes: std::collections::BTreeSet<&String> = store.data().nodes.keys().collect();
+        for node in nodes {
+            let mut indexed: Vec<&str> = store.tasks_on(node).map(|t| t.id.as_str()).collect();
+            let mut scanned: Vec<&str> = store
+                .data()
+                .tasks
+                .values()
+                .filter(|t| t.node_id.as_deref() == Some(node.as_str()))
+                .map(|t| t.id.as_str())
+                .collect();
+            indexed.sort();
+            scanned.sort();
+            assert_eq!(indexed, scanned, "node {node}");
+        }
+    };
+    let mut sim = Sim::new(3);
+    sim.put_service(spec("web", "    deploy:\n      replicas: 6\n"));
+    sim.put_service(spec("agent", "    deploy:\n      mode: global\n"));
+    sim.converge();
+    check(&sim.store);
+    sim.set_status("n00", NodeStatus::Down);
+    sim.converge();
+    check(&sim.store);
+    for task in sim
+        .live("web")
+        .iter()
+        .map(|t| t.id.clone())
+        .collect::<Vec<_>>()
+    {
+        sim.fail(&task);
+    }
+    sim.converge();
+    sim.remove_service("agent");
+    sim.converge();
+    check(&sim.store);
+    let mut restored = Store::default();
+    restored.restore(&sim.store.snapshot());
+    check(&restored);
+    assert_eq!(
+        restored.tasks_on("n01").count(),
+        sim.store.tasks_on("n01").count()
+    );
+}

@@ -4,6 +4,8 @@
 //! letting replicas diverge. A command that is well formed but not allowed (removing an
 //! unknown node, a plan against a moved state) is rejected as a whole and changes nothing.
 
+use std::collections::{BTreeSet, HashMap};
+
 use sha2::{Digest, Sha256};
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::Named;
@@ -33,6 +35,10 @@ pub struct Store {
     data: StoreData,
     /// Events of the last `apply`, for whoever drives the store to hand on.
     events: Vec<Event>,
+    /// The tasks assigned to each node, and each task's node: derived from `data.tasks`
+    /// (never serialised), so that a node's assignments cost its tasks, not all of them.
+    tasks_by_node: HashMap<String, BTreeSet<String>>,
+    node_of_task: HashMap<String, String>,
 }
 
 impl Store {
@@ -49,6 +55,57 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn replace_objects_for_tests(&mut self, objects: swarm_api::state::ClusterState) {
         self.data.objects = objects;
+    }
+
+    /// The tasks assigned to node `node_id`.
+    pub fn tasks_on<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.data.tasks.get(id))
+    }
+
+    /// Moves the tasks the last command touched to their node's set.
+    fn reindex_tasks(&mut self) {
+        for event in self.events.iter().filter(|e| e.object == "task") {
+            let id = &event.name;
+            let now = self.data.tasks.get(id).and_then(|t| t.node_id.clone());
+            let before = self.node_of_task.get(id).cloned();
+            if now == before {
+                continue;
+            }
+            if let Some(node) = before {
+                if let Some(set) = self.tasks_by_node.get_mut(&node) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.tasks_by_node.remove(&node);
+                    }
+                }
+                self.node_of_task.remove(id);
+            }
+            if let Some(node) = now {
+                self.tasks_by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(id.clone());
+                self.node_of_task.insert(id.clone(), node);
+            }
+        }
+    }
+
+    fn rebuild_task_index(&mut self) {
+        self.tasks_by_node.clear();
+        self.node_of_task.clear();
+        for task in self.data.tasks.values() {
+            if let Some(node) = &task.node_id {
+                self.tasks_by_node
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(task.id.clone());
+                self.node_of_task.insert(task.id.clone(), node.clone());
+            }
+        }
     }
 
     /// The events of the last command applied.
@@ -73,6 +130,7 @@ impl Store {
         };
         self.data.version = index;
         self.events = events;
+        self.reindex_tasks();
         outcome
     }
 }
@@ -468,6 +526,7 @@ impl StateMachine for Store {
             serde_json::from_slice(snapshot).expect("a snapshot written by the store decodes")
         };
         self.events.clear();
+        self.rebuild_task_index();
     }
 }
 
