@@ -105,7 +105,10 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
         if let Some((managers, credentials)) = managers(daemon).await {
             let address = &managers[turn % managers.len()];
             turn += 1;
-            let mut client = DispatcherClient::new(manager_channel(address, &credentials));
+            // A node's whole task set comes in one message: more than tonic's 4 MiB default
+            // for a node with thousands of tasks.
+            let mut client = DispatcherClient::new(manager_channel(address, &credentials))
+                .max_decoding_message_size(crate::raft::grpc::MAX_MESSAGE_BYTES);
             match client.assignments(AssignmentsRequest {}).await {
                 Ok(response) => {
                     let mut stream = response.into_inner();

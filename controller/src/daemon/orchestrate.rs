@@ -14,6 +14,8 @@ use crate::store::Store;
 
 /// The longest a pass waits when nothing changes.
 const TICK: Duration = Duration::from_millis(250);
+/// The most task decisions in one Raft entry.
+const MAX_CHANGES_PER_ENTRY: usize = 1000;
 
 pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64) {
     let mut applied = raft.applied();
@@ -37,12 +39,15 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64) {
                 (data.tasks_version, changes)
             })
             .await;
-        let Ok((expected_version, changes)) = decided else {
+        let Ok((expected_version, mut changes)) = decided else {
             return;
         };
         if changes.is_empty() {
             continue;
         }
+        // A big service's first pass would be one huge entry (every task carries its
+        // spec): it is written in parts, each pass deciding again what is left.
+        changes.truncate(MAX_CHANGES_PER_ENTRY);
         let command = Command::WriteTasks {
             expected_version,
             changes,
