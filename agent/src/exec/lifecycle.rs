@@ -136,7 +136,9 @@ impl Lifecycle {
                 self.enter(Starting, "starting");
                 Action::Start
             }
-            (Preparing | Starting, Event::Failed(error)) => {
+            // Running, a failure is the runtime losing the container: waiting again would
+            // fail again at once.
+            (Preparing | Starting | Running, Event::Failed(error)) => {
                 self.fail(error);
                 Action::CleanUp
             }
@@ -395,6 +397,23 @@ mod tests {
         );
         stopped.on(exited(143));
         assert_eq!((stopped.state(), stopped.error()), (Shutdown, None));
+    }
+
+    #[test]
+    fn a_running_task_whose_container_is_lost_fails() {
+        let mut task = Lifecycle::new();
+        task.on(Event::Desired(DesiredState::Running));
+        task.on(Event::Prepared { healthcheck: false });
+        task.on(Event::Started);
+        assert_eq!(task.state(), Running);
+        let action = task.on(Event::Failed(
+            "container x does not exist on this node".into(),
+        ));
+        assert_eq!((task.state(), action), (Failed, Action::CleanUp));
+        assert_eq!(
+            task.error(),
+            Some("container x does not exist on this node")
+        );
     }
 
     #[test]
