@@ -244,6 +244,10 @@ pub struct StoreData {
     /// The index of the last `WriteTasks`.
     #[serde(default)]
     pub tasks_version: u64,
+    /// Each service's spec before its last change, by service id: what `swarm service
+    /// rollback` goes back to.
+    #[serde(default)]
+    pub previous_specs: BTreeMap<String, crate::spec::ServiceSpec>,
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

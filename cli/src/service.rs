@@ -13,7 +13,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use swarm_api::grpc::control::{
-    CreateServiceRequest, ListServicesRequest, RemoveServiceRequest, UpdateServiceRequest,
+    CreateServiceRequest, ListServicesRequest, RemoveServiceRequest, RollbackServiceRequest,
+    UpdateServiceRequest,
 };
 use swarm_api::spec::{ServiceMode, ServiceSpec};
 use swarm_api::state::Object;
@@ -53,6 +54,13 @@ pub enum ServiceCommand {
     },
     /// Change a service: its tasks are replaced as its update policy says
     Update(Box<UpdateArgs>),
+    /// Put a service back to its spec before its last change
+    Rollback {
+        service: String,
+        /// Return at once instead of waiting for the tasks to run
+        #[arg(long, short)]
+        detach: bool,
+    },
     /// Scale replicated services: NAME=REPLICAS…
     Scale {
         #[arg(required = true)]
@@ -279,6 +287,19 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Update(args) => update(host, *args).await,
+        ServiceCommand::Rollback { service, detach } => {
+            let name = resolve(&view(host).await?, &service)?.spec.name.clone();
+            let mut client = client::connect(host).await?;
+            client
+                .rollback_service(RollbackServiceRequest { service })
+                .await
+                .map_err(client::explain)?;
+            println!("{name}: rolled back");
+            if !detach {
+                converge(host, &name).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ServiceCommand::Scale { scales, detach } => scale(host, &scales, detach).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;

@@ -848,6 +848,35 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         text(&out.stdout)
     );
 
+    // A rollback goes back to the spec before the last change; rolling back again goes
+    // forward; a service never changed has nothing to roll back to.
+    let image = |cluster: &Cluster| {
+        let out = swarm(&cluster.socket(0), &["service", "inspect", "web"]);
+        let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        inspected[0]["spec"]["task"]["container"]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let out = swarm(
+        &cluster.socket(0),
+        &["service", "update", "-d", "--image", "busybox:2", "web"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(image(&cluster), "busybox:2");
+    let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(image(&cluster), "busybox");
+    let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(image(&cluster), "busybox:2");
+    let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "huge"]);
+    assert!(
+        text(&out.stderr).contains("has no previous spec to roll back to"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = swarm(&cluster.socket(0), &["service", "rm", "web", "huge"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&swarm(&cluster.socket(0), &["service", "ls", "-q"]).stdout);

@@ -40,6 +40,16 @@ pub struct UpdateServiceRequest {
 pub struct UpdateServiceResponse {}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RollbackServiceRequest {
+    /// The service's id, unique id prefix or name.
+    #[prost(string, tag = "1")]
+    pub service: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RollbackServiceResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveServiceRequest {
     /// Ids, unique id prefixes or names.
     #[prost(string, repeated, tag = "1")]
@@ -717,6 +727,31 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "UpdateService"));
             self.inner.unary(req, path, codec).await
         }
+        /// Puts a service back to its spec before its last change (`swarm service rollback`).
+        pub async fn rollback_service(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RollbackServiceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RollbackServiceResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/RollbackService",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "RollbackService"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Removes a service; its tasks stop.
         pub async fn remove_service(
             &mut self,
@@ -905,6 +940,14 @@ pub mod control_server {
             request: tonic::Request<super::UpdateServiceRequest>,
         ) -> std::result::Result<
             tonic::Response<super::UpdateServiceResponse>,
+            tonic::Status,
+        >;
+        /// Puts a service back to its spec before its last change (`swarm service rollback`).
+        async fn rollback_service(
+            &self,
+            request: tonic::Request<super::RollbackServiceRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RollbackServiceResponse>,
             tonic::Status,
         >;
         /// Removes a service; its tasks stop.
@@ -1570,6 +1613,51 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateServiceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/RollbackService" => {
+                    #[allow(non_camel_case_types)]
+                    struct RollbackServiceSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::RollbackServiceRequest>
+                    for RollbackServiceSvc<T> {
+                        type Response = super::RollbackServiceResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RollbackServiceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::rollback_service(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RollbackServiceSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -13,8 +13,8 @@ use swarm_api::grpc::control::{
     JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse,
     ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
     RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse,
-    SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse,
-    UpdateServiceRequest, UpdateServiceResponse,
+    RollbackServiceRequest, RollbackServiceResponse, SetNodeRoleRequest, SetNodeRoleResponse,
+    UpdateNodeRequest, UpdateNodeResponse, UpdateServiceRequest, UpdateServiceResponse,
 };
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole,
@@ -721,5 +721,15 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         services::apply_plan(&raft, &request.into_inner().plan_json).await?;
         Ok(Response::new(ApplyPlanResponse {}))
+    }
+
+    async fn rollback_service(
+        &self,
+        request: Request<RollbackServiceRequest>,
+    ) -> Result<Response<RollbackServiceResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        services::rollback(&raft, &request.into_inner().service).await?;
+        Ok(Response::new(RollbackServiceResponse {}))
     }
 }

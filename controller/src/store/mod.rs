@@ -321,10 +321,34 @@ fn apply(
                 apply_action(&mut objects, &cluster_id, index, action, events)?;
             }
             objects.version = index;
+            remember_previous_specs(&mut data.previous_specs, &data.objects, &objects);
             data.objects = objects;
         }
     }
     Ok(())
+}
+
+/// Records, for each service whose spec changed from `before` to `after`, the spec it had;
+/// forgets removed services.
+fn remember_previous_specs(
+    previous: &mut std::collections::BTreeMap<String, swarm_api::spec::ServiceSpec>,
+    before: &ClusterState,
+    after: &ClusterState,
+) {
+    let old: HashMap<&str, &swarm_api::spec::ServiceSpec> = before
+        .services
+        .iter()
+        .filter_map(|o| Some((o.id.as_deref()?, &o.spec)))
+        .collect();
+    for object in &after.services {
+        let Some(id) = object.id.as_deref() else {
+            continue;
+        };
+        if let Some(spec) = old.get(id).filter(|spec| ***spec != object.spec) {
+            previous.insert(id.to_owned(), (*spec).clone());
+        }
+    }
+    previous.retain(|id, _| after.services.iter().any(|o| o.id.as_deref() == Some(id)));
 }
 
 /// The lowest subnet of the pool that no node holds: deterministic, so every replica leases
