@@ -1,8 +1,8 @@
 //! Replicated services: slots 1..=replicas, each running one task; a failed task is
 //! replaced in its slot as the restart policy says; scaling down stops the highest slots;
 //! a task whose node is lost or drained is replaced; a changed spec rolls out
-//! `parallelism` slots at a time, stopping the old task first or starting the new one
-//! first (`update_config.order`).
+//! `parallelism` slots at a time, `delay` apart, stopping the old task first or starting
+//! the new one first (`update_config.order`).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,9 @@ pub(super) fn reconcile(
     }
     let mut outdated: Vec<&Task> = Vec::new();
     let mut updating = 0usize;
+    // When the latest replaced slot's new task started running: the next batch waits
+    // `update_config.delay` after it.
+    let mut last_replaced_running: Option<u64> = None;
     for (&slot, history) in &slots {
         let live: Vec<&Task> = history.iter().copied().filter(|t| t.is_live()).collect();
         d.trim_history(history, nodes);
@@ -83,6 +86,10 @@ pub(super) fn reconcile(
             if newest.status.state < TaskState::Running && replaced_older_spec {
                 updating += 1;
             }
+            if newest.status.state == TaskState::Running && replaced_older_spec {
+                let since = newest.status.since;
+                last_replaced_running = Some(last_replaced_running.map_or(since, |t| t.max(since)));
+            }
             // A start-first update: the old task stops once the new one runs.
             if newest.status.state == TaskState::Running || update.order == UpdateOrder::StopFirst {
                 for task in older {
@@ -96,7 +103,10 @@ pub(super) fn reconcile(
             d.create(service, Some(slot), None);
         }
     }
+    let delay = update.delay.0.as_millis() as u64;
+    let resting = last_replaced_running.is_some_and(|at| d.now < at.saturating_add(delay));
     let budget = match update.parallelism {
+        _ if resting => 0,
         0 => usize::MAX,
         n => (n as usize).saturating_sub(updating),
     };

@@ -626,3 +626,38 @@ fn the_per_node_task_index_follows_the_tasks() {
         sim.store.tasks_on("n01").count()
     );
 }
+
+/// `update_config.delay`: the next batch waits that long after the last replaced task runs.
+#[test]
+fn an_update_waits_its_delay_between_batches() {
+    let mut sim = Sim::new(2);
+    let web = |image: &str| {
+        let mut spec = spec(
+            "web",
+            "    deploy:\n      replicas: 3\n      update_config:\n        parallelism: 1\n        delay: 10s\n",
+        );
+        spec.task.container.image = image.to_owned();
+        spec
+    };
+    let updated = |sim: &Sim| {
+        sim.live("web")
+            .iter()
+            .filter(|t| t.spec.container.image == "nginx:2")
+            .count()
+    };
+    sim.put_service(web("nginx:1"));
+    sim.converge();
+    sim.put_service(web("nginx:2"));
+    sim.converge();
+    assert_eq!(updated(&sim), 1, "the first batch goes at once");
+    sim.now += 9_000;
+    sim.converge();
+    assert_eq!(updated(&sim), 1, "9 s later the next batch still waits");
+    sim.now += 1_000;
+    sim.converge();
+    assert_eq!(updated(&sim), 2, "after the delay, the next batch");
+    sim.now += 10_000;
+    sim.converge();
+    assert_eq!(updated(&sim), 3);
+    assert_eq!(sim.live("web").len(), 3);
+}
