@@ -661,3 +661,45 @@ fn an_update_waits_its_delay_between_batches() {
     assert_eq!(updated(&sim), 3);
     assert_eq!(sim.live("web").len(), 3);
 }
+
+/// A leader change in the middle of a rolling update: the new leader's store is a replica
+/// restored from the log (a snapshot here), its first pass a full reconcile; the update
+/// finishes, with every slot running once, no duplicates.
+#[test]
+fn a_new_leader_finishes_an_update_mid_way() {
+    use crate::raft::replica::StateMachine;
+    let mut sim = Sim::new(3);
+    let web = |image: &str| {
+        let mut spec = spec(
+            "web",
+            "    deploy:\n      replicas: 6\n      update_config:\n        parallelism: 2\n",
+        );
+        spec.task.container.image = image.to_owned();
+        spec
+    };
+    sim.put_service(web("nginx:1"));
+    sim.converge();
+    sim.put_service(web("nginx:2"));
+    sim.settle();
+    sim.agents_run();
+    sim.settle();
+    let updated = |sim: &Sim| {
+        sim.live("web")
+            .iter()
+            .filter(|t| t.spec.container.image == "nginx:2")
+            .count()
+    };
+    let midway = updated(&sim);
+    assert!(midway > 0 && midway < 6, "mid-way: {midway} of 6 updated");
+    // The old leader is gone; another manager's replica of the same log leads.
+    let mut successor = Store::default();
+    successor.restore(&sim.store.snapshot());
+    sim.store = successor;
+    sim.converge();
+    assert_eq!(updated(&sim), 6);
+    let live = sim.live("web");
+    assert_eq!(live.len(), 6, "{live:?}");
+    let mut slots: Vec<u64> = live.iter().map(|t| t.slot.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3, 4, 5, 6]);
+}
