@@ -189,7 +189,11 @@ pub async fn join(host: &Host, args: JoinArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// List the nodes of the cluster
-    Ls,
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::service::Format,
+    },
     /// Change a node's availability or labels
     Update {
         /// The node: its id, a unique prefix of the id, or its hostname
@@ -313,7 +317,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
             filter,
             format,
         } => crate::service::node_ps(host, &nodes, filter.as_deref(), format).await,
-        NodeCommand::Ls => {
+        NodeCommand::Ls { format } => {
             let mut client = client::connect(host).await?;
             let nodes = client
                 .list_nodes(ListNodesRequest {})
@@ -321,6 +325,23 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                 .map_err(client::explain)?
                 .into_inner()
                 .nodes;
+            if format == crate::service::Format::Json {
+                let listed: Vec<serde_json::Value> = nodes
+                    .iter()
+                    .map(|node| {
+                        serde_json::json!({
+                            "id": node.id,
+                            "hostname": node.hostname,
+                            "status": node.status,
+                            "availability": node.availability,
+                            "manager_status": node.manager_status,
+                            "self": node.is_self,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let rows: Vec<[String; 5]> = nodes
                 .into_iter()
                 .map(|node| {

@@ -38,7 +38,11 @@ pub enum StackCommand {
         name: String,
     },
     /// List stacks
-    Ls,
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        format: service::Format,
+    },
     /// List the services of a stack
     Services { name: String },
     /// List the tasks of a stack
@@ -64,13 +68,21 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             detach,
             name,
         } => deploy(host, &compose_files, prune, detach, &name).await,
-        StackCommand::Ls => {
+        StackCommand::Ls { format } => {
             let view = service::view(host).await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
             for object in &view.services {
                 if let Some(stack) = object.origin.stack.as_deref() {
                     *stacks.entry(stack).or_default() += 1;
                 }
+            }
+            if format == service::Format::Json {
+                let listed: Vec<serde_json::Value> = stacks
+                    .iter()
+                    .map(|(name, count)| serde_json::json!({"name": name, "services": count}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<[String; 2]> = stacks
                 .iter()

@@ -735,6 +735,14 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     );
     assert!(line.contains("*:8080->80/tcp"), "{listing}");
 
+    // Listings as JSON, for tools.
+    let out = swarm(&cluster.socket(0), &["node", "ls", "--format", "json"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    assert_eq!(nodes.iter().filter(|n| n["self"] == true).count(), 1);
+    let out = swarm(&cluster.socket(0), &["stack", "ls", "--format", "json"]);
+    assert_eq!(text(&out.stdout).trim(), "[]");
+
     // Bad flags are refused with the flag and the reason; nothing is created.
     let out = swarm(
         &cluster.socket(0),
