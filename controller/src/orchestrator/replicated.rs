@@ -2,11 +2,12 @@
 //! replaced in its slot as the restart policy says; scaling down stops the highest slots;
 //! a task whose node is lost or drained is replaced; a changed spec rolls out
 //! `parallelism` slots at a time, `delay` apart, stopping the old task first or starting
-//! the new one first (`update_config.order`).
+//! the new one first (`update_config.order`), and stops rolling out when more of its new
+//! tasks failed than `max_failure_ratio` allows.
 
 use std::collections::BTreeMap;
 
-use swarm_api::spec::UpdateOrder;
+use swarm_api::spec::{FailureAction, UpdateOrder};
 use swarm_api::store::{Availability, Node};
 use swarm_api::task::{Task, TaskState};
 
@@ -35,7 +36,21 @@ pub(super) fn reconcile(
     // When the latest replaced slot's new task started running: the next batch waits
     // `update_config.delay` after it.
     let mut last_replaced_running: Option<u64> = None;
+    // Slots this update reached, and those where a task of the new spec failed.
+    let (mut reached, mut failed) = (0usize, 0usize);
     for (&slot, history) in &slots {
+        if slot <= replicas
+            && history.iter().any(|t| t.spec != *spec)
+            && history.iter().any(|t| t.spec == *spec)
+        {
+            reached += 1;
+            let failure = |t: &&Task| {
+                t.spec == *spec && matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+            };
+            if history.iter().any(failure) {
+                failed += 1;
+            }
+        }
         let live: Vec<&Task> = history.iter().copied().filter(|t| t.is_live()).collect();
         d.trim_history(history, nodes);
         if slot > replicas {
@@ -105,8 +120,14 @@ pub(super) fn reconcile(
     }
     let delay = update.delay.0.as_millis() as u64;
     let resting = last_replaced_running.is_some_and(|at| d.now < at.saturating_add(delay));
+    // More failures than the update tolerates: it stops where it is (`pause`, Docker's
+    // default; `rollback` pauses too until rollbacks are automatic — `swarm service
+    // rollback` goes back by hand).
+    let failing = update.failure_action != FailureAction::Continue
+        && reached > 0
+        && failed as f64 / reached as f64 > update.max_failure_ratio;
     let budget = match update.parallelism {
-        _ if resting => 0,
+        _ if resting || failing => 0,
         0 => usize::MAX,
         n => (n as usize).saturating_sub(updating),
     };

@@ -703,3 +703,59 @@ fn a_new_leader_finishes_an_update_mid_way() {
     slots.sort();
     assert_eq!(slots, [1, 2, 3, 4, 5, 6]);
 }
+
+/// An update whose new tasks fail stops where it is (`failure_action: pause`, the default),
+/// or goes on when told to (`continue`).
+#[test]
+fn an_update_pauses_when_its_new_tasks_fail() {
+    for (action, expected) in [("pause", 1), ("continue", 4)] {
+        let mut sim = Sim::new(2);
+        let web = |image: &str| {
+            let mut spec = spec(
+                "web",
+                &format!(
+                    "    deploy:\n      replicas: 4\n      restart_policy:\n        condition: none\n      update_config:\n        parallelism: 1\n        failure_action: {action}\n"
+                ),
+            );
+            spec.task.container.image = image.to_owned();
+            spec
+        };
+        sim.put_service(web("nginx:1"));
+        sim.converge();
+        sim.put_service(web("nginx:2"));
+        // Every task of the new spec fails as soon as it runs.
+        for _ in 0..10 {
+            sim.settle();
+            sim.agents_run();
+            let failing: Vec<String> = sim
+                .data()
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.spec.container.image == "nginx:2" && t.status.state == TaskState::Running
+                })
+                .map(|t| t.id.clone())
+                .collect();
+            for id in failing {
+                sim.fail(&id);
+            }
+        }
+        let reached = sim
+            .data()
+            .tasks
+            .values()
+            .filter(|t| t.spec.container.image == "nginx:2")
+            .filter_map(|t| t.slot)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert_eq!(reached, expected, "failure_action {action}");
+        if action == "pause" {
+            let old = sim
+                .live("web")
+                .iter()
+                .filter(|t| t.spec.container.image == "nginx:1")
+                .count();
+            assert_eq!(old, 3, "the slots not reached keep running the old spec");
+        }
+    }
+}
