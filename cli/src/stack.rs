@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
-use swarm_api::plan::{Action, Basis, Kind, Op, PLAN_FORMAT, Plan};
+use swarm_api::plan::{Basis, Kind, Op, Plan};
 use swarm_api::state::ClusterState;
 use swarm_api::task::DesiredState;
 use swarm_controller::plan::{Scope, plan, render};
@@ -124,15 +124,34 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
         }
         StackCommand::Rm { names } => {
             let current = state(host).await?;
-            let mut actions = Vec::new();
+            // Each stack as declaring nothing: the planner removes all it owns, in order.
+            let empty: Vec<stack::Stack> = names
+                .iter()
+                .map(|name| stack::Stack {
+                    name: name.clone(),
+                    source: String::new(),
+                    services: Vec::new(),
+                    networks: Vec::new(),
+                    configs: Vec::new(),
+                    secrets: Vec::new(),
+                })
+                .collect();
+            let plan = plan(
+                &empty,
+                &current,
+                &Scope { paths: Vec::new() },
+                basis(&current),
+            )?;
             for name in &names {
-                let before = actions.len();
-                actions.extend(removals(&current, name));
-                if actions.len() == before {
+                if !plan
+                    .actions
+                    .iter()
+                    .any(|a| a.origin.stack.as_deref() == Some(name.as_str()))
+                {
                     bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
                 }
             }
-            apply(host, &current, actions).await?;
+            apply(host, &plan).await?;
             for name in &names {
                 println!("Removing stack {name}");
             }
@@ -153,64 +172,23 @@ async fn state(host: &Host) -> anyhow::Result<ClusterState> {
     serde_json::from_str(&json).context("the daemon's answer is not a state export")
 }
 
-async fn apply(host: &Host, current: &ClusterState, actions: Vec<Action>) -> anyhow::Result<()> {
-    let plan = Plan {
-        format: PLAN_FORMAT,
-        basis: Basis {
-            state_version: Some(current.version),
-            ..Basis::default()
-        },
-        actions,
-    };
+/// What a plan made against `current` was computed against.
+fn basis(current: &ClusterState) -> Basis {
+    Basis {
+        state_version: Some(current.version),
+        ..Basis::default()
+    }
+}
+
+async fn apply(host: &Host, plan: &Plan) -> anyhow::Result<()> {
     let mut client = client::connect(host).await?;
     client
         .apply_plan(ApplyPlanRequest {
-            plan_json: serde_json::to_string(&plan)?,
+            plan_json: serde_json::to_string(plan)?,
         })
         .await
         .map_err(client::explain)?;
     Ok(())
-}
-
-/// Every object of stack `name`, removed (services first, as plans order them).
-fn removals(current: &ClusterState, name: &str) -> Vec<Action> {
-    let remove = |kind: Kind, object_name: &str, origin: &swarm_api::state::Origin| Action {
-        op: Op::Remove,
-        kind,
-        name: object_name.to_owned(),
-        origin: origin.clone(),
-        changes: Vec::new(),
-        spec: None,
-    };
-    let ours = |origin: &swarm_api::state::Origin| origin.stack.as_deref() == Some(name);
-    let mut actions: Vec<Action> = current
-        .services
-        .iter()
-        .filter(|o| ours(&o.origin))
-        .map(|o| remove(Kind::Service, &o.spec.name, &o.origin))
-        .collect();
-    actions.extend(
-        current
-            .networks
-            .iter()
-            .filter(|o| ours(&o.origin))
-            .map(|o| remove(Kind::Network, &o.spec.name, &o.origin)),
-    );
-    actions.extend(
-        current
-            .configs
-            .iter()
-            .filter(|o| ours(&o.origin))
-            .map(|o| remove(Kind::Config, &o.spec.name, &o.origin)),
-    );
-    actions.extend(
-        current
-            .secrets
-            .iter()
-            .filter(|o| ours(&o.origin))
-            .map(|o| remove(Kind::Secret, &o.spec.name, &o.origin)),
-    );
-    actions
 }
 
 async fn deploy(
@@ -233,11 +211,12 @@ async fn deploy(
     let current = state(host).await?;
     // The stack owns what bears its name; nothing else is touched.
     let scope = Scope { paths: Vec::new() };
-    let basis = Basis {
-        state_version: Some(current.version),
-        ..Basis::default()
-    };
-    let mut plan = plan(std::slice::from_ref(&desired), &current, &scope, basis)?;
+    let mut plan = plan(
+        std::slice::from_ref(&desired),
+        &current,
+        &scope,
+        basis(&current),
+    )?;
     if !prune {
         // As `docker stack deploy`: services the file dropped stay unless asked.
         plan.actions
@@ -254,7 +233,7 @@ async fn deploy(
         .filter(|a| a.kind == Kind::Service && a.op != Op::Remove)
         .map(|a| a.name.clone())
         .collect();
-    apply(host, &current, plan.actions).await?;
+    apply(host, &plan).await?;
     if !detach {
         for service in &changed {
             service::converge(host, service).await?;
