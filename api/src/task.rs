@@ -23,6 +23,43 @@ pub struct ServicesView {
     pub nodes: BTreeMap<String, String>,
 }
 
+/// Why a service reference names no single service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceLookupError {
+    #[error("service {0} not found: `swarm service ls` lists the services")]
+    NotFound(String),
+    #[error(
+        "service {reference} is ambiguous ({matches} services have ids starting with it): give more of the id"
+    )]
+    Ambiguous { reference: String, matches: usize },
+}
+
+impl ServicesView {
+    /// The service that `reference` names: an id, a name, or a unique id prefix.
+    pub fn service(&self, reference: &str) -> Result<&Object<ServiceSpec>, ServiceLookupError> {
+        if let Some(service) = self
+            .services
+            .iter()
+            .find(|s| s.id.as_deref() == Some(reference) || s.spec.name == reference)
+        {
+            return Ok(service);
+        }
+        let matches: Vec<_> = self
+            .services
+            .iter()
+            .filter(|s| s.id.as_deref().is_some_and(|id| id.starts_with(reference)))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ServiceLookupError::NotFound(reference.to_owned())),
+            _ => Err(ServiceLookupError::Ambiguous {
+                reference: reference.to_owned(),
+                matches: matches.len(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,

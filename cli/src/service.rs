@@ -376,23 +376,7 @@ pub(crate) async fn view(host: &Host) -> anyhow::Result<ServicesView> {
 }
 
 fn resolve<'a>(view: &'a ServicesView, reference: &str) -> anyhow::Result<&'a Object<ServiceSpec>> {
-    let exact = view
-        .services
-        .iter()
-        .find(|s| s.spec.name == reference || s.id.as_deref() == Some(reference));
-    if let Some(service) = exact {
-        return Ok(service);
-    }
-    let prefixed: Vec<_> = view
-        .services
-        .iter()
-        .filter(|s| s.id.as_deref().is_some_and(|id| id.starts_with(reference)))
-        .collect();
-    match prefixed.as_slice() {
-        [one] => Ok(one),
-        [] => anyhow::bail!("service {reference} not found: `swarm service ls` lists the services"),
-        _ => anyhow::bail!("service {reference} is ambiguous: give more of its id"),
-    }
+    Ok(view.service(reference)?)
 }
 
 fn short_id(id: &str) -> &str {
@@ -956,114 +940,101 @@ fn service_document(args: &CreateArgs) -> anyhow::Result<Value> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     put("ports", (!ports.is_empty()).then(|| json!(ports)));
     if let Some(cmd) = &args.health_cmd {
-        let mut health = Map::new();
-        health.insert("test".into(), json!(["CMD-SHELL", cmd]));
-        for (key, value) in [
-            ("interval", &args.health_interval),
-            ("timeout", &args.health_timeout),
-            ("start_period", &args.health_start_period),
-        ] {
-            if let Some(value) = value {
-                health.insert(key.into(), json!(value));
-            }
-        }
-        if let Some(retries) = args.health_retries {
-            health.insert("retries".into(), json!(retries));
-        }
-        put("healthcheck", Some(Value::Object(health)));
+        let health = section([
+            ("test", Some(json!(["CMD-SHELL", cmd]))),
+            ("interval", args.health_interval.as_ref().map(|v| json!(v))),
+            ("timeout", args.health_timeout.as_ref().map(|v| json!(v))),
+            (
+                "start_period",
+                args.health_start_period.as_ref().map(|v| json!(v)),
+            ),
+            ("retries", args.health_retries.map(|v| json!(v))),
+        ]);
+        put("healthcheck", health);
     }
     service.insert("deploy".into(), deploy_document(args)?);
     Ok(Value::Object(service))
 }
 
+/// A mapping of the entries that have a value; none when no entry has one.
+fn section<'a>(entries: impl IntoIterator<Item = (&'a str, Option<Value>)>) -> Option<Value> {
+    let map: Map<String, Value> = entries
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+        .collect();
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
 fn deploy_document(args: &CreateArgs) -> anyhow::Result<Value> {
-    let mut deploy = Map::new();
-    deploy.insert("mode".into(), json!(args.mode));
-    if let Some(replicas) = args.replicas {
-        deploy.insert("replicas".into(), json!(replicas));
-    }
-    if !args.label.is_empty() {
-        deploy.insert("labels".into(), json!(key_values(&args.label, "label")?));
-    }
-    let mut placement = Map::new();
-    if !args.constraint.is_empty() {
-        placement.insert("constraints".into(), json!(args.constraint));
-    }
-    if !args.placement_pref.is_empty() {
-        let preferences = args
-            .placement_pref
-            .iter()
-            .map(|p| match p.split_once('=') {
-                Some(("spread", target)) => Ok(json!({ "spread": target })),
-                _ => {
-                    anyhow::bail!("invalid --placement-pref {p:?}: expected spread=node.labels.KEY")
-                }
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        placement.insert("preferences".into(), json!(preferences));
-    }
-    if let Some(max) = args.replicas_max_per_node {
-        placement.insert("max_replicas_per_node".into(), json!(max));
-    }
-    if !placement.is_empty() {
-        deploy.insert("placement".into(), Value::Object(placement));
-    }
-    let mut resources = Map::new();
-    for (section, cpus, memory) in [
-        ("limits", &args.limit_cpu, &args.limit_memory),
-        ("reservations", &args.reserve_cpu, &args.reserve_memory),
-    ] {
-        let mut values = Map::new();
-        if let Some(cpus) = cpus {
-            values.insert("cpus".into(), json!(cpus));
-        }
-        if let Some(memory) = memory {
-            values.insert("memory".into(), json!(memory));
-        }
-        if !values.is_empty() {
-            resources.insert(section.into(), Value::Object(values));
-        }
-    }
-    if !resources.is_empty() {
-        deploy.insert("resources".into(), Value::Object(resources));
-    }
-    let mut restart = Map::new();
-    for (key, value) in [
-        ("condition", &args.restart_condition),
-        ("delay", &args.restart_delay),
-        ("window", &args.restart_window),
-    ] {
-        if let Some(value) = value {
-            restart.insert(key.into(), json!(value));
-        }
-    }
-    if let Some(max) = args.restart_max_attempts {
-        restart.insert("max_attempts".into(), json!(max));
-    }
-    if !restart.is_empty() {
-        deploy.insert("restart_policy".into(), Value::Object(restart));
-    }
-    let mut update = Map::new();
-    for (key, value) in [
-        ("delay", &args.update_delay),
-        ("order", &args.update_order),
-        ("failure_action", &args.update_failure_action),
-        ("monitor", &args.update_monitor),
-    ] {
-        if let Some(value) = value {
-            update.insert(key.into(), json!(value));
-        }
-    }
-    if let Some(parallelism) = args.update_parallelism {
-        update.insert("parallelism".into(), json!(parallelism));
-    }
-    if let Some(ratio) = args.update_max_failure_ratio {
-        update.insert("max_failure_ratio".into(), json!(ratio));
-    }
-    if !update.is_empty() {
-        deploy.insert("update_config".into(), Value::Object(update));
-    }
-    Ok(Value::Object(deploy))
+    let text = |value: &Option<String>| value.as_ref().map(|v| json!(v));
+    let labels = (!args.label.is_empty())
+        .then(|| key_values(&args.label, "label"))
+        .transpose()?;
+    let preferences = args
+        .placement_pref
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some(("spread", target)) => Ok(json!({ "spread": target })),
+            _ => anyhow::bail!("invalid --placement-pref {p:?}: expected spread=node.labels.KEY"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let placement = section([
+        (
+            "constraints",
+            (!args.constraint.is_empty()).then(|| json!(args.constraint)),
+        ),
+        (
+            "preferences",
+            (!preferences.is_empty()).then(|| json!(preferences)),
+        ),
+        (
+            "max_replicas_per_node",
+            args.replicas_max_per_node.map(|m| json!(m)),
+        ),
+    ]);
+    let resources = section([
+        (
+            "limits",
+            section([
+                ("cpus", text(&args.limit_cpu)),
+                ("memory", text(&args.limit_memory)),
+            ]),
+        ),
+        (
+            "reservations",
+            section([
+                ("cpus", text(&args.reserve_cpu)),
+                ("memory", text(&args.reserve_memory)),
+            ]),
+        ),
+    ]);
+    let restart = section([
+        ("condition", text(&args.restart_condition)),
+        ("delay", text(&args.restart_delay)),
+        ("window", text(&args.restart_window)),
+        ("max_attempts", args.restart_max_attempts.map(|m| json!(m))),
+    ]);
+    let update = section([
+        ("delay", text(&args.update_delay)),
+        ("order", text(&args.update_order)),
+        ("failure_action", text(&args.update_failure_action)),
+        ("monitor", text(&args.update_monitor)),
+        ("parallelism", args.update_parallelism.map(|p| json!(p))),
+        (
+            "max_failure_ratio",
+            args.update_max_failure_ratio.map(|r| json!(r)),
+        ),
+    ]);
+    Ok(section([
+        ("mode", Some(json!(args.mode))),
+        ("replicas", args.replicas.map(|r| json!(r))),
+        ("labels", labels.map(|l| json!(l))),
+        ("placement", placement),
+        ("resources", resources),
+        ("restart_policy", restart),
+        ("update_config", update),
+    ])
+    .expect("the mode is always there"))
 }
 
 /// The one-service document, as the loader reads files.

@@ -5,7 +5,7 @@ use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::{PublishMode, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::Command;
-use swarm_api::task::ServicesView;
+use swarm_api::task::{ServiceLookupError, ServicesView};
 use tonic::Status;
 
 use super::{propose, raft_status};
@@ -40,33 +40,15 @@ pub async fn view(raft: &RaftHandle<Store>) -> Result<ServicesView, Status> {
     .map_err(raft_status)
 }
 
-/// The service that `reference` names: an id, a unique id prefix, or a name.
+/// The service that `reference` names, or the error the CLI shows.
 pub fn resolve<'a>(
     view: &'a ServicesView,
     reference: &str,
 ) -> Result<&'a Object<ServiceSpec>, Status> {
-    if let Some(service) = view
-        .services
-        .iter()
-        .find(|s| s.id.as_deref() == Some(reference) || s.spec.name == reference)
-    {
-        return Ok(service);
-    }
-    let matches: Vec<_> = view
-        .services
-        .iter()
-        .filter(|s| s.id.as_deref().is_some_and(|id| id.starts_with(reference)))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(Status::not_found(format!(
-            "service {reference} not found: `swarm service ls` lists the services"
-        ))),
-        _ => Err(Status::invalid_argument(format!(
-            "service {reference} is ambiguous ({} services have ids starting with it): give more of the id",
-            matches.len()
-        ))),
-    }
+    view.service(reference).map_err(|error| match error {
+        ServiceLookupError::NotFound(_) => Status::not_found(error.to_string()),
+        ServiceLookupError::Ambiguous { .. } => Status::invalid_argument(error.to_string()),
+    })
 }
 
 /// Published ports of `spec` that another service already publishes through the mesh.
