@@ -20,31 +20,6 @@ use serde_json::Value;
 /// through the dispatcher), with room for the parallel tests on two cores.
 const TASK_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether the test can run here (root and runc), and if so a registry with the test
-/// images.
-fn registry_for(test: &str) -> Option<swarm_testkit::Registry> {
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-    {
-        return None;
-    }
-    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
-    registry.push_test_images().expect("the test images");
-    Some(registry)
-}
-
-/// `swarm init` arguments giving the cluster `pool` (a /23 cut into /24s), and `more`.
-fn init_args<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--default-addr-pool",
-        pool,
-        "--default-addr-pool-mask-length",
-        "24",
-    ];
-    args.extend_from_slice(more);
-    args
-}
-
 /// `swarm service create ARGS`, which must succeed.
 fn create(cluster: &Cluster, args: &[&str]) {
     // Detached: the tests watch the tasks themselves (some never converge on purpose).

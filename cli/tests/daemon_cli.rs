@@ -897,25 +897,12 @@ fn services_are_created_spread_scaled_drained_and_removed() {
 /// cluster leave no container, mount or network behind.
 #[test]
 fn services_run_real_containers_on_the_nodes() {
-    let test = "services_run_real_containers_on_the_nodes";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-    {
+    let Some(registry) = registry_for("services_run_real_containers_on_the_nodes") else {
         return;
-    }
-    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
-    registry.push_test_images().expect("the test images");
+    };
     let image = format!("{}/swarm/hello:1", registry.addr());
     // A pool of its own: no other cluster on this machine uses these subnets.
-    let cluster = cluster(
-        2,
-        &[
-            "--default-addr-pool",
-            "198.18.220.0/23",
-            "--default-addr-pool-mask-length",
-            "24",
-        ],
-    );
+    let cluster = cluster(2, &init_args("198.18.220.0/23", &[]));
     cluster.join(1, "worker", 0);
     let _leftovers = Leftovers(&cluster);
 
@@ -1076,24 +1063,13 @@ fn services_run_real_containers_on_the_nodes() {
 /// twice.
 #[test]
 fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
-    let test = "a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-    {
+    let Some(registry) =
+        registry_for("a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns")
+    else {
         return;
-    }
-    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
-    registry.push_test_images().expect("the test images");
+    };
     let image = format!("{}/swarm/hello:1", registry.addr());
-    let cluster = cluster(
-        2,
-        &[
-            "--default-addr-pool",
-            "198.18.224.0/23",
-            "--default-addr-pool-mask-length",
-            "24",
-        ],
-    );
+    let cluster = cluster(2, &init_args("198.18.224.0/23", &[]));
     cluster.join(1, "worker", 0);
     let _leftovers = Leftovers(&cluster);
     let out = swarm(
@@ -1174,23 +1150,10 @@ fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
 /// unchanged it is up to date; changed, it is updated in place; `stack rm` removes it all.
 #[test]
 fn stacks_deploy_update_and_remove() {
-    let test = "stacks_deploy_update_and_remove";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-    {
+    let Some(registry) = registry_for("stacks_deploy_update_and_remove") else {
         return;
-    }
-    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
-    registry.push_test_images().expect("the test images");
-    let cluster = cluster(
-        1,
-        &[
-            "--default-addr-pool",
-            "198.18.226.0/24",
-            "--default-addr-pool-mask-length",
-            "24",
-        ],
-    );
+    };
+    let cluster = cluster(1, &init_args("198.18.226.0/24", &[]));
     let _leftovers = Leftovers(&cluster);
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -352,3 +352,28 @@ fn remove_forward_rules(bridge: &str) {
         }
     }
 }
+
+/// Whether the test can run here (root and runc), and if so a registry with the test
+/// images.
+pub fn registry_for(test: &str) -> Option<swarm_testkit::Registry> {
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+    {
+        return None;
+    }
+    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
+    registry.push_test_images().expect("the test images");
+    Some(registry)
+}
+
+/// `swarm init` arguments giving the cluster `pool`, cut into /24s, and `more`.
+pub fn init_args<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--default-addr-pool",
+        pool,
+        "--default-addr-pool-mask-length",
+        "24",
+    ];
+    args.extend_from_slice(more);
+    args
+}
