@@ -33,15 +33,19 @@ enum Command {
     Init(cluster::InitArgs),
     Join(cluster::JoinArgs),
     Leave(cluster::LeaveArgs),
+    /// Manage the cluster's nodes: list, inspect, update, promote, demote, remove, their tasks
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
     ClientCert(cluster::ClientCertArgs),
+    /// Export the cluster's objects (for `swarm plan --state`)
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
+    /// Manage services: create, list, inspect, update, scale, roll back, remove, their tasks
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
 }

@@ -245,16 +245,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
     match command {
         ServiceCommand::Create(args) => create(host, *args).await,
         ServiceCommand::Ls { quiet, format } => {
-            let view = view(host).await?;
-            if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&view.services)?);
-            } else if quiet {
-                for service in &view.services {
-                    println!("{}", service.id.as_deref().unwrap_or_default());
-                }
-            } else {
-                print!("{}", services_table(&view));
-            }
+            print_services(&view(host).await?, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Ps {
@@ -383,7 +374,25 @@ fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-pub(crate) fn services_table(view: &ServicesView) -> String {
+/// The services of `view` as `service ls` prints them.
+pub(crate) fn print_services(
+    view: &ServicesView,
+    quiet: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&view.services)?);
+    } else if quiet {
+        for service in &view.services {
+            println!("{}", service.id.as_deref().unwrap_or_default());
+        }
+    } else {
+        print!("{}", services_table(view));
+    }
+    Ok(())
+}
+
+fn services_table(view: &ServicesView) -> String {
     let rows: Vec<[String; 6]> = view
         .services
         .iter()

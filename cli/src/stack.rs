@@ -25,7 +25,7 @@ pub enum StackCommand {
     /// Deploy a new stack or update an existing one
     #[command(alias = "up")]
     Deploy {
-        /// The stack file (Compose format)
+        /// The stack file (Compose format); several are merged, each overriding those before it
         #[arg(long = "compose-file", short = 'c', required = true)]
         compose_files: Vec<PathBuf>,
         /// Remove the services of the stack that the file no longer declares
@@ -44,13 +44,22 @@ pub enum StackCommand {
         format: service::Format,
     },
     /// List the services of a stack
-    Services { name: String },
+    Services {
+        name: String,
+        /// Only the IDs
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: service::Format,
+    },
     /// List the tasks of a stack
     Ps {
         name: String,
         /// Only tasks in this desired state: `desired-state=running|shutdown`
         #[arg(long, short)]
         filter: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: service::Format,
     },
     /// Remove stacks
     #[command(alias = "remove")]
@@ -91,17 +100,25 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             print!("{}", table(["NAME", "SERVICES"], &rows));
             Ok(ExitCode::SUCCESS)
         }
-        StackCommand::Services { name } => {
+        StackCommand::Services {
+            name,
+            quiet,
+            format,
+        } => {
             let mut view = service::view(host).await?;
             view.services
                 .retain(|s| s.origin.stack.as_deref() == Some(name.as_str()));
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            print!("{}", service::services_table(&view));
+            service::print_services(&view, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
-        StackCommand::Ps { name, filter } => {
+        StackCommand::Ps {
+            name,
+            filter,
+            format,
+        } => {
             let view = service::view(host).await?;
             let services: Vec<String> = view
                 .services
@@ -119,7 +136,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                 .filter(|t| services.contains(&t.service_name))
                 .filter(|t| desired.is_none_or(|d: DesiredState| t.desired == d))
                 .collect();
-            service::print_tasks(&view, tasks, service::Format::Table)?;
+            service::print_tasks(&view, tasks, format)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Rm { names } => {
@@ -198,15 +215,20 @@ async fn deploy(
     detach: bool,
     name: &str,
 ) -> anyhow::Result<ExitCode> {
-    let [file] = files else {
-        bail!("one --compose-file is supported (merging several is not implemented yet)");
-    };
     let env = |variable: &str| std::env::var(variable).ok();
-    let display = file.to_string_lossy().into_owned();
-    let loaded = stack::load_named(&WorkTree, file, &display, &env, Some(name));
+    let displays: Vec<String> = files
+        .iter()
+        .map(|file| file.to_string_lossy().into_owned())
+        .collect();
+    let named: Vec<(&std::path::Path, &str)> = files
+        .iter()
+        .zip(&displays)
+        .map(|(file, display)| (file.as_path(), display.as_str()))
+        .collect();
+    let loaded = stack::load_files(&WorkTree, &named, &env, Some(name));
     crate::plan::print_diagnostics(&loaded.diagnostics);
     let Some(desired) = loaded.stack else {
-        bail!("{display} is invalid; nothing was deployed");
+        bail!("{} is invalid; nothing was deployed", displays.join(" + "));
     };
     let current = state(host).await?;
     // The stack owns what bears its name; nothing else is touched.

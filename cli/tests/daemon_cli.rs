@@ -1202,14 +1202,44 @@ fn stacks_deploy_update_and_remove() {
         text(&out.stdout)
     );
 
+    // Listings as JSON.
+    let out = swarm(
+        &cluster.socket(0),
+        &["stack", "services", "web", "--format", "json"],
+    );
+    let services: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert_eq!(services[0]["spec"]["name"], "web_site");
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "stack",
+            "ps",
+            "web",
+            "--format",
+            "json",
+            "-f",
+            "desired-state=running",
+        ],
+    );
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+
+    // A second file overrides the first, field by field, as `docker stack deploy` merges.
+    let production = cluster.nodes[0].0.join("web.prod.yaml");
     std::fs::write(
-        &file,
-        example
-            .replace("replicas: 3", "replicas: 4")
-            .replace("swarm/hello:1", "swarm/hello:2"),
+        &production,
+        format!(
+            "services:\n  site:\n    image: {}/swarm/hello:2\n    deploy:\n      replicas: 4\n",
+            registry.addr()
+        ),
     )
     .unwrap();
-    let out = swarm(&cluster.socket(0), &["stack", "deploy", "-c", &file, "web"]);
+    let production = production.to_string_lossy().into_owned();
+    let out = swarm(
+        &cluster.socket(0),
+        &["stack", "deploy", "-c", &file, "-c", &production, "web"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("~ update service web_site"),

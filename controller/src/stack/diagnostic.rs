@@ -3,11 +3,24 @@
 
 use std::fmt;
 
-/// A position in a file, both 1-based.
+/// A position in a file: line and column 1-based; `file` indexes the files of the
+/// [`Diagnostics`] (a stack read from several files, `stack deploy -c a.yaml -c b.yaml`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Span {
+    pub file: u16,
     pub line: u32,
     pub column: u32,
+}
+
+impl Span {
+    /// A position in the first (or only) file.
+    pub fn at(line: u32, column: u32) -> Span {
+        Span {
+            file: 0,
+            line,
+            column,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,19 +65,36 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The findings about one file, as they are made.
+/// The findings about the files of one stack, as they are made.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
-    file: String,
+    /// The files' names as shown, indexed by `Span::file`.
+    files: Vec<String>,
+    /// The file that findings without a position are about.
+    current: u16,
     items: Vec<Diagnostic>,
 }
 
 impl Diagnostics {
     pub fn new(file: impl Into<String>) -> Self {
         Diagnostics {
-            file: file.into(),
+            files: vec![file.into()],
+            current: 0,
             items: Vec::new(),
         }
+    }
+
+    /// Starts the findings about another file of the stack; returns its index, for its
+    /// spans.
+    pub fn next_file(&mut self, file: impl Into<String>) -> u16 {
+        self.files.push(file.into());
+        self.current = (self.files.len() - 1) as u16;
+        self.current
+    }
+
+    /// The file being read: the one spans are made for.
+    pub fn current_file(&self) -> u16 {
+        self.current
     }
 
     pub fn error(
@@ -92,9 +122,10 @@ impl Diagnostics {
         path: &str,
         message: String,
     ) -> &mut Diagnostic {
+        let file = span.map_or(self.current, |s| s.file);
         self.items.push(Diagnostic {
             severity,
-            file: self.file.clone(),
+            file: self.files[usize::from(file)].clone(),
             span,
             path: path.to_owned(),
             message,
@@ -107,10 +138,13 @@ impl Diagnostics {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }
 
-    /// The findings in file order (line, column), errors before warnings at one place.
+    /// The findings in file order (file, line, column), errors before warnings at one place.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items
-            .sort_by_key(|d| (d.span.is_some(), d.span, d.severity));
+        let files = self.files;
+        self.items.sort_by_key(|d| {
+            let file = files.iter().position(|f| *f == d.file);
+            (file, d.span.is_some(), d.span, d.severity)
+        });
         self.items.dedup();
         self.items
     }
@@ -145,10 +179,7 @@ mod tests {
         let mut diags = Diagnostics::new("stacks/web.yaml");
         diags
             .error(
-                Some(Span {
-                    line: 12,
-                    column: 16,
-                }),
+                Some(Span::at(12, 16)),
                 "services.web.deploy.replicas",
                 "expected an integer",
             )

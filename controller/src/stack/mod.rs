@@ -11,6 +11,7 @@ mod decode;
 pub mod diagnostic;
 pub mod dotenv;
 pub mod interpolate;
+pub mod merge;
 pub mod yaml;
 
 use std::path::Path;
@@ -92,8 +93,26 @@ pub fn load_named(
     env: &dyn Fn(&str) -> Option<String>,
     name: Option<&str>,
 ) -> Loaded {
-    let mut diags = Diagnostics::new(display);
-    let stack = load_into(tree, path, display, env, name, &mut diags);
+    load_files(tree, &[(path, display)], env, name)
+}
+
+/// One stack from several files (`path`, `display`), each overriding those before it
+/// (`swarm stack deploy -c base.yaml -c prod.yaml NAME`, see [`merge`]). Variables and
+/// relative paths are those of the first file's directory, as Compose's project directory.
+pub fn load_files(
+    tree: &dyn SourceTree,
+    files: &[(&Path, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+    name: Option<&str>,
+) -> Loaded {
+    let Some(&(_, first_display)) = files.first() else {
+        return Loaded {
+            stack: None,
+            diagnostics: Vec::new(),
+        };
+    };
+    let mut diags = Diagnostics::new(first_display);
+    let stack = load_into(tree, files, env, name, &mut diags);
     let has_errors = diags.has_errors();
     Loaded {
         stack: stack.filter(|_| !has_errors),
@@ -103,37 +122,12 @@ pub fn load_named(
 
 fn load_into(
     tree: &dyn SourceTree,
-    path: &Path,
-    display: &str,
+    files: &[(&Path, &str)],
     env: &dyn Fn(&str) -> Option<String>,
     name: Option<&str>,
     diags: &mut Diagnostics,
 ) -> Option<Stack> {
-    let bytes = match tree.read(path) {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => {
-            diags.error(None, "", "no such file");
-            return None;
-        }
-        Err(e) => {
-            diags.error(None, "", format!("cannot read the file: {e}"));
-            return None;
-        }
-    };
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            diags.error(
-                None,
-                "",
-                format!(
-                    "the file is not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            );
-            return None;
-        }
-    };
+    let (path, display) = files[0];
     let dir = path.parent().unwrap_or(Path::new(""));
     let dotenv_vars = read_dotenv(tree, dir, display, diags);
     let lookup = |name: &str| {
@@ -145,25 +139,19 @@ fn load_into(
                 .map(|(_, value)| value.clone())
         })
     };
-    let Some(root) = yaml::load(&text, &lookup, diags) else {
-        if !diags.has_errors() {
-            diags
-                .error(None, "", "the file is empty")
-                .help("a stack file is a mapping with `services:` at the top");
+    let mut roots = Vec::new();
+    for (i, &(path, display)) in files.iter().enumerate() {
+        if i > 0 {
+            diags.next_file(display);
         }
-        return None;
-    };
-    if !matches!(root.value, yaml::Value::Mapping(_)) {
-        diags.error(
-            Some(root.span),
-            "",
-            format!(
-                "expected a mapping with `services:` at the top, found {}",
-                root.describe()
-            ),
-        );
-        return None;
+        roots.push(read_tree(tree, path, &lookup, diags));
     }
+    // Every file is read (and its findings reported) before any is refused.
+    let root = roots
+        .into_iter()
+        .collect::<Option<Vec<yaml::Node>>>()?
+        .into_iter()
+        .reduce(merge::merge)?;
     let json = decode::decode(&root, stack_schema(), diags)?;
     let file: StackFile = match serde_json::from_value(json) {
         Ok(file) => file,
@@ -199,7 +187,62 @@ fn load_into(
         lookup: &lookup,
         diags,
     };
-    Some(converter.convert(&file, &root, display.to_owned()))
+    let sources: Vec<&str> = files.iter().map(|&(_, display)| display).collect();
+    Some(converter.convert(&file, &root, sources.join(" + ")))
+}
+
+/// One file's tree, a mapping; `None` (reported) when it cannot be.
+fn read_tree(
+    tree: &dyn SourceTree,
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    diags: &mut Diagnostics,
+) -> Option<yaml::Node> {
+    let bytes = match tree.read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            diags.error(None, "", "no such file");
+            return None;
+        }
+        Err(e) => {
+            diags.error(None, "", format!("cannot read the file: {e}"));
+            return None;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            diags.error(
+                None,
+                "",
+                format!(
+                    "the file is not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(root) = yaml::load(&text, lookup, diags) else {
+        if !diags.has_errors() {
+            diags
+                .error(None, "", "the file is empty")
+                .help("a stack file is a mapping with `services:` at the top");
+        }
+        return None;
+    };
+    if !matches!(root.value, yaml::Value::Mapping(_)) {
+        diags.error(
+            Some(root.span),
+            "",
+            format!(
+                "expected a mapping with `services:` at the top, found {}",
+                root.describe()
+            ),
+        );
+        return None;
+    }
+    Some(root)
 }
 
 fn read_dotenv(
@@ -328,6 +371,51 @@ mod tests {
         // External networks are not the stack's to create; unused defaults are not created.
         let names: Vec<&str> = stack.networks.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["app_front"]);
+    }
+
+    #[test]
+    fn several_files_make_one_stack_and_findings_name_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = write(
+            dir.path(),
+            "web.yaml",
+            "services:\n  web:\n    image: web:1\n    environment: [MODE=base]\n    deploy:\n      replicas: 2\n",
+        );
+        let prod = write(
+            dir.path(),
+            "web.prod.yaml",
+            "services:\n  web:\n    image: web:2\n    environment: {MODE: prod}\n",
+        );
+        let files = [
+            (base.as_path(), "web.yaml"),
+            (prod.as_path(), "web.prod.yaml"),
+        ];
+        let loaded = load_files(&WorkTree, &files, &|_| None, Some("shop"));
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        assert_eq!(stack.source, "web.yaml + web.prod.yaml");
+        let web = &stack.services[0];
+        assert_eq!(web.name, "shop_web");
+        assert_eq!(web.task.container.image, "web:2");
+        assert_eq!(web.replicas(), Some(2));
+        assert_eq!(web.task.container.env["MODE"], "prod");
+
+        let broken = write(
+            dir.path(),
+            "broken.yaml",
+            "services:\n  web:\n    deploy:\n      replicas: many\n",
+        );
+        let files = [
+            (base.as_path(), "web.yaml"),
+            (broken.as_path(), "broken.yaml"),
+        ];
+        let loaded = load_files(&WorkTree, &files, &|_| None, None);
+        assert!(loaded.stack.is_none());
+        let printed = loaded.diagnostics[0].to_string();
+        assert!(
+            printed.starts_with("broken.yaml:4:17: error: services.web.deploy.replicas"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub fn load(
                 builder
                     .diags
                     .error(
-                        Some(span(mark)),
+                        Some(span(builder.diags.current_file(), mark)),
                         "",
                         format!("invalid YAML: {}", err.info()),
                     )
@@ -215,8 +215,9 @@ pub fn load(
     builder.root
 }
 
-fn span(mark: &Marker) -> Span {
+fn span(file: u16, mark: &Marker) -> Span {
     Span {
+        file,
         line: mark.line() as u32,
         column: mark.col() as u32 + 1,
     }
@@ -255,7 +256,7 @@ const MERGE_KEY: &str = "<<";
 impl Builder<'_> {
     /// Takes one event; `Ok(true)` at the end of the stream, `Err` after a fatal finding.
     fn event(&mut self, event: Event, mark: Marker) -> Result<bool, ()> {
-        let at = span(&mark);
+        let at = span(self.diags.current_file(), &mark);
         match event {
             Event::StreamEnd => return Ok(true),
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
@@ -519,16 +520,10 @@ mod tests {
         let root = root.unwrap();
         let web = root.get("services").unwrap().get("web").unwrap();
         let image = web.entry("image").unwrap();
-        assert_eq!(image.key_span, Span { line: 3, column: 5 });
-        assert_eq!(
-            image.value.span,
-            Span {
-                line: 3,
-                column: 12
-            }
-        );
+        assert_eq!(image.key_span, Span::at(3, 5));
+        assert_eq!(image.value.span, Span::at(3, 12));
         let port = web.get("ports").unwrap().item(0).unwrap();
-        assert_eq!(port.span, Span { line: 5, column: 9 });
+        assert_eq!(port.span, Span::at(5, 9));
         assert_eq!(scalar_text(port), "80:80");
     }
 
