@@ -785,7 +785,10 @@ const STACK: &str = "cli";
 
 /// A normalised spec from the flags, through the stack loader.
 fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
-    let document = json!({ "services": { &args.name: service_document(args)? } });
+    let mut document = json!({ "services": { &args.name: service_document(args)? } });
+    // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
+    // the stack file's interpolation.
+    escape_dollars(&mut document);
     let tree = OneFile(serde_json::to_vec(&document)?);
     let loaded =
         swarm_controller::stack::load(&tree, Path::new("cli.yaml"), "command line", &|_| None);
@@ -811,6 +814,16 @@ fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         .networks
         .retain(|n| !n.target.starts_with(&format!("{STACK}_")));
     Ok(spec)
+}
+
+/// Every `$` of the document's strings written `$$`, which the loader reads as a `$`.
+fn escape_dollars(value: &mut Value) {
+    match value {
+        Value::String(text) => *text = text.replace('$', "$$"),
+        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Object(entries) => entries.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
 }
 
 /// The flag that sets a field of the one-service document, for error messages.

@@ -705,7 +705,7 @@ fn services_are_created_spread_scaled_drained_and_removed() {
             "--publish",
             "8080:80",
             "--env",
-            "GREETING=hi",
+            "GREETING=hi $USER ${X}",
             "busybox",
             "httpd",
             "-f",
@@ -716,6 +716,11 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         let tasks = live_tasks(&cluster, "web");
         (tasks.len() == 6 && tasks.iter().all(|t| t["node_id"].is_string())).then_some(tasks)
     });
+    // Flags are taken as written: a `$` is not interpolated.
+    assert_eq!(
+        tasks[0]["spec"]["container"]["env"]["GREETING"], "hi $USER ${X}",
+        "{tasks:?}"
+    );
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for task in &tasks {
         *per_node
