@@ -17,30 +17,26 @@
 #[allow(dead_code)]
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "../tests/support/raft_cluster.rs"]
+mod raft_cluster;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use harness::{Timing, quantile, report};
+use raft_cluster::{Manager, ManagerConfig, credentials};
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
     Outcome, StoreData,
 };
 use swarm_api::task::DesiredState;
-use swarm_controller::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
-use swarm_controller::raft::driver::{DriverConfig, DriverTask, RaftHandle, spawn};
-use swarm_controller::raft::grpc::{GrpcTransport, RaftService};
+use swarm_controller::ca::{Role, RootCa};
+use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::raft::log::{DurableLog, Location};
-use swarm_controller::raft::replica::{Config, Replica};
 use swarm_controller::store::Store;
-use swarm_controller::tls::NodeCredentials;
 use swarm_controller::{orchestrator, plan, source, stack};
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
 
 const CLUSTER: &str = "bench-cluster";
 const NODES: usize = 1_000;
@@ -54,99 +50,10 @@ const TARGET_MS: f64 = 2000.0;
 /// not timed).
 const SETUP_CONCURRENCY: usize = 64;
 
-struct Manager {
-    handle: RaftHandle<Store>,
-    driver: DriverTask,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        self.driver.abort();
-        self.server.abort();
-    }
-}
-
-fn credentials(ca: &RootCa, node: &str) -> NodeCredentials {
-    let key = NodeKey::generate().unwrap();
-    let identity = NodeIdentity {
-        node_id: node.to_owned(),
-        role: Role::Manager,
-        cluster_id: CLUSTER.to_owned(),
-    };
-    let cert_pem = ca
-        .issue(
-            &key.csr_pem().unwrap(),
-            &identity,
-            SystemTime::now(),
-            DEFAULT_NODE_VALIDITY,
-        )
-        .unwrap();
-    NodeCredentials {
-        ca_pem: ca.cert_pem().to_owned(),
-        cert_pem,
-        key_pem: key.pem(),
-    }
-}
-
-/// Starts manager `id` from its log in `dir`, as the daemon does (the same driver, transport
-/// and service), on its listener.
-fn start(
-    id: u64,
-    dir: &Path,
-    creds: &NodeCredentials,
-    addresses: &HashMap<u64, String>,
-    listener: TcpListener,
-) -> Manager {
-    let log = DurableLog::open(Location::File {
-        path: &dir.join(format!("{id}.redb")),
-        durable: true,
-    })
-    .unwrap();
-    let replica = Replica::open(&Config::new(id), log, Store::default()).unwrap();
-    let peers: HashMap<u64, String> = addresses
-        .iter()
-        .filter(|(peer, _)| **peer != id)
-        .map(|(p, a)| (*p, a.clone()))
-        .collect();
-    let peers = Arc::new(RwLock::new(peers));
-    let client_tls = creds.client(Role::Manager);
-    let config = DriverConfig {
-        tick: Duration::from_millis(20),
-        timeout: Duration::from_secs(30),
-        ..DriverConfig::default()
-    };
-    let (handle, driver) = spawn(
-        replica,
-        |inbox| GrpcTransport::new(client_tls, peers, inbox),
-        config,
-    );
-    let service = RaftService::new(CLUSTER.to_owned(), handle.inbox(), Default::default());
-    let tls = creds.server();
-    let server = tokio::spawn(async move {
-        Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    Manager {
-        handle,
-        driver,
-        server,
-    }
-}
-
 /// Three managers bootstrapped as voters of a new cluster, and the id of their leader.
-async fn cluster(dir: &Path, ca: &RootCa) -> (HashMap<u64, Manager>, u64) {
-    let mut listeners = HashMap::new();
-    let mut addresses = HashMap::new();
+async fn cluster(dir: &Path, ca: &RootCa) -> (HashMap<u64, Manager<Store>>, u64) {
+    let (mut listeners, addresses) = raft_cluster::listeners(3).await;
     for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addresses.insert(id, listener.local_addr().unwrap().to_string());
-        listeners.insert(id, listener);
         let mut log = DurableLog::open(Location::File {
             path: &dir.join(format!("{id}.redb")),
             durable: true,
@@ -154,27 +61,25 @@ async fn cluster(dir: &Path, ca: &RootCa) -> (HashMap<u64, Manager>, u64) {
         .unwrap();
         log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
     }
-    let managers: HashMap<u64, Manager> = (1..=3)
+    let managers: HashMap<u64, Manager<Store>> = (1..=3)
         .map(|id| {
-            let creds = credentials(ca, &format!("manager-{id}"));
+            let credentials = credentials(ca, &format!("manager-{id}"), Role::Manager, CLUSTER);
+            let config = ManagerConfig {
+                cluster: CLUSTER,
+                dir,
+                credentials: &credentials,
+                addresses: &addresses,
+                timeout: Duration::from_secs(30),
+            };
             let listener = listeners.remove(&id).unwrap();
-            (id, start(id, dir, &creds, &addresses, listener))
+            (
+                id,
+                raft_cluster::start(id, Store::default(), &config, listener),
+            )
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut elected = None;
-        for (id, manager) in &managers {
-            if manager.handle.status().await.unwrap().leader == *id {
-                elected = Some(*id);
-            }
-        }
-        if let Some(leader) = elected {
-            return (managers, leader);
-        }
-        assert!(Instant::now() < deadline, "no leader elected within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let leader = raft_cluster::leader(&managers, Duration::from_secs(20)).await;
+    (managers, leader)
 }
 
 /// Proposes `command` through `raft`; returns the entry's size in bytes.
@@ -384,7 +289,7 @@ async fn one_run(base: &Path, ca: &RootCa) -> Run {
     let mut all_applied_at = last_at;
     for manager in managers.values() {
         // Stopping a replica closes its watch, which ends its watcher.
-        manager.driver.abort();
+        manager.stop();
     }
     for watcher in watchers {
         let seen = watcher.await.unwrap();

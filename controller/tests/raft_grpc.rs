@@ -8,15 +8,17 @@ use std::time::{Duration, SystemTime};
 
 use swarm_api::grpc::raft::RaftMessage;
 use swarm_api::grpc::raft::raft_client::RaftClient;
-use swarm_controller::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
-use swarm_controller::raft::driver::{DriverConfig, DriverTask, RaftHandle, spawn};
-use swarm_controller::raft::grpc::{GrpcTransport, RaftService};
+use swarm_controller::ca::{Role, RootCa};
 use swarm_controller::raft::log::{DurableLog, Location};
-use swarm_controller::raft::replica::{Config, Replica, StateMachine};
+use swarm_controller::raft::replica::StateMachine;
 use swarm_controller::tls::NodeCredentials;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+#[path = "support/raft_cluster.rs"]
+mod raft_cluster;
+
+use raft_cluster::{Manager, ManagerConfig, credentials};
 
 const CLUSTER: &str = "test-cluster";
 
@@ -39,96 +41,25 @@ impl StateMachine for Journal {
     }
 }
 
-fn credentials(ca: &RootCa, node: &str, role: Role, cluster: &str) -> NodeCredentials {
-    let key = NodeKey::generate().unwrap();
-    let identity = NodeIdentity {
-        node_id: node.to_owned(),
-        role,
-        cluster_id: cluster.to_owned(),
-    };
-    let cert_pem = ca
-        .issue(
-            &key.csr_pem().unwrap(),
-            &identity,
-            SystemTime::now(),
-            DEFAULT_NODE_VALIDITY,
-        )
-        .unwrap();
-    NodeCredentials {
-        ca_pem: ca.cert_pem().to_owned(),
-        cert_pem,
-        key_pem: key.pem(),
-    }
-}
-
-struct Manager {
-    handle: RaftHandle<Journal>,
-    driver: DriverTask,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Manager {
-    fn kill(self) {
-        self.driver.abort();
-        self.server.abort();
-    }
-}
-
-async fn start(
+/// Starts manager `id` of `addresses` over its log in `dir`, on `listener`.
+fn start(
     id: u64,
     dir: &Path,
-    creds: &NodeCredentials,
+    credentials: &NodeCredentials,
     addresses: &HashMap<u64, String>,
-) -> Manager {
-    let path = dir.join(format!("{id}.redb"));
-    let log = DurableLog::open(Location::File {
-        path: &path,
-        durable: true,
-    })
-    .unwrap();
-    let replica = Replica::open(&Config::new(id), log, Journal::default()).unwrap();
-    let peers: HashMap<u64, String> = addresses
-        .iter()
-        .filter(|(peer, _)| **peer != id)
-        .map(|(p, a)| (*p, a.clone()))
-        .collect();
-    let peers = std::sync::Arc::new(std::sync::RwLock::new(peers));
-    let client_tls = creds.client(Role::Manager);
-    let config = DriverConfig {
-        tick: Duration::from_millis(20),
+    listener: TcpListener,
+) -> Manager<Journal> {
+    let config = ManagerConfig {
+        cluster: CLUSTER,
+        dir,
+        credentials,
+        addresses,
         timeout: Duration::from_secs(3),
-        ..DriverConfig::default()
     };
-    let (handle, driver) = spawn(
-        replica,
-        |inbox| GrpcTransport::new(client_tls, peers, inbox),
-        config,
-    );
-    let listener = TcpListener::bind(&addresses[&id]).await.unwrap();
-    let service = RaftService::new(CLUSTER.to_owned(), handle.inbox(), Default::default());
-    let tls = creds.server();
-    let server = tokio::spawn(async move {
-        Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    Manager {
-        handle,
-        driver,
-        server,
-    }
+    raft_cluster::start(id, Journal::default(), &config, listener)
 }
 
-async fn free_port() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-async fn write(managers: &HashMap<u64, Manager>, value: u64) {
+async fn write(managers: &HashMap<u64, Manager<Journal>>, value: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         for manager in managers.values() {
@@ -149,25 +80,16 @@ async fn write(managers: &HashMap<u64, Manager>, value: u64) {
     }
 }
 
-async fn leader(managers: &HashMap<u64, Manager>) -> u64 {
-    for _ in 0..400 {
-        for (id, manager) in managers {
-            if manager.handle.status().await.unwrap().leader == *id {
-                return *id;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no leader");
+async fn leader(managers: &HashMap<u64, Manager<Journal>>) -> u64 {
+    raft_cluster::leader(managers, Duration::from_secs(10)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
-    let mut addresses = HashMap::new();
+    let (mut listeners, addresses) = raft_cluster::listeners(3).await;
     for id in 1..=3 {
-        addresses.insert(id, free_port().await);
         let path = dir.path().join(format!("{id}.redb"));
         let mut log = DurableLog::open(Location::File {
             path: &path,
@@ -186,22 +108,24 @@ async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
         .collect();
     let mut managers = HashMap::new();
     for id in 1..=3 {
-        managers.insert(id, start(id, dir.path(), &creds[&id], &addresses).await);
+        let listener = listeners.remove(&id).unwrap();
+        managers.insert(id, start(id, dir.path(), &creds[&id], &addresses, listener));
     }
     for value in 1..=10 {
         write(&managers, value).await;
     }
     let killed = leader(&managers).await;
-    managers.remove(&killed).unwrap().kill();
+    drop(managers.remove(&killed));
     for value in 11..=20 {
         write(&managers, value).await;
     }
     let survivor = leader(&managers).await;
     assert_ne!(survivor, killed);
     // The killed manager restarts from its log and catches up over the network.
+    let listener = TcpListener::bind(&addresses[&killed]).await.unwrap();
     managers.insert(
         killed,
-        start(killed, dir.path(), &creds[&killed], &addresses).await,
+        start(killed, dir.path(), &creds[&killed], &addresses, listener),
     );
     write(&managers, 21).await;
     let seen = managers[&killed]
@@ -210,16 +134,14 @@ async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
         .await
         .unwrap();
     assert_eq!(seen, (1..=21).collect::<Vec<_>>());
-    for (_, manager) in managers {
-        manager.kill();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
     let dir = tempfile::tempdir().unwrap();
     let ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
-    let address = free_port().await;
+    let (mut listeners, addresses) = raft_cluster::listeners(1).await;
+    let address = addresses[&1].clone();
     let path = dir.path().join("1.redb");
     let mut log = DurableLog::open(Location::File {
         path: &path,
@@ -229,13 +151,8 @@ async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
     log.bootstrap(&[1], Vec::new()).unwrap();
     drop(log);
     let manager_creds = credentials(&ca, "node-1", Role::Manager, CLUSTER);
-    let manager = start(
-        1,
-        dir.path(),
-        &manager_creds,
-        &HashMap::from([(1, address.clone())]),
-    )
-    .await;
+    let listener = listeners.remove(&1).unwrap();
+    let manager = start(1, dir.path(), &manager_creds, &addresses, listener);
 
     let attempt = |tls: ClientTlsConfig| {
         let address = address.clone();
@@ -307,5 +224,5 @@ async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
-    manager.kill();
+    drop(manager);
 }
