@@ -1241,11 +1241,55 @@ fn stacks_deploy_update_and_remove() {
     )
     .unwrap();
     let production = production.to_string_lossy().into_owned();
+    // The update is start-first with a healthcheck: throughout it, at least the three
+    // replicas of before answer (an old task stops only once its replacement is healthy).
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        let socket = cluster.socket(0);
+        std::thread::spawn(move || {
+            let mut fewest = usize::MAX;
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while sampling.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                let out = swarm(
+                    &socket,
+                    &[
+                        "service",
+                        "ps",
+                        "web_site",
+                        "--filter",
+                        "desired-state=running",
+                        "--format",
+                        "json",
+                    ],
+                );
+                let tasks: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let answering = tasks
+                    .iter()
+                    .filter(|t| t["status"]["state"] == "running")
+                    .filter_map(|t| t["status"]["address"].as_str())
+                    .filter(|address| http_get(address).is_some())
+                    .count();
+                fewest = fewest.min(answering);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            fewest
+        })
+    };
     let out = swarm(
         &cluster.socket(0),
         &["stack", "deploy", "-c", &file, "-c", &production, "web"],
     );
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let fewest_answering = sampler.join().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        fewest_answering >= 3,
+        "only {fewest_answering} tasks answered at one point of the update"
+    );
     assert!(
         text(&out.stdout).contains("~ update service web_site"),
         "{}",

@@ -248,6 +248,17 @@ pub struct Leftovers<'a>(pub &'a Cluster);
 impl Drop for Leftovers<'_> {
     fn drop(&mut self) {
         let cluster = self.0;
+        if std::thread::panicking() {
+            // What the daemons said last: the temp dir goes with the test.
+            for (dir, _) in &cluster.nodes {
+                let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- {}/daemon.log (last 60 lines)", dir.display());
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
         for daemon in cluster.daemons.iter().flatten() {
             if is_alive(daemon) {
                 kill_hard(daemon);
