@@ -88,6 +88,18 @@ pub enum TaskChange {
     Remove {
         id: String,
     },
+    /// The rollout of a service's spec reached a new state.
+    UpdateStatus {
+        service_id: String,
+        status: crate::rollout::UpdateStatus,
+    },
+    /// An update failed (`failure_action: rollback`): the service's previous spec becomes
+    /// its spec again and the failed one its previous spec, as `swarm service rollback`
+    /// would; its rollout is then `status` (rollback started).
+    RollBack {
+        service_id: String,
+        status: crate::rollout::UpdateStatus,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,13 +253,19 @@ pub struct StoreData {
     pub objects: Objects,
     #[serde(default)]
     pub tasks: BTreeMap<String, Task>,
-    /// The index of the last `WriteTasks`.
+    /// The index of the last `WriteTasks`, or of the last plan that changed a service's spec:
+    /// a pass decided before either is refused.
     #[serde(default)]
     pub tasks_version: u64,
     /// Each service's spec before its last change, by service id: what `swarm service
     /// rollback` goes back to.
     #[serde(default)]
     pub previous_specs: BTreeMap<String, crate::spec::ServiceSpec>,
+    /// Where each service's last update (or rollback) stands, by service id; none for a
+    /// service whose spec has not changed since it was created or last changed by hand
+    /// and whose tasks need no replacing.
+    #[serde(default)]
+    pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

@@ -34,6 +34,7 @@ pub async fn view(raft: &RaftHandle<Store>) -> Result<ServicesView, Status> {
                 .values()
                 .map(|n| (n.id.clone(), n.hostname.clone()))
                 .collect(),
+            update_status: data.update_status.clone(),
         }
     })
     .await
