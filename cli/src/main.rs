@@ -3,6 +3,8 @@
 
 mod client;
 mod cluster;
+mod converge;
+mod inspect;
 mod plan;
 mod service;
 mod stack;

@@ -236,7 +236,8 @@ async fn deploy(
     apply(host, &plan).await?;
     if !detach {
         for service in &changed {
-            service::converge(host, service).await?;
+            let timeout = crate::converge::DEFAULT_TIMEOUT.parse()?;
+            crate::converge::converge(host, service, timeout).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
