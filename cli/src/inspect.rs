@@ -45,7 +45,8 @@ fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> S
     let id = service.id.as_deref().unwrap_or_default();
     let mut out = String::new();
     let mut line = |key: &str, value: &dyn std::fmt::Display| {
-        let _ = writeln!(out, "{:<20}{value}", format!("{key}:"));
+        let line = format!("{:<20}{value}", format!("{key}:"));
+        let _ = writeln!(out, "{}", line.trim_end());
     };
     line("ID", &id);
     line("Name", &spec.name);
