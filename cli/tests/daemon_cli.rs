@@ -1260,7 +1260,7 @@ fn a_failing_update_rolls_back_by_itself() {
         return;
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
-    let cluster = cluster(1, &init_args("198.18.250.0/24", &[]));
+    let cluster = cluster(1, &init_args("198.18.196.0/24", &[]));
     let _leftovers = Leftovers(&cluster);
     let socket = cluster.socket(0);
     let out = swarm(
@@ -1373,7 +1373,7 @@ fn a_create_that_cannot_converge_times_out_with_the_reason() {
         return;
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
-    let cluster = cluster(1, &init_args("198.18.252.0/24", &[]));
+    let cluster = cluster(1, &init_args("198.18.197.0/24", &[]));
     let _leftovers = Leftovers(&cluster);
     let socket = cluster.socket(0);
     let started = std::time::Instant::now();
