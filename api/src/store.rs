@@ -58,6 +58,15 @@ pub enum Command {
         expected_version: u64,
         changes: Vec<TaskChange>,
     },
+    /// `swarm service rollback`: the service's previous spec becomes its spec again (and the
+    /// current one its previous spec, so rolling back twice goes forward again); it rolls
+    /// out with its `rollback_config`, its update status `rollback_started` from `at`.
+    /// Refused if the objects changed since `expected_version`.
+    RollbackService {
+        expected_version: u64,
+        service_id: String,
+        at: Millis,
+    },
     /// What a node's agent saw of its tasks.
     TaskStatuses {
         node_id: String,

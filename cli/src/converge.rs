@@ -36,6 +36,14 @@ pub enum ConvergeError {
     },
 }
 
+/// What the command waits for: the update a change started, or the rollback that
+/// `service rollback` started (whose `rollback_*` states are then its progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Update,
+    Rollback,
+}
+
 /// Where a service stands, from one view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -53,21 +61,23 @@ pub enum Progress {
 pub fn progress(
     view: &ServicesView,
     service: &Object<ServiceSpec>,
+    change: Change,
 ) -> Result<Progress, ConvergeError> {
     let id = service.id.as_deref().unwrap_or_default();
     let name = &service.spec.name;
     let status = view.update_status.get(id);
     if let Some(status) = status {
         let (service, message) = (name.clone(), status.message.clone());
-        match status.state {
-            UpdateState::Paused => return Err(ConvergeError::Paused { service, message }),
-            UpdateState::RollbackStarted | UpdateState::RollbackCompleted => {
-                return Err(ConvergeError::RolledBack { service, message });
-            }
-            UpdateState::RollbackPaused => {
+        match (status.state, change) {
+            (UpdateState::Paused, _) => return Err(ConvergeError::Paused { service, message }),
+            (UpdateState::RollbackPaused, _) => {
                 return Err(ConvergeError::RollbackPaused { service, message });
             }
-            UpdateState::Updating | UpdateState::Completed => {}
+            (UpdateState::RollbackStarted | UpdateState::RollbackCompleted, Change::Update) => {
+                return Err(ConvergeError::RolledBack { service, message });
+            }
+            (UpdateState::RollbackStarted | UpdateState::RollbackCompleted, Change::Rollback)
+            | (UpdateState::Updating | UpdateState::Completed, _) => {}
         }
     }
     let live: Vec<&Task> = view
@@ -83,7 +93,12 @@ pub fn progress(
         .filter(|t| t.status.state == TaskState::Running)
         .count();
     let wanted = service.spec.replicas().map_or(live.len(), |r| r as usize);
-    let updating = status.is_some_and(|s| s.state == UpdateState::Updating);
+    let updating = status.is_some_and(|s| {
+        matches!(
+            s.state,
+            UpdateState::Updating | UpdateState::RollbackStarted
+        )
+    });
     if running == wanted && live.len() == wanted && !updating {
         return Ok(Progress::Converged);
     }
@@ -116,7 +131,12 @@ pub fn progress(
 }
 
 /// Waits for service `name` to converge, showing the progress and each task error once.
-pub async fn converge(host: &Host, name: &str, timeout: GoDuration) -> anyhow::Result<()> {
+pub async fn converge(
+    host: &Host,
+    name: &str,
+    change: Change,
+    timeout: GoDuration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout.0;
     let mut shown_progress = None;
     let mut shown_errors = std::collections::HashSet::new();
@@ -138,7 +158,7 @@ pub async fn converge(host: &Host, name: &str, timeout: GoDuration) -> anyhow::R
                 last_error = Some(problem);
             }
         }
-        let missing = match progress(&view, service)? {
+        let missing = match progress(&view, service, change)? {
             Progress::Converged => {
                 eprintln!("{name}: converged");
                 return Ok(());
@@ -228,10 +248,12 @@ mod tests {
         }
     }
 
-    /// Tasks (image, state), the update state, and converged or the error's start.
+    /// Tasks (image, state), the update state, what the command changed, and converged or
+    /// the error's start.
     type Case<'a> = (
         &'a [(&'a str, TaskState)],
         Option<UpdateState>,
+        Change,
         Result<bool, &'a str>,
     );
 
@@ -239,41 +261,86 @@ mod tests {
     fn progress_waits_for_the_spec_and_the_update_and_stops_at_a_pause_or_rollback() {
         use TaskState::{Preparing, Running};
         let running = [("new", Running), ("new", Running)];
-        let cases: [Case; 9] = [
-            (&running, None, Ok(true)),
-            (&running, Some(UpdateState::Completed), Ok(true)),
+        let cases: [Case; 13] = [
+            (&running, None, Change::Update, Ok(true)),
+            (
+                &running,
+                Some(UpdateState::Completed),
+                Change::Update,
+                Ok(true),
+            ),
             // Every task runs, but the update still watches them.
-            (&running, Some(UpdateState::Updating), Ok(false)),
+            (
+                &running,
+                Some(UpdateState::Updating),
+                Change::Update,
+                Ok(false),
+            ),
             (
                 &[("new", Running), ("old", Running)],
                 Some(UpdateState::Updating),
+                Change::Update,
                 Ok(false),
             ),
-            (&[("new", Running), ("new", Preparing)], None, Ok(false)),
+            (
+                &[("new", Running), ("new", Preparing)],
+                None,
+                Change::Update,
+                Ok(false),
+            ),
             (
                 &running,
                 Some(UpdateState::Paused),
+                Change::Update,
                 Err("s_web: update paused: because"),
             ),
             (
                 &running,
                 Some(UpdateState::RollbackStarted),
+                Change::Update,
                 Err("s_web: rollback: because"),
             ),
             (
                 &running,
                 Some(UpdateState::RollbackCompleted),
+                Change::Update,
                 Err("s_web: rollback: because"),
             ),
             (
                 &running,
                 Some(UpdateState::RollbackPaused),
+                Change::Update,
                 Err("s_web: rollback paused: because"),
             ),
+            // `service rollback`: the rollback states are its progress.
+            (
+                &running,
+                Some(UpdateState::RollbackStarted),
+                Change::Rollback,
+                Ok(false),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackCompleted),
+                Change::Rollback,
+                Ok(true),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackPaused),
+                Change::Rollback,
+                Err("s_web: rollback paused: because"),
+            ),
+            (
+                &running,
+                Some(UpdateState::Paused),
+                Change::Rollback,
+                Err("s_web: update paused: because"),
+            ),
         ];
-        for (tasks, status, expected) in cases {
+        for (tasks, status, change, expected) in cases {
             let view = view(tasks, status);
-            let outcome = progress(&view, &view.services[0]);
+            let outcome = progress(&view, &view.services[0], change);
             match (outcome, expected) {
                 (Ok(progress), Ok(converged)) => {
                     assert_eq!(
@@ -298,7 +365,9 @@ mod tests {
             &[("new", TaskState::Preparing), ("old", TaskState::Running)],
             Some(UpdateState::Updating),
         );
-        let Ok(Progress::Waiting { missing, .. }) = progress(&view, &view.services[0]) else {
+        let Ok(Progress::Waiting { missing, .. }) =
+            progress(&view, &view.services[0], Change::Update)
+        else {
             panic!("waiting");
         };
         assert_eq!(

@@ -23,7 +23,7 @@ use swarm_controller::source::SourceTree;
 
 use crate::client::{self, Host};
 use crate::cluster::table;
-use crate::converge::converge;
+use crate::converge::{Change, converge};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -335,7 +335,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 .map_err(client::explain)?;
             println!("{name}: rolled back");
             if !detach {
-                converge(host, &name, timeout).await?;
+                converge(host, &name, Change::Rollback, timeout).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -635,7 +635,7 @@ async fn scale(
     }
     if !detach {
         for (name, _) in &wanted_names {
-            converge(host, name, timeout).await?;
+            converge(host, name, Change::Update, timeout).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -663,7 +663,7 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         .map_err(client::explain)?;
     println!("{}", service.spec.name);
     if !args.detach {
-        converge(host, &service.spec.name, args.timeout).await?;
+        converge(host, &service.spec.name, Change::Update, args.timeout).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -782,7 +782,7 @@ async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
         .id;
     println!("{id}");
     if !args.detach {
-        converge(host, &args.name, args.timeout).await?;
+        converge(host, &args.name, Change::Update, args.timeout).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

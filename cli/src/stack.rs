@@ -237,7 +237,8 @@ async fn deploy(
     if !detach {
         for service in &changed {
             let timeout = crate::converge::DEFAULT_TIMEOUT.parse()?;
-            crate::converge::converge(host, service, timeout).await?;
+            crate::converge::converge(host, service, crate::converge::Change::Update, timeout)
+                .await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1357,6 +1357,41 @@ fn a_failing_update_rolls_back_by_itself() {
     );
     // The spec before the update, whose failure action was the default.
     assert!(pretty.contains(" On failure:        pause"), "{pretty}");
+
+    // A good update completes (the CLI waits for it), and `service rollback` waits for its
+    // rollback to complete.
+    let hello2 = format!("{}/swarm/hello:2", registry.addr());
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "update",
+            "--image",
+            &hello2,
+            "--update-monitor",
+            "1s",
+            "--timeout",
+            "30s",
+            "rb",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(update_state(&cluster, "rb"), "completed");
+    let out = swarm(&socket, &["service", "rollback", "--timeout", "30s", "rb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rb: converged"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(update_state(&cluster, "rb"), "rollback_completed");
+    let tasks = live_tasks(&cluster, "rb");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["spec"]["container"]["image"] == image.as_str()),
+        "{tasks:?}"
+    );
     let out = swarm(&socket, &["service", "rm", "rb"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_for("no container left", Duration::from_secs(30), || {

@@ -1021,3 +1021,39 @@ fn global_updates_roll_out_by_parallelism_and_roll_back() {
     assert_eq!(sim.running_per_node("agent").len(), 4);
     assert_eq!(sim.running_image("agent", "nginx:2"), 4);
 }
+
+/// `swarm service rollback`: the previous spec back, rolled out with `rollback_config` (all
+/// slots at once here, where updates go one by one), `rollback_started` → `completed`.
+#[test]
+fn a_requested_rollback_rolls_out_with_the_rollback_config() {
+    let mut sim = Sim::new(2);
+    let deploy = "      replicas: 4\n      update_config:\n        parallelism: 1\n        monitor: 1s\n      rollback_config:\n        parallelism: 0\n        monitor: 1s\n";
+    sim.put_service(versioned("web", deploy, "nginx:1"));
+    sim.converge();
+    sim.put_service(versioned("web", deploy, "nginx:2"));
+    sim.converge();
+    sim.now += 1_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::Completed));
+    let service_id = sim.service("web").id.clone().unwrap();
+    let expected_version = sim.data().objects.version;
+    let outcome = sim.apply(Command::RollbackService {
+        expected_version,
+        service_id,
+        at: sim.now,
+    });
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackStarted));
+    sim.settle();
+    let back = sim
+        .live("web")
+        .iter()
+        .filter(|t| t.spec.container.image == "nginx:1")
+        .count();
+    assert_eq!(back, 4, "rollback_config.parallelism 0: every slot at once");
+    sim.converge();
+    sim.now += 1_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackCompleted));
+    assert_eq!(sim.running_image("web", "nginx:1"), 4);
+}

@@ -303,6 +303,39 @@ fn apply(
                 events.push(event("task", &update.id, Change::Updated));
             }
         }
+        Command::RollbackService {
+            expected_version,
+            service_id,
+            at,
+        } => {
+            if expected_version != data.objects.version {
+                return Err(format!(
+                    "the services changed since version {expected_version} (now {}): roll back again",
+                    data.objects.version
+                ));
+            }
+            let name = data
+                .objects
+                .services
+                .iter()
+                .find(|o| o.id.as_ref() == Some(&service_id))
+                .map(|o| o.spec.name.clone())
+                .ok_or_else(|| format!("service {service_id} does not exist"))?;
+            if !data.previous_specs.contains_key(&service_id) {
+                return Err(format!(
+                    "service {name} has no previous spec to roll back to (it was never updated)"
+                ));
+            }
+            let status = swarm_api::rollout::UpdateStatus {
+                state: swarm_api::rollout::UpdateState::RollbackStarted,
+                started_at: at,
+                completed_at: None,
+                message: "manually requested rollback".to_owned(),
+            };
+            roll_back(data, index, service_id, status, events);
+            // A pass decided before would roll out the spec rolled back from.
+            data.tasks_version = index;
+        }
         Command::ApplyPlan {
             expected_version,
             actions,
@@ -381,11 +414,11 @@ fn set_update_status(
     data.update_status.insert(service_id, status);
 }
 
-/// An automatic rollback: the previous spec and the current one swap (so a user's `service
-/// rollback` afterwards goes forward to the failed spec again, as Docker's does). The
+/// A rollback, automatic or asked for: the previous spec and the current one swap (so
+/// rolling back again goes forward to the spec rolled back from, as Docker's does). The
 /// objects changed: a plan made before is refused. Moot if the service or its previous
-/// spec is gone (a user changed it meanwhile and the pass was not refused: impossible, as
-/// that change moves `tasks_version`).
+/// spec is gone (for an automatic one, a user changed it meanwhile and the pass was not
+/// refused: impossible, as that change moves `tasks_version`).
 fn roll_back(
     data: &mut StoreData,
     index: u64,
@@ -957,10 +990,44 @@ mod tests {
             store.data().update_status[&id].state,
             UpdateState::RollbackStarted
         );
-        // A user's change starts afresh.
-        store.apply_command(7, update);
-        assert_eq!(store.data().update_status.get(&id), None);
+        // A user's rollback swaps them back, and refuses a moved state or a service
+        // without a previous spec.
+        let rollback = |expected_version, service_id: &str| Command::RollbackService {
+            expected_version,
+            service_id: service_id.to_owned(),
+            at: 9,
+        };
+        assert!(matches!(
+            store.apply_command(7, rollback(5, &id)),
+            Outcome::Rejected { ref reason } if reason.contains("changed since version 5")
+        ));
+        assert_eq!(
+            store.apply_command(8, rollback(6, &id)),
+            Outcome::Applied { version: 8 }
+        );
+        assert_eq!(store.export().services[0].spec, second);
         assert_eq!(store.data().previous_specs[&id], first);
+        assert_eq!(store.data().tasks_version, 8);
+        let status = &store.data().update_status[&id];
+        assert_eq!(
+            (status.state, status.started_at),
+            (UpdateState::RollbackStarted, 9)
+        );
+        assert_eq!(status.message, "manually requested rollback");
+        // A user's change starts afresh.
+        let ObjectSpec::Service(spec) = actions[0].spec.as_mut().unwrap() else {
+            panic!("a service action");
+        };
+        spec.task.container.image = "nginx:3".into();
+        store.apply_command(
+            9,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions,
+            },
+        );
+        assert_eq!(store.data().update_status.get(&id), None);
+        assert_eq!(store.data().previous_specs[&id], second);
     }
 
     #[test]
