@@ -6,6 +6,7 @@ mod cluster;
 mod converge;
 mod inspect;
 mod plan;
+mod rollback_flags;
 mod service;
 mod stack;
 

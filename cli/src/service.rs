@@ -24,6 +24,7 @@ use swarm_controller::source::SourceTree;
 use crate::client::{self, Host};
 use crate::cluster::table;
 use crate::converge::{Change, converge};
+use crate::rollback_flags::RollbackFlags;
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -145,6 +146,8 @@ pub struct UpdateArgs {
     /// Overrides the image's entrypoint (a command line; "" puts the image's back)
     #[arg(long)]
     entrypoint: Option<String>,
+    #[command(flatten)]
+    rollback: RollbackFlags,
     /// Replace every task even if nothing else changes
     #[arg(long)]
     force: bool,
@@ -230,6 +233,8 @@ pub struct CreateArgs {
     /// Failures tolerated during an update (0 to 1)
     #[arg(long)]
     update_max_failure_ratio: Option<f64>,
+    #[command(flatten)]
+    rollback: RollbackFlags,
     /// Healthcheck command, run with the shell
     #[arg(long)]
     health_cmd: Option<String>,
@@ -763,6 +768,7 @@ fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()>
             ),
         };
     }
+    args.rollback.apply(&mut spec.rollback)?;
     if args.force {
         spec.task.force_update += 1;
     }
@@ -839,6 +845,7 @@ fn flag_of(field: &str) -> String {
         ("deploy.resources.reservations.memory", "--reserve-memory"),
         ("deploy.restart_policy", "--restart-"),
         ("deploy.update_config", "--update-"),
+        ("deploy.rollback_config", "--rollback-"),
         ("healthcheck", "--health-"),
         ("ports", "--publish"),
         ("environment", "--env"),
@@ -1050,6 +1057,7 @@ fn deploy_document(args: &CreateArgs) -> anyhow::Result<Value> {
         ("resources", resources),
         ("restart_policy", restart),
         ("update_config", update),
+        ("rollback_config", args.rollback.section()?),
     ])
     .expect("the mode is always there"))
 }

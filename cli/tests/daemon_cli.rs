@@ -1274,6 +1274,8 @@ fn a_failing_update_rolls_back_by_itself() {
             "2",
             "--stop-grace-period",
             "1s",
+            "--rollback-monitor",
+            "1s",
             "--timeout",
             "30s",
             &image,
@@ -1357,6 +1359,10 @@ fn a_failing_update_rolls_back_by_itself() {
     );
     // The spec before the update, whose failure action was the default.
     assert!(pretty.contains(" On failure:        pause"), "{pretty}");
+    assert!(
+        pretty.contains("RollbackConfig:\n Parallelism:       1\n Delay:             0s\n On failure:        pause\n Monitoring Period: 1s\n"),
+        "{pretty}"
+    );
 
     // A good update completes (the CLI waits for it), and `service rollback` waits for its
     // rollback to complete.
