@@ -1405,12 +1405,11 @@ fn a_failing_update_rolls_back_by_itself() {
     });
 }
 
-/// A service that cannot converge: `--timeout` bounds the wait, and the error says what is
-/// missing and the tasks' last error.
+/// Services that cannot converge: `--timeout` bounds the wait, and the error says what is
+/// missing and the tasks' last error; a paused update ends the wait at once.
 #[test]
-fn a_create_that_cannot_converge_times_out_with_the_reason() {
-    let Some(registry) = registry_for("a_create_that_cannot_converge_times_out_with_the_reason")
-    else {
+fn waits_that_cannot_converge_fail_with_the_reason() {
+    let Some(registry) = registry_for("waits_that_cannot_converge_fail_with_the_reason") else {
         return;
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
@@ -1447,7 +1446,66 @@ fn a_create_that_cannot_converge_times_out_with_the_reason() {
         waited < Duration::from_secs(10),
         "the CLI waited {waited:?}"
     );
-    let out = swarm(&socket, &["service", "rm", "stuck"]);
+
+    // An update whose tasks exit at once pauses (the default failure action): the wait
+    // ends at once with the reason, and the slot the update did not reach keeps its task.
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "create",
+            "--name",
+            "held",
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            "--timeout",
+            "30s",
+            &image,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = std::time::Instant::now();
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "update",
+            "--entrypoint",
+            "/bin/false",
+            "--update-delay",
+            "3s",
+            "--timeout",
+            "40s",
+            "held",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "held: update paused: update paused due to failure or early termination of task"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(update_state(&cluster, "held"), "paused");
+    // Well past the update delay: still paused, the old task still runs.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(update_state(&cluster, "held"), "paused");
+    let old_running = live_tasks(&cluster, "held")
+        .iter()
+        .filter(|t| t["spec"]["container"]["entrypoint"].is_null())
+        .filter(|t| t["status"]["state"] == "running")
+        .count();
+    assert_eq!(old_running, 1);
+
+    let out = swarm(&socket, &["service", "rm", "stuck", "held"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_for("no container left", Duration::from_secs(30), || {
         containers(&cluster, 0).is_empty().then_some(())
