@@ -5,6 +5,7 @@
 //! Only this crate defines serialised formats; everything else passes these types.
 
 pub mod plan;
+pub mod rollout;
 pub mod spec;
 pub mod stackfile;
 pub mod state;

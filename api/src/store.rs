@@ -58,6 +58,15 @@ pub enum Command {
         expected_version: u64,
         changes: Vec<TaskChange>,
     },
+    /// `swarm service rollback`: the service's previous spec becomes its spec again (and the
+    /// current one its previous spec, so rolling back twice goes forward again); it rolls
+    /// out with its `rollback_config`, its update status `rollback_started` from `at`.
+    /// Refused if the objects changed since `expected_version`.
+    RollbackService {
+        expected_version: u64,
+        service_id: String,
+        at: Millis,
+    },
     /// What a node's agent saw of its tasks.
     TaskStatuses {
         node_id: String,
@@ -87,6 +96,18 @@ pub enum TaskChange {
     /// Dropped from the history.
     Remove {
         id: String,
+    },
+    /// The rollout of a service's spec reached a new state.
+    UpdateStatus {
+        service_id: String,
+        status: crate::rollout::UpdateStatus,
+    },
+    /// An update failed (`failure_action: rollback`): the service's previous spec becomes
+    /// its spec again and the failed one its previous spec, as `swarm service rollback`
+    /// would; its rollout is then `status` (rollback started).
+    RollBack {
+        service_id: String,
+        status: crate::rollout::UpdateStatus,
     },
 }
 
@@ -241,13 +262,19 @@ pub struct StoreData {
     pub objects: Objects,
     #[serde(default)]
     pub tasks: BTreeMap<String, Task>,
-    /// The index of the last `WriteTasks`.
+    /// The index of the last `WriteTasks`, or of the last plan that changed a service's spec:
+    /// a pass decided before either is refused.
     #[serde(default)]
     pub tasks_version: u64,
     /// Each service's spec before its last change, by service id: what `swarm service
     /// rollback` goes back to.
     #[serde(default)]
     pub previous_specs: BTreeMap<String, crate::spec::ServiceSpec>,
+    /// Where each service's last update (or rollback) stands, by service id; none for a
+    /// service whose spec has not changed since it was created or last changed by hand
+    /// and whose tasks need no replacing.
+    #[serde(default)]
+    pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

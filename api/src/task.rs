@@ -21,6 +21,9 @@ pub struct ServicesView {
     pub tasks: Vec<Task>,
     /// Node id → hostname.
     pub nodes: BTreeMap<String, String>,
+    /// Where each service's last update stands, by service id.
+    #[serde(default)]
+    pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
 }
 
 /// Why a service reference names no single service.
@@ -75,6 +78,10 @@ pub struct Task {
     pub desired: DesiredState,
     pub status: TaskStatus,
     pub created_at: Millis,
+    /// When it first ran (the `since` of its first running status): an update watches a
+    /// new task for `monitor` from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Millis>,
 }
 
 impl Task {

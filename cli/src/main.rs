@@ -3,7 +3,10 @@
 
 mod client;
 mod cluster;
+mod converge;
+mod inspect;
 mod plan;
+mod rollback_flags;
 mod service;
 mod stack;
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -19,10 +18,13 @@ use swarm_api::grpc::control::{
 use swarm_api::spec::{ServiceMode, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::task::{DesiredState, ServicesView, Task};
+use swarm_api::units::GoDuration;
 use swarm_controller::source::SourceTree;
 
 use crate::client::{self, Host};
 use crate::cluster::table;
+use crate::converge::{Change, converge};
+use crate::rollback_flags::RollbackFlags;
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -47,10 +49,13 @@ pub enum ServiceCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Show services in detail (JSON)
+    /// Show services in detail (JSON, with their update status)
     Inspect {
         #[arg(required = true)]
         services: Vec<String>,
+        /// A summary for people instead of JSON
+        #[arg(long)]
+        pretty: bool,
     },
     /// Change a service: its tasks are replaced as its update policy says
     Update(Box<UpdateArgs>),
@@ -60,6 +65,9 @@ pub enum ServiceCommand {
         /// Return at once instead of waiting for the tasks to run
         #[arg(long, short)]
         detach: bool,
+        /// How long to wait for the tasks to run and the update to complete
+        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
+        timeout: GoDuration,
     },
     /// Scale replicated services: NAME=REPLICAS…
     Scale {
@@ -68,6 +76,9 @@ pub enum ServiceCommand {
         /// Return at once instead of waiting for the tasks to run
         #[arg(long, short)]
         detach: bool,
+        /// How long to wait for the tasks to run and the update to complete
+        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
+        timeout: GoDuration,
     },
     /// Remove services
     #[command(alias = "remove")]
@@ -120,12 +131,32 @@ pub struct UpdateArgs {
     /// start-first or stop-first
     #[arg(long)]
     update_order: Option<String>,
+    /// Wait between updates of batches
+    #[arg(long)]
+    update_delay: Option<GoDuration>,
+    /// pause, continue or rollback
+    #[arg(long)]
+    update_failure_action: Option<String>,
+    /// How long each updated task is watched for failure
+    #[arg(long)]
+    update_monitor: Option<GoDuration>,
+    /// Failures tolerated during an update (0 to 1)
+    #[arg(long)]
+    update_max_failure_ratio: Option<f64>,
+    /// Overrides the image's entrypoint (a command line; "" puts the image's back)
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[command(flatten)]
+    rollback: RollbackFlags,
     /// Replace every task even if nothing else changes
     #[arg(long)]
     force: bool,
     /// Return at once instead of waiting for the tasks to run
     #[arg(long, short)]
     detach: bool,
+    /// How long to wait for the tasks to run and the update to complete
+    #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
+    timeout: GoDuration,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +233,8 @@ pub struct CreateArgs {
     /// Failures tolerated during an update (0 to 1)
     #[arg(long)]
     update_max_failure_ratio: Option<f64>,
+    #[command(flatten)]
+    rollback: RollbackFlags,
     /// Healthcheck command, run with the shell
     #[arg(long)]
     health_cmd: Option<String>,
@@ -234,6 +267,9 @@ pub struct CreateArgs {
     /// Return at once instead of waiting for the tasks to run
     #[arg(long, short)]
     detach: bool,
+    /// How long to wait for the tasks to run and the update to complete
+    #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
+    timeout: GoDuration,
     /// The image
     image: String,
     /// The command and its arguments (replace the image's CMD)
@@ -268,17 +304,25 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             print_tasks(&view, tasks, format)?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Inspect { services } => {
+        ServiceCommand::Inspect { services, pretty } => {
             let view = view(host).await?;
             let found = services
                 .iter()
                 .map(|reference| resolve(&view, reference))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            println!("{}", serde_json::to_string_pretty(&found)?);
+            if pretty {
+                print!("{}", crate::inspect::pretty(&view, &found));
+            } else {
+                println!("{}", crate::inspect::json(&view, &found)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Update(args) => update(host, *args).await,
-        ServiceCommand::Rollback { service, detach } => {
+        ServiceCommand::Rollback {
+            service,
+            detach,
+            timeout,
+        } => {
             let name = resolve(&view(host).await?, &service)?.spec.name.clone();
             let mut client = client::connect(host).await?;
             client
@@ -287,11 +331,15 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 .map_err(client::explain)?;
             println!("{name}: rolled back");
             if !detach {
-                converge(host, &name).await?;
+                converge(host, &name, Change::Rollback, timeout).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Scale { scales, detach } => scale(host, &scales, detach).await,
+        ServiceCommand::Scale {
+            scales,
+            detach,
+            timeout,
+        } => scale(host, &scales, detach, timeout).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;
             let removed = client
@@ -548,7 +596,7 @@ pub(crate) fn print_tasks(
 }
 
 /// Docker's "2 minutes" style.
-fn ago(ms: u64) -> String {
+pub(crate) fn ago(ms: u64) -> String {
     let seconds = ms / 1000;
     match seconds {
         0..=1 => "Less than a second".to_owned(),
@@ -560,7 +608,12 @@ fn ago(ms: u64) -> String {
     }
 }
 
-async fn scale(host: &Host, scales: &[String], detach: bool) -> anyhow::Result<ExitCode> {
+async fn scale(
+    host: &Host,
+    scales: &[String],
+    detach: bool,
+    timeout: GoDuration,
+) -> anyhow::Result<ExitCode> {
     let mut wanted = Vec::new();
     for scale in scales {
         let (name, replicas) = scale
@@ -596,7 +649,7 @@ async fn scale(host: &Host, scales: &[String], detach: bool) -> anyhow::Result<E
     }
     if !detach {
         for (name, _) in &wanted_names {
-            converge(host, name).await?;
+            converge(host, name, Change::Update, timeout).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -624,7 +677,7 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         .map_err(client::explain)?;
     println!("{}", service.spec.name);
     if !args.detach {
-        converge(host, &service.spec.name).await?;
+        converge(host, &service.spec.name, Change::Update, args.timeout).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -695,6 +748,36 @@ fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()>
             anyhow::anyhow!("invalid --update-order {order:?}: use start-first or stop-first")
         })?;
     }
+    if let Some(delay) = args.update_delay {
+        spec.update.delay = delay;
+    }
+    if let Some(action) = &args.update_failure_action {
+        spec.update.failure_action = serde_json::from_value(json!(action)).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --update-failure-action {action:?}: use pause, continue or rollback"
+            )
+        })?;
+    }
+    if let Some(monitor) = args.update_monitor {
+        spec.update.monitor = monitor;
+    }
+    if let Some(ratio) = args.update_max_failure_ratio {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "invalid --update-max-failure-ratio {ratio}: use a number from 0 to 1"
+        );
+        spec.update.max_failure_ratio = ratio;
+    }
+    if let Some(entrypoint) = &args.entrypoint {
+        spec.task.container.entrypoint = match entrypoint.as_str() {
+            "" => None,
+            line => Some(
+                shlex::split(line)
+                    .with_context(|| format!("invalid --entrypoint {line:?}: unbalanced quotes"))?,
+            ),
+        };
+    }
+    args.rollback.apply(&mut spec.rollback)?;
     if args.force {
         spec.task.force_update += 1;
     }
@@ -714,69 +797,9 @@ async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
         .id;
     println!("{id}");
     if !args.detach {
-        converge(host, &args.name).await?;
+        converge(host, &args.name, Change::Update, args.timeout).await?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// How long `create`, `update` and `scale` wait for a service to converge.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Waits until every task the service should run runs (or, for a global service, every
-/// task it has), showing the progress and each task error once; an error when that does
-/// not happen within `CONVERGE_TIMEOUT`.
-pub(crate) async fn converge(host: &Host, name: &str) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
-    let mut shown_progress = None;
-    let mut shown_errors = std::collections::HashSet::new();
-    let mut last_error = None;
-    loop {
-        let view = view(host).await?;
-        let service = resolve(&view, name)?;
-        let id = service.id.as_deref().unwrap_or_default();
-        let live: Vec<&Task> = view
-            .tasks
-            .iter()
-            .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
-            .collect();
-        // During a rolling update the old tasks run too: only the current spec counts.
-        let running = live
-            .iter()
-            .filter(|t| t.status.state == swarm_api::task::TaskState::Running)
-            .filter(|t| t.spec == service.spec.task)
-            .count();
-        let wanted = service.spec.replicas().map_or(live.len(), |r| r as usize);
-        for task in view.tasks.iter().filter(|t| t.service_id == id) {
-            let problem = match (&task.status.error, task.status.state) {
-                (Some(error), _) => Some(error.clone()),
-                (None, swarm_api::task::TaskState::Pending) => {
-                    Some(format!("pending: {}", task.status.message))
-                }
-                _ => None,
-            };
-            if let Some(problem) = problem
-                && shown_errors.insert((task.id.clone(), problem.clone()))
-            {
-                eprintln!("{}: {problem}", task.name());
-                last_error = Some(problem);
-            }
-        }
-        if shown_progress != Some((running, wanted)) {
-            eprintln!("{name}: {running}/{wanted} tasks running");
-            shown_progress = Some((running, wanted));
-        }
-        if running == wanted && live.len() == wanted {
-            eprintln!("{name}: converged");
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "{name} did not converge within {CONVERGE_TIMEOUT:?}: {running}/{wanted} tasks running{}",
-                last_error.map_or(String::new(), |e| format!("; last error: {e}"))
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The name the one-service document is loaded under: every object is named
@@ -844,6 +867,7 @@ fn flag_of(field: &str) -> String {
         ("deploy.resources.reservations.memory", "--reserve-memory"),
         ("deploy.restart_policy", "--restart-"),
         ("deploy.update_config", "--update-"),
+        ("deploy.rollback_config", "--rollback-"),
         ("healthcheck", "--health-"),
         ("ports", "--publish"),
         ("environment", "--env"),
@@ -1055,6 +1079,7 @@ fn deploy_document(args: &CreateArgs) -> anyhow::Result<Value> {
         ("resources", resources),
         ("restart_policy", restart),
         ("update_config", update),
+        ("rollback_config", args.rollback.section()?),
     ])
     .expect("the mode is always there"))
 }

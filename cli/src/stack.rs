@@ -258,7 +258,9 @@ async fn deploy(
     apply(host, &plan).await?;
     if !detach {
         for service in &changed {
-            service::converge(host, service).await?;
+            let timeout = crate::converge::DEFAULT_TIMEOUT.parse()?;
+            crate::converge::converge(host, service, crate::converge::Change::Update, timeout)
+                .await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1321,3 +1321,272 @@ fn stacks_deploy_update_and_remove() {
     let out = swarm(&cluster.socket(0), &["leave", "--force"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `service inspect`'s update status of a service, or null.
+fn update_state(cluster: &Cluster, service: &str) -> serde_json::Value {
+    let out = swarm(&cluster.socket(0), &["service", "inspect", service]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    inspected[0]["UpdateStatus"]["State"].clone()
+}
+
+/// An update whose tasks exit at once, with `--update-failure-action rollback`: the CLI
+/// stops waiting as soon as the orchestrator rolls the service back (non-zero, naming the
+/// rollback), the old spec's tasks run again, and the rollback completes.
+#[test]
+fn a_failing_update_rolls_back_by_itself() {
+    let Some(registry) = registry_for("a_failing_update_rolls_back_by_itself") else {
+        return;
+    };
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    let cluster = cluster(1, &init_args("198.18.196.0/24", &[]));
+    let _leftovers = Leftovers(&cluster);
+    let socket = cluster.socket(0);
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "create",
+            "--name",
+            "rb",
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            "--rollback-monitor",
+            "1s",
+            "--timeout",
+            "30s",
+            &image,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let original: Vec<String> = live_tasks(&cluster, "rb")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(original.len(), 2);
+    assert_eq!(update_state(&cluster, "rb"), serde_json::Value::Null);
+
+    let started = std::time::Instant::now();
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "update",
+            "rb",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "2s",
+            // The second slot waits 3 s after the first runs: the failure comes first.
+            "--update-delay",
+            "3s",
+            "--entrypoint",
+            "/bin/false",
+            "--timeout",
+            "40s",
+        ],
+    );
+    let waited = started.elapsed();
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "rb: rollback: update rolled back due to failure or early termination of task"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "the CLI waited {waited:?}"
+    );
+
+    let state = wait_for("the rollback completes", Duration::from_secs(30), || {
+        let state = update_state(&cluster, "rb");
+        (state == "rollback_completed").then_some(state)
+    });
+    assert_eq!(state, "rollback_completed");
+    let out = swarm(&socket, &["service", "inspect", "rb"]);
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspected[0]["spec"]["task"]["container"]["entrypoint"],
+        serde_json::Value::Null,
+        "the spec before the update is back"
+    );
+    let tasks = live_tasks(&cluster, "rb");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for task in &tasks {
+        assert_eq!(task["status"]["state"], "running", "{task}");
+        assert_eq!(
+            task["spec"]["container"]["entrypoint"],
+            serde_json::Value::Null
+        );
+    }
+    // The slot the update never reached kept its task.
+    assert!(
+        tasks
+            .iter()
+            .any(|t| original.iter().any(|o| t["id"] == o.as_str())),
+        "{tasks:?} / {original:?}"
+    );
+    let out = swarm(&socket, &["service", "inspect", "--pretty", "rb"]);
+    let pretty = text(&out.stdout);
+    assert!(
+        pretty.contains(" State:             rollback_completed"),
+        "{pretty}"
+    );
+    // The spec before the update, whose failure action was the default.
+    assert!(pretty.contains(" On failure:        pause"), "{pretty}");
+    assert!(
+        pretty.contains("RollbackConfig:\n Parallelism:       1\n Delay:             0s\n On failure:        pause\n Monitoring Period: 1s\n"),
+        "{pretty}"
+    );
+
+    // A good update completes (the CLI waits for it), and `service rollback` waits for its
+    // rollback to complete.
+    let hello2 = format!("{}/swarm/hello:2", registry.addr());
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "update",
+            "--image",
+            &hello2,
+            "--update-monitor",
+            "1s",
+            "--timeout",
+            "30s",
+            "rb",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(update_state(&cluster, "rb"), "completed");
+    let out = swarm(&socket, &["service", "rollback", "--timeout", "30s", "rb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rb: converged"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(update_state(&cluster, "rb"), "rollback_completed");
+    let tasks = live_tasks(&cluster, "rb");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["spec"]["container"]["image"] == image.as_str()),
+        "{tasks:?}"
+    );
+    let out = swarm(&socket, &["service", "rm", "rb"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("no container left", Duration::from_secs(30), || {
+        containers(&cluster, 0).is_empty().then_some(())
+    });
+}
+
+/// Services that cannot converge: `--timeout` bounds the wait, and the error says what is
+/// missing and the tasks' last error; a paused update ends the wait at once.
+#[test]
+fn waits_that_cannot_converge_fail_with_the_reason() {
+    let Some(registry) = registry_for("waits_that_cannot_converge_fail_with_the_reason") else {
+        return;
+    };
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    let cluster = cluster(1, &init_args("198.18.197.0/24", &[]));
+    let _leftovers = Leftovers(&cluster);
+    let socket = cluster.socket(0);
+    let started = std::time::Instant::now();
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "create",
+            "--name",
+            "stuck",
+            "--entrypoint",
+            "/bin/false",
+            "--timeout",
+            "3s",
+            &image,
+        ],
+    );
+    let waited = started.elapsed();
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: stuck did not converge within 3s: 0/1 tasks running"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("last task error: task: non-zero exit (1)"),
+        "{stderr}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the CLI waited {waited:?}"
+    );
+
+    // An update whose tasks exit at once pauses (the default failure action): the wait
+    // ends at once with the reason, and the slot the update did not reach keeps its task.
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "create",
+            "--name",
+            "held",
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            "--timeout",
+            "30s",
+            &image,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started = std::time::Instant::now();
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "update",
+            "--entrypoint",
+            "/bin/false",
+            "--update-delay",
+            "3s",
+            "--timeout",
+            "40s",
+            "held",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "held: update paused: update paused due to failure or early termination of task"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(update_state(&cluster, "held"), "paused");
+    // Well past the update delay: still paused, the old task still runs.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(update_state(&cluster, "held"), "paused");
+    let old_running = live_tasks(&cluster, "held")
+        .iter()
+        .filter(|t| t["spec"]["container"]["entrypoint"].is_null())
+        .filter(|t| t["status"]["state"] == "running")
+        .count();
+    assert_eq!(old_running, 1);
+
+    let out = swarm(&socket, &["service", "rm", "stuck", "held"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for("no container left", Duration::from_secs(30), || {
+        containers(&cluster, 0).is_empty().then_some(())
+    });
+}

@@ -34,6 +34,7 @@ pub async fn view(raft: &RaftHandle<Store>) -> Result<ServicesView, Status> {
                 .values()
                 .map(|n| (n.id.clone(), n.hostname.clone()))
                 .collect(),
+            update_status: data.update_status.clone(),
         }
     })
     .await
@@ -143,31 +144,21 @@ pub async fn update(
     apply(raft, Some(version), action).await
 }
 
-/// Puts a service back to the spec it had before its last change; a rollback is a change
-/// too, so rolling back twice goes forward again (as Docker does).
+/// Puts a service back to the spec it had before its last change, rolled out with its
+/// `rollback_config`; a rollback is a change too, so rolling back twice goes forward again
+/// (as Docker does). The store refuses it if the service has no previous spec.
 pub async fn rollback(raft: &RaftHandle<Store>, reference: &str) -> Result<(), Status> {
     let view = view(raft).await?;
     let service = resolve(&view, reference)?;
-    let id = service.id.clone().unwrap_or_default();
-    let previous = raft
-        .read(move |store: &Store| store.data().previous_specs.get(&id).cloned())
-        .await
-        .map_err(raft_status)?
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "service {} has no previous spec to roll back to (it was never updated)",
-                service.spec.name
-            ))
-        })?;
-    let action = Action {
-        op: Op::Update,
-        kind: Kind::Service,
-        name: service.spec.name.clone(),
-        origin: service.origin.clone(),
-        changes: Vec::new(),
-        spec: Some(ObjectSpec::Service(Box::new(previous))),
-    };
-    apply(raft, Some(view.version), action).await
+    propose(
+        raft,
+        &Command::RollbackService {
+            expected_version: view.version,
+            service_id: service.id.clone().unwrap_or_default(),
+            at: super::millis(std::time::SystemTime::now()),
+        },
+    )
+    .await
 }
 
 pub async fn remove(

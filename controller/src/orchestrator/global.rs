@@ -1,15 +1,16 @@
 //! Global services: one task on every node that is not drained and satisfies the
 //! constraints. A down node keeps its task (it is the node's); a node that leaves the
 //! service's reach (drained, relabelled) has its task stopped; a removed node's task is
-//! orphaned. Spec changes roll out `parallelism` nodes at a time, stopping first.
+//! orphaned. Spec changes roll out over the nodes as `rollout` says (batches, delay,
+//! failures, rollback), stopping first.
 
 use std::collections::BTreeMap;
 
 use swarm_api::store::{Availability, Node, NodeStatus};
-use swarm_api::task::{Task, TaskState};
+use swarm_api::task::Task;
 
 use super::placement::candidate;
-use super::{Decisions, Restart, Service, restart};
+use super::{Decisions, Restart, Service, restart, rollout};
 use crate::scheduler::satisfies;
 
 pub(super) fn reconcile(
@@ -29,7 +30,8 @@ pub(super) fn reconcile(
         }
     }
     let mut outdated: Vec<&Task> = Vec::new();
-    let mut updating = 0usize;
+    // The tasks of the nodes that should run one now: what the rollout watches.
+    let mut units: Vec<Vec<&Task>> = Vec::new();
     for node in nodes.values() {
         let history = by_node.remove(node.id.as_str()).unwrap_or_default();
         d.trim_history(&history, nodes);
@@ -53,6 +55,7 @@ pub(super) fn reconcile(
         let Some((&newest, older)) = live.split_last() else {
             if node.status == NodeStatus::Ready {
                 d.create(service, None, Some(&node.id));
+                units.push(history);
             }
             continue;
         };
@@ -63,14 +66,14 @@ pub(super) fn reconcile(
             if restart(&spec.restart, newest, &history, d.now) == Restart::Now {
                 d.stop(newest);
                 d.create(service, None, Some(&node.id));
+            } else if newest.spec != *spec {
+                // Not restarted (yet), and of an older spec: the rollout replaces it.
+                outdated.push(newest);
             }
         } else if newest.spec != *spec {
             outdated.push(newest);
-        } else if newest.status.state < TaskState::Running
-            && history.iter().any(|t| t.spec != *spec)
-        {
-            updating += 1;
         }
+        units.push(history);
     }
     // Nodes that left the cluster.
     for history in by_node.into_values() {
@@ -81,10 +84,7 @@ pub(super) fn reconcile(
         }
         d.trim_history(&history, nodes);
     }
-    let budget = match service.spec().update.parallelism {
-        0 => usize::MAX,
-        n => (n as usize).saturating_sub(updating),
-    };
+    let budget = rollout::budget(service, units.len(), &units, &outdated, d);
     for task in outdated.into_iter().take(budget) {
         d.stop(task);
         d.create(service, None, task.node_id.as_deref());

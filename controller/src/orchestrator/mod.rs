@@ -2,15 +2,18 @@
 //! task decisions of one pass — tasks to create for empty slots and eligible nodes, tasks
 //! to stop (scaled down, outdated, on a drained node, of a removed service), replacements
 //! for failed tasks (restart policy) and for tasks on lost nodes, history to drop — then
-//! where the new and pending tasks go (`scheduler`). The leader runs a pass whenever the
-//! store changes, and proposes its decisions as one `WriteTasks` entry.
+//! where the new and pending tasks go (`scheduler`) — and how each service's update or
+//! rollback stands (`rollout`). The leader runs a pass whenever the store changes, and
+//! proposes its decisions as one `WriteTasks` entry.
 
 mod global;
 mod placement;
 mod replicated;
+mod rollout;
 
 use std::collections::{BTreeMap, HashMap};
 
+use swarm_api::rollout::UpdateStatus;
 use swarm_api::spec::{RestartCondition, RestartPolicy, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{Millis, Node, NodeStatus, StoreData, TaskChange};
@@ -27,6 +30,7 @@ pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -
         new_id,
         changes: Vec::new(),
         created: Vec::new(),
+        rollouts: Vec::new(),
     };
     let mut by_service: HashMap<&str, Vec<&Task>> = HashMap::new();
     for task in data.tasks.values() {
@@ -43,6 +47,8 @@ pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -
         let service = Service {
             id,
             object: service,
+            status: data.update_status.get(id),
+            has_previous: data.previous_specs.contains_key(id),
         };
         match service.object.spec.mode {
             swarm_api::spec::ServiceMode::Replicated { replicas } => {
@@ -65,10 +71,13 @@ pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -
     decisions.into_changes()
 }
 
-/// A service and its id.
+/// A service, its id, and where its rollout stands.
 struct Service<'a> {
     id: &'a str,
     object: &'a Object<ServiceSpec>,
+    status: Option<&'a UpdateStatus>,
+    /// Whether it has a spec to roll back to.
+    has_previous: bool,
 }
 
 impl Service<'_> {
@@ -84,6 +93,8 @@ struct Decisions<'a> {
     changes: Vec<TaskChange>,
     /// Tasks made in this pass; the scheduler places them before they are written.
     created: Vec<Task>,
+    /// Services' update statuses and automatic rollbacks.
+    rollouts: Vec<TaskChange>,
 }
 
 impl Decisions<'_> {
@@ -105,6 +116,7 @@ impl Decisions<'_> {
             desired: DesiredState::Running,
             status,
             created_at: self.now,
+            started_at: None,
         });
     }
 
@@ -149,12 +161,15 @@ impl Decisions<'_> {
         }
     }
 
+    /// The services' changes first: a pass too big for one entry is cut at its end, and
+    /// the next pass decides the rest again.
     fn into_changes(self) -> Vec<TaskChange> {
-        let mut changes: Vec<TaskChange> = self
-            .created
-            .into_iter()
-            .map(|task| TaskChange::Create(Box::new(task)))
-            .collect();
+        let mut changes = self.rollouts;
+        changes.extend(
+            self.created
+                .into_iter()
+                .map(|task| TaskChange::Create(Box::new(task))),
+        );
         changes.extend(self.changes);
         changes
     }

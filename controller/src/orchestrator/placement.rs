@@ -186,5 +186,8 @@ fn change_id(change: &TaskChange) -> &str {
         | TaskChange::Status { id, .. }
         | TaskChange::Desire { id, .. }
         | TaskChange::Remove { id } => id,
+        TaskChange::UpdateStatus { service_id, .. } | TaskChange::RollBack { service_id, .. } => {
+            service_id
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+use swarm_api::rollout::UpdateState;
 use swarm_api::spec::{ServiceMode, ServiceSpec, UpdateOrder};
 use swarm_api::state::{Object, Origin};
 use swarm_api::store::{
@@ -19,7 +21,7 @@ const GIB: u64 = 1 << 30;
 
 /// A service spec as a stack file gives it, from the `deploy`-level YAML of one service; it
 /// is named `s_<name>` (the stack file is `s.yaml`).
-fn spec(name: &str, body: &str) -> ServiceSpec {
+pub(super) fn spec(name: &str, body: &str) -> ServiceSpec {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.yaml");
     std::fs::write(
@@ -95,24 +97,27 @@ impl Sim {
         self.store.data()
     }
 
-    /// Creates or replaces a service, as an applied plan would.
+    /// Creates or replaces a service with a one-action plan, as `service create|update` do
+    /// (so the store keeps its previous spec and a change starts a new update).
     fn put_service(&mut self, spec: ServiceSpec) {
-        let mut objects = self.data().objects.clone();
-        let object = Object {
-            id: Some(format!("id-{}", spec.name)),
-            origin: Origin::default(),
-            spec,
-        };
-        match objects
+        let exists = self
+            .data()
+            .objects
             .services
-            .iter_mut()
-            .find(|s| s.spec.name == object.spec.name)
-        {
-            Some(existing) => *existing = object,
-            None => objects.services.push(object),
-        }
-        // The test writes the objects directly: plans are the store's own tests' business.
-        self.store.replace_objects_for_tests(objects);
+            .iter()
+            .any(|s| s.spec.name == spec.name);
+        let outcome = self.apply(Command::ApplyPlan {
+            expected_version: None,
+            actions: vec![Action {
+                op: if exists { Op::Update } else { Op::Create },
+                kind: Kind::Service,
+                name: spec.name.clone(),
+                origin: Origin::default(),
+                changes: Vec::new(),
+                spec: Some(ObjectSpec::Service(Box::new(spec))),
+            }],
+        });
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     }
 
     fn remove_service(&mut self, name: &str) {
@@ -225,6 +230,57 @@ impl Sim {
             .values()
             .filter(|t| t.service_name == format!("s_{service}") && t.is_live())
             .collect()
+    }
+
+    /// Where the service's rollout stands.
+    fn status(&self, service: &str) -> Option<UpdateState> {
+        let id = self.service(service).id.as_ref()?;
+        self.data().update_status.get(id).map(|s| s.state)
+    }
+
+    fn service(&self, service: &str) -> &Object<ServiceSpec> {
+        let name = format!("s_{service}");
+        let found = self
+            .data()
+            .objects
+            .services
+            .iter()
+            .find(|o| o.spec.name == name);
+        found.unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    /// Live tasks of the service running `image`.
+    fn running_image(&self, service: &str, image: &str) -> usize {
+        self.live(service)
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running && t.spec.container.image == image)
+            .count()
+    }
+
+    /// Every running task of `image` fails now.
+    fn fail_running(&mut self, image: &str) {
+        let running: Vec<String> = self
+            .data()
+            .tasks
+            .values()
+            .filter(|t| t.spec.container.image == image && t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in running {
+            self.fail(&id);
+        }
+    }
+
+    /// Rounds of passes and agents, `step` ms apart, where every task of `bad` fails as it
+    /// runs.
+    fn run_failing(&mut self, bad: &str, rounds: usize, step: u64) {
+        for _ in 0..rounds {
+            self.settle();
+            self.agents_run();
+            self.fail_running(bad);
+            self.now += step;
+        }
+        self.settle();
     }
 
     fn running_per_node(&self, service: &str) -> BTreeMap<String, usize> {
@@ -758,4 +814,246 @@ fn an_update_pauses_when_its_new_tasks_fail() {
             assert_eq!(old, 3, "the slots not reached keep running the old spec");
         }
     }
+}
+
+/// A service whose image is `image`, with the `deploy` YAML `deploy`.
+fn versioned(name: &str, deploy: &str, image: &str) -> ServiceSpec {
+    let mut spec = spec(name, &format!("    deploy:\n{deploy}"));
+    spec.task.container.image = image.to_owned();
+    spec
+}
+
+/// An update whose new tasks fail is paused (Docker's default failure action) and stays
+/// paused — no more slots replaced — long after its failed tasks left the history, until
+/// the spec changes again; that next update completes once its last task ran `monitor`.
+#[test]
+fn a_paused_update_stays_paused_until_the_spec_changes() {
+    let mut sim = Sim::new(2);
+    let deploy = "      replicas: 4\n      restart_policy:\n        delay: 1s\n      update_config:\n        parallelism: 1\n        monitor: 10s\n";
+    sim.put_service(versioned("web", deploy, "nginx:1"));
+    sim.converge();
+    assert_eq!(sim.status("web"), None, "a created service has no update");
+    sim.put_service(versioned("web", deploy, "nginx:2"));
+    sim.run_failing("nginx:2", 3, 2_000);
+    assert_eq!(sim.status("web"), Some(UpdateState::Paused));
+    let id = sim.service("web").id.clone().unwrap();
+    let message = &sim.data().update_status[&id].message;
+    assert!(
+        message.starts_with("update paused due to failure or early termination of task t"),
+        "{message}"
+    );
+    // An hour of restarts of the failing slot: its failures leave the history; the other
+    // slots keep the old spec.
+    sim.run_failing("nginx:2", 40, 90_000);
+    sim.agents_run();
+    assert_eq!(sim.status("web"), Some(UpdateState::Paused));
+    assert_eq!(sim.running_image("web", "nginx:1"), 3);
+    // A new spec: a new update, which completes `monitor` after its last task runs.
+    sim.put_service(versioned("web", deploy, "nginx:3"));
+    sim.converge();
+    assert_eq!(sim.running_image("web", "nginx:3"), 4);
+    assert_eq!(sim.status("web"), Some(UpdateState::Updating));
+    sim.now += 9_999;
+    sim.settle();
+    assert_eq!(
+        sim.status("web"),
+        Some(UpdateState::Updating),
+        "within monitor"
+    );
+    sim.now += 1;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::Completed));
+    let status = &sim.data().update_status[&id];
+    assert_eq!(status.completed_at, Some(sim.now));
+    assert_eq!(status.message, "update completed");
+}
+
+/// `monitor`: a new task that fails within it of starting fails the update; one that ran
+/// longer does not (the update goes on to completion).
+#[test]
+fn only_failures_within_monitor_count() {
+    for (ran_for, expected) in [
+        (4_000, UpdateState::Paused),
+        (6_000, UpdateState::Completed),
+    ] {
+        let mut sim = Sim::new(2);
+        let deploy = "      replicas: 2\n      update_config:\n        parallelism: 1\n        monitor: 5s\n";
+        sim.put_service(versioned("web", deploy, "nginx:1"));
+        sim.converge();
+        sim.put_service(versioned("web", deploy, "nginx:2"));
+        sim.settle();
+        sim.agents_run();
+        sim.now += ran_for;
+        sim.fail_running("nginx:2");
+        for _ in 0..5 {
+            sim.converge();
+            sim.now += 5_000;
+        }
+        sim.settle();
+        assert_eq!(
+            sim.status("web"),
+            Some(expected),
+            "failed after {ran_for} ms"
+        );
+    }
+}
+
+/// `failure_action: rollback`: the service goes back to its previous spec by itself (the
+/// failed one becomes the previous spec), rolled out with `rollback_config` (two slots at a
+/// time here), and the rollback completes once its tasks ran the rollback `monitor`.
+#[test]
+fn a_failing_update_rolls_back_with_the_rollback_config() {
+    let mut sim = Sim::new(2);
+    let deploy = "      replicas: 4\n      restart_policy:\n        delay: 30s\n      update_config:\n        parallelism: 0\n        failure_action: rollback\n      rollback_config:\n        parallelism: 2\n        monitor: 3s\n";
+    sim.put_service(versioned("web", deploy, "nginx:1"));
+    sim.converge();
+    sim.put_service(versioned("web", deploy, "nginx:2"));
+    sim.settle();
+    sim.agents_run();
+    assert_eq!(sim.running_image("web", "nginx:2"), 4, "every slot at once");
+    sim.now += 1_000;
+    sim.fail_running("nginx:2");
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackStarted));
+    let service = sim.service("web");
+    let id = service.id.clone().unwrap();
+    assert_eq!(service.spec.task.container.image, "nginx:1");
+    assert_eq!(
+        sim.data().previous_specs[&id].task.container.image,
+        "nginx:2"
+    );
+    let message = &sim.data().update_status[&id].message;
+    assert!(
+        message.starts_with("update rolled back due to failure or early termination of task t"),
+        "{message}"
+    );
+    // The rollback's batches: two slots, then (once they run) the other two.
+    let back = |sim: &Sim| {
+        sim.live("web")
+            .iter()
+            .filter(|t| t.spec.container.image == "nginx:1")
+            .count()
+    };
+    sim.settle();
+    assert_eq!(back(&sim), 2, "rollback_config.parallelism");
+    sim.agents_run();
+    sim.settle();
+    assert_eq!(back(&sim), 4);
+    sim.converge();
+    assert_eq!(sim.running_image("web", "nginx:1"), 4);
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackStarted));
+    sim.now += 3_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackCompleted));
+    assert_eq!(sim.live("web").len(), 4);
+}
+
+/// A leader change in the middle of a rollback: a replica restored from the store goes on
+/// with it, each slot once.
+#[test]
+fn a_new_leader_finishes_a_rollback() {
+    use crate::raft::replica::StateMachine;
+    let mut sim = Sim::new(3);
+    let deploy = "      replicas: 6\n      restart_policy:\n        condition: none\n      update_config:\n        parallelism: 0\n        failure_action: rollback\n      rollback_config:\n        parallelism: 1\n        monitor: 1s\n";
+    sim.put_service(versioned("web", deploy, "nginx:1"));
+    sim.converge();
+    sim.put_service(versioned("web", deploy, "nginx:2"));
+    sim.settle();
+    sim.agents_run();
+    sim.fail_running("nginx:2");
+    sim.settle();
+    sim.agents_run();
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackStarted));
+    let mut successor = Store::default();
+    successor.restore(&sim.store.snapshot());
+    sim.store = successor;
+    sim.converge();
+    sim.now += 1_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackCompleted));
+    let live = sim.live("web");
+    assert!(live.iter().all(|t| t.spec.container.image == "nginx:1"));
+    let mut slots: Vec<u64> = live.iter().map(|t| t.slot.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3, 4, 5, 6]);
+}
+
+/// Global services follow the same rules over their nodes: `parallelism` nodes at a time,
+/// and a failing update rolls back.
+#[test]
+fn global_updates_roll_out_by_parallelism_and_roll_back() {
+    let mut sim = Sim::new(4);
+    let deploy = "      mode: global\n      restart_policy:\n        condition: none\n      update_config:\n        parallelism: 2\n        monitor: 2s\n        failure_action: rollback\n      rollback_config:\n        parallelism: 0\n        monitor: 2s\n";
+    sim.put_service(versioned("agent", deploy, "nginx:1"));
+    sim.converge();
+    assert_eq!(sim.running_image("agent", "nginx:1"), 4);
+    // A good update: two nodes per batch, completed after the monitor.
+    sim.put_service(versioned("agent", deploy, "nginx:2"));
+    sim.settle();
+    let updated = |sim: &Sim, image: &str| {
+        sim.live("agent")
+            .iter()
+            .filter(|t| t.spec.container.image == image)
+            .count()
+    };
+    assert_eq!(updated(&sim, "nginx:2"), 2, "parallelism 2");
+    sim.converge();
+    assert_eq!(sim.running_image("agent", "nginx:2"), 4);
+    sim.now += 2_000;
+    sim.settle();
+    assert_eq!(sim.status("agent"), Some(UpdateState::Completed));
+    // A failing update: rolled back, every node at once (rollback parallelism 0).
+    sim.put_service(versioned("agent", deploy, "nginx:3"));
+    sim.settle();
+    assert_eq!(updated(&sim, "nginx:3"), 2);
+    sim.agents_run();
+    sim.fail_running("nginx:3");
+    sim.settle();
+    assert_eq!(sim.status("agent"), Some(UpdateState::RollbackStarted));
+    assert_eq!(sim.service("agent").spec.task.container.image, "nginx:2");
+    sim.settle();
+    assert_eq!(updated(&sim, "nginx:2"), 4);
+    sim.converge();
+    sim.now += 2_000;
+    sim.settle();
+    assert_eq!(sim.status("agent"), Some(UpdateState::RollbackCompleted));
+    assert_eq!(sim.running_per_node("agent").len(), 4);
+    assert_eq!(sim.running_image("agent", "nginx:2"), 4);
+}
+
+/// `swarm service rollback`: the previous spec back, rolled out with `rollback_config` (all
+/// slots at once here, where updates go one by one), `rollback_started` → `completed`.
+#[test]
+fn a_requested_rollback_rolls_out_with_the_rollback_config() {
+    let mut sim = Sim::new(2);
+    let deploy = "      replicas: 4\n      update_config:\n        parallelism: 1\n        monitor: 1s\n      rollback_config:\n        parallelism: 0\n        monitor: 1s\n";
+    sim.put_service(versioned("web", deploy, "nginx:1"));
+    sim.converge();
+    sim.put_service(versioned("web", deploy, "nginx:2"));
+    sim.converge();
+    sim.now += 1_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::Completed));
+    let service_id = sim.service("web").id.clone().unwrap();
+    let expected_version = sim.data().objects.version;
+    let outcome = sim.apply(Command::RollbackService {
+        expected_version,
+        service_id,
+        at: sim.now,
+    });
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackStarted));
+    sim.settle();
+    let back = sim
+        .live("web")
+        .iter()
+        .filter(|t| t.spec.container.image == "nginx:1")
+        .count();
+    assert_eq!(back, 4, "rollback_config.parallelism 0: every slot at once");
+    sim.converge();
+    sim.now += 1_000;
+    sim.settle();
+    assert_eq!(sim.status("web"), Some(UpdateState::RollbackCompleted));
+    assert_eq!(sim.running_image("web", "nginx:1"), 4);
 }

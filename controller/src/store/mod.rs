@@ -280,7 +280,7 @@ fn apply(
                 ));
             }
             for change in changes {
-                apply_task_change(&mut data.tasks, change, events);
+                apply_task_change(data, index, change, events);
             }
             data.tasks_version = index;
         }
@@ -296,9 +296,45 @@ fn apply(
                 {
                     continue;
                 }
+                if update.status.state == TaskState::Running && task.started_at.is_none() {
+                    task.started_at = Some(update.status.since);
+                }
                 task.status = update.status;
                 events.push(event("task", &update.id, Change::Updated));
             }
+        }
+        Command::RollbackService {
+            expected_version,
+            service_id,
+            at,
+        } => {
+            if expected_version != data.objects.version {
+                return Err(format!(
+                    "the services changed since version {expected_version} (now {}): roll back again",
+                    data.objects.version
+                ));
+            }
+            let name = data
+                .objects
+                .services
+                .iter()
+                .find(|o| o.id.as_ref() == Some(&service_id))
+                .map(|o| o.spec.name.clone())
+                .ok_or_else(|| format!("service {service_id} does not exist"))?;
+            if !data.previous_specs.contains_key(&service_id) {
+                return Err(format!(
+                    "service {name} has no previous spec to roll back to (it was never updated)"
+                ));
+            }
+            let status = swarm_api::rollout::UpdateStatus {
+                state: swarm_api::rollout::UpdateState::RollbackStarted,
+                started_at: at,
+                completed_at: None,
+                message: "manually requested rollback".to_owned(),
+            };
+            roll_back(data, index, service_id, status, events);
+            // A pass decided before would roll out the spec rolled back from.
+            data.tasks_version = index;
         }
         Command::ApplyPlan {
             expected_version,
@@ -321,34 +357,90 @@ fn apply(
                 apply_action(&mut objects, &cluster_id, index, action, events)?;
             }
             objects.version = index;
-            remember_previous_specs(&mut data.previous_specs, &data.objects, &objects);
+            if remember_previous_specs(data, &objects) {
+                // A pass decided before a spec changed would roll out the old one (and
+                // its update status): it is refused, and decided again.
+                data.tasks_version = index;
+            }
             data.objects = objects;
         }
     }
     Ok(())
 }
 
-/// Records, for each service whose spec changed from `before` to `after`, the spec it had;
-/// forgets removed services.
-fn remember_previous_specs(
-    previous: &mut std::collections::BTreeMap<String, swarm_api::spec::ServiceSpec>,
-    before: &ClusterState,
-    after: &ClusterState,
-) {
-    let old: HashMap<&str, &swarm_api::spec::ServiceSpec> = before
+/// Records, for each service whose spec changed from `data.objects` to `after`, the spec it
+/// had, and clears its update status (a user's change starts a new update, as Docker's
+/// `service update` resets `UpdateStatus`); forgets removed services. Whether a spec changed.
+fn remember_previous_specs(data: &mut StoreData, after: &ClusterState) -> bool {
+    let old: HashMap<&str, &swarm_api::spec::ServiceSpec> = data
+        .objects
         .services
         .iter()
         .filter_map(|o| Some((o.id.as_deref()?, &o.spec)))
         .collect();
+    let mut changed = false;
     for object in &after.services {
         let Some(id) = object.id.as_deref() else {
             continue;
         };
         if let Some(spec) = old.get(id).filter(|spec| ***spec != object.spec) {
-            previous.insert(id.to_owned(), (*spec).clone());
+            data.previous_specs.insert(id.to_owned(), (*spec).clone());
+            data.update_status.remove(id);
+            changed = true;
         }
     }
-    previous.retain(|id, _| after.services.iter().any(|o| o.id.as_deref() == Some(id)));
+    let exists = |id: &String| after.services.iter().any(|o| o.id.as_ref() == Some(id));
+    data.previous_specs.retain(|id, _| exists(id));
+    data.update_status.retain(|id, _| exists(id));
+    changed
+}
+
+/// The orchestrator's word on a service's rollout; moot if the service is gone.
+fn set_update_status(
+    data: &mut StoreData,
+    service_id: String,
+    status: swarm_api::rollout::UpdateStatus,
+    events: &mut Vec<Event>,
+) {
+    let Some(service) = data
+        .objects
+        .services
+        .iter()
+        .find(|o| o.id.as_ref() == Some(&service_id))
+    else {
+        return;
+    };
+    events.push(event("service", &service.spec.name, Change::Updated));
+    data.update_status.insert(service_id, status);
+}
+
+/// A rollback, automatic or asked for: the previous spec and the current one swap (so
+/// rolling back again goes forward to the spec rolled back from, as Docker's does). The
+/// objects changed: a plan made before is refused. Moot if the service or its previous
+/// spec is gone (for an automatic one, a user changed it meanwhile and the pass was not
+/// refused: impossible, as that change moves `tasks_version`).
+fn roll_back(
+    data: &mut StoreData,
+    index: u64,
+    service_id: String,
+    status: swarm_api::rollout::UpdateStatus,
+    events: &mut Vec<Event>,
+) {
+    let Some(service) = data
+        .objects
+        .services
+        .iter_mut()
+        .find(|o| o.id.as_ref() == Some(&service_id))
+    else {
+        return;
+    };
+    let Some(previous) = data.previous_specs.get_mut(&service_id) else {
+        return;
+    };
+    std::mem::swap(&mut service.spec, previous);
+    events.push(event("service", &service.spec.name, Change::Updated));
+    data.objects.version = index;
+    data.update_status.insert(service_id, status);
 }
 
 /// The lowest subnet of the pool that no node holds: deterministic, so every replica leases
@@ -364,13 +456,15 @@ fn free_subnet(
         .find(|subnet| !taken.contains(subnet))
 }
 
-/// One orchestrator decision. Decisions about tasks that are gone (removed by an earlier
-/// entry) are moot, not errors.
+/// One orchestrator decision. Decisions about tasks or services that are gone (removed by
+/// an earlier entry) are moot, not errors.
 fn apply_task_change(
-    tasks: &mut std::collections::BTreeMap<String, Task>,
+    data: &mut StoreData,
+    index: u64,
     change: TaskChange,
     events: &mut Vec<Event>,
 ) {
+    let tasks = &mut data.tasks;
     match change {
         TaskChange::Create(task) => {
             events.push(event("task", &task.id, Change::Created));
@@ -402,6 +496,12 @@ fn apply_task_change(
             if tasks.remove(&id).is_some() {
                 events.push(event("task", &id, Change::Removed));
             }
+        }
+        TaskChange::UpdateStatus { service_id, status } => {
+            set_update_status(data, service_id, status, events);
+        }
+        TaskChange::RollBack { service_id, status } => {
+            roll_back(data, index, service_id, status, events);
         }
     }
 }
@@ -815,6 +915,119 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(store.export(), export, "a rejected plan leaves no trace");
+    }
+
+    /// The orchestrator's update status and automatic rollback, and what a user's change
+    /// does to them: a new update (status cleared), and any pass decided before refused.
+    #[test]
+    fn update_status_and_rollback_follow_the_specs() {
+        use swarm_api::rollout::{UpdateState, UpdateStatus};
+        let status = |state| UpdateStatus {
+            state,
+            started_at: 7,
+            completed_at: None,
+            message: String::new(),
+        };
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let plan = service_plan();
+        store.apply_command(
+            2,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions: plan.clone(),
+            },
+        );
+        let id = store.export().services[0].id.clone().unwrap();
+        let mut actions: Vec<Action> = plan
+            .into_iter()
+            .filter(|a| a.kind == Kind::Service)
+            .collect();
+        let ObjectSpec::Service(spec) = actions[0].spec.as_mut().unwrap() else {
+            panic!("a service action");
+        };
+        let first = (**spec).clone();
+        spec.task.container.image = "nginx:2".into();
+        let second = (**spec).clone();
+        actions[0].op = Op::Update;
+        let update = Command::ApplyPlan {
+            expected_version: None,
+            actions: actions.clone(),
+        };
+        store.apply_command(3, update.clone());
+        assert_eq!(
+            store.data().tasks_version,
+            3,
+            "a spec change refuses older passes"
+        );
+        let write = |expected_version, change| Command::WriteTasks {
+            expected_version,
+            changes: vec![change],
+        };
+        let paused = TaskChange::UpdateStatus {
+            service_id: id.clone(),
+            status: status(UpdateState::Paused),
+        };
+        assert!(matches!(
+            store.apply_command(4, write(2, paused.clone())),
+            Outcome::Rejected { .. }
+        ));
+        assert_eq!(
+            store.apply_command(5, write(3, paused)),
+            Outcome::Applied { version: 5 }
+        );
+        assert_eq!(store.data().update_status[&id].state, UpdateState::Paused);
+        // The rollback swaps the specs, and moves the objects' version.
+        let rollback = TaskChange::RollBack {
+            service_id: id.clone(),
+            status: status(UpdateState::RollbackStarted),
+        };
+        store.apply_command(6, write(5, rollback));
+        assert_eq!(store.export().services[0].spec, first);
+        assert_eq!(store.data().previous_specs[&id], second);
+        assert_eq!(store.export().version, 6);
+        assert_eq!(
+            store.data().update_status[&id].state,
+            UpdateState::RollbackStarted
+        );
+        // A user's rollback swaps them back, and refuses a moved state or a service
+        // without a previous spec.
+        let rollback = |expected_version, service_id: &str| Command::RollbackService {
+            expected_version,
+            service_id: service_id.to_owned(),
+            at: 9,
+        };
+        assert!(matches!(
+            store.apply_command(7, rollback(5, &id)),
+            Outcome::Rejected { ref reason } if reason.contains("changed since version 5")
+        ));
+        assert_eq!(
+            store.apply_command(8, rollback(6, &id)),
+            Outcome::Applied { version: 8 }
+        );
+        assert_eq!(store.export().services[0].spec, second);
+        assert_eq!(store.data().previous_specs[&id], first);
+        assert_eq!(store.data().tasks_version, 8);
+        let status = &store.data().update_status[&id];
+        assert_eq!(
+            (status.state, status.started_at),
+            (UpdateState::RollbackStarted, 9)
+        );
+        assert_eq!(status.message, "manually requested rollback");
+        // A user's change starts afresh.
+        let ObjectSpec::Service(spec) = actions[0].spec.as_mut().unwrap() else {
+            panic!("a service action");
+        };
+        spec.task.container.image = "nginx:3".into();
+        store.apply_command(
+            9,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions,
+            },
+        );
+        assert_eq!(store.data().update_status.get(&id), None);
+        assert_eq!(store.data().previous_specs[&id], second);
     }
 
     #[test]

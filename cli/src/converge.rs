@@ -1,0 +1,388 @@
+//! Waiting for a service to converge after `service create|update|scale|rollback` and
+//! `stack deploy`: every task it should run runs its current spec and its update (if one
+//! began) completed. An update that pauses or rolls back ends the wait at once, with the
+//! update status's reason; so does the timeout, with what is still missing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use swarm_api::rollout::UpdateState;
+use swarm_api::spec::ServiceSpec;
+use swarm_api::state::Object;
+use swarm_api::task::{DesiredState, ServicesView, Task, TaskState};
+use swarm_api::units::GoDuration;
+
+use crate::client::Host;
+
+/// How long the commands wait by default (`--timeout`), as Docker's CLI does.
+pub const DEFAULT_TIMEOUT: &str = "2m";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(
+        "{service}: update paused: {message}: fix the spec and `swarm service update` it, or `swarm service rollback {service}`"
+    )]
+    Paused { service: String, message: String },
+    #[error("{service}: rollback: {message}")]
+    RolledBack { service: String, message: String },
+    #[error("{service}: rollback paused: {message}: fix the spec and `swarm service update` it")]
+    RollbackPaused { service: String, message: String },
+    #[error("{service} did not converge within {timeout}: {missing}{}", last_error.as_ref().map_or(String::new(), |e| format!("; last task error: {e}")))]
+    Timeout {
+        service: String,
+        timeout: GoDuration,
+        missing: String,
+        last_error: Option<String>,
+    },
+}
+
+/// What the command waits for: the update a change started, or the rollback that
+/// `service rollback` started (whose `rollback_*` states are then its progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Update,
+    Rollback,
+}
+
+/// Where a service stands, from one view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Converged,
+    Waiting {
+        /// Tasks running the current spec, of `wanted`.
+        running: usize,
+        wanted: usize,
+        /// What is missing, for the timeout's message.
+        missing: String,
+    },
+}
+
+/// The service's progress in `view`, or why it will not converge.
+pub fn progress(
+    view: &ServicesView,
+    service: &Object<ServiceSpec>,
+    change: Change,
+) -> Result<Progress, ConvergeError> {
+    let id = service.id.as_deref().unwrap_or_default();
+    let name = &service.spec.name;
+    let status = view.update_status.get(id);
+    if let Some(status) = status {
+        let (service, message) = (name.clone(), status.message.clone());
+        match (status.state, change) {
+            (UpdateState::Paused, _) => return Err(ConvergeError::Paused { service, message }),
+            (UpdateState::RollbackPaused, _) => {
+                return Err(ConvergeError::RollbackPaused { service, message });
+            }
+            (UpdateState::RollbackStarted | UpdateState::RollbackCompleted, Change::Update) => {
+                return Err(ConvergeError::RolledBack { service, message });
+            }
+            (UpdateState::RollbackStarted | UpdateState::RollbackCompleted, Change::Rollback)
+            | (UpdateState::Updating | UpdateState::Completed, _) => {}
+        }
+    }
+    let live: Vec<&Task> = view
+        .tasks
+        .iter()
+        .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
+        .collect();
+    // During a rolling update the old tasks run too: only the current spec counts.
+    let current = |t: &&&Task| t.spec == service.spec.task;
+    let running = live
+        .iter()
+        .filter(current)
+        .filter(|t| t.status.state == TaskState::Running)
+        .count();
+    let wanted = service.spec.replicas().map_or(live.len(), |r| r as usize);
+    let updating = status.is_some_and(|s| {
+        matches!(
+            s.state,
+            UpdateState::Updating | UpdateState::RollbackStarted
+        )
+    });
+    if running == wanted && live.len() == wanted && !updating {
+        return Ok(Progress::Converged);
+    }
+    let mut not_running: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in live.iter().filter(current) {
+        if task.status.state != TaskState::Running {
+            *not_running.entry(task.status.state.as_str()).or_default() += 1;
+        }
+    }
+    let mut missing = format!("{running}/{wanted} tasks running");
+    if !not_running.is_empty() {
+        let states: Vec<String> = not_running
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        missing += &format!(" ({})", states.join(", "));
+    }
+    let outdated = live.iter().filter(|t| t.spec != service.spec.task).count();
+    if outdated > 0 {
+        missing += &format!(", {outdated} of the previous spec still to replace");
+    }
+    if running == wanted && updating {
+        missing += ", the update is watching its new tasks (update_config.monitor)";
+    }
+    Ok(Progress::Waiting {
+        running,
+        wanted,
+        missing,
+    })
+}
+
+/// Waits for service `name` to converge, showing the progress and each task error once.
+pub async fn converge(
+    host: &Host,
+    name: &str,
+    change: Change,
+    timeout: GoDuration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout.0;
+    let mut shown_progress = None;
+    let mut shown_errors = std::collections::HashSet::new();
+    let mut last_error = None;
+    loop {
+        let view = crate::service::view(host).await?;
+        let service = view.service(name)?;
+        let id = service.id.as_deref().unwrap_or_default();
+        for task in view.tasks.iter().filter(|t| t.service_id == id) {
+            let problem = match (&task.status.error, task.status.state) {
+                (Some(error), _) => Some(error.clone()),
+                (None, TaskState::Pending) => Some(format!("pending: {}", task.status.message)),
+                _ => None,
+            };
+            if let Some(problem) = problem
+                && shown_errors.insert((task.id.clone(), problem.clone()))
+            {
+                eprintln!("{}: {problem}", task.name());
+                last_error = Some(problem);
+            }
+        }
+        let missing = match progress(&view, service, change)? {
+            Progress::Converged => {
+                eprintln!("{name}: converged");
+                return Ok(());
+            }
+            Progress::Waiting {
+                running,
+                wanted,
+                missing,
+            } => {
+                if shown_progress != Some((running, wanted)) {
+                    eprintln!("{name}: {running}/{wanted} tasks running");
+                    shown_progress = Some((running, wanted));
+                }
+                missing
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ConvergeError::Timeout {
+                service: name.to_owned(),
+                timeout,
+                missing,
+                last_error,
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::rollout::UpdateStatus;
+    use swarm_api::task::TaskStatus;
+
+    use super::*;
+
+    /// A two-replica service, with tasks of image `image` in `state`.
+    fn view(tasks: &[(&str, TaskState)], status: Option<UpdateState>) -> ServicesView {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let yaml = "services:\n  web:\n    image: new\n    deploy:\n      replicas: 2\n";
+        std::fs::write(&path, yaml).unwrap();
+        let tree = swarm_controller::source::WorkTree;
+        let loaded = swarm_controller::stack::load(&tree, &path, "s.yaml", &|_| None);
+        let spec = loaded.stack.unwrap().services.remove(0);
+        let tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, (image, state))| {
+                let mut task_spec = spec.task.clone();
+                task_spec.container.image = (*image).to_owned();
+                Task {
+                    id: format!("t{i}"),
+                    service_id: "s1".into(),
+                    service_name: "web".into(),
+                    slot: Some(i as u64 + 1),
+                    node_id: Some("n1".into()),
+                    spec: task_spec,
+                    desired: DesiredState::Running,
+                    status: TaskStatus::new(*state, 0),
+                    created_at: 0,
+                    started_at: None,
+                }
+            })
+            .collect();
+        ServicesView {
+            version: 1,
+            services: vec![Object {
+                id: Some("s1".into()),
+                origin: Default::default(),
+                spec,
+            }],
+            tasks,
+            nodes: Default::default(),
+            update_status: status
+                .map(|state| {
+                    let status = UpdateStatus {
+                        state,
+                        started_at: 0,
+                        completed_at: None,
+                        message: "because".into(),
+                    };
+                    ("s1".to_owned(), status)
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Tasks (image, state), the update state, what the command changed, and converged or
+    /// the error's start.
+    type Case<'a> = (
+        &'a [(&'a str, TaskState)],
+        Option<UpdateState>,
+        Change,
+        Result<bool, &'a str>,
+    );
+
+    #[test]
+    fn progress_waits_for_the_spec_and_the_update_and_stops_at_a_pause_or_rollback() {
+        use TaskState::{Preparing, Running};
+        let running = [("new", Running), ("new", Running)];
+        let cases: [Case; 13] = [
+            (&running, None, Change::Update, Ok(true)),
+            (
+                &running,
+                Some(UpdateState::Completed),
+                Change::Update,
+                Ok(true),
+            ),
+            // Every task runs, but the update still watches them.
+            (
+                &running,
+                Some(UpdateState::Updating),
+                Change::Update,
+                Ok(false),
+            ),
+            (
+                &[("new", Running), ("old", Running)],
+                Some(UpdateState::Updating),
+                Change::Update,
+                Ok(false),
+            ),
+            (
+                &[("new", Running), ("new", Preparing)],
+                None,
+                Change::Update,
+                Ok(false),
+            ),
+            (
+                &running,
+                Some(UpdateState::Paused),
+                Change::Update,
+                Err("s_web: update paused: because"),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackStarted),
+                Change::Update,
+                Err("s_web: rollback: because"),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackCompleted),
+                Change::Update,
+                Err("s_web: rollback: because"),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackPaused),
+                Change::Update,
+                Err("s_web: rollback paused: because"),
+            ),
+            // `service rollback`: the rollback states are its progress.
+            (
+                &running,
+                Some(UpdateState::RollbackStarted),
+                Change::Rollback,
+                Ok(false),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackCompleted),
+                Change::Rollback,
+                Ok(true),
+            ),
+            (
+                &running,
+                Some(UpdateState::RollbackPaused),
+                Change::Rollback,
+                Err("s_web: rollback paused: because"),
+            ),
+            (
+                &running,
+                Some(UpdateState::Paused),
+                Change::Rollback,
+                Err("s_web: update paused: because"),
+            ),
+        ];
+        for (tasks, status, change, expected) in cases {
+            let view = view(tasks, status);
+            let outcome = progress(&view, &view.services[0], change);
+            match (outcome, expected) {
+                (Ok(progress), Ok(converged)) => {
+                    assert_eq!(
+                        progress == Progress::Converged,
+                        converged,
+                        "{tasks:?} {status:?}"
+                    )
+                }
+                (Err(error), Err(message)) => {
+                    assert!(error.to_string().starts_with(message), "{error}")
+                }
+                (outcome, expected) => {
+                    panic!("{tasks:?} {status:?}: {outcome:?}, not {expected:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn waiting_says_what_is_missing() {
+        let view = view(
+            &[("new", TaskState::Preparing), ("old", TaskState::Running)],
+            Some(UpdateState::Updating),
+        );
+        let Ok(Progress::Waiting { missing, .. }) =
+            progress(&view, &view.services[0], Change::Update)
+        else {
+            panic!("waiting");
+        };
+        assert_eq!(
+            missing,
+            "0/2 tasks running (1 preparing), 1 of the previous spec still to replace"
+        );
+        let error = ConvergeError::Timeout {
+            service: "web".into(),
+            timeout: "3s".parse().unwrap(),
+            missing,
+            last_error: Some("exec: no such file".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "web did not converge within 3s: 0/2 tasks running (1 preparing), 1 of the previous spec still to replace; last task error: exec: no such file"
+        );
+    }
+}

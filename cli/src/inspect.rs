@@ -1,0 +1,195 @@
+//! `swarm service inspect`: services as JSON, each with its `UpdateStatus` (Docker's name),
+//! or with `--pretty` a summary for people as Docker prints it.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+use swarm_api::spec::{ServiceMode, ServiceSpec, UpdatePolicy};
+use swarm_api::state::Object;
+use swarm_api::store::Millis;
+use swarm_api::task::{DesiredState, ServicesView, TaskState};
+
+/// The services as a JSON array, each object with its update status when it has one.
+pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_json::Result<String> {
+    let objects = services
+        .iter()
+        .map(|service| {
+            let mut value = serde_json::to_value(service)?;
+            let status = service
+                .id
+                .as_ref()
+                .and_then(|id| view.update_status.get(id));
+            if let (Some(status), Some(map)) = (status, value.as_object_mut()) {
+                map.insert("UpdateStatus".to_owned(), serde_json::to_value(status)?);
+            }
+            Ok(value)
+        })
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    serde_json::to_string_pretty(&objects)
+}
+
+/// Docker's `--pretty` summary of each service, at `now`.
+pub fn pretty(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis);
+    services
+        .iter()
+        .map(|service| summary(view, service, now))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> String {
+    let spec = &service.spec;
+    let id = service.id.as_deref().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |key: &str, value: &dyn std::fmt::Display| {
+        let line = format!("{:<20}{value}", format!("{key}:"));
+        let _ = writeln!(out, "{}", line.trim_end());
+    };
+    line("ID", &id);
+    line("Name", &spec.name);
+    let running = view
+        .tasks
+        .iter()
+        .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
+        .filter(|t| t.status.state == TaskState::Running)
+        .count();
+    match spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            line("Service Mode", &"Replicated");
+            line(" Replicas", &format!("{replicas} ({running} running)"));
+        }
+        ServiceMode::Global => {
+            line("Service Mode", &"Global");
+            line(" Running", &running);
+        }
+    }
+    if let Some(status) = view.update_status.get(id) {
+        line("UpdateStatus", &"");
+        line(" State", &status.state.as_str());
+        let ago = |at: Millis| format!("{} ago", crate::service::ago(now.saturating_sub(at)));
+        line(" Started", &ago(status.started_at));
+        if let Some(completed) = status.completed_at {
+            line(" Completed", &ago(completed));
+        }
+        line(" Message", &status.message);
+    }
+    let constraints: Vec<String> = spec
+        .task
+        .placement
+        .constraints
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    if !constraints.is_empty() {
+        line("Placement", &"");
+        line(" Constraints", &constraints.join(", "));
+    }
+    policy(&mut line, "UpdateConfig", &spec.update);
+    policy(&mut line, "RollbackConfig", &spec.rollback);
+    line("ContainerSpec", &"");
+    line(" Image", &spec.task.container.image);
+    if let Some(entrypoint) = &spec.task.container.entrypoint {
+        line(" Entrypoint", &entrypoint.join(" "));
+    }
+    if let Some(command) = &spec.task.container.command {
+        line(" Args", &command.join(" "));
+    }
+    if !spec.endpoint.ports.is_empty() {
+        line("Ports", &"");
+        for port in &spec.endpoint.ports {
+            line(" Port", &format!("{port} ({})", word(&port.mode)));
+        }
+    }
+    out
+}
+
+fn policy(line: &mut dyn FnMut(&str, &dyn std::fmt::Display), title: &str, policy: &UpdatePolicy) {
+    line(title, &"");
+    line(" Parallelism", &policy.parallelism);
+    line(" Delay", &policy.delay);
+    line(" On failure", &word(&policy.failure_action));
+    line(" Monitoring Period", &policy.monitor);
+    line(" Max failure ratio", &policy.max_failure_ratio);
+    line(" Order", &word(&policy.order));
+}
+
+/// An enum as the specs spell it (`stop-first`, `rollback`).
+fn word(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(word)) => word,
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::rollout::{UpdateState, UpdateStatus};
+
+    use super::*;
+
+    fn view() -> ServicesView {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let yaml = "services:\n  web:\n    image: nginx:1\n    ports: [\"8080:80\"]\n    deploy:\n      replicas: 2\n      update_config: {failure_action: rollback, monitor: 2s}\n";
+        std::fs::write(&path, yaml).unwrap();
+        let tree = swarm_controller::source::WorkTree;
+        let loaded = swarm_controller::stack::load(&tree, &path, "s.yaml", &|_| None);
+        let spec = loaded.stack.unwrap().services.remove(0);
+        ServicesView {
+            version: 1,
+            services: vec![Object {
+                id: Some("s1".into()),
+                origin: Default::default(),
+                spec,
+            }],
+            tasks: Vec::new(),
+            nodes: Default::default(),
+            update_status: [(
+                "s1".to_owned(),
+                UpdateStatus {
+                    state: UpdateState::RollbackCompleted,
+                    started_at: 1_000,
+                    completed_at: Some(61_000),
+                    message: "rollback completed".into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn json_carries_the_update_status_as_docker_names_it() {
+        let view = view();
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&view, &[&view.services[0]]).unwrap()).unwrap();
+        assert_eq!(json[0]["id"], "s1");
+        assert_eq!(json[0]["UpdateStatus"]["State"], "rollback_completed");
+        assert_eq!(json[0]["UpdateStatus"]["CompletedAt"], 61_000);
+    }
+
+    #[test]
+    fn pretty_summarises_a_service() {
+        let view = view();
+        let text = summary(&view, &view.services[0], 121_000);
+        for expected in [
+            "ID:                 s1\n",
+            "Name:               s_web\n",
+            "Service Mode:       Replicated\n",
+            " Replicas:          2 (0 running)\n",
+            " State:             rollback_completed\n",
+            " Started:           2 minutes ago\n",
+            " Completed:         About a minute ago\n",
+            "UpdateConfig:",
+            " On failure:        rollback\n",
+            " Monitoring Period: 2s\n",
+            "RollbackConfig:",
+            " Image:             nginx:1\n",
+            " Port:              *:8080->80/tcp (ingress)\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+    }
+}
