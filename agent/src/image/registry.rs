@@ -19,7 +19,7 @@ use super::manifest::{ACCEPTED, Descriptor};
 use super::reference::ImageRef;
 
 /// Basic credentials for one registry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: String,

@@ -1,12 +1,15 @@
 //! The dispatcher, on every manager: heartbeats from every node, which the leader counts to
 //! mark nodes Down when they go quiet and Ready when they come back; and certificate
-//! renewal, which is also how a promoted or demoted node changes role.
+//! renewal, which is also how a promoted or demoted node changes role; each node's
+//! assignments (with the registry credentials of its tasks' services, and no others) and
+//! its task status reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use raft::prelude::ConfChangeType;
+use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_server::{Dispatcher, DispatcherServer};
 use swarm_api::grpc::dispatcher::{
     AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
@@ -23,6 +26,10 @@ use crate::ca::{NodeIdentity, Role};
 use crate::raft::driver::RaftHandle;
 use crate::store::Store;
 use crate::tls::peer_identity;
+
+/// A node's assignments as last sent: its tasks, its subnet, its tasks' services'
+/// registry credentials.
+type Assigned = (Vec<Task>, String, BTreeMap<String, RegistryAuth>);
 
 /// When each node was last heard from, on this manager while it leads.
 pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Instant>>>;
@@ -92,14 +99,16 @@ impl Dispatcher for DispatcherApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut applied = raft.applied();
-            let mut sent: Option<(Vec<Task>, String)> = None;
+            let mut sent: Option<Assigned> = None;
             loop {
                 let node_id = identity.node_id.clone();
                 let Ok(assigned) = raft
                     .local_read(move |store: &Store| {
                         let subnet = store.data().nodes.get(&node_id).and_then(|n| n.subnet);
                         let subnet = subnet.map(|s| s.to_string()).unwrap_or_default();
-                        (assigned_to(store, &node_id), subnet)
+                        let tasks = assigned_to(store, &node_id);
+                        let auth = registry_auth_of(store, &tasks);
+                        (tasks, subnet, auth)
                     })
                     .await
                 else {
@@ -109,6 +118,8 @@ impl Dispatcher for DispatcherApi {
                     let set = AssignmentSet {
                         tasks_json: serde_json::to_string(&assigned.0).expect("tasks serialise"),
                         subnet: assigned.1.clone(),
+                        registry_auth_json: serde_json::to_string(&assigned.2)
+                            .expect("credentials serialise"),
                     };
                     if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away
@@ -293,6 +304,16 @@ fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
         .tasks_on(node_id)
         .filter(|t| t.desired == DesiredState::Running || !t.status.state.is_terminal())
         .cloned()
+        .collect()
+}
+
+/// The credentials of the services of `tasks`, by service id: a node gets those of its own
+/// tasks' services only.
+fn registry_auth_of(store: &Store, tasks: &[Task]) -> BTreeMap<String, RegistryAuth> {
+    let kept = &store.data().registry_auth;
+    tasks
+        .iter()
+        .filter_map(|t| Some((t.service_id.clone(), kept.get(&t.service_id)?.clone())))
         .collect()
 }
 
