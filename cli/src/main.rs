@@ -4,6 +4,7 @@
 mod client;
 mod cluster;
 mod plan;
+mod registry_auth;
 mod service;
 mod stack;
 
@@ -44,6 +45,11 @@ enum Command {
     Service(service::ServiceCommand),
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Save a registry login in Docker's client config (for --with-registry-auth); the
+    /// registry is not asked whether it is right
+    Login(registry_auth::LoginArgs),
+    /// Remove a registry login from Docker's client config
+    Logout(registry_auth::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
+        Command::Login(args) => registry_auth::login(args),
+        Command::Logout(args) => registry_auth::logout(args),
     };
     match outcome {
         Ok(code) => code,
