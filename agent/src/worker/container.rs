@@ -331,6 +331,21 @@ mod tests {
     }
 
     #[test]
+    fn a_task_image_record_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let task_dir = dir.path().join("tasks").join("t1");
+        assert_eq!(recorded_image(&task_dir), None, "none before the pull");
+        record_image(&task_dir, "sha256:aa").unwrap();
+        record_image(&task_dir, "sha256:bb").unwrap();
+        assert_eq!(recorded_image(&task_dir).as_deref(), Some("sha256:bb"));
+        let names: Vec<_> = std::fs::read_dir(&task_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["image-digest"], "nothing left aside");
+    }
+
+    #[test]
     fn signals_by_name_or_number() {
         assert_eq!(signal_number("SIGQUIT"), Some(libc::SIGQUIT));
         assert_eq!(signal_number("USR1"), Some(libc::SIGUSR1));
