@@ -107,7 +107,8 @@ impl Dispatcher for DispatcherApi {
                         let subnet = store.data().nodes.get(&node_id).and_then(|n| n.subnet);
                         let subnet = subnet.map(|s| s.to_string()).unwrap_or_default();
                         let tasks = assigned_to(store, &node_id);
-                        let auth = registry_auth_of(store, &tasks);
+                        let services = tasks.iter().map(|t| t.service_id.as_str());
+                        let auth = registry_auth_of(&store.data().registry_auth, services);
                         (tasks, subnet, auth)
                     })
                     .await
@@ -307,13 +308,14 @@ fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
         .collect()
 }
 
-/// The credentials of the services of `tasks`, by service id: a node gets those of its own
-/// tasks' services only.
-fn registry_auth_of(store: &Store, tasks: &[Task]) -> BTreeMap<String, RegistryAuth> {
-    let kept = &store.data().registry_auth;
-    tasks
-        .iter()
-        .filter_map(|t| Some((t.service_id.clone(), kept.get(&t.service_id)?.clone())))
+/// The credentials `kept` holds for `services` (the services of a node's tasks), by
+/// service id: a node gets those of its own tasks' services only.
+fn registry_auth_of<'a>(
+    kept: &BTreeMap<String, RegistryAuth>,
+    services: impl Iterator<Item = &'a str>,
+) -> BTreeMap<String, RegistryAuth> {
+    services
+        .filter_map(|id| Some((id.to_owned(), kept.get(id)?.clone())))
         .collect()
 }
 
@@ -383,6 +385,43 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         };
         if let Err(error) = propose(&raft, &command).await {
             tracing::warn!(%error, "cannot record node statuses");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::auth::RegistryCredential;
+
+    use super::*;
+
+    #[test]
+    fn a_node_gets_the_credentials_of_its_own_tasks_services_only() {
+        let auth = |user: &str| {
+            RegistryAuth::from([(
+                "127.0.0.1:5000".to_owned(),
+                RegistryCredential {
+                    username: user.into(),
+                    password: "pw".into(),
+                },
+            )])
+        };
+        let kept = BTreeMap::from([
+            ("web".to_owned(), auth("web")),
+            ("db".to_owned(), auth("db")),
+        ]);
+        let cases: [(&[&str], &[&str]); 4] = [
+            (&["web", "web"], &["web"]),
+            (&["web", "db", "cache"], &["db", "web"]),
+            (&["cache"], &[]),
+            (&[], &[]),
+        ];
+        for (services, want) in cases {
+            let sent = registry_auth_of(&kept, services.iter().copied());
+            assert_eq!(sent.keys().map(String::as_str).collect::<Vec<_>>(), want);
+            for (id, auth) in &sent {
+                assert_eq!(auth, &kept[id]);
+            }
         }
     }
 }
