@@ -502,7 +502,7 @@ async fn basic_credentials_are_sent_and_refusals_reported() {
         );
         assert!(
             err.to_string()
-                .ends_with(&format!("(check the credentials for {addr})")),
+                .ends_with(&format!("(check the credentials for {addr}: `swarm login {addr}`, then update the service with --with-registry-auth)")),
             "{name}: {err}"
         );
     }

@@ -103,7 +103,10 @@ fn services_pull_from_an_authenticated_registry_with_registry_auth() {
             .find(|t| t["status"]["state"] == "failed")
     });
     let error = failed["status"]["error"].as_str().unwrap_or_default();
-    assert!(error.contains(&refused), "{failed}");
+    assert!(
+        error.contains(&refused) && error.contains("--with-registry-auth"),
+        "{failed}"
+    );
     let table = succeeded(&swarm(&cluster.socket(0), &["service", "ps", "private"]));
     assert!(table.contains(&refused), "{table}");
 
