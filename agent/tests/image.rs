@@ -548,6 +548,13 @@ async fn credentials_given_for_a_pull_are_used_for_that_pull_only() {
         "{without:?}"
     );
     assert_eq!(image.config.stop_signal.as_deref(), Some("SIGUSR1"));
+    let check = image
+        .config
+        .healthcheck
+        .as_ref()
+        .expect("the image's HEALTHCHECK");
+    assert_eq!(check.test, ["CMD-SHELL", "test ! -f /tmp/sick"]);
+    assert_eq!(check.interval, Some(Duration::from_secs(1)));
     // Stored, a tag still asks the registry (one HEAD): without credentials, refused.
     assert!(matches!(
         pull(&store, &reference).await,

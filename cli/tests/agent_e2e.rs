@@ -308,11 +308,12 @@ fn a_restarted_agent_adopts_its_running_containers() {
 
 /// An adopted task that names its image by tag keeps the image's config: the worker
 /// recorded the digest it pulled, so after a SIGKILLed daemon restarts (the registry gone
-/// meanwhile, so nothing can be asked of it) the task is still stopped with the image's
-/// STOPSIGNAL (SIGUSR1), which its process writes to its log, not with SIGTERM.
+/// meanwhile, so nothing can be asked of it) the image's HEALTHCHECK still runs — made
+/// sick, the task fails unhealthy — and the container is stopped with the image's
+/// STOPSIGNAL (SIGUSR1, which its process writes to its log), not with SIGTERM.
 #[test]
-fn an_adopted_task_named_by_tag_keeps_its_image_stop_signal() {
-    let test = "an_adopted_task_named_by_tag_keeps_its_image_stop_signal";
+fn an_adopted_task_named_by_tag_keeps_its_image_healthcheck_and_stop_signal() {
+    let test = "an_adopted_task_named_by_tag_keeps_its_image_healthcheck_and_stop_signal";
     let Some(registry) = registry_for(test) else {
         return;
     };
@@ -371,8 +372,23 @@ fn an_adopted_task_named_by_tag_keeps_its_image_stop_signal() {
         "the same container process"
     );
 
-    let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "signals=0"]);
+    // The image's healthcheck (`test ! -f /tmp/sick`), the service has none of its own.
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(cluster.data(1).join("runc"))
+        .args(["exec", &id, "touch", "/tmp/sick"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let failed = wait_for("the adopted task unhealthy", TASK_WAIT, || {
+        all_tasks(&cluster, "signals")
+            .into_iter()
+            .find(|t| id_of(t) == id && state_of(t) == "failed")
+    });
+    assert!(
+        error_of(&failed).starts_with("unhealthy container: healthcheck exited 1"),
+        "{failed}"
+    );
     let stdout = task_dir.join("logs").join("stdout.log");
     let log = wait_for("the task stopped by a signal", TASK_WAIT, || {
         let log = std::fs::read_to_string(&stdout).unwrap_or_default();
