@@ -8,6 +8,9 @@
 #                                                       && umoci unpack --image DIR:img BUNDLE
 #
 #   bench/pull-vs-skopeo.sh                 # RUNS=21 WARMUP=2 IMAGE=swarm/layers:1
+#   AUTH=1 bench/pull-vs-skopeo.sh          # the registry wants basic authentication: swarm
+#                                           # pulls with --user (a task's credentials), skopeo
+#                                           # with --src-creds
 #   PULL=target/release/examples/pull bench/pull-vs-skopeo.sh   # a binary built before
 #
 # The runs of the four commands are interleaved, so a slow moment of the shared machine hits
@@ -21,6 +24,10 @@ IMAGE=${IMAGE:-swarm/layers:1}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PULL=${PULL:-}
+AUTH=${AUTH:-}
+# The test registries' user (swarm_testkit::TEST_USER, TEST_PASSWORD, bcrypt cost 4).
+USER_PASS=swarm:swarm-test-password
+HTPASSWD='swarm:$2b$04$R5rs6gb8OgCXYVWhxV06meChF4Xt6f6uT1CIbtb8K4IO2lJzgwSP6'
 
 for tool in cargo docker-registry skopeo umoci curl; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
@@ -52,7 +59,16 @@ else
     echo "using $PULL"
 fi
 
-echo "== registry"
+echo "== registry${AUTH:+ with basic authentication}"
+AUTH_CONFIG=
+SWARM_CREDS=()
+SKOPEO_CREDS=()
+if [ -n "$AUTH" ]; then
+    echo "$HTPASSWD" >"$WORK/htpasswd"
+    AUTH_CONFIG=$(printf 'auth:\n  htpasswd:\n    realm: bench\n    path: %s' "$WORK/htpasswd")
+    SWARM_CREDS=(--user "$USER_PASS")
+    SKOPEO_CREDS=(--src-creds "$USER_PASS")
+fi
 for attempt in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 40000))
     cat >"$WORK/registry.yml" <<EOF
@@ -66,11 +82,13 @@ storage:
     rootdirectory: $WORK/registry
 http:
   addr: 127.0.0.1:$port
+$AUTH_CONFIG
 EOF
     docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
     REGISTRY_PID=$!
     for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break 2
+        # 401 once it answers, when it wants credentials.
+        curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" 2>/dev/null | grep -qE '200|401' && break 2
         kill -0 "$REGISTRY_PID" 2>/dev/null || break
         sleep 0.05
     done
@@ -80,7 +98,7 @@ EOF
     [ "$attempt" -lt 5 ] || { cat "$WORK/registry.log" >&2; exit 1; }
 done
 ADDR=127.0.0.1:$port
-"$ROOT/scripts/test-image" "$ADDR"
+REGISTRY_CREDS=${AUTH:+$USER_PASS} "$ROOT/scripts/test-image" "$ADDR"
 REF=$ADDR/$IMAGE
 echo "registry on $ADDR, image $REF"
 
@@ -95,11 +113,11 @@ run() {
     echo $(((end - start) / 1000)) >>"$WORK/$name.times"
 }
 
-swarm_fetch() { "$PULL" --fetch-only "$REF" "$WORK/s-fetch"; }
-skopeo_dir() { skopeo copy --quiet --src-tls-verify=false "docker://$REF" "dir:$WORK/k-dir"; }
-swarm_pull() { "$PULL" "$REF" "$WORK/s-pull"; }
+swarm_fetch() { "$PULL" --fetch-only "${SWARM_CREDS[@]}" "$REF" "$WORK/s-fetch"; }
+skopeo_dir() { skopeo copy --quiet --src-tls-verify=false "${SKOPEO_CREDS[@]}" "docker://$REF" "dir:$WORK/k-dir"; }
+swarm_pull() { "$PULL" "${SWARM_CREDS[@]}" "$REF" "$WORK/s-pull"; }
 skopeo_umoci() {
-    skopeo copy --quiet --src-tls-verify=false "docker://$REF" "oci:$WORK/k-oci:img" &&
+    skopeo copy --quiet --src-tls-verify=false "${SKOPEO_CREDS[@]}" "docker://$REF" "oci:$WORK/k-oci:img" &&
         umoci unpack --image "$WORK/k-oci:img" "$WORK/k-bundle"
 }
 

@@ -34,9 +34,9 @@ ensure_build_tools() {
 }
 
 # ensure_runtime_tools: what the real tests and the demo run: runc for containers, busybox
-# for the test image's rootfs, umoci and skopeo to build and push it, docker-registry to
+# for the test image's rootfs, umoci, jq and skopeo to build and push it, docker-registry to
 # serve it on loopback, iproute2 for network namespaces.
 ensure_runtime_tools() {
     ensure_packages runc:runc busybox:busybox-static umoci:umoci skopeo:skopeo \
-        docker-registry:docker-registry ip:iproute2 iptables:iptables
+        docker-registry:docker-registry ip:iproute2 iptables:iptables jq:jq
 }

@@ -502,7 +502,7 @@ async fn basic_credentials_are_sent_and_refusals_reported() {
         );
         assert!(
             err.to_string()
-                .ends_with(&format!("(check the credentials for {addr})")),
+                .ends_with(&format!("(check the credentials for {addr}: `swarm login {addr}`, then update the service with --with-registry-auth)")),
             "{name}: {err}"
         );
     }
@@ -510,6 +510,78 @@ async fn basic_credentials_are_sent_and_refusals_reported() {
         .await
         .expect("pull with credentials");
     assert!(image.rootfs.join("bin/busybox").is_file());
+}
+
+/// Credentials given for one pull (a task's service brings them) are used for it, and a
+/// pull without them, even at the same time, is not answered by it. The image pulled by
+/// tag is then found by its digest with the registry gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_given_for_a_pull_are_used_for_that_pull_only() {
+    if !prerequisites("credentials_given_for_a_pull_are_used_for_that_pull_only") {
+        return;
+    }
+    let registry = Registry::start_with_basic_auth().unwrap();
+    registry.push_test_images().unwrap();
+    let (user, password) = registry.credentials().unwrap();
+    let addr = registry.addr();
+    let reference = format!("{addr}/swarm/signals:1");
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let credentials = std::collections::HashMap::from([(
+        addr.clone(),
+        Credentials {
+            username: user.into(),
+            password: password.into(),
+        },
+    )]);
+    let (with, without) = tokio::time::timeout(PULL_TIMEOUT, async {
+        tokio::join!(
+            store.pull_with(&reference, &credentials),
+            store.pull(&reference)
+        )
+    })
+    .await
+    .expect("bounded pulls");
+    let image = with.expect("the pull with credentials");
+    assert!(
+        matches!(without, Err(ImageError::Unauthorized { .. })),
+        "{without:?}"
+    );
+    assert_eq!(image.config.stop_signal.as_deref(), Some("SIGUSR1"));
+    let check = image
+        .config
+        .healthcheck
+        .as_ref()
+        .expect("the image's HEALTHCHECK");
+    assert_eq!(check.test, ["CMD-SHELL", "test ! -f /tmp/sick"]);
+    assert_eq!(check.interval, Some(Duration::from_secs(1)));
+    // Stored, a tag still asks the registry (one HEAD): without credentials, refused.
+    assert!(matches!(
+        pull(&store, &reference).await,
+        Err(ImageError::Unauthorized { .. })
+    ));
+
+    drop(registry);
+    let found = store.stored_by_digest(&reference, &image.digest).unwrap();
+    assert_eq!(
+        (&found.digest, &found.rootfs, &found.config),
+        (&image.digest, &image.rootfs, &image.config)
+    );
+    let missing = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(
+        store
+            .stored_by_digest(&reference, &missing)
+            .unwrap_err()
+            .to_string(),
+        format!("image {reference}@{missing} is not stored: pull it first")
+    );
+    assert!(
+        store
+            .stored_by_digest(&reference, "sha256:../../etc")
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid image reference")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
 
+pub mod auth;
 pub mod plan;
 pub mod rollout;
 pub mod spec;

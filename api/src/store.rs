@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::RegistryAuth;
 use crate::plan::Action;
 use crate::task::{DesiredState, Task, TaskStatus};
 
@@ -46,6 +47,10 @@ pub enum Command {
     ApplyPlan {
         expected_version: Option<u64>,
         actions: Vec<Action>,
+        /// Registry credentials by service name (`--with-registry-auth`), for services the
+        /// plan leaves in place: they replace what the store keeps for that service.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        registry_auth: BTreeMap<String, RegistryAuth>,
     },
     /// A new secret for a join token (`swarm join-token --rotate`).
     RotateJoinToken {
@@ -275,6 +280,11 @@ pub struct StoreData {
     /// and whose tasks need no replacing.
     #[serde(default)]
     pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
+    /// Each service's registry credentials, by service id: kept apart from the specs so
+    /// that no plan, export or `service inspect` shows them; stored as plainly as the rest
+    /// of the Raft log.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_auth: BTreeMap<String, RegistryAuth>,
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

@@ -6,6 +6,7 @@ mod cluster;
 mod converge;
 mod inspect;
 mod plan;
+mod registry_auth;
 mod rollback_flags;
 mod service;
 mod stack;
@@ -51,6 +52,11 @@ enum Command {
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Save a registry login in Docker's client config (for --with-registry-auth); the
+    /// registry is not asked whether it is right
+    Login(registry_auth::LoginArgs),
+    /// Remove a registry login from Docker's client config
+    Logout(registry_auth::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +82,8 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
+        Command::Login(args) => registry_auth::login(args),
+        Command::Logout(args) => registry_auth::logout(args),
     };
     match outcome {
         Ok(code) => code,

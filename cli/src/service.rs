@@ -151,6 +151,9 @@ pub struct UpdateArgs {
     /// Replace every task even if nothing else changes
     #[arg(long)]
     force: bool,
+    /// Send the registry credentials of Docker's client config to the nodes
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Return at once instead of waiting for the tasks to run
     #[arg(long, short)]
     detach: bool,
@@ -264,6 +267,9 @@ pub struct CreateArgs {
     /// Overrides the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Send the registry credentials of Docker's client config to the nodes
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Return at once instead of waiting for the tasks to run
     #[arg(long, short)]
     detach: bool,
@@ -642,6 +648,7 @@ async fn scale(
                 service: service.id.clone().unwrap_or_default(),
                 spec_json: serde_json::to_string(&spec)?,
                 version: view.version,
+                registry_auth_json: String::new(),
             })
             .await
             .map_err(client::explain)?;
@@ -662,7 +669,8 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let service = resolve(&view, &args.service)?;
     let mut spec = service.spec.clone();
     apply_update(&mut spec, &args)?;
-    if spec == service.spec {
+    let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
+    if spec == service.spec && !args.with_registry_auth {
         println!("{}: nothing to change", service.spec.name);
         return Ok(ExitCode::SUCCESS);
     }
@@ -672,6 +680,7 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
             service: service.id.clone().unwrap_or_default(),
             spec_json: serde_json::to_string(&spec)?,
             version: view.version,
+            registry_auth_json,
         })
         .await
         .map_err(client::explain)?;
@@ -786,10 +795,12 @@ fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()>
 
 async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from_flags(&args)?;
+    let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
     let mut client = client::connect(host).await?;
     let id = client
         .create_service(CreateServiceRequest {
             spec_json: serde_json::to_string(&spec)?,
+            registry_auth_json,
         })
         .await
         .map_err(client::explain)?
@@ -800,6 +811,16 @@ async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
         converge(host, &args.name, Change::Update, args.timeout).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry credentials for `spec`'s image as the request carries them, when asked
+/// for (`--with-registry-auth`); empty otherwise (the service keeps its own).
+fn registry_auth_json(wanted: bool, spec: &ServiceSpec) -> anyhow::Result<String> {
+    if !wanted {
+        return Ok(String::new());
+    }
+    let auth = crate::registry_auth::for_image(&spec.task.container.image)?;
+    Ok(serde_json::to_string(&auth)?)
 }
 
 /// The name the one-service document is loaded under: every object is named

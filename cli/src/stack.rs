@@ -34,6 +34,9 @@ pub enum StackCommand {
         /// Return at once instead of waiting for the tasks to run
         #[arg(long, short)]
         detach: bool,
+        /// Send the registry credentials of Docker's client config to the nodes
+        #[arg(long)]
+        with_registry_auth: bool,
         /// The stack's name: its objects are named NAME_<key>
         name: String,
     },
@@ -75,8 +78,16 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             compose_files,
             prune,
             detach,
+            with_registry_auth,
             name,
-        } => deploy(host, &compose_files, prune, detach, &name).await,
+        } => {
+            let options = DeployOptions {
+                prune,
+                detach,
+                with_registry_auth,
+            };
+            deploy(host, &compose_files, options, &name).await
+        }
         StackCommand::Ls { format } => {
             let view = service::view(host).await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
@@ -168,7 +179,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                     bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
                 }
             }
-            apply(host, &plan).await?;
+            apply(host, &plan, String::new()).await?;
             for name in &names {
                 println!("Removing stack {name}");
             }
@@ -197,22 +208,33 @@ fn basis(current: &ClusterState) -> Basis {
     }
 }
 
-async fn apply(host: &Host, plan: &Plan) -> anyhow::Result<()> {
+/// Sends `plan` with the registry credentials of its services (JSON, empty for none).
+async fn apply(host: &Host, plan: &Plan, registry_auth_json: String) -> anyhow::Result<()> {
     let mut client = client::connect(host).await?;
     client
         .apply_plan(ApplyPlanRequest {
             plan_json: serde_json::to_string(plan)?,
+            registry_auth_json,
         })
         .await
         .map_err(client::explain)?;
     Ok(())
 }
 
+/// How `stack deploy` goes about it.
+struct DeployOptions {
+    /// Remove the services the file dropped.
+    prune: bool,
+    /// Do not wait for the tasks.
+    detach: bool,
+    /// Send every service of the stack the credentials of its image's registry.
+    with_registry_auth: bool,
+}
+
 async fn deploy(
     host: &Host,
     files: &[PathBuf],
-    prune: bool,
-    detach: bool,
+    options: DeployOptions,
     name: &str,
 ) -> anyhow::Result<ExitCode> {
     let env = |variable: &str| std::env::var(variable).ok();
@@ -239,12 +261,23 @@ async fn deploy(
         &scope,
         basis(&current),
     )?;
-    if !prune {
+    if !options.prune {
         // As `docker stack deploy`: services the file dropped stay unless asked.
         plan.actions
             .retain(|a| !(a.op == Op::Remove && a.kind == Kind::Service));
     }
-    if !plan.has_changes() {
+    let registry_auth_json = if options.with_registry_auth {
+        let mut auth = BTreeMap::new();
+        for service in &desired.services {
+            let found = crate::registry_auth::for_image(&service.task.container.image)?;
+            auth.insert(service.name.clone(), found);
+        }
+        serde_json::to_string(&auth)?
+    } else {
+        String::new()
+    };
+    // Fresh credentials are worth sending to unchanged services too (Docker's rule).
+    if !plan.has_changes() && !options.with_registry_auth {
         println!("Stack {name} is up to date.");
         return Ok(ExitCode::SUCCESS);
     }
@@ -255,8 +288,8 @@ async fn deploy(
         .filter(|a| a.kind == Kind::Service && a.op != Op::Remove)
         .map(|a| a.name.clone())
         .collect();
-    apply(host, &plan).await?;
-    if !detach {
+    apply(host, &plan, registry_auth_json).await?;
+    if !options.detach {
         for service in &changed {
             let timeout = crate::converge::DEFAULT_TIMEOUT.parse()?;
             crate::converge::converge(host, service, crate::converge::Change::Update, timeout)

@@ -3,8 +3,8 @@
 //! daemon is killed and restarted, and what healthchecks, the restart policy, a memory
 //! limit and a missing command make of a task, as `swarm service ps` shows it.
 //!
-//! Every test has its own cluster with its own address pool (198.18.230.0/23 and up, two
-//! /23 apart), so tests running in parallel never share a subnet; a `Leftovers` guard
+//! Every test has its own cluster with its own address pool (198.18.230.0/23 to
+//! 198.18.238.0/23, and 198.18.250.0/23; two /23 apart), so tests running in parallel never share a subnet; a `Leftovers` guard
 //! removes containers, mounts and bridges even when a test fails.
 
 mod common;
@@ -304,6 +304,106 @@ fn a_restarted_agent_adopts_its_running_containers() {
     assert_answers(&replacement);
 
     remove_all(&cluster, &["web"]);
+}
+
+/// An adopted task that names its image by tag keeps the image's config: the worker
+/// recorded the digest it pulled, so after a SIGKILLed daemon restarts (the registry gone
+/// meanwhile, so nothing can be asked of it) the image's HEALTHCHECK still runs — made
+/// sick, the task fails unhealthy — and the container is stopped with the image's
+/// STOPSIGNAL (SIGUSR1, which its process writes to its log), not with SIGTERM.
+#[test]
+fn an_adopted_task_named_by_tag_keeps_its_image_healthcheck_and_stop_signal() {
+    let test = "an_adopted_task_named_by_tag_keeps_its_image_healthcheck_and_stop_signal";
+    let Some(registry) = registry_for(test) else {
+        return;
+    };
+    let image = format!("{}/swarm/signals:1", registry.addr());
+    let cluster = cluster(
+        2,
+        &init_args("198.18.250.0/23", &["--missed-heartbeats", "30"]),
+    );
+    cluster.join(1, "worker", 0);
+    let _leftovers = Leftovers(&cluster);
+
+    create(
+        &cluster,
+        &[
+            "--name",
+            "signals",
+            "--constraint",
+            "node.role==worker",
+            "--stop-grace-period",
+            "10s",
+            &image,
+        ],
+    );
+    let task = running_tasks(&cluster, "signals", 1).remove(0);
+    let id = id_of(&task);
+    let task_dir = cluster.data(1).join("tasks").join(&id);
+    let recorded = std::fs::read_to_string(task_dir.join("image-digest")).unwrap();
+    assert!(recorded.starts_with("sha256:"), "{recorded}");
+    let pid = init_pid(&cluster, 1, &id);
+
+    let worker = cluster.daemons[1].as_ref().expect("the worker's daemon");
+    kill_hard(worker);
+    wait_for(
+        "the worker's daemon is gone",
+        Duration::from_secs(10),
+        || (!is_alive(worker)).then_some(()),
+    );
+    // No registry to resolve the tag with: the config must come from the record.
+    drop(registry);
+    let (dir, port) = &cluster.nodes[1];
+    let _restarted = start(dir, *port);
+    wait_for("the container adopted", TASK_WAIT, || {
+        cluster
+            .log(1)
+            .contains("adopted a running container")
+            .then_some(())
+    });
+    assert!(
+        !cluster.log(1).contains("image config is unknown"),
+        "{}",
+        cluster.log(1)
+    );
+    assert_eq!(
+        init_pid(&cluster, 1, &id),
+        pid,
+        "the same container process"
+    );
+
+    // The image's healthcheck (`test ! -f /tmp/sick`), the service has none of its own.
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(cluster.data(1).join("runc"))
+        .args(["exec", &id, "touch", "/tmp/sick"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let failed = wait_for("the adopted task unhealthy", TASK_WAIT, || {
+        all_tasks(&cluster, "signals")
+            .into_iter()
+            .find(|t| id_of(t) == id && state_of(t) == "failed")
+    });
+    assert!(
+        error_of(&failed).starts_with("unhealthy container: healthcheck exited 1"),
+        "{failed}"
+    );
+    let stdout = task_dir.join("logs").join("stdout.log");
+    let log = wait_for("the task stopped by a signal", TASK_WAIT, || {
+        let log = std::fs::read_to_string(&stdout).unwrap_or_default();
+        log.contains("stopped by").then_some(log)
+    });
+    assert!(
+        log.contains("stopped by SIGUSR1") && !log.contains("SIGTERM"),
+        "the image's stop signal: {log}"
+    );
+    // The record goes with the task's other files (its logs stay).
+    wait_for("the task cleaned up", TASK_WAIT, || {
+        (containers(&cluster, 1).is_empty() && !task_dir.join("image-digest").exists())
+            .then_some(())
+    });
+    remove_all(&cluster, &["signals"]);
 }
 
 /// A healthcheck that fails at first holds the task in `starting`, and its first pass makes

@@ -15,7 +15,7 @@ pub enum ImageError {
     #[error("registry {registry} is unreachable: {detail}")]
     Unreachable { registry: String, detail: String },
     #[error(
-        "registry {registry} refused access to {image}: {detail} (check the credentials for {registry})"
+        "registry {registry} refused access to {image}: {detail} (check the credentials for {registry}: `swarm login {registry}`, then update the service with --with-registry-auth)"
     )]
     Unauthorized {
         registry: String,

@@ -78,14 +78,19 @@ pub struct Image {
 
 type SharedPull = Arc<OnceCell<Result<Image, ImageError>>>;
 
+/// Pulls and clients are shared only among callers with the same credentials: a pull
+/// without them must not answer (or fail) for one with them.
+type PullKey = (ImageRef, Option<Credentials>);
+type ClientKey = (String, Option<Credentials>);
+
 /// The node's images under one directory (`DATA_DIR/images`). One store per directory.
 pub struct ImageStore {
     layout: Layout,
     options: PullOptions,
-    /// One client per registry, so connections are reused.
-    clients: Mutex<HashMap<String, RegistryClient>>,
-    /// The pull under way for each reference: later callers wait on it.
-    pulls: Mutex<HashMap<ImageRef, SharedPull>>,
+    /// One client per registry and credentials, so connections are reused.
+    clients: Mutex<HashMap<ClientKey, RegistryClient>>,
+    /// The pull under way for each reference (and credentials): later callers wait on it.
+    pulls: Mutex<HashMap<PullKey, SharedPull>>,
     /// Pulls hold it shared, garbage collection exclusively: a collection never removes
     /// blobs a pull has fetched but not yet linked to an image.
     collecting: Arc<RwLock<()>>,
@@ -114,18 +119,36 @@ impl ImageStore {
     /// Makes the image `reference` (Docker's spelling) available: pulled, verified and
     /// unpacked, or found stored. Concurrent calls for one reference share one pull.
     pub async fn pull(&self, reference: &str) -> Result<Image, ImageError> {
+        self.pull_with(reference, &HashMap::new()).await
+    }
+
+    /// Like `pull`, with credentials by registry (`host[:port]`) that take precedence over
+    /// the store's own for this pull: a task's service brings them (`--with-registry-auth`).
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        credentials: &HashMap<String, Credentials>,
+    ) -> Result<Image, ImageError> {
         let image = parse_reference(reference)?;
+        let credentials = credentials
+            .get(&image.registry)
+            .or_else(|| self.options.credentials.get(&image.registry))
+            .cloned();
+        let key = (image.clone(), credentials.clone());
         let shared = {
             let mut pulls = self.pulls.lock().expect("pulls lock");
-            pulls.entry(image.clone()).or_default().clone()
+            pulls.entry(key.clone()).or_default().clone()
         };
         // If the caller running the pull is cancelled, a waiting caller takes it over.
-        let result = shared.get_or_init(|| self.pull_now(&image)).await.clone();
+        let result = shared
+            .get_or_init(|| self.pull_now(&image, credentials.as_ref()))
+            .await
+            .clone();
         {
             // The first caller back retires the finished pull: later calls look again.
             let mut pulls = self.pulls.lock().expect("pulls lock");
-            if pulls.get(&image).is_some_and(|p| Arc::ptr_eq(p, &shared)) {
-                pulls.remove(&image);
+            if pulls.get(&key).is_some_and(|p| Arc::ptr_eq(p, &shared)) {
+                pulls.remove(&key);
             }
         }
         result
@@ -138,7 +161,7 @@ impl ImageStore {
     pub async fn fetch(&self, reference: &str) -> Result<String, ImageError> {
         let image = parse_reference(reference)?;
         let _shared = self.collecting.read().await;
-        let client = self.client(&image);
+        let client = self.client(&image, self.options.credentials.get(&image.registry));
         let top = match &image.digest {
             Some(digest) => digest.clone(),
             None => client.resolve(&image).await?,
@@ -165,6 +188,22 @@ impl ImageStore {
             })
     }
 
+    /// The stored image whose manifest digest is `digest` (an `Image::digest`), named by
+    /// `reference` (a tag will do), without any network: for an agent that restarts with
+    /// tasks whose images it recorded when it pulled them.
+    pub fn stored_by_digest(&self, reference: &str, digest: &str) -> Result<Image, ImageError> {
+        let image = parse_reference(reference)?;
+        let digest =
+            reference::parse_digest(digest).map_err(|reason| ImageError::InvalidReference {
+                reference: format!("{reference} (pulled as {digest})"),
+                reason,
+            })?;
+        self.stored(&image, &digest)?
+            .ok_or_else(|| ImageError::NotStored {
+                image: format!("{image}@{digest}"),
+            })
+    }
+
     /// The manifest digests of the stored images.
     pub fn images(&self) -> Result<Vec<String>, ImageError> {
         self.layout.images()
@@ -181,7 +220,11 @@ impl ImageStore {
             .expect("garbage collection does not panic")
     }
 
-    async fn pull_now(&self, image: &ImageRef) -> Result<Image, ImageError> {
+    async fn pull_now(
+        &self,
+        image: &ImageRef,
+        credentials: Option<&Credentials>,
+    ) -> Result<Image, ImageError> {
         let shared = self.collecting.clone().read_owned().await;
         // A digest is enough to find a stored image; a tag must be asked about.
         if let Some(digest) = &image.digest
@@ -189,7 +232,7 @@ impl ImageStore {
         {
             return Ok(stored);
         }
-        let client = self.client(image);
+        let client = self.client(image, credentials);
         let top = match &image.digest {
             Some(digest) => digest.clone(),
             None => client.resolve(image).await?,
@@ -232,14 +275,14 @@ impl ImageStore {
         }))
     }
 
-    fn client(&self, image: &ImageRef) -> RegistryClient {
+    fn client(&self, image: &ImageRef, credentials: Option<&Credentials>) -> RegistryClient {
         let mut clients = self.clients.lock().expect("clients lock");
         clients
-            .entry(image.registry.clone())
+            .entry((image.registry.clone(), credentials.cloned()))
             .or_insert_with(|| {
                 RegistryClient::new(
                     is_insecure(image, &self.options.insecure_registries),
-                    self.options.credentials.get(&image.registry),
+                    credentials,
                     self.options.connect_timeout,
                     self.options.read_timeout,
                 )

@@ -19,7 +19,7 @@ use super::manifest::{ACCEPTED, Descriptor};
 use super::reference::ImageRef;
 
 /// Basic credentials for one registry.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
@@ -347,7 +347,7 @@ mod tests {
                     OciErrorCode::Denied,
                     "requested access to the resource is denied",
                 ),
-                "registry 127.0.0.1:5000 refused access to 127.0.0.1:5000/swarm/nope:1: requested access to the resource is denied (check the credentials for 127.0.0.1:5000)",
+                "registry 127.0.0.1:5000 refused access to 127.0.0.1:5000/swarm/nope:1: requested access to the resource is denied (check the credentials for 127.0.0.1:5000: `swarm login 127.0.0.1:5000`, then update the service with --with-registry-auth)",
             ),
             (
                 envelope(OciErrorCode::Toomanyrequests, "slow down"),
@@ -363,7 +363,7 @@ mod tests {
             ),
             (
                 OciDistributionError::UnauthorizedError { url: "u".into() },
-                "registry 127.0.0.1:5000 refused access to 127.0.0.1:5000/swarm/nope:1: the registry answered 401 (check the credentials for 127.0.0.1:5000)",
+                "registry 127.0.0.1:5000 refused access to 127.0.0.1:5000/swarm/nope:1: the registry answered 401 (check the credentials for 127.0.0.1:5000: `swarm login 127.0.0.1:5000`, then update the service with --with-registry-auth)",
             ),
         ];
         for (err, want) in cases {

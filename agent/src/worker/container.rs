@@ -2,15 +2,15 @@
 //! mounted, the network files written, and the `ContainerConfig` the runtime starts — the
 //! service's spec over the image's defaults, as Docker combines them.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use swarm_api::task::Task;
 
 use super::Shared;
 use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
-use crate::image::{Healthcheck, ImageConfig, TaskRootfs};
+use crate::image::{Credentials, Healthcheck, ImageConfig, TaskRootfs};
 use crate::network::ContainerFiles;
 
 /// Log files rotate at this size; this many are kept per stream (Docker's json-file
@@ -28,9 +28,10 @@ pub struct Prepared {
 
 pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, String> {
     let container = &task.spec.container;
+    let credentials = service_credentials(shared, &task.service_id);
     let image = shared
         .images
-        .pull(&container.image)
+        .pull_with(&container.image, &credentials)
         .await
         .map_err(|e| e.to_string())?;
     shared
@@ -38,6 +39,8 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .lock()
         .expect("not poisoned")
         .used(&task.id, &image.digest);
+    let dir = shared.task_dir(&task.id);
+    record_image(&dir, &image.digest)?;
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let id = task.id.clone();
@@ -45,7 +48,6 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let dir = shared.task_dir(&task.id);
     let rootfs = TaskRootfs::mount(&image.rootfs, &dir.join("fs")).map_err(|e| e.to_string())?;
     let hostname = hostname(task, &shared.config.node_id, &shared.config.node_hostname);
     let short_service = task
@@ -107,6 +109,47 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
+}
+
+/// The credentials the task's service brought, by registry.
+fn service_credentials(shared: &Shared, service_id: &str) -> HashMap<String, Credentials> {
+    let auth = shared.registry_auth.lock().expect("not poisoned");
+    auth.get(service_id)
+        .into_iter()
+        .flatten()
+        .map(|(registry, c)| {
+            let credentials = Credentials {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            };
+            (registry.clone(), credentials)
+        })
+        .collect()
+}
+
+/// Where a task's directory records the manifest digest of the image it was pulled as.
+pub(super) fn recorded_image_path(task_dir: &Path) -> PathBuf {
+    task_dir.join("image-digest")
+}
+
+/// Records the task's image digest before its container exists, so that a restarted
+/// daemon adopting the container finds the image's config (healthcheck, stop signal)
+/// even when the task names its image by tag. Written aside and renamed: a crash leaves
+/// the old record or the new one.
+fn record_image(task_dir: &Path, digest: &str) -> Result<(), String> {
+    let path = recorded_image_path(task_dir);
+    let tmp = task_dir.join(".image-digest.tmp");
+    std::fs::create_dir_all(task_dir)
+        .and_then(|()| std::fs::write(&tmp, digest))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot record the task's image in {}: {e}", path.display()))
+}
+
+/// The image digest recorded for the task whose directory is `task_dir`, if any.
+pub(super) fn recorded_image(task_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(recorded_image_path(task_dir)).ok()?;
+    Some(text.trim().to_owned())
 }
 
 fn bind(source: &Path, destination: &str) -> FileMount {
@@ -285,6 +328,21 @@ mod tests {
         let image = ["PATH=/bin".to_owned(), "MODE=image".to_owned()];
         let service = BTreeMap::from([("MODE".to_owned(), "service".to_owned())]);
         assert_eq!(environment(&image, &service), ["PATH=/bin", "MODE=service"]);
+    }
+
+    #[test]
+    fn a_task_image_record_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let task_dir = dir.path().join("tasks").join("t1");
+        assert_eq!(recorded_image(&task_dir), None, "none before the pull");
+        record_image(&task_dir, "sha256:aa").unwrap();
+        record_image(&task_dir, "sha256:bb").unwrap();
+        assert_eq!(recorded_image(&task_dir).as_deref(), Some("sha256:bb"));
+        let names: Vec<_> = std::fs::read_dir(&task_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["image-digest"], "nothing left aside");
     }
 
     #[test]

@@ -9,13 +9,14 @@ mod container;
 mod gc;
 mod health;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
+use swarm_api::auth::RegistryAuth;
 use swarm_api::store::TaskStatusUpdate;
 use swarm_api::task::{DesiredState, Task, TaskStatus};
 use tokio::sync::{mpsc, watch};
@@ -75,6 +76,9 @@ struct Shared {
     /// Which images the tasks use, and when each image was last used: what garbage
     /// collection keeps.
     image_use: Mutex<gc::ImageUse>,
+    /// The registry credentials of the assigned tasks' services, by service id, as the
+    /// last assignment set brought them: a task's pull uses its service's.
+    registry_auth: Mutex<BTreeMap<String, RegistryAuth>>,
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
 }
 
@@ -96,18 +100,26 @@ impl Worker {
             subnet: Mutex::new(None),
             found: Mutex::new(Some(found)),
             image_use: Mutex::new(gc::ImageUse::default()),
+            registry_auth: Mutex::new(BTreeMap::new()),
             reports,
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
     }
 
-    /// The whole set of tasks the managers assign to this node now.
-    pub async fn assign(&self, tasks: Vec<Task>, subnet: Option<Ipv4Net>) {
+    /// The whole set of tasks the managers assign to this node now, with the registry
+    /// credentials of their services (by service id).
+    pub async fn assign(
+        &self,
+        tasks: Vec<Task>,
+        subnet: Option<Ipv4Net>,
+        registry_auth: BTreeMap<String, RegistryAuth>,
+    ) {
         let shared = &self.shared;
         if subnet.is_some() {
             *shared.subnet.lock().expect("not poisoned") = subnet;
         }
+        *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
         let found = shared.found.lock().expect("not poisoned").take();
         let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         // The running containers of an earlier run that assigned tasks own, and their
@@ -286,6 +298,29 @@ impl Shared {
         self.config.data_dir.join("tasks").join(id)
     }
 
+    /// The stored image an adopted task runs: the one its pull recorded, or for a task of
+    /// an earlier version that recorded none, the one its reference names by digest.
+    fn adopted_image(&self, task: &Task) -> Option<crate::image::Image> {
+        let reference = &task.spec.container.image;
+        let found = match container::recorded_image(&self.task_dir(&task.id)) {
+            Some(digest) => self.images.stored_by_digest(reference, &digest),
+            None => self.images.stored_image(reference),
+        };
+        match found {
+            Ok(image) => {
+                self.image_use
+                    .lock()
+                    .expect("not poisoned")
+                    .used(&task.id, &image.digest);
+                Some(image)
+            }
+            Err(error) => {
+                tracing::warn!(task = %task.id, %error, "the adopted task's image config is unknown");
+                None
+            }
+        }
+    }
+
     fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
         let mut status = TaskStatus::new(lifecycle.state(), now_ms());
         status.address = address;
@@ -313,10 +348,10 @@ impl Shared {
         let (mut lifecycle, adopted_address) = match origin {
             Origin::Adopted { address } => {
                 tracing::info!(task = %id, "adopted a running container");
-                // The container is watched as before the restart: its healthcheck goes on
-                // (the image's too when the task names a stored image by digest: no pull
-                // here, the registry may be unreachable).
-                let image = self.images.stored_image(&task.spec.container.image).ok();
+                // The container is watched as before the restart: its healthcheck goes on,
+                // the image's too, from the image recorded at its pull (no pull here: the
+                // registry may be unreachable).
+                let image = self.adopted_image(&task);
                 health = health::check_of(
                     &task.spec.container.healthcheck,
                     image.as_ref().and_then(|i| i.config.healthcheck.as_ref()),
@@ -423,6 +458,7 @@ impl Shared {
             tracing::warn!(task = %id, %error, "cannot release the root filesystem");
         }
         let _ = std::fs::remove_dir_all(dir.join("etc"));
+        let _ = std::fs::remove_file(container::recorded_image_path(&dir));
         if let Ok(network) = self.network() {
             let detached = tokio::task::spawn_blocking(move || network.detach(&id)).await;
             if let Ok(Err(error)) = detached {

@@ -5,6 +5,10 @@ pub struct ApplyPlanRequest {
     /// A swarm_api::plan::Plan as JSON.
     #[prost(string, tag = "1")]
     pub plan_json: ::prost::alloc::string::String,
+    /// Registry credentials for the plan's services (`--with-registry-auth`): a JSON map of
+    /// service name to swarm_api::auth::RegistryAuth; empty keeps what the services have.
+    #[prost(string, tag = "2")]
+    pub registry_auth_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -15,6 +19,10 @@ pub struct CreateServiceRequest {
     /// A swarm_api::spec::ServiceSpec as JSON (normalised by the client's stack converter).
     #[prost(string, tag = "1")]
     pub spec_json: ::prost::alloc::string::String,
+    /// The service's registry credentials (`--with-registry-auth`): a
+    /// swarm_api::auth::RegistryAuth as JSON, or empty for none.
+    #[prost(string, tag = "2")]
+    pub registry_auth_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -34,6 +42,10 @@ pub struct UpdateServiceRequest {
     /// The objects' version the new spec was made from; the update is refused if they moved.
     #[prost(uint64, tag = "3")]
     pub version: u64,
+    /// New registry credentials (`--with-registry-auth`), a swarm_api::auth::RegistryAuth as
+    /// JSON; empty keeps the service's.
+    #[prost(string, tag = "4")]
+    pub registry_auth_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

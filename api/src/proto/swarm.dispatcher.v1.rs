@@ -12,6 +12,10 @@ pub struct AssignmentSet {
     /// The subnet the caller's task addresses come from (CIDR), leased when it joined.
     #[prost(string, tag = "2")]
     pub subnet: ::prost::alloc::string::String,
+    /// The registry credentials of the services of those tasks, and of no other: a JSON map
+    /// of service id to swarm_api::auth::RegistryAuth.
+    #[prost(string, tag = "3")]
+    pub registry_auth_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

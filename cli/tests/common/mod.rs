@@ -367,12 +367,25 @@ fn remove_forward_rules(bridge: &str) {
 /// Whether the test can run here (root and runc), and if so a registry with the test
 /// images.
 pub fn registry_for(test: &str) -> Option<swarm_testkit::Registry> {
+    registry_with(test, swarm_testkit::Registry::start)
+}
+
+/// Like `registry_for`, with a registry that wants basic authentication
+/// (`swarm_testkit::TEST_USER`, `TEST_PASSWORD`) for every request, pulls included.
+pub fn registry_with_auth_for(test: &str) -> Option<swarm_testkit::Registry> {
+    registry_with(test, swarm_testkit::Registry::start_with_basic_auth)
+}
+
+fn registry_with(
+    test: &str,
+    start: fn() -> Result<swarm_testkit::Registry, swarm_testkit::RegistryError>,
+) -> Option<swarm_testkit::Registry> {
     if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
         || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
     {
         return None;
     }
-    let registry = swarm_testkit::Registry::start().expect("a loopback registry");
+    let registry = start().expect("a loopback registry");
     registry.push_test_images().expect("the test images");
     Some(registry)
 }

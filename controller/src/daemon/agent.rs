@@ -123,7 +123,19 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
                                     }
                                 };
                                 let subnet = set.subnet.parse::<Ipv4Net>().ok();
-                                worker.assign(tasks, subnet).await;
+                                // Empty from a manager that predates credentials. No serde
+                                // message: it would quote the credentials.
+                                let auth = match set.registry_auth_json.as_str() {
+                                    "" => Ok(Default::default()),
+                                    json => serde_json::from_str(json),
+                                };
+                                let Ok(auth) = auth else {
+                                    tracing::error!(
+                                        "undecodable registry credentials in the assignments"
+                                    );
+                                    break;
+                                };
+                                worker.assign(tasks, subnet, auth).await;
                             }
                             Ok(None) => break,
                             Err(status) => {

@@ -677,7 +677,8 @@ impl Control for ControlApi {
     ) -> Result<Response<CreateServiceResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        let id = services::create(&raft, &request.into_inner().spec_json).await?;
+        let request = request.into_inner();
+        let id = services::create(&raft, &request.spec_json, &request.registry_auth_json).await?;
         Ok(Response::new(CreateServiceResponse { id }))
     }
 
@@ -688,7 +689,14 @@ impl Control for ControlApi {
         self.allow(&request)?;
         let request = request.into_inner();
         let (raft, _) = self.daemon.manager().await?;
-        services::update(&raft, &request.service, &request.spec_json, request.version).await?;
+        services::update(
+            &raft,
+            &request.service,
+            &request.spec_json,
+            request.version,
+            &request.registry_auth_json,
+        )
+        .await?;
         Ok(Response::new(UpdateServiceResponse {}))
     }
 
@@ -719,7 +727,8 @@ impl Control for ControlApi {
     ) -> Result<Response<ApplyPlanResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        services::apply_plan(&raft, &request.into_inner().plan_json).await?;
+        let request = request.into_inner();
+        services::apply_plan(&raft, &request.plan_json, &request.registry_auth_json).await?;
         Ok(Response::new(ApplyPlanResponse {}))
     }
 

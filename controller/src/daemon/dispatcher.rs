@@ -1,12 +1,15 @@
 //! The dispatcher, on every manager: heartbeats from every node, which the leader counts to
 //! mark nodes Down when they go quiet and Ready when they come back; and certificate
-//! renewal, which is also how a promoted or demoted node changes role.
+//! renewal, which is also how a promoted or demoted node changes role; each node's
+//! assignments (with the registry credentials of its tasks' services, and no others) and
+//! its task status reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use raft::prelude::ConfChangeType;
+use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_server::{Dispatcher, DispatcherServer};
 use swarm_api::grpc::dispatcher::{
     AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
@@ -23,6 +26,10 @@ use crate::ca::{NodeIdentity, Role};
 use crate::raft::driver::RaftHandle;
 use crate::store::Store;
 use crate::tls::peer_identity;
+
+/// A node's assignments as last sent: its tasks, its subnet, its tasks' services'
+/// registry credentials.
+type Assigned = (Vec<Task>, String, BTreeMap<String, RegistryAuth>);
 
 /// When each node was last heard from, on this manager while it leads.
 pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Instant>>>;
@@ -92,14 +99,17 @@ impl Dispatcher for DispatcherApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut applied = raft.applied();
-            let mut sent: Option<(Vec<Task>, String)> = None;
+            let mut sent: Option<Assigned> = None;
             loop {
                 let node_id = identity.node_id.clone();
                 let Ok(assigned) = raft
                     .local_read(move |store: &Store| {
                         let subnet = store.data().nodes.get(&node_id).and_then(|n| n.subnet);
                         let subnet = subnet.map(|s| s.to_string()).unwrap_or_default();
-                        (assigned_to(store, &node_id), subnet)
+                        let tasks = assigned_to(store, &node_id);
+                        let services = tasks.iter().map(|t| t.service_id.as_str());
+                        let auth = registry_auth_of(&store.data().registry_auth, services);
+                        (tasks, subnet, auth)
                     })
                     .await
                 else {
@@ -109,6 +119,8 @@ impl Dispatcher for DispatcherApi {
                     let set = AssignmentSet {
                         tasks_json: serde_json::to_string(&assigned.0).expect("tasks serialise"),
                         subnet: assigned.1.clone(),
+                        registry_auth_json: serde_json::to_string(&assigned.2)
+                            .expect("credentials serialise"),
                     };
                     if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away
@@ -296,6 +308,17 @@ fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
         .collect()
 }
 
+/// The credentials `kept` holds for `services` (the services of a node's tasks), by
+/// service id: a node gets those of its own tasks' services only.
+fn registry_auth_of<'a>(
+    kept: &BTreeMap<String, RegistryAuth>,
+    services: impl Iterator<Item = &'a str>,
+) -> BTreeMap<String, RegistryAuth> {
+    services
+        .filter_map(|id| Some((id.to_owned(), kept.get(id)?.clone())))
+        .collect()
+}
+
 /// While this manager leads: marks Down the nodes not heard from for the cluster's number of
 /// missed periods, and Ready those heard from again, in one proposal per tick. A new leader
 /// gives every node a full grace period before judging it.
@@ -362,6 +385,43 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         };
         if let Err(error) = propose(&raft, &command).await {
             tracing::warn!(%error, "cannot record node statuses");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::auth::RegistryCredential;
+
+    use super::*;
+
+    #[test]
+    fn a_node_gets_the_credentials_of_its_own_tasks_services_only() {
+        let auth = |user: &str| {
+            RegistryAuth::from([(
+                "127.0.0.1:5000".to_owned(),
+                RegistryCredential {
+                    username: user.into(),
+                    password: "pw".into(),
+                },
+            )])
+        };
+        let kept = BTreeMap::from([
+            ("web".to_owned(), auth("web")),
+            ("db".to_owned(), auth("db")),
+        ]);
+        let cases: [(&[&str], &[&str]); 4] = [
+            (&["web", "web"], &["web"]),
+            (&["web", "db", "cache"], &["db", "web"]),
+            (&["cache"], &[]),
+            (&[], &[]),
+        ];
+        for (services, want) in cases {
+            let sent = registry_auth_of(&kept, services.iter().copied());
+            assert_eq!(sent.keys().map(String::as_str).collect::<Vec<_>>(), want);
+            for (id, auth) in &sent {
+                assert_eq!(auth, &kept[id]);
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Services on the control API: created, changed and removed as one-action plans (the same
 //! `ApplyPlan` command GitOps uses), and read together with their tasks.
 
+use std::collections::BTreeMap;
+
+use swarm_api::auth::RegistryAuth;
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::{PublishMode, ServiceSpec};
 use swarm_api::state::Object;
@@ -19,6 +22,20 @@ fn parse_spec(json: &str) -> Result<ServiceSpec, Status> {
         return Err(Status::invalid_argument("a service needs a name (--name)"));
     }
     Ok(spec)
+}
+
+/// A service's registry credentials as the request carries them (JSON; empty for none).
+fn parse_registry_auth(json: &str) -> Result<Option<RegistryAuth>, Status> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    // serde's message would quote the input, which holds passwords.
+    let auth: RegistryAuth = serde_json::from_str(json).map_err(|_| {
+        Status::invalid_argument(
+            "invalid registry credentials: expected a map of registry to username and password",
+        )
+    })?;
+    Ok(Some(auth))
 }
 
 /// The services and everything `service ls|ps` shows, read linearizably.
@@ -81,8 +98,13 @@ fn port_conflicts(view: &ServicesView, spec: &ServiceSpec) -> Result<(), Status>
     Ok(())
 }
 
-pub async fn create(raft: &RaftHandle<Store>, spec_json: &str) -> Result<String, Status> {
+pub async fn create(
+    raft: &RaftHandle<Store>,
+    spec_json: &str,
+    registry_auth_json: &str,
+) -> Result<String, Status> {
     let spec = parse_spec(spec_json)?;
+    let auth = parse_registry_auth(registry_auth_json)?;
     let view = view(raft).await?;
     if view.services.iter().any(|s| s.spec.name == spec.name) {
         return Err(Status::already_exists(format!(
@@ -100,7 +122,7 @@ pub async fn create(raft: &RaftHandle<Store>, spec_json: &str) -> Result<String,
         changes: Vec::new(),
         spec: Some(ObjectSpec::Service(Box::new(spec))),
     };
-    apply(raft, Some(view.version), action).await?;
+    apply(raft, Some(view.version), action, auth).await?;
     let view = self::view(raft).await?;
     let service = resolve(&view, &name)?;
     Ok(service.id.clone().unwrap_or_default())
@@ -111,8 +133,10 @@ pub async fn update(
     reference: &str,
     spec_json: &str,
     version: u64,
+    registry_auth_json: &str,
 ) -> Result<(), Status> {
     let spec = parse_spec(spec_json)?;
+    let auth = parse_registry_auth(registry_auth_json)?;
     let view = view(raft).await?;
     let service = resolve(&view, reference)?;
     if spec.name != service.spec.name {
@@ -141,7 +165,7 @@ pub async fn update(
         changes: Vec::new(),
         spec: Some(ObjectSpec::Service(Box::new(spec))),
     };
-    apply(raft, Some(version), action).await
+    apply(raft, Some(version), action, auth).await
 }
 
 /// Puts a service back to the spec it had before its last change, rolled out with its
@@ -184,16 +208,31 @@ pub async fn remove(
         &Command::ApplyPlan {
             expected_version: Some(view.version),
             actions,
+            registry_auth: BTreeMap::new(),
         },
     )
     .await?;
     Ok(removed)
 }
 
-/// Applies a whole plan as one entry, checked against the state version it was made from.
-pub async fn apply_plan(raft: &RaftHandle<Store>, plan_json: &str) -> Result<(), Status> {
+/// Applies a whole plan as one entry, checked against the state version it was made from,
+/// with the registry credentials it brings for its services (by name).
+pub async fn apply_plan(
+    raft: &RaftHandle<Store>,
+    plan_json: &str,
+    registry_auth_json: &str,
+) -> Result<(), Status> {
     let plan: swarm_api::plan::Plan = serde_json::from_str(plan_json)
         .map_err(|e| Status::invalid_argument(format!("invalid plan: {e}")))?;
+    let registry_auth: BTreeMap<String, RegistryAuth> = if registry_auth_json.is_empty() {
+        BTreeMap::new()
+    } else {
+        serde_json::from_str(registry_auth_json).map_err(|_| {
+            Status::invalid_argument(
+                "invalid registry credentials: expected a map of service name to registry credentials",
+            )
+        })?
+    };
     let Some(version) = plan.basis.state_version else {
         return Err(Status::invalid_argument(
             "the plan was not computed against this cluster's state (no state version): plan it against the cluster",
@@ -204,6 +243,7 @@ pub async fn apply_plan(raft: &RaftHandle<Store>, plan_json: &str) -> Result<(),
         &Command::ApplyPlan {
             expected_version: Some(version),
             actions: plan.actions,
+            registry_auth,
         },
     )
     .await
@@ -213,12 +253,17 @@ async fn apply(
     raft: &RaftHandle<Store>,
     version: Option<u64>,
     action: Action,
+    auth: Option<RegistryAuth>,
 ) -> Result<(), Status> {
+    let registry_auth = auth
+        .map(|auth| BTreeMap::from([(action.name.clone(), auth)]))
+        .unwrap_or_default();
     propose(
         raft,
         &Command::ApplyPlan {
             expected_version: version,
             actions: vec![action],
+            registry_auth,
         },
     )
     .await

@@ -116,6 +116,7 @@ impl Sim {
                 changes: Vec::new(),
                 spec: Some(ObjectSpec::Service(Box::new(spec))),
             }],
+            registry_auth: Default::default(),
         });
         assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     }

@@ -339,6 +339,7 @@ fn apply(
         Command::ApplyPlan {
             expected_version,
             actions,
+            registry_auth,
         } => {
             if let Some(expected) = expected_version
                 && expected != data.objects.version
@@ -357,14 +358,40 @@ fn apply(
                 apply_action(&mut objects, &cluster_id, index, action, events)?;
             }
             objects.version = index;
+            let mut kept_auth = data.registry_auth.clone();
+            update_registry_auth(&mut kept_auth, &objects, registry_auth)?;
             if remember_previous_specs(data, &objects) {
                 // A pass decided before a spec changed would roll out the old one (and
                 // its update status): it is refused, and decided again.
                 data.tasks_version = index;
             }
             data.objects = objects;
+            data.registry_auth = kept_auth;
         }
     }
+    Ok(())
+}
+
+/// Stores the credentials a plan brings for its services (by name) under their ids, and
+/// forgets those of removed services. A service the plan does not bring credentials for
+/// keeps its own (Docker: an update without `--with-registry-auth` keeps them).
+fn update_registry_auth(
+    kept: &mut std::collections::BTreeMap<String, swarm_api::auth::RegistryAuth>,
+    after: &ClusterState,
+    brought: std::collections::BTreeMap<String, swarm_api::auth::RegistryAuth>,
+) -> Result<(), String> {
+    for (name, auth) in brought {
+        let id = after
+            .services
+            .iter()
+            .find(|o| o.spec.name == name)
+            .and_then(|o| o.id.clone())
+            .ok_or_else(|| {
+                format!("registry credentials for service {name}, which the plan does not keep")
+            })?;
+        kept.insert(id, auth);
+    }
+    kept.retain(|id, _| after.services.iter().any(|o| o.id.as_deref() == Some(id)));
     Ok(())
 }
 
@@ -657,6 +684,7 @@ impl StateMachine for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use swarm_api::store::{Availability, Cluster, Node, NodeStatus, NodeStatusChange, NodeUpdate};
 
     fn cluster() -> Command {
@@ -839,6 +867,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: None,
                 actions,
+                registry_auth: Default::default(),
             },
         );
         assert!(
@@ -883,6 +912,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: Some(0),
                 actions: actions.clone(),
+                registry_auth: Default::default(),
             },
         );
         assert_eq!(outcome, Outcome::Applied { version: 2 });
@@ -896,6 +926,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: Some(0),
                 actions: actions.clone(),
+                registry_auth: Default::default(),
             },
         );
         assert!(
@@ -908,6 +939,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: None,
                 actions,
+                registry_auth: Default::default(),
             },
         );
         assert!(
@@ -936,6 +968,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: None,
                 actions: plan.clone(),
+                registry_auth: Default::default(),
             },
         );
         let id = store.export().services[0].id.clone().unwrap();
@@ -953,6 +986,7 @@ mod tests {
         let update = Command::ApplyPlan {
             expected_version: None,
             actions: actions.clone(),
+            registry_auth: Default::default(),
         };
         store.apply_command(3, update.clone());
         assert_eq!(
@@ -1024,10 +1058,74 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: None,
                 actions,
+                registry_auth: Default::default(),
             },
         );
         assert_eq!(store.data().update_status.get(&id), None);
         assert_eq!(store.data().previous_specs[&id], second);
+    }
+
+    #[test]
+    fn registry_credentials_are_kept_per_service_until_it_goes() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let auth = |password: &str| {
+            BTreeMap::from([(
+                "web_site".to_owned(),
+                swarm_api::auth::RegistryAuth::from([(
+                    "127.0.0.1:5000".to_owned(),
+                    swarm_api::auth::RegistryCredential {
+                        username: "ci".into(),
+                        password: password.into(),
+                    },
+                )]),
+            )])
+        };
+        let plan = |actions, registry_auth| Command::ApplyPlan {
+            expected_version: None,
+            actions,
+            registry_auth,
+        };
+        store.apply_command(2, plan(service_plan(), auth("one")));
+        let id = store.export().services[0].id.clone().unwrap();
+        let password = |store: &Store| {
+            let kept = store.data().registry_auth.get(&id)?;
+            Some(kept["127.0.0.1:5000"].password.clone())
+        };
+        assert_eq!(password(&store).as_deref(), Some("one"));
+        assert!(
+            !serde_json::to_string(&store.export())
+                .unwrap()
+                .contains("one\""),
+            "the export holds no credentials"
+        );
+        // A plan that brings none keeps them; one that brings new ones replaces them.
+        store.apply_command(3, plan(Vec::new(), BTreeMap::new()));
+        assert_eq!(password(&store).as_deref(), Some("one"));
+        store.apply_command(4, plan(Vec::new(), auth("two")));
+        assert_eq!(password(&store).as_deref(), Some("two"));
+        // Credentials for a service that the plan does not keep are refused, as a whole.
+        let mut stray = auth("three");
+        stray.insert("web_other".into(), stray["web_site"].clone());
+        let outcome = store.apply_command(5, plan(Vec::new(), stray));
+        assert!(
+            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("web_other")),
+            "{outcome:?}"
+        );
+        assert_eq!(password(&store).as_deref(), Some("two"));
+        let remove = Action {
+            op: Op::Remove,
+            kind: Kind::Service,
+            name: "web_site".into(),
+            origin: Default::default(),
+            changes: Vec::new(),
+            spec: None,
+        };
+        store.apply_command(6, plan(vec![remove], BTreeMap::new()));
+        assert!(
+            store.data().registry_auth.is_empty(),
+            "gone with the service"
+        );
     }
 
     #[test]
@@ -1038,6 +1136,7 @@ mod tests {
             Command::ApplyPlan {
                 expected_version: None,
                 actions: service_plan(),
+                registry_auth: Default::default(),
             },
         ];
         let mut first = Store::default();
