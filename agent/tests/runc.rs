@@ -642,6 +642,54 @@ async fn a_container_of_another_parent_is_adopted_with_an_unknown_exit_code() {
     node.assert_clean().await;
 }
 
+/// A process of a container whose `runc exec` died becomes the daemon's (a subreaper's)
+/// child; killed with its container, it stays a zombie of the daemon, and the container's
+/// init cannot finish exiting until that zombie is reaped: the orphan reaper does it, so
+/// the container stops.
+#[tokio::test]
+async fn a_container_stops_even_when_an_exec_left_an_orphan() {
+    let Some(node) = Node::new("exec-orphan") else {
+        return;
+    };
+    let config = node.config("orphaned", &["sleep", "600"]);
+    node.runtime.start(&config).await.unwrap();
+    let mut exec = ChildGuard(
+        Command::new("runc")
+            .arg("--root")
+            .arg(&node.runtime.config().state_dir)
+            .args(["exec", "orphaned", "sleep", "601"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let exec_pid = exec.0.id() as i32;
+    let deadline = Instant::now() + BOUND;
+    // The exec'd `sleep 601` runs (as runc's child) before runc is killed.
+    while !fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        fs::read_to_string(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.split('\0').eq(["sleep", "601", ""]))
+    }) {
+        assert!(Instant::now() < deadline, "the exec never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill has no memory effects; the pid is our child, not yet reaped.
+    unsafe { libc::kill(exec_pid, libc::SIGKILL) };
+    exec.0.wait().unwrap();
+
+    let stopped = tokio::time::timeout(
+        BOUND,
+        node.runtime
+            .stop("orphaned", libc::SIGTERM, Duration::from_millis(200)),
+    )
+    .await
+    .expect("the stop ends in time")
+    .expect("the container stops");
+    assert_eq!(stopped.exit, Exit::Signal(libc::SIGKILL));
+    node.runtime.delete("orphaned").await.unwrap();
+    node.assert_clean().await;
+}
+
 #[tokio::test]
 async fn a_missing_command_fails_clearly_and_leaves_nothing() {
     let Some(node) = Node::new("missing") else {

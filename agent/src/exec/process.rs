@@ -1,8 +1,13 @@
 //! Seeing containers exit without a shim: the daemon is a child subreaper, so a container's
-//! init becomes its child once runc exits, and a pidfd says when it ends.
+//! init becomes its child once runc exits, and a pidfd says when it ends. Other processes of
+//! containers can end up its children too (a `runc exec` that died before its command): an
+//! orphan reaper collects those, or a container's init, which waits for every process of its
+//! PID namespace to be reaped before it can exit, would never end.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Once;
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -19,6 +24,80 @@ pub fn become_subreaper() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// How often the orphan reaper looks for processes to reap.
+const REAP_PERIOD: Duration = Duration::from_millis(500);
+
+/// Starts, once per process, a thread that reaps the zombies among this process's children
+/// that are not a container's init but some other process of a container: their status
+/// interests nobody, and a container's init cannot finish exiting while they stay.
+pub fn start_orphan_reaper() {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("orphan-reaper".into())
+            .spawn(|| {
+                loop {
+                    reap_container_orphans();
+                    std::thread::sleep(REAP_PERIOD);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the orphan reaper");
+        }
+    });
+}
+
+/// Reaps the children that are zombies of containers' processes other than their inits;
+/// returns how many.
+pub fn reap_container_orphans() -> usize {
+    let mut reaped = 0;
+    for pid in children() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if is_container_orphan(&status) {
+            // SAFETY: waitpid writes nothing through a null status pointer; the pid is a
+            // zombie child of ours that no one else waits for.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == pid {
+                reaped += 1;
+            }
+        }
+    }
+    reaped
+}
+
+/// This process's children: the `children` of each of its threads.
+fn children() -> Vec<i32> {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|pids| {
+            pids.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Whether `/proc/PID/status` text describes a zombie in a nested PID namespace that is not
+/// the namespace's init (pid 1 there): a container process other than its init. This
+/// process never starts processes in other PID namespaces itself, so such a child came to
+/// it as an orphan.
+fn is_container_orphan(status: &str) -> bool {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let zombie = field("State:").is_some_and(|state| state.starts_with('Z'));
+    let pids: Vec<&str> = field("NSpid:")
+        .map(|pids| pids.split_whitespace().collect())
+        .unwrap_or_default();
+    zombie && pids.len() >= 2 && pids.last() != Some(&"1")
 }
 
 /// A process handle that cannot be confused with a later process reusing the pid.
@@ -96,6 +175,24 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn only_zombies_of_nested_namespaces_other_than_their_init_are_orphans() {
+        let status = |state: &str, nspid: &str| {
+            format!("Name:\tsh\nState:\t{state}\nTgid:\t7\nNSpid:\t{nspid}\nPPid:\t1\n")
+        };
+        let cases = [
+            (status("Z (zombie)", "17542\t4"), true),
+            (status("Z (zombie)", "17542\t9\t4"), true),
+            (status("Z (zombie)", "17524\t1"), false),
+            (status("Z (zombie)", "17542"), false),
+            (status("S (sleeping)", "17542\t4"), false),
+            ("State:\tZ (zombie)\n".to_owned(), false),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(is_container_orphan(&text), expected, "{text}");
+        }
+    }
 
     async fn exit_of(pid: i32) -> Exit {
         let pidfd = PidFd::open(pid).unwrap().expect("the process exists");

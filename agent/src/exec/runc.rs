@@ -130,7 +130,8 @@ impl RuncState {
 
 impl RuncRuntime {
     /// Makes the directories and this process a child subreaper (process-wide: the daemon
-    /// reaps every orphan of its descendants from now on).
+    /// reaps every orphan of its descendants from now on: container inits through their
+    /// pidfds, other container processes through the orphan reaper).
     pub fn new(config: RuncConfig) -> Result<Self, RuntimeError> {
         let setup = |what: &str, error: io::Error| RuntimeError::Setup {
             detail: format!("{what}: {error}"),
@@ -140,6 +141,7 @@ impl RuncRuntime {
                 .map_err(|error| setup(&format!("creating {}", dir.display()), error))?;
         }
         process::become_subreaper().map_err(|error| setup("becoming a child subreaper", error))?;
+        process::start_orphan_reaper();
         let cgroups =
             Cgroups::detect().map_err(|error| setup("reading /proc/self/mountinfo", error))?;
         if !valid_id(&config.node_id) {
