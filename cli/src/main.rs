@@ -10,6 +10,7 @@ mod registry_auth;
 mod rollback_flags;
 mod service;
 mod stack;
+mod update_flags;
 
 use std::process::ExitCode;
 

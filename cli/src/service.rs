@@ -101,6 +101,7 @@ pub struct UpdateArgs {
     /// A new image
     #[arg(long)]
     image: Option<String>,
+    /// Number of tasks (replicated mode)
     #[arg(long)]
     replicas: Option<u64>,
     /// Add or change environment variables: KEY=VALUE
@@ -115,14 +116,19 @@ pub struct UpdateArgs {
     /// Remove placement constraints (as written when added)
     #[arg(long)]
     constraint_rm: Vec<String>,
+    /// CPU limit per task (e.g. 0.5)
     #[arg(long)]
     limit_cpu: Option<String>,
+    /// Memory limit per task (e.g. 256M)
     #[arg(long)]
     limit_memory: Option<String>,
+    /// CPUs reserved per task
     #[arg(long)]
     reserve_cpu: Option<String>,
+    /// Memory reserved per task
     #[arg(long)]
     reserve_memory: Option<String>,
+    /// Time to wait for a task to stop before killing it
     #[arg(long)]
     stop_grace_period: Option<String>,
     /// Tasks updated at once (0: all)
@@ -148,6 +154,8 @@ pub struct UpdateArgs {
     entrypoint: Option<String>,
     #[command(flatten)]
     rollback: RollbackFlags,
+    #[command(flatten)]
+    container: crate::update_flags::UpdateFlags,
     /// Replace every task even if nothing else changes
     #[arg(long)]
     force: bool,
@@ -691,7 +699,7 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn parsed<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
+pub(crate) fn parsed<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -787,6 +795,7 @@ fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()>
         };
     }
     args.rollback.apply(&mut spec.rollback)?;
+    args.container.apply(spec)?;
     if args.force {
         spec.task.force_update += 1;
     }
@@ -829,7 +838,13 @@ const STACK: &str = "cli";
 
 /// A normalised spec from the flags, through the stack loader.
 fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
-    let mut document = json!({ "services": { &args.name: service_document(args)? } });
+    load_service_document(&args.name, service_document(args)?)
+}
+
+/// The spec of a one-service Compose document built from flags (`service`: the service's
+/// mapping), checked and completed by the stack loader; errors name the flags.
+pub(crate) fn load_service_document(name: &str, service: Value) -> anyhow::Result<ServiceSpec> {
+    let mut document = json!({ "services": { name: service } });
     // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
     // the stack file's interpolation.
     escape_dollars(&mut document);
@@ -841,9 +856,7 @@ fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         .iter()
         .filter(|d| d.severity == swarm_controller::stack::Severity::Error)
         .map(|d| {
-            let field = d
-                .path
-                .trim_start_matches(&format!("services.{}.", args.name));
+            let field = d.path.trim_start_matches(&format!("services.{name}."));
             format!("{}: {}", flag_of(field), d.message)
         })
         .collect();
@@ -851,7 +864,7 @@ fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
         anyhow::bail!("invalid service:\n  {}", errors.join("\n  "));
     };
     let mut spec = stack.services.remove(0);
-    spec.name = args.name.clone();
+    spec.name = name.to_owned();
     // The loader attaches a stack's services to the stack's default network, which an
     // imperative service does not have.
     spec.task
@@ -914,7 +927,7 @@ fn flag_of(field: &str) -> String {
     field.to_owned()
 }
 
-fn key_values(items: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn key_values(items: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
     items
         .iter()
         .map(|item| match item.split_once('=') {
@@ -925,7 +938,7 @@ fn key_values(items: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, S
 }
 
 /// A `--publish` value as a Compose long-syntax port.
-fn port_document(publish: &str) -> anyhow::Result<Value> {
+pub(crate) fn port_document(publish: &str) -> anyhow::Result<Value> {
     let mut port = Map::new();
     for part in publish.split(',') {
         match part.split_once('=') {

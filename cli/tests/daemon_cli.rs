@@ -890,6 +890,53 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         text(&out.stderr)
     );
 
+    // Docker's update flags change what they name and keep the rest; a port that another
+    // service publishes is refused.
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "update",
+            "-d",
+            "--publish-add",
+            "9090:90",
+            "--publish-rm",
+            "80",
+            "--label-add",
+            "team=web",
+            "--restart-max-attempts",
+            "3",
+            "--args",
+            "httpd -f -p 90",
+            "web",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(&cluster.socket(0), &["service", "inspect", "web"]);
+    let spec = &serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["spec"];
+    assert_eq!(spec["labels"]["team"], "web", "{spec}");
+    assert_eq!(spec["task"]["restart"]["max_attempts"], 3, "{spec}");
+    assert_eq!(
+        spec["task"]["container"]["command"],
+        serde_json::json!(["httpd", "-f", "-p", "90"])
+    );
+    let ports = spec["endpoint"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 1, "{spec}");
+    assert_eq!(ports[0]["published"], 9090, "{spec}");
+    assert_eq!(spec["task"]["container"]["image"], "busybox:2", "unchanged");
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "update",
+            "-d",
+            "--publish-add",
+            "9090:80",
+            "huge",
+        ],
+    );
+    assert!(text(&out.stderr).contains("9090"), "{}", text(&out.stderr));
+
     let out = swarm(&cluster.socket(0), &["service", "rm", "web", "huge"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&swarm(&cluster.socket(0), &["service", "ls", "-q"]).stdout);
