@@ -35,7 +35,7 @@ export SWARM_HOST="unix://$work/swarm.sock"
     --listen-addr "$manager" --hostname bench 2> "$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$work/swarm.sock" ] && break; sleep 0.1; done
-"$swarm" init --advertise-addr "$manager" --default-addr-pool 198.18.250.0/24 \
+"$swarm" init --advertise-addr "$manager" --default-addr-pool 198.18.199.0/24 \
     --default-addr-pool-mask-length 24 >/dev/null
 image="$registry/swarm/hello:1"
 
