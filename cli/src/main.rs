@@ -3,6 +3,7 @@
 
 mod client;
 mod cluster;
+mod logs;
 mod plan;
 mod service;
 mod stack;
