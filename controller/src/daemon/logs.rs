@@ -964,6 +964,130 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn gathered_lines_carry_their_node_and_a_gone_reader_cancels_the_nodes() {
+        let broker = Arc::new(LogBroker::default());
+        let (n1, mut to_n1) = broker.connect("n1");
+        let template = LogSubscription {
+            follow: true,
+            ..LogSubscription::default()
+        };
+        let nodes = vec![node("n1", &["t1"]), node("n2", &["t2"])];
+        let hostnames = [("n1", "host1"), ("n2", "host2")].map(|(n, h)| (n.into(), h.into()));
+        let (out, mut received) = mpsc::channel(4);
+        let gathering = tokio::spawn(gather(
+            broker.clone(),
+            Vec::new(),
+            template,
+            nodes,
+            hostnames.into(),
+            out,
+        ));
+        let warned = next_message(&mut received).await;
+        assert_eq!(
+            warned.warnings,
+            ["logs of node host2 unavailable: not connected"]
+        );
+        let subscription = next_subscription(&mut to_n1).await;
+        n1.publish(LogPublish {
+            subscription_id: subscription.id.clone(),
+            records: vec![record("t1", "hello")],
+            ..LogPublish::default()
+        })
+        .await;
+        let lines = next_message(&mut received).await.lines;
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].node_id.as_str(), lines[0].data.as_slice()),
+            ("n1", b"hello".as_slice())
+        );
+        // The CLI goes away while following: the node is told to stop.
+        drop(received);
+        let cancel = next_subscription(&mut to_n1).await;
+        assert_eq!((cancel.id, cancel.cancel), (subscription.id, true));
+        tokio::time::timeout(Duration::from_secs(5), gathering)
+            .await
+            .expect("gather ends")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_agent_answers_with_the_selected_lines_then_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stdout, stderr) = swarm_agent::worker::logs::log_paths(&dir.path().join("tasks/t1"));
+        let append = |path: &std::path::Path, text: &str| {
+            use std::io::Write;
+            swarm_agent::exec::logs::open_for_append(path)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        };
+        append(&stdout, "one\ntwo\nthree\n");
+        append(&stderr, "");
+        let (publish, mut published) = mpsc::channel(BUFFER);
+        let subscription = |follow| LogSubscription {
+            id: "s1".into(),
+            task_ids: vec!["t1".into(), "gone".into(), "../x".into()],
+            follow,
+            tail: 2,
+            ..LogSubscription::default()
+        };
+        answer(
+            subscription(false),
+            dir.path().to_path_buf(),
+            publish.clone(),
+        )
+        .await;
+        let chunk = published.recv().await.unwrap();
+        let texts: Vec<&[u8]> = chunk.records.iter().map(|r| r.data.as_slice()).collect();
+        assert_eq!(texts, [b"two".as_slice(), b"three"]);
+        assert!(chunk.close);
+        // A task without logs here says nothing; an id that is not one is refused.
+        assert_eq!(chunk.errors.len(), 1, "{:?}", chunk.errors);
+        assert!(
+            chunk.errors[0].starts_with("task ../x: "),
+            "{:?}",
+            chunk.errors
+        );
+
+        let following = tokio::spawn(answer(
+            subscription(true),
+            dir.path().to_path_buf(),
+            publish,
+        ));
+        let first = published.recv().await.unwrap();
+        assert!(!first.close);
+        append(&stderr, "four\n");
+        let next = tokio::time::timeout(Duration::from_secs(5), published.recv())
+            .await
+            .expect("a followed line within 5 s")
+            .unwrap();
+        assert_eq!(next.records.len(), 1);
+        assert_eq!(
+            (next.records[0].data.as_slice(), next.records[0].stream),
+            (b"four".as_slice(), LogStream::Stderr as i32)
+        );
+        // Cancelled (the agent aborts it), its followers stop: nothing holds the sender.
+        following.abort();
+        let _ = following.await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), published.recv())
+                .await
+                .expect("the channel closes")
+                .is_none()
+        );
+    }
+
+    async fn next_message(
+        received: &mut mpsc::Receiver<Result<ServiceLogsMessage, Status>>,
+    ) -> ServiceLogsMessage {
+        tokio::time::timeout(Duration::from_secs(5), received.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("the stream goes on")
+            .unwrap()
+    }
+
     /// A service spec named `name`, as a stack file gives it.
     fn service_spec(name: &str) -> ServiceSpec {
         let dir = tempfile::tempdir().unwrap();
