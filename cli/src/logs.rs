@@ -47,7 +47,9 @@ pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
         None => 0,
     };
     // For the prefixes: the tasks' names and the nodes' hostnames.
-    let view = view(host).await?;
+    let mut view = view(host).await?;
+    // Tasks the view did not know yet (started while following), read once more each.
+    let mut looked_up = std::collections::HashSet::new();
     let mut client = client::connect(host).await?;
     let mut stream = client
         .service_logs(ServiceLogsRequest {
@@ -66,6 +68,10 @@ pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(stderr, "warning: {warning}");
         }
         for line in &message.lines {
+            let known = view.tasks.iter().any(|t| t.id == line.task_id);
+            if !args.raw && !known && looked_up.insert(line.task_id.clone()) {
+                view = crate::service::view(host).await?;
+            }
             let prefix = (!args.raw).then(|| prefix(&view, line, args.no_task_ids));
             let time = args.timestamps.then_some(line.time_ns);
             let text = format_line(prefix.as_deref(), time, &line.data);

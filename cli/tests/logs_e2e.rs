@@ -212,9 +212,28 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
     });
     let prefix_of_worker = prefix("talk", &slots[worker_task], worker_task, "node3");
     assert_eq!(seen, format!("{prefix_of_worker}{wanted}"));
+    // A task started while following is followed too, from its first line.
+    let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "talk=4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_line = wait_for("the new task's first line", TASK_WAIT, || {
+        received
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .filter(|line| line.contains("| hello-"))
+    });
+    let new_task = live_tasks(&cluster, "talk")
+        .into_iter()
+        .find(|t| t["slot"] == 4)
+        .expect("slot 4");
+    let id = new_task["id"].as_str().unwrap();
+    assert!(
+        new_line.starts_with(&format!("talk.4.{}@node", &id[..12]))
+            && new_line.ends_with(&format!("    | hello-{}", &id[..12])),
+        "{new_line}"
+    );
     drop(follow);
 
-    // A stopped task's lines remain: scaled down, slot 3's task stops, its lines stay.
+    // A stopped task's lines remain: scaled down, slots 3 and 4 stop, their lines stay.
     let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "talk=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stopped = slots

@@ -747,7 +747,14 @@ impl Control for ControlApi {
         let request = request.into_inner();
         let (raft, state, broker) = self.daemon.log_broker().await?;
         let view = services::view(&raft).await?;
-        let nodes = logs::by_node(&logs::target_tasks(&view, &request.target)?);
+        let tasks = logs::target_tasks(&view, &request.target)?;
+        let nodes = logs::by_node(&tasks);
+        let known: std::collections::HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        // Following a service (not one task), its tasks that start later are followed too.
+        let followed_service = match view.service(&request.target) {
+            Ok(service) if request.follow => service.id.clone(),
+            _ => None,
+        };
         let own = state.node_id.clone();
         let managers = raft
             .local_read(move |store: &Store| {
@@ -762,7 +769,7 @@ impl Control for ControlApi {
             .await
             .map_err(raft_status)?;
         let credentials = self.daemon.credentials().map_err(internal)?;
-        let remotes = managers
+        let remotes: Vec<logs::Remote> = managers
             .into_iter()
             .map(|address| logs::Remote {
                 channel: manager_channel(&address, &credentials),
@@ -776,6 +783,17 @@ impl Control for ControlApi {
             ..LogSubscription::default()
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        if let Some(service_id) = followed_service {
+            tokio::spawn(logs::follow_new_tasks(
+                raft,
+                broker.clone(),
+                remotes.clone(),
+                service_id,
+                known,
+                template.clone(),
+                sender.clone(),
+            ));
+        }
         tokio::spawn(logs::gather(
             broker, remotes, template, nodes, view.nodes, sender,
         ));

@@ -37,6 +37,9 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::raft::driver::RaftHandle;
+use crate::store::Store;
+
 /// The most lines in one chunk, and about the most bytes (a chunk closes once over).
 const CHUNK_LINES: usize = 256;
 const CHUNK_BYTES: usize = 64 << 10;
@@ -442,10 +445,16 @@ impl Subscription {
 // ---------------------------------------------------------------------------------------
 // ServiceLogs, on the manager the CLI asks.
 
+/// Whether a task may have logs: it went to a node, which got as far as starting it (its
+/// log files are made just before).
+fn may_have_logs(task: &Task) -> bool {
+    task.node_id.is_some() && task.status.state >= TaskState::Starting
+}
+
 /// The tasks whose logs `target` (a service, or one task, by id or unique prefix) names:
-/// those that went to a node.
+/// those that may have logs.
 pub fn target_tasks<'a>(view: &'a ServicesView, target: &str) -> Result<Vec<&'a Task>, Status> {
-    let placed = |t: &&Task| t.node_id.is_some() && t.status.state >= TaskState::Accepted;
+    let placed = |t: &&Task| may_have_logs(t);
     match view.service(target) {
         Ok(service) => {
             return Ok(view
@@ -564,6 +573,7 @@ fn lines_of(
 }
 
 /// What `gather` needs to ask the other managers.
+#[derive(Clone)]
 pub struct Remote {
     pub address: String,
     pub channel: Channel,
@@ -580,6 +590,9 @@ pub async fn gather(
     hostnames: BTreeMap<String, String>,
     out: mpsc::Sender<Result<ServiceLogsMessage, Status>>,
 ) {
+    if nodes.is_empty() {
+        return;
+    }
     let task_nodes: HashMap<String, String> = nodes
         .iter()
         .flat_map(|n| n.task_ids.iter().map(|t| (t.clone(), n.node_id.clone())))
@@ -672,6 +685,70 @@ pub async fn gather(
         if out.send(Ok(message)).await.is_err() {
             return;
         }
+    }
+}
+
+/// How long a follower of a service waits after a store change before looking for new
+/// tasks: a rollout changes the store many times in a row.
+const NEW_TASKS_SETTLE: Duration = Duration::from_millis(200);
+
+/// Following a service: every task of `service_id` that starts after the first look (not
+/// in `known`) is gathered too, all its lines, into the same `out`, until `out`'s reader
+/// goes away.
+pub async fn follow_new_tasks(
+    raft: RaftHandle<Store>,
+    broker: Arc<LogBroker>,
+    remotes: Vec<Remote>,
+    service_id: String,
+    mut known: HashSet<String>,
+    template: LogSubscription,
+    out: mpsc::Sender<Result<ServiceLogsMessage, Status>>,
+) {
+    let mut applied = raft.applied();
+    let template = LogSubscription {
+        tail: -1,
+        ..template
+    };
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = out.closed() => return,
+        }
+        tokio::time::sleep(NEW_TASKS_SETTLE).await;
+        let service = service_id.clone();
+        let Ok((tasks, hostnames)) = raft
+            .local_read(move |store: &Store| {
+                let data = store.data();
+                let tasks: Vec<Task> = data
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == service && may_have_logs(t))
+                    .cloned()
+                    .collect();
+                let hostnames: BTreeMap<String, String> = data
+                    .nodes
+                    .values()
+                    .map(|n| (n.id.clone(), n.hostname.clone()))
+                    .collect();
+                (tasks, hostnames)
+            })
+            .await
+        else {
+            return;
+        };
+        let new: Vec<&Task> = tasks.iter().filter(|t| !known.contains(&t.id)).collect();
+        if new.is_empty() {
+            continue;
+        }
+        known.extend(new.iter().map(|t| t.id.clone()));
+        tokio::spawn(gather(
+            broker.clone(),
+            remotes.clone(),
+            template.clone(),
+            by_node(&new),
+            hostnames,
+            out.clone(),
+        ));
     }
 }
 
@@ -1127,6 +1204,7 @@ mod tests {
                 task("t1abc", &web, Some("n1"), TaskState::Running),
                 task("t2abc", &web, Some("n2"), TaskState::Shutdown),
                 task("t3abc", &web, None, TaskState::Pending),
+                task("t5abc", &web, Some("n2"), TaskState::Preparing),
                 task("t4abc", &api, Some("n1"), TaskState::Running),
             ],
             services: vec![web.clone(), api.clone()],
@@ -1137,13 +1215,14 @@ mod tests {
                 .map(|tasks| tasks.iter().map(|t| t.id.as_str()).collect())
                 .map_err(|status| status.message().to_owned())
         };
-        let cases: [(&str, Result<Vec<&str>, String>); 7] = [
+        let cases: [(&str, Result<Vec<&str>, String>); 8] = [
             ("s_web", Ok(vec!["t1abc", "t2abc"])),
             ("w1", Ok(vec!["t1abc", "t2abc"])),
             ("t4abc", Ok(vec!["t4abc"])),
             ("t4", Ok(vec!["t4abc"])),
             ("t3", Ok(vec![])),
-            ("t", Err("\"t\" names 4 tasks: give more of the id".to_owned())),
+            ("t5", Ok(vec![])),
+            ("t", Err("\"t\" names 5 tasks: give more of the id".to_owned())),
             (
                 "nope",
                 Err("no service or task \"nope\": `swarm service ls` lists the services, `swarm service ps SERVICE` their tasks".to_owned()),
