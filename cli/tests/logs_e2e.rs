@@ -3,7 +3,7 @@
 //! nodes whose agents are connected to it and asks the other for the rest, so whichever
 //! manager is asked, the lines of every node's tasks come back.
 //!
-//! Address pool 198.18.248.0/22 (no other test uses it); a `Leftovers` guard removes
+//! Address pool 198.18.244.0/22 (no other test uses it); a `Leftovers` guard removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -78,7 +78,7 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
         return;
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
-    let cluster = cluster(3, &init_args("198.18.248.0/22", &[]));
+    let cluster = cluster(3, &init_args("198.18.244.0/22", &[]));
     cluster.join(1, "manager", 0);
     cluster.join(2, "worker", 0);
     let _leftovers = Leftovers(&cluster);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `swarm service logs` throughput on a single-node cluster: one task prints LINES lines
+# (90 bytes each, below the 10 MiB rotation size) and stays; then hyperfine times, in the
+# same run, the peer (`cat` of the task's log file: the bytes on disk, no protocol) and
+# `swarm service logs` raw, with Docker's prefixes, with timestamps, and `--tail 10`.
+# Needs root (runc, network namespaces). Usage: bench/service-logs.sh [RUNS] (default 11);
+# LINES=100000 by default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_build_tools
+ensure_runtime_tools
+runs=${1:-11}
+lines=${LINES:-100000}
+command -v hyperfine >/dev/null || { echo "service-logs: hyperfine is missing" >&2; exit 1; }
+cargo build --release --locked -p swarm-cli >&2
+swarm="$PWD/target/release/swarm"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    SWARM_HOST="unix://$work/swarm.sock" "$swarm" leave --force >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+registry="127.0.0.1:$(free_port)"
+manager="127.0.0.1:$(free_port)"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+    "$work/registry" "$registry" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
+scripts/test-image "$registry" >&2
+export SWARM_HOST="unix://$work/swarm.sock"
+"$swarm" daemon --data-dir "$work/data" --socket "$work/swarm.sock" --run-dir "$work/run" \
+    --listen-addr "$manager" --hostname bench 2> "$work/daemon.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$work/swarm.sock" ] && break; sleep 0.1; done
+"$swarm" init --advertise-addr "$manager" --default-addr-pool 198.18.242.0/24 \
+    --default-addr-pool-mask-length 24 >/dev/null
+
+# 89 characters and a newline per line.
+text="the quick brown fox jumps over the lazy dog, 0123456789, the quick brown fox jumps over"
+"$swarm" service create --name logbench --stop-grace-period 0s --entrypoint "/bin/sh -c" \
+    "$registry/swarm/hello:1" "yes '$text' | head -n $lines; exec sleep 100000" >/dev/null
+id=$("$swarm" service ps logbench --format json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+log="$work/data/tasks/$id/logs/stdout.log"
+for _ in $(seq 600); do [ "$(wc -l < "$log")" -ge "$lines" ] && break; sleep 0.1; done
+[ "$(wc -l < "$log")" -eq "$lines" ] || { echo "service-logs: the task printed $(wc -l < "$log") lines, not $lines" >&2; exit 1; }
+# Every line arrives, once.
+[ "$("$swarm" service logs --raw logbench | wc -l)" -eq "$lines" ]
+printf 'service logs of %d lines (%s bytes on disk), %d runs each:\n' "$lines" "$(stat -c %s "$log")" "$runs"
+hyperfine --shell=none --runs "$runs" --warmup 2 --export-json "$work/times.json" \
+    --command-name "cat (peer)" "cat $log" \
+    --command-name "service logs --raw" "$swarm service logs --raw logbench" \
+    --command-name "service logs" "$swarm service logs logbench" \
+    --command-name "service logs -t" "$swarm service logs -t logbench" \
+    --command-name "service logs --tail 10" "$swarm service logs --tail 10 logbench" >&2
+python3 - "$work/times.json" "$lines" <<'EOF'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+lines = int(sys.argv[2])
+for r in results:
+    print(f"{r['command']:<24} median {r['median'] * 1000:8.1f} ms  ({lines / r['median'] / 1e6:.2f} M lines/s)")
+EOF
