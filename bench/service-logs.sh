@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `swarm service logs` throughput on a single-node cluster: one task prints LINES lines
 # (90 bytes each, below the 10 MiB rotation size) and stays; then hyperfine times, in the
-# same run, the peer (`cat` of the task's log file: the bytes on disk, no protocol) and
-# `swarm service logs` raw, with Docker's prefixes, with timestamps, and `--tail 10`.
+# same run and the same way (wall clock around each command, output to /dev/null), the
+# peer (`cat` of the task's log file: the bytes on disk, no protocol) and `swarm service
+# logs` raw, with Docker's prefixes, with timestamps, and `--tail 10`.
 # Needs root (runc, network namespaces). Usage: bench/service-logs.sh [RUNS] (default 11);
 # LINES=100000 by default.
 set -euo pipefail
@@ -12,7 +13,6 @@ ensure_build_tools
 ensure_runtime_tools
 runs=${1:-11}
 lines=${LINES:-100000}
-command -v hyperfine >/dev/null || { echo "service-logs: hyperfine is missing" >&2; exit 1; }
 cargo build --release --locked -p swarm-cli >&2
 swarm="$PWD/target/release/swarm"
 work=$(mktemp -d)
@@ -51,17 +51,26 @@ for _ in $(seq 600); do [ "$(wc -l < "$log")" -ge "$lines" ] && break; sleep 0.1
 [ "$(wc -l < "$log")" -eq "$lines" ] || { echo "service-logs: the task printed $(wc -l < "$log") lines, not $lines" >&2; exit 1; }
 # Every line arrives, once.
 [ "$("$swarm" service logs --raw logbench | wc -l)" -eq "$lines" ]
+now() { date +%s.%N; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+measure() { # NAME COMMAND…: 2 untimed runs, then RUNS timed ones, output discarded
+    local name=$1 times=() start
+    shift
+    for _ in 1 2; do "$@" >/dev/null 2>&1; done
+    for _ in $(seq "$runs"); do
+        start=$(now)
+        "$@" >/dev/null 2>&1
+        times+=("$(echo "$(now) - $start" | bc)")
+    done
+    local m
+    m=$(median "${times[@]}")
+    printf '%-24s median %7.1f ms  %6.2f M lines/s  (runs: %s)\n' "$name" \
+        "$(echo "$m * 1000" | bc)" "$(echo "$lines / $m / 1000000" | bc -l)" \
+        "$(printf '%.3f ' "${times[@]}")"
+}
 printf 'service logs of %d lines (%s bytes on disk), %d runs each:\n' "$lines" "$(stat -c %s "$log")" "$runs"
-hyperfine --shell=none --runs "$runs" --warmup 2 --export-json "$work/times.json" \
-    --command-name "cat (peer)" "cat $log" \
-    --command-name "service logs --raw" "$swarm service logs --raw logbench" \
-    --command-name "service logs" "$swarm service logs logbench" \
-    --command-name "service logs -t" "$swarm service logs -t logbench" \
-    --command-name "service logs --tail 10" "$swarm service logs --tail 10 logbench" >&2
-python3 - "$work/times.json" "$lines" <<'EOF'
-import json, sys
-results = json.load(open(sys.argv[1]))["results"]
-lines = int(sys.argv[2])
-for r in results:
-    print(f"{r['command']:<24} median {r['median'] * 1000:8.1f} ms  ({lines / r['median'] / 1e6:.2f} M lines/s)")
-EOF
+measure "cat (peer)" cat "$log"
+measure "service logs --raw" "$swarm" service logs --raw logbench
+measure "service logs" "$swarm" service logs logbench
+measure "service logs -t" "$swarm" service logs -t logbench
+measure "service logs --tail 10" "$swarm" service logs --tail 10 logbench

@@ -233,6 +233,32 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
     );
     drop(follow);
 
+    // A reader that goes (`| head -1`): the next line the command writes ends it, and
+    // successfully, as Docker's does.
+    let mut piped = Cli(Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["service", "logs", "-f", "--tail", "0", "talk"])
+        .env(
+            "SWARM_HOST",
+            format!("unix://{}", cluster.socket(0).display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    drop(piped.0.stdout.take());
+    let status = wait_for("the command ends on a closed pipe", TASK_WAIT, || {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(cluster.data(2).join("runc"))
+            .args(["exec", worker_task, "touch", "/tmp/more"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+        piped.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+
     // A stopped task's lines remain: scaled down, slots 3 and 4 stop, their lines stay.
     let out = swarm(&cluster.socket(0), &["service", "scale", "-d", "talk=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
