@@ -47,7 +47,11 @@ pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
         None => 0,
     };
     // For the prefixes: the tasks' names and the nodes' hostnames.
-    let mut view = view(host).await?;
+    let mut view = if args.raw {
+        ServicesView::default()
+    } else {
+        view(host).await?
+    };
     // Tasks the view did not know yet (started while following), read once more each.
     let mut looked_up = std::collections::HashSet::new();
     let mut client = client::connect(host).await?;

@@ -60,7 +60,6 @@ pub fn log_paths(task_dir: &Path) -> (PathBuf, PathBuf) {
 /// A task's logs on this node.
 #[derive(Debug, Clone)]
 pub struct TaskLogs {
-    task: String,
     stdout: PathBuf,
     stderr: PathBuf,
 }
@@ -76,15 +75,7 @@ impl TaskLogs {
         if !stdout.parent().is_some_and(Path::is_dir) {
             return Err(TaskLogError::Missing(id.to_owned()));
         }
-        Ok(TaskLogs {
-            task: id.to_owned(),
-            stdout,
-            stderr,
-        })
-    }
-
-    pub fn task(&self) -> &str {
-        &self.task
+        Ok(TaskLogs { stdout, stderr })
     }
 
     /// The lines written so far that `selection` takes, and a follower that goes on from
