@@ -1,6 +1,7 @@
 //! The dispatcher, on every manager: heartbeats from every node, which the leader counts to
 //! mark nodes Down when they go quiet and Ready when they come back; and certificate
-//! renewal, which is also how a promoted or demoted node changes role.
+//! renewal, which is also how a promoted or demoted node changes role; and the nodes' log
+//! streams, handed to the manager's log broker (see `logs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
