@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod converge;
 mod inspect;
+mod logs;
 mod plan;
 mod registry_auth;
 mod rollback_flags;

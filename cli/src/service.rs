@@ -86,6 +86,8 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Show the logs of a service's tasks, or of one task
+    Logs(Box<crate::logs::LogsArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -294,6 +296,7 @@ pub struct CreateArgs {
 pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCode> {
     match command {
         ServiceCommand::Create(args) => create(host, *args).await,
+        ServiceCommand::Logs(args) => crate::logs::run(host, *args).await,
         ServiceCommand::Ls { quiet, format } => {
             print_services(&view(host).await?, quiet, format)?;
             Ok(ExitCode::SUCCESS)
@@ -432,7 +435,7 @@ fn resolve<'a>(view: &'a ServicesView, reference: &str) -> anyhow::Result<&'a Ob
     Ok(view.service(reference)?)
 }
 
-fn short_id(id: &str) -> &str {
+pub(crate) fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 

@@ -183,6 +183,18 @@ pub fn remove(path: &Path, max_files: u32) -> io::Result<()> {
 
 /// The last `n` lines of a log, reading back into rotated files as needed.
 pub fn tail(path: &Path, max_files: u32, n: usize) -> io::Result<Vec<LogLine>> {
+    tail_before(path, max_files, n, u64::MAX)
+}
+
+/// The last `n` lines of a log whose live file ends at `live_end` bytes: what a reader
+/// sees before following from `live_end` on (`Follower::from_offset`), without a line
+/// twice or none lost in between.
+pub fn tail_before(
+    path: &Path,
+    max_files: u32,
+    n: usize,
+    live_end: u64,
+) -> io::Result<Vec<LogLine>> {
     let mut lines: VecDeque<LogLine> = VecDeque::new();
     for index in 0..max_files.max(1) {
         if lines.len() == n {
@@ -194,6 +206,10 @@ pub fn tail(path: &Path, max_files: u32, n: usize) -> io::Result<Vec<LogLine>> {
             rotated_path(path, index)
         };
         let content = match fs::read(&file) {
+            Ok(mut content) if index == 0 => {
+                content.truncate(usize::try_from(live_end).unwrap_or(usize::MAX));
+                content
+            }
             Ok(content) => content,
             Err(error) if error.kind() == io::ErrorKind::NotFound => break,
             Err(error) => return Err(error),
@@ -267,6 +283,11 @@ impl Follower {
     /// Follows from the start of the live file.
     pub fn from_start(path: &Path) -> Self {
         Self::at(path, 0)
+    }
+
+    /// Follows from `offset` bytes into the live file (where a `tail_before` ended).
+    pub fn from_offset(path: &Path, offset: u64) -> Self {
+        Self::at(path, offset)
     }
 
     fn at(path: &Path, offset: u64) -> Self {
@@ -467,6 +488,18 @@ mod tests {
         }
         // Only max_files files are read.
         assert_eq!(texts(&tail(&log, 2, 10).unwrap()), ["c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn tail_before_and_a_follower_from_its_end_see_each_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        append(&log, "a\nb\n");
+        let end = fs::metadata(&log).unwrap().len();
+        append(&log, "c\n");
+        assert_eq!(texts(&tail_before(&log, 2, 10, end).unwrap()), ["a", "b"]);
+        let mut follower = Follower::from_offset(&log, end);
+        assert_eq!(next(&mut follower).await, "c");
     }
 
     async fn next(follower: &mut Follower) -> String {

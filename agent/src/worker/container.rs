@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use swarm_api::task::Task;
 
-use super::Shared;
+use super::{Shared, logs};
 use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
 use crate::image::{Credentials, Healthcheck, ImageConfig, TaskRootfs};
 use crate::network::ContainerFiles;
 
-/// Log files rotate at this size; this many are kept per stream (Docker's json-file
-/// driver with max-size=10m, max-file=3).
+/// Log files rotate at this size; `logs::MAX_FILES` are kept per stream (Docker's
+/// json-file driver with max-size=10m, max-file=3).
 const LOG_MAX_BYTES: u64 = 10 << 20;
-const LOG_MAX_FILES: u32 = 3;
 
 /// A task ready to start.
 pub struct Prepared {
@@ -70,8 +69,9 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &rootfs.merged(),
     )?;
     let limits = &task.spec.resources.limits;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let (stdout_log, stderr_log) = logs::log_paths(&dir);
+    let logs = stdout_log.parent().expect("log files are in a directory");
+    std::fs::create_dir_all(logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let config = ContainerConfig {
         id: task.id.clone(),
         rootfs: rootfs.merged(),
@@ -97,10 +97,10 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             pids: limits.pids,
         },
         logs: LogConfig {
-            stdout: logs.join("stdout.log"),
-            stderr: logs.join("stderr.log"),
+            stdout: stdout_log,
+            stderr: stderr_log,
             max_bytes: LOG_MAX_BYTES,
-            max_files: LOG_MAX_FILES,
+            max_files: logs::MAX_FILES,
         },
     };
     Ok(Prepared {

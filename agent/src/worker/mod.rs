@@ -8,6 +8,7 @@
 mod container;
 mod gc;
 mod health;
+pub mod logs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;

@@ -14,8 +14,8 @@ use swarm_api::store::{NodeState, TaskStatusUpdate};
 use swarm_api::task::Task;
 use tokio::sync::{mpsc, watch};
 
-use super::Daemon;
 use super::session::{candidates, manager_channel};
+use super::{Daemon, logs};
 
 /// How long to wait before trying the next manager.
 const RETRY: Duration = Duration::from_millis(500);
@@ -109,46 +109,68 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
             // for a node with thousands of tasks.
             let mut client = DispatcherClient::new(manager_channel(address, &credentials))
                 .max_decoding_message_size(crate::raft::grpc::MAX_MESSAGE_BYTES);
-            match client.assignments(AssignmentsRequest {}).await {
-                Ok(response) => {
-                    let mut stream = response.into_inner();
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(set)) => {
-                                let tasks: Vec<Task> = match serde_json::from_str(&set.tasks_json) {
-                                    Ok(tasks) => tasks,
-                                    Err(error) => {
-                                        tracing::error!(%error, "undecodable assignments");
-                                        break;
-                                    }
-                                };
-                                let subnet = set.subnet.parse::<Ipv4Net>().ok();
-                                // Empty from a manager that predates credentials. No serde
-                                // message: it would quote the credentials.
-                                let auth = match set.registry_auth_json.as_str() {
-                                    "" => Ok(Default::default()),
-                                    json => serde_json::from_str(json),
-                                };
-                                let Ok(auth) = auth else {
-                                    tracing::error!(
-                                        "undecodable registry credentials in the assignments"
-                                    );
-                                    break;
-                                };
-                                worker.assign(tasks, subnet, auth).await;
-                            }
-                            Ok(None) => break,
-                            Err(status) => {
-                                tracing::debug!(manager = %address, reason = status.message(), "assignment stream ended");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(status) => {
-                    tracing::debug!(manager = %address, reason = status.message(), "no assignment stream");
-                }
+            // The node's logs go through the manager it takes assignments from, for as
+            // long as the assignment stream lasts.
+            tokio::select! {
+                _ = follow_assignments(&mut client, worker, address) => {}
+                _ = serve_logs(manager_channel(address, &credentials), &daemon.config.data_dir) => {}
             }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Hands each assignment set of an open stream to the worker, until the stream ends.
+async fn follow_assignments(
+    client: &mut DispatcherClient<tonic::transport::Channel>,
+    worker: &Worker,
+    address: &str,
+) {
+    let mut stream = match client.assignments(AssignmentsRequest {}).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            tracing::debug!(manager = %address, reason = status.message(), "no assignment stream");
+            return;
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(set)) => {
+                let tasks: Vec<Task> = match serde_json::from_str(&set.tasks_json) {
+                    Ok(tasks) => tasks,
+                    Err(error) => {
+                        tracing::error!(%error, "undecodable assignments");
+                        return;
+                    }
+                };
+                let subnet = set.subnet.parse::<Ipv4Net>().ok();
+                // Empty from a manager that predates credentials. No serde message: it
+                // would quote the credentials.
+                let auth = match set.registry_auth_json.as_str() {
+                    "" => Ok(Default::default()),
+                    json => serde_json::from_str(json),
+                };
+                let Ok(auth) = auth else {
+                    tracing::error!("undecodable registry credentials in the assignments");
+                    return;
+                };
+                worker.assign(tasks, subnet, auth).await;
+            }
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(manager = %address, reason = status.message(), "assignment stream ended");
+                return;
+            }
+        }
+    }
+}
+
+/// Serves this node's logs to the manager at the other end of `channel`, opening the
+/// stream again whenever it ends; never returns (dropped with the assignment stream).
+async fn serve_logs(channel: tonic::transport::Channel, data_dir: &std::path::Path) {
+    loop {
+        if let Err(status) = logs::serve(channel.clone(), data_dir.to_path_buf()).await {
+            tracing::debug!(reason = status.message(), "log stream ended");
         }
         tokio::time::sleep(RETRY).await;
     }

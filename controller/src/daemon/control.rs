@@ -13,8 +13,9 @@ use swarm_api::grpc::control::{
     JoinRequest, JoinResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse,
     ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
     RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse,
-    RollbackServiceRequest, RollbackServiceResponse, SetNodeRoleRequest, SetNodeRoleResponse,
-    UpdateNodeRequest, UpdateNodeResponse, UpdateServiceRequest, UpdateServiceResponse,
+    RollbackServiceRequest, RollbackServiceResponse, ServiceLogsMessage, ServiceLogsRequest,
+    SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse,
+    UpdateServiceRequest, UpdateServiceResponse,
 };
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole,
@@ -22,11 +23,12 @@ use swarm_api::store::{
 };
 use tonic::{Request, Response, Status};
 
-use super::services;
+use super::session::manager_channel;
 use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, wait_for_leader,
 };
+use super::{logs, services};
 use crate::ca::token::JoinToken;
 use crate::ca::{NodeIdentity, NodeKey, Role, RootCa};
 use crate::raft::driver::RaftHandle;
@@ -34,6 +36,8 @@ use crate::raft::log::{DurableLog, Location};
 use crate::raft::replica::StateMachine;
 use crate::store::Store;
 use crate::tls::peer_identity;
+use swarm_api::grpc::dispatcher::LogSubscription;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The control API, served on the local unix socket (where the socket's permissions decide
 /// who may call), and on a manager's cluster port for operators with an admin (or manager)
@@ -740,5 +744,68 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         services::rollback(&raft, &request.into_inner().service).await?;
         Ok(Response::new(RollbackServiceResponse {}))
+    }
+
+    type ServiceLogsStream = ReceiverStream<Result<ServiceLogsMessage, Status>>;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        self.allow(&request)?;
+        let request = request.into_inner();
+        let (raft, state, broker) = self.daemon.log_broker().await?;
+        let view = services::view(&raft).await?;
+        let tasks = logs::target_tasks(&view, &request.target)?;
+        let nodes = logs::by_node(&tasks);
+        let known: std::collections::HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        // Following a service (not one task), its tasks that start later are followed too.
+        let followed_service = match view.service(&request.target) {
+            Ok(service) if request.follow => service.id.clone(),
+            _ => None,
+        };
+        let own = state.node_id.clone();
+        let managers = raft
+            .local_read(move |store: &Store| {
+                store
+                    .data()
+                    .nodes
+                    .values()
+                    .filter(|n| n.raft_id.is_some() && n.id != own)
+                    .map(|n| n.address.clone())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(raft_status)?;
+        let credentials = self.daemon.credentials().map_err(internal)?;
+        let remotes: Vec<logs::Remote> = managers
+            .into_iter()
+            .map(|address| logs::Remote {
+                channel: manager_channel(&address, &credentials),
+                address,
+            })
+            .collect();
+        let template = LogSubscription {
+            follow: request.follow,
+            tail: request.tail,
+            since_ns: request.since_ns,
+            ..LogSubscription::default()
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        if let Some(service_id) = followed_service {
+            tokio::spawn(logs::follow_new_tasks(
+                raft,
+                broker.clone(),
+                remotes.clone(),
+                service_id,
+                known,
+                template.clone(),
+                sender.clone(),
+            ));
+        }
+        tokio::spawn(logs::gather(
+            broker, remotes, template, nodes, view.nodes, sender,
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

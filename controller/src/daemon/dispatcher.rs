@@ -2,7 +2,8 @@
 //! mark nodes Down when they go quiet and Ready when they come back; and certificate
 //! renewal, which is also how a promoted or demoted node changes role; each node's
 //! assignments (with the registry credentials of its tasks' services, and no others) and
-//! its task status reports.
+//! its task status reports; and the nodes' log streams, handed to the manager's log broker
+//! (see `logs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,15 +13,16 @@ use raft::prelude::ConfChangeType;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_server::{Dispatcher, DispatcherServer};
 use swarm_api::grpc::dispatcher::{
-    AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
+    AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, LogPublish,
     RenewCertificateRequest, RenewCertificateResponse, Replica, ReportTaskStatusRequest,
-    ReportTaskStatusResponse,
+    ReportTaskStatusResponse, SubscribeLogsRequest,
 };
 use swarm_api::store::{Command, Node, NodeRole, NodeStatus, NodeStatusChange, TaskStatusUpdate};
 use swarm_api::task::{DesiredState, Task};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::logs::{self, LogBroker, SubscriptionStream};
 use super::{Daemon, change_voters, internal, millis, propose, raft_status};
 use crate::ca::{NodeIdentity, Role};
 use crate::raft::driver::RaftHandle;
@@ -45,6 +47,7 @@ pub struct DispatcherApi {
     raft: RaftHandle<Store>,
     cluster_id: String,
     heartbeats: Heartbeats,
+    logs: Arc<LogBroker>,
 }
 
 impl DispatcherApi {
@@ -53,12 +56,14 @@ impl DispatcherApi {
         raft: RaftHandle<Store>,
         cluster_id: String,
         heartbeats: Heartbeats,
+        logs: Arc<LogBroker>,
     ) -> DispatcherServer<Self> {
         DispatcherServer::new(DispatcherApi {
             daemon,
             raft,
             cluster_id,
             heartbeats,
+            logs,
         })
     }
 }
@@ -89,6 +94,38 @@ struct Caller {
 #[tonic::async_trait]
 impl Dispatcher for DispatcherApi {
     type AssignmentsStream = ReceiverStream<Result<AssignmentSet, Status>>;
+    type LogsStream = SubscriptionStream;
+    type SubscribeLogsStream = ReceiverStream<Result<LogPublish, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<Streaming<LogPublish>>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let identity = peer_identity(&request, &self.cluster_id)?;
+        let mut published = request.into_inner();
+        let (node, subscriptions) = self.logs.connect(&identity.node_id);
+        tokio::spawn(async move {
+            while let Ok(Some(publish)) = published.message().await {
+                node.publish(publish).await;
+            }
+            node.disconnect().await;
+        });
+        Ok(Response::new(subscriptions))
+    }
+
+    async fn subscribe_logs(
+        &self,
+        request: Request<SubscribeLogsRequest>,
+    ) -> Result<Response<Self::SubscribeLogsStream>, Status> {
+        let identity = peer_identity(&request, &self.cluster_id)?;
+        if identity.role != Role::Manager {
+            return Err(Status::permission_denied(format!(
+                "{} is not a manager: only managers ask each other for logs",
+                identity.node_id
+            )));
+        }
+        logs::serve_manager(&self.logs, request.into_inner()).map(Response::new)
+    }
 
     async fn assignments(
         &self,

@@ -9,6 +9,7 @@ mod agent;
 mod control;
 mod dispatcher;
 mod join;
+mod logs;
 mod orchestrate;
 mod recover;
 mod services;
@@ -111,6 +112,8 @@ struct Manager {
     /// The cluster port's server: the sender stops it, gracefully.
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     driver: DriverTask,
+    /// The nodes whose agents send their logs through this manager.
+    logs: Arc<logs::LogBroker>,
 }
 
 /// How long a stopping manager waits for its connections' calls to finish.
@@ -369,6 +372,7 @@ impl Daemon {
         );
         let voters = RaftVoters::default();
         let heartbeats = dispatcher::Heartbeats::default();
+        let log_broker = Arc::new(logs::LogBroker::default());
         let router = server_builder
             .add_service(RaftService::new(
                 state.cluster_id.clone(),
@@ -385,6 +389,7 @@ impl Daemon {
                 raft.clone(),
                 state.cluster_id.clone(),
                 heartbeats.clone(),
+                log_broker.clone(),
             ));
         // Stopping the server must also close its open connections (aborting its task
         // would not: they run on tasks of their own, and would go on serving clients with
@@ -408,17 +413,27 @@ impl Daemon {
             tasks: vec![refresher, monitor, orchestrator],
             server: Some((stop_server, server)),
             driver,
+            logs: log_broker,
         })
     }
 
     /// The raft handle of a manager, or the error a CLI user can act on.
     async fn manager(&self) -> Result<(RaftHandle<Store>, NodeState), Status> {
+        self.log_broker()
+            .await
+            .map(|(raft, state, _)| (raft, state))
+    }
+
+    /// A manager's raft handle and its log broker, or the error a CLI user can act on.
+    async fn log_broker(
+        &self,
+    ) -> Result<(RaftHandle<Store>, NodeState, Arc<logs::LogBroker>), Status> {
         match &*self.membership.lock().await {
             Membership::Member(Member {
                 manager: Some(manager),
                 state,
                 ..
-            }) => Ok((manager.raft.clone(), state.clone())),
+            }) => Ok((manager.raft.clone(), state.clone(), manager.logs.clone())),
             Membership::Member(_) => Err(Status::failed_precondition(
                 "this node is a worker: worker nodes cannot be used to view or modify cluster state; run the command on a manager",
             )),

@@ -1,0 +1,355 @@
+//! `swarm service logs`: the lines of a service's tasks (or of one task) from every node,
+//! printed as Docker prints them: `name.slot.taskid@node    | line`, stdout lines on
+//! stdout and stderr lines on stderr.
+
+use std::io::{ErrorKind, Write};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use swarm_api::grpc::control::{ServiceLogLine, ServiceLogsRequest};
+use swarm_api::task::ServicesView;
+use swarm_api::units::GoDuration;
+
+use crate::client::{self, Host};
+use crate::service::{short_id, view};
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines (until interrupted)
+    #[arg(long, short)]
+    follow: bool,
+    /// Only this many lines from the end of each task's log, or `all`
+    #[arg(long, short = 'n', default_value = "all")]
+    tail: String,
+    /// Show when each line was written
+    #[arg(long, short)]
+    timestamps: bool,
+    /// Only lines since a time (RFC 3339, e.g. 2026-01-02T15:04:05Z, or Unix seconds) or
+    /// since a duration ago (e.g. 10m)
+    #[arg(long)]
+    since: Option<String>,
+    /// Leave the task ids out of the prefixes
+    #[arg(long)]
+    no_task_ids: bool,
+    /// Print the lines alone, without their task and node
+    #[arg(long)]
+    raw: bool,
+    /// A service (id, unique id prefix or name), or a task (id or unique id prefix)
+    target: String,
+}
+
+pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let tail = parse_tail(&args.tail)?;
+    let since_ns = match &args.since {
+        Some(since) => parse_since(since, SystemTime::now())?,
+        None => 0,
+    };
+    // For the prefixes: the tasks' names and the nodes' hostnames.
+    let mut view = if args.raw {
+        ServicesView::default()
+    } else {
+        view(host).await?
+    };
+    // Tasks the view did not know yet (started while following), read once more each.
+    let mut looked_up = std::collections::HashSet::new();
+    let mut client = client::connect(host).await?;
+    let mut stream = client
+        .service_logs(ServiceLogsRequest {
+            target: args.target.clone(),
+            follow: args.follow,
+            tail,
+            since_ns,
+        })
+        .await
+        .map_err(client::explain)?
+        .into_inner();
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    while let Some(message) = stream.message().await.map_err(client::explain)? {
+        for warning in &message.warnings {
+            // Best effort: a closed stderr must not stop the lines.
+            let _ = writeln!(stderr, "warning: {warning}");
+        }
+        for line in &message.lines {
+            let known = view.tasks.iter().any(|t| t.id == line.task_id);
+            if !args.raw && !known && looked_up.insert(line.task_id.clone()) {
+                view = crate::service::view(host).await?;
+            }
+            let prefix = (!args.raw).then(|| prefix(&view, line, args.no_task_ids));
+            let time = args.timestamps.then_some(line.time_ns);
+            let text = format_line(prefix.as_deref(), time, &line.data);
+            let out: &mut dyn Write = if line.stderr {
+                &mut stderr
+            } else {
+                &mut stdout
+            };
+            match out.write_all(&text).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                // The reader went away (`| head`): done, like Docker.
+                Err(error) if error.kind() == ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(error) => return Err(error).context("cannot write the logs"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--tail`: a count, or `all` (negative on the wire).
+fn parse_tail(text: &str) -> anyhow::Result<i64> {
+    if text == "all" {
+        return Ok(-1);
+    }
+    match text.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        _ => bail!("invalid --tail {text:?}: give a number of lines, or `all`"),
+    }
+}
+
+/// `--since`: a duration ago, an RFC 3339 time or Unix seconds; in Unix nanoseconds.
+fn parse_since(text: &str, now: SystemTime) -> anyhow::Result<u64> {
+    let seconds = text
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0);
+    let time = if let Ok(ago) = text.parse::<GoDuration>() {
+        now.checked_sub(ago.0).unwrap_or(UNIX_EPOCH)
+    } else if let Some(seconds) = seconds {
+        UNIX_EPOCH + Duration::from_secs_f64(seconds)
+    } else if let Some(time) = parse_rfc3339(text) {
+        time
+    } else {
+        bail!(
+            "invalid --since {text:?}: give a duration (10m, 1h30m), an RFC 3339 time (2026-01-02T15:04:05Z) or Unix seconds"
+        );
+    };
+    let nanos = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // 0 means "from the start": a time at the epoch asks for the same.
+    Ok(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let bytes = text.as_bytes();
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut nanos = 0u64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &fraction[..digits.min(9)];
+        nanos = kept.parse::<u64>().ok()? * 10u64.pow(9 - kept.len() as u32);
+        rest = &fraction[digits..];
+    }
+    let offset_seconds = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hours: i64 = rest[1..3].parse().ok()?;
+            let minutes: i64 = rest[4..6].parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_seconds;
+    let seconds = u64::try_from(seconds).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day since 1970-01-01 (the inverse of `days_from_civil`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A time as Docker prints log timestamps: RFC 3339 in UTC with nine fraction digits.
+fn timestamp(unix_nanos: u64) -> String {
+    let seconds = (unix_nanos / 1_000_000_000) as i64;
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        unix_nanos % 1_000_000_000
+    )
+}
+
+/// Where a line comes from, from the view read before the lines.
+fn prefix(view: &ServicesView, line: &ServiceLogLine, no_task_ids: bool) -> String {
+    let hostname = view.nodes.get(&line.node_id).unwrap_or(&line.node_id);
+    let name = view
+        .tasks
+        .iter()
+        .find(|t| t.id == line.task_id)
+        .map(|t| t.name());
+    task_prefix(name.as_deref(), &line.task_id, hostname, no_task_ids)
+}
+
+/// Where a line comes from, as Docker names it: `service.slot.taskid@node` (a global
+/// service's task is named `service.nodeid`), without the task id if asked; a task
+/// unknown to the view (made after it was read) by its id alone.
+fn task_prefix(name: Option<&str>, task_id: &str, hostname: &str, no_task_ids: bool) -> String {
+    match name {
+        None => format!("{}@{hostname}", short_id(task_id)),
+        Some(name) if no_task_ids => format!("{name}@{hostname}"),
+        Some(name) => format!("{name}.{}@{hostname}", short_id(task_id)),
+    }
+}
+
+/// One line as printed: `PREFIX    | [TIME ]TEXT\n`.
+fn format_line(prefix: Option<&str>, time_ns: Option<u64>, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 80);
+    if let Some(prefix) = prefix {
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(b"    | ");
+    }
+    if let Some(time) = time_ns {
+        out.extend_from_slice(timestamp(time).as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(data);
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_a_count_or_all() {
+        let cases = [
+            ("all", Some(-1)),
+            ("0", Some(0)),
+            ("25", Some(25)),
+            ("-1", None),
+            ("x", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_tail(text).ok(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn since_takes_durations_times_and_unix_seconds() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let cases = [
+            ("10m", Some(1_699_999_400_000_000_000)),
+            ("1h30m", Some(1_699_994_600_000_000_000)),
+            ("1700000000", Some(1_700_000_000_000_000_000)),
+            ("1700000000.5", Some(1_700_000_000_500_000_000)),
+            ("2023-11-14T22:13:20Z", Some(1_700_000_000_000_000_000)),
+            ("2023-11-14T22:13:20.25Z", Some(1_700_000_000_250_000_000)),
+            ("2023-11-14T23:13:20+01:00", Some(1_700_000_000_000_000_000)),
+            ("2023-11-14T21:13:20-01:00", Some(1_700_000_000_000_000_000)),
+            ("2023-13-14T22:13:20Z", None),
+            ("2023-11-14T22:13:20", None),
+            ("yesterday", None),
+            ("inf", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_since(text, now).ok(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_nanoseconds() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000000000Z"),
+            (1_700_000_000_123_456_789, "2023-11-14T22:13:20.123456789Z"),
+            (951_782_400_000_000_000, "2000-02-29T00:00:00.000000000Z"),
+        ];
+        for (nanos, expected) in cases {
+            assert_eq!(timestamp(nanos), expected);
+            assert_eq!(
+                parse_rfc3339(expected),
+                Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+            );
+        }
+    }
+
+    #[test]
+    fn lines_are_prefixed_as_docker_prefixes_them() {
+        let id = "aaaaaaaaaaaaaaaaaaaaaaaaa";
+        let cases = [
+            (Some("web.2"), false, "web.2.aaaaaaaaaaaa@host1"),
+            (Some("web.2"), true, "web.2@host1"),
+            (Some("web.n2"), false, "web.n2.aaaaaaaaaaaa@host1"),
+            (None, false, "aaaaaaaaaaaa@host1"),
+        ];
+        for (name, no_task_ids, expected) in cases {
+            assert_eq!(task_prefix(name, id, "host1", no_task_ids), expected);
+        }
+        let cases: [(Option<&str>, Option<u64>, &str); 3] = [
+            (Some("web.1@h"), None, "web.1@h    | hi\n"),
+            (
+                Some("web.1@h"),
+                Some(0),
+                "web.1@h    | 1970-01-01T00:00:00.000000000Z hi\n",
+            ),
+            (None, None, "hi\n"),
+        ];
+        for (prefix, time, expected) in cases {
+            assert_eq!(
+                String::from_utf8(format_line(prefix, time, b"hi")).unwrap(),
+                expected
+            );
+        }
+    }
+}
