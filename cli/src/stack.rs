@@ -12,6 +12,7 @@ use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
 use swarm_api::plan::{Basis, Kind, Op, Plan};
 use swarm_api::state::ClusterState;
 use swarm_api::task::DesiredState;
+use swarm_api::units::GoDuration;
 use swarm_controller::plan::{Scope, plan, render};
 use swarm_controller::source::WorkTree;
 use swarm_controller::stack;
@@ -37,6 +38,9 @@ pub enum StackCommand {
         /// Send the registry credentials of Docker's client config to the nodes
         #[arg(long)]
         with_registry_auth: bool,
+        /// How long to wait for each changed service's tasks to run and its update to complete
+        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
+        timeout: GoDuration,
         /// The stack's name: its objects are named NAME_<key>
         name: String,
     },
@@ -79,12 +83,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             prune,
             detach,
             with_registry_auth,
+            timeout,
             name,
         } => {
             let options = DeployOptions {
                 prune,
                 detach,
                 with_registry_auth,
+                timeout,
             };
             deploy(host, &compose_files, options, &name).await
         }
@@ -229,6 +235,8 @@ struct DeployOptions {
     detach: bool,
     /// Send every service of the stack the credentials of its image's registry.
     with_registry_auth: bool,
+    /// The longest wait for each changed service.
+    timeout: GoDuration,
 }
 
 async fn deploy(
@@ -291,9 +299,8 @@ async fn deploy(
     apply(host, &plan, registry_auth_json).await?;
     if !options.detach {
         for service in &changed {
-            let timeout = crate::converge::DEFAULT_TIMEOUT.parse()?;
-            crate::converge::converge(host, service, crate::converge::Change::Update, timeout)
-                .await?;
+            let change = crate::converge::Change::Update;
+            crate::converge::converge(host, service, change, options.timeout).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1217,7 +1217,10 @@ fn stacks_deploy_update_and_remove() {
     std::fs::write(&file, &example).unwrap();
     let file = file.to_string_lossy().into_owned();
 
-    let out = swarm(&cluster.socket(0), &["stack", "deploy", "-c", &file, "web"]);
+    let out = swarm(
+        &cluster.socket(0),
+        &["stack", "deploy", "--timeout", "90s", "-c", &file, "web"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("+ create service web_site"),
