@@ -11,6 +11,8 @@ use clap::Args;
 use swarm_api::grpc::control::{ServiceLogLine, ServiceLogsRequest};
 use swarm_api::task::ServicesView;
 use swarm_api::units::GoDuration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::client::{self, Host};
 use crate::service::{short_id, view};
@@ -135,98 +137,24 @@ fn parse_since(text: &str, now: SystemTime) -> anyhow::Result<u64> {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
 fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
-    let bytes = text.as_bytes();
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || !matches!(bytes[10], b'T' | b't' | b' ')
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut nanos = 0u64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let kept = &fraction[..digits.min(9)];
-        nanos = kept.parse::<u64>().ok()? * 10u64.pow(9 - kept.len() as u32);
-        rest = &fraction[digits..];
-    }
-    let offset_seconds = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hours: i64 = rest[1..3].parse().ok()?;
-            let minutes: i64 = rest[4..6].parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-        _ => return None,
-    };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_seconds;
-    let seconds = u64::try_from(seconds).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_nanos(nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The date of a day since 1970-01-01 (the inverse of `days_from_civil`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// A time as Docker prints log timestamps: RFC 3339 in UTC with nine fraction digits.
 fn timestamp(unix_nanos: u64) -> String {
-    let seconds = (unix_nanos / 1_000_000_000) as i64;
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    let of_day = seconds.rem_euclid(86_400);
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nanos))
+        .expect("a u64 of nanoseconds is within the years time represents");
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        unix_nanos % 1_000_000_000
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        time.year(),
+        u8::from(time.month()),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.nanosecond()
     )
 }
 
