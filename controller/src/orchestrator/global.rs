@@ -2,12 +2,15 @@
 //! constraints. A down node keeps its task (it is the node's); a node that leaves the
 //! service's reach (drained, relabelled) has its task stopped; a removed node's task is
 //! orphaned. Spec changes roll out over the nodes as `rollout` says (batches, delay,
-//! failures, rollback), stopping first.
+//! failures, rollback), in the policy's order: start-first keeps a node's old task until
+//! its new one runs, unless the service publishes ports on the host (the two tasks of a
+//! node would want the same port).
 
 use std::collections::BTreeMap;
 
+use swarm_api::spec::{PublishMode, UpdateOrder};
 use swarm_api::store::{Availability, Node, NodeStatus};
-use swarm_api::task::Task;
+use swarm_api::task::{Task, TaskState};
 
 use super::placement::candidate;
 use super::{Decisions, Restart, Service, restart, rollout};
@@ -20,6 +23,13 @@ pub(super) fn reconcile(
     d: &mut Decisions<'_>,
 ) {
     let spec = &service.spec().task;
+    let host_ports = service
+        .spec()
+        .endpoint
+        .ports
+        .iter()
+        .any(|p| p.mode == PublishMode::Host);
+    let start_first = rollout::policy(service).order == UpdateOrder::StartFirst && !host_ports;
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         match (&task.node_id, task.slot) {
@@ -59,8 +69,12 @@ pub(super) fn reconcile(
             }
             continue;
         };
-        for task in older {
-            d.stop(task);
+        // A start-first update: the old task stops once the new one runs.
+        let replacing = start_first && newest.status.state < TaskState::Running;
+        if !replacing {
+            for task in older {
+                d.stop(task);
+            }
         }
         if newest.status.state.is_terminal() {
             if restart(&spec.restart, newest, &history, d.now) == Restart::Now {
@@ -86,7 +100,9 @@ pub(super) fn reconcile(
     }
     let budget = rollout::budget(service, units.len(), &units, &outdated, d);
     for task in outdated.into_iter().take(budget) {
-        d.stop(task);
+        if !start_first {
+            d.stop(task);
+        }
         d.create(service, None, task.node_id.as_deref());
     }
 }

@@ -1023,6 +1023,51 @@ fn global_updates_roll_out_by_parallelism_and_roll_back() {
     assert_eq!(sim.running_image("agent", "nginx:2"), 4);
 }
 
+/// A global service updated start-first: each node's old task keeps running until the
+/// node's new task runs, then stops; with host-mode ports it is stop-first (one port each).
+#[test]
+fn global_start_first_updates_keep_each_node_served() {
+    let mut sim = Sim::new(3);
+    let deploy = "      mode: global\n      update_config:\n        parallelism: 0\n        order: start-first\n";
+    sim.put_service(versioned("agent", deploy, "nginx:1"));
+    sim.converge();
+    sim.put_service(versioned("agent", deploy, "nginx:2"));
+    sim.settle();
+    // Both on every node: the new one assigned, the old one still wanted.
+    assert_eq!(sim.live("agent").len(), 6);
+    assert_eq!(sim.running_image("agent", "nginx:1"), 3);
+    sim.agents_run();
+    sim.settle();
+    let images: Vec<&str> = sim
+        .live("agent")
+        .iter()
+        .map(|t| t.spec.container.image.as_str())
+        .collect();
+    assert_eq!(
+        images, ["nginx:2"; 3],
+        "the old tasks stop once the new run"
+    );
+    sim.converge();
+    assert_eq!(
+        sim.running_per_node("agent").values().collect::<Vec<_>>(),
+        [&1; 3]
+    );
+
+    let ports = "    ports:\n      - {target: 80, published: 8080, mode: host}\n";
+    let mut with_ports = versioned("edge", deploy, "nginx:1");
+    with_ports.endpoint = spec("edge", &format!("{ports}    deploy:\n{deploy}")).endpoint;
+    sim.put_service(with_ports.clone());
+    sim.converge();
+    with_ports.task.container.image = "nginx:2".into();
+    sim.put_service(with_ports);
+    sim.settle();
+    assert_eq!(
+        sim.live("edge").len(),
+        3,
+        "stop-first: one task per node and port"
+    );
+}
+
 /// `swarm service rollback`: the previous spec back, rolled out with `rollback_config` (all
 /// slots at once here, where updates go one by one), `rollback_started` → `completed`.
 #[test]
