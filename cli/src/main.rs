@@ -48,7 +48,7 @@ enum Command {
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
-    /// Manage services: create, list, inspect, update, scale, roll back, remove, their tasks
+    /// Manage services: create, list, inspect, update, scale, roll back, remove; their tasks and logs
     #[command(subcommand)]
     Service(service::ServiceCommand),
     /// Deploy stack files to the cluster, list and remove stacks
