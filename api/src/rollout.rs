@@ -46,6 +46,14 @@ impl UpdateState {
         )
     }
 
+    /// Whether the update (or rollback) finished: it has a completion time.
+    pub fn is_completed(self) -> bool {
+        matches!(
+            self,
+            UpdateState::Completed | UpdateState::RollbackCompleted
+        )
+    }
+
     /// Whether no more tasks are replaced until the spec changes.
     pub fn is_paused(self) -> bool {
         matches!(self, UpdateState::Paused | UpdateState::RollbackPaused)

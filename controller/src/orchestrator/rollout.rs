@@ -75,7 +75,7 @@ pub(super) fn budget(
         } else {
             (UpdateState::Completed, "update completed")
         };
-        d.complete(service, done, started_at, message);
+        d.update_status(service, done, started_at, message);
         return 0;
     }
     let delay = policy.delay.0.as_millis() as u64;
@@ -176,6 +176,7 @@ fn failed_early(task: &Task, monitor: u64) -> bool {
 }
 
 impl Decisions<'_> {
+    /// The service's rollout moves to `state`; a completed one completes now.
     fn update_status(
         &mut self,
         service: &Service<'_>,
@@ -189,26 +190,7 @@ impl Decisions<'_> {
                 status: UpdateStatus {
                     state,
                     started_at,
-                    completed_at: None,
-                    message: message.to_owned(),
-                },
-            });
-    }
-
-    fn complete(
-        &mut self,
-        service: &Service<'_>,
-        state: UpdateState,
-        started_at: u64,
-        message: &str,
-    ) {
-        self.rollouts
-            .push(swarm_api::store::TaskChange::UpdateStatus {
-                service_id: service.id.to_owned(),
-                status: UpdateStatus {
-                    state,
-                    started_at,
-                    completed_at: Some(self.now),
+                    completed_at: state.is_completed().then_some(self.now),
                     message: message.to_owned(),
                 },
             });
