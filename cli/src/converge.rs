@@ -197,13 +197,11 @@ mod tests {
 
     /// A two-replica service, with tasks of image `image` in `state`.
     fn view(tasks: &[(&str, TaskState)], status: Option<UpdateState>) -> ServicesView {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        let yaml = "services:\n  web:\n    image: new\n    deploy:\n      replicas: 2\n";
-        std::fs::write(&path, yaml).unwrap();
-        let tree = swarm_controller::source::WorkTree;
-        let loaded = swarm_controller::stack::load(&tree, &path, "s.yaml", &|_| None);
-        let spec = loaded.stack.unwrap().services.remove(0);
+        let spec = crate::service::load_service_document(
+            "s_web",
+            serde_json::json!({ "image": "new", "deploy": { "replicas": 2 } }),
+        )
+        .unwrap();
         let tasks = tasks
             .iter()
             .enumerate()

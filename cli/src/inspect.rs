@@ -131,13 +131,18 @@ mod tests {
     use super::*;
 
     fn view() -> ServicesView {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        let yaml = "services:\n  web:\n    image: nginx:1\n    ports: [\"8080:80\"]\n    deploy:\n      replicas: 2\n      update_config: {failure_action: rollback, monitor: 2s}\n";
-        std::fs::write(&path, yaml).unwrap();
-        let tree = swarm_controller::source::WorkTree;
-        let loaded = swarm_controller::stack::load(&tree, &path, "s.yaml", &|_| None);
-        let spec = loaded.stack.unwrap().services.remove(0);
+        let spec = crate::service::load_service_document(
+            "s_web",
+            serde_json::json!({
+                "image": "nginx:1",
+                "ports": ["8080:80"],
+                "deploy": {
+                    "replicas": 2,
+                    "update_config": { "failure_action": "rollback", "monitor": "2s" },
+                },
+            }),
+        )
+        .unwrap();
         ServicesView {
             version: 1,
             services: vec![Object {
