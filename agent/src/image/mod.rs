@@ -31,9 +31,10 @@ use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 pub use config::{Healthcheck, ImageConfig};
 pub use error::ImageError;
 pub use reference::{DEFAULT_REGISTRY, ImageRef};
-pub use registry::Credentials;
 pub use rootfs::TaskRootfs;
 pub use store::GcReport;
+/// Basic credentials for one registry: the cluster's own type, as services carry them.
+pub use swarm_api::auth::RegistryCredential as Credentials;
 
 use manifest::{Fetched, Manifest};
 use registry::RegistryClient;

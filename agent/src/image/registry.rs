@@ -14,22 +14,10 @@ use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWrite;
 
+use super::Credentials;
 use super::error::{ImageError, io_detail};
 use super::manifest::{ACCEPTED, Descriptor};
 use super::reference::ImageRef;
-
-/// Basic credentials for one registry.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <password>)", self.username)
-    }
-}
 
 /// A client for one registry, plain http or https, with its credentials.
 #[derive(Clone)]

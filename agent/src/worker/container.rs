@@ -117,13 +117,7 @@ fn service_credentials(shared: &Shared, service_id: &str) -> HashMap<String, Cre
     auth.get(service_id)
         .into_iter()
         .flatten()
-        .map(|(registry, c)| {
-            let credentials = Credentials {
-                username: c.username.clone(),
-                password: c.password.clone(),
-            };
-            (registry.clone(), credentials)
-        })
+        .map(|(registry, credentials)| (registry.clone(), credentials.clone()))
         .collect()
 }
 
