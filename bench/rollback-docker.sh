@@ -7,30 +7,11 @@
 # busybox-static's httpd imported with `docker import`. Needs root and Debian's docker.io.
 # Usage: bench/rollback-docker.sh [RUNS] (default 5). Stops dockerd at the end.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-5}
-command -v dockerd >/dev/null || { echo "install docker.io first (apt-get install docker.io)" >&2; exit 1; }
-work=$(mktemp -d)
-export DOCKER_HOST="unix://$work/docker.sock"
-cleanup() {
-    docker swarm leave --force >/dev/null 2>&1 || true
-    [ -f "$work/docker.pid" ] && kill "$(cat "$work/docker.pid")" 2>/dev/null || true
-    sleep 2
-    umount "$work"/data/* "$work"/exec/* 2>/dev/null || true
-    rm -rf "$work" 2>/dev/null || true
-}
-trap cleanup EXIT
-dockerd --data-root "$work/data" --exec-root "$work/exec" -H "$DOCKER_HOST" \
-    --pidfile "$work/docker.pid" --iptables=false --ip-forward=false --ip-masq=false \
-    > "$work/dockerd.log" 2>&1 &
-for _ in $(seq 100); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
-mkdir -p "$work/rootfs/bin" "$work/rootfs/www"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"; done
-echo hello > "$work/rootfs/www/index.html"
-tar -C "$work/rootfs" -c . | docker import --change 'CMD ["httpd","-f","-p","80","-h","/www"]' - hello:1 >/dev/null
-docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+start_docker_swarm
 
-now() { date +%s.%N; }
 state() { docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$1"; }
 detected=(); completed=()
 for i in $(seq "$runs"); do

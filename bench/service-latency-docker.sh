@@ -6,30 +6,11 @@
 # with `docker import` (nothing pulled). Needs root and Debian's docker.io.
 # Usage: bench/service-latency-docker.sh [RUNS] (default 11). Stops dockerd at the end.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-11}
-command -v dockerd >/dev/null || { echo "install docker.io first (apt-get install docker.io)" >&2; exit 1; }
-work=$(mktemp -d)
-export DOCKER_HOST="unix://$work/docker.sock"
-cleanup() {
-    docker swarm leave --force >/dev/null 2>&1 || true
-    [ -f "$work/docker.pid" ] && kill "$(cat "$work/docker.pid")" 2>/dev/null || true
-    sleep 2
-    umount "$work"/data/* "$work"/exec/* 2>/dev/null || true
-    rm -rf "$work" 2>/dev/null || true
-}
-trap cleanup EXIT
-dockerd --data-root "$work/data" --exec-root "$work/exec" -H "$DOCKER_HOST" \
-    --pidfile "$work/docker.pid" --iptables=false --ip-forward=false --ip-masq=false \
-    > "$work/dockerd.log" 2>&1 &
-for _ in $(seq 100); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
-mkdir -p "$work/rootfs/bin" "$work/rootfs/www"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"; done
-echo hello > "$work/rootfs/www/index.html"
-tar -C "$work/rootfs" -c . | docker import --change 'CMD ["httpd","-f","-p","80","-h","/www"]' - hello:1 >/dev/null
-docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+start_docker_swarm
 
-now() { date +%s.%N; }
 running() { [ "$(docker service ps "$1" --filter desired-state=running --format '{{.CurrentState}}' | grep -c '^Running')" = "$2" ]; }
 wait_running() { for _ in $(seq 3000); do running "$1" "$2" && return 0; sleep 0.01; done; echo "timed out" >&2; exit 1; }
 create=(); scale=()

@@ -7,39 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 ensure_build_tools
 ensure_runtime_tools
 runs=${1:-11}
 cargo build --release --locked -p swarm-cli >&2
 swarm="$PWD/target/release/swarm"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    SWARM_HOST="unix://$work/swarm.sock" "$swarm" leave --force >/dev/null 2>&1 || true
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-registry="127.0.0.1:$(free_port)"
-manager="127.0.0.1:$(free_port)"
-printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-    "$work/registry" "$registry" > "$work/registry.yml"
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://$registry/v2/" >/dev/null && break; sleep 0.1; done
-scripts/test-image "$registry" >&2
-export SWARM_HOST="unix://$work/swarm.sock"
-"$swarm" daemon --data-dir "$work/data" --socket "$work/swarm.sock" --run-dir "$work/run" \
-    --listen-addr "$manager" --hostname bench 2> "$work/daemon.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -S "$work/swarm.sock" ] && break; sleep 0.1; done
-"$swarm" init --advertise-addr "$manager" --default-addr-pool 198.18.199.0/24 \
-    --default-addr-pool-mask-length 24 >/dev/null
+start_swarm_node "$swarm" 198.18.199.0/24
 image="$registry/swarm/hello:1"
 
-now() { date +%s.%N; }
 running() { # SERVICE COUNT: whether COUNT tasks of SERVICE run
     "$swarm" service ps "$1" --filter desired-state=running --format json |
         python3 -c "import json,sys; sys.exit(0 if sum(t['status']['state']=='running' for t in json.load(sys.stdin)) == $2 else 1)"
