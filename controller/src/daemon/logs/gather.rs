@@ -326,19 +326,14 @@ pub(super) async fn ask_manager(
     .await;
     let (mut stream, served) = match opened {
         Ok(Ok(opened)) => opened,
-        Ok(Err(status)) => {
-            tracing::debug!(manager = %remote.address, reason = status.message(), "no logs from this manager");
-            let _ = events
-                .send(Event::Served {
-                    source,
-                    nodes: Vec::new(),
-                })
-                .await;
-            let _ = events.send(Event::Ended).await;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(manager = %remote.address, "no answer about logs in time");
+        failed => {
+            match failed {
+                Ok(Err(status)) => {
+                    tracing::debug!(manager = %remote.address, reason = status.message(), "no logs from this manager");
+                }
+                _ => tracing::debug!(manager = %remote.address, "no answer about logs in time"),
+            }
+            // It serves no node: theirs are reported unavailable unless another does.
             let _ = events
                 .send(Event::Served {
                     source,
