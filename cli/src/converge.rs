@@ -15,7 +15,29 @@ use swarm_api::units::GoDuration;
 use crate::client::Host;
 
 /// How long the commands wait by default (`--timeout`), as Docker's CLI does.
-pub const DEFAULT_TIMEOUT: &str = "2m";
+const DEFAULT_TIMEOUT: &str = "2m";
+
+/// How the commands that change services (`create`, `update`, `scale`, `rollback`, `stack
+/// deploy`) wait for them: `-d` not at all, otherwise at most `--timeout` each.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Wait {
+    /// Return at once instead of waiting for the tasks to run
+    #[arg(long, short)]
+    detach: bool,
+    /// How long to wait for a service's tasks to run and its update to complete
+    #[arg(long, default_value = DEFAULT_TIMEOUT)]
+    timeout: GoDuration,
+}
+
+impl Wait {
+    /// Waits for service `name` to converge after `change`, unless detached.
+    pub async fn for_service(&self, host: &Host, name: &str, change: Change) -> anyhow::Result<()> {
+        if self.detach {
+            return Ok(());
+        }
+        converge(host, name, change, self.timeout).await
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvergeError {
@@ -131,7 +153,7 @@ pub fn progress(
 }
 
 /// Waits for service `name` to converge, showing the progress and each task error once.
-pub async fn converge(
+async fn converge(
     host: &Host,
     name: &str,
     change: Change,

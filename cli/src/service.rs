@@ -23,7 +23,7 @@ use swarm_controller::source::SourceTree;
 
 use crate::client::{self, Host};
 use crate::cluster::table;
-use crate::converge::{Change, converge};
+use crate::converge::{Change, Wait};
 use crate::rollback_flags::RollbackFlags;
 
 #[derive(Debug, Subcommand)]
@@ -62,23 +62,15 @@ pub enum ServiceCommand {
     /// Put a service back to its spec before its last change
     Rollback {
         service: String,
-        /// Return at once instead of waiting for the tasks to run
-        #[arg(long, short)]
-        detach: bool,
-        /// How long to wait for the tasks to run and the update to complete
-        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
-        timeout: GoDuration,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Scale replicated services: NAME=REPLICAS…
     Scale {
         #[arg(required = true)]
         scales: Vec<String>,
-        /// Return at once instead of waiting for the tasks to run
-        #[arg(long, short)]
-        detach: bool,
-        /// How long to wait for the tasks to run and the update to complete
-        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
-        timeout: GoDuration,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Remove services
     #[command(alias = "remove")]
@@ -164,12 +156,8 @@ pub struct UpdateArgs {
     /// Send the registry credentials of Docker's client config to the nodes
     #[arg(long)]
     with_registry_auth: bool,
-    /// Return at once instead of waiting for the tasks to run
-    #[arg(long, short)]
-    detach: bool,
-    /// How long to wait for the tasks to run and the update to complete
-    #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
-    timeout: GoDuration,
+    #[command(flatten)]
+    wait: Wait,
 }
 
 #[derive(Debug, Args)]
@@ -280,12 +268,8 @@ pub struct CreateArgs {
     /// Send the registry credentials of Docker's client config to the nodes
     #[arg(long)]
     with_registry_auth: bool,
-    /// Return at once instead of waiting for the tasks to run
-    #[arg(long, short)]
-    detach: bool,
-    /// How long to wait for the tasks to run and the update to complete
-    #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
-    timeout: GoDuration,
+    #[command(flatten)]
+    wait: Wait,
     /// The image
     image: String,
     /// The command and its arguments (replace the image's CMD)
@@ -335,11 +319,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Update(args) => update(host, *args).await,
-        ServiceCommand::Rollback {
-            service,
-            detach,
-            timeout,
-        } => {
+        ServiceCommand::Rollback { service, wait } => {
             let name = resolve(&view(host).await?, &service)?.spec.name.clone();
             let mut client = client::connect(host).await?;
             client
@@ -347,16 +327,10 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 .await
                 .map_err(client::explain)?;
             println!("{name}: rolled back");
-            if !detach {
-                converge(host, &name, Change::Rollback, timeout).await?;
-            }
+            wait.for_service(host, &name, Change::Rollback).await?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Scale {
-            scales,
-            detach,
-            timeout,
-        } => scale(host, &scales, detach, timeout).await,
+        ServiceCommand::Scale { scales, wait } => scale(host, &scales, wait).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;
             let removed = client
@@ -625,12 +599,7 @@ pub(crate) fn ago(ms: u64) -> String {
     }
 }
 
-async fn scale(
-    host: &Host,
-    scales: &[String],
-    detach: bool,
-    timeout: GoDuration,
-) -> anyhow::Result<ExitCode> {
+async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<ExitCode> {
     let mut wanted = Vec::new();
     for scale in scales {
         let (name, replicas) = scale
@@ -665,10 +634,8 @@ async fn scale(
             .map_err(client::explain)?;
         println!("{name} scaled to {replicas}");
     }
-    if !detach {
-        for (name, _) in &wanted_names {
-            converge(host, name, Change::Update, timeout).await?;
-        }
+    for (name, _) in &wanted_names {
+        wait.for_service(host, name, Change::Update).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -696,9 +663,9 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(client::explain)?;
     println!("{}", service.spec.name);
-    if !args.detach {
-        converge(host, &service.spec.name, Change::Update, args.timeout).await?;
-    }
+    args.wait
+        .for_service(host, &service.spec.name, Change::Update)
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -819,9 +786,9 @@ async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
         .into_inner()
         .id;
     println!("{id}");
-    if !args.detach {
-        converge(host, &args.name, Change::Update, args.timeout).await?;
-    }
+    args.wait
+        .for_service(host, &args.name, Change::Update)
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 

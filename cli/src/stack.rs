@@ -12,7 +12,6 @@ use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
 use swarm_api::plan::{Basis, Kind, Op, Plan};
 use swarm_api::state::ClusterState;
 use swarm_api::task::DesiredState;
-use swarm_api::units::GoDuration;
 use swarm_controller::plan::{Scope, plan, render};
 use swarm_controller::source::WorkTree;
 use swarm_controller::stack;
@@ -32,15 +31,11 @@ pub enum StackCommand {
         /// Remove the services of the stack that the file no longer declares
         #[arg(long)]
         prune: bool,
-        /// Return at once instead of waiting for the tasks to run
-        #[arg(long, short)]
-        detach: bool,
         /// Send the registry credentials of Docker's client config to the nodes
         #[arg(long)]
         with_registry_auth: bool,
-        /// How long to wait for each changed service's tasks to run and its update to complete
-        #[arg(long, default_value = crate::converge::DEFAULT_TIMEOUT)]
-        timeout: GoDuration,
+        #[command(flatten)]
+        wait: crate::converge::Wait,
         /// The stack's name: its objects are named NAME_<key>
         name: String,
     },
@@ -81,16 +76,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
         StackCommand::Deploy {
             compose_files,
             prune,
-            detach,
             with_registry_auth,
-            timeout,
+            wait,
             name,
         } => {
             let options = DeployOptions {
                 prune,
-                detach,
                 with_registry_auth,
-                timeout,
+                wait,
             };
             deploy(host, &compose_files, options, &name).await
         }
@@ -231,12 +224,10 @@ async fn apply(host: &Host, plan: &Plan, registry_auth_json: String) -> anyhow::
 struct DeployOptions {
     /// Remove the services the file dropped.
     prune: bool,
-    /// Do not wait for the tasks.
-    detach: bool,
     /// Send every service of the stack the credentials of its image's registry.
     with_registry_auth: bool,
-    /// The longest wait for each changed service.
-    timeout: GoDuration,
+    /// How to wait for each changed service.
+    wait: crate::converge::Wait,
 }
 
 async fn deploy(
@@ -297,11 +288,9 @@ async fn deploy(
         .map(|a| a.name.clone())
         .collect();
     apply(host, &plan, registry_auth_json).await?;
-    if !options.detach {
-        for service in &changed {
-            let change = crate::converge::Change::Update;
-            crate::converge::converge(host, service, change, options.timeout).await?;
-        }
+    for service in &changed {
+        let change = crate::converge::Change::Update;
+        options.wait.for_service(host, service, change).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
