@@ -32,6 +32,19 @@ impl Drop for Cli {
     }
 }
 
+impl Cli {
+    /// `swarm service logs -f --tail 0 SERVICE` through `socket`, its stdout piped.
+    fn follow(socket: &std::path::Path, service: &str) -> Cli {
+        Cli(Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args(["service", "logs", "-f", "--tail", "0", service])
+            .env("SWARM_HOST", format!("unix://{}", socket.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap())
+    }
+}
+
 /// `swarm service logs ARGS` through node `n`'s socket: (stdout, stderr), which must
 /// succeed.
 fn logs(cluster: &Cluster, n: usize, args: &[&str]) -> (String, String) {
@@ -176,16 +189,7 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
 
     // -f, through the manager the worker may not be connected to: a line printed after
     // the command started arrives; the command is killed and reaped.
-    let mut follow = Cli(Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["service", "logs", "-f", "--tail", "0", "talk"])
-        .env(
-            "SWARM_HOST",
-            format!("unix://{}", cluster.socket(1).display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let mut follow = Cli::follow(&cluster.socket(1), "talk");
     let (lines, received) = mpsc::channel();
     let reader = BufReader::new(follow.0.stdout.take().unwrap());
     std::thread::spawn(move || {
@@ -235,16 +239,7 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
 
     // A reader that goes (`| head -1`): the next line the command writes ends it, and
     // successfully, as Docker's does.
-    let mut piped = Cli(Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(["service", "logs", "-f", "--tail", "0", "talk"])
-        .env(
-            "SWARM_HOST",
-            format!("unix://{}", cluster.socket(0).display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let mut piped = Cli::follow(&cluster.socket(0), "talk");
     drop(piped.0.stdout.take());
     let status = wait_for("the command ends on a closed pipe", TASK_WAIT, || {
         let out = Command::new("runc")
