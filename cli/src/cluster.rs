@@ -13,7 +13,7 @@ use swarm_api::grpc::control::{
     SetNodeRoleRequest, UpdateNodeRequest,
 };
 use swarm_api::units::{GoDuration, UnitError};
-use swarm_controller::daemon::{self, DaemonConfig};
+use swarm_node::{self as daemon, DaemonConfig};
 
 use crate::client::{self, DEFAULT_SOCKET, Host};
 

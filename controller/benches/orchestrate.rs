@@ -7,7 +7,7 @@
 //! `Store` as its state machine and a durable redb log (fsync on) in `target/bench-tmp`,
 //! talking over the real gRPC transport with mutual TLS on loopback. 1,000 worker nodes are
 //! added (records only: no agent runs), then one service of 10,000 replicas is applied as a
-//! plan. What is timed is the leader loop's work (`daemon/orchestrate.rs`), from the
+//! plan. What is timed is the leader loop's work (`node/src/orchestrate.rs`), from the
 //! ApplyPlan applied to the last WriteTasks applied: repeat { local_read → pass → at most
 //! 1,000 decisions → propose WriteTasks } until a pass decides nothing. Reported: that time
 //! on the leader, the time until both followers applied the last entry too, and the
@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 const CLUSTER: &str = "bench-cluster";
 const NODES: usize = 1_000;
 const REPLICAS: usize = 10_000;
-/// As in `daemon/orchestrate.rs`: the most task decisions in one Raft entry.
+/// As in `node/src/orchestrate.rs`: the most task decisions in one Raft entry.
 const MAX_CHANGES_PER_ENTRY: usize = 1000;
 const RUNS: usize = 7;
 /// Target (issue 5), in ms.

@@ -1,9 +1,9 @@
-//! The manager role: from stack files to the cluster's desired state.
+//! The manager role as a library: from stack files to the cluster's desired state, and the
+//! replicated store, consensus and CA that keep it. The node process (`swarm-node`) runs it.
 //!
 //! Pure cores (`stack`, `plan`) over data; IO at the edges (`source`, `gitops`).
 
 pub mod ca;
-pub mod daemon;
 pub mod gitops;
 pub mod orchestrator;
 pub mod plan;

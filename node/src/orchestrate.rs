@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use swarm_api::store::Command;
 
 use super::{millis, propose, random_id};
-use crate::orchestrator;
-use crate::raft::driver::RaftHandle;
-use crate::store::Store;
+use swarm_controller::orchestrator;
+use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::store::Store;
 
 /// The longest a pass waits when nothing changes.
 const TICK: Duration = Duration::from_millis(250);

@@ -17,8 +17,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::dispatcher::REMOVED_HEADER;
 use super::{Daemon, Membership, internal};
-use crate::ca::{NodeKey, Role, identity_of_pem, validity_of};
-use crate::tls::NodeCredentials;
+use swarm_controller::ca::{NodeKey, Role, identity_of_pem, validity_of};
+use swarm_controller::tls::NodeCredentials;
 
 /// How long one heartbeat may take before the next manager is tried.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,8 +12,8 @@ use swarm_api::task::{ServiceLookupError, ServicesView};
 use tonic::Status;
 
 use super::{propose, raft_status};
-use crate::raft::driver::RaftHandle;
-use crate::store::Store;
+use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::store::Store;
 
 fn parse_spec(json: &str) -> Result<ServiceSpec, Status> {
     let spec: ServiceSpec = serde_json::from_str(json)

@@ -322,7 +322,12 @@ fn service_spec(name: &str) -> ServiceSpec {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.yaml");
     std::fs::write(&path, format!("services:\n  {name}:\n    image: busybox\n")).unwrap();
-    let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None);
+    let stack = swarm_controller::stack::load(
+        &swarm_controller::source::WorkTree,
+        &path,
+        "s.yaml",
+        &|_| None,
+    );
     let mut stack = stack
         .stack
         .unwrap_or_else(|| panic!("{:?}", stack.diagnostics));

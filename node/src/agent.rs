@@ -92,7 +92,9 @@ async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver
 }
 
 /// The managers to try, in turn, with this node's credentials.
-async fn managers(daemon: &Daemon) -> Option<(Vec<String>, crate::tls::NodeCredentials)> {
+async fn managers(
+    daemon: &Daemon,
+) -> Option<(Vec<String>, swarm_controller::tls::NodeCredentials)> {
     let (state, credentials) = daemon.session_view().await?;
     let managers = candidates(&state);
     (!managers.is_empty()).then_some((managers, credentials))
@@ -108,7 +110,7 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
             // A node's whole task set comes in one message: more than tonic's 4 MiB default
             // for a node with thousands of tasks.
             let mut client = DispatcherClient::new(manager_channel(address, &credentials))
-                .max_decoding_message_size(crate::raft::grpc::MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(swarm_controller::raft::grpc::MAX_MESSAGE_BYTES);
             // The node's logs go through the manager it takes assignments from, for as
             // long as the assignment stream lasts.
             tokio::select! {

@@ -19,10 +19,10 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id,
 };
-use crate::ca::token::JoinToken;
-use crate::ca::{NodeIdentity, NodeKey, Role};
-use crate::store::Store;
-use crate::tls;
+use swarm_controller::ca::token::JoinToken;
+use swarm_controller::ca::{NodeIdentity, NodeKey, Role};
+use swarm_controller::store::Store;
+use swarm_controller::tls;
 
 pub struct JoinApi {
     daemon: Arc<Daemon>,

@@ -5,7 +5,7 @@ use super::*;
 
 /// Answers the subscriptions of the manager at the other end of `channel` from the task
 /// logs under `data_dir`, until the stream ends; dropping it stops every subscription.
-pub(in crate::daemon) async fn serve(channel: Channel, data_dir: PathBuf) -> Result<(), Status> {
+pub(crate) async fn serve(channel: Channel, data_dir: PathBuf) -> Result<(), Status> {
     let (publish, outbound) = mpsc::channel::<LogPublish>(BUFFER);
     let mut subscriptions = DispatcherClient::new(channel)
         .logs(ReceiverStream::new(outbound))

@@ -37,8 +37,8 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::raft::driver::RaftHandle;
-use crate::store::Store;
+use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::store::Store;
 
 /// The most lines in one chunk, and about the most bytes (a chunk closes once over).
 pub(super) const CHUNK_LINES: usize = 256;

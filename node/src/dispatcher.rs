@@ -24,10 +24,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::logs::{self, LogBroker, SubscriptionStream};
 use super::{Daemon, change_voters, internal, millis, propose, raft_status};
-use crate::ca::{NodeIdentity, Role};
-use crate::raft::driver::RaftHandle;
-use crate::store::Store;
-use crate::tls::peer_identity;
+use swarm_controller::ca::{NodeIdentity, Role};
+use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::store::Store;
+use swarm_controller::tls::peer_identity;
 
 /// A node's assignments as last sent: its tasks, its subnet, its tasks' services'
 /// registry credentials.

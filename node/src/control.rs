@@ -29,14 +29,14 @@ use super::{
     random_id, wait_for_leader,
 };
 use super::{logs, services};
-use crate::ca::token::JoinToken;
-use crate::ca::{NodeIdentity, NodeKey, Role, RootCa};
-use crate::raft::driver::RaftHandle;
-use crate::raft::log::{DurableLog, Location};
-use crate::raft::replica::StateMachine;
-use crate::store::Store;
-use crate::tls::peer_identity;
 use swarm_api::grpc::dispatcher::LogSubscription;
+use swarm_controller::ca::token::JoinToken;
+use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
+use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::raft::log::{DurableLog, Location};
+use swarm_controller::raft::replica::StateMachine;
+use swarm_controller::store::Store;
+use swarm_controller::tls::peer_identity;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// The control API, served on the local unix socket (where the socket's permissions decide

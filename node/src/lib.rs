@@ -33,13 +33,15 @@ use tonic::Status;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::ca::{Role, RootCa};
-use crate::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
-use crate::raft::grpc::{GrpcTransport, PeerAddresses, RaftService, RaftVoters, VoterView};
-use crate::raft::log::{DurableLog, Location, LogError};
-use crate::raft::replica::{Config, Replica, ReplicaError};
-use crate::store::Store;
-use crate::tls::NodeCredentials;
+use swarm_controller::ca::{Role, RootCa};
+use swarm_controller::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
+use swarm_controller::raft::grpc::{
+    GrpcTransport, PeerAddresses, RaftService, RaftVoters, VoterView,
+};
+use swarm_controller::raft::log::{DurableLog, Location, LogError};
+use swarm_controller::raft::replica::{Config, Replica, ReplicaError};
+use swarm_controller::store::Store;
+use swarm_controller::tls::NodeCredentials;
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -70,7 +72,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
-    Ca(#[from] crate::ca::CaError),
+    Ca(#[from] swarm_controller::ca::CaError),
     #[error("cannot serve on {address}: {message}")]
     Serve { address: String, message: String },
 }

@@ -12,9 +12,9 @@ use tonic::Status;
 
 use super::control::demote;
 use super::{Daemon, DaemonError, Membership, internal, propose, raft_status, wait_for_leader};
-use crate::raft::log::{DurableLog, Location};
-use crate::raft::replica::{ReplicaError, StateMachine};
-use crate::store::Store;
+use swarm_controller::raft::log::{DurableLog, Location};
+use swarm_controller::raft::replica::{ReplicaError, StateMachine};
+use swarm_controller::store::Store;
 
 /// How long a leaving manager tries to stop being a voter before it leaves anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
