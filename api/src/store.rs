@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::RegistryAuth;
 use crate::plan::Action;
 use crate::task::{DesiredState, Task, TaskStatus};
-
-/// Milliseconds since the Unix epoch, as decided by the proposer.
-pub type Millis = u64;
+use crate::units::Millis;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ServiceSpec, TaskSpec};
 use crate::state::Object;
-use crate::store::Millis;
+use crate::units::Millis;
 
 /// What `service ls|ps|inspect` and `node ps` show: the services, their tasks, and the
 /// nodes' hostnames.

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Milliseconds since the Unix epoch: how the store records time (decided by the proposer
+/// of a command, so every replica applies the same value).
+pub type Millis = u64;
+
 /// Why a unit value could not be read; the message says what form is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use serde::Serialize;
 use swarm_api::spec::{ServiceMode, ServiceSpec, UpdatePolicy};
 use swarm_api::state::Object;
-use swarm_api::store::Millis;
 use swarm_api::task::{DesiredState, ServicesView, TaskState};
+use swarm_api::units::Millis;
 
 /// The services as a JSON array, each object with its update status when it has one.
 pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_json::Result<String> {

@@ -16,8 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use swarm_api::rollout::UpdateStatus;
 use swarm_api::spec::{RestartCondition, RestartPolicy, ServiceSpec};
 use swarm_api::state::Object;
-use swarm_api::store::{Millis, Node, NodeStatus, StoreData, TaskChange};
+use swarm_api::store::{Node, NodeStatus, StoreData, TaskChange};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
+use swarm_api::units::Millis;
 
 /// Tasks kept per slot (or per node, for global services), the live one included, as
 /// Docker's default task history retention limit.
