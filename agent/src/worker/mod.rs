@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::store::TaskStatusUpdate;
-use swarm_api::task::{DesiredState, Task, TaskStatus};
+use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::exec::Runtime;
@@ -210,6 +210,35 @@ impl Worker {
             }
         }
     }
+}
+
+/// What a node whose worker cannot start answers to its assignments, so that no task waits
+/// on it: a task that should run is rejected with `reason` (failed, if it had started before
+/// a daemon restart: what became of its container is unknown), one that should stop is shut
+/// down. Tasks already over get nothing.
+pub fn refuse(tasks: &[Task], reason: &str, now_ms: u64) -> Vec<TaskStatusUpdate> {
+    tasks
+        .iter()
+        .filter(|task| !task.status.state.is_terminal())
+        .map(|task| {
+            let (state, message) = match task.desired {
+                DesiredState::Shutdown => (TaskState::Shutdown, "shut down"),
+                DesiredState::Running if task.status.state < TaskState::Starting => {
+                    (TaskState::Rejected, "rejected")
+                }
+                DesiredState::Running => (TaskState::Failed, "failed"),
+            };
+            let mut status = TaskStatus::new(state, now_ms);
+            status.message = message.to_owned();
+            if task.desired == DesiredState::Running {
+                status.error = Some(format!("worker not running: {reason}"));
+            }
+            TaskStatusUpdate {
+                id: task.id.clone(),
+                status,
+            }
+        })
+        .collect()
 }
 
 /// How a task's controller begins.
@@ -466,5 +495,65 @@ impl Shared {
                 tracing::warn!(%error, "cannot detach the task network");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::spec::TaskSpec;
+
+    fn task(id: &str, desired: DesiredState, state: TaskState) -> Task {
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "container": {
+                "image": "busybox", "env": {}, "labels": {}, "stop_grace_period": "10s",
+                "mounts": [], "configs": [], "secrets": [],
+            },
+            "resources": { "limits": {}, "reservations": {} },
+            "restart": { "condition": "any", "delay": "5s", "max_attempts": 0, "window": "0s" },
+            "placement": { "constraints": [], "preferences": [], "max_replicas_per_node": 0 },
+            "networks": [],
+        }))
+        .expect("a task spec");
+        Task {
+            id: id.to_owned(),
+            service_id: "s".to_owned(),
+            service_name: "web".to_owned(),
+            slot: Some(1),
+            node_id: Some("n".to_owned()),
+            spec,
+            desired,
+            status: TaskStatus::new(state, 1),
+            created_at: 1,
+            started_at: None,
+        }
+    }
+
+    #[test]
+    fn a_node_without_a_worker_refuses_its_tasks_with_the_reason() {
+        use DesiredState as D;
+        use TaskState::*;
+        let tasks = [
+            task("new", D::Running, Assigned),
+            task("stopped", D::Shutdown, Assigned),
+            task("was-running", D::Running, Running),
+            task("over", D::Running, Failed),
+        ];
+        let answers: Vec<(String, TaskState, Option<String>)> = refuse(&tasks, "runc not found", 7)
+            .into_iter()
+            .map(|u| {
+                assert_eq!(u.status.since, 7);
+                (u.id, u.status.state, u.status.error)
+            })
+            .collect();
+        let error = Some("worker not running: runc not found".to_owned());
+        assert_eq!(
+            answers,
+            vec![
+                ("new".to_owned(), Rejected, error.clone()),
+                ("stopped".to_owned(), Shutdown, None),
+                ("was-running".to_owned(), Failed, error),
+            ]
+        );
     }
 }
