@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use swarm_agent::exec::{RuncConfig, RuncRuntime, Runtime};
 use swarm_agent::network::Ipv4Net;
-use swarm_agent::worker::{Worker, WorkerConfig};
+use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
 use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_client::DispatcherClient;
 use swarm_api::grpc::dispatcher::{AssignmentsRequest, ReportTaskStatusRequest};
@@ -172,9 +172,8 @@ async fn try_start(daemon: &Daemon, state: &NodeState) -> Result<Started, String
         run_dir: daemon.config.run_dir.join(&state.node_id),
     };
     let runtime = Arc::new(runc.clone()) as Arc<dyn Runtime>;
-    let (worker, reports) = Worker::start(config, runtime)
-        .await
-        .map_err(|e| e.to_string())?;
+    let io = WorkerIo::host(runtime, &config).map_err(|e| e.to_string())?;
+    let (worker, reports) = Worker::start(config, io).await.map_err(|e| e.to_string())?;
     Ok(Started {
         worker,
         reports,

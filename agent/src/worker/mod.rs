@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::exec::Runtime;
 use crate::exec::lifecycle::{Action, Event, Lifecycle};
-use crate::image::{ImageStore, PullOptions, TaskRootfs};
-use crate::network::{NodeNetwork, NodeNetworkConfig};
+use crate::image::{ImageSource, ImageStore, PullOptions};
+use crate::network::{HostNetworking, Networking, NodeNetworkConfig, TaskNetworks};
 
 pub use container::Prepared;
 
@@ -39,6 +39,28 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// The node's run dir (emptied by a reboot, as the namespaces are): `netns/`.
     pub run_dir: PathBuf,
+}
+
+/// What a worker does its IO through: containers, images, task networks. `host` gives
+/// the real ones; a simulation gives `FakeRuntime`, `FakeImages` and `FakeNetworking`.
+#[derive(Clone)]
+pub struct WorkerIo {
+    pub runtime: Arc<dyn Runtime>,
+    pub images: Arc<dyn ImageSource>,
+    pub networking: Arc<dyn Networking>,
+}
+
+impl WorkerIo {
+    /// The node's own: `runtime`, the image store under `DATA_DIR/images`, and the host's
+    /// task networks.
+    pub fn host(runtime: Arc<dyn Runtime>, config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
+        Ok(WorkerIo {
+            runtime,
+            images: Arc::new(images),
+            networking: Arc::new(HostNetworking),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +86,10 @@ struct Controller {
 struct Shared {
     config: WorkerConfig,
     runtime: Arc<dyn Runtime>,
-    images: ImageStore,
+    images: Arc<dyn ImageSource>,
+    networking: Arc<dyn Networking>,
     /// Set up at the first assignment that names the node's subnet.
-    network: Mutex<Option<Arc<NodeNetwork>>>,
+    network: Mutex<Option<Arc<dyn TaskNetworks>>>,
     /// The controllers of the tasks this worker runs, by task id.
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
@@ -87,15 +110,15 @@ impl Worker {
     /// A worker, and where its status reports come out.
     pub async fn start(
         config: WorkerConfig,
-        runtime: Arc<dyn Runtime>,
+        io: WorkerIo,
     ) -> Result<(Worker, mpsc::UnboundedReceiver<TaskStatusUpdate>), WorkerError> {
-        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
-        let found = runtime.list().await?.into_iter().map(|c| c.id).collect();
+        let found = io.runtime.list().await?.into_iter().map(|c| c.id).collect();
         let (reports, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            runtime,
-            images,
+            runtime: io.runtime,
+            images: io.images,
+            networking: io.networking,
             network: Mutex::new(None),
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
@@ -203,11 +226,10 @@ impl Worker {
             tracing::warn!("some tasks did not stop in time; leaving anyway");
         }
         let network = self.shared.network.lock().expect("not poisoned").take();
-        if let Some(network) = network {
-            let torn = tokio::task::spawn_blocking(move || network.teardown()).await;
-            if let Ok(Err(error)) = torn {
-                tracing::warn!(%error, "cannot tear the node's network down");
-            }
+        if let Some(network) = network
+            && let Err(error) = network.teardown().await
+        {
+            tracing::warn!(%error, "cannot tear the node's network down");
         }
     }
 }
@@ -265,7 +287,7 @@ fn now_ms() -> u64 {
 
 impl Shared {
     /// The node's network, set up on first use.
-    async fn ensure_network(&self) -> Result<Arc<NodeNetwork>, String> {
+    async fn ensure_network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
@@ -277,17 +299,18 @@ impl Shared {
             subnet,
             netns_dir: self.config.run_dir.join("netns"),
         };
-        let network = tokio::task::spawn_blocking(move || NodeNetwork::setup(config))
+        let network = self
+            .networking
+            .setup(config)
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot set up the node's task network: {e}"))?;
         let mut slot = self.network.lock().expect("not poisoned");
         // Two tasks may have set it up at once: the first one kept wins (setup is
         // idempotent, so both made the same bridge).
-        Ok(slot.get_or_insert_with(|| Arc::new(network)).clone())
+        Ok(slot.get_or_insert(network).clone())
     }
 
-    fn network(&self) -> Result<Arc<NodeNetwork>, String> {
+    fn network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
         self.network
             .lock()
             .expect("not poisoned")
@@ -303,9 +326,7 @@ impl Shared {
             return;
         };
         let owned: HashSet<String> = assigned.iter().map(|s| s.to_string()).collect();
-        let swept =
-            tokio::task::spawn_blocking(move || network.sweep(|id| owned.contains(id))).await;
-        if let Ok(Err(error)) = swept {
+        if let Err(error) = network.sweep(owned).await {
             tracing::warn!(%error, "cannot sweep task networks");
         }
     }
@@ -313,14 +334,12 @@ impl Shared {
     /// Takes back the network of a container found running; returns its address.
     async fn adopt_network(&self, id: &str) -> Option<Ipv4Addr> {
         let network = self.network().ok()?;
-        let task = id.to_owned();
-        match tokio::task::spawn_blocking(move || network.adopt(&task)).await {
-            Ok(Ok(adopted)) => Some(adopted.address.addr()),
-            Ok(Err(error)) => {
+        match network.adopt(id).await {
+            Ok(adopted) => Some(adopted.address.addr()),
+            Err(error) => {
                 tracing::warn!(task = %id, %error, "cannot adopt the task's network");
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -484,16 +503,15 @@ impl Shared {
             tracing::warn!(task = %id, %error, "cannot delete the container");
         }
         let dir = self.task_dir(&id);
-        if let Err(error) = TaskRootfs::at(&dir.join("fs")).release() {
+        if let Err(error) = self.images.release_rootfs(&dir.join("fs")) {
             tracing::warn!(task = %id, %error, "cannot release the root filesystem");
         }
         let _ = std::fs::remove_dir_all(dir.join("etc"));
         let _ = std::fs::remove_file(container::recorded_image_path(&dir));
-        if let Ok(network) = self.network() {
-            let detached = tokio::task::spawn_blocking(move || network.detach(&id)).await;
-            if let Ok(Err(error)) = detached {
-                tracing::warn!(%error, "cannot detach the task network");
-            }
+        if let Ok(network) = self.network()
+            && let Err(error) = network.detach(&id).await
+        {
+            tracing::warn!(%error, "cannot detach the task network");
         }
     }
 }
@@ -527,6 +545,73 @@ mod tests {
             created_at: 1,
             started_at: None,
         }
+    }
+
+    /// The worker over the fakes: a task assigned runs (pulled, attached, started) and is
+    /// reported so; shut down, it stops and its container, network and rootfs go.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_on_fakes_runs_and_stops_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = crate::exec::FakeRuntime::default();
+        let images = Arc::new(crate::image::FakeImages::new(Duration::from_millis(300)));
+        let networking = crate::network::FakeNetworking::default();
+        let config = WorkerConfig {
+            node_id: "n1".to_owned(),
+            node_hostname: "host1".to_owned(),
+            data_dir: dir.path().join("data"),
+            run_dir: dir.path().join("run"),
+        };
+        let io = WorkerIo {
+            runtime: Arc::new(runtime.clone()),
+            images: images.clone(),
+            networking: Arc::new(networking.clone()),
+        };
+        let (worker, mut reports) = Worker::start(config, io).await.unwrap();
+        let subnet = Some("10.1.0.0/24".parse().unwrap());
+        let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
+        worker
+            .assign(vec![task.clone()], subnet, BTreeMap::new())
+            .await;
+        let mut states = Vec::new();
+        while states.last() != Some(&TaskState::Running) {
+            let update = reports.recv().await.unwrap();
+            assert_eq!(update.id, "t1");
+            states.push(update.status.state);
+            if update.status.state == TaskState::Running {
+                assert_eq!(update.status.address, Some("10.1.0.2".parse().unwrap()));
+            }
+        }
+        assert_eq!(
+            states,
+            [
+                TaskState::Preparing,
+                TaskState::Starting,
+                TaskState::Running
+            ]
+        );
+        assert_eq!(runtime.started(), ["t1"]);
+        assert_eq!(images.pulls(), ["busybox"]);
+        assert_eq!(
+            networking.attached(),
+            std::collections::BTreeSet::from(["t1".to_owned()])
+        );
+
+        task.desired = DesiredState::Shutdown;
+        worker.assign(vec![task], subnet, BTreeMap::new()).await;
+        let mut update = reports.recv().await.unwrap();
+        // "stopping", still running, then shut down.
+        while update.status.state == TaskState::Running {
+            update = reports.recv().await.unwrap();
+        }
+        assert_eq!(update.status.state, TaskState::Shutdown);
+        // The clean-up follows the report.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(networking.attached().is_empty());
+        assert!(
+            runtime.state("t1").await.is_err(),
+            "the container is deleted"
+        );
+        assert!(!dir.path().join("data/tasks/t1/fs").exists());
     }
 
     #[test]
