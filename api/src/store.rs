@@ -208,6 +208,20 @@ pub struct Node {
     /// node was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<ipnet::Ipv4Net>,
+    /// Why the node's worker cannot run tasks (no runc, say), as its heartbeats last said;
+    /// `None` while it can. The scheduler places nothing on such a node; `node ls` and
+    /// `node inspect` show it as the node's status message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_error: Option<String>,
+}
+
+impl Node {
+    /// The node's status message (Docker's `Status.Message`): what keeps a node that
+    /// answers from running tasks.
+    pub fn status_message(&self) -> Option<String> {
+        let error = self.worker_error.as_ref()?;
+        Some(format!("worker not running: {error}"))
+    }
 }
 
 /// A node's platform and resources, as it reports them.
@@ -236,6 +250,10 @@ pub struct NodeUpdate {
 pub struct NodeStatusChange {
     pub id: String,
     pub status: NodeStatus,
+    /// The node's worker error as last heard (see `Node::worker_error`); replaces the
+    /// node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_error: Option<String>,
 }
 
 /// What applying a command did, for the proposer's client.

@@ -335,6 +335,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                             "status": node.status,
                             "availability": node.availability,
                             "manager_status": node.manager_status,
+                            "message": node.message,
                             "self": node.is_self,
                         })
                     })
@@ -342,7 +343,10 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                 println!("{}", serde_json::to_string_pretty(&listed)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<[String; 5]> = nodes
+            // Docker's columns, and a MESSAGE column when some node has something wrong
+            // that its status does not say (a worker that is not running).
+            let with_message = nodes.iter().any(|node| !node.message.is_empty());
+            let rows: Vec<[String; 6]> = nodes
                 .into_iter()
                 .map(|node| {
                     let id = if node.is_self {
@@ -356,16 +360,30 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                         capitalise(&node.status),
                         capitalise(&node.availability),
                         capitalise(&node.manager_status),
+                        node.message,
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
-                    &rows
-                )
-            );
+            let header = [
+                "ID",
+                "HOSTNAME",
+                "STATUS",
+                "AVAILABILITY",
+                "MANAGER STATUS",
+                "MESSAGE",
+            ];
+            if with_message {
+                print!("{}", table(header, &rows));
+            } else {
+                let rows: Vec<[String; 5]> = rows
+                    .into_iter()
+                    .map(|[id, host, status, availability, manager, _]| {
+                        [id, host, status, availability, manager]
+                    })
+                    .collect();
+                let header = [header[0], header[1], header[2], header[3], header[4]];
+                print!("{}", table(header, &rows));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -421,6 +439,9 @@ fn pretty_node(node: &serde_json::Value) -> String {
         " State:\t\t\t{}\n",
         capitalise(&text(&node["Status"]["State"]))
     );
+    if let Some(message) = node["Status"]["Message"].as_str() {
+        out += &format!(" Message:\t\t{message}\n");
+    }
     out += &format!(
         " Availability:\t\t{}\n",
         capitalise(&text(&node["Spec"]["Availability"]))

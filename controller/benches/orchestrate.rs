@@ -111,6 +111,7 @@ fn node(n: usize) -> Node {
             memory_bytes: 256 << 30,
         },
         subnet: None,
+        worker_error: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn nodes() -> Vec<Candidate> {
                     nano_cpus: 64_000_000_000,
                     memory_bytes: 256 << 30,
                 }),
+                worker_error: None,
             }
         })
         .collect()

@@ -2,12 +2,14 @@
 //! the dispatcher's assignment stream from any manager, and its status reports sent back in
 //! batches. A manager that goes away is replaced by the next one known.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use swarm_agent::exec::{RuncConfig, RuncRuntime, Runtime};
 use swarm_agent::network::Ipv4Net;
-use swarm_agent::worker::{Worker, WorkerConfig};
+use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
+use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_client::DispatcherClient;
 use swarm_api::grpc::dispatcher::{AssignmentsRequest, ReportTaskStatusRequest};
 use swarm_api::store::{NodeState, TaskStatusUpdate};
@@ -15,7 +17,7 @@ use swarm_api::task::Task;
 use tokio::sync::{mpsc, watch};
 
 use super::session::{candidates, manager_channel};
-use super::{Daemon, logs};
+use super::{Daemon, logs, millis};
 
 /// How long to wait before trying the next manager.
 const RETRY: Duration = Duration::from_millis(500);
@@ -25,18 +27,41 @@ const BATCH: usize = 512;
 /// How long the tasks of a leaving node have to stop.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The first wait before trying to start a worker again; it doubles at each failure, up to
+/// `START_RETRY_MAX`: installing runc heals a node within that, with no daemon restart.
+const START_RETRY: Duration = Duration::from_secs(1);
+const START_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Names the runc program a node runs (a path, or a name looked up in `PATH`); `runc` by
+/// default.
+const RUNC_VARIABLE: &str = "SWARM_RUNC";
+
 /// A member's agent: dropping the handle ends it and leaves the containers running (a
 /// daemon that stops); `leave` stops its tasks first (a node that leaves its cluster).
 pub(super) struct AgentHandle {
     leave: watch::Sender<bool>,
+    worker_error: watch::Receiver<Option<String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl AgentHandle {
     pub(super) fn spawn(daemon: Arc<Daemon>, state: NodeState) -> Self {
         let (leave, leaving) = watch::channel(false);
-        let task = tokio::spawn(run(daemon, state, leaving));
-        AgentHandle { leave, task }
+        let (worker_state, worker_error) = watch::channel(None);
+        let task = tokio::spawn(run(daemon, state, leaving, worker_state));
+        AgentHandle {
+            leave,
+            worker_error,
+            task,
+        }
+    }
+
+    /// Why this node's worker cannot run tasks, `None` while it runs (or is starting); the
+    /// receiver sees each change from now on.
+    pub(super) fn worker_error(&self) -> watch::Receiver<Option<String>> {
+        let mut receiver = self.worker_error.clone();
+        receiver.mark_unchanged();
+        receiver
     }
 
     pub(super) async fn leave(self) {
@@ -50,31 +75,39 @@ impl AgentHandle {
     }
 }
 
-/// Runs until the handle says leave (then stops every task) or is dropped. Without runc,
-/// the node runs no task (and says so).
-async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver<bool>) {
-    let data_dir = daemon.config.data_dir.clone();
-    let runc = match RuncRuntime::new(RuncConfig::new(&state.node_id, &data_dir)) {
-        Ok(runc) => runc,
-        Err(error) => {
-            tracing::error!(%error, "this node cannot run containers");
-            return;
-        }
+/// A node's running worker, and what it needs to leave.
+struct Started {
+    worker: Worker,
+    reports: mpsc::UnboundedReceiver<TaskStatusUpdate>,
+    runc: RuncRuntime,
+}
+
+/// Runs until the handle says leave (then stops every task) or is dropped. Until its worker
+/// starts (no runc), the node refuses its tasks with the reason, which its heartbeats carry
+/// to the managers, and tries again.
+async fn run(
+    daemon: Arc<Daemon>,
+    state: NodeState,
+    mut leaving: watch::Receiver<bool>,
+    worker_error: watch::Sender<Option<String>>,
+) {
+    let (refusals, refused) = mpsc::unbounded_channel();
+    let refusing = Refusing {
+        reason: worker_error.subscribe(),
+        reports: refusals,
     };
-    let config = WorkerConfig {
-        node_id: state.node_id.clone(),
-        node_hostname: daemon.config.hostname.clone(),
-        data_dir,
-        run_dir: daemon.config.run_dir.join(&state.node_id),
+    let started = tokio::select! {
+        started = start(&daemon, &state, &worker_error) => started,
+        // A node whose worker never started has nothing to stop.
+        _ = leaving.changed() => return,
+        _ = assignments(&daemon, &refusing) => return,
+        _ = report(&daemon, refused) => return,
     };
-    let runtime = Arc::new(runc.clone()) as Arc<dyn Runtime>;
-    let (worker, reports) = match Worker::start(config, runtime).await {
-        Ok(started) => started,
-        Err(error) => {
-            tracing::error!(%error, "cannot start this node's worker");
-            return;
-        }
-    };
+    let Started {
+        worker,
+        reports,
+        runc,
+    } = started;
     tokio::select! {
         changed = leaving.changed() => {
             if changed.is_ok() {
@@ -91,6 +124,108 @@ async fn run(daemon: Arc<Daemon>, state: NodeState, mut leaving: watch::Receiver
     }
 }
 
+/// Starts the node's worker, trying again (with a growing wait) until it starts; meanwhile
+/// `worker_error` says why it cannot.
+async fn start(
+    daemon: &Daemon,
+    state: &NodeState,
+    worker_error: &watch::Sender<Option<String>>,
+) -> Started {
+    let mut wait = START_RETRY;
+    loop {
+        match try_start(daemon, state).await {
+            Ok(started) => {
+                if worker_error.send_replace(None).is_some() {
+                    tracing::info!("this node's worker started: it runs tasks again");
+                }
+                return started;
+            }
+            Err(error) => {
+                let first = worker_error.borrow().as_ref() != Some(&error);
+                if first {
+                    tracing::error!(
+                        %error,
+                        "cannot start this node's worker (is runc installed?): its tasks are refused; trying again every {}s at most",
+                        START_RETRY_MAX.as_secs()
+                    );
+                }
+                worker_error.send_replace(Some(error));
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(START_RETRY_MAX);
+    }
+}
+
+async fn try_start(daemon: &Daemon, state: &NodeState) -> Result<Started, String> {
+    let data_dir = daemon.config.data_dir.clone();
+    let mut runc_config = RuncConfig::new(&state.node_id, &data_dir);
+    if let Some(runc) = std::env::var_os(RUNC_VARIABLE) {
+        runc_config.runc = runc.into();
+    }
+    runc_config.installed_runc().map_err(|e| e.to_string())?;
+    let runc = RuncRuntime::new(runc_config).map_err(|e| e.to_string())?;
+    let config = WorkerConfig {
+        node_id: state.node_id.clone(),
+        node_hostname: daemon.config.hostname.clone(),
+        data_dir,
+        run_dir: daemon.config.run_dir.join(&state.node_id),
+    };
+    let runtime = Arc::new(runc.clone()) as Arc<dyn Runtime>;
+    let io = WorkerIo::host(runtime, &config).map_err(|e| e.to_string())?;
+    let (worker, reports) = Worker::start(config, io).await.map_err(|e| e.to_string())?;
+    Ok(Started {
+        worker,
+        reports,
+        runc,
+    })
+}
+
+/// What takes a node's assignment sets: its worker, or while it has none, a refusal.
+trait Assignee {
+    async fn assign(
+        &self,
+        tasks: Vec<Task>,
+        subnet: Option<Ipv4Net>,
+        registry_auth: BTreeMap<String, RegistryAuth>,
+    );
+}
+
+impl Assignee for Worker {
+    async fn assign(
+        &self,
+        tasks: Vec<Task>,
+        subnet: Option<Ipv4Net>,
+        registry_auth: BTreeMap<String, RegistryAuth>,
+    ) {
+        Worker::assign(self, tasks, subnet, registry_auth).await;
+    }
+}
+
+/// A node whose worker has not started: every task it is given is refused with the reason.
+struct Refusing {
+    reason: watch::Receiver<Option<String>>,
+    reports: mpsc::UnboundedSender<TaskStatusUpdate>,
+}
+
+impl Assignee for Refusing {
+    async fn assign(
+        &self,
+        tasks: Vec<Task>,
+        _: Option<Ipv4Net>,
+        _: BTreeMap<String, RegistryAuth>,
+    ) {
+        let reason = self.reason.borrow().clone();
+        // Not known yet (the first start is under way): the next set will tell.
+        let Some(reason) = reason else {
+            return;
+        };
+        for update in swarm_agent::worker::refuse(&tasks, &reason, millis(SystemTime::now())) {
+            let _ = self.reports.send(update);
+        }
+    }
+}
+
 /// The managers to try, in turn, with this node's credentials.
 async fn managers(
     daemon: &Daemon,
@@ -101,7 +236,7 @@ async fn managers(
 }
 
 /// Keeps an assignment stream open to some manager and hands each set to the worker.
-async fn assignments(daemon: &Daemon, worker: &Worker) {
+async fn assignments(daemon: &Daemon, worker: &impl Assignee) {
     let mut turn = 0usize;
     loop {
         if let Some((managers, credentials)) = managers(daemon).await {
@@ -125,7 +260,7 @@ async fn assignments(daemon: &Daemon, worker: &Worker) {
 /// Hands each assignment set of an open stream to the worker, until the stream ends.
 async fn follow_assignments(
     client: &mut DispatcherClient<tonic::transport::Channel>,
-    worker: &Worker,
+    worker: &impl Assignee,
     address: &str,
 ) {
     let mut stream = match client.assignments(AssignmentsRequest {}).await {

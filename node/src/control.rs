@@ -192,6 +192,7 @@ impl Daemon {
                 raft_id: Some(1),
                 description: describe_machine(),
                 subnet: None,
+                worker_error: None,
             }),
         ];
         for command in commands {
@@ -464,6 +465,7 @@ impl Control for ControlApi {
             .into_iter()
             .map(|node| pb::Node {
                 is_self: node.id == state.node_id,
+                message: node.status_message().unwrap_or_default(),
                 manager_status: manager_status(&node, status.leader).to_owned(),
                 id: node.id,
                 hostname: node.hostname,
@@ -539,7 +541,8 @@ impl Control for ControlApi {
         let id = resolve_node(&raft, request.into_inner().node, &state).await?;
         let node = read_node(&raft, &id).await?;
         let leader = raft.status().await.map_err(raft_status)?.leader;
-        let json = serde_json::json!({
+        let message = node.status_message();
+        let mut json = serde_json::json!({
             "ID": node.id,
             "Self": node.id == state.node_id,
             "Spec": {
@@ -560,6 +563,10 @@ impl Control for ControlApi {
                 "RaftID": raft_id,
             })),
         });
+        // As Docker's: there only when there is something to say.
+        if let Some(message) = message {
+            json["Status"]["Message"] = message.into();
+        }
         let json = serde_json::to_string_pretty(&json).expect("json serialises");
         Ok(Response::new(InspectNodeResponse { json }))
     }

@@ -33,8 +33,15 @@ use swarm_controller::tls::peer_identity;
 /// registry credentials.
 type Assigned = (Vec<Task>, String, BTreeMap<String, RegistryAuth>);
 
-/// When each node was last heard from, on this manager while it leads.
-pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Instant>>>;
+/// What each node last said, on this manager while it leads.
+pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Heard>>>;
+
+/// A node's last heartbeat: when, and why its worker cannot run tasks (`None`: it can).
+#[derive(Debug, Clone)]
+pub struct Heard {
+    at: Instant,
+    worker_error: Option<String>,
+}
 
 /// Set on the refusal of a removed node's certificate, so that the node leaves by itself.
 pub const REMOVED_HEADER: &str = "swarm-node-removed";
@@ -195,6 +202,7 @@ impl Dispatcher for DispatcherApi {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let identity = peer_identity(&request, &self.cluster_id)?;
+        let worker_error = Some(request.into_inner().worker_error).filter(|e| !e.is_empty());
         let status = self.raft.status().await.map_err(raft_status)?;
         let node_id = identity.node_id.clone();
         let caller = self
@@ -240,10 +248,13 @@ impl Dispatcher for DispatcherApi {
             }));
         }
         let node = caller.node.ok_or_else(|| unknown(&identity.node_id))?;
-        self.heartbeats
-            .lock()
-            .expect("not poisoned")
-            .insert(identity.node_id, Instant::now());
+        self.heartbeats.lock().expect("not poisoned").insert(
+            identity.node_id,
+            Heard {
+                at: Instant::now(),
+                worker_error,
+            },
+        );
         Ok(Response::new(HeartbeatResponse {
             accepted: true,
             leader_addr: caller.leader_addr,
@@ -357,8 +368,9 @@ fn registry_auth_of<'a>(
 }
 
 /// While this manager leads: marks Down the nodes not heard from for the cluster's number of
-/// missed periods, and Ready those heard from again, in one proposal per tick. A new leader
-/// gives every node a full grace period before judging it.
+/// missed periods, and Ready those heard from again, and records what their workers said, in
+/// one proposal per tick. A new leader gives every node a full grace period before judging
+/// it.
 pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Heartbeats) {
     let mut leading_since: Option<Instant> = None;
     loop {
@@ -374,10 +386,10 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         let Ok((cluster, nodes)) = raft
             .local_read(|store: &Store| {
                 let data = store.data();
-                let nodes: Vec<(String, NodeStatus)> = data
+                let nodes: Vec<(String, NodeStatus, Option<String>)> = data
                     .nodes
                     .values()
-                    .map(|n| (n.id.clone(), n.status))
+                    .map(|n| (n.id.clone(), n.status, n.worker_error.clone()))
                     .collect();
                 (data.cluster.clone(), nodes)
             })
@@ -394,19 +406,27 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         let now = Instant::now();
         let changes: Vec<NodeStatusChange> = {
             let mut seen = heartbeats.lock().expect("not poisoned");
-            seen.retain(|id, _| nodes.iter().any(|(node, _)| node == id));
+            seen.retain(|id, _| nodes.iter().any(|(node, _, _)| node == id));
             nodes
                 .into_iter()
-                .filter_map(|(id, current)| {
-                    let heard = seen.get(&id).filter(|at| **at >= since);
+                .filter_map(|(id, current, current_error)| {
+                    let heard = seen.get(&id).filter(|heard| heard.at >= since);
                     let wanted = match heard {
-                        Some(at) if now.duration_since(*at) < grace => NodeStatus::Ready,
+                        Some(heard) if now.duration_since(heard.at) < grace => NodeStatus::Ready,
                         Some(_) => NodeStatus::Down,
                         // Not heard from since this manager leads: judged after the grace.
                         None if now.duration_since(since) < grace => current,
                         None => NodeStatus::Down,
                     };
-                    (wanted != current).then_some(NodeStatusChange { id, status: wanted })
+                    let worker_error =
+                        heard.map_or(current_error.clone(), |heard| heard.worker_error.clone());
+                    (wanted != current || worker_error != current_error).then_some(
+                        NodeStatusChange {
+                            id,
+                            status: wanted,
+                            worker_error,
+                        },
+                    )
                 })
                 .collect()
         };
@@ -414,7 +434,7 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
             continue;
         }
         for change in &changes {
-            tracing::info!(node = %change.id, status = ?change.status, "node status");
+            tracing::info!(node = %change.id, status = ?change.status, worker_error = ?change.worker_error, "node status");
         }
         let command = Command::NodeStatuses {
             at: millis(SystemTime::now()),

@@ -109,6 +109,7 @@ impl Join for JoinApi {
                 memory_bytes: request.memory_bytes,
             },
             subnet: None,
+            worker_error: None,
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.

@@ -25,19 +25,23 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a certificate request may take (promotion waits for a Raft conf change).
 const RENEW_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs until `stop`'s sender is dropped (the node left, or the daemon stops).
+/// Runs until `stop`'s sender is dropped (the node left, or the daemon stops). A change of
+/// the worker's state is sent at once, without waiting for the period.
 pub(super) async fn run(daemon: Arc<Daemon>, mut stop: watch::Receiver<()>) {
     let mut session = Session::default();
     loop {
-        let Some((state, credentials)) = daemon.session_view().await else {
+        let Some((state, credentials, mut worker_error)) = daemon.session_view_with_worker().await
+        else {
             return;
         };
-        if session.beat(&daemon, &state, &credentials).await == Beat::Removed {
+        let error = worker_error.borrow_and_update().clone();
+        if session.beat(&daemon, &state, &credentials, error).await == Beat::Removed {
             return;
         }
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(session.period) => {}
+            _ = worker_error.changed() => {}
         }
     }
 }
@@ -90,6 +94,7 @@ impl Session {
         daemon: &Arc<Daemon>,
         state: &NodeState,
         credentials: &NodeCredentials,
+        worker_error: Option<String>,
     ) -> Beat {
         let candidates = candidates(state);
         if candidates.is_empty() {
@@ -103,7 +108,9 @@ impl Session {
         for _ in 0..candidates.len() + 2 {
             let channel = self.channel(&address, credentials);
             let mut client = DispatcherClient::new(channel.clone());
-            let call = client.heartbeat(HeartbeatRequest {});
+            let call = client.heartbeat(HeartbeatRequest {
+                worker_error: worker_error.clone().unwrap_or_default(),
+            });
             match tokio::time::timeout(HEARTBEAT_TIMEOUT, call).await {
                 Ok(Ok(response)) => {
                     let response = response.into_inner();
@@ -214,6 +221,18 @@ impl Daemon {
                 None
             }
         }
+    }
+
+    /// The session's view, and what the node's worker says of itself.
+    async fn session_view_with_worker(
+        &self,
+    ) -> Option<(NodeState, NodeCredentials, watch::Receiver<Option<String>>)> {
+        let worker_error = match &*self.membership.lock().await {
+            Membership::Member(member) => member.agent.worker_error(),
+            Membership::Outside => return None,
+        };
+        let (state, credentials) = self.session_view().await?;
+        Some((state, credentials, worker_error))
     }
 
     /// Keeps the managers' addresses, on disk too, so that a restarted worker finds its

@@ -63,6 +63,12 @@ impl RuncConfig {
             log_check_interval: Duration::from_secs(1),
         }
     }
+
+    /// Where the runc program is; a node without runc learns it here in those words, rather
+    /// than as a spawn error at its first container.
+    pub fn installed_runc(&self) -> Result<PathBuf, RuntimeError> {
+        find_program(&self.runc)
+    }
 }
 
 /// Drives containers with runc. Cheap to clone; clones share their containers.
@@ -92,6 +98,28 @@ impl Drop for Tracked {
             task.abort();
         }
     }
+}
+
+/// Where `program` is: itself when it names a path, else the first executable of that name
+/// in `PATH` (as `Command` looks it up).
+pub(crate) fn find_program(program: &Path) -> Result<PathBuf, RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let bare = program.components().count() == 1 && !program.has_root();
+    let found = if bare {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| executable(candidate))
+    } else {
+        Some(program.to_path_buf()).filter(|path| executable(path))
+    };
+    found.ok_or_else(|| RuntimeError::ProgramNotFound {
+        program: program.to_path_buf(),
+        searched_path: bare,
+    })
 }
 
 /// A container as `runc state` and `runc list` print it.
@@ -867,6 +895,27 @@ impl Runtime for RuncRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runc_is_found_by_path_or_in_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RuncConfig::new("n1", dir.path());
+        config.runc = dir.path().join("runc");
+        let error = config.installed_runc().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{} not found", config.runc.display())
+        );
+        fs::write(&config.runc, "#!/bin/sh\n").unwrap();
+        assert!(config.installed_runc().is_err(), "not executable");
+        fs::set_permissions(&config.runc, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(config.installed_runc().unwrap(), config.runc);
+
+        let error = find_program(Path::new("no-such-runc-anywhere")).unwrap_err();
+        assert_eq!(error.to_string(), "no-such-runc-anywhere not found in PATH");
+        assert!(find_program(Path::new("sh")).is_ok());
+    }
 
     #[tokio::test]
     async fn a_missing_runc_is_named_and_leaves_no_bundle() {

@@ -218,6 +218,12 @@ pub enum RuntimeError {
     },
     #[error("the runtime cannot start: {detail}")]
     Setup { detail: String },
+    /// The runtime's program is not installed: `runc not found in PATH`.
+    #[error("{program} not found{}", if *.searched_path { " in PATH" } else { "" })]
+    ProgramNotFound {
+        program: PathBuf,
+        searched_path: bool,
+    },
     #[error("{detail} (container {id})")]
     Scripted { id: String, detail: String },
 }

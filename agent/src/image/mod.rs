@@ -11,9 +11,13 @@
 //! `ImageStore::pull` ties them together: resolve the reference (a tag costs one HEAD
 //! request, a digest none when the image is stored), fetch what is missing with every blob
 //! verified against its digest, unpack, and share one pull among concurrent callers.
+//!
+//! The worker sees images through [`ImageSource`]: `ImageStore` is the real one, and
+//! `FakeImages` (`fake`) plays one in memory for simulations.
 
 mod config;
 mod error;
+mod fake;
 mod manifest;
 mod reference;
 mod registry;
@@ -30,6 +34,7 @@ use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 
 pub use config::{Healthcheck, ImageConfig};
 pub use error::ImageError;
+pub use fake::FakeImages;
 pub use reference::{DEFAULT_REGISTRY, ImageRef};
 pub use rootfs::TaskRootfs;
 pub use store::GcReport;
@@ -75,6 +80,75 @@ pub struct Image {
     /// The unpacked, read-only root filesystem: the lower directory of task overlays.
     pub rootfs: PathBuf,
     pub config: ImageConfig,
+}
+
+/// What a worker needs of images: a task's image pulled (or found stored, after a
+/// restart), its root filesystem made and released, and unused images collected. The
+/// boundary between the worker and registries and disks: `ImageStore` is the real one,
+/// `FakeImages` the in-memory one of simulations.
+#[async_trait::async_trait]
+pub trait ImageSource: Send + Sync {
+    /// The image `reference` names, pulled with `credentials` (by registry) if need be.
+    async fn pull_with(
+        &self,
+        reference: &str,
+        credentials: &HashMap<String, Credentials>,
+    ) -> Result<Image, ImageError>;
+
+    /// The stored image `reference` names by digest, with no network.
+    fn stored_image(&self, reference: &str) -> Result<Image, ImageError>;
+
+    /// The stored image with manifest digest `digest`, named by `reference`, with no
+    /// network.
+    fn stored_by_digest(&self, reference: &str, digest: &str) -> Result<Image, ImageError>;
+
+    /// The manifest digests of the stored images.
+    fn images(&self) -> Result<Vec<String>, ImageError>;
+
+    /// Removes the stored images whose digests are not in `in_use`.
+    async fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<GcReport, ImageError>;
+
+    /// Makes a task's root filesystem over `image` in the task's directory `dir`; returns
+    /// the path the container runs in.
+    fn mount_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError>;
+
+    /// Removes the root filesystem made in `dir`, if any; releasing twice is fine.
+    fn release_rootfs(&self, dir: &Path) -> Result<(), ImageError>;
+}
+
+#[async_trait::async_trait]
+impl ImageSource for ImageStore {
+    async fn pull_with(
+        &self,
+        reference: &str,
+        credentials: &HashMap<String, Credentials>,
+    ) -> Result<Image, ImageError> {
+        ImageStore::pull_with(self, reference, credentials).await
+    }
+
+    fn stored_image(&self, reference: &str) -> Result<Image, ImageError> {
+        ImageStore::stored_image(self, reference)
+    }
+
+    fn stored_by_digest(&self, reference: &str, digest: &str) -> Result<Image, ImageError> {
+        ImageStore::stored_by_digest(self, reference, digest)
+    }
+
+    fn images(&self) -> Result<Vec<String>, ImageError> {
+        ImageStore::images(self)
+    }
+
+    async fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<GcReport, ImageError> {
+        ImageStore::collect_garbage(self, in_use).await
+    }
+
+    fn mount_rootfs(&self, image: &Image, dir: &Path) -> Result<PathBuf, ImageError> {
+        Ok(TaskRootfs::mount(&image.rootfs, dir)?.merged())
+    }
+
+    fn release_rootfs(&self, dir: &Path) -> Result<(), ImageError> {
+        TaskRootfs::at(dir).release()
+    }
 }
 
 type SharedPull = Arc<OnceCell<Result<Image, ImageError>>>;

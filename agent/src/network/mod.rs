@@ -7,6 +7,9 @@
 //!   bridge; detach, and after a restart list/adopt/sweep.
 //! - `files`: /etc/hosts, /etc/resolv.conf and /etc/hostname for a task (pure, then
 //!   written into the task's directory).
+//! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
+//!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
+//!   simulations.
 //!
 //! Everything a node makes on the host is named from its node id (bridge, veths) or placed
 //! under its own namespace directory, so several nodes on one machine never collide.
@@ -16,17 +19,46 @@
 
 mod bridge;
 mod command;
+mod fake;
 mod files;
 mod ipam;
 mod task;
 
 pub use bridge::{Bridge, bridge_name};
+pub use fake::FakeNetworking;
 pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf};
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
-pub use task::{NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
+pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How a worker gets its node's task network, set up when a task first needs one (from the
+/// subnet the managers leased).
+#[async_trait::async_trait]
+pub trait Networking: Send + Sync {
+    /// Sets the node's task network up (idempotent: a restarted daemon finds it made).
+    async fn setup(&self, config: NodeNetworkConfig)
+    -> Result<Arc<dyn TaskNetworks>, NetworkError>;
+}
+
+/// A node's task network as the worker uses it: one network per task, and after a daemon
+/// restart, the adoption of those still in use and the sweep of the rest.
+#[async_trait::async_trait]
+pub trait TaskNetworks: Send + Sync {
+    /// Gives the task an address and a namespace to run in.
+    async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError>;
+    /// Removes the task's network and releases its address; idempotent.
+    async fn detach(&self, task_id: &str) -> Result<(), NetworkError>;
+    /// Takes over the task's network found after a restart, with its address.
+    async fn adopt(&self, task_id: &str) -> Result<TaskNetwork, NetworkError>;
+    /// Detaches the networks of every task not in `owned`; returns their ids.
+    async fn sweep(&self, owned: HashSet<String>) -> Result<Vec<String>, NetworkError>;
+    /// Removes everything the node made, for a node leaving.
+    async fn teardown(&self) -> Result<(), NetworkError>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {

@@ -13,13 +13,13 @@
 //! bridge and up, its other end named `eth0` inside the namespace), then the addresses and
 //! routes inside. No lease file: after a restart the address is read back from `eth0`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 
@@ -537,5 +537,61 @@ mod tests {
             );
             assert_eq!(parse_master(output).as_deref(), *master, "{output}");
         }
+    }
+}
+
+/// The real networking: a `NodeNetwork` on this host, its blocking calls run in
+/// `spawn_blocking`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostNetworking;
+
+#[async_trait::async_trait]
+impl super::Networking for HostNetworking {
+    async fn setup(
+        &self,
+        config: NodeNetworkConfig,
+    ) -> Result<Arc<dyn super::TaskNetworks>, NetworkError> {
+        let network = blocking(move || NodeNetwork::setup(config)).await?;
+        Ok(Arc::new(HostTaskNetworks(Arc::new(network))))
+    }
+}
+
+/// A `NodeNetwork` behind the worker's boundary.
+struct HostTaskNetworks(Arc<NodeNetwork>);
+
+/// Runs a blocking network call off the async threads.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
+) -> Result<T, NetworkError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+}
+
+#[async_trait::async_trait]
+impl super::TaskNetworks for HostTaskNetworks {
+    async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError> {
+        let (network, task) = (self.0.clone(), task_id.to_owned());
+        blocking(move || network.attach(&task)).await
+    }
+
+    async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
+        let (network, task) = (self.0.clone(), task_id.to_owned());
+        blocking(move || network.detach(&task)).await
+    }
+
+    async fn adopt(&self, task_id: &str) -> Result<TaskNetwork, NetworkError> {
+        let (network, task) = (self.0.clone(), task_id.to_owned());
+        blocking(move || network.adopt(&task)).await
+    }
+
+    async fn sweep(&self, owned: HashSet<String>) -> Result<Vec<String>, NetworkError> {
+        let network = self.0.clone();
+        blocking(move || network.sweep(|id| owned.contains(id))).await
+    }
+
+    async fn teardown(&self) -> Result<(), NetworkError> {
+        let network = self.0.clone();
+        blocking(move || network.teardown()).await
     }
 }

@@ -10,7 +10,7 @@ use swarm_api::task::Task;
 
 use super::{Shared, logs};
 use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
-use crate::image::{Credentials, Healthcheck, ImageConfig, TaskRootfs};
+use crate::image::{Credentials, Healthcheck, ImageConfig};
 use crate::network::ContainerFiles;
 
 /// Log files rotate at this size; `logs::MAX_FILES` are kept per stream (Docker's
@@ -42,12 +42,11 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     record_image(&dir, &image.digest)?;
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
-    let id = task.id.clone();
-    let attached = tokio::task::spawn_blocking(move || network.attach(&id))
-        .await
-        .map_err(|e| e.to_string())?
+    let attached = network.attach(&task.id).await.map_err(|e| e.to_string())?;
+    let rootfs = shared
+        .images
+        .mount_rootfs(&image, &dir.join("fs"))
         .map_err(|e| e.to_string())?;
-    let rootfs = TaskRootfs::mount(&image.rootfs, &dir.join("fs")).map_err(|e| e.to_string())?;
     let hostname = hostname(task, &shared.config.node_id, &shared.config.node_hostname);
     let short_service = task
         .service_name
@@ -66,7 +65,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     .map_err(|e| e.to_string())?;
     let user = user(
         container.user.as_deref().or(image.config.user.as_deref()),
-        &rootfs.merged(),
+        &rootfs,
     )?;
     let limits = &task.spec.resources.limits;
     let (stdout_log, stderr_log) = logs::log_paths(&dir);
@@ -74,7 +73,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     std::fs::create_dir_all(logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let config = ContainerConfig {
         id: task.id.clone(),
-        rootfs: rootfs.merged(),
+        rootfs,
         args,
         env: environment(&image.config.env, &container.env),
         cwd: container

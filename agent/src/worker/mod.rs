@@ -19,13 +19,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::store::TaskStatusUpdate;
-use swarm_api::task::{DesiredState, Task, TaskStatus};
+use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::exec::Runtime;
 use crate::exec::lifecycle::{Action, Event, Lifecycle};
-use crate::image::{ImageStore, PullOptions, TaskRootfs};
-use crate::network::{NodeNetwork, NodeNetworkConfig};
+use crate::image::{ImageSource, ImageStore, PullOptions};
+use crate::network::{HostNetworking, Networking, NodeNetworkConfig, TaskNetworks};
 
 pub use container::Prepared;
 
@@ -39,6 +39,28 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// The node's run dir (emptied by a reboot, as the namespaces are): `netns/`.
     pub run_dir: PathBuf,
+}
+
+/// What a worker does its IO through: containers, images, task networks. `host` gives
+/// the real ones; a simulation gives `FakeRuntime`, `FakeImages` and `FakeNetworking`.
+#[derive(Clone)]
+pub struct WorkerIo {
+    pub runtime: Arc<dyn Runtime>,
+    pub images: Arc<dyn ImageSource>,
+    pub networking: Arc<dyn Networking>,
+}
+
+impl WorkerIo {
+    /// The node's own: `runtime`, the image store under `DATA_DIR/images`, and the host's
+    /// task networks.
+    pub fn host(runtime: Arc<dyn Runtime>, config: &WorkerConfig) -> Result<Self, WorkerError> {
+        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
+        Ok(WorkerIo {
+            runtime,
+            images: Arc::new(images),
+            networking: Arc::new(HostNetworking),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +86,10 @@ struct Controller {
 struct Shared {
     config: WorkerConfig,
     runtime: Arc<dyn Runtime>,
-    images: ImageStore,
+    images: Arc<dyn ImageSource>,
+    networking: Arc<dyn Networking>,
     /// Set up at the first assignment that names the node's subnet.
-    network: Mutex<Option<Arc<NodeNetwork>>>,
+    network: Mutex<Option<Arc<dyn TaskNetworks>>>,
     /// The controllers of the tasks this worker runs, by task id.
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
@@ -87,15 +110,15 @@ impl Worker {
     /// A worker, and where its status reports come out.
     pub async fn start(
         config: WorkerConfig,
-        runtime: Arc<dyn Runtime>,
+        io: WorkerIo,
     ) -> Result<(Worker, mpsc::UnboundedReceiver<TaskStatusUpdate>), WorkerError> {
-        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
-        let found = runtime.list().await?.into_iter().map(|c| c.id).collect();
+        let found = io.runtime.list().await?.into_iter().map(|c| c.id).collect();
         let (reports, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            runtime,
-            images,
+            runtime: io.runtime,
+            images: io.images,
+            networking: io.networking,
             network: Mutex::new(None),
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
@@ -203,13 +226,41 @@ impl Worker {
             tracing::warn!("some tasks did not stop in time; leaving anyway");
         }
         let network = self.shared.network.lock().expect("not poisoned").take();
-        if let Some(network) = network {
-            let torn = tokio::task::spawn_blocking(move || network.teardown()).await;
-            if let Ok(Err(error)) = torn {
-                tracing::warn!(%error, "cannot tear the node's network down");
-            }
+        if let Some(network) = network
+            && let Err(error) = network.teardown().await
+        {
+            tracing::warn!(%error, "cannot tear the node's network down");
         }
     }
+}
+
+/// What a node whose worker cannot start answers to its assignments, so that no task waits
+/// on it: a task that should run is rejected with `reason` (failed, if it had started before
+/// a daemon restart: what became of its container is unknown), one that should stop is shut
+/// down. Tasks already over get nothing.
+pub fn refuse(tasks: &[Task], reason: &str, now_ms: u64) -> Vec<TaskStatusUpdate> {
+    tasks
+        .iter()
+        .filter(|task| !task.status.state.is_terminal())
+        .map(|task| {
+            let (state, message) = match task.desired {
+                DesiredState::Shutdown => (TaskState::Shutdown, "shut down"),
+                DesiredState::Running if task.status.state < TaskState::Starting => {
+                    (TaskState::Rejected, "rejected")
+                }
+                DesiredState::Running => (TaskState::Failed, "failed"),
+            };
+            let mut status = TaskStatus::new(state, now_ms);
+            status.message = message.to_owned();
+            if task.desired == DesiredState::Running {
+                status.error = Some(format!("worker not running: {reason}"));
+            }
+            TaskStatusUpdate {
+                id: task.id.clone(),
+                status,
+            }
+        })
+        .collect()
 }
 
 /// How a task's controller begins.
@@ -236,7 +287,7 @@ fn now_ms() -> u64 {
 
 impl Shared {
     /// The node's network, set up on first use.
-    async fn ensure_network(&self) -> Result<Arc<NodeNetwork>, String> {
+    async fn ensure_network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
@@ -248,17 +299,18 @@ impl Shared {
             subnet,
             netns_dir: self.config.run_dir.join("netns"),
         };
-        let network = tokio::task::spawn_blocking(move || NodeNetwork::setup(config))
+        let network = self
+            .networking
+            .setup(config)
             .await
-            .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot set up the node's task network: {e}"))?;
         let mut slot = self.network.lock().expect("not poisoned");
         // Two tasks may have set it up at once: the first one kept wins (setup is
         // idempotent, so both made the same bridge).
-        Ok(slot.get_or_insert_with(|| Arc::new(network)).clone())
+        Ok(slot.get_or_insert(network).clone())
     }
 
-    fn network(&self) -> Result<Arc<NodeNetwork>, String> {
+    fn network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
         self.network
             .lock()
             .expect("not poisoned")
@@ -274,9 +326,7 @@ impl Shared {
             return;
         };
         let owned: HashSet<String> = assigned.iter().map(|s| s.to_string()).collect();
-        let swept =
-            tokio::task::spawn_blocking(move || network.sweep(|id| owned.contains(id))).await;
-        if let Ok(Err(error)) = swept {
+        if let Err(error) = network.sweep(owned).await {
             tracing::warn!(%error, "cannot sweep task networks");
         }
     }
@@ -284,14 +334,12 @@ impl Shared {
     /// Takes back the network of a container found running; returns its address.
     async fn adopt_network(&self, id: &str) -> Option<Ipv4Addr> {
         let network = self.network().ok()?;
-        let task = id.to_owned();
-        match tokio::task::spawn_blocking(move || network.adopt(&task)).await {
-            Ok(Ok(adopted)) => Some(adopted.address.addr()),
-            Ok(Err(error)) => {
+        match network.adopt(id).await {
+            Ok(adopted) => Some(adopted.address.addr()),
+            Err(error) => {
                 tracing::warn!(task = %id, %error, "cannot adopt the task's network");
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -455,16 +503,142 @@ impl Shared {
             tracing::warn!(task = %id, %error, "cannot delete the container");
         }
         let dir = self.task_dir(&id);
-        if let Err(error) = TaskRootfs::at(&dir.join("fs")).release() {
+        if let Err(error) = self.images.release_rootfs(&dir.join("fs")) {
             tracing::warn!(task = %id, %error, "cannot release the root filesystem");
         }
         let _ = std::fs::remove_dir_all(dir.join("etc"));
         let _ = std::fs::remove_file(container::recorded_image_path(&dir));
-        if let Ok(network) = self.network() {
-            let detached = tokio::task::spawn_blocking(move || network.detach(&id)).await;
-            if let Ok(Err(error)) = detached {
-                tracing::warn!(%error, "cannot detach the task network");
+        if let Ok(network) = self.network()
+            && let Err(error) = network.detach(&id).await
+        {
+            tracing::warn!(%error, "cannot detach the task network");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::spec::TaskSpec;
+
+    fn task(id: &str, desired: DesiredState, state: TaskState) -> Task {
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "container": {
+                "image": "busybox", "env": {}, "labels": {}, "stop_grace_period": "10s",
+                "mounts": [], "configs": [], "secrets": [],
+            },
+            "resources": { "limits": {}, "reservations": {} },
+            "restart": { "condition": "any", "delay": "5s", "max_attempts": 0, "window": "0s" },
+            "placement": { "constraints": [], "preferences": [], "max_replicas_per_node": 0 },
+            "networks": [],
+        }))
+        .expect("a task spec");
+        Task {
+            id: id.to_owned(),
+            service_id: "s".to_owned(),
+            service_name: "web".to_owned(),
+            slot: Some(1),
+            node_id: Some("n".to_owned()),
+            spec,
+            desired,
+            status: TaskStatus::new(state, 1),
+            created_at: 1,
+            started_at: None,
+        }
+    }
+
+    /// The worker over the fakes: a task assigned runs (pulled, attached, started) and is
+    /// reported so; shut down, it stops and its container, network and rootfs go.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_on_fakes_runs_and_stops_a_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = crate::exec::FakeRuntime::default();
+        let images = Arc::new(crate::image::FakeImages::new(Duration::from_millis(300)));
+        let networking = crate::network::FakeNetworking::default();
+        let config = WorkerConfig {
+            node_id: "n1".to_owned(),
+            node_hostname: "host1".to_owned(),
+            data_dir: dir.path().join("data"),
+            run_dir: dir.path().join("run"),
+        };
+        let io = WorkerIo {
+            runtime: Arc::new(runtime.clone()),
+            images: images.clone(),
+            networking: Arc::new(networking.clone()),
+        };
+        let (worker, mut reports) = Worker::start(config, io).await.unwrap();
+        let subnet = Some("10.1.0.0/24".parse().unwrap());
+        let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
+        worker
+            .assign(vec![task.clone()], subnet, BTreeMap::new())
+            .await;
+        let mut states = Vec::new();
+        while states.last() != Some(&TaskState::Running) {
+            let update = reports.recv().await.unwrap();
+            assert_eq!(update.id, "t1");
+            states.push(update.status.state);
+            if update.status.state == TaskState::Running {
+                assert_eq!(update.status.address, Some("10.1.0.2".parse().unwrap()));
             }
         }
+        assert_eq!(
+            states,
+            [
+                TaskState::Preparing,
+                TaskState::Starting,
+                TaskState::Running
+            ]
+        );
+        assert_eq!(runtime.started(), ["t1"]);
+        assert_eq!(images.pulls(), ["busybox"]);
+        assert_eq!(
+            networking.attached(),
+            std::collections::BTreeSet::from(["t1".to_owned()])
+        );
+
+        task.desired = DesiredState::Shutdown;
+        worker.assign(vec![task], subnet, BTreeMap::new()).await;
+        let mut update = reports.recv().await.unwrap();
+        // "stopping", still running, then shut down.
+        while update.status.state == TaskState::Running {
+            update = reports.recv().await.unwrap();
+        }
+        assert_eq!(update.status.state, TaskState::Shutdown);
+        // The clean-up follows the report.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(networking.attached().is_empty());
+        assert!(
+            runtime.state("t1").await.is_err(),
+            "the container is deleted"
+        );
+        assert!(!dir.path().join("data/tasks/t1/fs").exists());
+    }
+
+    #[test]
+    fn a_node_without_a_worker_refuses_its_tasks_with_the_reason() {
+        use DesiredState as D;
+        use TaskState::*;
+        let tasks = [
+            task("new", D::Running, Assigned),
+            task("stopped", D::Shutdown, Assigned),
+            task("was-running", D::Running, Running),
+            task("over", D::Running, Failed),
+        ];
+        let answers: Vec<(String, TaskState, Option<String>)> = refuse(&tasks, "runc not found", 7)
+            .into_iter()
+            .map(|u| {
+                assert_eq!(u.status.since, 7);
+                (u.id, u.status.state, u.status.error)
+            })
+            .collect();
+        let error = Some("worker not running: runc not found".to_owned());
+        assert_eq!(
+            answers,
+            vec![
+                ("new".to_owned(), Rejected, error.clone()),
+                ("stopped".to_owned(), Shutdown, None),
+                ("was-running".to_owned(), Failed, error),
+            ]
+        );
     }
 }

@@ -218,6 +218,10 @@ pub struct Node {
     /// The node that answered.
     #[prost(bool, tag = "8")]
     pub is_self: bool,
+    /// What is wrong with the node although its status says ready ("worker not running: runc
+    /// not found in PATH"); empty when nothing is.
+    #[prost(string, tag = "9")]
+    pub message: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

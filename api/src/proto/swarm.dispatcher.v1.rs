@@ -101,8 +101,13 @@ pub struct ReportTaskStatusRequest {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReportTaskStatusResponse {}
 #[allow(clippy::all)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct HeartbeatRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatRequest {
+    /// Why the caller's worker cannot run tasks (its runtime is missing, say); empty while it
+    /// can. The leader records it on the node: the scheduler places nothing there meanwhile.
+    #[prost(string, tag = "1")]
+    pub worker_error: ::prost::alloc::string::String,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HeartbeatResponse {
@@ -274,7 +279,8 @@ pub mod dispatcher_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// "I am alive." The leader counts a node Down after the cluster's number of missed periods.
+        /// "I am alive", and whether the caller's worker runs. The leader counts a node Down after
+        /// the cluster's number of missed periods.
         pub async fn heartbeat(
             &mut self,
             request: impl tonic::IntoRequest<super::HeartbeatRequest>,
@@ -451,7 +457,8 @@ pub mod dispatcher_server {
     /// Generated trait containing gRPC methods that should be implemented for use with DispatcherServer.
     #[async_trait]
     pub trait Dispatcher: std::marker::Send + std::marker::Sync + 'static {
-        /// "I am alive." The leader counts a node Down after the cluster's number of missed periods.
+        /// "I am alive", and whether the caller's worker runs. The leader counts a node Down after
+        /// the cluster's number of missed periods.
         async fn heartbeat(
             &self,
             request: tonic::Request<super::HeartbeatRequest>,

@@ -27,6 +27,7 @@ pub(super) fn candidate(node: &Node) -> Candidate {
             nano_cpus: description.nano_cpus,
             memory_bytes: description.memory_bytes,
         }),
+        worker_error: node.worker_error.clone(),
     }
 }
 

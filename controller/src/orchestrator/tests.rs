@@ -85,6 +85,7 @@ impl Sim {
                 memory_bytes: 8 * GIB,
             },
             subnet: None,
+            worker_error: None,
         }));
     }
 
@@ -204,6 +205,7 @@ impl Sim {
             changes: vec![NodeStatusChange {
                 id: node.to_owned(),
                 status,
+                worker_error: None,
             }],
         });
     }

@@ -1,8 +1,8 @@
 //! The scheduler's pure core: which node each pending task goes to, or why none can take it.
 //!
 //! Tasks come in groups, one per service and spec, since every task of a group asks for the
-//! same thing. For a group, static filters (status, availability, constraints) run once per
-//! node. The nodes that pass are then ranked by spread — fewest tasks of this service, then
+//! same thing. For a group, static filters (status, a running worker, availability,
+//! constraints) run once per node. The nodes that pass are then ranked by spread — fewest tasks of this service, then
 //! fewest tasks overall — within the branches of the service's placement preferences
 //! (`spread=node.labels.X`: tasks spread evenly over the label's values first). Each task
 //! takes the best node that still fits it (reservations, max replicas per node, host-mode
@@ -44,6 +44,8 @@ pub struct Candidate {
     /// What the node offers; `None` when it has not said, and then it takes only tasks
     /// that reserve nothing.
     pub capacity: Option<Resources>,
+    /// Why the node's worker cannot run tasks; `None` while it can.
+    pub worker_error: Option<String>,
 }
 
 /// What is already on a node: assigned and running tasks.
@@ -90,6 +92,8 @@ pub fn schedule(nodes: &[Candidate], loads: &mut [Load], groups: &[Group<'_>]) -
 #[derive(Debug, Default)]
 struct Rejections {
     down: usize,
+    /// By the workers' errors.
+    no_worker: BTreeMap<String, usize>,
     drained: usize,
     paused: usize,
     constraints: BTreeMap<String, usize>,
@@ -154,6 +158,10 @@ fn place_group(
 fn passes_static_filters(node: &Candidate, placement: &Placement, why: &mut Rejections) -> bool {
     if node.status != NodeStatus::Ready {
         why.down += 1;
+        return false;
+    }
+    if let Some(error) = &node.worker_error {
+        *why.no_worker.entry(error.clone()).or_default() += 1;
         return false;
     }
     match node.availability {
@@ -281,6 +289,12 @@ fn explain(why: &Rejections, node_count: usize, group: &Group<'_>) -> String {
             &format!("does not satisfy {constraint}"),
             &format!("do not satisfy {constraint}"),
         ));
+    }
+    for (error, n) in &why.no_worker {
+        reasons.push(match n {
+            1 => format!("1 node's worker is not running: {error}"),
+            n => format!("{n} nodes' workers are not running: {error}"),
+        });
     }
     for (n, what) in [
         (why.down, "down"),

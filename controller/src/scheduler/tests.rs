@@ -17,6 +17,7 @@ fn node(name: &str) -> Candidate {
             nano_cpus: 2_000_000_000,
             memory_bytes: 4 * GIB,
         }),
+        worker_error: None,
     }
 }
 
@@ -102,6 +103,40 @@ fn down_drained_and_paused_nodes_take_nothing() {
             ),
         ]
     );
+}
+
+#[test]
+fn nodes_whose_worker_is_not_running_take_nothing_and_say_why() {
+    let mut nodes = [node("a"), node("b"), node("c"), node("d")];
+    nodes[0].worker_error = Some("runc not found in PATH".to_owned());
+    let placement = Placement::default();
+    let (decisions, _) = run(&nodes, &[group(&placement, 6)]);
+    let spread = spread_of(&nodes, &decisions);
+    assert!(!spread.contains_key("a"), "{spread:?}");
+    assert_eq!(spread.values().sum::<usize>(), 6);
+
+    nodes[1].worker_error = Some("runc not found in PATH".to_owned());
+    nodes[2].worker_error = Some("cannot open the image store: disk full".to_owned());
+    nodes[3].status = NodeStatus::Down;
+    let (decisions, _) = run(&nodes, &[group(&placement, 1)]);
+    assert!(decisions.assignments.is_empty());
+    assert_eq!(
+        decisions.unschedulable,
+        vec![(
+            "t1".to_owned(),
+            "no suitable node (1 node's worker is not running: cannot open the image store: \
+             disk full; 2 nodes' workers are not running: runc not found in PATH; 1 node down)"
+                .to_owned()
+        )]
+    );
+
+    // The worker runs again (runc installed): the node takes tasks at once.
+    for node in &mut nodes {
+        node.worker_error = None;
+    }
+    let (decisions, _) = run(&nodes, &[group(&placement, 3)]);
+    assert_eq!(decisions.assignments.len(), 3);
+    assert!(decisions.unschedulable.is_empty());
 }
 
 #[test]

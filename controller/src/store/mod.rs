@@ -255,9 +255,14 @@ fn apply(
                 let Some(node) = data.nodes.get_mut(&change.id) else {
                     continue;
                 };
+                let mut changed = node.worker_error != change.worker_error;
+                node.worker_error = change.worker_error;
                 if node.status != change.status {
                     node.status = change.status;
                     node.status_since = at;
+                    changed = true;
+                }
+                if changed {
                     events.push(event("node", &change.id, Change::Updated));
                 }
             }
@@ -716,7 +721,38 @@ mod tests {
             raft_id: None,
             description: Default::default(),
             subnet: None,
+            worker_error: None,
         })
+    }
+
+    #[test]
+    fn a_nodes_worker_error_is_recorded_and_cleared() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        store.apply_command(3, node("a", NodeRole::Worker));
+        store.take_events();
+        // A worker that cannot start is recorded without moving the status's time, and
+        // cleared when the node says its worker runs.
+        for (index, worker_error) in [(51, Some("runc not found in PATH")), (52, None)] {
+            store.apply_command(
+                index,
+                Command::NodeStatuses {
+                    at: index,
+                    changes: vec![NodeStatusChange {
+                        id: "a".into(),
+                        status: NodeStatus::Ready,
+                        worker_error: worker_error.map(str::to_owned),
+                    }],
+                },
+            );
+            let a = &store.data().nodes["a"];
+            assert_eq!(a.worker_error.as_deref(), worker_error);
+            assert_eq!(a.status_since, 1, "the status did not change");
+            assert_eq!(
+                store.take_events(),
+                vec![event("node", "a", Change::Updated)]
+            );
+        }
     }
 
     #[test]
@@ -795,6 +831,7 @@ mod tests {
                 changes: vec![NodeStatusChange {
                     id: "a".into(),
                     status: NodeStatus::Down,
+                    worker_error: None,
                 }],
             },
         );
