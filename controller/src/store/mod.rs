@@ -15,7 +15,9 @@ use swarm_api::task::{Task, TaskState};
 
 use crate::raft::replica::StateMachine;
 
+mod assignments;
 mod watch;
+pub use assignments::{Assignment, Assignments};
 pub use watch::{CAPACITY, Changed, Changes, Missed, Receiver, Subscription};
 
 /// What changed, for watchers (leader loops, clients).
