@@ -5,12 +5,11 @@
 //! its task status reports; and the nodes' log streams, handed to the manager's log broker
 //! (see `logs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use raft::prelude::ConfChangeType;
-use swarm_api::auth::RegistryAuth;
 use swarm_api::grpc::dispatcher::dispatcher_server::{Dispatcher, DispatcherServer};
 use swarm_api::grpc::dispatcher::{
     AssignmentSet, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, LogPublish,
@@ -18,7 +17,7 @@ use swarm_api::grpc::dispatcher::{
     ReportTaskStatusResponse, SubscribeLogsRequest,
 };
 use swarm_api::store::{Command, Node, NodeRole, NodeStatus, NodeStatusChange, TaskStatusUpdate};
-use swarm_api::task::{DesiredState, Task};
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -26,12 +25,8 @@ use super::logs::{self, LogBroker, SubscriptionStream};
 use super::{Daemon, change_voters, internal, millis, propose, raft_status};
 use swarm_controller::ca::{NodeIdentity, Role};
 use swarm_controller::raft::driver::RaftHandle;
-use swarm_controller::store::Store;
+use swarm_controller::store::{Assignment, Assignments, Changes, Store};
 use swarm_controller::tls::peer_identity;
-
-/// A node's assignments as last sent: its tasks, its subnet, its tasks' services'
-/// registry credentials.
-type Assigned = (Vec<Task>, String, BTreeMap<String, RegistryAuth>);
 
 /// What each node last said, on this manager while it leads.
 pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Heard>>>;
@@ -55,6 +50,7 @@ pub struct DispatcherApi {
     cluster_id: String,
     heartbeats: Heartbeats,
     logs: Arc<LogBroker>,
+    assignments: Arc<AssignmentHub>,
 }
 
 impl DispatcherApi {
@@ -64,6 +60,7 @@ impl DispatcherApi {
         cluster_id: String,
         heartbeats: Heartbeats,
         logs: Arc<LogBroker>,
+        assignments: Arc<AssignmentHub>,
     ) -> DispatcherServer<Self> {
         DispatcherServer::new(DispatcherApi {
             daemon,
@@ -71,6 +68,7 @@ impl DispatcherApi {
             cluster_id,
             heartbeats,
             logs,
+            assignments,
         })
     }
 }
@@ -139,40 +137,29 @@ impl Dispatcher for DispatcherApi {
         request: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let identity = peer_identity(&request, &self.cluster_id)?;
-        let raft = self.raft.clone();
+        let mut assigned = self.assignments.follow(&identity.node_id);
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            let mut applied = raft.applied();
-            let mut sent: Option<Assigned> = None;
+            let mut sent: Option<Assignment> = None;
             loop {
-                let node_id = identity.node_id.clone();
-                let Ok(assigned) = raft
-                    .local_read(move |store: &Store| {
-                        let subnet = store.data().nodes.get(&node_id).and_then(|n| n.subnet);
-                        let subnet = subnet.map(|s| s.to_string()).unwrap_or_default();
-                        let tasks = assigned_to(store, &node_id);
-                        let services = tasks.iter().map(|t| t.service_id.as_str());
-                        let auth = registry_auth_of(&store.data().registry_auth, services);
-                        (tasks, subnet, auth)
-                    })
-                    .await
-                else {
-                    return; // the replica stopped: the agent reconnects elsewhere
-                };
-                if sent.as_ref() != Some(&assigned) {
+                let now = assigned.borrow_and_update().clone();
+                if let Some(now) = now
+                    && sent.as_ref() != Some(&now)
+                {
                     let set = AssignmentSet {
-                        tasks_json: serde_json::to_string(&assigned.0).expect("tasks serialise"),
-                        subnet: assigned.1.clone(),
-                        registry_auth_json: serde_json::to_string(&assigned.2)
+                        tasks_json: serde_json::to_string(&now.tasks).expect("tasks serialise"),
+                        subnet: now.subnet.clone(),
+                        registry_auth_json: serde_json::to_string(&now.registry_auth)
                             .expect("credentials serialise"),
                     };
                     if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away
                     }
-                    sent = Some(assigned);
+                    sent = Some(now);
                 }
                 tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return },
+                    // Closed: the replica stopped, the agent reconnects elsewhere.
+                    changed = assigned.changed() => if changed.is_err() { return },
                     _ = sender.closed() => return,
                 }
             }
@@ -346,25 +333,108 @@ impl Dispatcher for DispatcherApi {
     }
 }
 
-/// What a node's agent is given: its tasks that should run, and those it should stop that
-/// have not stopped yet.
-fn assigned_to(store: &Store, node_id: &str) -> Vec<Task> {
-    store
-        .tasks_on(node_id)
-        .filter(|t| t.desired == DesiredState::Running || !t.status.state.is_terminal())
-        .cloned()
-        .collect()
+/// Each connected node's assignments, as `follow_assignments` keeps them: one task follows
+/// the store's watch for every node, and a node's session wakes only when its own
+/// assignments changed.
+#[derive(Default)]
+pub struct AssignmentHub(std::sync::Mutex<Followed>);
+
+#[derive(Default)]
+struct Followed {
+    /// Unknown until the watch's first view.
+    assignments: Option<Assignments>,
+    /// `None` until the assignments are known.
+    nodes: HashMap<String, watch::Sender<Option<Assignment>>>,
 }
 
-/// The credentials `kept` holds for `services` (the services of a node's tasks), by
-/// service id: a node gets those of its own tasks' services only.
-fn registry_auth_of<'a>(
-    kept: &BTreeMap<String, RegistryAuth>,
-    services: impl Iterator<Item = &'a str>,
-) -> BTreeMap<String, RegistryAuth> {
-    services
-        .filter_map(|id| Some((id.to_owned(), kept.get(id)?.clone())))
-        .collect()
+impl AssignmentHub {
+    /// Node `node_id`'s assignments, current and to come.
+    fn follow(&self, node_id: &str) -> watch::Receiver<Option<Assignment>> {
+        let mut followed = self.0.lock().expect("not poisoned");
+        let now = followed.assignments.as_ref().map(|a| a.of_node(node_id));
+        match followed.nodes.get(node_id) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(now);
+                followed.nodes.insert(node_id.to_owned(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// Starts again from `assignments` (a fresh view): every followed node is told.
+    fn reset(&self, assignments: Assignments) {
+        let mut followed = self.0.lock().expect("not poisoned");
+        followed
+            .nodes
+            .retain(|_, sender| sender.receiver_count() > 0);
+        for (node, sender) in &followed.nodes {
+            tell(sender, assignments.of_node(node));
+        }
+        followed.assignments = Some(assignments);
+    }
+
+    /// Follows one entry's changes: the followed nodes whose assignments changed are told.
+    fn apply(&self, entry: &Changes) {
+        let mut followed = self.0.lock().expect("not poisoned");
+        let Followed { assignments, nodes } = &mut *followed;
+        let Some(assignments) = assignments else {
+            return;
+        };
+        for node in assignments.apply(entry) {
+            if let Some(sender) = nodes.get(&node) {
+                tell(sender, assignments.of_node(&node));
+            }
+        }
+    }
+
+    /// Ends every session's stream: their agents reconnect (elsewhere, if this manager
+    /// stopped).
+    fn close(&self) {
+        let mut followed = self.0.lock().expect("not poisoned");
+        *followed = Followed::default();
+    }
+}
+
+/// Wakes a node's session if its assignments changed.
+fn tell(sender: &watch::Sender<Option<Assignment>>, now: Assignment) {
+    sender.send_if_modified(|sent| {
+        let changed = sent.as_ref() != Some(&now);
+        *sent = Some(now);
+        changed
+    });
+}
+
+/// Keeps the hub's assignments current from the store's watch, on every manager (an agent
+/// may follow any of them), for as long as the replica runs. Per entry it costs the tasks
+/// and nodes that changed, and the sets of the nodes they are on; never a scan.
+pub async fn follow_assignments(raft: RaftHandle<Store>, hub: Arc<AssignmentHub>) {
+    /// Closes the sessions however this ends, an abort included.
+    struct Closing(Arc<AssignmentHub>);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let closing = Closing(hub);
+    let hub = &closing.0;
+    loop {
+        let Ok(subscription) = raft
+            .local_read(|store: &Store| store.subscribe(Assignments::of))
+            .await
+        else {
+            return; // the replica stopped
+        };
+        let mut changes = subscription.changes;
+        hub.reset(subscription.view);
+        let missed = loop {
+            match changes.recv().await {
+                Ok(entry) => hub.apply(&entry),
+                Err(missed) => break missed,
+            }
+        };
+        tracing::debug!(%missed, "assignments: subscribing again");
+    }
 }
 
 /// While this manager leads: marks Down the nodes not heard from for the cluster's number of
@@ -442,43 +512,6 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         };
         if let Err(error) = propose(&raft, &command).await {
             tracing::warn!(%error, "cannot record node statuses");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use swarm_api::auth::RegistryCredential;
-
-    use super::*;
-
-    #[test]
-    fn a_node_gets_the_credentials_of_its_own_tasks_services_only() {
-        let auth = |user: &str| {
-            RegistryAuth::from([(
-                "127.0.0.1:5000".to_owned(),
-                RegistryCredential {
-                    username: user.into(),
-                    password: "pw".into(),
-                },
-            )])
-        };
-        let kept = BTreeMap::from([
-            ("web".to_owned(), auth("web")),
-            ("db".to_owned(), auth("db")),
-        ]);
-        let cases: [(&[&str], &[&str]); 4] = [
-            (&["web", "web"], &["web"]),
-            (&["web", "db", "cache"], &["db", "web"]),
-            (&["cache"], &[]),
-            (&[], &[]),
-        ];
-        for (services, want) in cases {
-            let sent = registry_auth_of(&kept, services.iter().copied());
-            assert_eq!(sent.keys().map(String::as_str).collect::<Vec<_>>(), want);
-            for (id, auth) in &sent {
-                assert_eq!(auth, &kept[id]);
-            }
         }
     }
 }

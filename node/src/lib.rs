@@ -375,6 +375,7 @@ impl Daemon {
         let voters = RaftVoters::default();
         let heartbeats = dispatcher::Heartbeats::default();
         let log_broker = Arc::new(logs::LogBroker::default());
+        let assignments = Arc::new(dispatcher::AssignmentHub::default());
         let router = server_builder
             .add_service(RaftService::new(
                 state.cluster_id.clone(),
@@ -392,6 +393,7 @@ impl Daemon {
                 state.cluster_id.clone(),
                 heartbeats.clone(),
                 log_broker.clone(),
+                assignments.clone(),
             ));
         // Stopping the server must also close its open connections (aborting its task
         // would not: they run on tasks of their own, and would go on serving clients with
@@ -410,9 +412,10 @@ impl Daemon {
         let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses, voters));
         let monitor = tokio::spawn(dispatcher::monitor(raft.clone(), raft_id, heartbeats));
         let orchestrator = tokio::spawn(orchestrate::run(raft.clone(), raft_id));
+        let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
         Ok(Manager {
             raft,
-            tasks: vec![refresher, monitor, orchestrator],
+            tasks: vec![refresher, monitor, orchestrator, dispatcher],
             server: Some((stop_server, server)),
             driver,
             logs: log_broker,

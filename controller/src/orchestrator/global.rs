@@ -77,7 +77,11 @@ pub(super) fn reconcile(
             }
         }
         if newest.status.state.is_terminal() {
-            if restart(&spec.restart, newest, &history, d.now) == Restart::Now {
+            let restart = restart(&spec.restart, newest, &history, d.now);
+            if let Restart::Later { at } = restart {
+                d.wake(service.id, at);
+            }
+            if restart == Restart::Now {
                 d.stop(newest);
                 d.create(service, None, Some(&node.id));
             } else if newest.spec != *spec {

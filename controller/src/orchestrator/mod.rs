@@ -10,6 +10,9 @@ mod global;
 mod placement;
 mod replicated;
 mod rollout;
+mod scope;
+
+pub use scope::{Dirty, Scope};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,19 +23,63 @@ use swarm_api::store::{Node, NodeStatus, StoreData, TaskChange};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use swarm_api::units::Millis;
 
+use crate::store::Store;
+
 /// Tasks kept per slot (or per node, for global services), the live one included, as
 /// Docker's default task history retention limit.
 pub const HISTORY: usize = 5;
 
 /// One pass: every decision for the store as it is at `now`. `new_id` names new tasks.
 pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -> Vec<TaskChange> {
-    let mut decisions = Decisions {
-        now,
-        new_id,
-        changes: Vec::new(),
-        created: Vec::new(),
-        rollouts: Vec::new(),
+    full(now, data, new_id).changes
+}
+
+/// A pass's decisions, and when it must look again at services whose next decision waits
+/// for time to pass (a restart delay, an update's delay or monitor period), by service id.
+#[derive(Debug, Default, PartialEq)]
+pub struct Pass {
+    pub changes: Vec<TaskChange>,
+    pub wake: BTreeMap<String, Millis>,
+}
+
+/// A pass over `scope` of the store as it is at `now`. Over some services, it costs their
+/// tasks (and, only when it has tasks to place, a count of every node's load).
+pub fn pass_over(
+    now: Millis,
+    store: &Store,
+    scope: &Scope,
+    new_id: &mut dyn FnMut() -> String,
+) -> Pass {
+    let ids = match scope {
+        Scope::All => return full(now, store.data(), new_id),
+        Scope::Services(ids) => ids,
     };
+    let data = store.data();
+    let mut decisions = Decisions::new(now, new_id);
+    let mut scoped: Vec<&Task> = Vec::new();
+    let mut tasks_of = |id: &str| {
+        let mut tasks: Vec<&Task> = store.tasks_of(id).collect();
+        tasks.sort_by_key(|t| (t.created_at, t.id.as_str()));
+        scoped.extend(tasks.iter().copied());
+        tasks
+    };
+    // In the order a full pass takes them, so that both decide alike.
+    let mut removed = ids.clone();
+    for object in &data.objects.services {
+        let Some(id) = object.id.as_deref().filter(|id| removed.remove(*id)) else {
+            continue;
+        };
+        reconcile(id, object, data, &tasks_of(id), &mut decisions);
+    }
+    for id in &removed {
+        removed_service(&tasks_of(id), &data.nodes, &mut decisions);
+    }
+    placement::place(data, &mut decisions, Some(&scoped));
+    decisions.into_pass()
+}
+
+fn full(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -> Pass {
+    let mut decisions = Decisions::new(now, new_id);
     let mut by_service: HashMap<&str, Vec<&Task>> = HashMap::new();
     for task in data.tasks.values() {
         by_service.entry(&task.service_id).or_default().push(task);
@@ -45,31 +92,46 @@ pub fn pass(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -
             continue;
         };
         let tasks = by_service.remove(id).unwrap_or_default();
-        let service = Service {
-            id,
-            object: service,
-            status: data.update_status.get(id),
-            has_previous: data.previous_specs.contains_key(id),
-        };
-        match service.object.spec.mode {
-            swarm_api::spec::ServiceMode::Replicated { replicas } => {
-                replicated::reconcile(&service, replicas, &tasks, &data.nodes, &mut decisions)
-            }
-            swarm_api::spec::ServiceMode::Global => {
-                global::reconcile(&service, &tasks, &data.nodes, &mut decisions)
-            }
+        reconcile(id, service, data, &tasks, &mut decisions);
+    }
+    let orphans: Vec<&Task> = by_service.into_values().flatten().collect();
+    removed_service(&orphans, &data.nodes, &mut decisions);
+    placement::place(data, &mut decisions, None);
+    decisions.into_pass()
+}
+
+fn reconcile(
+    id: &str,
+    object: &Object<ServiceSpec>,
+    data: &StoreData,
+    tasks: &[&Task],
+    decisions: &mut Decisions<'_>,
+) {
+    let service = Service {
+        id,
+        object,
+        status: data.update_status.get(id),
+        has_previous: data.previous_specs.contains_key(id),
+    };
+    match service.object.spec.mode {
+        swarm_api::spec::ServiceMode::Replicated { replicas } => {
+            replicated::reconcile(&service, replicas, tasks, &data.nodes, decisions)
+        }
+        swarm_api::spec::ServiceMode::Global => {
+            global::reconcile(&service, tasks, &data.nodes, decisions)
         }
     }
-    // Tasks of removed services stop, and go once stopped.
-    for task in by_service.into_values().flatten() {
+}
+
+/// Tasks of removed services stop, and go once stopped.
+fn removed_service(tasks: &[&Task], nodes: &BTreeMap<String, Node>, d: &mut Decisions<'_>) {
+    for task in tasks {
         if task.is_live() {
-            decisions.stop(task);
-        } else if task.status.state.is_terminal() || lost(&data.nodes, task) {
-            decisions.remove(task);
+            d.stop(task);
+        } else if task.status.state.is_terminal() || lost(nodes, task) {
+            d.remove(task);
         }
     }
-    placement::place(data, &mut decisions);
-    decisions.into_changes()
 }
 
 /// A service, its id, and where its rollout stands.
@@ -96,9 +158,27 @@ struct Decisions<'a> {
     created: Vec<Task>,
     /// Services' update statuses and automatic rollbacks.
     rollouts: Vec<TaskChange>,
+    wake: BTreeMap<String, Millis>,
 }
 
-impl Decisions<'_> {
+impl<'a> Decisions<'a> {
+    fn new(now: Millis, new_id: &'a mut dyn FnMut() -> String) -> Self {
+        Decisions {
+            now,
+            new_id,
+            changes: Vec::new(),
+            created: Vec::new(),
+            rollouts: Vec::new(),
+            wake: BTreeMap::new(),
+        }
+    }
+
+    /// Service `service_id` has a decision to make at `at`.
+    fn wake(&mut self, service_id: &str, at: Millis) {
+        let due = self.wake.entry(service_id.to_owned()).or_insert(at);
+        *due = (*due).min(at);
+    }
+
     fn create(&mut self, service: &Service<'_>, slot: Option<u64>, node_id: Option<&str>) {
         let (state, message) = match node_id {
             // A global task is made for its node.
@@ -164,7 +244,7 @@ impl Decisions<'_> {
 
     /// The services' changes first: a pass too big for one entry is cut at its end, and
     /// the next pass decides the rest again.
-    fn into_changes(self) -> Vec<TaskChange> {
+    fn into_pass(self) -> Pass {
         let mut changes = self.rollouts;
         changes.extend(
             self.created
@@ -172,7 +252,10 @@ impl Decisions<'_> {
                 .map(|task| TaskChange::Create(Box::new(task))),
         );
         changes.extend(self.changes);
-        changes
+        Pass {
+            changes,
+            wake: self.wake,
+        }
     }
 }
 
@@ -189,8 +272,11 @@ fn lost(nodes: &BTreeMap<String, Node>, task: &Task) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Restart {
     Now,
-    /// After the policy's delay.
-    Later,
+    /// Not before `at`: the policy's delay, or the end of the window that holds too many
+    /// restarts.
+    Later {
+        at: Millis,
+    },
     Never,
 }
 
@@ -206,20 +292,28 @@ fn restart(policy: &RestartPolicy, task: &Task, history: &[&Task], now: Millis) 
     if policy.max_attempts > 0 {
         let window = policy.window.0.as_millis() as u64;
         // Restarts are the slot's tasks after its first, within the window if there is one.
-        let restarts = history
+        let counted: Vec<Millis> = history
             .iter()
             .skip(1)
             .filter(|t| window == 0 || t.created_at + window >= now)
-            .count() as u64;
-        if restarts >= policy.max_attempts {
-            return Restart::Never;
+            .map(|t| t.created_at)
+            .collect();
+        if counted.len() as u64 >= policy.max_attempts {
+            return match counted.iter().min() {
+                // The oldest counted restart leaves the window then.
+                Some(oldest) if window > 0 => Restart::Later {
+                    at: oldest + window + 1,
+                },
+                _ => Restart::Never,
+            };
         }
     }
     let delay = policy.delay.0.as_millis() as u64;
-    if now >= task.status.since + delay {
+    let at = task.status.since + delay;
+    if now >= at {
         Restart::Now
     } else {
-        Restart::Later
+        Restart::Later { at }
     }
 }
 

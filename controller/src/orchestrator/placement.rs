@@ -39,7 +39,9 @@ fn reservations(spec: &TaskSpec) -> Resources {
     }
 }
 
-pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>) {
+/// Places the new tasks and the pending ones among `among` (all the store's when `None`).
+/// The nodes' loads are counted only when there is something to place.
+pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>, among: Option<&[&Task]>) {
     let stopping: HashSet<&str> = d
         .changes
         .iter()
@@ -51,6 +53,29 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>) {
             _ => None,
         })
         .collect();
+    let staying = |t: &&Task| {
+        t.is_live() && !t.status.state.is_terminal() && !stopping.contains(t.id.as_str())
+    };
+    let unplaced = |t: &&Task| t.node_id.is_none() && t.status.state <= TaskState::Pending;
+    let pending: Vec<&Task> = match among {
+        Some(tasks) => tasks
+            .iter()
+            .copied()
+            .chain(d.created.iter())
+            .filter(staying)
+            .filter(unplaced)
+            .collect(),
+        None => data
+            .tasks
+            .values()
+            .chain(d.created.iter())
+            .filter(staying)
+            .filter(unplaced)
+            .collect(),
+    };
+    if pending.is_empty() {
+        return;
+    }
     let host_ports: HashMap<&str, Vec<(Protocol, u16)>> = data
         .objects
         .services
@@ -75,18 +100,8 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>) {
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let mut loads = vec![Load::default(); nodes.len()];
-    let staying = data
-        .tasks
-        .values()
-        .chain(d.created.iter())
-        .filter(|t| t.is_live() && !t.status.state.is_terminal())
-        .filter(|t| !stopping.contains(t.id.as_str()));
-    let mut pending: Vec<&Task> = Vec::new();
-    for task in staying {
+    for task in data.tasks.values().chain(d.created.iter()).filter(staying) {
         let Some(node) = &task.node_id else {
-            if task.status.state <= TaskState::Pending {
-                pending.push(task);
-            }
             continue;
         };
         let Some(&i) = index.get(node.as_str()) else {
@@ -104,9 +119,6 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>) {
         if let Some(ports) = host_ports.get(task.service_id.as_str()) {
             load.host_ports.extend(ports.iter().copied());
         }
-    }
-    if pending.is_empty() {
-        return;
     }
     // One group per service and spec (a rolling update has two specs pending at once).
     let mut groups: Vec<Group<'_>> = Vec::new();

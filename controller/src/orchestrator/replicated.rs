@@ -66,7 +66,10 @@ pub(super) fn reconcile(
                     }
                     d.create(service, Some(slot), None);
                 }
-                Restart::Later | Restart::Never => {
+                later @ (Restart::Later { .. } | Restart::Never) => {
+                    if let Restart::Later { at } = later {
+                        d.wake(service.id, at);
+                    }
                     for task in older {
                         d.stop(task);
                     }

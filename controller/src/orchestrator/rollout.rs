@@ -69,6 +69,9 @@ pub(super) fn budget(
     let settled = watch
         .last_started
         .is_none_or(|at| d.now >= at.saturating_add(monitor));
+    if running && let Some(at) = watch.last_started.filter(|_| !settled) {
+        d.wake(service.id, at.saturating_add(monitor));
+    }
     if running && outdated.is_empty() && watch.running == wanted && settled {
         let (done, message) = if state.is_rollback() {
             (UpdateState::RollbackCompleted, "rollback completed")
@@ -82,6 +85,9 @@ pub(super) fn budget(
     let resting = watch
         .last_started
         .is_some_and(|at| d.now < at.saturating_add(delay));
+    if resting && let Some(at) = watch.last_started {
+        d.wake(service.id, at.saturating_add(delay));
+    }
     match policy.parallelism {
         _ if resting => 0,
         0 => usize::MAX,

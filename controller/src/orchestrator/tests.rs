@@ -10,12 +10,12 @@ use swarm_api::spec::{ServiceMode, ServiceSpec, UpdateOrder};
 use swarm_api::state::{Object, Origin};
 use swarm_api::store::{
     Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus, NodeStatusChange,
-    NodeUpdate, Outcome, TaskStatusUpdate,
+    NodeUpdate, Outcome, TaskChange, TaskStatusUpdate,
 };
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 
-use super::pass;
-use crate::store::Store;
+use super::{Dirty, pass, pass_over};
+use crate::store::{Store, Subscription};
 
 const GIB: u64 = 1 << 30;
 
@@ -41,12 +41,16 @@ struct Sim {
     index: u64,
     now: u64,
     next_id: u64,
+    /// What the leader's next pass looks at, followed from the store's watch.
+    watch: Subscription<Dirty>,
 }
 
 impl Sim {
     fn new(nodes: usize) -> Sim {
+        let store = Store::default();
         let mut sim = Sim {
-            store: Store::default(),
+            watch: store.subscribe(Dirty::of),
+            store,
             index: 0,
             now: 1_000_000,
             next_id: 0,
@@ -128,16 +132,50 @@ impl Sim {
             .services
             .retain(|s| s.spec.name != format!("s_{name}"));
         self.store.replace_objects_for_tests(objects);
+        // Not through an entry: nothing was published.
+        self.watch.view.all();
     }
 
-    /// One leader pass, applied; returns how many decisions it made.
+    /// One leader pass, applied; returns how many decisions it made. The pass is scoped
+    /// as the leader scopes it (to what the watch says changed, and to the services whose
+    /// time came), and must decide what a full pass decides.
     fn pass(&mut self) -> usize {
-        let mut next_id = self.next_id;
-        let changes = pass(self.now, self.store.data(), &mut || {
-            next_id += 1;
-            format!("t{next_id:05}")
-        });
-        self.next_id = next_id;
+        loop {
+            match self.watch.changes.try_recv() {
+                Ok(Some(entry)) => self.watch.view.add(&entry),
+                Ok(None) => break,
+                Err(_) => {
+                    self.watch = self.store.subscribe(Dirty::of);
+                    break;
+                }
+            }
+        }
+        let scope = self.watch.view.take(self.now);
+        let ids = |mut next_id: u64| {
+            move || {
+                next_id += 1;
+                format!("t{next_id:05}")
+            }
+        };
+        let full = pass(self.now, self.store.data(), &mut ids(self.next_id));
+        let mut new_id = ids(self.next_id);
+        let scoped = pass_over(self.now, &self.store, &scope, &mut new_id);
+        let sorted = |changes: &[TaskChange]| {
+            let mut changes: Vec<String> = changes.iter().map(|c| format!("{c:?}")).collect();
+            changes.sort();
+            changes
+        };
+        assert_eq!(
+            sorted(&scoped.changes),
+            sorted(&full),
+            "a pass over {scope:?} decides as a full pass"
+        );
+        self.next_id += full
+            .iter()
+            .filter(|c| matches!(c, TaskChange::Create(_)))
+            .count() as u64;
+        self.watch.view.passed(&scope, &scoped);
+        let changes = scoped.changes;
         let count = changes.len();
         if count > 0 {
             let expected_version = self.data().tasks_version;
@@ -1104,4 +1142,25 @@ fn a_requested_rollback_rolls_out_with_the_rollback_config() {
     sim.settle();
     assert_eq!(sim.status("web"), Some(UpdateState::RollbackCompleted));
     assert_eq!(sim.running_image("web", "nginx:1"), 4);
+}
+
+/// A restart delay is a deadline the leader sleeps until, not a reason to poll.
+#[test]
+fn a_time_bound_decision_names_when_it_is_due() {
+    let mut sim = Sim::new(1);
+    sim.put_service(spec(
+        "job",
+        "    deploy:\n      replicas: 1\n      restart_policy:\n        condition: on-failure\n        delay: 10s\n",
+    ));
+    sim.converge();
+    assert_eq!(sim.watch.view.next_wake(), None, "nothing waits for time");
+    let task = sim.live("job")[0].id.clone();
+    sim.fail(&task);
+    let failed_at = sim.now;
+    sim.converge();
+    assert_eq!(sim.watch.view.next_wake(), Some(failed_at + 10_000));
+    sim.now += 10_000;
+    sim.converge();
+    assert_ne!(sim.live("job")[0].id, task, "replaced when due");
+    assert_eq!(sim.watch.view.next_wake(), None);
 }

@@ -15,6 +15,11 @@ use swarm_api::task::{Task, TaskState};
 
 use crate::raft::replica::StateMachine;
 
+mod assignments;
+mod watch;
+pub use assignments::{Assignment, Assignments};
+pub use watch::{CAPACITY, Changed, Changes, Missed, Receiver, Subscription};
+
 /// What changed, for watchers (leader loops, clients).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -39,6 +44,12 @@ pub struct Store {
     /// (never serialised), so that a node's assignments cost its tasks, not all of them.
     tasks_by_node: HashMap<String, BTreeSet<String>>,
     node_of_task: HashMap<String, String>,
+    /// Each service's tasks (by service id), and each task's service: derived likewise, so
+    /// that a pass over one service costs its tasks.
+    tasks_by_service: HashMap<String, BTreeSet<String>>,
+    service_of_task: HashMap<String, String>,
+    /// Where each entry's changes go (see `watch`).
+    watch: watch::Publisher,
 }
 
 impl Store {
@@ -66,10 +77,41 @@ impl Store {
             .filter_map(|id| self.data.tasks.get(id))
     }
 
-    /// Moves the tasks the last command touched to their node's set.
+    /// The tasks of service `service_id`.
+    pub fn tasks_of<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks_by_service
+            .get(service_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.data.tasks.get(id))
+    }
+
+    /// Moves the tasks the last command touched to their node's and their service's sets.
     fn reindex_tasks(&mut self) {
         for event in self.events.iter().filter(|e| e.object == "task") {
             let id = &event.name;
+            match self.data.tasks.get(id) {
+                Some(task) => {
+                    if !self.service_of_task.contains_key(id) {
+                        self.tasks_by_service
+                            .entry(task.service_id.clone())
+                            .or_default()
+                            .insert(id.clone());
+                        self.service_of_task
+                            .insert(id.clone(), task.service_id.clone());
+                    }
+                }
+                None => {
+                    if let Some(service) = self.service_of_task.remove(id)
+                        && let Some(set) = self.tasks_by_service.get_mut(&service)
+                    {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.tasks_by_service.remove(&service);
+                        }
+                    }
+                }
+            }
             let now = self.data.tasks.get(id).and_then(|t| t.node_id.clone());
             let before = self.node_of_task.get(id).cloned();
             if now == before {
@@ -97,7 +139,15 @@ impl Store {
     fn rebuild_task_index(&mut self) {
         self.tasks_by_node.clear();
         self.node_of_task.clear();
+        self.tasks_by_service.clear();
+        self.service_of_task.clear();
         for task in self.data.tasks.values() {
+            self.tasks_by_service
+                .entry(task.service_id.clone())
+                .or_default()
+                .insert(task.id.clone());
+            self.service_of_task
+                .insert(task.id.clone(), task.service_id.clone());
             if let Some(node) = &task.node_id {
                 self.tasks_by_node
                     .entry(node.clone())
@@ -121,6 +171,10 @@ impl Store {
             self.data.version
         );
         let mut events = Vec::new();
+        // Credentials change only with a plan; they are compared only when someone watches.
+        let credentials_before = (self.watch.watched()
+            && matches!(command, Command::ApplyPlan { .. }))
+        .then(|| self.data.registry_auth.clone());
         let outcome = match apply(&mut self.data, index, command, &mut events) {
             Ok(()) => Outcome::Applied { version: index },
             Err(reason) => {
@@ -131,6 +185,10 @@ impl Store {
         self.data.version = index;
         self.events = events;
         self.reindex_tasks();
+        if self.watch.watched() {
+            self.watch
+                .publish(self.changes(&self.events, credentials_before.as_ref()));
+        }
         outcome
     }
 }
@@ -683,6 +741,8 @@ impl StateMachine for Store {
         };
         self.events.clear();
         self.rebuild_task_index();
+        // The state was replaced as a whole: its watchers start again from a view of it.
+        self.watch = watch::Publisher::default();
     }
 }
 
