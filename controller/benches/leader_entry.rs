@@ -54,6 +54,7 @@ fn node(n: usize) -> Node {
             memory_bytes: 256 << 30,
         },
         subnet: None,
+        worker_error: None,
     }
 }
 
