@@ -190,6 +190,7 @@ mod tests {
             raft_id: None,
             description: Default::default(),
             subnet: None,
+            worker_error: None,
         })
     }
 

@@ -367,6 +367,7 @@ mod tests {
             raft_id: None,
             description: Default::default(),
             subnet: None,
+            worker_error: None,
         })
     }
 
@@ -475,6 +476,7 @@ mod tests {
                 changes: vec![NodeStatusChange {
                     id: "a".into(),
                     status: NodeStatus::Down,
+                    worker_error: None,
                 }],
             });
             self.pass();
@@ -589,6 +591,7 @@ mod tests {
                     } else {
                         NodeStatus::Ready
                     },
+                    worker_error: None,
                 }],
             });
         }
