@@ -6,6 +6,7 @@ mod cluster;
 mod converge;
 mod inspect;
 mod logs;
+mod output;
 mod plan;
 mod registry_auth;
 mod rollback_flags;
