@@ -12,6 +12,7 @@ mod registry_auth;
 mod rollback_flags;
 mod service;
 mod stack;
+mod tasks;
 mod update_flags;
 
 use std::process::ExitCode;

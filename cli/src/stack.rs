@@ -16,10 +16,9 @@ use swarm_api::task::DesiredState;
 use swarm_controller::deploy::{self, WorkingCopy};
 use swarm_controller::plan::render;
 
-use crate::client::{self, Host};
-use crate::cluster::table;
-use crate::output::print_diagnostics;
-use crate::service;
+use crate::client::{self, Host, view};
+use crate::output::{Format, print_diagnostics, print_services, table};
+use crate::tasks::{desired_filter, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
@@ -44,7 +43,7 @@ pub enum StackCommand {
     #[command(alias = "list")]
     Ls {
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// List the services of a stack
     Services {
@@ -53,7 +52,7 @@ pub enum StackCommand {
         #[arg(long, short)]
         quiet: bool,
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// List the tasks of a stack
     Ps {
@@ -62,7 +61,7 @@ pub enum StackCommand {
         #[arg(long, short)]
         filter: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// Remove stacks
     #[command(alias = "remove")]
@@ -89,14 +88,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             deploy(host, &compose_files, options, &name).await
         }
         StackCommand::Ls { format } => {
-            let view = service::view(host).await?;
+            let view = view(host).await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
             for object in &view.services {
                 if let Some(stack) = object.origin.stack.as_deref() {
                     *stacks.entry(stack).or_default() += 1;
                 }
             }
-            if format == service::Format::Json {
+            if format == Format::Json {
                 let listed: Vec<serde_json::Value> = stacks
                     .iter()
                     .map(|(name, count)| serde_json::json!({"name": name, "services": count}))
@@ -116,13 +115,13 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             quiet,
             format,
         } => {
-            let mut view = service::view(host).await?;
+            let mut view = view(host).await?;
             view.services
                 .retain(|s| s.origin.stack.as_deref() == Some(name.as_str()));
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            service::print_services(&view, quiet, format)?;
+            print_services(&view, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Ps {
@@ -130,7 +129,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             filter,
             format,
         } => {
-            let view = service::view(host).await?;
+            let view = view(host).await?;
             let services: Vec<String> = view
                 .services
                 .iter()
@@ -140,14 +139,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             if services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            let desired = service::desired_filter(filter.as_deref())?;
+            let desired = desired_filter(filter.as_deref())?;
             let tasks = view
                 .tasks
                 .iter()
                 .filter(|t| services.contains(&t.service_name))
                 .filter(|t| desired.is_none_or(|d: DesiredState| t.desired == d))
                 .collect();
-            service::print_tasks(&view, tasks, format)?;
+            print_tasks(&view, tasks, format)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Rm { names } => {

@@ -12,7 +12,9 @@
 //!   or why there is none (deleted stacks are planned as removals, not taken for typos).
 //! - `stack`: one named stack from explicit files (`stack deploy -c … NAME`), and the
 //!   removal of whole stacks (`stack rm`), against the cluster's state.
+//! - `flags`: one service from `service create|update` flags, through the same loader.
 
+pub mod flags;
 mod load;
 mod paths;
 mod source;
