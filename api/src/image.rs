@@ -343,9 +343,10 @@ mod tests {
         );
     }
 
-    /// Both old tables' refusals, and (last) the references on which the planner's light
-    /// check and the node's parser disagreed: the planner accepted them, the node refused
-    /// them (or the other way round for `[::1]`, which the planner refused).
+    /// Both old tables' refusals, and (last) references on which the planner's light check
+    /// and the node's parser disagreed: the planner accepted them, the node refused them
+    /// (`a..b/x`, `x_`, `host:/x`, a name over 255 characters are in the tables above; the
+    /// other way round, `[::1]:5000/x`, which the planner refused, is in the accepted table).
     #[test]
     fn bad_references_say_why() {
         let upper_digest = format!("x@sha256:{}", "A".repeat(64));
@@ -373,14 +374,15 @@ mod tests {
             ("x_", "lower-case letters and digits"),
             ("x___y", "lower-case letters and digits"),
             ("x.-y", "lower-case letters and digits"),
-            // Where the planner's check and the node's parser disagreed.
-            (&upper_digest, "64 lower-case hex"),
             ("nul\0x", "control characters"),
-            ("web:a/b", "port"),
             ("h_st:5000/x", "not a valid host"),
+            // Where the planner's old check accepted what the node refused.
+            (&upper_digest, "64 lower-case hex"),
+            ("web:a/b", "port"),
             ("host:0/x", "port"),
             ("app.", "lower-case letters and digits"),
             ("team/app-", "lower-case letters and digits"),
+            // Docker's rule, which neither had: a bare 64-hex name is an image id.
             (&hex_name, "image id"),
         ];
         for (input, want) in cases {
