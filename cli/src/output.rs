@@ -42,6 +42,7 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// An id as listings show it: its first 12 characters, as Docker's.
 pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }

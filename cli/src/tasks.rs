@@ -44,6 +44,7 @@ pub async fn node_ps(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--filter desired-state=running|shutdown`, the one filter the task listings take.
 pub fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
     match filter {
         None => Ok(None),
@@ -55,6 +56,7 @@ pub fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredStat
     }
 }
 
+/// `tasks` as `docker service ps` prints them (JSON with `--format json`).
 pub fn print_tasks(
     view: &ServicesView,
     mut tasks: Vec<&Task>,
