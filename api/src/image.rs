@@ -47,9 +47,8 @@ pub enum ImageRefError {
     RegistryHost(String),
     #[error("registry port in {0:?} is not a number from 1 to 65535")]
     RegistryPort(String),
-    // The planner's wording since its first release (golden files show it).
-    #[error("repository names are lowercase")]
-    Uppercase,
+    #[error("repository name component {0:?} must be lower-case")]
+    Uppercase(String),
     #[error("invalid path component: the repository name has an empty component (a '/' too many)")]
     EmptyComponent,
     #[error(
@@ -237,7 +236,7 @@ fn check_path_component(component: &str) -> Result<(), ImageRefError> {
         return Err(ImageRefError::EmptyComponent);
     }
     if component.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(ImageRefError::Uppercase);
+        return Err(ImageRefError::Uppercase(component.to_owned()));
     }
     let bytes = component.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -355,8 +354,8 @@ mod tests {
             ("", "empty"),
             ("busy box", "contains ' '"),
             ("nginx latest", "whitespace"),
-            ("Busybox", "repository names are lowercase"),
-            ("Nginx", "lowercase"),
+            ("Busybox", "must be lower-case"),
+            ("Nginx", "lower-case"),
             ("busybox:", "tag after ':' is empty"),
             ("nginx:", "invalid tag"),
             ("busybox:-x", "must not start with '.' or '-'"),

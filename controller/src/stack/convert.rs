@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use swarm_api::image::ImageRef;
+use swarm_api::image::{ImageRef, ImageRefError};
 use swarm_api::spec::{
     self, Constraint, ContainerSpec, EndpointSpec, FileObjectSpec, MountKind, NetworkAttachment,
     NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
@@ -399,7 +399,13 @@ impl Converter<'_> {
             return None;
         };
         let at = loc.key("image");
-        if let Err(reason) = ImageRef::parse(image) {
+        if let Err(error) = ImageRef::parse(image) {
+            let reason = match error {
+                // The planner's words since its first release: golden files and users' CI
+                // logs hold them (a node names the component instead).
+                ImageRefError::Uppercase(_) => "repository names are lowercase".to_owned(),
+                other => other.to_string(),
+            };
             self.diags
                 .error(
                     at.span(),

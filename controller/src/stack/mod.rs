@@ -342,6 +342,11 @@ mod tests {
                 assert!(message.ends_with(&reason.to_string()), "{message}");
             }
         }
+        let upper = load_text("services:\n  web:\n    image: Nginx\n");
+        assert_eq!(
+            upper.diagnostics[0].message,
+            "invalid image reference \"Nginx\": repository names are lowercase"
+        );
     }
 
     #[test]
