@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
+use swarm_api::grpc::control::ListServicesRequest;
 use swarm_api::grpc::control::control_client::ControlClient;
+use swarm_api::task::ServicesView;
 use swarm_controller::ca::Role;
 use swarm_controller::tls::NodeCredentials;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -92,4 +94,16 @@ async fn connect_tcp(address: &str, tls_dir: &Path) -> anyhow::Result<ControlCli
 /// A gRPC error as a user reads it: the daemon's message, without the transport's wrapping.
 pub fn explain(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
+}
+
+/// The services, their tasks and the nodes' names, as the daemon sees them now.
+pub async fn view(host: &Host) -> anyhow::Result<ServicesView> {
+    let mut client = connect(host).await?;
+    let json = client
+        .list_services(ListServicesRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .json;
+    serde_json::from_str(&json).context("the daemon's answer is not a services view")
 }

@@ -16,6 +16,7 @@ use swarm_api::units::{GoDuration, UnitError};
 use swarm_node::{self as daemon, DaemonConfig};
 
 use crate::client::{self, DEFAULT_SOCKET, Host};
+use crate::output::table;
 
 /// Run the node process: the control API on a unix socket and, in a cluster, the manager.
 #[derive(Debug, Args)]
@@ -192,7 +193,7 @@ pub enum NodeCommand {
     #[command(alias = "list")]
     Ls {
         #[arg(long, value_enum, default_value = "table")]
-        format: crate::service::Format,
+        format: crate::output::Format,
     },
     /// Change a node's availability or labels
     Update {
@@ -243,7 +244,7 @@ pub enum NodeCommand {
         #[arg(long, short)]
         filter: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
-        format: crate::service::Format,
+        format: crate::output::Format,
     },
 }
 
@@ -316,7 +317,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
             nodes,
             filter,
             format,
-        } => crate::service::node_ps(host, &nodes, filter.as_deref(), format).await,
+        } => crate::tasks::node_ps(host, &nodes, filter.as_deref(), format).await,
         NodeCommand::Ls { format } => {
             let mut client = client::connect(host).await?;
             let nodes = client
@@ -325,7 +326,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                 .map_err(client::explain)?
                 .into_inner()
                 .nodes;
-            if format == crate::service::Format::Json {
+            if format == crate::output::Format::Json {
                 let listed: Vec<serde_json::Value> = nodes
                     .iter()
                     .map(|node| {
@@ -571,34 +572,6 @@ fn capitalise(word: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// Columns padded to their widest cell, separated by three spaces, as Docker prints them.
-pub(crate) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: [usize; N] = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
 }
 
 /// Make a certificate for an operator to reach a manager from elsewhere

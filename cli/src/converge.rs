@@ -164,7 +164,7 @@ async fn converge(
     let mut shown_errors = std::collections::HashSet::new();
     let mut last_error = None;
     loop {
-        let view = crate::service::view(host).await?;
+        let view = crate::client::view(host).await?;
         let service = view.service(name)?;
         let id = service.id.as_deref().unwrap_or_default();
         for task in view.tasks.iter().filter(|t| t.service_id == id) {
@@ -219,7 +219,7 @@ mod tests {
 
     /// A two-replica service, with tasks of image `image` in `state`.
     fn view(tasks: &[(&str, TaskState)], status: Option<UpdateState>) -> ServicesView {
-        let spec = crate::service::load_service_document(
+        let spec = swarm_controller::deploy::flags::load_service_document(
             "s_web",
             serde_json::json!({ "image": "new", "deploy": { "replicas": 2 } }),
         )

@@ -69,7 +69,7 @@ fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> S
     if let Some(status) = view.update_status.get(id) {
         line("UpdateStatus", &"");
         line(" State", &status.state.as_str());
-        let ago = |at: Millis| format!("{} ago", crate::service::ago(now.saturating_sub(at)));
+        let ago = |at: Millis| format!("{} ago", crate::output::ago(now.saturating_sub(at)));
         line(" Started", &ago(status.started_at));
         if let Some(completed) = status.completed_at {
             line(" Completed", &ago(completed));
@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     fn view() -> ServicesView {
-        let spec = crate::service::load_service_document(
+        let spec = swarm_controller::deploy::flags::load_service_document(
             "s_web",
             serde_json::json!({
                 "image": "nginx:1",

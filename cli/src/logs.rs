@@ -14,8 +14,8 @@ use swarm_api::units::GoDuration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::client::{self, Host};
-use crate::service::{short_id, view};
+use crate::client::{self, Host, view};
+use crate::output::short_id;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -76,7 +76,7 @@ pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
         for line in &message.lines {
             let known = view.tasks.iter().any(|t| t.id == line.task_id);
             if !args.raw && !known && looked_up.insert(line.task_id.clone()) {
-                view = crate::service::view(host).await?;
+                view = client::view(host).await?;
             }
             let prefix = (!args.raw).then(|| prefix(&view, line, args.no_task_ids));
             let time = args.timestamps.then_some(line.time_ns);

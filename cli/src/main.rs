@@ -6,11 +6,13 @@ mod cluster;
 mod converge;
 mod inspect;
 mod logs;
+mod output;
 mod plan;
 mod registry_auth;
 mod rollback_flags;
 mod service;
 mod stack;
+mod tasks;
 mod update_flags;
 
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! `swarm plan`: what applying the stack files would change, computed offline. The desired
 //! side is the stack files (working tree, or `--head REV`); the current side is the same
-//! paths at `--base REV`, a state export (`--state FILE`), or an empty cluster.
+//! paths at `--base REV`, a state export (`--state FILE`), or an empty cluster. The work is
+//! `swarm_controller::deploy::plan_paths`; this file reads the arguments and prints.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,12 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use swarm_api::plan::{Basis, Plan};
+use swarm_api::plan::Plan;
 use swarm_api::state::{ClusterState, STATE_FORMAT};
+use swarm_controller::deploy::{self, Current, Side, StackSource, Verdict, WorkingCopy};
 use swarm_controller::gitops::Repo;
-use swarm_controller::plan::{Scope, plan, render};
-use swarm_controller::source::{SourceTree, WorkTree, find_stack_files};
-use swarm_controller::stack::{self, Diagnostic, Severity, Stack};
+use swarm_controller::plan::render;
+
+use crate::output::print_diagnostics;
 
 /// Plan the changes that the stack files make: offline, no cluster needed.
 ///
@@ -79,51 +81,61 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         Err(_) => None,
     };
-    let naming = Naming {
+    let env = |name: &str| std::env::var(name).ok();
+
+    let base = match &args.base {
+        Some(rev) => Some(repo.as_ref().expect("checked above").revision(rev)?),
+        None => None,
+    };
+    let current = match (&base, &args.state) {
+        (Some(base), _) => Current::Source(base),
+        (None, Some(file)) => Current::State(read_state(file)?),
+        (None, None) => Current::Empty,
+    };
+    let head = match &args.head {
+        Some(rev) => Some(repo.as_ref().expect("checked above").revision(rev)?),
+        None => None,
+    };
+    let work_tree = WorkingCopy {
         repo: repo.as_ref(),
     };
-    let path_refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let env = |name: &str| std::env::var(name).ok();
-    let mut basis = Basis::default();
+    let desired: &dyn StackSource = match &head {
+        Some(head) => head,
+        None => &work_tree,
+    };
+    let outcome = deploy::plan_paths(&paths, desired, current, &env)?;
 
-    // The current side first: a path that exists only there is a deleted stack, not a typo.
-    let mut current = ClusterState::empty();
-    let mut base_paths: Vec<PathBuf> = Vec::new();
-    if let Some(rev) = &args.base {
-        let repo = repo.as_ref().expect("checked above");
-        let tree = repo.revision(rev)?;
-        basis.base_commit = Some(tree.commit_id());
-        let found = find_stack_files(&tree, &path_refs)?;
-        base_paths = found.files.clone();
-        let (stacks, errors) = load_stacks(&tree, &found.files, &naming, Some(rev), &env);
-        if errors > 0 {
+    if let Some(current) = &outcome.current {
+        print_findings(current);
+        if current.invalid() > 0 {
+            let rev = args.base.as_deref().unwrap_or_default();
             eprintln!(
-                "warning: {errors} stack file(s) at {rev} are invalid and were never applied; they count as absent on the current side"
+                "warning: {} stack file(s) at {rev} are invalid and were never applied; they count as absent on the current side",
+                current.invalid()
             );
         }
-        current = stack::as_state(&stacks);
-    } else if let Some(file) = &args.state {
-        current = read_state(file)?;
-        basis.state_version = Some(current.version);
     }
-
-    let (desired, errors) = match &args.head {
-        Some(rev) => {
-            let repo = repo.as_ref().expect("checked above");
-            let tree = repo.revision(rev)?;
-            basis.head_commit = Some(tree.commit_id());
-            load_desired(&tree, &path_refs, &base_paths, &naming, Some(rev), &env)?
+    let plan = match outcome.verdict {
+        Verdict::Missing(missing) => {
+            let place = desired
+                .revision()
+                .map(|r| format!(" at {r}"))
+                .unwrap_or_default();
+            bail!("{}: no such file or directory{place}", missing[0].display());
         }
-        None => load_desired(&WorkTree, &path_refs, &base_paths, &naming, None, &env)?,
+        Verdict::Invalid(errors) => {
+            print_findings(&outcome.desired);
+            bail!("{errors} stack file(s) are invalid; nothing was planned");
+        }
+        Verdict::Conflict(conflict) => {
+            print_findings(&outcome.desired);
+            return Err(conflict.into());
+        }
+        Verdict::Planned(plan) => {
+            print_findings(&outcome.desired);
+            plan
+        }
     };
-    if errors > 0 {
-        bail!("{errors} stack file(s) are invalid; nothing was planned");
-    }
-
-    let scope = Scope {
-        paths: paths.iter().map(|p| naming.source(p)).collect(),
-    };
-    let plan = plan(&desired, &current, &scope, basis)?;
     print_plan(&plan, args.format, use_color(args.color))?;
     if let Some(out) = &args.out {
         let json = serde_json::to_string_pretty(&plan)? + "\n";
@@ -137,97 +149,19 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Each file's findings, as it was loaded.
+fn print_findings(side: &Side) {
+    for file in &side.files {
+        print_diagnostics(&file.findings);
+    }
+}
+
 fn default_path() -> PathBuf {
     let stacks = PathBuf::from("stacks");
     if stacks.is_dir() {
         stacks
     } else {
         PathBuf::from(".")
-    }
-}
-
-/// How stack files are named: in findings, the path as the user can open it (or `REV:path`
-/// for a revision); as an object's source, the path from the repository root when there is
-/// a repository, so that both sides of a plan and the cluster's records agree.
-struct Naming<'r> {
-    repo: Option<&'r Repo>,
-}
-
-impl Naming<'_> {
-    fn source(&self, path: &Path) -> String {
-        self.repo
-            .and_then(|repo| repo.relative(path).ok())
-            .unwrap_or_else(|| path.to_path_buf())
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn display(&self, path: &Path, rev: Option<&str>) -> String {
-        match rev {
-            Some(rev) => format!("{rev}:{}", self.source(path)),
-            None => path.to_string_lossy().into_owned(),
-        }
-    }
-}
-
-fn load_desired(
-    tree: &dyn SourceTree,
-    paths: &[&Path],
-    base_files: &[PathBuf],
-    naming: &Naming,
-    rev: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> anyhow::Result<(Vec<Stack>, usize)> {
-    let found = find_stack_files(tree, paths)?;
-    for missing in &found.missing {
-        // Gone here but present on the current side: the stack was deleted, plan its removal.
-        let deleted = base_files
-            .iter()
-            .any(|f| f == missing || f.parent() == Some(missing));
-        if !deleted {
-            let place = rev.map(|r| format!(" at {r}")).unwrap_or_default();
-            bail!("{}: no such file or directory{place}", missing.display());
-        }
-    }
-    Ok(load_stacks(tree, &found.files, naming, rev, env))
-}
-
-/// Loads every file, printing its findings to stderr; returns the valid stacks and the
-/// number of invalid files.
-fn load_stacks(
-    tree: &dyn SourceTree,
-    files: &[PathBuf],
-    naming: &Naming,
-    rev: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> (Vec<Stack>, usize) {
-    let mut stacks = Vec::new();
-    let mut invalid = 0;
-    for file in files {
-        let loaded = stack::load(tree, file, &naming.display(file, rev), env);
-        print_diagnostics(&loaded.diagnostics);
-        match loaded.stack {
-            Some(mut stack) => {
-                stack.source = naming.source(file);
-                stacks.push(stack);
-            }
-            None => invalid += 1,
-        }
-    }
-    (stacks, invalid)
-}
-
-pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic]) {
-    let mut stderr = std::io::stderr().lock();
-    for diagnostic in diagnostics {
-        let _ = writeln!(stderr, "{diagnostic}");
-    }
-    let errors = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    if errors > 0 {
-        let _ = writeln!(stderr, "{errors} error(s) in {}", diagnostics[0].file);
     }
 }
 

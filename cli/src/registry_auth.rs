@@ -16,8 +16,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use serde_json::{Map, Value, json};
-use swarm_agent::image::{DEFAULT_REGISTRY, ImageRef};
 use swarm_api::auth::{RegistryAuth, RegistryCredential};
+use swarm_api::image::{DEFAULT_REGISTRY, ImageRef, ImageRefError};
 
 /// The key `docker login` uses for Docker Hub.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -55,7 +55,10 @@ pub enum AuthError {
         setting: String,
     },
     #[error("invalid image reference {reference:?}: {reason}")]
-    InvalidImage { reference: String, reason: String },
+    InvalidImage {
+        reference: String,
+        reason: ImageRefError,
+    },
 }
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json` (Docker's rule).

@@ -1,30 +1,27 @@
-//! `swarm service create|ls|ps|inspect|scale|rm` and `swarm node ps`.
+//! `swarm service create|ls|ps|inspect|update|rollback|scale|rm|logs`.
 //!
-//! A service's spec is made the way a stack file's is: the flags become a one-service
-//! Compose document, which the stack loader validates and normalises, so `service create`
-//! and `stack deploy` give equal specs for equal intents and share every check and default.
+//! The flags are clap's here and plain data in `swarm_controller::deploy::flags`, which
+//! turns them into specs (through the stack loader, so `service create` and `stack deploy`
+//! give equal specs for equal intents); this file talks to the daemon and prints.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value, json};
 use swarm_api::grpc::control::{
-    CreateServiceRequest, ListServicesRequest, RemoveServiceRequest, RollbackServiceRequest,
-    UpdateServiceRequest,
+    CreateServiceRequest, RemoveServiceRequest, RollbackServiceRequest, UpdateServiceRequest,
 };
 use swarm_api::spec::{ServiceMode, ServiceSpec};
 use swarm_api::state::Object;
-use swarm_api::task::{DesiredState, ServicesView, Task};
+use swarm_api::task::{ServicesView, Task};
 use swarm_api::units::GoDuration;
-use swarm_controller::source::SourceTree;
+use swarm_controller::deploy::flags;
 
-use crate::client::{self, Host};
-use crate::cluster::table;
+use crate::client::{self, Host, view};
 use crate::converge::{Change, Wait};
+use crate::output::{Format, print_services};
 use crate::rollback_flags::RollbackFlags;
+use crate::tasks::{desired_filter, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -80,12 +77,6 @@ pub enum ServiceCommand {
     },
     /// Show the logs of a service's tasks, or of one task
     Logs(Box<crate::logs::LogsArgs>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
 }
 
 #[derive(Debug, Args)]
@@ -347,256 +338,8 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
     }
 }
 
-/// `swarm node ps NODE…`: the tasks on nodes.
-pub async fn node_ps(
-    host: &Host,
-    nodes: &[String],
-    filter: Option<&str>,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let desired = desired_filter(filter)?;
-    let view = view(host).await?;
-    let mut tasks = Vec::new();
-    for reference in nodes {
-        let matching: Vec<&String> = view
-            .nodes
-            .iter()
-            .filter(|(id, hostname)| {
-                *id == reference || *hostname == reference || id.starts_with(reference.as_str())
-            })
-            .map(|(id, _)| id)
-            .collect();
-        let [id] = matching.as_slice() else {
-            anyhow::bail!(
-                "node {reference} matches {} nodes: give its id or hostname (`swarm node ls`)",
-                matching.len()
-            );
-        };
-        tasks.extend(
-            view.tasks
-                .iter()
-                .filter(|t| t.node_id.as_ref() == Some(*id))
-                .filter(|t| desired.is_none_or(|d| t.desired == d)),
-        );
-    }
-    print_tasks(&view, tasks, format)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
-    match filter {
-        None => Ok(None),
-        Some("desired-state=running") => Ok(Some(DesiredState::Running)),
-        Some("desired-state=shutdown") => Ok(Some(DesiredState::Shutdown)),
-        Some(other) => anyhow::bail!(
-            "unsupported filter {other:?}: use desired-state=running or desired-state=shutdown"
-        ),
-    }
-}
-
-pub(crate) async fn view(host: &Host) -> anyhow::Result<ServicesView> {
-    let mut client = client::connect(host).await?;
-    let json = client
-        .list_services(ListServicesRequest {})
-        .await
-        .map_err(client::explain)?
-        .into_inner()
-        .json;
-    serde_json::from_str(&json).context("the daemon's answer is not a services view")
-}
-
 fn resolve<'a>(view: &'a ServicesView, reference: &str) -> anyhow::Result<&'a Object<ServiceSpec>> {
     Ok(view.service(reference)?)
-}
-
-pub(crate) fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-/// The services of `view` as `service ls` prints them.
-pub(crate) fn print_services(
-    view: &ServicesView,
-    quiet: bool,
-    format: Format,
-) -> anyhow::Result<()> {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&view.services)?);
-    } else if quiet {
-        for service in &view.services {
-            println!("{}", service.id.as_deref().unwrap_or_default());
-        }
-    } else {
-        print!("{}", services_table(view));
-    }
-    Ok(())
-}
-
-fn services_table(view: &ServicesView) -> String {
-    let rows: Vec<[String; 6]> = view
-        .services
-        .iter()
-        .map(|service| {
-            let id = service.id.as_deref().unwrap_or_default();
-            let running = view
-                .tasks
-                .iter()
-                .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
-                .filter(|t| t.status.state == swarm_api::task::TaskState::Running)
-                .count();
-            let (mode, replicas) = match service.spec.mode {
-                ServiceMode::Replicated { replicas } => {
-                    ("replicated", format!("{running}/{replicas}"))
-                }
-                ServiceMode::Global => {
-                    let wanted = view
-                        .tasks
-                        .iter()
-                        .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
-                        .count();
-                    ("global", format!("{running}/{wanted}"))
-                }
-            };
-            let ports: Vec<String> = service
-                .spec
-                .endpoint
-                .ports
-                .iter()
-                .map(|p| p.to_string())
-                .collect();
-            [
-                short_id(id).to_owned(),
-                service.spec.name.clone(),
-                mode.to_owned(),
-                replicas,
-                service.spec.task.container.image.clone(),
-                ports.join(", "),
-            ]
-        })
-        .collect();
-    table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
-}
-
-pub(crate) fn print_tasks(
-    view: &ServicesView,
-    mut tasks: Vec<&Task>,
-    format: Format,
-) -> anyhow::Result<()> {
-    // Docker's order: by name (slot), the live task first, then its history, newest first.
-    tasks.sort_by(|a, b| {
-        (
-            &a.service_name,
-            a.slot,
-            &a.node_id,
-            b.desired == DesiredState::Running,
-        )
-            .cmp(&(
-                &b.service_name,
-                b.slot,
-                &b.node_id,
-                a.desired == DesiredState::Running,
-            ))
-            .then(b.created_at.cmp(&a.created_at))
-    });
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&tasks)?);
-        return Ok(());
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let mut previous: Option<String> = None;
-    let rows: Vec<[String; 8]> = tasks
-        .iter()
-        .map(|task| {
-            let name = match task.slot {
-                Some(slot) => format!("{}.{slot}", task.service_name),
-                None => format!(
-                    "{}.{}",
-                    task.service_name,
-                    short_id(task.node_id.as_deref().unwrap_or_default())
-                ),
-            };
-            // History lines are marked as Docker marks them.
-            let shown = if previous.as_ref() == Some(&name) {
-                format!(" \\_ {name}")
-            } else {
-                name.clone()
-            };
-            previous = Some(name);
-            let node = task
-                .node_id
-                .as_ref()
-                .map(|id| view.nodes.get(id).cloned().unwrap_or_else(|| id.clone()))
-                .unwrap_or_default();
-            let desired = match task.desired {
-                DesiredState::Running => "Running",
-                DesiredState::Shutdown => "Shutdown",
-            };
-            let state = task.status.state.as_str();
-            let current = format!(
-                "{}{} {} ago",
-                state[..1].to_uppercase(),
-                &state[1..],
-                ago(now.saturating_sub(task.status.since))
-            );
-            let error = match (&task.status.error, task.status.state) {
-                (Some(error), _) => error.clone(),
-                (None, swarm_api::task::TaskState::Pending) => task.status.message.clone(),
-                (None, _) => String::new(),
-            };
-            // Host-mode ports are bound where the task runs, so they are the task's.
-            let ports: Vec<String> = view
-                .services
-                .iter()
-                .find(|s| s.id.as_ref() == Some(&task.service_id))
-                .map(|s| &s.spec.endpoint.ports[..])
-                .unwrap_or_default()
-                .iter()
-                .filter(|p| p.mode == swarm_api::spec::PublishMode::Host)
-                .map(|p| p.to_string())
-                .collect();
-            [
-                short_id(&task.id).to_owned(),
-                shown,
-                task.spec.container.image.clone(),
-                node,
-                desired.to_owned(),
-                current,
-                error,
-                ports.join(","),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            [
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-                "PORTS"
-            ],
-            &rows
-        )
-    );
-    Ok(())
-}
-
-/// Docker's "2 minutes" style.
-pub(crate) fn ago(ms: u64) -> String {
-    let seconds = ms / 1000;
-    match seconds {
-        0..=1 => "Less than a second".to_owned(),
-        2..=59 => format!("{seconds} seconds"),
-        60..=119 => "About a minute".to_owned(),
-        120..=3599 => format!("{} minutes", seconds / 60),
-        3600..=7199 => "About an hour".to_owned(),
-        _ => format!("{} hours", seconds / 3600),
-    }
 }
 
 async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<ExitCode> {
@@ -646,7 +389,7 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let view = view(host).await?;
     let service = resolve(&view, &args.service)?;
     let mut spec = service.spec.clone();
-    apply_update(&mut spec, &args)?;
+    args.flags().apply(&mut spec)?;
     let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
     if spec == service.spec && !args.with_registry_auth {
         println!("{}: nothing to change", service.spec.name);
@@ -669,111 +412,84 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn parsed<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| anyhow::anyhow!("invalid --{flag} {value:?}: {e}"))
+impl UpdateArgs {
+    /// The flags that change the spec, for the library.
+    fn flags(&self) -> flags::UpdateFlags {
+        let settings = flags::UpdateFlags {
+            image: self.image.clone(),
+            replicas: self.replicas,
+            env_add: self.env_add.clone(),
+            env_rm: self.env_rm.clone(),
+            constraint_add: self.constraint_add.clone(),
+            constraint_rm: self.constraint_rm.clone(),
+            limit_cpu: self.limit_cpu.clone(),
+            limit_memory: self.limit_memory.clone(),
+            reserve_cpu: self.reserve_cpu.clone(),
+            reserve_memory: self.reserve_memory.clone(),
+            stop_grace_period: self.stop_grace_period.clone(),
+            update_parallelism: self.update_parallelism,
+            update_order: self.update_order.clone(),
+            update_delay: self.update_delay,
+            update_failure_action: self.update_failure_action.clone(),
+            update_monitor: self.update_monitor,
+            update_max_failure_ratio: self.update_max_failure_ratio,
+            entrypoint: self.entrypoint.clone(),
+            rollback: self.rollback.flags(),
+            force: self.force,
+            ..flags::UpdateFlags::default()
+        };
+        self.container.flags(settings)
+    }
 }
 
-fn apply_update(spec: &mut ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()> {
-    let task = &mut spec.task;
-    if let Some(image) = &args.image {
-        task.container.image = image.clone();
-    }
-    if let Some(replicas) = args.replicas {
-        match spec.mode {
-            ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
-            ServiceMode::Global => {
-                anyhow::bail!(
-                    "--replicas can only be used with replicated mode (this service is global)"
-                )
-            }
+impl CreateArgs {
+    /// The flags that make the spec, for the library.
+    fn flags(&self) -> flags::CreateFlags {
+        flags::CreateFlags {
+            name: self.name.clone(),
+            mode: self.mode.clone(),
+            replicas: self.replicas,
+            publish: self.publish.clone(),
+            env: self.env.clone(),
+            label: self.label.clone(),
+            container_label: self.container_label.clone(),
+            constraint: self.constraint.clone(),
+            placement_pref: self.placement_pref.clone(),
+            replicas_max_per_node: self.replicas_max_per_node,
+            reserve_cpu: self.reserve_cpu.clone(),
+            reserve_memory: self.reserve_memory.clone(),
+            limit_cpu: self.limit_cpu.clone(),
+            limit_memory: self.limit_memory.clone(),
+            restart_condition: self.restart_condition.clone(),
+            restart_delay: self.restart_delay.clone(),
+            restart_max_attempts: self.restart_max_attempts,
+            restart_window: self.restart_window.clone(),
+            update_parallelism: self.update_parallelism,
+            update_delay: self.update_delay.clone(),
+            update_order: self.update_order.clone(),
+            update_failure_action: self.update_failure_action.clone(),
+            update_monitor: self.update_monitor.clone(),
+            update_max_failure_ratio: self.update_max_failure_ratio,
+            rollback: self.rollback.flags(),
+            health_cmd: self.health_cmd.clone(),
+            health_interval: self.health_interval.clone(),
+            health_timeout: self.health_timeout.clone(),
+            health_retries: self.health_retries,
+            health_start_period: self.health_start_period.clone(),
+            stop_grace_period: self.stop_grace_period.clone(),
+            stop_signal: self.stop_signal.clone(),
+            hostname: self.hostname.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            entrypoint: self.entrypoint.clone(),
+            image: self.image.clone(),
+            command: self.command.clone(),
         }
     }
-    for (key, value) in key_values(&args.env_add, "env-add")? {
-        task.container.env.insert(key, value);
-    }
-    for key in &args.env_rm {
-        task.container.env.remove(key);
-    }
-    let constraints = &mut task.placement.constraints;
-    for text in &args.constraint_add {
-        let constraint = parsed("constraint-add", text)?;
-        if !constraints.contains(&constraint) {
-            constraints.push(constraint);
-        }
-    }
-    for text in &args.constraint_rm {
-        let constraint: swarm_api::spec::Constraint = parsed("constraint-rm", text)?;
-        constraints.retain(|c| *c != constraint);
-    }
-    constraints.sort();
-    let resources = &mut task.resources;
-    if let Some(cpus) = &args.limit_cpu {
-        resources.limits.cpus = Some(parsed("limit-cpu", cpus)?);
-    }
-    if let Some(memory) = &args.limit_memory {
-        resources.limits.memory = Some(parsed("limit-memory", memory)?);
-    }
-    if let Some(cpus) = &args.reserve_cpu {
-        resources.reservations.cpus = Some(parsed("reserve-cpu", cpus)?);
-    }
-    if let Some(memory) = &args.reserve_memory {
-        resources.reservations.memory = Some(parsed("reserve-memory", memory)?);
-    }
-    if let Some(grace) = &args.stop_grace_period {
-        task.container.stop_grace_period = parsed("stop-grace-period", grace)?;
-    }
-    if let Some(parallelism) = args.update_parallelism {
-        spec.update.parallelism = parallelism;
-    }
-    if let Some(order) = &args.update_order {
-        spec.update.order = serde_json::from_value(json!(order)).map_err(|_| {
-            anyhow::anyhow!("invalid --update-order {order:?}: use start-first or stop-first")
-        })?;
-    }
-    if let Some(delay) = args.update_delay {
-        spec.update.delay = delay;
-    }
-    if let Some(action) = &args.update_failure_action {
-        spec.update.failure_action = serde_json::from_value(json!(action)).map_err(|_| {
-            anyhow::anyhow!(
-                "invalid --update-failure-action {action:?}: use pause, continue or rollback"
-            )
-        })?;
-    }
-    if let Some(monitor) = args.update_monitor {
-        spec.update.monitor = monitor;
-    }
-    if let Some(ratio) = args.update_max_failure_ratio {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&ratio),
-            "invalid --update-max-failure-ratio {ratio}: use a number from 0 to 1"
-        );
-        spec.update.max_failure_ratio = ratio;
-    }
-    if let Some(entrypoint) = &args.entrypoint {
-        spec.task.container.entrypoint = match entrypoint.as_str() {
-            "" => None,
-            line => Some(
-                shlex::split(line)
-                    .with_context(|| format!("invalid --entrypoint {line:?}: unbalanced quotes"))?,
-            ),
-        };
-    }
-    args.rollback.apply(&mut spec.rollback)?;
-    args.container.apply(spec)?;
-    if args.force {
-        spec.task.force_update += 1;
-    }
-    Ok(())
 }
 
 async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let spec = spec_from_flags(&args)?;
+    let spec = args.flags().spec()?;
     let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
     let mut client = client::connect(host).await?;
     let id = client
@@ -802,301 +518,319 @@ fn registry_auth_json(wanted: bool, spec: &ServiceSpec) -> anyhow::Result<String
     Ok(serde_json::to_string(&auth)?)
 }
 
-/// The name the one-service document is loaded under: every object is named
-/// `<stack>_<service>`, and the service is then given its own name back.
-const STACK: &str = "cli";
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
 
-/// A normalised spec from the flags, through the stack loader.
-fn spec_from_flags(args: &CreateArgs) -> anyhow::Result<ServiceSpec> {
-    load_service_document(&args.name, service_document(args)?)
-}
+    use super::*;
 
-/// The spec of a one-service Compose document built from flags (`service`: the service's
-/// mapping), checked and completed by the stack loader; errors name the flags.
-pub(crate) fn load_service_document(name: &str, service: Value) -> anyhow::Result<ServiceSpec> {
-    let mut document = json!({ "services": { name: service } });
-    // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
-    // the stack file's interpolation.
-    escape_dollars(&mut document);
-    let tree = OneFile(serde_json::to_vec(&document)?);
-    let loaded =
-        swarm_controller::stack::load(&tree, Path::new("cli.yaml"), "command line", &|_| None);
-    let errors: Vec<String> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == swarm_controller::stack::Severity::Error)
-        .map(|d| {
-            let field = d.path.trim_start_matches(&format!("services.{name}."));
-            format!("{}: {}", flag_of(field), d.message)
-        })
-        .collect();
-    let Some(mut stack) = loaded.stack.filter(|_| errors.is_empty()) else {
-        anyhow::bail!("invalid service:\n  {}", errors.join("\n  "));
-    };
-    let mut spec = stack.services.remove(0);
-    spec.name = name.to_owned();
-    // The loader attaches a stack's services to the stack's default network, which an
-    // imperative service does not have.
-    spec.task
-        .networks
-        .retain(|n| !n.target.starts_with(&format!("{STACK}_")));
-    Ok(spec)
-}
-
-/// Every `$` of the document's strings written `$$`, which the loader reads as a `$`.
-fn escape_dollars(value: &mut Value) {
-    match value {
-        Value::String(text) => *text = text.replace('$', "$$"),
-        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
-        Value::Object(entries) => entries.values_mut().for_each(escape_dollars),
-        _ => {}
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ServiceCommand,
     }
-}
 
-/// The flag that sets a field of the one-service document, for error messages.
-fn flag_of(field: &str) -> String {
-    const FLAGS: &[(&str, &str)] = &[
-        ("deploy.replicas", "--replicas"),
-        ("deploy.mode", "--mode"),
-        ("deploy.labels", "--label"),
-        ("deploy.placement.constraints", "--constraint"),
-        ("deploy.placement.preferences", "--placement-pref"),
-        (
-            "deploy.placement.max_replicas_per_node",
+    fn parse(args: &[&str]) -> ServiceCommand {
+        let mut argv = vec!["service"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Every flag of `create`, each with a value of its own, reaches its own field.
+    #[test]
+    fn create_arguments_reach_the_library_flags() {
+        let ServiceCommand::Create(args) = parse(&[
+            "create",
+            "--name",
+            "web",
+            "--mode",
+            "global",
+            "--replicas",
+            "2",
+            "-p",
+            "80:80",
+            "-e",
+            "A=1",
+            "-l",
+            "team=a",
+            "--container-label",
+            "tier=front",
+            "--constraint",
+            "node.role==worker",
+            "--placement-pref",
+            "spread=node.labels.zone",
             "--replicas-max-per-node",
-        ),
-        ("deploy.resources.limits.cpus", "--limit-cpu"),
-        ("deploy.resources.limits.memory", "--limit-memory"),
-        ("deploy.resources.reservations.cpus", "--reserve-cpu"),
-        ("deploy.resources.reservations.memory", "--reserve-memory"),
-        ("deploy.restart_policy", "--restart-"),
-        ("deploy.update_config", "--update-"),
-        ("deploy.rollback_config", "--rollback-"),
-        ("healthcheck", "--health-"),
-        ("ports", "--publish"),
-        ("environment", "--env"),
-        ("labels", "--container-label"),
-        ("image", "IMAGE"),
-        ("command", "COMMAND"),
-        ("entrypoint", "--entrypoint"),
-        ("stop_grace_period", "--stop-grace-period"),
-        ("stop_signal", "--stop-signal"),
-        ("working_dir", "--workdir"),
-        ("user", "--user"),
-        ("hostname", "--hostname"),
-    ];
-    for (prefix, flag) in FLAGS {
-        if let Some(rest) = field.strip_prefix(prefix) {
-            // `--restart-` + `condition` → `--restart-condition`.
-            return match flag.strip_suffix('-') {
-                Some(_) => format!("{flag}{}", rest.trim_start_matches('.').replace('_', "-")),
-                None => (*flag).to_owned(),
-            };
-        }
-    }
-    field.to_owned()
-}
-
-pub(crate) fn key_values(items: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|item| match item.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => anyhow::bail!("invalid --{flag} {item:?}: expected KEY=VALUE"),
-        })
-        .collect()
-}
-
-/// A `--publish` value as a Compose long-syntax port.
-pub(crate) fn port_document(publish: &str) -> anyhow::Result<Value> {
-    let mut port = Map::new();
-    for part in publish.split(',') {
-        match part.split_once('=') {
-            Some((key @ ("mode" | "protocol"), value)) => {
-                port.insert(key.to_owned(), json!(value));
-            }
-            Some((key @ ("published" | "target"), value)) => {
-                let number: u16 = value.parse().with_context(|| {
-                    format!("invalid --publish {publish:?}: {key} must be a port number")
-                })?;
-                port.insert(key.to_owned(), json!(number));
-            }
-            Some((key, _)) => anyhow::bail!(
-                "invalid --publish {publish:?}: unknown key {key:?} (published, target, mode, protocol)"
-            ),
-            None => {
-                let (ports, protocol) = match part.split_once('/') {
-                    Some((ports, protocol)) => (ports, Some(protocol)),
-                    None => (part, None),
-                };
-                let (published, target) = match ports.split_once(':') {
-                    Some((published, target)) => (Some(published), target),
-                    None => (None, ports),
-                };
-                let number = |text: &str| -> anyhow::Result<u16> {
-                    text.parse().with_context(|| {
-                        format!("invalid --publish {publish:?}: {text:?} is not a port number")
-                    })
-                };
-                port.insert("target".into(), json!(number(target)?));
-                if let Some(published) = published {
-                    port.insert("published".into(), json!(number(published)?));
-                }
-                if let Some(protocol) = protocol {
-                    port.insert("protocol".into(), json!(protocol));
-                }
-            }
-        }
-    }
-    if !port.contains_key("target") {
-        anyhow::bail!("invalid --publish {publish:?}: the target port is missing");
-    }
-    Ok(Value::Object(port))
-}
-
-fn service_document(args: &CreateArgs) -> anyhow::Result<Value> {
-    let env = key_values(&args.env, "env")?;
-    let container_labels = key_values(&args.container_label, "container-label")?;
-    let mut service = Map::new();
-    let mut put = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            service.insert(key.to_owned(), value);
-        }
-    };
-    put("image", Some(json!(args.image)));
-    put(
-        "command",
-        (!args.command.is_empty()).then(|| json!(args.command)),
-    );
-    // A string, split by the loader as Compose splits it.
-    put("entrypoint", args.entrypoint.as_ref().map(|e| json!(e)));
-    put("environment", (!env.is_empty()).then(|| json!(env)));
-    put(
-        "labels",
-        (!container_labels.is_empty()).then(|| json!(container_labels)),
-    );
-    put("hostname", args.hostname.as_ref().map(|v| json!(v)));
-    put("working_dir", args.workdir.as_ref().map(|v| json!(v)));
-    put("user", args.user.as_ref().map(|v| json!(v)));
-    put(
-        "stop_grace_period",
-        args.stop_grace_period.as_ref().map(|v| json!(v)),
-    );
-    put("stop_signal", args.stop_signal.as_ref().map(|v| json!(v)));
-    let ports = args
-        .publish
-        .iter()
-        .map(|p| port_document(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    put("ports", (!ports.is_empty()).then(|| json!(ports)));
-    if let Some(cmd) = &args.health_cmd {
-        let health = section([
-            ("test", Some(json!(["CMD-SHELL", cmd]))),
-            ("interval", args.health_interval.as_ref().map(|v| json!(v))),
-            ("timeout", args.health_timeout.as_ref().map(|v| json!(v))),
-            (
-                "start_period",
-                args.health_start_period.as_ref().map(|v| json!(v)),
-            ),
-            ("retries", args.health_retries.map(|v| json!(v))),
-        ]);
-        put("healthcheck", health);
-    }
-    service.insert("deploy".into(), deploy_document(args)?);
-    Ok(Value::Object(service))
-}
-
-/// A mapping of the entries that have a value; none when no entry has one.
-fn section<'a>(entries: impl IntoIterator<Item = (&'a str, Option<Value>)>) -> Option<Value> {
-    let map: Map<String, Value> = entries
-        .into_iter()
-        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
-        .collect();
-    (!map.is_empty()).then_some(Value::Object(map))
-}
-
-fn deploy_document(args: &CreateArgs) -> anyhow::Result<Value> {
-    let text = |value: &Option<String>| value.as_ref().map(|v| json!(v));
-    let labels = (!args.label.is_empty())
-        .then(|| key_values(&args.label, "label"))
-        .transpose()?;
-    let preferences = args
-        .placement_pref
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some(("spread", target)) => Ok(json!({ "spread": target })),
-            _ => anyhow::bail!("invalid --placement-pref {p:?}: expected spread=node.labels.KEY"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let placement = section([
-        (
-            "constraints",
-            (!args.constraint.is_empty()).then(|| json!(args.constraint)),
-        ),
-        (
-            "preferences",
-            (!preferences.is_empty()).then(|| json!(preferences)),
-        ),
-        (
-            "max_replicas_per_node",
-            args.replicas_max_per_node.map(|m| json!(m)),
-        ),
-    ]);
-    let resources = section([
-        (
-            "limits",
-            section([
-                ("cpus", text(&args.limit_cpu)),
-                ("memory", text(&args.limit_memory)),
-            ]),
-        ),
-        (
-            "reservations",
-            section([
-                ("cpus", text(&args.reserve_cpu)),
-                ("memory", text(&args.reserve_memory)),
-            ]),
-        ),
-    ]);
-    let restart = section([
-        ("condition", text(&args.restart_condition)),
-        ("delay", text(&args.restart_delay)),
-        ("window", text(&args.restart_window)),
-        ("max_attempts", args.restart_max_attempts.map(|m| json!(m))),
-    ]);
-    let update = section([
-        ("delay", text(&args.update_delay)),
-        ("order", text(&args.update_order)),
-        ("failure_action", text(&args.update_failure_action)),
-        ("monitor", text(&args.update_monitor)),
-        ("parallelism", args.update_parallelism.map(|p| json!(p))),
-        (
-            "max_failure_ratio",
-            args.update_max_failure_ratio.map(|r| json!(r)),
-        ),
-    ]);
-    Ok(section([
-        ("mode", Some(json!(args.mode))),
-        ("replicas", args.replicas.map(|r| json!(r))),
-        ("labels", labels.map(|l| json!(l))),
-        ("placement", placement),
-        ("resources", resources),
-        ("restart_policy", restart),
-        ("update_config", update),
-        ("rollback_config", args.rollback.section()?),
-    ])
-    .expect("the mode is always there"))
-}
-
-/// The one-service document, as the loader reads files.
-struct OneFile(Vec<u8>);
-
-impl SourceTree for OneFile {
-    fn read(&self, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-        Ok((path == Path::new("cli.yaml")).then(|| self.0.clone()))
+            "3",
+            "--reserve-cpu",
+            "0.1",
+            "--reserve-memory",
+            "1M",
+            "--limit-cpu",
+            "0.2",
+            "--limit-memory",
+            "2M",
+            "--restart-condition",
+            "any",
+            "--restart-delay",
+            "1s",
+            "--restart-max-attempts",
+            "4",
+            "--restart-window",
+            "2s",
+            "--update-parallelism",
+            "5",
+            "--update-delay",
+            "3s",
+            "--update-order",
+            "start-first",
+            "--update-failure-action",
+            "pause",
+            "--update-monitor",
+            "4s",
+            "--update-max-failure-ratio",
+            "0.5",
+            "--rollback-parallelism",
+            "6",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "5s",
+            "--health-timeout",
+            "6s",
+            "--health-retries",
+            "7",
+            "--health-start-period",
+            "7s",
+            "--stop-grace-period",
+            "8s",
+            "--stop-signal",
+            "SIGUSR1",
+            "--hostname",
+            "h",
+            "-w",
+            "/w",
+            "-u",
+            "u",
+            "--entrypoint",
+            "sh -c",
+            "nginx:1",
+            "httpd",
+            "-f",
+        ]) else {
+            panic!("not create");
+        };
+        let want = flags::CreateFlags {
+            name: "web".into(),
+            mode: "global".into(),
+            replicas: Some(2),
+            publish: strings(&["80:80"]),
+            env: strings(&["A=1"]),
+            label: strings(&["team=a"]),
+            container_label: strings(&["tier=front"]),
+            constraint: strings(&["node.role==worker"]),
+            placement_pref: strings(&["spread=node.labels.zone"]),
+            replicas_max_per_node: Some(3),
+            reserve_cpu: Some("0.1".into()),
+            reserve_memory: Some("1M".into()),
+            limit_cpu: Some("0.2".into()),
+            limit_memory: Some("2M".into()),
+            restart_condition: Some("any".into()),
+            restart_delay: Some("1s".into()),
+            restart_max_attempts: Some(4),
+            restart_window: Some("2s".into()),
+            update_parallelism: Some(5),
+            update_delay: Some("3s".into()),
+            update_order: Some("start-first".into()),
+            update_failure_action: Some("pause".into()),
+            update_monitor: Some("4s".into()),
+            update_max_failure_ratio: Some(0.5),
+            rollback: flags::RollbackFlags {
+                parallelism: Some(6),
+                ..Default::default()
+            },
+            health_cmd: Some("true".into()),
+            health_interval: Some("5s".into()),
+            health_timeout: Some("6s".into()),
+            health_retries: Some(7),
+            health_start_period: Some("7s".into()),
+            stop_grace_period: Some("8s".into()),
+            stop_signal: Some("SIGUSR1".into()),
+            hostname: Some("h".into()),
+            workdir: Some("/w".into()),
+            user: Some("u".into()),
+            entrypoint: Some("sh -c".into()),
+            image: "nginx:1".into(),
+            command: strings(&["httpd", "-f"]),
+        };
+        assert_eq!(args.flags(), want);
     }
 
-    fn list(&self, _dir: &Path) -> std::io::Result<Option<Vec<String>>> {
-        Ok(None)
+    /// Every flag of `update`, each with a value of its own, reaches its own field.
+    #[test]
+    fn update_arguments_reach_the_library_flags() {
+        let ServiceCommand::Update(args) = parse(&[
+            "update",
+            "--image",
+            "web:2",
+            "--replicas",
+            "2",
+            "--env-add",
+            "A=1",
+            "--env-rm",
+            "B",
+            "--constraint-add",
+            "node.role==worker",
+            "--constraint-rm",
+            "node.role==manager",
+            "--limit-cpu",
+            "0.2",
+            "--limit-memory",
+            "2M",
+            "--reserve-cpu",
+            "0.1",
+            "--reserve-memory",
+            "1M",
+            "--stop-grace-period",
+            "8s",
+            "--update-parallelism",
+            "5",
+            "--update-order",
+            "start-first",
+            "--update-delay",
+            "3s",
+            "--update-failure-action",
+            "pause",
+            "--update-monitor",
+            "4s",
+            "--update-max-failure-ratio",
+            "0.5",
+            "--entrypoint",
+            "sh -c",
+            "--rollback-parallelism",
+            "1",
+            "--rollback-delay",
+            "1s",
+            "--rollback-failure-action",
+            "continue",
+            "--rollback-monitor",
+            "2s",
+            "--rollback-max-failure-ratio",
+            "0.25",
+            "--rollback-order",
+            "stop-first",
+            "--args",
+            "httpd -f",
+            "--label-add",
+            "l=1",
+            "--label-rm",
+            "m",
+            "--container-label-add",
+            "c=1",
+            "--container-label-rm",
+            "d",
+            "--publish-add",
+            "80:80",
+            "--publish-rm",
+            "53/udp",
+            "--restart-condition",
+            "any",
+            "--restart-delay",
+            "9s",
+            "--restart-max-attempts",
+            "4",
+            "--restart-window",
+            "10s",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "5s",
+            "--health-timeout",
+            "6s",
+            "--health-retries",
+            "7",
+            "--health-start-period",
+            "7s",
+            "--hostname",
+            "h",
+            "-u",
+            "u",
+            "-w",
+            "/w",
+            "--stop-signal",
+            "SIGUSR1",
+            "--placement-pref-add",
+            "spread=node.labels.a",
+            "--placement-pref-rm",
+            "spread=node.labels.b",
+            "--replicas-max-per-node",
+            "3",
+            "--force",
+            "web",
+        ]) else {
+            panic!("not update");
+        };
+        let duration = |text: &str| Some(text.parse::<GoDuration>().unwrap());
+        let want = flags::UpdateFlags {
+            image: Some("web:2".into()),
+            replicas: Some(2),
+            env_add: strings(&["A=1"]),
+            env_rm: strings(&["B"]),
+            constraint_add: strings(&["node.role==worker"]),
+            constraint_rm: strings(&["node.role==manager"]),
+            limit_cpu: Some("0.2".into()),
+            limit_memory: Some("2M".into()),
+            reserve_cpu: Some("0.1".into()),
+            reserve_memory: Some("1M".into()),
+            stop_grace_period: Some("8s".into()),
+            update_parallelism: Some(5),
+            update_order: Some("start-first".into()),
+            update_delay: duration("3s"),
+            update_failure_action: Some("pause".into()),
+            update_monitor: duration("4s"),
+            update_max_failure_ratio: Some(0.5),
+            entrypoint: Some("sh -c".into()),
+            rollback: flags::RollbackFlags {
+                parallelism: Some(1),
+                delay: duration("1s"),
+                failure_action: Some("continue".into()),
+                monitor: duration("2s"),
+                max_failure_ratio: Some(0.25),
+                order: Some("stop-first".into()),
+            },
+            args: Some("httpd -f".into()),
+            label_add: strings(&["l=1"]),
+            label_rm: strings(&["m"]),
+            container_label_add: strings(&["c=1"]),
+            container_label_rm: strings(&["d"]),
+            publish_add: strings(&["80:80"]),
+            publish_rm: strings(&["53/udp"]),
+            restart_condition: Some("any".into()),
+            restart_delay: duration("9s"),
+            restart_max_attempts: Some(4),
+            restart_window: duration("10s"),
+            health_cmd: Some("true".into()),
+            health_interval: duration("5s"),
+            health_timeout: duration("6s"),
+            health_retries: Some(7),
+            health_start_period: duration("7s"),
+            no_healthcheck: false,
+            hostname: Some("h".into()),
+            user: Some("u".into()),
+            workdir: Some("/w".into()),
+            stop_signal: Some("SIGUSR1".into()),
+            placement_pref_add: strings(&["spread=node.labels.a"]),
+            placement_pref_rm: strings(&["spread=node.labels.b"]),
+            replicas_max_per_node: Some(3),
+            force: true,
+        };
+        assert_eq!(args.flags(), want);
+        let ServiceCommand::Update(args) = parse(&["update", "--no-healthcheck", "web"]) else {
+            panic!("not update");
+        };
+        assert!(args.flags().no_healthcheck);
     }
 }

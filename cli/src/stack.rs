@@ -1,6 +1,7 @@
 //! `swarm stack deploy|ls|services|ps|rm`: a stack file applied to the cluster as one plan
 //! — the plan `swarm plan --state` would print against the cluster's state, applied all or
-//! nothing, and refused if the state moved meanwhile.
+//! nothing, and refused if the state moved meanwhile. Loading and planning are
+//! `swarm_controller::deploy`'s; this file talks to the daemon and prints.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,16 +10,15 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
-use swarm_api::plan::{Basis, Kind, Op, Plan};
+use swarm_api::plan::{Kind, Op, Plan};
 use swarm_api::state::ClusterState;
 use swarm_api::task::DesiredState;
-use swarm_controller::plan::{Scope, plan, render};
-use swarm_controller::source::WorkTree;
-use swarm_controller::stack;
+use swarm_controller::deploy::{self, WorkingCopy};
+use swarm_controller::plan::render;
 
-use crate::client::{self, Host};
-use crate::cluster::table;
-use crate::service;
+use crate::client::{self, Host, view};
+use crate::output::{Format, print_diagnostics, print_services, table};
+use crate::tasks::{desired_filter, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
@@ -43,7 +43,7 @@ pub enum StackCommand {
     #[command(alias = "list")]
     Ls {
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// List the services of a stack
     Services {
@@ -52,7 +52,7 @@ pub enum StackCommand {
         #[arg(long, short)]
         quiet: bool,
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// List the tasks of a stack
     Ps {
@@ -61,7 +61,7 @@ pub enum StackCommand {
         #[arg(long, short)]
         filter: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
-        format: service::Format,
+        format: Format,
     },
     /// Remove stacks
     #[command(alias = "remove")]
@@ -88,14 +88,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             deploy(host, &compose_files, options, &name).await
         }
         StackCommand::Ls { format } => {
-            let view = service::view(host).await?;
+            let view = view(host).await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
             for object in &view.services {
                 if let Some(stack) = object.origin.stack.as_deref() {
                     *stacks.entry(stack).or_default() += 1;
                 }
             }
-            if format == service::Format::Json {
+            if format == Format::Json {
                 let listed: Vec<serde_json::Value> = stacks
                     .iter()
                     .map(|(name, count)| serde_json::json!({"name": name, "services": count}))
@@ -115,13 +115,13 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             quiet,
             format,
         } => {
-            let mut view = service::view(host).await?;
+            let mut view = view(host).await?;
             view.services
                 .retain(|s| s.origin.stack.as_deref() == Some(name.as_str()));
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            service::print_services(&view, quiet, format)?;
+            print_services(&view, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Ps {
@@ -129,7 +129,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             filter,
             format,
         } => {
-            let view = service::view(host).await?;
+            let view = view(host).await?;
             let services: Vec<String> = view
                 .services
                 .iter()
@@ -139,45 +139,18 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             if services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            let desired = service::desired_filter(filter.as_deref())?;
+            let desired = desired_filter(filter.as_deref())?;
             let tasks = view
                 .tasks
                 .iter()
                 .filter(|t| services.contains(&t.service_name))
                 .filter(|t| desired.is_none_or(|d: DesiredState| t.desired == d))
                 .collect();
-            service::print_tasks(&view, tasks, format)?;
+            print_tasks(&view, tasks, format)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Rm { names } => {
-            let current = state(host).await?;
-            // Each stack as declaring nothing: the planner removes all it owns, in order.
-            let empty: Vec<stack::Stack> = names
-                .iter()
-                .map(|name| stack::Stack {
-                    name: name.clone(),
-                    source: String::new(),
-                    services: Vec::new(),
-                    networks: Vec::new(),
-                    configs: Vec::new(),
-                    secrets: Vec::new(),
-                })
-                .collect();
-            let plan = plan(
-                &empty,
-                &current,
-                &Scope { paths: Vec::new() },
-                basis(&current),
-            )?;
-            for name in &names {
-                if !plan
-                    .actions
-                    .iter()
-                    .any(|a| a.origin.stack.as_deref() == Some(name.as_str()))
-                {
-                    bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
-                }
-            }
+            let plan = deploy::plan_removal(&names, &state(host).await?)?;
             apply(host, &plan, String::new()).await?;
             for name in &names {
                 println!("Removing stack {name}");
@@ -197,14 +170,6 @@ async fn state(host: &Host) -> anyhow::Result<ClusterState> {
         .into_inner()
         .json;
     serde_json::from_str(&json).context("the daemon's answer is not a state export")
-}
-
-/// What a plan made against `current` was computed against.
-fn basis(current: &ClusterState) -> Basis {
-    Basis {
-        state_version: Some(current.version),
-        ..Basis::default()
-    }
 }
 
 /// Sends `plan` with the registry credentials of its services (JSON, empty for none).
@@ -237,34 +202,17 @@ async fn deploy(
     name: &str,
 ) -> anyhow::Result<ExitCode> {
     let env = |variable: &str| std::env::var(variable).ok();
-    let displays: Vec<String> = files
-        .iter()
-        .map(|file| file.to_string_lossy().into_owned())
-        .collect();
-    let named: Vec<(&std::path::Path, &str)> = files
-        .iter()
-        .zip(&displays)
-        .map(|(file, display)| (file.as_path(), display.as_str()))
-        .collect();
-    let loaded = stack::load_files(&WorkTree, &named, &env, Some(name));
-    crate::plan::print_diagnostics(&loaded.diagnostics);
+    let loaded = deploy::load_stack(&WorkingCopy::default(), files, name, &env);
+    print_diagnostics(&loaded.diagnostics);
     let Some(desired) = loaded.stack else {
+        let displays: Vec<String> = files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
         bail!("{} is invalid; nothing was deployed", displays.join(" + "));
     };
     let current = state(host).await?;
-    // The stack owns what bears its name; nothing else is touched.
-    let scope = Scope { paths: Vec::new() };
-    let mut plan = plan(
-        std::slice::from_ref(&desired),
-        &current,
-        &scope,
-        basis(&current),
-    )?;
-    if !options.prune {
-        // As `docker stack deploy`: services the file dropped stay unless asked.
-        plan.actions
-            .retain(|a| !(a.op == Op::Remove && a.kind == Kind::Service));
-    }
+    let plan = deploy::plan_stack(&desired, &current, options.prune)?;
     let registry_auth_json = if options.with_registry_auth {
         let mut auth = BTreeMap::new();
         for service in &desired.services {

@@ -2,8 +2,8 @@
 //! choice of this machine's variant in an index. Pure.
 
 use serde::Deserialize;
+use swarm_api::image::parse_digest;
 
-use super::reference::parse_digest;
 use super::unpack::Compression;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -101,7 +101,8 @@ pub fn parse(blob: &[u8], os: &str, architecture: &str) -> Result<Fetched, Manif
         });
         return match chosen {
             Some(entry) => Ok(Fetched::Index {
-                manifest: parse_digest(&entry.digest).map_err(ManifestError::Invalid)?,
+                manifest: parse_digest(&entry.digest)
+                    .map_err(|e| ManifestError::Invalid(e.to_string()))?,
             }),
             None => Err(ManifestError::NoMatchingPlatform {
                 platform: format!("{os}/{architecture}"),
@@ -151,7 +152,7 @@ pub fn parse(blob: &[u8], os: &str, architecture: &str) -> Result<Fetched, Manif
 fn check_descriptor(descriptor: &Descriptor) -> Result<(), ManifestError> {
     parse_digest(&descriptor.digest)
         .map(drop)
-        .map_err(ManifestError::Invalid)
+        .map_err(|e| ManifestError::Invalid(e.to_string()))
 }
 
 /// This machine as an index names platforms: `GOARCH` spellings of Rust's architectures.

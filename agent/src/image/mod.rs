@@ -1,7 +1,7 @@
 //! Images: pulls from OCI registries into a content store by digest, layers unpacked into
 //! one read-only root filesystem per image, an overlay per task, garbage collection.
 //!
-//! - `reference`: `busybox` → `docker.io/library/busybox:latest` (pure).
+//! References are `swarm_api::image::ImageRef`: `busybox` → `docker.io/library/busybox:latest`.
 //! - `manifest`, `config`: the registry's JSON documents, read as far as a task needs (pure).
 //! - `unpack`: layers applied in order with whiteouts (blocking filesystem work).
 //! - `store`: the layout on disk, written aside then renamed; garbage collection.
@@ -19,7 +19,6 @@ mod config;
 mod error;
 mod fake;
 mod manifest;
-mod reference;
 mod registry;
 mod rootfs;
 mod store;
@@ -35,11 +34,12 @@ use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 pub use config::{Healthcheck, ImageConfig};
 pub use error::ImageError;
 pub use fake::FakeImages;
-pub use reference::{DEFAULT_REGISTRY, ImageRef};
 pub use rootfs::TaskRootfs;
 pub use store::GcReport;
 /// Basic credentials for one registry: the cluster's own type, as services carry them.
 pub use swarm_api::auth::RegistryCredential as Credentials;
+
+use swarm_api::image::{ImageRef, parse_digest};
 
 use manifest::{Fetched, Manifest};
 use registry::RegistryClient;
@@ -268,11 +268,10 @@ impl ImageStore {
     /// tasks whose images it recorded when it pulled them.
     pub fn stored_by_digest(&self, reference: &str, digest: &str) -> Result<Image, ImageError> {
         let image = parse_reference(reference)?;
-        let digest =
-            reference::parse_digest(digest).map_err(|reason| ImageError::InvalidReference {
-                reference: format!("{reference} (pulled as {digest})"),
-                reason,
-            })?;
+        let digest = parse_digest(digest).map_err(|reason| ImageError::InvalidReference {
+            reference: format!("{reference} (pulled as {digest})"),
+            reason: reason.to_string(),
+        })?;
         self.stored(&image, &digest)?
             .ok_or_else(|| ImageError::NotStored {
                 image: format!("{image}@{digest}"),
@@ -503,7 +502,7 @@ fn is_insecure(image: &ImageRef, insecure_registries: &[String]) -> bool {
 fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
     ImageRef::parse(reference).map_err(|reason| ImageError::InvalidReference {
         reference: reference.into(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 

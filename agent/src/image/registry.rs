@@ -12,12 +12,12 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest as _, Sha256};
+use swarm_api::image::ImageRef;
 use tokio::io::AsyncWrite;
 
 use super::Credentials;
 use super::error::{ImageError, io_detail};
 use super::manifest::{ACCEPTED, Descriptor};
-use super::reference::ImageRef;
 
 /// A client for one registry, plain http or https, with its credentials.
 #[derive(Clone)]

@@ -83,6 +83,7 @@ impl Repo {
             .map_err(unknown)?;
         Ok(GitRevision {
             repo: self,
+            name: rev.to_owned(),
             commit: commit.id(),
             tree: commit.tree().map_err(unknown)?.id(),
         })
@@ -108,6 +109,8 @@ fn normalise(path: &Path) -> PathBuf {
 /// paths on disk, so the loader reads a revision exactly as it reads the working tree.
 pub struct GitRevision<'r> {
     repo: &'r Repo,
+    /// The revision as it was spelled (`HEAD~1`), for findings.
+    name: String,
     commit: Oid,
     tree: Oid,
 }
@@ -115,6 +118,15 @@ pub struct GitRevision<'r> {
 impl GitRevision<'_> {
     pub fn commit_id(&self) -> String {
         self.commit.to_string()
+    }
+
+    /// The revision as it was spelled (`origin/main`, `HEAD~1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn repo(&self) -> &Repo {
+        self.repo
     }
 
     fn entry_object(&self, path: &Path) -> io::Result<Option<git2::Object<'_>>> {

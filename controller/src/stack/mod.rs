@@ -314,6 +314,41 @@ mod tests {
         assert_eq!(short.networks, long.networks);
     }
 
+    /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.
+    #[test]
+    fn images_are_checked_with_the_grammar_nodes_pull_with() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let upper = format!("web@sha256:{}", "A".repeat(64));
+        for (image, accepted) in [
+            ("nginx:1.27", true),
+            ("[::1]:5000/web:1", true),
+            (&*format!("web@{digest}"), true),
+            ("web:a/b", false),
+            ("host:0/web", false),
+            ("app.", false),
+            (&*upper, false),
+        ] {
+            let loaded = load_text(&format!("services:\n  web:\n    image: \"{image}\"\n"));
+            let node = swarm_api::image::ImageRef::parse(image);
+            assert_eq!(
+                loaded.stack.is_some(),
+                accepted,
+                "{image}: {:?}",
+                loaded.diagnostics
+            );
+            assert_eq!(node.is_ok(), accepted, "{image}");
+            if let Err(reason) = node {
+                let message = &loaded.diagnostics[0].message;
+                assert!(message.ends_with(&reason.to_string()), "{message}");
+            }
+        }
+        let upper = load_text("services:\n  web:\n    image: Nginx\n");
+        assert_eq!(
+            upper.diagnostics[0].message,
+            "invalid image reference \"Nginx\": repository names are lowercase"
+        );
+    }
+
     #[test]
     fn variables_come_from_the_environment_then_the_dotenv_file() {
         let dir = tempfile::tempdir().unwrap();

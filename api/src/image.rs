@@ -1,4 +1,9 @@
-//! Image references, resolved like Docker: `busybox` is `docker.io/library/busybox:latest`.
+//! Image references, one grammar for the whole cluster: the planner checks a stack's
+//! `image` with it, the CLI finds a reference's registry with it, and a node pulls what it
+//! resolves to, so a file the planner accepts always parses on the node.
+//!
+//! `[registry/]repository[:tag][@digest]`, read and normalised as Docker reads it:
+//! `busybox` is `docker.io/library/busybox:latest`, `index.docker.io` is `docker.io`.
 //! Pure: no IO.
 
 use std::fmt;
@@ -6,10 +11,51 @@ use std::net::Ipv4Addr;
 
 /// The registry of references that name none.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
+/// Docker Hub's historical name, normalised to [`DEFAULT_REGISTRY`] as Docker does.
+const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
 const DEFAULT_TAG: &str = "latest";
 /// Docker's bound on the length of a repository name (registry included).
 const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
+
+/// Why a reference does not parse. The messages complete "invalid image reference R: …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    #[error("the reference is empty")]
+    Empty,
+    #[error("it contains {0:?} (whitespace and control characters are not allowed)")]
+    ForbiddenCharacter(char),
+    #[error("the name is longer than {MAX_NAME_LEN} characters")]
+    NameTooLong,
+    #[error("repository name {0:?} is 64 hexadecimal digits, which Docker reads as an image id")]
+    HexName(String),
+    #[error("invalid tag: the tag after ':' is empty")]
+    EmptyTag,
+    #[error(
+        "invalid tag {0:?}: a tag holds only letters, digits, '_', '.' and '-' and must not start with '.' or '-'"
+    )]
+    BadTag(String),
+    #[error("invalid tag {0:?}: it is longer than {MAX_TAG_LEN} characters")]
+    TagTooLong(String),
+    #[error("digest {0:?} is not ALGORITHM:HEX")]
+    DigestForm(String),
+    #[error("digest algorithm {0:?} is not supported (only sha256)")]
+    DigestAlgorithm(String),
+    #[error("digest {0:?} is not sha256 followed by 64 lower-case hex digits")]
+    DigestHex(String),
+    #[error("registry host {0:?} is not a valid host name or address")]
+    RegistryHost(String),
+    #[error("registry port in {0:?} is not a number from 1 to 65535")]
+    RegistryPort(String),
+    #[error("repository name component {0:?} must be lower-case")]
+    Uppercase(String),
+    #[error("invalid path component: the repository name has an empty component (a '/' too many)")]
+    EmptyComponent,
+    #[error(
+        "invalid path component {0:?}: it may hold only lower-case letters and digits separated by '.', '_', '__' or '-'"
+    )]
+    BadComponent(String),
+}
 
 /// A fully qualified image reference: registry, repository, and a tag, a digest or both
 /// (a digest, when given, is what is pulled; the tag is kept for display).
@@ -25,16 +71,19 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// Parses `reference` the way `docker pull` reads it. The error says what is wrong.
-    pub fn parse(reference: &str) -> Result<ImageRef, String> {
+    /// Parses `reference` the way `docker pull` reads it.
+    pub fn parse(reference: &str) -> Result<ImageRef, ImageRefError> {
         if reference.is_empty() {
-            return Err("the reference is empty".into());
+            return Err(ImageRefError::Empty);
         }
         if let Some(bad) = reference
             .chars()
             .find(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(format!("it contains {bad:?}"));
+            return Err(ImageRefError::ForbiddenCharacter(bad));
+        }
+        if is_hex_id(reference) {
+            return Err(ImageRefError::HexName(reference.to_owned()));
         }
         let (name, digest) = match reference.split_once('@') {
             Some((name, digest)) => (name, Some(parse_digest(digest)?)),
@@ -51,7 +100,7 @@ impl ImageRef {
             None => (name, None),
         };
         if name.len() > MAX_NAME_LEN {
-            return Err(format!("the name is longer than {MAX_NAME_LEN} characters"));
+            return Err(ImageRefError::NameTooLong);
         }
         let (registry, repository) = match name.split_once('/') {
             // Like Docker: the first component names a registry when it looks like a host.
@@ -110,48 +159,48 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// Checks a `sha256:<hex>` digest (the only algorithm images use in practice) and returns
+/// it as given.
+pub fn parse_digest(digest: &str) -> Result<String, ImageRefError> {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return Err(ImageRefError::DigestForm(digest.to_owned()));
+    };
+    if algorithm != "sha256" {
+        return Err(ImageRefError::DigestAlgorithm(algorithm.to_owned()));
+    }
+    if !is_hex_id(hex) {
+        return Err(ImageRefError::DigestHex(digest.to_owned()));
+    }
+    Ok(digest.to_owned())
+}
+
+/// 64 lower-case hex digits: a sha256 digest's hex, or what Docker takes for an image id.
+fn is_hex_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// `host[:port]` → `host`.
-pub(crate) fn registry_host(registry: &str) -> &str {
+fn registry_host(registry: &str) -> &str {
     if registry.starts_with('[') {
         return registry.find(']').map_or(registry, |end| &registry[..=end]);
     }
     registry.split(':').next().unwrap_or(registry)
 }
 
-/// Checks a `sha256:<hex>` digest (the only algorithm images use in practice).
-pub(crate) fn parse_digest(digest: &str) -> Result<String, String> {
-    let Some((algorithm, hex)) = digest.split_once(':') else {
-        return Err(format!("digest {digest:?} is not ALGORITHM:HEX"));
-    };
-    if algorithm != "sha256" {
-        return Err(format!(
-            "digest algorithm {algorithm:?} is not supported (only sha256)"
-        ));
-    }
-    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(format!(
-            "digest {digest:?} is not sha256 followed by 64 lower-case hex digits"
-        ));
-    }
-    Ok(digest.to_owned())
-}
-
-fn parse_tag(tag: &str) -> Result<String, String> {
+fn parse_tag(tag: &str) -> Result<String, ImageRefError> {
     let valid_first = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let valid = |c: char| valid_first(c) || c == '.' || c == '-';
     match tag.chars().next() {
-        None => Err("the tag after ':' is empty".into()),
-        Some(first) if !valid_first(first) || !tag.chars().all(valid) => Err(format!(
-            "tag {tag:?} may hold only letters, digits, '_', '.' and '-' and must not start with '.' or '-'"
-        )),
-        Some(_) if tag.len() > MAX_TAG_LEN => Err(format!(
-            "tag {tag:?} is longer than {MAX_TAG_LEN} characters"
-        )),
+        None => Err(ImageRefError::EmptyTag),
+        Some(first) if !valid_first(first) || !tag.chars().all(valid) => {
+            Err(ImageRefError::BadTag(tag.to_owned()))
+        }
+        Some(_) if tag.len() > MAX_TAG_LEN => Err(ImageRefError::TagTooLong(tag.to_owned())),
         Some(_) => Ok(tag.to_owned()),
     }
 }
 
-fn parse_registry(registry: &str) -> Result<String, String> {
+fn parse_registry(registry: &str) -> Result<String, ImageRefError> {
     let host = registry_host(registry);
     let port = &registry[host.len()..];
     let host_ok = if let Some(inner) = host.strip_prefix('[') {
@@ -168,29 +217,26 @@ fn parse_registry(registry: &str) -> Result<String, String> {
             })
     };
     if !host_ok {
-        return Err(format!(
-            "registry host {host:?} is not a valid host name or address"
-        ));
+        return Err(ImageRefError::RegistryHost(host.to_owned()));
     }
     match port.strip_prefix(':') {
+        None if port.is_empty() && host == LEGACY_DEFAULT_REGISTRY => {
+            Ok(DEFAULT_REGISTRY.to_owned())
+        }
         None if port.is_empty() => Ok(registry.to_owned()),
         Some(digits) if digits.parse::<u16>().is_ok_and(|p| p > 0) => Ok(registry.to_owned()),
-        _ => Err(format!(
-            "registry port in {registry:?} is not a number from 1 to 65535"
-        )),
+        _ => Err(ImageRefError::RegistryPort(registry.to_owned())),
     }
 }
 
 /// A path component of a repository: lower-case letters and digits, separated by one '.',
 /// one or two '_', or any number of '-'.
-fn check_path_component(component: &str) -> Result<(), String> {
+fn check_path_component(component: &str) -> Result<(), ImageRefError> {
     if component.is_empty() {
-        return Err("the repository name has an empty component (a '/' too many)".into());
+        return Err(ImageRefError::EmptyComponent);
     }
     if component.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "repository name component {component:?} must be lower-case"
-        ));
+        return Err(ImageRefError::Uppercase(component.to_owned()));
     }
     let bytes = component.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -210,9 +256,7 @@ fn check_path_component(component: &str) -> Result<(), String> {
             || separator == "__"
             || separator.bytes().all(|b| b == b'-');
         if start == 0 || i == bytes.len() || !allowed {
-            return Err(format!(
-                "repository name component {component:?} may hold only lower-case letters and digits separated by '.', '_', '__' or '-'"
-            ));
+            return Err(ImageRefError::BadComponent(component.to_owned()));
         }
     }
     Ok(())
@@ -224,6 +268,8 @@ mod tests {
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// The agent's table and the planner's accepted references, each with what it
+    /// resolves to.
     #[test]
     fn references_resolve_like_docker() {
         let d = DIGEST;
@@ -233,6 +279,11 @@ mod tests {
             ("library/busybox", "docker.io/library/busybox:latest"),
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
             ("docker.io/library/busybox:1", "docker.io/library/busybox:1"),
+            (
+                "index.docker.io/busybox",
+                "docker.io/library/busybox:latest",
+            ),
+            ("index.docker.io/prom/x:1", "docker.io/prom/x:1"),
             ("prom/prometheus:v2.0", "docker.io/prom/prometheus:v2.0"),
             (
                 "ghcr.io/org/team/app:1.0-rc_1",
@@ -250,6 +301,19 @@ mod tests {
                 "registry.example.com/a.b/c__d/e-f--g:t",
                 "registry.example.com/a.b/c__d/e-f--g:t",
             ),
+            // The planner's table.
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:1.27-alpine", "docker.io/library/nginx:1.27-alpine"),
+            ("library/nginx:latest", "docker.io/library/nginx:latest"),
+            ("127.0.0.1:5000/swarm/web:1", "127.0.0.1:5000/swarm/web:1"),
+            ("localhost/app", "localhost/app:latest"),
+            (
+                "dockersamples/examplevotingapp_vote:before",
+                "docker.io/dockersamples/examplevotingapp_vote:before",
+            ),
+            // Tags and hosts keep their case; only repositories are lower-case.
+            ("busybox:Latest", "docker.io/library/busybox:Latest"),
+            ("Registry.Example.com/x", "Registry.Example.com/x:latest"),
         ];
         for (input, want) in cases {
             let got = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -271,18 +335,33 @@ mod tests {
             (both.tag.as_deref(), both.digest.as_deref()),
             (Some("1"), Some(d))
         );
+        let hub = ImageRef::parse(&format!("registry.example.com/team/app@{d}")).unwrap();
+        assert_eq!(
+            hub.to_string(),
+            format!("registry.example.com/team/app@{d}")
+        );
     }
 
+    /// Both old tables' refusals, and (last) references on which the planner's light check
+    /// and the node's parser disagreed: the planner accepted them, the node refused them
+    /// (`a..b/x`, `x_`, `host:/x`, a name over 255 characters are in the tables above; the
+    /// other way round, `[::1]:5000/x`, which the planner refused, is in the accepted table).
     #[test]
     fn bad_references_say_why() {
+        let upper_digest = format!("x@sha256:{}", "A".repeat(64));
+        let hex_name = "0123456789abcdef".repeat(4);
         let cases: &[(&str, &str)] = &[
             ("", "empty"),
             ("busy box", "contains ' '"),
+            ("nginx latest", "whitespace"),
             ("Busybox", "must be lower-case"),
+            ("Nginx", "lower-case"),
             ("busybox:", "tag after ':' is empty"),
+            ("nginx:", "invalid tag"),
             ("busybox:-x", "must not start with '.' or '-'"),
             ("busybox:a/b", "port"),
             ("a//b", "empty component"),
+            ("a//b", "invalid path component"),
             ("busybox@sha256:abc", "64 lower-case hex"),
             ("busybox@md5:0123", "not supported (only sha256)"),
             ("busybox@", "not ALGORITHM:HEX"),
@@ -294,21 +373,33 @@ mod tests {
             ("x_", "lower-case letters and digits"),
             ("x___y", "lower-case letters and digits"),
             ("x.-y", "lower-case letters and digits"),
+            ("nul\0x", "control characters"),
+            ("h_st:5000/x", "not a valid host"),
+            // Where the planner's old check accepted what the node refused.
+            (&upper_digest, "64 lower-case hex"),
+            ("web:a/b", "port"),
+            ("host:0/x", "port"),
+            ("app.", "lower-case letters and digits"),
+            ("team/app-", "lower-case letters and digits"),
+            // Docker's rule, which neither had: a bare 64-hex name is an image id.
+            (&hex_name, "image id"),
         ];
         for (input, want) in cases {
-            let err = ImageRef::parse(input).expect_err(input);
+            let err = ImageRef::parse(input).expect_err(input).to_string();
             assert!(err.contains(want), "{input:?}: {err:?} lacks {want:?}");
         }
         let long = format!("x:{}", "a".repeat(129));
         assert!(
             ImageRef::parse(&long)
                 .unwrap_err()
+                .to_string()
                 .contains("longer than 128")
         );
         let long_name = "a".repeat(256);
         assert!(
             ImageRef::parse(&long_name)
                 .unwrap_err()
+                .to_string()
                 .contains("longer than 255")
         );
     }

@@ -1,0 +1,168 @@
+//! Task listings: `service ps`, `stack ps` and `node ps` print tasks alike.
+
+use std::process::ExitCode;
+
+use swarm_api::spec::PublishMode;
+use swarm_api::task::{DesiredState, ServicesView, Task, TaskState};
+
+use crate::client::{Host, view};
+use crate::output::{Format, ago, short_id, table};
+
+/// `swarm node ps NODE…`: the tasks on nodes.
+pub async fn node_ps(
+    host: &Host,
+    nodes: &[String],
+    filter: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let desired = desired_filter(filter)?;
+    let view = view(host).await?;
+    let mut tasks = Vec::new();
+    for reference in nodes {
+        let matching: Vec<&String> = view
+            .nodes
+            .iter()
+            .filter(|(id, hostname)| {
+                *id == reference || *hostname == reference || id.starts_with(reference.as_str())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let [id] = matching.as_slice() else {
+            anyhow::bail!(
+                "node {reference} matches {} nodes: give its id or hostname (`swarm node ls`)",
+                matching.len()
+            );
+        };
+        tasks.extend(
+            view.tasks
+                .iter()
+                .filter(|t| t.node_id.as_ref() == Some(*id))
+                .filter(|t| desired.is_none_or(|d| t.desired == d)),
+        );
+    }
+    print_tasks(&view, tasks, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--filter desired-state=running|shutdown`, the one filter the task listings take.
+pub fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
+    match filter {
+        None => Ok(None),
+        Some("desired-state=running") => Ok(Some(DesiredState::Running)),
+        Some("desired-state=shutdown") => Ok(Some(DesiredState::Shutdown)),
+        Some(other) => anyhow::bail!(
+            "unsupported filter {other:?}: use desired-state=running or desired-state=shutdown"
+        ),
+    }
+}
+
+/// `tasks` as `docker service ps` prints them (JSON with `--format json`).
+pub fn print_tasks(
+    view: &ServicesView,
+    mut tasks: Vec<&Task>,
+    format: Format,
+) -> anyhow::Result<()> {
+    // Docker's order: by name (slot), the live task first, then its history, newest first.
+    tasks.sort_by(|a, b| {
+        (
+            &a.service_name,
+            a.slot,
+            &a.node_id,
+            b.desired == DesiredState::Running,
+        )
+            .cmp(&(
+                &b.service_name,
+                b.slot,
+                &b.node_id,
+                a.desired == DesiredState::Running,
+            ))
+            .then(b.created_at.cmp(&a.created_at))
+    });
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut previous: Option<String> = None;
+    let rows: Vec<[String; 8]> = tasks
+        .iter()
+        .map(|task| {
+            let name = match task.slot {
+                Some(slot) => format!("{}.{slot}", task.service_name),
+                None => format!(
+                    "{}.{}",
+                    task.service_name,
+                    short_id(task.node_id.as_deref().unwrap_or_default())
+                ),
+            };
+            // History lines are marked as Docker marks them.
+            let shown = if previous.as_ref() == Some(&name) {
+                format!(" \\_ {name}")
+            } else {
+                name.clone()
+            };
+            previous = Some(name);
+            let node = task
+                .node_id
+                .as_ref()
+                .map(|id| view.nodes.get(id).cloned().unwrap_or_else(|| id.clone()))
+                .unwrap_or_default();
+            let desired = match task.desired {
+                DesiredState::Running => "Running",
+                DesiredState::Shutdown => "Shutdown",
+            };
+            let state = task.status.state.as_str();
+            let current = format!(
+                "{}{} {} ago",
+                state[..1].to_uppercase(),
+                &state[1..],
+                ago(now.saturating_sub(task.status.since))
+            );
+            let error = match (&task.status.error, task.status.state) {
+                (Some(error), _) => error.clone(),
+                (None, TaskState::Pending) => task.status.message.clone(),
+                (None, _) => String::new(),
+            };
+            // Host-mode ports are bound where the task runs, so they are the task's.
+            let ports: Vec<String> = view
+                .services
+                .iter()
+                .find(|s| s.id.as_ref() == Some(&task.service_id))
+                .map(|s| &s.spec.endpoint.ports[..])
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p.mode == PublishMode::Host)
+                .map(|p| p.to_string())
+                .collect();
+            [
+                short_id(&task.id).to_owned(),
+                shown,
+                task.spec.container.image.clone(),
+                node,
+                desired.to_owned(),
+                current,
+                error,
+                ports.join(","),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            [
+                "ID",
+                "NAME",
+                "IMAGE",
+                "NODE",
+                "DESIRED STATE",
+                "CURRENT STATE",
+                "ERROR",
+                "PORTS"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}

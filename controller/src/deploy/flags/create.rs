@@ -1,0 +1,189 @@
+//! `service create`: its flags as a one-service Compose document, loaded as a stack file's
+//! service is.
+
+use serde_json::{Map, Value, json};
+use swarm_api::spec::ServiceSpec;
+
+use super::document::{key_values, load_service_document, port_document, section};
+use super::{FlagError, RollbackFlags};
+
+/// The flags of `service create`, as given (Docker's names, values as typed).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateFlags {
+    pub name: String,
+    /// `replicated` or `global`.
+    pub mode: String,
+    pub replicas: Option<u64>,
+    pub publish: Vec<String>,
+    pub env: Vec<String>,
+    pub label: Vec<String>,
+    pub container_label: Vec<String>,
+    pub constraint: Vec<String>,
+    pub placement_pref: Vec<String>,
+    pub replicas_max_per_node: Option<u64>,
+    pub reserve_cpu: Option<String>,
+    pub reserve_memory: Option<String>,
+    pub limit_cpu: Option<String>,
+    pub limit_memory: Option<String>,
+    pub restart_condition: Option<String>,
+    pub restart_delay: Option<String>,
+    pub restart_max_attempts: Option<u64>,
+    pub restart_window: Option<String>,
+    pub update_parallelism: Option<u64>,
+    pub update_delay: Option<String>,
+    pub update_order: Option<String>,
+    pub update_failure_action: Option<String>,
+    pub update_monitor: Option<String>,
+    pub update_max_failure_ratio: Option<f64>,
+    pub rollback: RollbackFlags,
+    pub health_cmd: Option<String>,
+    pub health_interval: Option<String>,
+    pub health_timeout: Option<String>,
+    pub health_retries: Option<u64>,
+    pub health_start_period: Option<String>,
+    pub stop_grace_period: Option<String>,
+    pub stop_signal: Option<String>,
+    pub hostname: Option<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub entrypoint: Option<String>,
+    pub image: String,
+    pub command: Vec<String>,
+}
+
+impl CreateFlags {
+    /// The normalised spec the flags ask for, through the stack loader.
+    pub fn spec(&self) -> Result<ServiceSpec, FlagError> {
+        load_service_document(&self.name, self.document()?)
+    }
+
+    /// The service's mapping in the one-service Compose document.
+    fn document(&self) -> Result<Value, FlagError> {
+        let env = key_values(&self.env, "env")?;
+        let container_labels = key_values(&self.container_label, "container-label")?;
+        let mut service = Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                service.insert(key.to_owned(), value);
+            }
+        };
+        put("image", Some(json!(self.image)));
+        put(
+            "command",
+            (!self.command.is_empty()).then(|| json!(self.command)),
+        );
+        // A string, split by the loader as Compose splits it.
+        put("entrypoint", self.entrypoint.as_ref().map(|e| json!(e)));
+        put("environment", (!env.is_empty()).then(|| json!(env)));
+        put(
+            "labels",
+            (!container_labels.is_empty()).then(|| json!(container_labels)),
+        );
+        put("hostname", self.hostname.as_ref().map(|v| json!(v)));
+        put("working_dir", self.workdir.as_ref().map(|v| json!(v)));
+        put("user", self.user.as_ref().map(|v| json!(v)));
+        put(
+            "stop_grace_period",
+            self.stop_grace_period.as_ref().map(|v| json!(v)),
+        );
+        put("stop_signal", self.stop_signal.as_ref().map(|v| json!(v)));
+        let ports = self
+            .publish
+            .iter()
+            .map(|p| port_document(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        put("ports", (!ports.is_empty()).then(|| json!(ports)));
+        if let Some(cmd) = &self.health_cmd {
+            let health = section([
+                ("test", Some(json!(["CMD-SHELL", cmd]))),
+                ("interval", self.health_interval.as_ref().map(|v| json!(v))),
+                ("timeout", self.health_timeout.as_ref().map(|v| json!(v))),
+                (
+                    "start_period",
+                    self.health_start_period.as_ref().map(|v| json!(v)),
+                ),
+                ("retries", self.health_retries.map(|v| json!(v))),
+            ]);
+            put("healthcheck", health);
+        }
+        service.insert("deploy".into(), self.deploy_document()?);
+        Ok(Value::Object(service))
+    }
+
+    fn deploy_document(&self) -> Result<Value, FlagError> {
+        let text = |value: &Option<String>| value.as_ref().map(|v| json!(v));
+        let labels = (!self.label.is_empty())
+            .then(|| key_values(&self.label, "label"))
+            .transpose()?;
+        let preferences = self
+            .placement_pref
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some(("spread", target)) => Ok(json!({ "spread": target })),
+                _ => Err(FlagError::invalid(
+                    "placement-pref",
+                    p,
+                    "expected spread=node.labels.KEY",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let placement = section([
+            (
+                "constraints",
+                (!self.constraint.is_empty()).then(|| json!(self.constraint)),
+            ),
+            (
+                "preferences",
+                (!preferences.is_empty()).then(|| json!(preferences)),
+            ),
+            (
+                "max_replicas_per_node",
+                self.replicas_max_per_node.map(|m| json!(m)),
+            ),
+        ]);
+        let resources = section([
+            (
+                "limits",
+                section([
+                    ("cpus", text(&self.limit_cpu)),
+                    ("memory", text(&self.limit_memory)),
+                ]),
+            ),
+            (
+                "reservations",
+                section([
+                    ("cpus", text(&self.reserve_cpu)),
+                    ("memory", text(&self.reserve_memory)),
+                ]),
+            ),
+        ]);
+        let restart = section([
+            ("condition", text(&self.restart_condition)),
+            ("delay", text(&self.restart_delay)),
+            ("window", text(&self.restart_window)),
+            ("max_attempts", self.restart_max_attempts.map(|m| json!(m))),
+        ]);
+        let update = section([
+            ("delay", text(&self.update_delay)),
+            ("order", text(&self.update_order)),
+            ("failure_action", text(&self.update_failure_action)),
+            ("monitor", text(&self.update_monitor)),
+            ("parallelism", self.update_parallelism.map(|p| json!(p))),
+            (
+                "max_failure_ratio",
+                self.update_max_failure_ratio.map(|r| json!(r)),
+            ),
+        ]);
+        Ok(section([
+            ("mode", Some(json!(self.mode))),
+            ("replicas", self.replicas.map(|r| json!(r))),
+            ("labels", labels.map(|l| json!(l))),
+            ("placement", placement),
+            ("resources", resources),
+            ("restart_policy", restart),
+            ("update_config", update),
+            ("rollback_config", self.rollback.section()?),
+        ])
+        .expect("the mode is always there"))
+    }
+}

@@ -1,0 +1,564 @@
+//! Flags → specs, table-driven: what `service create` makes, what `service update` changes,
+//! and that every bad value names its flag.
+
+use serde_json::json;
+use swarm_api::spec::{
+    FailureAction, PublishMode, ServiceMode, ServiceSpec, UpdateOrder, UpdatePolicy,
+};
+
+use super::*;
+
+fn create(name: &str, image: &str) -> CreateFlags {
+    CreateFlags {
+        name: name.to_owned(),
+        mode: "replicated".to_owned(),
+        image: image.to_owned(),
+        ..CreateFlags::default()
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn ports(spec: &ServiceSpec) -> Vec<String> {
+    spec.endpoint.ports.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn create_flags_make_the_spec_a_stack_file_would() {
+    let flags = CreateFlags {
+        replicas: Some(3),
+        publish: strings(&[
+            "8080:80",
+            "published=53,target=53,protocol=udp",
+            "mode=host,target=9000",
+        ]),
+        env: strings(&["A=1", "PRICE=$5"]),
+        label: strings(&["team=a"]),
+        container_label: strings(&["tier=front"]),
+        constraint: strings(&["node.role==worker", "node.labels.zone!=b"]),
+        placement_pref: strings(&["spread=node.labels.rack"]),
+        limit_cpu: Some("0.5".into()),
+        limit_memory: Some("256M".into()),
+        reserve_memory: Some("64M".into()),
+        health_cmd: Some("wget -q -O- localhost".into()),
+        health_interval: Some("5s".into()),
+        health_retries: Some(2),
+        restart_condition: Some("on-failure".into()),
+        update_order: Some("start-first".into()),
+        rollback: RollbackFlags {
+            parallelism: Some(0),
+            ..RollbackFlags::default()
+        },
+        command: strings(&["httpd", "-f"]),
+        ..create("web", "nginx:1")
+    };
+    let spec = flags.spec().unwrap();
+    let container = &spec.task.container;
+    assert_eq!(spec.name, "web");
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(
+        ports(&spec),
+        ["*:auto->9000/tcp", "*:53->53/udp", "*:8080->80/tcp"]
+    );
+    assert_eq!(spec.endpoint.ports[0].mode, PublishMode::Host);
+    assert_eq!(container.env["A"], "1");
+    assert_eq!(
+        container.env["PRICE"], "$5",
+        "a flag's `$` is not interpolated"
+    );
+    assert_eq!(spec.labels["team"], "a");
+    assert_eq!(container.labels["tier"], "front");
+    let constraints: Vec<String> = spec
+        .task
+        .placement
+        .constraints
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(
+        constraints,
+        ["node.role == worker", "node.labels.zone != b"]
+    );
+    assert_eq!(
+        spec.task.placement.preferences[0].spread,
+        "node.labels.rack"
+    );
+    assert_eq!(
+        spec.task
+            .resources
+            .limits
+            .cpus
+            .map(|c| c.to_string())
+            .as_deref(),
+        Some("0.5")
+    );
+    assert!(spec.task.resources.limits.memory.is_some());
+    assert!(spec.task.resources.reservations.memory.is_some());
+    assert_eq!(spec.task.resources.reservations.cpus, None);
+    let health = container.healthcheck.as_ref().unwrap();
+    assert_eq!(health.test, ["CMD-SHELL", "wget -q -O- localhost"]);
+    assert_eq!(health.interval.to_string(), "5s");
+    assert_eq!(health.retries, 2);
+    assert_eq!(spec.update.order, UpdateOrder::StartFirst);
+    assert_eq!(spec.rollback.parallelism, 0);
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&strings(&["httpd", "-f"])[..])
+    );
+    assert!(
+        spec.task.networks.is_empty(),
+        "no stack network for a service of its own"
+    );
+
+    // The defaults are a stack file's: the same intent as a document gives the same spec.
+    let plain = create("web", "nginx:1").spec().unwrap();
+    let document = load_service_document("web", json!({ "image": "nginx:1" })).unwrap();
+    assert_eq!(plain, document);
+    let global = CreateFlags {
+        mode: "global".into(),
+        ..create("agent", "busybox")
+    };
+    assert_eq!(global.spec().unwrap().mode, ServiceMode::Global);
+}
+
+/// A two-port, labelled service that updates change.
+fn service() -> ServiceSpec {
+    load_service_document(
+        "web",
+        json!({
+            "image": "web:1",
+            "ports": ["8080:80", "53:53/udp"],
+            "environment": {"A": "1", "B": "2"},
+            "labels": {"tier": "front"},
+            "deploy": {"labels": {"team": "a"}, "placement": {"preferences": [{"spread": "node.labels.zone"}]}},
+        }),
+    )
+    .unwrap()
+}
+
+fn updated(flags: UpdateFlags) -> Result<ServiceSpec, FlagError> {
+    let mut spec = service();
+    flags.apply(&mut spec)?;
+    Ok(spec)
+}
+
+#[test]
+fn update_flags_add_and_remove_ports_labels_and_env() {
+    type Check = fn(&ServiceSpec);
+    let cases: Vec<(&str, UpdateFlags, Check)> = vec![
+        (
+            "a port added",
+            UpdateFlags {
+                publish_add: strings(&["9090:90"]),
+                ..UpdateFlags::default()
+            },
+            |s| {
+                assert_eq!(
+                    ports(s),
+                    ["*:53->53/udp", "*:8080->80/tcp", "*:9090->90/tcp"]
+                )
+            },
+        ),
+        (
+            "a port with the same published port replaced",
+            UpdateFlags {
+                publish_add: strings(&["8080:8000"]),
+                ..UpdateFlags::default()
+            },
+            |s| assert_eq!(ports(s), ["*:53->53/udp", "*:8080->8000/tcp"]),
+        ),
+        (
+            "a port removed by target and protocol",
+            UpdateFlags {
+                publish_rm: strings(&["53/udp"]),
+                ..UpdateFlags::default()
+            },
+            |s| assert_eq!(ports(s), ["*:8080->80/tcp"]),
+        ),
+        (
+            "a port removed by target, any protocol",
+            UpdateFlags {
+                publish_rm: strings(&["80"]),
+                ..UpdateFlags::default()
+            },
+            |s| assert_eq!(ports(s), ["*:53->53/udp"]),
+        ),
+        (
+            "service labels added and removed",
+            UpdateFlags {
+                label_add: strings(&["team=b", "env=prod"]),
+                label_rm: strings(&["team"]),
+                ..UpdateFlags::default()
+            },
+            |s| {
+                assert_eq!(
+                    s.labels.iter().collect::<Vec<_>>(),
+                    [(&"env".to_owned(), &"prod".to_owned())]
+                )
+            },
+        ),
+        (
+            "container labels added and removed",
+            UpdateFlags {
+                container_label_add: strings(&["zone=a"]),
+                container_label_rm: strings(&["tier"]),
+                ..UpdateFlags::default()
+            },
+            |s| assert_eq!(s.task.container.labels.keys().collect::<Vec<_>>(), ["zone"]),
+        ),
+        (
+            "env added, changed and removed",
+            UpdateFlags {
+                env_add: strings(&["A=10", "C=3"]),
+                env_rm: strings(&["B"]),
+                ..UpdateFlags::default()
+            },
+            |s| {
+                let env: Vec<String> = s
+                    .task
+                    .container
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                assert_eq!(env, ["A=10", "C=3"]);
+            },
+        ),
+        (
+            "nothing given, nothing changed",
+            UpdateFlags::default(),
+            |s| assert_eq!(*s, service()),
+        ),
+        (
+            "force moves only the force counter",
+            UpdateFlags {
+                force: true,
+                ..UpdateFlags::default()
+            },
+            |s| {
+                assert_eq!(s.task.force_update, 1);
+                let mut back = s.clone();
+                back.task.force_update = 0;
+                assert_eq!(back, service());
+            },
+        ),
+    ];
+    for (name, flags, check) in cases {
+        let spec = updated(flags).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check(&spec);
+    }
+}
+
+#[test]
+fn flags_change_only_what_they_name() {
+    let spec = updated(UpdateFlags {
+        args: Some("httpd -f -p '8 0'".into()),
+        label_add: strings(&["team=b"]),
+        container_label_rm: strings(&["tier"]),
+        publish_add: strings(&["8080:8000", "9090:90"]),
+        publish_rm: strings(&["53/udp"]),
+        restart_condition: Some("on-failure".into()),
+        restart_max_attempts: Some(3),
+        health_cmd: Some("wget -q -O- localhost".into()),
+        health_retries: Some(2),
+        hostname: Some("{{.Task.Slot}}".into()),
+        stop_signal: Some("SIGUSR1".into()),
+        placement_pref_rm: strings(&["spread=node.labels.zone"]),
+        placement_pref_add: strings(&["spread=node.labels.rack"]),
+        ..UpdateFlags::default()
+    })
+    .unwrap();
+    let container = &spec.task.container;
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["httpd".to_owned(), "-f".into(), "-p".into(), "8 0".into()][..])
+    );
+    assert_eq!(spec.labels["team"], "b");
+    assert!(container.labels.is_empty());
+    assert_eq!(ports(&spec), ["*:8080->8000/tcp", "*:9090->90/tcp"]);
+    assert_eq!(spec.task.restart.max_attempts, 3);
+    assert_eq!(spec.task.restart.delay.to_string(), "5s", "unchanged");
+    let health = container.healthcheck.as_ref().unwrap();
+    assert_eq!(health.test, ["CMD-SHELL", "wget -q -O- localhost"]);
+    assert_eq!(health.retries, 2);
+    assert_eq!(container.hostname.as_deref(), Some("{{.Task.Slot}}"));
+    assert_eq!(container.stop_signal.as_deref(), Some("SIGUSR1"));
+    let spreads: Vec<&str> = spec
+        .task
+        .placement
+        .preferences
+        .iter()
+        .map(|p| p.spread.as_str())
+        .collect();
+    assert_eq!(spreads, ["node.labels.rack"]);
+}
+
+#[test]
+fn bad_values_name_their_flag() {
+    let update_cases: Vec<(UpdateFlags, &str)> = vec![
+        (
+            UpdateFlags {
+                publish_add: strings(&["80:x"]),
+                ..Default::default()
+            },
+            "--publish",
+        ),
+        (
+            UpdateFlags {
+                publish_rm: strings(&["http"]),
+                ..Default::default()
+            },
+            "--publish-rm",
+        ),
+        (
+            UpdateFlags {
+                restart_condition: Some("sometimes".into()),
+                ..Default::default()
+            },
+            "--restart-condition",
+        ),
+        (
+            UpdateFlags {
+                placement_pref_add: strings(&["node.labels.x"]),
+                ..Default::default()
+            },
+            "--placement-pref-add",
+        ),
+        (
+            UpdateFlags {
+                health_interval: Some("5s".parse().unwrap()),
+                ..Default::default()
+            },
+            "--health-cmd",
+        ),
+        (
+            UpdateFlags {
+                args: Some("sh -c 'oops".into()),
+                ..Default::default()
+            },
+            "--args",
+        ),
+        (
+            UpdateFlags {
+                label_add: strings(&["novalue"]),
+                ..Default::default()
+            },
+            "--label-add",
+        ),
+        (
+            UpdateFlags {
+                env_add: strings(&["=1"]),
+                ..Default::default()
+            },
+            "invalid --env-add \"=1\": expected KEY=VALUE",
+        ),
+        (
+            UpdateFlags {
+                limit_memory: Some("lots".into()),
+                ..Default::default()
+            },
+            "invalid --limit-memory \"lots\"",
+        ),
+        (
+            UpdateFlags {
+                constraint_add: strings(&["node.colour==red"]),
+                ..Default::default()
+            },
+            "invalid --constraint-add",
+        ),
+        (
+            UpdateFlags {
+                update_order: Some("sideways".into()),
+                ..Default::default()
+            },
+            "invalid --update-order \"sideways\": use start-first or stop-first",
+        ),
+        (
+            UpdateFlags {
+                update_max_failure_ratio: Some(1.5),
+                ..Default::default()
+            },
+            "invalid --update-max-failure-ratio 1.5: use a number from 0 to 1",
+        ),
+        (
+            UpdateFlags {
+                entrypoint: Some("'".into()),
+                ..Default::default()
+            },
+            "invalid --entrypoint \"'\": unbalanced quotes",
+        ),
+        (
+            UpdateFlags {
+                stop_signal: Some("SIGNOPE".into()),
+                ..Default::default()
+            },
+            "--stop-signal: ",
+        ),
+    ];
+    for (flags, want) in update_cases {
+        let error = updated(flags.clone()).unwrap_err().to_string();
+        assert!(error.contains(want), "{flags:?}: {error}");
+    }
+    let mut global =
+        load_service_document("g", json!({"image": "x", "deploy": {"mode": "global"}})).unwrap();
+    let error = UpdateFlags {
+        replicas: Some(2),
+        ..Default::default()
+    }
+    .apply(&mut global)
+    .unwrap_err();
+    assert_eq!(error, FlagError::ReplicasOfGlobal);
+
+    let create_cases: Vec<(CreateFlags, &str)> = vec![
+        (
+            CreateFlags {
+                publish: strings(&["80:x"]),
+                ..create("w", "nginx")
+            },
+            "invalid --publish \"80:x\": \"x\" is not a port number",
+        ),
+        (
+            CreateFlags {
+                publish: strings(&["published=8080"]),
+                ..create("w", "nginx")
+            },
+            "invalid --publish \"published=8080\": the target port is missing",
+        ),
+        (
+            CreateFlags {
+                publish: strings(&["port=80"]),
+                ..create("w", "nginx")
+            },
+            "unknown key \"port\"",
+        ),
+        (
+            CreateFlags {
+                env: strings(&["NOVALUE"]),
+                ..create("w", "nginx")
+            },
+            "invalid --env \"NOVALUE\": expected KEY=VALUE",
+        ),
+        (
+            CreateFlags {
+                placement_pref: strings(&["pack=x"]),
+                ..create("w", "nginx")
+            },
+            "invalid --placement-pref \"pack=x\"",
+        ),
+        (
+            CreateFlags {
+                limit_memory: Some("lots".into()),
+                ..create("w", "nginx")
+            },
+            "--limit-memory: ",
+        ),
+        (
+            CreateFlags {
+                restart_delay: Some("soon".into()),
+                ..create("w", "nginx")
+            },
+            "--restart-delay: ",
+        ),
+        (
+            CreateFlags {
+                update_max_failure_ratio: Some(2.0),
+                ..create("w", "nginx")
+            },
+            "--update-max-failure-ratio: ",
+        ),
+        (
+            CreateFlags {
+                health_cmd: Some("true".into()),
+                health_timeout: Some("x".into()),
+                ..create("w", "nginx")
+            },
+            "--health-timeout: ",
+        ),
+        (
+            CreateFlags {
+                replicas: Some(2),
+                mode: "global".into(),
+                ..create("w", "nginx")
+            },
+            "invalid service:",
+        ),
+        (
+            CreateFlags {
+                mode: "sometimes".into(),
+                ..create("w", "nginx")
+            },
+            "--mode: ",
+        ),
+        (
+            create("w", "Nginx"),
+            "IMAGE: invalid image reference \"Nginx\": repository names are lowercase",
+        ),
+        (
+            CreateFlags {
+                constraint: strings(&["node.colour==red"]),
+                ..create("w", "nginx")
+            },
+            "--constraint: ",
+        ),
+    ];
+    for (flags, want) in create_cases {
+        let error = flags.spec().unwrap_err().to_string();
+        assert!(error.contains(want), "{flags:?}: {error}");
+    }
+}
+
+#[test]
+fn rollback_flags_become_a_section_and_change_a_policy() {
+    let flags = RollbackFlags {
+        parallelism: Some(0),
+        monitor: Some("2s".parse().unwrap()),
+        failure_action: Some("continue".into()),
+        order: Some("start-first".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        flags.section().unwrap(),
+        Some(
+            json!({"parallelism": 0, "monitor": "2s", "failure_action": "continue", "order": "start-first"})
+        )
+    );
+    assert_eq!(RollbackFlags::default().section().unwrap(), None);
+    let mut policy = UpdatePolicy::default();
+    flags.apply(&mut policy).unwrap();
+    assert_eq!(policy.parallelism, 0);
+    assert_eq!(policy.monitor.to_string(), "2s");
+    assert_eq!(policy.failure_action, FailureAction::Continue);
+    assert_eq!(policy.order, UpdateOrder::StartFirst);
+}
+
+#[test]
+fn bad_rollback_values_name_the_flag() {
+    for (flags, message) in [
+        (
+            RollbackFlags {
+                failure_action: Some("rollback".into()),
+                ..Default::default()
+            },
+            "invalid --rollback-failure-action \"rollback\": use pause or continue",
+        ),
+        (
+            RollbackFlags {
+                order: Some("sideways".into()),
+                ..Default::default()
+            },
+            "invalid --rollback-order \"sideways\": use start-first or stop-first",
+        ),
+        (
+            RollbackFlags {
+                max_failure_ratio: Some(2.0),
+                ..Default::default()
+            },
+            "invalid --rollback-max-failure-ratio 2: use a number from 0 to 1",
+        ),
+    ] {
+        let error = flags.apply(&mut UpdatePolicy::default()).unwrap_err();
+        assert_eq!(error.to_string(), message);
+    }
+}

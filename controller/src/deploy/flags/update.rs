@@ -1,0 +1,363 @@
+//! `service update`: a service's spec changed in place by Docker's `update` flags —
+//! settings (`--image`, `--hostname`, `--restart-delay`, …) and `--*-add`/`--*-rm` pairs for
+//! lists and maps. Values are checked as `service create` checks them (ports, healthchecks
+//! and the stop signal through the stack loader).
+
+use serde_json::json;
+use swarm_api::spec::{Constraint, PortConfig, Protocol, ServiceMode, ServiceSpec, SpreadOver};
+use swarm_api::units::GoDuration;
+
+use super::document::{key_values, load_service_document, port_document};
+use super::{FlagError, RollbackFlags, parsed, ratio};
+
+/// The flags of `service update`, as given; `None` and empty lists change nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateFlags {
+    pub image: Option<String>,
+    pub replicas: Option<u64>,
+    pub env_add: Vec<String>,
+    pub env_rm: Vec<String>,
+    pub constraint_add: Vec<String>,
+    pub constraint_rm: Vec<String>,
+    pub limit_cpu: Option<String>,
+    pub limit_memory: Option<String>,
+    pub reserve_cpu: Option<String>,
+    pub reserve_memory: Option<String>,
+    pub stop_grace_period: Option<String>,
+    pub update_parallelism: Option<u64>,
+    pub update_order: Option<String>,
+    pub update_delay: Option<GoDuration>,
+    pub update_failure_action: Option<String>,
+    pub update_monitor: Option<GoDuration>,
+    pub update_max_failure_ratio: Option<f64>,
+    /// A command line; `""` puts the image's entrypoint back.
+    pub entrypoint: Option<String>,
+    pub rollback: RollbackFlags,
+    /// The command's arguments, as a command line.
+    pub args: Option<String>,
+    pub label_add: Vec<String>,
+    pub label_rm: Vec<String>,
+    pub container_label_add: Vec<String>,
+    pub container_label_rm: Vec<String>,
+    /// As `create --publish`; one with the same published port and protocol is replaced.
+    pub publish_add: Vec<String>,
+    /// `TARGET[/PROTOCOL]`.
+    pub publish_rm: Vec<String>,
+    pub restart_condition: Option<String>,
+    pub restart_delay: Option<GoDuration>,
+    pub restart_max_attempts: Option<u64>,
+    pub restart_window: Option<GoDuration>,
+    /// Replaces the service's healthcheck.
+    pub health_cmd: Option<String>,
+    pub health_interval: Option<GoDuration>,
+    pub health_timeout: Option<GoDuration>,
+    pub health_retries: Option<u64>,
+    pub health_start_period: Option<GoDuration>,
+    pub no_healthcheck: bool,
+    /// `""` removes the setting, as for `user` and `workdir`.
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub stop_signal: Option<String>,
+    pub placement_pref_add: Vec<String>,
+    pub placement_pref_rm: Vec<String>,
+    /// 0: no limit.
+    pub replicas_max_per_node: Option<u64>,
+    /// Replace every task even if nothing else changes.
+    pub force: bool,
+}
+
+impl UpdateFlags {
+    /// Changes `spec` as the flags say; the first bad value is refused, naming its flag.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
+        self.apply_settings(spec)?;
+        self.rollback.apply(&mut spec.rollback)?;
+        self.apply_container(spec)?;
+        if self.force {
+            spec.task.force_update += 1;
+        }
+        Ok(())
+    }
+
+    /// Image, scale, environment, constraints, resources and the update policy.
+    fn apply_settings(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
+        let task = &mut spec.task;
+        if let Some(image) = &self.image {
+            task.container.image = image.clone();
+        }
+        if let Some(replicas) = self.replicas {
+            match spec.mode {
+                ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
+                ServiceMode::Global => return Err(FlagError::ReplicasOfGlobal),
+            }
+        }
+        for (key, value) in key_values(&self.env_add, "env-add")? {
+            task.container.env.insert(key, value);
+        }
+        for key in &self.env_rm {
+            task.container.env.remove(key);
+        }
+        let constraints = &mut task.placement.constraints;
+        for text in &self.constraint_add {
+            let constraint = parsed("constraint-add", text)?;
+            if !constraints.contains(&constraint) {
+                constraints.push(constraint);
+            }
+        }
+        for text in &self.constraint_rm {
+            let constraint: Constraint = parsed("constraint-rm", text)?;
+            constraints.retain(|c| *c != constraint);
+        }
+        constraints.sort();
+        let resources = &mut task.resources;
+        if let Some(cpus) = &self.limit_cpu {
+            resources.limits.cpus = Some(parsed("limit-cpu", cpus)?);
+        }
+        if let Some(memory) = &self.limit_memory {
+            resources.limits.memory = Some(parsed("limit-memory", memory)?);
+        }
+        if let Some(cpus) = &self.reserve_cpu {
+            resources.reservations.cpus = Some(parsed("reserve-cpu", cpus)?);
+        }
+        if let Some(memory) = &self.reserve_memory {
+            resources.reservations.memory = Some(parsed("reserve-memory", memory)?);
+        }
+        if let Some(grace) = &self.stop_grace_period {
+            task.container.stop_grace_period = parsed("stop-grace-period", grace)?;
+        }
+        let update = &mut spec.update;
+        if let Some(parallelism) = self.update_parallelism {
+            update.parallelism = parallelism;
+        }
+        if let Some(order) = &self.update_order {
+            update.order = serde_json::from_value(json!(order)).map_err(|_| {
+                FlagError::invalid("update-order", order, "use start-first or stop-first")
+            })?;
+        }
+        if let Some(delay) = self.update_delay {
+            update.delay = delay;
+        }
+        if let Some(action) = &self.update_failure_action {
+            update.failure_action = serde_json::from_value(json!(action)).map_err(|_| {
+                FlagError::invalid(
+                    "update-failure-action",
+                    action,
+                    "use pause, continue or rollback",
+                )
+            })?;
+        }
+        if let Some(monitor) = self.update_monitor {
+            update.monitor = monitor;
+        }
+        if let Some(max) = self.update_max_failure_ratio {
+            update.max_failure_ratio = ratio("update-max-failure-ratio", max)?;
+        }
+        if let Some(entrypoint) = &self.entrypoint {
+            spec.task.container.entrypoint = match entrypoint.as_str() {
+                "" => None,
+                line => Some(command_line("entrypoint", line)?),
+            };
+        }
+        Ok(())
+    }
+
+    /// The container, its labels and ports, the restart policy and placement preferences.
+    fn apply_container(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
+        let checked = self.checked_by_the_loader()?;
+        let container = &mut spec.task.container;
+        if let Some(args) = &self.args {
+            container.command = Some(command_line("args", args)?);
+        }
+        spec.labels
+            .extend(key_values(&self.label_add, "label-add")?);
+        for key in &self.label_rm {
+            spec.labels.remove(key);
+        }
+        container.labels.extend(key_values(
+            &self.container_label_add,
+            "container-label-add",
+        )?);
+        for key in &self.container_label_rm {
+            container.labels.remove(key);
+        }
+        set(&mut container.hostname, &self.hostname);
+        set(&mut container.user, &self.user);
+        set(&mut container.working_dir, &self.workdir);
+        if self.stop_signal.is_some() {
+            container.stop_signal = checked.task.container.stop_signal.clone();
+        }
+        self.update_healthcheck(spec, &checked)?;
+        let ports = &mut spec.endpoint.ports;
+        for remove in &self.publish_rm {
+            let (target, protocol) = target_port(remove)?;
+            ports.retain(|p| {
+                !(p.target == target && protocol.is_none_or(|protocol| p.protocol == protocol))
+            });
+        }
+        for added in &checked.endpoint.ports {
+            ports.retain(|p| !same_published(p, added));
+            ports.push(added.clone());
+        }
+        ports.sort();
+        let restart = &mut spec.task.restart;
+        if let Some(condition) = &self.restart_condition {
+            restart.condition = serde_json::from_value(json!(condition)).map_err(|_| {
+                FlagError::invalid(
+                    "restart-condition",
+                    condition,
+                    "use none, on-failure or any",
+                )
+            })?;
+        }
+        if let Some(delay) = self.restart_delay {
+            restart.delay = delay;
+        }
+        if let Some(attempts) = self.restart_max_attempts {
+            restart.max_attempts = attempts;
+        }
+        if let Some(window) = self.restart_window {
+            restart.window = window;
+        }
+        let placement = &mut spec.task.placement;
+        for text in &self.placement_pref_rm {
+            let removed = preference(text, "placement-pref-rm")?;
+            placement.preferences.retain(|p| *p != removed);
+        }
+        for text in &self.placement_pref_add {
+            let added = preference(text, "placement-pref-add")?;
+            if !placement.preferences.contains(&added) {
+                placement.preferences.push(added);
+            }
+        }
+        if let Some(most) = self.replicas_max_per_node {
+            placement.max_replicas_per_node = most;
+        }
+        Ok(())
+    }
+
+    /// The flags whose values only the stack loader checks fully (ports, a new
+    /// healthcheck, the stop signal), as a spec of their own.
+    fn checked_by_the_loader(&self) -> Result<ServiceSpec, FlagError> {
+        let ports = self
+            .publish_add
+            .iter()
+            .map(|p| port_document(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut service = json!({ "image": "checked", "ports": ports });
+        if let Some(cmd) = &self.health_cmd {
+            let mut health = json!({ "test": ["CMD-SHELL", cmd] });
+            let durations = [
+                ("interval", self.health_interval),
+                ("timeout", self.health_timeout),
+                ("start_period", self.health_start_period),
+            ];
+            for (key, value) in durations {
+                if let Some(value) = value {
+                    health[key] = json!(value.to_string());
+                }
+            }
+            if let Some(retries) = self.health_retries {
+                health["retries"] = json!(retries);
+            }
+            service["healthcheck"] = health;
+        }
+        if let Some(signal) = &self.stop_signal {
+            service["stop_signal"] = json!(signal);
+        }
+        load_service_document("update", service)
+    }
+
+    fn update_healthcheck(
+        &self,
+        spec: &mut ServiceSpec,
+        checked: &ServiceSpec,
+    ) -> Result<(), FlagError> {
+        let healthcheck = &mut spec.task.container.healthcheck;
+        if self.no_healthcheck {
+            *healthcheck = None;
+            return Ok(());
+        }
+        if self.health_cmd.is_some() {
+            *healthcheck = checked.task.container.healthcheck.clone();
+            return Ok(());
+        }
+        let settings = self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if !settings {
+            return Ok(());
+        }
+        let Some(healthcheck) = healthcheck else {
+            return Err(FlagError::NoHealthcheck);
+        };
+        if let Some(interval) = self.health_interval {
+            healthcheck.interval = interval;
+        }
+        if let Some(timeout) = self.health_timeout {
+            healthcheck.timeout = timeout;
+        }
+        if let Some(retries) = self.health_retries {
+            healthcheck.retries = retries;
+        }
+        if let Some(start_period) = self.health_start_period {
+            healthcheck.start_period = start_period;
+        }
+        Ok(())
+    }
+}
+
+/// A command line split as a shell would (`--args`, `--entrypoint`).
+fn command_line(flag: &'static str, line: &str) -> Result<Vec<String>, FlagError> {
+    shlex::split(line).ok_or_else(|| FlagError::invalid(flag, line, "unbalanced quotes"))
+}
+
+fn set(field: &mut Option<String>, value: &Option<String>) {
+    if let Some(value) = value {
+        *field = (!value.is_empty()).then(|| value.clone());
+    }
+}
+
+/// Two ports that publish the same port number and protocol: the later replaces the earlier.
+fn same_published(a: &PortConfig, b: &PortConfig) -> bool {
+    a.protocol == b.protocol
+        && match (a.published, b.published) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => a.target == b.target,
+            _ => false,
+        }
+}
+
+/// `TARGET[/PROTOCOL]` of `--publish-rm`.
+fn target_port(text: &str) -> Result<(u16, Option<Protocol>), FlagError> {
+    let invalid = || {
+        FlagError::invalid(
+            "publish-rm",
+            text,
+            "expected TARGET[/PROTOCOL], such as 80 or 53/udp",
+        )
+    };
+    let (port, protocol) = match text.split_once('/') {
+        Some((port, protocol)) => (port, Some(protocol)),
+        None => (text, None),
+    };
+    let port = port.parse().map_err(|_| invalid())?;
+    let protocol = protocol
+        .map(|p| serde_json::from_value(json!(p)).map_err(|_| invalid()))
+        .transpose()?;
+    Ok((port, protocol))
+}
+
+/// `spread=node.labels.X`.
+fn preference(text: &str, flag: &'static str) -> Result<SpreadOver, FlagError> {
+    match text.strip_prefix("spread=") {
+        Some(spread) if !spread.is_empty() => Ok(SpreadOver {
+            spread: spread.to_owned(),
+        }),
+        _ => Err(FlagError::invalid(
+            flag,
+            text,
+            "expected spread=node.labels.NAME",
+        )),
+    }
+}
