@@ -450,7 +450,8 @@ pub fn judge_nodes(
     grace: Duration,
     now: Instant,
 ) -> Vec<NodeStatusChange> {
-    first_seen.retain(|id, _| nodes.iter().any(|(node, _, _)| node == id));
+    let ids: std::collections::HashSet<&str> = nodes.iter().map(|(id, _, _)| id.as_str()).collect();
+    first_seen.retain(|id, _| ids.contains(id.as_str()));
     nodes
         .iter()
         .filter_map(|(id, current, current_error)| {
