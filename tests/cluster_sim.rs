@@ -179,35 +179,49 @@ impl Sim {
             address_pool: Default::default(),
         });
         sim.apply(init).await;
+        // The nodes join at once, as a fleet brought up together.
+        let nodes: Vec<Command> = (1..=NODES)
+            .map(|n| {
+                Command::AddNode(Node {
+                    id: format!("n{n:02}"),
+                    hostname: format!("host{n:02}"),
+                    role: NodeRole::Worker,
+                    availability: Availability::Active,
+                    status: NodeStatus::Ready,
+                    status_since: EPOCH_MS,
+                    labels: BTreeMap::new(),
+                    address: format!("10.0.0.{n}:2377"),
+                    raft_id: None,
+                    description: NodeDescription {
+                        os: "linux".into(),
+                        arch: "x86_64".into(),
+                        nano_cpus: 4_000_000_000,
+                        memory_bytes: 8 << 30,
+                    },
+                    subnet: None,
+                    worker_error: None,
+                })
+            })
+            .collect();
+        for outcome in sim.apply_all(nodes).await {
+            assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        }
         for n in 1..=NODES {
-            let node_id = format!("n{n:02}");
-            sim.apply(Command::AddNode(Node {
-                id: node_id.clone(),
-                hostname: format!("host{n:02}"),
-                role: NodeRole::Worker,
-                availability: Availability::Active,
-                status: NodeStatus::Ready,
-                status_since: EPOCH_MS,
-                labels: BTreeMap::new(),
-                address: format!("10.0.0.{n}:2377"),
-                raft_id: None,
-                description: NodeDescription {
-                    os: "linux".into(),
-                    arch: "x86_64".into(),
-                    nano_cpus: 4_000_000_000,
-                    memory_bytes: 8 << 30,
-                },
-                subnet: None,
-                worker_error: None,
-            }))
-            .await;
-            sim.agents.push(sim.start_agent(node_id).await);
+            let agent = sim.start_agent(format!("n{n:02}")).await;
+            sim.agents.push(agent);
         }
         sim
     }
 
     async fn start_agent(&self, node_id: String) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
+        // The worker writes each task's files (and fsyncs its image record): on tmpfs when
+        // there is one, that costs nothing.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         let runtime = FakeRuntime::default();
         let start = self.start;
         let io = WorkerIo {
@@ -290,25 +304,34 @@ impl Sim {
         Some(id)
     }
 
-    /// Applies a command of the sim's own through the leader, proposing it again if its
-    /// leadership is lost first; returns what the store made of it.
+    /// Applies a command of the sim's own through the leader (see `apply_all`).
     async fn apply(&mut self, command: Command) -> Outcome {
-        for _ in 0..20 {
-            let Some(id) = self.propose(&command, Purpose::Client) else {
-                self.step().await;
-                continue;
-            };
-            for _ in 0..50 {
-                self.step().await;
-                if let Some(outcome) = self.outcomes.remove(&id) {
-                    return outcome;
-                }
-                if !self.outstanding.contains_key(&id) {
-                    break; // lost with its leadership: again
+        self.apply_all(vec![command]).await.remove(0)
+    }
+
+    /// Applies commands of the sim's own through the leader, all proposed at once and each
+    /// proposed again if its leadership is lost first; returns what the store made of them.
+    async fn apply_all(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; commands.len()];
+        let mut proposed: Vec<Option<ProposalId>> = vec![None; commands.len()];
+        for _ in 0..500 {
+            for (i, command) in commands.iter().enumerate() {
+                let lost = proposed[i].is_none_or(|id| !self.outstanding.contains_key(&id));
+                if outcomes[i].is_none() && lost {
+                    proposed[i] = self.propose(command, Purpose::Client);
                 }
             }
+            self.step().await;
+            for (i, id) in proposed.iter().enumerate() {
+                if let Some(outcome) = id.and_then(|id| self.outcomes.remove(&id)) {
+                    outcomes[i] = Some(outcome);
+                }
+            }
+            if outcomes.iter().all(Option::is_some) {
+                return outcomes.into_iter().flatten().collect();
+            }
         }
-        panic!("{command:?} was never applied");
+        panic!("{commands:?} were never all applied");
     }
 
     /// One round of 100 ms: the workers' time passes, the managers tick and talk, the
