@@ -215,9 +215,11 @@ impl Assignee for Refusing {
         _: Option<Ipv4Net>,
         _: BTreeMap<String, RegistryAuth>,
     ) {
-        let reason = self.reason.borrow().clone();
-        // Not known yet (the first start is under way): the next set will tell.
-        let Some(reason) = reason else {
+        // Not known yet while the first start is under way: wait for it (a worker that
+        // starts ends the refusals).
+        let mut reason = self.reason.clone();
+        let known = reason.wait_for(Option::is_some).await;
+        let Some(reason) = known.ok().and_then(|reason| reason.clone()) else {
             return;
         };
         for update in swarm_agent::worker::refuse(&tasks, &reason, millis(SystemTime::now())) {

@@ -38,6 +38,12 @@ pub struct Heard {
     worker_error: Option<String>,
 }
 
+impl Heard {
+    pub fn new(at: Instant, worker_error: Option<String>) -> Self {
+        Heard { at, worker_error }
+    }
+}
+
 /// Set on the refusal of a removed node's certificate, so that the node leaves by itself.
 pub const REMOVED_HEADER: &str = "swarm-node-removed";
 
@@ -235,13 +241,10 @@ impl Dispatcher for DispatcherApi {
             }));
         }
         let node = caller.node.ok_or_else(|| unknown(&identity.node_id))?;
-        self.heartbeats.lock().expect("not poisoned").insert(
-            identity.node_id,
-            Heard {
-                at: Instant::now(),
-                worker_error,
-            },
-        );
+        self.heartbeats
+            .lock()
+            .expect("not poisoned")
+            .insert(identity.node_id, Heard::new(Instant::now(), worker_error));
         Ok(Response::new(HeartbeatResponse {
             accepted: true,
             leader_addr: caller.leader_addr,
@@ -443,6 +446,7 @@ pub async fn follow_assignments(raft: RaftHandle<Store>, hub: Arc<AssignmentHub>
 /// it.
 pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Heartbeats) {
     let mut leading_since: Option<Instant> = None;
+    let mut first_seen = HashMap::new();
     loop {
         tokio::time::sleep(MONITOR_TICK).await;
         let Ok(status) = raft.status().await else {
@@ -450,6 +454,7 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         };
         if status.leader != own_raft_id {
             leading_since = None;
+            first_seen.clear();
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
@@ -473,32 +478,17 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         let grace = Duration::from_millis(
             cluster.heartbeat_period_ms * u64::from(cluster.missed_heartbeats_for_down),
         );
-        let now = Instant::now();
-        let changes: Vec<NodeStatusChange> = {
-            let mut seen = heartbeats.lock().expect("not poisoned");
-            seen.retain(|id, _| nodes.iter().any(|(node, _, _)| node == id));
-            nodes
-                .into_iter()
-                .filter_map(|(id, current, current_error)| {
-                    let heard = seen.get(&id).filter(|heard| heard.at >= since);
-                    let wanted = match heard {
-                        Some(heard) if now.duration_since(heard.at) < grace => NodeStatus::Ready,
-                        Some(_) => NodeStatus::Down,
-                        // Not heard from since this manager leads: judged after the grace.
-                        None if now.duration_since(since) < grace => current,
-                        None => NodeStatus::Down,
-                    };
-                    let worker_error =
-                        heard.map_or(current_error.clone(), |heard| heard.worker_error.clone());
-                    (wanted != current || worker_error != current_error).then_some(
-                        NodeStatusChange {
-                            id,
-                            status: wanted,
-                            worker_error,
-                        },
-                    )
-                })
-                .collect()
+        let changes = {
+            let mut heard = heartbeats.lock().expect("not poisoned");
+            heard.retain(|id, _| nodes.iter().any(|(node, _, _)| node == id));
+            judge_nodes(
+                &nodes,
+                &heard,
+                &mut first_seen,
+                since,
+                grace,
+                Instant::now(),
+            )
         };
         if changes.is_empty() {
             continue;
@@ -513,5 +503,119 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         if let Err(error) = propose(&raft, &command).await {
             tracing::warn!(%error, "cannot record node statuses");
         }
+    }
+}
+
+/// What the leader's monitor makes of the nodes (id, status, worker error as stored) at
+/// `now`, leading since `since`: Ready while heard within `grace`, Down once not, with the
+/// worker error last heard. A node not heard from since this manager leads keeps its
+/// status for `grace` after the monitor first saw it (the monitor records that in
+/// `first_seen`): a new leader, or a node that just joined, is not judged before it could
+/// have beaten. Pure: the daemon and the cluster simulation judge with it.
+pub fn judge_nodes(
+    nodes: &[(String, NodeStatus, Option<String>)],
+    heard: &HashMap<String, Heard>,
+    first_seen: &mut HashMap<String, Instant>,
+    since: Instant,
+    grace: Duration,
+    now: Instant,
+) -> Vec<NodeStatusChange> {
+    let ids: std::collections::HashSet<&str> = nodes.iter().map(|(id, _, _)| id.as_str()).collect();
+    first_seen.retain(|id, _| ids.contains(id.as_str()));
+    nodes
+        .iter()
+        .filter_map(|(id, current, current_error)| {
+            let heard = heard.get(id).filter(|heard| heard.at >= since);
+            let seen = (*first_seen.entry(id.clone()).or_insert(now)).max(since);
+            let wanted = match heard {
+                Some(heard) if now.duration_since(heard.at) < grace => NodeStatus::Ready,
+                Some(_) => NodeStatus::Down,
+                None if now.duration_since(seen) < grace => *current,
+                None => NodeStatus::Down,
+            };
+            let worker_error =
+                heard.map_or(current_error.clone(), |heard| heard.worker_error.clone());
+            (wanted != *current || worker_error != *current_error).then(|| NodeStatusChange {
+                id: id.clone(),
+                status: wanted,
+                worker_error,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_judged_by_their_heartbeats_after_a_grace() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let grace = 3 * second;
+        let nodes = vec![
+            ("quiet".to_owned(), NodeStatus::Ready, None),
+            ("beating".to_owned(), NodeStatus::Down, None),
+            ("no-runc".to_owned(), NodeStatus::Ready, None),
+        ];
+        let mut first_seen = HashMap::new();
+        let mut heard = HashMap::from([
+            ("beating".to_owned(), Heard::new(start + second, None)),
+            (
+                "no-runc".to_owned(),
+                Heard::new(start + second, Some("runc not found in PATH".to_owned())),
+            ),
+        ]);
+        let judge = |heard: &HashMap<String, Heard>, first_seen: &mut _, at: Duration| {
+            judge_nodes(&nodes, heard, first_seen, start, grace, start + at)
+                .into_iter()
+                .map(|c| (c.id, c.status, c.worker_error))
+                .collect::<Vec<_>>()
+        };
+        let error = Some("runc not found in PATH".to_owned());
+        // Leading from `start`, the monitor looks at once and every tick after.
+        assert_eq!(
+            judge(&HashMap::new(), &mut first_seen, Duration::ZERO),
+            vec![]
+        );
+        assert_eq!(
+            judge(&heard, &mut first_seen, 2 * second),
+            vec![
+                ("beating".to_owned(), NodeStatus::Ready, None),
+                ("no-runc".to_owned(), NodeStatus::Ready, error.clone()),
+            ],
+            "the quiet node is within its grace"
+        );
+        assert_eq!(
+            judge(&heard, &mut first_seen, 3 * second + second / 2)[0],
+            ("quiet".to_owned(), NodeStatus::Down, None)
+        );
+        // A node that joins later gets its own grace from when the monitor first sees it.
+        let mut nodes = nodes;
+        nodes.push(("new".to_owned(), NodeStatus::Ready, None));
+        heard.insert("quiet".to_owned(), Heard::new(start + 9 * second, None));
+        let changes = judge_nodes(
+            &nodes,
+            &heard,
+            &mut first_seen,
+            start,
+            grace,
+            start + 10 * second,
+        );
+        assert!(changes.iter().all(|c| c.id != "new"), "{changes:?}");
+        let changes = judge_nodes(
+            &nodes,
+            &heard,
+            &mut first_seen,
+            start,
+            grace,
+            start + 14 * second,
+        );
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.id == "new" && c.status == NodeStatus::Down),
+            "{changes:?}"
+        );
     }
 }

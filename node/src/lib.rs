@@ -15,6 +15,10 @@ mod recover;
 mod services;
 mod session;
 
+/// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
+/// (`tests/cluster_sim.rs`) runs it too.
+pub use dispatcher::{Heard, judge_nodes};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

@@ -41,7 +41,8 @@ pub(super) async fn run(daemon: Arc<Daemon>, mut stop: watch::Receiver<()>) {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(session.period) => {}
-            _ = worker_error.changed() => {}
+            // An agent that ended says nothing more: the period goes on.
+            Ok(()) = worker_error.changed() => {}
         }
     }
 }

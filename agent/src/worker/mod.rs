@@ -41,13 +41,27 @@ pub struct WorkerConfig {
     pub run_dir: PathBuf,
 }
 
-/// What a worker does its IO through: containers, images, task networks. `host` gives
-/// the real ones; a simulation gives `FakeRuntime`, `FakeImages` and `FakeNetworking`.
+/// What a worker does its IO through: containers, images, task networks, and the clock its
+/// reports are dated by. `host` gives the real ones; a simulation gives `FakeRuntime`,
+/// `FakeImages`, `FakeNetworking` and its own clock.
 #[derive(Clone)]
 pub struct WorkerIo {
     pub runtime: Arc<dyn Runtime>,
     pub images: Arc<dyn ImageSource>,
     pub networking: Arc<dyn Networking>,
+    pub clock: Clock,
+}
+
+/// Milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
 }
 
 impl WorkerIo {
@@ -59,6 +73,7 @@ impl WorkerIo {
             runtime,
             images: Arc::new(images),
             networking: Arc::new(HostNetworking),
+            clock: system_clock(),
         })
     }
 }
@@ -88,6 +103,7 @@ struct Shared {
     runtime: Arc<dyn Runtime>,
     images: Arc<dyn ImageSource>,
     networking: Arc<dyn Networking>,
+    clock: Clock,
     /// Set up at the first assignment that names the node's subnet.
     network: Mutex<Option<Arc<dyn TaskNetworks>>>,
     /// The controllers of the tasks this worker runs, by task id.
@@ -119,6 +135,7 @@ impl Worker {
             runtime: io.runtime,
             images: io.images,
             networking: io.networking,
+            clock: io.clock,
             network: Mutex::new(None),
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
@@ -279,12 +296,6 @@ async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>) 
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Shared {
     /// The node's network, set up on first use.
     async fn ensure_network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
@@ -371,7 +382,7 @@ impl Shared {
     }
 
     fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
-        let mut status = TaskStatus::new(lifecycle.state(), now_ms());
+        let mut status = TaskStatus::new(lifecycle.state(), (self.clock)());
         status.address = address;
         status.message = lifecycle.message().to_owned();
         status.error = lifecycle.error().map(str::to_owned);
@@ -565,6 +576,7 @@ mod tests {
             runtime: Arc::new(runtime.clone()),
             images: images.clone(),
             networking: Arc::new(networking.clone()),
+            clock: system_clock(),
         };
         let (worker, mut reports) = Worker::start(config, io).await.unwrap();
         let subnet = Some("10.1.0.0/24".parse().unwrap());
