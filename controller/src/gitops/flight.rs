@@ -1,0 +1,194 @@
+//! One fetch at a time per mirror, shared by the callers that asked while it waited.
+//!
+//! A caller needs a fetch that *started after it asked*: a webhook arriving while a poll's
+//! fetch is running must see the push it announces, which that fetch may have missed. So a
+//! caller arriving during fetch N waits for fetch N+1, and every caller that arrived during
+//! fetch N shares that one. A burst of any number of callers costs at most two fetches.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+pub struct Flight<T> {
+    state: Mutex<State<T>>,
+    finished: Condvar,
+}
+
+struct State<T> {
+    running: bool,
+    /// Fetches started so far; the running one (if any) is number `started`.
+    started: u64,
+    /// The last fetch finished, and its result.
+    finished: u64,
+    last: Option<T>,
+}
+
+impl<T: Clone> Flight<T> {
+    pub fn new() -> Self {
+        Flight {
+            state: Mutex::new(State {
+                running: false,
+                started: 0,
+                finished: 0,
+                last: None,
+            }),
+            finished: Condvar::new(),
+        }
+    }
+
+    /// The result of a run of `work` that started after this call: this caller's own, or
+    /// one it waited for with others. `failed` is the result a run that panicked leaves.
+    pub fn run(&self, work: impl FnOnce() -> T, failed: impl FnOnce() -> T) -> T {
+        let mut state = self.lock();
+        let wanted = state.started + 1;
+        loop {
+            if let Some(last) = state.last.as_ref().filter(|_| state.finished >= wanted) {
+                return last.clone();
+            }
+            if !state.running {
+                state.running = true;
+                state.started += 1;
+                let number = state.started;
+                drop(state);
+                let guard = Running {
+                    flight: self,
+                    number,
+                };
+                let result = work();
+                guard.finish(Some(result.clone()));
+                return result;
+            }
+            state = self
+                .finished
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !state.running && state.finished >= wanted && state.last.is_none() {
+                // The run we waited for panicked.
+                return failed();
+            }
+        }
+    }
+
+    /// How many runs have finished.
+    pub fn runs(&self) -> u64 {
+        self.lock().finished
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic inside `work` happens outside the lock, so poisoning is not a torn state.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<T: Clone> Default for Flight<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks the run finished even when `work` panics, so waiters are not left waiting.
+struct Running<'f, T: Clone> {
+    flight: &'f Flight<T>,
+    number: u64,
+}
+
+impl<T: Clone> Running<'_, T> {
+    fn finish(self, result: Option<T>) {
+        self.record(result);
+        std::mem::forget(self);
+    }
+
+    fn record(&self, result: Option<T>) {
+        let mut state = self.flight.lock();
+        state.running = false;
+        state.finished = self.number;
+        state.last = result;
+        self.flight.finished.notify_all();
+    }
+}
+
+impl<T: Clone> Drop for Running<'_, T> {
+    fn drop(&mut self) {
+        self.record(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn callers_arriving_during_a_run_share_the_next_one() {
+        let flight = Arc::new(Flight::<u64>::new());
+        let runs = Arc::new(AtomicU64::new(0));
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let work: Arc<dyn Fn() -> u64 + Send + Sync> = {
+            let runs = runs.clone();
+            Arc::new(move || {
+                let number = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                entered_tx.send(number).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+                number
+            })
+        };
+        let call = |flight: Arc<Flight<u64>>, work: Arc<dyn Fn() -> u64 + Send + Sync>| {
+            thread::spawn(move || flight.run(|| work(), || 0))
+        };
+        let first = call(flight.clone(), work.clone());
+        assert_eq!(entered_rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        // Three callers arrive while run 1 is in flight.
+        let waiters: Vec<_> = (0..3).map(|_| call(flight.clone(), work.clone())).collect();
+        thread::sleep(Duration::from_millis(100));
+        release_tx.send(()).unwrap();
+        assert_eq!(first.join().unwrap(), 1);
+        // Exactly one of them starts run 2; the others wait for it.
+        assert_eq!(entered_rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
+        release_tx.send(()).unwrap();
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), 2);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(flight.runs(), 2);
+        assert!(entered_rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_caller_alone_runs_at_once_every_time() {
+        let flight = Flight::new();
+        assert_eq!(flight.run(|| "a", || "failed"), "a");
+        assert_eq!(flight.run(|| "b", || "failed"), "b");
+        assert_eq!(flight.runs(), 2);
+    }
+
+    #[test]
+    fn a_run_that_panics_leaves_the_flight_usable() {
+        let flight = Arc::new(Flight::<&str>::new());
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let panicking = {
+            let flight = flight.clone();
+            thread::spawn(move || {
+                flight.run(
+                    || {
+                        entered_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        panic!("fetch crashed");
+                    },
+                    || "failed",
+                )
+            })
+        };
+        entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        release_tx.send(()).unwrap();
+        assert!(panicking.join().is_err());
+        assert_eq!(flight.run(|| "fresh", || "failed"), "fresh");
+    }
+}
