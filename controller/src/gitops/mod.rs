@@ -9,8 +9,11 @@
 //! - `revision`: a commit's tree as a `StackSource` ([`Repo`], [`GitRevision`]), in a work
 //!   tree's repository or in a bare mirror.
 //! - `commit`: the commit's metadata for a Deployment ([`CommitInfo`]).
+//! - `cache`: stack files loaded at a commit kept by content, so an unchanged file at the
+//!   next commit is not parsed again ([`LoadCache`], [`CachedRevision`]).
 //! - `webhook`: is a push webhook genuine, and which branch does it name (pure).
 
+mod cache;
 mod commit;
 mod credentials;
 mod flight;
@@ -20,6 +23,7 @@ mod revision;
 mod tests;
 pub mod webhook;
 
+pub use cache::{CachedRevision, LoadCache};
 pub use commit::CommitInfo;
 pub use credentials::Credentials;
 pub use mirror::{

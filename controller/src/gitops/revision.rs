@@ -170,6 +170,25 @@ impl GitRevision<'_> {
         self.repo
     }
 
+    /// The id (content hash) of the file at `path`, found in the tree without reading the
+    /// file; `None` when there is no file there.
+    pub fn blob_id(&self, path: &Path) -> io::Result<Option<Oid>> {
+        let Ok(relative) = self.repo.relative(path) else {
+            return Ok(None);
+        };
+        let tree = self
+            .repo
+            .repo
+            .find_tree(self.tree)
+            .map_err(io::Error::other)?;
+        match tree.get_path(&relative) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Ok(Some(entry.id())),
+            Ok(_) => Ok(None),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
     fn entry_object(&self, path: &Path) -> io::Result<Option<git2::Object<'_>>> {
         let Ok(relative) = self.repo.relative(path) else {
             return Ok(None);

@@ -416,3 +416,88 @@ fn a_bare_repository_reads_paths_from_its_root_only() {
         Err(GitError::Bare { .. })
     ));
 }
+
+#[test]
+fn an_unchanged_file_at_a_new_commit_is_not_parsed_again() {
+    const API: &str = "services:\n  api:\n    image: nginx:${TAG}\n    configs: [nginx]\nconfigs:\n  nginx:\n    file: ./nginx.conf\n";
+    let remote = Remote::new();
+    let mirrors = Mirrors::new(&remote.mirrors);
+    let mirror = mirrors.mirror(&remote.url());
+    let cache = LoadCache::new();
+    let paths = [PathBuf::from("stacks")];
+    let no_env = |_: &str| None;
+    // Plans the head with the cache, checks it equals the plan without, returns it.
+    let plan_head = |env: &dyn Fn(&str) -> Option<String>| -> serde_json::Value {
+        let head = mirror.fetch("main", &anonymous()).unwrap();
+        let repo = mirror.open().unwrap();
+        let revision = repo.commit(&head).unwrap();
+        let cached = CachedRevision {
+            revision: &revision,
+            cache: &cache,
+        };
+        let plan = |source: &dyn crate::deploy::StackSource| match plan_paths(
+            &paths,
+            source,
+            Current::Empty,
+            env,
+        )
+        .unwrap()
+        .verdict
+        {
+            Verdict::Planned(plan) => serde_json::to_value(plan).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let with_cache = plan(&cached);
+        assert_eq!(with_cache, plan(&revision));
+        with_cache
+    };
+
+    remote.commit(
+        "main",
+        "two stacks",
+        &[
+            ("stacks/web.yaml", WEB),
+            ("stacks/api.yaml", API),
+            ("stacks/.env", "TAG=1.27\n"),
+            ("stacks/nginx.conf", "worker_processes 1;\n"),
+        ],
+    );
+    plan_head(&no_env);
+    assert_eq!(cache.counts(), (0, 2));
+
+    // One file changed: only it is parsed.
+    remote.commit(
+        "main",
+        "web: three",
+        &[(
+            "stacks/web.yaml",
+            &WEB.replace("replicas: 2", "replicas: 3"),
+        )],
+    );
+    let plan = plan_head(&no_env);
+    assert_eq!(cache.counts(), (1, 3));
+    assert!(plan.to_string().contains("nginx:1.27"), "{plan}");
+
+    // What a file reads counts as the file: its config, its .env.
+    remote.commit(
+        "main",
+        "nginx: two workers",
+        &[("stacks/nginx.conf", "worker_processes 2;\n")],
+    );
+    plan_head(&no_env);
+    assert_eq!(cache.counts(), (2, 4), "the api stack reads nginx.conf");
+    remote.commit("main", "tag 1.28", &[("stacks/.env", "TAG=1.28\n")]);
+    let plan = plan_head(&no_env);
+    assert_eq!(cache.counts(), (2, 6), "both stacks read the .env");
+    assert!(plan.to_string().contains("nginx:1.28"), "{plan}");
+
+    // So does the environment a load looked a variable up in.
+    let tag = |name: &str| (name == "TAG").then(|| "1.29".to_owned());
+    let plan = plan_head(&tag);
+    assert!(plan.to_string().contains("nginx:1.29"), "{plan}");
+    assert_eq!(
+        cache.counts().0,
+        2 + 1,
+        "only web.yaml, which reads no variable, is kept"
+    );
+}
