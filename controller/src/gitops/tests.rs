@@ -501,3 +501,110 @@ fn an_unchanged_file_at_a_new_commit_is_not_parsed_again() {
         "only web.yaml, which reads no variable, is kept"
     );
 }
+
+/// An http server on loopback that refuses every request with 401 (Basic), recording the
+/// `Authorization` header of each: where libgit2 asks the credential callback.
+struct Refusing {
+    url: String,
+    authorizations: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    server: Option<thread::JoinHandle<()>>,
+}
+
+impl Refusing {
+    fn start() -> Refusing {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/acme/stacks.git", listener.local_addr().unwrap());
+        let authorizations = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = {
+            let (authorizations, stop) = (authorizations.clone(), stop.clone());
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    let Ok((stream, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    stream.set_nonblocking(false).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    let mut reader = BufReader::new(&stream);
+                    let mut authorization = None;
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("authorization")
+                        {
+                            authorization = Some(value.trim().to_owned());
+                        }
+                        line.clear();
+                    }
+                    authorizations.lock().unwrap().push(authorization);
+                    let _ = (&stream).write_all(
+                        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            })
+        };
+        Refusing {
+            url,
+            authorizations,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    fn authorizations(&self) -> Vec<Option<String>> {
+        self.authorizations.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+#[test]
+fn refused_credentials_are_sent_once_and_reported() {
+    let remote = Remote::new();
+    let server = Refusing::start();
+    let mirrors = Mirrors::new(&remote.mirrors);
+    let mirror = mirrors.mirror(&server.url);
+
+    let err = mirror
+        .fetch("main", &Credentials::Token("t0ps3cret".into()))
+        .unwrap_err();
+    assert!(matches!(err, FetchError::AuthRefused { .. }), "{err:?}");
+    assert!(!err.to_string().contains("t0ps3cret"), "{err}");
+    // Asked without credentials, then once with the token (base64 of
+    // `x-access-token:t0ps3cret`); the second refusal ends the fetch instead of a loop.
+    assert_eq!(
+        server.authorizations(),
+        [
+            None,
+            Some("Basic eC1hY2Nlc3MtdG9rZW46dDBwczNjcmV0".to_owned())
+        ]
+    );
+
+    let err = mirror.fetch("main", &Credentials::Anonymous).unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::CredentialsNeeded {
+            url: server.url.clone(),
+            wanted: "a username and password or token".into(),
+            have: "none",
+        }
+    );
+    assert!(err.to_string().contains("--token-file"), "{err}");
+}
