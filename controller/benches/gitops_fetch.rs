@@ -1,7 +1,8 @@
 //! What an unchanged repository costs the leader per poll (issue 11: ≤ 5 ms of CPU): a
 //! fetch into a mirror that is already current, from a file:// remote of 20 stack files,
 //! beside `git fetch` (the git CLI) into the same mirror in the same run; and 100 callers
-//! polling one URL at once (argo-cd#9017: one fetch per URL, not one per repository).
+//! polling one URL at once, then one after another within an interval (argo-cd#9017: one
+//! fetch per URL, not one per repository).
 //!
 //!     cargo bench -p swarm-controller --bench gitops_fetch
 //!
@@ -174,6 +175,22 @@ fn main() {
         "{CALLERS} callers polling one URL at once: {} fetches, {:.2} ms in all",
         mirror.fetches() - before,
         started.elapsed().as_secs_f64() * 1e3
+    );
+
+    // 100 repository objects on one URL, each polled at its own moment of one interval.
+    let interval_start = Instant::now();
+    let before = mirror.fetches();
+    for _ in 0..CALLERS {
+        let polled = mirrors
+            .mirror(&url)
+            .fetch_since("main", &Credentials::Anonymous, interval_start)
+            .unwrap();
+        assert_eq!(polled, head);
+    }
+    println!(
+        "{CALLERS} callers polling one URL in turn in an interval: {} fetches, {:.2} ms in all",
+        mirror.fetches() - before,
+        interval_start.elapsed().as_secs_f64() * 1e3
     );
 
     // A one-file change: the stacks at the two commits, in turn.

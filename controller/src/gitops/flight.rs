@@ -1,11 +1,13 @@
 //! One fetch at a time per mirror, shared by the callers that asked while it waited.
 //!
-//! A caller needs a fetch that *started after it asked*: a webhook arriving while a poll's
-//! fetch is running must see the push it announces, which that fetch may have missed. So a
-//! caller arriving during fetch N waits for fetch N+1, and every caller that arrived during
-//! fetch N shares that one. A burst of any number of callers costs at most two fetches.
+//! A caller says how fresh its result must be: from a run that started at or after
+//! `not_before`. A webhook asks for `now` (a run already going may have missed the push it
+//! announces, so it waits for the next); a poll may accept any run of its interval, so
+//! repositories on one URL polled at different moments share one fetch per interval. The
+//! callers that arrive while a run goes and need a fresher one share the next run.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 pub struct Flight<T> {
     state: Mutex<State<T>>,
@@ -13,44 +15,49 @@ pub struct Flight<T> {
 }
 
 struct State<T> {
-    running: bool,
-    /// Fetches started so far; the running one (if any) is number `started`.
-    started: u64,
-    /// The last fetch finished, and its result.
-    finished: u64,
-    last: Option<T>,
+    /// When the run going now started.
+    running: Option<Instant>,
+    /// Runs finished so far.
+    runs: u64,
+    /// When the last finished run started, and its result (`None`: it panicked).
+    last: Option<(Instant, Option<T>)>,
 }
 
 impl<T: Clone> Flight<T> {
     pub fn new() -> Self {
         Flight {
             state: Mutex::new(State {
-                running: false,
-                started: 0,
-                finished: 0,
+                running: None,
+                runs: 0,
                 last: None,
             }),
             finished: Condvar::new(),
         }
     }
 
-    /// The result of a run of `work` that started after this call: this caller's own, or
-    /// one it waited for with others. `failed` is the result a run that panicked leaves.
-    pub fn run(&self, work: impl FnOnce() -> T, failed: impl FnOnce() -> T) -> T {
+    /// The result of a run of `work` that started at or after `not_before`: the last one's,
+    /// this caller's own, or one it waited for with others. `failed` is the result of a run
+    /// that panicked.
+    pub fn run(
+        &self,
+        not_before: Instant,
+        work: impl FnOnce() -> T,
+        failed: impl FnOnce() -> T,
+    ) -> T {
         let mut state = self.lock();
-        let wanted = state.started + 1;
         loop {
-            if let Some(last) = state.last.as_ref().filter(|_| state.finished >= wanted) {
-                return last.clone();
+            if let Some((started, result)) = &state.last
+                && *started >= not_before
+            {
+                return result.clone().unwrap_or_else(failed);
             }
-            if !state.running {
-                state.running = true;
-                state.started += 1;
-                let number = state.started;
+            if state.running.is_none() {
+                let started = Instant::now();
+                state.running = Some(started);
                 drop(state);
                 let guard = Running {
                     flight: self,
-                    number,
+                    started,
                 };
                 let result = work();
                 guard.finish(Some(result.clone()));
@@ -60,16 +67,12 @@ impl<T: Clone> Flight<T> {
                 .finished
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if !state.running && state.finished >= wanted && state.last.is_none() {
-                // The run we waited for panicked.
-                return failed();
-            }
         }
     }
 
     /// How many runs have finished.
     pub fn runs(&self) -> u64 {
-        self.lock().finished
+        self.lock().runs
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -89,7 +92,7 @@ impl<T: Clone> Default for Flight<T> {
 /// Marks the run finished even when `work` panics, so waiters are not left waiting.
 struct Running<'f, T: Clone> {
     flight: &'f Flight<T>,
-    number: u64,
+    started: Instant,
 }
 
 impl<T: Clone> Running<'_, T> {
@@ -100,9 +103,9 @@ impl<T: Clone> Running<'_, T> {
 
     fn record(&self, result: Option<T>) {
         let mut state = self.flight.lock();
-        state.running = false;
-        state.finished = self.number;
-        state.last = result;
+        state.running = None;
+        state.runs += 1;
+        state.last = Some((self.started, result));
         self.flight.finished.notify_all();
     }
 }
@@ -119,7 +122,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc;
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
@@ -140,7 +143,7 @@ mod tests {
             })
         };
         let call = |flight: Arc<Flight<u64>>, work: Arc<dyn Fn() -> u64 + Send + Sync>| {
-            thread::spawn(move || flight.run(|| work(), || 0))
+            thread::spawn(move || flight.run(Instant::now(), || work(), || 0))
         };
         let first = call(flight.clone(), work.clone());
         assert_eq!(entered_rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
@@ -163,8 +166,30 @@ mod tests {
     #[test]
     fn a_caller_alone_runs_at_once_every_time() {
         let flight = Flight::new();
-        assert_eq!(flight.run(|| "a", || "failed"), "a");
-        assert_eq!(flight.run(|| "b", || "failed"), "b");
+        assert_eq!(flight.run(Instant::now(), || "a", || "failed"), "a");
+        assert_eq!(flight.run(Instant::now(), || "b", || "failed"), "b");
+        assert_eq!(flight.runs(), 2);
+    }
+
+    #[test]
+    fn a_run_fresh_enough_is_shared_without_running_again() {
+        let flight = Flight::new();
+        let interval_start = Instant::now();
+        assert_eq!(
+            flight.run(Instant::now(), || "polled", || "failed"),
+            "polled"
+        );
+        // Another repository on the URL, polled later in the same interval.
+        assert_eq!(
+            flight.run(interval_start, || "again", || "failed"),
+            "polled"
+        );
+        assert_eq!(flight.runs(), 1);
+        // A webhook wants a fetch from after it arrived.
+        assert_eq!(
+            flight.run(Instant::now(), || "pushed", || "failed"),
+            "pushed"
+        );
         assert_eq!(flight.runs(), 2);
     }
 
@@ -177,6 +202,7 @@ mod tests {
             let flight = flight.clone();
             thread::spawn(move || {
                 flight.run(
+                    Instant::now(),
                     || {
                         entered_tx.send(()).unwrap();
                         release_rx.recv().unwrap();
@@ -189,6 +215,6 @@ mod tests {
         entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
         release_tx.send(()).unwrap();
         assert!(panicking.join().is_err());
-        assert_eq!(flight.run(|| "fresh", || "failed"), "fresh");
+        assert_eq!(flight.run(Instant::now(), || "fresh", || "failed"), "fresh");
     }
 }

@@ -3,6 +3,9 @@
 //! mirror and its fetch. A fetch brings every branch (force-pushed ones included: the new head
 //! replaces the old) and drops the branches the remote deleted.
 //!
+//! The URL and credentials are given to each fetch and never written into the mirror (an
+//! anonymous remote): a token is not left on disk.
+//!
 //! Bounds: a fetch stops past [`MAX_FETCH_BYTES`] received or [`FETCH_DEADLINE`] spent;
 //! connecting gives up after 10 s and a stalled connection after 30 s.
 
@@ -165,10 +168,22 @@ impl Mirror {
         self.flight.runs()
     }
 
-    /// Fetches (or shares a fetch started after this call) and returns `branch`'s head
-    /// commit id. Blocks: from async code, use [`Mirror::fetch_async`].
+    /// Fetches (or shares a fetch that started after this call) and returns `branch`'s
+    /// head commit id. Blocks: from async code, use [`Mirror::fetch_async`].
     pub fn fetch(&self, branch: &str, credentials: &Credentials) -> Result<String, FetchError> {
-        let heads = self.fetch_all(credentials)?;
+        self.fetch_since(branch, credentials, Instant::now())
+    }
+
+    /// `branch`'s head as a fetch that started at or after `not_before` found it: a poll
+    /// passes the start of its interval, so repositories on one URL polled at different
+    /// moments share one fetch per interval; a webhook passes the moment it arrived.
+    pub fn fetch_since(
+        &self,
+        branch: &str,
+        credentials: &Credentials,
+        not_before: Instant,
+    ) -> Result<String, FetchError> {
+        let heads = self.fetch_all(credentials, not_before)?;
         heads
             .get(branch)
             .cloned()
@@ -179,10 +194,16 @@ impl Mirror {
             })
     }
 
-    /// Fetches and returns every branch's head. The fetch uses the credentials of whichever
-    /// caller runs it: repositories sharing a URL are expected to share its access.
-    pub fn fetch_all(&self, credentials: &Credentials) -> Result<Heads, FetchError> {
+    /// Every branch's head, from a fetch that started at or after `not_before`. The fetch
+    /// uses the credentials of whichever caller runs it: repositories sharing a URL are
+    /// expected to share its access.
+    pub fn fetch_all(
+        &self,
+        credentials: &Credentials,
+        not_before: Instant,
+    ) -> Result<Heads, FetchError> {
         self.flight.run(
+            not_before,
             || self.fetch.fetch(&self.path, &self.url, credentials),
             || {
                 Err(FetchError::Failed {
@@ -193,14 +214,15 @@ impl Mirror {
         )
     }
 
-    /// [`Mirror::fetch`] on tokio's blocking pool, for the watcher's async loop.
+    /// [`Mirror::fetch_since`] on tokio's blocking pool, for the watcher's async loop.
     pub async fn fetch_async(
         self: Arc<Self>,
         branch: String,
         credentials: Credentials,
+        not_before: Instant,
     ) -> Result<String, FetchError> {
         let url = self.url.clone();
-        tokio::task::spawn_blocking(move || self.fetch(&branch, &credentials))
+        tokio::task::spawn_blocking(move || self.fetch_since(&branch, &credentials, not_before))
             .await
             .unwrap_or_else(|e| {
                 Err(FetchError::Failed {

@@ -135,12 +135,16 @@ fn a_file_url_and_the_path_share_one_mirror_and_deleted_branches_go() {
     let by_url = mirrors.mirror(&format!("file://{}", remote.url()));
     let by_path = mirrors.mirror(&format!("{}/", remote.url()));
     assert!(Arc::ptr_eq(&by_url, &by_path));
-    let heads = by_url.fetch_all(&anonymous()).unwrap();
+    let heads = by_url
+        .fetch_all(&anonymous(), std::time::Instant::now())
+        .unwrap();
     assert_eq!(heads.get("staging"), Some(&staging));
     assert_eq!(heads.get("main"), Some(&main));
 
     git(&remote.bare, &["branch", "-D", "staging"]);
-    let heads = by_path.fetch_all(&anonymous()).unwrap();
+    let heads = by_path
+        .fetch_all(&anonymous(), std::time::Instant::now())
+        .unwrap();
     assert_eq!(heads.keys().collect::<Vec<_>>(), ["main"]);
 }
 
@@ -240,12 +244,46 @@ fn a_fetch_past_the_size_bound_stops_with_a_clear_error() {
 }
 
 #[test]
+fn a_fetch_past_its_deadline_stops_with_a_clear_error() {
+    let remote = Remote::new();
+    remote.commit("main", "first", &[("stacks/web.yaml", WEB)]);
+    let mirrors = Mirrors::with_fetch(
+        &remote.mirrors,
+        Arc::new(Git2Fetch {
+            deadline: std::time::Duration::ZERO,
+            ..Git2Fetch::default()
+        }),
+    );
+    let err = mirrors
+        .mirror(&remote.url())
+        .fetch("main", &anonymous())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::TimedOut {
+            url: remote.url(),
+            limit: std::time::Duration::ZERO
+        }
+    );
+    // The next fetch, within bounds, finds the mirror usable.
+    let mirrors = Mirrors::new(&remote.mirrors);
+    assert!(
+        mirrors
+            .mirror(&remote.url())
+            .fetch("main", &anonymous())
+            .is_ok()
+    );
+}
+
+#[test]
 fn callers_of_one_url_share_its_fetches() {
     let remote = Remote::new();
     let head = remote.commit("main", "first", &[("stacks/web.yaml", WEB)]);
     let mirrors = Arc::new(Mirrors::new(&remote.mirrors));
     const CALLERS: usize = 8;
     let barrier = Arc::new(Barrier::new(CALLERS));
+    // The interval these polls belong to began before any of them.
+    let interval_start = std::time::Instant::now();
     let callers: Vec<_> = (0..CALLERS)
         .map(|i| {
             let mirrors = mirrors.clone();
@@ -259,19 +297,14 @@ fn callers_of_one_url_share_its_fetches() {
             thread::spawn(move || {
                 let mirror = mirrors.mirror(&url);
                 barrier.wait();
-                mirror.fetch("main", &Credentials::Anonymous)
+                mirror.fetch_since("main", &Credentials::Anonymous, interval_start)
             })
         })
         .collect();
     for caller in callers {
         assert_eq!(caller.join().unwrap().unwrap(), head);
     }
-    // The first caller's fetch, and one more shared by all who arrived during it.
-    let fetches = mirrors.mirror(&remote.url()).fetches();
-    assert!(
-        (1..=2).contains(&fetches),
-        "{fetches} fetches for {CALLERS} callers"
-    );
+    assert_eq!(mirrors.mirror(&remote.url()).fetches(), 1);
 }
 
 #[tokio::test]
@@ -280,12 +313,26 @@ async fn the_watcher_fetches_from_tokio() {
     let head = remote.commit("main", "first", &[("stacks/web.yaml", WEB)]);
     let mirrors = Mirrors::new(&remote.mirrors);
     let mirror = mirrors.mirror(&remote.url());
+    let now = std::time::Instant::now();
     let (a, b) = tokio::join!(
-        mirror.clone().fetch_async("main".into(), anonymous()),
-        mirror.clone().fetch_async("main".into(), anonymous()),
+        mirror.clone().fetch_async("main".into(), anonymous(), now),
+        mirror.clone().fetch_async("main".into(), anonymous(), now),
     );
     assert_eq!(a.unwrap(), head);
     assert_eq!(b.unwrap(), head);
+    // Both started at `now` or after: at most the first, and one shared by the second.
+    assert!((1..=2).contains(&mirror.fetches()));
+    // A poll later in the interval takes the interval's fetch; a push asks for a new one.
+    let pushed = remote.commit("main", "second", &[("stacks/api.yaml", WEB)]);
+    let fetches = mirror.fetches();
+    let polled = mirror.clone().fetch_async("main".into(), anonymous(), now);
+    assert_eq!(polled.await.unwrap(), head);
+    assert_eq!(mirror.fetches(), fetches);
+    let hooked = mirror
+        .clone()
+        .fetch_async("main".into(), anonymous(), std::time::Instant::now());
+    assert_eq!(hooked.await.unwrap(), pushed);
+    assert_eq!(mirror.fetches(), fetches + 1);
 }
 
 #[test]
