@@ -134,7 +134,8 @@ impl Mirrors {
             .entry(key.clone())
             .or_insert_with(|| {
                 Arc::new(Mirror {
-                    url: url.trim().to_owned(),
+                    url: redact_url(url.trim()),
+                    remote: url.trim().to_owned(),
                     path: self.dir.join(mirror_name(&key)),
                     fetch: self.fetch.clone(),
                     flight: Flight::new(),
@@ -147,13 +148,17 @@ impl Mirrors {
 /// One remote's bare mirror. Fetches are one at a time; callers asking while one runs share
 /// the next (see `flight`).
 pub struct Mirror {
+    /// The URL as shown (in errors, to the watcher): a password in it redacted.
     url: String,
+    /// The URL as given, to fetch from.
+    remote: String,
     path: PathBuf,
     fetch: Arc<dyn Fetch>,
     flight: Flight<Result<Heads, FetchError>>,
 }
 
 impl Mirror {
+    /// The URL, with a password written into it redacted.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -204,7 +209,7 @@ impl Mirror {
     ) -> Result<Heads, FetchError> {
         self.flight.run(
             not_before,
-            || self.fetch.fetch(&self.path, &self.url, credentials),
+            || self.fetch.fetch(&self.path, &self.remote, credentials),
             || {
                 Err(FetchError::Failed {
                     url: self.url.clone(),
@@ -238,8 +243,8 @@ impl Mirror {
     }
 }
 
-/// A URL as mirrors are keyed by: scheme and host in lower case, no trailing slash, and for
-/// network URLs no `.git` suffix (forges serve both spellings); local paths and file://
+/// A URL as mirrors are keyed by: scheme and host in lower case, no password, no trailing
+/// slash, and for network URLs no `.git` suffix (forges serve both spellings); local paths and file://
 /// URLs are the same path (where `.git` is part of the directory's name).
 pub fn normalise_url(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
@@ -252,8 +257,12 @@ pub fn normalise_url(url: &str) -> String {
     let url = url.strip_suffix(".git").unwrap_or(url);
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // The password is no part of which repository it is.
         let (user, host) = match authority.rsplit_once('@') {
-            Some((user, host)) => (format!("{user}@"), host),
+            Some((user_info, host)) => {
+                let user = user_info.split(':').next().unwrap_or_default();
+                (format!("{user}@"), host)
+            }
             None => (String::new(), authority),
         };
         return format!(
@@ -273,6 +282,24 @@ pub fn normalise_url(url: &str) -> String {
         return format!("{user}{}:{path}", host.to_ascii_lowercase());
     }
     url.to_owned()
+}
+
+/// `url` with the password of its user info (`https://user:secret@host/…`) redacted.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!(
+                "{scheme}://{user}:<redacted>@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The mirror's directory name: 32 hex digits of the SHA-256 of the normalised URL.
@@ -314,7 +341,11 @@ impl Fetch for Git2Fetch {
         credentials: &Credentials,
     ) -> Result<Heads, FetchError> {
         set_network_timeouts();
-        if let Some(path) = local_path(url).filter(|path| !path.exists()) {
+        let remote_url = url;
+        // Errors name the URL as shown: a password written into it stays out of them.
+        let url = redact_url(remote_url);
+        let url = url.as_str();
+        if let Some(path) = local_path(remote_url).filter(|path| !path.exists()) {
             // libgit2 takes a path that does not exist for an unknown kind of URL.
             return Err(FetchError::NotARepository {
                 url: url.to_owned(),
@@ -327,10 +358,12 @@ impl Fetch for Git2Fetch {
             path: mirror.to_path_buf(),
             detail: e.message().to_owned(),
         };
-        let mut remote = repo.remote_anonymous(url).map_err(|e| FetchError::Failed {
-            url: url.to_owned(),
-            detail: e.message().to_owned(),
-        })?;
+        let mut remote = repo
+            .remote_anonymous(remote_url)
+            .map_err(|e| FetchError::Failed {
+                url: url.to_owned(),
+                detail: e.message().to_owned(),
+            })?;
 
         let started = Instant::now();
         let stop: Cell<Option<Stop>> = Cell::new(None);
@@ -521,6 +554,10 @@ mod tests {
                 "git@GitHub.com:acme/stacks.git",
                 "git@github.com:acme/stacks",
             ),
+            (
+                "https://ci:hunter2@Git.example.org/a/b",
+                "https://ci@git.example.org/a/b",
+            ),
             ("/srv/git/stacks.git/", "file:///srv/git/stacks.git"),
             ("file:///srv/git/stacks.git", "file:///srv/git/stacks.git"),
         ];
@@ -534,6 +571,35 @@ mod tests {
             normalise_url("https://github.com/Acme/stacks"),
             normalise_url("https://github.com/acme/stacks")
         );
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        let cases = [
+            (
+                "https://ci:hunter2@git.example.org/acme/stacks.git",
+                "https://ci:<redacted>@git.example.org/acme/stacks.git",
+            ),
+            (
+                "https://oauth2:tok@en@gitlab.example.org/a/b",
+                "https://oauth2:<redacted>@gitlab.example.org/a/b",
+            ),
+            (
+                "ssh://git@example.org/acme/stacks.git",
+                "ssh://git@example.org/acme/stacks.git",
+            ),
+            (
+                "git@example.org:acme/stacks.git",
+                "git@example.org:acme/stacks.git",
+            ),
+            ("/srv/git/stacks.git", "/srv/git/stacks.git"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let mirrors = Mirrors::new("/data/mirrors");
+        let mirror = mirrors.mirror("https://ci:hunter2@git.example.org/acme/stacks.git");
+        assert!(!mirror.url().contains("hunter2"));
     }
 
     #[test]

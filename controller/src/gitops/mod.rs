@@ -28,6 +28,6 @@ pub use commit::CommitInfo;
 pub use credentials::Credentials;
 pub use mirror::{
     FETCH_DEADLINE, Fetch, FetchError, Git2Fetch, Heads, MAX_FETCH_BYTES, Mirror, Mirrors,
-    normalise_url,
+    normalise_url, redact_url,
 };
 pub use revision::{GitError, GitRevision, Repo};
