@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::DeployError;
 use super::source::StackSource;
 use crate::source::find_stack_files;
-use crate::stack::{self, Diagnostic, Stack};
+use crate::stack::{Diagnostic, Stack};
 
 /// One side of a plan.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub fn read_side(
         stacks: Vec::new(),
     };
     for path in found.files {
-        let loaded = stack::load(source, &path, &source.display(&path), env);
+        let loaded = source.load(&path, env);
         let valid = loaded.stack.is_some();
         if let Some(mut stack) = loaded.stack {
             stack.source = source.source_name(&path);

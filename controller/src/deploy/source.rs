@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::gitops::{GitRevision, Repo};
 use crate::source::{SourceTree, WorkTree};
+use crate::stack::{self, Loaded};
 
 /// Stack files at one revision: the working tree, a git commit, or (for the GitOps
 /// watcher) a commit fetched into a mirror. The loader reads only through `SourceTree`.
@@ -23,6 +24,26 @@ pub trait StackSource: SourceTree {
     /// The revision as the user spelled it (for "no such file … at REV"); `None` for a
     /// working tree.
     fn revision(&self) -> Option<&str>;
+
+    /// Loads the stack file at `path`, named as `display` says. A source that can tell a
+    /// file (and what its load read) is unchanged since an earlier commit may answer from a
+    /// cache instead of parsing it again (`gitops::CachedRevision`).
+    fn load(&self, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
+        stack::load(&Tree(self), path, &self.display(path), env)
+    }
+}
+
+/// A `StackSource` of any size as the `SourceTree` the loader takes.
+struct Tree<'s, S: ?Sized>(&'s S);
+
+impl<S: StackSource + ?Sized> SourceTree for Tree<'_, S> {
+    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.0.read(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>> {
+        self.0.list(dir)
+    }
 }
 
 /// The working tree (paths relative to the current directory), inside `repo` if there is

@@ -22,12 +22,13 @@ pub enum GitError {
     Path { path: PathBuf, source: io::Error },
 }
 
-/// The git repository that holds the current directory, and how paths map into it.
+/// A git repository, and how paths map into it: the one that holds the current directory
+/// (paths relative to it), or a bare mirror (paths from the repository root).
 pub struct Repo {
     repo: Repository,
-    /// The working tree root, canonical.
+    /// The working tree root, canonical; `/` for a bare repository.
     root: PathBuf,
-    /// The current directory, canonical.
+    /// The current directory, canonical; `/` for a bare repository.
     cwd: PathBuf,
 }
 
@@ -57,21 +58,47 @@ impl Repo {
         })
     }
 
+    /// The bare repository at `path` (a mirror the watcher fetched into): paths given to
+    /// its revisions are from the repository root.
+    pub fn open_bare(path: &Path) -> Result<Repo, GitError> {
+        let repo = Repository::open_bare(path).map_err(|source| GitError::NotARepository {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Repo {
+            repo,
+            root: PathBuf::from("/"),
+            cwd: PathBuf::from("/"),
+        })
+    }
+
     /// `path` (relative to the current directory, or absolute) as a path from the
     /// repository root, resolved lexically: the file need not exist on disk.
     pub fn relative(&self, path: &Path) -> Result<PathBuf, GitError> {
-        let joined = normalise(&self.cwd.join(path));
+        let outside = || GitError::OutsideRepository {
+            path: path.to_path_buf(),
+            root: self.root.clone(),
+        };
+        let joined = normalise(&self.cwd.join(path)).ok_or_else(outside)?;
         joined
             .strip_prefix(&self.root)
             .map(Path::to_path_buf)
-            .map_err(|_| GitError::OutsideRepository {
-                path: path.to_path_buf(),
-                root: self.root.clone(),
-            })
+            .map_err(|_| outside())
     }
 
     /// The tree of `rev` (anything `git rev-parse` takes: a branch, `HEAD~1`, a commit id).
     pub fn revision(&self, rev: &str) -> Result<GitRevision<'_>, GitError> {
+        self.resolve(rev, rev.to_owned())
+    }
+
+    /// The tree of the commit `id` (a full id, as a fetch returns), named in findings by
+    /// its first 12 digits (`0123456789ab:stacks/web.yaml`).
+    pub fn commit(&self, id: &str) -> Result<GitRevision<'_>, GitError> {
+        let short = id.get(..SHORT_ID).unwrap_or(id).to_owned();
+        self.resolve(id, short)
+    }
+
+    fn resolve(&self, rev: &str, name: String) -> Result<GitRevision<'_>, GitError> {
         let unknown = |source| GitError::UnknownRevision {
             rev: rev.to_owned(),
             source,
@@ -83,26 +110,36 @@ impl Repo {
             .map_err(unknown)?;
         Ok(GitRevision {
             repo: self,
-            name: rev.to_owned(),
+            name,
             commit: commit.id(),
             tree: commit.tree().map_err(unknown)?.id(),
         })
     }
+
+    pub(super) fn git(&self) -> &Repository {
+        &self.repo
+    }
 }
 
-/// Removes `.` and resolves `..` without touching the file system.
-fn normalise(path: &Path) -> PathBuf {
+/// How many digits of a commit id name a fetched commit in findings.
+const SHORT_ID: usize = 12;
+
+/// Removes `.` and resolves `..` without touching the file system; `None` when `..`
+/// climbs above the start.
+fn normalise(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
             Component::CurDir => {}
             Component::ParentDir => {
-                out.pop();
+                if !out.pop() {
+                    return None;
+                }
             }
             other => out.push(other),
         }
     }
-    out
+    Some(out)
 }
 
 /// The files of one commit. Paths given to it are relative to the current directory, like
@@ -120,6 +157,10 @@ impl GitRevision<'_> {
         self.commit.to_string()
     }
 
+    pub(super) fn oid(&self) -> Oid {
+        self.commit
+    }
+
     /// The revision as it was spelled (`origin/main`, `HEAD~1`).
     pub fn name(&self) -> &str {
         &self.name
@@ -127,6 +168,25 @@ impl GitRevision<'_> {
 
     pub fn repo(&self) -> &Repo {
         self.repo
+    }
+
+    /// The id (content hash) of the file at `path`, found in the tree without reading the
+    /// file; `None` when there is no file there.
+    pub fn blob_id(&self, path: &Path) -> io::Result<Option<Oid>> {
+        let Ok(relative) = self.repo.relative(path) else {
+            return Ok(None);
+        };
+        let tree = self
+            .repo
+            .repo
+            .find_tree(self.tree)
+            .map_err(io::Error::other)?;
+        match tree.get_path(&relative) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Ok(Some(entry.id())),
+            Ok(_) => Ok(None),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(io::Error::other(e)),
+        }
     }
 
     fn entry_object(&self, path: &Path) -> io::Result<Option<git2::Object<'_>>> {
