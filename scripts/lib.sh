@@ -1,11 +1,16 @@
 # Shared by the scripts: install what is missing, never what is there.
 # shellcheck shell=bash
 
-# ensure_packages CMD:PACKAGE...: apt-get installs PACKAGE when CMD is not on the PATH.
+# ensure_packages CMD:PACKAGE...: apt-get installs PACKAGE when CMD is not on the PATH (or,
+# for a CMD that is an absolute path, such as a header file, when it does not exist).
 ensure_packages() {
     local missing=()
     for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+        local what="${pair%%:*}"
+        case "$what" in
+        /*) [ -e "$what" ] || missing+=("${pair#*:}") ;;
+        *) command -v "$what" >/dev/null 2>&1 || missing+=("${pair#*:}") ;;
+        esac
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing: ${missing[*]}" >&2
@@ -28,8 +33,10 @@ ensure_rust() {
     fi
 }
 
+# git2 fetches over https with the system's OpenSSL (libssl-dev); libssh2 is built from source.
 ensure_build_tools() {
-    ensure_packages git:git cc:gcc make:make pkg-config:pkg-config protoc:protobuf-compiler
+    ensure_packages git:git cc:gcc make:make pkg-config:pkg-config protoc:protobuf-compiler \
+        /usr/include/openssl/ssl.h:libssl-dev
     ensure_rust
 }
 
