@@ -202,3 +202,134 @@ impl Followed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+    use swarm_api::store::{Command, TaskChange, TaskStatusUpdate};
+    use swarm_api::task::{DesiredState, TaskState, TaskStatus};
+
+    use super::*;
+
+    fn spec(name: &str) -> ServiceSpec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, format!("services:\n  {name}:\n    image: nginx\n")).unwrap();
+        let loaded = swarm_controller::stack::load(
+            &swarm_controller::source::WorkTree,
+            &path,
+            "s.yaml",
+            &|_| None,
+        );
+        loaded.stack.unwrap().services.remove(0)
+    }
+
+    fn create(spec: ServiceSpec) -> Command {
+        Command::ApplyPlan {
+            expected_version: None,
+            actions: vec![Action {
+                op: Op::Create,
+                kind: Kind::Service,
+                name: spec.name.clone(),
+                origin: Default::default(),
+                changes: Vec::new(),
+                spec: Some(ObjectSpec::Service(Box::new(spec))),
+            }],
+            registry_auth: Default::default(),
+        }
+    }
+
+    fn task(id: &str, service: &Object<ServiceSpec>) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service.id.clone().unwrap(),
+            service_name: service.spec.name.clone(),
+            slot: Some(1),
+            node_id: Some("n1".into()),
+            spec: service.spec.task.clone(),
+            desired: DesiredState::Running,
+            status: TaskStatus::new(TaskState::Assigned, 1),
+            created_at: 1,
+            started_at: None,
+        }
+    }
+
+    fn view(followed: &Followed) -> ServicesView {
+        serde_json::from_str(&followed.message().json).unwrap()
+    }
+
+    /// The followed view changes with its service's tasks only, and equals the services
+    /// view's part for the service.
+    #[test]
+    fn a_followed_service_sees_its_own_changes_only() {
+        let mut store = Store::default();
+        let mut index = 0;
+        let mut apply = |store: &mut Store, command| {
+            index += 1;
+            store.apply_command(index, command);
+        };
+        apply(
+            &mut store,
+            Command::InitCluster(swarm_api::store::Cluster {
+                id: "c".into(),
+                created_at: 0,
+                heartbeat_period_ms: 1000,
+                missed_heartbeats_for_down: 3,
+                certificate_validity_ms: 1,
+                worker_token_secret: String::new(),
+                manager_token_secret: String::new(),
+                address_pool: Default::default(),
+            }),
+        );
+        apply(&mut store, create(spec("web")));
+        apply(&mut store, create(spec("db")));
+        let services = store.export().services;
+        let (db, web) = (&services[0], &services[1]);
+        let Subscription {
+            view: mut followed,
+            mut changes,
+            ..
+        } = store.subscribe(|store| Followed::of(store, "s_web").unwrap());
+        assert!(view(&followed).tasks.is_empty());
+        let write = |changes| Command::WriteTasks {
+            expected_version: 0,
+            changes,
+        };
+        apply(
+            &mut store,
+            write(vec![TaskChange::Create(Box::new(task("d1", db)))]),
+        );
+        let entry = changes.try_recv().unwrap().unwrap();
+        assert!(!followed.apply(&entry), "another service's task");
+        let expected_version = store.data().tasks_version;
+        apply(
+            &mut store,
+            Command::WriteTasks {
+                expected_version,
+                changes: vec![TaskChange::Create(Box::new(task("w1", web)))],
+            },
+        );
+        let entry = changes.try_recv().unwrap().unwrap();
+        assert!(followed.apply(&entry));
+        apply(
+            &mut store,
+            Command::TaskStatuses {
+                node_id: "n1".into(),
+                updates: vec![TaskStatusUpdate {
+                    id: "w1".into(),
+                    status: TaskStatus::new(TaskState::Running, 5),
+                }],
+            },
+        );
+        let entry = changes.try_recv().unwrap().unwrap();
+        assert!(followed.apply(&entry));
+        let seen = view(&followed);
+        assert_eq!(seen.services, vec![web.clone()]);
+        assert_eq!(seen.tasks, vec![store.data().tasks["w1"].clone()]);
+        assert_eq!(seen.tasks[0].status.state, TaskState::Running);
+        assert!(
+            Followed::of(&store, "nothing").is_err(),
+            "an unknown service"
+        );
+    }
+}
