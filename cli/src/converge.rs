@@ -4,8 +4,9 @@
 //! update status's reason; so does the timeout, with what is still missing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use anyhow::Context as _;
+use swarm_api::grpc::control::WatchServiceRequest;
 use swarm_api::rollout::UpdateState;
 use swarm_api::spec::ServiceSpec;
 use swarm_api::state::Object;
@@ -16,6 +17,12 @@ use crate::client::Host;
 
 /// How long the commands wait by default (`--timeout`), as Docker's CLI does.
 const DEFAULT_TIMEOUT: &str = "2m";
+
+/// How long a converged view must hold. The wait sees every change, and a task that exits at
+/// once is reported running first, its failure a report later (40–100+ ms on a loaded
+/// machine): as long as the poll this wait replaced, so a failing task is caught at least as
+/// surely as it was. (Docker's CLI verifies that the tasks stay up for 5 s.)
+const STABLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How the commands that change services (`create`, `update`, `scale`, `rollback`, `stack
 /// deploy`) wait for them: `-d` not at all, otherwise at most `--timeout` each.
@@ -152,7 +159,10 @@ pub fn progress(
     })
 }
 
-/// Waits for service `name` to converge, showing the progress and each task error once.
+/// Waits for service `name` to converge, showing the progress and each task error once. It
+/// follows the manager's stream of the service's view (sent again on each change of the
+/// service or its tasks), so it sees a change as soon as the manager applies it; converged
+/// once a converged view held for `STABLE`.
 async fn converge(
     host: &Host,
     name: &str,
@@ -163,8 +173,24 @@ async fn converge(
     let mut shown_progress = None;
     let mut shown_errors = std::collections::HashSet::new();
     let mut last_error = None;
+    let mut views = crate::client::connect(host)
+        .await?
+        .watch_service(WatchServiceRequest {
+            service: name.to_owned(),
+        })
+        .await
+        .map_err(crate::client::explain)?
+        .into_inner();
+    let mut next = async || -> anyhow::Result<ServicesView> {
+        let message = views
+            .message()
+            .await
+            .map_err(crate::client::explain)?
+            .ok_or_else(|| anyhow::anyhow!("the manager stopped following service {name}"))?;
+        serde_json::from_str(&message.json).context("the daemon's answer is not a services view")
+    };
+    let mut view = next().await?;
     loop {
-        let view = crate::client::view(host).await?;
         let service = view.service(name)?;
         let id = service.id.as_deref().unwrap_or_default();
         for task in view.tasks.iter().filter(|t| t.service_id == id) {
@@ -181,10 +207,16 @@ async fn converge(
             }
         }
         let missing = match progress(&view, service, change)? {
-            Progress::Converged => {
-                eprintln!("{name}: converged");
-                return Ok(());
-            }
+            Progress::Converged => match tokio::time::timeout(STABLE, next()).await {
+                Err(_) => {
+                    eprintln!("{name}: converged");
+                    return Ok(());
+                }
+                Ok(changed) => {
+                    view = changed?;
+                    continue;
+                }
+            },
             Progress::Waiting {
                 running,
                 wanted,
@@ -197,16 +229,18 @@ async fn converge(
                 missing
             }
         };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ConvergeError::Timeout {
-                service: name.to_owned(),
-                timeout,
-                missing,
-                last_error,
+        match tokio::time::timeout_at(deadline, next()).await {
+            Ok(changed) => view = changed?,
+            Err(_) => {
+                return Err(ConvergeError::Timeout {
+                    service: name.to_owned(),
+                    timeout,
+                    missing,
+                    last_error,
+                }
+                .into());
             }
-            .into());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -9,6 +9,11 @@
 //! service of N tasks, placed by the orchestrator and all running. The entry: one
 //! `TaskStatuses` from the node of one task (running, a new `since`).
 //!
+//! `watch` is the leader now: the store's apply publishes the entry's changes; the
+//! dispatcher's `Assignments` follows them and names the nodes whose assignments changed
+//! (each compared with what it was last sent, as a session does), and the orchestrator's
+//! `Dirty` follows them into the scope of a pass over the changed services only.
+//!
 //! `rescan` is the leader as it was before the watch: after the apply, a full orchestrator
 //! pass (`node/src/orchestrate.rs` ran one per applied entry) and, for each of the 1,000
 //! connected nodes, the dispatcher's read of its assignments compared with what it was last
@@ -19,17 +24,18 @@
 mod harness;
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use harness::{measure, report};
+use harness::{Timing, measure, quantile};
 use swarm_api::auth::RegistryAuth;
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
     Outcome, TaskStatusUpdate,
 };
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
-use swarm_controller::store::Store;
+use swarm_controller::orchestrator::Dirty;
+use swarm_controller::store::{Assignment, Assignments, Store};
 use swarm_controller::{orchestrator, plan, source, stack};
 
 const NODES: usize = 1_000;
@@ -209,11 +215,69 @@ fn rescan(replicas: usize) {
         }
         assert_eq!(resent, 1, "only the reporting node's assignments changed");
     });
-    report(&format!("rescan_{replicas}_tasks_1k_nodes"), None, &timing);
+    report_us(&format!("rescan_{replicas}_tasks_1k_nodes"), &timing);
+}
+
+fn watch(replicas: usize) {
+    let (mut store, first) = state(replicas);
+    let mut dispatcher = store.subscribe(Assignments::of);
+    let mut orchestrator = store.subscribe(Dirty::of);
+    let mut new_id = || unreachable!("a converged state makes no task");
+    // The leader's first pass is a full one; after it, only what changes is looked at.
+    let scope = orchestrator.view.take(first);
+    let pass = orchestrator::pass_over(first, &store, &scope, &mut new_id);
+    assert!(pass.changes.is_empty(), "{:?}", pass.changes);
+    orchestrator.view.passed(&scope, &pass);
+    // Every node is connected, and was sent its assignments.
+    let mut sent: HashMap<String, Assignment> = store
+        .data()
+        .nodes
+        .keys()
+        .map(|id| (id.clone(), dispatcher.view.of_node(id)))
+        .collect();
+    let task = store.data().tasks.values().next().unwrap().clone();
+    let index = Cell::new(first);
+    let timing = measure(RUNS, 5, || {
+        let at = index.get();
+        index.set(at + 1);
+        store.apply_command(at, report_of(&task, at));
+        let entry = dispatcher.changes.try_recv().unwrap().expect("published");
+        let mut resent = 0;
+        for node in dispatcher.view.apply(&entry) {
+            if let Some(last) = sent.get_mut(&node) {
+                let now = dispatcher.view.of_node(&node);
+                if *last != now {
+                    *last = now;
+                    resent += 1;
+                }
+            }
+        }
+        assert_eq!(resent, 1, "only the reporting node's assignments changed");
+        let entry = orchestrator.changes.try_recv().unwrap().expect("published");
+        orchestrator.view.add(&entry);
+        let scope = orchestrator.view.take(at);
+        let pass = orchestrator::pass_over(at, &store, &scope, &mut new_id);
+        assert!(pass.changes.is_empty(), "{:?}", pass.changes);
+        orchestrator.view.passed(&scope, &pass);
+    });
+    report_us(&format!("watch_{replicas}_tasks_1k_nodes"), &timing);
+}
+
+/// In µs: the watched leader's entries take a few.
+fn report_us(name: &str, timing: &Timing) {
+    let us = |q| quantile(&timing.samples, q) * 1e3;
+    println!(
+        "{name:<30} median {:>9.1} µs  p10 {:>9.1} µs  p90 {:>9.1} µs  ({} runs)",
+        us(0.5),
+        us(0.1),
+        us(0.9),
+        timing.samples.len()
+    );
 }
 
 fn main() {
     for replicas in SIZES {
+        watch(replicas);
         rescan(replicas);
     }
 }

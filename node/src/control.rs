@@ -815,4 +815,16 @@ impl Control for ControlApi {
         ));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
+
+    type WatchServiceStream = super::service_watch::Stream;
+
+    async fn watch_service(
+        &self,
+        request: Request<pb::WatchServiceRequest>,
+    ) -> Result<Response<Self::WatchServiceStream>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let stream = super::service_watch::follow(raft, request.into_inner().service).await?;
+        Ok(Response::new(stream))
+    }
 }

@@ -12,6 +12,7 @@ mod join;
 mod logs;
 mod orchestrate;
 mod recover;
+mod service_watch;
 mod services;
 mod session;
 

@@ -70,6 +70,9 @@ pub struct Dirty {
     wake: BTreeMap<String, Millis>,
     /// Each service's tasks waiting for a node (unschedulable for now), by service id.
     waiting: BTreeMap<String, BTreeSet<String>>,
+    /// Services whose update or rollback is under way or paused: the progress of their
+    /// tasks drives it.
+    rolling: BTreeSet<String>,
 }
 
 /// A task waiting for a node.
@@ -81,12 +84,19 @@ impl Dirty {
     /// Everything to look at, from the store as it is (call it where the store is, with the
     /// subscription that follows it).
     pub fn of(store: &Store) -> Self {
+        let data = store.data();
         let mut dirty = Dirty {
             scope: Scope::All,
             wake: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            rolling: data
+                .update_status
+                .iter()
+                .filter(|(_, status)| !status.state.is_completed())
+                .map(|(id, _)| id.clone())
+                .collect(),
         };
-        for task in store.data().tasks.values().filter(|t| waiting(t)) {
+        for task in data.tasks.values().filter(|t| waiting(t)) {
             dirty
                 .waiting
                 .entry(task.service_id.clone())
@@ -100,7 +110,8 @@ impl Dirty {
     /// changed tasks, a changed service; the services with tasks waiting for a node when a
     /// task stops or goes (its node has room again); everything for a removed service (its
     /// tasks go, its ports free up) or a changed node (tasks to place or replace, global
-    /// tasks to make). Other objects give no work.
+    /// tasks to make). Other objects give no work; neither does a placed task that goes on
+    /// towards running in a service with no rollout under way (see `quiet`).
     pub fn add(&mut self, changes: &Changes) {
         let mut freed = false;
         for change in &changes.changed {
@@ -116,6 +127,7 @@ impl Dirty {
                         _ => self.placed(id),
                     }
                     match task {
+                        Some(task) if self.quiet(task) => {}
                         Some(task) => {
                             freed |= !task.is_live() || task.status.state.is_terminal();
                             self.scope.add_service(task.service_id.clone());
@@ -125,9 +137,18 @@ impl Dirty {
                 }
                 Changed::Service {
                     service: Some(service),
+                    update_status,
                     ..
                 } => {
                     if let Some(id) = &service.id {
+                        if update_status
+                            .as_ref()
+                            .is_some_and(|status| !status.state.is_completed())
+                        {
+                            self.rolling.insert(id.clone());
+                        } else {
+                            self.rolling.remove(id);
+                        }
                         self.scope.add_service(id.clone());
                     }
                 }
@@ -145,6 +166,18 @@ impl Dirty {
                 self.scope.add_service(service.clone());
             }
         }
+    }
+
+    /// Whether a task's change gives no pass anything to do: it runs, or goes on towards
+    /// running, on its node, and its service has no rollout under way. A pass decides on
+    /// such a task only when it stops (restart, history), when its node changes, or when a
+    /// rollout counts it — and only a rollout (start-first) puts two live tasks in a slot.
+    /// So a status report costs the leader nothing per task of its service.
+    fn quiet(&self, task: &Task) -> bool {
+        task.is_live()
+            && task.node_id.is_some()
+            && !task.status.state.is_terminal()
+            && !self.rolling.contains(&task.service_id)
     }
 
     fn placed(&mut self, task_id: &str) {
