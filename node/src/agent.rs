@@ -316,10 +316,14 @@ async fn serve_logs(channel: tonic::transport::Channel, data_dir: &std::path::Pa
 }
 
 /// Sends the worker's status updates, batched; what a manager does not take is sent again
-/// to the next one.
+/// to the next one. The channel to a manager is kept between batches (a task sends three
+/// reports as it starts: a TLS handshake each would cost more than the report), and made
+/// again when the manager or the node's certificate changes, or a report fails.
 async fn report(daemon: &Daemon, mut reports: mpsc::UnboundedReceiver<TaskStatusUpdate>) {
     let mut pending: Vec<TaskStatusUpdate> = Vec::new();
     let mut turn = 0usize;
+    // (manager address, the certificate it was opened with, the client)
+    let mut open: Option<(String, String, DispatcherClient<tonic::transport::Channel>)> = None;
     loop {
         if pending.is_empty() {
             match reports.recv().await {
@@ -338,7 +342,19 @@ async fn report(daemon: &Daemon, mut reports: mpsc::UnboundedReceiver<TaskStatus
             continue;
         };
         let address = &managers[turn % managers.len()];
-        let mut client = DispatcherClient::new(manager_channel(address, &credentials));
+        let client = match &mut open {
+            Some((open_address, cert, client))
+                if open_address == address && *cert == credentials.cert_pem =>
+            {
+                client
+            }
+            _ => {
+                let client = DispatcherClient::new(manager_channel(address, &credentials));
+                let (_, _, client) =
+                    open.insert((address.clone(), credentials.cert_pem.clone(), client));
+                client
+            }
+        };
         let request = ReportTaskStatusRequest {
             updates_json: serde_json::to_string(&pending).expect("statuses serialise"),
         };
@@ -346,6 +362,7 @@ async fn report(daemon: &Daemon, mut reports: mpsc::UnboundedReceiver<TaskStatus
             Ok(_) => pending.clear(),
             Err(status) => {
                 tracing::debug!(manager = %address, reason = status.message(), "status report refused");
+                open = None;
                 turn += 1;
                 tokio::time::sleep(RETRY).await;
             }
