@@ -87,7 +87,7 @@ struct Names {
 const DEFAULT_NETWORK: &str = "default";
 
 /// Docker's lower bound for a memory limit.
-const MIN_MEMORY_LIMIT: u64 = 6 << 20;
+pub(crate) const MIN_MEMORY_LIMIT: u64 = 6 << 20;
 
 impl Converter<'_> {
     pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
@@ -1071,13 +1071,13 @@ fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
 }
 
 /// Names of stacks, services and other objects: Docker's rule.
-pub(super) fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn valid_cidr(text: &str) -> bool {
+pub(crate) fn valid_cidr(text: &str) -> bool {
     let Some((address, prefix)) = text.split_once('/') else {
         return false;
     };
@@ -1089,7 +1089,7 @@ fn valid_cidr(text: &str) -> bool {
 }
 
 /// A light check of an image reference: `[host[:port]/]path[:tag][@sha256:<64 hex>]`.
-fn check_image_reference(image: &str) -> Result<(), String> {
+pub(crate) fn check_image_reference(image: &str) -> Result<(), String> {
     if image.is_empty() {
         return Err("it is empty".to_owned());
     }
