@@ -714,6 +714,7 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         services::update(
             &StoreClient::new(raft),
+            &self.daemon.service_turns,
             &request.service,
             &request.spec_json,
             request.version,
@@ -730,8 +731,12 @@ impl Control for ControlApi {
     ) -> Result<Response<RemoveServiceResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        let removed =
-            services::remove(&StoreClient::new(raft), &request.into_inner().services).await?;
+        let removed = services::remove(
+            &StoreClient::new(raft),
+            &self.daemon.service_turns,
+            &request.into_inner().services,
+        )
+        .await?;
         Ok(Response::new(RemoveServiceResponse { removed }))
     }
 
@@ -768,7 +773,12 @@ impl Control for ControlApi {
     ) -> Result<Response<RollbackServiceResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        services::rollback(&StoreClient::new(raft), &request.into_inner().service).await?;
+        services::rollback(
+            &StoreClient::new(raft),
+            &self.daemon.service_turns,
+            &request.into_inner().service,
+        )
+        .await?;
         Ok(Response::new(RollbackServiceResponse {}))
     }
 

@@ -155,6 +155,8 @@ impl Drop for Manager {
 pub struct Daemon {
     config: DaemonConfig,
     membership: Mutex<Membership>,
+    /// One-service commands reaching this node at once take turns per service.
+    service_turns: services::Turns,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -165,6 +167,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(&config.data_dir))?;
     let daemon = Arc::new(Daemon {
         membership: Mutex::new(Membership::Outside),
+        service_turns: services::Turns::default(),
         config,
     });
     if let Some(state) = daemon.load_state()? {

@@ -7,8 +7,12 @@
 //! intent the server holds; an update or a scale arrives as a whole spec the client built
 //! from the one it read, so the client sends that one too (`base_spec_json`), and the
 //! server makes the same field changes over the service's current spec (`rebase`).
+//! Commands on one service that reach the same manager at once take turns (`Turns`), so
+//! that they do not all decide against the same spec and conflict with each other: each
+//! reads what the one before it wrote. Between managers, the retries remain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 use swarm_api::auth::RegistryAuth;
@@ -25,6 +29,24 @@ use swarm_controller::store::client::{StoreClient, StoreError};
 
 /// How many times a one-service command is made when its service keeps changing meanwhile.
 const ATTEMPTS: u32 = 5;
+
+/// A turn per service reference (as the command names it: the CLI sends the service's
+/// id), for the one-service commands that reach this node at the same time.
+#[derive(Default)]
+pub struct Turns(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    /// Waits for the turn of `service`; it passes on when the guard drops.
+    pub async fn take(&self, service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self.0.lock().expect("not poisoned");
+            // Turns nobody holds or waits for are forgotten.
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            turns.entry(service.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+}
 
 fn parse_spec(json: &str) -> Result<ServiceSpec, Status> {
     let spec: ServiceSpec = serde_json::from_str(json)
@@ -153,6 +175,7 @@ pub async fn create(
 /// same change is made over its spec as it is now (see the module's words).
 pub async fn update(
     store: &StoreClient,
+    turns: &Turns,
     reference: &str,
     spec_json: &str,
     version: u64,
@@ -167,6 +190,7 @@ pub async fn update(
     };
     let auth = parse_registry_auth(registry_auth_json)?;
     let mut basis = version;
+    let _turn = turns.take(reference).await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -203,6 +227,7 @@ pub async fn update(
             Err(StoreError::Conflict(conflict)) => conflict,
             Err(error) => return Err(store_status(error)),
         };
+        tracing::debug!(%conflict, attempt, "a service update met a change to its service");
         let Some(from) = base.take().filter(|_| attempt < ATTEMPTS) else {
             return Err(changed_meanwhile(&conflict, "update"));
         };
@@ -222,7 +247,8 @@ pub async fn update(
 /// Puts a service back to the spec it had before its last change, rolled out with its
 /// `rollback_config`; a rollback is a change too, so rolling back twice goes forward again
 /// (as Docker does). The store refuses it if the service has no previous spec.
-pub async fn rollback(store: &StoreClient, reference: &str) -> Result<(), Status> {
+pub async fn rollback(store: &StoreClient, turns: &Turns, reference: &str) -> Result<(), Status> {
+    let _turn = turns.take(reference).await;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -244,7 +270,19 @@ pub async fn rollback(store: &StoreClient, reference: &str) -> Result<(), Status
     }
 }
 
-pub async fn remove(store: &StoreClient, references: &[String]) -> Result<Vec<String>, Status> {
+pub async fn remove(
+    store: &StoreClient,
+    turns: &Turns,
+    references: &[String],
+) -> Result<Vec<String>, Status> {
+    // In one order, so that two removals of the same services cannot wait for each other.
+    let mut ordered: Vec<&String> = references.iter().collect();
+    ordered.sort();
+    ordered.dedup();
+    let mut held = Vec::with_capacity(ordered.len());
+    for reference in ordered {
+        held.push(turns.take(reference).await);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
