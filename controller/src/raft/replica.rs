@@ -233,12 +233,28 @@ impl<M: StateMachine> Replica<M> {
     /// fsynced) together; messages that must follow persistence; advance; the light ready's
     /// commit, messages and committed entries; advance_apply.
     pub fn advance(&mut self) -> Result<Output, ReplicaError> {
+        let mut early = Vec::new();
+        let mut output = self.advance_sending(|messages| early = messages)?;
+        early.append(&mut output.messages);
+        output.messages = early;
+        Ok(output)
+    }
+
+    /// [`Replica::advance`], handing the messages that may go before persistence (a
+    /// leader's appends and heartbeats) to `send_early` before anything is applied or
+    /// written: the followers append while the leader writes, and a commit costs one fsync
+    /// on the critical path instead of two in a row (the Raft thesis, 10.2.1; etcd does the
+    /// same). The other messages are in the output, to send after it returns.
+    pub fn advance_sending(
+        &mut self,
+        send_early: impl FnOnce(Vec<Message>),
+    ) -> Result<Output, ReplicaError> {
         let mut output = Output::default();
         if !self.node.has_ready() {
             return Ok(output);
         }
         let mut ready = self.node.ready();
-        output.messages.extend(ready.take_messages());
+        send_early(ready.take_messages());
         if *ready.snapshot() != Snapshot::default() {
             let snapshot = ready.snapshot().clone();
             self.machine.restore(&snapshot.data);
@@ -394,6 +410,50 @@ mod tests {
         fn leader(&self) -> Option<u64> {
             self.0.values().find(|r| r.is_leader()).map(|r| r.id())
         }
+    }
+
+    /// A leader's appends of a new entry go out before it writes the entry (they are
+    /// handed over early); its answer to the proposer comes once a follower has it too.
+    #[test]
+    fn a_leader_sends_its_appends_before_it_writes() {
+        let mut net = Net::new(&[1, 2, 3]);
+        let leader = loop {
+            for id in [1, 2, 3] {
+                net.tick(id);
+            }
+            if let Some(leader) = net.leader() {
+                break leader;
+            }
+        };
+        let replica = net.0.get_mut(&leader).unwrap();
+        let last_before = replica.node.raft.raft_log.last_index();
+        let id = ProposalId {
+            replica: leader,
+            sequence: 1,
+        };
+        replica.propose(id, b"x".to_vec()).unwrap();
+        let mut early = Vec::new();
+        let output = replica
+            .advance_sending(|messages| early = messages)
+            .unwrap();
+        let appends: Vec<u64> = early
+            .iter()
+            .filter(|m| m.get_msg_type() == raft::prelude::MessageType::MsgAppend)
+            .filter(|m| m.entries.iter().any(|e| e.index == last_before + 1))
+            .map(|m| m.to)
+            .collect();
+        assert_eq!(appends.len(), 2, "{early:?}");
+        assert!(output.applied.is_empty(), "not committed yet");
+        // The rest of the round trip commits and applies it.
+        for message in early.into_iter().chain(output.messages) {
+            net.0.get_mut(&message.to).unwrap().step(message).unwrap();
+        }
+        net.settle();
+        assert_eq!(
+            net.0[&leader].applied(),
+            last_before + 1,
+            "applied once a follower appended it"
+        );
     }
 
     /// Followers tick at slightly different moments, so when the first of them times out
