@@ -417,24 +417,24 @@ async fn run<M: StateMachine, T: Transport>(
                 reads_asked.insert(context, (query, now, first));
             }
         }
+        // Messages go out, and proposers hear, as soon as the pass has them.
         let mut refused = Vec::new();
-        let output = replica.advance_sending(|early| send(&mut transport, early, &mut refused))?;
-        send(&mut transport, output.messages, &mut refused);
+        let proposals = &mut pending.proposals;
+        let reads = replica.advance_sending(
+            |messages| send(&mut transport, messages, &mut refused),
+            |applied| {
+                if let Some(proposal) = applied.proposal.and_then(|id| proposals.remove(&id)) {
+                    let _ = proposal.reply.send(Ok(applied.response));
+                }
+            },
+        )?;
         for (to, is_snapshot) in refused {
             replica.report_unreachable(to);
             if is_snapshot {
                 replica.report_snapshot(to, false);
             }
         }
-        for applied in output.applied {
-            if let Some(proposal) = applied
-                .proposal
-                .and_then(|id| pending.proposals.remove(&id))
-            {
-                let _ = proposal.reply.send(Ok(applied.response));
-            }
-        }
-        for read in output.reads {
+        for read in reads {
             if let Some((query, _, _)) = reads_asked.remove(read.request_ctx.as_slice()) {
                 reads_ready.push((read.index, query));
             }
