@@ -190,12 +190,25 @@ pub async fn update(
     };
     let auth = parse_registry_auth(registry_auth_json)?;
     let mut basis = version;
+    // After a conflict: the spec `wanted` was made from, to make the change again over the
+    // service as the next read finds it.
+    let mut moved_from: Option<ServiceSpec> = None;
     let _turn = turns.take(reference).await;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let view = view(store).await?;
         let service = resolve(&view, reference)?;
+        if let Some(from) = moved_from.take() {
+            wanted = rebase(&from, &wanted, &service.spec).map_err(|reason| {
+                Status::aborted(format!(
+                    "service {} changed while this update was applied, and the change cannot be made again over it ({reason}); run the command again",
+                    service.spec.name
+                ))
+            })?;
+            base = Some(service.spec.clone());
+            basis = view.version;
+        }
         if wanted.name != service.spec.name {
             return Err(Status::invalid_argument(format!(
                 "a service cannot be renamed ({} → {})",
@@ -228,19 +241,10 @@ pub async fn update(
             Err(error) => return Err(store_status(error)),
         };
         tracing::debug!(%conflict, attempt, "a service update met a change to its service");
-        let Some(from) = base.take().filter(|_| attempt < ATTEMPTS) else {
+        moved_from = base.take().filter(|_| attempt < ATTEMPTS);
+        if moved_from.is_none() {
             return Err(changed_meanwhile(&conflict, "update"));
-        };
-        let fresh = self::view(store).await?;
-        let current = resolve(&fresh, reference)?.spec.clone();
-        wanted = rebase(&from, &wanted, &current).map_err(|reason| {
-            Status::aborted(format!(
-                "service {} changed while this update was applied, and the change cannot be made again over it ({reason}); run the command again",
-                current.name
-            ))
-        })?;
-        base = Some(current);
-        basis = fresh.version;
+        }
     }
 }
 
