@@ -9,6 +9,7 @@
 #
 #   bench/control-plane.sh                 # from anywhere in the workspace
 #   RUNS=1 FAILOVER_RUNS=0 bench/control-plane.sh
+#   FSYNCS=500 RUNS=0 FAILOVER_RUNS=0 bench/control-plane.sh   # fsyncs per write (strace)
 #
 # SWARM=PATH and CONTROL_BENCH=PATH use binaries built before (target/release/swarm and
 # target/release/examples/control_bench) and skip the build.
@@ -155,6 +156,31 @@ etcd_load() {
 
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
+
+# With FSYNCS=N: N writes at 1 client with strace counting each manager's fsync and
+# fdatasync calls (strace slows the daemons: these writes are not timed).
+if [ "${FSYNCS:-0}" -gt 0 ]; then
+    command -v strace >/dev/null || { echo "missing: strace" >&2; exit 1; }
+    echo "== fsyncs per write: $FSYNCS writes, 1 client"
+    start_swarm
+    traces=()
+    for n in 0 1 2; do
+        strace -f -c -e trace=fsync,fdatasync -o "$WORK/strace-m$n.txt" -p "${PIDS[$n]}" 2>/dev/null &
+        traces+=($!)
+    done
+    sleep 1
+    "$CONTROL_BENCH" load --manager 127.0.0.1:24701 --tls-dir "$WORK/swarm/admin" \
+        --clients 1 --writes "$FSYNCS" --warmup 0 --seconds "$PHASE_SECONDS" >/dev/null
+    kill -INT "${traces[@]}"
+    wait "${traces[@]}" 2>/dev/null || true
+    for n in 0 1 2; do
+        calls=$(awk '$NF == "fsync" || $NF == "fdatasync" { sum += $4 } END { print sum + 0 }' \
+            "$WORK/strace-m$n.txt")
+        awk -v n="$n" -v calls="$calls" -v writes="$FSYNCS" \
+            'BEGIN { printf "fsyncs m%d: %d calls, %.2f per write\n", n, calls, calls / writes }'
+    done
+    stop_all
+fi
 
 for run in $(seq 1 "$RUNS"); do
     echo "== run $run/$RUNS: swarm, 3 managers"

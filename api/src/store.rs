@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::RegistryAuth;
-use crate::plan::Action;
+use crate::plan::{Action, Kind};
 use crate::task::{DesiredState, Task, TaskStatus};
 use crate::units::Millis;
 
@@ -40,8 +40,9 @@ pub enum Command {
         at: Millis,
         changes: Vec<NodeStatusChange>,
     },
-    /// A whole plan, applied atomically. With `expected_version`, refused if the objects
-    /// changed since the plan was computed.
+    /// A whole plan, applied atomically. With `expected_version` (the state version the
+    /// plan was computed against), refused if any object it touches changed after that
+    /// version: changes to other objects meanwhile do not matter.
     ApplyPlan {
         expected_version: Option<u64>,
         actions: Vec<Action>,
@@ -64,7 +65,7 @@ pub enum Command {
     /// `swarm service rollback`: the service's previous spec becomes its spec again (and the
     /// current one its previous spec, so rolling back twice goes forward again); it rolls
     /// out with its `rollback_config`, its update status `rollback_started` from `at`.
-    /// Refused if the objects changed since `expected_version`.
+    /// Refused if the service changed after `expected_version`.
     RollbackService {
         expected_version: u64,
         service_id: String,
@@ -264,9 +265,73 @@ pub enum Outcome {
         version: u64,
     },
     /// The command was valid Raft-wise but refused by the store; nothing changed.
-    Rejected {
-        reason: String,
-    },
+    Rejected(Rejection),
+}
+
+/// Why the store refused a command: whether deciding it again can succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// What the command was decided against changed since: deciding it again over the
+    /// state as it is now may succeed.
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// The command is not allowed over this state, whoever decides it again: the reasons.
+    #[error("{}", reasons.join("; "))]
+    Invalid { reasons: Vec<String> },
+}
+
+impl Rejection {
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Rejection::Invalid {
+            reasons: vec![reason.into()],
+        }
+    }
+}
+
+impl From<String> for Rejection {
+    fn from(reason: String) -> Self {
+        Rejection::invalid(reason)
+    }
+}
+
+/// A version check that failed: what moved, the version the command was decided against,
+/// and the version of what moved now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub subject: ConflictSubject,
+    pub expected: u64,
+    pub actual: u64,
+}
+
+/// What a version check covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictSubject {
+    /// A service, network, config or secret the command touches (for a create: the name
+    /// was taken meanwhile).
+    Object { kind: Kind, name: String },
+    /// The tasks (the orchestrator's `WriteTasks`).
+    Tasks,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Conflict {
+            expected, actual, ..
+        } = self;
+        match &self.subject {
+            ConflictSubject::Object { kind, name } => write!(
+                f,
+                "{} {name} changed since version {expected} (now {actual}): decide again over the state as it is",
+                kind.as_str()
+            ),
+            ConflictSubject::Tasks => write!(
+                f,
+                "tasks were written since version {expected} (now {actual}): decide again"
+            ),
+        }
+    }
 }
 
 /// Everything the store holds: what a snapshot contains.
@@ -281,6 +346,11 @@ pub struct StoreData {
     pub removed_nodes: std::collections::BTreeSet<String>,
     /// The cluster's objects; `objects.version` is the index of their last change.
     pub objects: Objects,
+    /// The index of each object's last change, by kind and name (swarmkit's per-object
+    /// version): what a command's version check compares, so that changes to different
+    /// objects never conflict. Beside the objects, not in them: the export format stays.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub object_versions: BTreeMap<Kind, BTreeMap<String, u64>>,
     #[serde(default)]
     pub tasks: BTreeMap<String, Task>,
     /// The index of the last `WriteTasks`, or of the last plan that changed a service's spec:

@@ -356,7 +356,8 @@ async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<Exi
     let mut client = client::connect(host).await?;
     let wanted_names = wanted.clone();
     for (name, replicas) in wanted {
-        // Read, change, write with the version read: a concurrent change is refused, not lost.
+        // Read, change, write with the version and spec read: a concurrent change to the
+        // service is not lost (the server changes the replicas again over it).
         let view = view(host).await?;
         let service = resolve(&view, &name)?;
         let mut spec = service.spec.clone();
@@ -371,6 +372,9 @@ async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<Exi
                 service: service.id.clone().unwrap_or_default(),
                 spec_json: serde_json::to_string(&spec)?,
                 version: view.version,
+                // If the service changes meanwhile, the server scales it again over its
+                // new spec.
+                base_spec_json: serde_json::to_string(&service.spec)?,
                 registry_auth_json: String::new(),
             })
             .await
@@ -384,7 +388,8 @@ async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<Exi
 }
 
 /// `swarm service update`: the service's spec as read, changed by the flags, written with
-/// the version read (a concurrent change is refused, not lost).
+/// the version and spec read (a concurrent change to the service is not lost: the server
+/// makes the flags' changes again over it).
 async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
     let view = view(host).await?;
     let service = resolve(&view, &args.service)?;
@@ -401,6 +406,9 @@ async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
             service: service.id.clone().unwrap_or_default(),
             spec_json: serde_json::to_string(&spec)?,
             version: view.version,
+            // If the service changes meanwhile, the server makes the same changes over its
+            // new spec.
+            base_spec_json: serde_json::to_string(&service.spec)?,
             registry_auth_json,
         })
         .await

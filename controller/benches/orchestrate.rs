@@ -89,7 +89,7 @@ async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<usize, S
     let response = raft.propose(bytes).await.map_err(|e| e.to_string())?;
     match serde_json::from_slice(&response).unwrap() {
         Outcome::Applied { .. } => Ok(size),
-        Outcome::Rejected { reason } => Err(reason),
+        Outcome::Rejected(rejection) => Err(rejection.to_string()),
     }
 }
 

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use super::session::manager_channel;
 use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
-    random_id, wait_for_leader,
+    random_id, store_status, wait_for_leader,
 };
 use super::{logs, services};
 use swarm_api::grpc::dispatcher::LogSubscription;
@@ -36,6 +36,7 @@ use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::StateMachine;
 use swarm_controller::store::Store;
+use swarm_controller::store::client::StoreClient;
 use swarm_controller::tls::peer_identity;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -196,7 +197,9 @@ impl Daemon {
             }),
         ];
         for command in commands {
-            propose(&manager.raft, &command).await?;
+            propose(&manager.raft, &command)
+                .await
+                .map_err(store_status)?;
         }
         self.save_state(&state).map_err(internal)?;
         *membership = Membership::Member(self.member(state.clone(), Some(manager)));
@@ -286,7 +289,9 @@ async fn promote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, Status> {
         role: Some(NodeRole::Manager),
         ..NodeUpdate::default()
     };
-    propose(raft, &Command::UpdateNode(update)).await?;
+    propose(raft, &Command::UpdateNode(update))
+        .await
+        .map_err(store_status)?;
     tracing::info!(node = %id, "promoted to manager");
     Ok(true)
 }
@@ -305,7 +310,9 @@ pub(super) async fn demote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, S
             role: Some(NodeRole::Worker),
             ..NodeUpdate::default()
         };
-        propose(raft, &Command::UpdateNode(update)).await?;
+        propose(raft, &Command::UpdateNode(update))
+            .await
+            .map_err(store_status)?;
         return Ok(true);
     };
     let nodes = raft
@@ -348,7 +355,8 @@ pub(super) async fn demote(raft: &RaftHandle<Store>, id: &str) -> Result<bool, S
         raft_id,
         &Command::LeaveRaft { id: id.to_owned() },
     )
-    .await?;
+    .await
+    .map_err(store_status)?;
     tracing::info!(node = %id, "demoted to worker");
     Ok(true)
 }
@@ -504,7 +512,9 @@ impl Control for ControlApi {
             labels_add: request.label_add.into_iter().collect(),
             labels_remove: request.label_rm,
         };
-        propose(&raft, &Command::UpdateNode(update)).await?;
+        propose(&raft, &Command::UpdateNode(update))
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(UpdateNodeResponse { id }))
     }
 
@@ -527,7 +537,9 @@ impl Control for ControlApi {
                 "node {id} is not down and can't be removed: stop it or make it leave first (`swarm leave` on the node), or use --force"
             )));
         }
-        propose(&raft, &Command::RemoveNode { id: id.clone() }).await?;
+        propose(&raft, &Command::RemoveNode { id: id.clone() })
+            .await
+            .map_err(store_status)?;
         tracing::info!(node = %id, "node removed");
         Ok(Response::new(RemoveNodeResponse { id }))
     }
@@ -664,7 +676,9 @@ impl Control for ControlApi {
         if request.rotate {
             let ca = self.daemon.root_ca().map_err(internal)?;
             let secret = JoinToken::generate(ca.cert_der()).to_string();
-            propose(&raft, &Command::RotateJoinToken { role, secret }).await?;
+            propose(&raft, &Command::RotateJoinToken { role, secret })
+                .await
+                .map_err(store_status)?;
         }
         let token = raft
             .read(move |store: &Store| {
@@ -689,7 +703,12 @@ impl Control for ControlApi {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
         let request = request.into_inner();
-        let id = services::create(&raft, &request.spec_json, &request.registry_auth_json).await?;
+        let id = services::create(
+            &StoreClient::new(raft),
+            &request.spec_json,
+            &request.registry_auth_json,
+        )
+        .await?;
         Ok(Response::new(CreateServiceResponse { id }))
     }
 
@@ -701,10 +720,12 @@ impl Control for ControlApi {
         let request = request.into_inner();
         let (raft, _) = self.daemon.manager().await?;
         services::update(
-            &raft,
+            &StoreClient::new(raft),
+            &self.daemon.service_turns,
             &request.service,
             &request.spec_json,
             request.version,
+            &request.base_spec_json,
             &request.registry_auth_json,
         )
         .await?;
@@ -717,7 +738,12 @@ impl Control for ControlApi {
     ) -> Result<Response<RemoveServiceResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        let removed = services::remove(&raft, &request.into_inner().services).await?;
+        let removed = services::remove(
+            &StoreClient::new(raft),
+            &self.daemon.service_turns,
+            &request.into_inner().services,
+        )
+        .await?;
         Ok(Response::new(RemoveServiceResponse { removed }))
     }
 
@@ -727,7 +753,7 @@ impl Control for ControlApi {
     ) -> Result<Response<ListServicesResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        let view = services::view(&raft).await?;
+        let view = services::view(&StoreClient::new(raft.clone())).await?;
         let json = serde_json::to_string(&view).expect("the view serialises");
         Ok(Response::new(ListServicesResponse { json }))
     }
@@ -739,7 +765,12 @@ impl Control for ControlApi {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
         let request = request.into_inner();
-        services::apply_plan(&raft, &request.plan_json, &request.registry_auth_json).await?;
+        services::apply_plan(
+            &StoreClient::new(raft),
+            &request.plan_json,
+            &request.registry_auth_json,
+        )
+        .await?;
         Ok(Response::new(ApplyPlanResponse {}))
     }
 
@@ -749,7 +780,12 @@ impl Control for ControlApi {
     ) -> Result<Response<RollbackServiceResponse>, Status> {
         self.allow(&request)?;
         let (raft, _) = self.daemon.manager().await?;
-        services::rollback(&raft, &request.into_inner().service).await?;
+        services::rollback(
+            &StoreClient::new(raft),
+            &self.daemon.service_turns,
+            &request.into_inner().service,
+        )
+        .await?;
         Ok(Response::new(RollbackServiceResponse {}))
     }
 
@@ -762,7 +798,7 @@ impl Control for ControlApi {
         self.allow(&request)?;
         let request = request.into_inner();
         let (raft, state, broker) = self.daemon.log_broker().await?;
-        let view = services::view(&raft).await?;
+        let view = services::view(&StoreClient::new(raft.clone())).await?;
         let tasks = logs::target_tasks(&view, &request.target)?;
         let nodes = logs::by_node(&tasks);
         let known: std::collections::HashSet<String> = tasks.iter().map(|t| t.id.clone()).collect();

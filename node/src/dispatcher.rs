@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::logs::{self, LogBroker, SubscriptionStream};
-use super::{Daemon, change_voters, internal, millis, propose, raft_status};
+use super::{Daemon, change_voters, internal, millis, propose, raft_status, store_status};
 use swarm_controller::ca::{NodeIdentity, Role};
 use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::store::{Assignment, Assignments, Changes, Store};
@@ -186,7 +186,7 @@ impl Dispatcher for DispatcherApi {
             node_id: identity.node_id,
             updates,
         };
-        propose(&self.raft, &command).await?;
+        propose(&self.raft, &command).await.map_err(store_status)?;
         Ok(Response::new(ReportTaskStatusResponse {}))
     }
 
@@ -294,7 +294,8 @@ impl Dispatcher for DispatcherApi {
                     raft_id: id,
                 },
             )
-            .await?;
+            .await
+            .map_err(store_status)?;
             raft_id = Some(id);
         }
         let manager = node.role == NodeRole::Manager;

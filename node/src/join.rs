@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
-    random_id,
+    random_id, store_status,
 };
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role};
@@ -113,9 +113,10 @@ impl Join for JoinApi {
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.
-            Some(raft_id) => change_voters(&raft, ConfChangeType::AddNode, raft_id, &add).await?,
-            None => propose(&raft, &add).await?,
+            Some(raft_id) => change_voters(&raft, ConfChangeType::AddNode, raft_id, &add).await,
+            None => propose(&raft, &add).await,
         }
+        .map_err(store_status)?;
         tracing::info!(node = %node_id, ?role, "a node joined");
         let mut managers: Vec<PeerManager> = nodes
             .values()

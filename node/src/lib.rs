@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use raft::prelude::{ConfChange, ConfChangeType};
+use raft::prelude::ConfChangeType;
 use swarm_api::grpc::control::control_server::ControlServer;
 use swarm_api::grpc::join::join_server::JoinServer;
-use swarm_api::store::{Command, NodeDescription, NodeRole, NodeState, Outcome};
+use swarm_api::store::{Command, NodeDescription, NodeRole, NodeState};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Mutex, oneshot, watch};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -46,6 +46,7 @@ use swarm_controller::raft::grpc::{
 use swarm_controller::raft::log::{DurableLog, Location, LogError};
 use swarm_controller::raft::replica::{Config, Replica, ReplicaError};
 use swarm_controller::store::Store;
+use swarm_controller::store::client::{Applied, StoreClient, StoreError};
 use swarm_controller::tls::NodeCredentials;
 
 #[derive(Debug, Clone)]
@@ -159,6 +160,8 @@ impl Drop for Manager {
 pub struct Daemon {
     config: DaemonConfig,
     membership: Mutex<Membership>,
+    /// One-service commands reaching this node at once take turns per service.
+    service_turns: services::Turns,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -169,6 +172,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(&config.data_dir))?;
     let daemon = Arc::new(Daemon {
         membership: Mutex::new(Membership::Outside),
+        service_turns: services::Turns::default(),
         config,
     });
     if let Some(state) = daemon.load_state()? {
@@ -512,9 +516,9 @@ async fn wait_for_leader(raft: &RaftHandle<Store>) -> Result<(), Status> {
     Ok(())
 }
 
-async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<(), Status> {
-    let bytes = serde_json::to_vec(command).expect("commands serialise");
-    outcome(&raft.propose(bytes).await.map_err(raft_status)?)
+/// Proposes `command` through the store's typed client.
+async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<Applied, StoreError> {
+    StoreClient::new(raft.clone()).propose(command).await
 }
 
 /// Adds or removes the voter `raft_id`, with `command` applied to the store at the same
@@ -524,27 +528,22 @@ async fn change_voters(
     change_type: ConfChangeType,
     raft_id: u64,
     command: &Command,
-) -> Result<(), Status> {
-    let change = ConfChange {
-        node_id: raft_id,
-        change_type,
-        context: serde_json::to_vec(command)
-            .expect("commands serialise")
-            .into(),
-        ..ConfChange::default()
-    };
-    outcome(
-        &raft
-            .propose_conf_change(change)
-            .await
-            .map_err(raft_status)?,
-    )
+) -> Result<Applied, StoreError> {
+    StoreClient::new(raft.clone())
+        .change_voters(change_type, raft_id, command)
+        .await
 }
 
-fn outcome(response: &[u8]) -> Result<(), Status> {
-    match serde_json::from_slice(response).expect("outcomes decode") {
-        Outcome::Applied { .. } => Ok(()),
-        Outcome::Rejected { reason } => Err(Status::failed_precondition(reason)),
+/// What a client of the node's gRPC services reads of a store error: the one place where
+/// the store's errors become gRPC codes.
+fn store_status(error: StoreError) -> Status {
+    match &error {
+        StoreError::NoLeader | StoreError::Timeout { .. } | StoreError::UnknownOutcome => {
+            Status::unavailable(error.to_string())
+        }
+        StoreError::Stopped => Status::internal(error.to_string()),
+        StoreError::Conflict(_) => Status::aborted(error.to_string()),
+        StoreError::Invalid { .. } => Status::failed_precondition(error.to_string()),
     }
 }
 

@@ -11,7 +11,9 @@ use swarm_api::store::{Command, NodeRole};
 use tonic::Status;
 
 use super::control::demote;
-use super::{Daemon, DaemonError, Membership, internal, propose, raft_status, wait_for_leader};
+use super::{
+    Daemon, DaemonError, Membership, internal, propose, raft_status, store_status, wait_for_leader,
+};
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{ReplicaError, StateMachine};
 use swarm_controller::store::Store;
@@ -123,7 +125,9 @@ impl Daemon {
             .await
             .map_err(raft_status)?;
         for id in others {
-            propose(&raft, &Command::LeaveRaft { id }).await?;
+            propose(&raft, &Command::LeaveRaft { id })
+                .await
+                .map_err(store_status)?;
         }
         let cluster = cluster.ok_or_else(|| internal("the recovered store holds no cluster"))?;
         tracing::warn!("forced a new cluster from this manager's data: it is the only manager");

@@ -1,19 +1,52 @@
 //! Services on the control API: created, changed and removed as one-action plans (the same
 //! `ApplyPlan` command GitOps uses), and read together with their tasks.
+//!
+//! The store checks versions per object: a one-service command conflicts only with a
+//! change to that service. When it does, the command is made again over the service as it
+//! is now, here on the server (at most `ATTEMPTS` times): a rollback or a removal is an
+//! intent the server holds; an update or a scale arrives as a whole spec the client built
+//! from the one it read, so the client sends that one too (`base_spec_json`), and the
+//! server makes the same field changes over the service's current spec (`rebase`).
+//! Commands on one service that reach the same manager at once take turns (`Turns`), so
+//! that they do not all decide against the same spec and conflict with each other: each
+//! reads what the one before it wrote. Between managers, the retries remain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use serde_json::Value;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::{PublishMode, ServiceSpec};
 use swarm_api::state::Object;
-use swarm_api::store::Command;
+use swarm_api::store::{Command, Conflict, ConflictSubject};
 use swarm_api::task::{ServiceLookupError, ServicesView};
 use tonic::Status;
 
-use super::{propose, raft_status};
-use swarm_controller::raft::driver::RaftHandle;
+use super::store_status;
 use swarm_controller::store::Store;
+use swarm_controller::store::client::{StoreClient, StoreError};
+
+/// How many times a one-service command is made when its service keeps changing meanwhile.
+const ATTEMPTS: u32 = 5;
+
+/// A turn per service reference (as the command names it: the CLI sends the service's
+/// id), for the one-service commands that reach this node at the same time.
+#[derive(Default)]
+pub struct Turns(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Turns {
+    /// Waits for the turn of `service`; it passes on when the guard drops.
+    pub async fn take(&self, service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self.0.lock().expect("not poisoned");
+            // Turns nobody holds or waits for are forgotten.
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            turns.entry(service.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+}
 
 fn parse_spec(json: &str) -> Result<ServiceSpec, Status> {
     let spec: ServiceSpec = serde_json::from_str(json)
@@ -39,23 +72,24 @@ fn parse_registry_auth(json: &str) -> Result<Option<RegistryAuth>, Status> {
 }
 
 /// The services and everything `service ls|ps` shows, read linearizably.
-pub async fn view(raft: &RaftHandle<Store>) -> Result<ServicesView, Status> {
-    raft.read(|store: &Store| {
-        let data = store.data();
-        ServicesView {
-            version: data.objects.version,
-            services: data.objects.services.clone(),
-            tasks: data.tasks.values().cloned().collect(),
-            nodes: data
-                .nodes
-                .values()
-                .map(|n| (n.id.clone(), n.hostname.clone()))
-                .collect(),
-            update_status: data.update_status.clone(),
-        }
-    })
-    .await
-    .map_err(raft_status)
+pub async fn view(store: &StoreClient) -> Result<ServicesView, Status> {
+    store
+        .read(|store: &Store| {
+            let data = store.data();
+            ServicesView {
+                version: data.objects.version,
+                services: data.objects.services.clone(),
+                tasks: data.tasks.values().cloned().collect(),
+                nodes: data
+                    .nodes
+                    .values()
+                    .map(|n| (n.id.clone(), n.hostname.clone()))
+                    .collect(),
+                update_status: data.update_status.clone(),
+            }
+        })
+        .await
+        .map_err(store_status)
 }
 
 /// The service that `reference` names, or the error the CLI shows.
@@ -99,18 +133,21 @@ fn port_conflicts(view: &ServicesView, spec: &ServiceSpec) -> Result<(), Status>
 }
 
 pub async fn create(
-    raft: &RaftHandle<Store>,
+    store: &StoreClient,
     spec_json: &str,
     registry_auth_json: &str,
 ) -> Result<String, Status> {
     let spec = parse_spec(spec_json)?;
     let auth = parse_registry_auth(registry_auth_json)?;
-    let view = view(raft).await?;
-    if view.services.iter().any(|s| s.spec.name == spec.name) {
-        return Err(Status::already_exists(format!(
+    let view = view(store).await?;
+    let taken = || {
+        Status::already_exists(format!(
             "a service named {} already exists: choose another --name, or `swarm service update` it",
             spec.name
-        )));
+        ))
+    };
+    if view.services.iter().any(|s| s.spec.name == spec.name) {
+        return Err(taken());
     }
     port_conflicts(&view, &spec)?;
     let name = spec.name.clone();
@@ -120,105 +157,174 @@ pub async fn create(
         name: name.clone(),
         origin: Default::default(),
         changes: Vec::new(),
-        spec: Some(ObjectSpec::Service(Box::new(spec))),
+        spec: Some(ObjectSpec::Service(Box::new(spec.clone()))),
     };
-    apply(raft, Some(view.version), action, auth).await?;
-    let view = self::view(raft).await?;
+    match apply(store, Some(view.version), action, auth).await {
+        Ok(()) => {}
+        // Created by someone else since the view was read.
+        Err(StoreError::Conflict(_)) => return Err(taken()),
+        Err(error) => return Err(store_status(error)),
+    }
+    let view = self::view(store).await?;
     let service = resolve(&view, &name)?;
     Ok(service.id.clone().unwrap_or_default())
 }
 
+/// Replaces service `reference`'s spec with `spec_json`, made by the client from
+/// `base_spec_json` as it read it at state `version`. If the service changed since, the
+/// same change is made over its spec as it is now (see the module's words).
 pub async fn update(
-    raft: &RaftHandle<Store>,
+    store: &StoreClient,
+    turns: &Turns,
     reference: &str,
     spec_json: &str,
     version: u64,
+    base_spec_json: &str,
     registry_auth_json: &str,
 ) -> Result<(), Status> {
-    let spec = parse_spec(spec_json)?;
-    let auth = parse_registry_auth(registry_auth_json)?;
-    let view = view(raft).await?;
-    let service = resolve(&view, reference)?;
-    if spec.name != service.spec.name {
-        return Err(Status::invalid_argument(format!(
-            "a service cannot be renamed ({} → {})",
-            service.spec.name, spec.name
-        )));
-    }
-    port_conflicts(&view, &spec)?;
-    let same_but_replicas = ServiceSpec {
-        mode: service.spec.mode,
-        ..spec.clone()
-    } == service.spec;
-    let op = if same_but_replicas {
-        Op::Scale
+    let mut wanted = parse_spec(spec_json)?;
+    let mut base = if base_spec_json.is_empty() {
+        None
     } else {
-        Op::Update
+        Some(parse_spec(base_spec_json)?)
     };
-    let action = Action {
-        op,
-        kind: Kind::Service,
-        name: spec.name.clone(),
-        // An imperative change keeps the service's origin: a git-managed service changed
-        // by hand is drift, which the next plan shows.
-        origin: service.origin.clone(),
-        changes: Vec::new(),
-        spec: Some(ObjectSpec::Service(Box::new(spec))),
-    };
-    apply(raft, Some(version), action, auth).await
+    let auth = parse_registry_auth(registry_auth_json)?;
+    let mut basis = version;
+    // After a conflict: the spec `wanted` was made from, to make the change again over the
+    // service as the next read finds it.
+    let mut moved_from: Option<ServiceSpec> = None;
+    let _turn = turns.take(reference).await;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let view = view(store).await?;
+        let service = resolve(&view, reference)?;
+        if let Some(from) = moved_from.take() {
+            wanted = rebase(&from, &wanted, &service.spec).map_err(|reason| {
+                Status::aborted(format!(
+                    "service {} changed while this update was applied, and the change cannot be made again over it ({reason}); run the command again",
+                    service.spec.name
+                ))
+            })?;
+            base = Some(service.spec.clone());
+            basis = view.version;
+        }
+        if wanted.name != service.spec.name {
+            return Err(Status::invalid_argument(format!(
+                "a service cannot be renamed ({} → {})",
+                service.spec.name, wanted.name
+            )));
+        }
+        port_conflicts(&view, &wanted)?;
+        let same_but_replicas = ServiceSpec {
+            mode: service.spec.mode,
+            ..wanted.clone()
+        } == service.spec;
+        let op = if same_but_replicas {
+            Op::Scale
+        } else {
+            Op::Update
+        };
+        let action = Action {
+            op,
+            kind: Kind::Service,
+            name: wanted.name.clone(),
+            // An imperative change keeps the service's origin: a git-managed service
+            // changed by hand is drift, which the next plan shows.
+            origin: service.origin.clone(),
+            changes: Vec::new(),
+            spec: Some(ObjectSpec::Service(Box::new(wanted.clone()))),
+        };
+        let conflict = match apply(store, Some(basis), action, auth.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict(conflict)) => conflict,
+            Err(error) => return Err(store_status(error)),
+        };
+        tracing::debug!(%conflict, attempt, "a service update met a change to its service");
+        moved_from = base.take().filter(|_| attempt < ATTEMPTS);
+        if moved_from.is_none() {
+            return Err(changed_meanwhile(&conflict, "update"));
+        }
+    }
 }
 
 /// Puts a service back to the spec it had before its last change, rolled out with its
 /// `rollback_config`; a rollback is a change too, so rolling back twice goes forward again
 /// (as Docker does). The store refuses it if the service has no previous spec.
-pub async fn rollback(raft: &RaftHandle<Store>, reference: &str) -> Result<(), Status> {
-    let view = view(raft).await?;
-    let service = resolve(&view, reference)?;
-    propose(
-        raft,
-        &Command::RollbackService {
+pub async fn rollback(store: &StoreClient, turns: &Turns, reference: &str) -> Result<(), Status> {
+    let _turn = turns.take(reference).await;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let view = view(store).await?;
+        let service = resolve(&view, reference)?;
+        let command = Command::RollbackService {
             expected_version: view.version,
             service_id: service.id.clone().unwrap_or_default(),
             at: super::millis(std::time::SystemTime::now()),
-        },
-    )
-    .await
+        };
+        match store.propose(&command).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(conflict)) if attempt >= ATTEMPTS => {
+                return Err(changed_meanwhile(&conflict, "rollback"));
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(error) => return Err(store_status(error)),
+        }
+    }
 }
 
 pub async fn remove(
-    raft: &RaftHandle<Store>,
+    store: &StoreClient,
+    turns: &Turns,
     references: &[String],
 ) -> Result<Vec<String>, Status> {
-    let view = view(raft).await?;
-    let mut actions = Vec::new();
-    for reference in references {
-        let service = resolve(&view, reference)?;
-        actions.push(Action {
-            op: Op::Remove,
-            kind: Kind::Service,
-            name: service.spec.name.clone(),
-            origin: service.origin.clone(),
-            changes: Vec::new(),
-            spec: None,
-        });
+    // In one order, so that two removals of the same services cannot wait for each other.
+    let mut ordered: Vec<&String> = references.iter().collect();
+    ordered.sort();
+    ordered.dedup();
+    let mut held = Vec::with_capacity(ordered.len());
+    for reference in ordered {
+        held.push(turns.take(reference).await);
     }
-    let removed = actions.iter().map(|a| a.name.clone()).collect();
-    propose(
-        raft,
-        &Command::ApplyPlan {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let view = view(store).await?;
+        let mut actions = Vec::new();
+        for reference in references {
+            let service = resolve(&view, reference)?;
+            actions.push(Action {
+                op: Op::Remove,
+                kind: Kind::Service,
+                name: service.spec.name.clone(),
+                origin: service.origin.clone(),
+                changes: Vec::new(),
+                spec: None,
+            });
+        }
+        let removed = actions.iter().map(|a| a.name.clone()).collect();
+        let command = Command::ApplyPlan {
             expected_version: Some(view.version),
             actions,
             registry_auth: BTreeMap::new(),
-        },
-    )
-    .await?;
-    Ok(removed)
+        };
+        match store.propose(&command).await {
+            Ok(_) => return Ok(removed),
+            Err(StoreError::Conflict(conflict)) if attempt >= ATTEMPTS => {
+                return Err(changed_meanwhile(&conflict, "removal"));
+            }
+            Err(StoreError::Conflict(_)) => continue,
+            Err(error) => return Err(store_status(error)),
+        }
+    }
 }
 
-/// Applies a whole plan as one entry, checked against the state version it was made from,
-/// with the registry credentials it brings for its services (by name).
+/// Applies a whole plan as one entry, all or nothing, refused if an object it touches
+/// changed since the state version it was made from; with the registry credentials it
+/// brings for its services (by name).
 pub async fn apply_plan(
-    raft: &RaftHandle<Store>,
+    store: &StoreClient,
     plan_json: &str,
     registry_auth_json: &str,
 ) -> Result<(), Status> {
@@ -238,33 +344,163 @@ pub async fn apply_plan(
             "the plan was not computed against this cluster's state (no state version): plan it against the cluster",
         ));
     };
-    propose(
-        raft,
-        &Command::ApplyPlan {
-            expected_version: Some(version),
-            actions: plan.actions,
-            registry_auth,
-        },
-    )
-    .await
+    let command = Command::ApplyPlan {
+        expected_version: Some(version),
+        actions: plan.actions,
+        registry_auth,
+    };
+    match store.propose(&command).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict(Conflict {
+            subject: ConflictSubject::Object { kind, name },
+            expected,
+            actual,
+        })) => Err(Status::aborted(format!(
+            "the state moved since the plan was made: {} {name} changed at version {actual}, after the plan's version {expected}; plan again",
+            kind.as_str()
+        ))),
+        Err(error) => Err(store_status(error)),
+    }
+}
+
+/// What the user reads when their one-service command kept meeting changes to the service.
+fn changed_meanwhile(conflict: &Conflict, what: &str) -> Status {
+    let subject = match &conflict.subject {
+        ConflictSubject::Object { kind, name } => format!("{} {name}", kind.as_str()),
+        ConflictSubject::Tasks => "the tasks".to_owned(),
+    };
+    Status::aborted(format!(
+        "{subject} changed while this {what} was applied (version {}, now {}); run the command again",
+        conflict.expected, conflict.actual
+    ))
+}
+
+/// The spec `wanted` was made from `base` by changing some fields: the same fields changed
+/// over `current` (the service's spec now), every other field as it is now. Maps (env,
+/// labels, the spec's structs) merge key by key; a list or a value changed is replaced
+/// whole (a `--constraint-add` racing another on the same service keeps the last one's
+/// list, as re-running the command would not).
+fn rebase(
+    base: &ServiceSpec,
+    wanted: &ServiceSpec,
+    current: &ServiceSpec,
+) -> Result<ServiceSpec, String> {
+    let json = |spec: &ServiceSpec| serde_json::to_value(spec).expect("specs serialise");
+    let mut merged = json(current);
+    rebase_value(&json(base), &json(wanted), &mut merged);
+    serde_json::from_value(merged).map_err(|e| e.to_string())
+}
+
+fn rebase_value(base: &Value, wanted: &Value, current: &mut Value) {
+    if base == wanted {
+        return;
+    }
+    match (base, wanted, current) {
+        (Value::Object(base), Value::Object(wanted), Value::Object(current)) => {
+            let keys: std::collections::BTreeSet<&String> =
+                base.keys().chain(wanted.keys()).collect();
+            for key in keys {
+                match (base.get(key), wanted.get(key)) {
+                    (before, after) if before == after => {}
+                    (_, None) => {
+                        current.remove(key);
+                    }
+                    (Some(before), Some(after)) if current.contains_key(key) => {
+                        let here = current.get_mut(key).expect("checked");
+                        rebase_value(before, after, here);
+                    }
+                    (_, Some(after)) => {
+                        current.insert(key.clone(), after.clone());
+                    }
+                }
+            }
+        }
+        (_, wanted, current) => *current = wanted.clone(),
+    }
 }
 
 async fn apply(
-    raft: &RaftHandle<Store>,
+    store: &StoreClient,
     version: Option<u64>,
     action: Action,
     auth: Option<RegistryAuth>,
-) -> Result<(), Status> {
+) -> Result<(), StoreError> {
     let registry_auth = auth
         .map(|auth| BTreeMap::from([(action.name.clone(), auth)]))
         .unwrap_or_default();
-    propose(
-        raft,
-        &Command::ApplyPlan {
+    store
+        .propose(&Command::ApplyPlan {
             expected_version: version,
             actions: vec![action],
             registry_auth,
-        },
-    )
-    .await
+        })
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::spec::ServiceMode;
+
+    /// A spec as the stack converter makes it.
+    fn spec() -> ServiceSpec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(
+            &path,
+            "services:\n  web:\n    image: nginx:1\n    environment:\n      A: '1'\n",
+        )
+        .unwrap();
+        let stack = swarm_controller::stack::load(
+            &swarm_controller::source::WorkTree,
+            &path,
+            "s.yaml",
+            &|_| None,
+        )
+        .stack
+        .unwrap();
+        stack.services[0].clone()
+    }
+
+    fn scaled(spec: &ServiceSpec, replicas: u64) -> ServiceSpec {
+        ServiceSpec {
+            mode: ServiceMode::Replicated { replicas },
+            ..spec.clone()
+        }
+    }
+
+    #[test]
+    fn a_change_is_made_again_over_what_changed_meanwhile() {
+        let base = spec();
+        // This command scales; meanwhile another added a variable and changed the image.
+        let wanted = scaled(&base, 7);
+        let mut current = base.clone();
+        current.task.container.env.insert("B".into(), "2".into());
+        current.task.container.image = "nginx:2".into();
+        let rebased = rebase(&base, &wanted, &current).unwrap();
+        let mut expected = scaled(&current, 7);
+        expected.task.container.env.insert("B".into(), "2".into());
+        assert_eq!(rebased, expected);
+        // Variables merge key by key: one added here, one removed there, both kept.
+        let mut wanted = base.clone();
+        wanted.task.container.env.insert("C".into(), "3".into());
+        let mut current = base.clone();
+        current.task.container.env.remove("A");
+        let rebased = rebase(&base, &wanted, &current).unwrap();
+        assert_eq!(
+            rebased.task.container.env,
+            BTreeMap::from([("C".to_owned(), "3".to_owned())])
+        );
+    }
+
+    #[test]
+    fn the_last_writer_of_a_field_wins_as_a_command_run_again_would() {
+        let base = spec();
+        let current = scaled(&base, 3);
+        let rebased = rebase(&base, &scaled(&base, 5), &current).unwrap();
+        assert_eq!(rebased, scaled(&base, 5));
+        // A command that changes nothing changes nothing of what changed meanwhile.
+        assert_eq!(rebase(&base, &base, &current).unwrap(), current);
+    }
 }

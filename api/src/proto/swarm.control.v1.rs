@@ -102,6 +102,11 @@ pub struct UpdateServiceRequest {
     /// JSON; empty keeps the service's.
     #[prost(string, tag = "4")]
     pub registry_auth_json: ::prost::alloc::string::String,
+    /// The spec the new one was made from, as read at `version` (JSON). When the service
+    /// changed since, the server makes the same field changes over its spec as it is now;
+    /// empty: a change since refuses the update.
+    #[prost(string, tag = "5")]
+    pub base_spec_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -417,26 +417,24 @@ async fn run<M: StateMachine, T: Transport>(
                 reads_asked.insert(context, (query, now, first));
             }
         }
-        let output = replica.advance()?;
-        for message in output.messages {
-            let to = message.to;
-            let is_snapshot = message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
-            if transport.send(message).is_err() {
-                replica.report_unreachable(to);
-                if is_snapshot {
-                    replica.report_snapshot(to, false);
+        // Messages go out, and proposers hear, as soon as the pass has them.
+        let mut refused = Vec::new();
+        let proposals = &mut pending.proposals;
+        let reads = replica.advance_sending(
+            |messages| send(&mut transport, messages, &mut refused),
+            |applied| {
+                if let Some(proposal) = applied.proposal.and_then(|id| proposals.remove(&id)) {
+                    let _ = proposal.reply.send(Ok(applied.response));
                 }
+            },
+        )?;
+        for (to, is_snapshot) in refused {
+            replica.report_unreachable(to);
+            if is_snapshot {
+                replica.report_snapshot(to, false);
             }
         }
-        for applied in output.applied {
-            if let Some(proposal) = applied
-                .proposal
-                .and_then(|id| pending.proposals.remove(&id))
-            {
-                let _ = proposal.reply.send(Ok(applied.response));
-            }
-        }
-        for read in output.reads {
+        for read in reads {
             if let Some((query, _, _)) = reads_asked.remove(read.request_ctx.as_slice()) {
                 reads_ready.push((read.index, query));
             }
@@ -470,6 +468,18 @@ async fn run<M: StateMachine, T: Transport>(
         pending
             .proposals
             .retain(|_, proposal| !proposal.reply.is_closed());
+    }
+}
+
+/// Hands `messages` to the transport; the peers it refused (and whether a snapshot was
+/// among them) go to `refused`, for raft to hear of once the Ready pass is over.
+fn send<T: Transport>(transport: &mut T, messages: Vec<Message>, refused: &mut Vec<(u64, bool)>) {
+    for message in messages {
+        let to = message.to;
+        let is_snapshot = message.get_msg_type() == raft::prelude::MessageType::MsgSnapshot;
+        if transport.send(message).is_err() {
+            refused.push((to, is_snapshot));
+        }
     }
 }
 

@@ -231,38 +231,60 @@ impl<M: StateMachine> Replica<M> {
     /// Runs the Ready checklist once, in raft-rs' order: messages a leader may send before
     /// persisting; snapshot; committed entries; new entries and hard state, persisted (and
     /// fsynced) together; messages that must follow persistence; advance; the light ready's
-    /// commit, messages and committed entries; advance_apply.
+    /// messages and committed entries, then its commit index (which need not be durable
+    /// before them); advance_apply.
     pub fn advance(&mut self) -> Result<Output, ReplicaError> {
-        let mut output = Output::default();
+        let mut messages = Vec::new();
+        let mut applied = Vec::new();
+        let reads =
+            self.advance_sending(|batch| messages.extend(batch), |entry| applied.push(entry))?;
+        Ok(Output {
+            messages,
+            applied,
+            reads,
+        })
+    }
+
+    /// [`Replica::advance`], handing out messages and applied entries as soon as each is
+    /// ready instead of at the end: a leader's appends (which may go before persistence)
+    /// before anything is applied or written, so followers append while the leader
+    /// fsyncs (the Raft thesis, 10.2.1; etcd does the same); a follower's answers right
+    /// after its fsync; an applied entry (for its proposer's answer) before the commit
+    /// index is recorded. Returns the answers to `read_index` requests.
+    pub fn advance_sending(
+        &mut self,
+        mut send: impl FnMut(Vec<Message>),
+        mut applied: impl FnMut(Applied),
+    ) -> Result<Vec<ReadState>, ReplicaError> {
         if !self.node.has_ready() {
-            return Ok(output);
+            return Ok(Vec::new());
         }
         let mut ready = self.node.ready();
-        output.messages.extend(ready.take_messages());
+        send(ready.take_messages());
         if *ready.snapshot() != Snapshot::default() {
             let snapshot = ready.snapshot().clone();
             self.machine.restore(&snapshot.data);
             self.node.mut_store().apply_snapshot(snapshot)?;
         }
-        self.apply_entries(ready.take_committed_entries(), &mut output)?;
-        output.reads.extend(ready.take_read_states());
+        self.apply_entries(ready.take_committed_entries(), &mut applied)?;
+        let reads = ready.take_read_states();
         self.node.mut_store().persist(ready.entries(), ready.hs())?;
-        output.messages.extend(ready.take_persisted_messages());
+        send(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
+        send(light.take_messages());
+        self.apply_entries(light.take_committed_entries(), &mut applied)?;
         if let Some(commit) = light.commit_index() {
             self.node.mut_store().set_commit(commit)?;
         }
-        output.messages.extend(light.take_messages());
-        self.apply_entries(light.take_committed_entries(), &mut output)?;
         self.node.advance_apply();
         self.compact_if_due()?;
-        Ok(output)
+        Ok(reads)
     }
 
     fn apply_entries(
         &mut self,
         entries: Vec<Entry>,
-        output: &mut Output,
+        applied: &mut impl FnMut(Applied),
     ) -> Result<(), ReplicaError> {
         for entry in entries {
             let proposal = ProposalId::decode(&entry.context).filter(|p| p.replica == self.id());
@@ -271,7 +293,7 @@ impl<M: StateMachine> Replica<M> {
                 EntryType::EntryNormal if entry.data.is_empty() => {}
                 EntryType::EntryNormal => {
                     let response = self.machine.apply(entry.index, &entry.data);
-                    output.applied.push(Applied {
+                    applied(Applied {
                         index: entry.index,
                         proposal,
                         response,
@@ -297,7 +319,7 @@ impl<M: StateMachine> Replica<M> {
                         self.machine.apply(entry.index, &context)
                     };
                     self.record_configuration(entry.index, conf_state)?;
-                    output.applied.push(Applied {
+                    applied(Applied {
                         index: entry.index,
                         proposal,
                         response,
@@ -394,6 +416,53 @@ mod tests {
         fn leader(&self) -> Option<u64> {
             self.0.values().find(|r| r.is_leader()).map(|r| r.id())
         }
+    }
+
+    /// A leader's appends of a new entry go out before it writes the entry (they are
+    /// handed over early); its answer to the proposer comes once a follower has it too.
+    #[test]
+    fn a_leader_sends_its_appends_before_it_writes() {
+        let mut net = Net::new(&[1, 2, 3]);
+        let leader = loop {
+            for id in [1, 2, 3] {
+                net.tick(id);
+            }
+            if let Some(leader) = net.leader() {
+                break leader;
+            }
+        };
+        let replica = net.0.get_mut(&leader).unwrap();
+        let last_before = replica.node.raft.raft_log.last_index();
+        let id = ProposalId {
+            replica: leader,
+            sequence: 1,
+        };
+        replica.propose(id, b"x".to_vec()).unwrap();
+        // The first batch handed out is the early one.
+        let mut batches: Vec<Vec<Message>> = Vec::new();
+        let mut applied = Vec::new();
+        replica
+            .advance_sending(|batch| batches.push(batch), |entry| applied.push(entry))
+            .unwrap();
+        let early = batches.remove(0);
+        let appends: Vec<u64> = early
+            .iter()
+            .filter(|m| m.get_msg_type() == raft::prelude::MessageType::MsgAppend)
+            .filter(|m| m.entries.iter().any(|e| e.index == last_before + 1))
+            .map(|m| m.to)
+            .collect();
+        assert_eq!(appends.len(), 2, "{early:?}");
+        assert!(applied.is_empty(), "not committed yet");
+        // The rest of the round trip commits and applies it.
+        for message in early.into_iter().chain(batches.into_iter().flatten()) {
+            net.0.get_mut(&message.to).unwrap().step(message).unwrap();
+        }
+        net.settle();
+        assert_eq!(
+            net.0[&leader].applied(),
+            last_before + 1,
+            "applied once a follower appended it"
+        );
     }
 
     /// Followers tick at slightly different moments, so when the first of them times out

@@ -88,7 +88,7 @@ struct Names {
 const DEFAULT_NETWORK: &str = "default";
 
 /// Docker's lower bound for a memory limit.
-const MIN_MEMORY_LIMIT: u64 = 6 << 20;
+pub(crate) const MIN_MEMORY_LIMIT: u64 = 6 << 20;
 
 impl Converter<'_> {
     pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
@@ -1078,13 +1078,13 @@ fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
 }
 
 /// Names of stacks, services and other objects: Docker's rule.
-pub(super) fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn valid_cidr(text: &str) -> bool {
+pub(crate) fn valid_cidr(text: &str) -> bool {
     let Some((address, prefix)) = text.split_once('/') else {
         return false;
     };

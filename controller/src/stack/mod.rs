@@ -6,7 +6,7 @@
 //! (`swarm_api::stackfile`) → normalised specs (`convert`). Every stage reports all it
 //! finds, each finding with file:line:column and the field path.
 
-mod convert;
+pub(crate) mod convert;
 mod decode;
 pub mod diagnostic;
 pub mod dotenv;

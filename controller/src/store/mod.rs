@@ -10,12 +10,16 @@ use sha2::{Digest, Sha256};
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::Named;
 use swarm_api::state::{ClusterState, Object};
-use swarm_api::store::{Command, NodeRole, Outcome, StoreData, TaskChange};
+use swarm_api::store::{
+    Command, Conflict, ConflictSubject, NodeRole, Outcome, Rejection, StoreData, TaskChange,
+};
 use swarm_api::task::{Task, TaskState};
 
 use crate::raft::replica::StateMachine;
 
 mod assignments;
+pub mod client;
+mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
 pub use watch::{CAPACITY, Changed, Changes, Missed, Receiver, Subscription};
@@ -177,9 +181,9 @@ impl Store {
         .then(|| self.data.registry_auth.clone());
         let outcome = match apply(&mut self.data, index, command, &mut events) {
             Ok(()) => Outcome::Applied { version: index },
-            Err(reason) => {
+            Err(rejection) => {
                 events.clear();
-                Outcome::Rejected { reason }
+                Outcome::Rejected(rejection)
             }
         };
         self.data.version = index;
@@ -208,26 +212,26 @@ fn apply(
     index: u64,
     command: Command,
     events: &mut Vec<Event>,
-) -> Result<(), String> {
+) -> Result<(), Rejection> {
     if data.cluster.is_none() && !matches!(command, Command::InitCluster(_)) {
-        return Err("the cluster is not initialised".to_owned());
+        return Err(Rejection::invalid("the cluster is not initialised"));
     }
     match command {
         Command::InitCluster(cluster) => {
             if data.cluster.is_some() {
-                return Err("the cluster is already initialised".to_owned());
+                return Err(Rejection::invalid("the cluster is already initialised"));
             }
             data.cluster = Some(cluster);
         }
         Command::AddNode(node) => {
             if data.nodes.contains_key(&node.id) {
-                return Err(format!("node {} already exists", node.id));
+                return Err(format!("node {} already exists", node.id).into());
             }
             // Two managers joining at once may be offered the same Raft id: the second loses.
             if let Some(raft_id) = node.raft_id
                 && data.nodes.values().any(|n| n.raft_id == Some(raft_id))
             {
-                return Err(format!("raft id {raft_id} is taken; join again"));
+                return Err(format!("raft id {raft_id} is taken; join again").into());
             }
             let mut node = node;
             if node.subnet.is_none() {
@@ -260,7 +264,8 @@ fn apply(
                     return Err(format!(
                         "node {} is a Raft voter: demote it with the conf change",
                         update.id
-                    ));
+                    )
+                    .into());
                 }
                 node.role = role;
             }
@@ -276,7 +281,7 @@ fn apply(
                 .get(&id)
                 .ok_or_else(|| format!("node {id} does not exist"))?;
             if node.role == NodeRole::Manager {
-                return Err(format!("node {id} is a manager: demote it first"));
+                return Err(format!("node {id} is a manager: demote it first").into());
             }
             data.nodes.remove(&id);
             data.removed_nodes.insert(id.clone());
@@ -288,7 +293,7 @@ fn apply(
                 .values()
                 .any(|n| n.raft_id == Some(raft_id) && n.id != id)
             {
-                return Err(format!("raft id {raft_id} is taken"));
+                return Err(format!("raft id {raft_id} is taken").into());
             }
             let node = data
                 .nodes
@@ -337,10 +342,11 @@ fn apply(
             changes,
         } => {
             if expected_version != data.tasks_version {
-                return Err(format!(
-                    "tasks were written since version {expected_version} (now {}): decide again",
-                    data.tasks_version
-                ));
+                return Err(Rejection::Conflict(Conflict {
+                    subject: ConflictSubject::Tasks,
+                    expected: expected_version,
+                    actual: data.tasks_version,
+                }));
             }
             for change in changes {
                 apply_task_change(data, index, change, events);
@@ -371,12 +377,6 @@ fn apply(
             service_id,
             at,
         } => {
-            if expected_version != data.objects.version {
-                return Err(format!(
-                    "the services changed since version {expected_version} (now {}): roll back again",
-                    data.objects.version
-                ));
-            }
             let name = data
                 .objects
                 .services
@@ -384,10 +384,12 @@ fn apply(
                 .find(|o| o.id.as_ref() == Some(&service_id))
                 .map(|o| o.spec.name.clone())
                 .ok_or_else(|| format!("service {service_id} does not exist"))?;
+            check_version(data, expected_version, Kind::Service, &name)?;
             if !data.previous_specs.contains_key(&service_id) {
                 return Err(format!(
                     "service {name} has no previous spec to roll back to (it was never updated)"
-                ));
+                )
+                .into());
             }
             let status = swarm_api::rollout::UpdateStatus {
                 state: swarm_api::rollout::UpdateState::RollbackStarted,
@@ -404,23 +406,35 @@ fn apply(
             actions,
             registry_auth,
         } => {
-            if let Some(expected) = expected_version
-                && expected != data.objects.version
-            {
-                return Err(format!(
-                    "the state moved since the plan was made (planned against version {expected}, now {}): plan again",
-                    data.objects.version
-                ));
+            if let Some(expected) = expected_version {
+                for action in &actions {
+                    check_version(data, expected, action.kind, &action.name)?;
+                }
             }
             let cluster_id = data.cluster.as_ref().expect("checked above").id.clone();
             // A plan is all or nothing: its actions apply to a copy that replaces the objects
             // only when every action succeeded. (Plans are rare; statuses and heartbeats,
             // which are frequent, never copy.)
             let mut objects = data.objects.clone();
+            let touched: Vec<(Kind, String, Op)> = actions
+                .iter()
+                .map(|a| (a.kind, a.name.clone(), a.op))
+                .collect();
             for action in actions {
                 apply_action(&mut objects, &cluster_id, index, action, events)?;
             }
+            let reasons = validate::plan_result(&objects, &touched);
+            if !reasons.is_empty() {
+                return Err(Rejection::Invalid { reasons });
+            }
             objects.version = index;
+            for (kind, name, op) in touched {
+                let versions = data.object_versions.entry(kind).or_default();
+                match op {
+                    Op::Remove => versions.remove(&name),
+                    Op::Create | Op::Update | Op::Scale => versions.insert(name, index),
+                };
+            }
             let mut kept_auth = data.registry_auth.clone();
             update_registry_auth(&mut kept_auth, &objects, registry_auth)?;
             if remember_previous_specs(data, &objects) {
@@ -431,6 +445,28 @@ fn apply(
             data.objects = objects;
             data.registry_auth = kept_auth;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a command decided at state version `expected` if the object `kind` `name`
+/// changed after it (or, for one that does not exist, was created after it).
+fn check_version(data: &StoreData, expected: u64, kind: Kind, name: &str) -> Result<(), Rejection> {
+    let actual = data
+        .object_versions
+        .get(&kind)
+        .and_then(|versions| versions.get(name))
+        .copied()
+        .unwrap_or(0);
+    if actual > expected {
+        return Err(Rejection::Conflict(Conflict {
+            subject: ConflictSubject::Object {
+                kind,
+                name: name.to_owned(),
+            },
+            expected,
+            actual,
+        }));
     }
     Ok(())
 }
@@ -529,6 +565,10 @@ fn roll_back(
     };
     std::mem::swap(&mut service.spec, previous);
     events.push(event("service", &service.spec.name, Change::Updated));
+    data.object_versions
+        .entry(Kind::Service)
+        .or_default()
+        .insert(service.spec.name.clone(), index);
     data.objects.version = index;
     data.update_status.insert(service_id, status);
 }
@@ -829,7 +869,7 @@ mod tests {
         // The pool (a /22) is full.
         let outcome = store.apply_command(6, node("e", NodeRole::Worker));
         assert!(
-            matches!(&outcome, Outcome::Rejected { reason } if reason.contains("no free /24 subnet left for node e")),
+            matches!(&outcome, Outcome::Rejected(rejection) if rejection.to_string().contains("no free /24 subnet left for node e")),
             "{outcome:?}"
         );
         // A removed node's subnet is free again.
@@ -865,7 +905,7 @@ mod tests {
         assert!(
             matches!(
                 store.apply_command(1, node("a", NodeRole::Worker)),
-                Outcome::Rejected { .. }
+                Outcome::Rejected(_)
             ),
             "before init"
         );
@@ -906,7 +946,7 @@ mod tests {
         );
         assert!(matches!(
             store.apply_command(7, Command::RemoveNode { id: "a".into() }),
-            Outcome::Rejected { .. }
+            Outcome::Rejected(_)
         ));
         assert_eq!(store.data().version, 7);
     }
@@ -939,7 +979,7 @@ mod tests {
         };
         let outcome = store.apply_command(5, Command::UpdateNode(demote));
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("voter")),
+            matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("voter")),
             "{outcome:?}"
         );
         store.apply_command(6, Command::LeaveRaft { id: "w".into() });
@@ -968,7 +1008,7 @@ mod tests {
             },
         );
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("is not a network spec")),
+            matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("is not a network spec")),
             "{outcome:?}"
         );
         assert!(
@@ -994,7 +1034,7 @@ mod tests {
         );
         let outcome = store.apply_command(3, manager("m2"));
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("raft id 2 is taken")),
+            matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("raft id 2 is taken")),
             "{outcome:?}"
         );
     }
@@ -1027,7 +1067,7 @@ mod tests {
             },
         );
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("state moved")),
+            matches!(outcome, Outcome::Rejected(Rejection::Conflict(ref conflict)) if conflict.to_string().contains("changed since version 0")),
             "{outcome:?}"
         );
         // Without a version check, creating what exists is refused as a whole.
@@ -1040,10 +1080,152 @@ mod tests {
             },
         );
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("already exists")),
+            matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("already exists")),
             "{outcome:?}"
         );
         assert_eq!(store.export(), export, "a rejected plan leaves no trace");
+    }
+
+    /// Two services: changing one does not conflict with a change to the other decided at
+    /// the same version; a second change to the same service decided at that version does,
+    /// and says which service moved, from which version to which.
+    #[test]
+    fn versions_are_checked_per_object() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let mut actions = service_plan();
+        let site = actions
+            .iter()
+            .find(|a| a.kind == Kind::Service)
+            .unwrap()
+            .clone();
+        let mut other = site.clone();
+        other.name = "web_other".into();
+        let Some(ObjectSpec::Service(spec)) = other.spec.as_mut() else {
+            panic!("a service action");
+        };
+        spec.name = "web_other".into();
+        actions.push(other.clone());
+        let plan = |expected_version, actions| Command::ApplyPlan {
+            expected_version: Some(expected_version),
+            actions,
+            registry_auth: Default::default(),
+        };
+        assert_eq!(
+            store.apply_command(2, plan(1, actions)),
+            Outcome::Applied { version: 2 }
+        );
+        let scaled = |mut action: Action, replicas| {
+            action.op = Op::Scale;
+            let Some(ObjectSpec::Service(spec)) = action.spec.as_mut() else {
+                panic!("a service action");
+            };
+            spec.mode = swarm_api::spec::ServiceMode::Replicated { replicas };
+            action
+        };
+        // Both decided at version 2: one changes web_site, the other web_other.
+        assert_eq!(
+            store.apply_command(3, plan(2, vec![scaled(site.clone(), 3)])),
+            Outcome::Applied { version: 3 }
+        );
+        assert_eq!(
+            store.apply_command(4, plan(2, vec![scaled(other.clone(), 4)])),
+            Outcome::Applied { version: 4 }
+        );
+        assert_eq!(store.data().object_versions[&Kind::Service]["web_site"], 3);
+        assert_eq!(store.data().object_versions[&Kind::Service]["web_other"], 4);
+        // web_site changed at 3: a change decided at 2 is a conflict, and nothing applies.
+        let before = store.export();
+        let outcome = store.apply_command(5, plan(2, vec![scaled(site.clone(), 5)]));
+        assert_eq!(
+            outcome,
+            Outcome::Rejected(Rejection::Conflict(Conflict {
+                subject: ConflictSubject::Object {
+                    kind: Kind::Service,
+                    name: "web_site".into(),
+                },
+                expected: 2,
+                actual: 3,
+            }))
+        );
+        assert_eq!(store.export(), before);
+        // A whole plan is all or nothing over what it touches: one moved object refuses it.
+        let outcome = store.apply_command(
+            6,
+            plan(3, vec![scaled(site.clone(), 6), scaled(other.clone(), 6)]),
+        );
+        assert!(
+            matches!(outcome, Outcome::Rejected(Rejection::Conflict(ref c)) if c.subject == ConflictSubject::Object { kind: Kind::Service, name: "web_other".into() }),
+            "{outcome:?}"
+        );
+        assert_eq!(store.export().services, before.services);
+        // A create whose name was taken after the plan's version is a conflict too; a
+        // removal forgets the version, so the name is free again.
+        let mut create = site.clone();
+        create.op = Op::Create;
+        assert!(matches!(
+            store.apply_command(7, plan(2, vec![create.clone()])),
+            Outcome::Rejected(Rejection::Conflict(_))
+        ));
+        let mut remove = site.clone();
+        remove.op = Op::Remove;
+        remove.spec = None;
+        assert_eq!(
+            store.apply_command(8, plan(8, vec![remove])),
+            Outcome::Applied { version: 8 }
+        );
+        assert!(!store.data().object_versions[&Kind::Service].contains_key("web_site"));
+        assert_eq!(
+            store.apply_command(9, plan(8, vec![create])),
+            Outcome::Applied { version: 9 }
+        );
+    }
+
+    /// The guard: a plan whose service breaks the converter's rules is refused with the
+    /// reasons, and nothing of it is applied.
+    #[test]
+    fn a_plan_with_a_malformed_spec_is_refused_whole() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let mut actions = service_plan();
+        let service = actions
+            .iter_mut()
+            .find(|a| a.kind == Kind::Service)
+            .unwrap();
+        let Some(ObjectSpec::Service(spec)) = service.spec.as_mut() else {
+            panic!("a service action");
+        };
+        spec.task.container.image = "NGINX:latest".into();
+        spec.task.networks.push(swarm_api::spec::NetworkAttachment {
+            target: "nowhere".into(),
+            aliases: vec![],
+        });
+        let outcome = store.apply_command(
+            2,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions,
+                registry_auth: Default::default(),
+            },
+        );
+        let Outcome::Rejected(Rejection::Invalid { reasons }) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[0].contains("repository names are lowercase"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("network nowhere does not exist"),
+            "{reasons:?}"
+        );
+        let export = store.export();
+        assert!(
+            export.services.is_empty() && export.networks.is_empty(),
+            "nothing of the plan was applied"
+        );
+        assert!(store.data().object_versions.is_empty());
     }
 
     /// The orchestrator's update status and automatic rollback, and what a user's change
@@ -1101,7 +1283,7 @@ mod tests {
         };
         assert!(matches!(
             store.apply_command(4, write(2, paused.clone())),
-            Outcome::Rejected { .. }
+            Outcome::Rejected(_)
         ));
         assert_eq!(
             store.apply_command(5, write(3, paused)),
@@ -1130,7 +1312,7 @@ mod tests {
         };
         assert!(matches!(
             store.apply_command(7, rollback(5, &id)),
-            Outcome::Rejected { ref reason } if reason.contains("changed since version 5")
+            Outcome::Rejected(ref rejection) if rejection.to_string().contains("changed since version 5")
         ));
         assert_eq!(
             store.apply_command(8, rollback(6, &id)),
@@ -1206,7 +1388,7 @@ mod tests {
         stray.insert("web_other".into(), stray["web_site"].clone());
         let outcome = store.apply_command(5, plan(Vec::new(), stray));
         assert!(
-            matches!(outcome, Outcome::Rejected { ref reason } if reason.contains("web_other")),
+            matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("web_other")),
             "{outcome:?}"
         );
         assert_eq!(password(&store).as_deref(), Some("two"));
@@ -1248,7 +1430,7 @@ mod tests {
         second.restore(&first.snapshot());
         assert_eq!(second.data(), first.data());
         assert!(
-            matches!(second.apply_command(4, Command::RemoveNode { id: "m1".into() }), Outcome::Rejected { ref reason } if reason.contains("demote"))
+            matches!(second.apply_command(4, Command::RemoveNode { id: "m1".into() }), Outcome::Rejected(ref rejection) if rejection.to_string().contains("demote"))
         );
     }
 

@@ -1,0 +1,382 @@
+//! The store's guard: what a plan leaves behind must hold the invariants the stack
+//! converter establishes, whoever built the plan (the CLI, GitOps, or any client of the
+//! control API). Pure: the same objects give the same reasons on every replica.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use swarm_api::plan::{Kind, Op};
+use swarm_api::spec::{EndpointMode, MountKind, Protocol, PublishMode, ServiceMode, ServiceSpec};
+use swarm_api::state::ClusterState;
+
+use swarm_api::image::ImageRef;
+
+use crate::stack::convert::{MIN_MEMORY_LIMIT, valid_cidr, valid_name};
+
+/// Why the objects after a plan that touched `touched` (kind, name, op) are not allowed;
+/// empty when they are. Every service the plan creates or changes is checked whole; the
+/// references of every remaining service are checked when the plan removes what they
+/// could reference; published ingress ports are unique across all services.
+pub(super) fn plan_result(objects: &ClusterState, touched: &[(Kind, String, Op)]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let changed = |kind: Kind, name: &str| {
+        touched
+            .iter()
+            .any(|(k, n, op)| *k == kind && n == name && *op != Op::Remove)
+    };
+    let removes_referenced = touched
+        .iter()
+        .any(|(kind, _, op)| *op == Op::Remove && *kind != Kind::Service);
+    let names = |list: &mut dyn Iterator<Item = &str>| -> BTreeSet<String> {
+        list.map(str::to_owned).collect()
+    };
+    let networks = names(&mut objects.networks.iter().map(|o| o.spec.name.as_str()));
+    let configs = names(&mut objects.configs.iter().map(|o| o.spec.name.as_str()));
+    let secrets = names(&mut objects.secrets.iter().map(|o| o.spec.name.as_str()));
+    for network in &objects.networks {
+        if changed(Kind::Network, &network.spec.name) {
+            let name = &network.spec.name;
+            for subnet in network.spec.subnets.iter().filter(|s| !valid_cidr(s)) {
+                reasons.push(format!("network {name}: invalid subnet {subnet:?}"));
+            }
+        }
+    }
+    for service in &objects.services {
+        let spec = &service.spec;
+        if changed(Kind::Service, &spec.name) {
+            reasons.extend(service_spec(spec));
+        }
+        if changed(Kind::Service, &spec.name) || removes_referenced {
+            reasons.extend(references(spec, &networks, &configs, &secrets));
+        }
+    }
+    reasons.extend(published_ports(objects, &|name| {
+        changed(Kind::Service, name)
+    }));
+    reasons
+}
+
+/// What a service spec must hold by itself: the converter's rules, on the spec.
+pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
+    let name = &spec.name;
+    let mut reasons = Vec::new();
+    let mut fail = |reason: String| reasons.push(format!("service {name:?}: {reason}"));
+    if !valid_name(name) {
+        fail(
+            "invalid name: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+                .to_owned(),
+        );
+    } else if name.len() > 63 {
+        fail("the name is longer than 63 characters".to_owned());
+    }
+    let container = &spec.task.container;
+    if let Err(reason) = ImageRef::parse(&container.image) {
+        fail(format!(
+            "invalid image reference {:?}: {reason}",
+            container.image
+        ));
+    }
+    if matches!(spec.mode, ServiceMode::Global) && spec.task.placement.max_replicas_per_node > 0 {
+        fail("max_replicas_per_node cannot be used with a global service".to_owned());
+    }
+    for mount in &container.mounts {
+        if !mount.target.starts_with('/') {
+            fail(format!(
+                "the mount target {:?} is not an absolute path",
+                mount.target
+            ));
+        }
+        if mount.kind == MountKind::Bind {
+            match &mount.source {
+                None => fail(format!(
+                    "the bind mount on {} needs a source path",
+                    mount.target
+                )),
+                Some(source) if !source.starts_with('/') => fail(format!(
+                    "the bind source {source:?} is not an absolute path"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let targets = container
+        .mounts
+        .iter()
+        .map(|m| &m.target)
+        .chain(container.configs.iter().map(|c| &c.target))
+        .chain(container.secrets.iter().map(|s| &s.target));
+    let mut seen = BTreeSet::new();
+    for target in targets {
+        if !seen.insert(target) {
+            fail(format!("two mounts target {target}"));
+        }
+    }
+    for file in container.configs.iter().chain(&container.secrets) {
+        if file.mode > 0o777 {
+            fail(format!(
+                "file mode {:o} of {} is more than 0777",
+                file.mode, file.target
+            ));
+        }
+    }
+    let resources = &spec.task.resources;
+    if resources.limits.cpus.is_some_and(|c| c.0 == 0) {
+        fail("a CPU limit of 0 would stop the task from running".to_owned());
+    }
+    if let Some(memory) = resources.limits.memory.filter(|m| m.0 < MIN_MEMORY_LIMIT) {
+        fail(format!(
+            "a memory limit of {memory} is below the minimum of 6MiB"
+        ));
+    }
+    let over = |limit: Option<u64>, reservation: Option<u64>| matches!((limit, reservation), (Some(l), Some(r)) if r > l);
+    if over(
+        resources.limits.cpus.map(|c| c.0),
+        resources.reservations.cpus.map(|c| c.0),
+    ) {
+        fail("the CPU reservation is more than the CPU limit".to_owned());
+    }
+    if over(
+        resources.limits.memory.map(|m| m.0),
+        resources.reservations.memory.map(|m| m.0),
+    ) {
+        fail("the memory reservation is more than the memory limit".to_owned());
+    }
+    let mut published = BTreeSet::new();
+    for port in &spec.endpoint.ports {
+        if port.target == 0 {
+            fail("a port's target cannot be 0".to_owned());
+        }
+        if port.published == Some(0) {
+            fail("a published port cannot be 0".to_owned());
+        }
+        if port.mode == PublishMode::Ingress && spec.endpoint.mode == EndpointMode::Dnsrr {
+            fail(format!(
+                "port {port}: a port published in ingress mode cannot be used with endpoint mode dnsrr"
+            ));
+        }
+        if let Some(number) = port.published
+            && !published.insert((number, port.protocol, port.mode))
+        {
+            fail(format!(
+                "port {number}/{} is published twice",
+                port.protocol
+            ));
+        }
+    }
+    reasons
+}
+
+/// The networks, configs and secrets a service names must exist.
+fn references(
+    spec: &ServiceSpec,
+    networks: &BTreeSet<String>,
+    configs: &BTreeSet<String>,
+    secrets: &BTreeSet<String>,
+) -> Vec<String> {
+    let name = &spec.name;
+    let mut reasons = Vec::new();
+    let missing = |what: &str, target: &str, known: &BTreeSet<String>| {
+        (!known.contains(target))
+            .then(|| format!("service {name:?}: {what} {target} does not exist in the cluster"))
+    };
+    for attachment in &spec.task.networks {
+        reasons.extend(missing("network", &attachment.target, networks));
+    }
+    for config in &spec.task.container.configs {
+        reasons.extend(missing("config", &config.source, configs));
+    }
+    for secret in &spec.task.container.secrets {
+        reasons.extend(missing("secret", &secret.source, secrets));
+    }
+    reasons
+}
+
+/// Every node listens on an ingress port once: two services cannot publish it. Reported for
+/// the pairs where the plan changed one of the two services.
+fn published_ports(objects: &ClusterState, changed: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut owners: BTreeMap<(u16, Protocol), Vec<&str>> = BTreeMap::new();
+    for service in &objects.services {
+        let spec = &service.spec;
+        let ports: BTreeSet<(u16, Protocol)> = spec
+            .endpoint
+            .ports
+            .iter()
+            .filter(|p| p.mode == PublishMode::Ingress)
+            .filter_map(|p| Some((p.published?, p.protocol)))
+            .collect();
+        for port in ports {
+            owners.entry(port).or_default().push(&spec.name);
+        }
+    }
+    let mut reasons = Vec::new();
+    for ((number, protocol), services) in owners {
+        if services.len() > 1 && services.iter().any(|s| changed(s)) {
+            reasons.push(format!(
+                "port {number}/{protocol} is published by more than one service ({}): every node listens on an ingress port once; publish another port",
+                services.join(", ")
+            ));
+        }
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarm_api::spec::{FileObjectSpec, NetworkSpec, PortConfig};
+    use swarm_api::state::Object;
+
+    /// A spec as the converter makes it from `image: nginx:1`, without networks.
+    fn service(name: &str) -> ServiceSpec {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, "services:\n  x:\n    image: nginx:1\n").unwrap();
+        let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None)
+            .stack
+            .unwrap();
+        let mut spec = stack.services[0].clone();
+        spec.name = name.to_owned();
+        spec.task.networks.clear();
+        spec
+    }
+
+    fn object<S>(spec: S) -> Object<S> {
+        Object {
+            id: Some("id".into()),
+            origin: Default::default(),
+            spec,
+        }
+    }
+
+    fn state(services: Vec<ServiceSpec>) -> ClusterState {
+        ClusterState {
+            services: services.into_iter().map(object).collect(),
+            ..ClusterState::empty()
+        }
+    }
+
+    fn created(name: &str) -> (Kind, String, Op) {
+        (Kind::Service, name.to_owned(), Op::Create)
+    }
+
+    fn ingress(published: u16) -> PortConfig {
+        PortConfig {
+            published: Some(published),
+            target: 80,
+            protocol: Protocol::Tcp,
+            mode: PublishMode::Ingress,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_service_passes() {
+        let objects = state(vec![service("web")]);
+        assert_eq!(
+            plan_result(&objects, &[created("web")]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_malformed_spec_is_refused_with_every_reason() {
+        let mut spec = service("bad name");
+        spec.task.container.image = "Nginx:latest".into();
+        spec.task.resources.limits.memory = Some(swarm_api::units::ByteSize(1024));
+        spec.task.container.mounts.push(swarm_api::spec::Mount {
+            kind: MountKind::Bind,
+            source: Some("relative/dir".into()),
+            target: "data".into(),
+            read_only: false,
+        });
+        spec.endpoint.ports = vec![ingress(0)];
+        let reasons = plan_result(&state(vec![spec]), &[created("bad name")]);
+        let all = reasons.join("\n");
+        for expected in [
+            "invalid name",
+            "repository names are lowercase",
+            "below the minimum of 6MiB",
+            "is not an absolute path",
+            "bind source \"relative/dir\"",
+            "published port cannot be 0",
+        ] {
+            assert!(all.contains(expected), "{expected:?} missing from {all}");
+        }
+    }
+
+    #[test]
+    fn references_must_exist_in_the_resulting_state() {
+        let mut spec = service("web");
+        spec.task.networks.push(swarm_api::spec::NetworkAttachment {
+            target: "front".into(),
+            aliases: vec![],
+        });
+        spec.task
+            .container
+            .secrets
+            .push(swarm_api::spec::FileReference {
+                source: "key".into(),
+                target: "/run/secrets/key".into(),
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o400,
+            });
+        let mut objects = state(vec![spec]);
+        let reasons = plan_result(&objects, &[created("web")]);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("network front does not exist"));
+        assert!(reasons[1].contains("secret key does not exist"));
+        objects.networks.push(object(NetworkSpec {
+            name: "front".into(),
+            driver: "overlay".into(),
+            driver_opts: Default::default(),
+            attachable: false,
+            internal: false,
+            labels: Default::default(),
+            subnets: vec![],
+        }));
+        objects.secrets.push(object(FileObjectSpec {
+            name: "key".into(),
+            labels: Default::default(),
+            digest: "sha256:00".into(),
+        }));
+        assert!(plan_result(&objects, &[created("web")]).is_empty());
+        // Removing a network a remaining service uses is refused, though the service
+        // itself is not touched.
+        objects.networks.clear();
+        let removal = [(Kind::Network, "front".to_owned(), Op::Remove)];
+        let reasons = plan_result(&objects, &removal);
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("network front does not exist")),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn an_ingress_port_is_published_by_one_service() {
+        let mut a = service("a");
+        a.endpoint.ports = vec![ingress(8080)];
+        let mut b = service("b");
+        b.endpoint.ports = vec![ingress(8080)];
+        let objects = state(vec![a, b.clone()]);
+        let reasons = plan_result(&objects, &[created("b")]);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("port 8080/tcp is published by more than one service (a, b)"));
+        // Host-mode ports bind only where a task runs: two services may share one.
+        let mut host = ingress(8080);
+        host.mode = PublishMode::Host;
+        let mut a = service("a");
+        a.endpoint.ports = vec![host.clone()];
+        b.endpoint.ports = vec![host];
+        assert!(plan_result(&state(vec![a, b]), &[created("b")]).is_empty());
+    }
+
+    #[test]
+    fn services_the_plan_does_not_touch_are_not_judged() {
+        // A service stored before the guard existed does not block other changes.
+        let mut old = service("old");
+        old.task.container.image = "Bad Image".into();
+        let objects = state(vec![old, service("new")]);
+        assert!(plan_result(&objects, &[created("new")]).is_empty());
+    }
+}
