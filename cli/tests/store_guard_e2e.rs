@@ -117,7 +117,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         for reason in [
-            "service \"web_site\": invalid image reference \"BusyBox:latest\": repository names are lowercase",
+            "service \"web_site\": invalid image reference \"BusyBox:latest\": repository name component \"BusyBox\" must be lower-case",
             "the bind source \"data\" is not an absolute path",
             "below the minimum of 6MiB",
             "network elsewhere does not exist in the cluster",
@@ -170,7 +170,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         assert!(
-            status.message().contains("a sha256 digest has 64 hexadecimal digits"),
+            status.message().contains("is not sha256 followed by 64 lower-case hex digits"),
             "{status:?}"
         );
         let site = &stored.services[1];

@@ -221,7 +221,10 @@ mod tests {
             "s.yaml",
             &|_| None,
         );
-        loaded.stack.unwrap().services.remove(0)
+        let mut spec = loaded.stack.unwrap().services.remove(0);
+        // Attached to no network: the store refuses a service naming one it does not have.
+        spec.task.networks.clear();
+        spec
     }
 
     fn create(spec: ServiceSpec) -> Command {

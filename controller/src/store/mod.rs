@@ -1212,10 +1212,7 @@ mod tests {
             panic!("{outcome:?}");
         };
         assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(
-            reasons[0].contains("repository names are lowercase"),
-            "{reasons:?}"
-        );
+        assert!(reasons[0].contains("must be lower-case"), "{reasons:?}");
         assert!(
             reasons[1].contains("network nowhere does not exist"),
             "{reasons:?}"

@@ -292,7 +292,7 @@ mod tests {
         let all = reasons.join("\n");
         for expected in [
             "invalid name",
-            "repository names are lowercase",
+            "must be lower-case",
             "below the minimum of 6MiB",
             "is not an absolute path",
             "bind source \"relative/dir\"",

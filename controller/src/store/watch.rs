@@ -372,7 +372,9 @@ mod tests {
     }
 
     /// Service `s_NAME` of `replicas` replicas, as a stack file `s.yaml` makes it.
-    fn spec(name: &str, replicas: u64) -> ServiceSpec {
+    /// The plan that creates stack `s` with service `NAME` of `replicas` replicas, as a
+    /// stack file `s.yaml` makes it: its default network, then the service.
+    fn stack_plan(name: &str, replicas: u64) -> Vec<Action> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.yaml");
         std::fs::write(
@@ -385,35 +387,31 @@ mod tests {
         let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None)
             .stack
             .unwrap();
-        let plan = crate::plan::plan(
+        crate::plan::plan(
             &[stack],
             &swarm_api::state::ClusterState::empty(),
             &Default::default(),
             Default::default(),
         )
-        .unwrap();
-        plan.actions
-            .into_iter()
-            .find_map(|a| match a.spec {
-                Some(swarm_api::plan::ObjectSpec::Service(spec)) => Some(*spec),
-                _ => None,
-            })
-            .unwrap()
+        .unwrap()
+        .actions
     }
 
+    /// Creates the stack (`Op::Create`), or scales or removes its service.
     fn service(name: &str, replicas: u64, op: Op) -> Command {
-        let spec = spec(name, replicas);
+        let mut actions = stack_plan(name, replicas);
+        if op != Op::Create {
+            actions.retain(|a| a.kind == Kind::Service);
+            for action in &mut actions {
+                action.op = op;
+                if op == Op::Remove {
+                    action.spec = None;
+                }
+            }
+        }
         Command::ApplyPlan {
             expected_version: None,
-            actions: vec![Action {
-                op,
-                kind: Kind::Service,
-                name: spec.name.clone(),
-                origin: Default::default(),
-                changes: Vec::new(),
-                spec: (op != Op::Remove)
-                    .then(|| swarm_api::plan::ObjectSpec::Service(Box::new(spec))),
-            }],
+            actions,
             registry_auth: Default::default(),
         }
     }
@@ -553,17 +551,29 @@ mod tests {
         let mut subscription = cluster.store.subscribe(|_| ());
         cluster.apply(service("web", 1, Op::Create));
         cluster.pass();
-        let created = subscription.changes.recv().await.unwrap();
-        let Changed::Service {
-            name,
-            service: Some(service),
-            update_status: None,
-        } = &created.changed[0]
+        let created = subscription
+            .changes
+            .try_recv()
+            .unwrap()
+            .expect("a change was published");
+        // The stack's network, then its service.
+        let [
+            Changed::Network { .. },
+            Changed::Service {
+                name,
+                service: Some(service),
+                update_status: None,
+            },
+        ] = created.changed.as_slice()
         else {
             panic!("{created:?}");
         };
         assert_eq!((name.as_str(), created.objects_version), ("s_web", 3));
-        let written = subscription.changes.recv().await.unwrap();
+        let written = subscription
+            .changes
+            .try_recv()
+            .unwrap()
+            .expect("a change was published");
         let [
             Changed::Task {
                 task: Some(task), ..
@@ -596,7 +606,7 @@ mod tests {
             });
         }
         assert!(matches!(
-            subscription.changes.recv().await,
+            subscription.changes.try_recv(),
             Err(Missed::Lagged(_))
         ));
         let mut subscription = cluster.store.subscribe(|store| watched(store.data()));
@@ -615,10 +625,14 @@ mod tests {
         let mut subscription = cluster.store.subscribe(|_| ());
         let snapshot = cluster.store.snapshot();
         cluster.store.restore(&snapshot);
-        assert_eq!(subscription.changes.recv().await, Err(Missed::Closed));
+        assert_eq!(subscription.changes.try_recv(), Err(Missed::Closed));
         let mut subscription = cluster.store.subscribe(|_| ());
         cluster.apply(node("b"));
-        let entry = subscription.changes.recv().await.unwrap();
+        let entry = subscription
+            .changes
+            .try_recv()
+            .unwrap()
+            .expect("a change was published");
         assert!(matches!(&entry.changed[..], [Changed::Node { id, node: Some(_) }] if id == "b"));
     }
 
@@ -641,7 +655,11 @@ mod tests {
             actions,
             registry_auth: BTreeMap::from([("s_web".to_owned(), auth.clone())]),
         });
-        let entry = subscription.changes.recv().await.unwrap();
+        let entry = subscription
+            .changes
+            .try_recv()
+            .unwrap()
+            .expect("a change was published");
         let id = cluster.store.export().services[0].id.clone().unwrap();
         assert!(entry.changed.contains(&Changed::Credentials {
             service_id: id,
