@@ -674,7 +674,11 @@ fn web(image: &str, replicas: usize) -> ServiceSpec {
     let mut stack = loaded
         .stack
         .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
-    stack.services.remove(0)
+    let mut spec = stack.services.remove(0);
+    // On no network: the simulation plans services alone, and the store refuses a service
+    // naming a network it does not have.
+    spec.task.networks.clear();
+    spec
 }
 
 fn put(spec: ServiceSpec, op: Op) -> Command {
