@@ -153,46 +153,11 @@ impl Assignments {
 #[cfg(test)]
 mod tests {
     use swarm_api::auth::RegistryCredential;
-    use swarm_api::store::{
-        AddressPool, Availability, Cluster, Command, Node, NodeRole, NodeStatus, TaskChange,
-        TaskStatusUpdate,
-    };
+    use swarm_api::store::{Command, NodeRole, TaskChange, TaskStatusUpdate};
     use swarm_api::task::{TaskState, TaskStatus};
 
     use super::*;
-
-    fn init() -> Command {
-        Command::InitCluster(Cluster {
-            id: "c1".into(),
-            created_at: 1,
-            heartbeat_period_ms: 1000,
-            missed_heartbeats_for_down: 3,
-            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
-            worker_token_secret: "w".into(),
-            manager_token_secret: "m".into(),
-            address_pool: AddressPool {
-                base: "10.9.0.0/16".parse().unwrap(),
-                subnet_size: 24,
-            },
-        })
-    }
-
-    fn node(id: &str) -> Command {
-        Command::AddNode(Node {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            role: NodeRole::Worker,
-            availability: Availability::Active,
-            status: NodeStatus::Ready,
-            status_since: 1,
-            labels: Default::default(),
-            address: "127.0.0.1:2377".into(),
-            raft_id: None,
-            description: Default::default(),
-            subnet: None,
-            worker_error: None,
-        })
-    }
+    use crate::store::fixtures::{cluster, node};
 
     fn task_spec() -> swarm_api::spec::TaskSpec {
         let dir = tempfile::tempdir().unwrap();
@@ -247,10 +212,10 @@ mod tests {
             index += 1;
             store.apply_command(index, command);
         };
-        apply(&mut store, init());
-        apply(&mut store, node("a"));
+        apply(&mut store, cluster());
+        apply(&mut store, node("a", NodeRole::Worker));
         let mut subscription = store.subscribe(Assignments::of);
-        apply(&mut store, node("b"));
+        apply(&mut store, node("b", NodeRole::Worker));
         let write = |changes| Command::WriteTasks {
             expected_version: 0,
             changes,

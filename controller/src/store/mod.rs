@@ -19,6 +19,8 @@ use crate::raft::replica::StateMachine;
 
 mod assignments;
 pub mod client;
+#[cfg(test)]
+mod fixtures;
 mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
@@ -788,42 +790,10 @@ impl StateMachine for Store {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{cluster, node};
     use super::*;
     use std::collections::BTreeMap;
-    use swarm_api::store::{Availability, Cluster, Node, NodeStatus, NodeStatusChange, NodeUpdate};
-
-    fn cluster() -> Command {
-        Command::InitCluster(Cluster {
-            id: "c1".into(),
-            created_at: 1,
-            heartbeat_period_ms: 1000,
-            missed_heartbeats_for_down: 3,
-            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
-            worker_token_secret: "w".into(),
-            manager_token_secret: "m".into(),
-            address_pool: swarm_api::store::AddressPool {
-                base: "10.9.0.0/22".parse().unwrap(),
-                subnet_size: 24,
-            },
-        })
-    }
-
-    fn node(id: &str, role: NodeRole) -> Command {
-        Command::AddNode(Node {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            role,
-            availability: Availability::Active,
-            status: NodeStatus::Ready,
-            status_since: 1,
-            labels: Default::default(),
-            address: "127.0.0.1:2377".into(),
-            raft_id: None,
-            description: Default::default(),
-            subnet: None,
-            worker_error: None,
-        })
-    }
+    use swarm_api::store::{Availability, Node, NodeStatus, NodeStatusChange, NodeUpdate};
 
     #[test]
     fn a_nodes_worker_error_is_recorded_and_cleared() {

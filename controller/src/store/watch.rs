@@ -255,13 +255,11 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
 #[cfg(test)]
 mod tests {
     use swarm_api::plan::{Action, Kind, Op};
-    use swarm_api::store::{
-        AddressPool, Availability, Cluster, Command, NodeRole, NodeStatus, NodeStatusChange,
-        TaskStatusUpdate,
-    };
+    use swarm_api::store::{Command, NodeRole, NodeStatus, NodeStatusChange, TaskStatusUpdate};
     use swarm_api::task::{TaskState, TaskStatus};
 
     use super::*;
+    use crate::store::fixtures::{self, node};
 
     /// A follower's copy of the watched part of the state: the snapshot, then each entry's
     /// changes applied to it.
@@ -336,39 +334,6 @@ mod tests {
             registry_auth: data.registry_auth.clone(),
             ..StoreData::default()
         }
-    }
-
-    fn init() -> Command {
-        Command::InitCluster(Cluster {
-            id: "c1".into(),
-            created_at: 1,
-            heartbeat_period_ms: 1000,
-            missed_heartbeats_for_down: 3,
-            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
-            worker_token_secret: "w".into(),
-            manager_token_secret: "m".into(),
-            address_pool: AddressPool {
-                base: "10.9.0.0/16".parse().unwrap(),
-                subnet_size: 24,
-            },
-        })
-    }
-
-    fn node(id: &str) -> Command {
-        Command::AddNode(Node {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            role: NodeRole::Worker,
-            availability: Availability::Active,
-            status: NodeStatus::Ready,
-            status_since: 1,
-            labels: Default::default(),
-            address: "127.0.0.1:2377".into(),
-            raft_id: None,
-            description: Default::default(),
-            subnet: None,
-            worker_error: None,
-        })
     }
 
     /// Service `s_NAME` of `replicas` replicas, as a stack file `s.yaml` makes it.
@@ -463,7 +428,7 @@ mod tests {
         /// Some of everything: nodes, services created, scaled and removed, tasks made,
         /// placed, running and stopped.
         fn busy(&mut self) {
-            self.apply(node("b"));
+            self.apply(node("b", NodeRole::Worker));
             self.apply(service("web", 3, Op::Create));
             self.pass();
             self.run_all();
@@ -491,8 +456,8 @@ mod tests {
             store: Store::default(),
             index: 0,
         };
-        cluster.apply(init());
-        cluster.apply(node("a"));
+        cluster.apply(fixtures::cluster());
+        cluster.apply(node("a", NodeRole::Worker));
         cluster
     }
 
@@ -627,7 +592,7 @@ mod tests {
         cluster.store.restore(&snapshot);
         assert_eq!(subscription.changes.try_recv(), Err(Missed::Closed));
         let mut subscription = cluster.store.subscribe(|_| ());
-        cluster.apply(node("b"));
+        cluster.apply(node("b", NodeRole::Worker));
         let entry = subscription
             .changes
             .try_recv()
