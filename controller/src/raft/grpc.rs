@@ -103,7 +103,17 @@ async fn stream_to_peer<M>(
 ) {
     let queue = Arc::new(std::sync::Mutex::new(queue));
     let mut backoff = Duration::from_millis(50);
+    let mut reconnecting = false;
     loop {
+        if reconnecting {
+            // What was queued while the peer was away is stale: raft resends what still
+            // matters, and a proposal forwarded to a leader that went away must not reach
+            // its restarted process, which would forward it again to today's leader (its
+            // proposer was told the outcome is unknown, and may have proposed it again).
+            let mut queue = queue.lock().expect("not poisoned");
+            while queue.try_recv().is_ok() {}
+        }
+        reconnecting = true;
         let connected = async {
             let endpoint = Endpoint::from_shared(format!("https://{address}"))
                 .map_err(|e| e.to_string())?
