@@ -127,13 +127,8 @@ async fn stream_to_peer<M>(
         let channel: Channel = match connected {
             Ok(channel) => channel,
             Err(_) => {
-                let closed = {
-                    let mut queue = queue.lock().expect("not poisoned");
-                    // Drop what is queued: raft resends whatever still matters.
-                    while queue.try_recv().is_ok() {}
-                    queue.is_closed()
-                };
-                if closed {
+                // What it queued meanwhile is dropped before the next attempt (above).
+                if queue.lock().expect("not poisoned").is_closed() {
                     return;
                 }
                 let _ = inbox.try_send(Input::Unreachable { to });
