@@ -693,6 +693,7 @@ fn put(spec: ServiceSpec, op: Op) -> Command {
             spec: Some(ObjectSpec::Service(Box::new(spec))),
         }],
         registry_auth: BTreeMap::new(),
+        override_git: false,
     }
 }
 

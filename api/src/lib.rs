@@ -1,11 +1,12 @@
 //! Types shared by every part of swarm: the stack file format as users write it
 //! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
-//! cluster state (`state`), plans (`plan`), image references (`image`) and the units they
-//! are written in.
+//! cluster state (`state`), plans (`plan`), image references (`image`), the GitOps records
+//! (`gitops`) and the units they are written in.
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
 
 pub mod auth;
+pub mod gitops;
 pub mod image;
 pub mod plan;
 pub mod rollout;

@@ -3,12 +3,16 @@
 //! everything that is not deterministic (ids, timestamps): the proposer decides them, every
 //! replica applies the same values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::RegistryAuth;
-use crate::plan::{Action, Kind};
+use crate::gitops::{
+    Deployment, DeploymentOutcome, Fetched, Repository, RepositoryError, RepositoryRecord,
+    RepositorySecrets,
+};
+use crate::plan::{Action, FieldChange, Kind};
 use crate::task::{DesiredState, Task, TaskStatus};
 use crate::units::Millis;
 
@@ -50,6 +54,59 @@ pub enum Command {
         /// plan leaves in place: they replace what the store keeps for that service.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         registry_auth: BTreeMap<String, RegistryAuth>,
+        /// Whether the plan may change stacks a repository owns (`service update|scale`,
+        /// `swarm apply --force`): they are then drifted from git. Without it such a plan
+        /// is refused, naming the repository.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        override_git: bool,
+    },
+    /// `swarm repo add`.
+    AddRepository {
+        repository: Repository,
+        secrets: RepositorySecrets,
+    },
+    /// `swarm repo rm`, with the plan that removes its stacks (`--prune`; empty otherwise:
+    /// they stay, no longer managed), applied with it.
+    RemoveRepository {
+        name: String,
+        expected_version: u64,
+        actions: Vec<Action>,
+    },
+    /// The watcher fetched a repository's branch (written when the head moved or an
+    /// error clears, not on every poll).
+    RepositoryFetched {
+        name: String,
+        fetched: Fetched,
+    },
+    /// The watcher could not fetch or process a repository: nothing else changes.
+    RepositoryFailed {
+        name: String,
+        error: RepositoryError,
+    },
+    /// A commit processed, as one entry: its plan (empty for a no-op, invalid or refused
+    /// commit) and its Deployment, whose id the store gives from the index. `stacks` are
+    /// the stacks the commit's files declare: the repository owns them from then on.
+    /// Refused if the commit was already processed (a new leader resuming never applies it
+    /// twice) or, like `ApplyPlan`, if an object the plan touches changed after
+    /// `expected_version`. A plan that touches a stack another repository owns, or one
+    /// deployed by hand, is recorded as `refused` and changes nothing.
+    Deploy {
+        expected_version: u64,
+        deployment: Box<Deployment>,
+        stacks: BTreeSet<String>,
+    },
+    /// An applied Deployment converged or failed.
+    SetDeploymentOutcome {
+        repository: String,
+        id: String,
+        outcome: DeploymentOutcome,
+        at: Millis,
+    },
+    /// Which of a repository's services differ from its applied commit (written when it
+    /// changes).
+    RepositoryDrift {
+        name: String,
+        drift: BTreeMap<String, Vec<FieldChange>>,
     },
     /// A new secret for a join token (`swarm join-token --rotate`).
     RotateJoinToken {
@@ -371,6 +428,23 @@ pub struct StoreData {
     /// of the Raft log.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registry_auth: BTreeMap<String, RegistryAuth>,
+    /// The git repositories the leader watches, by name, each with its secrets, status and
+    /// Deployments. A stack belongs to the repository whose status lists it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repositories: BTreeMap<String, RepositoryRecord>,
+    /// For each git-managed service (by id), the commit that last changed its spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_commits: BTreeMap<String, String>,
+}
+
+impl StoreData {
+    /// The repository that owns `stack`, if one does.
+    pub fn stack_owner(&self, stack: &str) -> Option<&str> {
+        self.repositories
+            .values()
+            .find(|record| record.status.stacks.contains(stack))
+            .map(|record| record.repository.name.as_str())
+    }
 }
 
 /// Services, networks, configs and secrets: the state a plan is computed against.

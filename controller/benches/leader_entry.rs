@@ -86,6 +86,7 @@ fn service_plan(dir: &Path, replicas: usize) -> Command {
         expected_version: None,
         actions: plan.actions,
         registry_auth: Default::default(),
+        override_git: false,
     }
 }
 

@@ -139,6 +139,7 @@ fn service_plan(dir: &Path) -> Command {
         expected_version: None,
         actions: plan.actions,
         registry_auth: Default::default(),
+        override_git: false,
     }
 }
 

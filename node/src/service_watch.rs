@@ -239,6 +239,7 @@ mod tests {
                 spec: Some(ObjectSpec::Service(Box::new(spec))),
             }],
             registry_auth: Default::default(),
+            override_git: false,
         }
     }
 

@@ -308,6 +308,7 @@ pub async fn remove(
             expected_version: Some(view.version),
             actions,
             registry_auth: BTreeMap::new(),
+            override_git: true,
         };
         match store.propose(&command).await {
             Ok(_) => return Ok(removed),
@@ -348,6 +349,7 @@ pub async fn apply_plan(
         expected_version: Some(version),
         actions: plan.actions,
         registry_auth,
+        override_git: false,
     };
     match store.propose(&command).await {
         Ok(_) => Ok(()),
@@ -433,6 +435,7 @@ async fn apply(
             expected_version: version,
             actions: vec![action],
             registry_auth,
+            override_git: true,
         })
         .await
         .map(drop)

@@ -48,6 +48,7 @@ impl Scope {
                 | Changed::Network { .. }
                 | Changed::Config { .. }
                 | Changed::Secret { .. }
+                | Changed::Repository { .. }
                 | Changed::Credentials { .. } => continue,
             };
             self.add_service(service);
@@ -158,6 +159,7 @@ impl Dirty {
                 Changed::Network { .. }
                 | Changed::Config { .. }
                 | Changed::Secret { .. }
+                | Changed::Repository { .. }
                 | Changed::Credentials { .. } => {}
             }
         }

@@ -154,6 +154,7 @@ impl Sim {
             expected_version: None,
             actions,
             registry_auth: Default::default(),
+            override_git: false,
         });
         assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     }

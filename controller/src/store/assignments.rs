@@ -94,7 +94,8 @@ impl Assignments {
                 Changed::Service { .. }
                 | Changed::Network { .. }
                 | Changed::Config { .. }
-                | Changed::Secret { .. } => {}
+                | Changed::Secret { .. }
+                | Changed::Repository { .. } => {}
             }
         }
         changed_nodes

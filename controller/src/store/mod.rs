@@ -21,6 +21,7 @@ mod assignments;
 pub mod client;
 #[cfg(test)]
 mod fixtures;
+mod gitops;
 mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
@@ -407,47 +408,144 @@ fn apply(
             expected_version,
             actions,
             registry_auth,
+            override_git,
         } => {
-            if let Some(expected) = expected_version {
-                for action in &actions {
-                    check_version(data, expected, action.kind, &action.name)?;
+            if !override_git {
+                gitops::check_unmanaged(data, &actions)?;
+            }
+            apply_plan(
+                data,
+                index,
+                expected_version,
+                actions,
+                registry_auth,
+                events,
+            )?;
+            gitops::forget_unmanaged_commits(data);
+        }
+        Command::AddRepository {
+            repository,
+            secrets,
+        } => gitops::add_repository(data, repository, secrets, events)?,
+        Command::RemoveRepository {
+            name,
+            expected_version,
+            actions,
+        } => {
+            gitops::check_removal(data, &name, &actions)?;
+            apply_plan(
+                data,
+                index,
+                Some(expected_version),
+                actions,
+                Default::default(),
+                events,
+            )?;
+            data.repositories.remove(&name);
+            gitops::forget_unmanaged_commits(data);
+            events.push(event("repository", &name, Change::Removed));
+        }
+        Command::RepositoryFetched { name, fetched } => {
+            let status = gitops::status_mut(data, &name)?;
+            status.fetched = Some(fetched);
+            status.error = None;
+            events.push(event("repository", &name, Change::Updated));
+        }
+        Command::RepositoryFailed { name, error } => {
+            gitops::status_mut(data, &name)?.error = Some(error);
+            events.push(event("repository", &name, Change::Updated));
+        }
+        Command::RepositoryDrift { name, drift } => {
+            gitops::status_mut(data, &name)?.drift = drift;
+            events.push(event("repository", &name, Change::Updated));
+        }
+        Command::Deploy {
+            expected_version,
+            deployment,
+            stacks,
+        } => {
+            let mut deployment = *deployment;
+            match gitops::check_deploy(data, &deployment, &stacks)? {
+                Some(reason) => {
+                    // Recorded, so that the commit is not tried again; nothing else changes.
+                    deployment.plan.actions.clear();
+                    deployment.outcome = swarm_api::gitops::DeploymentOutcome::Refused { reason };
+                }
+                None if deployment.outcome.is_final() => deployment.plan.actions.clear(),
+                None => {
+                    apply_plan(
+                        data,
+                        index,
+                        Some(expected_version),
+                        deployment.plan.actions.clone(),
+                        Default::default(),
+                        events,
+                    )?;
+                    if deployment.plan.actions.is_empty() {
+                        deployment.outcome = swarm_api::gitops::DeploymentOutcome::NoOp;
+                    }
                 }
             }
-            let cluster_id = data.cluster.as_ref().expect("checked above").id.clone();
-            // A plan is all or nothing: its actions apply to a copy that replaces the objects
-            // only when every action succeeded. (Plans are rare; statuses and heartbeats,
-            // which are frequent, never copy.)
-            let mut objects = data.objects.clone();
-            let touched: Vec<(Kind, String, Op)> = actions
-                .iter()
-                .map(|a| (a.kind, a.name.clone(), a.op))
-                .collect();
-            for action in actions {
-                apply_action(&mut objects, &cluster_id, index, action, events)?;
-            }
-            let reasons = validate::plan_result(&objects, &touched);
-            if !reasons.is_empty() {
-                return Err(Rejection::Invalid { reasons });
-            }
-            objects.version = index;
-            for (kind, name, op) in touched {
-                let versions = data.object_versions.entry(kind).or_default();
-                match op {
-                    Op::Remove => versions.remove(&name),
-                    Op::Create | Op::Update | Op::Scale => versions.insert(name, index),
-                };
-            }
-            let mut kept_auth = data.registry_auth.clone();
-            update_registry_auth(&mut kept_auth, &objects, registry_auth)?;
-            if remember_previous_specs(data, &objects) {
-                // A pass decided before a spec changed would roll out the old one (and
-                // its update status): it is refused, and decided again.
-                data.tasks_version = index;
-            }
-            data.objects = objects;
-            data.registry_auth = kept_auth;
+            gitops::record_deployment(data, index, deployment, stacks, events);
+        }
+        Command::SetDeploymentOutcome {
+            repository,
+            id,
+            outcome,
+            at,
+        } => gitops::set_outcome(data, &repository, &id, outcome, at, events)?,
+    }
+    Ok(())
+}
+
+/// Applies a plan's actions as one change, all or nothing; with `expected_version`, refused
+/// if an object it touches changed after that version.
+fn apply_plan(
+    data: &mut StoreData,
+    index: u64,
+    expected_version: Option<u64>,
+    actions: Vec<Action>,
+    registry_auth: std::collections::BTreeMap<String, swarm_api::auth::RegistryAuth>,
+    events: &mut Vec<Event>,
+) -> Result<(), Rejection> {
+    if let Some(expected) = expected_version {
+        for action in &actions {
+            check_version(data, expected, action.kind, &action.name)?;
         }
     }
+    let cluster_id = data.cluster.as_ref().expect("checked above").id.clone();
+    // A plan is all or nothing: its actions apply to a copy that replaces the objects
+    // only when every action succeeded. (Plans are rare; statuses and heartbeats,
+    // which are frequent, never copy.)
+    let mut objects = data.objects.clone();
+    let touched: Vec<(Kind, String, Op)> = actions
+        .iter()
+        .map(|a| (a.kind, a.name.clone(), a.op))
+        .collect();
+    for action in actions {
+        apply_action(&mut objects, &cluster_id, index, action, events)?;
+    }
+    let reasons = validate::plan_result(&objects, &touched);
+    if !reasons.is_empty() {
+        return Err(Rejection::Invalid { reasons });
+    }
+    objects.version = index;
+    for (kind, name, op) in touched {
+        let versions = data.object_versions.entry(kind).or_default();
+        match op {
+            Op::Remove => versions.remove(&name),
+            Op::Create | Op::Update | Op::Scale => versions.insert(name, index),
+        };
+    }
+    let mut kept_auth = data.registry_auth.clone();
+    update_registry_auth(&mut kept_auth, &objects, registry_auth)?;
+    if remember_previous_specs(data, &objects) {
+        // A pass decided before a spec changed would roll out the old one (and
+        // its update status): it is refused, and decided again.
+        data.tasks_version = index;
+    }
+    data.objects = objects;
+    data.registry_auth = kept_auth;
     Ok(())
 }
 
@@ -975,6 +1073,7 @@ mod tests {
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         assert!(
@@ -1020,6 +1119,7 @@ mod tests {
                 expected_version: Some(0),
                 actions: actions.clone(),
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         assert_eq!(outcome, Outcome::Applied { version: 2 });
@@ -1034,6 +1134,7 @@ mod tests {
                 expected_version: Some(0),
                 actions: actions.clone(),
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         assert!(
@@ -1047,6 +1148,7 @@ mod tests {
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         assert!(
@@ -1080,6 +1182,7 @@ mod tests {
             expected_version: Some(expected_version),
             actions,
             registry_auth: Default::default(),
+            override_git: false,
         };
         assert_eq!(
             store.apply_command(2, plan(1, actions)),
@@ -1176,6 +1279,7 @@ mod tests {
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         let Outcome::Rejected(Rejection::Invalid { reasons }) = outcome else {
@@ -1215,6 +1319,7 @@ mod tests {
                 expected_version: None,
                 actions: plan.clone(),
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         let id = store.export().services[0].id.clone().unwrap();
@@ -1233,6 +1338,7 @@ mod tests {
             expected_version: None,
             actions: actions.clone(),
             registry_auth: Default::default(),
+            override_git: false,
         };
         store.apply_command(3, update.clone());
         assert_eq!(
@@ -1305,6 +1411,7 @@ mod tests {
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
+                override_git: false,
             },
         );
         assert_eq!(store.data().update_status.get(&id), None);
@@ -1331,6 +1438,7 @@ mod tests {
             expected_version: None,
             actions,
             registry_auth,
+            override_git: false,
         };
         store.apply_command(2, plan(service_plan(), auth("one")));
         let id = store.export().services[0].id.clone().unwrap();
@@ -1383,6 +1491,7 @@ mod tests {
                 expected_version: None,
                 actions: service_plan(),
                 registry_auth: Default::default(),
+                override_git: false,
             },
         ];
         let mut first = Store::default();

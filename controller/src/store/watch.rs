@@ -71,6 +71,11 @@ pub enum Changed {
         name: String,
         secret: Option<Object<FileObjectSpec>>,
     },
+    /// A git repository's record (declaration, status, Deployments) changed or went: read
+    /// it from the store (it carries secrets, which changes never do).
+    Repository {
+        name: String,
+    },
     /// A service's registry credentials, by service id.
     Credentials {
         service_id: String,
@@ -236,6 +241,7 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
                 update_status,
             }
         }
+        "repository" => Changed::Repository { name },
         "network" => Changed::Network {
             network: by_name(&objects.networks, &name),
             name,
@@ -318,6 +324,8 @@ mod tests {
                     Some(auth) => drop(data.registry_auth.insert(service_id, auth)),
                     None => drop(data.registry_auth.remove(&service_id)),
                 },
+                // Names only: a follower reads the record from the store.
+                Changed::Repository { .. } => {}
             }
         }
     }
@@ -378,6 +386,7 @@ mod tests {
             expected_version: None,
             actions,
             registry_auth: Default::default(),
+            override_git: false,
         }
     }
 
@@ -619,6 +628,7 @@ mod tests {
             expected_version: None,
             actions,
             registry_auth: BTreeMap::from([("s_web".to_owned(), auth.clone())]),
+            override_git: false,
         });
         let entry = subscription
             .changes
