@@ -127,10 +127,22 @@ pub struct RepositoryStatus {
     /// The stacks this repository's files declared at the last applied commit: it owns them.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub stacks: BTreeSet<String>,
+    /// The last fetch asked for (`SyncRepository`), at the index that asked: the leader's
+    /// watcher fetches once for each new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncRequest>,
     /// Services whose spec in the cluster differs from the applied commit's, by name, with
     /// the fields that differ (`before`: git, `after`: the cluster).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drift: BTreeMap<String, Vec<FieldChange>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub trigger: Trigger,
+    pub at: Millis,
+    /// The Raft index of the request: tells one request from the next.
+    pub index: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

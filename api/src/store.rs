@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::RegistryAuth;
 use crate::gitops::{
     Deployment, DeploymentOutcome, Fetched, Repository, RepositoryError, RepositoryRecord,
-    RepositorySecrets,
+    RepositorySecrets, Trigger,
 };
 use crate::plan::{Action, FieldChange, Kind};
 use crate::task::{DesiredState, Task, TaskStatus};
@@ -71,6 +71,13 @@ pub enum Command {
         name: String,
         expected_version: u64,
         actions: Vec<Action>,
+    },
+    /// Fetch a repository now (`swarm repo sync`, or a push webhook any manager received and
+    /// verified): the leader's watcher follows the store and fetches when it sees one.
+    SyncRepository {
+        name: String,
+        trigger: Trigger,
+        at: Millis,
     },
     /// The watcher fetched a repository's branch (written when the head moved or an
     /// error clears, not on every poll).

@@ -709,6 +709,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_request_is_recorded_with_its_index() {
+        let mut store = started();
+        let sync = |name: &str| Command::SyncRepository {
+            name: name.into(),
+            trigger: Trigger::Webhook,
+            at: 30,
+        };
+        assert_eq!(
+            store.apply_command(4, sync("app")),
+            Outcome::Applied { version: 4 }
+        );
+        let request = record(&store, "app").status.sync.clone().unwrap();
+        assert_eq!(
+            (request.trigger, request.at, request.index),
+            (Trigger::Webhook, 30, 4)
+        );
+        assert!(rejected(store.apply_command(5, sync("nope"))).contains("no repository nope"));
+    }
+
+    #[test]
     fn a_repository_is_declared_once_with_a_usable_name() {
         let mut store = started();
         assert!(rejected(store.apply_command(4, repository("app"))).contains("already exists"));

@@ -445,6 +445,11 @@ fn apply(
             gitops::forget_unmanaged_commits(data);
             events.push(event("repository", &name, Change::Removed));
         }
+        Command::SyncRepository { name, trigger, at } => {
+            gitops::status_mut(data, &name)?.sync =
+                Some(swarm_api::gitops::SyncRequest { trigger, at, index });
+            events.push(event("repository", &name, Change::Updated));
+        }
         Command::RepositoryFetched { name, fetched } => {
             let status = gitops::status_mut(data, &name)?;
             status.fetched = Some(fetched);
