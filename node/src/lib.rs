@@ -12,6 +12,7 @@ mod join;
 mod logs;
 mod orchestrate;
 mod recover;
+pub mod repos;
 mod service_watch;
 mod services;
 mod session;
