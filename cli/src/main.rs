@@ -4,6 +4,7 @@
 mod client;
 mod cluster;
 mod converge;
+mod deploy;
 mod inspect;
 mod logs;
 mod output;
@@ -61,6 +62,9 @@ enum Command {
     /// remove, sync
     #[command(subcommand)]
     Repo(repo::RepoCommand),
+    /// The Deployments made of the repositories' commits: list, show, roll back
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
     /// Save a registry login in Docker's client config (for --with-registry-auth); the
     /// registry is not asked whether it is right
     Login(registry_auth::LoginArgs),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
+        Command::Deploy(command) => client(deploy::run(&host, command)),
         Command::Login(args) => registry_auth::login(args),
         Command::Logout(args) => registry_auth::logout(args),
     };

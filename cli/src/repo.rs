@@ -20,7 +20,7 @@ use swarm_controller::gitops::redact_url;
 use swarm_node::repos::{DeploymentSummary, RepositoryView};
 
 use crate::client::{self, Host};
-use crate::output::{Format, ago, short_id, table};
+use crate::output::{Format, Source, Sources, ago, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
@@ -298,6 +298,27 @@ pub async fn inspect(host: &Host, name: &str) -> anyhow::Result<RepositoryView> 
         .into_inner()
         .json;
     serde_json::from_str(&json).context("the daemon's answer is not a repository")
+}
+
+/// Where each git-managed service comes from, for `service ls`.
+pub async fn sources(host: &Host) -> anyhow::Result<Sources> {
+    Ok(sources_of(&list(host).await?))
+}
+
+fn sources_of(repositories: &[RepositoryView]) -> Sources {
+    repositories
+        .iter()
+        .flat_map(|view| {
+            view.services.iter().map(|(service, commit)| {
+                let source = Source {
+                    repository: view.repository.name.clone(),
+                    commit: commit.clone(),
+                    drifted: view.status.drift.contains_key(service),
+                };
+                (service.clone(), source)
+            })
+        })
+        .collect()
 }
 
 /// How long a sync with `--wait` accepts an unchanged, processed head as the answer: the
@@ -735,6 +756,25 @@ mod tests {
             Some("my-repo")
         );
         assert_eq!(name_from_url("/"), None);
+    }
+
+    #[test]
+    fn services_show_their_repository_commit_and_drift() {
+        let mut other = view();
+        other.repository.name = "ops".into();
+        other.status.drift.clear();
+        other.services = [("ops_dns".to_owned(), "99aa".to_owned())].into();
+        let sources = sources_of(&[view(), other]);
+        assert_eq!(
+            sources["web_site"],
+            Source {
+                repository: "app".into(),
+                commit: "1a2b3c4d5e6f7a8b9c0d".into(),
+                drifted: true
+            }
+        );
+        assert!(!sources["ops_dns"].drifted);
+        assert_eq!(sources.len(), 2);
     }
 
     #[test]

@@ -235,6 +235,27 @@ fn repositories_are_declared_listed_and_removed_without_showing_secrets() {
     .unwrap();
     assert_eq!(json["status"]["sync"]["trigger"], "sync", "{json}");
 
+    // Nothing deployed yet (the watcher records Deployments): empty lists, clear errors.
+    assert_eq!(
+        ok(&socket, &["deploy", "ls"]),
+        "ID   REPO   COMMIT   AUTHOR   MESSAGE   TRIGGER   OUTCOME   AGE\n"
+    );
+    assert_eq!(ok(&socket, &["deploy", "ls", "--repo", "app", "-q"]), "");
+    let error = fails(&socket, &["deploy", "ls", "--repo", "nope"]);
+    assert!(error.contains("no repository nope"), "{error}");
+    let error = fails(&socket, &["deploy", "show", "1a2b3c4d"]);
+    assert!(
+        error.contains("no deployment of a commit 1a2b3c4d"),
+        "{error}"
+    );
+    let error = fails(&socket, &["deploy", "rollback"]);
+    assert!(error.contains("name one with --repo"), "{error}");
+    let error = fails(&socket, &["deploy", "rollback", "--repo", "app"]);
+    assert!(
+        error.contains("repository app has no deployment that changed the cluster"),
+        "{error}"
+    );
+
     // Removed: a repository that deployed nothing removes nothing, even with --prune.
     let out = ok(&socket, &["repo", "rm", "app", "--prune"]);
     assert_eq!(out, "Removed repository app\n");
