@@ -440,45 +440,47 @@ fn stacks_with_objects(stacks: &BTreeSet<String>, objects: &ClusterState) -> Vec
         .collect()
 }
 
+/// The command that forgets repository `name` as `store` stands, with the plan that
+/// removes its stacks' objects if `prune`; and what that plan removes ("service web_site").
+fn removal(store: &Store, name: &str, prune: bool) -> Result<(Command, Vec<String>), Status> {
+    let record = store
+        .data()
+        .repositories
+        .get(name)
+        .ok_or_else(|| no_repository(name))?;
+    let objects = store.export();
+    let owned = stacks_with_objects(&record.status.stacks, &objects);
+    let actions = if prune && !owned.is_empty() {
+        swarm_controller::deploy::plan_removal(&owned, &objects)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?
+            .actions
+    } else {
+        Vec::new()
+    };
+    let removed = actions
+        .iter()
+        .map(|a| format!("{} {}", a.kind.as_str(), a.name))
+        .collect();
+    let command = Command::RemoveRepository {
+        name: name.to_owned(),
+        expected_version: objects.version,
+        actions,
+    };
+    Ok((command, removed))
+}
+
 /// Forgets repository `name`; with `prune`, removes its stacks' objects in the same
-/// command. Returns what was removed ("service web_site").
+/// command. Returns what was removed.
 pub async fn remove(store: &StoreClient, name: String, prune: bool) -> Result<Vec<String>, Status> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let read = {
+        let (command, removed) = {
             let name = name.clone();
             store
-                .read(move |store: &Store| {
-                    let data = store.data();
-                    data.repositories
-                        .get(&name)
-                        .map(|record| (record.status.stacks.clone(), store.export()))
-                })
+                .read(move |store: &Store| removal(store, &name, prune))
                 .await
-                .map_err(store_status)?
-        };
-        let (stacks, objects) = read.ok_or_else(|| no_repository(&name))?;
-        let actions = if prune {
-            let owned = stacks_with_objects(&stacks, &objects);
-            if owned.is_empty() {
-                Vec::new()
-            } else {
-                swarm_controller::deploy::plan_removal(&owned, &objects)
-                    .map_err(|e| Status::failed_precondition(e.to_string()))?
-                    .actions
-            }
-        } else {
-            Vec::new()
-        };
-        let removed: Vec<String> = actions
-            .iter()
-            .map(|a| format!("{} {}", a.kind.as_str(), a.name))
-            .collect();
-        let command = Command::RemoveRepository {
-            name: name.clone(),
-            expected_version: objects.version,
-            actions,
+                .map_err(store_status)??
         };
         match store.propose(&command).await {
             Ok(_) => {
@@ -610,6 +612,9 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use swarm_api::gitops::{Fetched, RepositoryError};
+    use swarm_api::plan::Basis;
+    use swarm_api::store::Outcome;
+    use swarm_controller::source::WorkTree;
 
     use super::*;
 
@@ -809,6 +814,146 @@ mod tests {
                 .unwrap_err()
                 .contains("no deployment of a commit")
         );
+    }
+
+    /// A store where repository `app` deployed stack `web` (service `web_site`, 2
+    /// replicas) at commit `c1`, beside a service `tools` created by hand.
+    fn deployed() -> Store {
+        let mut store = Store::default();
+        let (repository, secrets) = declaration(
+            AddRepositoryRequest {
+                name: "app".into(),
+                url: "/srv/git/app".into(),
+                ..AddRepositoryRequest::default()
+            },
+            0,
+        )
+        .unwrap();
+        let applied = |outcome| assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        applied(store.apply_command(
+            1,
+            Command::InitCluster(swarm_api::store::Cluster {
+                id: "c".into(),
+                created_at: 0,
+                heartbeat_period_ms: 1000,
+                missed_heartbeats_for_down: 3,
+                certificate_validity_ms: 1000,
+                worker_token_secret: String::new(),
+                manager_token_secret: String::new(),
+                address_pool: Default::default(),
+            }),
+        ));
+        applied(store.apply_command(
+            2,
+            Command::AddRepository {
+                repository,
+                secrets,
+            },
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let load = |file: &str, yaml: &str| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, yaml).unwrap();
+            swarm_controller::stack::load(&WorkTree, &path, file, &|_| None)
+                .stack
+                .unwrap()
+        };
+        let web = load(
+            "web.yaml",
+            "services:\n  site:\n    image: busybox\n    deploy:\n      replicas: 2\n",
+        );
+        let current = store.export();
+        let plan =
+            swarm_controller::plan::plan(&[web], &current, &Default::default(), Basis::default())
+                .unwrap();
+        let mut deployment = deployment("app", 0, "c1");
+        deployment.plan = plan;
+        deployment.outcome = DeploymentOutcome::Applied;
+        applied(store.apply_command(
+            3,
+            Command::Deploy {
+                expected_version: current.version,
+                deployment: Box::new(deployment),
+                stacks: ["web".to_owned()].into(),
+            },
+        ));
+        let tools = load("tools.yaml", "services:\n  tools:\n    image: busybox\n");
+        let plan = swarm_controller::plan::plan(
+            &[tools],
+            &store.export(),
+            &Default::default(),
+            Basis::default(),
+        )
+        .unwrap();
+        applied(store.apply_command(
+            4,
+            Command::ApplyPlan {
+                expected_version: None,
+                actions: plan.actions,
+                registry_auth: Default::default(),
+                override_git: false,
+            },
+        ));
+        store
+    }
+
+    fn services(store: &Store) -> Vec<String> {
+        store
+            .export()
+            .services
+            .into_iter()
+            .map(|s| s.spec.name)
+            .collect()
+    }
+
+    #[test]
+    fn removing_a_repository_keeps_its_services_unless_pruned() {
+        let mut store = deployed();
+        assert_eq!(services(&store), ["tools_tools", "web_site"]);
+        let view = RepositoryView::of(store.data(), &store.data().repositories["app"], 5);
+        assert_eq!(
+            view.services,
+            [("web_site".to_owned(), "c1".to_owned())].into()
+        );
+        assert_eq!(view.deployments[0].id, "app-3");
+
+        let (command, removed) = removal(&store, "app", false).unwrap();
+        assert!(removed.is_empty());
+        let mut kept = store.clone();
+        assert!(matches!(
+            kept.apply_command(5, command),
+            Outcome::Applied { .. }
+        ));
+        assert_eq!(services(&kept), ["tools_tools", "web_site"]);
+        assert!(kept.data().repositories.is_empty());
+
+        let (command, removed) = removal(&store, "app", true).unwrap();
+        assert_eq!(removed, ["service web_site", "network web_default"]);
+        assert!(matches!(
+            store.apply_command(5, command),
+            Outcome::Applied { .. }
+        ));
+        assert_eq!(services(&store), ["tools_tools"]);
+
+        let error = removal(&store, "app", true).unwrap_err();
+        assert_eq!(error.code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn a_deployment_shows_how_its_services_converge() {
+        let store = deployed();
+        let data = store.data();
+        let deployment = find_deployment(data, "app-3").unwrap();
+        let services = convergence(data, deployment);
+        assert_eq!(services.len(), 1);
+        let site = &services[0];
+        assert_eq!(
+            (site.name.as_str(), site.op, site.exists),
+            ("web_site", Op::Create, true)
+        );
+        // No orchestrator ran: nothing runs yet of the 2 replicas.
+        assert_eq!((site.running, site.desired), (0, 2));
+        assert_eq!(site.commit.as_deref(), Some("c1"));
     }
 
     #[test]
