@@ -119,7 +119,7 @@ pub struct InitArgs {
     #[arg(long, requires = "repo")]
     repo_name: Option<String>,
     #[command(flatten, next_help_heading = "With --repo")]
-    repo_options: crate::repo::RepoOptions,
+    repo_options: crate::gitops::RepoOptions,
 }
 
 /// A duration as Docker writes them: 1s, 500ms, 1m30s, 2160h.
@@ -137,7 +137,7 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
         Some(url) => {
             let name = match args.repo_name {
                 Some(name) => name,
-                None => crate::repo::name_from_url(&url).with_context(|| {
+                None => crate::gitops::name_from_url(&url).with_context(|| {
                     format!("cannot make a repository name of {url:?}: give one with --repo-name")
                 })?,
             };
@@ -176,7 +176,7 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
     if let Some(request) = repository {
         println!();
         let name = request.name.clone();
-        crate::repo::add(host, request).await.with_context(|| {
+        crate::gitops::add(host, request).await.with_context(|| {
             format!("the swarm is initialized, but repository {name} was not added: fix this and run `swarm repo add`")
         })?;
     }

@@ -14,8 +14,8 @@ use swarm_node::repos::{DeploymentDetail, DeploymentSummary, ServiceConvergence}
 use time::OffsetDateTime;
 
 use crate::client::{self, Host};
+use crate::gitops::{deployments_table, now_ms};
 use crate::output::{Format, ago, short_id, table};
-use crate::repo::{deployments_table, now_ms};
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -245,7 +245,7 @@ async fn last_applied(host: &Host, repository: Option<String>) -> anyhow::Result
     let name = match repository {
         Some(name) => name,
         None => {
-            let repositories = crate::repo::list(host).await?;
+            let repositories = crate::gitops::list(host).await?;
             match repositories.as_slice() {
                 [one] => one.repository.name.clone(),
                 [] => bail!("no repository: `swarm repo add` declares one"),

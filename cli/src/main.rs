@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod converge;
 mod deploy;
+mod gitops;
 mod inspect;
 mod logs;
 mod output;

@@ -1,26 +1,26 @@
 //! `swarm repo add|ls|inspect|rm|sync`: the git repositories the leader watches.
 //!
-//! Credentials and the webhook secret are read here from the files the flags name and sent
-//! once, in `AddRepository`; the daemon never sends them back, so nothing here prints them.
+//! Credentials and the webhook secret are read from the files the flags name
+//! (`gitops::RepoOptions`) and sent once, in `AddRepository`; the daemon never sends them
+//! back, so nothing here prints them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use swarm_api::gitops::{DEFAULT_INTERVAL_MS, RepositoryStatus};
-use swarm_api::grpc::control::{
-    AddRepositoryRequest, InspectRepositoryRequest, ListRepositoriesRequest,
-    RemoveRepositoryRequest, RepositoryCredentials, SyncRepositoryRequest,
-};
+use swarm_api::gitops::RepositoryStatus;
+use swarm_api::grpc::control::{RemoveRepositoryRequest, SyncRepositoryRequest};
 use swarm_api::units::GoDuration;
 use swarm_controller::gitops::redact_url;
-use swarm_node::repos::{DeploymentSummary, RepositoryView};
+use swarm_node::repos::RepositoryView;
 
 use crate::client::{self, Host};
-use crate::output::{Format, Source, Sources, ago, short_id, table};
+use crate::gitops::{
+    RepoOptions, add, deployments_table, inspect, list, now_ms, one_line, positive_duration,
+};
+use crate::output::{Format, ago, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
@@ -73,143 +73,6 @@ pub struct AddArgs {
     options: RepoOptions,
 }
 
-/// What `repo add` and `init --repo` declare of a repository besides its URL and name.
-#[derive(Debug, Args, Default)]
-pub struct RepoOptions {
-    /// The branch to follow
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// The directory (or file) of the stack files, from the repository's root [default: the root]
-    #[arg(long, default_value = "", hide_default_value = true)]
-    pub path: String,
-    /// How often to fetch (a webhook makes a push immediate)
-    #[arg(long, default_value = "15s", value_parser = positive_duration)]
-    pub interval: Duration,
-    /// An ssh private key for ssh:// and user@host:path URLs
-    #[arg(long, conflicts_with_all = ["token_file", "username", "password_file"])]
-    pub ssh_key: Option<PathBuf>,
-    /// The ssh key's passphrase, in a file
-    #[arg(long, requires = "ssh_key")]
-    pub ssh_passphrase_file: Option<PathBuf>,
-    /// An access token for https URLs, in a file
-    #[arg(long, conflicts_with_all = ["username", "password_file"])]
-    pub token_file: Option<PathBuf>,
-    /// The user name for https basic authentication (with --password-file)
-    #[arg(long, requires = "password_file")]
-    pub username: Option<String>,
-    /// The password for https basic authentication, in a file
-    #[arg(long, requires = "username")]
-    pub password_file: Option<PathBuf>,
-    /// The secret push webhooks are signed with, in a file
-    #[arg(long)]
-    pub webhook_secret_file: Option<PathBuf>,
-    /// Restore git's spec of a service changed by hand
-    #[arg(long)]
-    pub self_heal: bool,
-    /// `repo rm` removes the repository's stacks too
-    #[arg(long)]
-    pub prune: bool,
-    /// POST each deployment's state changes to this URL (JSON)
-    #[arg(long)]
-    pub notify: Option<String>,
-}
-
-impl RepoOptions {
-    /// Whether any option differs from its default (`init` takes them only with `--repo`).
-    pub fn given(&self) -> bool {
-        self.branch != "main"
-            || !self.path.is_empty()
-            || self.interval != Duration::from_millis(DEFAULT_INTERVAL_MS)
-            || self.ssh_key.is_some()
-            || self.ssh_passphrase_file.is_some()
-            || self.token_file.is_some()
-            || self.username.is_some()
-            || self.password_file.is_some()
-            || self.webhook_secret_file.is_some()
-            || self.self_heal
-            || self.prune
-            || self.notify.is_some()
-    }
-
-    /// The request that declares repository `name` at `url`, with the secrets read from
-    /// their files.
-    pub fn request(self, name: String, url: String) -> anyhow::Result<AddRepositoryRequest> {
-        let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<String> {
-            match path {
-                Some(path) => read_secret(flag, path),
-                None => Ok(String::new()),
-            }
-        };
-        let ssh_private_key = match &self.ssh_key {
-            // A key file's content as it is: its last newline belongs to the PEM.
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --ssh-key {}", path.display()))?,
-            None => String::new(),
-        };
-        let credentials = RepositoryCredentials {
-            token: read("--token-file", &self.token_file)?,
-            username: self.username.unwrap_or_default(),
-            password: read("--password-file", &self.password_file)?,
-            ssh_private_key,
-            ssh_passphrase: read("--ssh-passphrase-file", &self.ssh_passphrase_file)?,
-        };
-        Ok(AddRepositoryRequest {
-            name,
-            url,
-            branch: self.branch,
-            path: self.path,
-            interval_ms: self.interval.as_millis() as u64,
-            self_heal: self.self_heal,
-            prune: self.prune,
-            notify: self.notify.unwrap_or_default(),
-            credentials: Some(credentials),
-            webhook_secret: read("--webhook-secret-file", &self.webhook_secret_file)?,
-        })
-    }
-}
-
-/// A repository's name made of its URL's last part (`https://host/team/app.git` → `app`),
-/// for `init --repo` without `--repo-name`; none when nothing of it is usable.
-pub fn name_from_url(url: &str) -> Option<String> {
-    let url = url.trim().trim_end_matches('/');
-    let last = url.rsplit(['/', ':']).next().unwrap_or(url);
-    let last = last.strip_suffix(".git").unwrap_or(last);
-    let name: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let name = name.trim_start_matches(['.', '-', '_']).to_owned();
-    (!name.is_empty()).then_some(name)
-}
-
-/// A one-line secret from a file, without its trailing newline; an empty file is an error.
-fn read_secret(flag: &str, path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {flag} {}", path.display()))?;
-    let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-    if secret.is_empty() {
-        bail!("{flag} {} is empty", path.display());
-    }
-    Ok(secret)
-}
-
-/// A duration as Docker writes them, longer than zero.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    let parsed: GoDuration = text
-        .parse()
-        .map_err(|e: swarm_api::units::UnitError| e.to_string())?;
-    if parsed.0.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(parsed.0)
-}
-
 pub async fn run(host: &Host, command: RepoCommand) -> anyhow::Result<ExitCode> {
     match command {
         RepoCommand::Add(args) => {
@@ -260,65 +123,6 @@ pub async fn run(host: &Host, command: RepoCommand) -> anyhow::Result<ExitCode> 
             timeout,
         } => sync(host, &name, wait, timeout).await,
     }
-}
-
-/// Declares a repository and says what happens next.
-pub async fn add(host: &Host, request: AddRepositoryRequest) -> anyhow::Result<ExitCode> {
-    let name = request.name.clone();
-    let mut client = client::connect(host).await?;
-    client
-        .add_repository(request)
-        .await
-        .map_err(client::explain)?;
-    println!(
-        "Repository {name} added: the leader fetches it and deploys its stacks (`swarm repo ls`, `swarm deploy ls --repo {name}`)"
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn list(host: &Host) -> anyhow::Result<Vec<RepositoryView>> {
-    let mut client = client::connect(host).await?;
-    let json = client
-        .list_repositories(ListRepositoriesRequest {})
-        .await
-        .map_err(client::explain)?
-        .into_inner()
-        .json;
-    serde_json::from_str(&json).context("the daemon's answer is not a list of repositories")
-}
-
-pub async fn inspect(host: &Host, name: &str) -> anyhow::Result<RepositoryView> {
-    let mut client = client::connect(host).await?;
-    let json = client
-        .inspect_repository(InspectRepositoryRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .map_err(client::explain)?
-        .into_inner()
-        .json;
-    serde_json::from_str(&json).context("the daemon's answer is not a repository")
-}
-
-/// Where each git-managed service comes from, for `service ls`.
-pub async fn sources(host: &Host) -> anyhow::Result<Sources> {
-    Ok(sources_of(&list(host).await?))
-}
-
-fn sources_of(repositories: &[RepositoryView]) -> Sources {
-    repositories
-        .iter()
-        .flat_map(|view| {
-            view.services.iter().map(|(service, commit)| {
-                let source = Source {
-                    repository: view.repository.name.clone(),
-                    commit: commit.clone(),
-                    drifted: view.status.drift.contains_key(service),
-                };
-                (service.clone(), source)
-            })
-        })
-        .collect()
 }
 
 /// How long a sync with `--wait` accepts an unchanged, processed head as the answer: the
@@ -392,13 +196,6 @@ fn sync_progress(status: &RepositoryStatus, at: u64, settled: bool) -> SyncProgr
     }
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn commit_cell(commit: Option<&String>) -> String {
     commit.map_or_else(|| "-".to_owned(), |c| short_id(c).to_owned())
 }
@@ -444,17 +241,6 @@ fn repositories_table(repositories: &[RepositoryView]) -> String {
         ],
         &rows,
     )
-}
-
-/// `text`'s first line, cut to `max` characters.
-pub fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    if line.chars().count() <= max {
-        line.to_owned()
-    } else {
-        let cut: String = line.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
 }
 
 /// `repo inspect` for people.
@@ -576,31 +362,6 @@ fn drift_lines(drift: &BTreeMap<String, Vec<swarm_api::plan::FieldChange>>) -> S
     out
 }
 
-/// The Deployments as `deploy ls` prints them.
-pub fn deployments_table(deployments: &[DeploymentSummary], now: u64) -> String {
-    let rows: Vec<[String; 8]> = deployments
-        .iter()
-        .map(|d| {
-            [
-                d.id.clone(),
-                d.repository.clone(),
-                short_id(&d.commit.id).to_owned(),
-                d.commit.author_name.clone(),
-                one_line(&d.commit.summary, 40),
-                d.trigger.as_str().to_owned(),
-                d.outcome.as_str().to_owned(),
-                format!("{} ago", ago(now.saturating_sub(d.created_at))),
-            ]
-        })
-        .collect();
-    table(
-        [
-            "ID", "REPO", "COMMIT", "AUTHOR", "MESSAGE", "TRIGGER", "OUTCOME", "AGE",
-        ],
-        &rows,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use swarm_api::gitops::{Fetched, Repository, RepositoryError};
@@ -717,69 +478,5 @@ mod tests {
             sync_progress(&status, 2_000, false),
             SyncProgress::Failed("cannot reach the remote".into())
         );
-    }
-
-    #[test]
-    fn secret_files_lose_their_newline_and_must_exist() {
-        let dir = tempfile::tempdir().unwrap();
-        let token = dir.path().join("token");
-        std::fs::write(&token, "tok-123\n").unwrap();
-        assert_eq!(read_secret("--token-file", &token).unwrap(), "tok-123");
-        let missing = dir.path().join("nope");
-        let error = format!("{:#}", read_secret("--token-file", &missing).unwrap_err());
-        assert!(
-            error.starts_with(&format!("cannot read --token-file {}", missing.display())),
-            "{error}"
-        );
-        std::fs::write(&token, "\n").unwrap();
-        assert!(
-            read_secret("--token-file", &token)
-                .unwrap_err()
-                .to_string()
-                .ends_with("is empty")
-        );
-    }
-
-    #[test]
-    fn names_come_from_the_urls_last_part() {
-        assert_eq!(
-            name_from_url("https://git.example.com/team/app.git").as_deref(),
-            Some("app")
-        );
-        assert_eq!(
-            name_from_url("git@github.com:team/web-site.git").as_deref(),
-            Some("web-site")
-        );
-        assert_eq!(name_from_url("/srv/git/ops/").as_deref(), Some("ops"));
-        assert_eq!(
-            name_from_url("file:///srv/my repo").as_deref(),
-            Some("my-repo")
-        );
-        assert_eq!(name_from_url("/"), None);
-    }
-
-    #[test]
-    fn services_show_their_repository_commit_and_drift() {
-        let mut other = view();
-        other.repository.name = "ops".into();
-        other.status.drift.clear();
-        other.services = [("ops_dns".to_owned(), "99aa".to_owned())].into();
-        let sources = sources_of(&[view(), other]);
-        assert_eq!(
-            sources["web_site"],
-            Source {
-                repository: "app".into(),
-                commit: "1a2b3c4d5e6f7a8b9c0d".into(),
-                drifted: true
-            }
-        );
-        assert!(!sources["ops_dns"].drifted);
-        assert_eq!(sources.len(), 2);
-    }
-
-    #[test]
-    fn long_messages_are_cut_to_one_line() {
-        assert_eq!(one_line("fix\n\nbody", 10), "fix");
-        assert_eq!(one_line("abcdefghijkl", 5), "abcd…");
     }
 }

@@ -273,7 +273,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
         ServiceCommand::Create(args) => create(host, *args).await,
         ServiceCommand::Logs(args) => crate::logs::run(host, *args).await,
         ServiceCommand::Ls { quiet, format } => {
-            let sources = crate::repo::sources(host).await?;
+            let sources = crate::gitops::sources(host).await?;
             print_services_from(&view(host).await?, &sources, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
