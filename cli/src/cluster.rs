@@ -39,6 +39,10 @@ pub struct DaemonArgs {
     /// The node's name in the cluster [default: the machine's hostname]
     #[arg(long)]
     hostname: Option<String>,
+    /// Where push webhooks from a forge are received (`POST /hooks/git/NAME`, plain HTTP);
+    /// none by default
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -63,6 +67,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         socket: args.socket,
         run_dir: std::path::absolute(&args.run_dir)?,
         hostname,
+        webhook_addr: args.webhook_addr,
     };
     runtime.block_on(async {
         tracing::info!(socket = %config.socket.display(), "control API listening");
