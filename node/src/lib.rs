@@ -66,6 +66,8 @@ pub struct DaemonConfig {
     pub hostname: String,
     /// Where push webhooks are received (`POST /hooks/git/NAME`), if anywhere.
     pub webhook_addr: Option<SocketAddr>,
+    /// Registries (`host[:port]`) pulled from over plain http besides the loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
