@@ -4,11 +4,13 @@
 mod client;
 mod cluster;
 mod converge;
+mod deploy;
 mod inspect;
 mod logs;
 mod output;
 mod plan;
 mod registry_auth;
+mod repo;
 mod rollback_flags;
 mod service;
 mod stack;
@@ -38,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Daemon(cluster::DaemonArgs),
-    Init(cluster::InitArgs),
+    Init(Box<cluster::InitArgs>),
     Join(cluster::JoinArgs),
     Leave(cluster::LeaveArgs),
     /// Manage the cluster's nodes: list, inspect, update, promote, demote, remove, their tasks
@@ -56,6 +58,13 @@ enum Command {
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Manage the git repositories the leader watches and deploys: add, list, inspect,
+    /// remove, sync
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// The Deployments made of the repositories' commits: list, show, roll back
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
     /// Save a registry login in Docker's client config (for --with-registry-auth); the
     /// registry is not asked whether it is right
     Login(registry_auth::LoginArgs),
@@ -76,7 +85,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Daemon(args) => cluster::daemon(args),
-        Command::Init(args) => client(cluster::init(&host, args)),
+        Command::Init(args) => client(cluster::init(&host, *args)),
         Command::Join(args) => client(cluster::join(&host, args)),
         Command::Leave(args) => client(cluster::leave(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
@@ -86,6 +95,8 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
+        Command::Repo(command) => client(repo::run(&host, command)),
+        Command::Deploy(command) => client(deploy::run(&host, command)),
         Command::Login(args) => registry_auth::login(args),
         Command::Logout(args) => registry_auth::logout(args),
     };

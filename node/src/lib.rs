@@ -13,6 +13,7 @@ mod logs;
 mod notify;
 mod orchestrate;
 mod recover;
+pub mod repos;
 mod service_watch;
 mod services;
 mod session;
