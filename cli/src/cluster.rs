@@ -39,6 +39,14 @@ pub struct DaemonArgs {
     /// The node's name in the cluster [default: the machine's hostname]
     #[arg(long)]
     hostname: Option<String>,
+    /// Where push webhooks from a forge are received (`POST /hooks/git/NAME`, plain HTTP);
+    /// none by default
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
+    /// A registry (`host[:port]`, as in image references) reached over plain http, as
+    /// loopback ones always are; repeat for several (Docker's `insecure-registries`)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -63,6 +71,8 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         socket: args.socket,
         run_dir: std::path::absolute(&args.run_dir)?,
         hostname,
+        webhook_addr: args.webhook_addr,
+        insecure_registries: args.insecure_registries,
     };
     runtime.block_on(async {
         tracing::info!(socket = %config.socket.display(), "control API listening");
