@@ -140,15 +140,6 @@ fn outcome_lines(outcome: &DeploymentOutcome) -> String {
     }
 }
 
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Create => "create",
-        Op::Update => "update",
-        Op::Scale => "scale",
-        Op::Remove => "remove",
-    }
-}
-
 /// Where one service of the plan stands now.
 fn convergence_row(service: &ServiceConvergence) -> [String; 5] {
     let update = match (&service.update, service.exists) {
@@ -169,7 +160,7 @@ fn convergence_row(service: &ServiceConvergence) -> [String; 5] {
     };
     [
         service.name.clone(),
-        op_name(service.op).to_owned(),
+        service.op.as_str().to_owned(),
         if service.exists {
             format!("{}/{}", service.running, service.desired)
         } else {
@@ -303,7 +294,7 @@ fn revert_instructions(detail: &DeploymentDetail) -> String {
         for action in &deployment.plan.actions {
             out.push_str(&format!(
                 "  {} {} {}\n",
-                op_name(action.op),
+                action.op.as_str(),
                 action.kind.as_str(),
                 action.name
             ));
