@@ -30,21 +30,8 @@ pub struct RepoOptions {
     /// How often to fetch (a webhook makes a push immediate)
     #[arg(long, default_value = "15s", value_parser = positive_duration)]
     pub interval: Duration,
-    /// An ssh private key for ssh:// and user@host:path URLs
-    #[arg(long, conflicts_with_all = ["token_file", "username", "password_file"])]
-    pub ssh_key: Option<PathBuf>,
-    /// The ssh key's passphrase, in a file
-    #[arg(long, requires = "ssh_key")]
-    pub ssh_passphrase_file: Option<PathBuf>,
-    /// An access token for https URLs, in a file
-    #[arg(long, conflicts_with_all = ["username", "password_file"])]
-    pub token_file: Option<PathBuf>,
-    /// The user name for https basic authentication (with --password-file)
-    #[arg(long, requires = "password_file")]
-    pub username: Option<String>,
-    /// The password for https basic authentication, in a file
-    #[arg(long, requires = "username")]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub credentials: CredentialFlags,
     /// The secret push webhooks are signed with, in a file
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
@@ -65,11 +52,7 @@ impl RepoOptions {
         self.branch != "main"
             || !self.path.is_empty()
             || self.interval != Duration::from_millis(DEFAULT_INTERVAL_MS)
-            || self.ssh_key.is_some()
-            || self.ssh_passphrase_file.is_some()
-            || self.token_file.is_some()
-            || self.username.is_some()
-            || self.password_file.is_some()
+            || self.credentials.given()
             || self.webhook_secret_file.is_some()
             || self.self_heal
             || self.prune
@@ -79,25 +62,7 @@ impl RepoOptions {
     /// The request that declares repository `name` at `url`, with the secrets read from
     /// their files.
     pub fn request(self, name: String, url: String) -> anyhow::Result<AddRepositoryRequest> {
-        let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<String> {
-            match path {
-                Some(path) => read_secret(flag, path),
-                None => Ok(String::new()),
-            }
-        };
-        let ssh_private_key = match &self.ssh_key {
-            // A key file's content as it is: its last newline belongs to the PEM.
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --ssh-key {}", path.display()))?,
-            None => String::new(),
-        };
-        let credentials = RepositoryCredentials {
-            token: read("--token-file", &self.token_file)?,
-            username: self.username.unwrap_or_default(),
-            password: read("--password-file", &self.password_file)?,
-            ssh_private_key,
-            ssh_passphrase: read("--ssh-passphrase-file", &self.ssh_passphrase_file)?,
-        };
+        let credentials = self.credentials.read()?;
         Ok(AddRepositoryRequest {
             name,
             url,
@@ -108,8 +73,84 @@ impl RepoOptions {
             prune: self.prune,
             notify: self.notify.unwrap_or_default(),
             credentials: Some(credentials),
-            webhook_secret: read("--webhook-secret-file", &self.webhook_secret_file)?,
+            webhook_secret: read_optional("--webhook-secret-file", &self.webhook_secret_file)?,
         })
+    }
+}
+
+/// How to authenticate to a git remote: `repo add` (for the leader's fetches) and `deploy
+/// rollback --push`.
+#[derive(Debug, Args, Default)]
+pub struct CredentialFlags {
+    /// An ssh private key for ssh:// and user@host:path URLs
+    #[arg(long, conflicts_with_all = ["token_file", "username", "password_file"])]
+    pub ssh_key: Option<PathBuf>,
+    /// The ssh key's passphrase, in a file
+    #[arg(long, requires = "ssh_key")]
+    pub ssh_passphrase_file: Option<PathBuf>,
+    /// An access token for https URLs, in a file
+    #[arg(long, conflicts_with_all = ["username", "password_file"])]
+    pub token_file: Option<PathBuf>,
+    /// The user name for https basic authentication (with --password-file)
+    #[arg(long, requires = "password_file")]
+    pub username: Option<String>,
+    /// The password for https basic authentication, in a file
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl CredentialFlags {
+    pub fn given(&self) -> bool {
+        self.ssh_key.is_some()
+            || self.ssh_passphrase_file.is_some()
+            || self.token_file.is_some()
+            || self.username.is_some()
+            || self.password_file.is_some()
+    }
+
+    /// The credentials as `AddRepository` carries them, read from their files.
+    fn read(&self) -> anyhow::Result<RepositoryCredentials> {
+        let ssh_private_key = match &self.ssh_key {
+            // A key file's content as it is: its last newline belongs to the PEM.
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --ssh-key {}", path.display()))?,
+            None => String::new(),
+        };
+        Ok(RepositoryCredentials {
+            token: read_optional("--token-file", &self.token_file)?,
+            username: self.username.clone().unwrap_or_default(),
+            password: read_optional("--password-file", &self.password_file)?,
+            ssh_private_key,
+            ssh_passphrase: read_optional("--ssh-passphrase-file", &self.ssh_passphrase_file)?,
+        })
+    }
+
+    /// The credentials for a fetch or push from here (the key stays in its file).
+    pub fn for_git(&self) -> anyhow::Result<swarm_controller::gitops::Credentials> {
+        use swarm_controller::gitops::Credentials;
+        let secrets = self.read()?;
+        Ok(if let Some(key) = &self.ssh_key {
+            Credentials::SshKey {
+                key: key.clone(),
+                passphrase: Some(secrets.ssh_passphrase).filter(|p| !p.is_empty()),
+            }
+        } else if !secrets.token.is_empty() {
+            Credentials::Token(secrets.token)
+        } else if !secrets.username.is_empty() {
+            Credentials::Basic {
+                username: secrets.username,
+                password: secrets.password,
+            }
+        } else {
+            Credentials::Anonymous
+        })
+    }
+}
+
+fn read_optional(flag: &str, path: &Option<PathBuf>) -> anyhow::Result<String> {
+    match path {
+        Some(path) => read_secret(flag, path),
+        None => Ok(String::new()),
     }
 }
 

@@ -25,7 +25,7 @@ pub mod webhook;
 
 pub use cache::{CachedRevision, LoadCache};
 pub use commit::CommitInfo;
-pub use credentials::Credentials;
+pub use credentials::{Answer, Credentials, Refusal, answer, offers_secret};
 pub use mirror::{
     FETCH_DEADLINE, Fetch, FetchError, Git2Fetch, Heads, MAX_FETCH_BYTES, Mirror, Mirrors,
     normalise_url, redact_url,
