@@ -218,7 +218,7 @@ fn describe(detail: &DeploymentDetail, now: u64) -> String {
     if deployment.plan.actions.is_empty() {
         out.push_str("Plan: no changes\n");
     } else {
-        out.push_str(&format!("Plan: {}\n", render::summary(&deployment.plan)));
+        out.push_str("Plan:\n");
         out.push_str(&render::text(&deployment.plan, false));
     }
     if !detail.services.is_empty() {
@@ -483,7 +483,7 @@ fn revert_instructions(detail: &DeploymentDetail) -> String {
         );
     } else {
         out.push_str(&format!(
-            "The revert undoes its plan ({}):\n",
+            "Its plan, which the revert undoes ({}):\n",
             render::summary(&deployment.plan)
         ));
         for action in &deployment.plan.actions {
@@ -584,7 +584,10 @@ mod tests {
             text.contains("Outcome:    failed: service web_site: update paused\n"),
             "{text}"
         );
-        assert!(text.contains("Plan: 1 to remove\n"), "{text}");
+        assert!(
+            text.contains("Plan:\n") && text.contains("- remove service web_old"),
+            "{text}"
+        );
         let rows: Vec<Vec<&str>> = text
             .lines()
             .skip_while(|l| *l != "Services:")
@@ -619,7 +622,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("The revert undoes its plan (1 to remove):\n  remove service web_old\n"),
+            text.contains(
+                "Its plan, which the revert undoes (1 to remove):\n  remove service web_old\n"
+            ),
             "{text}"
         );
     }
