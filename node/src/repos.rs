@@ -526,27 +526,33 @@ pub async fn deployments(
     let found = {
         let name = name.clone();
         store
-            .read(move |store: &Store| {
-                let repositories = &store.data().repositories;
-                if !name.is_empty() && !repositories.contains_key(&name) {
-                    return None;
-                }
-                let mut all: Vec<DeploymentSummary> = repositories
-                    .values()
-                    .filter(|r| name.is_empty() || r.repository.name == name)
-                    .flat_map(|r| r.deployments.iter().map(DeploymentSummary::of))
-                    .collect();
-                all.sort_by(|a, b| {
-                    b.created_at
-                        .cmp(&a.created_at)
-                        .then_with(|| b.id.cmp(&a.id))
-                });
-                Some(all)
-            })
+            .read(move |store: &Store| deployments_of(store.data(), &name))
             .await
             .map_err(store_status)?
     };
     found.ok_or_else(|| no_repository(&name))
+}
+
+/// The Deployments of repository `name` (all if empty), newest first; none if there is no
+/// such repository.
+fn deployments_of(data: &StoreData, name: &str) -> Option<Vec<DeploymentSummary>> {
+    let repositories = &data.repositories;
+    if !name.is_empty() && !repositories.contains_key(name) {
+        return None;
+    }
+    let mut all: Vec<DeploymentSummary> = repositories
+        .values()
+        .filter(|r| name.is_empty() || r.repository.name == name)
+        .flat_map(|r| r.deployments.iter().map(DeploymentSummary::of))
+        .collect();
+    // Within a millisecond, by the Raft index the id ends with.
+    let index = |d: &DeploymentSummary| {
+        d.id.rsplit_once('-')
+            .and_then(|(_, index)| index.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    all.sort_by_key(|d| std::cmp::Reverse((d.created_at, index(d))));
+    Some(all)
 }
 
 /// The Deployment `reference` names: its id, or a commit id prefix (the newest
@@ -954,6 +960,28 @@ mod tests {
         // No orchestrator ran: nothing runs yet of the 2 replicas.
         assert_eq!((site.running, site.desired), (0, 2));
         assert_eq!(site.commit.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn deployments_are_listed_newest_first() {
+        let mut data = with_deployments(vec![
+            deployment("app", 9, "a"),
+            deployment("app", 10, "b"),
+            deployment("ops", 4, "c"),
+        ]);
+        // Recorded in the same millisecond: the index decides.
+        for record in data.repositories.values_mut() {
+            for deployment in &mut record.deployments {
+                deployment.created_at = 100;
+            }
+        }
+        let ids = |list: Vec<DeploymentSummary>| list.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(deployments_of(&data, "").unwrap()),
+            ["app-10", "app-9", "ops-4"]
+        );
+        assert_eq!(ids(deployments_of(&data, "ops").unwrap()), ["ops-4"]);
+        assert!(deployments_of(&data, "nope").is_none());
     }
 
     #[test]
