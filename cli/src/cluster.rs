@@ -151,7 +151,11 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
                     format!("cannot make a repository name of {url:?}: give one with --repo-name")
                 })?,
             };
-            Some(args.repo_options.request(name, url)?)
+            let request = args.repo_options.request(name, url)?;
+            // Checked as the daemon will check it, before there is a cluster to leave
+            // half made.
+            daemon::repos::declaration(request.clone(), 0).map_err(anyhow::Error::msg)?;
+            Some(request)
         }
         None if args.repo_options.given() => {
             anyhow::bail!("the repository options (--branch, --path, …) need --repo URL")

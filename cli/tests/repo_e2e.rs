@@ -66,6 +66,24 @@ fn repositories_are_declared_listed_and_removed_without_showing_secrets() {
         password.to_str().unwrap(),
     );
 
+    // A repository `init` would add and the daemon would refuse: no cluster is made.
+    let lone = tempfile::tempdir().unwrap();
+    let _daemon = common::start(lone.path(), common::free_port());
+    let lone_socket = lone.path().join("swarm.sock");
+    let error = fails(
+        &lone_socket,
+        &[
+            "init",
+            "--repo",
+            &format!("https://deploy:{PASSWORD}@git.example.com/x.git"),
+        ],
+    );
+    assert!(error.contains("put credentials in --token-file"), "{error}");
+    let error = fails(&lone_socket, &["node", "ls"]);
+    assert!(error.contains("not a swarm manager"), "{error}");
+    let error = fails(&lone_socket, &["init", "--path", "stacks"]);
+    assert!(error.contains("need --repo URL"), "{error}");
+
     // One command: the cluster, and a repository named after its URL.
     let cluster = common::cluster(
         1,
