@@ -74,6 +74,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let host = client::Host {
         uri: cli.host,
         tls_dir: cli.tls_dir.unwrap_or_else(|| {
@@ -117,4 +120,15 @@ fn client(
         .enable_all()
         .build()?
         .block_on(command)
+}
+
+/// A command whose output goes to a reader that went away (`swarm node ls | head -1`) ends
+/// as other Unix tools do, killed by SIGPIPE (status 141 in a shell), instead of panicking
+/// in `println!`. Rust ignores SIGPIPE by default; the daemon keeps it ignored, since a
+/// client closing its connection must never kill it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
