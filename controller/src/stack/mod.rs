@@ -314,6 +314,19 @@ mod tests {
         assert_eq!(short.networks, long.networks);
     }
 
+    /// `mode: 0400` is the permission users mean (octal, as Docker's YAML 1.1 loader reads
+    /// it), not decimal 400.
+    #[test]
+    fn a_file_mode_with_a_leading_zero_is_octal() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets:\n      - source: token\n        mode: 0400\n    configs:\n      - source: conf\n        mode: 0644\nsecrets:\n  token:\n    external: true\nconfigs:\n  conf:\n    external: true\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let task = &loaded.stack.unwrap().services[0].task;
+        assert_eq!(task.container.secrets[0].mode, 0o400);
+        assert_eq!(task.container.configs[0].mode, 0o644);
+    }
+
     /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.
     #[test]
     fn images_are_checked_with_the_grammar_nodes_pull_with() {
