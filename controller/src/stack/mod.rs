@@ -314,6 +314,28 @@ mod tests {
         assert_eq!(short.networks, long.networks);
     }
 
+    /// A service may name the implicit `default` network beside its others, as Docker allows.
+    #[test]
+    fn the_default_network_may_be_named_explicitly() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    networks: [default, back]\n  db:\n    image: postgres\n    networks:\n      default:\n        aliases: [database]\nnetworks:\n  back:\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let networks: Vec<&str> = stack.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(networks, ["app_back", "app_default"]);
+        let targets = |service: usize| -> Vec<String> {
+            stack.services[service]
+                .task
+                .networks
+                .iter()
+                .map(|n| n.target.clone())
+                .collect()
+        };
+        assert_eq!(targets(0), ["app_default"]);
+        assert_eq!(targets(1), ["app_back", "app_default"]);
+    }
+
     /// `mode: 0400` is the permission users mean (octal, as Docker's YAML 1.1 loader reads
     /// it), not decimal 400.
     #[test]
