@@ -323,11 +323,13 @@ pub async fn remove(
 
 /// Applies a whole plan as one entry, all or nothing, refused if an object it touches
 /// changed since the state version it was made from; with the registry credentials it
-/// brings for its services (by name).
+/// brings for its services (by name). `force` lets it change stacks a repository owns
+/// (`swarm apply --force`), which then drift from git.
 pub async fn apply_plan(
     store: &StoreClient,
     plan_json: &str,
     registry_auth_json: &str,
+    force: bool,
 ) -> Result<(), Status> {
     let plan: swarm_api::plan::Plan = serde_json::from_str(plan_json)
         .map_err(|e| Status::invalid_argument(format!("invalid plan: {e}")))?;
@@ -349,7 +351,7 @@ pub async fn apply_plan(
         expected_version: Some(version),
         actions: plan.actions,
         registry_auth,
-        override_git: false,
+        override_git: force,
     };
     match store.propose(&command).await {
         Ok(_) => Ok(()),
@@ -358,7 +360,7 @@ pub async fn apply_plan(
             expected,
             actual,
         })) => Err(Status::aborted(format!(
-            "the state moved since the plan was made: {} {name} changed at version {actual}, after the plan's version {expected}; plan again",
+            "the cluster changed since this plan was made ({} {name} changed at version {actual}, after the plan's version {expected}); plan again",
             kind.as_str()
         ))),
         Err(error) => Err(store_status(error)),
