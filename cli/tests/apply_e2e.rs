@@ -232,4 +232,57 @@ fn apply_plans_against_the_cluster_applies_once_and_refuses_a_stale_plan() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(web(&cluster), Some((1, "two".to_owned())));
     assert_eq!(running(&cluster), 1);
+
+    // On a terminal (util-linux `script` gives the command one), it asks: "n" keeps the
+    // cluster as it is, "y" applies.
+    let test = "apply_plans_against_the_cluster (the prompt)";
+    if !swarm_testkit::require(test, swarm_testkit::has_program("script"), "script") {
+        return;
+    }
+    let out = on_a_terminal(&cluster, dir, "apply --timeout 90s", "n\n");
+    assert_eq!(out.status.code(), Some(1), "{}", exit(&out));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("Apply these changes? [y/N]")
+            && screen.contains("apply cancelled; nothing was changed"),
+        "{}",
+        exit(&out)
+    );
+    assert_eq!(web(&cluster), Some((1, "two".to_owned())));
+    let out = on_a_terminal(&cluster, dir, "apply --timeout 90s", "y\n");
+    assert_eq!(out.status.code(), Some(2), "{}", exit(&out));
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("Applied: 1 to scale.") && screen.contains("app_web: converged"),
+        "{}",
+        exit(&out)
+    );
+    assert_eq!(web(&cluster), Some((2, "two".to_owned())));
+    assert_eq!(running(&cluster), 2);
+}
+
+/// `swarm ARGS` run in `dir` on a pseudo-terminal (`script`), typing `typed`; everything it
+/// wrote to the terminal is the output's stdout.
+fn on_a_terminal(cluster: &Cluster, dir: &Path, args: &str, typed: &str) -> Output {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_swarm"));
+    let mut child = Command::new("timeout")
+        .args(["120", "script", "-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env(
+            "SWARM_HOST",
+            format!("unix://{}", cluster.socket(0).display()),
+        )
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
