@@ -254,6 +254,71 @@ mod tests {
         path
     }
 
+    /// The services a plan runs new tasks for: created, updated or scaled ones, not removed
+    /// ones, nor other kinds.
+    #[test]
+    fn changed_services_are_those_with_a_new_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            swarm_controller::stack::load(&swarm_controller::source::WorkTree, &path, name, &|_| {
+                None
+            })
+            .stack
+            .unwrap()
+        };
+        let before = write(
+            "app.yaml",
+            "services:\n  a:\n    image: a:1\n  b:\n    image: b:1\n  gone:\n    image: g:1\n",
+        );
+        let basis = Basis {
+            state_version: Some(0),
+            ..Basis::default()
+        };
+        let plan_over = |stack, state: &ClusterState| {
+            let scope = Default::default();
+            swarm_controller::plan::plan(&[stack], state, &scope, basis.clone()).unwrap()
+        };
+        let created = plan_over(before, &ClusterState::empty());
+        assert_eq!(
+            changed_services(&created),
+            [("app_a", "a:1"), ("app_b", "b:1"), ("app_gone", "g:1")]
+        );
+        let mut state = ClusterState::empty();
+        for action in created.actions {
+            match action.spec {
+                Some(ObjectSpec::Service(spec)) => state.services.push(swarm_api::state::Object {
+                    id: Some(action.name.clone()),
+                    origin: action.origin,
+                    spec: *spec,
+                }),
+                Some(ObjectSpec::Network(spec)) => state.networks.push(swarm_api::state::Object {
+                    id: Some(action.name.clone()),
+                    origin: action.origin,
+                    spec,
+                }),
+                _ => {}
+            }
+        }
+        let after = write(
+            "app.yaml",
+            "services:\n  a:\n    image: a:2\n  b:\n    image: b:1\n    deploy:\n      replicas: 3\n  c:\n    image: c:1\n",
+        );
+        let changed = plan_over(after, &state);
+        assert!(
+            changed
+                .actions
+                .iter()
+                .any(|a| a.op == Op::Remove && a.name == "app_gone"),
+            "{changed:?}"
+        );
+        assert_eq!(
+            changed_services(&changed),
+            [("app_a", "a:2"), ("app_b", "b:1"), ("app_c", "c:1")]
+        );
+    }
+
     #[test]
     fn a_saved_plan_is_read_back_only_with_a_state_version() {
         let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,8 @@
 //! change and waited for until its tasks run; applied again, nothing to do; a saved plan
 //! refused once the cluster changed under it; no confirmation, no change.
 //!
-//! The cluster has its own address pool (198.18.206.0/23, no other test uses it); a
-//! `Leftovers` guard removes what the tasks leave on the host.
+//! Each test's cluster has its own address pool (198.18.206.0/23 and 198.18.208.0/23, no
+//! other test uses them); a `Leftovers` guard removes what the tasks leave on the host.
 
 mod common;
 
@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, Leftovers, cluster, init_args, live_tasks, registry_for, text};
+use common::{
+    Cluster, Leftovers, cluster, init_args, live_tasks, registry_for, registry_with_auth_for, text,
+};
 
 /// A stack `app` with one service, `app_web`.
 fn stack(registry: &str, replicas: u32, env: &str) -> String {
@@ -23,7 +25,7 @@ fn stack(registry: &str, replicas: u32, env: &str) -> String {
 }
 
 /// `swarm ARGS` run in `dir` against node 0, with `input` on its stdin (a pipe: not a
-/// terminal).
+/// terminal) and Docker's client config in `dir/.docker`.
 fn swarm_in(cluster: &Cluster, dir: &Path, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
         .args(args)
@@ -32,6 +34,7 @@ fn swarm_in(cluster: &Cluster, dir: &Path, args: &[&str], input: &str) -> Output
             "SWARM_HOST",
             format!("unix://{}", cluster.socket(0).display()),
         )
+        .env("DOCKER_CONFIG", dir.join(".docker"))
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -285,4 +288,58 @@ fn on_a_terminal(cluster: &Cluster, dir: &Path, args: &str, typed: &str) -> Outp
         .write_all(typed.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `--with-registry-auth` as `stack deploy` has it: the credentials of Docker's client
+/// config for the images of the services the plan creates reach the node, which pulls from
+/// a registry that wants them; no output shows the password.
+#[test]
+fn apply_with_registry_auth_pulls_from_a_private_registry() {
+    let test = "apply_with_registry_auth_pulls_from_a_private_registry";
+    let Some(registry) = registry_with_auth_for(test) else {
+        return;
+    };
+    let cluster = cluster(1, &init_args("198.18.208.0/23", &[]));
+    let _leftovers = Leftovers(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(dir.join("app.yaml"), stack(&registry.addr(), 1, "private")).unwrap();
+    let login = [
+        "login",
+        &registry.addr(),
+        "-u",
+        swarm_testkit::TEST_USER,
+        "--password-stdin",
+    ];
+    let out = swarm_in(
+        &cluster,
+        dir,
+        &login,
+        &format!("{}\n", swarm_testkit::TEST_PASSWORD),
+    );
+    assert!(out.status.success(), "{}", exit(&out));
+
+    let out = swarm_in(
+        &cluster,
+        dir,
+        &[
+            "apply",
+            "app.yaml",
+            "--auto-approve",
+            "--with-registry-auth",
+            "--timeout",
+            "90s",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", exit(&out));
+    assert!(
+        text(&out.stderr).contains("app_web: converged"),
+        "{}",
+        exit(&out)
+    );
+    assert_eq!(running(&cluster), 1);
+    for output in [&out.stdout, &out.stderr] {
+        assert!(!text(output).contains(swarm_testkit::TEST_PASSWORD));
+    }
 }
