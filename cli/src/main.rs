@@ -1,6 +1,7 @@
 //! `swarm`: the command line. Each subcommand lives in its own module; this file parses the
 //! arguments and turns outcomes into exit codes.
 
+mod apply;
 mod client;
 mod cluster;
 mod converge;
@@ -9,6 +10,7 @@ mod inspect;
 mod logs;
 mod output;
 mod plan;
+mod plans;
 mod registry_auth;
 mod repo;
 mod rollback_flags;
@@ -52,6 +54,7 @@ enum Command {
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
+    Apply(apply::ApplyArgs),
     /// Manage services: create, list, inspect, update, scale, roll back, remove; their tasks and logs
     #[command(subcommand)]
     Service(service::ServiceCommand),
@@ -95,7 +98,8 @@ fn main() -> ExitCode {
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
-        Command::Plan(args) => plan::run(args),
+        Command::Plan(args) => client(plan::run(&host, args)),
+        Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
