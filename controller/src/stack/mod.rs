@@ -314,6 +314,33 @@ mod tests {
         assert_eq!(short.networks, long.networks);
     }
 
+    /// An item that interpolates to nothing is an empty string, as in Docker; a null item is
+    /// called null.
+    #[test]
+    fn an_item_interpolated_to_nothing_is_an_empty_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    command: [\"echo\", \"${EMPTY}\", $UNSET]\n",
+        );
+        let env = |name: &str| (name == "EMPTY").then(String::new);
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        assert!(loaded.stack.is_some(), "{:?}", loaded.diagnostics);
+        let command = &loaded.stack.unwrap().services[0].task.container.command;
+        assert_eq!(
+            command.as_deref(),
+            Some(&["echo".to_owned(), String::new(), String::new()][..])
+        );
+
+        let loaded = load_text("services:\n  web:\n    image: nginx\n    command: [echo, ~]\n");
+        let messages: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("found nothing (null)")),
+            "{messages:?}"
+        );
+    }
+
     /// A service may name the implicit `default` network beside its others, as Docker allows.
     #[test]
     fn the_default_network_may_be_named_explicitly() {

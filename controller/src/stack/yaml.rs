@@ -209,6 +209,7 @@ pub fn load(
         return None;
     }
     let mut builder = Builder {
+        lines: text.lines().collect(),
         lookup,
         diags,
         stack: Vec::new(),
@@ -270,6 +271,8 @@ enum Frame {
 }
 
 struct Builder<'a> {
+    /// The document's lines, to place an interpolation error at its `$`.
+    lines: Vec<&'a str>,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     diags: &'a mut Diagnostics,
     stack: Vec<Frame>,
@@ -443,10 +446,43 @@ impl Builder<'_> {
                 scalar.interpolated = result.substituted;
                 scalar.text = result.text;
             }
-            Err(message) => {
-                self.diags.error(Some(at), "", message);
+            Err(error) => {
+                let at = self.at_offset(at, &scalar.text, error.offset);
+                self.diags.error(Some(at), "", error.message);
                 scalar.invalid = true;
             }
+        }
+    }
+
+    /// Where byte `offset` of a scalar's `text` that starts at `at` is in the source: found
+    /// when the source shows the text up to there as it is (one line, no escapes; after an
+    /// opening quote), else the scalar's start.
+    fn at_offset(&self, at: Span, text: &str, offset: usize) -> Span {
+        let Some(line) = (at.line as usize)
+            .checked_sub(1)
+            .and_then(|i| self.lines.get(i))
+        else {
+            return at;
+        };
+        let Some(start) = line
+            .char_indices()
+            .nth(at.column as usize - 1)
+            .map(|(i, _)| i)
+        else {
+            return at;
+        };
+        let source = &line[start..];
+        let (quote, source) = match source.strip_prefix(['"', '\'']) {
+            Some(unquoted) => (1, unquoted),
+            None => (0, source),
+        };
+        let before = &text[..offset];
+        if !source.starts_with(before) {
+            return at;
+        }
+        Span {
+            column: at.column + quote + before.chars().count() as u32,
+            ..at
         }
     }
 
