@@ -2,7 +2,7 @@
 //! The loader sees only this trait, so a plan reads both sides of a diff the same way.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub trait SourceTree {
     /// The file's bytes; `None` when there is no file at `path`.
@@ -10,6 +10,12 @@ pub trait SourceTree {
 
     /// The names of the entries of a directory; `None` when `path` is not a directory.
     fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>>;
+
+    /// `path` (as named to this tree) as an absolute path on this machine: what a relative
+    /// bind source in a stack file means, as Docker's client resolves it.
+    fn absolute(&self, path: &Path) -> PathBuf {
+        std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    }
 }
 
 /// The files on disk, relative to the current directory (or absolute).

@@ -80,7 +80,8 @@ pub(super) struct Converter<'a> {
 #[derive(Default)]
 struct Names {
     networks: BTreeMap<String, String>,
-    volumes: BTreeMap<String, String>,
+    /// The name in the cluster, and how the volume is made (Docker's `VolumeOptions`).
+    volumes: BTreeMap<String, (String, Option<spec::VolumeOptions>)>,
     configs: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
 }
@@ -94,7 +95,8 @@ impl Converter<'_> {
     pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
         let top = Loc::root(root);
         self.check_version(file, &top);
-        if file.services.is_empty() {
+        // After errors, `services` may be empty because the schema check left it out.
+        if file.services.is_empty() && !self.diags.has_errors() {
             self.diags.warning(
                 top.key("services").span(),
                 "services",
@@ -130,7 +132,9 @@ impl Converter<'_> {
         for (key, volume) in &file.volumes {
             let volume = volume.clone().unwrap_or_default();
             let name = self.object_name(key, volume.name.as_deref(), volume.external.as_ref());
-            names.volumes.insert(key.clone(), name);
+            let loc = top.key("volumes").key(key);
+            let options = self.volume_options(&volume, &loc);
+            names.volumes.insert(key.clone(), (name, options));
         }
         for (key, config) in &file.configs {
             let loc = top.key("configs").key(key);
@@ -239,6 +243,29 @@ impl Converter<'_> {
         })
     }
 
+    /// What a mount of the volume carries besides its name; `None` when nothing is declared.
+    fn volume_options(&mut self, volume: &file::Volume, loc: &Loc) -> Option<spec::VolumeOptions> {
+        let external = is_external(volume.external.as_ref());
+        if external {
+            // Docker uses an external volume as it is: what else is declared would be ignored.
+            for key in ["driver", "driver_opts", "labels"] {
+                let at = loc.key(key);
+                if at.node.is_some() {
+                    self.diags
+                        .error(at.span(), &at.path, format!("`{key}` cannot be used with an external volume"))
+                        .help("an external volume is created outside the stack: remove it, or remove `external`");
+                }
+            }
+        }
+        let options = spec::VolumeOptions {
+            external,
+            driver: volume.driver.clone().filter(|d| !d.is_empty()),
+            driver_opts: volume.driver_opts.clone().unwrap_or_default(),
+            labels: self.labels(volume.labels.as_ref(), &loc.key("labels")),
+        };
+        (options != spec::VolumeOptions::default()).then_some(options)
+    }
+
     fn file_object(
         &mut self,
         key: &str,
@@ -296,6 +323,19 @@ impl Converter<'_> {
                 None
             }
         }
+    }
+
+    /// A relative bind source as Docker's client resolves it: `~` is the home directory,
+    /// other paths are from the stack file's directory, made absolute on this machine.
+    fn host_path(&self, source: &str) -> String {
+        let path = match source.strip_prefix('~') {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                let home = (self.lookup)("HOME").unwrap_or_else(|| "/".to_owned());
+                Path::new(&home).join(rest.trim_start_matches('/'))
+            }
+            _ => self.tree.absolute(&self.dir.join(source)),
+        };
+        lexically_normal(&path).to_string_lossy().into_owned()
     }
 
     fn service(
@@ -390,6 +430,10 @@ impl Converter<'_> {
 
     fn image(&mut self, service: &file::Service, loc: &Loc) -> Option<String> {
         let Some(image) = &service.image else {
+            if loc.key("image").node.is_some() {
+                // Written, but refused by the schema check, which said why.
+                return None;
+            }
             let diag = self.diags.error(
                 loc.key_span,
                 &loc.path,
@@ -671,12 +715,18 @@ impl Converter<'_> {
                 );
                 continue;
             }
+            let mut volume_options = None;
             let source = match (kind, source) {
                 (MountKind::Bind, Some(path)) if !path.starts_with('/') => {
+                    let resolved = self.host_path(&path);
                     self.diags
-                        .error(at.span(), &at.path, format!("the bind source {path:?} is a relative path"))
-                        .help("a task may run on any node: give an absolute path that exists on the nodes");
-                    continue;
+                        .warning(
+                            at.span(),
+                            &at.path,
+                            format!("the bind source {path:?} is {resolved} on the nodes"),
+                        )
+                        .help("relative paths are resolved against the directory of the stack file, as `docker stack deploy` does: the path must exist on every node a task may run on");
+                    Some(resolved)
                 }
                 (MountKind::Bind, None) => {
                     self.diags
@@ -684,7 +734,10 @@ impl Converter<'_> {
                     continue;
                 }
                 (MountKind::Volume, Some(volume)) => match names.volumes.get(&volume) {
-                    Some(name) => Some(name.clone()),
+                    Some((name, options)) => {
+                        volume_options = options.clone();
+                        Some(name.clone())
+                    }
                     None => {
                         self.undefined(&at, "volume", &volume, names.volumes.keys());
                         continue;
@@ -697,6 +750,7 @@ impl Converter<'_> {
                 source,
                 target,
                 read_only,
+                volume: volume_options,
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
@@ -1088,6 +1142,25 @@ pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `path` without `.` and with each `..` taking away the component before it, as Go's
+/// `filepath.Clean` (Docker's client) does.
+fn lexically_normal(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 pub(crate) fn valid_cidr(text: &str) -> bool {

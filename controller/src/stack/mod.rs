@@ -152,9 +152,12 @@ fn load_into(
         .collect::<Option<Vec<yaml::Node>>>()?
         .into_iter()
         .reduce(merge::merge)?;
+    // Conversion runs on what the schema check left even after errors, so that one run
+    // reports every finding (the stack is refused in the end all the same).
     let json = decode::decode(&root, stack_schema(), diags)?;
     let file: StackFile = match serde_json::from_value(json) {
         Ok(file) => file,
+        Err(_) if diags.has_errors() => return None,
         Err(e) => {
             // The schema check admits only what the types read; this is a bug if it happens.
             diags.error(None, "", format!("cannot read the stack file: {e}"));
@@ -374,6 +377,118 @@ mod tests {
         let task = &loaded.stack.unwrap().services[0].task;
         assert_eq!(task.container.secrets[0].mode, 0o400);
         assert_eq!(task.container.configs[0].mode, 0o644);
+    }
+
+    /// A relative bind source is resolved against the stack file's directory, as Docker's
+    /// client does, with a warning that it must exist on the nodes; `~` is the home directory.
+    #[test]
+    fn relative_bind_sources_resolve_against_the_stack_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    volumes:\n      - ./data:/data\n      - ../shared/./conf:/etc/conf:ro\n      - ~/cache:/cache\n      - {type: bind, source: logs, target: /logs}\n",
+        );
+        let env = |name: &str| (name == "HOME").then(|| "/home/ops".to_owned());
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        let warnings: Vec<&Diagnostic> = loaded.diagnostics.iter().collect();
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings.iter().all(|d| d.severity == Severity::Warning));
+        assert!(
+            warnings[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("must exist on every node")
+        );
+        let mounts = &loaded.stack.unwrap().services[0].task.container.mounts;
+        let sources: Vec<(&str, &str)> = mounts
+            .iter()
+            .map(|m| (m.target.as_str(), m.source.as_deref().unwrap()))
+            .collect();
+        let parent = dir.path().parent().unwrap();
+        let in_dir = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        assert_eq!(
+            sources,
+            [
+                ("/cache", "/home/ops/cache"),
+                ("/data", in_dir("data").as_str()),
+                ("/etc/conf", parent.join("shared/conf").to_str().unwrap()),
+                ("/logs", in_dir("logs").as_str()),
+            ]
+        );
+    }
+
+    /// A top-level volume's driver, options, labels and `external` are part of the specs of
+    /// the services that mount it: a changed driver is a changed service.
+    #[test]
+    fn volume_declarations_are_kept_in_the_mounts() {
+        let with = |volume: &str| {
+            load_text(&format!(
+                "services:\n  db:\n    image: postgres\n    volumes: [data:/var/lib/data]\nvolumes:\n  data:{volume}\n"
+            ))
+        };
+        let mount =
+            |loaded: Loaded| loaded.stack.unwrap().services[0].task.container.mounts[0].clone();
+        let plain = mount(with(""));
+        assert_eq!(
+            (plain.source.as_deref(), &plain.volume),
+            (Some("app_data"), &None)
+        );
+        let local = mount(with(
+            "\n    driver: local\n    driver_opts: {type: nfs, o: \"addr=10.0.0.1\"}\n    labels: [backup=daily]",
+        ));
+        let options = local.volume.clone().unwrap();
+        assert_eq!(options.driver.as_deref(), Some("local"));
+        assert_eq!(options.driver_opts["o"], "addr=10.0.0.1");
+        assert_eq!(options.labels["backup"], "daily");
+        assert!(!options.external);
+        let other = mount(with(
+            "\n    driver: rexray\n    driver_opts: {type: nfs, o: \"addr=10.0.0.1\"}\n    labels: [backup=daily]",
+        ));
+        assert_ne!(local, other);
+        let external = mount(with("\n    external: true\n    name: pgdata"));
+        assert_eq!(external.source.as_deref(), Some("pgdata"));
+        assert!(external.volume.unwrap().external);
+
+        let refused = with("\n    external: true\n    driver: local");
+        assert!(refused.stack.is_none());
+        assert!(
+            refused.diagnostics[0]
+                .message
+                .contains("cannot be used with an external volume"),
+            "{:?}",
+            refused.diagnostics
+        );
+    }
+
+    /// Every key of Docker's compose 3.x schemas is known: implemented, or a warning.
+    #[test]
+    fn every_key_of_dockers_schemas_is_known() {
+        let loaded = load_text(
+            "version: \"3.14\"\nservices:\n  web:\n    image: nginx\n    build: {context: .}\n    cap_add: [NET_ADMIN]\n    cap_drop: [ALL]\n    cgroupns_mode: host\n    cgroup_parent: p\n    container_name: web\n    credential_spec: {file: x}\n    depends_on: [db]\n    devices: [/dev/fuse]\n    dns: 1.1.1.1\n    dns_search: example.com\n    domainname: example.com\n    expose: [80]\n    external_links: [db]\n    extra_hosts: [\"a:10.0.0.1\"]\n    init: true\n    ipc: host\n    isolation: default\n    links: [db]\n    logging: {driver: json-file, options: {max-size: 10m}}\n    mac_address: 02:42:ac:11:00:02\n    network_mode: host\n    networks:\n      default:\n        aliases: [w]\n        driver_opts: {a: b}\n        ipv4_address: 10.0.0.9\n        ipv6_address: fd00::9\n    oom_score_adj: 100\n    pid: host\n    privileged: true\n    read_only: true\n    restart: always\n    security_opt: [no-new-privileges]\n    shm_size: 64m\n    stdin_open: true\n    sysctls: {net.core.somaxconn: 1024}\n    tmpfs: /run\n    tty: true\n    ulimits: {nofile: {soft: 1024, hard: 2048}}\n    userns_mode: host\n    volumes:\n      - type: volume\n        source: data\n        target: /data\n        consistency: cached\n        volume: {nocopy: true}\n    deploy:\n      resources:\n        memory_swap: 0\n        memory_swappiness: 0\n        reservations:\n          generic_resources: [{discrete_resource_spec: {kind: gpu, value: 1}}]\n  db:\n    image: postgres\nvolumes:\n  data:\n    x-cluster-spec: {group: g}\nsecrets:\n  s:\n    file: app.yaml\n    driver: d\n    driver_opts: {a: b}\n    template_driver: golang\nconfigs:\n  c:\n    file: app.yaml\n    template_driver: golang\n",
+        );
+        let errors: Vec<&Diagnostic> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let warned = |key: &str| {
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.message.starts_with(&format!("`{key}` is not supported")))
+        };
+        for key in [
+            "oom_score_adj",
+            "cgroupns_mode",
+            "driver_opts",
+            "memory_swap",
+            "logging",
+        ] {
+            assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
+        }
     }
 
     /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.
