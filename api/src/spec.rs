@@ -529,11 +529,17 @@ pub struct PortConfig {
 }
 
 impl fmt::Display for PortConfig {
-    /// Docker's `service ls` spelling: `*:8080->80/tcp`.
+    /// Docker's `service ls` spelling, `*:8080->80/tcp`; a port published in host mode
+    /// (only on the nodes that run a task, not through the routing mesh) says so:
+    /// `*:8080->80/tcp (host)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.published {
-            Some(published) => write!(f, "*:{published}->{}/{}", self.target, self.protocol),
-            None => write!(f, "*:auto->{}/{}", self.target, self.protocol),
+            Some(published) => write!(f, "*:{published}->{}/{}", self.target, self.protocol)?,
+            None => write!(f, "*:auto->{}/{}", self.target, self.protocol)?,
+        }
+        match self.mode {
+            PublishMode::Ingress => Ok(()),
+            PublishMode::Host => f.write_str(" (host)"),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use swarm_api::image::{ImageRef, ImageRefError};
+use swarm_api::plan::Kind;
 use swarm_api::spec::{
     self, Constraint, ContainerSpec, EndpointSpec, FileObjectSpec, MountKind, NetworkAttachment,
     NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
@@ -111,6 +112,7 @@ impl Converter<'_> {
             networks: Vec::new(),
             configs: Vec::new(),
             secrets: Vec::new(),
+            externals: Vec::new(),
         };
         // Docker's implicit `<stack>_default`: for services that name no network, and for
         // those that name `default` among theirs without declaring it.
@@ -155,6 +157,7 @@ impl Converter<'_> {
                 stack.services.push(spec);
             }
         }
+        stack.externals = used_externals(file, &stack.services, &names);
         stack
     }
 
@@ -393,14 +396,14 @@ impl Converter<'_> {
                 &loc.key("configs"),
                 &names.configs,
                 "config",
-                |source| format!("/{source}"),
+                "/",
             ),
             secrets: self.file_references(
                 service.secrets.as_deref().unwrap_or_default(),
                 &loc.key("secrets"),
                 &names.secrets,
                 "secret",
-                |source| format!("/run/secrets/{source}"),
+                "/run/secrets/",
             ),
         };
         let task = TaskSpec {
@@ -803,7 +806,7 @@ impl Converter<'_> {
         loc: &Loc,
         names: &BTreeMap<String, String>,
         what: &str,
-        default_target: fn(&str) -> String,
+        directory: &str,
     ) -> Vec<spec::FileReference> {
         let mut out = Vec::new();
         for (i, reference) in references.iter().enumerate() {
@@ -822,7 +825,14 @@ impl Converter<'_> {
                 self.undefined(&at, what, &long.source, names.keys());
                 continue;
             };
-            let target = long.target.unwrap_or_else(|| default_target(&long.source));
+            // As the engine places them: a relative target (the source when none is given)
+            // is a file in the kind's directory, so `[s]` and `{source: s, target: s}` agree.
+            let target = long.target.unwrap_or_else(|| long.source.clone());
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                format!("{directory}{target}")
+            };
             let mode = long.mode.unwrap_or(0o444);
             if mode > 0o777 {
                 self.diags.error(
@@ -1077,6 +1087,52 @@ impl Converter<'_> {
     }
 }
 
+/// The external networks, configs and secrets the services use, by their cluster names.
+/// The networks Docker has on every node (`host`, `bridge`, `none`) are not checked, as
+/// `docker stack deploy` does not.
+fn used_externals(
+    file: &StackFile,
+    services: &[ServiceSpec],
+    names: &Names,
+) -> Vec<(Kind, String)> {
+    fn external_names<T>(
+        declared: &BTreeMap<String, Option<T>>,
+        external: fn(&T) -> Option<&External>,
+        cluster: &BTreeMap<String, String>,
+    ) -> BTreeSet<String> {
+        declared
+            .iter()
+            .filter(|(_, object)| is_external(object.as_ref().and_then(external)))
+            .filter_map(|(key, _)| cluster.get(key).cloned())
+            .collect()
+    }
+    let networks = external_names(&file.networks, |n| n.external.as_ref(), &names.networks);
+    let configs = external_names(&file.configs, |c| c.external.as_ref(), &names.configs);
+    let secrets = external_names(&file.secrets, |s| s.external.as_ref(), &names.secrets);
+    let mut used = BTreeSet::new();
+    for service in services {
+        let container = &service.task.container;
+        for attachment in &service.task.networks {
+            if networks.contains(&attachment.target)
+                && !matches!(attachment.target.as_str(), "host" | "bridge" | "none")
+            {
+                used.insert((Kind::Network, attachment.target.clone()));
+            }
+        }
+        for reference in &container.configs {
+            if configs.contains(&reference.source) {
+                used.insert((Kind::Config, reference.source.clone()));
+            }
+        }
+        for reference in &container.secrets {
+            if secrets.contains(&reference.source) {
+                used.insert((Kind::Secret, reference.source.clone()));
+            }
+        }
+    }
+    used.into_iter().collect()
+}
+
 fn is_external(external: Option<&External>) -> bool {
     matches!(external, Some(External::Flag(true) | External::Named(_)))
 }
@@ -1161,6 +1217,14 @@ fn lexically_normal(path: &Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+/// Stack names: the first part of every service's name, which swarmkit checks as a DNS
+/// label part (no '.', no '+').
+pub(crate) fn valid_stack_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
 pub(crate) fn valid_cidr(text: &str) -> bool {

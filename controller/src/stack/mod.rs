@@ -17,6 +17,7 @@ pub mod yaml;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use swarm_api::plan::Kind;
 use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::stackfile::StackFile;
 use swarm_api::state::{ClusterState, Object, Origin};
@@ -36,6 +37,9 @@ pub struct Stack {
     pub networks: Vec<NetworkSpec>,
     pub configs: Vec<FileObjectSpec>,
     pub secrets: Vec<FileObjectSpec>,
+    /// The objects declared `external: true` that its services use: they must exist in the
+    /// cluster (sorted).
+    pub externals: Vec<(Kind, String)>,
 }
 
 impl Stack {
@@ -165,22 +169,38 @@ fn load_into(
         }
     };
     let given = name;
-    let name = match (given, &file.name) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(name)) => name.clone(),
-        (None, None) => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+    let (name, origin) = match (given, &file.name) {
+        (Some(name), _) => (name.to_owned(), NameOrigin::Given),
+        (None, Some(name)) => (name.clone(), NameOrigin::Key),
+        (None, None) => name_from_path(tree, path),
     };
-    if !convert::valid_name(&name) {
-        let span = given
-            .is_none()
-            .then(|| root.entry("name").map(|e| e.value.span))
-            .flatten();
-        diags
-            .error(span, "name", format!("invalid stack name {name:?}"))
-            .help("name the stack with letters, digits, '_', '.' and '-' (set `name:` or rename the file)");
+    if !convert::valid_stack_name(&name) {
+        let rule = "stack names are letters, digits, '_' and '-', starting with a letter or a \
+            digit: Docker refuses others (such as '.' and '+') in the names of services";
+        match origin {
+            NameOrigin::Given => {
+                diags
+                    .error(None, "", format!("invalid stack name {name:?}"))
+                    .help(rule);
+            }
+            NameOrigin::Key => {
+                let span = root.entry("name").map(|e| e.value.span);
+                diags
+                    .error(span, "name", format!("invalid stack name {name:?}"))
+                    .help(rule);
+            }
+            NameOrigin::Path(from) => {
+                diags
+                    .error(
+                        None,
+                        "",
+                        format!("the stack name {name:?} taken from the {from} is not valid"),
+                    )
+                    .help(format!(
+                        "{rule}; set `name:` in the file, or rename the {from}"
+                    ));
+            }
+        }
         return None;
     }
     let mut converter = convert::Converter {
@@ -192,6 +212,43 @@ fn load_into(
     };
     let sources: Vec<&str> = files.iter().map(|&(_, display)| display).collect();
     Some(converter.convert(&file, &root, sources.join(" + ")))
+}
+
+/// Where a stack's name came from, for the error when it is not valid.
+enum NameOrigin {
+    /// The caller's (`swarm stack deploy -c FILE NAME`).
+    Given,
+    /// The file's `name:`.
+    Key,
+    /// The file's path: "file name" or "folder name".
+    Path(&'static str),
+}
+
+/// The name a stack file gives when it says none: its folder's for a Compose default file
+/// name (`web/docker-compose.yml` is stack `web`, as Compose names a project), else its
+/// file name without the extension.
+fn name_from_path(tree: &dyn SourceTree, path: &Path) -> (String, NameOrigin) {
+    if crate::source::is_compose_file_name(path) {
+        let folder = match path.parent().and_then(Path::file_name) {
+            Some(folder) => Some(folder.to_owned()),
+            None => tree
+                .absolute(path)
+                .parent()
+                .and_then(Path::file_name)
+                .map(ToOwned::to_owned),
+        };
+        if let Some(folder) = folder {
+            return (
+                folder.to_string_lossy().into_owned(),
+                NameOrigin::Path("folder name"),
+            );
+        }
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (stem, NameOrigin::Path("file name"))
 }
 
 /// One file's tree, a mapping; `None` (reported) when it cannot be.
@@ -489,6 +546,65 @@ mod tests {
         ] {
             assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
         }
+    }
+
+    /// A stack is named by `name:`, else by its file's name when that is a valid stack name,
+    /// else by its folder for a Compose default file name; a name Docker refuses is an error
+    /// that says how to fix it.
+    #[test]
+    fn stack_names_come_from_name_the_file_or_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web");
+        std::fs::create_dir(&web).unwrap();
+        let service = "services:\n  site:\n    image: nginx\n";
+        let name_of = |path: &Path| {
+            let loaded = load(&WorkTree, path, "f", &|_| None);
+            match loaded.stack {
+                Some(stack) => Ok(stack.name),
+                None => Err(loaded.diagnostics[0].to_string()),
+            }
+        };
+        let folder = write(&web, "docker-compose.yml", service);
+        assert_eq!(name_of(&folder).as_deref(), Ok("web"));
+        let plain = write(dir.path(), "shop.yaml", service);
+        assert_eq!(name_of(&plain).as_deref(), Ok("shop"));
+        let dotted = write(dir.path(), "web.prod.yaml", service);
+        let error = name_of(&dotted).unwrap_err();
+        assert!(
+            error.contains("the stack name \"web.prod\" taken from the file name is not valid"),
+            "{error}"
+        );
+        assert!(
+            error.contains("set `name:` in the file, or rename the file"),
+            "{error}"
+        );
+        let plus = write(dir.path(), "c++.yaml", &format!("name: cpp\n{service}"));
+        assert_eq!(name_of(&plus).as_deref(), Ok("cpp"), "`name:` wins");
+        let bad_key = write(dir.path(), "bad.yaml", &format!("name: my.app\n{service}"));
+        let error = name_of(&bad_key).unwrap_err();
+        assert!(
+            error.starts_with("f:1:7: error: name: invalid stack name \"my.app\""),
+            "{error}"
+        );
+    }
+
+    /// Equivalent spellings give equal specs: short and long references to configs and
+    /// secrets, short and long ports, list and map labels and environment.
+    #[test]
+    fn equivalent_forms_give_equal_specs() {
+        let short = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets: [token]\n    configs: [site]\n    ports: [\"8080:80\", \"53:53/udp\"]\n    labels: [tier=front, flag]\n    environment: [A=1, B=]\n    deploy:\n      labels: [team=web]\nsecrets:\n  token:\n    external: true\nconfigs:\n  site:\n    external: true\n",
+        );
+        let long = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets:\n      - {source: token, target: token, uid: \"0\", gid: \"0\", mode: 0444}\n    configs:\n      - {source: site, target: /site}\n    ports:\n      - {target: 80, published: 8080, protocol: tcp, mode: ingress}\n      - {target: 53, published: \"53\", protocol: udp}\n    labels: {tier: front, flag: }\n    environment: {A: 1, B: \"\"}\n    deploy:\n      labels: {team: web}\nsecrets:\n  token:\n    external: true\nconfigs:\n  site:\n    external: true\n",
+        );
+        assert!(short.diagnostics.is_empty(), "{:?}", short.diagnostics);
+        assert!(long.diagnostics.is_empty(), "{:?}", long.diagnostics);
+        let (short, long) = (short.stack.unwrap(), long.stack.unwrap());
+        assert_eq!(short.services, long.services);
+        let container = &short.services[0].task.container;
+        assert_eq!(container.secrets[0].target, "/run/secrets/token");
+        assert_eq!(container.configs[0].target, "/site");
     }
 
     /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.
