@@ -75,6 +75,9 @@ pub(super) struct Converter<'a> {
     pub tree: &'a dyn SourceTree,
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     pub diags: &'a mut Diagnostics,
+    /// Top-level sections the schema check refused as a whole (`networks: [a]`): a name
+    /// not found in them was already reported there.
+    pub refused_sections: BTreeSet<&'static str>,
 }
 
 /// Names a top-level object has in the cluster, by its key in the stack file.
@@ -95,6 +98,14 @@ pub(crate) const MIN_MEMORY_LIMIT: u64 = 6 << 20;
 impl Converter<'_> {
     pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
         let top = Loc::root(root);
+        for section in ["networks", "volumes", "configs", "secrets"] {
+            let refused = root
+                .get(section)
+                .is_some_and(|n| !matches!(n.value, super::yaml::Value::Mapping(_)));
+            if refused {
+                self.refused_sections.insert(section);
+            }
+        }
         self.check_version(file, &top);
         // After errors, `services` may be empty because the schema check left it out.
         if file.services.is_empty() && !self.diags.has_errors() {
@@ -786,6 +797,13 @@ impl Converter<'_> {
         name: &str,
         known: impl Iterator<Item = &'k String>,
     ) {
+        if self
+            .refused_sections
+            .iter()
+            .any(|section| section.strip_suffix('s') == Some(what))
+        {
+            return;
+        }
         let known: Vec<&str> = known.map(String::as_str).collect();
         let diag = self.diags.error(
             at.span(),

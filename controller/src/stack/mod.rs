@@ -209,6 +209,7 @@ fn load_into(
         tree,
         lookup: &lookup,
         diags,
+        refused_sections: Default::default(),
     };
     let sources: Vec<&str> = files.iter().map(|&(_, display)| display).collect();
     Some(converter.convert(&file, &root, sources.join(" + ")))
