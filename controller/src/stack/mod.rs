@@ -197,7 +197,8 @@ fn load_into(
                         format!("the stack name {name:?} taken from the {from} is not valid"),
                     )
                     .help(format!(
-                        "{rule}; set `name:` in the file, or rename the {from}"
+                        "{rule}; set `name:` in the file, or rename the {}",
+                        from.trim_end_matches(" name")
                     ));
             }
         }
