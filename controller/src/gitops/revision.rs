@@ -228,8 +228,14 @@ impl SourceTree for GitRevision<'_> {
         };
         let mut names: Vec<String> = tree
             .iter()
-            .filter(|entry| entry.kind() == Some(ObjectType::Blob))
-            .filter_map(|entry| entry.name().ok().map(str::to_owned))
+            .filter_map(|entry| {
+                let name = entry.name().ok()?;
+                match entry.kind()? {
+                    ObjectType::Blob => Some(name.to_owned()),
+                    ObjectType::Tree => Some(format!("{name}/")),
+                    _ => None,
+                }
+            })
             .collect();
         names.sort();
         Ok(Some(names))
