@@ -240,4 +240,12 @@ impl SourceTree for GitRevision<'_> {
         names.sort();
         Ok(Some(names))
     }
+
+    /// From the directory paths are named from: in a work tree's repository the current
+    /// directory, as Docker's client resolves a relative bind; in a bare mirror the
+    /// repository's root taken as `/` (`./data` in `stacks/web.yaml` is `/stacks/data`), so
+    /// every manager's watcher resolves it alike, whatever its own directory.
+    fn absolute(&self, path: &Path) -> std::path::PathBuf {
+        self.repo().cwd.join(path)
+    }
 }
