@@ -46,5 +46,5 @@ ensure_build_tools() {
 # come with util-linux), nftables for their packet loss.
 ensure_runtime_tools() {
     ensure_packages runc:runc busybox:busybox-static umoci:umoci skopeo:skopeo \
-        docker-registry:docker-registry ip:iproute2 iptables:iptables jq:jq nft:nftables
+        docker-registry:docker-registry ip:iproute2 iptables:iptables jq:jq nft:nftables curl:curl python3:python3
 }

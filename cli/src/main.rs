@@ -1,6 +1,7 @@
 //! `swarm`: the command line. Each subcommand lives in its own module; this file parses the
 //! arguments and turns outcomes into exit codes.
 
+mod apply;
 mod client;
 mod cluster;
 mod converge;
@@ -10,6 +11,7 @@ mod inspect;
 mod logs;
 mod output;
 mod plan;
+mod plans;
 mod registry_auth;
 mod repo;
 mod rollback_flags;
@@ -53,6 +55,7 @@ enum Command {
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
+    Apply(apply::ApplyArgs),
     /// Manage services: create, list, inspect, update, scale, roll back, remove; their tasks and logs
     #[command(subcommand)]
     Service(service::ServiceCommand),
@@ -75,6 +78,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let host = client::Host {
         uri: cli.host,
         tls_dir: cli.tls_dir.unwrap_or_else(|| {
@@ -93,7 +99,8 @@ fn main() -> ExitCode {
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
-        Command::Plan(args) => plan::run(args),
+        Command::Plan(args) => client(plan::run(&host, args)),
+        Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
@@ -118,4 +125,15 @@ fn client(
         .enable_all()
         .build()?
         .block_on(command)
+}
+
+/// A command whose output goes to a reader that went away (`swarm node ls | head -1`) ends
+/// as other Unix tools do, killed by SIGPIPE (status 141 in a shell), instead of panicking
+/// in `println!`. Rust ignores SIGPIPE by default; the daemon keeps it ignored, since a
+/// client closing its connection must never kill it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -285,3 +285,87 @@ fn bad_arguments_exit_one() {
     let out = swarm(outside.path(), &["plan", "web.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn output_into_a_reader_that_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // A plan long enough to fill a pipe: 400 services.
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::from("services:\n");
+    for n in 0..400 {
+        file.push_str(&format!(
+            "  s{n}:\n    image: registry.example.com/web:1.4\n"
+        ));
+    }
+    std::fs::write(dir.path().join("big.yaml"), file).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["plan", "big.yaml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader goes away before reading anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        output.status
+    );
+}
+
+/// One folder per stack is found and each stack named after its folder, in the working tree
+/// and at a git revision alike.
+#[test]
+fn a_folder_per_stack_plans_each_folder_as_a_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, file, port) in [
+        ("web", "docker-compose.yml", "8080"),
+        ("db", "compose.yaml", "8081"),
+    ] {
+        std::fs::create_dir_all(dir.path().join("stacks").join(folder)).unwrap();
+        std::fs::write(
+            dir.path().join("stacks").join(folder).join(file),
+            WEB.replace("8080", port),
+        )
+        .unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "folders"]);
+    let out = swarm(dir.path(), &["plan", "stacks"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("+ create service web_site"), "{text}");
+    assert!(text.contains("+ create service db_site"), "{text}");
+    let out = swarm(dir.path(), &["plan", "--base", "HEAD", "stacks"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
+}
+
+/// A directory with no stack file says so: an error when it was named, a note when it is
+/// the default.
+#[test]
+fn an_empty_stacks_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("stacks")).unwrap();
+    let out = swarm(dir.path(), &["plan", "stacks"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("stacks: no stack files here"),
+        "{}",
+        stderr(&out)
+    );
+    let out = swarm(dir.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: stacks: no stack files here"),
+        "{}",
+        stderr(&out)
+    );
+}

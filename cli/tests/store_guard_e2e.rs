@@ -102,6 +102,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             source: Some("data".into()),
             target: "/data".into(),
             read_only: false,
+            volume: None,
         });
         spec.task.resources.limits.memory = Some(swarm_api::units::ByteSize(1000));
         spec.task.networks.push(swarm_api::spec::NetworkAttachment {
@@ -112,6 +113,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&bad).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap_err();
@@ -135,6 +137,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&clash).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap_err();
@@ -153,6 +156,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&good).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap();

@@ -769,6 +769,7 @@ impl Control for ControlApi {
             &StoreClient::new(raft),
             &request.plan_json,
             &request.registry_auth_json,
+            request.force,
         )
         .await?;
         Ok(Response::new(ApplyPlanResponse {}))

@@ -65,6 +65,10 @@ pub struct ApplyPlanRequest {
     /// service name to swarm_api::auth::RegistryAuth; empty keeps what the services have.
     #[prost(string, tag = "2")]
     pub registry_auth_json: ::prost::alloc::string::String,
+    /// Apply even to stacks a git repository owns (`swarm apply --force`): they are then
+    /// drifted from git. Without it such a plan is refused, naming the repository.
+    #[prost(bool, tag = "3")]
+    pub force: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1009,8 +1013,8 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "ListServices"));
             self.inner.unary(req, path, codec).await
         }
-        /// Applies a plan (`swarm stack deploy|rm`), all of it or nothing; refused when the state
-        /// moved since the plan's basis.
+        /// Applies a plan (`swarm stack deploy|rm`, `swarm apply`), all of it or nothing; refused
+        /// when an object it touches changed since the plan's basis.
         pub async fn apply_plan(
             &mut self,
             request: impl tonic::IntoRequest<super::ApplyPlanRequest>,
@@ -1405,8 +1409,8 @@ pub mod control_server {
             tonic::Response<super::ListServicesResponse>,
             tonic::Status,
         >;
-        /// Applies a plan (`swarm stack deploy|rm`), all of it or nothing; refused when the state
-        /// moved since the plan's basis.
+        /// Applies a plan (`swarm stack deploy|rm`, `swarm apply`), all of it or nothing; refused
+        /// when an object it touches changed since the plan's basis.
         async fn apply_plan(
             &self,
             request: tonic::Request<super::ApplyPlanRequest>,
