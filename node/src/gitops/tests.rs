@@ -20,6 +20,7 @@ use swarm_controller::store::client::StoreClient;
 use super::run;
 
 const WEB: &str = "services:\n  site:\n    image: nginx:1.27\n    deploy:\n      replicas: 2\n";
+const PROXY: &str = "services:\n  edge:\n    image: proxy:1\n    ports:\n      - \"8080:80\"\n";
 const AUTO: &str = "services:\n  api:\n    image: api:1\n    deploy:\n      replicas: 1\n";
 
 /// A single voter sends nothing.
@@ -442,5 +443,54 @@ async fn an_unreachable_remote_is_recorded_with_its_attempts_and_a_failed_rollou
         "healed over a failed rollout"
     );
     assert_eq!(record(&raft, "auto").await.deployments.len(), 1);
+
+    // A plan the store refuses (it publishes a port that a service deployed by hand, in
+    // another stack, publishes): recorded refused, so it is not tried on every pass.
+    let by_hand = dir.path().join("legacy.yaml");
+    std::fs::write(&by_hand, PROXY).unwrap();
+    let stack = swarm_controller::stack::load(
+        &swarm_controller::source::WorkTree,
+        &by_hand,
+        "legacy.yaml",
+        &|_| None,
+    )
+    .stack
+    .unwrap();
+    let current = read(&raft, |s| s.export()).await;
+    let plan = swarm_controller::deploy::plan_stack(&stack, &current, false).unwrap();
+    client
+        .propose(&Command::ApplyPlan {
+            expected_version: None,
+            actions: plan.actions,
+            registry_auth: Default::default(),
+            override_git: false,
+        })
+        .await
+        .unwrap();
+    let refused = remote.commit(
+        "edge",
+        &[("auto/api.yaml", AUTO), ("edge/proxy.yaml", PROXY)],
+    );
+    client
+        .propose(&repository("edge", &url, "edge", false))
+        .await
+        .unwrap();
+    let edge = until(&raft, "edge", "refused", |r| {
+        r.status.processed.as_deref() == Some(refused.as_str())
+    })
+    .await;
+    let DeploymentOutcome::Refused { reason } = &edge.deployments[0].outcome else {
+        panic!("{:?}", edge.deployments[0].outcome);
+    };
+    assert!(
+        reason.contains(
+            "port 8080/tcp is published by more than one service (legacy_edge, proxy_edge)"
+        ),
+        "{reason}"
+    );
+    assert!(edge.deployments[0].plan.actions.is_empty());
+    assert_eq!(edge.status.applied, None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(record(&raft, "edge").await.deployments.len(), 1);
     watcher.abort();
 }
