@@ -1,6 +1,7 @@
 //! A repository's replicated credentials as a fetch uses them: an ssh key's content is
 //! written to a file only this process's user can read (libgit2 reads keys from files).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,20 @@ fn write_key(dir: &Path, name: &str, content: &str) -> std::io::Result<PathBuf> 
     Ok(path)
 }
 
+/// Removes the keys of repositories not in `names` (removed repositories' keys do not stay
+/// on the leader's disk).
+pub fn retain(dir: &Path, names: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !names.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -96,5 +111,10 @@ mod tests {
             credentials(&keys, "app", None).unwrap(),
             Credentials::Anonymous
         );
+
+        retain(&keys, &BTreeSet::from(["app".to_owned()]));
+        assert!(path.exists());
+        retain(&keys, &BTreeSet::new());
+        assert!(!path.exists(), "a removed repository's key stays");
     }
 }

@@ -95,6 +95,7 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
                         return;
                     };
                     schedule.update(now, &repositories.views);
+                    ctx.retain(&repositories.views.iter().map(|v| v.name.clone()).collect());
                     unsettled = repositories.unsettled;
                     asked.outcomes = true;
                 }

@@ -3,7 +3,7 @@
 //! applied commit (drift, and the heal when it is asked for). Git work runs on the blocking
 //! pool; every write goes through the typed store client.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -60,6 +60,15 @@ impl Context {
             keys: dir.join("keys"),
             caches: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets what is kept for repositories not in `names`: their loads, their keys.
+    pub fn retain(&self, names: &BTreeSet<String>) {
+        self.caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|name, _| names.contains(name));
+        keys::retain(&self.keys, names);
     }
 
     fn cache(&self, name: &str) -> Arc<LoadCache> {
