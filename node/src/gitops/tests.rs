@@ -335,6 +335,10 @@ async fn commits_become_deployments_once_and_drift_is_reported_or_healed() {
     assert_eq!(changes[0].before, Some(serde_json::json!(2)));
     assert_eq!(changes[0].after, Some(serde_json::json!(7)));
     assert_eq!(replicas(&raft, "web_site").await, Some(7), "not healed");
+    until(&raft, "auto", "auto saw the forced push", |r| {
+        r.status.applied.as_deref() == Some(forced.as_str())
+    })
+    .await;
     scale_by_hand(&client, "api_api", 4).await;
     let auto = until(&raft, "auto", "healed", |r| {
         r.deployments.last().unwrap().trigger == Trigger::SelfHeal
