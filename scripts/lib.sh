@@ -42,8 +42,9 @@ ensure_build_tools() {
 
 # ensure_runtime_tools: what the real tests and the demo run: runc for containers, busybox
 # for the test image's rootfs, umoci, jq and skopeo to build and push it, docker-registry to
-# serve it on loopback, iproute2 for network namespaces.
+# serve it on loopback, iproute2 for network namespaces and test hosts (nsenter and unshare
+# come with util-linux), nftables for their packet loss.
 ensure_runtime_tools() {
     ensure_packages runc:runc busybox:busybox-static umoci:umoci skopeo:skopeo \
-        docker-registry:docker-registry ip:iproute2 iptables:iptables jq:jq
+        docker-registry:docker-registry ip:iproute2 iptables:iptables jq:jq nft:nftables curl:curl python3:python3
 }

@@ -259,3 +259,41 @@ impl DeploymentOutcome {
         !matches!(self, DeploymentOutcome::Applied)
     }
 }
+
+/// What `repo add --notify URL` receives: one JSON object per state a Deployment reaches
+/// (`applied`, then `converged` or `failed`; or at once `no-op`, `invalid`, `refused`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Always `deployment`.
+    pub event: String,
+    pub repository: String,
+    pub deployment: String,
+    pub commit: Commit,
+    pub trigger: Trigger,
+    pub outcome: DeploymentOutcome,
+    /// What the plan did, one line per action (`update service web_site`).
+    pub changes: Vec<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Notification {
+    pub fn of(deployment: &Deployment) -> Notification {
+        Notification {
+            event: "deployment".to_owned(),
+            repository: deployment.repository.clone(),
+            deployment: deployment.id.clone(),
+            commit: deployment.commit.clone(),
+            trigger: deployment.trigger,
+            outcome: deployment.outcome.clone(),
+            changes: deployment
+                .plan
+                .actions
+                .iter()
+                .map(|a| format!("{} {} {}", a.op.as_str(), a.kind.as_str(), a.name))
+                .collect(),
+            created_at: deployment.created_at,
+            updated_at: deployment.updated_at,
+        }
+    }
+}

@@ -39,6 +39,14 @@ pub struct DaemonArgs {
     /// The node's name in the cluster [default: the machine's hostname]
     #[arg(long)]
     hostname: Option<String>,
+    /// Where push webhooks from a forge are received (`POST /hooks/git/NAME`, plain HTTP);
+    /// none by default
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
+    /// A registry (`host[:port]`, as in image references) reached over plain http, as
+    /// loopback ones always are; repeat for several (Docker's `insecure-registries`)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -63,6 +71,8 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         socket: args.socket,
         run_dir: std::path::absolute(&args.run_dir)?,
         hostname,
+        webhook_addr: args.webhook_addr,
+        insecure_registries: args.insecure_registries,
     };
     runtime.block_on(async {
         tracing::info!(socket = %config.socket.display(), "control API listening");
@@ -112,6 +122,14 @@ pub struct InitArgs {
     /// The size of each node's subnet (prefix length)
     #[arg(long, default_value_t = 24)]
     default_addr_pool_mask_length: u32,
+    /// A git repository to deploy from once the cluster is up (as `swarm repo add`)
+    #[arg(long, conflicts_with = "force_new_cluster")]
+    repo: Option<String>,
+    /// The repository's name [default: the URL's last part, without .git]
+    #[arg(long, requires = "repo")]
+    repo_name: Option<String>,
+    #[command(flatten, next_help_heading = "With --repo")]
+    repo_options: crate::repo::RepoOptions,
 }
 
 /// A duration as Docker writes them: 1s, 500ms, 1m30s, 2160h.
@@ -124,6 +142,22 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
+    // The repository's files are read first: a missing one leaves no cluster made.
+    let repository = match args.repo {
+        Some(url) => {
+            let name = match args.repo_name {
+                Some(name) => name,
+                None => crate::repo::name_from_url(&url).with_context(|| {
+                    format!("cannot make a repository name of {url:?}: give one with --repo-name")
+                })?,
+            };
+            Some(args.repo_options.request(name, url)?)
+        }
+        None if args.repo_options.given() => {
+            anyhow::bail!("the repository options (--branch, --path, …) need --repo URL")
+        }
+        None => None,
+    };
     let mut client = client::connect(host).await?;
     let response = client
         .init(InitRequest {
@@ -149,6 +183,13 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
         "Swarm initialized: current node ({}) is now a manager.\n\nTo add a worker to this swarm, run the following command:\n\n    swarm join --token {} {}\n\nTo add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.",
         response.node_id, response.worker_token, response.advertise_addr
     );
+    if let Some(request) = repository {
+        println!();
+        let name = request.name.clone();
+        crate::repo::add(host, request).await.with_context(|| {
+            format!("the swarm is initialized, but repository {name} was not added: fix this and run `swarm repo add`")
+        })?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,14 +1,18 @@
 //! `swarm`: the command line. Each subcommand lives in its own module; this file parses the
 //! arguments and turns outcomes into exit codes.
 
+mod apply;
 mod client;
 mod cluster;
 mod converge;
+mod deploy;
 mod inspect;
 mod logs;
 mod output;
 mod plan;
+mod plans;
 mod registry_auth;
+mod repo;
 mod rollback_flags;
 mod service;
 mod stack;
@@ -38,7 +42,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Daemon(cluster::DaemonArgs),
-    Init(cluster::InitArgs),
+    Init(Box<cluster::InitArgs>),
     Join(cluster::JoinArgs),
     Leave(cluster::LeaveArgs),
     /// Manage the cluster's nodes: list, inspect, update, promote, demote, remove, their tasks
@@ -50,12 +54,20 @@ enum Command {
     #[command(subcommand)]
     State(cluster::StateCommand),
     Plan(plan::PlanArgs),
+    Apply(apply::ApplyArgs),
     /// Manage services: create, list, inspect, update, scale, roll back, remove; their tasks and logs
     #[command(subcommand)]
     Service(service::ServiceCommand),
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Manage the git repositories the leader watches and deploys: add, list, inspect,
+    /// remove, sync
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// The Deployments made of the repositories' commits: list, show, roll back
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
     /// Save a registry login in Docker's client config (for --with-registry-auth); the
     /// registry is not asked whether it is right
     Login(registry_auth::LoginArgs),
@@ -65,6 +77,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let host = client::Host {
         uri: cli.host,
         tls_dir: cli.tls_dir.unwrap_or_else(|| {
@@ -76,16 +91,19 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Daemon(args) => cluster::daemon(args),
-        Command::Init(args) => client(cluster::init(&host, args)),
+        Command::Init(args) => client(cluster::init(&host, *args)),
         Command::Join(args) => client(cluster::join(&host, args)),
         Command::Leave(args) => client(cluster::leave(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
         Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
-        Command::Plan(args) => plan::run(args),
+        Command::Plan(args) => client(plan::run(&host, args)),
+        Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
+        Command::Repo(command) => client(repo::run(&host, command)),
+        Command::Deploy(command) => client(deploy::run(&host, command)),
         Command::Login(args) => registry_auth::login(args),
         Command::Logout(args) => registry_auth::logout(args),
     };
@@ -106,4 +124,15 @@ fn client(
         .enable_all()
         .build()?
         .block_on(command)
+}
+
+/// A command whose output goes to a reader that went away (`swarm node ls | head -1`) ends
+/// as other Unix tools do, killed by SIGPIPE (status 141 in a shell), instead of panicking
+/// in `println!`. Rust ignores SIGPIPE by default; the daemon keeps it ignored, since a
+/// client closing its connection must never kill it.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

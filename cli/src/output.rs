@@ -1,7 +1,10 @@
 //! What several commands print the same way: tables, the services list, findings about
 //! stack files, times ago.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+
+use serde::Serialize;
 
 use swarm_api::spec::ServiceMode;
 use swarm_api::task::{DesiredState, ServicesView, TaskState};
@@ -47,22 +50,61 @@ pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// The services of `view` as `service ls` prints them.
+/// Where a git-managed service comes from, by service name: what `service ls` shows of it.
+pub type Sources = BTreeMap<String, Source>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Source {
+    pub repository: String,
+    /// The commit that last changed the service.
+    pub commit: String,
+    /// Whether its spec differs from git's.
+    pub drifted: bool,
+}
+
+impl Source {
+    /// `app@1a2b3c4d5e6f`, with ` (drifted)` when it is.
+    fn label(&self) -> String {
+        let drifted = if self.drifted { " (drifted)" } else { "" };
+        format!("{}@{}{drifted}", self.repository, short_id(&self.commit))
+    }
+}
+
+/// The services of `view` as `stack services` prints them.
 pub fn print_services(view: &ServicesView, quiet: bool, format: Format) -> anyhow::Result<()> {
+    print_services_from(view, &Sources::new(), quiet, format)
+}
+
+/// The services of `view` as `service ls` prints them: with a SOURCE column (a `Source`
+/// field in JSON) for those a repository manages.
+pub fn print_services_from(
+    view: &ServicesView,
+    sources: &Sources,
+    quiet: bool,
+    format: Format,
+) -> anyhow::Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&view.services)?);
+        let mut services = serde_json::to_value(&view.services)?;
+        for service in services.as_array_mut().into_iter().flatten() {
+            let name = service["spec"]["name"].as_str().unwrap_or_default();
+            if let Some(source) = sources.get(name) {
+                service["Source"] = serde_json::to_value(source)?;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&services)?);
     } else if quiet {
         for service in &view.services {
             println!("{}", service.id.as_deref().unwrap_or_default());
         }
     } else {
-        print!("{}", services_table(view));
+        print!("{}", services_table(view, sources));
     }
     Ok(())
 }
 
-fn services_table(view: &ServicesView) -> String {
-    let rows: Vec<[String; 6]> = view
+fn services_table(view: &ServicesView, sources: &Sources) -> String {
+    let rows: Vec<[String; 7]> = view
         .services
         .iter()
         .map(|service| {
@@ -100,10 +142,25 @@ fn services_table(view: &ServicesView) -> String {
                 replicas,
                 service.spec.task.container.image.clone(),
                 ports.join(", "),
+                sources
+                    .get(&service.spec.name)
+                    .map(Source::label)
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
+    let header = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS", "SOURCE"];
+    if sources.is_empty() {
+        // Without a git-managed service, the columns Docker prints.
+        let rows: Vec<[String; 6]> = rows
+            .into_iter()
+            .map(|[id, name, mode, replicas, image, ports, _]| {
+                [id, name, mode, replicas, image, ports]
+            })
+            .collect();
+        return table(header[..6].try_into().expect("six columns"), &rows);
+    }
+    table(header, &rows)
 }
 
 /// Docker's "2 minutes" style.
@@ -131,5 +188,68 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic]) {
         .count();
     if errors > 0 {
         let _ = writeln!(stderr, "{errors} error(s) in {}", diagnostics[0].file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> ServicesView {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yaml");
+        let yaml = "services:\n  site:\n    image: busybox\n  tools:\n    image: busybox\n";
+        std::fs::write(&path, yaml).unwrap();
+        let stack = swarm_controller::stack::load(
+            &swarm_controller::source::WorkTree,
+            &path,
+            "web.yaml",
+            &|_| None,
+        )
+        .stack
+        .unwrap();
+        let services = stack
+            .services
+            .into_iter()
+            .map(|spec| swarm_api::state::Object {
+                id: Some(format!("{}-id", spec.name)),
+                origin: Default::default(),
+                spec,
+            })
+            .collect();
+        ServicesView {
+            version: 1,
+            services,
+            tasks: Vec::new(),
+            nodes: Default::default(),
+            update_status: Default::default(),
+        }
+    }
+
+    #[test]
+    fn git_managed_services_show_their_source() {
+        let sources: Sources = [(
+            "web_site".to_owned(),
+            Source {
+                repository: "app".into(),
+                commit: "1a2b3c4d5e6f7a8b".into(),
+                drifted: true,
+            },
+        )]
+        .into();
+        let text = services_table(&view(), &sources);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("PORTS   SOURCE"), "{text}");
+        assert!(lines[1].ends_with("app@1a2b3c4d5e6f (drifted)"), "{text}");
+        assert!(
+            lines[2].contains("web_tools") && lines[2].ends_with("busybox"),
+            "{text}"
+        );
+        // Without one, Docker's columns.
+        let text = services_table(&view(), &Sources::new());
+        assert!(
+            text.lines().next().unwrap().ends_with("IMAGE     PORTS"),
+            "{text}"
+        );
     }
 }

@@ -1,23 +1,23 @@
-//! `swarm plan`: what applying the stack files would change, computed offline. The desired
-//! side is the stack files (working tree, or `--head REV`); the current side is the same
-//! paths at `--base REV`, a state export (`--state FILE`), or an empty cluster. The work is
-//! `swarm_controller::deploy::plan_paths`; this file reads the arguments and prints.
+//! `swarm plan`: what applying the stack files would change. The desired side is the stack
+//! files (working tree, or `--head REV`); the current side is the same paths at `--base
+//! REV`, a state export (`--state FILE`), the live cluster (`--cluster`), or an empty
+//! cluster. The work is `swarm_controller::deploy::plan_paths`; this file reads the
+//! arguments, and `plans.rs` prints.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
-use swarm_api::plan::Plan;
+use clap::Args;
 use swarm_api::state::{ClusterState, STATE_FORMAT};
-use swarm_controller::deploy::{self, Current, Side, StackSource, Verdict, WorkingCopy};
+use swarm_controller::deploy::{self, Current, StackSource, WorkingCopy};
 use swarm_controller::gitops::Repo;
-use swarm_controller::plan::render;
 
-use crate::output::print_diagnostics;
+use crate::client::Host;
+use crate::plans::{self, Color, EXIT_CHANGES, Format};
 
-/// Plan the changes that the stack files make: offline, no cluster needed.
+/// Plan the changes that the stack files make: offline, or against the cluster with
+/// `--cluster`.
 ///
 /// Exit status: 0 when nothing changes, 2 when the plan has changes, 1 on error.
 #[derive(Debug, Args)]
@@ -26,7 +26,7 @@ pub struct PlanArgs {
     paths: Vec<PathBuf>,
 
     /// Compare with the same paths at this git revision (e.g. origin/main, HEAD~1)
-    #[arg(long, value_name = "REV", conflicts_with = "state")]
+    #[arg(long, value_name = "REV", conflicts_with_all = ["state", "cluster"])]
     base: Option<String>,
 
     /// Read the stack files at this git revision instead of the working tree
@@ -34,14 +34,18 @@ pub struct PlanArgs {
     head: Option<String>,
 
     /// Compare with a state export (`swarm state export`), JSON
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
     state: Option<PathBuf>,
+
+    /// Compare with the live cluster's state (read from the daemon `--host` names)
+    #[arg(long)]
+    cluster: bool,
 
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 
-    /// Also write the plan, with what it was computed against, to FILE for `swarm apply`
+    /// Also write the plan, with what it was computed against, to FILE (with --cluster: for `swarm apply --plan FILE`)
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 
@@ -50,29 +54,8 @@ pub struct PlanArgs {
     color: Color,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Text,
-    Markdown,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Color {
-    Auto,
-    Always,
-    Never,
-}
-
-/// Exit status when the plan has changes (like `terraform plan -detailed-exitcode`).
-const EXIT_CHANGES: u8 = 2;
-
-pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let paths = if args.paths.is_empty() {
-        vec![default_path()]
-    } else {
-        args.paths.clone()
-    };
+pub async fn run(host: &Host, args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let paths = plans::paths_or_default(&args.paths);
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let repo = match Repo::discover(&cwd) {
         Ok(repo) => Some(repo),
@@ -90,6 +73,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let current = match (&base, &args.state) {
         (Some(base), _) => Current::Source(base),
         (None, Some(file)) => Current::State(read_state(file)?),
+        (None, None) if args.cluster => Current::State(plans::cluster_state(host).await?),
         (None, None) => Current::Empty,
     };
     let head = match &args.head {
@@ -104,65 +88,16 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         None => &work_tree,
     };
     let outcome = deploy::plan_paths(&paths, desired, current, &env)?;
-
-    if let Some(current) = &outcome.current {
-        print_findings(current);
-        if current.invalid() > 0 {
-            let rev = args.base.as_deref().unwrap_or_default();
-            eprintln!(
-                "warning: {} stack file(s) at {rev} are invalid and were never applied; they count as absent on the current side",
-                current.invalid()
-            );
-        }
-    }
-    let plan = match outcome.verdict {
-        Verdict::Missing(missing) => {
-            let place = desired
-                .revision()
-                .map(|r| format!(" at {r}"))
-                .unwrap_or_default();
-            bail!("{}: no such file or directory{place}", missing[0].display());
-        }
-        Verdict::Invalid(errors) => {
-            print_findings(&outcome.desired);
-            bail!("{errors} stack file(s) are invalid; nothing was planned");
-        }
-        Verdict::Conflict(conflict) => {
-            print_findings(&outcome.desired);
-            return Err(conflict.into());
-        }
-        Verdict::Planned(plan) => {
-            print_findings(&outcome.desired);
-            plan
-        }
-    };
-    print_plan(&plan, args.format, use_color(args.color))?;
+    let plan = plans::planned(outcome, desired, args.base.as_deref())?;
+    plans::print_plan(&plan, args.format, plans::use_color(args.color))?;
     if let Some(out) = &args.out {
-        let json = serde_json::to_string_pretty(&plan)? + "\n";
-        std::fs::write(out, json)
-            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        plans::save(&plan, out)?;
     }
     Ok(if plan.has_changes() {
         ExitCode::from(EXIT_CHANGES)
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Each file's findings, as it was loaded.
-fn print_findings(side: &Side) {
-    for file in &side.files {
-        print_diagnostics(&file.findings);
-    }
-}
-
-fn default_path() -> PathBuf {
-    let stacks = PathBuf::from("stacks");
-    if stacks.is_dir() {
-        stacks
-    } else {
-        PathBuf::from(".")
-    }
 }
 
 fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
@@ -189,25 +124,48 @@ fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
     serde_json::from_str(&text).with_context(|| format!("{}: invalid state export", file.display()))
 }
 
-fn use_color(choice: Color) -> bool {
-    match choice {
-        Color::Always => true,
-        Color::Never => false,
-        Color::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::stdout().is_terminal()
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
 
-fn print_plan(plan: &Plan, format: Format, color: bool) -> anyhow::Result<()> {
-    let text = match format {
-        Format::Text => render::text(plan, color),
-        Format::Markdown => render::markdown(plan),
-        Format::Json => serde_json::to_string_pretty(plan)? + "\n",
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: PlanArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PlanArgs, clap::Error> {
+        Command::try_parse_from(std::iter::once("plan").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_cluster_is_one_current_side_among_the_others() {
+        let args = parse(&["--cluster", "stacks", "--out", "p.json"]).unwrap();
+        assert!(args.cluster);
+        assert_eq!(args.paths, [PathBuf::from("stacks")]);
+        assert_eq!(args.out, Some(PathBuf::from("p.json")));
+        // The desired side may still be a revision.
+        let args = parse(&["--cluster", "--head", "HEAD~1", "--format", "json"]).unwrap();
+        assert_eq!(args.head.as_deref(), Some("HEAD~1"));
+        assert_eq!(args.format, Format::Json);
+        for conflicting in [
+            &["--cluster", "--base", "origin/main"][..],
+            &["--cluster", "--state", "state.json"],
+            &["--base", "origin/main", "--state", "state.json"],
+        ] {
+            let error = parse(conflicting).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{conflicting:?}"
+            );
+        }
+        // The CI recipe's command line (examples/ci).
+        let args = parse(&["--base", "origin/main", "--format", "markdown"]).unwrap();
+        assert_eq!(args.base.as_deref(), Some("origin/main"));
+        assert_eq!(args.format, Format::Markdown);
+        assert!(!args.cluster);
+    }
 }

@@ -19,7 +19,7 @@ use swarm_controller::deploy::flags;
 
 use crate::client::{self, Host, view};
 use crate::converge::{Change, Wait};
-use crate::output::{Format, print_services};
+use crate::output::{Format, print_services_from};
 use crate::rollback_flags::RollbackFlags;
 use crate::tasks::{desired_filter, print_tasks};
 
@@ -273,7 +273,8 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
         ServiceCommand::Create(args) => create(host, *args).await,
         ServiceCommand::Logs(args) => crate::logs::run(host, *args).await,
         ServiceCommand::Ls { quiet, format } => {
-            print_services(&view(host).await?, quiet, format)?;
+            let sources = crate::repo::sources(host).await?;
+            print_services_from(&view(host).await?, &sources, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Ps {

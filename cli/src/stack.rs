@@ -7,17 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
-use swarm_api::grpc::control::{ApplyPlanRequest, ExportStateRequest};
-use swarm_api::plan::{Kind, Op, Plan};
-use swarm_api::state::ClusterState;
 use swarm_api::task::DesiredState;
 use swarm_controller::deploy::{self, WorkingCopy};
 use swarm_controller::plan::render;
 
-use crate::client::{self, Host, view};
+use crate::client::{Host, view};
 use crate::output::{Format, print_diagnostics, print_services, table};
+use crate::plans::{self, Sending};
 use crate::tasks::{desired_filter, print_tasks};
 
 #[derive(Debug, Subcommand)]
@@ -150,39 +148,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Rm { names } => {
-            let plan = deploy::plan_removal(&names, &state(host).await?)?;
-            apply(host, &plan, String::new()).await?;
+            let plan = deploy::plan_removal(&names, &plans::cluster_state(host).await?)?;
+            plans::apply(host, &plan, Sending::default()).await?;
             for name in &names {
                 println!("Removing stack {name}");
             }
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The cluster's objects and their version, as `swarm state export` gives them.
-async fn state(host: &Host) -> anyhow::Result<ClusterState> {
-    let mut client = client::connect(host).await?;
-    let json = client
-        .export_state(ExportStateRequest {})
-        .await
-        .map_err(client::explain)?
-        .into_inner()
-        .json;
-    serde_json::from_str(&json).context("the daemon's answer is not a state export")
-}
-
-/// Sends `plan` with the registry credentials of its services (JSON, empty for none).
-async fn apply(host: &Host, plan: &Plan, registry_auth_json: String) -> anyhow::Result<()> {
-    let mut client = client::connect(host).await?;
-    client
-        .apply_plan(ApplyPlanRequest {
-            plan_json: serde_json::to_string(plan)?,
-            registry_auth_json,
-        })
-        .await
-        .map_err(client::explain)?;
-    Ok(())
 }
 
 /// How `stack deploy` goes about it.
@@ -211,17 +184,16 @@ async fn deploy(
             .collect();
         bail!("{} is invalid; nothing was deployed", displays.join(" + "));
     };
-    let current = state(host).await?;
+    let current = plans::cluster_state(host).await?;
     let plan = deploy::plan_stack(&desired, &current, options.prune)?;
-    let registry_auth_json = if options.with_registry_auth {
-        let mut auth = BTreeMap::new();
-        for service in &desired.services {
-            let found = crate::registry_auth::for_image(&service.task.container.image)?;
-            auth.insert(service.name.clone(), found);
-        }
-        serde_json::to_string(&auth)?
+    let registry_auth = if options.with_registry_auth {
+        let images = desired
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.task.container.image.as_str()));
+        plans::registry_auth(images)?
     } else {
-        String::new()
+        BTreeMap::new()
     };
     // Fresh credentials are worth sending to unchanged services too (Docker's rule).
     if !plan.has_changes() && !options.with_registry_auth {
@@ -229,16 +201,14 @@ async fn deploy(
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render::text(&plan, false));
-    let changed: Vec<String> = plan
-        .actions
-        .iter()
-        .filter(|a| a.kind == Kind::Service && a.op != Op::Remove)
-        .map(|a| a.name.clone())
-        .collect();
-    apply(host, &plan, registry_auth_json).await?;
-    for service in &changed {
-        let change = crate::converge::Change::Update;
-        options.wait.for_service(host, service, change).await?;
-    }
+    let sending = Sending {
+        registry_auth,
+        force: false,
+    };
+    plans::apply(host, &plan, sending).await?;
+    let changed = plans::changed_services(&plan)
+        .into_iter()
+        .map(|(name, _)| name);
+    plans::wait_for(host, &options.wait, changed).await?;
     Ok(ExitCode::SUCCESS)
 }

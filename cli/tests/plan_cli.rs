@@ -285,3 +285,36 @@ fn bad_arguments_exit_one() {
     let out = swarm(outside.path(), &["plan", "web.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn output_into_a_reader_that_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // A plan long enough to fill a pipe: 400 services.
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::from("services:\n");
+    for n in 0..400 {
+        file.push_str(&format!(
+            "  s{n}:\n    image: registry.example.com/web:1.4\n"
+        ));
+    }
+    std::fs::write(dir.path().join("big.yaml"), file).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
+        .args(["plan", "big.yaml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader goes away before reading anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        output.status
+    );
+}

@@ -112,6 +112,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&bad).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap_err();
@@ -135,6 +136,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&clash).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap_err();
@@ -153,6 +155,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             .apply_plan(ApplyPlanRequest {
                 plan_json: serde_json::to_string(&good).unwrap(),
                 registry_auth_json: String::new(),
+                force: false,
             })
             .await
             .unwrap();

@@ -94,6 +94,7 @@ fn a_node_without_runc_says_so_refuses_tasks_and_heals_when_runc_comes() {
         nodes: vec![(node_dir, port)],
         daemons: vec![Some(daemon)],
         pools: vec![pool.parse().unwrap()],
+        hosts: None,
     };
     let _leftovers = Leftovers(&cluster);
     let out = swarm(&cluster.socket(0), &{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use swarm_agent::exec::{RuncConfig, RuncRuntime, Runtime};
+use swarm_agent::image::PullOptions;
 use swarm_agent::network::Ipv4Net;
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
 use swarm_api::auth::RegistryAuth;
@@ -172,7 +173,11 @@ async fn try_start(daemon: &Daemon, state: &NodeState) -> Result<Started, String
         run_dir: daemon.config.run_dir.join(&state.node_id),
     };
     let runtime = Arc::new(runc.clone()) as Arc<dyn Runtime>;
-    let io = WorkerIo::host(runtime, &config).map_err(|e| e.to_string())?;
+    let pull = PullOptions {
+        insecure_registries: daemon.config.insecure_registries.clone(),
+        ..PullOptions::default()
+    };
+    let io = WorkerIo::host(runtime, &config, pull).map_err(|e| e.to_string())?;
     let (worker, reports) = Worker::start(config, io).await.map_err(|e| e.to_string())?;
     Ok(Started {
         worker,

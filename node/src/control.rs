@@ -28,7 +28,7 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, store_status, wait_for_leader,
 };
-use super::{logs, services};
+use super::{logs, repos, services};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
@@ -769,6 +769,7 @@ impl Control for ControlApi {
             &StoreClient::new(raft),
             &request.plan_json,
             &request.registry_auth_json,
+            request.force,
         )
         .await?;
         Ok(Response::new(ApplyPlanResponse {}))
@@ -862,5 +863,80 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         let stream = super::service_watch::follow(raft, request.into_inner().service).await?;
         Ok(Response::new(stream))
+    }
+    async fn add_repository(
+        &self,
+        request: Request<pb::AddRepositoryRequest>,
+    ) -> Result<Response<pb::AddRepositoryResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        repos::add(&StoreClient::new(raft), request.into_inner()).await?;
+        Ok(Response::new(pb::AddRepositoryResponse {}))
+    }
+
+    async fn list_repositories(
+        &self,
+        request: Request<pb::ListRepositoriesRequest>,
+    ) -> Result<Response<pb::ListRepositoriesResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let list = repos::list(&StoreClient::new(raft)).await?;
+        let json = repos::to_json(&list);
+        Ok(Response::new(pb::ListRepositoriesResponse { json }))
+    }
+
+    async fn inspect_repository(
+        &self,
+        request: Request<pb::InspectRepositoryRequest>,
+    ) -> Result<Response<pb::InspectRepositoryResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let view = repos::inspect(&StoreClient::new(raft), request.into_inner().name).await?;
+        let json = repos::to_json(&view);
+        Ok(Response::new(pb::InspectRepositoryResponse { json }))
+    }
+
+    async fn remove_repository(
+        &self,
+        request: Request<pb::RemoveRepositoryRequest>,
+    ) -> Result<Response<pb::RemoveRepositoryResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let request = request.into_inner();
+        let removed = repos::remove(&StoreClient::new(raft), request.name, request.prune).await?;
+        Ok(Response::new(pb::RemoveRepositoryResponse { removed }))
+    }
+
+    async fn sync_repository(
+        &self,
+        request: Request<pb::SyncRepositoryRequest>,
+    ) -> Result<Response<pb::SyncRepositoryResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let at = repos::sync(&StoreClient::new(raft), request.into_inner().name).await?;
+        Ok(Response::new(pb::SyncRepositoryResponse { at }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<pb::ListDeploymentsRequest>,
+    ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let list =
+            repos::deployments(&StoreClient::new(raft), request.into_inner().repository).await?;
+        let json = repos::to_json(&list);
+        Ok(Response::new(pb::ListDeploymentsResponse { json }))
+    }
+
+    async fn show_deployment(
+        &self,
+        request: Request<pb::ShowDeploymentRequest>,
+    ) -> Result<Response<pb::ShowDeploymentResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let detail = repos::show(&StoreClient::new(raft), request.into_inner().deployment).await?;
+        let json = repos::to_json(&detail);
+        Ok(Response::new(pb::ShowDeploymentResponse { json }))
     }
 }

@@ -12,11 +12,14 @@ mod dispatcher;
 mod gitops;
 mod join;
 mod logs;
+mod notify;
 mod orchestrate;
 mod recover;
+pub mod repos;
 mod service_watch;
 mod services;
 mod session;
+mod webhook;
 
 /// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
 /// (`tests/cluster_sim.rs`) runs it too.
@@ -64,6 +67,10 @@ pub struct DaemonConfig {
     /// directory named by its node id.
     pub run_dir: PathBuf,
     pub hostname: String,
+    /// Where push webhooks are received (`POST /hooks/git/NAME`), if anywhere.
+    pub webhook_addr: Option<SocketAddr>,
+    /// Registries (`host[:port]`) pulled from over plain http besides the loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +197,24 @@ pub async fn run(
     }
     // A socket left by a daemon that did not stop cleanly.
     let _ = std::fs::remove_file(&socket);
+    let webhooks = match daemon.config.webhook_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?;
+            tracing::info!(%addr, "webhooks listening");
+            let daemon = daemon.clone();
+            Some(tokio::spawn(async move {
+                if let Err(error) = webhook::serve(listener, daemon).await {
+                    tracing::error!(%error, "the webhook listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let listener = UnixListener::bind(&socket).map_err(io_error(&socket))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io_error(&socket))?;
@@ -200,6 +225,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(webhooks) = webhooks {
+        webhooks.abort();
+    }
     let membership = std::mem::replace(&mut *daemon.membership.lock().await, Membership::Outside);
     if let Membership::Member(Member {
         manager: Some(manager),
@@ -423,11 +451,19 @@ impl Daemon {
         let refresher = tokio::spawn(refresh_peers(raft.clone(), raft_id, addresses, voters));
         let monitor = tokio::spawn(dispatcher::monitor(raft.clone(), raft_id, heartbeats));
         let orchestrator = tokio::spawn(orchestrate::run(raft.clone(), raft_id));
+        let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
         Ok(Manager {
             raft,
-            tasks: vec![refresher, monitor, orchestrator, watcher, dispatcher],
+            tasks: vec![
+                refresher,
+                monitor,
+                orchestrator,
+                notifier,
+                watcher,
+                dispatcher,
+            ],
             server: Some((stop_server, server)),
             driver,
             logs: log_broker,

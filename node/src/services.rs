@@ -323,11 +323,13 @@ pub async fn remove(
 
 /// Applies a whole plan as one entry, all or nothing, refused if an object it touches
 /// changed since the state version it was made from; with the registry credentials it
-/// brings for its services (by name).
+/// brings for its services (by name). `force` lets it change stacks a repository owns
+/// (`swarm apply --force`), which then drift from git.
 pub async fn apply_plan(
     store: &StoreClient,
     plan_json: &str,
     registry_auth_json: &str,
+    force: bool,
 ) -> Result<(), Status> {
     let plan: swarm_api::plan::Plan = serde_json::from_str(plan_json)
         .map_err(|e| Status::invalid_argument(format!("invalid plan: {e}")))?;
@@ -349,7 +351,7 @@ pub async fn apply_plan(
         expected_version: Some(version),
         actions: plan.actions,
         registry_auth,
-        override_git: false,
+        override_git: force,
     };
     match store.propose(&command).await {
         Ok(_) => Ok(()),
@@ -358,7 +360,7 @@ pub async fn apply_plan(
             expected,
             actual,
         })) => Err(Status::aborted(format!(
-            "the state moved since the plan was made: {} {name} changed at version {actual}, after the plan's version {expected}; plan again",
+            "the cluster changed since this plan was made ({} {name} changed at version {actual}, after the plan's version {expected}); plan again",
             kind.as_str()
         ))),
         Err(error) => Err(store_status(error)),
@@ -505,5 +507,184 @@ mod tests {
         assert_eq!(rebased, scaled(&base, 5));
         // A command that changes nothing changes nothing of what changed meanwhile.
         assert_eq!(rebase(&base, &base, &current).unwrap(), current);
+    }
+
+    /// A plan for stack `stack` (service `<stack>_site`, `replicas`), made against `state`.
+    fn plan_of(
+        stack: &str,
+        replicas: u64,
+        state: &swarm_api::state::ClusterState,
+    ) -> swarm_api::plan::Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{stack}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "services:\n  site:\n    image: nginx:1\n    deploy:\n      replicas: {replicas}\n"
+            ),
+        )
+        .unwrap();
+        let stack = swarm_controller::stack::load(
+            &swarm_controller::source::WorkTree,
+            &path,
+            &format!("stacks/{stack}.yaml"),
+            &|_| None,
+        )
+        .stack
+        .unwrap();
+        let basis = swarm_api::plan::Basis {
+            state_version: Some(state.version),
+            ..Default::default()
+        };
+        swarm_controller::plan::plan(&[stack], state, &Default::default(), basis).unwrap()
+    }
+
+    /// A single voter sends nothing.
+    struct Alone;
+
+    impl swarm_controller::raft::driver::Transport for Alone {
+        fn send(
+            &mut self,
+            _: raft::prelude::Message,
+        ) -> Result<(), swarm_controller::raft::driver::Unreachable> {
+            Err(swarm_controller::raft::driver::Unreachable)
+        }
+    }
+
+    /// A one-manager cluster over an in-memory Raft log, once it leads.
+    async fn one_manager() -> (StoreClient, swarm_controller::raft::driver::DriverTask) {
+        use swarm_controller::raft::driver::{DriverConfig, spawn};
+        use swarm_controller::raft::log::{DurableLog, Location};
+        use swarm_controller::raft::replica::{Config, Replica, StateMachine};
+        let mut log = DurableLog::open(Location::Memory).unwrap();
+        log.bootstrap(&[1], Store::default().snapshot()).unwrap();
+        let replica = Replica::open(&Config::new(1), log, Store::default()).unwrap();
+        let config = DriverConfig {
+            tick: std::time::Duration::from_millis(10),
+            ..DriverConfig::default()
+        };
+        let (raft, driver) = spawn(replica, |_| Alone, config);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while raft.status().await.unwrap().leader != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let store = StoreClient::new(raft);
+        let cluster = Command::InitCluster(swarm_api::store::Cluster {
+            id: "c".into(),
+            created_at: 0,
+            heartbeat_period_ms: 1000,
+            missed_heartbeats_for_down: 3,
+            certificate_validity_ms: 1,
+            worker_token_secret: String::new(),
+            manager_token_secret: String::new(),
+            address_pool: Default::default(),
+        });
+        store.propose(&cluster).await.unwrap();
+        (store, driver)
+    }
+
+    async fn export(store: &StoreClient) -> swarm_api::state::ClusterState {
+        store
+            .raft()
+            .read(|store: &Store| store.export())
+            .await
+            .unwrap()
+    }
+
+    /// `swarm apply` at the API edge: a saved plan whose service changed since is refused
+    /// with the message the CLI prints; a stack a repository owns is refused naming it,
+    /// unless forced.
+    #[tokio::test]
+    async fn apply_plan_refuses_a_moved_state_and_a_repository_s_stack_unless_forced() {
+        let (store, driver) = one_manager().await;
+        let json = |plan: &swarm_api::plan::Plan| serde_json::to_string(plan).unwrap();
+
+        let empty = export(&store).await;
+        apply_plan(&store, &json(&plan_of("web", 1, &empty)), "", false)
+            .await
+            .unwrap();
+        let deployed = export(&store).await;
+        let saved = plan_of("web", 2, &deployed);
+        apply_plan(&store, &json(&plan_of("web", 3, &deployed)), "", false)
+            .await
+            .unwrap();
+        let status = apply_plan(&store, &json(&saved), "", false)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        let expected = format!(
+            "the cluster changed since this plan was made (service web_site changed at version {}, after the plan's version {}); plan again",
+            export(&store).await.version,
+            deployed.version
+        );
+        assert_eq!(status.message(), expected);
+        assert_eq!(export(&store).await.services[0].spec.replicas(), Some(3));
+
+        // A repository deploys stack api with a commit of its own: it owns it from then on.
+        let repository = swarm_api::gitops::Repository {
+            name: "app".into(),
+            url: "/srv/git/app.git".into(),
+            branch: "main".into(),
+            path: "stacks".into(),
+            interval_ms: 15_000,
+            self_heal: false,
+            prune: false,
+            notify: None,
+            created_at: 1,
+        };
+        store
+            .propose(&Command::AddRepository {
+                repository,
+                secrets: Default::default(),
+            })
+            .await
+            .unwrap();
+        let current = export(&store).await;
+        let deployment = swarm_api::gitops::Deployment {
+            id: String::new(),
+            repository: "app".into(),
+            commit: swarm_api::gitops::Commit {
+                id: "c1".into(),
+                author_name: "Ada".into(),
+                author_email: "ada@example.com".into(),
+                summary: "four".into(),
+                time: 1,
+            },
+            trigger: swarm_api::gitops::Trigger::Poll,
+            created_at: 2,
+            updated_at: 2,
+            plan: plan_of("api", 4, &current),
+            outcome: swarm_api::gitops::DeploymentOutcome::Applied,
+        };
+        store
+            .propose(&Command::Deploy {
+                expected_version: current.version,
+                deployment: Box::new(deployment),
+                stacks: ["api".to_owned()].into(),
+            })
+            .await
+            .unwrap();
+        let api = |state: &swarm_api::state::ClusterState| {
+            let service = state.services.iter().find(|s| s.spec.name == "api_site");
+            service.and_then(|s| s.spec.replicas())
+        };
+        assert_eq!(api(&export(&store).await), Some(4));
+
+        let by_hand = plan_of("api", 5, &export(&store).await);
+        let status = apply_plan(&store, &json(&by_hand), "", false)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .contains("stack api is managed by repository app"),
+            "{status:?}"
+        );
+        assert_eq!(api(&export(&store).await), Some(4));
+        apply_plan(&store, &json(&by_hand), "", true).await.unwrap();
+        assert_eq!(api(&export(&store).await), Some(5));
+        driver.abort();
     }
 }

@@ -1,6 +1,6 @@
 //! What the tests that use real components share: the rule for a missing prerequisite,
-//! a loopback registry with the test images (`Registry`), and (as they arrive)
-//! network-namespace test hosts. Test code only: a dev-dependency, never a dependency, and
+//! a loopback registry with the test images (`Registry`), and network-namespace test hosts
+//! (`Hosts`). Test code only: a dev-dependency, never a dependency, and
 //! free of the project's own crates.
 
 /// Whether a test can go on: true when `available`. When it is not, the test skips with a
@@ -29,7 +29,10 @@ pub fn has_program(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+mod hosts;
 mod registry;
+
+pub use hosts::{Hosts, HostsError};
 
 pub use registry::{
     Registry, RegistryError, Request, TEST_PASSWORD, TEST_USER, push_test_images, test_image_script,

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +62,7 @@ pub const TEST_PASSWORD: &str = "swarm-test-password";
 /// crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`.
 const TEST_HTPASSWD: &str = "swarm:$2b$04$R5rs6gb8OgCXYVWhxV06meChF4Xt6f6uT1CIbtb8K4IO2lJzgwSP6\n";
 
-/// A running `docker-registry serve` on 127.0.0.1, killed (and its storage removed) on drop.
+/// A running `docker-registry serve` on 127.0.0.1 (or another local address), killed (and its storage removed) on drop.
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
@@ -73,19 +73,25 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free loopback port and waits (bounded) until `/v2/` answers.
     pub fn start() -> Result<Registry, RegistryError> {
-        Self::start_with(false)
+        Self::start_with(LOOPBACK, false)
+    }
+
+    /// Like `start`, on `ip` (a test hosts' gateway, so that the hosts can pull from it;
+    /// their daemons need `--insecure-registry` for it).
+    pub fn start_on(ip: IpAddr) -> Result<Registry, RegistryError> {
+        Self::start_with(ip, false)
     }
 
     /// Like `start`, but every request needs HTTP basic authentication as `TEST_USER` with
     /// `TEST_PASSWORD` (over plain http: this is loopback).
     pub fn start_with_basic_auth() -> Result<Registry, RegistryError> {
-        Self::start_with(true)
+        Self::start_with(LOOPBACK, true)
     }
 
-    fn start_with(basic_auth: bool) -> Result<Registry, RegistryError> {
+    fn start_with(ip: IpAddr, basic_auth: bool) -> Result<Registry, RegistryError> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(basic_auth) {
+            match Self::start_once(ip, basic_auth) {
                 Ok(registry) => return Ok(registry),
                 // Another process may have bound the port between our probe and the registry.
                 Err(err @ RegistryError::NotReady { .. }) => last = Some(err),
@@ -95,8 +101,8 @@ impl Registry {
         Err(last.expect("at least one attempt"))
     }
 
-    fn start_once(basic_auth: bool) -> Result<Registry, RegistryError> {
-        let addr = free_loopback_port()?;
+    fn start_once(ip: IpAddr, basic_auth: bool) -> Result<Registry, RegistryError> {
+        let addr = free_port(ip)?;
         let dir = tempfile::Builder::new()
             .prefix("swarm-registry-")
             .tempdir()?;
@@ -256,8 +262,10 @@ pub fn test_image_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-image")
 }
 
-fn free_loopback_port() -> std::io::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn free_port(ip: IpAddr) -> std::io::Result<SocketAddr> {
+    TcpListener::bind((ip, 0))?.local_addr()
 }
 
 /// The status code of a plain HTTP/1.0 GET (std only: the testkit stays light).

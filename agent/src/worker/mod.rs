@@ -65,10 +65,14 @@ pub fn system_clock() -> Clock {
 }
 
 impl WorkerIo {
-    /// The node's own: `runtime`, the image store under `DATA_DIR/images`, and the host's
-    /// task networks.
-    pub fn host(runtime: Arc<dyn Runtime>, config: &WorkerConfig) -> Result<Self, WorkerError> {
-        let images = ImageStore::open(&config.data_dir.join("images"), PullOptions::default())?;
+    /// The node's own: `runtime`, the image store under `DATA_DIR/images` (pulling as `pull`
+    /// says), and the host's task networks.
+    pub fn host(
+        runtime: Arc<dyn Runtime>,
+        config: &WorkerConfig,
+        pull: PullOptions,
+    ) -> Result<Self, WorkerError> {
+        let images = ImageStore::open(&config.data_dir.join("images"), pull)?;
         Ok(WorkerIo {
             runtime,
             images: Arc::new(images),

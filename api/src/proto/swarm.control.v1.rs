@@ -65,6 +65,10 @@ pub struct ApplyPlanRequest {
     /// service name to swarm_api::auth::RegistryAuth; empty keeps what the services have.
     #[prost(string, tag = "2")]
     pub registry_auth_json: ::prost::alloc::string::String,
+    /// Apply even to stacks a git repository owns (`swarm apply --force`): they are then
+    /// drifted from git. Without it such a plan is refused, naming the repository.
+    #[prost(bool, tag = "3")]
+    pub force: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -360,6 +364,136 @@ pub struct IssueClientCertificateResponse {
     pub cert_pem: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub ca_pem: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddRepositoryRequest {
+    /// Letters, digits, '\_', '.' and '-'.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// A local path, file://, <https://,> ssh:// or user@host:path; never with a password in it.
+    #[prost(string, tag = "2")]
+    pub url: ::prost::alloc::string::String,
+    /// Empty for main.
+    #[prost(string, tag = "3")]
+    pub branch: ::prost::alloc::string::String,
+    /// The directory (or file) of the stack files, from the repository's root; empty for the
+    /// root.
+    #[prost(string, tag = "4")]
+    pub path: ::prost::alloc::string::String,
+    /// How often the leader fetches; 0 for the default (15 s), else at least 1000.
+    #[prost(uint64, tag = "5")]
+    pub interval_ms: u64,
+    #[prost(bool, tag = "6")]
+    pub self_heal: bool,
+    #[prost(bool, tag = "7")]
+    pub prune: bool,
+    /// Where each Deployment's state changes are POSTed; empty for nowhere.
+    #[prost(string, tag = "8")]
+    pub notify: ::prost::alloc::string::String,
+    /// At most one kind: a token, a username and password, or an ssh key.
+    #[prost(message, optional, tag = "9")]
+    pub credentials: ::core::option::Option<RepositoryCredentials>,
+    /// Checks the push webhooks' signatures; empty for none.
+    #[prost(string, tag = "10")]
+    pub webhook_secret: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RepositoryCredentials {
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub username: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub password: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub ssh_private_key: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub ssh_passphrase: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddRepositoryResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRepositoriesRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRepositoriesResponse {
+    /// A list of swarm_node::repos::RepositoryView as JSON (without Deployments).
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectRepositoryRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectRepositoryResponse {
+    /// A swarm_node::repos::RepositoryView as JSON, with its last Deployments.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveRepositoryRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Remove the objects of the stacks the repository owns, in the same command.
+    #[prost(bool, tag = "2")]
+    pub prune: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveRepositoryResponse {
+    /// What `prune` removed ("service web_site"), in order.
+    #[prost(string, repeated, tag = "1")]
+    pub removed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SyncRepositoryRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SyncRepositoryResponse {
+    /// When the request was recorded (Unix milliseconds).
+    #[prost(uint64, tag = "1")]
+    pub at: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListDeploymentsRequest {
+    /// A repository's name; empty for all.
+    #[prost(string, tag = "1")]
+    pub repository: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListDeploymentsResponse {
+    /// A list of swarm_node::repos::DeploymentSummary as JSON, newest first.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShowDeploymentRequest {
+    /// A Deployment's id, or a prefix of its commit's id (at least 4 hex digits).
+    #[prost(string, tag = "1")]
+    pub deployment: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ShowDeploymentResponse {
+    /// A swarm_node::repos::DeploymentDetail as JSON.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -879,8 +1013,8 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "ListServices"));
             self.inner.unary(req, path, codec).await
         }
-        /// Applies a plan (`swarm stack deploy|rm`), all of it or nothing; refused when the state
-        /// moved since the plan's basis.
+        /// Applies a plan (`swarm stack deploy|rm`, `swarm apply`), all of it or nothing; refused
+        /// when an object it touches changed since the plan's basis.
         pub async fn apply_plan(
             &mut self,
             request: impl tonic::IntoRequest<super::ApplyPlanRequest>,
@@ -957,6 +1091,185 @@ pub mod control_client {
             req.extensions_mut()
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "WatchService"));
             self.inner.server_streaming(req, path, codec).await
+        }
+        /// Declares a repository (`swarm repo add`); its credentials and webhook secret are
+        /// stored with it, for the leader's watcher only.
+        pub async fn add_repository(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AddRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddRepositoryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/AddRepository",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "AddRepository"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The repositories with where each stands (`swarm repo ls`).
+        pub async fn list_repositories(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRepositoriesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRepositoriesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/ListRepositories",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "ListRepositories"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One repository with its status and last Deployments (`swarm repo inspect`).
+        pub async fn inspect_repository(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InspectRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectRepositoryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/InspectRepository",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("swarm.control.v1.Control", "InspectRepository"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Forgets a repository (`swarm repo rm`): its stacks stay, unmanaged, unless `prune`
+        /// removes them in the same command.
+        pub async fn remove_repository(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveRepositoryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/RemoveRepository",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "RemoveRepository"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Asks the leader's watcher to fetch a repository now (`swarm repo sync`).
+        pub async fn sync_repository(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SyncRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SyncRepositoryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/SyncRepository",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "SyncRepository"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The Deployments, newest first, of one repository or all (`swarm deploy ls`).
+        pub async fn list_deployments(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListDeploymentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDeploymentsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/ListDeployments",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "ListDeployments"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One Deployment with its plan and how its services converge (`swarm deploy show`).
+        pub async fn show_deployment(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ShowDeploymentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ShowDeploymentResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/ShowDeployment",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "ShowDeployment"));
+            self.inner.unary(req, path, codec).await
         }
     }
 }
@@ -1096,8 +1409,8 @@ pub mod control_server {
             tonic::Response<super::ListServicesResponse>,
             tonic::Status,
         >;
-        /// Applies a plan (`swarm stack deploy|rm`), all of it or nothing; refused when the state
-        /// moved since the plan's basis.
+        /// Applies a plan (`swarm stack deploy|rm`, `swarm apply`), all of it or nothing; refused
+        /// when an object it touches changed since the plan's basis.
         async fn apply_plan(
             &self,
             request: tonic::Request<super::ApplyPlanRequest>,
@@ -1134,6 +1447,64 @@ pub mod control_server {
             request: tonic::Request<super::WatchServiceRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::WatchServiceStream>,
+            tonic::Status,
+        >;
+        /// Declares a repository (`swarm repo add`); its credentials and webhook secret are
+        /// stored with it, for the leader's watcher only.
+        async fn add_repository(
+            &self,
+            request: tonic::Request<super::AddRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AddRepositoryResponse>,
+            tonic::Status,
+        >;
+        /// The repositories with where each stands (`swarm repo ls`).
+        async fn list_repositories(
+            &self,
+            request: tonic::Request<super::ListRepositoriesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRepositoriesResponse>,
+            tonic::Status,
+        >;
+        /// One repository with its status and last Deployments (`swarm repo inspect`).
+        async fn inspect_repository(
+            &self,
+            request: tonic::Request<super::InspectRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectRepositoryResponse>,
+            tonic::Status,
+        >;
+        /// Forgets a repository (`swarm repo rm`): its stacks stay, unmanaged, unless `prune`
+        /// removes them in the same command.
+        async fn remove_repository(
+            &self,
+            request: tonic::Request<super::RemoveRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveRepositoryResponse>,
+            tonic::Status,
+        >;
+        /// Asks the leader's watcher to fetch a repository now (`swarm repo sync`).
+        async fn sync_repository(
+            &self,
+            request: tonic::Request<super::SyncRepositoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SyncRepositoryResponse>,
+            tonic::Status,
+        >;
+        /// The Deployments, newest first, of one repository or all (`swarm deploy ls`).
+        async fn list_deployments(
+            &self,
+            request: tonic::Request<super::ListDeploymentsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDeploymentsResponse>,
+            tonic::Status,
+        >;
+        /// One Deployment with its plan and how its services converge (`swarm deploy show`).
+        async fn show_deployment(
+            &self,
+            request: tonic::Request<super::ShowDeploymentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ShowDeploymentResponse>,
             tonic::Status,
         >;
     }
@@ -2055,6 +2426,321 @@ pub mod control_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/AddRepository" => {
+                    #[allow(non_camel_case_types)]
+                    struct AddRepositorySvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::AddRepositoryRequest>
+                    for AddRepositorySvc<T> {
+                        type Response = super::AddRepositoryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AddRepositoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::add_repository(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AddRepositorySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/ListRepositories" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRepositoriesSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::ListRepositoriesRequest>
+                    for ListRepositoriesSvc<T> {
+                        type Response = super::ListRepositoriesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRepositoriesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::list_repositories(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRepositoriesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/InspectRepository" => {
+                    #[allow(non_camel_case_types)]
+                    struct InspectRepositorySvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::InspectRepositoryRequest>
+                    for InspectRepositorySvc<T> {
+                        type Response = super::InspectRepositoryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InspectRepositoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::inspect_repository(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InspectRepositorySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/RemoveRepository" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveRepositorySvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::RemoveRepositoryRequest>
+                    for RemoveRepositorySvc<T> {
+                        type Response = super::RemoveRepositoryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveRepositoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::remove_repository(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveRepositorySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/SyncRepository" => {
+                    #[allow(non_camel_case_types)]
+                    struct SyncRepositorySvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::SyncRepositoryRequest>
+                    for SyncRepositorySvc<T> {
+                        type Response = super::SyncRepositoryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SyncRepositoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::sync_repository(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SyncRepositorySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/ListDeployments" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListDeploymentsSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::ListDeploymentsRequest>
+                    for ListDeploymentsSvc<T> {
+                        type Response = super::ListDeploymentsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListDeploymentsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::list_deployments(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListDeploymentsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/ShowDeployment" => {
+                    #[allow(non_camel_case_types)]
+                    struct ShowDeploymentSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::ShowDeploymentRequest>
+                    for ShowDeploymentSvc<T> {
+                        type Response = super::ShowDeploymentResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ShowDeploymentRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::show_deployment(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ShowDeploymentSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

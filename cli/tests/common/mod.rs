@@ -142,6 +142,7 @@ pub fn cluster(count: usize, init_args: &[&str]) -> Cluster {
         nodes,
         daemons,
         pools,
+        hosts: None,
     };
     let mut args = vec!["init"];
     args.extend_from_slice(init_args);
@@ -156,6 +157,78 @@ pub struct Cluster {
     pub daemons: Vec<Option<Daemon>>,
     /// The address pools given to `init`: the nodes' bridges hold addresses in them.
     pub pools: Vec<swarm_agent::network::Ipv4Net>,
+    /// The test hosts the daemons run in (node `n` on host `n`), if not all on loopback;
+    /// removed last.
+    pub hosts: Option<swarm_testkit::Hosts>,
+}
+
+/// The cluster port of daemons on test hosts.
+pub const HOST_PORT: u16 = 2377;
+
+/// `count` daemons, node `n` on test host `n` of `hosts` (named `node{n+1}`, listening on
+/// the host's address), pulling from `registry` over plain http; the first inits a
+/// cluster with `init_args`. The CLI reaches them through their sockets, as on loopback.
+pub fn cluster_on_hosts(
+    hosts: swarm_testkit::Hosts,
+    registry: &str,
+    init_args: &[&str],
+) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    let mut daemons = Vec::new();
+    for n in 0..hosts.len() {
+        let node_dir = dir.path().join(format!("node{}", n + 1));
+        std::fs::create_dir(&node_dir).unwrap();
+        let log = std::fs::File::create(node_dir.join("daemon.log")).unwrap();
+        let listen = format!("{}:{HOST_PORT}", hosts.address(n));
+        let data = node_dir.join("data").display().to_string();
+        let socket = node_dir.join("swarm.sock").display().to_string();
+        let run = node_dir.join("run").display().to_string();
+        let hostname = format!("node{}", n + 1);
+        let mut command = hosts.command(
+            n,
+            env!("CARGO_BIN_EXE_swarm"),
+            &[
+                "daemon",
+                "--data-dir",
+                &data,
+                "--socket",
+                &socket,
+                "--run-dir",
+                &run,
+                "--listen-addr",
+                &listen,
+                "--hostname",
+                &hostname,
+                "--insecure-registry",
+                registry,
+            ],
+        );
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        daemons.push(Some(Daemon { child }));
+        let socket = node_dir.join("swarm.sock");
+        wait_for("a daemon's socket", Duration::from_secs(10), || {
+            socket.exists().then_some(())
+        });
+        nodes.push((node_dir, HOST_PORT));
+    }
+    let pools = init_args
+        .windows(2)
+        .filter(|pair| pair[0] == "--default-addr-pool")
+        .map(|pair| pair[1].parse().expect("an address pool"))
+        .collect();
+    let cluster = Cluster {
+        _dir: dir,
+        nodes,
+        daemons,
+        pools,
+        hosts: Some(hosts),
+    };
+    let mut args = vec!["init"];
+    args.extend_from_slice(init_args);
+    let out = swarm(&cluster.socket(0), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cluster
 }
 
 impl Cluster {
@@ -164,7 +237,10 @@ impl Cluster {
     }
 
     pub fn address(&self, n: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[n].1)
+        match &self.hosts {
+            Some(hosts) => format!("{}:{}", hosts.address(n), self.nodes[n].1),
+            None => format!("127.0.0.1:{}", self.nodes[n].1),
+        }
     }
 
     pub fn data(&self, n: usize) -> std::path::PathBuf {

@@ -110,7 +110,13 @@ impl Converter<'_> {
             configs: Vec::new(),
             secrets: Vec::new(),
         };
-        let uses_default_network = file.services.values().any(|s| s.networks.is_none());
+        // Docker's implicit `<stack>_default`: for services that name no network, and for
+        // those that name `default` among theirs without declaring it.
+        let uses_default_network = file.services.values().any(|s| match &s.networks {
+            None => true,
+            Some(file::ServiceNetworks::List(list)) => list.iter().any(|n| n == DEFAULT_NETWORK),
+            Some(file::ServiceNetworks::Map(map)) => map.contains_key(DEFAULT_NETWORK),
+        });
         let mut networks = file.networks.clone();
         if uses_default_network {
             networks.entry(DEFAULT_NETWORK.to_owned()).or_insert(None);

@@ -447,9 +447,13 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// How a scalar types: plain scalars and substituted ones by their text, quoted ones as strings.
+/// How a scalar types: plain scalars and substituted ones by their text, quoted ones as
+/// strings. A substitution that gave nothing is the empty string, not null: Compose casts an
+/// interpolated value to a number or a boolean where one is expected, never to null.
 fn scalar_type(scalar: &Scalar) -> Typed<'_> {
-    if scalar.interpolated {
+    if scalar.interpolated && scalar.text.is_empty() {
+        Typed::Str("")
+    } else if scalar.interpolated {
         resolve_plain(&scalar.text)
     } else {
         scalar.typed()

@@ -1,7 +1,9 @@
 //! Variable interpolation as Compose does it: `$VAR`, `${VAR}`, `${VAR:-default}`,
 //! `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`, `${VAR:+other}`, `${VAR+other}` and `$$`
-//! for a literal dollar. Defaults may themselves hold variables. `{{…}}` Go templates are
-//! left alone: the node fills them when it starts a task.
+//! for a literal dollar. Defaults may themselves hold `${…}` variables; any other `$` in a
+//! default is literal, as in Docker's template (`${HASH:-$2y$05$abc}` is a bcrypt hash, not
+//! variables `$2y`, `$05`, `$abc`). `{{…}}` Go templates are left alone: the node fills them
+//! when it starts a task.
 
 /// The text after interpolation, and the variables that were not set and had no default
 /// (Compose replaces them with an empty string and warns).
@@ -13,29 +15,71 @@ pub struct Interpolated {
     pub substituted: bool,
 }
 
+/// Why a template cannot be interpolated, and where: the byte offset in the text of the `$`
+/// that starts the variable at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InterpolationError {
+    pub message: String,
+    pub offset: usize,
+}
+
 /// Interpolates `text` with `lookup`; the error says what is wrong with the template or
 /// carries the message of a `${VAR:?message}` whose variable is unset.
 pub fn interpolate(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Interpolated, String> {
+) -> Result<Interpolated, InterpolationError> {
     let mut out = Interpolated::default();
     if !text.contains('$') {
         out.text = text.to_owned();
         return Ok(out);
     }
-    expand(text, lookup, &mut out, 0)?;
+    let mut rest = text;
+    // Each top-level `$` on its own, so that an error knows which one it is.
+    while let Some(dollar) = rest.find('$') {
+        out.text.push_str(&rest[..dollar]);
+        let offset = text.len() - rest.len() + dollar;
+        let end = top_level_end(&rest[dollar..]);
+        expand(
+            &rest[dollar..dollar + end],
+            text,
+            lookup,
+            &mut out,
+            0,
+            false,
+        )
+        .map_err(|message| InterpolationError { message, offset })?;
+        rest = &rest[dollar + end..];
+    }
+    out.text.push_str(rest);
     Ok(out)
+}
+
+/// The length of the variable reference (or `$$`) at the start of `text`, which starts with
+/// `$`: what `expand` takes in one step. An unclosed `${` takes the rest.
+fn top_level_end(text: &str) -> usize {
+    let after = &text[1..];
+    if after.starts_with('$') {
+        2
+    } else if let Some(body) = after.strip_prefix('{') {
+        matching_brace(body).map_or(text.len(), |close| close + 3)
+    } else {
+        1 + variable_name_len(after)
+    }
 }
 
 /// Nested defaults deeper than this are refused, so a hostile template cannot recurse forever.
 const MAX_NESTING: usize = 16;
 
+/// Expands `text`, a part of `whole` (which messages quote); in an operator's argument
+/// (`in_argument`), only `${…}` is a variable.
 fn expand(
     text: &str,
+    whole: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     out: &mut Interpolated,
     depth: usize,
+    in_argument: bool,
 ) -> Result<(), String> {
     if depth > MAX_NESTING {
         return Err("variables nested too deeply".to_owned());
@@ -44,20 +88,23 @@ fn expand(
     while let Some(dollar) = rest.find('$') {
         out.text.push_str(&rest[..dollar]);
         let after = &rest[dollar + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
+        if in_argument && !after.starts_with('{') {
+            out.text.push('$');
+            rest = after;
+        } else if let Some(tail) = after.strip_prefix('$') {
             out.text.push('$');
             rest = tail;
         } else if let Some(body_and_tail) = after.strip_prefix('{') {
             let close = matching_brace(body_and_tail).ok_or_else(|| {
-                format!("unclosed \"${{\" in {text:?}: add the closing \"}}\", or write \"$$\" for a literal \"$\"")
+                format!("unclosed \"${{\" in {whole:?}: add the closing \"}}\", or write \"$$\" for a literal \"$\"")
             })?;
-            substitute_braced(&body_and_tail[..close], lookup, out, depth)?;
+            substitute_braced(&body_and_tail[..close], whole, lookup, out, depth)?;
             rest = &body_and_tail[close + 1..];
         } else {
             let name_len = variable_name_len(after);
             if name_len == 0 {
                 return Err(format!(
-                    "invalid interpolation in {text:?}: \"$\" must start a variable such as $NAME or ${{NAME}}; write \"$$\" for a literal \"$\""
+                    "invalid interpolation in {whole:?}: \"$\" must start a variable such as $NAME or ${{NAME}}; write \"$$\" for a literal \"$\""
                 ));
             }
             let name = &after[..name_len];
@@ -84,6 +131,7 @@ fn substitute_value(name: &str, value: Option<String>, out: &mut Interpolated) {
 /// `body` is what stands between `${` and its `}`.
 fn substitute_braced(
     body: &str,
+    whole: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     out: &mut Interpolated,
     depth: usize,
@@ -119,13 +167,13 @@ fn substitute_braced(
     out.substituted = true;
     match op {
         '-' if is_set => out.text.push_str(&value.unwrap_or_default()),
-        '-' => expand(argument, lookup, out, depth + 1)?,
-        '+' if is_set => expand(argument, lookup, out, depth + 1)?,
+        '-' => expand(argument, whole, lookup, out, depth + 1, true)?,
+        '+' if is_set => expand(argument, whole, lookup, out, depth + 1, true)?,
         '+' => {}
         '?' if is_set => out.text.push_str(&value.unwrap_or_default()),
         '?' => {
             let mut message = Interpolated::default();
-            expand(argument, lookup, &mut message, depth + 1)?;
+            expand(argument, whole, lookup, &mut message, depth + 1, true)?;
             let message = if message.text.is_empty() {
                 format!("{name} is required")
             } else {
@@ -189,7 +237,9 @@ mod tests {
     }
 
     fn run(text: &str) -> Result<String, String> {
-        interpolate(text, &env).map(|i| i.text)
+        interpolate(text, &env)
+            .map(|i| i.text)
+            .map_err(|e| e.message)
     }
 
     #[test]
@@ -211,6 +261,10 @@ mod tests {
             ("{{.Node.Hostname}}-${TAG}", "{{.Node.Hostname}}-1.27"),
             ("no dollars", "no dollars"),
             ("${TAG?}", "1.27"),
+            // Docker's template: a `$` in a default is literal unless it opens `${`.
+            ("${MISSING:-$2y$05$abc}", "$2y$05$abc"),
+            ("${MISSING:-$TAG}", "$TAG"),
+            ("${TAG:+a$b}", "a$b"),
         ];
         for (text, expected) in cases {
             assert_eq!(run(text).as_deref(), Ok(expected), "{text}");
@@ -246,6 +300,15 @@ mod tests {
             let err = run(text).unwrap_err();
             assert!(err.contains(reason), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn an_error_names_the_offset_of_its_dollar() {
+        let error = interpolate("abc ${TAG} $1", &env).unwrap_err();
+        assert_eq!(error.offset, 11);
+        let error = interpolate("x ${MISSING:?needed}", &env).unwrap_err();
+        assert_eq!(error.offset, 2);
+        assert_eq!(interpolate("a$$b ${TAG}", &env).unwrap().text, "a$b 1.27");
     }
 
     #[test]

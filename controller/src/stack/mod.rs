@@ -314,6 +314,68 @@ mod tests {
         assert_eq!(short.networks, long.networks);
     }
 
+    /// An item that interpolates to nothing is an empty string, as in Docker; a null item is
+    /// called null.
+    #[test]
+    fn an_item_interpolated_to_nothing_is_an_empty_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    command: [\"echo\", \"${EMPTY}\", $UNSET]\n",
+        );
+        let env = |name: &str| (name == "EMPTY").then(String::new);
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        assert!(loaded.stack.is_some(), "{:?}", loaded.diagnostics);
+        let command = &loaded.stack.unwrap().services[0].task.container.command;
+        assert_eq!(
+            command.as_deref(),
+            Some(&["echo".to_owned(), String::new(), String::new()][..])
+        );
+
+        let loaded = load_text("services:\n  web:\n    image: nginx\n    command: [echo, ~]\n");
+        let messages: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            messages.iter().any(|m| m.contains("found nothing (null)")),
+            "{messages:?}"
+        );
+    }
+
+    /// A service may name the implicit `default` network beside its others, as Docker allows.
+    #[test]
+    fn the_default_network_may_be_named_explicitly() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    networks: [default, back]\n  db:\n    image: postgres\n    networks:\n      default:\n        aliases: [database]\nnetworks:\n  back:\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let networks: Vec<&str> = stack.networks.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(networks, ["app_back", "app_default"]);
+        let targets = |service: usize| -> Vec<String> {
+            stack.services[service]
+                .task
+                .networks
+                .iter()
+                .map(|n| n.target.clone())
+                .collect()
+        };
+        assert_eq!(targets(0), ["app_default"]);
+        assert_eq!(targets(1), ["app_back", "app_default"]);
+    }
+
+    /// `mode: 0400` is the permission users mean (octal, as Docker's YAML 1.1 loader reads
+    /// it), not decimal 400.
+    #[test]
+    fn a_file_mode_with_a_leading_zero_is_octal() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets:\n      - source: token\n        mode: 0400\n    configs:\n      - source: conf\n        mode: 0644\nsecrets:\n  token:\n    external: true\nconfigs:\n  conf:\n    external: true\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let task = &loaded.stack.unwrap().services[0].task;
+        assert_eq!(task.container.secrets[0].mode, 0o400);
+        assert_eq!(task.container.configs[0].mode, 0o644);
+    }
+
     /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.
     #[test]
     fn images_are_checked_with_the_grammar_nodes_pull_with() {

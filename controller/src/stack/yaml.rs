@@ -89,6 +89,9 @@ pub fn resolve_plain(text: &str) -> Typed<'_> {
     if unsigned.is_empty() {
         return Typed::Str(text);
     }
+    if let Some(n) = yaml11_int(text, unsigned) {
+        return Typed::Int(n);
+    }
     if unsigned.bytes().all(|b| b.is_ascii_digit())
         && let Ok(n) = text.parse::<i64>()
     {
@@ -113,6 +116,31 @@ pub fn resolve_plain(text: &str) -> Typed<'_> {
         return Typed::Float(f);
     }
     Typed::Str(text)
+}
+
+/// The integers Docker's loader reads where YAML 1.2 reads a decimal or a string: it parses
+/// with yaml.v2 (YAML 1.1), where a leading 0 means octal (`mode: 0400` is 256, the
+/// permission users mean), `0b` binary, and `_` separates digits (`1_000`).
+fn yaml11_int(text: &str, unsigned: &str) -> Option<i64> {
+    let negative = text.starts_with('-');
+    let digits: String = unsigned.chars().filter(|&c| c != '_').collect();
+    let magnitude = if let Some(binary) = digits.strip_prefix("0b") {
+        i64::from_str_radix(binary, 2).ok()?
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        i64::from_str_radix(&digits, 8).ok()?
+    } else if unsigned.contains('_')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !unsigned.starts_with('_')
+    {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 impl Node {
@@ -181,6 +209,7 @@ pub fn load(
         return None;
     }
     let mut builder = Builder {
+        lines: text.lines().collect(),
         lookup,
         diags,
         stack: Vec::new(),
@@ -242,6 +271,8 @@ enum Frame {
 }
 
 struct Builder<'a> {
+    /// The document's lines, to place an interpolation error at its `$`.
+    lines: Vec<&'a str>,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     diags: &'a mut Diagnostics,
     stack: Vec<Frame>,
@@ -415,10 +446,43 @@ impl Builder<'_> {
                 scalar.interpolated = result.substituted;
                 scalar.text = result.text;
             }
-            Err(message) => {
-                self.diags.error(Some(at), "", message);
+            Err(error) => {
+                let at = self.at_offset(at, &scalar.text, error.offset);
+                self.diags.error(Some(at), "", error.message);
                 scalar.invalid = true;
             }
+        }
+    }
+
+    /// Where byte `offset` of a scalar's `text` that starts at `at` is in the source: found
+    /// when the source shows the text up to there as it is (one line, no escapes; after an
+    /// opening quote), else the scalar's start.
+    fn at_offset(&self, at: Span, text: &str, offset: usize) -> Span {
+        let Some(line) = (at.line as usize)
+            .checked_sub(1)
+            .and_then(|i| self.lines.get(i))
+        else {
+            return at;
+        };
+        let Some(start) = line
+            .char_indices()
+            .nth(at.column as usize - 1)
+            .map(|(i, _)| i)
+        else {
+            return at;
+        };
+        let source = &line[start..];
+        let (quote, source) = match source.strip_prefix(['"', '\'']) {
+            Some(unquoted) => (1, unquoted),
+            None => (0, source),
+        };
+        let before = &text[..offset];
+        if !source.starts_with(before) {
+            return at;
+        }
+        Span {
+            column: at.column + quote + before.chars().count() as u32,
+            ..at
         }
     }
 
@@ -545,6 +609,21 @@ mod tests {
         assert_eq!(typed("g"), "Str(\"80:80\")");
         assert_eq!(typed("h"), "Str(\"7\")");
         assert_eq!(typed("i"), "Int(-4)");
+    }
+
+    #[test]
+    fn integers_read_as_docker_reads_them_yaml_1_1() {
+        let typed = |text: &str| format!("{:?}", resolve_plain(text));
+        assert_eq!(typed("0400"), "Int(256)");
+        assert_eq!(typed("0644"), "Int(420)");
+        assert_eq!(typed("-010"), "Int(-8)");
+        assert_eq!(typed("0b101"), "Int(5)");
+        assert_eq!(typed("1_000"), "Int(1000)");
+        assert_eq!(typed("0"), "Int(0)");
+        // Not octal: a decimal, as before.
+        assert_eq!(typed("0900"), "Int(900)");
+        assert_eq!(typed("_1"), "Str(\"_1\")");
+        assert_eq!(typed("0o17"), "Int(15)");
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(super) fn check_removal(
     if let Some(action) = actions.iter().find(|a| a.op != Op::Remove) {
         return Err(Rejection::invalid(format!(
             "removing repository {name} may only remove objects, not {} {} {}",
-            action_verb(action.op),
+            action.op.as_str(),
             action.kind.as_str(),
             action.name
         )));
@@ -150,15 +150,6 @@ pub(super) fn check_removal(
         )));
     }
     Ok(())
-}
-
-fn action_verb(op: Op) -> &'static str {
-    match op {
-        Op::Create => "create",
-        Op::Update => "update",
-        Op::Scale => "scale",
-        Op::Remove => "remove",
-    }
 }
 
 fn record<'d>(data: &'d StoreData, name: &str) -> Result<&'d RepositoryRecord, Rejection> {
