@@ -186,7 +186,7 @@ fn repositories(store: &Store) -> Repositories {
                 name: record.repository.name.clone(),
                 interval: Duration::from_millis(record.repository.interval_ms),
                 sync: record.status.sync.clone(),
-                never_fetched: record.status.fetched.is_none(),
+                fetched_at: record.status.fetched.as_ref().map(|f| f.at),
                 stacks: record.status.stacks.clone(),
             })
             .collect(),

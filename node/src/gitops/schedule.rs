@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use swarm_api::gitops::{SyncRequest, Trigger};
+use swarm_api::units::Millis;
 
 /// The longest a failing repository waits before it is fetched again, whatever its interval.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -20,8 +21,8 @@ pub struct RepoView {
     pub name: String,
     pub interval: Duration,
     pub sync: Option<SyncRequest>,
-    /// Never fetched by any leader: it was just added.
-    pub never_fetched: bool,
+    /// When a leader last recorded a fetch (`None`: never, it was just added).
+    pub fetched_at: Option<Millis>,
     pub stacks: BTreeSet<String>,
 }
 
@@ -84,11 +85,7 @@ impl Schedule {
                     interval: repo.interval,
                     next_poll: now,
                     pending: Some(FetchWant {
-                        trigger: if repo.never_fetched {
-                            Trigger::Sync
-                        } else {
-                            Trigger::Poll
-                        },
+                        trigger: first_trigger(repo),
                         not_before: now,
                     }),
                     sync_seen: sync_index,
@@ -218,6 +215,17 @@ impl Schedule {
     }
 }
 
+/// Why a leader's first fetch of a repository is made: a sync asked after the last
+/// recorded fetch (which the previous leader may not have served), the repository just
+/// added, or the interval.
+fn first_trigger(repo: &RepoView) -> Trigger {
+    match (&repo.sync, repo.fetched_at) {
+        (Some(sync), fetched) if fetched.is_none_or(|at| sync.at >= at) => sync.trigger,
+        (_, None) => Trigger::Sync,
+        (_, Some(_)) => Trigger::Poll,
+    }
+}
+
 /// How long to wait after the `failures`-th failed fetch in a row: doubling from a second,
 /// at most the interval (a failing repository is not fetched more often than a healthy one
 /// past the first few tries) and at most [`MAX_BACKOFF`].
@@ -239,7 +247,7 @@ mod tests {
                 at: 1,
                 index,
             }),
-            never_fetched: true,
+            fetched_at: None,
             stacks: BTreeSet::from(["web".to_owned()]),
         }
     }
@@ -252,7 +260,11 @@ mod tests {
         let due = schedule.take_due(start);
         assert_eq!(due.len(), 1);
         let work = due[0].1;
-        assert_eq!(work.fetch.unwrap().trigger, Trigger::Sync, "just added");
+        assert_eq!(
+            work.fetch.unwrap().trigger,
+            Trigger::Webhook,
+            "a webhook came before any fetch"
+        );
         assert!(work.drift && work.may_heal);
         assert!(schedule.take_due(start).is_empty(), "running");
         schedule.finished(
@@ -294,6 +306,23 @@ mod tests {
 
         schedule.update(at, &[]);
         assert_eq!(schedule.next_wake(at), None);
+    }
+
+    #[test]
+    fn a_new_leader_fetches_for_the_sync_it_may_have_missed() {
+        let mut added = repo("app", None);
+        assert_eq!(first_trigger(&added), Trigger::Sync);
+        added.fetched_at = Some(5);
+        assert_eq!(first_trigger(&added), Trigger::Poll);
+        let mut synced = repo("app", Some(9));
+        synced.fetched_at = Some(0);
+        assert_eq!(
+            first_trigger(&synced),
+            Trigger::Webhook,
+            "asked at 1, after 0"
+        );
+        synced.fetched_at = Some(2);
+        assert_eq!(first_trigger(&synced), Trigger::Poll, "served before");
     }
 
     #[test]
