@@ -390,6 +390,21 @@ async fn an_unreachable_remote_is_recorded_with_its_attempts_and_a_failed_rollou
         .propose(&repository("auto", &url, "auto", true))
         .await
         .unwrap();
+    let Command::AddRepository {
+        repository: mut declared,
+        secrets,
+    } = repository("release", &url, "auto", false)
+    else {
+        unreachable!()
+    };
+    declared.branch = "release".into();
+    client
+        .propose(&Command::AddRepository {
+            repository: declared,
+            secrets,
+        })
+        .await
+        .unwrap();
     let watcher = tokio::spawn(run(raft.clone(), 1, dir.path().join("leader")));
 
     let gone = until(&raft, "gone", "failures recorded", |r| {
@@ -399,6 +414,15 @@ async fn an_unreachable_remote_is_recorded_with_its_attempts_and_a_failed_rollou
     let error = gone.status.error.unwrap();
     assert!(error.message.contains("nowhere.git"), "{}", error.message);
     assert!(gone.deployments.is_empty());
+    let release = until(&raft, "release", "missing branch recorded", |r| {
+        r.status.error.is_some()
+    })
+    .await;
+    let message = release.status.error.unwrap().message;
+    assert!(
+        message.contains("has no branch \"release\"; its branches: main"),
+        "{message}"
+    );
 
     // The rollout of the applied commit fails (paused): recorded failed, and the drift
     // an automatic rollback leaves is not fought.
