@@ -594,3 +594,25 @@ fn an_applied_deployment_converges_when_its_services_run_and_fails_when_one_paus
     };
     assert!(reason.starts_with("web_site: update paused"), "{reason}");
 }
+
+#[test]
+fn a_new_global_service_converges_once_it_has_tasks() {
+    let remote = Remote::new();
+    let global = "services:\n  agent:\n    image: agent:1\n    deploy:\n      mode: global\n";
+    let commit = remote.commit("agent", &[("stacks/agent.yaml", global)]);
+    let repo = remote.open();
+    let mut store = store();
+    let decision = decide_for(&store, &repo, &commit, &LoadCache::new());
+    apply(&mut store, decision);
+    let deployment = store.data().repositories["app"].deployments[0].clone();
+    assert_eq!(
+        crate::gitops::judge(&store, &deployment),
+        None,
+        "no task yet"
+    );
+    run_tasks(&mut store, "agent_agent", 1);
+    assert_eq!(
+        crate::gitops::judge(&store, &deployment),
+        Some(DeploymentOutcome::Converged)
+    );
+}

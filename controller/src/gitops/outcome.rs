@@ -38,6 +38,12 @@ pub fn judge(store: &Store, deployment: &Deployment) -> Option<DeploymentOutcome
                 .into_iter()
                 .collect(),
         };
+        // A global service wants as many tasks as it has: before the orchestrator made
+        // any, a new one would pass as converged.
+        let global = service.spec.replicas().is_none();
+        if global && action.op == Op::Create && !view.tasks.iter().any(|t| t.is_live()) {
+            return None;
+        }
         match progress(&view, service, Change::Update) {
             Ok(Progress::Converged) => {}
             Ok(Progress::Waiting { .. }) => return None,
