@@ -6,7 +6,8 @@
 //! recorded (processed and applied commits), so no commit is applied twice.
 //!
 //! Applied Deployments are judged after each change of tasks or services: converged once
-//! their services run their spec, failed when an update paused or rolled back.
+//! their services run their spec and still do a second later, failed when an update paused
+//! or rolled back.
 
 mod keys;
 mod pass;
@@ -32,6 +33,9 @@ use crate::millis;
 use pass::{Context, pass};
 use schedule::{RepoView, Report, Schedule};
 
+/// How long an applied Deployment's services must stay converged before it is recorded so.
+const STABLE: Duration = Duration::from_secs(1);
+
 /// What the loop follows of the repositories, read when one changes.
 struct Repositories {
     views: Vec<RepoView>,
@@ -56,6 +60,9 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
     let mut passes: JoinSet<Report> = JoinSet::new();
     let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut unsettled = false;
+    // Deployments seen converged, and since when: recorded once the view held `STABLE`.
+    let mut held: HashMap<String, Instant> = HashMap::new();
+    let mut recheck: Option<Instant> = None;
     loop {
         let Ok(subscription) = raft
             .local_read(|store: &Store| store.subscribe(|_| ()))
@@ -79,6 +86,8 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
                     passes.abort_all();
                     running.clear();
                     schedule = Schedule::default();
+                    held.clear();
+                    recheck = None;
                 }
                 leading = false;
             } else if !leading {
@@ -99,8 +108,11 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
                     unsettled = repositories.unsettled;
                     asked.outcomes = true;
                 }
+                if recheck.is_some_and(|at| now >= at) {
+                    asked.outcomes = true;
+                }
                 if std::mem::take(&mut asked.outcomes) && unsettled {
-                    settle(&ctx.client).await;
+                    recheck = settle(&ctx.client, &mut held).await;
                 }
                 for (name, work) in schedule.take_due(now) {
                     let handle = passes.spawn(pass(ctx.clone(), name.clone(), work));
@@ -109,6 +121,9 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
             }
             let wake = schedule
                 .next_wake(Instant::now())
+                .into_iter()
+                .chain(recheck)
+                .min()
                 .filter(|_| leading)
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -196,31 +211,50 @@ fn repositories(store: &Store) -> Repositories {
     }
 }
 
-/// Records the outcome of every applied Deployment that converged or failed since.
-async fn settle(client: &StoreClient) {
+/// Records the outcome of every applied Deployment that failed since, or converged and
+/// stayed so for [`STABLE`] (`held`: since when each was seen converged). Returns when to
+/// look again for those still holding.
+async fn settle(client: &StoreClient, held: &mut HashMap<String, Instant>) -> Option<Instant> {
     let judged = client
         .raft()
         .local_read(|store: &Store| {
             let mut judged = Vec::new();
             for record in store.data().repositories.values() {
                 for deployment in &record.deployments {
-                    if deployment.outcome != DeploymentOutcome::Applied {
-                        continue;
-                    }
-                    if let Some(outcome) = judge(store, deployment) {
+                    if deployment.outcome == DeploymentOutcome::Applied {
                         judged.push((
                             record.repository.name.clone(),
                             deployment.id.clone(),
-                            outcome,
+                            judge(store, deployment),
                         ));
                     }
                 }
             }
             judged
         })
-        .await;
+        .await
+        .unwrap_or_default();
+    let now = Instant::now();
+    // Deployments no longer applied (recorded, or their repository removed) are forgotten.
+    held.retain(|id, _| judged.iter().any(|(_, applied, _)| applied == id));
     let at = millis(SystemTime::now());
-    for (repository, id, outcome) in judged.unwrap_or_default() {
+    let mut recheck = None;
+    for (repository, id, outcome) in judged {
+        let Some(outcome) = outcome else {
+            held.remove(&id);
+            continue;
+        };
+        if outcome == DeploymentOutcome::Converged {
+            // A task that exits at once is reported running first, its failure a report
+            // later: the view must hold before the Deployment is called converged.
+            let since = *held.entry(id.clone()).or_insert(now);
+            if now.duration_since(since) < STABLE {
+                let due = since + STABLE;
+                recheck = Some(recheck.map_or(due, |at: Instant| at.min(due)));
+                continue;
+            }
+        }
+        held.remove(&id);
         tracing::info!(%repository, deployment = %id, outcome = outcome.as_str(), "gitops");
         let command = Command::SetDeploymentOutcome {
             repository,
@@ -233,4 +267,5 @@ async fn settle(client: &StoreClient) {
             tracing::debug!(%error, "gitops: outcome not recorded");
         }
     }
+    recheck
 }

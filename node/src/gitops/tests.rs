@@ -522,3 +522,56 @@ async fn an_unreachable_remote_is_recorded_with_its_attempts_and_a_failed_rollou
     assert_eq!(record(&raft, "edge").await.deployments.len(), 1);
     watcher.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_converged_once_its_tasks_ran_for_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raft, _driver) = store().await;
+    let client = StoreClient::new(raft.clone());
+    let url = dir.path().join("remote.git");
+    let remote = Remote::new(&url);
+    let commit = remote.commit("api", &[("auto/api.yaml", AUTO)]);
+    client
+        .propose(&repository("auto", &url, "auto", false))
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(run(raft.clone(), 1, dir.path().join("leader")));
+    until(&raft, "auto", "applied", |r| {
+        r.status.applied.as_deref() == Some(commit.as_str())
+    })
+    .await;
+
+    // The orchestrator's and the agent's part, written here: one task of the spec, running.
+    let service = read(&raft, |s| s.export().services[0].clone()).await;
+    let expected_version = read(&raft, |s| s.data().tasks_version).await;
+    let task = swarm_api::task::Task {
+        id: "t1".into(),
+        service_id: service.id.clone().unwrap(),
+        service_name: service.spec.name.clone(),
+        slot: Some(1),
+        node_id: Some("n1".into()),
+        spec: service.spec.task.clone(),
+        desired: swarm_api::task::DesiredState::Running,
+        status: swarm_api::task::TaskStatus::new(swarm_api::task::TaskState::Running, 1),
+        created_at: 1,
+        started_at: Some(1),
+    };
+    let ran = crate::millis(std::time::SystemTime::now());
+    client
+        .propose(&Command::WriteTasks {
+            expected_version,
+            changes: vec![swarm_api::store::TaskChange::Create(Box::new(task))],
+        })
+        .await
+        .unwrap();
+    let auto = until(&raft, "auto", "converged", |r| {
+        r.deployments[0].outcome == DeploymentOutcome::Converged
+    })
+    .await;
+    let held = auto.deployments[0].updated_at - ran;
+    assert!(
+        (1000..5000).contains(&held),
+        "converged {held} ms after its task ran"
+    );
+    watcher.abort();
+}
