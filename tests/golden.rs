@@ -29,6 +29,11 @@ impl SourceTree for Workspace {
     fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>> {
         WorkTree.list(&root().join(dir))
     }
+
+    /// Relative bind sources resolve under a fixed root, whatever the machine's checkout.
+    fn absolute(&self, path: &Path) -> PathBuf {
+        Path::new("/workspace").join(path)
+    }
 }
 
 /// The golden tests see no environment variables: `${VAR:-default}` takes its default.

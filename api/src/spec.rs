@@ -137,6 +137,27 @@ pub struct Mount {
     pub source: Option<String>,
     pub target: String,
     pub read_only: bool,
+    /// How a named volume is made on a node, from the stack's top-level `volumes:` entry
+    /// (Docker's `VolumeOptions`); absent when it says nothing more than the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeOptions>,
+}
+
+/// A named volume's declaration, carried by every mount of it: a changed driver or option
+/// changes the services that mount it, as in Docker, where the volume is created on each node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeOptions {
+    /// The volume exists outside the stack: it is used as it is, never created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// The volume driver; absent: the node's default (`local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(
@@ -249,11 +270,14 @@ pub struct Constraint {
     pub value: String,
 }
 
-/// The node attributes a constraint can test.
+/// The node attributes a constraint can test, as swarmkit reads them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NodeAttribute {
     Id,
     Hostname,
+    /// The node's address (the host part of where other nodes reach it): the value is an
+    /// address or a CIDR range.
+    Ip,
     Role,
     PlatformOs,
     PlatformArch,
@@ -262,19 +286,23 @@ pub enum NodeAttribute {
 }
 
 impl NodeAttribute {
-    /// Every attribute as users write it, for error messages.
-    pub const SPELLINGS: &'static str = "node.id, node.hostname, node.role, node.platform.os, \
-        node.platform.arch, node.labels.<name>, engine.labels.<name>";
+    /// Every attribute as users write it, for error messages and help.
+    pub const SPELLINGS: &'static str = "node.id, node.hostname, node.ip (an address or a CIDR \
+        range), node.role (manager or worker), node.platform.os, node.platform.arch, \
+        node.labels.<name>, engine.labels.<name>";
 
+    /// As swarmkit: the attribute and the label prefixes are read whatever their case; a
+    /// label's name keeps its case.
     fn parse(text: &str) -> Option<NodeAttribute> {
         let label = |prefix: &str| {
-            text.strip_prefix(prefix)
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned)
+            let head = text.get(..prefix.len())?;
+            let name = &text[prefix.len()..];
+            (head.eq_ignore_ascii_case(prefix) && !name.is_empty()).then(|| name.to_owned())
         };
-        Some(match text {
+        Some(match text.to_ascii_lowercase().as_str() {
             "node.id" => NodeAttribute::Id,
             "node.hostname" => NodeAttribute::Hostname,
+            "node.ip" => NodeAttribute::Ip,
             "node.role" => NodeAttribute::Role,
             "node.platform.os" => NodeAttribute::PlatformOs,
             "node.platform.arch" => NodeAttribute::PlatformArch,
@@ -294,11 +322,35 @@ impl fmt::Display for NodeAttribute {
         match self {
             NodeAttribute::Id => f.write_str("node.id"),
             NodeAttribute::Hostname => f.write_str("node.hostname"),
+            NodeAttribute::Ip => f.write_str("node.ip"),
             NodeAttribute::Role => f.write_str("node.role"),
             NodeAttribute::PlatformOs => f.write_str("node.platform.os"),
             NodeAttribute::PlatformArch => f.write_str("node.platform.arch"),
             NodeAttribute::NodeLabel(name) => write!(f, "node.labels.{name}"),
             NodeAttribute::EngineLabel(name) => write!(f, "engine.labels.{name}"),
+        }
+    }
+}
+
+/// The address or range a `node.ip` constraint names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpMatch {
+    Address(std::net::IpAddr),
+    Range(ipnet::IpNet),
+}
+
+impl IpMatch {
+    pub fn parse(text: &str) -> Option<IpMatch> {
+        if let Ok(address) = text.parse() {
+            return Some(IpMatch::Address(address));
+        }
+        text.parse().ok().map(IpMatch::Range)
+    }
+
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        match self {
+            IpMatch::Address(own) => *own == address,
+            IpMatch::Range(range) => range.contains(&address),
         }
     }
 }
@@ -334,15 +386,33 @@ impl FromStr for Constraint {
                 "invalid constraint {text:?}: expected one value after the operator"
             )));
         }
-        if attribute == NodeAttribute::Role && !matches!(value, "manager" | "worker") {
-            return Err(ConstraintError(format!(
-                "invalid constraint {text:?}: node.role is manager or worker"
-            )));
-        }
+        let value = match attribute {
+            // Values match whatever their case: a role is written in one case, so that
+            // two spellings give one spec.
+            NodeAttribute::Role => match value.to_ascii_lowercase().as_str() {
+                role @ ("manager" | "worker") => role.to_owned(),
+                _ => {
+                    return Err(ConstraintError(format!(
+                        "invalid constraint {text:?}: node.role is manager or worker"
+                    )));
+                }
+            },
+            NodeAttribute::Ip => match IpMatch::parse(value) {
+                Some(IpMatch::Address(address)) => address.to_string(),
+                Some(IpMatch::Range(range)) => range.to_string(),
+                None => {
+                    return Err(ConstraintError(format!(
+                        "invalid constraint {text:?}: node.ip is an address (10.0.0.5) or a \
+                         CIDR range (10.0.0.0/24)"
+                    )));
+                }
+            },
+            _ => value.to_owned(),
+        };
         Ok(Constraint {
             attribute,
             equal,
-            value: value.to_owned(),
+            value,
         })
     }
 }
@@ -459,11 +529,17 @@ pub struct PortConfig {
 }
 
 impl fmt::Display for PortConfig {
-    /// Docker's `service ls` spelling: `*:8080->80/tcp`.
+    /// Docker's `service ls` spelling, `*:8080->80/tcp`; a port published in host mode
+    /// (only on the nodes that run a task, not through the routing mesh) says so:
+    /// `*:8080->80/tcp (host)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.published {
-            Some(published) => write!(f, "*:{published}->{}/{}", self.target, self.protocol),
-            None => write!(f, "*:auto->{}/{}", self.target, self.protocol),
+            Some(published) => write!(f, "*:{published}->{}/{}", self.target, self.protocol)?,
+            None => write!(f, "*:auto->{}/{}", self.target, self.protocol)?,
+        }
+        match self.mode {
+            PublishMode::Ingress => Ok(()),
+            PublishMode::Host => f.write_str(" (host)"),
         }
     }
 }
@@ -520,4 +596,46 @@ pub struct FileObjectSpec {
     pub labels: BTreeMap<String, String>,
     /// `sha256:<hex>` of the content.
     pub digest: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spellings swarmkit accepts read as one constraint; the help names every attribute.
+    #[test]
+    fn constraints_parse_as_swarmkit_reads_them() {
+        let parsed = |text: &str| text.parse::<Constraint>().map(|c| c.to_string());
+        for (text, canonical) in [
+            ("Node.Role==Manager", "node.role == manager"),
+            ("NODE.LABELS.Zone != b", "node.labels.Zone != b"),
+            ("Engine.Labels.disk==ssd", "engine.labels.disk == ssd"),
+            ("node.ip == 10.0.0.5", "node.ip == 10.0.0.5"),
+            ("node.ip != 10.0.0.0/24", "node.ip != 10.0.0.0/24"),
+            ("node.IP == 2001:db8::/32", "node.ip == 2001:db8::/32"),
+            ("node.platform.os == linux", "node.platform.os == linux"),
+            (
+                "node.Platform.Arch == x86_64",
+                "node.platform.arch == x86_64",
+            ),
+        ] {
+            assert_eq!(parsed(text).as_deref(), Ok(canonical), "{text}");
+        }
+        let error = parsed("node.ip == 10.0.0.300").unwrap_err().to_string();
+        assert!(error.contains("CIDR range"), "{error}");
+        let error = parsed("node.zone == a").unwrap_err().to_string();
+        for attribute in [
+            "node.id",
+            "node.hostname",
+            "node.ip",
+            "node.role",
+            "node.platform.os",
+            "node.platform.arch",
+            "node.labels.<name>",
+            "engine.labels.<name>",
+        ] {
+            assert!(error.contains(attribute), "{error}");
+        }
+        assert!(parsed("node.labels. == a").is_err());
+    }
 }

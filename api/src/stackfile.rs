@@ -77,6 +77,8 @@ pub struct Service {
     #[serde(default)]
     pub cgroup_parent: Unsupported,
     #[serde(default)]
+    pub cgroupns_mode: Unsupported,
+    #[serde(default)]
     pub container_name: Unsupported,
     #[serde(default)]
     pub cpus: Unsupported,
@@ -118,6 +120,8 @@ pub struct Service {
     pub mem_limit: Unsupported,
     #[serde(default)]
     pub network_mode: Unsupported,
+    #[serde(default)]
+    pub oom_score_adj: Unsupported,
     #[serde(default)]
     pub pid: Unsupported,
     #[serde(default)]
@@ -230,6 +234,8 @@ pub enum ServiceNetworks {
 pub struct NetworkAttachment {
     /// Other names the service answers to on this network.
     pub aliases: Option<Vec<String>>,
+    #[serde(default)]
+    pub driver_opts: Unsupported,
     #[serde(default)]
     pub ipv4_address: Unsupported,
     #[serde(default)]
@@ -350,7 +356,11 @@ pub enum EndpointMode {
 #[serde(deny_unknown_fields)]
 #[schemars(extend("patternProperties" = {"^x-": {}}))]
 pub struct Placement {
-    /// Expressions such as `node.role == manager` or `node.labels.zone != b`.
+    /// Expressions `ATTRIBUTE == VALUE` or `ATTRIBUTE != VALUE`, all of which must hold, such as
+    /// `node.role == manager` or `node.labels.zone != b`. Attributes: node.id, node.hostname,
+    /// node.ip (an address or a CIDR range), node.role (manager or worker), node.platform.os,
+    /// node.platform.arch, node.labels.<name>, engine.labels.<name>; values match whatever
+    /// their case.
     pub constraints: Option<Vec<String>>,
     pub preferences: Option<Vec<PlacementPreference>>,
     /// At most this many tasks of the service on one node (0: no limit).
@@ -370,6 +380,10 @@ pub struct PlacementPreference {
 pub struct Resources {
     pub limits: Option<ResourceLimits>,
     pub reservations: Option<ResourceReservations>,
+    #[serde(default)]
+    pub memory_swap: Unsupported,
+    #[serde(default)]
+    pub memory_swappiness: Unsupported,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -535,6 +549,8 @@ pub struct ConfigOrSecret {
     pub template_driver: Unsupported,
     #[serde(default)]
     pub driver: Unsupported,
+    #[serde(default)]
+    pub driver_opts: Unsupported,
 }
 
 /// A key of the format that swarm does not implement yet: accepted with a warning, then ignored.

@@ -94,7 +94,7 @@ pub async fn run(host: &Host, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             let env = |name: &str| std::env::var(name).ok();
             let current = Current::State(plans::cluster_state(host).await?);
             let outcome = deploy::plan_paths(&paths, &desired, current, &env)?;
-            plans::planned(outcome, &desired, None)?
+            plans::planned(outcome, &desired, None, !args.paths.is_empty())?
         }
     };
     plans::print_plan(&plan, Format::Text, plans::use_color(args.color))?;

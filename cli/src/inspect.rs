@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use serde::Serialize;
-use swarm_api::spec::{ServiceMode, ServiceSpec, UpdatePolicy};
+use swarm_api::spec::{PublishMode, ServiceMode, ServiceSpec, UpdatePolicy};
 use swarm_api::state::Object;
 use swarm_api::task::{DesiredState, ServicesView, TaskState};
 use swarm_api::units::Millis;
@@ -100,7 +100,12 @@ fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> S
     if !spec.endpoint.ports.is_empty() {
         line("Ports", &"");
         for port in &spec.endpoint.ports {
-            line(" Port", &format!("{port} ({})", word(&port.mode)));
+            // A host-mode port says so itself.
+            let text = match port.mode {
+                PublishMode::Ingress => format!("{port} (ingress)"),
+                PublishMode::Host => port.to_string(),
+            };
+            line(" Port", &text);
         }
     }
     out

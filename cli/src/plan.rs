@@ -88,7 +88,12 @@ pub async fn run(host: &Host, args: PlanArgs) -> anyhow::Result<ExitCode> {
         None => &work_tree,
     };
     let outcome = deploy::plan_paths(&paths, desired, current, &env)?;
-    let plan = plans::planned(outcome, desired, args.base.as_deref())?;
+    let plan = plans::planned(
+        outcome,
+        desired,
+        args.base.as_deref(),
+        !args.paths.is_empty(),
+    )?;
     plans::print_plan(&plan, args.format, plans::use_color(args.color))?;
     if let Some(out) = &args.out {
         plans::save(&plan, out)?;

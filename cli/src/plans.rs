@@ -52,12 +52,24 @@ pub fn paths_or_default(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The plan of a planning run, once its findings are printed; or why there is none.
-/// `base` is the revision the current side was read at, for its warning.
+/// `base` is the revision the current side was read at, for its warning; `explicit` says
+/// the paths were given (a directory given with nothing to plan in it is then an error).
 pub fn planned(
     outcome: Outcome,
     desired: &dyn StackSource,
     base: Option<&str>,
+    explicit: bool,
 ) -> anyhow::Result<Plan> {
+    if let Some(dir) = outcome.empty.first() {
+        let what = format!(
+            "{}: no stack files here (*.yml or *.yaml files, or a folder's compose.yaml or docker-compose.yml)",
+            dir.display()
+        );
+        if explicit {
+            bail!(what);
+        }
+        eprintln!("note: {what}");
+    }
     if let Some(current) = &outcome.current {
         print_findings(current);
         if current.invalid() > 0 {

@@ -95,7 +95,7 @@ pub struct UpdateArgs {
     /// Remove environment variables: KEY
     #[arg(long)]
     env_rm: Vec<String>,
-    /// Add placement constraints
+    /// Add placement constraints (attributes as for `service create --constraint`)
     #[arg(long)]
     constraint_add: Vec<String>,
     /// Remove placement constraints (as written when added)
@@ -174,7 +174,10 @@ pub struct CreateArgs {
     /// Container labels: KEY=VALUE
     #[arg(long)]
     container_label: Vec<String>,
-    /// Placement constraints, e.g. node.labels.zone==a
+    /// Placement constraints, ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, e.g. node.labels.zone==a.
+    /// Attributes: node.id, node.hostname, node.ip (an address or a CIDR range), node.role
+    /// (manager or worker), node.platform.os, node.platform.arch, node.labels.<name>,
+    /// engine.labels.<name>
     #[arg(long)]
     constraint: Vec<String>,
     /// Placement preferences: spread=node.labels.X

@@ -318,3 +318,54 @@ fn output_into_a_reader_that_went_away_ends_quietly() {
         output.status
     );
 }
+
+/// One folder per stack is found and each stack named after its folder, in the working tree
+/// and at a git revision alike.
+#[test]
+fn a_folder_per_stack_plans_each_folder_as_a_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, file, port) in [
+        ("web", "docker-compose.yml", "8080"),
+        ("db", "compose.yaml", "8081"),
+    ] {
+        std::fs::create_dir_all(dir.path().join("stacks").join(folder)).unwrap();
+        std::fs::write(
+            dir.path().join("stacks").join(folder).join(file),
+            WEB.replace("8080", port),
+        )
+        .unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "folders"]);
+    let out = swarm(dir.path(), &["plan", "stacks"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("+ create service web_site"), "{text}");
+    assert!(text.contains("+ create service db_site"), "{text}");
+    let out = swarm(dir.path(), &["plan", "--base", "HEAD", "stacks"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
+}
+
+/// A directory with no stack file says so: an error when it was named, a note when it is
+/// the default.
+#[test]
+fn an_empty_stacks_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("stacks")).unwrap();
+    let out = swarm(dir.path(), &["plan", "stacks"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("stacks: no stack files here"),
+        "{}",
+        stderr(&out)
+    );
+    let out = swarm(dir.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: stacks: no stack files here"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -33,6 +33,7 @@ fn nodes() -> Vec<Candidate> {
             }
             labels.insert("rack".to_owned(), format!("r{}", i % 10));
             Candidate {
+                ip: None,
                 id: format!("node-{i:04}"),
                 hostname: format!("host-{i:04}"),
                 role: NodeRole::Worker,

@@ -17,6 +17,8 @@ pub struct Side {
     pub files: Vec<StackFile>,
     /// The paths given that name nothing at this source.
     pub missing: Vec<PathBuf>,
+    /// The directories given that hold no stack file at this source.
+    pub empty: Vec<PathBuf>,
     /// The valid stacks, each with its source named as the cluster records it.
     pub stacks: Vec<Stack>,
 }
@@ -52,6 +54,7 @@ pub fn read_side(
         commit: source.commit(),
         files: Vec::new(),
         missing: found.missing,
+        empty: found.empty,
         stacks: Vec::new(),
     };
     for path in found.files {

@@ -1,6 +1,6 @@
 //! Paths at a desired revision × a current side → a plan, or why there is none.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use swarm_api::plan::{Basis, Plan};
 use swarm_api::state::ClusterState;
@@ -8,7 +8,8 @@ use swarm_api::state::ClusterState;
 use super::DeployError;
 use super::load::{Side, read_side};
 use super::source::StackSource;
-use crate::plan::{PlanError, Scope, plan};
+use crate::plan::{PlanError, Scope, check_externals, plan};
+use crate::source::names_stack_file;
 use crate::stack;
 
 /// What the plan is made against.
@@ -28,6 +29,9 @@ pub struct Outcome {
     /// The current side when it was read from a source.
     pub current: Option<Side>,
     pub desired: Side,
+    /// The directories given where neither side has a stack file (nor the cluster an
+    /// object from one): nothing there to plan.
+    pub empty: Vec<PathBuf>,
     pub verdict: Verdict,
 }
 
@@ -57,6 +61,7 @@ pub fn plan_paths(
         ..Basis::default()
     };
     // The current side first: a path that exists only there is a deleted stack, not a typo.
+    let state_known = matches!(current, Current::State(_));
     let (current_side, current_state) = match current {
         Current::Empty => (None, ClusterState::empty()),
         Current::State(state) => {
@@ -71,6 +76,25 @@ pub fn plan_paths(
         }
     };
     let desired_side = read_side(desired, paths, env)?;
+    let empty: Vec<PathBuf> = desired_side
+        .empty
+        .iter()
+        .filter(|dir| {
+            let base_has = current_side
+                .as_ref()
+                .is_some_and(|side| side.files.iter().any(|f| names_stack_file(dir, &f.path)));
+            let source = desired.source_name(dir);
+            let cluster_has = current_state.services.iter().any(|object| {
+                object
+                    .origin
+                    .source
+                    .as_deref()
+                    .is_some_and(|file| names_stack_file(Path::new(&source), Path::new(file)))
+            });
+            !base_has && !cluster_has
+        })
+        .cloned()
+        .collect();
     let base_files = current_side.as_ref().map_or(&[][..], |s| &s.files[..]);
     let missing: Vec<PathBuf> = desired_side
         .missing
@@ -78,7 +102,7 @@ pub fn plan_paths(
         .filter(|missing| {
             !base_files
                 .iter()
-                .any(|f| f.path == **missing || f.path.parent() == Some(missing.as_path()))
+                .any(|f| names_stack_file(missing, &f.path))
         })
         .cloned()
         .collect();
@@ -90,7 +114,13 @@ pub fn plan_paths(
         let scope = Scope {
             paths: paths.iter().map(|p| desired.source_name(p)).collect(),
         };
-        match plan(&desired_side.stacks, &current_state, &scope, basis) {
+        // Only a real cluster's state (or its export) tells what exists outside the stacks.
+        let externals = if state_known {
+            check_externals(&desired_side.stacks, &current_state)
+        } else {
+            Ok(())
+        };
+        match externals.and_then(|()| plan(&desired_side.stacks, &current_state, &scope, basis)) {
             Ok(plan) => Verdict::Planned(plan),
             Err(conflict) => Verdict::Conflict(conflict),
         }
@@ -98,6 +128,7 @@ pub fn plan_paths(
     Ok(Outcome {
         current: current_side,
         desired: desired_side,
+        empty,
         verdict,
     })
 }

@@ -44,6 +44,10 @@ impl<S: StackSource + ?Sized> SourceTree for Tree<'_, S> {
     fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>> {
         self.0.list(dir)
     }
+
+    fn absolute(&self, path: &Path) -> std::path::PathBuf {
+        self.0.absolute(path)
+    }
 }
 
 /// The working tree (paths relative to the current directory), inside `repo` if there is

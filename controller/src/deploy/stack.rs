@@ -8,7 +8,7 @@ use swarm_api::state::ClusterState;
 
 use super::DeployError;
 use super::source::StackSource;
-use crate::plan::{PlanError, Scope, plan};
+use crate::plan::{PlanError, Scope, check_externals, plan};
 use crate::stack::{self, Loaded, Stack};
 
 /// Loads `files` (merged, each overriding those before it) as the stack `name`.
@@ -39,6 +39,7 @@ pub fn state_basis(current: &ClusterState) -> Basis {
 /// stay unless `prune` (as `docker stack deploy`); its other objects go.
 pub fn plan_stack(desired: &Stack, current: &ClusterState, prune: bool) -> Result<Plan, PlanError> {
     let scope = Scope { paths: Vec::new() };
+    check_externals(std::slice::from_ref(desired), current)?;
     let mut plan = plan(
         std::slice::from_ref(desired),
         current,
@@ -65,6 +66,7 @@ pub fn plan_removal(names: &[String], current: &ClusterState) -> Result<Plan, De
             networks: Vec::new(),
             configs: Vec::new(),
             secrets: Vec::new(),
+            externals: Vec::new(),
         })
         .collect();
     let plan = plan(

@@ -35,12 +35,22 @@ impl SourceTree for Revision {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Option<Vec<String>>> {
-        let names: Vec<String> = self
+        let mut names: Vec<String> = self
             .files
             .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter_map(|p| {
+                let inside = p.strip_prefix(dir).ok()?;
+                let mut parts = inside.components();
+                let first = parts.next()?.as_os_str().to_string_lossy().into_owned();
+                Some(if parts.next().is_some() {
+                    format!("{first}/")
+                } else {
+                    first
+                })
+            })
             .collect();
+        names.sort();
+        names.dedup();
         Ok((!names.is_empty()).then_some(names))
     }
 }
@@ -239,5 +249,114 @@ fn removing_stacks_removes_all_they_own_or_names_the_unknown_one() {
     assert_eq!(
         error.to_string(),
         "nothing found in stack gone: `swarm stack ls` lists the stacks"
+    );
+}
+
+/// One folder per stack: each folder's Compose file is a stack named after the folder, found
+/// beside plain stack files; a deleted folder's stack is removed.
+#[test]
+fn a_folder_per_stack_names_each_stack_after_its_folder() {
+    let base = at(
+        "HEAD~1",
+        Some("aaa"),
+        &[
+            ("stacks/web/docker-compose.yml", WEB),
+            ("stacks/old/compose.yaml", API),
+        ],
+    );
+    let head = at(
+        "HEAD",
+        Some("bbb"),
+        &[
+            ("stacks/web/docker-compose.yml", WEB_SCALED),
+            ("stacks/web/prometheus.yml", "not: a stack\n"),
+            ("stacks/db/compose.yaml", API),
+            (
+                "stacks/db/docker-compose.yml",
+                "ignored: compose.yaml comes first\n",
+            ),
+            ("stacks/api.yaml", API),
+            ("stacks/notes/readme.yaml", "not: a stack\n"),
+        ],
+    );
+    let outcome = plan_paths(&paths(&["stacks"]), &head, Current::Source(&base), &no_env).unwrap();
+    let files: Vec<String> = outcome
+        .desired
+        .files
+        .iter()
+        .map(|f| f.path.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "stacks/api.yaml",
+            "stacks/db/compose.yaml",
+            "stacks/web/docker-compose.yml"
+        ]
+    );
+    assert_eq!(
+        summary(planned(&outcome)),
+        [
+            "Create Network api_default",
+            "Create Network db_default",
+            "Create Service api_app",
+            "Create Service db_app",
+            "Scale Service web_site",
+            "Remove Service old_app",
+            "Remove Network old_default",
+        ]
+    );
+}
+
+/// An external object a service uses must exist in a cluster's state (or be made by a
+/// planned stack); without a cluster to ask, it is not checked.
+#[test]
+fn an_external_object_missing_from_the_state_is_an_error() {
+    const USES: &str = "services:\n  site:\n    image: nginx:1\n    networks: [proxy]\n    secrets: [token]\nnetworks:\n  proxy:\n    external: true\n    name: traefik-public\nsecrets:\n  token:\n    external: true\n";
+    let head = at("HEAD", None, &[("stacks/web.yaml", USES)]);
+    let plan_against = |state: ClusterState| {
+        plan_paths(&paths(&["stacks"]), &head, Current::State(state), &no_env)
+            .unwrap()
+            .verdict
+    };
+    match plan_against(ClusterState::empty()) {
+        Verdict::Conflict(error @ PlanError::MissingExternal { .. }) => assert_eq!(
+            error.to_string(),
+            "network `traefik-public` is declared `external: true` by stacks/web.yaml but does not exist in the cluster: create it first, or declare it in the stack without `external`"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let provider = at(
+        "HEAD",
+        None,
+        &[(
+            "infra/proxy.yaml",
+            "services:\n  proxy:\n    image: traefik:3\n    networks: [public]\nnetworks:\n  public:\n    name: traefik-public\nsecrets:\n  token:\n    file: proxy.yaml\n    name: token\n",
+        )],
+    );
+    let mut state = crate::stack::as_state(
+        &read_side(&provider, &paths(&["infra"]), &no_env)
+            .unwrap()
+            .stacks,
+    );
+    state.version = 7;
+    assert!(matches!(plan_against(state), Verdict::Planned(_)));
+    let outcome = plan_paths(&paths(&["stacks"]), &head, Current::Empty, &no_env).unwrap();
+    planned(&outcome);
+}
+
+/// A directory with no stack file on either side is reported; one whose files were deleted
+/// is a removal, not an empty directory.
+#[test]
+fn an_empty_directory_is_reported_unless_it_held_stacks() {
+    let head = at("HEAD", Some("bbb"), &[("other/readme.txt", "hello")]);
+    let outcome = plan_paths(&paths(&["other"]), &head, Current::Empty, &no_env).unwrap();
+    assert_eq!(outcome.empty, paths(&["other"]));
+    let base = at("HEAD~1", Some("aaa"), &[("other/web.yaml", WEB)]);
+    let outcome = plan_paths(&paths(&["other"]), &head, Current::Source(&base), &no_env).unwrap();
+    assert!(outcome.empty.is_empty());
+    assert_eq!(
+        summary(planned(&outcome)),
+        ["Remove Service web_site", "Remove Network web_default"]
     );
 }

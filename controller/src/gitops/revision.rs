@@ -228,10 +228,24 @@ impl SourceTree for GitRevision<'_> {
         };
         let mut names: Vec<String> = tree
             .iter()
-            .filter(|entry| entry.kind() == Some(ObjectType::Blob))
-            .filter_map(|entry| entry.name().ok().map(str::to_owned))
+            .filter_map(|entry| {
+                let name = entry.name().ok()?;
+                match entry.kind()? {
+                    ObjectType::Blob => Some(name.to_owned()),
+                    ObjectType::Tree => Some(format!("{name}/")),
+                    _ => None,
+                }
+            })
             .collect();
         names.sort();
         Ok(Some(names))
+    }
+
+    /// From the directory paths are named from: in a work tree's repository the current
+    /// directory, as Docker's client resolves a relative bind; in a bare mirror the
+    /// repository's root taken as `/` (`./data` in `stacks/web.yaml` is `/stacks/data`), so
+    /// every manager's watcher resolves it alike, whatever its own directory.
+    fn absolute(&self, path: &Path) -> std::path::PathBuf {
+        self.repo().cwd.join(path)
     }
 }

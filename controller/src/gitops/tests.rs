@@ -457,6 +457,17 @@ fn a_bare_repository_reads_paths_from_its_root_only() {
         revision.source_name(Path::new("stacks/web.yaml")),
         "stacks/web.yaml"
     );
+    // A relative bind is from the repository's root taken as `/`, whatever the daemon's
+    // directory: every manager's watcher plans it alike.
+    let bind = "services:\n  web:\n    image: nginx\n    volumes: [./data:/data]\n";
+    let head = remote.commit("main", "bind", &[("stacks/web.yaml", bind)]);
+    let revision = repo.commit(&head).unwrap();
+    let loaded = revision.load(Path::new("stacks/web.yaml"), &|_| None);
+    let mounts = &loaded.stack.expect("a stack").services[0]
+        .task
+        .container
+        .mounts;
+    assert_eq!(mounts[0].source.as_deref(), Some("/stacks/data"));
     // `discover` still refuses a bare repository: the CLI has no work tree to read there.
     assert!(matches!(
         Repo::discover(&remote.bare),

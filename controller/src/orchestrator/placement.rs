@@ -21,6 +21,7 @@ pub(super) fn candidate(node: &Node) -> Candidate {
         availability: node.availability,
         status: node.status,
         labels: node.labels.clone(),
+        ip: scheduler::host_ip(&node.address),
         os: description.os.clone(),
         arch: description.arch.clone(),
         capacity: reported.then_some(Resources {

@@ -17,6 +17,7 @@ use swarm_api::plan::{Action, Basis, Kind, ObjectSpec, Op, PLAN_FORMAT, Plan};
 use swarm_api::spec::Named;
 use swarm_api::state::{ClusterState, Object, Origin};
 
+use crate::source::names_stack_file;
 use crate::stack::Stack;
 
 pub use diff::field_changes;
@@ -37,10 +38,9 @@ impl Scope {
             return true;
         }
         origin.source.as_deref().is_some_and(|source| {
-            let source = Path::new(source);
             self.paths
                 .iter()
-                .any(|path| source == Path::new(path) || source.parent() == Some(Path::new(path)))
+                .any(|path| names_stack_file(Path::new(path), Path::new(source)))
         })
     }
 }
@@ -62,6 +62,14 @@ pub enum PlanError {
         name: String,
         first: String,
         second: String,
+    },
+    #[error(
+        "{kind} `{name}` is declared `external: true` by {file} but does not exist in the cluster: create it first, or declare it in the stack without `external`"
+    )]
+    MissingExternal {
+        kind: &'static str,
+        name: String,
+        file: String,
     },
     #[error(
         "port {port} is published by both service {first} and service {second}: every node listens on an ingress port once"
@@ -231,6 +239,40 @@ impl Planner<'_> {
             });
         }
     }
+}
+
+/// Every external object the desired stacks use exists in `current` (a cluster's state or
+/// its export) or is made by one of the stacks, as `docker stack deploy` checks.
+pub fn check_externals(desired: &[Stack], current: &ClusterState) -> Result<(), PlanError> {
+    fn has<S: Named>(objects: &[Object<S>], name: &str) -> bool {
+        objects.iter().any(|o| o.spec.name() == name)
+    }
+    let made = |kind: Kind, name: &str| {
+        desired.iter().any(|stack| match kind {
+            Kind::Network => stack.networks.iter().any(|n| n.name == name),
+            Kind::Config => stack.configs.iter().any(|c| c.name == name),
+            Kind::Secret => stack.secrets.iter().any(|s| s.name == name),
+            Kind::Service => stack.services.iter().any(|s| s.name == name),
+        })
+    };
+    for stack in desired {
+        for (kind, name) in &stack.externals {
+            let exists = match kind {
+                Kind::Network => has(&current.networks, name),
+                Kind::Config => has(&current.configs, name),
+                Kind::Secret => has(&current.secrets, name),
+                Kind::Service => has(&current.services, name),
+            };
+            if !exists && !made(*kind, name) {
+                return Err(PlanError::MissingExternal {
+                    kind: kind.as_str(),
+                    name: name.clone(),
+                    file: stack.source.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_unique(desired: &[Stack]) -> Result<(), PlanError> {

@@ -355,6 +355,20 @@ mod tests {
         );
     }
 
+    /// A port published in host mode is shown as such: it is not on every node.
+    #[test]
+    fn host_mode_ports_are_shown_as_such() {
+        use swarm_api::spec::{PortConfig, Protocol, PublishMode};
+        let port = |mode| PortConfig {
+            published: Some(8080),
+            target: 80,
+            protocol: Protocol::Tcp,
+            mode,
+        };
+        assert_eq!(port(PublishMode::Ingress).to_string(), "*:8080->80/tcp");
+        assert_eq!(port(PublishMode::Host).to_string(), "*:8080->80/tcp (host)");
+    }
+
     #[test]
     fn changed_lists_show_only_changed_lines() {
         let change = FieldChange {

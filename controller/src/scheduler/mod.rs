@@ -17,7 +17,7 @@ mod spread;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use swarm_api::spec::{Constraint, NodeAttribute, Placement, Protocol};
+use swarm_api::spec::{Constraint, IpMatch, NodeAttribute, Placement, Protocol};
 use swarm_api::store::{Availability, NodeRole, NodeStatus};
 use swarm_api::units::{ByteSize, NanoCpus};
 
@@ -39,6 +39,9 @@ pub struct Candidate {
     pub availability: Availability,
     pub status: NodeStatus,
     pub labels: BTreeMap<String, String>,
+    /// The host part of the node's address, for `node.ip` constraints; `None` when it is
+    /// a name rather than an address.
+    pub ip: Option<std::net::IpAddr>,
     pub os: String,
     pub arch: String,
     /// What the node offers; `None` when it has not said, and then it takes only tasks
@@ -182,6 +185,15 @@ fn passes_static_filters(node: &Candidate, placement: &Placement, why: &mut Reje
     true
 }
 
+/// A node's address for `node.ip` constraints: the host part of `host:port` (`[v6]:port`), when the host is one.
+pub fn host_ip(address: &str) -> Option<std::net::IpAddr> {
+    if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_matches(['[', ']']).parse().ok()
+}
+
 /// Whether `node` satisfies one constraint; a missing label equals nothing.
 pub fn satisfies(node: &Candidate, constraint: &Constraint) -> bool {
     let role = match node.role {
@@ -189,6 +201,13 @@ pub fn satisfies(node: &Candidate, constraint: &Constraint) -> bool {
         NodeRole::Worker => "worker",
     };
     let value = match &constraint.attribute {
+        // As swarmkit: an address equals, a range contains; a node without one matches neither.
+        NodeAttribute::Ip => {
+            let within = IpMatch::parse(&constraint.value)
+                .zip(node.ip)
+                .is_some_and(|(wanted, ip)| wanted.contains(ip));
+            return within == constraint.equal;
+        }
         NodeAttribute::Id => Some(node.id.as_str()),
         NodeAttribute::Hostname => Some(node.hostname.as_str()),
         NodeAttribute::Role => Some(role),

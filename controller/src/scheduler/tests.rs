@@ -5,6 +5,7 @@ const GIB: u64 = 1 << 30;
 
 fn node(name: &str) -> Candidate {
     Candidate {
+        ip: None,
         id: format!("id-{name}"),
         hostname: name.to_owned(),
         role: NodeRole::Worker,
@@ -299,4 +300,41 @@ fn an_empty_cluster_says_so() {
         decisions.unschedulable[0].1,
         "no suitable node (the cluster has no nodes)"
     );
+}
+
+/// Constraints as swarmkit reads them: attribute names in any case, `node.ip` with an
+/// address or a range (the host part of the node's address), the platform the node reported.
+#[test]
+fn constraints_read_like_swarmkit() {
+    let mut manager = node("a");
+    manager.role = NodeRole::Manager;
+    manager.ip = host_ip("10.0.1.5:4242");
+    manager.arch = "aarch64".to_owned();
+    manager.labels.insert("Zone".to_owned(), "eu".to_owned());
+    let mut worker = node("b");
+    worker.ip = host_ip("[fd00::7]:4242");
+    let named = node("c");
+    let holds = |text: &str, candidate: &Candidate| {
+        let constraint: Constraint = text.parse().unwrap();
+        satisfies(candidate, &constraint)
+    };
+    assert!(holds("Node.Role == Manager", &manager));
+    assert!(!holds("NODE.ROLE==manager", &worker));
+    assert!(holds("NODE.LABELS.Zone == EU", &manager));
+    assert!(
+        !holds("node.labels.zone == eu", &manager),
+        "a label's name keeps its case"
+    );
+    assert!(holds("node.ip == 10.0.1.5", &manager));
+    assert!(holds("node.ip == 10.0.0.0/16", &manager));
+    assert!(holds("node.ip != 10.0.0.0/16", &worker));
+    assert!(holds("node.ip == fd00::/64", &worker));
+    assert!(
+        !holds("node.ip == 10.0.0.0/8", &named),
+        "a node without an address"
+    );
+    assert!(holds("node.ip != 10.0.0.0/8", &named));
+    assert!(holds("node.platform.arch == aarch64", &manager));
+    assert!(holds("node.platform.os == Linux", &worker));
+    assert_eq!(host_ip("node-3:4242"), None);
 }

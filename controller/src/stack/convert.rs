@@ -8,6 +8,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use swarm_api::image::{ImageRef, ImageRefError};
+use swarm_api::plan::Kind;
 use swarm_api::spec::{
     self, Constraint, ContainerSpec, EndpointSpec, FileObjectSpec, MountKind, NetworkAttachment,
     NetworkSpec, PortConfig, Protocol, PublishMode, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
@@ -74,13 +75,17 @@ pub(super) struct Converter<'a> {
     pub tree: &'a dyn SourceTree,
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     pub diags: &'a mut Diagnostics,
+    /// Top-level sections the schema check refused as a whole (`networks: [a]`): a name
+    /// not found in them was already reported there.
+    pub refused_sections: BTreeSet<&'static str>,
 }
 
 /// Names a top-level object has in the cluster, by its key in the stack file.
 #[derive(Default)]
 struct Names {
     networks: BTreeMap<String, String>,
-    volumes: BTreeMap<String, String>,
+    /// The name in the cluster, and how the volume is made (Docker's `VolumeOptions`).
+    volumes: BTreeMap<String, (String, Option<spec::VolumeOptions>)>,
     configs: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
 }
@@ -93,8 +98,17 @@ pub(crate) const MIN_MEMORY_LIMIT: u64 = 6 << 20;
 impl Converter<'_> {
     pub fn convert(&mut self, file: &StackFile, root: &Node, source: String) -> Stack {
         let top = Loc::root(root);
+        for section in ["networks", "volumes", "configs", "secrets"] {
+            let refused = root
+                .get(section)
+                .is_some_and(|n| !matches!(n.value, super::yaml::Value::Mapping(_)));
+            if refused {
+                self.refused_sections.insert(section);
+            }
+        }
         self.check_version(file, &top);
-        if file.services.is_empty() {
+        // After errors, `services` may be empty because the schema check left it out.
+        if file.services.is_empty() && !self.diags.has_errors() {
             self.diags.warning(
                 top.key("services").span(),
                 "services",
@@ -109,6 +123,7 @@ impl Converter<'_> {
             networks: Vec::new(),
             configs: Vec::new(),
             secrets: Vec::new(),
+            externals: Vec::new(),
         };
         // Docker's implicit `<stack>_default`: for services that name no network, and for
         // those that name `default` among theirs without declaring it.
@@ -130,7 +145,9 @@ impl Converter<'_> {
         for (key, volume) in &file.volumes {
             let volume = volume.clone().unwrap_or_default();
             let name = self.object_name(key, volume.name.as_deref(), volume.external.as_ref());
-            names.volumes.insert(key.clone(), name);
+            let loc = top.key("volumes").key(key);
+            let options = self.volume_options(&volume, &loc);
+            names.volumes.insert(key.clone(), (name, options));
         }
         for (key, config) in &file.configs {
             let loc = top.key("configs").key(key);
@@ -151,6 +168,7 @@ impl Converter<'_> {
                 stack.services.push(spec);
             }
         }
+        stack.externals = used_externals(file, &stack.services, &names);
         stack
     }
 
@@ -239,6 +257,29 @@ impl Converter<'_> {
         })
     }
 
+    /// What a mount of the volume carries besides its name; `None` when nothing is declared.
+    fn volume_options(&mut self, volume: &file::Volume, loc: &Loc) -> Option<spec::VolumeOptions> {
+        let external = is_external(volume.external.as_ref());
+        if external {
+            // Docker uses an external volume as it is: what else is declared would be ignored.
+            for key in ["driver", "driver_opts", "labels"] {
+                let at = loc.key(key);
+                if at.node.is_some() {
+                    self.diags
+                        .error(at.span(), &at.path, format!("`{key}` cannot be used with an external volume"))
+                        .help("an external volume is created outside the stack: remove it, or remove `external`");
+                }
+            }
+        }
+        let options = spec::VolumeOptions {
+            external,
+            driver: volume.driver.clone().filter(|d| !d.is_empty()),
+            driver_opts: volume.driver_opts.clone().unwrap_or_default(),
+            labels: self.labels(volume.labels.as_ref(), &loc.key("labels")),
+        };
+        (options != spec::VolumeOptions::default()).then_some(options)
+    }
+
     fn file_object(
         &mut self,
         key: &str,
@@ -298,6 +339,19 @@ impl Converter<'_> {
         }
     }
 
+    /// A relative bind source as Docker's client resolves it: `~` is the home directory,
+    /// other paths are from the stack file's directory, made absolute on this machine.
+    fn host_path(&self, source: &str) -> String {
+        let path = match source.strip_prefix('~') {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                let home = (self.lookup)("HOME").unwrap_or_else(|| "/".to_owned());
+                Path::new(&home).join(rest.trim_start_matches('/'))
+            }
+            _ => self.tree.absolute(&self.dir.join(source)),
+        };
+        lexically_normal(&path).to_string_lossy().into_owned()
+    }
+
     fn service(
         &mut self,
         key: &str,
@@ -353,14 +407,14 @@ impl Converter<'_> {
                 &loc.key("configs"),
                 &names.configs,
                 "config",
-                |source| format!("/{source}"),
+                "/",
             ),
             secrets: self.file_references(
                 service.secrets.as_deref().unwrap_or_default(),
                 &loc.key("secrets"),
                 &names.secrets,
                 "secret",
-                |source| format!("/run/secrets/{source}"),
+                "/run/secrets/",
             ),
         };
         let task = TaskSpec {
@@ -390,6 +444,10 @@ impl Converter<'_> {
 
     fn image(&mut self, service: &file::Service, loc: &Loc) -> Option<String> {
         let Some(image) = &service.image else {
+            if loc.key("image").node.is_some() {
+                // Written, but refused by the schema check, which said why.
+                return None;
+            }
             let diag = self.diags.error(
                 loc.key_span,
                 &loc.path,
@@ -671,12 +729,18 @@ impl Converter<'_> {
                 );
                 continue;
             }
+            let mut volume_options = None;
             let source = match (kind, source) {
                 (MountKind::Bind, Some(path)) if !path.starts_with('/') => {
+                    let resolved = self.host_path(&path);
                     self.diags
-                        .error(at.span(), &at.path, format!("the bind source {path:?} is a relative path"))
-                        .help("a task may run on any node: give an absolute path that exists on the nodes");
-                    continue;
+                        .warning(
+                            at.span(),
+                            &at.path,
+                            format!("the bind source {path:?} is {resolved} on the nodes"),
+                        )
+                        .help("relative paths are resolved against the directory of the stack file, as `docker stack deploy` does: the path must exist on every node a task may run on");
+                    Some(resolved)
                 }
                 (MountKind::Bind, None) => {
                     self.diags
@@ -684,7 +748,10 @@ impl Converter<'_> {
                     continue;
                 }
                 (MountKind::Volume, Some(volume)) => match names.volumes.get(&volume) {
-                    Some(name) => Some(name.clone()),
+                    Some((name, options)) => {
+                        volume_options = options.clone();
+                        Some(name.clone())
+                    }
                     None => {
                         self.undefined(&at, "volume", &volume, names.volumes.keys());
                         continue;
@@ -697,6 +764,7 @@ impl Converter<'_> {
                 source,
                 target,
                 read_only,
+                volume: volume_options,
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
@@ -729,6 +797,13 @@ impl Converter<'_> {
         name: &str,
         known: impl Iterator<Item = &'k String>,
     ) {
+        if self
+            .refused_sections
+            .iter()
+            .any(|section| section.strip_suffix('s') == Some(what))
+        {
+            return;
+        }
         let known: Vec<&str> = known.map(String::as_str).collect();
         let diag = self.diags.error(
             at.span(),
@@ -749,7 +824,7 @@ impl Converter<'_> {
         loc: &Loc,
         names: &BTreeMap<String, String>,
         what: &str,
-        default_target: fn(&str) -> String,
+        directory: &str,
     ) -> Vec<spec::FileReference> {
         let mut out = Vec::new();
         for (i, reference) in references.iter().enumerate() {
@@ -768,7 +843,14 @@ impl Converter<'_> {
                 self.undefined(&at, what, &long.source, names.keys());
                 continue;
             };
-            let target = long.target.unwrap_or_else(|| default_target(&long.source));
+            // As the engine places them: a relative target (the source when none is given)
+            // is a file in the kind's directory, so `[s]` and `{source: s, target: s}` agree.
+            let target = long.target.unwrap_or_else(|| long.source.clone());
+            let target = if target.starts_with('/') {
+                target
+            } else {
+                format!("{directory}{target}")
+            };
             let mode = long.mode.unwrap_or(0o444);
             if mode > 0o777 {
                 self.diags.error(
@@ -1023,6 +1105,52 @@ impl Converter<'_> {
     }
 }
 
+/// The external networks, configs and secrets the services use, by their cluster names.
+/// The networks Docker has on every node (`host`, `bridge`, `none`) are not checked, as
+/// `docker stack deploy` does not.
+fn used_externals(
+    file: &StackFile,
+    services: &[ServiceSpec],
+    names: &Names,
+) -> Vec<(Kind, String)> {
+    fn external_names<T>(
+        declared: &BTreeMap<String, Option<T>>,
+        external: fn(&T) -> Option<&External>,
+        cluster: &BTreeMap<String, String>,
+    ) -> BTreeSet<String> {
+        declared
+            .iter()
+            .filter(|(_, object)| is_external(object.as_ref().and_then(external)))
+            .filter_map(|(key, _)| cluster.get(key).cloned())
+            .collect()
+    }
+    let networks = external_names(&file.networks, |n| n.external.as_ref(), &names.networks);
+    let configs = external_names(&file.configs, |c| c.external.as_ref(), &names.configs);
+    let secrets = external_names(&file.secrets, |s| s.external.as_ref(), &names.secrets);
+    let mut used = BTreeSet::new();
+    for service in services {
+        let container = &service.task.container;
+        for attachment in &service.task.networks {
+            if networks.contains(&attachment.target)
+                && !matches!(attachment.target.as_str(), "host" | "bridge" | "none")
+            {
+                used.insert((Kind::Network, attachment.target.clone()));
+            }
+        }
+        for reference in &container.configs {
+            if configs.contains(&reference.source) {
+                used.insert((Kind::Config, reference.source.clone()));
+            }
+        }
+        for reference in &container.secrets {
+            if secrets.contains(&reference.source) {
+                used.insert((Kind::Secret, reference.source.clone()));
+            }
+        }
+    }
+    used.into_iter().collect()
+}
+
 fn is_external(external: Option<&External>) -> bool {
     matches!(external, Some(External::Flag(true) | External::Named(_)))
 }
@@ -1088,6 +1216,33 @@ pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `path` without `.` and with each `..` taking away the component before it, as Go's
+/// `filepath.Clean` (Docker's client) does.
+fn lexically_normal(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Stack names: the first part of every service's name, which swarmkit checks as a DNS
+/// label part (no '.', no '+').
+pub(crate) fn valid_stack_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
 pub(crate) fn valid_cidr(text: &str) -> bool {

@@ -11,8 +11,10 @@ use super::yaml::{Node, Scalar, Typed, Value, resolve_plain};
 use swarm_api::stackfile::UNSUPPORTED_KEYWORD;
 use swarm_api::units::{UNIT_KEYWORD, check_unit};
 
-/// Decodes `node` as an instance of `root` (a schema with `$defs`). Returns `None` when any
-/// error was found below it; warnings do not prevent a value.
+/// Decodes `node` as an instance of `root` (a schema with `$defs`), reporting every error.
+/// What fails is left out where the format lets it be (an optional key, a list item; a map
+/// entry that may be null becomes null), so the rest can still be converted and its findings
+/// reported in the same run; `None` only when nothing is left to convert.
 pub fn decode(node: &Node, root: &Json, diags: &mut Diagnostics) -> Option<Json> {
     let mut decoder = Decoder {
         root,
@@ -160,16 +162,15 @@ impl<'a> Decoder<'a> {
             Value::Sequence(items) if admits.array => {
                 let items_schema = schema.get("items").unwrap_or(ANY);
                 let mut out = Vec::with_capacity(items.len());
-                let mut ok = true;
                 for (index, item) in items.iter().enumerate() {
                     self.path.push(format!("[{index}]"));
-                    match self.decode(item, items_schema) {
-                        Some(value) => out.push(value),
-                        None => ok = false,
+                    // A failed item is reported and left out.
+                    if let Some(value) = self.decode(item, items_schema) {
+                        out.push(value);
                     }
                     self.path.pop();
                 }
-                ok.then_some(Json::Array(out))
+                Some(Json::Array(out))
             }
             // Its interpolation failed and was reported: nothing more to say about it.
             Value::Scalar(scalar) if scalar.invalid => None,
@@ -234,6 +235,18 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    fn admits_null(&self, schema: &'a Json) -> bool {
+        let schema = self.resolve(schema);
+        match schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Json::as_array)
+        {
+            Some(branches) => branches.iter().any(|b| self.admits_null(b)),
+            None => Admits::of(schema).null,
+        }
+    }
+
     fn decode_object(&mut self, node: &Node, schema: &'a Json) -> Option<Json> {
         let Value::Mapping(entries) = &node.value else {
             unreachable!("decode_object takes mappings")
@@ -250,6 +263,11 @@ impl<'a> Decoder<'a> {
             })
             .unwrap_or_default();
         let additional = schema.get("additionalProperties");
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Json::as_array)
+            .map(|names| names.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
         let mut out = Map::new();
         let mut ok = true;
         for entry in entries {
@@ -266,7 +284,6 @@ impl<'a> Decoder<'a> {
                         properties,
                         &extension_prefixes,
                     );
-                    ok = false;
                     continue;
                 }
                 (None, Some(schema)) => schema,
@@ -288,22 +305,26 @@ impl<'a> Decoder<'a> {
                     Some(value) => {
                         out.insert(entry.key.clone(), value);
                     }
-                    None => ok = false,
+                    // A failed entry of a map whose values may be null (a network, a
+                    // volume…) stays declared, so references to it are not reported too.
+                    None if property.is_none() && self.admits_null(value_schema) => {
+                        out.insert(entry.key.clone(), Json::Null);
+                    }
+                    // Reported: a key the types require fails its object, others are left out.
+                    None => ok &= !required.contains(&entry.key.as_str()),
                 }
             }
             self.path.pop();
         }
-        if let Some(required) = schema.get("required").and_then(Json::as_array) {
-            for name in required.iter().filter_map(Json::as_str) {
-                if !entries.iter().any(|e| e.key == name) {
-                    let path = self.path();
-                    self.diags.error(
-                        Some(node.span),
-                        &path,
-                        format!("missing required key `{name}`"),
-                    );
-                    ok = false;
-                }
+        for name in &required {
+            if !entries.iter().any(|e| e.key == *name) {
+                let path = self.path();
+                self.diags.error(
+                    Some(node.span),
+                    &path,
+                    format!("missing required key `{name}`"),
+                );
+                ok = false;
             }
         }
         ok.then_some(Json::Object(out))

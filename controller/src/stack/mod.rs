@@ -17,6 +17,7 @@ pub mod yaml;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use swarm_api::plan::Kind;
 use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::stackfile::StackFile;
 use swarm_api::state::{ClusterState, Object, Origin};
@@ -36,6 +37,9 @@ pub struct Stack {
     pub networks: Vec<NetworkSpec>,
     pub configs: Vec<FileObjectSpec>,
     pub secrets: Vec<FileObjectSpec>,
+    /// The objects declared `external: true` that its services use: they must exist in the
+    /// cluster (sorted).
+    pub externals: Vec<(Kind, String)>,
 }
 
 impl Stack {
@@ -152,9 +156,12 @@ fn load_into(
         .collect::<Option<Vec<yaml::Node>>>()?
         .into_iter()
         .reduce(merge::merge)?;
+    // Conversion runs on what the schema check left even after errors, so that one run
+    // reports every finding (the stack is refused in the end all the same).
     let json = decode::decode(&root, stack_schema(), diags)?;
     let file: StackFile = match serde_json::from_value(json) {
         Ok(file) => file,
+        Err(_) if diags.has_errors() => return None,
         Err(e) => {
             // The schema check admits only what the types read; this is a bug if it happens.
             diags.error(None, "", format!("cannot read the stack file: {e}"));
@@ -162,22 +169,39 @@ fn load_into(
         }
     };
     let given = name;
-    let name = match (given, &file.name) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(name)) => name.clone(),
-        (None, None) => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+    let (name, origin) = match (given, &file.name) {
+        (Some(name), _) => (name.to_owned(), NameOrigin::Given),
+        (None, Some(name)) => (name.clone(), NameOrigin::Key),
+        (None, None) => name_from_path(tree, path),
     };
-    if !convert::valid_name(&name) {
-        let span = given
-            .is_none()
-            .then(|| root.entry("name").map(|e| e.value.span))
-            .flatten();
-        diags
-            .error(span, "name", format!("invalid stack name {name:?}"))
-            .help("name the stack with letters, digits, '_', '.' and '-' (set `name:` or rename the file)");
+    if !convert::valid_stack_name(&name) {
+        let rule = "stack names are letters, digits, '_' and '-', starting with a letter or a \
+            digit: Docker refuses others (such as '.' and '+') in the names of services";
+        match origin {
+            NameOrigin::Given => {
+                diags
+                    .error(None, "", format!("invalid stack name {name:?}"))
+                    .help(rule);
+            }
+            NameOrigin::Key => {
+                let span = root.entry("name").map(|e| e.value.span);
+                diags
+                    .error(span, "name", format!("invalid stack name {name:?}"))
+                    .help(rule);
+            }
+            NameOrigin::Path(from) => {
+                diags
+                    .error(
+                        None,
+                        "",
+                        format!("the stack name {name:?} taken from the {from} is not valid"),
+                    )
+                    .help(format!(
+                        "{rule}; set `name:` in the file, or rename the {}",
+                        from.trim_end_matches(" name")
+                    ));
+            }
+        }
         return None;
     }
     let mut converter = convert::Converter {
@@ -186,9 +210,47 @@ fn load_into(
         tree,
         lookup: &lookup,
         diags,
+        refused_sections: Default::default(),
     };
     let sources: Vec<&str> = files.iter().map(|&(_, display)| display).collect();
     Some(converter.convert(&file, &root, sources.join(" + ")))
+}
+
+/// Where a stack's name came from, for the error when it is not valid.
+enum NameOrigin {
+    /// The caller's (`swarm stack deploy -c FILE NAME`).
+    Given,
+    /// The file's `name:`.
+    Key,
+    /// The file's path: "file name" or "folder name".
+    Path(&'static str),
+}
+
+/// The name a stack file gives when it says none: its folder's for a Compose default file
+/// name (`web/docker-compose.yml` is stack `web`, as Compose names a project), else its
+/// file name without the extension.
+fn name_from_path(tree: &dyn SourceTree, path: &Path) -> (String, NameOrigin) {
+    if crate::source::is_compose_file_name(path) {
+        let folder = match path.parent().and_then(Path::file_name) {
+            Some(folder) => Some(folder.to_owned()),
+            None => tree
+                .absolute(path)
+                .parent()
+                .and_then(Path::file_name)
+                .map(ToOwned::to_owned),
+        };
+        if let Some(folder) = folder {
+            return (
+                folder.to_string_lossy().into_owned(),
+                NameOrigin::Path("folder name"),
+            );
+        }
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (stem, NameOrigin::Path("file name"))
 }
 
 /// One file's tree, a mapping; `None` (reported) when it cannot be.
@@ -374,6 +436,177 @@ mod tests {
         let task = &loaded.stack.unwrap().services[0].task;
         assert_eq!(task.container.secrets[0].mode, 0o400);
         assert_eq!(task.container.configs[0].mode, 0o644);
+    }
+
+    /// A relative bind source is resolved against the stack file's directory, as Docker's
+    /// client does, with a warning that it must exist on the nodes; `~` is the home directory.
+    #[test]
+    fn relative_bind_sources_resolve_against_the_stack_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    volumes:\n      - ./data:/data\n      - ../shared/./conf:/etc/conf:ro\n      - ~/cache:/cache\n      - {type: bind, source: logs, target: /logs}\n",
+        );
+        let env = |name: &str| (name == "HOME").then(|| "/home/ops".to_owned());
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        let warnings: Vec<&Diagnostic> = loaded.diagnostics.iter().collect();
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings.iter().all(|d| d.severity == Severity::Warning));
+        assert!(
+            warnings[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("must exist on every node")
+        );
+        let mounts = &loaded.stack.unwrap().services[0].task.container.mounts;
+        let sources: Vec<(&str, &str)> = mounts
+            .iter()
+            .map(|m| (m.target.as_str(), m.source.as_deref().unwrap()))
+            .collect();
+        let parent = dir.path().parent().unwrap();
+        let in_dir = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        assert_eq!(
+            sources,
+            [
+                ("/cache", "/home/ops/cache"),
+                ("/data", in_dir("data").as_str()),
+                ("/etc/conf", parent.join("shared/conf").to_str().unwrap()),
+                ("/logs", in_dir("logs").as_str()),
+            ]
+        );
+    }
+
+    /// A top-level volume's driver, options, labels and `external` are part of the specs of
+    /// the services that mount it: a changed driver is a changed service.
+    #[test]
+    fn volume_declarations_are_kept_in_the_mounts() {
+        let with = |volume: &str| {
+            load_text(&format!(
+                "services:\n  db:\n    image: postgres\n    volumes: [data:/var/lib/data]\nvolumes:\n  data:{volume}\n"
+            ))
+        };
+        let mount =
+            |loaded: Loaded| loaded.stack.unwrap().services[0].task.container.mounts[0].clone();
+        let plain = mount(with(""));
+        assert_eq!(
+            (plain.source.as_deref(), &plain.volume),
+            (Some("app_data"), &None)
+        );
+        let local = mount(with(
+            "\n    driver: local\n    driver_opts: {type: nfs, o: \"addr=10.0.0.1\"}\n    labels: [backup=daily]",
+        ));
+        let options = local.volume.clone().unwrap();
+        assert_eq!(options.driver.as_deref(), Some("local"));
+        assert_eq!(options.driver_opts["o"], "addr=10.0.0.1");
+        assert_eq!(options.labels["backup"], "daily");
+        assert!(!options.external);
+        let other = mount(with(
+            "\n    driver: rexray\n    driver_opts: {type: nfs, o: \"addr=10.0.0.1\"}\n    labels: [backup=daily]",
+        ));
+        assert_ne!(local, other);
+        let external = mount(with("\n    external: true\n    name: pgdata"));
+        assert_eq!(external.source.as_deref(), Some("pgdata"));
+        assert!(external.volume.unwrap().external);
+
+        let refused = with("\n    external: true\n    driver: local");
+        assert!(refused.stack.is_none());
+        assert!(
+            refused.diagnostics[0]
+                .message
+                .contains("cannot be used with an external volume"),
+            "{:?}",
+            refused.diagnostics
+        );
+    }
+
+    /// Every key of Docker's compose 3.x schemas is known: implemented, or a warning.
+    #[test]
+    fn every_key_of_dockers_schemas_is_known() {
+        let loaded = load_text(
+            "version: \"3.14\"\nservices:\n  web:\n    image: nginx\n    build: {context: .}\n    cap_add: [NET_ADMIN]\n    cap_drop: [ALL]\n    cgroupns_mode: host\n    cgroup_parent: p\n    container_name: web\n    credential_spec: {file: x}\n    depends_on: [db]\n    devices: [/dev/fuse]\n    dns: 1.1.1.1\n    dns_search: example.com\n    domainname: example.com\n    expose: [80]\n    external_links: [db]\n    extra_hosts: [\"a:10.0.0.1\"]\n    init: true\n    ipc: host\n    isolation: default\n    links: [db]\n    logging: {driver: json-file, options: {max-size: 10m}}\n    mac_address: 02:42:ac:11:00:02\n    network_mode: host\n    networks:\n      default:\n        aliases: [w]\n        driver_opts: {a: b}\n        ipv4_address: 10.0.0.9\n        ipv6_address: fd00::9\n    oom_score_adj: 100\n    pid: host\n    privileged: true\n    read_only: true\n    restart: always\n    security_opt: [no-new-privileges]\n    shm_size: 64m\n    stdin_open: true\n    sysctls: {net.core.somaxconn: 1024}\n    tmpfs: /run\n    tty: true\n    ulimits: {nofile: {soft: 1024, hard: 2048}}\n    userns_mode: host\n    volumes:\n      - type: volume\n        source: data\n        target: /data\n        consistency: cached\n        volume: {nocopy: true}\n    deploy:\n      resources:\n        memory_swap: 0\n        memory_swappiness: 0\n        reservations:\n          generic_resources: [{discrete_resource_spec: {kind: gpu, value: 1}}]\n  db:\n    image: postgres\nvolumes:\n  data:\n    x-cluster-spec: {group: g}\nsecrets:\n  s:\n    file: app.yaml\n    driver: d\n    driver_opts: {a: b}\n    template_driver: golang\nconfigs:\n  c:\n    file: app.yaml\n    template_driver: golang\n",
+        );
+        let errors: Vec<&Diagnostic> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let warned = |key: &str| {
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.message.starts_with(&format!("`{key}` is not supported")))
+        };
+        for key in [
+            "oom_score_adj",
+            "cgroupns_mode",
+            "driver_opts",
+            "memory_swap",
+            "logging",
+        ] {
+            assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
+        }
+    }
+
+    /// A stack is named by `name:`, else by its file's name when that is a valid stack name,
+    /// else by its folder for a Compose default file name; a name Docker refuses is an error
+    /// that says how to fix it.
+    #[test]
+    fn stack_names_come_from_name_the_file_or_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web");
+        std::fs::create_dir(&web).unwrap();
+        let service = "services:\n  site:\n    image: nginx\n";
+        let name_of = |path: &Path| {
+            let loaded = load(&WorkTree, path, "f", &|_| None);
+            match loaded.stack {
+                Some(stack) => Ok(stack.name),
+                None => Err(loaded.diagnostics[0].to_string()),
+            }
+        };
+        let folder = write(&web, "docker-compose.yml", service);
+        assert_eq!(name_of(&folder).as_deref(), Ok("web"));
+        let plain = write(dir.path(), "shop.yaml", service);
+        assert_eq!(name_of(&plain).as_deref(), Ok("shop"));
+        let dotted = write(dir.path(), "web.prod.yaml", service);
+        let error = name_of(&dotted).unwrap_err();
+        assert!(
+            error.contains("the stack name \"web.prod\" taken from the file name is not valid"),
+            "{error}"
+        );
+        assert!(
+            error.contains("set `name:` in the file, or rename the file"),
+            "{error}"
+        );
+        let plus = write(dir.path(), "c++.yaml", &format!("name: cpp\n{service}"));
+        assert_eq!(name_of(&plus).as_deref(), Ok("cpp"), "`name:` wins");
+        let bad_key = write(dir.path(), "bad.yaml", &format!("name: my.app\n{service}"));
+        let error = name_of(&bad_key).unwrap_err();
+        assert!(
+            error.starts_with("f:1:7: error: name: invalid stack name \"my.app\""),
+            "{error}"
+        );
+    }
+
+    /// Equivalent spellings give equal specs: short and long references to configs and
+    /// secrets, short and long ports, list and map labels and environment.
+    #[test]
+    fn equivalent_forms_give_equal_specs() {
+        let short = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets: [token]\n    configs: [site]\n    ports: [\"8080:80\", \"53:53/udp\"]\n    labels: [tier=front, flag]\n    environment: [A=1, B=]\n    deploy:\n      labels: [team=web]\nsecrets:\n  token:\n    external: true\nconfigs:\n  site:\n    external: true\n",
+        );
+        let long = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets:\n      - {source: token, target: token, uid: \"0\", gid: \"0\", mode: 0444}\n    configs:\n      - {source: site, target: /site}\n    ports:\n      - {target: 80, published: 8080, protocol: tcp, mode: ingress}\n      - {target: 53, published: \"53\", protocol: udp}\n    labels: {tier: front, flag: }\n    environment: {A: 1, B: \"\"}\n    deploy:\n      labels: {team: web}\nsecrets:\n  token:\n    external: true\nconfigs:\n  site:\n    external: true\n",
+        );
+        assert!(short.diagnostics.is_empty(), "{:?}", short.diagnostics);
+        assert!(long.diagnostics.is_empty(), "{:?}", long.diagnostics);
+        let (short, long) = (short.stack.unwrap(), long.stack.unwrap());
+        assert_eq!(short.services, long.services);
+        let container = &short.services[0].task.container;
+        assert_eq!(container.secrets[0].target, "/run/secrets/token");
+        assert_eq!(container.configs[0].target, "/site");
     }
 
     /// The planner reads `image` with the node's grammar: what it accepts, a node pulls.

@@ -286,6 +286,7 @@ mod tests {
             source: Some("relative/dir".into()),
             target: "data".into(),
             read_only: false,
+            volume: None,
         });
         spec.endpoint.ports = vec![ingress(0)];
         let reasons = plan_result(&state(vec![spec]), &[created("bad name")]);

@@ -60,7 +60,7 @@ fn create_flags_make_the_spec_a_stack_file_would() {
     assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
     assert_eq!(
         ports(&spec),
-        ["*:auto->9000/tcp", "*:53->53/udp", "*:8080->80/tcp"]
+        ["*:auto->9000/tcp (host)", "*:53->53/udp", "*:8080->80/tcp"]
     );
     assert_eq!(spec.endpoint.ports[0].mode, PublishMode::Host);
     assert_eq!(container.env["A"], "1");
