@@ -111,8 +111,14 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
                 if recheck.is_some_and(|at| now >= at) {
                     asked.outcomes = true;
                 }
-                if std::mem::take(&mut asked.outcomes) && unsettled {
-                    recheck = settle(&ctx.client, &mut held).await;
+                if std::mem::take(&mut asked.outcomes) {
+                    recheck = if unsettled {
+                        settle(&ctx.client, &mut held).await
+                    } else {
+                        // Nothing rolls out (what was held went with its repository).
+                        held.clear();
+                        None
+                    };
                 }
                 for (name, work) in schedule.take_due(now) {
                     let handle = passes.spawn(pass(ctx.clone(), name.clone(), work));
