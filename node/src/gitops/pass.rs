@@ -270,6 +270,11 @@ impl Context {
                 return false;
             }
         };
+        if let DeploymentOutcome::Invalid { findings } = &decision.deployment.outcome {
+            // It planned when it was applied; an empty drift would be a guess.
+            tracing::warn!(repository = %name, commit = %applied, ?findings, "gitops: the applied commit no longer plans; drift not checked");
+            return false;
+        }
         let drift = decision.drift();
         if drift != seen.status.drift {
             tracing::info!(repository = %name, services = drift.len(), "gitops: drift");
