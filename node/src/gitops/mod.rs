@@ -53,7 +53,13 @@ struct Asked {
 /// Watches the repositories while this manager (`own_raft_id`) leads; mirrors and ssh keys
 /// live under `dir` (`<data dir>/gitops`).
 pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64, dir: PathBuf) {
-    let ctx = Arc::new(Context::new(StoreClient::new(raft.clone()), dir));
+    let ctx = Context::new(StoreClient::new(raft.clone()), dir);
+    watch(raft, own_raft_id, ctx).await;
+}
+
+/// [`run`] with the mirrors and keys of `ctx`.
+async fn watch(raft: RaftHandle<Store>, own_raft_id: u64, ctx: Context) {
+    let ctx = Arc::new(ctx);
     let mut applied = raft.applied();
     let mut leading = false;
     let mut schedule = Schedule::default();

@@ -53,11 +53,16 @@ struct Planning {
 }
 
 impl Context {
+    /// Mirrors under `<dir>/mirrors`, ssh keys under `<dir>/keys`.
     pub fn new(client: StoreClient, dir: PathBuf) -> Context {
+        Context::with_mirrors(client, Mirrors::new(dir.join("mirrors")), dir.join("keys"))
+    }
+
+    pub fn with_mirrors(client: StoreClient, mirrors: Mirrors, keys: PathBuf) -> Context {
         Context {
             client,
-            mirrors: Mirrors::new(dir.join("mirrors")),
-            keys: dir.join("keys"),
+            mirrors,
+            keys,
             caches: Mutex::new(HashMap::new()),
         }
     }

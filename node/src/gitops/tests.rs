@@ -575,3 +575,72 @@ async fn a_deployment_is_converged_once_its_tasks_ran_for_a_second() {
     );
     watcher.abort();
 }
+
+/// Counts the fetches made through it.
+struct Counting {
+    fetch: swarm_controller::gitops::Git2Fetch,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl swarm_controller::gitops::Fetch for Counting {
+    fn fetch(
+        &self,
+        mirror: &Path,
+        url: &str,
+        credentials: &swarm_controller::gitops::Credentials,
+    ) -> Result<swarm_controller::gitops::Heads, swarm_controller::gitops::FetchError> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.fetch.fetch(mirror, url, credentials)
+    }
+}
+
+/// argo-cd#9017: many repositories on one URL, each polled on its own timer, cost one
+/// fetch per interval, not one per repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_on_one_url_share_one_fetch_per_interval() {
+    const REPOSITORIES: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (raft, _driver) = store().await;
+    let client = StoreClient::new(raft.clone());
+    let url = dir.path().join("remote.git");
+    let remote = Remote::new(&url);
+    let commit = remote.commit("api", &[("auto/api.yaml", AUTO)]);
+    for n in 0..REPOSITORIES {
+        // Each on a path of its own that names nothing: recorded invalid once, then polled.
+        let path = format!("stacks-{n}");
+        client
+            .propose(&repository(&format!("r{n}"), &url, &path, false))
+            .await
+            .unwrap();
+    }
+    let counting = std::sync::Arc::new(Counting {
+        fetch: Default::default(),
+        count: Default::default(),
+    });
+    let mirrors =
+        swarm_controller::gitops::Mirrors::with_fetch(dir.path().join("mirrors"), counting.clone());
+    let ctx = super::pass::Context::with_mirrors(client.clone(), mirrors, dir.path().join("keys"));
+    let watcher = tokio::spawn(super::watch(raft.clone(), 1, ctx));
+    for n in 0..REPOSITORIES {
+        until(&raft, &format!("r{n}"), "processed", |r| {
+            r.status.processed.as_deref() == Some(commit.as_str())
+        })
+        .await;
+    }
+    let first = counting.count.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        first <= 3,
+        "{first} fetches for the first round of {REPOSITORIES}"
+    );
+    // Three intervals of 1 s: 60 polls.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let polls = counting.count.load(std::sync::atomic::Ordering::SeqCst) - first;
+    eprintln!(
+        "{REPOSITORIES} repositories on one URL: {first} fetches for the first round, {polls} over 3 intervals"
+    );
+    assert!(
+        (1..=6).contains(&polls),
+        "{polls} fetches for {REPOSITORIES} repositories over 3 intervals"
+    );
+    watcher.abort();
+}
