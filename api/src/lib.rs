@@ -6,6 +6,7 @@
 //! Only this crate defines serialised formats; everything else passes these types.
 
 pub mod auth;
+pub mod converge;
 pub mod gitops;
 pub mod image;
 pub mod plan;

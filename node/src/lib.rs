@@ -3,11 +3,13 @@
 //! cluster port's services over TLS: Raft between managers, and the join handshake (`join`).
 //!
 //! A node's data dir holds everything durable: `node.json` (who it is), `certs/` (the CA,
-//! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`.
+//! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`
+//! and `gitops/` (the leader's git mirrors and the repositories' ssh keys).
 
 mod agent;
 mod control;
 mod dispatcher;
+mod gitops;
 mod join;
 mod logs;
 mod notify;
@@ -450,10 +452,18 @@ impl Daemon {
         let monitor = tokio::spawn(dispatcher::monitor(raft.clone(), raft_id, heartbeats));
         let orchestrator = tokio::spawn(orchestrate::run(raft.clone(), raft_id));
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
+        let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
         Ok(Manager {
             raft,
-            tasks: vec![refresher, monitor, orchestrator, notifier, dispatcher],
+            tasks: vec![
+                refresher,
+                monitor,
+                orchestrator,
+                notifier,
+                watcher,
+                dispatcher,
+            ],
             server: Some((stop_server, server)),
             driver,
             logs: log_broker,

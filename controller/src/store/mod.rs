@@ -20,7 +20,7 @@ use crate::raft::replica::StateMachine;
 mod assignments;
 pub mod client;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod gitops;
 mod validate;
 mod watch;
