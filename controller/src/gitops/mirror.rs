@@ -145,6 +145,36 @@ impl Mirrors {
     }
 }
 
+impl Mirrors {
+    /// Forgets the mirrors of URLs that are not in `urls` (no repository points at them any
+    /// more) and removes them from disk; returns the directories removed.
+    pub fn retain<'u>(&self, urls: impl IntoIterator<Item = &'u str>) -> Vec<PathBuf> {
+        let keep: std::collections::BTreeSet<String> =
+            urls.into_iter().map(normalise_url).collect();
+        let names: std::collections::BTreeSet<String> =
+            keep.iter().map(|key| mirror_name(key)).collect();
+        self.mirrors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|key, _| keep.contains(key));
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only what a mirror is named like: the directory may hold other things.
+            if name.ends_with(".git") && !names.contains(&name) {
+                let path = entry.path();
+                if std::fs::remove_dir_all(&path).is_ok() {
+                    removed.push(path);
+                }
+            }
+        }
+        removed
+    }
+}
+
 /// One remote's bare mirror. Fetches are one at a time; callers asking while one runs share
 /// the next (see `flight`).
 pub struct Mirror {

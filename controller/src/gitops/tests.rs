@@ -666,3 +666,26 @@ fn refused_credentials_are_sent_once_and_reported() {
     );
     assert!(err.to_string().contains("--token-file"), "{err}");
 }
+
+#[test]
+fn the_mirror_of_a_url_no_repository_uses_is_removed() {
+    let remote = Remote::new();
+    let head = remote.commit("main", "first", &[("stacks/web.yaml", WEB)]);
+    let mirrors = Mirrors::new(&remote.mirrors);
+    let mirror = mirrors.mirror(&format!("file://{}", remote.url()));
+    mirror.fetch("main", &anonymous()).unwrap();
+    std::fs::create_dir_all(remote.mirrors.join("not-a-mirror")).unwrap();
+
+    // The same URL spelt otherwise keeps it.
+    let path_spelling = format!("{}/", remote.url());
+    assert!(mirrors.retain([path_spelling.as_str()]).is_empty());
+    assert!(mirror.path().exists());
+
+    assert_eq!(mirrors.retain([]), [mirror.path().to_path_buf()]);
+    assert!(!mirror.path().exists());
+    assert!(remote.mirrors.join("not-a-mirror").exists());
+    // Wanted again, it is fetched again from nothing.
+    let again = mirrors.mirror(&remote.url());
+    assert!(!Arc::ptr_eq(&again, &mirror));
+    assert_eq!(again.fetch("main", &anonymous()).unwrap(), head);
+}

@@ -39,6 +39,8 @@ const STABLE: Duration = Duration::from_secs(1);
 /// What the loop follows of the repositories, read when one changes.
 struct Repositories {
     views: Vec<RepoView>,
+    /// Every repository's URL: the mirrors to keep.
+    urls: Vec<String>,
     /// Whether some Deployment is still rolling out.
     unsettled: bool,
 }
@@ -111,6 +113,14 @@ async fn watch(raft: RaftHandle<Store>, own_raft_id: u64, ctx: Context) {
                     };
                     schedule.update(now, &repositories.views);
                     ctx.retain(&repositories.views.iter().map(|v| v.name.clone()).collect());
+                    let ctx = ctx.clone();
+                    let urls = repositories.urls;
+                    // Removing a mirror is file system work, off the loop.
+                    tokio::task::spawn_blocking(move || {
+                        for removed in ctx.mirrors.retain(urls.iter().map(String::as_str)) {
+                            tracing::info!(mirror = %removed.display(), "gitops: removed the mirror of a URL no repository uses");
+                        }
+                    });
                     unsettled = repositories.unsettled;
                     asked.outcomes = true;
                 }
@@ -207,6 +217,10 @@ fn note(entry: &Changes, schedule: &mut Schedule, asked: &mut Asked) {
 fn repositories(store: &Store) -> Repositories {
     let records = store.data().repositories.values();
     Repositories {
+        urls: records
+            .clone()
+            .map(|record| record.repository.url.clone())
+            .collect(),
         views: records
             .clone()
             .map(|record| RepoView {
