@@ -4,10 +4,15 @@
 //! YAML is recorded invalid and changes nothing; `git revert` goes back to the previous
 //! spec; a service changed by hand is reported drifted, and healed in a repository that
 //! asks for it. With three managers, the leader killed right after a sync was asked: the
-//! commit is applied exactly once, by the new leader or before the old one died.
+//! commit is applied exactly once, by the new leader or before the old one died. Through
+//! the daemon's webhook listener: a push signed with another secret is refused (401) and
+//! fetches nothing, one signed with the repository's is applied at once; every state of
+//! every Deployment reaches a `--notify` receiver, in order; `swarm apply` of a git-owned
+//! stack is refused, and with `--force` applied and reported as drift.
 //!
-//! Each test's cluster has its own address pool (198.18.212.0/23 and 198.18.240.0/22, no
-//! other test uses them); a `Leftovers` guard removes what the tasks leave on the host.
+//! Each test's cluster has its own address pool (198.18.212.0/23, 198.18.214.0/23 and
+//! 198.18.240.0/22, no other test uses them); a `Leftovers` guard removes what the tasks
+//! leave on the host.
 //! The first test prints push → applied and push → converged times (`--nocapture`).
 
 mod common;
@@ -389,4 +394,250 @@ fn a_commit_is_applied_exactly_once_when_the_leader_dies_during_its_sync() {
         .unwrap()
         .clone();
     assert_eq!(web["spec"]["replicas"], 2);
+}
+
+/// A tiny notification receiver: every POST body (JSON) it is sent, answered 204.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, stopped) = (bodies.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 8192];
+                let body = loop {
+                    let Ok(n) = stream.read(&mut buffer) else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break Some(body[..length].to_owned());
+                    }
+                };
+                if let Some(body) = body {
+                    if let Ok(value) = serde_json::from_str(&body) {
+                        kept.lock().unwrap().push(value);
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        Receiver { addr, bodies, stop }
+    }
+
+    /// The (deployment commit, state) pairs received, in order.
+    fn states(&self) -> Vec<(String, String)> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["commit"]["id"].as_str().unwrap_or_default().to_owned(),
+                    b["outcome"]["state"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// POSTs a push event for `branch` to the daemon's webhook listener, signed as GitHub signs
+/// with `secret`; the response's status code.
+fn webhook(addr: &str, repo: &str, secret: &str, branch: &str) -> u16 {
+    use hmac::{Hmac, Mac};
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"ref":"refs/heads/{branch}","after":"0000"}}"#);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /hooks/git/{repo} HTTP/1.1\r\nHost: {addr}\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={signature}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn webhooks_are_verified_notifications_sent_and_apply_force_drifts_from_git() {
+    let Some(registry) = registry_for("gitops_e2e") else {
+        return;
+    };
+    let registry = registry.addr();
+    let hook = format!("127.0.0.1:{}", common::free_port());
+    let cluster = common::cluster_with(
+        1,
+        &init_args("198.18.214.0/23", &[]),
+        &["--webhook-addr", &hook],
+    );
+    let _leftovers = Leftovers(&cluster);
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote.git");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("stacks")).unwrap();
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    git(&work, &["init", "-q"]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    let app = work.join("stacks/app.yaml");
+    std::fs::write(&app, stack(&registry, 1)).unwrap();
+    let first = push(&work, "deploy the app");
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    let notify = format!("http://{}/deployments", receiver.addr);
+    // An hour's interval: only the webhook brings the next commit in time.
+    ok(
+        &cluster,
+        &[
+            "repo",
+            "add",
+            "app",
+            remote.to_str().unwrap(),
+            "--path",
+            "stacks",
+            "--interval",
+            "1h",
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+            "--notify",
+            &notify,
+        ],
+    );
+    reaches(&cluster, "app", &first, "converged");
+
+    // A push announced with the wrong secret: refused, nothing fetched.
+    std::fs::write(&app, stack(&registry, 2)).unwrap();
+    let second = push(&work, "two replicas");
+    assert_eq!(webhook(&hook, "app", "guess", "main"), 401);
+    // A push to another branch: ignored.
+    assert_eq!(webhook(&hook, "app", "s3cret", "dev"), 200);
+    std::thread::sleep(Duration::from_secs(2));
+    let repos = json(&cluster, &["repo", "ls", "--format", "json"]);
+    assert_eq!(repos[0]["status"]["fetched"]["commit"], first, "{repos}");
+    assert_eq!(latest(&cluster, "app").unwrap()["commit"]["id"], first);
+    assert!(
+        cluster.log(0).contains("webhook refused"),
+        "the refusal is logged"
+    );
+
+    // Signed with the repository's secret: fetched and applied at once.
+    let pushed = Instant::now();
+    assert_eq!(webhook(&hook, "app", "s3cret", "main"), 202);
+    let deployment = reaches(&cluster, "app", &second, "converged");
+    assert_eq!(deployment["trigger"], "webhook");
+    assert!(pushed.elapsed() < Duration::from_secs(30));
+    assert_eq!(replicas(&cluster, "app_web"), Some(2));
+
+    // Each state of each Deployment reached the receiver, in order.
+    let expected = [
+        (first.clone(), "applied".to_owned()),
+        (first.clone(), "converged".to_owned()),
+        (second.clone(), "applied".to_owned()),
+        (second.clone(), "converged".to_owned()),
+    ];
+    wait_for("the notifications", Duration::from_secs(20), || {
+        (receiver.states() == expected).then_some(())
+    });
+
+    // `swarm apply` of the stack from a checkout: refused, the stack is git's; with
+    // --force applied, and the service drifts from git.
+    let apply = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .arg("apply")
+            .args(args)
+            .current_dir(&work)
+            .env(
+                "SWARM_HOST",
+                format!("unix://{}", cluster.socket(0).display()),
+            )
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&app, stack(&registry, 3)).unwrap();
+    let refused = apply(&["--auto-approve", "stacks/app.yaml"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("managed by repository app"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(replicas(&cluster, "app_web"), Some(2));
+    let forced = apply(&["--auto-approve", "--force", "stacks/app.yaml"]);
+    assert_eq!(forced.status.code(), Some(2), "{}", text(&forced.stderr));
+    assert_eq!(replicas(&cluster, "app_web"), Some(3));
+    let drift = wait_for("the drift recorded", Duration::from_secs(20), || {
+        let repos = json(&cluster, &["repo", "ls", "--format", "json"]);
+        let drift = repos[0]["status"]["drift"]["app_web"].clone();
+        drift.is_array().then_some(drift)
+    });
+    assert!(drift.to_string().contains("replicas"), "{drift}");
+    ok(&cluster, &["repo", "rm", "app", "--prune"]);
 }

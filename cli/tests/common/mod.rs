@@ -46,6 +46,11 @@ pub fn free_port() -> u16 {
 
 /// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`.
 pub fn start(dir: &Path, port: u16) -> Daemon {
+    start_with(dir, port, &[])
+}
+
+/// Like `start`, with more `swarm daemon` arguments.
+pub fn start_with(dir: &Path, port: u16, daemon_args: &[&str]) -> Daemon {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -60,6 +65,7 @@ pub fn start(dir: &Path, port: u16) -> Daemon {
         .arg(dir.join("run"))
         .arg("--hostname")
         .arg(dir.file_name().unwrap())
+        .args(daemon_args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -123,6 +129,11 @@ pub fn eventually(socket: &Path, args: &[&str]) -> Output {
 /// `count` daemons in a temp dir, node `n` named `node{n+1}`; the first inits a cluster
 /// with `init_args`. Returns the temp dir, the daemons and their (dir, port).
 pub fn cluster(count: usize, init_args: &[&str]) -> Cluster {
+    cluster_with(count, init_args, &[])
+}
+
+/// Like `cluster`, each daemon started with `daemon_args` too.
+pub fn cluster_with(count: usize, init_args: &[&str], daemon_args: &[&str]) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<(std::path::PathBuf, u16)> = (1..=count)
         .map(|n| {
@@ -131,7 +142,10 @@ pub fn cluster(count: usize, init_args: &[&str]) -> Cluster {
             (node_dir, free_port())
         })
         .collect();
-    let daemons = nodes.iter().map(|(d, p)| Some(start(d, *p))).collect();
+    let daemons = nodes
+        .iter()
+        .map(|(d, p)| Some(start_with(d, *p, daemon_args)))
+        .collect();
     let pools = init_args
         .windows(2)
         .filter(|pair| pair[0] == "--default-addr-pool")
