@@ -74,6 +74,11 @@ enum Command {
     Login(registry_auth::LoginArgs),
     /// Remove a registry login from Docker's client config
     Logout(registry_auth::LogoutArgs),
+    /// Print the shell completion script: `source <(swarm completion bash)`, or save it
+    /// where your shell loads completions from
+    Completion {
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +112,11 @@ fn main() -> ExitCode {
         Command::Deploy(command) => client(deploy::run(&host, command)),
         Command::Login(args) => registry_auth::login(args),
         Command::Logout(args) => registry_auth::logout(args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "swarm", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match outcome {
         Ok(code) => code,
