@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use swarm_api::state::{ClusterState, STATE_FORMAT};
 use swarm_controller::deploy::{self, Current, StackSource, WorkingCopy};
@@ -106,27 +106,12 @@ pub async fn run(host: &Host, args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn read_state(file: &Path) -> anyhow::Result<ClusterState> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read the state export {}", file.display()))?;
-    // The format version is checked before the shape, so an export from a newer swarm says so.
-    #[derive(serde::Deserialize)]
-    struct Header {
-        format: Option<u64>,
-    }
-    let header: Header = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not valid JSON", file.display()))?;
-    match header.format {
-        Some(format) if format == u64::from(STATE_FORMAT) => {}
-        Some(format) => bail!(
-            "{}: state format {format} is not supported by this swarm (it reads format {STATE_FORMAT})",
-            file.display()
-        ),
-        None => bail!(
-            "{}: not a swarm state export (no `format` field); write one with `swarm state export`",
-            file.display()
-        ),
-    }
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid state export", file.display()))
+    plans::read_versioned(
+        file,
+        "state export",
+        ("state", STATE_FORMAT),
+        "write one with `swarm state export`",
+    )
 }
 
 #[cfg(test)]

@@ -144,28 +144,12 @@ pub fn save(plan: &Plan, file: &Path) -> anyhow::Result<()> {
 /// A plan saved by `swarm plan --cluster --out FILE`, ready to apply: one made offline has
 /// no state version to check the cluster against, and is refused.
 pub fn read_saved(file: &Path) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read the plan {}", file.display()))?;
-    // The format version is checked before the shape, so a plan from a newer swarm says so.
-    #[derive(serde::Deserialize)]
-    struct Header {
-        format: Option<u64>,
-    }
-    let header: Header = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not valid JSON", file.display()))?;
-    match header.format {
-        Some(format) if format == u64::from(PLAN_FORMAT) => {}
-        Some(format) => bail!(
-            "{}: plan format {format} is not supported by this swarm (it reads format {PLAN_FORMAT})",
-            file.display()
-        ),
-        None => bail!(
-            "{}: not a swarm plan (no `format` field); save one with `swarm plan --cluster --out FILE`",
-            file.display()
-        ),
-    }
-    let plan: Plan =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid plan", file.display()))?;
+    let plan: Plan = read_versioned(
+        file,
+        "plan",
+        ("plan", PLAN_FORMAT),
+        "save one with `swarm plan --cluster --out FILE`",
+    )?;
     if plan.basis.state_version.is_none() {
         bail!(
             "{}: this plan was not made against a cluster (no state version), so nothing tells whether the cluster changed since; make it with `swarm plan --cluster --out FILE`",
@@ -173,6 +157,37 @@ pub fn read_saved(file: &Path) -> anyhow::Result<Plan> {
         );
     }
     Ok(plan)
+}
+
+/// A swarm file (`what`: a plan, a state export) of the format `name` `format`: the format
+/// is checked before the shape, so a file from a newer swarm says so. `how` says how to
+/// make one.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    what: &str,
+    (name, format): (&str, u32),
+    how: &str,
+) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the {what} {}", file.display()))?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format: Option<u64>,
+    }
+    let header: Header = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", file.display()))?;
+    match header.format {
+        Some(found) if found == u64::from(format) => {}
+        Some(found) => bail!(
+            "{}: {name} format {found} is not supported by this swarm (it reads format {format})",
+            file.display()
+        ),
+        None => bail!(
+            "{}: not a swarm {what} (no `format` field); {how}",
+            file.display()
+        ),
+    }
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid {what}", file.display()))
 }
 
 /// The cluster's objects and their version, as `swarm state export` gives them (a
