@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use swarm_testkit::git;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const RECIPES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ci");
@@ -18,28 +19,6 @@ fn stack(replicas: u32) -> String {
     format!(
         "services:\n  site:\n    image: registry.example.com/web:1.4\n    deploy:\n      replicas: {replicas}\n"
     )
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=swarm-test",
-            "-c",
-            "user.email=test@swarm.invalid",
-        ])
-        .args(["-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn load(file: &str) -> Yaml {

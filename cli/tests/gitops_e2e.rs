@@ -22,34 +22,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Leftovers, cluster, init_args, live_tasks, registry_for, text, wait_for};
+use swarm_testkit::git;
 
 fn stack(registry: &str, replicas: u32) -> String {
     format!(
         "services:\n  web:\n    image: {registry}/swarm/hello:1\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n    deploy:\n      replicas: {replicas}\n"
     )
-}
-
-/// `git ARGS` in `dir`, as a user with no configuration of their own.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=Ada Lovelace",
-            "-c",
-            "user.email=ada@example.org",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
 }
 
 /// Commits everything in `work` and pushes it; returns the new head.

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use swarm_controller::source::WorkTree;
 use swarm_controller::stack;
+use swarm_testkit::git;
 
 const WEB: &str = "services:\n  site:\n    image: registry.example.com/web:1.4\n    ports: [\"8080:80\"]\n    deploy:\n      replicas: 3\n";
 
@@ -15,29 +16,6 @@ fn swarm(dir: &Path, args: &[&str]) -> Output {
         .env_remove("NO_COLOR")
         .output()
         .expect("swarm runs")
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args([
-            "-c",
-            "user.name=swarm-test",
-            "-c",
-            "user.email=test@swarm.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        status.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
 }
 
 /// A repository with `stacks/web.yaml` committed once.

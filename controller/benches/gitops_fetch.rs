@@ -18,39 +18,19 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use harness::{measure, report};
 use swarm_controller::deploy::{Current, StackSource, Verdict, plan_paths};
 use swarm_controller::gitops::{CachedRevision, Credentials, LoadCache, Mirrors};
+use swarm_testkit::git;
 
 const FILES: usize = 20;
 const SERVICES_PER_FILE: usize = 50;
 const RUNS: usize = 201;
 const CALLERS: usize = 100;
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.org",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
 
 fn stack_file(file: usize) -> String {
     let mut out = String::from("services:\n");

@@ -67,3 +67,32 @@ pub fn busybox_rootfs(dir: &std::path::Path) -> std::io::Result<()> {
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
+
+/// Runs `git ARGS` in `dir` as a user with no configuration of their own (author Ada
+/// Lovelace <ada@example.org>, branch `main` by default, no signing) and returns its
+/// output, trimmed; panics with git's message if it fails.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Ada Lovelace",
+            "-c",
+            "user.email=ada@example.org",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
