@@ -28,6 +28,18 @@ fn answers_on_host(hosts: &Hosts, n: usize, address: &str) -> bool {
         .is_ok_and(|out| out.status.success() && text(&out.stdout).trim_end().ends_with(" v1"))
 }
 
+/// The running tasks of `web`: each one's node (its index in `node_ids`) and address.
+fn running_tasks(cluster: &Cluster, node_ids: &[String]) -> Vec<(usize, String)> {
+    live_tasks(cluster, "web")
+        .iter()
+        .filter(|t| t["status"]["state"] == "running")
+        .filter_map(|t| {
+            let node = node_ids.iter().position(|id| t["node_id"] == **id)?;
+            Some((node, t["status"]["address"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
 #[test]
 fn a_service_spreads_over_three_hosts_and_heals_when_one_dies() {
     let test = "a_service_spreads_over_three_hosts_and_heals_when_one_dies";
@@ -77,15 +89,7 @@ fn a_service_spreads_over_three_hosts_and_heals_when_one_dies() {
         "a running task on each host",
         Duration::from_secs(60),
         || {
-            let tasks = live_tasks(&cluster, "web");
-            let running: Vec<(usize, String)> = tasks
-                .iter()
-                .filter(|t| t["status"]["state"] == "running")
-                .filter_map(|t| {
-                    let node = node_ids.iter().position(|id| t["node_id"] == **id)?;
-                    Some((node, t["status"]["address"].as_str()?.to_owned()))
-                })
-                .collect();
+            let running = running_tasks(&cluster, &node_ids);
             let mut nodes: Vec<usize> = running.iter().map(|(n, _)| *n).collect();
             nodes.sort();
             (nodes == [0, 1, 2]).then_some(running)
@@ -113,14 +117,8 @@ fn a_service_spreads_over_three_hosts_and_heals_when_one_dies() {
         "three running tasks on the live hosts",
         Duration::from_secs(60),
         || {
-            let tasks = live_tasks(&cluster, "web");
-            let running: Vec<(usize, String)> = tasks
-                .iter()
-                .filter(|t| t["status"]["state"] == "running")
-                .filter_map(|t| {
-                    let node = node_ids.iter().position(|id| t["node_id"] == **id)?;
-                    Some((node, t["status"]["address"].as_str()?.to_owned()))
-                })
+            let running: Vec<(usize, String)> = running_tasks(&cluster, &node_ids)
+                .into_iter()
                 .filter(|(n, _)| *n != 2)
                 .collect();
             (running.len() == 3).then_some(running)
