@@ -83,7 +83,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Daemon(_)) {
+    // The daemon never dies of a closed socket; `service logs` ends by itself, with
+    // success as Docker's does, when its reader goes.
+    let handles_closed_pipes = matches!(
+        &cli.command,
+        Command::Daemon(_) | Command::Service(service::ServiceCommand::Logs(_))
+    );
+    if !handles_closed_pipes {
         end_quietly_on_a_closed_pipe();
     }
     let host = client::Host {
@@ -139,8 +145,8 @@ fn client(
 
 /// A command whose output goes to a reader that went away (`swarm node ls | head -1`) ends
 /// as other Unix tools do, killed by SIGPIPE (status 141 in a shell), instead of panicking
-/// in `println!`. Rust ignores SIGPIPE by default; the daemon keeps it ignored, since a
-/// client closing its connection must never kill it.
+/// in `println!`. Rust ignores SIGPIPE by default; commands that handle a closed pipe
+/// themselves keep it ignored.
 fn end_quietly_on_a_closed_pipe() {
     // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid handler.
     unsafe {
