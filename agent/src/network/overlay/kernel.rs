@@ -129,7 +129,19 @@ pub fn apply(node_id: &str, op: &Op) -> Result<(), NetworkError> {
     }
 }
 
+/// Makes the network's devices; on a failure removes what it made, so that a network the
+/// current state does not hold has no devices left behind.
 fn create_network(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<(), NetworkError> {
+    make_devices(node_id, network, vni, vtep).inspect_err(|_| {
+        let removed = delete_link(&vxlan_name(node_id, network))
+            .and_then(|()| delete_link(&overlay_bridge_name(node_id, network)));
+        if let Err(cleanup) = removed {
+            tracing::warn!(node = node_id, network, error = %cleanup, "cleanup after a failed overlay create failed");
+        }
+    })
+}
+
+fn make_devices(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<(), NetworkError> {
     let bridge = overlay_bridge_name(node_id, network);
     let vxlan = vxlan_name(node_id, network);
     let mtu = OVERLAY_MTU.to_string();
@@ -187,7 +199,22 @@ fn create_network(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<
     Ok(())
 }
 
+/// Links the task to the network; on a failure removes the link again.
 fn attach_task(
+    node_id: &str,
+    network: &str,
+    task: &str,
+    subnet: Ipv4Net,
+    endpoint: &LocalEndpoint,
+) -> Result<(), NetworkError> {
+    link_task(node_id, network, task, subnet, endpoint).inspect_err(|_| {
+        if let Err(cleanup) = delete_link(&overlay_veth_name(node_id, network, task)) {
+            tracing::warn!(node = node_id, network, task, error = %cleanup, "cleanup after a failed overlay attach failed");
+        }
+    })
+}
+
+fn link_task(
     node_id: &str,
     network: &str,
     task: &str,
