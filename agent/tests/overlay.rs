@@ -11,16 +11,18 @@ use std::process::{Child, Command, Output, Stdio};
 
 use swarm_agent::network::{
     LocalEndpoint, NodeOverlays, Overlay, OverlayNetwork, RemoteEndpoint, Vtep, endpoint_mac,
-    task_interface_name,
+    overlay_bridge_name, task_interface_name,
 };
 use swarm_testkit::Hosts;
 
 fn prerequisites(test: &str) -> bool {
-    let programs = ["ip", "bridge", "nsenter", "unshare", "busybox", "timeout"];
+    let programs = [
+        "ip", "bridge", "iptables", "nsenter", "unshare", "busybox", "timeout",
+    ];
     swarm_testkit::require(
         test,
         swarm_testkit::is_root() && programs.iter().all(|p| swarm_testkit::has_program(p)),
-        "root and ip/bridge (iproute2), nsenter and unshare (util-linux), busybox, timeout",
+        "root and ip/bridge (iproute2), iptables, nsenter and unshare (util-linux), busybox, timeout",
     )
 }
 
@@ -233,6 +235,21 @@ fn tasks_on_one_overlay_reach_each_other_across_hosts_and_not_from_another() {
         in_namespace(&host_netns(&hosts, i), || overlay.reconcile(state)).unwrap();
     }
 
+    let rules = |i: usize| {
+        let output = Command::new("nsenter")
+            .arg(format!("--net={}", host_netns(&hosts, i)))
+            .args(["iptables", "-S", "FORWARD"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let bridge_a0 = overlay_bridge_name("ovl-node-0", "net-a");
+    assert!(
+        rules(0).contains(&format!("-i {bridge_a0} -o {bridge_a0} -j ACCEPT")),
+        "{}",
+        rules(0)
+    );
+
     // Across the hosts, on each network.
     assert!(pings_eventually(&path("a0"), a1), "a0 → a1 over network A");
     assert!(pings_eventually(&path("b1"), b0), "b1 → b0 over network B");
@@ -298,6 +315,7 @@ fn tasks_on_one_overlay_reach_each_other_across_hosts_and_not_from_another() {
         for prefix in ["swo", "swx", "swy"] {
             assert!(!left.contains(&format!(": {prefix}")), "host {i}: {left}");
         }
+        assert!(!rules(i).contains("swo"), "host {i}: {}", rules(i));
     }
     for (task, netns) in &netns {
         let left =

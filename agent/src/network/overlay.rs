@@ -10,7 +10,9 @@
 //!
 //! Per network on a node (names hash node and network ids, so several nodes on one
 //! machine never collide, and fit the kernel's 15 characters):
-//! - a bridge `swo` + 10 hex, the ports of the network's tasks and its VXLAN device;
+//! - a bridge `swo` + 10 hex, the ports of the network's tasks and its VXLAN device, with
+//!   an iptables FORWARD ACCEPT rule for its own traffic (as the node bridge has: with
+//!   `br_netfilter` and Docker's DROP policy, bridged frames would be dropped);
 //! - a VXLAN device `swx` + 10 hex: the network's VNI, `local` = this node's VTEP address,
 //!   `dstport` = this node's port, `nolearning` (the forwarding table is only what the
 //!   managers said) and `proxy` (ARP for a remote endpoint is answered on the node from a

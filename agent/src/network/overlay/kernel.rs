@@ -57,10 +57,7 @@ impl Overlay {
 pub fn apply(node_id: &str, op: &Op) -> Result<(), NetworkError> {
     match op {
         Op::CreateNetwork { network, vni, vtep } => create_network(node_id, network, *vni, *vtep),
-        Op::DeleteNetwork { network } => {
-            delete_link(&vxlan_name(node_id, network))?;
-            delete_link(&overlay_bridge_name(node_id, network))
-        }
+        Op::DeleteNetwork { network } => delete_network(node_id, network),
         Op::AddPeer { network, peer } => tolerate(
             bridge_fdb(
                 "append",
@@ -133,9 +130,7 @@ pub fn apply(node_id: &str, op: &Op) -> Result<(), NetworkError> {
 /// current state does not hold has no devices left behind.
 fn create_network(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<(), NetworkError> {
     make_devices(node_id, network, vni, vtep).inspect_err(|_| {
-        let removed = delete_link(&vxlan_name(node_id, network))
-            .and_then(|()| delete_link(&overlay_bridge_name(node_id, network)));
-        if let Err(cleanup) = removed {
+        if let Err(cleanup) = delete_network(node_id, network) {
             tracing::warn!(node = node_id, network, error = %cleanup, "cleanup after a failed overlay create failed");
         }
     })
@@ -189,6 +184,9 @@ fn make_devices(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<()
     )?;
     let script = format!("link set {vxlan} master {bridge} up\nlink set {bridge} up\n");
     run("ip", &["-batch", "-"], Some(&script))?;
+    if !forward_rule_present(&bridge)? {
+        run("iptables", &forward_rule(&bridge, "-I"), None)?;
+    }
     tracing::info!(
         node = node_id,
         network,
@@ -197,6 +195,41 @@ fn make_devices(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<()
         "overlay network made"
     );
     Ok(())
+}
+
+/// Removes the network's devices (their entries and the tasks' links go with them) and
+/// its FORWARD rule.
+fn delete_network(node_id: &str, network: &str) -> Result<(), NetworkError> {
+    let bridge = overlay_bridge_name(node_id, network);
+    delete_link(&vxlan_name(node_id, network))?;
+    delete_link(&bridge)?;
+    // Every copy: a create retried after a failure may have inserted it twice.
+    while forward_rule_present(&bridge)? {
+        run("iptables", &forward_rule(&bridge, "-D"), None)?;
+    }
+    Ok(())
+}
+
+/// `iptables` arguments for `action` (-I, -D, -C) on the rule accepting traffic between
+/// the bridge's ports: with `br_netfilter` loaded, bridged frames cross FORWARD, whose
+/// policy is DROP where Docker's engine ran (as for the node bridge, `bridge.rs`).
+fn forward_rule<'a>(bridge: &'a str, action: &'a str) -> [&'a str; 10] {
+    [
+        "-w", "5", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ]
+}
+
+fn forward_rule_present(bridge: &str) -> Result<bool, NetworkError> {
+    match run("iptables", &forward_rule(bridge, "-C"), None) {
+        Ok(_) => Ok(true),
+        Err(NetworkError::Command { stderr, .. })
+            if stderr.contains("does a matching rule exist")
+                || stderr.contains("No chain/target/match") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Links the task to the network; on a failure removes the link again.
