@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use swarm_agent::network::{
     LocalEndpoint, NodeOverlays, Overlay, OverlayNetwork, RemoteEndpoint, Vtep, endpoint_mac,
-    overlay_bridge_name, task_interface_name,
+    overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
 use swarm_testkit::Hosts;
 
@@ -375,8 +375,33 @@ fn nodes_sharing_one_namespace_use_their_own_ports() {
     assert!(error.to_string().contains("VNI"), "{error}");
     in_namespace(&host, || clash.reconcile(NodeOverlays::default())).unwrap();
 
+    // Node 0's daemon restarts: a new `Overlay` knows nothing, its teardown removes every
+    // link and rule of node 0 and none of node 1's, and a reconcile makes node 0 afresh.
+    let mut restarted = Overlay::new("node-0");
+    in_namespace(&host, || restarted.teardown()).unwrap();
+    let left = links(&host);
+    assert!(
+        !left.contains(&format!(": {}", overlay_bridge_name("node-0", "net-a")))
+            && !left.contains(&format!(": {}", vxlan_name("node-0", "net-a")))
+            && !left.contains(&format!(": {}", overlay_veth_name("node-0", "net-a", "t0"))),
+        "{left}"
+    );
+    assert!(
+        left.contains(&format!(": {}", vxlan_name("node-1", "net-a"))),
+        "{left}"
+    );
+    let t0_links =
+        String::from_utf8_lossy(&inside(&ns0, "ip", &["-o", "link"]).stdout).into_owned();
+    assert!(!t0_links.contains(": ov"), "{t0_links}");
+    assert!(!pings(&ns1, t0), "node 0 is down");
     in_namespace(&host, || {
-        node0.reconcile(NodeOverlays::default())?;
+        restarted.reconcile(state(vtep(4789), ("t0", t0, &ns0), (t1, vtep(4790))))
+    })
+    .unwrap();
+    assert!(pings_eventually(&ns1, t0), "node 0 is back");
+
+    in_namespace(&host, || {
+        restarted.reconcile(NodeOverlays::default())?;
         node1.reconcile(NodeOverlays::default())
     })
     .unwrap();

@@ -9,7 +9,8 @@
 //! `ip` and `bridge`, each op idempotent so that a failed reconcile is simply run again.
 //!
 //! Per network on a node (names hash node and network ids, so several nodes on one
-//! machine never collide, and fit the kernel's 15 characters):
+//! machine never collide, and fit the kernel's 15 characters; each starts with 5 hex
+//! digits of the node's own, by which [`Overlay::teardown`] finds them after a restart):
 //! - a bridge `swo` + 10 hex, the ports of the network's tasks and its VXLAN device, with
 //!   an iptables FORWARD ACCEPT rule for its own traffic (as the node bridge has: with
 //!   `br_netfilter` and Docker's DROP policy, bridged frames would be dropped);
@@ -270,21 +271,24 @@ pub fn endpoint_mac(address: Ipv4Addr) -> String {
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
-/// The network's bridge on a node: `swo` + 10 hex digits of SHA-256(node, network).
+/// The network's bridge on a node: `swo`, 5 hex digits of the node id's SHA-256 (so that
+/// a node finds all of its devices after a restart), 5 of the network's with the node's.
 pub fn overlay_bridge_name(node_id: &str, network: &str) -> String {
-    format!("swo{}", &node_network_digest(node_id, network)[..10])
+    format!("swo{}", node_network_suffix(node_id, network))
 }
 
-/// The network's VXLAN device on a node: `swx` + 10 hex digits of SHA-256(node, network).
+/// The network's VXLAN device on a node: `swx` and the same 10 hex digits as its bridge.
 pub fn vxlan_name(node_id: &str, network: &str) -> String {
-    format!("swx{}", &node_network_digest(node_id, network)[..10])
+    format!("swx{}", node_network_suffix(node_id, network))
 }
 
-/// The node's end of a task's link to a network: `swy` + 12 hex digits.
+/// The node's end of a task's link to a network: `swy`, the node's 5 hex digits, 7 of the
+/// node, network and task ids' SHA-256 (15 characters).
 pub fn overlay_veth_name(node_id: &str, network: &str, task: &str) -> String {
     format!(
-        "swy{}",
-        &hex_digest(format!("{node_id}\0{network}\0{task}").as_bytes())[..12]
+        "swy{}{}",
+        node_digest(node_id),
+        &hex_digest(format!("{node_id}\0{network}\0{task}").as_bytes())[..7]
     )
 }
 
@@ -294,8 +298,19 @@ pub fn task_interface_name(network: &str) -> String {
     format!("ov{}", &hex_digest(network.as_bytes())[..8])
 }
 
-fn node_network_digest(node_id: &str, network: &str) -> String {
-    hex_digest(format!("{node_id}\0{network}").as_bytes())
+/// The prefixes of every overlay link a node makes: what its teardown lists and removes.
+fn node_link_prefixes(node_id: &str) -> [String; 3] {
+    let node = node_digest(node_id);
+    ["swo", "swx", "swy"].map(|kind| format!("{kind}{node}"))
+}
+
+fn node_digest(node_id: &str) -> String {
+    hex_digest(format!("{node_id}\0overlay").as_bytes())[..5].to_owned()
+}
+
+fn node_network_suffix(node_id: &str, network: &str) -> String {
+    let both = hex_digest(format!("{node_id}\0{network}").as_bytes());
+    format!("{}{}", node_digest(node_id), &both[..5])
 }
 
 #[cfg(test)]
@@ -617,6 +632,18 @@ mod tests {
         assert_ne!(names[2], overlay_veth_name("node-a", "net-2", "t1"));
         assert_ne!(names[2], overlay_veth_name("node-a", "net-1", "t2"));
         assert_ne!(names[3], task_interface_name("net-2"));
+        // A node's links all start with its prefixes; another node's do not.
+        let prefixes = node_link_prefixes("node-a");
+        for name in &names[..3] {
+            assert!(prefixes.iter().any(|p| name.starts_with(p)), "{name}");
+        }
+        for name in [
+            overlay_bridge_name("node-b", "net-1"),
+            vxlan_name("node-b", "net-1"),
+            overlay_veth_name("node-b", "net-1", "t1"),
+        ] {
+            assert!(!prefixes.iter().any(|p| name.starts_with(p)), "{name}");
+        }
         assert_ne!(names[3], "eth0");
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(

@@ -4,8 +4,8 @@
 //! half-way is run again from the same current state.
 
 use super::{
-    LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op, Vtep, diff, endpoint_mac, overlay_bridge_name,
-    overlay_veth_name, task_interface_name, vxlan_name,
+    LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op, Vtep, diff, endpoint_mac, node_link_prefixes,
+    overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
 use crate::network::NetworkError;
 use crate::network::command::run;
@@ -51,6 +51,61 @@ impl Overlay {
         self.current = desired;
         Ok(())
     }
+}
+
+impl Overlay {
+    /// Removes every overlay link and FORWARD rule of this node, whatever state it knows
+    /// (found by the node's name prefixes): for a node leaving, and after a daemon restart,
+    /// before the first reconcile (which then makes the desired state afresh, no device
+    /// with stale settings kept). Another node's links on the machine are left alone.
+    pub fn teardown(&mut self) -> Result<(), NetworkError> {
+        let prefixes = node_link_prefixes(&self.node_id);
+        let ours = |name: &str| prefixes.iter().any(|prefix| name.starts_with(prefix));
+        // Task links first, then VXLAN devices, then bridges: nothing is left unattached.
+        let mut links: Vec<String> = run("ip", &["-o", "link", "show"], None)?
+            .lines()
+            .filter_map(link_name)
+            .filter(|name| ours(name))
+            .map(str::to_owned)
+            .collect();
+        links.sort_by_key(|name| std::cmp::Reverse(name[..3].to_owned()));
+        for name in &links {
+            delete_link(name)?;
+        }
+        let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None)?;
+        for bridge in forward_rule_bridges(&rules).filter(|bridge| ours(bridge)) {
+            while forward_rule_present(bridge)? {
+                run("iptables", &forward_rule(bridge, "-D"), None)?;
+            }
+        }
+        tracing::info!(
+            node = self.node_id,
+            links = links.len(),
+            "overlay torn down"
+        );
+        self.current = NodeOverlays::default();
+        Ok(())
+    }
+}
+
+/// The name in a line of `ip -o link show` ("7: swy0123…@if2: <…> …").
+fn link_name(line: &str) -> Option<&str> {
+    let name = line.split(": ").nth(1)?;
+    Some(name.split('@').next().unwrap_or(name))
+}
+
+/// The bridges of the ACCEPT rules in `iptables -S FORWARD` output ("-A FORWARD -i B -o B
+/// -j ACCEPT").
+fn forward_rule_bridges(rules: &str) -> impl Iterator<Item = &str> {
+    rules.lines().filter_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["-A", "FORWARD", "-i", input, "-o", output, "-j", "ACCEPT"] if input == output => {
+                Some(*input)
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Applies one op for node `node_id` in the current network namespace.
@@ -342,6 +397,21 @@ fn tolerate(result: Result<(), NetworkError>, already: &str) -> Result<(), Netwo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_names_and_rules_are_parsed() {
+        let links = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue\n\
+                     9: swo0123456789: <BROADCAST,MULTICAST,UP> mtu 1450\n\
+                     11: swy0123456789ab@if2: <BROADCAST,MULTICAST,UP> mtu 1450 master swo0123456789\n";
+        let names: Vec<&str> = links.lines().filter_map(link_name).collect();
+        assert_eq!(names, ["lo", "swo0123456789", "swy0123456789ab"]);
+        let rules = "-P FORWARD ACCEPT\n\
+                     -A FORWARD -i swo0123456789 -o swo0123456789 -j ACCEPT\n\
+                     -A FORWARD -i swb01234567 -o swb01234567 -j ACCEPT\n\
+                     -A FORWARD -i eth0 -o swo0123456789 -j ACCEPT\n";
+        let bridges: Vec<&str> = forward_rule_bridges(rules).collect();
+        assert_eq!(bridges, ["swo0123456789", "swb01234567"]);
+    }
 
     #[test]
     fn tolerate_passes_only_the_named_failure() {
