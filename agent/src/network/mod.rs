@@ -7,6 +7,10 @@
 //!   bridge; detach, and after a restart list/adopt/sweep.
 //! - `files`: /etc/hosts, /etc/resolv.conf and /etc/hostname for a task (pure, then
 //!   written into the task's directory).
+//! - `overlay`: overlay networks across nodes: a pure desired state per node
+//!   ([`NodeOverlays`]), its [`overlay_diff`] into link/forwarding/neighbour ops, and
+//!   [`Overlay`], which applies them (a bridge and a VXLAN device per network, static
+//!   forwarding and neighbour entries from the managers, a veth per task).
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -22,6 +26,7 @@ mod command;
 mod fake;
 mod files;
 mod ipam;
+mod overlay;
 mod task;
 
 pub use bridge::{Bridge, bridge_name};
@@ -29,6 +34,11 @@ pub use fake::FakeNetworking;
 pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf};
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
+pub use overlay::{
+    LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,
+    RemoteEndpoint, VXLAN_PORT, Vtep, apply as apply_overlay_op, diff as overlay_diff,
+    endpoint_mac, overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
+};
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
 
 use std::collections::HashSet;

@@ -1,0 +1,439 @@
+//! The kernel side of the overlay: each [`Op`] as `ip`/`bridge` commands in the node's
+//! network namespace (and `nsenter --net=PATH ip` inside a task's). Every op is
+//! idempotent, what exists or is gone already is not an error, so a reconcile that failed
+//! half-way is run again from the same current state.
+
+use super::{
+    LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op, Vtep, diff, endpoint_mac, node_link_prefixes,
+    overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
+};
+use crate::network::NetworkError;
+use crate::network::command::run;
+
+use ipnet::Ipv4Net;
+
+/// The flooding entry's MAC: frames with no entry of their own (broadcast, unknown).
+const ALL_ZEROS: &str = "00:00:00:00:00:00";
+
+/// A node's overlay networks: what it has made, and the reconcile towards a desired state.
+/// Calls block on short subprocesses (a few ms each): from async code, call them in
+/// `spawn_blocking`.
+#[derive(Debug)]
+pub struct Overlay {
+    node_id: String,
+    current: NodeOverlays,
+}
+
+impl Overlay {
+    /// A node with no overlay network made yet.
+    pub fn new(node_id: impl Into<String>) -> Overlay {
+        Overlay {
+            node_id: node_id.into(),
+            current: NodeOverlays::default(),
+        }
+    }
+
+    /// The state the kernel was last brought to.
+    pub fn current(&self) -> &NodeOverlays {
+        &self.current
+    }
+
+    /// Brings the node's overlay devices to `desired`. On an error the current state is
+    /// kept: the next reconcile runs the same (idempotent) ops again.
+    pub fn reconcile(&mut self, desired: NodeOverlays) -> Result<(), NetworkError> {
+        let ops = diff(&self.current, &desired);
+        for op in &ops {
+            apply(&self.node_id, op)?;
+        }
+        if !ops.is_empty() {
+            tracing::debug!(node = self.node_id, ops = ops.len(), "overlay reconciled");
+        }
+        self.current = desired;
+        Ok(())
+    }
+}
+
+impl Overlay {
+    /// Removes every overlay link and FORWARD rule of this node, whatever state it knows
+    /// (found by the node's name prefixes): for a node leaving, and after a daemon restart,
+    /// before the first reconcile (which then makes the desired state afresh, no device
+    /// with stale settings kept). Another node's links on the machine are left alone.
+    pub fn teardown(&mut self) -> Result<(), NetworkError> {
+        let prefixes = node_link_prefixes(&self.node_id);
+        let ours = |name: &str| prefixes.iter().any(|prefix| name.starts_with(prefix));
+        // Task links first, then VXLAN devices, then bridges: nothing is left unattached.
+        let mut links: Vec<String> = run("ip", &["-o", "link", "show"], None)?
+            .lines()
+            .filter_map(link_name)
+            .filter(|name| ours(name))
+            .map(str::to_owned)
+            .collect();
+        links.sort_by_key(|name| std::cmp::Reverse(name[..3].to_owned()));
+        for name in &links {
+            delete_link(name)?;
+        }
+        let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None)?;
+        for bridge in forward_rule_bridges(&rules).filter(|bridge| ours(bridge)) {
+            while forward_rule_present(bridge)? {
+                run("iptables", &forward_rule(bridge, "-D"), None)?;
+            }
+        }
+        tracing::info!(
+            node = self.node_id,
+            links = links.len(),
+            "overlay torn down"
+        );
+        self.current = NodeOverlays::default();
+        Ok(())
+    }
+}
+
+/// The name in a line of `ip -o link show` ("7: swy0123…@if2: <…> …").
+fn link_name(line: &str) -> Option<&str> {
+    let name = line.split(": ").nth(1)?;
+    Some(name.split('@').next().unwrap_or(name))
+}
+
+/// The bridges of the ACCEPT rules in `iptables -S FORWARD` output ("-A FORWARD -i B -o B
+/// -j ACCEPT").
+fn forward_rule_bridges(rules: &str) -> impl Iterator<Item = &str> {
+    rules.lines().filter_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["-A", "FORWARD", "-i", input, "-o", output, "-j", "ACCEPT"] if input == output => {
+                Some(*input)
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Applies one op for node `node_id` in the current network namespace.
+pub fn apply(node_id: &str, op: &Op) -> Result<(), NetworkError> {
+    match op {
+        Op::CreateNetwork { network, vni, vtep } => create_network(node_id, network, *vni, *vtep),
+        Op::DeleteNetwork { network } => delete_network(node_id, network),
+        Op::AddPeer { network, peer } => tolerate(
+            bridge_fdb(
+                "append",
+                ALL_ZEROS,
+                &vxlan_name(node_id, network),
+                Some(*peer),
+            ),
+            "File exists",
+        ),
+        Op::RemovePeer { network, peer } => tolerate(
+            bridge_fdb("del", ALL_ZEROS, &vxlan_name(node_id, network), Some(*peer)),
+            "No such file or directory",
+        ),
+        Op::AddRemote {
+            network,
+            address,
+            vtep,
+        } => {
+            let device = vxlan_name(node_id, network);
+            let mac = endpoint_mac(*address);
+            bridge_fdb("replace", &mac, &device, Some(*vtep))?;
+            let address = address.to_string();
+            run(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    &address,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    &device,
+                    "nud",
+                    "permanent",
+                ],
+                None,
+            )
+            .map(drop)
+        }
+        Op::RemoveRemote { network, address } => {
+            let device = vxlan_name(node_id, network);
+            tolerate(
+                run(
+                    "ip",
+                    &["neigh", "del", &address.to_string(), "dev", &device],
+                    None,
+                )
+                .map(drop),
+                "No such file or directory",
+            )?;
+            tolerate(
+                bridge_fdb("del", &endpoint_mac(*address), &device, None),
+                "No such file or directory",
+            )
+        }
+        Op::AttachTask {
+            network,
+            task,
+            subnet,
+            endpoint,
+        } => attach_task(node_id, network, task, *subnet, endpoint),
+        Op::DetachTask { network, task } => {
+            // Deleting the node's end deletes the task's end with it.
+            delete_link(&overlay_veth_name(node_id, network, task))
+        }
+    }
+}
+
+/// Makes the network's devices; on a failure removes what it made, so that a network the
+/// current state does not hold has no devices left behind.
+fn create_network(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<(), NetworkError> {
+    make_devices(node_id, network, vni, vtep).inspect_err(|_| {
+        if let Err(cleanup) = delete_network(node_id, network) {
+            tracing::warn!(node = node_id, network, error = %cleanup, "cleanup after a failed overlay create failed");
+        }
+    })
+}
+
+fn make_devices(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<(), NetworkError> {
+    let bridge = overlay_bridge_name(node_id, network);
+    let vxlan = vxlan_name(node_id, network);
+    let mtu = OVERLAY_MTU.to_string();
+    tolerate(
+        run(
+            "ip",
+            &[
+                "link", "add", "name", &bridge, "mtu", &mtu, "type", "bridge",
+            ],
+            None,
+        )
+        .map(drop),
+        "File exists",
+    )?;
+    let (vni, local, port) = (
+        vni.to_string(),
+        vtep.address.to_string(),
+        vtep.port.to_string(),
+    );
+    tolerate(
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "name",
+                &vxlan,
+                "mtu",
+                &mtu,
+                "type",
+                "vxlan",
+                "id",
+                &vni,
+                "local",
+                &local,
+                "dstport",
+                &port,
+                "nolearning",
+                "proxy",
+            ],
+            None,
+        )
+        .map(drop),
+        "File exists",
+    )?;
+    let script = format!("link set {vxlan} master {bridge} up\nlink set {bridge} up\n");
+    run("ip", &["-batch", "-"], Some(&script))?;
+    if !forward_rule_present(&bridge)? {
+        run("iptables", &forward_rule(&bridge, "-I"), None)?;
+    }
+    tracing::info!(
+        node = node_id,
+        network,
+        bridge,
+        vxlan,
+        "overlay network made"
+    );
+    Ok(())
+}
+
+/// Removes the network's devices (their entries and the tasks' links go with them) and
+/// its FORWARD rule.
+fn delete_network(node_id: &str, network: &str) -> Result<(), NetworkError> {
+    let bridge = overlay_bridge_name(node_id, network);
+    delete_link(&vxlan_name(node_id, network))?;
+    delete_link(&bridge)?;
+    // Every copy: a create retried after a failure may have inserted it twice.
+    while forward_rule_present(&bridge)? {
+        run("iptables", &forward_rule(&bridge, "-D"), None)?;
+    }
+    Ok(())
+}
+
+/// `iptables` arguments for `action` (-I, -D, -C) on the rule accepting traffic between
+/// the bridge's ports: with `br_netfilter` loaded, bridged frames cross FORWARD, whose
+/// policy is DROP where Docker's engine ran (as for the node bridge, `bridge.rs`).
+fn forward_rule<'a>(bridge: &'a str, action: &'a str) -> [&'a str; 10] {
+    [
+        "-w", "5", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ]
+}
+
+fn forward_rule_present(bridge: &str) -> Result<bool, NetworkError> {
+    match run("iptables", &forward_rule(bridge, "-C"), None) {
+        Ok(_) => Ok(true),
+        Err(NetworkError::Command { stderr, .. })
+            if stderr.contains("does a matching rule exist")
+                || stderr.contains("No chain/target/match") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Links the task to the network; on a failure removes the link again.
+fn attach_task(
+    node_id: &str,
+    network: &str,
+    task: &str,
+    subnet: Ipv4Net,
+    endpoint: &LocalEndpoint,
+) -> Result<(), NetworkError> {
+    link_task(node_id, network, task, subnet, endpoint).inspect_err(|_| {
+        if let Err(cleanup) = delete_link(&overlay_veth_name(node_id, network, task)) {
+            tracing::warn!(node = node_id, network, task, error = %cleanup, "cleanup after a failed overlay attach failed");
+        }
+    })
+}
+
+fn link_task(
+    node_id: &str,
+    network: &str,
+    task: &str,
+    subnet: Ipv4Net,
+    endpoint: &LocalEndpoint,
+) -> Result<(), NetworkError> {
+    let veth = overlay_veth_name(node_id, network, task);
+    let inside = task_interface_name(network);
+    let netns = endpoint.netns.to_str().ok_or_else(|| NetworkError::Io {
+        action: "cannot pass to ip a namespace path that is not UTF-8:",
+        path: endpoint.netns.clone(),
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    // A link left by an attach that failed half-way is made again, whole.
+    delete_link(&veth)?;
+    let mtu = OVERLAY_MTU.to_string();
+    // One command makes both ends, the node's on the bridge and up, the task's born in
+    // its namespace: a crash leaves both or neither.
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "name",
+            &veth,
+            "mtu",
+            &mtu,
+            "up",
+            "master",
+            &overlay_bridge_name(node_id, network),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inside,
+            "mtu",
+            &mtu,
+            "address",
+            &endpoint_mac(endpoint.address),
+            "netns",
+            netns,
+        ],
+        None,
+    )?;
+    let address = Ipv4Net::new(endpoint.address, subnet.prefix_len())
+        .expect("the prefix comes from a valid subnet");
+    // The address brings the subnet's route through the link; the default route stays.
+    let script = format!("address replace {address} dev {inside}\nlink set {inside} up\n");
+    let net_arg = format!("--net={netns}");
+    run("nsenter", &[&net_arg, "ip", "-batch", "-"], Some(&script))?;
+    tracing::debug!(node = node_id, network, task, %address, "task attached to overlay");
+    Ok(())
+}
+
+/// `bridge fdb ACTION MAC dev DEVICE [dst ADDRESS port PORT]` on the VXLAN device's own
+/// table (`self`), entries never aged out (`permanent`).
+fn bridge_fdb(
+    action: &str,
+    mac: &str,
+    device: &str,
+    vtep: Option<Vtep>,
+) -> Result<(), NetworkError> {
+    let (address, port) = vtep
+        .map(|vtep| (vtep.address.to_string(), vtep.port.to_string()))
+        .unwrap_or_default();
+    let mut args = vec!["fdb", action, mac, "dev", device];
+    if vtep.is_some() {
+        args.extend(["dst", &address, "port", &port]);
+    }
+    if action != "del" {
+        args.extend(["self", "permanent"]);
+    }
+    run("bridge", &args, None).map(drop)
+}
+
+fn delete_link(name: &str) -> Result<(), NetworkError> {
+    match run("ip", &["link", "del", "dev", name], None) {
+        Err(error) if error.is_missing_link() => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// `result`, with a command failure whose stderr says `already` (the state is there, or
+/// gone, already) counted as success.
+fn tolerate(result: Result<(), NetworkError>, already: &str) -> Result<(), NetworkError> {
+    match result {
+        Err(NetworkError::Command { stderr, .. }) if stderr.contains(already) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_and_rules_are_parsed() {
+        let links = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue\n\
+                     9: swo0123456789: <BROADCAST,MULTICAST,UP> mtu 1450\n\
+                     11: swy0123456789ab@if2: <BROADCAST,MULTICAST,UP> mtu 1450 master swo0123456789\n";
+        let names: Vec<&str> = links.lines().filter_map(link_name).collect();
+        assert_eq!(names, ["lo", "swo0123456789", "swy0123456789ab"]);
+        let rules = "-P FORWARD ACCEPT\n\
+                     -A FORWARD -i swo0123456789 -o swo0123456789 -j ACCEPT\n\
+                     -A FORWARD -i swb01234567 -o swb01234567 -j ACCEPT\n\
+                     -A FORWARD -i eth0 -o swo0123456789 -j ACCEPT\n";
+        let bridges: Vec<&str> = forward_rule_bridges(rules).collect();
+        assert_eq!(bridges, ["swo0123456789", "swb01234567"]);
+    }
+
+    #[test]
+    fn tolerate_passes_only_the_named_failure() {
+        let failure = |stderr: &str| NetworkError::Command {
+            command: "bridge fdb append".into(),
+            status: "exit status: 2".into(),
+            stderr: stderr.into(),
+        };
+        assert!(
+            tolerate(
+                Err(failure("RTNETLINK answers: File exists")),
+                "File exists"
+            )
+            .is_ok()
+        );
+        assert!(
+            tolerate(
+                Err(failure("RTNETLINK answers: Invalid argument")),
+                "File exists"
+            )
+            .is_err()
+        );
+        assert!(tolerate(Ok(()), "File exists").is_ok());
+    }
+}
