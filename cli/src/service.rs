@@ -153,9 +153,9 @@ pub struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The service's name
+    /// The service's name [default: a generated one, such as brave_lovelace]
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     /// replicated or global
     #[arg(long, default_value = "replicated")]
     mode: String,
@@ -456,9 +456,9 @@ impl UpdateArgs {
 
 impl CreateArgs {
     /// The flags that make the spec, for the library.
-    fn flags(&self) -> flags::CreateFlags {
+    fn flags(&self, name: &str) -> flags::CreateFlags {
         flags::CreateFlags {
-            name: self.name.clone(),
+            name: name.to_owned(),
             mode: self.mode.clone(),
             replicas: self.replicas,
             publish: self.publish.clone(),
@@ -501,22 +501,37 @@ impl CreateArgs {
 }
 
 async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.flags().spec()?;
-    let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
     let mut client = client::connect(host).await?;
-    let id = client
-        .create_service(CreateServiceRequest {
-            spec_json: serde_json::to_string(&spec)?,
-            registry_auth_json,
-        })
-        .await
-        .map_err(client::explain)?
-        .into_inner()
-        .id;
+    // A generated name taken already is drawn again, a few times.
+    let mut attempts = if args.name.is_some() { 1 } else { 5 };
+    let (id, name) = loop {
+        let name = args.name.clone().unwrap_or_else(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let seed = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            flags::generated_name(seed)
+        });
+        let spec = args.flags(&name).spec()?;
+        let registry_auth_json = registry_auth_json(args.with_registry_auth, &spec)?;
+        let created = client
+            .create_service(CreateServiceRequest {
+                spec_json: serde_json::to_string(&spec)?,
+                registry_auth_json,
+            })
+            .await;
+        attempts -= 1;
+        match created {
+            Ok(response) => break (response.into_inner().id, name),
+            Err(status) if status.code() == tonic::Code::AlreadyExists && attempts > 0 => {}
+            Err(status) => return Err(client::explain(status)),
+        }
+    };
     println!("{id}");
-    args.wait
-        .for_service(host, &args.name, Change::Update)
-        .await?;
+    if args.name.is_none() {
+        eprintln!("service {name} created (no --name given)");
+    }
+    args.wait.for_service(host, &name, Change::Update).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -678,7 +693,7 @@ mod tests {
             image: "nginx:1".into(),
             command: strings(&["httpd", "-f"]),
         };
-        assert_eq!(args.flags(), want);
+        assert_eq!(args.flags(args.name.as_deref().unwrap()), want);
     }
 
     /// Every flag of `update`, each with a value of its own, reaches its own field.

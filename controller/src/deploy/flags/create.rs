@@ -187,3 +187,56 @@ impl CreateFlags {
         .expect("the mode is always there"))
     }
 }
+
+/// A name for a service created without `--name`, as Docker gives one: an adjective and
+/// a scientist's name (`brave_lovelace`), chosen by `seed`.
+pub fn generated_name(seed: u64) -> String {
+    const ADJECTIVES: &[&str] = &[
+        "admiring", "agile", "amazing", "blissful", "bold", "brave", "busy", "calm", "clever",
+        "cool", "curious", "daring", "eager", "elegant", "epic", "festive", "focused", "friendly",
+        "gallant", "gentle", "happy", "hopeful", "jolly", "keen", "kind", "lucid", "merry",
+        "modest", "nifty", "patient", "quiet", "quirky", "relaxed", "serene", "sharp", "steady",
+        "sweet", "tender", "upbeat", "vibrant", "vigilant", "wise", "witty", "zealous", "zen",
+    ];
+    const SCIENTISTS: &[&str] = &[
+        "babbage",
+        "bell",
+        "boole",
+        "curie",
+        "darwin",
+        "dijkstra",
+        "einstein",
+        "euler",
+        "feynman",
+        "franklin",
+        "galileo",
+        "goldwasser",
+        "hamilton",
+        "hodgkin",
+        "hopper",
+        "johnson",
+        "kepler",
+        "knuth",
+        "lamport",
+        "liskov",
+        "lovelace",
+        "meitner",
+        "newton",
+        "noether",
+        "pasteur",
+        "payne",
+        "perlman",
+        "ritchie",
+        "shannon",
+        "tesla",
+        "thompson",
+        "torvalds",
+        "turing",
+        "wozniak",
+        "yalow",
+    ];
+    let adjective = ADJECTIVES[(seed % ADJECTIVES.len() as u64) as usize];
+    let scientist =
+        SCIENTISTS[((seed / ADJECTIVES.len() as u64) % SCIENTISTS.len() as u64) as usize];
+    format!("{adjective}_{scientist}")
+}

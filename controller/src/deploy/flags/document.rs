@@ -15,11 +15,31 @@ use crate::stack::{self, Severity};
 /// `<stack>_<service>`, and the service is then given its own name back.
 const STACK: &str = "cli";
 const FILE: &str = "cli.yaml";
+/// The key the service has in the document.
+const SERVICE: &str = "service";
+/// Docker's longest service name.
+const MAX_NAME: usize = 63;
 
 /// The spec of a one-service Compose document built from flags (`service`: the service's
 /// mapping), checked and completed by the stack loader; errors name the flags.
 pub fn load_service_document(name: &str, service: Value) -> Result<ServiceSpec, FlagError> {
-    let mut document = json!({ "services": { name: service } });
+    // The name is the user's, not a stack's `<stack>_<service>`: checked here against the
+    // flag, and the document loaded under a placeholder key.
+    if !crate::stack::convert::valid_name(name) {
+        return Err(FlagError::invalid(
+            "name",
+            name,
+            "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+        ));
+    }
+    if name.len() > MAX_NAME {
+        return Err(FlagError::invalid(
+            "name",
+            name,
+            format!("a service name has at most {MAX_NAME} characters"),
+        ));
+    }
+    let mut document = json!({ "services": { SERVICE: service } });
     // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
     // the stack file's interpolation.
     escape_dollars(&mut document);
@@ -30,7 +50,7 @@ pub fn load_service_document(name: &str, service: Value) -> Result<ServiceSpec, 
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .map(|d| {
-            let field = d.path.trim_start_matches(&format!("services.{name}."));
+            let field = d.path.trim_start_matches(&format!("services.{SERVICE}."));
             format!("{}: {}", flag_of(field), d.message)
         })
         .collect();

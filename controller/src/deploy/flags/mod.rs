@@ -11,7 +11,7 @@ mod document;
 mod rollback;
 mod update;
 
-pub use create::CreateFlags;
+pub use create::{CreateFlags, generated_name};
 pub use document::load_service_document;
 pub use rollback::RollbackFlags;
 pub use update::UpdateFlags;

@@ -411,7 +411,13 @@ fn bad_values_name_their_flag() {
     .unwrap_err();
     assert_eq!(error, FlagError::ReplicasOfGlobal);
 
+    let long = "a".repeat(64);
     let create_cases: Vec<(CreateFlags, &str)> = vec![
+        (create(&long, "nginx"), "invalid --name \"aaaa"),
+        (
+            create("bad name", "nginx"),
+            "invalid --name \"bad name\": use letters",
+        ),
         (
             CreateFlags {
                 publish: strings(&["80:x"]),
@@ -507,6 +513,14 @@ fn bad_values_name_their_flag() {
         let error = flags.spec().unwrap_err().to_string();
         assert!(error.contains(want), "{flags:?}: {error}");
     }
+    // The name is the user's: its limit is Docker's 63 characters, and no stack's name
+    // shows in the message.
+    let error = create(&long, "nginx").spec().unwrap_err().to_string();
+    assert!(
+        error.contains("at most 63 characters") && !error.contains("cli_"),
+        "{error}"
+    );
+    assert_eq!(create(&long[1..], "nginx").spec().unwrap().name, long[1..]);
 }
 
 #[test]
@@ -560,5 +574,15 @@ fn bad_rollback_values_name_the_flag() {
     ] {
         let error = flags.apply(&mut UpdatePolicy::default()).unwrap_err();
         assert_eq!(error.to_string(), message);
+    }
+}
+
+#[test]
+fn generated_names_are_valid_service_names_and_vary() {
+    let names: std::collections::BTreeSet<String> = (0..2000).map(generated_name).collect();
+    assert!(names.len() > 1000, "{}", names.len());
+    for name in &names {
+        assert!(create(name, "nginx").spec().is_ok(), "{name}");
+        assert!(name.contains('_'), "{name}");
     }
 }
