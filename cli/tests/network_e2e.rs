@@ -117,6 +117,26 @@ fn networks_are_created_listed_inspected_refused_and_removed() {
     // Nothing of the refused ones was stored.
     assert_eq!(ok(&cluster, &["network", "ls", "-q"]), "back\nfront\n");
 
+    // A stack's network is the stack's: its name is taken, and it goes with the stack.
+    let file = cluster.nodes[0].0.join("web.yaml");
+    std::fs::write(&file, "services:\n  site:\n    image: busybox\n").unwrap();
+    let file = file.to_str().unwrap();
+    ok(
+        &cluster,
+        &["stack", "deploy", "--detach", "-c", file, "web"],
+    );
+    let error = refused(&cluster, &["network", "create", "web_default"]);
+    assert!(
+        error.contains("network web_default already exists: it is a network of stack web"),
+        "{error}"
+    );
+    let error = refused(&cluster, &["network", "rm", "web_default"]);
+    assert!(
+        error.contains("network web_default belongs to stack web"),
+        "{error}"
+    );
+    ok(&cluster, &["stack", "rm", "web"]);
+
     ok(&cluster, &["network", "rm", "back"]);
     assert_eq!(ok(&cluster, &["network", "ls", "-q"]), "front\n");
     // Its subnet is free again.
