@@ -585,6 +585,9 @@ pub struct NetworkSpec {
     pub labels: BTreeMap<String, String>,
     /// Address ranges in CIDR form; empty: leased from the cluster's default pool.
     pub subnets: Vec<String>,
+    /// The subnet's gateway (`--gateway`); absent: its first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// A config or a secret. The content itself is not part of the spec (a secret never leaves

@@ -221,6 +221,30 @@ impl Default for AddressPool {
     }
 }
 
+impl AddressPool {
+    /// Where networks without a `--subnet` get theirs: Docker's default-addr-pool for
+    /// networks, 10.0.0.0/8, in /20s rather than Docker's /24s: a stack's services share
+    /// its default network, and 4,094 addresses hold thousands of replicas where 254 do
+    /// not (4,096 networks remain). The nodes' pool (198.19.0.0/16 by default) lies outside
+    /// it; a node pool configured inside it is skipped subnet by subnet, so the two never
+    /// overlap.
+    pub fn networks() -> Self {
+        AddressPool {
+            base: "10.0.0.0/8".parse().expect("a valid CIDR"),
+            subnet_size: 20,
+        }
+    }
+}
+
+/// A network's address space, decided by the store when the network is created (its own
+/// `--subnet`, or one of the networks' pool) and released when it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAllocation {
+    pub subnet: ipnet::Ipv4Net,
+    /// Never given to a task.
+    pub gateway: std::net::Ipv4Addr,
+}
+
 /// Docker's default certificate lifetime: 90 days.
 pub const DEFAULT_CERTIFICATE_VALIDITY_MS: u64 = 90 * 24 * 3600 * 1000;
 
@@ -442,6 +466,10 @@ pub struct StoreData {
     /// For each git-managed service (by id), the commit that last changed its spec.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_commits: BTreeMap<String, String>,
+    /// Each network's address space, by network name: beside the objects, not in their
+    /// specs (specs are what users write and plans compare).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_allocations: BTreeMap<String, NetworkAllocation>,
 }
 
 impl StoreData {

@@ -82,6 +82,17 @@ pub struct Task {
     /// new task for `monitor` from then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Millis>,
+    /// The task's address on each network of its service, by network name, given by the
+    /// store when the task is created: unique among the tasks that have not stopped (free
+    /// again once it stopped, as Docker's allocator frees it; kept here to show).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAddress {
+    pub network: String,
+    pub address: std::net::Ipv4Addr,
 }
 
 impl Task {

@@ -159,6 +159,7 @@ mod tests {
                     status: TaskStatus::new(*state, 0),
                     created_at: 0,
                     started_at: None,
+                    networks: Vec::new(),
                 }
             })
             .collect();

@@ -9,6 +9,7 @@ mod deploy;
 mod gitops;
 mod inspect;
 mod logs;
+mod network;
 mod output;
 mod plan;
 mod plans;
@@ -59,6 +60,9 @@ enum Command {
     /// Manage services: create, list, inspect, update, scale, roll back, remove; their tasks and logs
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage the cluster's networks: create, list, inspect, remove
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => client(plan::run(&host, args)),
         Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
+        Command::Network(command) => client(network::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
         Command::Deploy(command) => client(deploy::run(&host, command)),

@@ -183,6 +183,9 @@ pub struct CreateArgs {
     /// Placement preferences: spread=node.labels.X
     #[arg(long)]
     placement_pref: Vec<String>,
+    /// Attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)
+    #[arg(long)]
+    network: Vec<String>,
     /// At most this many tasks of the service on one node
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -467,6 +470,7 @@ impl CreateArgs {
             container_label: self.container_label.clone(),
             constraint: self.constraint.clone(),
             placement_pref: self.placement_pref.clone(),
+            network: self.network.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
             reserve_memory: self.reserve_memory.clone(),
@@ -590,6 +594,10 @@ mod tests {
             "node.role==worker",
             "--placement-pref",
             "spread=node.labels.zone",
+            "--network",
+            "back",
+            "--network",
+            "name=front,alias=www",
             "--replicas-max-per-node",
             "3",
             "--reserve-cpu",
@@ -660,6 +668,7 @@ mod tests {
             container_label: strings(&["tier=front"]),
             constraint: strings(&["node.role==worker"]),
             placement_pref: strings(&["spread=node.labels.zone"]),
+            network: strings(&["back", "name=front,alias=www"]),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
             reserve_memory: Some("1M".into()),
@@ -713,6 +722,10 @@ mod tests {
             "node.role==worker",
             "--constraint-rm",
             "node.role==manager",
+            "--network-add",
+            "name=back,alias=b",
+            "--network-rm",
+            "front",
             "--limit-cpu",
             "0.2",
             "--limit-memory",
@@ -851,6 +864,8 @@ mod tests {
             stop_signal: Some("SIGUSR1".into()),
             placement_pref_add: strings(&["spread=node.labels.a"]),
             placement_pref_rm: strings(&["spread=node.labels.b"]),
+            network_add: strings(&["name=back,alias=b"]),
+            network_rm: strings(&["front"]),
             replicas_max_per_node: Some(3),
             force: true,
         };

@@ -79,6 +79,12 @@ pub struct UpdateFlags {
     /// Remove a placement preference: spread=node.labels.X
     #[arg(long)]
     placement_pref_rm: Vec<String>,
+    /// Attach to a network: NAME or name=NAME,alias=ALIAS (repeatable)
+    #[arg(long)]
+    network_add: Vec<String>,
+    /// Detach from a network by name (repeatable)
+    #[arg(long)]
+    network_rm: Vec<String>,
     /// At most this many tasks of the service on one node (0: no limit)
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -111,6 +117,8 @@ impl UpdateFlags {
             stop_signal: self.stop_signal.clone(),
             placement_pref_add: self.placement_pref_add.clone(),
             placement_pref_rm: self.placement_pref_rm.clone(),
+            network_add: self.network_add.clone(),
+            network_rm: self.network_rm.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             ..settings
         }

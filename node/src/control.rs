@@ -28,7 +28,7 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, store_status, wait_for_leader,
 };
-use super::{logs, repos, services};
+use super::{logs, networks, repos, services};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
@@ -938,5 +938,48 @@ impl Control for ControlApi {
         let detail = repos::show(&StoreClient::new(raft), request.into_inner().deployment).await?;
         let json = repos::to_json(&detail);
         Ok(Response::new(pb::ShowDeploymentResponse { json }))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let id = networks::create(&StoreClient::new(raft), &request.into_inner().spec_json).await?;
+        Ok(Response::new(pb::CreateNetworkResponse { id }))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let list = networks::list(&StoreClient::new(raft)).await?;
+        let json = serde_json::to_string(&list).map_err(internal)?;
+        Ok(Response::new(pb::ListNetworksResponse { json }))
+    }
+
+    async fn inspect_network(
+        &self,
+        request: Request<pb::InspectNetworkRequest>,
+    ) -> Result<Response<pb::InspectNetworkResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let view =
+            networks::inspect(&StoreClient::new(raft), &request.into_inner().network).await?;
+        let json = serde_json::to_string(&view).map_err(internal)?;
+        Ok(Response::new(pb::InspectNetworkResponse { json }))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        networks::remove(&StoreClient::new(raft), &request.into_inner().network).await?;
+        Ok(Response::new(pb::RemoveNetworkResponse {}))
     }
 }

@@ -12,6 +12,7 @@ mod dispatcher;
 mod gitops;
 mod join;
 mod logs;
+pub mod networks;
 mod notify;
 mod orchestrate;
 mod recover;

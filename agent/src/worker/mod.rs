@@ -559,6 +559,7 @@ mod tests {
             status: TaskStatus::new(state, 1),
             created_at: 1,
             started_at: None,
+            networks: Vec::new(),
         }
     }
 

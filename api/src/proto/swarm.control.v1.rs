@@ -496,6 +496,53 @@ pub struct ShowDeploymentResponse {
     pub json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateNetworkRequest {
+    /// A swarm_api::spec::NetworkSpec as JSON.
+    #[prost(string, tag = "1")]
+    pub spec_json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateNetworkResponse {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListNetworksRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListNetworksResponse {
+    /// A list of swarm_node::networks::NetworkView as JSON, by name.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectNetworkRequest {
+    /// A network's name, id or unique id prefix.
+    #[prost(string, tag = "1")]
+    pub network: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectNetworkResponse {
+    /// A swarm_node::networks::NetworkView as JSON, with its tasks' addresses.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveNetworkRequest {
+    /// A network's name, id or unique id prefix.
+    #[prost(string, tag = "1")]
+    pub network: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveNetworkResponse {}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -1271,6 +1318,104 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "ShowDeployment"));
             self.inner.unary(req, path, codec).await
         }
+        /// Networks as cluster objects (`swarm network create|ls|inspect|rm`): each a one-action
+        /// plan through the same ApplyPlan command as services.
+        pub async fn create_network(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateNetworkResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/CreateNetwork",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "CreateNetwork"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_networks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListNetworksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListNetworksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/ListNetworks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "ListNetworks"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn inspect_network(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InspectNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectNetworkResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/InspectNetwork",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "InspectNetwork"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn remove_network(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveNetworkResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/RemoveNetwork",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "RemoveNetwork"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1505,6 +1650,36 @@ pub mod control_server {
             request: tonic::Request<super::ShowDeploymentRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ShowDeploymentResponse>,
+            tonic::Status,
+        >;
+        /// Networks as cluster objects (`swarm network create|ls|inspect|rm`): each a one-action
+        /// plan through the same ApplyPlan command as services.
+        async fn create_network(
+            &self,
+            request: tonic::Request<super::CreateNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateNetworkResponse>,
+            tonic::Status,
+        >;
+        async fn list_networks(
+            &self,
+            request: tonic::Request<super::ListNetworksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListNetworksResponse>,
+            tonic::Status,
+        >;
+        async fn inspect_network(
+            &self,
+            request: tonic::Request<super::InspectNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectNetworkResponse>,
+            tonic::Status,
+        >;
+        async fn remove_network(
+            &self,
+            request: tonic::Request<super::RemoveNetworkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveNetworkResponse>,
             tonic::Status,
         >;
     }
@@ -2730,6 +2905,186 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ShowDeploymentSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/CreateNetwork" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateNetworkSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::CreateNetworkRequest>
+                    for CreateNetworkSvc<T> {
+                        type Response = super::CreateNetworkResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateNetworkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::create_network(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateNetworkSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/ListNetworks" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListNetworksSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::ListNetworksRequest>
+                    for ListNetworksSvc<T> {
+                        type Response = super::ListNetworksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListNetworksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::list_networks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListNetworksSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/InspectNetwork" => {
+                    #[allow(non_camel_case_types)]
+                    struct InspectNetworkSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::InspectNetworkRequest>
+                    for InspectNetworkSvc<T> {
+                        type Response = super::InspectNetworkResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InspectNetworkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::inspect_network(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InspectNetworkSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/RemoveNetwork" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveNetworkSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::RemoveNetworkRequest>
+                    for RemoveNetworkSvc<T> {
+                        type Response = super::RemoveNetworkResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveNetworkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::remove_network(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveNetworkSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

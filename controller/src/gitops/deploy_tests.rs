@@ -537,6 +537,7 @@ fn run_tasks(store: &mut Store, name: &str, count: u64) {
                 status: swarm_api::task::TaskStatus::new(swarm_api::task::TaskState::Running, 1),
                 created_at: 1,
                 started_at: Some(1),
+                networks: Vec::new(),
             }))
         })
         .collect();

@@ -198,6 +198,7 @@ impl<'a> Decisions<'a> {
             status,
             created_at: self.now,
             started_at: None,
+            networks: Vec::new(),
         });
     }
 

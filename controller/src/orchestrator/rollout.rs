@@ -234,6 +234,7 @@ mod tests {
             status: TaskStatus::new(state, since),
             created_at: 0,
             started_at,
+            networks: Vec::new(),
         }
     }
 

@@ -139,6 +139,7 @@ impl Sim {
                     internal: false,
                     labels: Default::default(),
                     subnets: Vec::new(),
+                    gateway: None,
                 })),
             })
             .collect();

@@ -254,6 +254,7 @@ impl Converter<'_> {
             internal: network.internal.unwrap_or(false),
             labels: self.labels(network.labels.as_ref(), &loc.key("labels")),
             subnets,
+            gateway: None,
         })
     }
 

@@ -180,6 +180,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Assigned, 1),
             created_at: 1,
             started_at: None,
+            networks: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! letting replicas diverge. A command that is well formed but not allowed (removing an
 //! unknown node, a plan against a moved state) is rejected as a whole and changes nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
@@ -22,6 +22,7 @@ pub mod client;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod gitops;
+mod networks;
 mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
@@ -351,8 +352,10 @@ fn apply(
                     actual: data.tasks_version,
                 }));
             }
+            // Built at the first task created, for the whole command.
+            let mut addresses = None;
             for change in changes {
-                apply_task_change(data, index, change, events);
+                apply_task_change(data, index, change, &mut addresses, events);
             }
             data.tasks_version = index;
         }
@@ -534,6 +537,18 @@ fn apply_plan(
     if !reasons.is_empty() {
         return Err(Rejection::Invalid { reasons });
     }
+    let network_allocations = if touched.iter().any(|(kind, ..)| *kind == Kind::Network) {
+        let node_pool = &data.cluster.as_ref().expect("checked above").address_pool;
+        networks::allocate_subnets(
+            &objects.networks,
+            &data.network_allocations,
+            node_pool,
+            &swarm_api::store::AddressPool::networks(),
+        )
+        .map_err(|reasons| Rejection::Invalid { reasons })?
+    } else {
+        data.network_allocations.clone()
+    };
     objects.version = index;
     for (kind, name, op) in touched {
         let versions = data.object_versions.entry(kind).or_default();
@@ -551,6 +566,7 @@ fn apply_plan(
     }
     data.objects = objects;
     data.registry_auth = kept_auth;
+    data.network_allocations = network_allocations;
     Ok(())
 }
 
@@ -697,11 +713,26 @@ fn apply_task_change(
     data: &mut StoreData,
     index: u64,
     change: TaskChange,
+    addresses: &mut Option<BTreeMap<String, BTreeSet<std::net::Ipv4Addr>>>,
     events: &mut Vec<Event>,
 ) {
     let tasks = &mut data.tasks;
     match change {
-        TaskChange::Create(task) => {
+        TaskChange::Create(mut task) => {
+            // Its addresses are the store's to give, whatever the proposer wrote.
+            task.networks.clear();
+            if !task.spec.networks.is_empty() {
+                let used =
+                    addresses.get_or_insert_with(|| networks::addresses_in_use(tasks.values()));
+                if let Err(reason) =
+                    networks::address_task(&mut task, &data.network_allocations, used)
+                {
+                    // It cannot run without its addresses: it fails, and the orchestrator
+                    // replaces it under its restart policy, as for any task that fails.
+                    task.status.state = TaskState::Rejected;
+                    task.status.error = Some(reason);
+                }
+            }
             events.push(event("task", &task.id, Change::Created));
             tasks.insert(task.id.clone(), *task);
         }

@@ -32,8 +32,21 @@ pub(super) fn plan_result(objects: &ClusterState, touched: &[(Kind, String, Op)]
     let networks = names(&mut objects.networks.iter().map(|o| o.spec.name.as_str()));
     let configs = names(&mut objects.configs.iter().map(|o| o.spec.name.as_str()));
     let secrets = names(&mut objects.secrets.iter().map(|o| o.spec.name.as_str()));
+    for (_, name, _) in touched
+        .iter()
+        .filter(|(kind, _, op)| *kind == Kind::Network && *op == Op::Remove)
+    {
+        let users = super::networks::users(objects, name);
+        if !users.is_empty() {
+            reasons.push(format!(
+                "network {name} is in use by service {}: remove them, or detach them with `swarm service update --network-rm {name}`",
+                users.join(", ")
+            ));
+        }
+    }
     for network in &objects.networks {
         if changed(Kind::Network, &network.spec.name) {
+            reasons.extend(super::networks::spec_reasons(&network.spec));
             let name = &network.spec.name;
             for subnet in network.spec.subnets.iter().filter(|s| !valid_cidr(s)) {
                 reasons.push(format!("network {name}: invalid subnet {subnet:?}"));
@@ -333,6 +346,7 @@ mod tests {
             internal: false,
             labels: Default::default(),
             subnets: vec![],
+            gateway: None,
         }));
         objects.secrets.push(object(FileObjectSpec {
             name: "key".into(),

@@ -555,6 +555,7 @@ async fn a_deployment_is_converged_once_its_tasks_ran_for_a_second() {
         status: swarm_api::task::TaskStatus::new(swarm_api::task::TaskState::Running, 1),
         created_at: 1,
         started_at: Some(1),
+        networks: Vec::new(),
     };
     let ran = crate::millis(std::time::SystemTime::now());
     client

@@ -346,6 +346,7 @@ fn task(id: &str, service: &Object<ServiceSpec>, node: Option<&str>, state: Task
         status: TaskStatus::new(state, 0),
         created_at: 0,
         started_at: None,
+        networks: Vec::new(),
     }
 }
 

@@ -4,7 +4,9 @@
 use serde_json::{Map, Value, json};
 use swarm_api::spec::ServiceSpec;
 
-use super::document::{key_values, load_service_document, port_document, section};
+use super::document::{
+    key_values, load_service_document, network_document, port_document, section,
+};
 use super::{FlagError, RollbackFlags};
 
 /// The flags of `service create`, as given (Docker's names, values as typed).
@@ -15,6 +17,8 @@ pub struct CreateFlags {
     pub mode: String,
     pub replicas: Option<u64>,
     pub publish: Vec<String>,
+    /// `NAME` or `name=NAME,alias=A`: cluster networks to attach to.
+    pub network: Vec<String>,
     pub env: Vec<String>,
     pub label: Vec<String>,
     pub container_label: Vec<String>,
@@ -68,6 +72,15 @@ impl CreateFlags {
             }
         };
         put("image", Some(json!(self.image)));
+        let networks = self
+            .network
+            .iter()
+            .map(|text| network_document("network", text))
+            .collect::<Result<Map<String, Value>, FlagError>>()?;
+        put(
+            "networks",
+            (!networks.is_empty()).then_some(Value::Object(networks)),
+        );
         put(
             "command",
             (!self.command.is_empty()).then(|| json!(self.command)),

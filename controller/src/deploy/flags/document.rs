@@ -39,7 +39,22 @@ pub fn load_service_document(name: &str, service: Value) -> Result<ServiceSpec, 
             format!("a service name has at most {MAX_NAME} characters"),
         ));
     }
+    // The networks a service names are cluster networks: declared external, so that the
+    // loader keeps their names (not `<stack>_<name>`).
+    let externals: Map<String, Value> = service
+        .get("networks")
+        .and_then(Value::as_object)
+        .map(|networks| {
+            networks
+                .keys()
+                .map(|network| (network.clone(), json!({ "external": true })))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut document = json!({ "services": { SERVICE: service } });
+    if !externals.is_empty() {
+        document["networks"] = Value::Object(externals);
+    }
     // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
     // the stack file's interpolation.
     escape_dollars(&mut document);
@@ -59,11 +74,21 @@ pub fn load_service_document(name: &str, service: Value) -> Result<ServiceSpec, 
     };
     let mut spec = stack.services.remove(0);
     spec.name = name.to_owned();
+    // The loader gave each network the document's key as an alias: the name is the one.
+    for network in &mut spec.task.networks {
+        for alias in &mut network.aliases {
+            if alias == SERVICE {
+                *alias = name.to_owned();
+            }
+        }
+        network.aliases.sort();
+        network.aliases.dedup();
+    }
     // The loader attaches a stack's services to the stack's default network, which an
     // imperative service does not have.
     spec.task
         .networks
-        .retain(|n| !n.target.starts_with(&format!("{STACK}_")));
+        .retain(|n| n.target != format!("{STACK}_default"));
     Ok(spec)
 }
 
@@ -98,6 +123,7 @@ fn flag_of(field: &str) -> String {
         ("deploy.rollback_config", "--rollback-"),
         ("healthcheck", "--health-"),
         ("ports", "--publish"),
+        ("networks", "--network"),
         ("environment", "--env"),
         ("labels", "--container-label"),
         ("image", "IMAGE"),
@@ -182,6 +208,31 @@ pub(super) fn port_document(publish: &str) -> Result<Value, FlagError> {
         return Err(invalid("the target port is missing".into()));
     }
     Ok(Value::Object(port))
+}
+
+/// A `--network` value, `NAME` or Docker's long syntax `name=NAME,alias=A[,alias=B]`: the
+/// network's name and its Compose attachment.
+pub(super) fn network_document(
+    flag: &'static str,
+    text: &str,
+) -> Result<(String, Value), FlagError> {
+    let invalid = |reason: &str| FlagError::invalid(flag, text, reason);
+    if !text.contains('=') {
+        return Ok((text.to_owned(), json!({})));
+    }
+    let mut name = None;
+    let mut aliases = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("name", value)) => name = Some(value.to_owned()),
+            Some(("alias", value)) => aliases.push(value.to_owned()),
+            _ => return Err(invalid("expected NAME or name=NAME,alias=ALIAS")),
+        }
+    }
+    let name = name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("the network's name is missing"))?;
+    Ok((name, json!({ "aliases": aliases })))
 }
 
 /// A mapping of the entries that have a value; none when no entry has one.

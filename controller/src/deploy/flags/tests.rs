@@ -586,3 +586,53 @@ fn generated_names_are_valid_service_names_and_vary() {
         assert!(name.contains('_'), "{name}");
     }
 }
+
+/// `--network` attaches to cluster networks by name (external to the one-service document),
+/// with aliases; `--network-add|--network-rm` make the same attachments on an update.
+#[test]
+fn networks_are_attached_by_name_on_create_and_update() {
+    let flags = CreateFlags {
+        network: strings(&["back", "name=front,alias=www"]),
+        ..create("web", "nginx:1")
+    };
+    let spec = flags.spec().unwrap();
+    let attached: Vec<(String, Vec<String>)> = spec
+        .task
+        .networks
+        .iter()
+        .map(|n| (n.target.clone(), n.aliases.clone()))
+        .collect();
+    assert_eq!(
+        attached,
+        [
+            ("back".to_owned(), strings(&["web"])),
+            ("front".to_owned(), strings(&["web", "www"])),
+        ]
+    );
+    // An update gives the spec the create would have.
+    let mut updated = create("web", "nginx:1").spec().unwrap();
+    UpdateFlags {
+        network_add: strings(&["name=front,alias=www", "back", "gone"]),
+        network_rm: strings(&["gone"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    UpdateFlags {
+        network_rm: strings(&["gone"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    assert_eq!(updated, spec);
+    let error = CreateFlags {
+        network: strings(&["alias=x"]),
+        ..create("web", "nginx:1")
+    }
+    .spec()
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid --network \"alias=x\": the network's name is missing"
+    );
+}

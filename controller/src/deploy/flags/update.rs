@@ -4,10 +4,12 @@
 //! and the stop signal through the stack loader).
 
 use serde_json::json;
-use swarm_api::spec::{Constraint, PortConfig, Protocol, ServiceMode, ServiceSpec, SpreadOver};
+use swarm_api::spec::{
+    Constraint, NetworkAttachment, PortConfig, Protocol, ServiceMode, ServiceSpec, SpreadOver,
+};
 use swarm_api::units::GoDuration;
 
-use super::document::{key_values, load_service_document, port_document};
+use super::document::{key_values, load_service_document, network_document, port_document};
 use super::{FlagError, RollbackFlags, parsed, ratio};
 
 /// The flags of `service update`, as given; `None` and empty lists change nothing.
@@ -61,6 +63,10 @@ pub struct UpdateFlags {
     pub stop_signal: Option<String>,
     pub placement_pref_add: Vec<String>,
     pub placement_pref_rm: Vec<String>,
+    /// `NAME` or `name=NAME,alias=A`.
+    pub network_add: Vec<String>,
+    /// Network names.
+    pub network_rm: Vec<String>,
     /// 0: no limit.
     pub replicas_max_per_node: Option<u64>,
     /// Replace every task even if nothing else changes.
@@ -71,6 +77,7 @@ impl UpdateFlags {
     /// Changes `spec` as the flags say; the first bad value is refused, naming its flag.
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
         self.apply_settings(spec)?;
+        self.apply_networks(spec)?;
         self.rollback.apply(&mut spec.rollback)?;
         self.apply_container(spec)?;
         if self.force {
@@ -158,6 +165,29 @@ impl UpdateFlags {
                 line => Some(command_line("entrypoint", line)?),
             };
         }
+        Ok(())
+    }
+
+    /// Networks detached, then attached (replacing an attachment to the same network), as
+    /// the loader makes them: aliases sorted, with the service's own name.
+    fn apply_networks(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
+        let networks = &mut spec.task.networks;
+        networks.retain(|n| !self.network_rm.contains(&n.target));
+        for text in &self.network_add {
+            let (target, attachment) = network_document("network-add", text)?;
+            let mut aliases: Vec<String> = attachment["aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .chain([spec.name.clone()])
+                .collect();
+            aliases.sort();
+            aliases.dedup();
+            networks.retain(|n| n.target != target);
+            networks.push(NetworkAttachment { target, aliases });
+        }
+        networks.sort_by(|a, b| a.target.cmp(&b.target));
         Ok(())
     }
 
