@@ -264,8 +264,11 @@ fn update_network(id: &str, current: &OverlayNetwork, wanted: &OverlayNetwork, o
     }
 }
 
-/// The MAC of an endpoint from its IPv4 address, as Docker makes it: `02:42` and the four
-/// octets (locally administered, unicast).
+/// The MAC of an endpoint (a task's `eth0`, or its end of an overlay network) from its IPv4
+/// address, as Docker makes it: `02:42` and the four octets (locally administered,
+/// unicast). An address leased again after its task ended comes with the same MAC:
+/// neighbours that cached it (the host, through the bridge, for up to a minute) still reach
+/// the new task.
 pub fn endpoint_mac(address: Ipv4Addr) -> String {
     let [a, b, c, d] = address.octets();
     format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")

@@ -74,14 +74,6 @@ pub fn host_veth_name(node_id: &str, task_id: &str) -> String {
     )
 }
 
-/// The MAC address of a task's `eth0`, from its IPv4 address (as Docker makes it). An
-/// address leased again after its task ended comes with the same MAC: neighbours that
-/// cached it (the host, through the bridge, for up to a minute) still reach the new task.
-fn task_mac(address: Ipv4Addr) -> String {
-    let [a, b, c, d] = address.octets();
-    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
-
 impl NodeNetwork {
     /// Sets the node up: its bridge (idempotent) and its namespace directory. After a
     /// daemon restart, follow with [`list`](Self::list), [`adopt`](Self::adopt) for the
@@ -283,7 +275,7 @@ impl NodeNetwork {
                 "name",
                 "eth0",
                 "address",
-                &task_mac(address),
+                &super::overlay::endpoint_mac(address),
                 "netns",
                 path_arg,
             ],
@@ -493,7 +485,11 @@ mod tests {
             ("255.255.255.254", "02:42:ff:ff:ff:fe"),
         ];
         for (address, mac) in cases {
-            assert_eq!(task_mac(address.parse().unwrap()), mac, "{address}");
+            assert_eq!(
+                super::super::overlay::endpoint_mac(address.parse().unwrap()),
+                mac,
+                "{address}"
+            );
         }
     }
 
