@@ -30,6 +30,21 @@ fn stack(registry: &str, replicas: u32) -> String {
     )
 }
 
+/// A bare repository `remote.git` in `dir` as the remote, and a work tree `work` (with a
+/// `stacks/` directory) whose `origin` it is.
+fn remote_and_clone(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let remote = dir.join("remote.git");
+    let work = dir.join("work");
+    std::fs::create_dir_all(work.join("stacks")).unwrap();
+    git(dir, &["init", "-q", "--bare", remote.to_str().unwrap()]);
+    git(&work, &["init", "-q"]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    (remote, work)
+}
+
 /// Commits everything in `work` and pushes it; returns the new head.
 fn push(work: &Path, message: &str) -> String {
     git(work, &["add", "-A"]);
@@ -136,19 +151,8 @@ fn commits_are_applied_scaled_refused_when_invalid_reverted_and_drift_is_healed(
     let cluster = cluster(1, &init_args("198.18.212.0/23", &[]));
     let _leftovers = Leftovers(&cluster);
     let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("stacks")).unwrap();
+    let (remote, work) = remote_and_clone(dir.path());
     std::fs::create_dir_all(work.join("auto")).unwrap();
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(&work, &["init", "-q"]);
-    git(
-        &work,
-        &["remote", "add", "origin", remote.to_str().unwrap()],
-    );
     let app = work.join("stacks/app.yaml");
     std::fs::write(&app, stack(&registry, 1)).unwrap();
     std::fs::write(work.join("auto/api.yaml"), stack(&registry, 1)).unwrap();
@@ -299,18 +303,7 @@ fn a_commit_is_applied_exactly_once_when_the_leader_dies_during_its_sync() {
     cluster.join(1, "manager", 0);
     cluster.join(2, "manager", 0);
     let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("stacks")).unwrap();
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(&work, &["init", "-q"]);
-    git(
-        &work,
-        &["remote", "add", "origin", remote.to_str().unwrap()],
-    );
+    let (remote, work) = remote_and_clone(dir.path());
     let app = work.join("stacks/app.yaml");
     std::fs::write(&app, stack(&registry, 1)).unwrap();
     let first = push(&work, "deploy the app");
@@ -513,18 +506,7 @@ fn webhooks_are_verified_notifications_sent_and_apply_force_drifts_from_git() {
     let _leftovers = Leftovers(&cluster);
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("stacks")).unwrap();
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(&work, &["init", "-q"]);
-    git(
-        &work,
-        &["remote", "add", "origin", remote.to_str().unwrap()],
-    );
+    let (remote, work) = remote_and_clone(dir.path());
     let app = work.join("stacks/app.yaml");
     std::fs::write(&app, stack(&registry, 1)).unwrap();
     let first = push(&work, "deploy the app");
