@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod converge;
 mod deploy;
+mod filter;
 mod gitops;
 mod inspect;
 mod logs;

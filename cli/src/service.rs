@@ -33,6 +33,10 @@ pub enum ServiceCommand {
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
+        /// Only services matching KEY=VALUE: name (a prefix), id (a prefix), label (KEY or
+        /// KEY=VALUE), mode (replicated or global); repeat a key for alternatives
+        #[arg(long, short)]
+        filter: Vec<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -278,9 +282,16 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
     match command {
         ServiceCommand::Create(args) => create(host, *args).await,
         ServiceCommand::Logs(args) => crate::logs::run(host, *args).await,
-        ServiceCommand::Ls { quiet, format } => {
+        ServiceCommand::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let filter = crate::filter::ServiceFilter::parse(&filter)?;
             let sources = crate::gitops::sources(host).await?;
-            print_services_from(&view(host).await?, &sources, quiet, format)?;
+            let mut view = view(host).await?;
+            view.services.retain(|service| filter.matches(service));
+            print_services_from(&view, &sources, quiet, format)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Ps {
