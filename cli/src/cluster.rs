@@ -237,6 +237,9 @@ pub enum NodeCommand {
     /// List the nodes of the cluster
     #[command(alias = "list")]
     Ls {
+        /// Only the IDs
+        #[arg(long, short)]
+        quiet: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: crate::output::Format,
     },
@@ -363,7 +366,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
             filter,
             format,
         } => crate::tasks::node_ps(host, &nodes, filter.as_deref(), format).await,
-        NodeCommand::Ls { format } => {
+        NodeCommand::Ls { quiet, format } => {
             let mut client = client::connect(host).await?;
             let nodes = client
                 .list_nodes(ListNodesRequest {})
@@ -387,6 +390,12 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if quiet {
+                for node in &nodes {
+                    println!("{}", node.id);
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             // Docker's columns, and a MESSAGE column when some node has something wrong

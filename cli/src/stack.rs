@@ -40,6 +40,9 @@ pub enum StackCommand {
     /// List stacks
     #[command(alias = "list")]
     Ls {
+        /// Only the names
+        #[arg(long, short)]
+        quiet: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -85,7 +88,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             };
             deploy(host, &compose_files, options, &name).await
         }
-        StackCommand::Ls { format } => {
+        StackCommand::Ls { quiet, format } => {
             let view = view(host).await?;
             let mut stacks: BTreeMap<&str, usize> = BTreeMap::new();
             for object in &view.services {
@@ -99,6 +102,12 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                     .map(|(name, count)| serde_json::json!({"name": name, "services": count}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if quiet {
+                for name in stacks.keys() {
+                    println!("{name}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<[String; 2]> = stacks

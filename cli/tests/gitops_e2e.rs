@@ -599,5 +599,24 @@ fn webhooks_are_verified_notifications_sent_and_apply_force_drifts_from_git() {
         drift.is_array().then_some(drift)
     });
     assert!(drift.to_string().contains("replicas"), "{drift}");
+
+    // The listings' quiet and filtered forms, as Docker users script them.
+    assert_eq!(ok(&cluster, &["stack", "ls", "-q"]), "app\n");
+    assert_eq!(ok(&cluster, &["node", "ls", "-q"]).lines().count(), 1);
+    let ids = ok(&cluster, &["service", "ls", "-q", "--filter", "name=app_"]);
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    let none = ok(
+        &cluster,
+        &[
+            "service",
+            "ls",
+            "-q",
+            "-f",
+            "name=app_",
+            "-f",
+            "mode=global",
+        ],
+    );
+    assert_eq!(none, "");
     ok(&cluster, &["repo", "rm", "app", "--prune"]);
 }
