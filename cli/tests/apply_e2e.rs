@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{
-    Cluster, Leftovers, cluster, init_args, live_tasks, registry_for, registry_with_auth_for, text,
+    Cluster, Leftovers, cluster, init_args, live_tasks, output_with_input, registry_for,
+    registry_with_auth_for, text,
 };
 
 /// A stack `app` with one service, `app_web`.
@@ -27,27 +27,18 @@ fn stack(registry: &str, replicas: u32, env: &str) -> String {
 /// `swarm ARGS` run in `dir` against node 0, with `input` on its stdin (a pipe: not a
 /// terminal) and Docker's client config in `dir/.docker`.
 fn swarm_in(cluster: &Cluster, dir: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .current_dir(dir)
-        .env(
-            "SWARM_HOST",
-            format!("unix://{}", cluster.socket(0).display()),
-        )
-        .env("DOCKER_CONFIG", dir.join(".docker"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(
+        Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args(args)
+            .current_dir(dir)
+            .env(
+                "SWARM_HOST",
+                format!("unix://{}", cluster.socket(0).display()),
+            )
+            .env("DOCKER_CONFIG", dir.join(".docker"))
+            .env("NO_COLOR", "1"),
+        input,
+    )
 }
 
 fn exit(out: &Output) -> String {
@@ -268,26 +259,17 @@ fn apply_plans_against_the_cluster_applies_once_and_refuses_a_stale_plan() {
 /// wrote to the terminal is the output's stdout.
 fn on_a_terminal(cluster: &Cluster, dir: &Path, args: &str, typed: &str) -> Output {
     let command = format!("{} {args}", env!("CARGO_BIN_EXE_swarm"));
-    let mut child = Command::new("timeout")
-        .args(["120", "script", "-qec", &command, "/dev/null"])
-        .current_dir(dir)
-        .env(
-            "SWARM_HOST",
-            format!("unix://{}", cluster.socket(0).display()),
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(
+        Command::new("timeout")
+            .args(["120", "script", "-qec", &command, "/dev/null"])
+            .current_dir(dir)
+            .env(
+                "SWARM_HOST",
+                format!("unix://{}", cluster.socket(0).display()),
+            )
+            .env("NO_COLOR", "1"),
+        typed,
+    )
 }
 
 /// `--with-registry-auth` as `stack deploy` has it: the credentials of Docker's client

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -29,25 +28,16 @@ fn swarm_with_config(
     args: &[&str],
     stdin: &str,
 ) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swarm"))
-        .args(args)
-        .env(
-            "SWARM_HOST",
-            format!("unix://{}", cluster.socket(0).display()),
-        )
-        .env("DOCKER_CONFIG", docker_config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_input(
+        Command::new(env!("CARGO_BIN_EXE_swarm"))
+            .args(args)
+            .env(
+                "SWARM_HOST",
+                format!("unix://{}", cluster.socket(0).display()),
+            )
+            .env("DOCKER_CONFIG", docker_config),
+        stdin,
+    )
 }
 
 fn succeeded(out: &Output) -> String {
