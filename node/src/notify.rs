@@ -46,26 +46,21 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64) {
         let mut sent: HashMap<String, Sent> = HashMap::new();
         let mut senders: HashMap<String, mpsc::Sender<(String, Notification)>> = HashMap::new();
         let mut leading = false;
+        // Whether to ask who leads before the next wait: at the start, when the applied
+        // index moved while following (this manager may lead now), after each entry while
+        // following. A leader does not ask for entries that change no repository (each
+        // would cost a round trip to the Raft loop, on every task status): it asks before
+        // it acts on one.
+        let mut ask = true;
         let missed = loop {
-            let Ok(status) = raft.status().await else {
-                return;
-            };
-            let now_leading = status.leader == own_raft_id;
-            if now_leading && !leading {
-                // What happened before this manager led is not sent again.
-                let records = raft
-                    .local_read(|store: &Store| store.data().repositories.clone())
-                    .await;
-                let Ok(records) = records else { return };
-                sent = records
-                    .iter()
-                    .map(|(name, record)| (name.clone(), outcomes(record)))
-                    .collect();
+            if ask {
+                let Some(now) =
+                    leadership(&raft, own_raft_id, leading, &mut sent, &mut senders).await
+                else {
+                    return;
+                };
+                leading = now;
             }
-            if !now_leading {
-                senders.clear(); // their tasks end once their queues are drained
-            }
-            leading = now_leading;
             let woke = tokio::select! {
                 entry = changes.recv() => Some(entry),
                 changed = applied.changed(), if !leading => {
@@ -75,12 +70,28 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64) {
                     None
                 }
             };
-            let Some(entry) = woke else { continue };
+            let Some(entry) = woke else {
+                ask = true;
+                continue;
+            };
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(missed) => break missed,
             };
-            if !leading {
+            let repositories = entry
+                .changed
+                .iter()
+                .any(|c| matches!(c, Changed::Repository { .. }));
+            if repositories && leading {
+                let Some(now) =
+                    leadership(&raft, own_raft_id, leading, &mut sent, &mut senders).await
+                else {
+                    return;
+                };
+                leading = now;
+            }
+            ask = !leading;
+            if !leading || !repositories {
                 continue;
             }
             for change in &entry.changed {
@@ -118,6 +129,34 @@ pub async fn run(raft: RaftHandle<Store>, own_raft_id: u64) {
         };
         tracing::debug!(%missed, "notifications: subscribing again");
     }
+}
+
+/// Whether this manager leads now, as its replica says; `None` once the replica stopped.
+/// Taking over, what the Deployments are now counts as sent (what happened before this
+/// manager led is not sent again); losing it, the senders go (their tasks end once their
+/// queues are drained).
+async fn leadership(
+    raft: &RaftHandle<Store>,
+    own_raft_id: u64,
+    leading: bool,
+    sent: &mut HashMap<String, Sent>,
+    senders: &mut HashMap<String, mpsc::Sender<(String, Notification)>>,
+) -> Option<bool> {
+    let now_leading = raft.status().await.ok()?.leader == own_raft_id;
+    if now_leading && !leading {
+        let records = raft
+            .local_read(|store: &Store| store.data().repositories.clone())
+            .await
+            .ok()?;
+        *sent = records
+            .iter()
+            .map(|(name, record)| (name.clone(), outcomes(record)))
+            .collect();
+    }
+    if !now_leading {
+        senders.clear();
+    }
+    Some(now_leading)
 }
 
 fn http_client() -> reqwest::Result<reqwest::Client> {
