@@ -14,15 +14,13 @@ use swarm_api::state::Object;
 use swarm_api::store::{Rejection, StoreData};
 use swarm_api::units::Millis;
 
-use super::{Change, Event, event};
+use super::{Change, Event, event, object_named};
 
 /// The stack of each object an action touches: the stack it is in now (updates, removals)
 /// and the one the action puts it in (creations).
 fn stacks_touched<'a>(data: &'a StoreData, actions: &'a [Action]) -> BTreeSet<&'a str> {
     fn stack_of<'d, S: Named>(list: &'d [Object<S>], name: &str) -> Option<&'d str> {
-        list.iter()
-            .find(|o| o.spec.name() == name)
-            .and_then(|o| o.origin.stack.as_deref())
+        object_named(list, name).and_then(|o| o.origin.stack.as_deref())
     }
     let objects = &data.objects;
     let mut stacks = BTreeSet::new();
@@ -288,12 +286,7 @@ pub(super) fn record_deployment(
     let excess = record.deployments.len().saturating_sub(DEPLOYMENT_HISTORY);
     record.deployments.drain(..excess);
     for service in changed_services {
-        if let Some(id) = data
-            .objects
-            .services
-            .iter()
-            .find(|o| o.spec.name == service)
-            .and_then(|o| o.id.clone())
+        if let Some(id) = object_named(&data.objects.services, &service).and_then(|o| o.id.clone())
         {
             data.service_commits.insert(id, commit.clone());
         }

@@ -201,6 +201,15 @@ impl Store {
     }
 }
 
+/// The object called `name` in `list`, which the store keeps sorted by name (see `upsert`).
+pub(crate) fn object_named<'a, S: Named>(
+    list: &'a [Object<S>],
+    name: &str,
+) -> Option<&'a Object<S>> {
+    let at = list.partition_point(|o| o.spec.name() < name);
+    list.get(at).filter(|o| o.spec.name() == name)
+}
+
 fn event(object: &'static str, name: &str, change: Change) -> Event {
     Event {
         object,
@@ -601,10 +610,7 @@ fn update_registry_auth(
     brought: std::collections::BTreeMap<String, swarm_api::auth::RegistryAuth>,
 ) -> Result<(), String> {
     for (name, auth) in brought {
-        let id = after
-            .services
-            .iter()
-            .find(|o| o.spec.name == name)
+        let id = object_named(&after.services, &name)
             .and_then(|o| o.id.clone())
             .ok_or_else(|| {
                 format!("registry credentials for service {name}, which the plan does not keep")

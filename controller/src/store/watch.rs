@@ -214,9 +214,7 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
         list: &[Object<S>],
         name: &str,
     ) -> Option<Object<S>> {
-        // Kept sorted by name (see `upsert`).
-        let at = list.partition_point(|o| o.spec.name() < name);
-        list.get(at).filter(|o| o.spec.name() == name).cloned()
+        super::object_named(list, name).cloned()
     }
     let objects = &data.objects;
     let name = name.to_owned();
