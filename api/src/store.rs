@@ -243,6 +243,10 @@ pub struct NetworkAllocation {
     pub subnet: ipnet::Ipv4Net,
     /// Never given to a task.
     pub gateway: std::net::Ipv4Addr,
+    /// The network's VXLAN identifier, unique in the cluster; 0 until the store gave one
+    /// (an allocation recorded before VNIs were).
+    #[serde(default)]
+    pub vni: u32,
 }
 
 /// Docker's default certificate lifetime: 90 days.
@@ -324,6 +328,13 @@ pub struct NodeDescription {
     pub nano_cpus: u64,
     /// 0 when unknown.
     pub memory_bytes: u64,
+    /// The UDP port it takes overlay (VXLAN) traffic on, at its address's host.
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+}
+
+fn default_data_path_port() -> u16 {
+    crate::endpoints::VXLAN_PORT
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,6 +481,10 @@ pub struct StoreData {
     /// specs (specs are what users write and plans compare).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub network_allocations: BTreeMap<String, NetworkAllocation>,
+    /// Each service's virtual IP on each of its networks (endpoint mode `vip`), by service
+    /// id: given when the service is created or attached to a network, freed with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_vips: BTreeMap<String, Vec<crate::task::NetworkAddress>>,
 }
 
 impl StoreData {

@@ -58,6 +58,7 @@ fn node(n: usize) -> Node {
             arch: "x86_64".into(),
             nano_cpus: 64_000_000_000,
             memory_bytes: 256 << 30,
+            data_path_port: swarm_api::endpoints::VXLAN_PORT,
         },
         subnet: None,
         worker_error: None,

@@ -107,6 +107,7 @@ impl Join for JoinApi {
                 arch: request.arch,
                 nano_cpus: request.nano_cpus,
                 memory_bytes: request.memory_bytes,
+                data_path_port: swarm_api::endpoints::VXLAN_PORT,
             },
             subnet: None,
             worker_error: None,

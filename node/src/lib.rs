@@ -633,5 +633,6 @@ fn describe_machine() -> NodeDescription {
         arch: std::env::consts::ARCH.to_owned(),
         nano_cpus: cpus * 1_000_000_000,
         memory_bytes,
+        data_path_port: swarm_api::endpoints::VXLAN_PORT,
     }
 }

@@ -87,6 +87,7 @@ impl Sim {
                 arch: "x86_64".into(),
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 * GIB,
+                data_path_port: swarm_api::endpoints::VXLAN_PORT,
             },
             subnet: None,
             worker_error: None,

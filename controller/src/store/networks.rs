@@ -118,15 +118,41 @@ pub(super) fn allocate_subnets(
         };
         match gateway_of(spec, subnet) {
             Ok(gateway) => {
-                after.insert(name.clone(), NetworkAllocation { subnet, gateway });
+                after.insert(
+                    name.clone(),
+                    NetworkAllocation {
+                        subnet,
+                        gateway,
+                        vni: 0,
+                    },
+                );
             }
             Err(reason) => reasons.push(reason),
         }
     }
     if reasons.is_empty() {
+        give_vnis(&mut after);
         Ok(after)
     } else {
         Err(reasons)
+    }
+}
+
+/// The first VXLAN identifier given to a network, Docker's: lower ones stay free for
+/// whatever else a site runs over VXLAN.
+const FIRST_VNI: u32 = 4096;
+
+/// Gives each allocation without a VNI (a new network, or one allocated before VNIs were)
+/// the lowest one no other network holds, in name order; kept ones keep theirs.
+fn give_vnis(allocations: &mut BTreeMap<String, NetworkAllocation>) {
+    let mut taken: BTreeSet<u32> = allocations.values().map(|a| a.vni).collect();
+    let mut next = FIRST_VNI;
+    for allocation in allocations.values_mut().filter(|a| a.vni == 0) {
+        while taken.contains(&next) {
+            next += 1;
+        }
+        allocation.vni = next;
+        taken.insert(next);
     }
 }
 
@@ -376,6 +402,20 @@ mod tests {
         assert_eq!(second["b"], first["b"]);
         assert_eq!(second["c"].subnet, first["a"].subnet);
         assert!(!second.contains_key("a"));
+        // VNIs: the lowest free from 4096, kept with the network, reused once freed.
+        assert_eq!((first["a"].vni, first["b"].vni), (4096, 4097));
+        assert_eq!((second["b"].vni, second["c"].vni), (4097, 4096));
+        // An allocation recorded before VNIs were gets one, not a taken one.
+        let mut old = second.clone();
+        old.get_mut("c").unwrap().vni = 0;
+        let third = allocate_subnets(
+            &[network("b", None), network("c", None)],
+            &old,
+            &nodes,
+            &small,
+        )
+        .unwrap();
+        assert_eq!((third["b"].vni, third["c"].vni), (4097, 4096));
     }
 
     #[test]
@@ -396,6 +436,7 @@ mod tests {
         let allocation = NetworkAllocation {
             subnet: "10.1.0.0/30".parse().unwrap(),
             gateway: "10.1.0.1".parse().unwrap(),
+            vni: 4096,
         };
         let mut taken = BTreeSet::new();
         assert_eq!(
