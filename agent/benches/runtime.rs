@@ -55,6 +55,7 @@ impl Bench {
             hostname: id.to_string(),
             netns: None,
             files: vec![],
+            mounts: vec![],
             resources: Resources {
                 memory_bytes: Some(64 << 20),
                 nano_cpus: Some(500_000_000),

@@ -141,6 +141,76 @@ pub struct Mount {
     /// (Docker's `VolumeOptions`); absent when it says nothing more than the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeOptions>,
+    /// A volume mount only: do not fill a new, empty volume with the image's content at the
+    /// target (Docker's copy-up, on by default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
+    /// A bind mount only: how mounts under it propagate; absent: `rprivate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+    /// A tmpfs mount only: its size limit and mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+/// Mount propagation of a bind mount, as `mount(8)` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    Private,
+    Rprivate,
+    Shared,
+    Rshared,
+    Slave,
+    Rslave,
+}
+
+impl Propagation {
+    pub const SPELLINGS: &'static str = "private, rprivate, shared, rshared, slave, rslave";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Propagation::Private => "private",
+            Propagation::Rprivate => "rprivate",
+            Propagation::Shared => "shared",
+            Propagation::Rshared => "rshared",
+            Propagation::Slave => "slave",
+            Propagation::Rslave => "rslave",
+        }
+    }
+}
+
+impl std::str::FromStr for Propagation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "private" => Propagation::Private,
+            "rprivate" => Propagation::Rprivate,
+            "shared" => Propagation::Shared,
+            "rshared" => Propagation::Rshared,
+            "slave" => Propagation::Slave,
+            "rslave" => Propagation::Rslave,
+            other => {
+                return Err(format!(
+                    "unknown bind propagation {other:?}: use one of {}",
+                    Propagation::SPELLINGS
+                ));
+            }
+        })
+    }
+}
+
+/// A tmpfs mount's options (Docker's `TmpfsOptions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsOptions {
+    /// Absent: the kernel's default, half of the memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// File mode of the mount's root (decimal in JSON); absent: 1777, as Docker's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// A named volume's declaration, carried by every mount of it: a changed driver or option
@@ -168,6 +238,16 @@ pub enum MountKind {
     Volume,
     Bind,
     Tmpfs,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Volume => "volume",
+            MountKind::Bind => "bind",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
 }
 
 /// A config or secret made available as a file in the container.

@@ -262,12 +262,41 @@ pub struct MountLong {
     pub target: String,
     pub read_only: Option<bool>,
     pub consistency: Option<String>,
+    pub bind: Option<BindOptions>,
+    pub volume: Option<VolumeMountOptions>,
+    pub tmpfs: Option<TmpfsMountOptions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct BindOptions {
+    /// `rprivate` (default), `private`, `rshared`, `shared`, `rslave`, `slave`.
+    pub propagation: Option<String>,
     #[serde(default)]
-    pub bind: Unsupported,
+    pub create_host_path: Unsupported,
     #[serde(default)]
-    pub volume: Unsupported,
+    pub selinux: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct VolumeMountOptions {
+    /// Do not copy the image's content at the target into a new volume.
+    pub nocopy: Option<bool>,
     #[serde(default)]
-    pub tmpfs: Unsupported,
+    pub subpath: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct TmpfsMountOptions {
+    /// Bytes, or with a unit (`64m`, `1g`).
+    pub size: Option<crate::units::ByteSize>,
+    /// The mount root's mode, octal as YAML 1.1 reads `01777`.
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

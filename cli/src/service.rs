@@ -190,6 +190,11 @@ pub struct CreateArgs {
     /// Attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)
     #[arg(long)]
     network: Vec<String>,
+    /// Attach a mount: type=volume|bind|tmpfs,source=…,target=…[,readonly][,volume-nocopy]
+    /// [,volume-driver=…][,volume-opt=K=V][,bind-propagation=…][,tmpfs-size=…][,tmpfs-mode=…]
+    /// (repeatable)
+    #[arg(long)]
+    mount: Vec<String>,
     /// At most this many tasks of the service on one node
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -482,6 +487,7 @@ impl CreateArgs {
             constraint: self.constraint.clone(),
             placement_pref: self.placement_pref.clone(),
             network: self.network.clone(),
+            mount: self.mount.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
             reserve_memory: self.reserve_memory.clone(),
@@ -609,6 +615,8 @@ mod tests {
             "back",
             "--network",
             "name=front,alias=www",
+            "--mount",
+            "type=volume,source=db,target=/data",
             "--replicas-max-per-node",
             "3",
             "--reserve-cpu",
@@ -680,6 +688,7 @@ mod tests {
             constraint: strings(&["node.role==worker"]),
             placement_pref: strings(&["spread=node.labels.zone"]),
             network: strings(&["back", "name=front,alias=www"]),
+            mount: strings(&["type=volume,source=db,target=/data"]),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
             reserve_memory: Some("1M".into()),
@@ -737,6 +746,10 @@ mod tests {
             "name=back,alias=b",
             "--network-rm",
             "front",
+            "--mount-add",
+            "type=tmpfs,target=/cache",
+            "--mount-rm",
+            "/old",
             "--limit-cpu",
             "0.2",
             "--limit-memory",
@@ -877,6 +890,8 @@ mod tests {
             placement_pref_rm: strings(&["spread=node.labels.b"]),
             network_add: strings(&["name=back,alias=b"]),
             network_rm: strings(&["front"]),
+            mount_add: strings(&["type=tmpfs,target=/cache"]),
+            mount_rm: strings(&["/old"]),
             replicas_max_per_node: Some(3),
             force: true,
         };

@@ -85,6 +85,12 @@ pub struct UpdateFlags {
     /// Detach from a network by name (repeatable)
     #[arg(long)]
     network_rm: Vec<String>,
+    /// Add or replace a mount (Docker's --mount syntax; see `service create --help`)
+    #[arg(long)]
+    mount_add: Vec<String>,
+    /// Remove the mount at this target path
+    #[arg(long)]
+    mount_rm: Vec<String>,
     /// At most this many tasks of the service on one node (0: no limit)
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -119,6 +125,8 @@ impl UpdateFlags {
             placement_pref_rm: self.placement_pref_rm.clone(),
             network_add: self.network_add.clone(),
             network_rm: self.network_rm.clone(),
+            mount_add: self.mount_add.clone(),
+            mount_rm: self.mount_rm.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             ..settings
         }

@@ -12,7 +12,7 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use super::runtime::{ContainerConfig, LogConfig, RuntimeError};
+use super::runtime::{ContainerConfig, DataMount, LogConfig, RuntimeError};
 
 /// Docker's PATH for a container whose image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -304,6 +304,43 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
             &options,
         )?);
     }
+    for data in &config.mounts {
+        mounts.push(match data {
+            DataMount::Bind {
+                source,
+                destination,
+                read_only,
+                propagation,
+            } => {
+                let mut options = vec!["rbind", propagation.as_str()];
+                if *read_only {
+                    options.push("ro");
+                }
+                mount(destination, "bind", &source.to_string_lossy(), &options)?
+            }
+            DataMount::Tmpfs {
+                destination,
+                read_only,
+                size_bytes,
+                mode,
+            } => {
+                let mut options = vec![
+                    "nosuid".to_owned(),
+                    "nodev".to_owned(),
+                    "noexec".to_owned(),
+                    format!("mode={mode:o}"),
+                ];
+                if let Some(size) = size_bytes {
+                    options.push(format!("size={size}"));
+                }
+                if *read_only {
+                    options.push("ro".to_owned());
+                }
+                let options: Vec<&str> = options.iter().map(String::as_str).collect();
+                mount(destination, "tmpfs", "tmpfs", &options)?
+            }
+        });
+    }
     Ok(mounts)
 }
 
@@ -355,6 +392,7 @@ mod tests {
             hostname: "web-1".into(),
             netns: None,
             files: vec![],
+            mounts: vec![],
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: "/data/logs/web.out".into(),
@@ -479,6 +517,26 @@ mod tests {
                 read_only: true,
             },
         ];
+        config.mounts = vec![
+            DataMount::Bind {
+                source: "/data/volumes/db/_data".into(),
+                destination: "/var/lib/db".into(),
+                read_only: false,
+                propagation: swarm_api::spec::Propagation::Rprivate,
+            },
+            DataMount::Bind {
+                source: "/srv/shared".into(),
+                destination: "/shared".into(),
+                read_only: true,
+                propagation: swarm_api::spec::Propagation::Rslave,
+            },
+            DataMount::Tmpfs {
+                destination: "/cache".into(),
+                read_only: false,
+                size_bytes: Some(64 << 20),
+                mode: 0o1770,
+            },
+        ];
         let json = json_of(&config);
         let mounts: Vec<(String, String, String, Vec<String>)> = json["mounts"]
             .as_array()
@@ -554,6 +612,19 @@ mod tests {
                 "bind",
                 "/data/tasks/t1/resolv.conf",
                 &["rbind", "rprivate", "ro"],
+            ),
+            (
+                "/var/lib/db",
+                "bind",
+                "/data/volumes/db/_data",
+                &["rbind", "rprivate"],
+            ),
+            ("/shared", "bind", "/srv/shared", &["rbind", "rslave", "ro"]),
+            (
+                "/cache",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "noexec", "mode=1770", "size=67108864"],
             ),
         ];
         assert_eq!(mounts.len(), expected.len());

@@ -279,6 +279,7 @@ mod tests {
             hostname: id.into(),
             netns: None,
             files: vec![],
+            mounts: vec![],
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: "/nowhere/out".into(),

@@ -28,6 +28,8 @@ pub struct ContainerConfig {
     /// Host files bound into the container, such as /etc/hosts, /etc/resolv.conf,
     /// /etc/hostname.
     pub files: Vec<FileMount>,
+    /// The service's volume, bind and tmpfs mounts, made after `files`, by target.
+    pub mounts: Vec<DataMount>,
     pub resources: Resources,
     pub logs: LogConfig,
 }
@@ -46,6 +48,25 @@ pub struct FileMount {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
+}
+
+/// A mount the service asked for, its host side ready (see `crate::volume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataMount {
+    /// A host directory (a bind source, or a volume's data) at `destination`.
+    Bind {
+        source: PathBuf,
+        destination: String,
+        read_only: bool,
+        propagation: swarm_api::spec::Propagation,
+    },
+    /// A new, empty tmpfs of the container's own.
+    Tmpfs {
+        destination: String,
+        read_only: bool,
+        size_bytes: Option<u64>,
+        mode: u32,
+    },
 }
 
 /// Resource limits; `None` means unlimited.

@@ -1,5 +1,5 @@
 //! From a task to a container: the image pulled, the network attached, the root filesystem
-//! mounted, the network files written, and the `ContainerConfig` the runtime starts — the
+//! mounted, the network files written, the volumes made, and the `ContainerConfig` the runtime starts — the
 //! service's spec over the image's defaults, as Docker combines them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +12,7 @@ use super::{Shared, logs};
 use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
 use crate::image::{Credentials, Healthcheck, ImageConfig};
 use crate::network::ContainerFiles;
+use crate::volume::Volumes;
 
 /// Log files rotate at this size; `logs::MAX_FILES` are kept per stream (Docker's
 /// json-file driver with max-size=10m, max-file=3).
@@ -67,6 +68,9 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
     )?;
+    let mounts = Volumes::new(shared.config.data_dir.join("volumes"))
+        .mounts(&container.mounts, &dir, &rootfs)
+        .map_err(|e| e.to_string())?;
     let limits = &task.spec.resources.limits;
     let (stdout_log, stderr_log) = logs::log_paths(&dir);
     let logs = stdout_log.parent().expect("log files are in a directory");
@@ -90,6 +94,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             bind(&files.resolv_conf, "/etc/resolv.conf"),
             bind(&files.hostname, "/etc/hostname"),
         ],
+        mounts,
         resources: Resources {
             memory_bytes: limits.memory.map(|m| m.0),
             nano_cpus: limits.cpus.map(|c| c.0),

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use swarm_api::spec::ServiceSpec;
 
 use super::document::{
-    key_values, load_service_document, network_document, port_document, section,
+    key_values, load_service_document, mounts_document, network_document, port_document, section,
 };
 use super::{FlagError, RollbackFlags};
 
@@ -19,6 +19,8 @@ pub struct CreateFlags {
     pub publish: Vec<String>,
     /// `NAME` or `name=NAME,alias=A`: cluster networks to attach to.
     pub network: Vec<String>,
+    /// Docker's `--mount` syntax: `type=volume|bind|tmpfs,source=…,target=…,…`.
+    pub mount: Vec<String>,
     pub env: Vec<String>,
     pub label: Vec<String>,
     pub container_label: Vec<String>,
@@ -119,6 +121,7 @@ impl CreateFlags {
             ]);
             put("healthcheck", health);
         }
+        mounts_document("mount", &self.mount, &mut service)?;
         service.insert("deploy".into(), self.deploy_document()?);
         Ok(Value::Object(service))
     }

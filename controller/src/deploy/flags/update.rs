@@ -3,13 +3,15 @@
 //! lists and maps. Values are checked as `service create` checks them (ports, healthchecks
 //! and the stop signal through the stack loader).
 
-use serde_json::json;
+use serde_json::{Value, json};
 use swarm_api::spec::{
     Constraint, NetworkAttachment, PortConfig, Protocol, ServiceMode, ServiceSpec, SpreadOver,
 };
 use swarm_api::units::GoDuration;
 
-use super::document::{key_values, load_service_document, network_document, port_document};
+use super::document::{
+    key_values, load_service_document, mounts_document, network_document, port_document,
+};
 use super::{FlagError, RollbackFlags, parsed, ratio};
 
 /// The flags of `service update`, as given; `None` and empty lists change nothing.
@@ -67,6 +69,10 @@ pub struct UpdateFlags {
     pub network_add: Vec<String>,
     /// Network names.
     pub network_rm: Vec<String>,
+    /// Docker's `--mount` syntax; replaces a mount on the same target.
+    pub mount_add: Vec<String>,
+    /// Mount targets.
+    pub mount_rm: Vec<String>,
     /// 0: no limit.
     pub replicas_max_per_node: Option<u64>,
     /// Replace every task even if nothing else changes.
@@ -229,6 +235,13 @@ impl UpdateFlags {
             ports.push(added.clone());
         }
         ports.sort();
+        let mounts = &mut spec.task.container.mounts;
+        mounts.retain(|m| !self.mount_rm.contains(&m.target));
+        for added in &checked.task.container.mounts {
+            mounts.retain(|m| m.target != added.target);
+            mounts.push(added.clone());
+        }
+        mounts.sort_by(|a, b| a.target.cmp(&b.target));
         let restart = &mut spec.task.restart;
         if let Some(condition) = &self.restart_condition {
             restart.condition = serde_json::from_value(json!(condition)).map_err(|_| {
@@ -274,6 +287,9 @@ impl UpdateFlags {
             .map(|p| port_document(p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut service = json!({ "image": "checked", "ports": ports });
+        if let Value::Object(mapping) = &mut service {
+            mounts_document("mount-add", &self.mount_add, mapping)?;
+        }
         if let Some(cmd) = &self.health_cmd {
             let mut health = json!({ "test": ["CMD-SHELL", cmd] });
             let durations = [
