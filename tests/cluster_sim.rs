@@ -684,6 +684,7 @@ fn web(image: &str, replicas: usize) -> ServiceSpec {
 
 fn put(spec: ServiceSpec, op: Op) -> Command {
     Command::ApplyPlan {
+        file_contents: Default::default(),
         expected_version: None,
         actions: vec![Action {
             op,
@@ -916,6 +917,7 @@ fn back_network() -> Command {
         gateway: None,
     };
     Command::ApplyPlan {
+        file_contents: Default::default(),
         expected_version: None,
         actions: vec![Action {
             op: Op::Create,

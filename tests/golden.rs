@@ -208,3 +208,24 @@ fn plan_between(before: &str, after: &str) -> swarm_api::plan::Plan {
     )
     .unwrap()
 }
+
+/// A stack whose secret file changed: the secret is updated to its new version (digest) and
+/// so is the service that pins it, which rolls; neither the plan nor its renderings hold
+/// the content.
+#[test]
+fn plan_of_a_changed_secret_file() {
+    let current = stack::as_state(&load_as_stacks_dir("tests/fixtures/secret/before"));
+    let desired = load_as_stacks_dir("tests/fixtures/secret/after");
+    let scope = Scope {
+        paths: vec!["stacks".to_owned()],
+    };
+    let plan = plan(&desired, &current, &scope, Basis::default()).unwrap();
+    let text = render::text(&plan, false);
+    let markdown = render::markdown(&plan);
+    let json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
+    for rendered in [&text, &markdown, &json] {
+        assert!(!rendered.contains("golden-"), "{rendered}");
+    }
+    check_golden("plan/secret-changed.txt", &text);
+    check_golden("plan/secret-changed.json", &json);
+}

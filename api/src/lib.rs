@@ -1,6 +1,7 @@
 //! Types shared by every part of swarm: the stack file format as users write it
 //! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
-//! cluster state (`state`), the endpoint table nodes carry networks by (`endpoints`), plans (`plan`), image references (`image`), the GitOps records
+//! cluster state (`state`), the endpoint table nodes carry networks by (`endpoints`), config and secret contents
+//! (`files`), plans (`plan`), image references (`image`), the GitOps records
 //! (`gitops`) and the units they are written in.
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
@@ -8,6 +9,7 @@
 pub mod auth;
 pub mod converge;
 pub mod endpoints;
+pub mod files;
 pub mod gitops;
 pub mod image;
 pub mod plan;

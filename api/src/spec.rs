@@ -262,6 +262,13 @@ pub struct FileReference {
     pub gid: String,
     /// File mode (decimal in JSON; 292 is 0444).
     pub mode: u32,
+    /// The content version the tasks mount (`sha256:<hex>`), pinned for configs and
+    /// secrets a stack declares: a changed file changes the service's spec, so its tasks
+    /// roll by its update policy, and tasks of the old spec keep the old content. Absent:
+    /// the object's content as it is (objects made by `secret|config create`, which never
+    /// change content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::RegistryAuth;
+use crate::files::FileContents;
 use crate::gitops::{
     Deployment, DeploymentOutcome, Fetched, Repository, RepositoryError, RepositoryRecord,
     RepositorySecrets, Trigger,
@@ -54,6 +55,10 @@ pub enum Command {
         /// plan leaves in place: they replace what the store keeps for that service.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         registry_auth: BTreeMap<String, RegistryAuth>,
+        /// The contents of the configs and secrets the plan creates or changes, by digest:
+        /// beside the actions, never in them, so no rendering of the plan shows them.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        file_contents: FileContents,
         /// Whether the plan may change stacks a repository owns (`service update|scale`,
         /// `swarm apply --force`): they are then drifted from git. Without it such a plan
         /// is refused, naming the repository.
@@ -101,6 +106,9 @@ pub enum Command {
         expected_version: u64,
         deployment: Box<Deployment>,
         stacks: BTreeSet<String>,
+        /// The contents of the commit's configs and secrets, by digest (as `ApplyPlan`'s).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        file_contents: FileContents,
     },
     /// An applied Deployment converged or failed.
     SetDeploymentOutcome {
@@ -485,6 +493,12 @@ pub struct StoreData {
     /// id: given when the service is created or attached to a network, freed with it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_vips: BTreeMap<String, Vec<crate::task::NetworkAddress>>,
+    /// Config and secret contents by digest: each version an object or a task that has not
+    /// stopped names (`FileObjectSpec::digest`, `FileReference::digest`). Beside the
+    /// objects, so no export, plan or `inspect` shows them; stored as plainly as the rest of
+    /// the Raft log.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_contents: FileContents,
 }
 
 impl StoreData {

@@ -80,6 +80,8 @@ fn approves(answer: &str) -> bool {
 }
 
 pub async fn run(host: &Host, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    // A saved plan has no contents: it can create or change no config or secret.
+    let mut stacks = Vec::new();
     let plan = match &args.plan {
         Some(file) => plans::read_saved(file)?,
         None => {
@@ -94,6 +96,7 @@ pub async fn run(host: &Host, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             let env = |name: &str| std::env::var(name).ok();
             let current = Current::State(plans::cluster_state(host).await?);
             let outcome = deploy::plan_paths(&paths, &desired, current, &env)?;
+            stacks.clone_from(&outcome.desired.stacks);
             plans::planned(outcome, &desired, None, !args.paths.is_empty())?
         }
     };
@@ -125,6 +128,7 @@ pub async fn run(host: &Host, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let sending = Sending {
         registry_auth,
         force: args.force,
+        file_contents: swarm_controller::plan::contents(&plan, &stacks),
     };
     plans::apply(host, &plan, sending).await?;
     println!("Applied: {}.", render::summary(&plan));

@@ -17,6 +17,7 @@ mod plans;
 mod registry_auth;
 mod repo;
 mod rollback_flags;
+mod secret;
 mod service;
 mod stack;
 mod tasks;
@@ -64,6 +65,12 @@ enum Command {
     /// Manage the cluster's networks: create, list, inspect, remove
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage the cluster's secrets: create, list, inspect, remove (never shown)
+    #[command(subcommand)]
+    Secret(secret::FileCommand),
+    /// Manage the cluster's configs: create, list, inspect, remove
+    #[command(subcommand)]
+    Config(secret::FileCommand),
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -119,6 +126,16 @@ fn main() -> ExitCode {
         Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Network(command) => client(network::run(&host, command)),
+        Command::Secret(command) => client(secret::run(
+            &host,
+            swarm_api::grpc::control::FileKind::Secret,
+            command,
+        )),
+        Command::Config(command) => client(secret::run(
+            &host,
+            swarm_api::grpc::control::FileKind::Config,
+            command,
+        )),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
         Command::Deploy(command) => client(deploy::run(&host, command)),

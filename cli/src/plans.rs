@@ -210,6 +210,8 @@ pub struct Sending {
     pub registry_auth: BTreeMap<String, RegistryAuth>,
     /// Change stacks a git repository owns too (`swarm apply --force`).
     pub force: bool,
+    /// The contents of the configs and secrets the plan creates or changes, by digest.
+    pub file_contents: swarm_api::files::FileContents,
 }
 
 /// Sends `plan` to the control API's `ApplyPlan`: applied as one entry, or refused whole.
@@ -225,6 +227,11 @@ pub async fn apply(host: &Host, plan: &Plan, sending: Sending) -> anyhow::Result
             plan_json: serde_json::to_string(plan)?,
             registry_auth_json,
             force: sending.force,
+            file_contents: sending
+                .file_contents
+                .into_iter()
+                .map(|(digest, content)| (digest, content.into_bytes()))
+                .collect(),
         })
         .await
         .map_err(client::explain)?;

@@ -213,6 +213,7 @@ async fn deploy(
     let sending = Sending {
         registry_auth,
         force: false,
+        file_contents: swarm_controller::plan::contents(&plan, std::slice::from_ref(&desired)),
     };
     plans::apply(host, &plan, sending).await?;
     let changed = plans::changed_services(&plan)

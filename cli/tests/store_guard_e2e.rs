@@ -114,6 +114,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
         });
         let status = control
             .apply_plan(ApplyPlanRequest {
+                file_contents: Default::default(),
                 plan_json: serde_json::to_string(&bad).unwrap(),
                 registry_auth_json: String::new(),
                 force: false,
@@ -138,6 +139,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
         service_spec(&mut clash, "web_api").endpoint.ports = vec![ingress(8080)];
         let status = control
             .apply_plan(ApplyPlanRequest {
+                file_contents: Default::default(),
                 plan_json: serde_json::to_string(&clash).unwrap(),
                 registry_auth_json: String::new(),
                 force: false,
@@ -157,6 +159,7 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
         let good = plan(&empty);
         control
             .apply_plan(ApplyPlanRequest {
+                file_contents: Default::default(),
                 plan_json: serde_json::to_string(&good).unwrap(),
                 registry_auth_json: String::new(),
                 force: false,

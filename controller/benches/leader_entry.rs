@@ -84,6 +84,7 @@ fn service_plan(dir: &Path, replicas: usize) -> Command {
     )
     .unwrap();
     Command::ApplyPlan {
+        file_contents: Default::default(),
         expected_version: None,
         actions: plan.actions,
         registry_auth: Default::default(),

@@ -28,7 +28,7 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, store_status, wait_for_leader,
 };
-use super::{logs, networks, repos, services};
+use super::{files, logs, networks, repos, services};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
@@ -769,6 +769,7 @@ impl Control for ControlApi {
             &StoreClient::new(raft),
             &request.plan_json,
             &request.registry_auth_json,
+            request.file_contents.into_iter().collect(),
             request.force,
         )
         .await?;
@@ -981,5 +982,62 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         networks::remove(&StoreClient::new(raft), &request.into_inner().network).await?;
         Ok(Response::new(pb::RemoveNetworkResponse {}))
+    }
+
+    async fn create_file_object(
+        &self,
+        request: Request<pb::CreateFileObjectRequest>,
+    ) -> Result<Response<pb::CreateFileObjectResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let request = request.into_inner();
+        let kind = files::kind(request.kind)?;
+        let labels = request.labels.into_iter().collect();
+        let id = files::create(
+            &StoreClient::new(raft),
+            kind,
+            request.name,
+            labels,
+            request.content,
+        )
+        .await?;
+        Ok(Response::new(pb::CreateFileObjectResponse { id }))
+    }
+
+    async fn list_file_objects(
+        &self,
+        request: Request<pb::ListFileObjectsRequest>,
+    ) -> Result<Response<pb::ListFileObjectsResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let kind = files::kind(request.into_inner().kind)?;
+        let list = files::list(&StoreClient::new(raft), kind).await?;
+        let json = serde_json::to_string(&list).map_err(internal)?;
+        Ok(Response::new(pb::ListFileObjectsResponse { json }))
+    }
+
+    async fn inspect_file_object(
+        &self,
+        request: Request<pb::InspectFileObjectRequest>,
+    ) -> Result<Response<pb::InspectFileObjectResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let request = request.into_inner();
+        let kind = files::kind(request.kind)?;
+        let view = files::inspect(&StoreClient::new(raft), kind, request.object).await?;
+        let json = serde_json::to_string(&view).map_err(internal)?;
+        Ok(Response::new(pb::InspectFileObjectResponse { json }))
+    }
+
+    async fn remove_file_object(
+        &self,
+        request: Request<pb::RemoveFileObjectRequest>,
+    ) -> Result<Response<pb::RemoveFileObjectResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let request = request.into_inner();
+        let kind = files::kind(request.kind)?;
+        files::remove(&StoreClient::new(raft), kind, request.object).await?;
+        Ok(Response::new(pb::RemoveFileObjectResponse {}))
     }
 }

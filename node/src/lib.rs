@@ -9,6 +9,7 @@
 mod agent;
 mod control;
 mod dispatcher;
+pub mod files;
 mod gitops;
 mod join;
 mod logs;

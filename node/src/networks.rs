@@ -232,6 +232,7 @@ pub async fn remove(store: &StoreClient, reference: &str) -> Result<(), Status> 
 async fn propose(store: &StoreClient, version: u64, action: Action) -> Result<(), StoreError> {
     store
         .propose(&Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: Some(version),
             actions: vec![action],
             registry_auth: Default::default(),

@@ -878,6 +878,7 @@ mod tests {
         applied(store.apply_command(
             3,
             Command::Deploy {
+                file_contents: Default::default(),
                 expected_version: current.version,
                 deployment: Box::new(deployment),
                 stacks: ["web".to_owned()].into(),
@@ -894,6 +895,7 @@ mod tests {
         applied(store.apply_command(
             4,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: plan.actions,
                 registry_auth: Default::default(),

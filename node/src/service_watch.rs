@@ -229,6 +229,7 @@ mod tests {
 
     fn create(spec: ServiceSpec) -> Command {
         Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: vec![Action {
                 op: Op::Create,

@@ -305,6 +305,7 @@ pub async fn remove(
         }
         let removed = actions.iter().map(|a| a.name.clone()).collect();
         let command = Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: Some(view.version),
             actions,
             registry_auth: BTreeMap::new(),
@@ -329,6 +330,7 @@ pub async fn apply_plan(
     store: &StoreClient,
     plan_json: &str,
     registry_auth_json: &str,
+    file_contents: BTreeMap<String, Vec<u8>>,
     force: bool,
 ) -> Result<(), Status> {
     let plan: swarm_api::plan::Plan = serde_json::from_str(plan_json)
@@ -348,6 +350,10 @@ pub async fn apply_plan(
         ));
     };
     let command = Command::ApplyPlan {
+        file_contents: file_contents
+            .into_iter()
+            .map(|(digest, bytes)| (digest, swarm_api::files::FileContent::new(bytes)))
+            .collect(),
         expected_version: Some(version),
         actions: plan.actions,
         registry_auth,
@@ -434,6 +440,7 @@ async fn apply(
         .unwrap_or_default();
     store
         .propose(&Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: version,
             actions: vec![action],
             registry_auth,
@@ -601,15 +608,27 @@ mod tests {
         let json = |plan: &swarm_api::plan::Plan| serde_json::to_string(plan).unwrap();
 
         let empty = export(&store).await;
-        apply_plan(&store, &json(&plan_of("web", 1, &empty)), "", false)
-            .await
-            .unwrap();
+        apply_plan(
+            &store,
+            &json(&plan_of("web", 1, &empty)),
+            "",
+            BTreeMap::new(),
+            false,
+        )
+        .await
+        .unwrap();
         let deployed = export(&store).await;
         let saved = plan_of("web", 2, &deployed);
-        apply_plan(&store, &json(&plan_of("web", 3, &deployed)), "", false)
-            .await
-            .unwrap();
-        let status = apply_plan(&store, &json(&saved), "", false)
+        apply_plan(
+            &store,
+            &json(&plan_of("web", 3, &deployed)),
+            "",
+            BTreeMap::new(),
+            false,
+        )
+        .await
+        .unwrap();
+        let status = apply_plan(&store, &json(&saved), "", BTreeMap::new(), false)
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Aborted);
@@ -659,6 +678,7 @@ mod tests {
         };
         store
             .propose(&Command::Deploy {
+                file_contents: Default::default(),
                 expected_version: current.version,
                 deployment: Box::new(deployment),
                 stacks: ["api".to_owned()].into(),
@@ -672,7 +692,7 @@ mod tests {
         assert_eq!(api(&export(&store).await), Some(4));
 
         let by_hand = plan_of("api", 5, &export(&store).await);
-        let status = apply_plan(&store, &json(&by_hand), "", false)
+        let status = apply_plan(&store, &json(&by_hand), "", BTreeMap::new(), false)
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
@@ -683,7 +703,9 @@ mod tests {
             "{status:?}"
         );
         assert_eq!(api(&export(&store).await), Some(4));
-        apply_plan(&store, &json(&by_hand), "", true).await.unwrap();
+        apply_plan(&store, &json(&by_hand), "", BTreeMap::new(), true)
+            .await
+            .unwrap();
         assert_eq!(api(&export(&store).await), Some(5));
         driver.abort();
     }

@@ -56,7 +56,7 @@ pub struct ServiceLogLine {
     pub data: ::prost::alloc::vec::Vec<u8>,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ApplyPlanRequest {
     /// A swarm_api::plan::Plan as JSON.
     #[prost(string, tag = "1")]
@@ -69,6 +69,13 @@ pub struct ApplyPlanRequest {
     /// drifted from git. Without it such a plan is refused, naming the repository.
     #[prost(bool, tag = "3")]
     pub force: bool,
+    /// The contents of the configs and secrets the plan creates or changes, by digest
+    /// (`sha256:<hex>`): beside the plan, never in it.
+    #[prost(map = "string, bytes", tag = "4")]
+    pub file_contents: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::vec::Vec<u8>,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -543,6 +550,68 @@ pub struct RemoveNetworkRequest {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveNetworkResponse {}
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateFileObjectRequest {
+    #[prost(enumeration = "FileKind", tag = "1")]
+    pub kind: i32,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(map = "string, string", tag = "3")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(bytes = "vec", tag = "4")]
+    pub content: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateFileObjectResponse {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListFileObjectsRequest {
+    #[prost(enumeration = "FileKind", tag = "1")]
+    pub kind: i32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListFileObjectsResponse {
+    /// A list of swarm_node::files::FileObjectView as JSON, by name.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectFileObjectRequest {
+    #[prost(enumeration = "FileKind", tag = "1")]
+    pub kind: i32,
+    /// A name, id or unique id prefix.
+    #[prost(string, tag = "2")]
+    pub object: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InspectFileObjectResponse {
+    /// A swarm_node::files::FileObjectView as JSON.
+    #[prost(string, tag = "1")]
+    pub json: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveFileObjectRequest {
+    #[prost(enumeration = "FileKind", tag = "1")]
+    pub kind: i32,
+    /// A name, id or unique id prefix.
+    #[prost(string, tag = "2")]
+    pub object: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveFileObjectResponse {}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Role {
@@ -568,6 +637,37 @@ impl Role {
             "ROLE_UNSPECIFIED" => Some(Self::Unspecified),
             "ROLE_MANAGER" => Some(Self::Manager),
             "ROLE_WORKER" => Some(Self::Worker),
+            _ => None,
+        }
+    }
+}
+/// Which kind of file object a request is about.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FileKind {
+    Unspecified = 0,
+    Config = 1,
+    Secret = 2,
+}
+impl FileKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "FILE_KIND_UNSPECIFIED",
+            Self::Config => "FILE_KIND_CONFIG",
+            Self::Secret => "FILE_KIND_SECRET",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FILE_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "FILE_KIND_CONFIG" => Some(Self::Config),
+            "FILE_KIND_SECRET" => Some(Self::Secret),
             _ => None,
         }
     }
@@ -1416,6 +1516,106 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "RemoveNetwork"));
             self.inner.unary(req, path, codec).await
         }
+        /// Configs and secrets (`swarm config|secret create|ls|inspect|rm`); no answer carries a
+        /// content.
+        pub async fn create_file_object(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateFileObjectResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/CreateFileObject",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "CreateFileObject"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_file_objects(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListFileObjectsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListFileObjectsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/ListFileObjects",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "ListFileObjects"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn inspect_file_object(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InspectFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectFileObjectResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/InspectFileObject",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("swarm.control.v1.Control", "InspectFileObject"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn remove_file_object(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveFileObjectResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/RemoveFileObject",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "RemoveFileObject"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1680,6 +1880,36 @@ pub mod control_server {
             request: tonic::Request<super::RemoveNetworkRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RemoveNetworkResponse>,
+            tonic::Status,
+        >;
+        /// Configs and secrets (`swarm config|secret create|ls|inspect|rm`); no answer carries a
+        /// content.
+        async fn create_file_object(
+            &self,
+            request: tonic::Request<super::CreateFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateFileObjectResponse>,
+            tonic::Status,
+        >;
+        async fn list_file_objects(
+            &self,
+            request: tonic::Request<super::ListFileObjectsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListFileObjectsResponse>,
+            tonic::Status,
+        >;
+        async fn inspect_file_object(
+            &self,
+            request: tonic::Request<super::InspectFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InspectFileObjectResponse>,
+            tonic::Status,
+        >;
+        async fn remove_file_object(
+            &self,
+            request: tonic::Request<super::RemoveFileObjectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveFileObjectResponse>,
             tonic::Status,
         >;
     }
@@ -3085,6 +3315,186 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveNetworkSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/CreateFileObject" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateFileObjectSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::CreateFileObjectRequest>
+                    for CreateFileObjectSvc<T> {
+                        type Response = super::CreateFileObjectResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateFileObjectRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::create_file_object(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateFileObjectSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/ListFileObjects" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListFileObjectsSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::ListFileObjectsRequest>
+                    for ListFileObjectsSvc<T> {
+                        type Response = super::ListFileObjectsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListFileObjectsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::list_file_objects(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListFileObjectsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/InspectFileObject" => {
+                    #[allow(non_camel_case_types)]
+                    struct InspectFileObjectSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::InspectFileObjectRequest>
+                    for InspectFileObjectSvc<T> {
+                        type Response = super::InspectFileObjectResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InspectFileObjectRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::inspect_file_object(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InspectFileObjectSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/RemoveFileObject" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveFileObjectSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::RemoveFileObjectRequest>
+                    for RemoveFileObjectSvc<T> {
+                        type Response = super::RemoveFileObjectResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveFileObjectRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::remove_file_object(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveFileObjectSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

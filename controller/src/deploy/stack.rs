@@ -67,6 +67,7 @@ pub fn plan_removal(names: &[String], current: &ClusterState) -> Result<Plan, De
             configs: Vec::new(),
             secrets: Vec::new(),
             externals: Vec::new(),
+            contents: Default::default(),
         })
         .collect();
     let plan = plan(

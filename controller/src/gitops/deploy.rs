@@ -44,6 +44,8 @@ pub struct Decision {
     pub stacks: BTreeSet<String>,
     /// The version of the state the plan was made against.
     pub expected_version: u64,
+    /// The contents of the configs and secrets the plan creates or changes.
+    pub file_contents: swarm_api::files::FileContents,
 }
 
 impl Decision {
@@ -52,6 +54,7 @@ impl Decision {
             expected_version: self.expected_version,
             deployment: Box::new(self.deployment),
             stacks: self.stacks,
+            file_contents: self.file_contents,
         }
     }
 
@@ -60,6 +63,7 @@ impl Decision {
     pub fn refused(mut self, reason: String) -> Decision {
         self.deployment.plan.actions.clear();
         self.deployment.outcome = DeploymentOutcome::Refused { reason };
+        self.file_contents.clear();
         self
     }
 
@@ -158,9 +162,11 @@ pub fn decide(
     let Outcome {
         desired, verdict, ..
     } = outcome;
+    let mut file_contents = swarm_api::files::FileContents::new();
     let (plan, stacks, outcome) = match verdict {
         Verdict::Planned(plan) => {
             let stacks = desired.stacks.iter().map(|s| s.name.clone()).collect();
+            file_contents = crate::plan::contents(&plan, &desired.stacks);
             let outcome = if plan.actions.is_empty() {
                 DeploymentOutcome::NoOp
             } else {
@@ -215,6 +221,7 @@ pub fn decide(
         },
         stacks,
         expected_version,
+        file_contents,
     })
 }
 

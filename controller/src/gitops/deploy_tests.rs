@@ -340,6 +340,7 @@ fn a_deleted_file_removes_its_stack_and_nothing_owned_elsewhere_is_touched() {
     let outcome = store.apply_command(
         index,
         Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: plan.actions,
             registry_auth: Default::default(),
@@ -436,6 +437,7 @@ fn a_change_by_hand_is_drift_and_the_applied_commit_heals_it() {
     let outcome = store.apply_command(
         index,
         Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: vec![scale],
             registry_auth: Default::default(),
@@ -475,6 +477,7 @@ fn a_service_removed_by_hand_drifts_as_a_whole() {
     store.apply_command(
         index,
         Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: removal.actions,
             registry_auth: Default::default(),

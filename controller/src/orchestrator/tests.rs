@@ -153,6 +153,7 @@ impl Sim {
             spec: Some(ObjectSpec::Service(Box::new(spec))),
         });
         let outcome = self.apply(Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions,
             registry_auth: Default::default(),

@@ -145,6 +145,23 @@ pub fn plan(
     })
 }
 
+/// The contents `plan` needs beside its actions: those of the configs and secrets it
+/// creates or changes, from the stacks that declare them.
+pub fn contents(plan: &Plan, stacks: &[Stack]) -> swarm_api::files::FileContents {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::Config | Kind::Secret) && a.op != Op::Remove)
+        .filter_map(|a| match &a.spec {
+            Some(ObjectSpec::File(spec)) => Some(spec.digest.as_str()),
+            _ => None,
+        })
+        .filter_map(|digest| {
+            let content = stacks.iter().find_map(|s| s.contents.get(digest))?;
+            Some((digest.to_owned(), content.clone()))
+        })
+        .collect()
+}
+
 /// Dependencies first: what services use is created before them and removed after them.
 fn apply_order(action: &Action) -> (u8, u8) {
     let kind_rank = match action.kind {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use swarm_api::files::FileContent;
 use swarm_api::image::{ImageRef, ImageRefError};
 use swarm_api::plan::Kind;
 use swarm_api::spec::{
@@ -96,6 +96,9 @@ struct Names {
     volumes: BTreeMap<String, (String, Option<spec::VolumeOptions>)>,
     configs: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
+    /// The content digest of each config and secret the stack declares, by cluster name:
+    /// what its services' references pin.
+    digests: BTreeMap<String, String>,
 }
 
 const DEFAULT_NETWORK: &str = "default";
@@ -132,6 +135,7 @@ impl Converter<'_> {
             configs: Vec::new(),
             secrets: Vec::new(),
             externals: Vec::new(),
+            contents: Default::default(),
         };
         // Docker's implicit `<stack>_default`: for services that name no network, and for
         // those that name `default` among theirs without declaring it.
@@ -159,13 +163,21 @@ impl Converter<'_> {
         }
         for (key, config) in &file.configs {
             let loc = top.key("configs").key(key);
-            if let Some(spec) = self.file_object(key, config.as_ref(), &loc, &mut names.configs) {
+            if let Some((spec, content)) =
+                self.file_object(key, config.as_ref(), &loc, &mut names.configs)
+            {
+                names.digests.insert(spec.name.clone(), spec.digest.clone());
+                stack.contents.insert(spec.digest.clone(), content);
                 stack.configs.push(spec);
             }
         }
         for (key, secret) in &file.secrets {
             let loc = top.key("secrets").key(key);
-            if let Some(spec) = self.file_object(key, secret.as_ref(), &loc, &mut names.secrets) {
+            if let Some((spec, content)) =
+                self.file_object(key, secret.as_ref(), &loc, &mut names.secrets)
+            {
+                names.digests.insert(spec.name.clone(), spec.digest.clone());
+                stack.contents.insert(spec.digest.clone(), content);
                 stack.secrets.push(spec);
             }
         }
@@ -295,7 +307,7 @@ impl Converter<'_> {
         object: Option<&file::ConfigOrSecret>,
         loc: &Loc,
         names: &mut BTreeMap<String, String>,
-    ) -> Option<FileObjectSpec> {
+    ) -> Option<(FileObjectSpec, FileContent)> {
         let object = object.cloned().unwrap_or_default();
         let name = self.object_name(key, object.name.as_deref(), object.external.as_ref());
         names.insert(key.to_owned(), name.clone());
@@ -311,12 +323,13 @@ impl Converter<'_> {
             return None;
         };
         let at = loc.key("file");
-        let content = self.read_relative(relative, &at)?;
-        Some(FileObjectSpec {
+        let content = FileContent::new(self.read_relative(relative, &at)?);
+        let spec = FileObjectSpec {
             name,
             labels: self.labels(object.labels.as_ref(), &loc.key("labels")),
-            digest: format!("sha256:{:x}", Sha256::digest(&content)),
-        })
+            digest: content.digest(),
+        };
+        Some((spec, content))
     }
 
     fn read_relative(&mut self, relative: &str, at: &Loc) -> Option<Vec<u8>> {
@@ -415,6 +428,7 @@ impl Converter<'_> {
                 service.configs.as_deref().unwrap_or_default(),
                 &loc.key("configs"),
                 &names.configs,
+                &names.digests,
                 "config",
                 "/",
             ),
@@ -422,6 +436,7 @@ impl Converter<'_> {
                 service.secrets.as_deref().unwrap_or_default(),
                 &loc.key("secrets"),
                 &names.secrets,
+                &names.digests,
                 "secret",
                 "/run/secrets/",
             ),
@@ -919,6 +934,7 @@ impl Converter<'_> {
         references: &[file::FileReference],
         loc: &Loc,
         names: &BTreeMap<String, String>,
+        digests: &BTreeMap<String, String>,
         what: &str,
         directory: &str,
     ) -> Vec<spec::FileReference> {
@@ -962,6 +978,7 @@ impl Converter<'_> {
                 uid: long.uid.unwrap_or_else(|| "0".to_owned()),
                 gid: long.gid.unwrap_or_else(|| "0".to_owned()),
                 mode,
+                digest: digests.get(name).cloned(),
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));

@@ -40,6 +40,9 @@ pub struct Stack {
     /// The objects declared `external: true` that its services use: they must exist in the
     /// cluster (sorted).
     pub externals: Vec<(Kind, String)>,
+    /// The contents of its configs and secrets, by digest: what a plan deploying it carries
+    /// beside its actions.
+    pub contents: swarm_api::files::FileContents,
 }
 
 impl Stack {

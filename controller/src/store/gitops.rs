@@ -411,6 +411,7 @@ mod tests {
     ) -> Command {
         let current = store.export();
         Command::Deploy {
+            file_contents: Default::default(),
             expected_version: current.version,
             deployment: Box::new(deployment(
                 repository,
@@ -471,6 +472,7 @@ mod tests {
         let outcome = store.apply_command(
             6,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: by_hand.actions.clone(),
                 registry_auth: Default::default(),
@@ -481,6 +483,7 @@ mod tests {
         let outcome = store.apply_command(
             7,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: by_hand.actions,
                 registry_auth: Default::default(),
@@ -492,6 +495,7 @@ mod tests {
         // The next commit with the same content is a no-op; the commit that changed the
         // service stays its commit.
         let command = Command::Deploy {
+            file_contents: Default::default(),
             expected_version: 7,
             deployment: Box::new(deployment("app", "c2", empty_plan(), Trigger::Webhook)),
             stacks: BTreeSet::from(["web".to_owned()]),
@@ -542,6 +546,7 @@ mod tests {
         store.apply_command(
             7,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: by_hand.actions,
                 registry_auth: Default::default(),
@@ -565,6 +570,7 @@ mod tests {
             findings: vec!["stacks/web.yaml:3:5: error: services.site: bad".into()],
         };
         let command = Command::Deploy {
+            file_contents: Default::default(),
             expected_version: 4,
             deployment: Box::new(invalid),
             stacks: BTreeSet::new(),
@@ -606,6 +612,7 @@ mod tests {
         assert!(rejected(store.apply_command(6, converged("app-4"))).contains("already converged"));
         for (index, n) in (7..).zip(0..DEPLOYMENT_HISTORY + 5) {
             let command = Command::Deploy {
+                file_contents: Default::default(),
                 expected_version: index - 1,
                 deployment: Box::new(deployment(
                     "app",
@@ -633,6 +640,7 @@ mod tests {
         let mut store = started();
         store.apply_command(4, deploy(&store, "app", "c1", "web", 2));
         let heal = |commit: &str, store: &Store| Command::Deploy {
+            file_contents: Default::default(),
             expected_version: store.export().version,
             deployment: Box::new(deployment(
                 "app",

@@ -19,6 +19,7 @@ use crate::raft::replica::StateMachine;
 
 mod assignments;
 pub mod client;
+mod files;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod gitops;
@@ -367,6 +368,7 @@ fn apply(
                 apply_task_change(data, index, change, &mut addresses, events);
             }
             data.tasks_version = index;
+            files::prune(data);
         }
         Command::TaskStatuses { node_id, updates } => {
             for update in updates {
@@ -386,6 +388,7 @@ fn apply(
                 task.status = update.status;
                 events.push(event("task", &update.id, Change::Updated));
             }
+            files::prune(data);
         }
         Command::RollbackService {
             expected_version,
@@ -420,6 +423,7 @@ fn apply(
             expected_version,
             actions,
             registry_auth,
+            file_contents,
             override_git,
         } => {
             if !override_git {
@@ -430,7 +434,10 @@ fn apply(
                 index,
                 expected_version,
                 actions,
-                registry_auth,
+                Brought {
+                    registry_auth,
+                    file_contents,
+                },
                 events,
             )?;
             gitops::forget_unmanaged_commits(data);
@@ -450,7 +457,7 @@ fn apply(
                 index,
                 Some(expected_version),
                 actions,
-                Default::default(),
+                Brought::default(),
                 events,
             )?;
             data.repositories.remove(&name);
@@ -480,6 +487,7 @@ fn apply(
             expected_version,
             deployment,
             stacks,
+            file_contents,
         } => {
             let mut deployment = *deployment;
             match gitops::check_deploy(data, &deployment, &stacks)? {
@@ -495,7 +503,10 @@ fn apply(
                         index,
                         Some(expected_version),
                         deployment.plan.actions.clone(),
-                        Default::default(),
+                        Brought {
+                            file_contents,
+                            ..Brought::default()
+                        },
                         events,
                     )?;
                     if deployment.plan.actions.is_empty() {
@@ -515,6 +526,15 @@ fn apply(
     Ok(())
 }
 
+/// What rides in a plan's entry beside its actions, kept by the store outside the specs.
+#[derive(Default)]
+struct Brought {
+    /// Registry credentials by service name.
+    registry_auth: BTreeMap<String, swarm_api::auth::RegistryAuth>,
+    /// Config and secret contents by digest.
+    file_contents: swarm_api::files::FileContents,
+}
+
 /// Applies a plan's actions as one change, all or nothing; with `expected_version`, refused
 /// if an object it touches changed after that version.
 fn apply_plan(
@@ -522,7 +542,7 @@ fn apply_plan(
     index: u64,
     expected_version: Option<u64>,
     actions: Vec<Action>,
-    registry_auth: std::collections::BTreeMap<String, swarm_api::auth::RegistryAuth>,
+    brought: Brought,
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
     if let Some(expected) = expected_version {
@@ -542,7 +562,13 @@ fn apply_plan(
     for action in actions {
         apply_action(&mut objects, &cluster_id, index, action, events)?;
     }
-    let reasons = validate::plan_result(&objects, &touched);
+    let mut reasons = validate::plan_result(&objects, &touched);
+    reasons.extend(files::plan_reasons(
+        &objects,
+        &touched,
+        &brought.file_contents,
+        &data.file_contents,
+    ));
     if !reasons.is_empty() {
         return Err(Rejection::Invalid { reasons });
     }
@@ -567,7 +593,7 @@ fn apply_plan(
         };
     }
     let mut kept_auth = data.registry_auth.clone();
-    update_registry_auth(&mut kept_auth, &objects, registry_auth)?;
+    update_registry_auth(&mut kept_auth, &objects, brought.registry_auth)?;
     if remember_previous_specs(data, &objects) {
         // A pass decided before a spec changed would roll out the old one (and
         // its update status): it is refused, and decided again.
@@ -576,6 +602,7 @@ fn apply_plan(
     data.objects = objects;
     data.registry_auth = kept_auth;
     data.network_allocations = network_allocations;
+    files::keep(data, brought.file_contents);
     Ok(())
 }
 
@@ -1112,6 +1139,7 @@ mod tests {
         let outcome = store.apply_command(
             2,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
@@ -1158,6 +1186,7 @@ mod tests {
         let outcome = store.apply_command(
             2,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: Some(0),
                 actions: actions.clone(),
                 registry_auth: Default::default(),
@@ -1173,6 +1202,7 @@ mod tests {
         let outcome = store.apply_command(
             3,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: Some(0),
                 actions: actions.clone(),
                 registry_auth: Default::default(),
@@ -1187,6 +1217,7 @@ mod tests {
         let outcome = store.apply_command(
             4,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
@@ -1221,6 +1252,7 @@ mod tests {
         spec.name = "web_other".into();
         actions.push(other.clone());
         let plan = |expected_version, actions| Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: Some(expected_version),
             actions,
             registry_auth: Default::default(),
@@ -1318,6 +1350,7 @@ mod tests {
         let outcome = store.apply_command(
             2,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
@@ -1358,6 +1391,7 @@ mod tests {
         store.apply_command(
             2,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: plan.clone(),
                 registry_auth: Default::default(),
@@ -1377,6 +1411,7 @@ mod tests {
         let second = (**spec).clone();
         actions[0].op = Op::Update;
         let update = Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: actions.clone(),
             registry_auth: Default::default(),
@@ -1450,6 +1485,7 @@ mod tests {
         store.apply_command(
             9,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),
@@ -1477,6 +1513,7 @@ mod tests {
             )])
         };
         let plan = |actions, registry_auth| Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions,
             registry_auth,
@@ -1530,6 +1567,7 @@ mod tests {
             cluster(),
             node("m1", NodeRole::Manager),
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions: service_plan(),
                 registry_auth: Default::default(),

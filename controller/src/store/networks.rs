@@ -511,6 +511,7 @@ mod store_tests {
         store.apply_command(
             index,
             Command::ApplyPlan {
+                file_contents: Default::default(),
                 expected_version: None,
                 actions,
                 registry_auth: Default::default(),

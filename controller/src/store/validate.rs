@@ -44,6 +44,19 @@ pub(super) fn plan_result(objects: &ClusterState, touched: &[(Kind, String, Op)]
             ));
         }
     }
+    for (kind, name, _) in touched
+        .iter()
+        .filter(|(kind, _, op)| *op == Op::Remove && matches!(kind, Kind::Config | Kind::Secret))
+    {
+        let users = super::files::users(objects, *kind, name);
+        if !users.is_empty() {
+            let what = kind.as_str();
+            reasons.push(format!(
+                "{what} {name} is in use by service {}: remove them, or detach them with `swarm service update --{what}-rm {name}`",
+                users.join(", ")
+            ));
+        }
+    }
     for network in &objects.networks {
         if changed(Kind::Network, &network.spec.name) {
             reasons.extend(super::networks::spec_reasons(&network.spec));
@@ -368,6 +381,7 @@ mod tests {
             .container
             .secrets
             .push(swarm_api::spec::FileReference {
+                digest: None,
                 source: "key".into(),
                 target: "/run/secrets/key".into(),
                 uid: "0".into(),

@@ -381,6 +381,7 @@ mod tests {
             }
         }
         Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions,
             registry_auth: Default::default(),
@@ -623,6 +624,7 @@ mod tests {
             },
         )]);
         cluster.apply(Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions,
             registry_auth: BTreeMap::from([("s_web".to_owned(), auth.clone())]),

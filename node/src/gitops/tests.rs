@@ -196,6 +196,7 @@ async fn scale_by_hand(client: &StoreClient, service: &str, replicas: u64) {
     };
     client
         .propose(&Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: vec![action],
             registry_auth: Default::default(),
@@ -488,6 +489,7 @@ async fn an_unreachable_remote_is_recorded_with_its_attempts_and_a_failed_rollou
     let plan = swarm_controller::deploy::plan_stack(&stack, &current, false).unwrap();
     client
         .propose(&Command::ApplyPlan {
+            file_contents: Default::default(),
             expected_version: None,
             actions: plan.actions,
             registry_auth: Default::default(),
