@@ -20,6 +20,7 @@ pub mod repos;
 mod service_watch;
 mod services;
 mod session;
+mod volumes;
 mod webhook;
 
 /// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
