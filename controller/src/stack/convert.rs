@@ -17,6 +17,8 @@ use swarm_api::spec::{
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
 
+mod runtime;
+
 use super::Stack;
 use super::diagnostic::{Diagnostics, Span};
 use super::dotenv;
@@ -439,6 +441,7 @@ impl Converter<'_> {
                 "secret",
                 "/run/secrets/",
             ),
+            runtime: self.runtime_options(service, loc),
         };
         let task = TaskSpec {
             container,
