@@ -544,9 +544,13 @@ mod tests {
             "cgroupns_mode",
             "driver_opts",
             "memory_swap",
-            "logging",
+            "privileged",
         ] {
             assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
+        }
+        // The runtime keys swarm honours are not warned about.
+        for key in ["logging", "cap_add", "sysctls", "ulimits", "read_only"] {
+            assert!(!warned(key), "{key}: {:?}", loaded.diagnostics);
         }
     }
 
