@@ -531,7 +531,10 @@ impl Sim {
             }
             let (tasks, subnet) = assigned.clone().expect("just made");
             let running = self.agents[index].running.as_mut().expect("checked");
-            running.worker.assign(tasks, subnet, BTreeMap::new()).await;
+            running
+                .worker
+                .assign(tasks, subnet, BTreeMap::new(), Default::default())
+                .await;
             running.assigned = assigned;
         }
     }
