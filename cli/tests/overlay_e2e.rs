@@ -240,3 +240,37 @@ fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does(
         (!carries_an_overlay(hosts, 0)).then_some(())
     });
 }
+
+/// Two daemons on loopback (one network namespace): each takes its own data path port, so
+/// their VXLAN devices for one network coexist and reach each other at 127.0.0.1.
+#[test]
+fn nodes_sharing_a_namespace_carry_one_network_on_their_own_ports() {
+    let test = "nodes_sharing_a_namespace_carry_one_network_on_their_own_ports";
+    let Some(registry) = registry_for(test) else {
+        return;
+    };
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    let cluster = cluster(2, &init_args("198.18.224.0/23", &[]));
+    let _leftovers = Leftovers(&cluster);
+    cluster.join(1, "worker", 0);
+    wait_for("two Ready nodes", Duration::from_secs(20), || {
+        (cluster.listing(0).matches("Ready").count() == 2).then_some(())
+    });
+    ok(
+        &cluster,
+        &["network", "create", "--subnet", "10.79.8.0/24", "front"],
+    );
+    create(&cluster, &image, "back", "front", "node2", None);
+    create(&cluster, &image, "client", "front", "node1", None);
+    let back = wait_running(&cluster, "front", "back", 1);
+    let client = wait_running(&cluster, "front", "client", 1);
+    let page = wait_for("the client reaching back on the other node", WAIT, || {
+        fetch_from_task(&cluster, 0, &client[0].0, &back[0].1)
+    });
+    assert!(page.ends_with(" v1"), "{page}");
+    let page = wait_for("back reaching the client", WAIT, || {
+        fetch_from_task(&cluster, 1, &back[0].0, &client[0].1)
+    });
+    assert!(page.ends_with(" v1"), "{page}");
+    ok(&cluster, &["service", "rm", "back", "client"]);
+}

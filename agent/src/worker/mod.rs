@@ -114,6 +114,9 @@ struct Shared {
     clock: Clock,
     /// Set up at the first assignment that names the node's subnet.
     network: Mutex<Option<Arc<dyn TaskNetworks>>>,
+    /// One set-up at a time: a set-up clears the node's overlays of an earlier run, which
+    /// must not happen after a task of this run was put on them.
+    network_setup: tokio::sync::Mutex<()>,
     /// The controllers of the tasks this worker runs, by task id.
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
@@ -152,6 +155,7 @@ impl Worker {
             networking: io.networking,
             clock: io.clock,
             network: Mutex::new(None),
+            network_setup: tokio::sync::Mutex::new(()),
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
             found: Mutex::new(Some(found)),
@@ -341,6 +345,7 @@ async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>) 
 impl Shared {
     /// The node's network, set up on first use.
     async fn ensure_network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
+        let _setup = self.network_setup.lock().await;
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
@@ -357,10 +362,8 @@ impl Shared {
             .setup(config)
             .await
             .map_err(|e| format!("cannot set up the node's task network: {e}"))?;
-        let mut slot = self.network.lock().expect("not poisoned");
-        // Two tasks may have set it up at once: the first one kept wins (setup is
-        // idempotent, so both made the same bridge).
-        Ok(slot.get_or_insert(network).clone())
+        *self.network.lock().expect("not poisoned") = Some(network.clone());
+        Ok(network)
     }
 
     fn network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
