@@ -242,7 +242,8 @@ fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does(
 }
 
 /// Two daemons on loopback (one network namespace): each takes its own data path port, so
-/// their VXLAN devices for one network coexist and reach each other at 127.0.0.1.
+/// their VXLAN devices for one network coexist and reach each other at 127.0.0.1; a
+/// restarted daemon makes its overlay again for the task it adopts.
 #[test]
 fn nodes_sharing_a_namespace_carry_one_network_on_their_own_ports() {
     let test = "nodes_sharing_a_namespace_carry_one_network_on_their_own_ports";
@@ -272,5 +273,30 @@ fn nodes_sharing_a_namespace_carry_one_network_on_their_own_ports() {
         fetch_from_task(&cluster, 1, &back[0].0, &client[0].1)
     });
     assert!(page.ends_with(" v1"), "{page}");
+
+    // Node 2's daemon dies and comes back: it adopts back's container and makes its
+    // overlay again (what the earlier run made is torn down first), on the same port.
+    let daemon = cluster.daemons[1].as_ref().unwrap();
+    kill_hard(daemon);
+    wait_for("node 2's daemon gone", Duration::from_secs(10), || {
+        (!is_alive(daemon)).then_some(())
+    });
+    let (dir, port) = &cluster.nodes[1];
+    let _restarted = start(dir, *port);
+    wait_for("back's container adopted", WAIT, || {
+        cluster
+            .log(1)
+            .contains("adopted a running container")
+            .then_some(())
+    });
+    let page = wait_for("the client reaching back after the restart", WAIT, || {
+        fetch_from_task(&cluster, 0, &client[0].0, &back[0].1)
+    });
+    assert!(page.ends_with(" v1"), "{page}");
+    assert_eq!(
+        running_on(&cluster, "front", "back"),
+        back,
+        "the same task, adopted"
+    );
     ok(&cluster, &["service", "rm", "back", "client"]);
 }

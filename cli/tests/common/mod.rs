@@ -55,14 +55,23 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`,
-/// with a data path port of its own.
+/// with a data path port of its own (the same at every start in `dir`).
 pub fn start(dir: &Path, port: u16) -> Daemon {
     start_with(dir, port, &[])
 }
 
 /// Like `start`, with more `swarm daemon` arguments.
 pub fn start_with(dir: &Path, port: u16, daemon_args: &[&str]) -> Daemon {
-    let data_path_port = free_udp_port().to_string();
+    // Kept across restarts: the cluster recorded the port when the node joined.
+    let port_file = dir.join("data-path-port");
+    let data_path_port = match std::fs::read_to_string(&port_file) {
+        Ok(port) => port,
+        Err(_) => {
+            let port = free_udp_port().to_string();
+            std::fs::write(&port_file, &port).unwrap();
+            port
+        }
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
