@@ -319,6 +319,69 @@ mod tests {
         }
     }
 
+    /// The hub's wake-up: a task of another node changing on a network a node carries
+    /// changes that node's assignment (its view), and no other node's.
+    #[test]
+    fn a_task_on_a_shared_network_changing_wakes_the_nodes_that_carry_it() {
+        let spec: swarm_api::spec::NetworkSpec = serde_json::from_value(serde_json::json!({
+            "name": "front", "driver": "overlay", "driver_opts": {}, "attachable": false,
+            "internal": false, "labels": {}, "subnets": [],
+        }))
+        .unwrap();
+        let network = Changed::Network {
+            name: "front".into(),
+            network: Some(swarm_api::state::Object {
+                id: Some("front-id".into()),
+                origin: Default::default(),
+                spec,
+            }),
+            allocation: Some(swarm_api::store::NetworkAllocation {
+                subnet: "10.0.1.0/24".parse().unwrap(),
+                gateway: "10.0.1.1".parse().unwrap(),
+                vni: 4096,
+            }),
+        };
+        let on_front = |id: &str, node: &str, last: u8, state: TaskState| {
+            let mut task = task(id, "web", node);
+            task.status = TaskStatus::new(state, 2);
+            task.networks = vec![swarm_api::task::NetworkAddress {
+                network: "front".into(),
+                address: std::net::Ipv4Addr::new(10, 0, 1, last),
+            }];
+            Changed::Task {
+                id: id.into(),
+                task: Some(task),
+            }
+        };
+        let entry = |changed| Changes {
+            index: 9,
+            objects_version: 9,
+            tasks_version: 9,
+            changed,
+        };
+        let mut assignments = Assignments::default();
+        assignments.apply(&entry(vec![
+            network,
+            on_front("t1", "a", 2, TaskState::Running),
+            on_front("t2", "b", 3, TaskState::Assigned),
+            Changed::Task {
+                id: "t3".into(),
+                task: Some(task("t3", "db", "c")),
+            },
+        ]));
+        let before = assignments.of_node("a");
+        let names = |nodes: &[&str]| nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            assignments.apply(&entry(vec![on_front("t2", "b", 3, TaskState::Running)])),
+            names(&["a", "b"])
+        );
+        let after = assignments.of_node("a");
+        assert_eq!(before.tasks, after.tasks, "a's own tasks did not change");
+        assert!(!before.network_view.networks["front"].tasks["t2"].serving);
+        assert!(after.network_view.networks["front"].tasks["t2"].serving);
+        assert!(assignments.of_node("c").network_view.networks.is_empty());
+    }
+
     #[test]
     fn a_credentials_change_reaches_the_nodes_of_the_service_only() {
         let mut assignments = Assignments::default();
