@@ -191,7 +191,7 @@ impl Daemon {
                 labels: Default::default(),
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
-                description: describe_machine(),
+                description: describe_machine(self.config.data_path_port),
                 subnet: None,
                 worker_error: None,
             }),

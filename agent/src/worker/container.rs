@@ -1,5 +1,6 @@
-//! From a task to a container: the image pulled, the network attached, the root filesystem
-//! mounted, the network files written, the volumes made, and the `ContainerConfig` the runtime starts — the
+//! From a task to a container: the image pulled, the network attached (its overlay
+//! networks too, before its process starts), the root filesystem mounted, the network files
+//! written, the volumes made, and the `ContainerConfig` the runtime starts — the
 //! service's spec over the image's defaults, as Docker combines them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,9 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let attached = network.attach(&task.id).await.map_err(|e| e.to_string())?;
+    shared
+        .attach_overlays(task, attached.netns_path.clone())
+        .await?;
     let rootfs = shared
         .images
         .mount_rootfs(&image, &dir.join("fs"))
