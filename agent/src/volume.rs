@@ -15,6 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use swarm_api::spec::{Mount, MountKind, Propagation, VolumeOptions};
+pub use swarm_api::volume::VolumeInfo;
 
 use crate::exec::DataMount;
 
@@ -36,6 +37,40 @@ pub enum VolumeError {
     Volume { name: String, detail: String },
     #[error("mount at {target}: {detail}")]
     Mount { target: String, detail: String },
+    #[error("no such volume: {0} (`swarm volume ls` lists this node's volumes)")]
+    NotFound(String),
+    #[error(
+        "volume {name} is in use by container {} (remove or scale down the service first)",
+        .users.join(", ")
+    )]
+    InUse { name: String, users: Vec<String> },
+}
+
+/// Which containers of a node mount which host paths, read from their bundles (what runc
+/// runs), so that a volume in use is known even after a daemon restart.
+pub fn mount_users(bundle_dir: &Path) -> BTreeMap<PathBuf, Vec<String>> {
+    let mut users: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(bundle_dir) else {
+        return users;
+    };
+    for entry in entries.flatten() {
+        let container = entry.file_name().to_string_lossy().into_owned();
+        let Ok(bytes) = std::fs::read(entry.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for mount in config["mounts"].as_array().into_iter().flatten() {
+            if let Some(source) = mount["source"].as_str() {
+                users
+                    .entry(PathBuf::from(source))
+                    .or_default()
+                    .push(container.clone());
+            }
+        }
+    }
+    users
 }
 
 /// The node's named volumes, under one directory.
@@ -99,6 +134,113 @@ impl Volumes {
             });
         }
         Ok(out)
+    }
+
+    /// The node's volumes, by name, with the containers that use them (`users`, from
+    /// [`mount_users`]).
+    pub fn list(
+        &self,
+        users: &BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<Vec<VolumeInfo>, VolumeError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(VolumeError::Volume {
+                    name: "(all)".into(),
+                    detail: format!("{}: {e}", self.root.display()),
+                });
+            }
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().join("_data").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.iter().map(|name| self.inspect(name, users)).collect()
+    }
+
+    /// One volume, as `volume inspect` shows it.
+    pub fn inspect(
+        &self,
+        name: &str,
+        users: &BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let dir = self.root.join(name);
+        let data = dir.join("_data");
+        if name.contains('/') || !data.is_dir() {
+            return Err(VolumeError::NotFound(name.to_owned()));
+        }
+        let options = std::fs::read(dir.join("opts.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let size_bytes = if is_mount_point(&data) {
+            0
+        } else {
+            tree_size(&data)
+        };
+        Ok(VolumeInfo {
+            name: name.to_owned(),
+            driver: "local".to_owned(),
+            used_by: users.get(&data).cloned().unwrap_or_default(),
+            mountpoint: data,
+            options,
+            size_bytes,
+        })
+    }
+
+    /// Removes a volume no container uses (unmounting it first when its options mounted
+    /// it), with its data.
+    pub fn remove(
+        &self,
+        name: &str,
+        users: &BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<(), VolumeError> {
+        let info = self.inspect(name, users)?;
+        if !info.used_by.is_empty() {
+            return Err(VolumeError::InUse {
+                name: name.to_owned(),
+                users: info.used_by,
+            });
+        }
+        let failed = |detail: String| VolumeError::Volume {
+            name: name.to_owned(),
+            detail,
+        };
+        if is_mount_point(&info.mountpoint) {
+            let output = std::process::Command::new("umount")
+                .arg(&info.mountpoint)
+                .output()
+                .map_err(|e| failed(format!("cannot run umount: {e}")))?;
+            if !output.status.success() {
+                return Err(failed(format!(
+                    "umount {} failed: {}",
+                    info.mountpoint.display(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )));
+            }
+        }
+        let dir = self.root.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))
+    }
+
+    /// Removes every volume no container uses; the names removed and the bytes freed.
+    pub fn prune(
+        &self,
+        users: &BTreeMap<PathBuf, Vec<String>>,
+    ) -> Result<(Vec<String>, u64), VolumeError> {
+        let mut removed = Vec::new();
+        let mut freed = 0;
+        for info in self.list(users)? {
+            if info.used_by.is_empty() {
+                self.remove(&info.name, users)?;
+                freed += info.size_bytes;
+                removed.push(info.name);
+            }
+        }
+        Ok((removed, freed))
     }
 
     /// Volume `name`'s data directory, made (and mounted, when its options say how) if it
@@ -215,6 +357,21 @@ fn copy_up(rootfs: &Path, target: &str, data: &Path) -> Result<(), VolumeError> 
         .and_then(|()| std::fs::set_permissions(data, meta.permissions()))
         .map_err(|e| failed(format!("{}: {e}", data.display())))?;
     copy_tree(&from, data).map_err(|e| failed(format!("copying the image's content: {e}")))
+}
+
+/// Bytes the files under `dir` take; what cannot be read counts for nothing.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => tree_size(&entry.path()),
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -389,6 +546,69 @@ mod tests {
         assert!(
             error.to_string().contains("not a valid volume name"),
             "{error}"
+        );
+    }
+
+    /// A volume is listed with its users and size; one in use cannot be removed; prune
+    /// removes only the unused.
+    #[test]
+    fn volumes_are_listed_removed_and_pruned_unless_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = Volumes::new(dir.path().join("volumes"));
+        for name in ["busy", "idle"] {
+            volumes
+                .mounts(
+                    &[mount(MountKind::Volume, Some(name), "/data")],
+                    dir.path(),
+                    dir.path(),
+                )
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("volumes/idle/_data/blob"), [0u8; 100]).unwrap();
+        // A container's bundle mounts "busy".
+        let bundle = dir.path().join("bundles/task1");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let busy = dir.path().join("volumes/busy/_data");
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::json!({"mounts": [{"destination": "/data", "source": busy}]}).to_string(),
+        )
+        .unwrap();
+        let users = mount_users(&dir.path().join("bundles"));
+
+        let listed = volumes.list(&users).unwrap();
+        let summary: Vec<(&str, &[String], u64)> = listed
+            .iter()
+            .map(|v| (v.name.as_str(), &v.used_by[..], v.size_bytes))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("busy", &["task1".to_owned()][..], 0),
+                ("idle", &[][..], 100)
+            ]
+        );
+        let error = volumes.remove("busy", &users).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "volume busy is in use by container task1 (remove or scale down the service first)"
+        );
+        assert!(matches!(
+            volumes.inspect("ghost", &users),
+            Err(VolumeError::NotFound(_))
+        ));
+        assert_eq!(
+            volumes.prune(&users).unwrap(),
+            (vec!["idle".to_owned()], 100)
+        );
+        assert_eq!(
+            volumes
+                .list(&users)
+                .unwrap()
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            ["busy"]
         );
     }
 

@@ -66,6 +66,7 @@ impl Node {
             netns: None,
             files: vec![],
             mounts: vec![],
+            options: Default::default(),
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: logs.join(format!("{id}.out")),
@@ -304,6 +305,52 @@ async fn volumes_binds_and_tmpfs_reach_the_container() {
     for id in ["writer", "reader"] {
         node.runtime.delete(id).await.unwrap();
     }
+    node.assert_clean().await;
+}
+
+/// Added and dropped capabilities, sysctls, ulimits, a read-only root and supplementary
+/// groups reach the container's process.
+#[tokio::test]
+async fn process_options_reach_the_container() {
+    let Some(node) = Node::new("options") else {
+        return;
+    };
+    let script = "grep CapEff /proc/self/status; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+                  ulimit -n; ulimit -Hn; touch /x 2>/dev/null && echo root-writable || echo root-read-only; \
+                  id -G";
+    let mut config = node.sh("opts", script);
+    config.user.additional_gids = vec![7, 42];
+    config.options = swarm_agent::exec::ProcessOptions {
+        capability_add: vec!["CAP_NET_ADMIN".into()],
+        capability_drop: vec!["ALL".into()],
+        sysctls: [(
+            "net.ipv4.ip_unprivileged_port_start".to_owned(),
+            "80".to_owned(),
+        )]
+        .into(),
+        ulimits: [(
+            "nofile".to_owned(),
+            swarm_api::spec::Ulimit {
+                soft: 256,
+                hard: 512,
+            },
+        )]
+        .into(),
+        read_only_rootfs: true,
+    };
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("opts").await.exit, Exit::Code(0));
+    let out = fs::read_to_string(&config.logs.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    // Only CAP_NET_ADMIN (bit 12) is left.
+    assert_eq!(
+        lines[0].split_whitespace().nth(1),
+        Some("0000000000001000"),
+        "{out}"
+    );
+    assert_eq!(lines[1..5], ["80", "256", "512", "root-read-only"], "{out}");
+    assert_eq!(lines[5], "0 7 42", "{out}");
+    node.runtime.delete("opts").await.unwrap();
     node.assert_clean().await;
 }
 

@@ -22,6 +22,7 @@ mod service;
 mod stack;
 mod tasks;
 mod update_flags;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,9 @@ enum Command {
     /// Manage the cluster's configs: create, list, inspect, remove
     #[command(subcommand)]
     Config(secret::FileCommand),
+    /// Manage this node's volumes: list, inspect, remove, prune
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             swarm_api::grpc::control::FileKind::Config,
             command,
         )),
+        Command::Volume(command) => client(volume::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
         Command::Deploy(command) => client(deploy::run(&host, command)),

@@ -1,6 +1,7 @@
 //! Mounts end to end: a real daemon runs a service whose tasks write to a named volume, read
 //! a host directory through a read-only bind mount and get a tmpfs; the volume's data outlives
-//! the task that wrote it, a forced replacement and a service update.
+//! the task that wrote it, a forced replacement and a service update, and `swarm volume`
+//! lists it, refuses to remove it while in use, and prunes it once unused.
 //!
 //! Address pool 198.18.198.0/23 (no other test uses it); a `Leftovers` guard removes
 //! containers, mounts and bridges even when the test fails.
@@ -109,6 +110,26 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
     running_task(&cluster, "keeper", Some(&second));
     assert_eq!(lines_once(&data.join("runs"), 3), ["run", "run", "run"]);
 
+    // The volume is listed with its users, and cannot be removed while in use.
+    let out = swarm(&cluster.socket(0), &["volume", "ls"]);
+    let listing = text(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("keeper-data"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    // The stopped tasks' containers (kept for `service ps`, as Docker keeps them) count.
+    assert!(
+        line.starts_with("local") && !line.trim_end().ends_with(" 0"),
+        "{listing}"
+    );
+    let out = swarm(&cluster.socket(0), &["volume", "rm", "keeper-data"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("volume keeper-data is in use by container"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A bind source missing on the node fails the task, naming the path.
     let out = swarm(
         &cluster.socket(0),
@@ -150,4 +171,22 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
         std::fs::read_to_string(data.join("runs")).unwrap(),
         "run\nrun\nrun\n"
     );
+    let out = swarm(&cluster.socket(0), &["volume", "inspect", "keeper-data"]);
+    let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspected[0]["used_by"],
+        serde_json::json!([]),
+        "{inspected}"
+    );
+    assert_eq!(inspected[0]["mountpoint"], data.to_str().unwrap());
+    let out = swarm(&cluster.socket(0), &["volume", "prune"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("Deleted Volumes:\nkeeper-data\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = swarm(&cluster.socket(0), &["volume", "ls", "-q"]);
+    assert_eq!(text(&out.stdout), "");
+    assert!(!data.exists());
 }

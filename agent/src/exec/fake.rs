@@ -280,6 +280,7 @@ mod tests {
             netns: None,
             files: vec![],
             mounts: vec![],
+            options: Default::default(),
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: "/nowhere/out".into(),

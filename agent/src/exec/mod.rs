@@ -20,5 +20,5 @@ pub use fake::{FakeRuntime, Script};
 pub use runc::{RuncConfig, RuncRuntime};
 pub use runtime::{
     ContainerConfig, ContainerInfo, DataMount, ExecOutput, ExecRequest, Exit, ExitStatus,
-    FileMount, LogConfig, Resources, Runtime, RuntimeError, Status, User,
+    FileMount, LogConfig, ProcessOptions, Resources, Runtime, RuntimeError, Status, User,
 };

@@ -934,6 +934,7 @@ mod tests {
             netns: None,
             files: vec![],
             mounts: vec![],
+            options: Default::default(),
             resources: Default::default(),
             logs: LogConfig {
                 stdout: dir.path().join("logs/c1.out"),

@@ -17,6 +17,8 @@ use swarm_api::spec::{
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
 
+mod runtime;
+
 use super::Stack;
 use super::diagnostic::{Diagnostics, Span};
 use super::dotenv;
@@ -292,6 +294,20 @@ impl Converter<'_> {
                 }
             }
         }
+        if let Some(driver) = volume
+            .driver
+            .as_deref()
+            .filter(|d| !d.is_empty() && *d != "local")
+        {
+            let at = loc.key("driver");
+            self.diags
+                .warning(
+                    at.span(),
+                    &at.path,
+                    format!("volume driver {driver:?} is not available on swarm nodes: tasks mounting this volume will fail"),
+                )
+                .help("swarm nodes have the local driver only: remove `driver:`, or use `driver_opts` (type, device, o) to mount NFS or a device with it");
+        }
         let options = spec::VolumeOptions {
             external,
             driver: volume.driver.clone().filter(|d| !d.is_empty()),
@@ -440,6 +456,7 @@ impl Converter<'_> {
                 "secret",
                 "/run/secrets/",
             ),
+            runtime: self.runtime_options(service, loc),
         };
         let task = TaskSpec {
             container,

@@ -135,6 +135,13 @@ fn flag_of(field: &str) -> String {
         ("ports", "--publish"),
         ("networks", "--network"),
         ("volumes", "--mount"),
+        ("cap_add", "--cap-add"),
+        ("cap_drop", "--cap-drop"),
+        ("sysctls", "--sysctl"),
+        ("ulimits", "--ulimit"),
+        ("group_add", "--group"),
+        ("logging.driver", "--log-driver"),
+        ("logging", "--log-opt"),
         ("environment", "--env"),
         ("labels", "--container-label"),
         ("image", "IMAGE"),
@@ -377,6 +384,47 @@ pub(super) fn mounts_document(
         service.insert(VOLUME_DECLARATIONS.into(), Value::Object(declarations));
     }
     Ok(())
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` values as the `ulimits:` mapping; none when there are none.
+pub(super) fn ulimits_document(
+    flag: &'static str,
+    texts: &[String],
+) -> Result<Option<Value>, FlagError> {
+    let mut ulimits = Map::new();
+    for text in texts {
+        let invalid = || {
+            FlagError::invalid(
+                flag,
+                text,
+                "expected NAME=SOFT[:HARD], e.g. nofile=1024:4096",
+            )
+        };
+        let (name, limits) = text.split_once('=').ok_or_else(invalid)?;
+        let number = |n: &str| n.parse::<i64>().map_err(|_| invalid());
+        let value = match limits.split_once(':') {
+            Some((soft, hard)) => json!({ "soft": number(soft)?, "hard": number(hard)? }),
+            None => json!(number(limits)?),
+        };
+        ulimits.insert(name.to_owned(), value);
+    }
+    Ok((!ulimits.is_empty()).then_some(Value::Object(ulimits)))
+}
+
+/// `--log-driver` and `--log-opt KEY=VALUE` as the `logging:` mapping; none without them.
+pub(super) fn logging_document(
+    driver: Option<&str>,
+    options: &[String],
+) -> Result<Option<Value>, FlagError> {
+    if driver.is_none() && options.is_empty() {
+        return Ok(None);
+    }
+    let options = key_values(options, "log-opt")?;
+    let mut logging = json!({ "options": options });
+    if let Some(driver) = driver {
+        logging["driver"] = json!(driver);
+    }
+    Ok(Some(logging))
 }
 
 /// A mapping of the entries that have a value; none when no entry has one.

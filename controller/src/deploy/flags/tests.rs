@@ -720,3 +720,97 @@ fn mounts_are_made_and_changed_by_flags() {
         );
     }
 }
+
+/// The runtime flags make the runtime options a stack file's keys give, and `service
+/// update` changes them as Docker's does: an added capability is no longer dropped, options
+/// alone change the current log driver's.
+#[test]
+fn runtime_flags_set_and_change_the_runtime_options() {
+    let spec = CreateFlags {
+        cap_add: strings(&["net_admin"]),
+        cap_drop: strings(&["MKNOD"]),
+        sysctl: strings(&["net.core.somaxconn=1024"]),
+        ulimit: strings(&["nofile=1024:4096", "nproc=512"]),
+        read_only: true,
+        group: strings(&["audio"]),
+        log_driver: Some("local".into()),
+        log_opt: strings(&["max-size=5m"]),
+        ..create("app", "busybox")
+    }
+    .spec()
+    .unwrap();
+    let runtime = &spec.task.container.runtime;
+    assert_eq!(runtime.capability_add, ["CAP_NET_ADMIN"]);
+    assert_eq!(runtime.capability_drop, ["CAP_MKNOD"]);
+    assert_eq!(
+        (
+            runtime.ulimits["nofile"].soft,
+            runtime.ulimits["nofile"].hard
+        ),
+        (1024, 4096)
+    );
+    assert_eq!(runtime.ulimits["nproc"].hard, 512);
+    assert!(runtime.read_only);
+    assert_eq!(runtime.groups, ["audio"]);
+    assert_eq!(runtime.log_driver.as_ref().unwrap().name, "local");
+
+    let mut updated = spec.clone();
+    UpdateFlags {
+        cap_add: strings(&["MKNOD"]),
+        cap_drop: strings(&["NET_ADMIN"]),
+        sysctl_rm: strings(&["net.core.somaxconn"]),
+        ulimit_rm: strings(&["nproc"]),
+        read_only: Some(false),
+        group_add: strings(&["42"]),
+        group_rm: strings(&["audio"]),
+        log_opt: strings(&["max-file=2"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    let runtime = &updated.task.container.runtime;
+    assert_eq!(runtime.capability_add, ["CAP_MKNOD"]);
+    assert_eq!(runtime.capability_drop, ["CAP_NET_ADMIN"]);
+    assert!(runtime.sysctls.is_empty());
+    assert_eq!(runtime.ulimits.keys().collect::<Vec<_>>(), ["nofile"]);
+    assert!(!runtime.read_only);
+    assert_eq!(runtime.groups, ["42"]);
+    let driver = runtime.log_driver.as_ref().unwrap();
+    assert_eq!(driver.name, "local");
+    assert_eq!(driver.options["max-size"], "5m");
+    assert_eq!(driver.options["max-file"], "2");
+
+    for (flags, flag) in [
+        (
+            CreateFlags {
+                cap_add: strings(&["FLY"]),
+                ..create("app", "busybox")
+            },
+            "--cap-add",
+        ),
+        (
+            CreateFlags {
+                sysctl: strings(&["kernel.hostname=x"]),
+                ..create("app", "busybox")
+            },
+            "--sysctl",
+        ),
+        (
+            CreateFlags {
+                ulimit: strings(&["nofile"]),
+                ..create("app", "busybox")
+            },
+            "--ulimit",
+        ),
+        (
+            CreateFlags {
+                log_opt: strings(&["max-file=0"]),
+                ..create("app", "busybox")
+            },
+            "--log-opt",
+        ),
+    ] {
+        let error = flags.spec().unwrap_err().to_string();
+        assert!(error.contains(flag), "{flag}: {error}");
+    }
+}
