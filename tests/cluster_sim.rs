@@ -541,7 +541,7 @@ impl Sim {
             let running = self.agents[index].running.as_mut().expect("checked");
             running
                 .worker
-                .assign(tasks, subnet, BTreeMap::new(), view)
+                .assign(tasks, subnet, BTreeMap::new(), view, Default::default())
                 .await;
             running.assigned = assigned;
         }

@@ -12,6 +12,7 @@ use swarm_agent::network::Ipv4Net;
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
 use swarm_api::auth::RegistryAuth;
 use swarm_api::endpoints::NetworkView;
+use swarm_api::files::FileContents;
 use swarm_api::grpc::dispatcher::dispatcher_client::DispatcherClient;
 use swarm_api::grpc::dispatcher::{AssignmentsRequest, ReportTaskStatusRequest};
 use swarm_api::store::{NodeState, TaskStatusUpdate};
@@ -195,6 +196,7 @@ trait Assignee {
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
         network_view: NetworkView,
+        file_contents: FileContents,
     );
 }
 
@@ -205,8 +207,17 @@ impl Assignee for Worker {
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
         network_view: NetworkView,
+        file_contents: FileContents,
     ) {
-        Worker::assign(self, tasks, subnet, registry_auth, network_view).await;
+        Worker::assign(
+            self,
+            tasks,
+            subnet,
+            registry_auth,
+            network_view,
+            file_contents,
+        )
+        .await;
     }
 }
 
@@ -223,6 +234,7 @@ impl Assignee for Refusing {
         _: Option<Ipv4Net>,
         _: BTreeMap<String, RegistryAuth>,
         _: NetworkView,
+        _: FileContents,
     ) {
         // Not known yet while the first start is under way: wait for it (a worker that
         // starts ends the refusals).
@@ -314,7 +326,18 @@ async fn follow_assignments(
                         return;
                     }
                 };
-                worker.assign(tasks, subnet, auth, network_view).await;
+                // No serde message: it could quote a content.
+                let contents = match set.file_contents_json.as_str() {
+                    "" => Ok(FileContents::new()),
+                    json => serde_json::from_str(json),
+                };
+                let Ok(contents) = contents else {
+                    tracing::error!("undecodable config and secret contents in the assignments");
+                    return;
+                };
+                worker
+                    .assign(tasks, subnet, auth, network_view, contents)
+                    .await;
             }
             Ok(None) => return,
             Err(status) => {

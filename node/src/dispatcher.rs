@@ -160,6 +160,8 @@ impl Dispatcher for DispatcherApi {
                             .expect("credentials serialise"),
                         network_view_json: serde_json::to_string(&now.network_view)
                             .expect("the network view serialises"),
+                        file_contents_json: serde_json::to_string(&now.file_contents)
+                            .expect("contents serialise"),
                     };
                     if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away

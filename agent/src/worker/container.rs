@@ -78,6 +78,8 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let mounts = Volumes::new(shared.config.data_dir.join("volumes"))
         .mounts(&container.mounts, &dir, &rootfs)
         .map_err(|e| e.to_string())?;
+    let contents = shared.file_contents.lock().expect("not poisoned").clone();
+    let file_objects = super::secrets::prepare(&dir, task, &contents)?;
     let limits = &task.spec.resources.limits;
     let (stdout_log, stderr_log) = logs::log_paths(&dir);
     let logs = stdout_log.parent().expect("log files are in a directory");
@@ -96,11 +98,14 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         user,
         hostname,
         netns: Some(attached.netns_path),
-        files: vec![
+        files: [
             bind(&files.hosts, "/etc/hosts"),
             bind(&files.resolv_conf, "/etc/resolv.conf"),
             bind(&files.hostname, "/etc/hostname"),
-        ],
+        ]
+        .into_iter()
+        .chain(file_objects)
+        .collect(),
         mounts,
         options: ProcessOptions {
             capability_add: runtime.capability_add.clone(),

@@ -9,6 +9,7 @@ mod container;
 mod gc;
 mod health;
 pub mod logs;
+mod secrets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::endpoints::NetworkView;
+use swarm_api::files::FileContents;
 use swarm_api::store::TaskStatusUpdate;
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
@@ -132,6 +134,9 @@ struct Shared {
     registry_auth: Mutex<BTreeMap<String, RegistryAuth>>,
     /// The node's share of the endpoint table, as the last assignment set brought it.
     network_view: watch::Sender<NetworkView>,
+    /// The contents of the configs and secrets the assigned tasks mount, by digest, as the
+    /// last assignment set brought them.
+    file_contents: Mutex<FileContents>,
     /// The tasks on overlay networks whose namespaces are made, by task id: with the view,
     /// what the node's overlays are reconciled to.
     overlay_tasks: Mutex<BTreeMap<String, LocalTask>>,
@@ -162,6 +167,7 @@ impl Worker {
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
             network_view: watch::channel(NetworkView::default()).0,
+            file_contents: Mutex::new(FileContents::new()),
             overlay_tasks: Mutex::new(BTreeMap::new()),
             overlay_turn: tokio::sync::Mutex::new(()),
             reports,
@@ -177,19 +183,22 @@ impl Worker {
     }
 
     /// The whole set of tasks the managers assign to this node now, with the registry
-    /// credentials of their services (by service id) and the overlay networks they are on.
+    /// credentials of their services (by service id), the overlay networks they are on and
+    /// the contents of the configs and secrets they mount.
     pub async fn assign(
         &self,
         tasks: Vec<Task>,
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
         network_view: NetworkView,
+        file_contents: FileContents,
     ) {
         let shared = &self.shared;
         if subnet.is_some() {
             *shared.subnet.lock().expect("not poisoned") = subnet;
         }
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
+        *shared.file_contents.lock().expect("not poisoned") = file_contents;
         let mut overlays_changed = shared.network_view.send_if_modified(|view| {
             let changed = *view != network_view;
             *view = network_view;
@@ -631,6 +640,9 @@ impl Shared {
             tracing::warn!(task = %id, %error, "cannot release the root filesystem");
         }
         let _ = std::fs::remove_dir_all(dir.join("etc"));
+        if let Err(error) = secrets::release(&dir) {
+            tracing::warn!(task = %id, %error, "cannot remove the task's secrets and configs");
+        }
         let _ = std::fs::remove_file(container::recorded_image_path(&dir));
         let on_overlays = self
             .overlay_tasks
@@ -710,6 +722,7 @@ mod tests {
                 subnet,
                 BTreeMap::new(),
                 NetworkView::default(),
+                FileContents::new(),
             )
             .await;
         let mut states = Vec::new();
@@ -738,7 +751,13 @@ mod tests {
 
         task.desired = DesiredState::Shutdown;
         worker
-            .assign(vec![task], subnet, BTreeMap::new(), NetworkView::default())
+            .assign(
+                vec![task],
+                subnet,
+                BTreeMap::new(),
+                NetworkView::default(),
+                FileContents::new(),
+            )
             .await;
         let mut update = reports.recv().await.unwrap();
         // "stopping", still running, then shut down.
@@ -815,7 +834,13 @@ mod tests {
         let subnet = Some("10.1.0.0/24".parse().unwrap());
         let exposed = worker.network_view();
         worker
-            .assign(vec![task.clone()], subnet, BTreeMap::new(), view.clone())
+            .assign(
+                vec![task.clone()],
+                subnet,
+                BTreeMap::new(),
+                view.clone(),
+                FileContents::new(),
+            )
             .await;
         assert_eq!(*exposed.borrow(), view);
         let started = loop {
@@ -833,7 +858,13 @@ mod tests {
 
         task.desired = DesiredState::Shutdown;
         worker
-            .assign(vec![task], subnet, BTreeMap::new(), view)
+            .assign(
+                vec![task],
+                subnet,
+                BTreeMap::new(),
+                view,
+                FileContents::new(),
+            )
             .await;
         while reports.recv().await.unwrap().status.state != TaskState::Shutdown {}
         tokio::time::sleep(Duration::from_secs(1)).await;

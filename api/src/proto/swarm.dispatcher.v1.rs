@@ -93,6 +93,11 @@ pub struct AssignmentSet {
     /// as JSON): their address spaces, services and every task's endpoint, wherever it runs.
     #[prost(string, tag = "4")]
     pub network_view_json: ::prost::alloc::string::String,
+    /// The contents of the configs and secrets those tasks mount, and of no other, by digest:
+    /// a JSON map of `sha256:<hex>` to base64 (swarm_api::files::FileContents). Each task's
+    /// references pin the digest they mount.
+    #[prost(string, tag = "5")]
+    pub file_contents_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -49,7 +49,8 @@ impl Scope {
                 | Changed::Config { .. }
                 | Changed::Secret { .. }
                 | Changed::Repository { .. }
-                | Changed::Credentials { .. } => continue,
+                | Changed::Credentials { .. }
+                | Changed::FileContent { .. } => continue,
             };
             self.add_service(service);
         }
@@ -160,7 +161,8 @@ impl Dirty {
                 | Changed::Config { .. }
                 | Changed::Secret { .. }
                 | Changed::Repository { .. }
-                | Changed::Credentials { .. } => {}
+                | Changed::Credentials { .. }
+                | Changed::FileContent { .. } => {}
             }
         }
         if freed {

@@ -8,19 +8,25 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use swarm_api::auth::RegistryAuth;
 use swarm_api::endpoints::NetworkView;
+use swarm_api::files::FileContents;
+use swarm_api::plan::Kind;
+use swarm_api::spec::FileReference;
 use swarm_api::task::{DesiredState, Task};
 
 use super::{Changed, Changes, Endpoints, Store};
 
 /// What a node's agent is given: its tasks that should run and those it should stop that
 /// have not stopped yet (by id), its subnet, its tasks' services' registry credentials
-/// (by service id, and no others), and the overlay networks its tasks are on.
+/// (by service id, and no others), the overlay networks its tasks are on, and the contents
+/// of the configs and secrets its tasks use (by digest, and no others: each task's
+/// references pin the version they mount).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assignment {
     pub tasks: Vec<Task>,
     pub subnet: String,
     pub registry_auth: BTreeMap<String, RegistryAuth>,
     pub network_view: NetworkView,
+    pub file_contents: FileContents,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +36,10 @@ pub struct Assignments {
     subnets: HashMap<String, String>,
     credentials: BTreeMap<String, RegistryAuth>,
     endpoints: Endpoints,
+    contents: FileContents,
+    /// The content digest of each config and secret, by kind and name: what a reference
+    /// that pins none mounts.
+    digests: BTreeMap<(Kind, String), String>,
 }
 
 /// Whether a node's agent is given `task`.
@@ -53,6 +63,8 @@ impl Assignments {
                 .collect(),
             credentials: data.registry_auth.clone(),
             endpoints: Endpoints::of(store),
+            contents: data.file_contents.clone(),
+            digests: file_digests(&data.objects),
             ..Assignments::default()
         };
         for task in data.tasks.values() {
@@ -96,14 +108,66 @@ impl Assignments {
                             .map(|(node, _)| node.clone()),
                     );
                 }
-                Changed::Service { .. }
-                | Changed::Network { .. }
-                | Changed::Config { .. }
-                | Changed::Secret { .. }
-                | Changed::Repository { .. } => {}
+                Changed::FileContent { digest, content } => {
+                    match content {
+                        Some(content) => {
+                            drop(self.contents.insert(digest.clone(), content.clone()))
+                        }
+                        None => drop(self.contents.remove(digest)),
+                    }
+                    changed_nodes.extend(self.nodes_using(|kind, reference| {
+                        self.digest_of(kind, reference) == Some(digest)
+                    }));
+                }
+                Changed::Config { name, config } => {
+                    let digest = config.as_ref().map(|c| c.spec.digest.clone());
+                    changed_nodes.extend(self.set_digest(Kind::Config, name, digest));
+                }
+                Changed::Secret { name, secret } => {
+                    let digest = secret.as_ref().map(|s| s.spec.digest.clone());
+                    changed_nodes.extend(self.set_digest(Kind::Secret, name, digest));
+                }
+                Changed::Service { .. } | Changed::Network { .. } | Changed::Repository { .. } => {}
             }
         }
         changed_nodes
+    }
+
+    /// The version a task's reference to a `kind` mounts: the one it pins, or the object's.
+    fn digest_of<'a>(&'a self, kind: Kind, reference: &'a FileReference) -> Option<&'a String> {
+        reference
+            .digest
+            .as_ref()
+            .or_else(|| self.digests.get(&(kind, reference.source.clone())))
+    }
+
+    /// The nodes with a task that has a reference for which `uses` holds (rare: contents
+    /// and objects change with plans only, so a scan).
+    fn nodes_using(&self, uses: impl Fn(Kind, &FileReference) -> bool) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, tasks)| {
+                tasks.values().any(|task| {
+                    let container = &task.spec.container;
+                    container.configs.iter().any(|r| uses(Kind::Config, r))
+                        || container.secrets.iter().any(|r| uses(Kind::Secret, r))
+                })
+            })
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    /// A config's or secret's digest as it is now; the nodes whose tasks mount it unpinned.
+    fn set_digest(&mut self, kind: Kind, name: &str, digest: Option<String>) -> Vec<String> {
+        let key = (kind, name.to_owned());
+        if self.digests.get(&key) == digest.as_ref() {
+            return Vec::new();
+        }
+        match digest {
+            Some(digest) => drop(self.digests.insert(key, digest)),
+            None => drop(self.digests.remove(&key)),
+        }
+        self.nodes_using(|k, r| k == kind && r.source == name && r.digest.is_none())
     }
 
     /// Task `id` as it is now (`None`: gone): out of its previous node's set, into its
@@ -136,11 +200,32 @@ impl Assignments {
 
     /// What node `node_id` is given now.
     pub fn of_node(&self, node_id: &str) -> Assignment {
-        let tasks: Vec<Task> = self
+        let mut tasks: Vec<Task> = self
             .tasks
             .get(node_id)
             .map(|tasks| tasks.values().cloned().collect())
             .unwrap_or_default();
+        let mut file_contents = FileContents::new();
+        for task in &mut tasks {
+            let container = &mut task.spec.container;
+            let references = container
+                .configs
+                .iter_mut()
+                .map(|r| (Kind::Config, r))
+                .chain(container.secrets.iter_mut().map(|r| (Kind::Secret, r)));
+            for (kind, reference) in references {
+                // The node mounts by digest: an unpinned reference gets the object's.
+                if reference.digest.is_none() {
+                    reference.digest = self.digests.get(&(kind, reference.source.clone())).cloned();
+                }
+                let Some(digest) = &reference.digest else {
+                    continue;
+                };
+                if let Some(content) = self.contents.get(digest) {
+                    file_contents.insert(digest.clone(), content.clone());
+                }
+            }
+        }
         let registry_auth = tasks
             .iter()
             .filter_map(|t| {
@@ -153,8 +238,19 @@ impl Assignments {
             subnet: self.subnets.get(node_id).cloned().unwrap_or_default(),
             registry_auth,
             network_view: self.endpoints.of_node(node_id),
+            file_contents,
         }
     }
+}
+
+/// Each config's and secret's digest, by kind and name.
+fn file_digests(objects: &swarm_api::state::ClusterState) -> BTreeMap<(Kind, String), String> {
+    let configs = objects.configs.iter().map(|o| (Kind::Config, o));
+    let secrets = objects.secrets.iter().map(|o| (Kind::Secret, o));
+    configs
+        .chain(secrets)
+        .map(|(kind, o)| ((kind, o.spec.name.clone()), o.spec.digest.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,6 +306,8 @@ mod tests {
             subnet: subnet.map(|s| s.to_string()).unwrap_or_default(),
             registry_auth,
             network_view: Endpoints::of(store).of_node(node_id),
+            // These tests' tasks use no config or secret (see the test of contents below).
+            file_contents: FileContents::new(),
         }
     }
 
@@ -278,6 +376,104 @@ mod tests {
         assert!(assignments.of_node("a").tasks.is_empty(), "t1 stopped");
         assert_eq!(assignments.of_node("b").tasks[0].id, "t2");
         assert!(!assignments.of_node("b").subnet.is_empty());
+    }
+
+    /// A node is given the contents of the configs and secrets its own tasks mount, and no
+    /// other: a changed secret's new version reaches the node of a task that pins it, and
+    /// a reference that pins none is given the object's version.
+    #[test]
+    fn a_node_gets_the_contents_its_tasks_mount_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack_file = dir.path().join("v.yaml");
+        std::fs::write(
+            &stack_file,
+            "services:\n  api:\n    image: nginx\n    secrets: [token]\n    configs: [site]\nsecrets:\n  token:\n    file: ./token\nconfigs:\n  site:\n    file: ./site\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("site"), "listen 80;").unwrap();
+        let mut store = Store::default();
+        let mut index = 0;
+        let mut apply = |store: &mut Store, command| {
+            index += 1;
+            let outcome = store.apply_command(index, command);
+            assert!(
+                matches!(outcome, swarm_api::store::Outcome::Applied { .. }),
+                "{outcome:?}"
+            );
+        };
+        apply(&mut store, cluster());
+        apply(&mut store, node("a", NodeRole::Worker));
+        apply(&mut store, node("b", NodeRole::Worker));
+        let mut subscription = store.subscribe(Assignments::of);
+        let deploy = |store: &Store, token: &str| {
+            std::fs::write(dir.path().join("token"), token).unwrap();
+            let stack =
+                crate::stack::load(&crate::source::WorkTree, &stack_file, "v.yaml", &|_| None)
+                    .stack
+                    .unwrap();
+            let plan = crate::plan::plan(
+                std::slice::from_ref(&stack),
+                &store.export(),
+                &Default::default(),
+                Default::default(),
+            )
+            .unwrap();
+            Command::ApplyPlan {
+                expected_version: None,
+                file_contents: crate::plan::contents(&plan, std::slice::from_ref(&stack)),
+                actions: plan.actions,
+                registry_auth: Default::default(),
+                override_git: false,
+            }
+        };
+        let command = deploy(&store, "first");
+        apply(&mut store, command);
+        let mut using = task("t1", "v_api", "a");
+        using.spec = store.export().services[0].spec.task.clone();
+        // The config reference as `service create --config` makes it: no pinned version.
+        using.spec.container.configs[0].digest = None;
+        let expected_version = store.data().tasks_version;
+        apply(
+            &mut store,
+            Command::WriteTasks {
+                expected_version,
+                changes: vec![
+                    TaskChange::Create(Box::new(using)),
+                    TaskChange::Create(Box::new(task("t2", "web", "b"))),
+                ],
+            },
+        );
+        let command = deploy(&store, "second");
+        apply(&mut store, command);
+        let mut second = task("t3", "v_api", "a");
+        second.spec = store.export().services[0].spec.task.clone();
+        let expected_version = store.data().tasks_version;
+        apply(
+            &mut store,
+            Command::WriteTasks {
+                expected_version,
+                changes: vec![TaskChange::Create(Box::new(second))],
+            },
+        );
+        let assignments = &mut subscription.view;
+        while let Some(entry) = subscription.changes.try_recv().unwrap() {
+            assignments.apply(&entry);
+        }
+        let digest = |text: &str| swarm_api::files::digest_of(text.as_bytes());
+        let given = assignments.of_node("a");
+        assert_eq!(
+            given.file_contents.keys().cloned().collect::<BTreeSet<_>>(),
+            BTreeSet::from([digest("first"), digest("second"), digest("listen 80;")])
+        );
+        assert_eq!(given.file_contents[&digest("second")].bytes(), b"second");
+        let pinned = &given.tasks[0].spec.container.configs[0].digest;
+        assert_eq!(pinned.as_deref(), Some(digest("listen 80;").as_str()));
+        assert!(assignments.of_node("b").file_contents.is_empty());
+        assert_eq!(
+            Assignments::of(&store).of_node("a"),
+            given,
+            "followed = read afresh"
+        );
     }
 
     /// Moved here from the dispatcher with the logic (`registry_auth_of`), same cases.

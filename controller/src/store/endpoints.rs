@@ -229,7 +229,8 @@ impl Endpoints {
                 Changed::Config { .. }
                 | Changed::Secret { .. }
                 | Changed::Repository { .. }
-                | Changed::Credentials { .. } => {}
+                | Changed::Credentials { .. }
+                | Changed::FileContent { .. } => {}
             }
         }
         changed

@@ -186,6 +186,24 @@ impl Store {
         let credentials_before = (self.watch.watched()
             && matches!(command, Command::ApplyPlan { .. }))
         .then(|| self.data.registry_auth.clone());
+        // Content versions come with plans and go with plans and tasks: their digests are
+        // compared, never their contents.
+        let contents_before = (self.watch.watched()
+            && matches!(
+                command,
+                Command::ApplyPlan { .. }
+                    | Command::Deploy { .. }
+                    | Command::RemoveRepository { .. }
+                    | Command::WriteTasks { .. }
+                    | Command::TaskStatuses { .. }
+            ))
+        .then(|| {
+            self.data
+                .file_contents
+                .keys()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+        });
         let outcome = match apply(&mut self.data, index, command, &mut events) {
             Ok(()) => Outcome::Applied { version: index },
             Err(rejection) => {
@@ -197,8 +215,11 @@ impl Store {
         self.events = events;
         self.reindex_tasks();
         if self.watch.watched() {
-            self.watch
-                .publish(self.changes(&self.events, credentials_before.as_ref()));
+            self.watch.publish(self.changes(
+                &self.events,
+                credentials_before.as_ref(),
+                contents_before.as_ref(),
+            ));
         }
         outcome
     }

@@ -13,13 +13,15 @@
 //! only), so a subscriber needs no read of the store to follow it. The watch covers the
 //! nodes, the tasks, the objects (services with their update status, networks, configs,
 //! secrets), the networks' allocations, the services' virtual IPs, the services' registry
-//! credentials (for the dispatcher only: never forwarded to clients) and the two versions; not the cluster record or the previous specs.
+//! credentials and the config and secret contents (for the dispatcher only: never forwarded
+//! to clients) and the two versions; not the cluster record or the previous specs.
 //! Entries that change nothing watched are not published.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use swarm_api::auth::RegistryAuth;
+use swarm_api::files::FileContent;
 use swarm_api::rollout::UpdateStatus;
 use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::state::Object;
@@ -85,6 +87,13 @@ pub enum Changed {
     Credentials {
         service_id: String,
         auth: Option<RegistryAuth>,
+    },
+    /// A config's or secret's content version came (with its content, for the dispatcher to
+    /// hand to the nodes whose tasks use it) or went (`None`). Its `Debug` shows the size
+    /// only, so a logged change reveals nothing.
+    FileContent {
+        digest: String,
+        content: Option<FileContent>,
     },
 }
 
@@ -184,6 +193,7 @@ impl Store {
         &self,
         events: &[Event],
         credentials_before: Option<&BTreeMap<String, RegistryAuth>>,
+        contents_before: Option<&BTreeSet<String>>,
     ) -> Changes {
         let data = &self.data;
         let mut seen = BTreeSet::new();
@@ -200,6 +210,25 @@ impl Store {
                     changed.push(Changed::Credentials {
                         service_id: id.clone(),
                         auth: after.cloned(),
+                    });
+                }
+            }
+        }
+        if let Some(before) = contents_before {
+            for digest in before
+                .iter()
+                .filter(|d| !data.file_contents.contains_key(*d))
+            {
+                changed.push(Changed::FileContent {
+                    digest: digest.clone(),
+                    content: None,
+                });
+            }
+            for (digest, content) in &data.file_contents {
+                if !before.contains(digest) {
+                    changed.push(Changed::FileContent {
+                        digest: digest.clone(),
+                        content: Some(content.clone()),
                     });
                 }
             }
@@ -353,6 +382,10 @@ mod tests {
                     Some(auth) => drop(data.registry_auth.insert(service_id, auth)),
                     None => drop(data.registry_auth.remove(&service_id)),
                 },
+                Changed::FileContent { digest, content } => match content {
+                    Some(content) => drop(data.file_contents.insert(digest, content)),
+                    None => drop(data.file_contents.remove(&digest)),
+                },
                 // Names only: a follower reads the record from the store.
                 Changed::Repository { .. } => {}
             }
@@ -371,6 +404,7 @@ mod tests {
             registry_auth: data.registry_auth.clone(),
             network_allocations: data.network_allocations.clone(),
             service_vips: data.service_vips.clone(),
+            file_contents: data.file_contents.clone(),
             ..StoreData::default()
         }
     }
