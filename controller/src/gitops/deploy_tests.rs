@@ -620,3 +620,51 @@ fn a_new_global_service_converges_once_it_has_tasks() {
         Some(DeploymentOutcome::Converged)
     );
 }
+
+/// A commit's secret file travels with its Deployment's entry, beside the plan (never in
+/// it), and a later commit that changes the file brings the new version and rolls the
+/// service that pins it.
+#[test]
+fn a_commits_secret_contents_ride_beside_its_plan_and_a_change_rolls_the_service() {
+    const VAULT: &str = "services:\n  api:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token.txt\n";
+    let remote = Remote::new();
+    let first = remote.commit(
+        "Vault",
+        &[
+            ("stacks/vault.yaml", VAULT),
+            ("stacks/token.txt", "git-one"),
+        ],
+    );
+    let repo = remote.open();
+    let cache = LoadCache::new();
+    let mut store = store();
+    let decision = decide_for(&store, &repo, &first, &cache);
+    let digest = swarm_api::files::digest_of(b"git-one");
+    assert_eq!(decision.file_contents.keys().collect::<Vec<_>>(), [&digest]);
+    let plan_json = serde_json::to_string(&decision.deployment.plan).unwrap();
+    assert!(!plan_json.contains("git-one"), "{plan_json}");
+    assert_eq!(apply(&mut store, decision), Outcome::Applied { version: 4 });
+    assert_eq!(store.data().file_contents[&digest].bytes(), b"git-one");
+
+    let second = remote.commit(
+        "Rotate the token",
+        &[
+            ("stacks/vault.yaml", VAULT),
+            ("stacks/token.txt", "git-two"),
+        ],
+    );
+    let decision = decide_for(&store, &repo, &second, &cache);
+    assert_eq!(ops(&decision), [(Op::Update, "vault_api".to_owned())]);
+    let secret_ops: Vec<(Op, &str)> = decision
+        .deployment
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == Kind::Secret)
+        .map(|a| (a.op, a.name.as_str()))
+        .collect();
+    assert_eq!(secret_ops, [(Op::Update, "vault_token")]);
+    assert_eq!(apply(&mut store, decision), Outcome::Applied { version: 5 });
+    let new = swarm_api::files::digest_of(b"git-two");
+    assert_eq!(store.data().file_contents[&new].bytes(), b"git-two");
+}
