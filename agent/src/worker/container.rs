@@ -79,7 +79,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .mounts(&container.mounts, &dir, &rootfs)
         .map_err(|e| e.to_string())?;
     let contents = shared.file_contents.lock().expect("not poisoned").clone();
-    let file_objects = super::secrets::prepare(&dir, task, &contents)?;
+    let file_objects = super::secrets::prepare(&dir, container, &contents)?;
     let limits = &task.spec.resources.limits;
     let (stdout_log, stderr_log) = logs::log_paths(&dir);
     let logs = stdout_log.parent().expect("log files are in a directory");

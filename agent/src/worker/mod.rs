@@ -9,7 +9,7 @@ mod container;
 mod gc;
 mod health;
 pub mod logs;
-mod secrets;
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;

@@ -11,8 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use swarm_api::files::FileContents;
-use swarm_api::spec::FileReference;
-use swarm_api::task::Task;
+use swarm_api::spec::{ContainerSpec, FileReference};
 
 use crate::exec::FileMount;
 
@@ -24,14 +23,13 @@ fn configs_dir(task_dir: &Path) -> PathBuf {
     task_dir.join("configs")
 }
 
-/// Writes the task's secrets (on a fresh tmpfs) and configs under `task_dir`; the binds
-/// that place them in the container.
-pub(super) fn prepare(
+/// Writes a task's secrets (on a fresh tmpfs) and configs under its directory `task_dir`;
+/// the binds that place them in its `container`.
+pub fn prepare(
     task_dir: &Path,
-    task: &Task,
+    container: &ContainerSpec,
     contents: &FileContents,
 ) -> Result<Vec<FileMount>, String> {
-    let container = &task.spec.container;
     let mut mounts = Vec::new();
     if !container.secrets.is_empty() {
         let dir = secrets_dir(task_dir);
@@ -133,7 +131,7 @@ fn unmount(dir: &Path) -> Result<(), String> {
 }
 
 /// Removes the task's secrets (their tmpfs) and configs. Releasing twice is fine.
-pub(super) fn release(task_dir: &Path) -> Result<(), String> {
+pub fn release(task_dir: &Path) -> Result<(), String> {
     let secrets = secrets_dir(task_dir);
     unmount(&secrets)?;
     for dir in [secrets, configs_dir(task_dir)] {
