@@ -590,8 +590,9 @@ pub struct ConfigOrSecret {
     pub labels: Option<ListOrMap>,
     #[serde(default)]
     pub content: Unsupported,
-    #[serde(default)]
-    pub environment: Unsupported,
+    /// A variable (of the deploying environment or the stack's `.env`) whose value becomes
+    /// the object, instead of `file`.
+    pub environment: Option<String>,
     #[serde(default)]
     pub template_driver: Unsupported,
     #[serde(default)]

@@ -330,16 +330,39 @@ impl Converter<'_> {
         if is_external(object.external.as_ref()) {
             return None;
         }
-        let Some(relative) = &object.file else {
-            self.diags.error(
-                loc.span(),
-                &loc.path,
-                "expected `file` (its content) or `external: true`",
-            );
-            return None;
+        let content = match (&object.file, &object.environment) {
+            (Some(_), Some(_)) => {
+                self.diags.error(
+                    loc.span(),
+                    &loc.path,
+                    "give `file` or `environment`, not both",
+                );
+                return None;
+            }
+            (Some(relative), None) => {
+                FileContent::new(self.read_relative(relative, &loc.key("file"))?)
+            }
+            (None, Some(variable)) => {
+                let Some(value) = (self.lookup)(variable) else {
+                    let at = loc.key("environment");
+                    self.diags.error(
+                        at.span(),
+                        &at.path,
+                        format!("the variable {variable} is not set: set it in the environment or in a .env file beside the stack"),
+                    );
+                    return None;
+                };
+                FileContent::new(value.into_bytes())
+            }
+            (None, None) => {
+                self.diags.error(
+                    loc.span(),
+                    &loc.path,
+                    "expected `file` (its content), `environment` (a variable holding it) or `external: true`",
+                );
+                return None;
+            }
         };
-        let at = loc.key("file");
-        let content = FileContent::new(self.read_relative(relative, &at)?);
         let spec = FileObjectSpec {
             name,
             labels: self.labels(object.labels.as_ref(), &loc.key("labels")),

@@ -406,6 +406,35 @@ mod tests {
         );
     }
 
+    /// A secret's content may come from a variable (Compose's `environment:`): its value is
+    /// the content, kept beside the specs; an unset variable is an error naming it.
+    #[test]
+    fn a_secret_from_a_variable_holds_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token:\n    environment: API_TOKEN\n",
+        );
+        let env = |name: &str| (name == "API_TOKEN").then(|| "from-the-env".to_owned());
+        let loaded = load(&WorkTree, &path, "app.yaml", &env);
+        let stack = loaded.stack.expect("valid");
+        let digest = swarm_api::files::digest_of(b"from-the-env");
+        assert_eq!(stack.secrets[0].digest, digest);
+        assert_eq!(stack.contents[&digest].bytes(), b"from-the-env");
+        let pinned = &stack.services[0].task.container.secrets[0].digest;
+        assert_eq!(pinned.as_deref(), Some(digest.as_str()));
+
+        let loaded = load(&WorkTree, &path, "app.yaml", &|_| None);
+        let messages: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("secrets.token.environment: the variable API_TOKEN is not set")),
+            "{messages:?}"
+        );
+    }
+
     /// A service may name the implicit `default` network beside its others, as Docker allows.
     #[test]
     fn the_default_network_may_be_named_explicitly() {
