@@ -190,6 +190,14 @@ pub struct CreateArgs {
     /// Attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)
     #[arg(long)]
     network: Vec<String>,
+    /// Give a secret: NAME or source=NAME,target=T,uid=U,gid=G,mode=0440 (repeatable;
+    /// a relative target is under /run/secrets)
+    #[arg(long)]
+    secret: Vec<String>,
+    /// Give a config: NAME or source=NAME,target=T,uid=U,gid=G,mode=0440 (repeatable;
+    /// the target defaults to /NAME)
+    #[arg(long)]
+    config: Vec<String>,
     /// Attach a mount: type=volume|bind|tmpfs,source=…,target=…[,readonly][,volume-nocopy]
     /// [,volume-driver=…][,volume-opt=K=V][,bind-propagation=…][,tmpfs-size=…][,tmpfs-mode=…]
     /// (repeatable)
@@ -511,6 +519,8 @@ impl CreateArgs {
             constraint: self.constraint.clone(),
             placement_pref: self.placement_pref.clone(),
             network: self.network.clone(),
+            secret: self.secret.clone(),
+            config: self.config.clone(),
             mount: self.mount.clone(),
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
@@ -647,6 +657,10 @@ mod tests {
             "back",
             "--network",
             "name=front,alias=www",
+            "--secret",
+            "db_pw",
+            "--config",
+            "source=site,target=/etc/site.conf,mode=0440",
             "--mount",
             "type=volume,source=db,target=/data",
             "--cap-add",
@@ -735,6 +749,8 @@ mod tests {
             constraint: strings(&["node.role==worker"]),
             placement_pref: strings(&["spread=node.labels.zone"]),
             network: strings(&["back", "name=front,alias=www"]),
+            secret: strings(&["db_pw"]),
+            config: strings(&["source=site,target=/etc/site.conf,mode=0440"]),
             mount: strings(&["type=volume,source=db,target=/data"]),
             cap_add: strings(&["NET_ADMIN"]),
             cap_drop: strings(&["MKNOD"]),
@@ -797,6 +813,14 @@ mod tests {
             "node.role==worker",
             "--constraint-rm",
             "node.role==manager",
+            "--secret-add",
+            "db_pw",
+            "--secret-rm",
+            "old_pw",
+            "--config-add",
+            "site",
+            "--config-rm",
+            "old_site",
             "--network-add",
             "name=back,alias=b",
             "--network-rm",
@@ -964,6 +988,10 @@ mod tests {
             stop_signal: Some("SIGUSR1".into()),
             placement_pref_add: strings(&["spread=node.labels.a"]),
             placement_pref_rm: strings(&["spread=node.labels.b"]),
+            secret_add: strings(&["db_pw"]),
+            secret_rm: strings(&["old_pw"]),
+            config_add: strings(&["site"]),
+            config_rm: strings(&["old_site"]),
             network_add: strings(&["name=back,alias=b"]),
             network_rm: strings(&["front"]),
             mount_add: strings(&["type=tmpfs,target=/cache"]),

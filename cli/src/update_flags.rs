@@ -85,6 +85,18 @@ pub struct UpdateFlags {
     /// Detach from a network by name (repeatable)
     #[arg(long)]
     network_rm: Vec<String>,
+    /// Add or replace a secret: NAME or source=NAME,target=T,uid=U,gid=G,mode=0440
+    #[arg(long)]
+    secret_add: Vec<String>,
+    /// Remove a secret by name (repeatable)
+    #[arg(long)]
+    secret_rm: Vec<String>,
+    /// Add or replace a config: NAME or source=NAME,target=T,uid=U,gid=G,mode=0440
+    #[arg(long)]
+    config_add: Vec<String>,
+    /// Remove a config by name (repeatable)
+    #[arg(long)]
+    config_rm: Vec<String>,
     /// Add or replace a mount (Docker's --mount syntax; see `service create --help`)
     #[arg(long)]
     mount_add: Vec<String>,
@@ -158,6 +170,10 @@ impl UpdateFlags {
             placement_pref_rm: self.placement_pref_rm.clone(),
             network_add: self.network_add.clone(),
             network_rm: self.network_rm.clone(),
+            secret_add: self.secret_add.clone(),
+            secret_rm: self.secret_rm.clone(),
+            config_add: self.config_add.clone(),
+            config_rm: self.config_rm.clone(),
             mount_add: self.mount_add.clone(),
             mount_rm: self.mount_rm.clone(),
             cap_add: self.cap_add.clone(),

@@ -157,6 +157,41 @@ fn a_task_reads_its_secrets_from_a_tmpfs_and_a_changed_secret_rolls_it() {
     let out = swarm(&socket, &["secret", "ls", "-q"]);
     assert_eq!(text(&out.stdout), "imported\n");
 
+    // A service given them by flags: the secret at a relative target with its mode, a
+    // config made by `config create` at its target.
+    std::fs::write(work.path().join("imp.conf"), "made by hand\n").unwrap();
+    let imp = work.path().join("imp.conf").display().to_string();
+    let out = swarm(&socket, &["config", "create", "imp_conf", &imp]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(
+        &socket,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "reader",
+            "--stop-grace-period",
+            "1s",
+            "--secret",
+            "source=imported,target=key,mode=0400",
+            "--config",
+            "source=imp_conf,target=/etc/imp.conf",
+            "--mount",
+            "type=volume,source=reader_out,target=/out",
+            "--entrypoint",
+            "/bin/sh -c",
+            &image,
+            "stat -c '%a' /run/secrets/key > /out/key-mode; cat /etc/imp.conf > /out/imp; \
+             while true; do sleep 1; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    running_task(&cluster, "reader", None);
+    let reader_out = cluster.data(0).join("volumes/reader_out/_data");
+    assert_eq!(once_written(&reader_out.join("key-mode"), 1), ["400"]);
+    assert_eq!(once_written(&reader_out.join("imp"), 1), ["made by hand"]);
+
     // A stack with a secret file, the imported secret and a config.
     let first = "first-e2e-secret-7d1be2";
     std::fs::write(work.path().join("token.txt"), first).unwrap();
@@ -195,7 +230,7 @@ fn a_task_reads_its_secrets_from_a_tmpfs_and_a_changed_secret_rolls_it() {
     let out = swarm(&socket, &["secret", "rm", "imported"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("secret imported is in use by service vault_api"),
+        text(&out.stderr).contains("secret imported is in use by service reader, vault_api"),
         "{}",
         text(&out.stderr)
     );
@@ -235,6 +270,10 @@ fn a_task_reads_its_secrets_from_a_tmpfs_and_a_changed_secret_rolls_it() {
 
     // The stack goes with its secrets and config; the imported secret is free again.
     let out = swarm(&socket, &["stack", "rm", "vault"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(&socket, &["service", "rm", "reader"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = swarm(&socket, &["config", "rm", "imp_conf"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = swarm(&socket, &["secret", "rm", "imported"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -66,6 +66,10 @@ pub struct CreateFlags {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub entrypoint: Option<String>,
+    /// `NAME` or `source=NAME,target=T,uid=U,gid=G,mode=0440`: secrets made by `secret create`.
+    pub secret: Vec<String>,
+    /// The same for configs.
+    pub config: Vec<String>,
     pub image: String,
     pub command: Vec<String>,
 }
@@ -73,7 +77,14 @@ pub struct CreateFlags {
 impl CreateFlags {
     /// The normalised spec the flags ask for, through the stack loader.
     pub fn spec(&self) -> Result<ServiceSpec, FlagError> {
-        load_service_document(&self.name, self.document()?)
+        let mut spec = load_service_document(&self.name, self.document()?)?;
+        super::files::add(
+            &mut spec.task.container,
+            ("secret", "config"),
+            &self.secret,
+            &self.config,
+        )?;
+        Ok(spec)
     }
 
     /// The service's mapping in the one-service Compose document.

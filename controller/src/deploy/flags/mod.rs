@@ -8,6 +8,7 @@
 
 mod create;
 mod document;
+mod files;
 mod rollback;
 mod update;
 

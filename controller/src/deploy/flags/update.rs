@@ -95,6 +95,12 @@ pub struct UpdateFlags {
     pub log_opt: Vec<String>,
     /// 0: no limit.
     pub replicas_max_per_node: Option<u64>,
+    /// Secrets and configs attached (`--secret-add`, `--config-add`: Docker's syntax; one at
+    /// the same target is replaced) and detached by name (`--secret-rm`, `--config-rm`).
+    pub secret_add: Vec<String>,
+    pub secret_rm: Vec<String>,
+    pub config_add: Vec<String>,
+    pub config_rm: Vec<String>,
     /// Replace every task even if nothing else changes.
     pub force: bool,
 }
@@ -104,6 +110,19 @@ impl UpdateFlags {
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), FlagError> {
         self.apply_settings(spec)?;
         self.apply_networks(spec)?;
+        let container = &mut spec.task.container;
+        container
+            .secrets
+            .retain(|r| !self.secret_rm.contains(&r.source));
+        container
+            .configs
+            .retain(|r| !self.config_rm.contains(&r.source));
+        super::files::add(
+            container,
+            ("secret-add", "config-add"),
+            &self.secret_add,
+            &self.config_add,
+        )?;
         self.rollback.apply(&mut spec.rollback)?;
         self.apply_container(spec)?;
         if self.force {
