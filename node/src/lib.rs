@@ -9,6 +9,7 @@
 mod agent;
 mod control;
 mod dispatcher;
+pub mod dns;
 mod gitops;
 mod join;
 mod logs;

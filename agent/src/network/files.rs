@@ -158,6 +158,14 @@ fn resolv_conf(node: &str, nameservers: &[IpAddr]) -> String {
 
 /// The nameservers of a resolv.conf that a task's namespace can reach.
 fn task_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf_nameservers(resolv_conf)
+        .into_iter()
+        .filter(|server| server.is_ipv4() && !server.is_loopback())
+        .collect()
+}
+
+/// Every nameserver a resolv.conf names, in its order (lines that do not parse skipped).
+pub fn resolv_conf_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
     resolv_conf
         .lines()
         .filter_map(|line| {
@@ -165,7 +173,6 @@ fn task_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
             (words.next() == Some("nameserver")).then(|| words.next())?
         })
         .filter_map(|server| server.parse::<IpAddr>().ok())
-        .filter(|server| server.is_ipv4() && !server.is_loopback())
         .collect()
 }
 

@@ -31,7 +31,9 @@ mod task;
 
 pub use bridge::{Bridge, bridge_name};
 pub use fake::FakeNetworking;
-pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf};
+pub use files::{
+    ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf, resolv_conf_nameservers,
+};
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use overlay::{

@@ -1,0 +1,69 @@
+//! Service discovery: one DNS server per node, as Docker's embedded server at 127.0.0.11
+//! is one per container. It listens on the node bridge's address (every task's gateway,
+//! UDP and TCP port 53) in the node's namespace and tells its askers apart by their source
+//! address, a task's `eth0`: the task → its networks (and its stack) → the names it may see.
+//!
+//! - `table` (pure): the node's [`NetworkView`] and its tasks' addresses → the answers:
+//!   services (their VIP, or with `dnsrr` their serving tasks), `tasks.NAME`, aliases
+//!   (the short name inside a stack), tasks' display names, reverse names.
+//! - `message` (pure): a query's bytes → the reply's (hickory-proto), or "forward".
+//! - `server`: the UDP loop and TCP listener; unknown names go to the node's resolvers.
+//! - [`follow`]: rebuilds the table at every change of the view or of the tasks.
+
+mod message;
+mod server;
+mod table;
+
+pub use message::{Reply, Transport, reply};
+pub use server::{DnsServer, FORWARD_TIMEOUT};
+pub use table::{Answer, Kind, Table};
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use swarm_api::endpoints::NetworkView;
+use tokio::sync::watch;
+
+/// The port tasks ask.
+pub const DNS_PORT: u16 = 53;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot listen for dns questions on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The node's own resolvers, from `resolv_conf` (the node's /etc/resolv.conf: the server
+/// runs in the node's namespace, where a local cache on loopback is reachable), port 53.
+/// None when the file is missing or names none: every forward then fails at once.
+pub fn node_resolvers(resolv_conf: &Path) -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string(resolv_conf).unwrap_or_default();
+    swarm_agent::network::resolv_conf_nameservers(&text)
+        .into_iter()
+        .map(|server| SocketAddr::new(server, DNS_PORT))
+        .collect()
+}
+
+/// Keeps `server`'s table that of the latest `view` and `askers` (a task's `eth0` address
+/// → its id), rebuilt at each change of either; returns when either sender goes.
+pub async fn follow(
+    server: &DnsServer,
+    mut view: watch::Receiver<NetworkView>,
+    mut askers: watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+) {
+    loop {
+        let table = Table::new(&view.borrow_and_update(), &askers.borrow_and_update());
+        server.set_table(table);
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() { return },
+            changed = askers.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
