@@ -60,9 +60,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &resolv,
         &[],
     )
-    .map_err(|e| e.to_string())?
-    .write_to(&dir.join("etc"))
     .map_err(|e| e.to_string())?;
+    // A task on overlay networks finds services by name through the node's DNS server,
+    // which listens on its gateway (the node bridge's address).
+    let files = if task.spec.networks.is_empty() {
+        files
+    } else {
+        files.resolving_through(attached.gateway, &resolv)
+    };
+    let files = files
+        .write_to(&dir.join("etc"))
+        .map_err(|e| e.to_string())?;
     let user = user(
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
