@@ -124,6 +124,9 @@ struct Shared {
     /// last assignment set brought them: a task's pull uses its service's.
     registry_auth: Mutex<BTreeMap<String, RegistryAuth>>,
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
+    /// The task each address of the node's subnet belongs to, from its attach until it
+    /// ends: how the node's DNS server knows who asks.
+    addresses: watch::Sender<BTreeMap<Ipv4Addr, String>>,
 }
 
 impl Worker {
@@ -147,6 +150,7 @@ impl Worker {
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
             reports,
+            addresses: watch::Sender::new(BTreeMap::new()),
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
@@ -226,6 +230,12 @@ impl Worker {
             let task = tokio::spawn(shared.clone().control(task, receiver, origin));
             controllers.insert(id, Controller { desired, task });
         }
+    }
+
+    /// The address each task of this node asks from (its `eth0`) → its id, for the tasks
+    /// attached and not ended; the receiver sees every change.
+    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, String>> {
+        self.shared.addresses.subscribe()
     }
 
     /// The node leaves its cluster: every task stops (within `timeout`), then the node's
@@ -386,6 +396,17 @@ impl Shared {
     }
 
     fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+        let ended = lifecycle.state().is_terminal();
+        self.addresses.send_if_modified(|addresses| match address {
+            Some(address) if !ended => {
+                addresses.insert(address, id.to_owned()).as_deref() != Some(id)
+            }
+            _ => {
+                let before = addresses.len();
+                addresses.retain(|_, task| task != id);
+                addresses.len() != before
+            }
+        });
         let mut status = TaskStatus::new(lifecycle.state(), (self.clock)());
         status.address = address;
         status.message = lifecycle.message().to_owned();
@@ -598,6 +619,11 @@ mod tests {
                 assert_eq!(update.status.address, Some("10.1.0.2".parse().unwrap()));
             }
         }
+        let addresses = worker.task_addresses();
+        assert_eq!(
+            *addresses.borrow(),
+            BTreeMap::from([("10.1.0.2".parse().unwrap(), "t1".to_owned())])
+        );
         assert_eq!(
             states,
             [
@@ -621,6 +647,7 @@ mod tests {
             update = reports.recv().await.unwrap();
         }
         assert_eq!(update.status.state, TaskState::Shutdown);
+        assert!(addresses.borrow().is_empty(), "an ended task asks no more");
         // The clean-up follows the report.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(networking.attached().is_empty());

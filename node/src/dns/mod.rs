@@ -8,7 +8,8 @@
 //!   (the short name inside a stack), tasks' display names, reverse names.
 //! - `message` (pure): a query's bytes → the reply's (hickory-proto), or "forward".
 //! - `server`: the UDP loop and TCP listener; unknown names go to the node's resolvers.
-//! - [`follow`]: rebuilds the table at every change of the view or of the tasks.
+//! - [`follow`]: rebuilds the table at every change of the view or of the tasks;
+//!   [`serve_node`]: the server a node's agent runs, on its bridge's address.
 
 mod message;
 mod server;
@@ -21,12 +22,17 @@ pub use table::{Answer, Kind, Table};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
+use swarm_agent::network::{Ipam, Ipv4Net};
 use swarm_api::endpoints::NetworkView;
 use tokio::sync::watch;
 
 /// The port tasks ask.
 pub const DNS_PORT: u16 = 53;
+
+/// How long a node whose server could not listen waits before it tries again.
+const BIND_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -61,6 +67,42 @@ pub async fn follow(
         tokio::select! {
             changed = view.changed() => if changed.is_err() { return },
             changed = askers.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The node's DNS server as its agent runs it: listening on the node bridge's address
+/// (the gateway of the node's subnet, once the managers sent it) at port `port`
+/// ([`DNS_PORT`] but in tests), answering from `view` and `askers`, forwarding to the
+/// resolvers of the node's /etc/resolv.conf. Runs until dropped (with the agent).
+pub async fn serve_node(
+    mut subnet: watch::Receiver<Option<Ipv4Net>>,
+    port: u16,
+    view: watch::Receiver<NetworkView>,
+    askers: watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+) {
+    let Ok(subnet) = subnet.wait_for(Option::is_some).await.map(|s| *s) else {
+        return;
+    };
+    let gateway = match subnet.map(Ipam::new) {
+        Some(Ok(ipam)) => ipam.gateway(),
+        Some(Err(error)) => {
+            tracing::error!(%error, "no dns server for this node's tasks");
+            return;
+        }
+        None => return,
+    };
+    let resolvers = node_resolvers(Path::new("/etc/resolv.conf"));
+    loop {
+        match DnsServer::start((gateway, port).into(), resolvers.clone()) {
+            Ok(server) => {
+                follow(&server, view, askers).await;
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "the tasks of this node cannot resolve names; trying again in {}s", BIND_RETRY.as_secs());
+                tokio::time::sleep(BIND_RETRY).await;
+            }
         }
     }
 }

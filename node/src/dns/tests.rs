@@ -273,3 +273,40 @@ async fn the_server_binds_an_address_the_host_does_not_have_yet() {
     let server = DnsServer::start((Ipv4Addr::new(203, 0, 113, 53), 0).into(), vec![]).unwrap();
     assert_eq!(server.local_addr().ip(), Ipv4Addr::new(203, 0, 113, 53));
 }
+
+#[tokio::test]
+async fn a_node_serves_on_its_gateway_once_its_subnet_is_known() {
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (subnet_tx, subnet_rx) = watch::channel(None);
+    let (_view_tx, view_rx) = watch::channel(view(2));
+    let (_askers_tx, askers_rx) = watch::channel(askers());
+    let serving = tokio::spawn(serve_node(subnet_rx, port, view_rx, askers_rx));
+    // 127.0.0.0/8's gateway is 127.0.0.1, an address loopback has.
+    subnet_tx.send_replace(Some("127.0.0.0/8".parse().unwrap()));
+    let address: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+    // Asked again every 100 ms: a question sent before the server binds is lost.
+    let client = UdpSocket::bind((CLIENT, 0)).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let answer = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer on the gateway"
+        );
+        client
+            .send_to(&query(9, "web.", RecordType::A), address)
+            .await
+            .unwrap();
+        let received = tokio::time::timeout(Duration::from_millis(100), client.recv(&mut buffer));
+        if let Ok(Ok(length)) = received.await {
+            break Message::from_vec(&buffer[..length]).unwrap();
+        }
+    };
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(10, 0, 0, 2)]);
+    serving.abort();
+}
