@@ -6,7 +6,9 @@
 //!   whatever the answers do): p50, p99, p99.9 and max from send to answer;
 //! - the most questions/s with 32 in flight (closed loop), for 3 s.
 //!
-//! One client thread sends, one receives, on one UDP socket. The peer is skipped with a
+//! Both servers run at once and take turns, round by round (3 rounds), so a loaded
+//! machine weighs on both alike. One client thread sends, one receives, on one UDP
+//! socket. The peer is skipped with a
 //! message when dnsmasq is not installed (`apt-get install -y dnsmasq-base`).
 //!
 //!     cargo bench -p swarm-node --bench dns
@@ -40,6 +42,7 @@ const LATE: Duration = Duration::from_secs(1);
 const TABLE_BUILDS: usize = 20;
 /// The service asked for, in the middle of the table.
 const ASKED: u32 = 500;
+const ROUNDS: usize = 3;
 
 fn main() {
     let view = view();
@@ -67,12 +70,27 @@ fn main() {
         DnsServer::start((Ipv4Addr::LOCALHOST, 0).into(), vec![]).unwrap()
     };
     server.set_table(Table::new(&view, &askers));
-    measure("swarm", server.local_addr());
-    drop(server);
-
-    match Dnsmasq::start() {
-        Some(dnsmasq) => measure("dnsmasq", dnsmasq.address),
+    let dnsmasq = Dnsmasq::start();
+    let mut peers = vec![("swarm", server.local_addr())];
+    match &dnsmasq {
+        Some(dnsmasq) => peers.push(("dnsmasq", dnsmasq.address)),
         None => eprintln!("SKIPPED the dnsmasq peer: install dnsmasq-base"),
+    }
+    for (peer, address) in &peers {
+        assert_eq!(
+            ask_once(*address),
+            Some(vec![vip(ASKED)]),
+            "{peer} answers svc{ASKED} with its VIP"
+        );
+    }
+    for round in 1..=ROUNDS {
+        println!("round {round}");
+        for (peer, address) in &peers {
+            open_loop(peer, *address);
+        }
+        for (peer, address) in &peers {
+            closed_loop(peer, *address);
+        }
     }
 }
 
@@ -258,16 +276,6 @@ fn ask_once(server: SocketAddr) -> Option<Vec<Ipv4Addr>> {
             })
             .collect()
     })
-}
-
-fn measure(peer: &str, server: SocketAddr) {
-    assert_eq!(
-        ask_once(server),
-        Some(vec![vip(ASKED)]),
-        "{peer} answers svc{ASKED} with its VIP"
-    );
-    open_loop(peer, server);
-    closed_loop(peer, server);
 }
 
 fn open_loop(peer: &str, server: SocketAddr) {
