@@ -5,7 +5,7 @@
 //! another stack's network. Names are asked with busybox `nslookup` inside the client's
 //! container (`runc exec`: its namespaces and its files).
 //!
-//! The cluster's node pool is 198.18.228.0/23. Needs root, runc, busybox and
+//! The cluster's node pool is 198.18.228.0/23 (a /25 per node). Needs root, runc, busybox and
 //! docker-registry; skipped with a message otherwise, except under CI=true.
 
 mod common;
@@ -57,8 +57,16 @@ fn lookup(cluster: &Cluster, n: usize, task_id: &str, name: &str) -> BTreeSet<St
         .args(["exec", task_id, "nslookup", name])
         .output()
         .expect("runc exec");
-    // The server's own lines come first; answers follow a `Name:` line.
-    text(&out.stdout)
+    let stdout = text(&out.stdout);
+    // nslookup ran in the container, whatever it found: its server's lines come first
+    // (the node's DNS server, from the container's resolv.conf); answers follow a
+    // `Name:` line.
+    assert!(
+        stdout.starts_with("Server:"),
+        "nslookup {name} in {task_id}: {stdout}{}",
+        text(&out.stderr)
+    );
+    stdout
         .lines()
         .skip_while(|line| !line.starts_with("Name:"))
         .filter_map(|line| line.strip_prefix("Address:"))
@@ -97,7 +105,14 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     let hosts = Hosts::create("dns", 3).expect("three test hosts");
     let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
     registry.push_test_images().expect("the test images");
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.228.0/23", &[]));
+    // A /25 task subnet per node: three in the test's /23.
+    let pool = [
+        "--default-addr-pool",
+        "198.18.228.0/23",
+        "--default-addr-pool-mask-length",
+        "25",
+    ];
+    let cluster = cluster_on_hosts(hosts, &registry.addr(), &pool);
     let _leftovers = Leftovers(&cluster);
     cluster.join(1, "worker", 0);
     cluster.join(2, "worker", 0);

@@ -19,7 +19,7 @@ use swarm_api::task::Task;
 use tokio::sync::{mpsc, watch};
 
 use super::session::{candidates, manager_channel};
-use super::{Daemon, logs, millis};
+use super::{Daemon, dns, logs, millis};
 
 /// How long to wait before trying the next manager.
 const RETRY: Duration = Duration::from_millis(500);
@@ -110,7 +110,18 @@ async fn run(
         reports,
         runc,
     } = started;
+    // The node's DNS server for its tasks, stopped with the agent.
+    let dns = async {
+        let (subnet, view, askers) = (
+            worker.subnet(),
+            worker.network_view(),
+            worker.task_addresses(),
+        );
+        dns::serve_node(subnet, dns::DNS_PORT, view, askers).await;
+        std::future::pending::<()>().await
+    };
     tokio::select! {
+        _ = dns => {}
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;

@@ -121,7 +121,7 @@ struct Shared {
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
     /// first needs it.
-    subnet: Mutex<Option<Ipv4Net>>,
+    subnet: watch::Sender<Option<Ipv4Net>>,
     /// Containers found at start (a daemon restart), not yet adopted or removed.
     found: Mutex<Option<HashSet<String>>>,
     /// Which images the tasks use, and when each image was last used: what garbage
@@ -160,7 +160,7 @@ impl Worker {
             network: Mutex::new(None),
             network_setup: tokio::sync::Mutex::new(()),
             controllers: Mutex::new(HashMap::new()),
-            subnet: Mutex::new(None),
+            subnet: watch::Sender::new(None),
             found: Mutex::new(Some(found)),
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
@@ -191,7 +191,9 @@ impl Worker {
     ) {
         let shared = &self.shared;
         if subnet.is_some() {
-            *shared.subnet.lock().expect("not poisoned") = subnet;
+            shared
+                .subnet
+                .send_if_modified(|known| std::mem::replace(known, subnet) != subnet);
         }
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
         let mut overlays_changed = shared.network_view.send_if_modified(|view| {
@@ -272,6 +274,12 @@ impl Worker {
             let task = tokio::spawn(shared.clone().control(task, receiver, origin));
             controllers.insert(id, Controller { desired, task });
         }
+    }
+
+    /// The subnet the managers leased to this node (its bridge holds the gateway), once
+    /// an assignment named it; the receiver sees it change.
+    pub fn subnet(&self) -> watch::Receiver<Option<Ipv4Net>> {
+        self.shared.subnet.subscribe()
     }
 
     /// The address each task of this node asks from (its `eth0`) → its id, for the tasks
@@ -359,7 +367,7 @@ impl Shared {
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
-        let subnet = self.subnet.lock().expect("not poisoned").ok_or_else(|| {
+        let subnet = self.subnet.borrow().ok_or_else(|| {
             "this node has no task subnet yet (its managers have not sent it)".to_owned()
         })?;
         let config = NodeNetworkConfig {
