@@ -310,3 +310,71 @@ async fn a_node_serves_on_its_gateway_once_its_subnet_is_known() {
     assert_eq!(addresses(&answer), [Ipv4Addr::new(10, 0, 0, 2)]);
     serving.abort();
 }
+
+#[tokio::test]
+async fn a_silent_resolver_is_given_up_on_after_the_forward_timeout() {
+    // Takes questions, never answers.
+    let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let server = start(vec![silent.local_addr().unwrap()]);
+    server.set_table(Table::new(&view(1), &askers()));
+    let started = std::time::Instant::now();
+    let failed = ask_udp(server.local_addr(), "example.com.", RecordType::A).await;
+    let waited = started.elapsed();
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        waited >= FORWARD_TIMEOUT - Duration::from_millis(50) && waited < FORWARD_TIMEOUT * 2,
+        "{waited:?}"
+    );
+    // The question did reach it.
+    let mut buffer = [0u8; 512];
+    assert!(silent.try_recv(&mut buffer).is_ok());
+}
+
+#[tokio::test]
+async fn a_question_over_tcp_is_forwarded_over_tcp() {
+    let resolver = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let resolver_address = resolver.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        let (mut stream, _) = resolver.accept().await.unwrap();
+        let mut length = [0u8; 2];
+        stream.read_exact(&mut length).await.unwrap();
+        let mut question = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut question).await.unwrap();
+        let question = Message::from_vec(&question).unwrap();
+        let mut answer = Message::response(question.metadata.id, question.metadata.op_code);
+        answer.add_queries(question.queries.clone());
+        answer.add_answer(hickory_proto::rr::Record::from_rdata(
+            question.queries[0].name().clone(),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 8))),
+        ));
+        let answer = answer.to_vec().unwrap();
+        stream
+            .write_all(&(answer.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&answer).await.unwrap();
+    });
+    let server = start(vec![resolver_address]);
+    server.set_table(Table::new(&view(1), &askers()));
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let question = query(5, "example.org.", RecordType::A);
+    stream
+        .write_all(&(question.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&question).await.unwrap();
+    let mut length = [0u8; 2];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut length))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut answer).await.unwrap();
+    let answer = Message::from_vec(&answer).unwrap();
+    assert_eq!(answer.metadata.id, 5);
+    assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 8)]);
+    answering.await.unwrap();
+}
