@@ -1,8 +1,8 @@
 //! Service discovery end to end on three test hosts (issue 12, item 3): a stack's client
 //! task on host 1 resolves, through its own /etc/resolv.conf (the node's DNS server on its
 //! gateway), the stack's `back` (on host 2) by its short name, its full name and
-//! `tasks.back` — every replica after a scale to 3 — and cannot resolve the service of
-//! another stack's network. Names are asked with busybox `nslookup` inside the client's
+//! `tasks.back` — every replica after a scale to 3 — and fetches a page from `back` by name,
+//! and cannot resolve the service of another stack's network. Names are asked with busybox `nslookup` inside the client's
 //! container (`runc exec`: its namespaces and its files).
 //!
 //! The cluster's node pool is 198.18.228.0/23 (a /25 per node). Needs root, runc, busybox and
@@ -72,6 +72,21 @@ fn lookup(cluster: &Cluster, n: usize, task_id: &str, name: &str) -> BTreeSet<St
         .filter_map(|line| line.strip_prefix("Address:"))
         .map(|address| address.trim().to_owned())
         .collect()
+}
+
+/// `GET URL` by busybox `wget` inside task `task_id`'s container on node `n` (bounded):
+/// the page, if it answered.
+fn fetch(cluster: &Cluster, n: usize, task_id: &str, url: &str) -> Option<String> {
+    // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
+    let out = Command::new("timeout")
+        .arg("10")
+        .arg("runc")
+        .arg("--root")
+        .arg(cluster.data(n).join("runc"))
+        .args(["exec", task_id, "wget", "-q", "-O", "-", url])
+        .output()
+        .expect("runc exec");
+    out.status.success().then(|| text(&out.stdout))
 }
 
 fn stack_file(registry: &str, services: &[(&str, &str)]) -> String {
@@ -156,6 +171,12 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     assert_eq!(lookup(&cluster, 0, &client, "SHOP_BACK."), short);
     assert_eq!(lookup(&cluster, 0, &client, "tasks.back"), back);
     assert_eq!(lookup(&cluster, 0, &client, "tasks.shop_back"), back);
+    // The client's own programs resolve through the C library too: `back` on host 2
+    // answers by name (the test image's page ends with its version).
+    let page = wait_for("back answering the client by name", WAIT, || {
+        fetch(&cluster, 0, &client, "http://back/")
+    });
+    assert!(page.trim_end().ends_with(" v1"), "{page}");
 
     // Another stack's network is not the client's: its names are not found.
     for name in ["vault_secret", "secret", "tasks.vault_secret"] {
