@@ -11,6 +11,10 @@
 //!   ([`NodeOverlays`]), its [`overlay_diff`] into link/forwarding/neighbour ops, and
 //!   [`Overlay`], which applies them (a bridge and a VXLAN device per network, static
 //!   forwarding and neighbour entries from the managers, a veth per task).
+//! - `vip`: virtual IPs: a pure desired state per node ([`NodeVips`], from its endpoint
+//!   table), its nftables ruleset ([`render_vips`]: DNAT over the serving tasks) and
+//!   [`Vips`], which sets it with the routes and neighbour entries that bring a task's
+//!   connection to a VIP through the node and back into its network.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -28,6 +32,7 @@ mod files;
 mod ipam;
 mod overlay;
 mod task;
+mod vip;
 
 pub use bridge::{Bridge, bridge_name};
 pub use fake::FakeNetworking;
@@ -40,6 +45,10 @@ pub use overlay::{
     endpoint_mac, overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
+pub use vip::{
+    NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, render as render_vips,
+    routing_table as vip_routing_table, table_name as vip_table_name,
+};
 
 use std::collections::HashSet;
 use std::path::PathBuf;
