@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use swarm_agent::network::{
     LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
-    Vips, Vtep, vip_table_name,
+    Vips, Vtep, task_interface_name, vip_bridge_mac, vip_table_name,
 };
 use swarm_testkit::Hosts;
 
@@ -103,8 +103,12 @@ const PORT: u16 = 9000;
 
 /// A connection from the client's namespace to `to:PORT`, bounded.
 fn connect(client: &Path, to: Ipv4Addr) -> std::io::Result<Connection> {
+    connect_within(client, to, Duration::from_secs(2))
+}
+
+fn connect_within(client: &Path, to: Ipv4Addr, limit: Duration) -> std::io::Result<Connection> {
     let stream = in_namespace(client, || {
-        TcpStream::connect_timeout(&SocketAddr::from((to, PORT)), Duration::from_secs(2))
+        TcpStream::connect_timeout(&SocketAddr::from((to, PORT)), limit)
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     Ok(Connection {
@@ -158,6 +162,13 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     let (vip, client, b0, b1) = (addr(2), addr(10), addr(20), addr(21));
     let subnet = "10.215.1.0/24".parse().unwrap();
     let (client_ns, b0_ns, b1_ns) = (tasks.add("c"), tasks.add("b0"), tasks.add("b1"));
+    // Another network on host 0, with a task and a VIP of its own.
+    let (other_subnet, other_vip, other) = (
+        "10.215.2.0/24".parse().unwrap(),
+        Ipv4Addr::new(10, 215, 2, 2),
+        Ipv4Addr::new(10, 215, 2, 10),
+    );
+    let other_ns = tasks.add("o");
     let nodes = ["vip-node-0", "vip-node-1"];
 
     // The overlay: the client and b0 on host 0, b1 on host 1.
@@ -185,9 +196,19 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
                     .insert(address, RemoteEndpoint { vtep: vteps[0] });
             }
         }
-        NodeOverlays {
-            networks: [("net-v".to_owned(), network)].into(),
+        let mut networks: BTreeMap<String, OverlayNetwork> = [("net-v".to_owned(), network)].into();
+        if i == 0 {
+            let mut network = OverlayNetwork {
+                vni: 4098,
+                subnet: other_subnet,
+                vtep: vteps[0],
+                local: BTreeMap::new(),
+                remote: BTreeMap::new(),
+            };
+            network.local.insert("o".into(), local(other, &other_ns));
+            networks.insert("net-o".to_owned(), network);
         }
+        NodeOverlays { networks }
     };
     let mut overlays = nodes.map(Overlay::new);
     let mut vips = nodes.map(Vips::new);
@@ -212,14 +233,24 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
         vips: &mut vips,
     };
     let desired = |backends: &[Ipv4Addr]| NodeVips {
-        networks: [(
-            "net-v".to_owned(),
-            NetworkVips {
-                subnet,
-                vips: [(vip, backends.to_vec())].into(),
-                endpoints: [client, b0, b1].into(),
-            },
-        )]
+        networks: [
+            (
+                "net-v".to_owned(),
+                NetworkVips {
+                    subnet,
+                    vips: [(vip, backends.to_vec())].into(),
+                    endpoints: [client, b0, b1].into(),
+                },
+            ),
+            (
+                "net-o".to_owned(),
+                NetworkVips {
+                    subnet: other_subnet,
+                    vips: [(other_vip, vec![other])].into(),
+                    endpoints: [other].into(),
+                },
+            ),
+        ]
         .into(),
     };
     let reconcile = |guard: &mut Teardown, backends: &[Ipv4Addr]| {
@@ -256,6 +287,40 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
         ["b0", "b1"],
         "{seen:?}"
     );
+
+    // Networks stay apart: the other network's task, with a forged route to this one's
+    // subnet and neighbours pointing at its own bridge (the way its VIP is reached),
+    // reaches neither this network's VIP nor its tasks through the node: the VIP's DNAT
+    // takes only its own bridge's traffic, and its bridge's routing table holds only its
+    // own subnet.
+    let other_link = task_interface_name("net-o");
+    let other_bridge_mac = vip_bridge_mac(nodes[0], "net-o");
+    let forge = |args: &[&str]| {
+        let status = Command::new("nsenter")
+            .arg(format!("--net={}", other_ns.display()))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    forge(&["ip", "route", "add", "10.215.1.0/24", "dev", &other_link]);
+    for target in [vip, b0, b1] {
+        let target = target.to_string();
+        forge(&[
+            "ip",
+            "neigh",
+            "replace",
+            &target,
+            "lladdr",
+            &other_bridge_mac,
+            "dev",
+            &other_link,
+        ]);
+    }
+    for target in [vip, b0, b1] {
+        let reached = connect_within(&other_ns, target, Duration::from_millis(500));
+        assert!(reached.is_err(), "the other network reached {target}");
+    }
 
     // An open connection to b1; then b1 stops serving.
     let mut open = (0..50)
