@@ -46,8 +46,8 @@ pub use overlay::{
 };
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
 pub use vip::{
-    NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, render as render_vips,
-    routing_table as vip_routing_table, table_name as vip_table_name,
+    NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, follow as follow_vips,
+    render as render_vips, routing_table as vip_routing_table, table_name as vip_table_name,
 };
 
 use std::collections::HashSet;

@@ -53,7 +53,7 @@ use swarm_api::spec::EndpointMode;
 use super::bridge::hex_digest;
 use super::overlay::{overlay_bridge_name, vxlan_name};
 
-pub use kernel::Vips;
+pub use kernel::{Vips, follow};
 
 /// What a node balances: per overlay network (by network id) with at least one VIP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

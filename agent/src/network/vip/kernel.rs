@@ -12,6 +12,7 @@ use super::{
 use crate::network::NetworkError;
 use crate::network::command::run;
 use crate::network::overlay::overlay_bridge_name;
+use swarm_api::endpoints::NetworkView;
 
 /// A node's VIPs: what it has set, and the reconcile towards a desired state. Calls block
 /// on short subprocesses (a few ms each): from async code, call them in `spawn_blocking`.
@@ -35,11 +36,12 @@ impl Vips {
         &self.current
     }
 
-    /// Brings the node's VIPs to `desired`. A network whose bridge does not exist (yet:
-    /// the overlay makes it with the node's first task on it) gets its rules in the
-    /// ruleset but no links, routes or policy rules: a reconcile after the overlay's sets
-    /// them. On an error the current state is kept and the next reconcile runs again.
-    pub fn reconcile(&mut self, desired: NodeVips) -> Result<(), NetworkError> {
+    /// Brings the node's VIPs to `desired`; whether every network of it was set. A network
+    /// whose bridge does not exist (yet: the overlay makes it with the node's first task on
+    /// it) gets its rules in the ruleset but no links, routes or policy rules, and the
+    /// answer is `false`: a reconcile after the overlay's sets them. On an error the
+    /// current state is kept and the next reconcile runs again.
+    pub fn reconcile(&mut self, desired: NodeVips) -> Result<bool, NetworkError> {
         let node = self.node_id.as_str();
         let links = link_names()?;
         let present: Vec<(&String, &super::NetworkVips)> = desired
@@ -103,13 +105,15 @@ impl Vips {
             run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
         }
         run("nft", &["-f", "-"], Some(&render(node, &desired)))?;
+        let complete = present.len() == desired.networks.len();
         tracing::debug!(
             node,
             networks = desired.networks.len(),
+            complete,
             "virtual IPs reconciled"
         );
         self.current = desired;
-        Ok(())
+        Ok(complete)
     }
 
     /// Removes the node's table and policy rules (and their routes), whatever state it
@@ -132,6 +136,47 @@ impl Vips {
         }
         self.current = NodeVips::default();
         Ok(())
+    }
+}
+
+/// How long the follower waits before it tries again after a failed or incomplete
+/// reconcile (an overlay bridge not made yet): within the 1 s for a change.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the node's VIPs on its endpoint table: a reconcile from the latest view at every
+/// change, again after `RETRY` while one failed or a network's bridge was not made yet.
+/// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
+/// the tasks outlive a daemon restart, and so do their VIPs, until the next daemon's first
+/// reconcile replaces them.
+pub async fn follow(node_id: String, mut views: tokio::sync::watch::Receiver<NetworkView>) {
+    let mut vips = Vips::new(node_id);
+    loop {
+        let desired = NodeVips::from_view(&views.borrow_and_update());
+        let (back, outcome) = tokio::task::spawn_blocking(move || {
+            let outcome = vips.reconcile(desired);
+            (vips, outcome)
+        })
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+        vips = back;
+        let settled = match outcome {
+            Ok(complete) => complete,
+            Err(error) => {
+                tracing::warn!(node = vips.node_id, %error, "cannot set the virtual IPs");
+                false
+            }
+        };
+        let changed = if settled {
+            views.changed().await
+        } else {
+            match tokio::time::timeout(RETRY, views.changed()).await {
+                Ok(changed) => changed,
+                Err(_elapsed) => Ok(()),
+            }
+        };
+        if changed.is_err() {
+            return;
+        }
     }
 }
 
