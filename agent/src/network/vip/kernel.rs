@@ -20,6 +20,9 @@ use swarm_api::endpoints::NetworkView;
 pub struct Vips {
     node_id: String,
     current: NodeVips,
+    /// The kernel holds nothing of this node's VIPs (an empty reconcile went through):
+    /// further empty ones cost nothing, so a node on no overlay network never runs `nft`.
+    clean: bool,
 }
 
 impl Vips {
@@ -28,6 +31,7 @@ impl Vips {
         Vips {
             node_id: node_id.into(),
             current: NodeVips::default(),
+            clean: false,
         }
     }
 
@@ -42,6 +46,9 @@ impl Vips {
     /// answer is `false`: a reconcile after the overlay's sets them. On an error the
     /// current state is kept and the next reconcile runs again.
     pub fn reconcile(&mut self, desired: NodeVips) -> Result<bool, NetworkError> {
+        if desired.networks.is_empty() && self.clean {
+            return Ok(true);
+        }
         let node = self.node_id.as_str();
         let links = link_names()?;
         let present: Vec<(&String, &super::NetworkVips)> = desired
@@ -104,7 +111,12 @@ impl Vips {
         if !lines.is_empty() {
             run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
         }
-        run("nft", &["-f", "-"], Some(&render(node, &desired)))?;
+        match run("nft", &["-f", "-"], Some(&render(node, &desired))) {
+            Ok(_) => {}
+            // Without nft there is no table to empty.
+            Err(NetworkError::Spawn { .. }) if desired.networks.is_empty() => {}
+            Err(error) => return Err(error),
+        }
         let complete = present.len() == desired.networks.len();
         tracing::debug!(
             node,
@@ -112,6 +124,7 @@ impl Vips {
             complete,
             "virtual IPs reconciled"
         );
+        self.clean = desired.networks.is_empty();
         self.current = desired;
         Ok(complete)
     }
@@ -135,6 +148,7 @@ impl Vips {
             run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
         }
         self.current = NodeVips::default();
+        self.clean = true;
         Ok(())
     }
 }
