@@ -26,6 +26,7 @@ use swarm_agent::exec::Runtime;
 use swarm_agent::image::FakeImages;
 use swarm_agent::network::{FakeNetworking, Ipv4Net};
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
+use swarm_api::endpoints::NetworkView;
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::rollout::UpdateState;
 use swarm_api::spec::ServiceSpec;
@@ -38,7 +39,7 @@ use swarm_api::task::{DesiredState, Task, TaskState};
 use swarm_controller::orchestrator;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{Config, ProposalId, Replica, StateMachine};
-use swarm_controller::store::Store;
+use swarm_controller::store::{Endpoints, Store};
 use swarm_node::{Heard, judge_nodes};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -109,7 +110,7 @@ struct Running {
     /// Reports not yet taken by the store.
     pending: Vec<TaskStatusUpdate>,
     /// What the dispatcher last sent it.
-    assigned: Option<(Vec<Task>, Option<Ipv4Net>)>,
+    assigned: Option<(Vec<Task>, Option<Ipv4Net>, NetworkView)>,
 }
 
 struct Sim {
@@ -506,9 +507,12 @@ impl Sim {
 
     /// Each running node gets its assignments from the manager it is connected to (one of
     /// the live ones, by its number), as the dispatcher computes them: its tasks that
-    /// should run, and those to stop that have not stopped, with its subnet.
+    /// should run, and those to stop that have not stopped, with its subnet and its
+    /// network view.
     async fn dispatch(&mut self) {
         let managers = self.live_managers();
+        // Each manager's endpoint table, built once per round.
+        let mut tables: HashMap<u64, Endpoints> = HashMap::new();
         for index in 0..self.agents.len() {
             let manager = managers[index % managers.len()];
             let data = self.replicas[&manager]
@@ -525,13 +529,20 @@ impl Sim {
                 .cloned()
                 .collect();
             let subnet = data.data().nodes.get(&agent.node_id).and_then(|n| n.subnet);
-            let assigned = Some((tasks, subnet));
+            let view = tables
+                .entry(manager)
+                .or_insert_with(|| Endpoints::of(data))
+                .of_node(&agent.node_id);
+            let assigned = Some((tasks, subnet, view));
             if running.assigned == assigned {
                 continue;
             }
-            let (tasks, subnet) = assigned.clone().expect("just made");
+            let (tasks, subnet, view) = assigned.clone().expect("just made");
             let running = self.agents[index].running.as_mut().expect("checked");
-            running.worker.assign(tasks, subnet, BTreeMap::new()).await;
+            running
+                .worker
+                .assign(tasks, subnet, BTreeMap::new(), view)
+                .await;
             running.assigned = assigned;
         }
     }

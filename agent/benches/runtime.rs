@@ -55,6 +55,8 @@ impl Bench {
             hostname: id.to_string(),
             netns: None,
             files: vec![],
+            mounts: vec![],
+            options: Default::default(),
             resources: Resources {
                 memory_bytes: Some(64 << 20),
                 nano_cpus: Some(500_000_000),

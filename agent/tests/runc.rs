@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use swarm_agent::exec::cgroup::mounts_under;
 use swarm_agent::exec::logs;
 use swarm_agent::exec::{
-    ContainerConfig, ExecRequest, Exit, FileMount, LogConfig, Resources, RuncConfig, RuncRuntime,
-    Runtime, RuntimeError, Status, User,
+    ContainerConfig, DataMount, ExecRequest, Exit, FileMount, LogConfig, Resources, RuncConfig,
+    RuncRuntime, Runtime, RuntimeError, Status, User,
 };
 
 /// The longest any test waits for a container.
@@ -65,6 +65,8 @@ impl Node {
             hostname: id.to_string(),
             netns: None,
             files: vec![],
+            mounts: vec![],
+            options: Default::default(),
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: logs.join(format!("{id}.out")),
@@ -222,6 +224,133 @@ async fn runs_to_completion_with_exit_codes_and_logs() {
         Err(RuntimeError::NotFound { .. })
     ));
     node.runtime.delete("zero").await.unwrap();
+    node.assert_clean().await;
+}
+
+/// A named volume keeps what one container wrote for the next (filled first from the
+/// image), a bind mount shows the host's directory (read-only when asked), and a tmpfs
+/// mount is a tmpfs with its size and mode.
+#[tokio::test]
+async fn volumes_binds_and_tmpfs_reach_the_container() {
+    let Some(node) = Node::new("mounts") else {
+        return;
+    };
+    fs::create_dir_all(node.rootfs.join("var/lib/app")).unwrap();
+    fs::write(node.rootfs.join("var/lib/app/seed"), "seeded\n").unwrap();
+    let host_dir = node.dir.path().join("host");
+    fs::create_dir_all(&host_dir).unwrap();
+    fs::write(host_dir.join("greeting"), "from the host\n").unwrap();
+    let volumes = swarm_agent::volume::Volumes::new(node.dir.path().join("volumes"));
+    let spec_mounts =
+        |kind, source: Option<&str>, target: &str, read_only| swarm_api::spec::Mount {
+            kind,
+            source: source.map(str::to_owned),
+            target: target.to_owned(),
+            read_only,
+            volume: None,
+            no_copy: false,
+            propagation: None,
+            tmpfs: None,
+        };
+    use swarm_api::spec::MountKind;
+    let mut tmpfs = spec_mounts(MountKind::Tmpfs, None, "/scratch", false);
+    tmpfs.tmpfs = Some(swarm_api::spec::TmpfsOptions {
+        size_bytes: Some(2 << 20),
+        mode: Some(0o700),
+    });
+    let wanted = [
+        spec_mounts(
+            MountKind::Bind,
+            Some(host_dir.to_str().unwrap()),
+            "/host",
+            true,
+        ),
+        tmpfs,
+        spec_mounts(MountKind::Volume, Some("appdata"), "/var/lib/app", false),
+    ];
+    let task_dir = node.dir.path().join("task");
+    let mounts = volumes.mounts(&wanted, &task_dir, &node.rootfs).unwrap();
+    assert!(matches!(&mounts[1], DataMount::Tmpfs { .. }));
+
+    let mut writer = node.sh(
+        "writer",
+        "cat /var/lib/app/seed; echo written >> /var/lib/app/seed; cat /host/greeting; \
+         touch /host/x 2>/dev/null && echo host-writable || echo host-read-only; \
+         grep ' /scratch ' /proc/mounts; stat -c %a /scratch",
+    );
+    writer.mounts = mounts.clone();
+    node.runtime.start(&writer).await.unwrap();
+    assert_eq!(node.wait("writer").await.exit, Exit::Code(0));
+    let out = fs::read_to_string(&writer.logs.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["seeded", "from the host", "host-read-only"],
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("tmpfs /scratch tmpfs") && lines[3].contains("size=2048k"),
+        "{out}"
+    );
+    assert_eq!(lines[4], "700", "{out}");
+
+    let mut reader = node.sh("reader", "cat /var/lib/app/seed");
+    reader.mounts = volumes.mounts(&wanted, &task_dir, &node.rootfs).unwrap();
+    node.runtime.start(&reader).await.unwrap();
+    assert_eq!(node.wait("reader").await.exit, Exit::Code(0));
+    assert_eq!(
+        fs::read_to_string(&reader.logs.stdout).unwrap(),
+        "seeded\nwritten\n"
+    );
+    for id in ["writer", "reader"] {
+        node.runtime.delete(id).await.unwrap();
+    }
+    node.assert_clean().await;
+}
+
+/// Added and dropped capabilities, sysctls, ulimits, a read-only root and supplementary
+/// groups reach the container's process.
+#[tokio::test]
+async fn process_options_reach_the_container() {
+    let Some(node) = Node::new("options") else {
+        return;
+    };
+    let script = "grep CapEff /proc/self/status; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+                  ulimit -n; ulimit -Hn; touch /x 2>/dev/null && echo root-writable || echo root-read-only; \
+                  id -G";
+    let mut config = node.sh("opts", script);
+    config.user.additional_gids = vec![7, 42];
+    config.options = swarm_agent::exec::ProcessOptions {
+        capability_add: vec!["CAP_NET_ADMIN".into()],
+        capability_drop: vec!["ALL".into()],
+        sysctls: [(
+            "net.ipv4.ip_unprivileged_port_start".to_owned(),
+            "80".to_owned(),
+        )]
+        .into(),
+        ulimits: [(
+            "nofile".to_owned(),
+            swarm_api::spec::Ulimit {
+                soft: 256,
+                hard: 512,
+            },
+        )]
+        .into(),
+        read_only_rootfs: true,
+    };
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("opts").await.exit, Exit::Code(0));
+    let out = fs::read_to_string(&config.logs.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    // Only CAP_NET_ADMIN (bit 12) is left.
+    assert_eq!(
+        lines[0].split_whitespace().nth(1),
+        Some("0000000000001000"),
+        "{out}"
+    );
+    assert_eq!(lines[1..5], ["80", "256", "512", "root-read-only"], "{out}");
+    assert_eq!(lines[5], "0 7 42", "{out}");
+    node.runtime.delete("opts").await.unwrap();
     node.assert_clean().await;
 }
 

@@ -1,7 +1,7 @@
 //! Types shared by every part of swarm: the stack file format as users write it
 //! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
 //! cluster state (`state`), the endpoint table nodes carry networks by (`endpoints`), plans (`plan`), image references (`image`), the GitOps records
-//! (`gitops`) and the units they are written in.
+//! (`gitops`), a node's volumes (`volume`) and the units they are written in.
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
 
@@ -18,6 +18,7 @@ pub mod state;
 pub mod store;
 pub mod task;
 pub mod units;
+pub mod volume;
 
 /// gRPC services and messages, generated from `proto/` (see `tests/protos_current.rs`).
 pub mod grpc {

@@ -70,10 +70,10 @@ pub struct Service {
 
     #[serde(default)]
     pub build: Unsupported,
-    #[serde(default)]
-    pub cap_add: Unsupported,
-    #[serde(default)]
-    pub cap_drop: Unsupported,
+    /// Capabilities added to Docker's default set (`NET_ADMIN` or `CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Option<Vec<String>>,
+    /// Capabilities taken from it.
+    pub cap_drop: Option<Vec<String>>,
     #[serde(default)]
     pub cgroup_parent: Unsupported,
     #[serde(default)]
@@ -102,8 +102,8 @@ pub struct Service {
     pub external_links: Unsupported,
     #[serde(default)]
     pub extra_hosts: Unsupported,
-    #[serde(default)]
-    pub group_add: Unsupported,
+    /// Supplementary groups, by name or number.
+    pub group_add: Option<Vec<StringOrNumber>>,
     #[serde(default)]
     pub init: Unsupported,
     #[serde(default)]
@@ -112,8 +112,7 @@ pub struct Service {
     pub isolation: Unsupported,
     #[serde(default)]
     pub links: Unsupported,
-    #[serde(default)]
-    pub logging: Unsupported,
+    pub logging: Option<Logging>,
     #[serde(default)]
     pub mac_address: Unsupported,
     #[serde(default)]
@@ -132,8 +131,8 @@ pub struct Service {
     pub profiles: Unsupported,
     #[serde(default)]
     pub pull_policy: Unsupported,
-    #[serde(default)]
-    pub read_only: Unsupported,
+    /// Mount the root filesystem read-only.
+    pub read_only: Option<bool>,
     #[serde(default)]
     pub restart: Unsupported,
     #[serde(default)]
@@ -142,16 +141,35 @@ pub struct Service {
     pub shm_size: Unsupported,
     #[serde(default)]
     pub stdin_open: Unsupported,
-    #[serde(default)]
-    pub sysctls: Unsupported,
+    /// Namespaced kernel parameters, as a list of `KEY=VALUE` or a map.
+    pub sysctls: Option<ListOrMap>,
     #[serde(default)]
     pub tmpfs: Unsupported,
     #[serde(default)]
     pub tty: Unsupported,
-    #[serde(default)]
-    pub ulimits: Unsupported,
+    /// Process limits by name: a number (soft = hard) or `{soft, hard}`.
+    pub ulimits: Option<BTreeMap<String, UlimitValue>>,
     #[serde(default)]
     pub userns_mode: Unsupported,
+}
+
+/// A `ulimits` entry: one number for both limits, or each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UlimitValue {
+    Single(i64),
+    Pair { soft: i64, hard: i64 },
+}
+
+/// Where the service's output goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Logging {
+    /// `json-file` (default) and `local` keep the logs on the node (`service logs`).
+    pub driver: Option<String>,
+    /// For `json-file`/`local`: `max-size` (e.g. `10m`), `max-file` (e.g. `3`).
+    pub options: Option<BTreeMap<String, StringOrNumber>>,
 }
 
 /// A string, or a list of strings.
@@ -262,12 +280,41 @@ pub struct MountLong {
     pub target: String,
     pub read_only: Option<bool>,
     pub consistency: Option<String>,
+    pub bind: Option<BindOptions>,
+    pub volume: Option<VolumeMountOptions>,
+    pub tmpfs: Option<TmpfsMountOptions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct BindOptions {
+    /// `rprivate` (default), `private`, `rshared`, `shared`, `rslave`, `slave`.
+    pub propagation: Option<String>,
     #[serde(default)]
-    pub bind: Unsupported,
+    pub create_host_path: Unsupported,
     #[serde(default)]
-    pub volume: Unsupported,
+    pub selinux: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct VolumeMountOptions {
+    /// Do not copy the image's content at the target into a new volume.
+    pub nocopy: Option<bool>,
     #[serde(default)]
-    pub tmpfs: Unsupported,
+    pub subpath: Unsupported,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct TmpfsMountOptions {
+    /// Bytes, or with a unit (`64m`, `1g`).
+    pub size: Option<crate::units::ByteSize>,
+    /// The mount root's mode, octal as YAML 1.1 reads `01777`.
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -47,6 +47,10 @@ pub struct DaemonArgs {
     /// loopback ones always are; repeat for several (Docker's `insecure-registries`)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// The UDP port this node takes overlay (VXLAN) traffic on; give each node sharing a
+    /// network namespace its own
+    #[arg(long, default_value_t = swarm_api::endpoints::VXLAN_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    data_path_port: u16,
     /// Log level: error, warn, info, debug or trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -73,6 +77,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         hostname,
         webhook_addr: args.webhook_addr,
         insecure_registries: args.insecure_registries,
+        data_path_port: args.data_path_port,
     };
     runtime.block_on(async {
         tracing::info!(socket = %config.socket.display(), "control API listening");

@@ -21,6 +21,7 @@ mod service;
 mod stack;
 mod tasks;
 mod update_flags;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,9 @@ enum Command {
     /// Manage the cluster's networks: create, list, inspect, remove
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage this node's volumes: list, inspect, remove, prune
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Deploy stack files to the cluster, list and remove stacks
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => client(apply::run(&host, args)),
         Command::Service(command) => client(service::run(&host, command)),
         Command::Network(command) => client(network::run(&host, command)),
+        Command::Volume(command) => client(volume::run(&host, command)),
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
         Command::Deploy(command) => client(deploy::run(&host, command)),

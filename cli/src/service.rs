@@ -190,6 +190,35 @@ pub struct CreateArgs {
     /// Attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)
     #[arg(long)]
     network: Vec<String>,
+    /// Attach a mount: type=volume|bind|tmpfs,source=…,target=…[,readonly][,volume-nocopy]
+    /// [,volume-driver=…][,volume-opt=K=V][,bind-propagation=…][,tmpfs-size=…][,tmpfs-mode=…]
+    /// (repeatable)
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Add a Linux capability to the default set: NET_ADMIN, SYS_PTRACE…, or ALL (repeatable)
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability from the default set, or ALL (repeatable)
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// A namespaced kernel parameter, KEY=VALUE (net.*, kernel.shm*, …) (repeatable)
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// A process limit, NAME=SOFT[:HARD] (e.g. nofile=1024:4096) (repeatable)
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// A supplementary group, by name or number (repeatable)
+    #[arg(long)]
+    group: Vec<String>,
+    /// The log driver: json-file (default) or local
+    #[arg(long)]
+    log_driver: Option<String>,
+    /// A log driver option: max-size=SIZE, max-file=N (repeatable)
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// At most this many tasks of the service on one node
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -482,6 +511,15 @@ impl CreateArgs {
             constraint: self.constraint.clone(),
             placement_pref: self.placement_pref.clone(),
             network: self.network.clone(),
+            mount: self.mount.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            sysctl: self.sysctl.clone(),
+            ulimit: self.ulimit.clone(),
+            read_only: self.read_only,
+            group: self.group.clone(),
+            log_driver: self.log_driver.clone(),
+            log_opt: self.log_opt.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
             reserve_memory: self.reserve_memory.clone(),
@@ -609,6 +647,23 @@ mod tests {
             "back",
             "--network",
             "name=front,alias=www",
+            "--mount",
+            "type=volume,source=db,target=/data",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "MKNOD",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--read-only",
+            "--group",
+            "audio",
+            "--log-driver",
+            "local",
+            "--log-opt",
+            "max-size=5m",
             "--replicas-max-per-node",
             "3",
             "--reserve-cpu",
@@ -680,6 +735,15 @@ mod tests {
             constraint: strings(&["node.role==worker"]),
             placement_pref: strings(&["spread=node.labels.zone"]),
             network: strings(&["back", "name=front,alias=www"]),
+            mount: strings(&["type=volume,source=db,target=/data"]),
+            cap_add: strings(&["NET_ADMIN"]),
+            cap_drop: strings(&["MKNOD"]),
+            sysctl: strings(&["net.core.somaxconn=1024"]),
+            ulimit: strings(&["nofile=1024:2048"]),
+            read_only: true,
+            group: strings(&["audio"]),
+            log_driver: Some("local".into()),
+            log_opt: strings(&["max-size=5m"]),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
             reserve_memory: Some("1M".into()),
@@ -737,6 +801,31 @@ mod tests {
             "name=back,alias=b",
             "--network-rm",
             "front",
+            "--mount-add",
+            "type=tmpfs,target=/cache",
+            "--mount-rm",
+            "/old",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "MKNOD",
+            "--sysctl-add",
+            "net.core.somaxconn=1024",
+            "--sysctl-rm",
+            "net.ipv4.ip_forward",
+            "--ulimit-add",
+            "nofile=1024",
+            "--ulimit-rm",
+            "nproc",
+            "--read-only=false",
+            "--group-add",
+            "audio",
+            "--group-rm",
+            "video",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-file=2",
             "--limit-cpu",
             "0.2",
             "--limit-memory",
@@ -877,6 +966,19 @@ mod tests {
             placement_pref_rm: strings(&["spread=node.labels.b"]),
             network_add: strings(&["name=back,alias=b"]),
             network_rm: strings(&["front"]),
+            mount_add: strings(&["type=tmpfs,target=/cache"]),
+            mount_rm: strings(&["/old"]),
+            cap_add: strings(&["NET_ADMIN"]),
+            cap_drop: strings(&["MKNOD"]),
+            sysctl_add: strings(&["net.core.somaxconn=1024"]),
+            sysctl_rm: strings(&["net.ipv4.ip_forward"]),
+            ulimit_add: strings(&["nofile=1024"]),
+            ulimit_rm: strings(&["nproc"]),
+            read_only: Some(false),
+            group_add: strings(&["audio"]),
+            group_rm: strings(&["video"]),
+            log_driver: Some("json-file".into()),
+            log_opt: strings(&["max-file=2"]),
             replicas_max_per_node: Some(3),
             force: true,
         };

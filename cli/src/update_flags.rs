@@ -85,6 +85,45 @@ pub struct UpdateFlags {
     /// Detach from a network by name (repeatable)
     #[arg(long)]
     network_rm: Vec<String>,
+    /// Add or replace a mount (Docker's --mount syntax; see `service create --help`)
+    #[arg(long)]
+    mount_add: Vec<String>,
+    /// Remove the mount at this target path
+    #[arg(long)]
+    mount_rm: Vec<String>,
+    /// Add a Linux capability (and stop dropping it) (repeatable)
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (and stop adding it) (repeatable)
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Set a kernel parameter, KEY=VALUE (repeatable)
+    #[arg(long)]
+    sysctl_add: Vec<String>,
+    /// Unset a kernel parameter by key (repeatable)
+    #[arg(long)]
+    sysctl_rm: Vec<String>,
+    /// Set a process limit, NAME=SOFT[:HARD] (repeatable)
+    #[arg(long)]
+    ulimit_add: Vec<String>,
+    /// Remove a process limit by name (repeatable)
+    #[arg(long)]
+    ulimit_rm: Vec<String>,
+    /// Mount the root filesystem read-only (true or false)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    read_only: Option<bool>,
+    /// Add a supplementary group (repeatable)
+    #[arg(long)]
+    group_add: Vec<String>,
+    /// Remove a supplementary group (repeatable)
+    #[arg(long)]
+    group_rm: Vec<String>,
+    /// Replace the log driver (json-file or local)
+    #[arg(long)]
+    log_driver: Option<String>,
+    /// A log driver option, max-size=SIZE or max-file=N (repeatable)
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// At most this many tasks of the service on one node (0: no limit)
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -119,6 +158,19 @@ impl UpdateFlags {
             placement_pref_rm: self.placement_pref_rm.clone(),
             network_add: self.network_add.clone(),
             network_rm: self.network_rm.clone(),
+            mount_add: self.mount_add.clone(),
+            mount_rm: self.mount_rm.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            sysctl_add: self.sysctl_add.clone(),
+            sysctl_rm: self.sysctl_rm.clone(),
+            ulimit_add: self.ulimit_add.clone(),
+            ulimit_rm: self.ulimit_rm.clone(),
+            read_only: self.read_only,
+            group_add: self.group_add.clone(),
+            group_rm: self.group_rm.clone(),
+            log_driver: self.log_driver.clone(),
+            log_opt: self.log_opt.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             ..settings
         }

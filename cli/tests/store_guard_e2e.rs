@@ -103,6 +103,9 @@ fn malformed_specs_sent_to_the_control_api_are_refused_by_the_store() {
             target: "/data".into(),
             read_only: false,
             volume: None,
+            no_copy: false,
+            propagation: None,
+            tmpfs: None,
         });
         spec.task.resources.limits.memory = Some(swarm_api::units::ByteSize(1000));
         spec.task.networks.push(swarm_api::spec::NetworkAttachment {

@@ -11,6 +11,7 @@ use swarm_agent::image::PullOptions;
 use swarm_agent::network::Ipv4Net;
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
 use swarm_api::auth::RegistryAuth;
+use swarm_api::endpoints::NetworkView;
 use swarm_api::grpc::dispatcher::dispatcher_client::DispatcherClient;
 use swarm_api::grpc::dispatcher::{AssignmentsRequest, ReportTaskStatusRequest};
 use swarm_api::store::{NodeState, TaskStatusUpdate};
@@ -193,6 +194,7 @@ trait Assignee {
         tasks: Vec<Task>,
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
+        network_view: NetworkView,
     );
 }
 
@@ -202,8 +204,9 @@ impl Assignee for Worker {
         tasks: Vec<Task>,
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
+        network_view: NetworkView,
     ) {
-        Worker::assign(self, tasks, subnet, registry_auth).await;
+        Worker::assign(self, tasks, subnet, registry_auth, network_view).await;
     }
 }
 
@@ -219,6 +222,7 @@ impl Assignee for Refusing {
         tasks: Vec<Task>,
         _: Option<Ipv4Net>,
         _: BTreeMap<String, RegistryAuth>,
+        _: NetworkView,
     ) {
         // Not known yet while the first start is under way: wait for it (a worker that
         // starts ends the refusals).
@@ -298,7 +302,19 @@ async fn follow_assignments(
                     tracing::error!("undecodable registry credentials in the assignments");
                     return;
                 };
-                worker.assign(tasks, subnet, auth).await;
+                // Empty from a manager that predates the endpoint table.
+                let network_view = match set.network_view_json.as_str() {
+                    "" => Ok(NetworkView::default()),
+                    json => serde_json::from_str(json),
+                };
+                let network_view = match network_view {
+                    Ok(view) => view,
+                    Err(error) => {
+                        tracing::error!(%error, "undecodable network view in the assignments");
+                        return;
+                    }
+                };
+                worker.assign(tasks, subnet, auth, network_view).await;
             }
             Ok(None) => return,
             Err(status) => {

@@ -28,7 +28,7 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, store_status, wait_for_leader,
 };
-use super::{logs, networks, repos, services};
+use super::{logs, networks, repos, services, volumes};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
@@ -191,7 +191,7 @@ impl Daemon {
                 labels: Default::default(),
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
-                description: describe_machine(),
+                description: describe_machine(self.config.data_path_port),
                 subnet: None,
                 worker_error: None,
             }),
@@ -981,5 +981,48 @@ impl Control for ControlApi {
         let (raft, _) = self.daemon.manager().await?;
         networks::remove(&StoreClient::new(raft), &request.into_inner().network).await?;
         Ok(Response::new(pb::RemoveNetworkResponse {}))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.allow(&request)?;
+        let list = volumes::list(&self.daemon.config.data_dir).await?;
+        let json = serde_json::to_string(&list).map_err(internal)?;
+        Ok(Response::new(pb::ListVolumesResponse { json }))
+    }
+
+    async fn inspect_volume(
+        &self,
+        request: Request<pb::InspectVolumeRequest>,
+    ) -> Result<Response<pb::InspectVolumeResponse>, Status> {
+        self.allow(&request)?;
+        let name = request.into_inner().name;
+        let info = volumes::inspect(&self.daemon.config.data_dir, name).await?;
+        let json = serde_json::to_string(&info).map_err(internal)?;
+        Ok(Response::new(pb::InspectVolumeResponse { json }))
+    }
+
+    async fn remove_volume(
+        &self,
+        request: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
+        self.allow(&request)?;
+        let name = request.into_inner().name;
+        volumes::remove(&self.daemon.config.data_dir, name).await?;
+        Ok(Response::new(pb::RemoveVolumeResponse {}))
+    }
+
+    async fn prune_volumes(
+        &self,
+        request: Request<pb::PruneVolumesRequest>,
+    ) -> Result<Response<pb::PruneVolumesResponse>, Status> {
+        self.allow(&request)?;
+        let (removed, reclaimed_bytes) = volumes::prune(&self.daemon.config.data_dir).await?;
+        Ok(Response::new(pb::PruneVolumesResponse {
+            removed,
+            reclaimed_bytes,
+        }))
     }
 }

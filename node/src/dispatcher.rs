@@ -1,7 +1,8 @@
 //! The dispatcher, on every manager: heartbeats from every node, which the leader counts to
 //! mark nodes Down when they go quiet and Ready when they come back; and certificate
 //! renewal, which is also how a promoted or demoted node changes role; each node's
-//! assignments (with the registry credentials of its tasks' services, and no others) and
+//! assignments (with the registry credentials of its tasks' services, and no others, and
+//! the endpoints of the overlay networks its tasks are on) and
 //! its task status reports; and the nodes' log streams, handed to the manager's log broker
 //! (see `logs`).
 
@@ -157,6 +158,8 @@ impl Dispatcher for DispatcherApi {
                         subnet: now.subnet.clone(),
                         registry_auth_json: serde_json::to_string(&now.registry_auth)
                             .expect("credentials serialise"),
+                        network_view_json: serde_json::to_string(&now.network_view)
+                            .expect("the network view serialises"),
                     };
                     if sender.send(Ok(set)).await.is_err() {
                         return; // the agent went away
@@ -339,7 +342,8 @@ impl Dispatcher for DispatcherApi {
 
 /// Each connected node's assignments, as `follow_assignments` keeps them: one task follows
 /// the store's watch for every node, and a node's session wakes only when its own
-/// assignments changed.
+/// assignments changed, its network view included (a task on another node of a network it
+/// carries changing state wakes it).
 #[derive(Default)]
 pub struct AssignmentHub(std::sync::Mutex<Followed>);
 

@@ -107,7 +107,14 @@ impl Join for JoinApi {
                 arch: request.arch,
                 nano_cpus: request.nano_cpus,
                 memory_bytes: request.memory_bytes,
-                data_path_port: swarm_api::endpoints::VXLAN_PORT,
+                data_path_port: match request.data_path_port {
+                    0 => swarm_api::endpoints::VXLAN_PORT,
+                    port => u16::try_from(port).map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "invalid data path port {port}: expected 1 to 65535"
+                        ))
+                    })?,
+                },
             },
             subnet: None,
             worker_error: None,
@@ -163,7 +170,7 @@ impl Daemon {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let key = NodeKey::generate().map_err(internal)?;
         let advertise_addr = self.advertise_addr(&request.advertise_addr);
-        let description = describe_machine();
+        let description = describe_machine(self.config.data_path_port);
         let join_request = JoinRequest {
             token: request.token,
             csr_pem: key.csr_pem().map_err(internal)?,
@@ -173,6 +180,7 @@ impl Daemon {
             arch: description.arch,
             nano_cpus: description.nano_cpus,
             memory_bytes: description.memory_bytes,
+            data_path_port: description.data_path_port.into(),
         };
         // Bounded: the membership lock is held meanwhile, and every control call waits on it.
         let exchange = async {

@@ -20,6 +20,7 @@ pub mod repos;
 mod service_watch;
 mod services;
 mod session;
+mod volumes;
 mod webhook;
 
 /// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
@@ -72,6 +73,9 @@ pub struct DaemonConfig {
     pub webhook_addr: Option<SocketAddr>,
     /// Registries (`host[:port]`) pulled from over plain http besides the loopback ones.
     pub insecure_registries: Vec<String>,
+    /// The UDP port this node takes overlay (VXLAN) traffic on: Docker's 4789, unless
+    /// several nodes share a network namespace (each then needs its own).
+    pub data_path_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -617,8 +621,9 @@ fn random_id() -> String {
         .collect()
 }
 
-/// This machine's platform and resources, as a node reports them.
-fn describe_machine() -> NodeDescription {
+/// This machine's platform and resources, and the node's data path port, as a node
+/// reports them.
+fn describe_machine(data_path_port: u16) -> NodeDescription {
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|info| {
@@ -633,6 +638,6 @@ fn describe_machine() -> NodeDescription {
         arch: std::env::consts::ARCH.to_owned(),
         nano_cpus: cpus * 1_000_000_000,
         memory_bytes,
-        data_path_port: swarm_api::endpoints::VXLAN_PORT,
+        data_path_port,
     }
 }

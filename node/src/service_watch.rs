@@ -146,6 +146,7 @@ impl Followed {
                     name,
                     service,
                     update_status,
+                    ..
                 } if *name == self.name => {
                     // A service made again under the name is another one.
                     self.service = service

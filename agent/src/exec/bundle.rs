@@ -12,7 +12,7 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use super::runtime::{ContainerConfig, LogConfig, RuntimeError};
+use super::runtime::{ContainerConfig, DataMount, LogConfig, ProcessOptions, RuntimeError};
 
 /// Docker's PATH for a container whose image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -105,7 +105,36 @@ pub fn spec(
     if !env.iter().any(|pair| pair.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
     }
-    let capabilities: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let capabilities = capabilities(&config.options).map_err(|detail| RuntimeError::Config {
+        id: config.id.clone(),
+        detail,
+    })?;
+    let mut rlimits = vec![
+        PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(NOFILE_SOFT.min(nofile_hard))
+            .hard(nofile_hard.min(NOFILE_HARD))
+            .build()
+            .map_err(invalid)?,
+    ];
+    for (name, limit) in &config.options.ulimits {
+        let typ: PosixRlimitType = format!("RLIMIT_{}", name.to_ascii_uppercase())
+            .parse()
+            .map_err(|_| RuntimeError::Config {
+                id: config.id.clone(),
+                detail: format!("unknown ulimit {name:?}"),
+            })?;
+        // -1 is "unlimited", as Docker reads it.
+        let value = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
+        let rlimit = PosixRlimitBuilder::default()
+            .typ(typ)
+            .soft(value(limit.soft))
+            .hard(value(limit.hard))
+            .build()
+            .map_err(invalid)?;
+        rlimits.retain(|r| r.typ() != typ);
+        rlimits.push(rlimit);
+    }
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(
@@ -130,14 +159,7 @@ pub fn spec(
                 .build()
                 .map_err(invalid)?,
         )
-        .rlimits(vec![
-            PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .soft(NOFILE_SOFT.min(nofile_hard))
-                .hard(nofile_hard.min(NOFILE_HARD))
-                .build()
-                .map_err(invalid)?,
-        ])
+        .rlimits(rlimits)
         .no_new_privileges(true)
         .build()
         .map_err(invalid)?;
@@ -210,6 +232,14 @@ pub fn spec(
         .resources(resources.build().map_err(invalid)?)
         .masked_paths(MASKED_PATHS.map(String::from).to_vec())
         .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
+        .sysctl(
+            config
+                .options
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
         .build()
         .map_err(invalid)?;
 
@@ -218,7 +248,7 @@ pub fn spec(
         .root(
             RootBuilder::default()
                 .path(config.rootfs.clone())
-                .readonly(false)
+                .readonly(config.options.read_only_rootfs)
                 .build()
                 .map_err(invalid)?,
         )
@@ -229,6 +259,42 @@ pub fn spec(
         .annotations(log_annotations(&config.logs))
         .build()
         .map_err(invalid)
+}
+
+/// Docker's default capabilities with the service's added and dropped, as Docker's
+/// `TweakCapabilities` combines them: `ALL` added gives every capability but the dropped
+/// ones; `ALL` dropped leaves only the added ones; otherwise the defaults less the dropped,
+/// plus the added.
+fn capabilities(options: &ProcessOptions) -> Result<HashSet<Capability>, String> {
+    let parse = |name: &str| {
+        serde_json::from_value::<Capability>(serde_json::Value::String(name.to_owned()))
+            .map_err(|_| format!("unknown capability {name:?}"))
+    };
+    let named = |names: &[String]| {
+        names
+            .iter()
+            .filter(|name| *name != "ALL")
+            .map(|name| parse(name))
+            .collect::<Result<HashSet<_>, _>>()
+    };
+    let has_all = |names: &[String]| names.iter().any(|name| name == "ALL");
+    let added = named(&options.capability_add)?;
+    let dropped = named(&options.capability_drop)?;
+    Ok(if has_all(&options.capability_add) {
+        let all = swarm_api::spec::CAPABILITIES
+            .iter()
+            .map(|name| parse(&format!("CAP_{name}")))
+            .collect::<Result<HashSet<_>, _>>()?;
+        all.difference(&dropped).copied().collect()
+    } else if has_all(&options.capability_drop) {
+        added
+    } else {
+        CAPABILITIES
+            .into_iter()
+            .filter(|c| !dropped.contains(c))
+            .chain(added)
+            .collect()
+    })
 }
 
 /// `--cpus` as a CFS quota over Docker's 100 ms period; at least 1 ms, the kernel's minimum.
@@ -304,6 +370,43 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
             &options,
         )?);
     }
+    for data in &config.mounts {
+        mounts.push(match data {
+            DataMount::Bind {
+                source,
+                destination,
+                read_only,
+                propagation,
+            } => {
+                let mut options = vec!["rbind", propagation.as_str()];
+                if *read_only {
+                    options.push("ro");
+                }
+                mount(destination, "bind", &source.to_string_lossy(), &options)?
+            }
+            DataMount::Tmpfs {
+                destination,
+                read_only,
+                size_bytes,
+                mode,
+            } => {
+                let mut options = vec![
+                    "nosuid".to_owned(),
+                    "nodev".to_owned(),
+                    "noexec".to_owned(),
+                    format!("mode={mode:o}"),
+                ];
+                if let Some(size) = size_bytes {
+                    options.push(format!("size={size}"));
+                }
+                if *read_only {
+                    options.push("ro".to_owned());
+                }
+                let options: Vec<&str> = options.iter().map(String::as_str).collect();
+                mount(destination, "tmpfs", "tmpfs", &options)?
+            }
+        });
+    }
     Ok(mounts)
 }
 
@@ -355,6 +458,8 @@ mod tests {
             hostname: "web-1".into(),
             netns: None,
             files: vec![],
+            mounts: vec![],
+            options: Default::default(),
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: "/data/logs/web.out".into(),
@@ -479,6 +584,26 @@ mod tests {
                 read_only: true,
             },
         ];
+        config.mounts = vec![
+            DataMount::Bind {
+                source: "/data/volumes/db/_data".into(),
+                destination: "/var/lib/db".into(),
+                read_only: false,
+                propagation: swarm_api::spec::Propagation::Rprivate,
+            },
+            DataMount::Bind {
+                source: "/srv/shared".into(),
+                destination: "/shared".into(),
+                read_only: true,
+                propagation: swarm_api::spec::Propagation::Rslave,
+            },
+            DataMount::Tmpfs {
+                destination: "/cache".into(),
+                read_only: false,
+                size_bytes: Some(64 << 20),
+                mode: 0o1770,
+            },
+        ];
         let json = json_of(&config);
         let mounts: Vec<(String, String, String, Vec<String>)> = json["mounts"]
             .as_array()
@@ -554,6 +679,19 @@ mod tests {
                 "bind",
                 "/data/tasks/t1/resolv.conf",
                 &["rbind", "rprivate", "ro"],
+            ),
+            (
+                "/var/lib/db",
+                "bind",
+                "/data/volumes/db/_data",
+                &["rbind", "rprivate"],
+            ),
+            ("/shared", "bind", "/srv/shared", &["rbind", "rslave", "ro"]),
+            (
+                "/cache",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "noexec", "mode=1770", "size=67108864"],
             ),
         ];
         assert_eq!(mounts.len(), expected.len());

@@ -279,6 +279,8 @@ mod tests {
             hostname: id.into(),
             netns: None,
             files: vec![],
+            mounts: vec![],
+            options: Default::default(),
             resources: Resources::default(),
             logs: LogConfig {
                 stdout: "/nowhere/out".into(),

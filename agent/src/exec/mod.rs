@@ -19,6 +19,6 @@ pub mod runtime;
 pub use fake::{FakeRuntime, Script};
 pub use runc::{RuncConfig, RuncRuntime};
 pub use runtime::{
-    ContainerConfig, ContainerInfo, ExecOutput, ExecRequest, Exit, ExitStatus, FileMount,
-    LogConfig, Resources, Runtime, RuntimeError, Status, User,
+    ContainerConfig, ContainerInfo, DataMount, ExecOutput, ExecRequest, Exit, ExitStatus,
+    FileMount, LogConfig, ProcessOptions, Resources, Runtime, RuntimeError, Status, User,
 };

@@ -933,6 +933,8 @@ mod tests {
             hostname: "c1".into(),
             netns: None,
             files: vec![],
+            mounts: vec![],
+            options: Default::default(),
             resources: Default::default(),
             logs: LogConfig {
                 stdout: dir.path().join("logs/c1.out"),

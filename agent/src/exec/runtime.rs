@@ -28,6 +28,10 @@ pub struct ContainerConfig {
     /// Host files bound into the container, such as /etc/hosts, /etc/resolv.conf,
     /// /etc/hostname.
     pub files: Vec<FileMount>,
+    /// The service's volume, bind and tmpfs mounts, made after `files`, by target.
+    pub mounts: Vec<DataMount>,
+    /// Capabilities, kernel parameters, process limits, a read-only root.
+    pub options: ProcessOptions,
     pub resources: Resources,
     pub logs: LogConfig,
 }
@@ -46,6 +50,41 @@ pub struct FileMount {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
+}
+
+/// What the service changed of Docker's defaults for the container's process; the default
+/// value changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessOptions {
+    /// Added to Docker's default capabilities (`CAP_NAME`, or `ALL`).
+    pub capability_add: Vec<String>,
+    /// Taken from them (`CAP_NAME`, or `ALL`: none but the added ones).
+    pub capability_drop: Vec<String>,
+    /// Kernel parameters of the container's namespaces.
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Process limits by name (`nofile`, `nproc`, …), over the default open-file limit.
+    pub ulimits: std::collections::BTreeMap<String, swarm_api::spec::Ulimit>,
+    /// The root filesystem is read-only.
+    pub read_only_rootfs: bool,
+}
+
+/// A mount the service asked for, its host side ready (see `crate::volume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataMount {
+    /// A host directory (a bind source, or a volume's data) at `destination`.
+    Bind {
+        source: PathBuf,
+        destination: String,
+        read_only: bool,
+        propagation: swarm_api::spec::Propagation,
+    },
+    /// A new, empty tmpfs of the container's own.
+    Tmpfs {
+        destination: String,
+        read_only: bool,
+        size_bytes: Option<u64>,
+        mode: u32,
+    },
 }
 
 /// Resource limits; `None` means unlimited.

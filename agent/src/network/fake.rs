@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::ipam::{Ipam, IpamError};
-use super::{NetworkError, Networking, NodeNetworkConfig, TaskNetwork, TaskNetworks};
+use super::{NetworkError, Networking, NodeNetworkConfig, NodeOverlays, TaskNetwork, TaskNetworks};
 
 /// Makes fake node networks. Cheap to clone; clones share the networks they made.
 #[derive(Clone, Default)]
@@ -21,6 +21,14 @@ impl FakeNetworking {
             .flat_map(|network| network.attached.lock().expect("not poisoned").clone())
             .collect()
     }
+
+    /// The overlays the last network made was last brought to.
+    pub fn overlays(&self) -> NodeOverlays {
+        let made = self.made.lock().expect("not poisoned");
+        made.last()
+            .map(|network| network.overlays.lock().expect("not poisoned").clone())
+            .unwrap_or_default()
+    }
 }
 
 #[async_trait::async_trait]
@@ -33,6 +41,7 @@ impl Networking for FakeNetworking {
             config: config.clone(),
             ipam: Mutex::new(Ipam::new(config.subnet)?),
             attached: Mutex::default(),
+            overlays: Mutex::default(),
         });
         self.made
             .lock()
@@ -46,6 +55,7 @@ struct FakeTaskNetworks {
     config: NodeNetworkConfig,
     ipam: Mutex<Ipam>,
     attached: Mutex<BTreeSet<String>>,
+    overlays: Mutex<NodeOverlays>,
 }
 
 impl FakeTaskNetworks {
@@ -112,7 +122,13 @@ impl TaskNetworks for FakeTaskNetworks {
         Ok(removed)
     }
 
+    async fn reconcile_overlay(&self, desired: NodeOverlays) -> Result<(), NetworkError> {
+        *self.overlays.lock().expect("not poisoned") = desired;
+        Ok(())
+    }
+
     async fn teardown(&self) -> Result<(), NetworkError> {
+        *self.overlays.lock().expect("not poisoned") = NodeOverlays::default();
         self.sweep(HashSet::new()).await.map(drop)
     }
 }

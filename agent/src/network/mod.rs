@@ -40,10 +40,11 @@ pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use overlay::{
-    LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,
-    RemoteEndpoint, VXLAN_PORT, Vtep, apply as apply_overlay_op, diff as overlay_diff,
-    endpoint_mac, overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
+    LocalEndpoint, LocalTask, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,
+    RemoteEndpoint, apply as apply_overlay_op, diff as overlay_diff, endpoint_mac, node_overlays,
+    overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
+pub use swarm_api::endpoints::{VXLAN_PORT, Vtep};
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
 pub use vip::{
     NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, follow as follow_vips,
@@ -75,7 +76,10 @@ pub trait TaskNetworks: Send + Sync {
     async fn adopt(&self, task_id: &str) -> Result<TaskNetwork, NetworkError>;
     /// Detaches the networks of every task not in `owned`; returns their ids.
     async fn sweep(&self, owned: HashSet<String>) -> Result<Vec<String>, NetworkError>;
-    /// Removes everything the node made, for a node leaving.
+    /// Brings the node's overlay networks to `desired`: devices made on a network's first
+    /// local task and removed after its last, peers and forwarding entries as given.
+    async fn reconcile_overlay(&self, desired: NodeOverlays) -> Result<(), NetworkError>;
+    /// Removes everything the node made (overlays too), for a node leaving.
     async fn teardown(&self) -> Result<(), NetworkError>;
 }
 

@@ -50,6 +50,7 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use swarm_api::endpoints::{NetworkView, Vtep};
 
 use super::bridge::hex_digest;
 
@@ -57,16 +58,6 @@ pub use kernel::{Overlay, apply};
 
 /// MTU of the overlay's devices: a 1500-byte underlay less 50 bytes of VXLAN over IPv4.
 pub const OVERLAY_MTU: u32 = 1450;
-
-/// The UDP port of VXLAN (IANA), Docker's overlay port.
-pub const VXLAN_PORT: u16 = 4789;
-
-/// Where a node's VXLAN traffic goes: its underlay address and UDP port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Vtep {
-    pub address: Ipv4Addr,
-    pub port: u16,
-}
 
 /// A task of this node on an overlay network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +106,66 @@ impl OverlayNetwork {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeOverlays {
     pub networks: BTreeMap<String, OverlayNetwork>,
+}
+
+/// A task of this node whose namespace is made: where it is, and its address on each of
+/// its networks (by network name), as the managers gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTask {
+    pub netns: PathBuf,
+    pub addresses: BTreeMap<String, Ipv4Addr>,
+}
+
+/// What node `node_id` should carry, from its share of the endpoint table and its tasks
+/// whose namespaces are made: each network of the view that one of those tasks is on (and
+/// no other: a network is carried only while a task of the node runs on it), with the
+/// node's VTEP as the view gives it for its own tasks, those tasks as local endpoints and
+/// every other node's task with a known VTEP as a remote one. A network whose VTEP for
+/// this node is not known yet is left out.
+pub fn node_overlays(
+    view: &NetworkView,
+    node_id: &str,
+    local: &BTreeMap<String, LocalTask>,
+) -> NodeOverlays {
+    let mut overlays = NodeOverlays::default();
+    for (name, network) in &view.networks {
+        let endpoints: BTreeMap<String, LocalEndpoint> = local
+            .iter()
+            .filter_map(|(task, local)| {
+                let address = *local.addresses.get(name)?;
+                let netns = local.netns.clone();
+                Some((task.clone(), LocalEndpoint { address, netns }))
+            })
+            .collect();
+        let own_vtep = network
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node_id)
+            .find_map(|t| t.vtep);
+        let Some(vtep) = own_vtep.filter(|_| !endpoints.is_empty()) else {
+            continue;
+        };
+        let local_addresses: BTreeSet<Ipv4Addr> = endpoints.values().map(|e| e.address).collect();
+        let remote = network
+            .tasks
+            .values()
+            // An address a local task still holds (stopping here, given again elsewhere)
+            // stays local until that task is gone.
+            .filter(|t| t.node_id != node_id && !local_addresses.contains(&t.address))
+            .filter_map(|t| Some((t.address, RemoteEndpoint { vtep: t.vtep? })))
+            .collect();
+        overlays.networks.insert(
+            network.id.clone(),
+            OverlayNetwork {
+                vni: network.vni,
+                subnet: network.subnet,
+                vtep,
+                local: endpoints,
+                remote,
+            },
+        );
+    }
+    overlays
 }
 
 /// One change to a node's overlay devices. Applying a list from [`diff`] in order takes
@@ -685,5 +736,73 @@ mod tests {
             },
         );
         assert_eq!(parsed, state(&[("n1", &net)]));
+    }
+
+    #[test]
+    fn a_node_carries_the_networks_of_its_made_tasks_with_every_other_node_as_remote() {
+        use swarm_api::endpoints::{NetworkEndpoints, TaskEndpoint};
+        let endpoint = |node: &str, vtep: Option<Vtep>, last: u8| TaskEndpoint {
+            service_id: "web".into(),
+            node_id: node.into(),
+            vtep,
+            address: address(last),
+            name: format!("web.{last}"),
+            serving: true,
+        };
+        let front = NetworkEndpoints {
+            id: "front-id".into(),
+            vni: 4097,
+            subnet: "10.20.0.0/24".parse().unwrap(),
+            gateway: address(1),
+            internal: false,
+            services: BTreeMap::new(),
+            tasks: BTreeMap::from([
+                ("t2".to_owned(), endpoint("a", Some(vtep(10, 4789)), 2)),
+                ("t3".to_owned(), endpoint("b", Some(vtep(11, 4790)), 3)),
+                ("t4".to_owned(), endpoint("c", None, 4)),
+                ("t5".to_owned(), endpoint("b", Some(vtep(11, 4790)), 5)),
+            ]),
+        };
+        let view = NetworkView {
+            networks: BTreeMap::from([("front".to_owned(), front)]),
+        };
+        let made = |task: &str, last: u8| {
+            (
+                task.to_owned(),
+                LocalTask {
+                    netns: format!("/run/test/netns/t{last}").into(),
+                    addresses: BTreeMap::from([("front".to_owned(), address(last))]),
+                },
+            )
+        };
+        assert_eq!(
+            node_overlays(&view, "a", &BTreeMap::new()),
+            NodeOverlays::default(),
+            "no task made here yet: nothing carried"
+        );
+        let mut expected = network(4097);
+        expected.local.insert("t2".into(), local(2));
+        for last in [3, 5] {
+            let vtep = vtep(11, 4790);
+            expected
+                .remote
+                .insert(address(last), RemoteEndpoint { vtep });
+        }
+        let local_tasks = BTreeMap::from([made("t2", 2)]);
+        assert_eq!(
+            node_overlays(&view, "a", &local_tasks),
+            state(&[("front-id", &expected)]),
+            "the node of t4 has no known VTEP: no entry for it"
+        );
+        assert_eq!(
+            node_overlays(&view, "c", &BTreeMap::from([made("t4", 4)])),
+            NodeOverlays::default(),
+            "its own VTEP unknown: not carried yet"
+        );
+        let stopping_here = BTreeMap::from([made("t2", 2), made("t9", 5)]);
+        let carried = node_overlays(&view, "a", &stopping_here);
+        let front = &carried.networks["front-id"];
+        assert_eq!(front.remote.keys().collect::<Vec<_>>(), [&address(3)]);
+        assert_eq!(front.local.len(), 2);
     }
 }

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 
-use super::NetworkError;
 use super::bridge::{Bridge, hex_digest};
 use super::command::run;
 use super::ipam::{Ipam, IpamError};
+use super::{NetworkError, NodeOverlays, Overlay};
 
 /// What a node's task networking needs to know.
 #[derive(Debug, Clone)]
@@ -547,13 +547,27 @@ impl super::Networking for HostNetworking {
         &self,
         config: NodeNetworkConfig,
     ) -> Result<Arc<dyn super::TaskNetworks>, NetworkError> {
-        let network = blocking(move || NodeNetwork::setup(config)).await?;
-        Ok(Arc::new(HostTaskNetworks(Arc::new(network))))
+        let mut overlay = Overlay::new(config.node_id.clone());
+        let (network, overlay) = blocking(move || {
+            let network = NodeNetwork::setup(config)?;
+            // What an earlier run made may not match what the managers say now: the first
+            // reconcile makes it afresh.
+            overlay.teardown()?;
+            Ok((network, overlay))
+        })
+        .await?;
+        Ok(Arc::new(HostTaskNetworks {
+            network: Arc::new(network),
+            overlay: Arc::new(Mutex::new(overlay)),
+        }))
     }
 }
 
-/// A `NodeNetwork` behind the worker's boundary.
-struct HostTaskNetworks(Arc<NodeNetwork>);
+/// A `NodeNetwork` and the node's overlays behind the worker's boundary.
+struct HostTaskNetworks {
+    network: Arc<NodeNetwork>,
+    overlay: Arc<Mutex<Overlay>>,
+}
 
 /// Runs a blocking network call off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -567,27 +581,36 @@ async fn blocking<T: Send + 'static>(
 #[async_trait::async_trait]
 impl super::TaskNetworks for HostTaskNetworks {
     async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError> {
-        let (network, task) = (self.0.clone(), task_id.to_owned());
+        let (network, task) = (self.network.clone(), task_id.to_owned());
         blocking(move || network.attach(&task)).await
     }
 
     async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
-        let (network, task) = (self.0.clone(), task_id.to_owned());
+        let (network, task) = (self.network.clone(), task_id.to_owned());
         blocking(move || network.detach(&task)).await
     }
 
     async fn adopt(&self, task_id: &str) -> Result<TaskNetwork, NetworkError> {
-        let (network, task) = (self.0.clone(), task_id.to_owned());
+        let (network, task) = (self.network.clone(), task_id.to_owned());
         blocking(move || network.adopt(&task)).await
     }
 
     async fn sweep(&self, owned: HashSet<String>) -> Result<Vec<String>, NetworkError> {
-        let network = self.0.clone();
+        let network = self.network.clone();
         blocking(move || network.sweep(|id| owned.contains(id))).await
     }
 
+    async fn reconcile_overlay(&self, desired: NodeOverlays) -> Result<(), NetworkError> {
+        let overlay = self.overlay.clone();
+        blocking(move || overlay.lock().expect("not poisoned").reconcile(desired)).await
+    }
+
     async fn teardown(&self) -> Result<(), NetworkError> {
-        let network = self.0.clone();
-        blocking(move || network.teardown()).await
+        let (network, overlay) = (self.network.clone(), self.overlay.clone());
+        blocking(move || {
+            overlay.lock().expect("not poisoned").teardown()?;
+            network.teardown()
+        })
+        .await
     }
 }

@@ -1,5 +1,6 @@
-//! From a task to a container: the image pulled, the network attached, the root filesystem
-//! mounted, the network files written, and the `ContainerConfig` the runtime starts — the
+//! From a task to a container: the image pulled, the network attached (its overlay
+//! networks too, before its process starts), the root filesystem mounted, the network files
+//! written, the volumes made, and the `ContainerConfig` the runtime starts — the
 //! service's spec over the image's defaults, as Docker combines them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,9 +10,10 @@ use std::time::Duration;
 use swarm_api::task::Task;
 
 use super::{Shared, logs};
-use crate::exec::{ContainerConfig, FileMount, LogConfig, Resources, User};
+use crate::exec::{ContainerConfig, FileMount, LogConfig, ProcessOptions, Resources, User};
 use crate::image::{Credentials, Healthcheck, ImageConfig};
 use crate::network::ContainerFiles;
+use crate::volume::Volumes;
 
 /// Log files rotate at this size; `logs::MAX_FILES` are kept per stream (Docker's
 /// json-file driver with max-size=10m, max-file=3).
@@ -43,6 +45,9 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let attached = network.attach(&task.id).await.map_err(|e| e.to_string())?;
+    shared
+        .attach_overlays(task, attached.netns_path.clone())
+        .await?;
     let rootfs = shared
         .images
         .mount_rootfs(&image, &dir.join("fs"))
@@ -67,6 +72,12 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
     )?;
+    let runtime = &container.runtime;
+    let mut user = user;
+    user.additional_gids = groups(&runtime.groups, &rootfs)?;
+    let mounts = Volumes::new(shared.config.data_dir.join("volumes"))
+        .mounts(&container.mounts, &dir, &rootfs)
+        .map_err(|e| e.to_string())?;
     let limits = &task.spec.resources.limits;
     let (stdout_log, stderr_log) = logs::log_paths(&dir);
     let logs = stdout_log.parent().expect("log files are in a directory");
@@ -90,17 +101,20 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             bind(&files.resolv_conf, "/etc/resolv.conf"),
             bind(&files.hostname, "/etc/hostname"),
         ],
+        mounts,
+        options: ProcessOptions {
+            capability_add: runtime.capability_add.clone(),
+            capability_drop: runtime.capability_drop.clone(),
+            sysctls: runtime.sysctls.clone(),
+            ulimits: runtime.ulimits.clone(),
+            read_only_rootfs: runtime.read_only,
+        },
         resources: Resources {
             memory_bytes: limits.memory.map(|m| m.0),
             nano_cpus: limits.cpus.map(|c| c.0),
             pids: limits.pids,
         },
-        logs: LogConfig {
-            stdout: stdout_log,
-            stderr: stderr_log,
-            max_bytes: LOG_MAX_BYTES,
-            max_files: logs::MAX_FILES,
-        },
+        logs: log_config(runtime.log_driver.as_ref(), stdout_log, stderr_log),
     };
     Ok(Prepared {
         config,
@@ -233,6 +247,48 @@ fn user(spec: Option<&str>, rootfs: &Path) -> Result<User, String> {
         gid,
         additional_gids: Vec::new(),
     })
+}
+
+/// Supplementary groups by number or by name in the image's /etc/group.
+fn groups(names: &[String], rootfs: &Path) -> Result<Vec<u32>, String> {
+    let table = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            if let Ok(gid) = name.parse::<u32>() {
+                return Ok(gid);
+            }
+            table
+                .lines()
+                .find_map(|line| {
+                    let fields: Vec<&str> = line.split(':').collect();
+                    (fields.first() == Some(&name.as_str()))
+                        .then(|| fields.get(2)?.parse().ok())
+                        .flatten()
+                })
+                .ok_or_else(|| format!("group {name:?} is not in the image's /etc/group"))
+        })
+        .collect()
+}
+
+/// Where the task's output goes and how much is kept: the service's `max-size`/`max-file`
+/// (json-file and local; the stack loader warned about other drivers), else swarm's.
+fn log_config(
+    driver: Option<&swarm_api::spec::LogDriver>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+) -> LogConfig {
+    let option = |key: &str| driver.and_then(|d| d.options.get(key));
+    LogConfig {
+        stdout,
+        stderr,
+        max_bytes: option("max-size")
+            .and_then(|size| size.parse::<swarm_api::units::ByteSize>().ok())
+            .map_or(LOG_MAX_BYTES, |size| size.0.max(1)),
+        max_files: option("max-file")
+            .and_then(|files| files.parse::<u32>().ok())
+            .map_or(logs::MAX_FILES, |files| files.max(1)),
+    }
 }
 
 /// The task's hostname: the spec's, with Swarm's templates filled, or the task id's first

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
 use swarm_api::auth::RegistryAuth;
+use swarm_api::endpoints::NetworkView;
 use swarm_api::store::TaskStatusUpdate;
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use tokio::sync::{mpsc, watch};
@@ -25,7 +26,10 @@ use tokio::sync::{mpsc, watch};
 use crate::exec::Runtime;
 use crate::exec::lifecycle::{Action, Event, Lifecycle};
 use crate::image::{ImageSource, ImageStore, PullOptions};
-use crate::network::{HostNetworking, Networking, NodeNetworkConfig, TaskNetworks};
+use crate::network::{
+    HostNetworking, LocalTask, Networking, NodeNetworkConfig, NodeOverlays, TaskNetworks,
+    node_overlays,
+};
 
 pub use container::Prepared;
 
@@ -110,6 +114,9 @@ struct Shared {
     clock: Clock,
     /// Set up at the first assignment that names the node's subnet.
     network: Mutex<Option<Arc<dyn TaskNetworks>>>,
+    /// One set-up at a time: a set-up clears the node's overlays of an earlier run, which
+    /// must not happen after a task of this run was put on them.
+    network_setup: tokio::sync::Mutex<()>,
     /// The controllers of the tasks this worker runs, by task id.
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
@@ -123,6 +130,13 @@ struct Shared {
     /// The registry credentials of the assigned tasks' services, by service id, as the
     /// last assignment set brought them: a task's pull uses its service's.
     registry_auth: Mutex<BTreeMap<String, RegistryAuth>>,
+    /// The node's share of the endpoint table, as the last assignment set brought it.
+    network_view: watch::Sender<NetworkView>,
+    /// The tasks on overlay networks whose namespaces are made, by task id: with the view,
+    /// what the node's overlays are reconciled to.
+    overlay_tasks: Mutex<BTreeMap<String, LocalTask>>,
+    /// One overlay reconcile at a time, each from the latest view and tasks.
+    overlay_turn: tokio::sync::Mutex<()>,
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
 }
 
@@ -141,30 +155,46 @@ impl Worker {
             networking: io.networking,
             clock: io.clock,
             network: Mutex::new(None),
+            network_setup: tokio::sync::Mutex::new(()),
             controllers: Mutex::new(HashMap::new()),
             subnet: Mutex::new(None),
             found: Mutex::new(Some(found)),
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
+            network_view: watch::channel(NetworkView::default()).0,
+            overlay_tasks: Mutex::new(BTreeMap::new()),
+            overlay_turn: tokio::sync::Mutex::new(()),
             reports,
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
     }
 
+    /// The node's share of the endpoint table as the managers last sent it, and its changes
+    /// to come: what the node's DNS answers and virtual IPs follow.
+    pub fn network_view(&self) -> watch::Receiver<NetworkView> {
+        self.shared.network_view.subscribe()
+    }
+
     /// The whole set of tasks the managers assign to this node now, with the registry
-    /// credentials of their services (by service id).
+    /// credentials of their services (by service id) and the overlay networks they are on.
     pub async fn assign(
         &self,
         tasks: Vec<Task>,
         subnet: Option<Ipv4Net>,
         registry_auth: BTreeMap<String, RegistryAuth>,
+        network_view: NetworkView,
     ) {
         let shared = &self.shared;
         if subnet.is_some() {
             *shared.subnet.lock().expect("not poisoned") = subnet;
         }
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
+        let mut overlays_changed = shared.network_view.send_if_modified(|view| {
+            let changed = *view != network_view;
+            *view = network_view;
+            changed
+        });
         let found = shared.found.lock().expect("not poisoned").take();
         let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         // The running containers of an earlier run that assigned tasks own, and their
@@ -187,10 +217,22 @@ impl Worker {
             }
             shared.sweep_networks(&going).await;
             // Adopted tasks take their addresses back before new tasks lease any.
-            for id in found.iter().filter(|id| going.contains(id.as_str())) {
-                let address = shared.adopt_network(id).await;
-                adopted.insert(id.clone(), address);
+            for task in tasks
+                .iter()
+                .filter(|t| found.contains(&t.id) && going.contains(t.id.as_str()))
+            {
+                let address = shared.adopt_network(task).await;
+                adopted.insert(task.id.clone(), address);
             }
+            overlays_changed = true;
+        }
+        if overlays_changed {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(error) = shared.reconcile_overlays().await {
+                    tracing::warn!(%error, "cannot bring the overlay networks up to date");
+                }
+            });
         }
         let mut controllers = shared.controllers.lock().expect("not poisoned");
         // Tasks no longer assigned: removed by the managers; stop them.
@@ -303,6 +345,7 @@ async fn futures_join(tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>) 
 impl Shared {
     /// The node's network, set up on first use.
     async fn ensure_network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
+        let _setup = self.network_setup.lock().await;
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
@@ -319,10 +362,8 @@ impl Shared {
             .setup(config)
             .await
             .map_err(|e| format!("cannot set up the node's task network: {e}"))?;
-        let mut slot = self.network.lock().expect("not poisoned");
-        // Two tasks may have set it up at once: the first one kept wins (setup is
-        // idempotent, so both made the same bridge).
-        Ok(slot.get_or_insert(network).clone())
+        *self.network.lock().expect("not poisoned") = Some(network.clone());
+        Ok(network)
     }
 
     fn network(&self) -> Result<Arc<dyn TaskNetworks>, String> {
@@ -346,16 +387,84 @@ impl Shared {
         }
     }
 
-    /// Takes back the network of a container found running; returns its address.
-    async fn adopt_network(&self, id: &str) -> Option<Ipv4Addr> {
+    /// Takes back the network of a container found running (its overlay endpoints are made
+    /// again by the next reconcile); returns its address.
+    async fn adopt_network(&self, task: &Task) -> Option<Ipv4Addr> {
         let network = self.network().ok()?;
-        match network.adopt(id).await {
-            Ok(adopted) => Some(adopted.address.addr()),
+        match network.adopt(&task.id).await {
+            Ok(adopted) => {
+                self.add_overlay_task(task, adopted.netns_path);
+                Some(adopted.address.addr())
+            }
             Err(error) => {
-                tracing::warn!(task = %id, %error, "cannot adopt the task's network");
+                tracing::warn!(task = %task.id, %error, "cannot adopt the task's network");
                 None
             }
         }
+    }
+
+    /// Puts a task whose namespace is made on its overlay networks at the next reconcile.
+    fn add_overlay_task(&self, task: &Task, netns: PathBuf) {
+        if task.networks.is_empty() {
+            return;
+        }
+        let addresses = task
+            .networks
+            .iter()
+            .map(|n| (n.network.clone(), n.address))
+            .collect();
+        self.overlay_tasks
+            .lock()
+            .expect("not poisoned")
+            .insert(task.id.clone(), LocalTask { netns, addresses });
+    }
+
+    /// Brings the node's overlays to what the latest view and its made tasks say; returns
+    /// what they were brought to.
+    async fn reconcile_overlays(&self) -> Result<NodeOverlays, String> {
+        let _turn = self.overlay_turn.lock().await;
+        let Ok(network) = self.network() else {
+            return Ok(NodeOverlays::default()); // no task made yet: nothing to carry
+        };
+        let desired = {
+            let tasks = self.overlay_tasks.lock().expect("not poisoned");
+            node_overlays(&self.network_view.borrow(), &self.config.node_id, &tasks)
+        };
+        network
+            .reconcile_overlay(desired.clone())
+            .await
+            .map_err(|e| format!("cannot set up the overlay networks: {e}"))?;
+        Ok(desired)
+    }
+
+    /// Puts a task whose namespace was just made on its overlay networks, before its
+    /// process starts (it may connect at once).
+    async fn attach_overlays(&self, task: &Task, netns: PathBuf) -> Result<(), String> {
+        if task.networks.is_empty() {
+            return Ok(());
+        }
+        self.add_overlay_task(task, netns);
+        let carried = self.reconcile_overlays().await?;
+        let view = self.network_view.borrow().clone();
+        for attachment in &task.networks {
+            let name = &attachment.network;
+            let Some(network) = view.networks.get(name) else {
+                return Err(format!(
+                    "network {name} of task {} is not in this node's network view",
+                    task.id
+                ));
+            };
+            let attached = carried
+                .networks
+                .get(&network.id)
+                .is_some_and(|n| n.local.contains_key(&task.id));
+            if !attached {
+                return Err(format!(
+                    "network {name}: this node's VTEP is unknown to the managers (its address does not resolve to IPv4)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn task_dir(&self, id: &str) -> PathBuf {
@@ -523,6 +632,15 @@ impl Shared {
         }
         let _ = std::fs::remove_dir_all(dir.join("etc"));
         let _ = std::fs::remove_file(container::recorded_image_path(&dir));
+        let on_overlays = self
+            .overlay_tasks
+            .lock()
+            .expect("not poisoned")
+            .remove(&id)
+            .is_some();
+        if on_overlays && let Err(error) = self.reconcile_overlays().await {
+            tracing::warn!(task = %id, %error, "cannot take the task off its overlay networks");
+        }
         if let Ok(network) = self.network()
             && let Err(error) = network.detach(&id).await
         {
@@ -587,7 +705,12 @@ mod tests {
         let subnet = Some("10.1.0.0/24".parse().unwrap());
         let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
         worker
-            .assign(vec![task.clone()], subnet, BTreeMap::new())
+            .assign(
+                vec![task.clone()],
+                subnet,
+                BTreeMap::new(),
+                NetworkView::default(),
+            )
             .await;
         let mut states = Vec::new();
         while states.last() != Some(&TaskState::Running) {
@@ -614,7 +737,9 @@ mod tests {
         );
 
         task.desired = DesiredState::Shutdown;
-        worker.assign(vec![task], subnet, BTreeMap::new()).await;
+        worker
+            .assign(vec![task], subnet, BTreeMap::new(), NetworkView::default())
+            .await;
         let mut update = reports.recv().await.unwrap();
         // "stopping", still running, then shut down.
         while update.status.state == TaskState::Running {
@@ -629,6 +754,91 @@ mod tests {
             "the container is deleted"
         );
         assert!(!dir.path().join("data/tasks/t1/fs").exists());
+    }
+
+    /// A task on an overlay network is put on it before it starts, with the other nodes'
+    /// tasks as remote endpoints; the view is exposed; once the task is gone the node
+    /// carries the network no longer.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_joins_its_overlay_networks_before_it_starts_and_leaves_them() {
+        use swarm_api::endpoints::{NetworkEndpoints, TaskEndpoint, Vtep};
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = crate::exec::FakeRuntime::default();
+        let networking = crate::network::FakeNetworking::default();
+        let config = WorkerConfig {
+            node_id: "n1".to_owned(),
+            node_hostname: "host1".to_owned(),
+            data_dir: dir.path().join("data"),
+            run_dir: dir.path().join("run"),
+        };
+        let io = WorkerIo {
+            runtime: Arc::new(runtime.clone()),
+            images: Arc::new(crate::image::FakeImages::new(Duration::from_millis(10))),
+            networking: Arc::new(networking.clone()),
+            clock: system_clock(),
+        };
+        let (worker, mut reports) = Worker::start(config, io).await.unwrap();
+        let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
+        let address = |last: u8| Ipv4Addr::new(10, 0, 1, last);
+        task.networks = vec![swarm_api::task::NetworkAddress {
+            network: "front".to_owned(),
+            address: address(3),
+        }];
+        let endpoint = |node: &str, last: u8| TaskEndpoint {
+            service_id: "s".to_owned(),
+            node_id: node.to_owned(),
+            vtep: Some(Vtep {
+                address: Ipv4Addr::new(198, 18, 0, last),
+                port: 4789,
+            }),
+            address: address(last),
+            name: format!("web.{last}"),
+            serving: false,
+        };
+        let view = NetworkView {
+            networks: BTreeMap::from([(
+                "front".to_owned(),
+                NetworkEndpoints {
+                    id: "front-id".to_owned(),
+                    vni: 4096,
+                    subnet: "10.0.1.0/24".parse().unwrap(),
+                    gateway: address(1),
+                    internal: false,
+                    services: BTreeMap::new(),
+                    tasks: BTreeMap::from([
+                        ("t1".to_owned(), endpoint("n1", 3)),
+                        ("t2".to_owned(), endpoint("n2", 4)),
+                    ]),
+                },
+            )]),
+        };
+        let subnet = Some("10.1.0.0/24".parse().unwrap());
+        let exposed = worker.network_view();
+        worker
+            .assign(vec![task.clone()], subnet, BTreeMap::new(), view.clone())
+            .await;
+        assert_eq!(*exposed.borrow(), view);
+        let started = loop {
+            let update = reports.recv().await.unwrap();
+            if update.status.state == TaskState::Starting {
+                // Prepared, not started yet: the overlay is made already.
+                break networking.overlays();
+            }
+        };
+        let front = &started.networks["front-id"];
+        assert_eq!(front.local["t1"].address, address(3));
+        assert_eq!(front.local["t1"].netns, dir.path().join("run/netns/t1"));
+        assert_eq!(front.remote.keys().collect::<Vec<_>>(), [&address(4)]);
+        assert_eq!(front.vtep.address, Ipv4Addr::new(198, 18, 0, 3));
+
+        task.desired = DesiredState::Shutdown;
+        worker
+            .assign(vec![task], subnet, BTreeMap::new(), view)
+            .await;
+        while reports.recv().await.unwrap().status.state != TaskState::Shutdown {}
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(networking.attached().is_empty());
+        assert_eq!(networking.overlays(), NodeOverlays::default());
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub struct AssignmentSet {
     /// of service id to swarm_api::auth::RegistryAuth.
     #[prost(string, tag = "3")]
     pub registry_auth_json: ::prost::alloc::string::String,
+    /// The overlay networks the caller's tasks are on, whole (swarm_api::endpoints::NetworkView
+    /// as JSON): their address spaces, services and every task's endpoint, wherever it runs.
+    #[prost(string, tag = "4")]
+    pub network_view_json: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

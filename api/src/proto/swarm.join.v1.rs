@@ -20,6 +20,9 @@ pub struct JoinRequest {
     pub nano_cpus: u64,
     #[prost(uint64, tag = "8")]
     pub memory_bytes: u64,
+    /// The UDP port the joiner takes overlay (VXLAN) traffic on; 0 for Docker's 4789.
+    #[prost(uint32, tag = "9")]
+    pub data_path_port: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

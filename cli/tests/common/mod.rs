@@ -44,13 +44,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`.
+/// A UDP port free on every address now: a loopback daemon's data path port (daemons
+/// sharing a network namespace cannot share one for the same VXLAN network).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a daemon whose files (data dir, socket, log) live in `dir`, named after `dir`,
+/// with a data path port of its own (the same at every start in `dir`).
 pub fn start(dir: &Path, port: u16) -> Daemon {
     start_with(dir, port, &[])
 }
 
 /// Like `start`, with more `swarm daemon` arguments.
 pub fn start_with(dir: &Path, port: u16, daemon_args: &[&str]) -> Daemon {
+    // Kept across restarts: the cluster recorded the port when the node joined.
+    let port_file = dir.join("data-path-port");
+    let data_path_port = match std::fs::read_to_string(&port_file) {
+        Ok(port) => port,
+        Err(_) => {
+            let port = free_udp_port().to_string();
+            std::fs::write(&port_file, &port).unwrap();
+            port
+        }
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -65,6 +86,7 @@ pub fn start_with(dir: &Path, port: u16, daemon_args: &[&str]) -> Daemon {
         .arg(dir.join("run"))
         .arg("--hostname")
         .arg(dir.file_name().unwrap())
+        .args(["--data-path-port", &data_path_port])
         .args(daemon_args)
         .stdout(Stdio::null())
         .stderr(log)
@@ -393,6 +415,8 @@ impl Drop for Leftovers<'_> {
                     .stderr(Stdio::null())
                     .status();
                 remove_forward_rules(&bridge);
+                // Its overlay links and rules, found by the node's name prefixes.
+                let _ = swarm_agent::network::Overlay::new(&node_id).teardown();
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);

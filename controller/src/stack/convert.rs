@@ -17,6 +17,8 @@ use swarm_api::spec::{
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
 
+mod runtime;
+
 use super::Stack;
 use super::diagnostic::{Diagnostics, Span};
 use super::dotenv;
@@ -78,6 +80,14 @@ pub(super) struct Converter<'a> {
     /// Top-level sections the schema check refused as a whole (`networks: [a]`): a name
     /// not found in them was already reported there.
     pub refused_sections: BTreeSet<&'static str>,
+}
+
+/// The kind-specific options of one mount, as [`Converter::kind_options`] read them.
+#[derive(Default)]
+struct KindOptions {
+    no_copy: bool,
+    propagation: Option<spec::Propagation>,
+    tmpfs: Option<spec::TmpfsOptions>,
 }
 
 /// Names a top-level object has in the cluster, by its key in the stack file.
@@ -272,6 +282,20 @@ impl Converter<'_> {
                 }
             }
         }
+        if let Some(driver) = volume
+            .driver
+            .as_deref()
+            .filter(|d| !d.is_empty() && *d != "local")
+        {
+            let at = loc.key("driver");
+            self.diags
+                .warning(
+                    at.span(),
+                    &at.path,
+                    format!("volume driver {driver:?} is not available on swarm nodes: tasks mounting this volume will fail"),
+                )
+                .help("swarm nodes have the local driver only: remove `driver:`, or use `driver_opts` (type, device, o) to mount NFS or a device with it");
+        }
         let options = spec::VolumeOptions {
             external,
             driver: volume.driver.clone().filter(|d| !d.is_empty()),
@@ -417,6 +441,7 @@ impl Converter<'_> {
                 "secret",
                 "/run/secrets/",
             ),
+            runtime: self.runtime_options(service, loc),
         };
         let task = TaskSpec {
             container,
@@ -674,17 +699,25 @@ impl Converter<'_> {
         let mut out = Vec::new();
         for (i, mount) in mounts.iter().enumerate() {
             let at = loc.index(i);
+            let mut options = KindOptions::default();
             let (kind, source, target, read_only) = match mount {
-                file::Mount::Long(long) => (
-                    match long.kind {
+                file::Mount::Long(long) => {
+                    let kind = match long.kind {
                         file::MountKind::Volume => MountKind::Volume,
                         file::MountKind::Bind => MountKind::Bind,
                         file::MountKind::Tmpfs => MountKind::Tmpfs,
-                    },
-                    long.source.clone(),
-                    long.target.clone(),
-                    long.read_only.unwrap_or(false),
-                ),
+                    };
+                    match self.kind_options(long, kind, &at) {
+                        Some(found) => options = found,
+                        None => continue,
+                    }
+                    (
+                        kind,
+                        long.source.clone(),
+                        long.target.clone(),
+                        long.read_only.unwrap_or(false),
+                    )
+                }
                 file::Mount::Short(text) => {
                     let parts: Vec<&str> = text.split(':').collect();
                     let (source, target, mode) = match parts.as_slice() {
@@ -760,17 +793,96 @@ impl Converter<'_> {
                 },
                 (_, source) => source,
             };
+            if kind == MountKind::Tmpfs && source.is_some() {
+                self.diags
+                    .error(at.span(), &at.path, "a tmpfs mount takes no source")
+                    .help("remove `source`: each task gets its own empty tmpfs");
+                continue;
+            }
             out.push(spec::Mount {
                 kind,
                 source,
                 target,
                 read_only,
                 volume: volume_options,
+                no_copy: options.no_copy,
+                propagation: options.propagation,
+                tmpfs: options.tmpfs,
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
         self.no_duplicate_targets(out.iter().map(|m| m.target.as_str()), loc, "mount");
         out
+    }
+
+    /// The `bind:`, `volume:` and `tmpfs:` options of a long-syntax mount, each allowed only
+    /// with its own kind (Docker refuses the others too); `None` after an error.
+    fn kind_options(
+        &mut self,
+        long: &file::MountLong,
+        kind: MountKind,
+        at: &Loc,
+    ) -> Option<KindOptions> {
+        let mut options = KindOptions::default();
+        let given = [
+            ("bind", long.bind.is_some(), MountKind::Bind),
+            ("volume", long.volume.is_some(), MountKind::Volume),
+            ("tmpfs", long.tmpfs.is_some(), MountKind::Tmpfs),
+        ];
+        let mut ok = true;
+        for (key, present, own) in given {
+            if present && own != kind {
+                let field = at.key(key);
+                self.diags
+                    .error(
+                        field.span(),
+                        &field.path,
+                        format!("`{key}` options on a mount of type {}", kind.as_str()),
+                    )
+                    .help(format!(
+                        "`{key}` applies to type {key} mounts only: remove it or change the type"
+                    ));
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if let Some(bind) = &long.bind
+            && let Some(text) = &bind.propagation
+        {
+            match text.parse::<spec::Propagation>() {
+                Ok(propagation) => options.propagation = Some(propagation),
+                Err(reason) => {
+                    let field = at.key("bind").key("propagation");
+                    self.diags.error(field.span(), &field.path, reason);
+                    return None;
+                }
+            }
+        }
+        if let Some(volume) = &long.volume {
+            options.no_copy = volume.nocopy.unwrap_or(false);
+        }
+        if let Some(tmpfs) = &long.tmpfs {
+            if let Some(mode) = tmpfs.mode
+                && mode > 0o7777
+            {
+                let field = at.key("tmpfs").key("mode");
+                self.diags
+                    .error(
+                        field.span(),
+                        &field.path,
+                        format!("tmpfs mode {mode:o} is not a file mode"),
+                    )
+                    .help("write an octal mode such as 1777 or 0700");
+                return None;
+            }
+            options.tmpfs = Some(spec::TmpfsOptions {
+                size_bytes: tmpfs.size.map(|size| size.0),
+                mode: tmpfs.mode,
+            });
+        }
+        Some(options)
     }
 
     fn no_duplicate_targets<'t>(

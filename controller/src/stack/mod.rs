@@ -544,9 +544,13 @@ mod tests {
             "cgroupns_mode",
             "driver_opts",
             "memory_swap",
-            "logging",
+            "privileged",
         ] {
             assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
+        }
+        // The runtime keys swarm honours are not warned about.
+        for key in ["logging", "cap_add", "sysctls", "ulimits", "read_only"] {
+            assert!(!warned(key), "{key}: {:?}", loaded.diagnostics);
         }
     }
 
@@ -762,5 +766,48 @@ mod tests {
             "{:?}",
             loaded.diagnostics
         );
+    }
+
+    /// The runtime keys become the spec's runtime options in Docker's spelling: capabilities
+    /// as CAP_NAME, a single ulimit for both limits, groups by name or number, the log
+    /// driver's rotation options.
+    #[test]
+    fn runtime_keys_reach_the_spec() {
+        let loaded = load_text(
+            "services:\n  db:\n    image: postgres:16\n    cap_add: [net_admin, CAP_SYS_PTRACE]\n    cap_drop: [ALL]\n    sysctls: [net.core.somaxconn=1024]\n    ulimits:\n      nproc: 65535\n      nofile: {soft: 20000, hard: 40000}\n    read_only: true\n    group_add: [audio, 42]\n    logging:\n      driver: json-file\n      options: {max-size: 5m, max-file: 2}\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let runtime = &stack.services[0].task.container.runtime;
+        assert_eq!(runtime.capability_add, ["CAP_NET_ADMIN", "CAP_SYS_PTRACE"]);
+        assert_eq!(runtime.capability_drop, ["ALL"]);
+        assert_eq!(runtime.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(
+            (runtime.ulimits["nproc"].soft, runtime.ulimits["nproc"].hard),
+            (65535, 65535)
+        );
+        assert_eq!(
+            (
+                runtime.ulimits["nofile"].soft,
+                runtime.ulimits["nofile"].hard
+            ),
+            (20000, 40000)
+        );
+        assert!(runtime.read_only);
+        assert_eq!(runtime.groups, ["audio", "42"]);
+        let driver = runtime.log_driver.as_ref().unwrap();
+        assert_eq!(
+            (
+                driver.name.as_str(),
+                driver.options["max-size"].as_str(),
+                driver.options["max-file"].as_str()
+            ),
+            ("json-file", "5m", "2")
+        );
+        // A service without them keeps the default, which its JSON does not show.
+        let plain = load_text("services:\n  web:\n    image: nginx:1.27\n");
+        let spec = &plain.stack.unwrap().services[0];
+        assert!(spec.task.container.runtime.is_default());
+        assert!(!serde_json::to_string(spec).unwrap().contains("runtime"));
     }
 }

@@ -1,23 +1,26 @@
 //! Each node's assignments, followed from the store's watch: the dispatcher's pure core. Built
 //! once from the state, then kept current by each entry's changes at the cost of what
 //! changed, telling which nodes' assignments changed, so that a node is sent its own when
-//! they change and no node's are read again otherwise.
+//! they change and no node's are read again otherwise. A node's assignments carry its
+//! share of the endpoint table (`endpoints.rs`), followed alongside.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use swarm_api::auth::RegistryAuth;
+use swarm_api::endpoints::NetworkView;
 use swarm_api::task::{DesiredState, Task};
 
-use super::{Changed, Changes, Store};
+use super::{Changed, Changes, Endpoints, Store};
 
 /// What a node's agent is given: its tasks that should run and those it should stop that
-/// have not stopped yet (by id), its subnet, and its tasks' services' registry credentials
-/// (by service id, and no others).
+/// have not stopped yet (by id), its subnet, its tasks' services' registry credentials
+/// (by service id, and no others), and the overlay networks its tasks are on.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assignment {
     pub tasks: Vec<Task>,
     pub subnet: String,
     pub registry_auth: BTreeMap<String, RegistryAuth>,
+    pub network_view: NetworkView,
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +29,7 @@ pub struct Assignments {
     node_of_task: HashMap<String, String>,
     subnets: HashMap<String, String>,
     credentials: BTreeMap<String, RegistryAuth>,
+    endpoints: Endpoints,
 }
 
 /// Whether a node's agent is given `task`.
@@ -48,6 +52,7 @@ impl Assignments {
                 .map(|n| (n.id.clone(), subnet(n)))
                 .collect(),
             credentials: data.registry_auth.clone(),
+            endpoints: Endpoints::of(store),
             ..Assignments::default()
         };
         for task in data.tasks.values() {
@@ -58,7 +63,7 @@ impl Assignments {
 
     /// Follows one entry's changes; returns the nodes whose assignments changed.
     pub fn apply(&mut self, changes: &Changes) -> BTreeSet<String> {
-        let mut changed_nodes = BTreeSet::new();
+        let mut changed_nodes = self.endpoints.apply(changes);
         for change in &changes.changed {
             match change {
                 Changed::Task { id, task } => {
@@ -147,6 +152,7 @@ impl Assignments {
             tasks,
             subnet: self.subnets.get(node_id).cloned().unwrap_or_default(),
             registry_auth,
+            network_view: self.endpoints.of_node(node_id),
         }
     }
 }
@@ -203,6 +209,7 @@ mod tests {
             tasks,
             subnet: subnet.map(|s| s.to_string()).unwrap_or_default(),
             registry_auth,
+            network_view: Endpoints::of(store).of_node(node_id),
         }
     }
 
@@ -310,6 +317,69 @@ mod tests {
                 assert_eq!(auth, &kept[id]);
             }
         }
+    }
+
+    /// The hub's wake-up: a task of another node changing on a network a node carries
+    /// changes that node's assignment (its view), and no other node's.
+    #[test]
+    fn a_task_on_a_shared_network_changing_wakes_the_nodes_that_carry_it() {
+        let spec: swarm_api::spec::NetworkSpec = serde_json::from_value(serde_json::json!({
+            "name": "front", "driver": "overlay", "driver_opts": {}, "attachable": false,
+            "internal": false, "labels": {}, "subnets": [],
+        }))
+        .unwrap();
+        let network = Changed::Network {
+            name: "front".into(),
+            network: Some(swarm_api::state::Object {
+                id: Some("front-id".into()),
+                origin: Default::default(),
+                spec,
+            }),
+            allocation: Some(swarm_api::store::NetworkAllocation {
+                subnet: "10.0.1.0/24".parse().unwrap(),
+                gateway: "10.0.1.1".parse().unwrap(),
+                vni: 4096,
+            }),
+        };
+        let on_front = |id: &str, node: &str, last: u8, state: TaskState| {
+            let mut task = task(id, "web", node);
+            task.status = TaskStatus::new(state, 2);
+            task.networks = vec![swarm_api::task::NetworkAddress {
+                network: "front".into(),
+                address: std::net::Ipv4Addr::new(10, 0, 1, last),
+            }];
+            Changed::Task {
+                id: id.into(),
+                task: Some(task),
+            }
+        };
+        let entry = |changed| Changes {
+            index: 9,
+            objects_version: 9,
+            tasks_version: 9,
+            changed,
+        };
+        let mut assignments = Assignments::default();
+        assignments.apply(&entry(vec![
+            network,
+            on_front("t1", "a", 2, TaskState::Running),
+            on_front("t2", "b", 3, TaskState::Assigned),
+            Changed::Task {
+                id: "t3".into(),
+                task: Some(task("t3", "db", "c")),
+            },
+        ]));
+        let before = assignments.of_node("a");
+        let names = |nodes: &[&str]| nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            assignments.apply(&entry(vec![on_front("t2", "b", 3, TaskState::Running)])),
+            names(&["a", "b"])
+        );
+        let after = assignments.of_node("a");
+        assert_eq!(before.tasks, after.tasks, "a's own tasks did not change");
+        assert!(!before.network_view.networks["front"].tasks["t2"].serving);
+        assert!(after.network_view.networks["front"].tasks["t2"].serving);
+        assert!(assignments.of_node("c").network_view.networks.is_empty());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::raft::replica::StateMachine;
 
 mod assignments;
 pub mod client;
+mod endpoints;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod gitops;
@@ -26,6 +27,7 @@ mod networks;
 mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
+pub use endpoints::Endpoints;
 pub use watch::{CAPACITY, Changed, Changes, Missed, Receiver, Subscription};
 
 /// What changed, for watchers (leader loops, clients).

@@ -110,6 +110,44 @@ pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
                 Some(_) => {}
             }
         }
+        let misplaced = [
+            ("no_copy", mount.no_copy, MountKind::Volume),
+            ("propagation", mount.propagation.is_some(), MountKind::Bind),
+            ("tmpfs", mount.tmpfs.is_some(), MountKind::Tmpfs),
+        ];
+        for (option, given, kind) in misplaced {
+            if given && mount.kind != kind {
+                fail(format!(
+                    "the {} mount on {} has the {option} option of {} mounts",
+                    mount.kind.as_str(),
+                    mount.target,
+                    kind.as_str()
+                ));
+            }
+        }
+        if mount.kind == MountKind::Tmpfs && mount.source.is_some() {
+            fail(format!(
+                "the tmpfs mount on {} takes no source",
+                mount.target
+            ));
+        }
+        if let Some(mode) = mount.tmpfs.and_then(|t| t.mode)
+            && mode > 0o7777
+        {
+            fail(format!(
+                "tmpfs mode {mode:o} of {} is not a file mode",
+                mount.target
+            ));
+        }
+        if mount.kind == MountKind::Volume
+            && let Some(source) = &mount.source
+            && (source.contains('/') || source == "." || source == "..")
+        {
+            fail(format!(
+                "the volume name {source:?} of the mount on {} is not a valid volume name",
+                mount.target
+            ));
+        }
     }
     let targets = container
         .mounts
@@ -300,6 +338,9 @@ mod tests {
             target: "data".into(),
             read_only: false,
             volume: None,
+            no_copy: false,
+            propagation: None,
+            tmpfs: None,
         });
         spec.endpoint.ports = vec![ingress(0)];
         let reasons = plan_result(&state(vec![spec]), &[created("bad name")]);

@@ -12,8 +12,8 @@
 //! Changes carry the changed records as they are after the entry (clones of what changed
 //! only), so a subscriber needs no read of the store to follow it. The watch covers the
 //! nodes, the tasks, the objects (services with their update status, networks, configs,
-//! secrets), the services' registry credentials (for the dispatcher only: never forwarded
-//! to clients) and the two versions; not the cluster record or the previous specs.
+//! secrets), the networks' allocations, the services' virtual IPs, the services' registry
+//! credentials (for the dispatcher only: never forwarded to clients) and the two versions; not the cluster record or the previous specs.
 //! Entries that change nothing watched are not published.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,8 +23,8 @@ use swarm_api::auth::RegistryAuth;
 use swarm_api::rollout::UpdateStatus;
 use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::state::Object;
-use swarm_api::store::{Node, StoreData};
-use swarm_api::task::Task;
+use swarm_api::store::{NetworkAllocation, Node, StoreData};
+use swarm_api::task::{NetworkAddress, Task};
 use tokio::sync::broadcast;
 
 use super::{Event, Store};
@@ -53,15 +53,20 @@ pub enum Changed {
         id: String,
         task: Option<Task>,
     },
-    /// A service, by name, with where its update stands.
+    /// A service, by name, with where its update stands and its virtual IPs (by network
+    /// name; empty when it has none).
     Service {
         name: String,
         service: Option<Object<ServiceSpec>>,
         update_status: Option<UpdateStatus>,
+        vips: Vec<NetworkAddress>,
     },
+    /// A network, by name, with its address space (`None` with the network, or until the
+    /// store gave one).
     Network {
         name: String,
         network: Option<Object<NetworkSpec>>,
+        allocation: Option<NetworkAllocation>,
     },
     Config {
         name: String,
@@ -233,15 +238,22 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
                 .as_ref()
                 .and_then(|s| data.update_status.get(s.id.as_deref()?))
                 .cloned();
+            let vips = service
+                .as_ref()
+                .and_then(|s| data.service_vips.get(s.id.as_deref()?))
+                .cloned()
+                .unwrap_or_default();
             Changed::Service {
                 name,
                 service,
                 update_status,
+                vips,
             }
         }
         "repository" => Changed::Repository { name },
         "network" => Changed::Network {
             network: by_name(&objects.networks, &name),
+            allocation: data.network_allocations.get(&name).copied(),
             name,
         },
         "config" => Changed::Config {
@@ -296,6 +308,7 @@ mod tests {
                     name,
                     service,
                     update_status,
+                    vips,
                 } => {
                     let gone = data
                         .objects
@@ -305,6 +318,12 @@ mod tests {
                         .and_then(|o| o.id.clone());
                     if let Some(id) = gone {
                         data.update_status.remove(&id);
+                        data.service_vips.remove(&id);
+                    }
+                    if let Some(id) = service.as_ref().and_then(|s| s.id.clone())
+                        && !vips.is_empty()
+                    {
+                        data.service_vips.insert(id, vips);
                     }
                     if let (Some(id), Some(status)) =
                         (service.as_ref().and_then(|s| s.id.clone()), update_status)
@@ -313,7 +332,19 @@ mod tests {
                     }
                     put(&mut data.objects.services, &name, service);
                 }
-                Changed::Network { name, network } => {
+                Changed::Network {
+                    name,
+                    network,
+                    allocation,
+                } => {
+                    match allocation {
+                        Some(allocation) => {
+                            data.network_allocations.insert(name.clone(), allocation);
+                        }
+                        None => {
+                            data.network_allocations.remove(&name);
+                        }
+                    }
                     put(&mut data.objects.networks, &name, network)
                 }
                 Changed::Config { name, config } => put(&mut data.objects.configs, &name, config),
@@ -338,6 +369,8 @@ mod tests {
             tasks_version: data.tasks_version,
             update_status: data.update_status.clone(),
             registry_auth: data.registry_auth.clone(),
+            network_allocations: data.network_allocations.clone(),
+            service_vips: data.service_vips.clone(),
             ..StoreData::default()
         }
     }
@@ -535,6 +568,7 @@ mod tests {
                 name,
                 service: Some(service),
                 update_status: None,
+                ..
             },
         ] = created.changed.as_slice()
         else {

@@ -5,7 +5,8 @@ use serde_json::{Map, Value, json};
 use swarm_api::spec::ServiceSpec;
 
 use super::document::{
-    key_values, load_service_document, network_document, port_document, section,
+    key_values, load_service_document, logging_document, mounts_document, network_document,
+    port_document, section, ulimits_document,
 };
 use super::{FlagError, RollbackFlags};
 
@@ -19,6 +20,20 @@ pub struct CreateFlags {
     pub publish: Vec<String>,
     /// `NAME` or `name=NAME,alias=A`: cluster networks to attach to.
     pub network: Vec<String>,
+    /// Docker's `--mount` syntax: `type=volume|bind|tmpfs,source=…,target=…,…`.
+    pub mount: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `KEY=VALUE`.
+    pub sysctl: Vec<String>,
+    /// `NAME=SOFT[:HARD]`.
+    pub ulimit: Vec<String>,
+    pub read_only: bool,
+    /// Supplementary groups, by name or number.
+    pub group: Vec<String>,
+    pub log_driver: Option<String>,
+    /// `KEY=VALUE`.
+    pub log_opt: Vec<String>,
     pub env: Vec<String>,
     pub label: Vec<String>,
     pub container_label: Vec<String>,
@@ -118,6 +133,25 @@ impl CreateFlags {
                 ("retries", self.health_retries.map(|v| json!(v))),
             ]);
             put("healthcheck", health);
+        }
+        mounts_document("mount", &self.mount, &mut service)?;
+        let list = |values: &[String]| (!values.is_empty()).then(|| json!(values));
+        let runtime = [
+            ("cap_add", list(&self.cap_add)),
+            ("cap_drop", list(&self.cap_drop)),
+            ("sysctls", list(&self.sysctl)),
+            ("ulimits", ulimits_document("ulimit", &self.ulimit)?),
+            ("read_only", self.read_only.then(|| json!(true))),
+            ("group_add", list(&self.group)),
+            (
+                "logging",
+                logging_document(self.log_driver.as_deref(), &self.log_opt)?,
+            ),
+        ];
+        for (key, value) in runtime {
+            if let Some(value) = value {
+                service.insert(key.to_owned(), value);
+            }
         }
         service.insert("deploy".into(), self.deploy_document()?);
         Ok(Value::Object(service))

@@ -17,6 +17,9 @@ const STACK: &str = "cli";
 const FILE: &str = "cli.yaml";
 /// The key the service has in the document.
 const SERVICE: &str = "service";
+/// Where a service mapping built from flags carries the top-level `volumes:` its `--mount`s
+/// declare (name, driver, options); taken out before the document is loaded.
+pub(super) const VOLUME_DECLARATIONS: &str = "x-swarm-volumes";
 /// Docker's longest service name.
 const MAX_NAME: usize = 63;
 
@@ -51,9 +54,16 @@ pub fn load_service_document(name: &str, service: Value) -> Result<ServiceSpec, 
                 .collect()
         })
         .unwrap_or_default();
+    let mut service = service;
+    let volumes = service
+        .as_object_mut()
+        .and_then(|s| s.remove(VOLUME_DECLARATIONS));
     let mut document = json!({ "services": { SERVICE: service } });
     if !externals.is_empty() {
         document["networks"] = Value::Object(externals);
+    }
+    if let Some(volumes) = volumes {
+        document["volumes"] = volumes;
     }
     // Flags are taken as written (the shell has expanded what it meant to): a `$` is not
     // the stack file's interpolation.
@@ -124,6 +134,14 @@ fn flag_of(field: &str) -> String {
         ("healthcheck", "--health-"),
         ("ports", "--publish"),
         ("networks", "--network"),
+        ("volumes", "--mount"),
+        ("cap_add", "--cap-add"),
+        ("cap_drop", "--cap-drop"),
+        ("sysctls", "--sysctl"),
+        ("ulimits", "--ulimit"),
+        ("group_add", "--group"),
+        ("logging.driver", "--log-driver"),
+        ("logging", "--log-opt"),
         ("environment", "--env"),
         ("labels", "--container-label"),
         ("image", "IMAGE"),
@@ -233,6 +251,180 @@ pub(super) fn network_document(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| invalid("the network's name is missing"))?;
     Ok((name, json!({ "aliases": aliases })))
+}
+
+/// A `--mount` value in Docker's syntax (`type=volume,source=db,target=/data,readonly`,
+/// `type=bind,src=/srv,dst=/srv,bind-propagation=rshared`,
+/// `type=tmpfs,dst=/cache,tmpfs-size=64m,tmpfs-mode=1770`): the service's long-syntax
+/// `volumes:` entry, and for a named volume its top-level declaration (its name kept as
+/// given, with its driver and options).
+pub(super) fn mount_document(
+    flag: &'static str,
+    text: &str,
+) -> Result<(Value, Option<(String, Value)>), FlagError> {
+    let invalid = |reason: String| FlagError::invalid(flag, text, reason);
+    let mut entry = Map::new();
+    let mut kind = "volume".to_owned();
+    let mut bind = Map::new();
+    let mut volume = Map::new();
+    let mut tmpfs = Map::new();
+    let mut driver = None;
+    let mut driver_opts = Map::new();
+    let mut labels = Map::new();
+    let flag_bool = |key: &str, value: Option<&str>| match value {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(invalid(format!("{key}={other}: expected true or false"))),
+    };
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = match part.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (part, None),
+        };
+        let required = || value.ok_or_else(|| invalid(format!("{key} needs a value ({key}=…)")));
+        match key {
+            "type" => kind = required()?.to_owned(),
+            "source" | "src" => drop(entry.insert("source".into(), json!(required()?))),
+            "target" | "destination" | "dst" => {
+                entry.insert("target".into(), json!(required()?));
+            }
+            "readonly" | "ro" => {
+                entry.insert("read_only".into(), json!(flag_bool(key, value)?));
+            }
+            "consistency" => drop(entry.insert("consistency".into(), json!(required()?))),
+            "bind-propagation" => drop(bind.insert("propagation".into(), json!(required()?))),
+            "volume-nocopy" => drop(volume.insert("nocopy".into(), json!(flag_bool(key, value)?))),
+            "volume-driver" => driver = Some(required()?.to_owned()),
+            "volume-opt" | "volume-label" => {
+                let (name, setting) = required()?
+                    .split_once('=')
+                    .ok_or_else(|| invalid(format!("{key} takes KEY=VALUE")))?;
+                let into = if key == "volume-opt" {
+                    &mut driver_opts
+                } else {
+                    &mut labels
+                };
+                into.insert(name.to_owned(), json!(setting));
+            }
+            "tmpfs-size" => drop(tmpfs.insert("size".into(), json!(required()?))),
+            "tmpfs-mode" => {
+                let mode = required()?;
+                let mode = u32::from_str_radix(mode, 8).map_err(|_| {
+                    invalid(format!(
+                        "tmpfs-mode {mode}: expected an octal mode such as 1770"
+                    ))
+                })?;
+                tmpfs.insert("mode".into(), json!(mode));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown key {other:?}: use type, source, target, readonly, bind-propagation, volume-nocopy, volume-driver, volume-opt, volume-label, tmpfs-size, tmpfs-mode"
+                )));
+            }
+        }
+    }
+    if !matches!(kind.as_str(), "volume" | "bind" | "tmpfs") {
+        return Err(invalid(format!("type {kind:?}: use volume, bind or tmpfs")));
+    }
+    if !entry.contains_key("target") {
+        return Err(invalid("the target is missing (target=/path)".into()));
+    }
+    entry.insert("type".into(), json!(kind));
+    for (key, options) in [("bind", bind), ("volume", volume), ("tmpfs", tmpfs)] {
+        if !options.is_empty() {
+            entry.insert(key.into(), Value::Object(options));
+        }
+    }
+    let named = (kind == "volume")
+        .then(|| {
+            entry
+                .get("source")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .flatten();
+    let declaration = named.map(|name| {
+        let mut declaration = Map::new();
+        declaration.insert("name".into(), json!(name));
+        if let Some(driver) = driver {
+            declaration.insert("driver".into(), json!(driver));
+        }
+        if !driver_opts.is_empty() {
+            declaration.insert("driver_opts".into(), Value::Object(driver_opts));
+        }
+        if !labels.is_empty() {
+            declaration.insert("labels".into(), Value::Object(labels));
+        }
+        (name, Value::Object(declaration))
+    });
+    Ok((Value::Object(entry), declaration))
+}
+
+/// The service's `volumes:` entries for `--mount` values, and the top-level declarations
+/// of their named volumes under [`VOLUME_DECLARATIONS`].
+pub(super) fn mounts_document(
+    flag: &'static str,
+    texts: &[String],
+    service: &mut Map<String, Value>,
+) -> Result<(), FlagError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    let mut declarations = Map::new();
+    for text in texts {
+        let (entry, declaration) = mount_document(flag, text)?;
+        entries.push(entry);
+        if let Some((name, declaration)) = declaration {
+            declarations.insert(name, declaration);
+        }
+    }
+    service.insert("volumes".into(), Value::Array(entries));
+    if !declarations.is_empty() {
+        service.insert(VOLUME_DECLARATIONS.into(), Value::Object(declarations));
+    }
+    Ok(())
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` values as the `ulimits:` mapping; none when there are none.
+pub(super) fn ulimits_document(
+    flag: &'static str,
+    texts: &[String],
+) -> Result<Option<Value>, FlagError> {
+    let mut ulimits = Map::new();
+    for text in texts {
+        let invalid = || {
+            FlagError::invalid(
+                flag,
+                text,
+                "expected NAME=SOFT[:HARD], e.g. nofile=1024:4096",
+            )
+        };
+        let (name, limits) = text.split_once('=').ok_or_else(invalid)?;
+        let number = |n: &str| n.parse::<i64>().map_err(|_| invalid());
+        let value = match limits.split_once(':') {
+            Some((soft, hard)) => json!({ "soft": number(soft)?, "hard": number(hard)? }),
+            None => json!(number(limits)?),
+        };
+        ulimits.insert(name.to_owned(), value);
+    }
+    Ok((!ulimits.is_empty()).then_some(Value::Object(ulimits)))
+}
+
+/// `--log-driver` and `--log-opt KEY=VALUE` as the `logging:` mapping; none without them.
+pub(super) fn logging_document(
+    driver: Option<&str>,
+    options: &[String],
+) -> Result<Option<Value>, FlagError> {
+    if driver.is_none() && options.is_empty() {
+        return Ok(None);
+    }
+    let options = key_values(options, "log-opt")?;
+    let mut logging = json!({ "options": options });
+    if let Some(driver) = driver {
+        logging["driver"] = json!(driver);
+    }
+    Ok(Some(logging))
 }
 
 /// A mapping of the entries that have a value; none when no entry has one.

@@ -636,3 +636,181 @@ fn networks_are_attached_by_name_on_create_and_update() {
         "invalid --network \"alias=x\": the network's name is missing"
     );
 }
+
+/// `--mount` reads Docker's syntax into the mounts a stack file's long syntax gives: a named
+/// volume keeps its name (no stack prefix) and its driver options; `--mount-add` replaces a
+/// mount on the same target and `--mount-rm` removes one by target.
+#[test]
+fn mounts_are_made_and_changed_by_flags() {
+    use swarm_api::spec::{MountKind, Propagation, TmpfsOptions};
+    let flags = CreateFlags {
+        mount: strings(&[
+            "type=volume,source=db,target=/var/lib/db,volume-nocopy,volume-opt=type=tmpfs,volume-opt=device=tmpfs",
+            "type=bind,src=/srv/www,dst=/www,readonly,bind-propagation=rslave",
+            "type=tmpfs,destination=/cache,tmpfs-size=64m,tmpfs-mode=1770",
+        ]),
+        ..create("db", "postgres:16")
+    };
+    let spec = flags.spec().unwrap();
+    let mounts = &spec.task.container.mounts;
+    assert_eq!(
+        mounts.iter().map(|m| m.target.as_str()).collect::<Vec<_>>(),
+        ["/cache", "/var/lib/db", "/www"]
+    );
+    assert_eq!(mounts[0].kind, MountKind::Tmpfs);
+    assert_eq!(
+        mounts[0].tmpfs,
+        Some(TmpfsOptions {
+            size_bytes: Some(64 << 20),
+            mode: Some(0o1770),
+        })
+    );
+    assert_eq!(mounts[1].source.as_deref(), Some("db"));
+    assert!(mounts[1].no_copy);
+    let options = mounts[1].volume.as_ref().unwrap();
+    assert_eq!(options.driver_opts["type"], "tmpfs");
+    assert_eq!(
+        (mounts[2].kind, mounts[2].read_only, mounts[2].propagation),
+        (MountKind::Bind, true, Some(Propagation::Rslave))
+    );
+
+    let mut updated = spec.clone();
+    UpdateFlags {
+        mount_add: strings(&["type=tmpfs,target=/www"]),
+        mount_rm: strings(&["/cache"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    let mounts = &updated.task.container.mounts;
+    assert_eq!(
+        mounts
+            .iter()
+            .map(|m| (m.target.as_str(), m.kind))
+            .collect::<Vec<_>>(),
+        [
+            ("/var/lib/db", MountKind::Volume),
+            ("/www", MountKind::Tmpfs)
+        ]
+    );
+
+    for (text, said) in [
+        (
+            "type=nfs,target=/x",
+            "type \"nfs\": use volume, bind or tmpfs",
+        ),
+        ("source=db", "the target is missing"),
+        ("type=tmpfs,target=/x,tmpfs-mode=rw", "tmpfs-mode rw"),
+        ("type=volume,target=/x,color=red", "unknown key \"color\""),
+        (
+            "type=volume,source=db,target=/x,bind-propagation=rshared",
+            "--mount",
+        ),
+    ] {
+        let error = CreateFlags {
+            mount: strings(&[text]),
+            ..create("db", "postgres:16")
+        }
+        .spec()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--mount") && error.contains(said),
+            "{text}: {error}"
+        );
+    }
+}
+
+/// The runtime flags make the runtime options a stack file's keys give, and `service
+/// update` changes them as Docker's does: an added capability is no longer dropped, options
+/// alone change the current log driver's.
+#[test]
+fn runtime_flags_set_and_change_the_runtime_options() {
+    let spec = CreateFlags {
+        cap_add: strings(&["net_admin"]),
+        cap_drop: strings(&["MKNOD"]),
+        sysctl: strings(&["net.core.somaxconn=1024"]),
+        ulimit: strings(&["nofile=1024:4096", "nproc=512"]),
+        read_only: true,
+        group: strings(&["audio"]),
+        log_driver: Some("local".into()),
+        log_opt: strings(&["max-size=5m"]),
+        ..create("app", "busybox")
+    }
+    .spec()
+    .unwrap();
+    let runtime = &spec.task.container.runtime;
+    assert_eq!(runtime.capability_add, ["CAP_NET_ADMIN"]);
+    assert_eq!(runtime.capability_drop, ["CAP_MKNOD"]);
+    assert_eq!(
+        (
+            runtime.ulimits["nofile"].soft,
+            runtime.ulimits["nofile"].hard
+        ),
+        (1024, 4096)
+    );
+    assert_eq!(runtime.ulimits["nproc"].hard, 512);
+    assert!(runtime.read_only);
+    assert_eq!(runtime.groups, ["audio"]);
+    assert_eq!(runtime.log_driver.as_ref().unwrap().name, "local");
+
+    let mut updated = spec.clone();
+    UpdateFlags {
+        cap_add: strings(&["MKNOD"]),
+        cap_drop: strings(&["NET_ADMIN"]),
+        sysctl_rm: strings(&["net.core.somaxconn"]),
+        ulimit_rm: strings(&["nproc"]),
+        read_only: Some(false),
+        group_add: strings(&["42"]),
+        group_rm: strings(&["audio"]),
+        log_opt: strings(&["max-file=2"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    let runtime = &updated.task.container.runtime;
+    assert_eq!(runtime.capability_add, ["CAP_MKNOD"]);
+    assert_eq!(runtime.capability_drop, ["CAP_NET_ADMIN"]);
+    assert!(runtime.sysctls.is_empty());
+    assert_eq!(runtime.ulimits.keys().collect::<Vec<_>>(), ["nofile"]);
+    assert!(!runtime.read_only);
+    assert_eq!(runtime.groups, ["42"]);
+    let driver = runtime.log_driver.as_ref().unwrap();
+    assert_eq!(driver.name, "local");
+    assert_eq!(driver.options["max-size"], "5m");
+    assert_eq!(driver.options["max-file"], "2");
+
+    for (flags, flag) in [
+        (
+            CreateFlags {
+                cap_add: strings(&["FLY"]),
+                ..create("app", "busybox")
+            },
+            "--cap-add",
+        ),
+        (
+            CreateFlags {
+                sysctl: strings(&["kernel.hostname=x"]),
+                ..create("app", "busybox")
+            },
+            "--sysctl",
+        ),
+        (
+            CreateFlags {
+                ulimit: strings(&["nofile"]),
+                ..create("app", "busybox")
+            },
+            "--ulimit",
+        ),
+        (
+            CreateFlags {
+                log_opt: strings(&["max-file=0"]),
+                ..create("app", "busybox")
+            },
+            "--log-opt",
+        ),
+    ] {
+        let error = flags.spec().unwrap_err().to_string();
+        assert!(error.contains(flag), "{flag}: {error}");
+    }
+}

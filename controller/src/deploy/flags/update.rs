@@ -3,13 +3,17 @@
 //! lists and maps. Values are checked as `service create` checks them (ports, healthchecks
 //! and the stop signal through the stack loader).
 
-use serde_json::json;
+use serde_json::{Value, json};
 use swarm_api::spec::{
-    Constraint, NetworkAttachment, PortConfig, Protocol, ServiceMode, ServiceSpec, SpreadOver,
+    Constraint, NetworkAttachment, PortConfig, Protocol, RuntimeOptions, ServiceMode, ServiceSpec,
+    SpreadOver,
 };
 use swarm_api::units::GoDuration;
 
-use super::document::{key_values, load_service_document, network_document, port_document};
+use super::document::{
+    key_values, load_service_document, logging_document, mounts_document, network_document,
+    port_document, ulimits_document,
+};
 use super::{FlagError, RollbackFlags, parsed, ratio};
 
 /// The flags of `service update`, as given; `None` and empty lists change nothing.
@@ -67,6 +71,28 @@ pub struct UpdateFlags {
     pub network_add: Vec<String>,
     /// Network names.
     pub network_rm: Vec<String>,
+    /// Docker's `--mount` syntax; replaces a mount on the same target.
+    pub mount_add: Vec<String>,
+    /// Mount targets.
+    pub mount_rm: Vec<String>,
+    /// Added to the capabilities (and no longer dropped).
+    pub cap_add: Vec<String>,
+    /// Dropped (and no longer added).
+    pub cap_drop: Vec<String>,
+    /// `KEY=VALUE`.
+    pub sysctl_add: Vec<String>,
+    /// Keys.
+    pub sysctl_rm: Vec<String>,
+    /// `NAME=SOFT[:HARD]`.
+    pub ulimit_add: Vec<String>,
+    /// Names.
+    pub ulimit_rm: Vec<String>,
+    pub read_only: Option<bool>,
+    pub group_add: Vec<String>,
+    pub group_rm: Vec<String>,
+    /// Replaces the log driver, with `log_opt` as its options.
+    pub log_driver: Option<String>,
+    pub log_opt: Vec<String>,
     /// 0: no limit.
     pub replicas_max_per_node: Option<u64>,
     /// Replace every task even if nothing else changes.
@@ -229,6 +255,17 @@ impl UpdateFlags {
             ports.push(added.clone());
         }
         ports.sort();
+        let mounts = &mut spec.task.container.mounts;
+        mounts.retain(|m| !self.mount_rm.contains(&m.target));
+        for added in &checked.task.container.mounts {
+            mounts.retain(|m| m.target != added.target);
+            mounts.push(added.clone());
+        }
+        mounts.sort_by(|a, b| a.target.cmp(&b.target));
+        self.apply_runtime(
+            &mut spec.task.container.runtime,
+            &checked.task.container.runtime,
+        );
         let restart = &mut spec.task.restart;
         if let Some(condition) = &self.restart_condition {
             restart.condition = serde_json::from_value(json!(condition)).map_err(|_| {
@@ -265,6 +302,51 @@ impl UpdateFlags {
         Ok(())
     }
 
+    /// Capabilities, sysctls, ulimits, groups, the read-only root and the log driver, as
+    /// Docker's `service update` changes them; `checked` holds the added values, read by the
+    /// stack loader.
+    fn apply_runtime(&self, runtime: &mut RuntimeOptions, checked: &RuntimeOptions) {
+        for added in &checked.capability_add {
+            runtime.capability_drop.retain(|c| c != added);
+            runtime.capability_add.push(added.clone());
+        }
+        for dropped in &checked.capability_drop {
+            runtime.capability_add.retain(|c| c != dropped);
+            runtime.capability_drop.push(dropped.clone());
+        }
+        for capabilities in [&mut runtime.capability_add, &mut runtime.capability_drop] {
+            capabilities.sort();
+            capabilities.dedup();
+        }
+        for key in &self.sysctl_rm {
+            runtime.sysctls.remove(key);
+        }
+        runtime.sysctls.extend(checked.sysctls.clone());
+        for name in &self.ulimit_rm {
+            runtime.ulimits.remove(name);
+        }
+        runtime.ulimits.extend(checked.ulimits.clone());
+        if let Some(read_only) = self.read_only {
+            runtime.read_only = read_only;
+        }
+        runtime.groups.retain(|g| !self.group_rm.contains(g));
+        for group in &checked.groups {
+            if !runtime.groups.contains(group) {
+                runtime.groups.push(group.clone());
+            }
+        }
+        match (
+            &self.log_driver,
+            &checked.log_driver,
+            &mut runtime.log_driver,
+        ) {
+            // Options alone change the current driver's.
+            (None, Some(given), Some(current)) => current.options.extend(given.options.clone()),
+            (_, Some(given), current) => *current = Some(given.clone()),
+            (_, None, _) => {}
+        }
+    }
+
     /// The flags whose values only the stack loader checks fully (ports, a new
     /// healthcheck, the stop signal), as a spec of their own.
     fn checked_by_the_loader(&self) -> Result<ServiceSpec, FlagError> {
@@ -274,6 +356,26 @@ impl UpdateFlags {
             .map(|p| port_document(p))
             .collect::<Result<Vec<_>, _>>()?;
         let mut service = json!({ "image": "checked", "ports": ports });
+        if let Value::Object(mapping) = &mut service {
+            mounts_document("mount-add", &self.mount_add, mapping)?;
+            let list = |values: &[String]| (!values.is_empty()).then(|| json!(values));
+            let runtime = [
+                ("cap_add", list(&self.cap_add)),
+                ("cap_drop", list(&self.cap_drop)),
+                ("sysctls", list(&self.sysctl_add)),
+                ("ulimits", ulimits_document("ulimit-add", &self.ulimit_add)?),
+                ("group_add", list(&self.group_add)),
+                (
+                    "logging",
+                    logging_document(self.log_driver.as_deref(), &self.log_opt)?,
+                ),
+            ];
+            for (key, value) in runtime {
+                if let Some(value) = value {
+                    mapping.insert(key.to_owned(), value);
+                }
+            }
+        }
         if let Some(cmd) = &self.health_cmd {
             let mut health = json!({ "test": ["CMD-SHELL", cmd] });
             let durations = [
