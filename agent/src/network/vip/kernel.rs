@@ -164,6 +164,8 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// reconcile replaces them.
 pub async fn follow(node_id: String, mut views: tokio::sync::watch::Receiver<NetworkView>) {
     let mut vips = Vips::new(node_id);
+    // Said once, not at every retry.
+    let mut last_error = None;
     loop {
         let desired = NodeVips::from_view(&views.borrow_and_update());
         let (back, outcome) = tokio::task::spawn_blocking(move || {
@@ -174,9 +176,16 @@ pub async fn follow(node_id: String, mut views: tokio::sync::watch::Receiver<Net
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
         vips = back;
         let settled = match outcome {
-            Ok(complete) => complete,
+            Ok(complete) => {
+                last_error = None;
+                complete
+            }
             Err(error) => {
-                tracing::warn!(node = vips.node_id, %error, "cannot set the virtual IPs");
+                let message = error.to_string();
+                if last_error.as_ref() != Some(&message) {
+                    tracing::warn!(node = vips.node_id, %message, "cannot set the virtual IPs");
+                }
+                last_error = Some(message);
                 false
             }
         };
