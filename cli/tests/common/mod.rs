@@ -417,6 +417,8 @@ impl Drop for Leftovers<'_> {
                 remove_forward_rules(&bridge);
                 // Its overlay links and rules, found by the node's name prefixes.
                 let _ = swarm_agent::network::Overlay::new(&node_id).teardown();
+                // Its VIPs' table and rules (a killed daemon leaves them, as a stopped one).
+                let _ = swarm_agent::network::Vips::new(&node_id).teardown();
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);
