@@ -34,7 +34,7 @@ mod overlay;
 mod task;
 mod vip;
 
-pub use bridge::{Bridge, bridge_name};
+pub use bridge::{Bridge, bridge_name, remove_bridge_rules};
 pub use fake::FakeNetworking;
 pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf};
 pub use ipam::{Ipam, IpamError};
@@ -70,6 +70,10 @@ pub trait Networking: Send + Sync {
 pub trait TaskNetworks: Send + Sync {
     /// Gives the task an address and a namespace to run in.
     async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError>;
+    /// Takes away the route out of the node of an attached task whose networks are all
+    /// `--internal`: it keeps its addresses, its overlays and the node's DNS server (on the
+    /// bridge's own subnet), and reaches nothing else.
+    async fn close_route_out(&self, task_id: &str) -> Result<(), NetworkError>;
     /// Removes the task's network and releases its address; idempotent.
     async fn detach(&self, task_id: &str) -> Result<(), NetworkError>;
     /// Takes over the task's network found after a restart, with its address.
