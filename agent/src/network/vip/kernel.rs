@@ -130,8 +130,9 @@ impl Vips {
     }
 
     /// Removes the node's table and policy rules (and their routes), whatever state it
-    /// knows: for a node leaving, and after a daemon restart before the first reconcile.
-    /// Neighbour entries and the bridges' MACs go with the overlay's devices.
+    /// knows: for a node leaving (a restarted daemon does not: its first reconcile
+    /// replaces the table, and open connections keep flowing meanwhile). Neighbour entries
+    /// and the bridges' MACs go with the overlay's devices.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
         let table = table_name(node);
