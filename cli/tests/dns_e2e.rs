@@ -5,7 +5,7 @@
 //! and cannot resolve the service of another stack's network. Names are asked with busybox `nslookup` inside the client's
 //! container (`runc exec`: its namespaces and its files).
 //!
-//! The cluster's node pool is 198.18.228.0/23 (a /25 per node). Needs root, runc, busybox and
+//! The cluster's node pool is 198.18.210.0/23 (a /25 per node). Needs root, runc, busybox and
 //! docker-registry; skipped with a message otherwise, except under CI=true.
 
 mod common;
@@ -123,7 +123,7 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     // A /25 task subnet per node: three in the test's /23.
     let pool = [
         "--default-addr-pool",
-        "198.18.228.0/23",
+        "198.18.210.0/23",
         "--default-addr-pool-mask-length",
         "25",
     ];

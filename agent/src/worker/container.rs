@@ -45,6 +45,12 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let attached = network.attach(&task.id).await.map_err(|e| e.to_string())?;
+    if only_internal(&shared.network_view.borrow(), task) {
+        network
+            .close_route_out(&task.id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     shared
         .attach_overlays(task, attached.netns_path.clone())
         .await?;
@@ -130,6 +136,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
+}
+
+/// Whether every network the task is on is `--internal` (Docker's rule: one network with a
+/// way out gives the task one).
+fn only_internal(view: &swarm_api::endpoints::NetworkView, task: &Task) -> bool {
+    !task.networks.is_empty()
+        && task.networks.iter().all(|attachment| {
+            view.networks
+                .get(&attachment.network)
+                .is_some_and(|network| network.internal)
+        })
 }
 
 /// The credentials the task's service brought, by registry.

@@ -865,15 +865,34 @@ mod tests {
         assert_eq!(front.local["t1"].netns, dir.path().join("run/netns/t1"));
         assert_eq!(front.remote.keys().collect::<Vec<_>>(), [&address(4)]);
         assert_eq!(front.vtep.address, Ipv4Addr::new(198, 18, 0, 3));
+        assert!(networking.closed().is_empty(), "front is not internal");
 
         task.desired = DesiredState::Shutdown;
         worker
-            .assign(vec![task], subnet, BTreeMap::new(), view)
+            .assign(vec![task.clone()], subnet, BTreeMap::new(), view.clone())
             .await;
         while reports.recv().await.unwrap().status.state != TaskState::Shutdown {}
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(networking.attached().is_empty());
         assert_eq!(networking.overlays(), NodeOverlays::default());
+
+        // A task whose only network is internal loses its route out before it starts.
+        let mut sealed = task.clone();
+        sealed.id = "t3".to_owned();
+        sealed.desired = DesiredState::Running;
+        sealed.status.state = TaskState::Assigned;
+        let mut internal = view.clone();
+        let front = internal.networks.get_mut("front").unwrap();
+        front.internal = true;
+        front.tasks = BTreeMap::from([("t3".to_owned(), endpoint("n1", 3))]);
+        worker
+            .assign(vec![sealed], subnet, BTreeMap::new(), internal)
+            .await;
+        while reports.recv().await.unwrap().status.state != TaskState::Starting {}
+        assert_eq!(
+            networking.closed(),
+            std::collections::BTreeSet::from(["t3".to_owned()])
+        );
     }
 
     #[test]
