@@ -1,8 +1,9 @@
 //! Service discovery end to end on three test hosts (issue 12, item 3): a stack's client
 //! task on host 1 resolves, through its own /etc/resolv.conf (the node's DNS server on its
 //! gateway), the stack's `back` (on host 2) by its short name, its full name and
-//! `tasks.back` — every replica after a scale to 3 — and fetches a page from `back` by name,
-//! and cannot resolve the service of another stack's network. Names are asked with busybox `nslookup` inside the client's
+//! `tasks.back` — every replica after a scale to 3 —, a `dnsrr` service's name to its tasks,
+//! fetches a page from `back` by name, and cannot resolve the service of another stack's
+//! network. Names are asked with busybox `nslookup` inside the client's
 //! container (`runc exec`: its namespaces and its files).
 //!
 //! The cluster's node pool is 198.18.210.0/23 (a /25 per node). Needs root, runc, busybox and
@@ -89,11 +90,12 @@ fn fetch(cluster: &Cluster, n: usize, task_id: &str, url: &str) -> Option<String
     out.status.success().then(|| text(&out.stdout))
 }
 
-fn stack_file(registry: &str, services: &[(&str, &str)]) -> String {
+/// A stack of the test image's services: (key, the host it runs on, more `deploy:` keys).
+fn stack_file(registry: &str, services: &[(&str, &str, &str)]) -> String {
     let mut file = String::from("services:\n");
-    for (name, hostname) in services {
+    for (name, hostname, deploy) in services {
         file.push_str(&format!(
-            "  {name}:\n    image: {registry}/swarm/hello:1\n    stop_grace_period: 1s\n    deploy:\n      placement:\n        constraints: [node.hostname == {hostname}]\n"
+            "  {name}:\n    image: {registry}/swarm/hello:1\n    stop_grace_period: 1s\n    deploy:\n{deploy}      placement:\n        constraints: [node.hostname == {hostname}]\n"
         ));
     }
     file
@@ -138,12 +140,23 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     deploy(
         &cluster,
         "shop",
-        &stack_file(&registry, &[("back", "node2"), ("client", "node1")]),
+        &stack_file(
+            &registry,
+            &[
+                ("back", "node2", ""),
+                ("client", "node1", ""),
+                (
+                    "db",
+                    "node2",
+                    "      replicas: 2\n      endpoint_mode: dnsrr\n",
+                ),
+            ],
+        ),
     );
     deploy(
         &cluster,
         "vault",
-        &stack_file(&registry, &[("secret", "node2")]),
+        &stack_file(&registry, &[("secret", "node2", "")]),
     );
 
     let client = wait_for("the client running on node1", WAIT, || {
@@ -171,6 +184,18 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     assert_eq!(lookup(&cluster, 0, &client, "SHOP_BACK."), short);
     assert_eq!(lookup(&cluster, 0, &client, "tasks.back"), back);
     assert_eq!(lookup(&cluster, 0, &client, "tasks.shop_back"), back);
+    // A dnsrr service's name answers with its tasks' addresses.
+    let db = wait_for("db's two tasks running", WAIT, || {
+        let running = running_addresses(&cluster, "shop_default", "shop_db");
+        (running.len() == 2).then_some(running)
+    });
+    wait_for(
+        "db answered with its tasks",
+        Duration::from_secs(10),
+        || (lookup(&cluster, 0, &client, "db") == db).then_some(()),
+    );
+    assert_eq!(lookup(&cluster, 0, &client, "tasks.db"), db);
+
     // The client's own programs resolve through the C library too: `back` on host 2
     // answers by name (the test image's page ends with its version).
     let page = wait_for("back answering the client by name", WAIT, || {
