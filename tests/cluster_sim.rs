@@ -887,8 +887,9 @@ async fn a_seed_replays_exactly() {
     assert!(first.state() == second.state(), "the runs diverged");
 }
 
-/// Every manager's store gives each task that has not stopped an address of its own on
-/// network `s_back`, within the network's subnet: checked on every live replica.
+/// Every manager's store gives each task that has not stopped and each service's virtual IP
+/// an address of its own on network `s_back`, within the network's subnet: checked on
+/// every live replica.
 fn check_addresses(sim: &Sim) {
     for id in sim.live_managers() {
         let data = sim.replica(id).machine().data();
@@ -896,20 +897,30 @@ fn check_addresses(sim: &Sim) {
             continue;
         };
         let mut seen = BTreeMap::new();
-        for task in data
+        let vips = data.service_vips.iter().flat_map(|(service, vips)| {
+            vips.iter()
+                .map(move |vip| (vip, format!("the virtual IP of {service}")))
+        });
+        let tasks = data
             .tasks
             .values()
             .filter(|t| !t.status.state.is_terminal())
-        {
-            for held in task.networks.iter().filter(|n| n.network == "s_back") {
-                assert!(allocation.subnet.contains(&held.address), "{held:?}");
-                assert_ne!(held.address, allocation.gateway);
-                if let Some(other) = seen.insert(held.address, &task.id) {
-                    panic!(
-                        "manager {id}: {} held by tasks {other} and {}",
-                        held.address, task.id
-                    );
-                }
+            .flat_map(|task| {
+                task.networks
+                    .iter()
+                    .map(|held| (held, format!("task {}", task.id)))
+            });
+        for (held, holder) in tasks.chain(vips) {
+            if held.network != "s_back" {
+                continue;
+            }
+            assert!(allocation.subnet.contains(&held.address), "{held:?}");
+            assert_ne!(held.address, allocation.gateway);
+            if let Some(other) = seen.insert(held.address, holder.clone()) {
+                panic!(
+                    "manager {id}: {} held by {other} and {holder}",
+                    held.address
+                );
             }
         }
     }
@@ -996,4 +1007,53 @@ async fn task_addresses_stay_unique_across_a_leader_change() {
         live.iter().all(|t| t.networks.len() == 1),
         "every live task holds an address"
     );
+}
+
+/// Virtual IPs are decided in the store's apply too: a service keeps its VIP through a
+/// rolling update whose leader is lost half way, and a service created under the next
+/// leader gets one that no task and no other service holds, the same on every manager.
+#[tokio::test(start_paused = true)]
+async fn virtual_ips_stay_unique_and_kept_across_a_leader_change() {
+    let mut sim = Sim::new(11).await;
+    let outcome = sim.apply(back_network()).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let outcome = sim.apply(put(web_on_back("web:1"), Op::Create)).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let site = sim.service_id("s_web");
+    let web_vip = sim.state().service_vips[&site].clone();
+    assert_eq!(web_vip.len(), 1, "one VIP on its one network");
+    sim.run_until("100 replicas running", 300, |sim| {
+        check_addresses(sim);
+        sim.running(&site, "web:1") == REPLICAS
+    })
+    .await;
+    let outcome = sim.apply(put(web_on_back("web:2"), Op::Update)).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    sim.run_until("a third of the update done", 300, |sim| {
+        check_addresses(sim);
+        sim.running(&site, "web:2") >= REPLICAS / 3
+    })
+    .await;
+    let old_leader = sim.leader().expect("a leader");
+    sim.crash_manager(old_leader);
+    sim.run_until("a new leader", 100, |sim| {
+        sim.leader().is_some_and(|l| l != old_leader)
+    })
+    .await;
+    let mut api = web("api:1", 4);
+    api.name = "s_api".into();
+    api.task.networks = web_on_back("api:1").task.networks;
+    let outcome = sim.apply(put(api, Op::Create)).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let api = sim.service_id("s_api");
+    sim.run_until("web:2 everywhere and the api running", 900, |sim| {
+        check_addresses(sim);
+        sim.running(&site, "web:2") == REPLICAS && sim.running(&api, "api:1") == 4
+    })
+    .await;
+    for id in sim.live_managers() {
+        let vips = &sim.replica(id).machine().data().service_vips;
+        assert_eq!(vips[&site], web_vip, "manager {id} kept the VIP of s_web");
+        assert_ne!(vips[&api], web_vip, "manager {id}");
+    }
 }

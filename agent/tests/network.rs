@@ -130,11 +130,7 @@ impl Drop for TestNode {
             quiet("umount", &["-l", path.to_str().unwrap()]);
         }
         quiet("ip", &["link", "del", "dev", &self.bridge()]);
-        let bridge = self.bridge();
-        let rule = [
-            "-w", "5", "-D", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
-        ];
-        while quiet("iptables", &rule) {}
+        swarm_agent::network::remove_bridge_rules(&self.bridge());
     }
 }
 
@@ -167,8 +163,10 @@ fn ip_links() -> BTreeSet<String> {
         .collect()
 }
 
+/// The node's FORWARD and NAT rules.
 fn forward_rules() -> String {
     output("iptables", &["-w", "5", "-S", "FORWARD"])
+        + &output("iptables", &["-w", "5", "-t", "nat", "-S", "POSTROUTING"])
 }
 
 /// busybox httpd inside a task's namespace, serving `body` at /; killed on drop.
@@ -350,11 +348,12 @@ fn a_restarted_node_adopts_its_tasks_and_sweeps_the_others() {
     let _listen_a = Listener::start(&a, "still a");
 
     // "Restart": the old object goes away without teardown, a new one takes the same
-    // node id and directory. Setup again changes nothing (one iptables rule).
+    // node id and directory. Setup again changes nothing (each iptables rule once).
     node.network = None;
     node.network = Some(node.start(subnet));
     let rules = forward_rules();
-    assert_eq!(rules.matches(&node.bridge()).count(), 2, "{rules}"); // -i and -o of one rule
+    // Between ports (-i, -o), out (-i, ! -o), back in (-o), MASQUERADE (! -o).
+    assert_eq!(rules.matches(&node.bridge()).count(), 6, "{rules}");
 
     let network = node.network();
     assert_eq!(

@@ -24,6 +24,21 @@ pub struct ServicesView {
     /// Where each service's last update stands, by service id.
     #[serde(default)]
     pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
+    /// Each service's virtual IPs, by service id (`service inspect`'s `Endpoint.VirtualIPs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub virtual_ips: BTreeMap<String, Vec<VirtualIp>>,
+}
+
+/// A service's virtual IP on one network, as Docker's `service inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VirtualIp {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    /// The network's name (Docker shows only its id).
+    pub network: String,
+    /// The address with its subnet's prefix length (`10.0.0.2/20`), as Docker writes it.
+    pub addr: String,
 }
 
 /// Why a service reference names no single service.

@@ -184,6 +184,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            virtual_ips: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
-//! `swarm service inspect`: services as JSON, each with its `UpdateStatus` (Docker's name),
-//! or with `--pretty` a summary for people as Docker prints it.
+//! `swarm service inspect`: services as JSON, each with its `UpdateStatus` and its
+//! `Endpoint.VirtualIPs` (Docker's names), or with `--pretty` a summary for people as Docker
+//! prints it.
 
 use std::fmt::Write;
 
@@ -9,18 +10,22 @@ use swarm_api::state::Object;
 use swarm_api::task::{DesiredState, ServicesView, TaskState};
 use swarm_api::units::Millis;
 
-/// The services as a JSON array, each object with its update status when it has one.
+/// The services as a JSON array, each object with its update status and its virtual IPs
+/// when it has them.
 pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_json::Result<String> {
     let objects = services
         .iter()
         .map(|service| {
             let mut value = serde_json::to_value(service)?;
-            let status = service
-                .id
-                .as_ref()
-                .and_then(|id| view.update_status.get(id));
+            let id = service.id.as_ref();
+            let status = id.and_then(|id| view.update_status.get(id));
             if let (Some(status), Some(map)) = (status, value.as_object_mut()) {
                 map.insert("UpdateStatus".to_owned(), serde_json::to_value(status)?);
+            }
+            let vips = id.and_then(|id| view.virtual_ips.get(id));
+            if let (Some(vips), Some(map)) = (vips, value.as_object_mut()) {
+                let endpoint = serde_json::json!({ "VirtualIPs": vips });
+                map.insert("Endpoint".to_owned(), endpoint);
             }
             Ok(value)
         })
@@ -132,6 +137,7 @@ fn word(value: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use swarm_api::rollout::{UpdateState, UpdateStatus};
+    use swarm_api::task::VirtualIp;
 
     use super::*;
 
@@ -167,6 +173,15 @@ mod tests {
                 },
             )]
             .into(),
+            virtual_ips: [(
+                "s1".to_owned(),
+                vec![VirtualIp {
+                    network_id: "n1".into(),
+                    network: "back".into(),
+                    addr: "10.0.0.2/20".into(),
+                }],
+            )]
+            .into(),
         }
     }
 
@@ -178,6 +193,10 @@ mod tests {
         assert_eq!(json[0]["id"], "s1");
         assert_eq!(json[0]["UpdateStatus"]["State"], "rollback_completed");
         assert_eq!(json[0]["UpdateStatus"]["CompletedAt"], 61_000);
+        assert_eq!(
+            json[0]["Endpoint"]["VirtualIPs"],
+            serde_json::json!([{"NetworkID": "n1", "Network": "back", "Addr": "10.0.0.2/20"}])
+        );
     }
 
     #[test]

@@ -223,6 +223,7 @@ mod tests {
             tasks: Vec::new(),
             nodes: Default::default(),
             update_status: Default::default(),
+            virtual_ips: Default::default(),
         }
     }
 

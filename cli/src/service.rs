@@ -224,6 +224,10 @@ pub struct CreateArgs {
     /// The log driver: json-file (default) or local
     #[arg(long)]
     log_driver: Option<String>,
+    /// How the service is found by name: vip (one virtual IP, balanced) or dnsrr (its
+    /// tasks' addresses)
+    #[arg(long)]
+    endpoint_mode: Option<String>,
     /// A log driver option: max-size=SIZE, max-file=N (repeatable)
     #[arg(long)]
     log_opt: Vec<String>,
@@ -530,6 +534,7 @@ impl CreateArgs {
             group: self.group.clone(),
             log_driver: self.log_driver.clone(),
             log_opt: self.log_opt.clone(),
+            endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
             reserve_memory: self.reserve_memory.clone(),
@@ -678,6 +683,8 @@ mod tests {
             "local",
             "--log-opt",
             "max-size=5m",
+            "--endpoint-mode",
+            "dnsrr",
             "--replicas-max-per-node",
             "3",
             "--reserve-cpu",
@@ -760,6 +767,7 @@ mod tests {
             group: strings(&["audio"]),
             log_driver: Some("local".into()),
             log_opt: strings(&["max-size=5m"]),
+            endpoint_mode: Some("dnsrr".into()),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
             reserve_memory: Some("1M".into()),
@@ -850,6 +858,8 @@ mod tests {
             "json-file",
             "--log-opt",
             "max-file=2",
+            "--endpoint-mode",
+            "vip",
             "--limit-cpu",
             "0.2",
             "--limit-memory",
@@ -1007,6 +1017,7 @@ mod tests {
             group_rm: strings(&["video"]),
             log_driver: Some("json-file".into()),
             log_opt: strings(&["max-file=2"]),
+            endpoint_mode: Some("vip".into()),
             replicas_max_per_node: Some(3),
             force: true,
         };

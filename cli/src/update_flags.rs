@@ -136,6 +136,9 @@ pub struct UpdateFlags {
     /// A log driver option, max-size=SIZE or max-file=N (repeatable)
     #[arg(long)]
     log_opt: Vec<String>,
+    /// vip or dnsrr
+    #[arg(long)]
+    endpoint_mode: Option<String>,
     /// At most this many tasks of the service on one node (0: no limit)
     #[arg(long)]
     replicas_max_per_node: Option<u64>,
@@ -187,6 +190,7 @@ impl UpdateFlags {
             group_rm: self.group_rm.clone(),
             log_driver: self.log_driver.clone(),
             log_opt: self.log_opt.clone(),
+            endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             ..settings
         }

@@ -1,7 +1,8 @@
 //! Overlay networks across three test hosts: a client task on host 1 reaches a service's
 //! task on host 2 at its address on their network (VXLAN between the hosts, programmed from
 //! the managers' endpoint table); a task of another network, on the same host as the
-//! client, cannot; scaling adds the new task to the peers, a task on host 3 makes host 3
+//! client, cannot; an `--internal` network's tasks reach each other and nothing outside;
+//! scaling adds the new task to the peers, a task on host 3 makes host 3
 //! carry the network only while it runs, and removing a service takes its tasks off.
 //!
 //! Needs root, runc, busybox and docker-registry; skipped with a message otherwise, except
@@ -201,6 +202,38 @@ fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does(
     assert!(
         fetch_from_task(&cluster, 0, client_id, back_address).is_some_and(|p| p.ends_with(" v1"))
     );
+
+    // An --internal network: its tasks reach each other across hosts, and nothing outside
+    // the node (the registry, at the hosts' gateway), where a task of front does.
+    ok(
+        &cluster,
+        &[
+            "network",
+            "create",
+            "--internal",
+            "--subnet",
+            "10.79.2.0/24",
+            "vault",
+        ],
+    );
+    create(&cluster, &image, "keeper", "vault", "node2", None);
+    create(&cluster, &image, "sealed", "vault", "node1", None);
+    let keeper = wait_running(&cluster, "vault", "keeper", 1);
+    let sealed = wait_running(&cluster, "vault", "sealed", 1);
+    let sealed_id = &sealed[0].0;
+    wait_for("the sealed task reaching its peer", WAIT, || {
+        fetch_from_task(&cluster, 0, sealed_id, &keeper[0].1).filter(|p| p.ends_with(" v1"))
+    });
+    let outside = registry.addr();
+    wait_for("a task of front reaching the registry", WAIT, || {
+        fetch_from_task(&cluster, 0, client_id, &format!("{outside}/v2")).map(drop)
+    });
+    assert_eq!(
+        fetch_from_task(&cluster, 0, sealed_id, &format!("{outside}/v2")),
+        None,
+        "an internal network has no way out"
+    );
+    ok(&cluster, &["service", "rm", "keeper", "sealed"]);
 
     // Scaled, the new task is reached too.
     ok(&cluster, &["service", "scale", "back=2"]);

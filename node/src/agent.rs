@@ -20,7 +20,7 @@ use swarm_api::task::Task;
 use tokio::sync::{mpsc, watch};
 
 use super::session::{candidates, manager_channel};
-use super::{Daemon, logs, millis};
+use super::{Daemon, dns, logs, millis};
 
 /// How long to wait before trying the next manager.
 const RETRY: Duration = Duration::from_millis(500);
@@ -111,10 +111,33 @@ async fn run(
         reports,
         runc,
     } = started;
+    // The node's VIPs follow its view of the overlay networks.
+    let vips = tokio::spawn(swarm_agent::network::follow_vips(
+        state.node_id.clone(),
+        worker.network_view(),
+    ));
+    // The node's DNS server for its tasks, stopped with the agent.
+    let dns = async {
+        let (subnet, view, askers) = (
+            worker.subnet(),
+            worker.network_view(),
+            worker.task_addresses(),
+        );
+        dns::serve_node(subnet, dns::DNS_PORT, view, askers).await;
+        std::future::pending::<()>().await
+    };
     tokio::select! {
+        _ = dns => {}
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
+                vips.abort();
+                let mut node_vips = swarm_agent::network::Vips::new(state.node_id.clone());
+                if let Ok(Err(error)) =
+                    tokio::task::spawn_blocking(move || node_vips.teardown()).await
+                {
+                    tracing::warn!(%error, "cannot remove this node's virtual IPs");
+                }
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.
                 if let Err(error) = runc.remove_node_cgroups() {
@@ -125,6 +148,7 @@ async fn run(
         _ = assignments(&daemon, &worker) => {}
         _ = report(&daemon, reports) => {}
     }
+    vips.abort();
 }
 
 /// Starts the node's worker, trying again (with a growing wait) until it starts; meanwhile

@@ -9,6 +9,7 @@
 mod agent;
 mod control;
 mod dispatcher;
+pub mod dns;
 pub mod files;
 mod gitops;
 mod join;

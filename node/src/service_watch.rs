@@ -115,6 +115,7 @@ impl Followed {
             tasks: Vec::new(),
             nodes: BTreeMap::new(),
             update_status: BTreeMap::new(),
+            virtual_ips: BTreeMap::new(),
         };
         let service = services::resolve(&services, reference)?.clone();
         let id = service.id.clone().unwrap_or_default();
@@ -197,6 +198,7 @@ impl Followed {
                 .iter()
                 .map(|status| (self.id.clone(), status.clone()))
                 .collect(),
+            virtual_ips: BTreeMap::new(),
         };
         WatchServiceMessage {
             json: serde_json::to_string(&view).expect("the view serialises"),

@@ -19,8 +19,8 @@ use swarm_api::auth::RegistryAuth;
 use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
 use swarm_api::spec::{PublishMode, ServiceSpec};
 use swarm_api::state::Object;
-use swarm_api::store::{Command, Conflict, ConflictSubject};
-use swarm_api::task::{ServiceLookupError, ServicesView};
+use swarm_api::store::{Command, Conflict, ConflictSubject, StoreData};
+use swarm_api::task::{ServiceLookupError, ServicesView, VirtualIp};
 use tonic::Status;
 
 use super::store_status;
@@ -86,10 +86,43 @@ pub async fn view(store: &StoreClient) -> Result<ServicesView, Status> {
                     .map(|n| (n.id.clone(), n.hostname.clone()))
                     .collect(),
                 update_status: data.update_status.clone(),
+                virtual_ips: virtual_ips(data),
             }
         })
         .await
         .map_err(store_status)
+}
+
+/// The store's virtual IPs as `service inspect` shows them: with the network's id, and the
+/// prefix length of its subnet.
+fn virtual_ips(data: &StoreData) -> BTreeMap<String, Vec<VirtualIp>> {
+    data.service_vips
+        .iter()
+        .map(|(service, vips)| {
+            let shown = vips
+                .iter()
+                .map(|vip| {
+                    let network_id = data
+                        .objects
+                        .networks
+                        .iter()
+                        .find(|n| n.spec.name == vip.network)
+                        .and_then(|n| n.id.clone())
+                        .unwrap_or_default();
+                    let prefix = data
+                        .network_allocations
+                        .get(&vip.network)
+                        .map_or(32, |a| a.subnet.prefix_len());
+                    VirtualIp {
+                        network_id,
+                        network: vip.network.clone(),
+                        addr: format!("{}/{prefix}", vip.address),
+                    }
+                })
+                .collect();
+            (service.clone(), shown)
+        })
+        .collect()
 }
 
 /// The service that `reference` names, or the error the CLI shows.
@@ -708,5 +741,47 @@ mod tests {
             .unwrap();
         assert_eq!(api(&export(&store).await), Some(5));
         driver.abort();
+    }
+
+    #[test]
+    fn virtual_ips_show_the_network_id_and_the_subnet_prefix() {
+        let mut data = StoreData::default();
+        data.objects.networks.push(Object {
+            id: Some("net1".into()),
+            origin: Default::default(),
+            spec: swarm_api::spec::NetworkSpec {
+                name: "back".into(),
+                driver: "overlay".into(),
+                driver_opts: Default::default(),
+                attachable: false,
+                internal: false,
+                labels: Default::default(),
+                subnets: Vec::new(),
+                gateway: None,
+            },
+        });
+        data.network_allocations.insert(
+            "back".into(),
+            swarm_api::store::NetworkAllocation {
+                subnet: "10.0.16.0/20".parse().unwrap(),
+                gateway: "10.0.16.1".parse().unwrap(),
+                vni: 4096,
+            },
+        );
+        data.service_vips.insert(
+            "s1".into(),
+            vec![swarm_api::task::NetworkAddress {
+                network: "back".into(),
+                address: "10.0.16.2".parse().unwrap(),
+            }],
+        );
+        assert_eq!(
+            virtual_ips(&data)["s1"],
+            [VirtualIp {
+                network_id: "net1".into(),
+                network: "back".into(),
+                addr: "10.0.16.2/20".into(),
+            }]
+        );
     }
 }

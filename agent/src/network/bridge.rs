@@ -1,10 +1,12 @@
 //! The node's bridge: one Linux bridge per node, named from the node id, holding the
 //! gateway address of the node's subnet; the tasks' veths are its ports.
 //!
-//! When `br_netfilter` is loaded (`net.bridge.bridge-nf-call-iptables=1`, as Docker leaves
-//! it) bridged frames go through iptables' FORWARD chain, and a DROP policy there silences
-//! traffic between tasks. Setup inserts one ACCEPT rule for traffic from the bridge to the
-//! bridge; teardown removes it.
+//! Tasks reach the outside through the node, as Docker's bridge gives them: setup turns on
+//! IPv4 forwarding in the node's namespace and inserts its iptables rules — ACCEPT in FORWARD
+//! for traffic between the bridge's ports (when `br_netfilter` is loaded, as Docker leaves
+//! it, bridged frames go through FORWARD, and a DROP policy there would silence tasks), out
+//! of the bridge, and back in for the connections it opened; MASQUERADE in POSTROUTING for
+//! what leaves the subnet by another interface. Teardown removes them.
 
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
@@ -72,8 +74,17 @@ impl Bridge {
         }
         let script = format!("address replace {gateway} dev {name}\nlink set {name} up\n");
         run("ip", &["-batch", "-"], Some(&script))?;
-        if !bridge.forward_rule_present()? {
-            run("iptables", &bridge.forward_rule("-I"), None)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|source| {
+            NetworkError::Io {
+                action: "cannot turn on IPv4 forwarding in",
+                path: "/proc/sys/net/ipv4/ip_forward".into(),
+                source,
+            }
+        })?;
+        for rule in bridge.rules() {
+            if !rule_present(&rule)? {
+                rule.run("-I")?;
+            }
         }
         tracing::info!(bridge = name, %gateway, "node bridge up");
         Ok(bridge)
@@ -97,36 +108,100 @@ impl Bridge {
                 other?;
             }
         }
-        // Removes every copy: concurrent setups of one node may each have inserted it.
-        while self.forward_rule_present()? {
-            run("iptables", &self.forward_rule("-D"), None)?;
+        // Removes every copy: concurrent setups of one node may each have inserted one.
+        for rule in self.rules() {
+            while rule_present(&rule)? {
+                rule.run("-D")?;
+            }
         }
         tracing::info!(bridge = self.name, "node bridge removed");
         Ok(())
     }
 
-    /// `iptables` arguments for `action` (-I, -D, -C) on the rule accepting traffic
-    /// between the bridge's ports.
-    fn forward_rule<'a>(&'a self, action: &'a str) -> [&'a str; 10] {
+    /// The node's iptables rules (see the module's header).
+    fn rules(&self) -> Vec<Rule> {
         let name = self.name.as_str();
-        // -w: wait for the xtables lock (bounded) rather than fail beside another writer.
-        [
-            "-w", "5", action, "FORWARD", "-i", name, "-o", name, "-j", "ACCEPT",
+        let subnet = self.gateway.trunc().to_string();
+        let filter = |spec: &[&str]| Rule {
+            table: "filter",
+            chain: "FORWARD",
+            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        vec![
+            filter(&["-i", name, "-o", name, "-j", "ACCEPT"]),
+            filter(&["-i", name, "!", "-o", name, "-j", "ACCEPT"]),
+            filter(&[
+                "-o",
+                name,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ]),
+            Rule {
+                table: "nat",
+                chain: "POSTROUTING",
+                spec: ["-s", &subnet, "!", "-o", name, "-j", "MASQUERADE"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            },
         ]
     }
+}
 
-    fn forward_rule_present(&self) -> Result<bool, NetworkError> {
-        match run("iptables", &self.forward_rule("-C"), None) {
-            Ok(_) => Ok(true),
-            // iptables -C answers "no such rule" with status 1 and a message naming it.
-            Err(NetworkError::Command { stderr, .. })
-                if stderr.contains("does a matching rule exist")
-                    || stderr.contains("No chain/target/match") =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(error),
+/// Removes every iptables rule naming `bridge` (FORWARD and nat POSTROUTING), whatever made
+/// it: for cleaning up after a node killed before it could tear its bridge down.
+pub fn remove_bridge_rules(bridge: &str) {
+    for (table, chain) in [("filter", "FORWARD"), ("nat", "POSTROUTING")] {
+        let Ok(listing) = run("iptables", &["-w", "5", "-t", table, "-S", chain], None) else {
+            continue;
+        };
+        for line in listing
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == bridge))
+        {
+            // `-A CHAIN spec…` deleted as `-D CHAIN spec…`; quoting is not used by our rules.
+            let mut args = vec!["-w", "5", "-t", table];
+            args.extend(
+                line.split_whitespace()
+                    .map(|w| if w == "-A" { "-D" } else { w }),
+            );
+            let _ = run("iptables", &args, None);
         }
+    }
+}
+
+/// One iptables rule of the node's.
+struct Rule {
+    table: &'static str,
+    chain: &'static str,
+    spec: Vec<String>,
+}
+
+impl Rule {
+    /// Runs `iptables` with `action` (-I, -D, -C) on the rule.
+    fn run(&self, action: &str) -> Result<String, NetworkError> {
+        // -w: wait for the xtables lock (bounded) rather than fail beside another writer.
+        let mut args = vec!["-w", "5", "-t", self.table, action, self.chain];
+        args.extend(self.spec.iter().map(String::as_str));
+        run("iptables", &args, None)
+    }
+}
+
+fn rule_present(rule: &Rule) -> Result<bool, NetworkError> {
+    match rule.run("-C") {
+        Ok(_) => Ok(true),
+        // iptables -C answers "no such rule" with status 1 and a message naming it.
+        Err(NetworkError::Command { stderr, .. })
+            if stderr.contains("does a matching rule exist")
+                || stderr.contains("No chain/target/match") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error),
     }
 }
 

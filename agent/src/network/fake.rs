@@ -22,6 +22,14 @@ impl FakeNetworking {
             .collect()
     }
 
+    /// The attached tasks with no route out of the node (on `--internal` networks only).
+    pub fn closed(&self) -> BTreeSet<String> {
+        let made = self.made.lock().expect("not poisoned");
+        made.iter()
+            .flat_map(|network| network.closed.lock().expect("not poisoned").clone())
+            .collect()
+    }
+
     /// The overlays the last network made was last brought to.
     pub fn overlays(&self) -> NodeOverlays {
         let made = self.made.lock().expect("not poisoned");
@@ -41,6 +49,7 @@ impl Networking for FakeNetworking {
             config: config.clone(),
             ipam: Mutex::new(Ipam::new(config.subnet)?),
             attached: Mutex::default(),
+            closed: Mutex::default(),
             overlays: Mutex::default(),
         });
         self.made
@@ -55,6 +64,8 @@ struct FakeTaskNetworks {
     config: NodeNetworkConfig,
     ipam: Mutex<Ipam>,
     attached: Mutex<BTreeSet<String>>,
+    /// The attached tasks whose route out was closed.
+    closed: Mutex<BTreeSet<String>>,
     overlays: Mutex<NodeOverlays>,
 }
 
@@ -95,7 +106,16 @@ impl TaskNetworks for FakeTaskNetworks {
         Ok(self.network(task_id, address))
     }
 
+    async fn close_route_out(&self, task_id: &str) -> Result<(), NetworkError> {
+        self.closed
+            .lock()
+            .expect("not poisoned")
+            .insert(task_id.to_owned());
+        Ok(())
+    }
+
     async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
+        self.closed.lock().expect("not poisoned").remove(task_id);
         self.ipam.lock().expect("not poisoned").release(task_id);
         self.attached.lock().expect("not poisoned").remove(task_id);
         Ok(())

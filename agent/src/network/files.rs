@@ -67,6 +67,16 @@ impl ContainerFiles {
         })
     }
 
+    /// The same files for a task on overlay networks, whose names the node's DNS server at
+    /// `server` (the node bridge's address, the task's gateway) answers, forwarding the
+    /// rest to the node's resolvers: it is the task's only nameserver. `ndots:0` makes a
+    /// bare service name (`back`) asked as it is first, not after each search domain of
+    /// the node (each a forward that may wait on the node's resolvers).
+    pub fn resolving_through(mut self, server: Ipv4Addr, node_resolv_conf: &str) -> Self {
+        self.resolv_conf = node_dns_resolv_conf(node_resolv_conf, server);
+        self
+    }
+
     /// Writes the three files into `dir` (made if missing).
     pub fn write_to(&self, dir: &Path) -> Result<ContainerFilePaths, FilesError> {
         std::fs::create_dir_all(dir).map_err(|source| FilesError::Write {
@@ -156,8 +166,40 @@ fn resolv_conf(node: &str, nameservers: &[IpAddr]) -> String {
     out
 }
 
+/// The node's configuration with `server` as its only nameserver and `ndots:0`; its
+/// `search` and `domain` lines and its other options are kept.
+fn node_dns_resolv_conf(node: &str, server: Ipv4Addr) -> String {
+    let mut out = format!("nameserver {server}\n");
+    for line in node.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("search" | "domain") => {
+                out.push_str(line.trim());
+                out.push('\n');
+            }
+            Some("options") => {
+                let options: Vec<&str> = words.filter(|o| !o.starts_with("ndots:")).collect();
+                if !options.is_empty() {
+                    out.push_str(&format!("options {}\n", options.join(" ")));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.push_str("options ndots:0\n");
+    out
+}
+
 /// The nameservers of a resolv.conf that a task's namespace can reach.
 fn task_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf_nameservers(resolv_conf)
+        .into_iter()
+        .filter(|server| server.is_ipv4() && !server.is_loopback())
+        .collect()
+}
+
+/// Every nameserver a resolv.conf names, in its order (lines that do not parse skipped).
+pub fn resolv_conf_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
     resolv_conf
         .lines()
         .filter_map(|line| {
@@ -165,7 +207,6 @@ fn task_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
             (words.next() == Some("nameserver")).then(|| words.next())?
         })
         .filter_map(|server| server.parse::<IpAddr>().ok())
-        .filter(|server| server.is_ipv4() && !server.is_loopback())
         .collect()
 }
 
@@ -259,6 +300,28 @@ mod tests {
             let configured: Vec<IpAddr> = configured.iter().map(|s| s.parse().unwrap()).collect();
             let files = ContainerFiles::new("t", &[], ADDRESS, node, &configured).unwrap();
             assert_eq!(files.resolv_conf, *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_task_on_overlay_networks_asks_the_nodes_dns_server() {
+        let cases: &[(&str, &str)] = &[
+            ("", "nameserver 198.18.0.1\noptions ndots:0\n"),
+            (
+                "nameserver 10.0.0.2\nnameserver 127.0.0.53\nsearch corp.example\n",
+                "nameserver 198.18.0.1\nsearch corp.example\noptions ndots:0\n",
+            ),
+            (
+                "domain corp.example\noptions ndots:3 edns0\noptions ndots:2\n",
+                "nameserver 198.18.0.1\ndomain corp.example\noptions edns0\noptions ndots:0\n",
+            ),
+        ];
+        for (node, expected) in cases {
+            let files = ContainerFiles::new("t", &[], ADDRESS, node, &[])
+                .unwrap()
+                .resolving_through(Ipv4Addr::new(198, 18, 0, 1), node);
+            assert_eq!(files.resolv_conf, *expected, "{node}");
+            assert_eq!(files.hostname, "t\n");
         }
     }
 

@@ -11,6 +11,10 @@
 //!   ([`NodeOverlays`]), its [`overlay_diff`] into link/forwarding/neighbour ops, and
 //!   [`Overlay`], which applies them (a bridge and a VXLAN device per network, static
 //!   forwarding and neighbour entries from the managers, a veth per task).
+//! - `vip`: virtual IPs: a pure desired state per node ([`NodeVips`], from its endpoint
+//!   table), its nftables ruleset ([`render_vips`]: DNAT over the serving tasks) and
+//!   [`Vips`], which sets it with the routes and neighbour entries that bring a task's
+//!   connection to a VIP through the node and back into its network.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -28,10 +32,13 @@ mod files;
 mod ipam;
 mod overlay;
 mod task;
+mod vip;
 
-pub use bridge::{Bridge, bridge_name};
+pub use bridge::{Bridge, bridge_name, remove_bridge_rules};
 pub use fake::FakeNetworking;
-pub use files::{ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf};
+pub use files::{
+    ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf, resolv_conf_nameservers,
+};
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use overlay::{
@@ -41,6 +48,10 @@ pub use overlay::{
 };
 pub use swarm_api::endpoints::{VXLAN_PORT, Vtep};
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
+pub use vip::{
+    NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, follow as follow_vips,
+    render as render_vips, routing_table as vip_routing_table, table_name as vip_table_name,
+};
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -61,6 +72,10 @@ pub trait Networking: Send + Sync {
 pub trait TaskNetworks: Send + Sync {
     /// Gives the task an address and a namespace to run in.
     async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError>;
+    /// Takes away the route out of the node of an attached task whose networks are all
+    /// `--internal`: it keeps its addresses, its overlays and the node's DNS server (on the
+    /// bridge's own subnet), and reaches nothing else.
+    async fn close_route_out(&self, task_id: &str) -> Result<(), NetworkError>;
     /// Removes the task's network and releases its address; idempotent.
     async fn detach(&self, task_id: &str) -> Result<(), NetworkError>;
     /// Takes over the task's network found after a restart, with its address.

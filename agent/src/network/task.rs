@@ -137,6 +137,16 @@ impl NodeNetwork {
         }
     }
 
+    /// Deletes the default route of `task_id`'s namespace (see
+    /// `TaskNetworks::close_route_out`); a route already gone is no error.
+    pub fn close_route_out(&self, task_id: &str) -> Result<(), NetworkError> {
+        let path = self.netns_path(task_id)?;
+        let net_arg = format!("--net={}", path.display());
+        let script = "route flush exact 0.0.0.0/0\n";
+        run("nsenter", &[&net_arg, "ip", "-batch", "-"], Some(script))?;
+        Ok(())
+    }
+
     /// Removes `task_id`'s veth and namespace and releases its address. Idempotent, and
     /// tolerant of half-made state.
     pub fn detach(&self, task_id: &str) -> Result<(), NetworkError> {
@@ -583,6 +593,11 @@ impl super::TaskNetworks for HostTaskNetworks {
     async fn attach(&self, task_id: &str) -> Result<TaskNetwork, NetworkError> {
         let (network, task) = (self.network.clone(), task_id.to_owned());
         blocking(move || network.attach(&task)).await
+    }
+
+    async fn close_route_out(&self, task_id: &str) -> Result<(), NetworkError> {
+        let (network, task) = (self.network.clone(), task_id.to_owned());
+        blocking(move || network.close_route_out(&task)).await
     }
 
     async fn detach(&self, task_id: &str) -> Result<(), NetworkError> {

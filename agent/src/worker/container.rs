@@ -45,6 +45,12 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let args = command(task, &image.config)?;
     let network = shared.ensure_network().await?;
     let attached = network.attach(&task.id).await.map_err(|e| e.to_string())?;
+    if only_internal(&shared.network_view.borrow(), task) {
+        network
+            .close_route_out(&task.id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     shared
         .attach_overlays(task, attached.netns_path.clone())
         .await?;
@@ -65,9 +71,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &resolv,
         &[],
     )
-    .map_err(|e| e.to_string())?
-    .write_to(&dir.join("etc"))
     .map_err(|e| e.to_string())?;
+    // A task on overlay networks finds services by name through the node's DNS server,
+    // which listens on its gateway (the node bridge's address).
+    let files = if task.spec.networks.is_empty() {
+        files
+    } else {
+        files.resolving_through(attached.gateway, &resolv)
+    };
+    let files = files
+        .write_to(&dir.join("etc"))
+        .map_err(|e| e.to_string())?;
     let user = user(
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
@@ -127,6 +141,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
+}
+
+/// Whether every network the task is on is `--internal` (Docker's rule: one network with a
+/// way out gives the task one).
+fn only_internal(view: &swarm_api::endpoints::NetworkView, task: &Task) -> bool {
+    !task.networks.is_empty()
+        && task.networks.iter().all(|attachment| {
+            view.networks
+                .get(&attachment.network)
+                .is_some_and(|network| network.internal)
+        })
 }
 
 /// The credentials the task's service brought, by registry.

@@ -123,7 +123,7 @@ struct Shared {
     controllers: Mutex<HashMap<String, Controller>>,
     /// The subnet the managers leased to this node; its network is set up when a task
     /// first needs it.
-    subnet: Mutex<Option<Ipv4Net>>,
+    subnet: watch::Sender<Option<Ipv4Net>>,
     /// Containers found at start (a daemon restart), not yet adopted or removed.
     found: Mutex<Option<HashSet<String>>>,
     /// Which images the tasks use, and when each image was last used: what garbage
@@ -143,6 +143,9 @@ struct Shared {
     /// One overlay reconcile at a time, each from the latest view and tasks.
     overlay_turn: tokio::sync::Mutex<()>,
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
+    /// The task each address of the node's subnet belongs to, from its attach until it
+    /// ends: how the node's DNS server knows who asks.
+    addresses: watch::Sender<BTreeMap<Ipv4Addr, String>>,
 }
 
 impl Worker {
@@ -162,7 +165,7 @@ impl Worker {
             network: Mutex::new(None),
             network_setup: tokio::sync::Mutex::new(()),
             controllers: Mutex::new(HashMap::new()),
-            subnet: Mutex::new(None),
+            subnet: watch::Sender::new(None),
             found: Mutex::new(Some(found)),
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
@@ -171,6 +174,7 @@ impl Worker {
             overlay_tasks: Mutex::new(BTreeMap::new()),
             overlay_turn: tokio::sync::Mutex::new(()),
             reports,
+            addresses: watch::Sender::new(BTreeMap::new()),
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
@@ -195,7 +199,9 @@ impl Worker {
     ) {
         let shared = &self.shared;
         if subnet.is_some() {
-            *shared.subnet.lock().expect("not poisoned") = subnet;
+            shared
+                .subnet
+                .send_if_modified(|known| std::mem::replace(known, subnet) != subnet);
         }
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
         *shared.file_contents.lock().expect("not poisoned") = file_contents;
@@ -279,6 +285,18 @@ impl Worker {
         }
     }
 
+    /// The subnet the managers leased to this node (its bridge holds the gateway), once
+    /// an assignment named it; the receiver sees it change.
+    pub fn subnet(&self) -> watch::Receiver<Option<Ipv4Net>> {
+        self.shared.subnet.subscribe()
+    }
+
+    /// The address each task of this node asks from (its `eth0`) → its id, for the tasks
+    /// attached and not ended; the receiver sees every change.
+    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, String>> {
+        self.shared.addresses.subscribe()
+    }
+
     /// The node leaves its cluster: every task stops (within `timeout`), then the node's
     /// network goes.
     pub async fn leave(&self, timeout: Duration) {
@@ -358,7 +376,7 @@ impl Shared {
         if let Some(network) = self.network.lock().expect("not poisoned").clone() {
             return Ok(network);
         }
-        let subnet = self.subnet.lock().expect("not poisoned").ok_or_else(|| {
+        let subnet = self.subnet.borrow().ok_or_else(|| {
             "this node has no task subnet yet (its managers have not sent it)".to_owned()
         })?;
         let config = NodeNetworkConfig {
@@ -504,6 +522,17 @@ impl Shared {
     }
 
     fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+        let ended = lifecycle.state().is_terminal();
+        self.addresses.send_if_modified(|addresses| match address {
+            Some(address) if !ended => {
+                addresses.insert(address, id.to_owned()).as_deref() != Some(id)
+            }
+            _ => {
+                let before = addresses.len();
+                addresses.retain(|_, task| task != id);
+                addresses.len() != before
+            }
+        });
         let mut status = TaskStatus::new(lifecycle.state(), (self.clock)());
         status.address = address;
         status.message = lifecycle.message().to_owned();
@@ -734,6 +763,11 @@ mod tests {
                 assert_eq!(update.status.address, Some("10.1.0.2".parse().unwrap()));
             }
         }
+        let addresses = worker.task_addresses();
+        assert_eq!(
+            *addresses.borrow(),
+            BTreeMap::from([("10.1.0.2".parse().unwrap(), "t1".to_owned())])
+        );
         assert_eq!(
             states,
             [
@@ -765,6 +799,7 @@ mod tests {
             update = reports.recv().await.unwrap();
         }
         assert_eq!(update.status.state, TaskState::Shutdown);
+        assert!(addresses.borrow().is_empty(), "an ended task asks no more");
         // The clean-up follows the report.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(networking.attached().is_empty());
@@ -855,14 +890,15 @@ mod tests {
         assert_eq!(front.local["t1"].netns, dir.path().join("run/netns/t1"));
         assert_eq!(front.remote.keys().collect::<Vec<_>>(), [&address(4)]);
         assert_eq!(front.vtep.address, Ipv4Addr::new(198, 18, 0, 3));
+        assert!(networking.closed().is_empty(), "front is not internal");
 
         task.desired = DesiredState::Shutdown;
         worker
             .assign(
-                vec![task],
+                vec![task.clone()],
                 subnet,
                 BTreeMap::new(),
-                view,
+                view.clone(),
                 FileContents::new(),
             )
             .await;
@@ -870,6 +906,30 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(networking.attached().is_empty());
         assert_eq!(networking.overlays(), NodeOverlays::default());
+
+        // A task whose only network is internal loses its route out before it starts.
+        let mut sealed = task.clone();
+        sealed.id = "t3".to_owned();
+        sealed.desired = DesiredState::Running;
+        sealed.status.state = TaskState::Assigned;
+        let mut internal = view.clone();
+        let front = internal.networks.get_mut("front").unwrap();
+        front.internal = true;
+        front.tasks = BTreeMap::from([("t3".to_owned(), endpoint("n1", 3))]);
+        worker
+            .assign(
+                vec![sealed],
+                subnet,
+                BTreeMap::new(),
+                internal,
+                FileContents::new(),
+            )
+            .await;
+        while reports.recv().await.unwrap().status.state != TaskState::Starting {}
+        assert_eq!(
+            networking.closed(),
+            std::collections::BTreeSet::from(["t3".to_owned()])
+        );
     }
 
     #[test]

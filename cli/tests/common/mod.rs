@@ -371,7 +371,7 @@ pub fn http_get(address: &str) -> Option<String> {
 
 /// Removes, even when the test fails, what real tasks leave on the host when their daemons
 /// are killed instead of leaving: containers, mounts under the cluster's directory, the
-/// nodes' bridges (and their FORWARD rules) and cgroups. The cluster's daemons are killed
+/// nodes' bridges (and their iptables rules) and cgroups. The cluster's daemons are killed
 /// first, so that none makes anything again meanwhile.
 pub struct Leftovers<'a>(pub &'a Cluster);
 
@@ -397,7 +397,7 @@ impl Drop for Leftovers<'_> {
         // A node that left has forgotten its id: its bridge is found by its subnet.
         for bridge in links_in(&cluster.pools) {
             let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-            remove_forward_rules(&bridge);
+            swarm_agent::network::remove_bridge_rules(&bridge);
         }
         for n in 0..cluster.nodes.len() {
             for id in containers(cluster, n) {
@@ -414,9 +414,11 @@ impl Drop for Leftovers<'_> {
                     .args(["link", "del", &bridge])
                     .stderr(Stdio::null())
                     .status();
-                remove_forward_rules(&bridge);
+                swarm_agent::network::remove_bridge_rules(&bridge);
                 // Its overlay links and rules, found by the node's name prefixes.
                 let _ = swarm_agent::network::Overlay::new(&node_id).teardown();
+                // Its VIPs' table and rules (a killed daemon leaves them, as a stopped one).
+                let _ = swarm_agent::network::Vips::new(&node_id).teardown();
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);
@@ -480,20 +482,6 @@ pub fn links_in(pools: &[swarm_agent::network::Ipv4Net]) -> Vec<String> {
         .collect();
     links.dedup();
     links
-}
-
-/// Removes every copy of the FORWARD rule that lets `bridge`'s ports talk (bounded).
-fn remove_forward_rules(bridge: &str) {
-    for _ in 0..10 {
-        let removed = Command::new("iptables")
-            .args(["-w", "5", "-D", "FORWARD", "-i", bridge, "-o", bridge])
-            .args(["-j", "ACCEPT"])
-            .stderr(Stdio::null())
-            .status();
-        if !removed.is_ok_and(|status| status.success()) {
-            return;
-        }
-    }
 }
 
 /// Whether the test can run here (root and runc), and if so a registry with the test

@@ -37,6 +37,7 @@ pub fn judge(store: &Store, deployment: &Deployment) -> Option<DeploymentOutcome
                 .map(|status| (id.to_owned(), status.clone()))
                 .into_iter()
                 .collect(),
+            virtual_ips: Default::default(),
         };
         // A global service wants as many tasks as it has: before the orchestrator made
         // any, a new one would pass as converged.

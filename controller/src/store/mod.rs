@@ -607,6 +607,19 @@ fn apply_plan(
     } else {
         data.network_allocations.clone()
     };
+    let service_vips = if touched
+        .iter()
+        .any(|(kind, ..)| matches!(kind, Kind::Service | Kind::Network))
+    {
+        let (vips, reasons) =
+            reallocate_vips(data, &objects.services, &network_allocations, events);
+        if !reasons.is_empty() {
+            return Err(Rejection::Invalid { reasons });
+        }
+        vips
+    } else {
+        data.service_vips.clone()
+    };
     objects.version = index;
     for (kind, name, op) in touched {
         let versions = data.object_versions.entry(kind).or_default();
@@ -625,8 +638,36 @@ fn apply_plan(
     data.objects = objects;
     data.registry_auth = kept_auth;
     data.network_allocations = network_allocations;
+    data.service_vips = service_vips;
     files::keep(data, brought.file_contents);
     Ok(())
+}
+
+/// The services' virtual IPs once `services` replace the store's
+/// (`networks::allocate_vips` over the addresses tasks hold), and the reasons of those that
+/// could not be given; each service whose VIPs change is told to watchers, which read them
+/// with the service.
+fn reallocate_vips(
+    data: &StoreData,
+    services: &[Object<swarm_api::spec::ServiceSpec>],
+    allocations: &BTreeMap<String, swarm_api::store::NetworkAllocation>,
+    events: &mut Vec<Event>,
+) -> (
+    BTreeMap<String, Vec<swarm_api::task::NetworkAddress>>,
+    Vec<String>,
+) {
+    let tasks_used = networks::addresses_in_use(data.tasks.values(), &BTreeMap::new());
+    let (vips, reasons) =
+        networks::allocate_vips(services, allocations, &data.service_vips, &tasks_used);
+    for service in services {
+        let Some(id) = service.id.as_ref() else {
+            continue;
+        };
+        if vips.get(id) != data.service_vips.get(id) {
+            events.push(event("service", &service.spec.name, Change::Updated));
+        }
+    }
+    (vips, reasons)
 }
 
 /// Refuses a command decided at state version `expected` if the object `kind` `name`
@@ -747,6 +788,15 @@ fn roll_back(
         .or_default()
         .insert(service.spec.name.clone(), index);
     data.objects.version = index;
+    // The spec rolled back to had its addresses when it was current; one that cannot have
+    // them again (its network filled meanwhile) runs without that VIP.
+    let (vips, _) = reallocate_vips(
+        data,
+        &data.objects.services,
+        &data.network_allocations,
+        events,
+    );
+    data.service_vips = vips;
     data.update_status.insert(service_id, status);
 }
 
@@ -778,8 +828,9 @@ fn apply_task_change(
             // Its addresses are the store's to give, whatever the proposer wrote.
             task.networks.clear();
             if !task.spec.networks.is_empty() {
-                let used =
-                    addresses.get_or_insert_with(|| networks::addresses_in_use(tasks.values()));
+                let used = addresses.get_or_insert_with(|| {
+                    networks::addresses_in_use(tasks.values(), &data.service_vips)
+                });
                 if let Err(reason) =
                     networks::address_task(&mut task, &data.network_allocations, used)
                 {

@@ -1,12 +1,14 @@
 //! Networks' address space, decided in the store's apply so that every replica decides the
 //! same: each network's subnet (its own, or the lowest free one of the networks' pool) and
-//! each task's address on each network of its service (the lowest free one). Pure.
+//! each task's address on each network of its service (the lowest free one), and each
+//! `vip`-mode service's virtual IP on each of its networks (never a task's, kept across
+//! updates). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use swarm_api::spec::NetworkSpec;
+use swarm_api::spec::{EndpointMode, NetworkSpec, ServiceSpec};
 use swarm_api::state::{ClusterState, Object};
 use swarm_api::store::{AddressPool, NetworkAllocation};
 use swarm_api::task::{NetworkAddress, Task};
@@ -211,20 +213,112 @@ pub(super) fn free_address(
         .find(|a| *a != allocation.gateway && !taken.contains(a))
 }
 
-/// The addresses tasks hold, by network name: a task that stopped holds none (its history
-/// would otherwise fill the subnet).
+/// The addresses taken on each network, by network name: those tasks hold (a task that
+/// stopped holds none: its history would otherwise fill the subnet) and the services'
+/// virtual IPs.
 pub(super) fn addresses_in_use<'a>(
     tasks: impl Iterator<Item = &'a Task>,
+    vips: &BTreeMap<String, Vec<NetworkAddress>>,
 ) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
     let mut used: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    for task in tasks.filter(|t| !t.status.state.is_terminal()) {
-        for attachment in &task.networks {
-            used.entry(attachment.network.clone())
-                .or_default()
-                .insert(attachment.address);
-        }
+    let held = tasks
+        .filter(|t| !t.status.state.is_terminal())
+        .flat_map(|t| &t.networks);
+    for attachment in held.chain(vips.values().flatten()) {
+        used.entry(attachment.network.clone())
+            .or_default()
+            .insert(attachment.address);
     }
     used
+}
+
+/// The virtual IPs after a change of the services or networks, by service id: one per
+/// network (with an allocation) of each `vip`-mode service, in the order the spec attaches
+/// them. A service keeps the address it had on a network while it stays in `vip` mode on
+/// it and the address is still a host of the network's subnet that nobody else holds;
+/// the others get the lowest free one (neither the gateway, nor a task's in `tasks_used`,
+/// nor another VIP), services in name order, so every replica decides the same. A service
+/// gone, detached or turned `dnsrr` frees its addresses. Returns what could be given and,
+/// for each network that had no address left, the reason naming the service and network.
+pub(super) fn allocate_vips(
+    services: &[Object<ServiceSpec>],
+    allocations: &BTreeMap<String, NetworkAllocation>,
+    before: &BTreeMap<String, Vec<NetworkAddress>>,
+    tasks_used: &BTreeMap<String, BTreeSet<Ipv4Addr>>,
+) -> (BTreeMap<String, Vec<NetworkAddress>>, Vec<String>) {
+    let mut used = tasks_used.clone();
+    let wanted: Vec<(&str, &str, Vec<&str>)> = services
+        .iter()
+        .filter(|s| s.spec.endpoint.mode == EndpointMode::Vip)
+        .filter_map(|s| {
+            let networks = s
+                .spec
+                .task
+                .networks
+                .iter()
+                .map(|a| a.target.as_str())
+                .filter(|n| allocations.contains_key(*n))
+                .collect::<Vec<_>>();
+            Some((s.id.as_deref()?, s.spec.name.as_str(), networks))
+        })
+        .collect();
+    // Kept addresses first, so that a new one never takes an address a service keeps.
+    let mut kept: BTreeMap<(&str, &str), Ipv4Addr> = BTreeMap::new();
+    for (id, _, networks) in &wanted {
+        for vip in before.get(*id).into_iter().flatten() {
+            let network = vip.network.as_str();
+            let Some(allocation) = allocations.get(network) else {
+                continue;
+            };
+            let host = allocation.subnet.contains(&vip.address)
+                && vip.address != allocation.subnet.network()
+                && vip.address != allocation.subnet.broadcast()
+                && vip.address != allocation.gateway;
+            if networks.contains(&network)
+                && host
+                && used
+                    .entry(vip.network.clone())
+                    .or_default()
+                    .insert(vip.address)
+            {
+                kept.insert((id, network), vip.address);
+            }
+        }
+    }
+    let mut sorted = wanted;
+    sorted.sort_by_key(|(_, name, _)| *name);
+    let empty = BTreeSet::new();
+    let mut after = BTreeMap::new();
+    let mut reasons = Vec::new();
+    for (id, name, networks) in sorted {
+        let mut vips = Vec::new();
+        for network in networks {
+            let address = match kept.get(&(id, network)) {
+                Some(address) => *address,
+                None => {
+                    let allocation = &allocations[network];
+                    let free = free_address(allocation, used.get(network).unwrap_or(&empty));
+                    let Some(address) = free else {
+                        reasons.push(format!(
+                            "service {name}: network {network} ({}) has no free address left for its virtual IP",
+                            allocation.subnet
+                        ));
+                        continue;
+                    };
+                    used.entry(network.to_owned()).or_default().insert(address);
+                    address
+                }
+            };
+            vips.push(NetworkAddress {
+                network: network.to_owned(),
+                address,
+            });
+        }
+        if !vips.is_empty() {
+            after.insert(id.to_owned(), vips);
+        }
+    }
+    (after, reasons)
 }
 
 /// Gives `task` an address on each network its spec attaches to (a service names a
@@ -465,6 +559,131 @@ mod tests {
         spec.name = "-bad".into();
         assert!(spec_reasons(&spec)[0].contains("invalid name"));
     }
+
+    fn service(name: &str, mode: EndpointMode, networks: &[&str]) -> Object<ServiceSpec> {
+        let mut spec = crate::deploy::flags::load_service_document(
+            name,
+            serde_json::json!({ "image": "nginx" }),
+        )
+        .unwrap();
+        spec.endpoint.mode = mode;
+        spec.task.networks = networks
+            .iter()
+            .map(|n| swarm_api::spec::NetworkAttachment {
+                target: (*n).into(),
+                aliases: Vec::new(),
+            })
+            .collect();
+        Object {
+            id: Some(format!("id-{name}")),
+            origin: Default::default(),
+            spec,
+        }
+    }
+
+    fn vips_of(
+        after: &BTreeMap<String, Vec<NetworkAddress>>,
+        service: &str,
+    ) -> Vec<(String, String)> {
+        after
+            .get(&format!("id-{service}"))
+            .into_iter()
+            .flatten()
+            .map(|v| (v.network.clone(), v.address.to_string()))
+            .collect()
+    }
+
+    fn pair(network: &str, address: &str) -> (String, String) {
+        (network.to_owned(), address.to_owned())
+    }
+
+    #[test]
+    fn vips_skip_gateways_and_tasks_are_kept_and_freed_with_their_service() {
+        let allocation = |subnet: &str| NetworkAllocation {
+            subnet: subnet.parse().unwrap(),
+            gateway: subnet.parse::<Ipv4Net>().unwrap().hosts().next().unwrap(),
+            vni: 4096,
+        };
+        let allocations: BTreeMap<String, NetworkAllocation> = [
+            ("n".to_owned(), allocation("10.1.0.0/24")),
+            ("m".to_owned(), allocation("10.2.0.0/24")),
+        ]
+        .into();
+        let tasks: BTreeMap<String, BTreeSet<Ipv4Addr>> =
+            [("n".to_owned(), ["10.1.0.2".parse().unwrap()].into())].into();
+        let services = [
+            service("c", EndpointMode::Vip, &["n", "m"]),
+            service("a", EndpointMode::Vip, &["n", "unallocated"]),
+            service("b", EndpointMode::Dnsrr, &["n"]),
+        ];
+        let (first, reasons) = allocate_vips(&services, &allocations, &BTreeMap::new(), &tasks);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        // Services in name order; the gateway (.1) and the task's .2 are skipped; a
+        // dnsrr service and a network without an allocation get none.
+        assert_eq!(vips_of(&first, "a"), [pair("n", "10.1.0.3")]);
+        assert_eq!(
+            vips_of(&first, "c"),
+            [pair("n", "10.1.0.4"), pair("m", "10.2.0.2")]
+        );
+        assert!(!first.contains_key("id-b"));
+        // "a" goes, "c" leaves n, "b" turns vip, a new "0" comes: "c" keeps its address on
+        // m, the new ones take the lowest free ("a"'s, freed), kept ones are never taken.
+        let services = [
+            service("c", EndpointMode::Vip, &["m"]),
+            service("b", EndpointMode::Vip, &["n"]),
+            service("0", EndpointMode::Vip, &["m"]),
+        ];
+        let (second, reasons) = allocate_vips(&services, &allocations, &first, &tasks);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        assert_eq!(vips_of(&second, "c"), [pair("m", "10.2.0.2")]);
+        assert_eq!(vips_of(&second, "0"), [pair("m", "10.2.0.3")]);
+        assert_eq!(vips_of(&second, "b"), [pair("n", "10.1.0.3")]);
+        assert!(!second.contains_key("id-a"));
+        // A network whose subnet changed under a kept VIP gives a new one; turned dnsrr,
+        // a service holds none.
+        let mut moved = allocations.clone();
+        moved.insert("m".into(), allocation("10.3.0.0/24"));
+        let services = [
+            service("c", EndpointMode::Vip, &["m"]),
+            service("0", EndpointMode::Dnsrr, &["m"]),
+        ];
+        let (third, _) = allocate_vips(&services, &moved, &second, &tasks);
+        assert_eq!(vips_of(&third, "c"), [pair("m", "10.3.0.2")]);
+        assert!(!third.contains_key("id-0"));
+    }
+
+    #[test]
+    fn a_full_subnet_gives_no_vip_and_names_the_service_and_network() {
+        let allocations: BTreeMap<String, NetworkAllocation> = [(
+            "n".to_owned(),
+            NetworkAllocation {
+                subnet: "10.1.0.0/30".parse().unwrap(),
+                gateway: "10.1.0.1".parse().unwrap(),
+                vni: 4096,
+            },
+        )]
+        .into();
+        let tasks: BTreeMap<String, BTreeSet<Ipv4Addr>> =
+            [("n".to_owned(), ["10.1.0.2".parse().unwrap()].into())].into();
+        let services = [service("s", EndpointMode::Vip, &["n"])];
+        let (after, reasons) = allocate_vips(&services, &allocations, &BTreeMap::new(), &tasks);
+        assert!(after.is_empty());
+        assert_eq!(
+            reasons,
+            ["service s: network n (10.1.0.0/30) has no free address left for its virtual IP"]
+        );
+        // Tasks skip VIPs too.
+        let vips = [(
+            "id-s".to_owned(),
+            vec![NetworkAddress {
+                network: "n".into(),
+                address: "10.1.0.2".parse().unwrap(),
+            }],
+        )]
+        .into();
+        let used = addresses_in_use(std::iter::empty(), &vips);
+        assert_eq!(free_address(&allocations["n"], &used["n"]), None);
+    }
 }
 
 /// The allocations as the store makes them in its apply.
@@ -477,9 +696,9 @@ mod store_tests {
     use swarm_api::store::{Command, Outcome, TaskChange};
     use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 
-    /// The plan of a stack `web` whose service `site` attaches to network `web_back`
-    /// (`subnet` when given).
-    fn stack_plan(subnet: Option<&str>) -> Vec<Action> {
+    /// The plan of a stack `web` whose service `site` (endpoint mode `mode`, with `image`)
+    /// attaches to network `web_back` (`subnet` when given).
+    fn stack_plan(subnet: Option<&str>, mode: &str, image: &str) -> Vec<Action> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.yaml");
         let ipam = subnet
@@ -488,7 +707,7 @@ mod store_tests {
         std::fs::write(
             &path,
             format!(
-                "services:\n  site:\n    image: nginx\n    networks: [back]\nnetworks:\n  back:{}\n",
+                "services:\n  site:\n    image: {image}\n    deploy: {{endpoint_mode: {mode}}}\n    networks: [back]\nnetworks:\n  back:{}\n",
                 if ipam.is_empty() { " {}".to_owned() } else { ipam }
             ),
         )
@@ -560,7 +779,11 @@ mod store_tests {
         let mut store = Store::default();
         store.apply_command(1, cluster());
         // A /29: gateway .1, hosts .2 to .6.
-        let outcome = apply_plan(&mut store, 2, stack_plan(Some("10.20.0.0/29")));
+        let outcome = apply_plan(
+            &mut store,
+            2,
+            stack_plan(Some("10.20.0.0/29"), "dnsrr", "nginx"),
+        );
         assert_eq!(outcome, Outcome::Applied { version: 2 });
         let allocation = store.data().network_allocations["web_back"];
         assert_eq!(allocation.subnet.to_string(), "10.20.0.0/29");
@@ -622,7 +845,7 @@ mod store_tests {
         let mut store = Store::default();
         store.apply_command(1, cluster());
         assert_eq!(
-            apply_plan(&mut store, 2, stack_plan(None)),
+            apply_plan(&mut store, 2, stack_plan(None, "vip", "nginx")),
             Outcome::Applied { version: 2 }
         );
         let subnet = store.data().network_allocations["web_back"].subnet;
@@ -657,7 +880,7 @@ mod store_tests {
         assert_eq!(outcome, Outcome::Applied { version: 4 });
         assert!(store.data().network_allocations.is_empty());
         // A network with its own subnet overlapping the nodes' pool is refused, naming both.
-        let mut plan = stack_plan(Some("10.9.2.0/24"));
+        let mut plan = stack_plan(Some("10.9.2.0/24"), "vip", "nginx");
         plan.retain(|a| a.kind == Kind::Network);
         let Outcome::Rejected(rejection) = apply_plan(&mut store, 5, plan) else {
             panic!("overlap accepted")
@@ -669,7 +892,7 @@ mod store_tests {
             "{rejection}"
         );
         // A bridge network is refused with the reason.
-        let mut plan = stack_plan(None);
+        let mut plan = stack_plan(None, "vip", "nginx");
         plan.retain(|a| a.kind == Kind::Network);
         if let Some(ObjectSpec::Network(spec)) = &mut plan[0].spec {
             spec.driver = "bridge".into();
@@ -683,5 +906,78 @@ mod store_tests {
                 .contains("the bridge driver is local to one node"),
             "{rejection}"
         );
+    }
+
+    #[test]
+    fn vips_are_kept_across_updates_freed_by_dnsrr_skipped_by_tasks_and_refused_when_full() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        let outcome = apply_plan(
+            &mut store,
+            2,
+            stack_plan(Some("10.20.0.0/29"), "vip", "nginx"),
+        );
+        assert_eq!(outcome, Outcome::Applied { version: 2 });
+        // The service's action of the stack's plan, as an update of the one created.
+        let update = |mode: &str| {
+            let mut plan = stack_plan(Some("10.20.0.0/29"), mode, "nginx:2");
+            plan.retain(|a| a.kind == Kind::Service);
+            plan[0].op = Op::Update;
+            plan
+        };
+        let vip = |store: &Store| {
+            let id = store.data().objects.services[0].id.clone().unwrap();
+            store.data().service_vips.get(&id).map(|vips| {
+                assert!(vips.iter().all(|v| v.network == "web_back"));
+                vips.iter()
+                    .map(|v| v.address.to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(vip(&store), Some(vec!["10.20.0.2".to_owned()]));
+        // Tasks take the hosts after it.
+        let changes = (1..=4)
+            .map(|i| TaskChange::Create(Box::new(task(&store, &format!("t{i}")))))
+            .collect();
+        write(&mut store, 3, changes);
+        assert_eq!(address(&store, "t1").as_deref(), Some("10.20.0.3"));
+        assert_eq!(address(&store, "t4").as_deref(), Some("10.20.0.6"));
+        // An update keeps it.
+        let outcome = apply_plan(&mut store, 4, update("vip"));
+        assert_eq!(outcome, Outcome::Applied { version: 4 });
+        assert_eq!(vip(&store), Some(vec!["10.20.0.2".to_owned()]));
+        // Turned dnsrr, the service frees it; back to vip, with every host taken by
+        // tasks, the plan is refused naming the service and the network.
+        let outcome = apply_plan(&mut store, 5, update("dnsrr"));
+        assert_eq!(outcome, Outcome::Applied { version: 5 });
+        assert_eq!(vip(&store), None);
+        let changes = vec![TaskChange::Create(Box::new(task(&store, "t5")))];
+        write(&mut store, 6, changes);
+        assert_eq!(address(&store, "t5").as_deref(), Some("10.20.0.2"));
+        let Outcome::Rejected(rejection) = apply_plan(&mut store, 7, update("vip")) else {
+            panic!("a VIP given in a full subnet")
+        };
+        assert!(
+            rejection.to_string().contains(
+                "service web_site: network web_back (10.20.0.0/29) has no free address left for its virtual IP"
+            ),
+            "{rejection}"
+        );
+        assert_eq!(vip(&store), None);
+        // Removed, a service leaves no VIP behind.
+        let outcome = apply_plan(
+            &mut store,
+            8,
+            update("vip")
+                .into_iter()
+                .map(|mut a| {
+                    a.op = Op::Remove;
+                    a.spec = None;
+                    a
+                })
+                .collect(),
+        );
+        assert_eq!(outcome, Outcome::Applied { version: 8 });
+        assert!(store.data().service_vips.is_empty());
     }
 }

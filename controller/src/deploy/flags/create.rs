@@ -34,6 +34,8 @@ pub struct CreateFlags {
     pub log_driver: Option<String>,
     /// `KEY=VALUE`.
     pub log_opt: Vec<String>,
+    /// `vip` (default) or `dnsrr`.
+    pub endpoint_mode: Option<String>,
     pub env: Vec<String>,
     pub label: Vec<String>,
     pub container_label: Vec<String>,
@@ -234,6 +236,7 @@ impl CreateFlags {
         ]);
         Ok(section([
             ("mode", Some(json!(self.mode))),
+            ("endpoint_mode", text(&self.endpoint_mode)),
             ("replicas", self.replicas.map(|r| json!(r))),
             ("labels", labels.map(|l| json!(l))),
             ("placement", placement),

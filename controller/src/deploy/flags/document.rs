@@ -117,6 +117,7 @@ fn flag_of(field: &str) -> String {
     const FLAGS: &[(&str, &str)] = &[
         ("deploy.replicas", "--replicas"),
         ("deploy.mode", "--mode"),
+        ("deploy.endpoint_mode", "--endpoint-mode"),
         ("deploy.labels", "--label"),
         ("deploy.placement.constraints", "--constraint"),
         ("deploy.placement.preferences", "--placement-pref"),

@@ -814,3 +814,31 @@ fn runtime_flags_set_and_change_the_runtime_options() {
         assert!(error.contains(flag), "{flag}: {error}");
     }
 }
+
+#[test]
+fn endpoint_mode_is_set_and_changed_by_flags() {
+    use swarm_api::spec::EndpointMode;
+    let spec = CreateFlags {
+        endpoint_mode: Some("dnsrr".into()),
+        ..create("db", "postgres:16")
+    }
+    .spec()
+    .unwrap();
+    assert_eq!(spec.endpoint.mode, EndpointMode::Dnsrr);
+    let mut updated = spec.clone();
+    UpdateFlags {
+        endpoint_mode: Some("vip".into()),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    assert_eq!(updated.endpoint.mode, EndpointMode::Vip);
+    let error = CreateFlags {
+        endpoint_mode: Some("round-robin".into()),
+        ..create("db", "postgres:16")
+    }
+    .spec()
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("--endpoint-mode"), "{error}");
+}

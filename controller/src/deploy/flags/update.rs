@@ -93,6 +93,8 @@ pub struct UpdateFlags {
     /// Replaces the log driver, with `log_opt` as its options.
     pub log_driver: Option<String>,
     pub log_opt: Vec<String>,
+    /// `vip` or `dnsrr`.
+    pub endpoint_mode: Option<String>,
     /// 0: no limit.
     pub replicas_max_per_node: Option<u64>,
     /// Secrets and configs attached (`--secret-add`, `--config-add`: Docker's syntax; one at
@@ -274,6 +276,9 @@ impl UpdateFlags {
             ports.push(added.clone());
         }
         ports.sort();
+        if self.endpoint_mode.is_some() {
+            spec.endpoint.mode = checked.endpoint.mode;
+        }
         let mounts = &mut spec.task.container.mounts;
         mounts.retain(|m| !self.mount_rm.contains(&m.target));
         for added in &checked.task.container.mounts {
@@ -414,6 +419,9 @@ impl UpdateFlags {
         }
         if let Some(signal) = &self.stop_signal {
             service["stop_signal"] = json!(signal);
+        }
+        if let Some(mode) = &self.endpoint_mode {
+            service["deploy"] = json!({ "endpoint_mode": mode });
         }
         load_service_document("update", service)
     }

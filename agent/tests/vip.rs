@@ -1,0 +1,497 @@
+//! Virtual IPs on real test hosts (root): two network-namespace hosts (`swarm_testkit::Hosts`)
+//! carry one overlay network; a client task on host 0 connects to the VIP, backends on
+//! host 0 and host 1 answer with their name. Tasks are plain network namespaces; servers
+//! and clients are sockets this test opens inside them. Everything is removed by guards,
+//! even when the test fails.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use swarm_agent::network::{
+    LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
+    Vips, Vtep, task_interface_name, vip_bridge_mac, vip_table_name,
+};
+use swarm_testkit::Hosts;
+
+fn prerequisites(test: &str) -> bool {
+    let programs = ["ip", "bridge", "iptables", "nft", "sysctl", "nsenter"];
+    swarm_testkit::require(
+        test,
+        swarm_testkit::is_root() && programs.iter().all(|p| swarm_testkit::has_program(p)),
+        "root and ip/bridge (iproute2), iptables, nft, sysctl, nsenter",
+    )
+}
+
+/// Runs `f` on a thread that has joined `netns`: the commands it starts and the sockets
+/// it opens are in that namespace.
+fn in_namespace<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = std::fs::File::open(netns).unwrap();
+                // SAFETY: setns changes only this thread's network namespace; the thread
+                // ends with the scope.
+                let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    joined,
+                    0,
+                    "setns {netns:?}: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+/// Task namespaces (`ip netns add`); removed on drop.
+struct Tasks {
+    names: Vec<String>,
+}
+
+impl Tasks {
+    fn add(&mut self, task: &str) -> PathBuf {
+        let name = format!("swvip{}{task}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        self.names.push(name.clone());
+        let status = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        PathBuf::from(format!("/var/run/netns/{name}"))
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// A server in a task's namespace on `address:PORT`: for each line a client sends, it
+/// answers its own name. Its threads end with the process.
+fn serve(netns: &Path, name: &'static str, address: Ipv4Addr) {
+    let listener = in_namespace(netns, || TcpListener::bind((address, PORT)).unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines() {
+                    if line.is_err() || writeln!(writer, "{name}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+const PORT: u16 = 9000;
+
+/// A connection from the client's namespace to `to:PORT`, bounded.
+fn connect(client: &Path, to: Ipv4Addr) -> std::io::Result<Connection> {
+    connect_within(client, to, Duration::from_secs(2))
+}
+
+fn connect_within(client: &Path, to: Ipv4Addr, limit: Duration) -> std::io::Result<Connection> {
+    let stream = in_namespace(client, || {
+        TcpStream::connect_timeout(&SocketAddr::from((to, PORT)), limit)
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(Connection {
+        reader: BufReader::new(stream.try_clone()?),
+        stream,
+    })
+}
+
+struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    /// Who answers a line.
+    fn ask(&mut self) -> String {
+        writeln!(self.stream, "who").unwrap();
+        let mut answer = String::new();
+        self.reader.read_line(&mut answer).unwrap();
+        answer.trim().to_owned()
+    }
+}
+
+/// Who answers `count` new connections to `vip`.
+fn answers(client: &Path, vip: Ipv4Addr, count: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..count {
+        let answer = connect(client, vip).expect("connect to the VIP").ask();
+        *seen.entry(answer).or_default() += 1;
+    }
+    seen
+}
+
+fn host_netns(hosts: &Hosts, i: usize) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{}", hosts.namespace(i)))
+}
+
+#[test]
+fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain() {
+    let test = "connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain";
+    if !prerequisites(test) {
+        return;
+    }
+    let hosts = Hosts::create("vip", 2).unwrap();
+    let mut tasks = Tasks { names: Vec::new() };
+    let vteps = [0, 1].map(|i| Vtep {
+        address: hosts.address(i),
+        port: swarm_agent::network::VXLAN_PORT,
+    });
+    let addr = |last: u8| Ipv4Addr::new(10, 215, 1, last);
+    let (vip, client, b0, b1) = (addr(2), addr(10), addr(20), addr(21));
+    let subnet = "10.215.1.0/24".parse().unwrap();
+    let (client_ns, b0_ns, b1_ns) = (tasks.add("c"), tasks.add("b0"), tasks.add("b1"));
+    // Another network on host 0, with a task and a VIP of its own.
+    let (other_subnet, other_vip, other) = (
+        "10.215.2.0/24".parse().unwrap(),
+        Ipv4Addr::new(10, 215, 2, 2),
+        Ipv4Addr::new(10, 215, 2, 10),
+    );
+    let other_ns = tasks.add("o");
+    let nodes = ["vip-node-0", "vip-node-1"];
+
+    // The overlay: the client and b0 on host 0, b1 on host 1.
+    let overlay = |i: usize| {
+        let mut network = OverlayNetwork {
+            vni: 4097,
+            subnet,
+            vtep: vteps[i],
+            local: BTreeMap::new(),
+            remote: BTreeMap::new(),
+        };
+        let local = |address, netns: &Path| LocalEndpoint {
+            address,
+            netns: netns.to_owned(),
+        };
+        if i == 0 {
+            network.local.insert("c".into(), local(client, &client_ns));
+            network.local.insert("b0".into(), local(b0, &b0_ns));
+            network.remote.insert(b1, RemoteEndpoint { vtep: vteps[1] });
+        } else {
+            network.local.insert("b1".into(), local(b1, &b1_ns));
+            for address in [client, b0] {
+                network
+                    .remote
+                    .insert(address, RemoteEndpoint { vtep: vteps[0] });
+            }
+        }
+        let mut networks: BTreeMap<String, OverlayNetwork> = [("net-v".to_owned(), network)].into();
+        if i == 0 {
+            let mut network = OverlayNetwork {
+                vni: 4098,
+                subnet: other_subnet,
+                vtep: vteps[0],
+                local: BTreeMap::new(),
+                remote: BTreeMap::new(),
+            };
+            network.local.insert("o".into(), local(other, &other_ns));
+            networks.insert("net-o".to_owned(), network);
+        }
+        NodeOverlays { networks }
+    };
+    let mut overlays = nodes.map(Overlay::new);
+    let mut vips = nodes.map(Vips::new);
+    // Removes every node's devices, rules and tables, even when an assertion fails.
+    struct Teardown<'a> {
+        hosts: &'a Hosts,
+        overlays: &'a mut [Overlay; 2],
+        vips: &'a mut [Vips; 2],
+    }
+    impl Drop for Teardown<'_> {
+        fn drop(&mut self) {
+            for i in 0..2 {
+                let netns = host_netns(self.hosts, i);
+                let _ = in_namespace(&netns, || self.vips[i].teardown());
+                let _ = in_namespace(&netns, || self.overlays[i].teardown());
+            }
+        }
+    }
+    let guard = Teardown {
+        hosts: &hosts,
+        overlays: &mut overlays,
+        vips: &mut vips,
+    };
+    let desired = |backends: &[Ipv4Addr]| NodeVips {
+        networks: [
+            (
+                "net-v".to_owned(),
+                NetworkVips {
+                    subnet,
+                    vips: [(vip, backends.to_vec())].into(),
+                    endpoints: [client, b0, b1].into(),
+                },
+            ),
+            (
+                "net-o".to_owned(),
+                NetworkVips {
+                    subnet: other_subnet,
+                    vips: [(other_vip, vec![other])].into(),
+                    endpoints: [other].into(),
+                },
+            ),
+        ]
+        .into(),
+    };
+    let reconcile = |guard: &mut Teardown, backends: &[Ipv4Addr]| {
+        for i in 0..2 {
+            let netns = host_netns(guard.hosts, i);
+            let complete =
+                in_namespace(&netns, || guard.vips[i].reconcile(desired(backends))).unwrap();
+            // Host 1 does not carry the other network: its bridge is not there to set.
+            assert_eq!(complete, i == 0, "host {i}");
+        }
+    };
+    for i in 0..2 {
+        let netns = host_netns(&hosts, i);
+        in_namespace(&netns, || guard.overlays[i].reconcile(overlay(i))).unwrap();
+    }
+    let mut guard = guard;
+    reconcile(&mut guard, &[b0, b1]);
+    // Applying the same state again changes nothing and fails nothing.
+    reconcile(&mut guard, &[b0, b1]);
+
+    serve(&b0_ns, "b0", b0);
+    serve(&b1_ns, "b1", b1);
+    // The overlay itself first: the client reaches b1 on host 1 directly.
+    let direct = (0..20).find_map(|_| {
+        let answer = connect(&client_ns, b1).ok().map(|mut c| c.ask());
+        if answer.is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answer
+    });
+    assert_eq!(direct.as_deref(), Some("b1"));
+
+    // Through the VIP, new connections land on both backends, here and across hosts.
+    let seen = answers(&client_ns, vip, 30);
+    assert_eq!(
+        seen.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["b0", "b1"],
+        "{seen:?}"
+    );
+
+    // Networks stay apart: the other network's task, with a forged route to this one's
+    // subnet and neighbours pointing at its own bridge (the way its VIP is reached),
+    // reaches neither this network's VIP nor its tasks through the node: the VIP's DNAT
+    // takes only its own bridge's traffic, and its bridge's routing table holds only its
+    // own subnet.
+    let other_link = task_interface_name("net-o");
+    let other_bridge_mac = vip_bridge_mac(nodes[0], "net-o");
+    let forge = |args: &[&str]| {
+        let status = Command::new("nsenter")
+            .arg(format!("--net={}", other_ns.display()))
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    forge(&["ip", "route", "add", "10.215.1.0/24", "dev", &other_link]);
+    for target in [vip, b0, b1] {
+        let target = target.to_string();
+        forge(&[
+            "ip",
+            "neigh",
+            "replace",
+            &target,
+            "lladdr",
+            &other_bridge_mac,
+            "dev",
+            &other_link,
+        ]);
+    }
+    for target in [vip, b0, b1] {
+        let reached = connect_within(&other_ns, target, Duration::from_millis(500));
+        assert!(reached.is_err(), "the other network reached {target}");
+    }
+
+    // An open connection to b1; then b1 stops serving.
+    let mut open = (0..50)
+        .map(|_| connect(&client_ns, vip).unwrap())
+        .find_map(|mut c| (c.ask() == "b1").then_some(c))
+        .expect("a connection to b1 among 50");
+    reconcile(&mut guard, &[b0]);
+    let seen = answers(&client_ns, vip, 20);
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b0"], "{seen:?}");
+    // The open one drains: it still reaches b1.
+    assert_eq!(open.ask(), "b1");
+
+    // No serving task: a connection is refused at once, not left to time out, and the
+    // open one still drains.
+    reconcile(&mut guard, &[]);
+    assert_eq!(open.ask(), "b1", "draining with no serving task");
+    let started = std::time::Instant::now();
+    let refused = connect(&client_ns, vip).err().map(|e| e.kind());
+    assert_eq!(refused, Some(ErrorKind::ConnectionRefused));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(open.ask(), "b1", "still draining");
+
+    // Serving again: new connections are balanced again.
+    reconcile(&mut guard, &[b0, b1]);
+    let seen = answers(&client_ns, vip, 30);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Teardown leaves no table and no rule of the node's.
+    let netns = host_netns(&hosts, 0);
+    in_namespace(&netns, || guard.vips[0].teardown()).unwrap();
+    let output = |program: &str, args: &[&str]| {
+        let output = in_namespace(&netns, || {
+            Command::new(program).args(args).output().unwrap()
+        });
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let tables = output("nft", &["list", "tables"]);
+    assert!(!tables.contains(&vip_table_name(nodes[0])), "{tables}");
+    let rules = output("ip", &["rule", "show"]);
+    assert!(!rules.contains("1000:"), "{rules}");
+    drop(guard);
+}
+
+/// The node's follower reconciles from its endpoint table at every change: the nftables
+/// table follows the serving tasks, and stays when the worker goes.
+#[test]
+fn the_follower_keeps_the_vips_on_the_endpoint_table() {
+    let test = "the_follower_keeps_the_vips_on_the_endpoint_table";
+    if !prerequisites(test) {
+        return;
+    }
+    use swarm_api::endpoints::{NetworkEndpoints, NetworkView, ServiceEndpoint, TaskEndpoint};
+    use swarm_api::spec::EndpointMode;
+
+    let hosts = Hosts::create("vipf", 1).unwrap();
+    let mut tasks = Tasks { names: Vec::new() };
+    let netns = host_netns(&hosts, 0);
+    let node = "vipf-node-0";
+    let addr = |last: u8| Ipv4Addr::new(10, 217, 1, last);
+    let subnet = "10.217.1.0/24".parse().unwrap();
+    let task_ns = tasks.add("t");
+    let mut overlay = Overlay::new(node);
+    let mut network = OverlayNetwork {
+        vni: 4097,
+        subnet,
+        vtep: Vtep {
+            address: hosts.address(0),
+            port: swarm_agent::network::VXLAN_PORT,
+        },
+        local: BTreeMap::new(),
+        remote: BTreeMap::new(),
+    };
+    network.local.insert(
+        "t".into(),
+        LocalEndpoint {
+            address: addr(10),
+            netns: task_ns.clone(),
+        },
+    );
+    let overlays = NodeOverlays {
+        networks: [("net-f".to_owned(), network)].into(),
+    };
+    in_namespace(&netns, || overlay.reconcile(overlays)).unwrap();
+    let view = |serving: bool| {
+        let task = |address, serving| TaskEndpoint {
+            service_id: "s".into(),
+            node_id: node.into(),
+            vtep: None,
+            address,
+            name: "s.1".into(),
+            serving,
+        };
+        let network = NetworkEndpoints {
+            id: "net-f".into(),
+            vni: 4097,
+            subnet,
+            gateway: addr(1),
+            internal: false,
+            services: [(
+                "s".to_owned(),
+                ServiceEndpoint {
+                    name: "s".into(),
+                    aliases: Vec::new(),
+                    mode: EndpointMode::Vip,
+                    vip: Some(addr(2)),
+                },
+            )]
+            .into(),
+            tasks: [
+                ("t".to_owned(), task(addr(10), true)),
+                ("u".to_owned(), task(addr(11), serving)),
+            ]
+            .into(),
+        };
+        NetworkView {
+            networks: [("f".to_owned(), network)].into(),
+        }
+    };
+    let ruleset = || {
+        let output = in_namespace(&netns, || {
+            Command::new("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .unwrap()
+        });
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        for _ in 0..50 {
+            if done(&ruleset()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what}: {}", ruleset());
+    };
+    let (sender, views) = tokio::sync::watch::channel(view(true));
+    let follower = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| {
+            in_namespace(&netns, || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap()
+                    .block_on(swarm_agent::network::follow_vips(node.into(), views))
+            })
+        });
+        until("both tasks balanced", &|rules| {
+            rules.contains("map { 0 : 10.217.1.10, 1 : 10.217.1.11 }")
+        });
+        sender.send(view(false)).unwrap();
+        until("the task that stopped serving left", &|rules| {
+            rules.contains("map { 0 : 10.217.1.10 }")
+        });
+        drop(sender);
+        follower.join()
+    });
+    assert!(
+        follower.is_ok(),
+        "the follower returns when the worker goes"
+    );
+    assert!(ruleset().contains(&vip_table_name(node)), "left as it is");
+    let mut vips = Vips::new(node);
+    in_namespace(&netns, || vips.teardown()).unwrap();
+    in_namespace(&netns, || overlay.teardown()).unwrap();
+    assert!(!ruleset().contains(&vip_table_name(node)));
+}

@@ -1,0 +1,190 @@
+//! Virtual IPs through real daemons on two test hosts: `service inspect` shows a service's
+//! VIP on its network, a client task reaches the service at its VIP and its connections
+//! land on tasks on both hosts; scaled down to the task on host 2, new connections go there
+//! only.
+//!
+//! Needs root, runc, busybox, nft and docker-registry; skipped with a message otherwise,
+//! except under CI=true.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use swarm_testkit::{Hosts, Registry};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn ok(cluster: &Cluster, args: &[&str]) -> String {
+    let out = swarm(&cluster.socket(0), args);
+    assert!(
+        out.status.success(),
+        "swarm {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The running tasks of `service` on `network`: (task id, node hostname).
+fn running_on(cluster: &Cluster, network: &str, service: &str) -> Vec<(String, String)> {
+    let json = ok(
+        cluster,
+        &["network", "inspect", network, "--format", "json"],
+    );
+    let view: Value = serde_json::from_str(&json).unwrap();
+    let field = |task: &Value, name: &str| task[name].as_str().unwrap_or_default().to_owned();
+    view["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["service"] == service && t["state"] == "running")
+        .map(|t| (field(t, "id"), field(t, "node")))
+        .collect()
+}
+
+/// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
+/// (bounded): the page, if it answered.
+fn fetch_from_task(cluster: &Cluster, n: usize, task_id: &str, address: &str) -> Option<String> {
+    let node_id = cluster.node_id(n)?;
+    let netns = cluster.nodes[n]
+        .0
+        .join("run")
+        .join(node_id)
+        .join("netns")
+        .join(task_id);
+    // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
+    let out = Command::new("timeout")
+        .arg("5")
+        .arg("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{address}/"),
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| text(&out.stdout).trim().to_owned())
+}
+
+/// The pages `count` fetches of the VIP got (each `<task hostname> v1`).
+fn pages(cluster: &Cluster, client: &str, vip: &str, count: usize) -> BTreeSet<String> {
+    (0..count)
+        .filter_map(|_| fetch_from_task(cluster, 0, client, vip))
+        .collect()
+}
+
+#[test]
+fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
+    let test = "a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts";
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("nft"), "nft")
+    {
+        return;
+    }
+    let hosts = Hosts::create("vipe", 2).expect("two test hosts");
+    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
+    registry.push_test_images().expect("the test images");
+    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.228.0/23", &[]));
+    let _leftovers = Leftovers(&cluster);
+    cluster.join(1, "worker", 0);
+    wait_for("two Ready nodes", Duration::from_secs(20), || {
+        (cluster.listing(0).matches("Ready").count() == 2).then_some(())
+    });
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    ok(
+        &cluster,
+        &["network", "create", "--subnet", "10.78.0.0/24", "front"],
+    );
+    // One task of back on each host.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "back",
+            "--network",
+            "front",
+            "--mode",
+            "global",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    let inspect: Value = serde_json::from_str(&ok(&cluster, &["service", "inspect", "back"]))
+        .expect("service inspect is JSON");
+    let vips = &inspect[0]["Endpoint"]["VirtualIPs"];
+    assert_eq!(vips.as_array().map(Vec::len), Some(1), "{inspect}");
+    assert_eq!(vips[0]["Network"], "front");
+    let addr = vips[0]["Addr"].as_str().expect("an address");
+    let vip = addr.strip_suffix("/24").expect("the network's prefix");
+    assert!(vip.starts_with("10.78.0."), "{addr}");
+    let back = wait_for("back running on both hosts", WAIT, || {
+        let tasks = running_on(&cluster, "front", "back");
+        (tasks.len() == 2).then_some(tasks)
+    });
+    let hosts_of_back: BTreeSet<&str> = back.iter().map(|(_, node)| node.as_str()).collect();
+    assert_eq!(hosts_of_back, ["node1", "node2"].into());
+
+    let constraint = "node.hostname==node1";
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--network",
+            "front",
+            "--constraint",
+            constraint,
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    let client = wait_for("the client running", WAIT, || {
+        running_on(&cluster, "front", "client").pop()
+    });
+    // Both backs answer at the VIP: one beside the client, one across the overlay.
+    let seen = wait_for("both back tasks answering at the VIP", WAIT, || {
+        let seen = pages(&cluster, &client.0, vip, 12);
+        (seen.len() == 2).then_some(seen)
+    });
+    assert!(seen.iter().all(|page| page.ends_with(" v1")), "{seen:?}");
+
+    // Only host 2's task left serving (host 1 drained): new connections go there only.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "update",
+            "--constraint-add",
+            "node.hostname==node2",
+            "back",
+        ],
+    );
+    let remaining = wait_for("back on host 2 only", WAIT, || {
+        let tasks = running_on(&cluster, "front", "back");
+        (tasks.len() == 1 && tasks[0].1 == "node2").then_some(tasks)
+    });
+    assert_eq!(remaining.len(), 1);
+    let only = wait_for("the VIP answering from host 2's task only", WAIT, || {
+        let seen = pages(&cluster, &client.0, vip, 8);
+        (seen.len() == 1).then_some(seen)
+    });
+    assert!(only.iter().all(|page| page.ends_with(" v1")), "{only:?}");
+    ok(&cluster, &["service", "rm", "client", "back"]);
+}
