@@ -358,6 +358,7 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
     ];
+    let system = mounts.len();
     for file in &config.files {
         let mut options = vec!["rbind", "rprivate"];
         if file.read_only {
@@ -407,6 +408,9 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
             }
         });
     }
+    // Parents before what lies inside them, as Docker sorts them: a tmpfs at /run must not
+    // hide the secrets bound under /run/secrets. Stable: equal depths keep their order.
+    mounts[system..].sort_by_key(|m| m.destination().components().count());
     Ok(mounts)
 }
 
@@ -668,6 +672,13 @@ mod tests {
                 "shm",
                 &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
             ),
+            ("/shared", "bind", "/srv/shared", &["rbind", "rslave", "ro"]),
+            (
+                "/cache",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "noexec", "mode=1770", "size=67108864"],
+            ),
             (
                 "/etc/hosts",
                 "bind",
@@ -685,13 +696,6 @@ mod tests {
                 "bind",
                 "/data/volumes/db/_data",
                 &["rbind", "rprivate"],
-            ),
-            ("/shared", "bind", "/srv/shared", &["rbind", "rslave", "ro"]),
-            (
-                "/cache",
-                "tmpfs",
-                "tmpfs",
-                &["nosuid", "nodev", "noexec", "mode=1770", "size=67108864"],
             ),
         ];
         assert_eq!(mounts.len(), expected.len());
