@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -61,36 +60,6 @@ fn wait_running(
             (tasks.len() == count).then_some(tasks)
         },
     )
-}
-
-/// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
-/// (bounded): the page, if it answered.
-fn fetch_from_task(cluster: &Cluster, n: usize, task_id: &str, address: &str) -> Option<String> {
-    let node_id = cluster.node_id(n)?;
-    let netns = cluster.nodes[n]
-        .0
-        .join("run")
-        .join(node_id)
-        .join("netns")
-        .join(task_id);
-    // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
-    let out = Command::new("timeout")
-        .arg("5")
-        .arg("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args([
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{address}/"),
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| text(&out.stdout).trim().to_owned())
 }
 
 /// Whether host `n` has an overlay VXLAN device (a node's are named `swx…`).

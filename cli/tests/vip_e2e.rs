@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -43,36 +42,6 @@ fn running_on(cluster: &Cluster, network: &str, service: &str) -> Vec<(String, S
         .filter(|t| t["service"] == service && t["state"] == "running")
         .map(|t| (field(t, "id"), field(t, "node")))
         .collect()
-}
-
-/// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
-/// (bounded): the page, if it answered.
-fn fetch_from_task(cluster: &Cluster, n: usize, task_id: &str, address: &str) -> Option<String> {
-    let node_id = cluster.node_id(n)?;
-    let netns = cluster.nodes[n]
-        .0
-        .join("run")
-        .join(node_id)
-        .join("netns")
-        .join(task_id);
-    // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
-    let out = Command::new("timeout")
-        .arg("5")
-        .arg("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args([
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{address}/"),
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| text(&out.stdout).trim().to_owned())
 }
 
 /// The pages `count` fetches of the VIP got (each `<task hostname> v1`).

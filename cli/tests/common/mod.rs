@@ -349,6 +349,41 @@ pub fn live_tasks(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
+/// (bounded): the page, if it answered.
+pub fn fetch_from_task(
+    cluster: &Cluster,
+    n: usize,
+    task_id: &str,
+    address: &str,
+) -> Option<String> {
+    let node_id = cluster.node_id(n)?;
+    let netns = cluster.nodes[n]
+        .0
+        .join("run")
+        .join(node_id)
+        .join("netns")
+        .join(task_id);
+    // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
+    let out = Command::new("timeout")
+        .arg("5")
+        .arg("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{address}/"),
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| text(&out.stdout).trim().to_owned())
+}
+
 /// `GET /` of a task's httpd at its address, bounded.
 pub fn http_get(address: &str) -> Option<String> {
     use std::io::{Read, Write};
