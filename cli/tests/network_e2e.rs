@@ -197,8 +197,16 @@ fn a_services_task_gets_an_address_in_its_network_and_the_network_stays_while_us
         .map(|t| t["address"].as_str().unwrap())
         .collect();
     addresses.sort();
-    // The lowest hosts of the subnet but its gateway (.1), one per task.
-    assert_eq!(addresses, ["10.78.0.2", "10.78.0.3"]);
+    // The lowest hosts of the subnet but its gateway (.1) and the service's virtual IP
+    // (.2, given when the service was made), one per task.
+    let inspected: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["service", "inspect", "web"])).unwrap();
+    assert_eq!(
+        inspected[0]["Endpoint"]["VirtualIPs"][0]["Addr"],
+        "10.78.0.2/24",
+        "{inspected}"
+    );
+    assert_eq!(addresses, ["10.78.0.3", "10.78.0.4"]);
     assert!(tasks.iter().all(|t| t["node"] == "node1"), "{tasks:?}");
     let table = ok(&cluster, &["network", "inspect", "back"]);
     assert!(table.contains("web.1   10.78.0."), "{table}");
