@@ -202,8 +202,7 @@ fn a_services_task_gets_an_address_in_its_network_and_the_network_stays_while_us
     let inspected: serde_json::Value =
         serde_json::from_str(&ok(&cluster, &["service", "inspect", "web"])).unwrap();
     assert_eq!(
-        inspected[0]["Endpoint"]["VirtualIPs"][0]["Addr"],
-        "10.78.0.2/24",
+        inspected[0]["Endpoint"]["VirtualIPs"][0]["Addr"], "10.78.0.2/24",
         "{inspected}"
     );
     assert_eq!(addresses, ["10.78.0.3", "10.78.0.4"]);
