@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 use swarm_api::spec::ServiceSpec;
 
 use super::document::{
-    key_values, load_service_document, logging_document, mounts_document, network_document,
-    port_document, section, ulimits_document,
+    RuntimeFlags, key_values, load_service_document, mounts_document, network_document,
+    port_document, section,
 };
 use super::{FlagError, RollbackFlags};
 
@@ -148,24 +148,17 @@ impl CreateFlags {
             put("healthcheck", health);
         }
         mounts_document("mount", &self.mount, &mut service)?;
-        let list = |values: &[String]| (!values.is_empty()).then(|| json!(values));
-        let runtime = [
-            ("cap_add", list(&self.cap_add)),
-            ("cap_drop", list(&self.cap_drop)),
-            ("sysctls", list(&self.sysctl)),
-            ("ulimits", ulimits_document("ulimit", &self.ulimit)?),
-            ("read_only", self.read_only.then(|| json!(true))),
-            ("group_add", list(&self.group)),
-            (
-                "logging",
-                logging_document(self.log_driver.as_deref(), &self.log_opt)?,
-            ),
-        ];
-        for (key, value) in runtime {
-            if let Some(value) = value {
-                service.insert(key.to_owned(), value);
-            }
+        RuntimeFlags {
+            cap_add: &self.cap_add,
+            cap_drop: &self.cap_drop,
+            sysctls: &self.sysctl,
+            ulimits: ("ulimit", &self.ulimit),
+            read_only: self.read_only,
+            groups: &self.group,
+            log_driver: self.log_driver.as_deref(),
+            log_opt: &self.log_opt,
         }
+        .insert_into(&mut service)?;
         service.insert("deploy".into(), self.deploy_document()?);
         Ok(Value::Object(service))
     }

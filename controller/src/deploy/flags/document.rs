@@ -387,11 +387,44 @@ pub(super) fn mounts_document(
     Ok(())
 }
 
+/// The runtime flags of `service create` and `service update`, as the Compose keys they set.
+pub(super) struct RuntimeFlags<'a> {
+    pub cap_add: &'a [String],
+    pub cap_drop: &'a [String],
+    /// `KEY=VALUE`.
+    pub sysctls: &'a [String],
+    /// `NAME=SOFT[:HARD]`, and the flag they came by (for errors).
+    pub ulimits: (&'static str, &'a [String]),
+    pub read_only: bool,
+    pub groups: &'a [String],
+    pub log_driver: Option<&'a str>,
+    pub log_opt: &'a [String],
+}
+
+impl RuntimeFlags<'_> {
+    /// Puts the keys the flags give (`cap_add`, `sysctls`, `ulimits`, `logging`, …) into the
+    /// service's mapping; a key no flag gives stays absent.
+    pub(super) fn insert_into(&self, service: &mut Map<String, Value>) -> Result<(), FlagError> {
+        let list = |values: &[String]| (!values.is_empty()).then(|| json!(values));
+        let (ulimit_flag, ulimits) = self.ulimits;
+        let keys = section([
+            ("cap_add", list(self.cap_add)),
+            ("cap_drop", list(self.cap_drop)),
+            ("sysctls", list(self.sysctls)),
+            ("ulimits", ulimits_document(ulimit_flag, ulimits)?),
+            ("read_only", self.read_only.then(|| json!(true))),
+            ("group_add", list(self.groups)),
+            ("logging", logging_document(self.log_driver, self.log_opt)?),
+        ]);
+        if let Some(Value::Object(keys)) = keys {
+            service.extend(keys);
+        }
+        Ok(())
+    }
+}
+
 /// `--ulimit NAME=SOFT[:HARD]` values as the `ulimits:` mapping; none when there are none.
-pub(super) fn ulimits_document(
-    flag: &'static str,
-    texts: &[String],
-) -> Result<Option<Value>, FlagError> {
+fn ulimits_document(flag: &'static str, texts: &[String]) -> Result<Option<Value>, FlagError> {
     let mut ulimits = Map::new();
     for text in texts {
         let invalid = || {
@@ -413,10 +446,7 @@ pub(super) fn ulimits_document(
 }
 
 /// `--log-driver` and `--log-opt KEY=VALUE` as the `logging:` mapping; none without them.
-pub(super) fn logging_document(
-    driver: Option<&str>,
-    options: &[String],
-) -> Result<Option<Value>, FlagError> {
+fn logging_document(driver: Option<&str>, options: &[String]) -> Result<Option<Value>, FlagError> {
     if driver.is_none() && options.is_empty() {
         return Ok(None);
     }

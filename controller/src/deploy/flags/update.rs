@@ -11,8 +11,8 @@ use swarm_api::spec::{
 use swarm_api::units::GoDuration;
 
 use super::document::{
-    key_values, load_service_document, logging_document, mounts_document, network_document,
-    port_document, ulimits_document,
+    RuntimeFlags, key_values, load_service_document, mounts_document, network_document,
+    port_document,
 };
 use super::{FlagError, RollbackFlags, parsed, ratio};
 
@@ -382,23 +382,18 @@ impl UpdateFlags {
         let mut service = json!({ "image": "checked", "ports": ports });
         if let Value::Object(mapping) = &mut service {
             mounts_document("mount-add", &self.mount_add, mapping)?;
-            let list = |values: &[String]| (!values.is_empty()).then(|| json!(values));
-            let runtime = [
-                ("cap_add", list(&self.cap_add)),
-                ("cap_drop", list(&self.cap_drop)),
-                ("sysctls", list(&self.sysctl_add)),
-                ("ulimits", ulimits_document("ulimit-add", &self.ulimit_add)?),
-                ("group_add", list(&self.group_add)),
-                (
-                    "logging",
-                    logging_document(self.log_driver.as_deref(), &self.log_opt)?,
-                ),
-            ];
-            for (key, value) in runtime {
-                if let Some(value) = value {
-                    mapping.insert(key.to_owned(), value);
-                }
+            RuntimeFlags {
+                cap_add: &self.cap_add,
+                cap_drop: &self.cap_drop,
+                sysctls: &self.sysctl_add,
+                ulimits: ("ulimit-add", &self.ulimit_add),
+                // Read by apply_runtime: `--read-only=false` must be able to unset it.
+                read_only: false,
+                groups: &self.group_add,
+                log_driver: self.log_driver.as_deref(),
+                log_opt: &self.log_opt,
             }
+            .insert_into(mapping)?;
         }
         if let Some(cmd) = &self.health_cmd {
             let mut health = json!({ "test": ["CMD-SHELL", cmd] });
