@@ -17,8 +17,7 @@ struct NodeVolumes {
 
 impl NodeVolumes {
     fn read(data_dir: &Path) -> Self {
-        // The bundles' layout is the runtime's; the node id does not change it.
-        let bundles = RuncConfig::new("node", data_dir).bundle_dir;
+        let bundles = RuncConfig::bundle_dir_of(data_dir);
         NodeVolumes {
             volumes: Volumes::new(data_dir.join("volumes")),
             users: mount_users(&bundles),

@@ -58,10 +58,15 @@ impl RuncConfig {
         Self {
             node_id: node_id.to_string(),
             state_dir: data_dir.join("runc"),
-            bundle_dir: data_dir.join("bundles"),
+            bundle_dir: Self::bundle_dir_of(data_dir),
             runc: PathBuf::from("runc"),
             log_check_interval: Duration::from_secs(1),
         }
+    }
+
+    /// Where a node whose data directory is `data_dir` keeps its containers' bundles.
+    pub fn bundle_dir_of(data_dir: &Path) -> PathBuf {
+        data_dir.join("bundles")
     }
 
     /// Where the runc program is; a node without runc learns it here in those words, rather
