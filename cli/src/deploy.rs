@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::client::{self, Host};
 use crate::gitops::{CredentialFlags, deployments_table, now_ms};
-use crate::output::{Format, ago, short_id, table};
+use crate::output::{Format, ago, print_listing, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -72,15 +72,13 @@ pub async fn run(host: &Host, command: DeployCommand) -> anyhow::Result<ExitCode
             format,
         } => {
             let deployments = list(host, repo.unwrap_or_default()).await?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&deployments)?),
-                Format::Table if quiet => {
-                    for deployment in &deployments {
-                        println!("{}", deployment.id);
-                    }
-                }
-                Format::Table => print!("{}", deployments_table(&deployments, now_ms())),
-            }
+            print_listing(
+                &deployments,
+                format,
+                quiet,
+                |d| d.id.as_str(),
+                |d| deployments_table(d, now_ms()),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::Show { deployment, format } => {

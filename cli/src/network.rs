@@ -12,7 +12,7 @@ use swarm_api::spec::NetworkSpec;
 use swarm_node::networks::NetworkView;
 
 use crate::client::{self, Host};
-use crate::output::{Format, short_id, table};
+use crate::output::{Format, print_listing, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -111,15 +111,13 @@ pub async fn run(host: &Host, command: NetworkCommand) -> anyhow::Result<ExitCod
                 .into_inner()
                 .json;
             let networks: Vec<NetworkView> = serde_json::from_str(&json)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&networks)?),
-                Format::Table if quiet => {
-                    for network in &networks {
-                        println!("{}", network.name);
-                    }
-                }
-                Format::Table => print!("{}", networks_table(&networks)),
-            }
+            print_listing(
+                &networks,
+                format,
+                quiet,
+                |n| n.name.as_str(),
+                networks_table,
+            )?;
         }
         NetworkCommand::Inspect { network, format } => {
             let json = client

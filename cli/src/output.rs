@@ -45,6 +45,26 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// A listing as `ls` prints it: JSON, only each item's name with `-q`, or the table.
+pub fn print_listing<T: serde::Serialize>(
+    items: &[T],
+    format: Format,
+    quiet: bool,
+    name: impl Fn(&T) -> &str,
+    table: impl FnOnce(&[T]) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(items)?),
+        Format::Table if quiet => {
+            for item in items {
+                println!("{}", name(item));
+            }
+        }
+        Format::Table => print!("{}", table(items)),
+    }
+    Ok(())
+}
+
 /// An id as listings show it: its first 12 characters, as Docker's.
 pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]

@@ -20,7 +20,7 @@ use crate::client::{self, Host};
 use crate::gitops::{
     RepoOptions, add, deployments_table, inspect, list, now_ms, one_line, positive_duration,
 };
-use crate::output::{Format, ago, short_id, table};
+use crate::output::{Format, ago, print_listing, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
@@ -81,15 +81,13 @@ pub async fn run(host: &Host, command: RepoCommand) -> anyhow::Result<ExitCode> 
         }
         RepoCommand::Ls { quiet, format } => {
             let repositories = list(host).await?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&repositories)?),
-                Format::Table if quiet => {
-                    for view in &repositories {
-                        println!("{}", view.repository.name);
-                    }
-                }
-                Format::Table => print!("{}", repositories_table(&repositories)),
-            }
+            print_listing(
+                &repositories,
+                format,
+                quiet,
+                |r| r.repository.name.as_str(),
+                repositories_table,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         RepoCommand::Inspect { name, format } => {

@@ -14,7 +14,7 @@ use swarm_api::grpc::control::{
 use swarm_node::files::FileObjectView;
 
 use crate::client::{self, Host};
-use crate::output::{Format, short_id, table};
+use crate::output::{Format, print_listing, short_id, table};
 
 /// The same commands for secrets and configs (as Docker's).
 #[derive(Debug, Subcommand)]
@@ -99,15 +99,7 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
                 .into_inner()
                 .json;
             let list: Vec<FileObjectView> = serde_json::from_str(&json)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-                Format::Table if quiet => {
-                    for object in &list {
-                        println!("{}", object.name);
-                    }
-                }
-                Format::Table => print!("{}", list_table(&list)),
-            }
+            print_listing(&list, format, quiet, |o| o.name.as_str(), list_table)?;
         }
         FileCommand::Inspect { object, format } => {
             let json = client

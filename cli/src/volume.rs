@@ -11,7 +11,7 @@ use swarm_api::units::ByteSize;
 use swarm_api::volume::VolumeInfo;
 
 use crate::client::{self, Host};
-use crate::output::{Format, table};
+use crate::output::{Format, print_listing, table};
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
@@ -50,15 +50,7 @@ pub async fn run(host: &Host, command: VolumeCommand) -> anyhow::Result<ExitCode
                 .into_inner()
                 .json;
             let volumes: Vec<VolumeInfo> = serde_json::from_str(&json)?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&volumes)?),
-                Format::Table if quiet => {
-                    for volume in &volumes {
-                        println!("{}", volume.name);
-                    }
-                }
-                Format::Table => print!("{}", volumes_table(&volumes)),
-            }
+            print_listing(&volumes, format, quiet, |v| v.name.as_str(), volumes_table)?;
         }
         VolumeCommand::Inspect { volumes } => {
             let mut found = Vec::new();
