@@ -82,9 +82,7 @@ impl Bridge {
             }
         })?;
         for rule in bridge.rules() {
-            if !rule_present(&rule)? {
-                rule.run("-I")?;
-            }
+            rule.ensure()?;
         }
         tracing::info!(bridge = name, %gateway, "node bridge up");
         Ok(bridge)
@@ -108,11 +106,8 @@ impl Bridge {
                 other?;
             }
         }
-        // Removes every copy: concurrent setups of one node may each have inserted one.
         for rule in self.rules() {
-            while rule_present(&rule)? {
-                rule.run("-D")?;
-            }
+            rule.remove()?;
         }
         tracing::info!(bridge = self.name, "node bridge removed");
         Ok(())
@@ -122,15 +117,10 @@ impl Bridge {
     fn rules(&self) -> Vec<Rule> {
         let name = self.name.as_str();
         let subnet = self.gateway.trunc().to_string();
-        let filter = |spec: &[&str]| Rule {
-            table: "filter",
-            chain: "FORWARD",
-            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
-        };
         vec![
-            filter(&["-i", name, "-o", name, "-j", "ACCEPT"]),
-            filter(&["-i", name, "!", "-o", name, "-j", "ACCEPT"]),
-            filter(&[
+            Rule::between_ports(name),
+            Rule::filter_forward(&["-i", name, "!", "-o", name, "-j", "ACCEPT"]),
+            Rule::filter_forward(&[
                 "-o",
                 name,
                 "-m",
@@ -174,34 +164,64 @@ pub fn remove_bridge_rules(bridge: &str) {
     }
 }
 
-/// One iptables rule of the node's.
-struct Rule {
+/// One iptables rule a node keeps: inserted once, removed with every copy.
+pub(crate) struct Rule {
     table: &'static str,
     chain: &'static str,
     spec: Vec<String>,
 }
 
 impl Rule {
+    /// The FORWARD rule letting a bridge's ports talk to each other (br_netfilter sends
+    /// bridged frames through FORWARD, whose policy is DROP where Docker's engine ran).
+    pub(crate) fn between_ports(bridge: &str) -> Rule {
+        Rule::filter_forward(&["-i", bridge, "-o", bridge, "-j", "ACCEPT"])
+    }
+
+    fn filter_forward(spec: &[&str]) -> Rule {
+        Rule {
+            table: "filter",
+            chain: "FORWARD",
+            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Inserts the rule unless it is there.
+    pub(crate) fn ensure(&self) -> Result<(), NetworkError> {
+        if !self.present()? {
+            self.run("-I")?;
+        }
+        Ok(())
+    }
+
+    /// Removes every copy: concurrent or retried setups may each have inserted one.
+    pub(crate) fn remove(&self) -> Result<(), NetworkError> {
+        while self.present()? {
+            self.run("-D")?;
+        }
+        Ok(())
+    }
+
+    fn present(&self) -> Result<bool, NetworkError> {
+        match self.run("-C") {
+            Ok(_) => Ok(true),
+            // iptables -C answers "no such rule" with status 1 and a message naming it.
+            Err(NetworkError::Command { stderr, .. })
+                if stderr.contains("does a matching rule exist")
+                    || stderr.contains("No chain/target/match") =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Runs `iptables` with `action` (-I, -D, -C) on the rule.
     fn run(&self, action: &str) -> Result<String, NetworkError> {
         // -w: wait for the xtables lock (bounded) rather than fail beside another writer.
         let mut args = vec!["-w", "5", "-t", self.table, action, self.chain];
         args.extend(self.spec.iter().map(String::as_str));
         run("iptables", &args, None)
-    }
-}
-
-fn rule_present(rule: &Rule) -> Result<bool, NetworkError> {
-    match rule.run("-C") {
-        Ok(_) => Ok(true),
-        // iptables -C answers "no such rule" with status 1 and a message naming it.
-        Err(NetworkError::Command { stderr, .. })
-            if stderr.contains("does a matching rule exist")
-                || stderr.contains("No chain/target/match") =>
-        {
-            Ok(false)
-        }
-        Err(error) => Err(error),
     }
 }
 

@@ -8,6 +8,7 @@ use super::{
     overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
 use crate::network::NetworkError;
+use crate::network::bridge::Rule;
 use crate::network::command::run;
 
 use ipnet::Ipv4Net;
@@ -74,9 +75,7 @@ impl Overlay {
         }
         let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None)?;
         for bridge in forward_rule_bridges(&rules).filter(|bridge| ours(bridge)) {
-            while forward_rule_present(bridge)? {
-                run("iptables", &forward_rule(bridge, "-D"), None)?;
-            }
+            Rule::between_ports(bridge).remove()?;
         }
         tracing::info!(
             node = self.node_id,
@@ -239,9 +238,7 @@ fn make_devices(node_id: &str, network: &str, vni: u32, vtep: Vtep) -> Result<()
     )?;
     let script = format!("link set {vxlan} master {bridge} up\nlink set {bridge} up\n");
     run("ip", &["-batch", "-"], Some(&script))?;
-    if !forward_rule_present(&bridge)? {
-        run("iptables", &forward_rule(&bridge, "-I"), None)?;
-    }
+    Rule::between_ports(&bridge).ensure()?;
     tracing::info!(
         node = node_id,
         network,
@@ -258,33 +255,8 @@ fn delete_network(node_id: &str, network: &str) -> Result<(), NetworkError> {
     let bridge = overlay_bridge_name(node_id, network);
     delete_link(&vxlan_name(node_id, network))?;
     delete_link(&bridge)?;
-    // Every copy: a create retried after a failure may have inserted it twice.
-    while forward_rule_present(&bridge)? {
-        run("iptables", &forward_rule(&bridge, "-D"), None)?;
-    }
+    Rule::between_ports(&bridge).remove()?;
     Ok(())
-}
-
-/// `iptables` arguments for `action` (-I, -D, -C) on the rule accepting traffic between
-/// the bridge's ports: with `br_netfilter` loaded, bridged frames cross FORWARD, whose
-/// policy is DROP where Docker's engine ran (as for the node bridge, `bridge.rs`).
-fn forward_rule<'a>(bridge: &'a str, action: &'a str) -> [&'a str; 10] {
-    [
-        "-w", "5", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
-    ]
-}
-
-fn forward_rule_present(bridge: &str) -> Result<bool, NetworkError> {
-    match run("iptables", &forward_rule(bridge, "-C"), None) {
-        Ok(_) => Ok(true),
-        Err(NetworkError::Command { stderr, .. })
-            if stderr.contains("does a matching rule exist")
-                || stderr.contains("No chain/target/match") =>
-        {
-            Ok(false)
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Links the task to the network; on a failure removes the link again.
