@@ -21,16 +21,6 @@ use swarm_testkit::{Hosts, Registry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = swarm(&cluster.socket(0), args);
-    assert!(
-        out.status.success(),
-        "swarm {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// The addresses of the running tasks of `service` on `network`.
 fn running_addresses(cluster: &Cluster, network: &str, service: &str) -> BTreeSet<String> {
     let json = ok(

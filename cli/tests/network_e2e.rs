@@ -17,16 +17,6 @@ use serde_json::Value;
 /// How long a task may take to be created and started (a pull; tests in parallel).
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = swarm(&cluster.socket(0), args);
-    assert!(
-        out.status.success(),
-        "swarm {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// The error `swarm args` fails with.
 fn refused(cluster: &Cluster, args: &[&str]) -> String {
     let out = swarm(&cluster.socket(0), args);

@@ -17,16 +17,6 @@ use swarm_testkit::{Hosts, Registry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = swarm(&cluster.socket(0), args);
-    assert!(
-        out.status.success(),
-        "swarm {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// The running tasks of `service` on `network`: (task id, node hostname).
 fn running_on(cluster: &Cluster, network: &str, service: &str) -> Vec<(String, String)> {
     let json = ok(

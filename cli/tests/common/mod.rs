@@ -349,6 +349,17 @@ pub fn live_tasks(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `swarm ARGS` through node 0's socket, which must succeed: its stdout.
+pub fn ok(cluster: &Cluster, args: &[&str]) -> String {
+    let out = swarm(&cluster.socket(0), args);
+    assert!(
+        out.status.success(),
+        "swarm {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
 /// (bounded): the page, if it answered.
 pub fn fetch_from_task(
