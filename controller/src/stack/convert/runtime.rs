@@ -23,7 +23,7 @@ const SYSCTLS: [&str; 8] = [
 const SYSCTL_PREFIXES: [&str; 2] = ["fs.mqueue.", "net."];
 
 /// The process limits `ulimits` may name (setrlimit's, as Docker spells them).
-pub const ULIMITS: [&str; 16] = [
+const ULIMITS: [&str; 16] = [
     "as",
     "core",
     "cpu",
