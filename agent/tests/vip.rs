@@ -444,6 +444,7 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         };
         NetworkView {
             networks: [("f".to_owned(), network)].into(),
+            mesh: Default::default(),
         }
     };
     let ruleset = || {

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::EndpointMode;
+use crate::spec::{EndpointMode, PortConfig};
 
 /// The UDP port of VXLAN (IANA), Docker's overlay port: a node's data path port unless
 /// `swarm daemon --data-path-port` says otherwise (several nodes on one machine).
@@ -25,12 +25,58 @@ pub struct Vtep {
     pub port: u16,
 }
 
+/// The VXLAN network identifier of the routing mesh's links between nodes: below the first
+/// one networks are given (4096), so it never carries a network's traffic.
+pub const MESH_VNI: u32 = 4095;
+
 /// One node's share of the endpoint table, sent with its assignments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkView {
     /// The networks the node's given tasks are attached to, by network name.
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkEndpoints>,
+    /// The routing mesh: the same for every node.
+    #[serde(default, skip_serializing_if = "MeshView::is_empty")]
+    pub mesh: MeshView,
+}
+
+/// What every node needs to answer the cluster's published ports: the services that publish
+/// ports, with their serving tasks' nodes, and how to reach each node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshView {
+    /// The nodes a published port's connections may be sent to, by node id: those with a
+    /// task subnet and a known address, not Down.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, MeshNode>,
+    /// The services publishing at least one port with a number, by service id.
+    #[serde(default)]
+    pub services: BTreeMap<String, PublishedService>,
+}
+
+impl MeshView {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// How the mesh reaches a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshNode {
+    /// Its mesh address: the gateway of its task subnet. Connections a node sends to another
+    /// leave with its own mesh address as their source and arrive at the other's.
+    pub address: Ipv4Addr,
+    pub vtep: Vtep,
+}
+
+/// A service's published ports and where its serving tasks run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedService {
+    pub name: String,
+    /// Its ports with a published number, as its spec orders them.
+    pub ports: Vec<PortConfig>,
+    /// Its serving tasks (as [`TaskEndpoint::serving`] says): task id → node id.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, String>,
 }
 
 /// One overlay network: its address space and everything attached to it.

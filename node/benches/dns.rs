@@ -164,6 +164,7 @@ fn view() -> NetworkView {
         networks: [("bench_default".to_owned(), network)]
             .into_iter()
             .collect(),
+        mesh: Default::default(),
     }
 }
 

@@ -116,6 +116,12 @@ async fn run(
         state.node_id.clone(),
         worker.network_view(),
     ));
+    // The node's published ports follow the mesh part of its view and its tasks' addresses.
+    let mesh = tokio::spawn(swarm_agent::network::follow_mesh(
+        state.node_id.clone(),
+        worker.network_view(),
+        worker.task_addresses(),
+    ));
     // The node's DNS server for its tasks, stopped with the agent.
     let dns = async {
         let (subnet, view, askers) = (
@@ -132,11 +138,18 @@ async fn run(
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
                 vips.abort();
+                mesh.abort();
                 let mut node_vips = swarm_agent::network::Vips::new(state.node_id.clone());
                 if let Ok(Err(error)) =
                     tokio::task::spawn_blocking(move || node_vips.teardown()).await
                 {
                     tracing::warn!(%error, "cannot remove this node's virtual IPs");
+                }
+                let mut node_mesh = swarm_agent::network::Mesh::new(state.node_id.clone());
+                if let Ok(Err(error)) =
+                    tokio::task::spawn_blocking(move || node_mesh.teardown()).await
+                {
+                    tracing::warn!(%error, "cannot remove this node's routing mesh");
                 }
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.
@@ -149,6 +162,7 @@ async fn run(
         _ = report(&daemon, reports) => {}
     }
     vips.abort();
+    mesh.abort();
 }
 
 /// Starts the node's worker, trying again (with a growing wait) until it starts; meanwhile

@@ -5,7 +5,8 @@
 //! IPv4 forwarding in the node's namespace and inserts its iptables rules — ACCEPT in FORWARD
 //! for traffic between the bridge's ports (when `br_netfilter` is loaded, as Docker leaves
 //! it, bridged frames go through FORWARD, and a DROP policy there would silence tasks), out
-//! of the bridge, and back in for the connections it opened; MASQUERADE in POSTROUTING for
+//! of the bridge, back in for the connections it opened and for those the routing mesh
+//! DNAT'ed to a task; MASQUERADE in POSTROUTING for
 //! what leaves the subnet by another interface. Teardown removes them.
 
 use ipnet::Ipv4Net;
@@ -130,6 +131,17 @@ impl Bridge {
                 "-j",
                 "ACCEPT",
             ]),
+            // Connections the routing mesh sends to the node's tasks.
+            Rule::filter_forward(&[
+                "-o",
+                name,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-j",
+                "ACCEPT",
+            ]),
             Rule {
                 table: "nat",
                 chain: "POSTROUTING",
@@ -178,7 +190,7 @@ impl Rule {
         Rule::filter_forward(&["-i", bridge, "-o", bridge, "-j", "ACCEPT"])
     }
 
-    fn filter_forward(spec: &[&str]) -> Rule {
+    pub(crate) fn filter_forward(spec: &[&str]) -> Rule {
         Rule {
             table: "filter",
             chain: "FORWARD",

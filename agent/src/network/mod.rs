@@ -15,6 +15,10 @@
 //!   table), its nftables ruleset ([`render_vips`]: DNAT over the serving tasks) and
 //!   [`Vips`], which sets it with the routes and neighbour entries that bring a task's
 //!   connection to a VIP through the node and back into its network.
+//! - `mesh`: the routing mesh: a pure desired state per node ([`NodeMesh`], from its
+//!   endpoint table and its tasks' addresses), its nftables ruleset ([`render_mesh`]: DNAT of
+//!   published ports over the serving tasks, here or through another node) and [`Mesh`],
+//!   which sets it with the node's link to the other nodes.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -30,6 +34,7 @@ mod command;
 mod fake;
 mod files;
 mod ipam;
+mod mesh;
 mod overlay;
 mod task;
 mod vip;
@@ -41,6 +46,10 @@ pub use files::{
 };
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
+pub use mesh::{
+    Mesh, MeshLink, MeshPort, NodeMesh, follow as follow_mesh, link_mac as mesh_link_mac,
+    link_name as mesh_link_name, render as render_mesh, table_name as mesh_table_name,
+};
 pub use overlay::{
     LocalEndpoint, LocalTask, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,
     RemoteEndpoint, apply as apply_overlay_op, diff as overlay_diff, endpoint_mac, node_overlays,

@@ -365,6 +365,7 @@ mod tests {
         plain.services.retain(|id, _| id == "db");
         NetworkView {
             networks: [("back".to_owned(), back), ("plain".to_owned(), plain)].into(),
+            mesh: Default::default(),
         }
     }
 

@@ -865,6 +865,7 @@ mod tests {
                     ]),
                 },
             )]),
+            mesh: Default::default(),
         };
         let subnet = Some("10.1.0.0/24".parse().unwrap());
         let exposed = worker.network_view();

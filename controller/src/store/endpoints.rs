@@ -4,12 +4,19 @@
 //! Built once from the state, then kept current by each entry's changes at the cost of the
 //! networks they touch, telling which nodes' views changed: a node is sent its
 //! [`NetworkView`] (the networks its tasks are on, whole) when it changes, and only then.
+//!
+//! The routing mesh's part ([`MeshView`]: the services publishing ports, where their serving
+//! tasks run, how to reach each node) is the same for every node: a change to it changes
+//! every node's view.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, ToSocketAddrs};
 
-use swarm_api::endpoints::{NetworkEndpoints, NetworkView, ServiceEndpoint, TaskEndpoint, Vtep};
-use swarm_api::spec::{EndpointMode, NetworkSpec, ServiceSpec};
+use swarm_api::endpoints::{
+    MeshNode, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
+    TaskEndpoint, Vtep,
+};
+use swarm_api::spec::{EndpointMode, NetworkSpec, PortConfig, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{NetworkAllocation, Node, NodeStatus, StoreData};
 use swarm_api::task::{DesiredState, NetworkAddress, Task, TaskState};
@@ -35,9 +42,12 @@ struct ServiceEntry {
     attachments: BTreeMap<String, Vec<String>>,
     /// Its virtual IP on each network, by network name.
     vips: BTreeMap<String, Ipv4Addr>,
+    /// Its ports with a published number: what the mesh answers.
+    ports: Vec<PortConfig>,
 }
 
-/// A task holding addresses: what its endpoints are made of besides its node.
+/// A placed task that has not ended: what its endpoints (and, for a service publishing
+/// ports, its place in the mesh) are made of besides its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TaskEntry {
     node_id: String,
@@ -53,6 +63,8 @@ struct TaskEntry {
 struct NodeEntry {
     vtep: Option<Vtep>,
     down: bool,
+    /// The gateway of its task subnet, once it has one.
+    mesh_address: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +82,10 @@ pub struct Endpoints {
     endpoints: HashMap<String, BTreeMap<String, TaskEndpoint>>,
     /// The nodes carrying each network, with how many of its tasks each runs there.
     carriers: HashMap<String, BTreeMap<String, usize>>,
+    /// Each service's tasks, by service id.
+    tasks_of_service: HashMap<String, BTreeSet<String>>,
+    /// The services publishing ports (ids): the mesh's.
+    published: BTreeSet<String>,
 }
 
 /// Where node `node`'s VXLAN traffic goes: the host of its address as IPv4 (a name is
@@ -101,6 +117,7 @@ fn node_entry(node: &Node) -> NodeEntry {
     NodeEntry {
         vtep: vtep_of(node),
         down: node.status == NodeStatus::Down,
+        mesh_address: node.subnet.and_then(|subnet| subnet.hosts().next()),
     }
 }
 
@@ -132,12 +149,19 @@ fn service_entry(service: &ServiceSpec, vips: &[NetworkAddress]) -> ServiceEntry
             .iter()
             .map(|v| (v.network.clone(), v.address))
             .collect(),
+        ports: service
+            .endpoint
+            .ports
+            .iter()
+            .filter(|p| p.published.is_some())
+            .cloned()
+            .collect(),
     }
 }
 
-/// The task's entry if it holds addresses: placed, not over, on a network.
+/// The task's entry if it is placed and not over.
 fn task_entry(task: &Task) -> Option<TaskEntry> {
-    if task.status.state.is_terminal() || task.networks.is_empty() {
+    if task.status.state.is_terminal() {
         return None;
     }
     Some(TaskEntry {
@@ -192,6 +216,7 @@ impl Endpoints {
                     let entry = node.as_ref().map(node_entry).unwrap_or(NodeEntry {
                         vtep: None,
                         down: true,
+                        mesh_address: None,
                     });
                     self.put_node(id, entry, &mut changed);
                 }
@@ -236,6 +261,23 @@ impl Endpoints {
         changed
     }
 
+    /// Adds every node to `changed`: the mesh's part of their views changed.
+    fn mark_mesh(&self, changed: &mut BTreeSet<String>) {
+        changed.extend(self.nodes.keys().cloned());
+    }
+
+    /// Whether `task` takes new connections: running, meant to, on a node not Down.
+    fn serving(&self, task: &TaskEntry) -> bool {
+        task.running && !self.nodes.get(&task.node_id).is_some_and(|n| n.down)
+    }
+
+    /// Where a task puts the mesh: its node if it serves a service publishing ports.
+    fn mesh_place<'a>(&self, task: Option<&'a TaskEntry>) -> Option<&'a str> {
+        let task = task?;
+        (self.published.contains(&task.service_id) && self.serving(task))
+            .then_some(task.node_id.as_str())
+    }
+
     /// Adds the nodes carrying `network` to `changed`.
     fn mark(&self, network: &str, changed: &mut BTreeSet<String>) {
         if let Some(nodes) = self.carriers.get(network) {
@@ -255,12 +297,21 @@ impl Endpoints {
         }
     }
 
-    /// Task `id` as it is now (`None`: it holds no address any more).
+    /// Task `id` as it is now (`None`: ended, or gone).
     fn put_task(&mut self, id: &str, entry: Option<TaskEntry>, changed: &mut BTreeSet<String>) {
         if self.tasks.get(id) == entry.as_ref() {
             return;
         }
+        if self.mesh_place(self.tasks.get(id)) != self.mesh_place(entry.as_ref()) {
+            self.mark_mesh(changed);
+        }
         if let Some(old) = self.tasks.remove(id) {
+            if let Some(tasks) = self.tasks_of_service.get_mut(&old.service_id) {
+                tasks.remove(id);
+                if tasks.is_empty() {
+                    self.tasks_of_service.remove(&old.service_id);
+                }
+            }
             for network in &old.networks {
                 // Before it goes: its node may stop carrying the network.
                 self.mark(&network.network, changed);
@@ -310,6 +361,10 @@ impl Endpoints {
             .entry(entry.node_id.clone())
             .or_default()
             .insert(id.to_owned());
+        self.tasks_of_service
+            .entry(entry.service_id.clone())
+            .or_default()
+            .insert(id.to_owned());
         self.tasks.insert(id.to_owned(), entry);
     }
 
@@ -317,6 +372,9 @@ impl Endpoints {
     fn put_node(&mut self, id: &str, entry: NodeEntry, changed: &mut BTreeSet<String>) {
         if self.nodes.get(id) == Some(&entry) {
             return;
+        }
+        if !self.published.is_empty() {
+            self.mark_mesh(changed);
         }
         self.nodes.insert(id.to_owned(), entry);
         let task_ids: Vec<String> = self
@@ -347,11 +405,21 @@ impl Endpoints {
         if old == entry.as_ref() {
             return;
         }
+        fn published(s: Option<&ServiceEntry>) -> Option<(&String, &Vec<PortConfig>)> {
+            s.map(|s| (&s.name, &s.ports))
+        }
+        if published(old) != published(entry.as_ref())
+            && (old.is_some_and(|s| !s.ports.is_empty())
+                || entry.as_ref().is_some_and(|s| !s.ports.is_empty()))
+        {
+            self.mark_mesh(changed);
+        }
         let touched: BTreeSet<String> = old
             .into_iter()
             .chain(entry.as_ref())
             .flat_map(|s| s.attachments.keys().cloned())
             .collect();
+        self.published.remove(id);
         if let Some(old) = self.services.remove(id) {
             self.service_ids.remove(&old.name);
             for network in old.attachments.keys() {
@@ -371,6 +439,9 @@ impl Endpoints {
                     .insert(id.to_owned());
             }
             self.service_ids.insert(entry.name.clone(), id.to_owned());
+            if !entry.ports.is_empty() {
+                self.published.insert(id.to_owned());
+            }
             self.services.insert(id.to_owned(), entry);
         }
         for network in &touched {
@@ -425,7 +496,54 @@ impl Endpoints {
                 .into_iter()
                 .filter_map(|name| Some((name.to_owned(), self.network(name)?)))
                 .collect(),
+            mesh: self.mesh(),
         }
+    }
+
+    /// The routing mesh: every service publishing ports with its serving tasks, and the
+    /// nodes that can be reached (empty while no service publishes).
+    fn mesh(&self) -> MeshView {
+        if self.published.is_empty() {
+            return MeshView::default();
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| !node.down)
+            .filter_map(|(id, node)| {
+                let mesh = MeshNode {
+                    address: node.mesh_address?,
+                    vtep: node.vtep?,
+                };
+                Some((id.clone(), mesh))
+            })
+            .collect();
+        let services = self
+            .published
+            .iter()
+            .filter_map(|id| {
+                let service = self.services.get(id)?;
+                let tasks = self
+                    .tasks_of_service
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|task_id| {
+                        let node = self.mesh_place(self.tasks.get(task_id))?;
+                        Some((task_id.clone(), node.to_owned()))
+                    })
+                    .collect();
+                Some((
+                    id.clone(),
+                    PublishedService {
+                        name: service.name.clone(),
+                        ports: service.ports.clone(),
+                        tasks,
+                    },
+                ))
+            })
+            .collect();
+        MeshView { nodes, services }
     }
 }
 
@@ -805,5 +923,73 @@ mod tests {
         assert_eq!(vtep_of(&a).map(|v| v.address), Some(Ipv4Addr::LOCALHOST));
         a.address = "[::1]:2377".into();
         assert_eq!(vtep_of(&a), None, "no IPv4 underlay");
+    }
+
+    /// Service `s_site` of stack `s`, publishing 8080→80 through the mesh, on no network.
+    fn published_site() -> Object<ServiceSpec> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(
+            &path,
+            "services:\n  site:\n    image: nginx\n    ports: [\"8080:80\"]\n",
+        )
+        .unwrap();
+        let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None);
+        let spec = stack.stack.expect("a valid stack").services.remove(0);
+        Object {
+            id: Some("s_site-id".into()),
+            origin: Origin::default(),
+            spec,
+        }
+    }
+
+    #[test]
+    fn every_node_sees_the_mesh_and_wakes_when_a_published_task_serves() {
+        let mut world = world();
+        for (id, third) in [("a", 1), ("b", 2), ("c", 3)] {
+            let mut node = node(id, &format!("198.18.0.{third}:2377"), NodeStatus::Ready);
+            node.subnet = Some(format!("198.19.{third}.0/24").parse().unwrap());
+            world.node(node);
+        }
+        assert!(world.table.of_node("a").mesh.is_empty(), "nothing published");
+        let changed = world.change(Changed::Service {
+            name: "s_site".into(),
+            service: Some(published_site()),
+            update_status: None,
+            vips: Vec::new(),
+        });
+        assert_eq!(changed, names(&["a", "b", "c"]));
+        let mesh = world.table.of_node("c").mesh;
+        assert_eq!(mesh.nodes["b"].address, Ipv4Addr::new(198, 19, 2, 1));
+        assert_eq!(mesh.nodes["b"].vtep.address, Ipv4Addr::new(198, 18, 0, 2));
+        let site = &mesh.services["s_site-id"];
+        assert_eq!(site.ports[0].published, Some(8080));
+        assert!(site.tasks.is_empty(), "no task serves yet");
+
+        // A task on no network is in the mesh once it runs, and every node is told.
+        let mut t4 = task("t4", "site", "b", &[]);
+        assert_eq!(world.task(t4.clone()), names(&[]), "assigned: not serving");
+        t4.status = TaskStatus::new(TaskState::Running, 2);
+        assert_eq!(world.task(t4.clone()), names(&["a", "b", "c"]));
+        let tasks = &world.table.of_node("a").mesh.services["s_site-id"].tasks;
+        assert_eq!(tasks["t4"], "b");
+
+        // Its node Down: out of the mesh, tasks and node.
+        world.node(node("b", "198.18.0.2:2377", NodeStatus::Down));
+        let mesh = world.table.of_node("a").mesh;
+        assert!(mesh.services["s_site-id"].tasks.is_empty());
+        assert!(!mesh.nodes.contains_key("b"));
+
+        // The service stops publishing: the mesh is empty again.
+        let mut plain = published_site();
+        plain.spec.endpoint.ports.clear();
+        let changed = world.change(Changed::Service {
+            name: "s_site".into(),
+            service: Some(plain),
+            update_status: None,
+            vips: Vec::new(),
+        });
+        assert_eq!(changed, names(&["a", "b", "c"]));
+        assert!(world.table.of_node("a").mesh.is_empty());
     }
 }

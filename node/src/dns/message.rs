@@ -215,6 +215,7 @@ mod tests {
         };
         let view = NetworkView {
             networks: [("net".to_owned(), network)].into_iter().collect(),
+            mesh: Default::default(),
         };
         Table::new(
             &view,

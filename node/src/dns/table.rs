@@ -348,6 +348,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
+            mesh: Default::default(),
         }
     }
 

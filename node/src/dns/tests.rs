@@ -72,6 +72,7 @@ fn view(serving: u8) -> NetworkView {
     };
     NetworkView {
         networks: [("shop_default".to_owned(), network)].into_iter().collect(),
+        mesh: Default::default(),
     }
 }
 

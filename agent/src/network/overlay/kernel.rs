@@ -331,7 +331,7 @@ fn link_task(
 
 /// `bridge fdb ACTION MAC dev DEVICE [dst ADDRESS port PORT]` on the VXLAN device's own
 /// table (`self`), entries never aged out (`permanent`).
-fn bridge_fdb(
+pub(crate) fn bridge_fdb(
     action: &str,
     mac: &str,
     device: &str,
@@ -350,7 +350,7 @@ fn bridge_fdb(
     run("bridge", &args, None).map(drop)
 }
 
-fn delete_link(name: &str) -> Result<(), NetworkError> {
+pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
     match run("ip", &["link", "del", "dev", name], None) {
         Err(error) if error.is_missing_link() => Ok(()),
         other => other.map(drop),
@@ -359,7 +359,10 @@ fn delete_link(name: &str) -> Result<(), NetworkError> {
 
 /// `result`, with a command failure whose stderr says `already` (the state is there, or
 /// gone, already) counted as success.
-fn tolerate(result: Result<(), NetworkError>, already: &str) -> Result<(), NetworkError> {
+pub(crate) fn tolerate(
+    result: Result<(), NetworkError>,
+    already: &str,
+) -> Result<(), NetworkError> {
     match result {
         Err(NetworkError::Command { stderr, .. }) if stderr.contains(already) => Ok(()),
         other => other,

@@ -1,0 +1,443 @@
+//! The routing mesh: every node answers every port published in ingress mode and sends each
+//! new connection to a serving task of the service, on this node or another; a port
+//! published in host mode answers only on the nodes that run a task of it, to that task.
+//! All in the kernel (nftables DNAT; this machine has no IPVS).
+//!
+//! The desired state is pure data ([`NodeMesh`], made from the node's endpoint table and the
+//! addresses of its own tasks by [`NodeMesh::from_view`]); [`render`] writes the node's
+//! ruleset as text and `kernel` sets it with the link to the other nodes.
+//!
+//! The path of a connection to `NODE:PUBLISHED` (any address of the node):
+//! 1. The `prerouting` chain (or `output`, for a client on the node itself) DNATs it to
+//!    `numgen random` over every serving task of the service, each once: a task of this
+//!    node as its own address and target port (its node bridge, no source NAT: the task sees
+//!    the client's address), a task of node B as B's mesh address and the published port.
+//! 2. A connection for node B leaves by the mesh link `swm…` (a VXLAN device, VNI
+//!    [`MESH_VNI`](swarm_api::endpoints::MESH_VNI), the node's data path port), its source
+//!    rewritten to this node's mesh address (the gateway of its task subnet), so that B's
+//!    answers come back through this node, whose conntrack undoes both rewrites. A route,
+//!    a permanent neighbour entry and a forwarding entry per peer, set from the managers'
+//!    table, carry it to B without ARP.
+//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks only
+//!    (never sent on: no loop); B's task sees the first node's mesh address as its client.
+//!    With no serving task left on B (the first node's view was a moment behind), B
+//!    refuses it (TCP reset) rather than forwarding it.
+//!
+//! Removed tasks take no new connection from the next ruleset on; open connections keep
+//! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
+//! What arrives by the mesh link and was not DNAT'ed by these rules is dropped (forward) or
+//! refused (input): the link carries published ports only. The mesh needs one node per
+//! network namespace: published ports are the namespace's.
+
+mod kernel;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use swarm_api::endpoints::{NetworkView, Vtep};
+use swarm_api::spec::{Protocol, PublishMode};
+
+use super::bridge::{bridge_name, hex_digest};
+
+pub use kernel::{Mesh, follow};
+
+/// What a node's mesh is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeMesh {
+    /// The link to the other nodes: none while no port is published through the mesh, or
+    /// while the managers know no address of this node.
+    pub link: Option<MeshLink>,
+    /// The ports the node answers, by protocol and published port.
+    pub ports: BTreeMap<(Protocol, u16), MeshPort>,
+}
+
+/// This node's end of the mesh and its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshLink {
+    /// This node's mesh address: the source of the connections it sends to other nodes.
+    pub address: Ipv4Addr,
+    /// Where this node takes VXLAN traffic.
+    pub vtep: Vtep,
+    /// The other nodes: mesh address → VTEP.
+    pub peers: BTreeMap<Ipv4Addr, Vtep>,
+}
+
+/// One published port on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshPort {
+    /// The service's name (rules are commented with it).
+    pub service: String,
+    pub mode: PublishMode,
+    /// Where a client's connection may go, one entry per serving task, sorted: a local task
+    /// as (its address, target port), another node's as (that node's mesh address, the
+    /// published port).
+    pub backends: Vec<(Ipv4Addr, u16)>,
+    /// Where a connection another node sent may go: the local tasks only.
+    pub local: Vec<(Ipv4Addr, u16)>,
+}
+
+impl NodeMesh {
+    /// The mesh of node `node_id` from its endpoint table and the addresses of its own
+    /// tasks (task id → address on the node bridge; a task not attached yet has none and
+    /// takes no connection). Two services publishing one port (the managers refuse it; a
+    /// view could still say so during a change): the first by service id keeps it.
+    pub fn from_view(
+        view: &NetworkView,
+        node_id: &str,
+        local: &BTreeMap<String, Ipv4Addr>,
+    ) -> NodeMesh {
+        let mesh = &view.mesh;
+        let me = mesh.nodes.get(node_id);
+        let ingress = mesh
+            .services
+            .values()
+            .flat_map(|s| &s.ports)
+            .any(|p| p.mode == PublishMode::Ingress);
+        let link = me.filter(|_| ingress).map(|me| MeshLink {
+            address: me.address,
+            vtep: me.vtep,
+            peers: mesh
+                .nodes
+                .iter()
+                .filter(|(id, _)| id.as_str() != node_id)
+                .map(|(_, node)| (node.address, node.vtep))
+                .collect(),
+        });
+        let mut ports = BTreeMap::new();
+        for service in mesh.services.values() {
+            for port in &service.ports {
+                let Some(published) = port.published else {
+                    continue;
+                };
+                let mut backends = Vec::new();
+                let mut local_backends = Vec::new();
+                for (task, node) in &service.tasks {
+                    if node == node_id {
+                        if let Some(address) = local.get(task) {
+                            backends.push((*address, port.target));
+                            local_backends.push((*address, port.target));
+                        }
+                    } else if port.mode == PublishMode::Ingress
+                        && link.is_some()
+                        && let Some(peer) = mesh.nodes.get(node)
+                    {
+                        backends.push((peer.address, published));
+                    }
+                }
+                if port.mode == PublishMode::Host && local_backends.is_empty() {
+                    continue;
+                }
+                backends.sort();
+                local_backends.sort();
+                ports
+                    .entry((port.protocol, published))
+                    .or_insert_with(|| MeshPort {
+                        service: service.name.clone(),
+                        mode: port.mode,
+                        backends,
+                        local: local_backends,
+                    });
+            }
+        }
+        NodeMesh { link, ports }
+    }
+}
+
+/// The node's nftables table: `swmesh` and 10 hex digits of its id's SHA-256.
+pub fn table_name(node_id: &str) -> String {
+    format!(
+        "swmesh{}",
+        &hex_digest(format!("{node_id}\0mesh").as_bytes())[..10]
+    )
+}
+
+/// The node's mesh link (a VXLAN device): `swm` and 10 hex digits of its id's SHA-256.
+pub fn link_name(node_id: &str) -> String {
+    format!(
+        "swm{}",
+        &hex_digest(format!("{node_id}\0mesh").as_bytes())[..10]
+    )
+}
+
+/// The MAC of a node's mesh link, from its mesh address: every node derives every peer's
+/// without asking. Locally administered (`02`), `4d` apart from the other devices' MACs.
+pub fn link_mac(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("02:4d:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// `dnat ip to numgen random mod N map { 0 : A . P, … }` over `backends` (not empty).
+fn dnat(backends: &[(Ipv4Addr, u16)]) -> String {
+    let map = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (address, port))| format!("{i} : {address} . {port}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "dnat ip to numgen random mod {} map {{ {map} }}",
+        backends.len()
+    )
+}
+
+fn l4(protocol: Protocol, port: u16) -> String {
+    format!("meta l4proto {protocol} th dport {port}")
+}
+
+/// The node's whole ruleset as one `nft -f` script: the table made if missing, deleted and
+/// made again in the same transaction, so that a change is atomic.
+pub fn render(node_id: &str, desired: &NodeMesh) -> String {
+    let table = table_name(node_id);
+    let link = link_name(node_id);
+    let bridge = bridge_name(node_id);
+    let mut out = String::new();
+    let _ = writeln!(out, "table ip {table} {{}}");
+    let _ = writeln!(out, "delete table ip {table}");
+    let _ = writeln!(out, "table ip {table} {{");
+
+    let _ = writeln!(out, "\tchain prerouting {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
+    for ((protocol, published), port) in &desired.ports {
+        let matches = l4(*protocol, *published);
+        if port.mode == PublishMode::Ingress && desired.link.is_some() && !port.local.is_empty() {
+            let _ = writeln!(
+                out,
+                "\t\tiifname \"{link}\" {matches} {} comment \"{}\"",
+                dnat(&port.local),
+                port.service
+            );
+        }
+        if !port.backends.is_empty() {
+            let _ = writeln!(
+                out,
+                "\t\tiifname != \"{link}\" fib daddr type local {matches} {} comment \"{}\"",
+                dnat(&port.backends),
+                port.service
+            );
+        }
+    }
+    let _ = writeln!(out, "\t}}");
+
+    let _ = writeln!(out, "\tchain output {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype nat hook output priority dstnat; policy accept;"
+    );
+    for ((protocol, published), port) in &desired.ports {
+        if !port.backends.is_empty() {
+            let _ = writeln!(
+                out,
+                "\t\tfib daddr type local {} {} comment \"{}\"",
+                l4(*protocol, *published),
+                dnat(&port.backends),
+                port.service
+            );
+        }
+    }
+    let _ = writeln!(out, "\t}}");
+
+    let _ = writeln!(out, "\tchain postrouting {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
+    if let Some(mesh) = &desired.link {
+        // Answers must come back through this node: its conntrack undoes the DNAT.
+        let _ = writeln!(
+            out,
+            "\t\toifname \"{link}\" ct status dnat snat ip to {}",
+            mesh.address
+        );
+    }
+    // A client on the node (127.0.0.1) or a task reaching a task of its own bridge through
+    // a published port would be answered directly, past the DNAT: both take the node's
+    // address.
+    let _ = writeln!(out, "\t\tip saddr 127.0.0.0/8 ct status dnat masquerade");
+    let _ = writeln!(
+        out,
+        "\t\tiifname \"{bridge}\" oifname \"{bridge}\" ct status dnat masquerade"
+    );
+    let _ = writeln!(out, "\t}}");
+
+    // The link carries published ports only: anything else that arrives by it is refused.
+    let _ = writeln!(out, "\tchain input {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook input priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        out,
+        "\t\tiifname \"{link}\" ct state new meta l4proto tcp reject with tcp reset"
+    );
+    let _ = writeln!(out, "\t\tiifname \"{link}\" ct state new reject");
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "\tchain forward {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    );
+    let _ = writeln!(out, "\t\tiifname \"{link}\" ct status dnat accept");
+    let _ = writeln!(
+        out,
+        "\t\tiifname \"{link}\" ct state established,related accept"
+    );
+    let _ = writeln!(out, "\t\tiifname \"{link}\" drop");
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::endpoints::{MeshNode, MeshView, PublishedService};
+    use swarm_api::spec::PortConfig;
+
+    use super::*;
+
+    fn vtep(last: u8) -> Vtep {
+        Vtep {
+            address: Ipv4Addr::new(192, 0, 2, last),
+            port: 4789,
+        }
+    }
+
+    fn port(published: u16, target: u16, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            published: Some(published),
+            target,
+            protocol: Protocol::Tcp,
+            mode,
+        }
+    }
+
+    /// Nodes a, b, c; `web` publishes 8080→80 with tasks t1 (a), t2 and t3 (b); `db`
+    /// publishes 5432 in host mode with a task on b.
+    fn view() -> NetworkView {
+        let node = |last: u8| MeshNode {
+            address: Ipv4Addr::new(198, 19, last, 1),
+            vtep: vtep(last),
+        };
+        let tasks = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(t, n)| ((*t).to_owned(), (*n).to_owned()))
+                .collect()
+        };
+        NetworkView {
+            networks: BTreeMap::new(),
+            mesh: MeshView {
+                nodes: [("a", node(1)), ("b", node(2)), ("c", node(3))]
+                    .into_iter()
+                    .map(|(id, n)| (id.to_owned(), n))
+                    .collect(),
+                services: [
+                    (
+                        "web-id".to_owned(),
+                        PublishedService {
+                            name: "web".into(),
+                            ports: vec![port(8080, 80, PublishMode::Ingress)],
+                            tasks: tasks(&[("t1", "a"), ("t2", "b"), ("t3", "b")]),
+                        },
+                    ),
+                    (
+                        "db-id".to_owned(),
+                        PublishedService {
+                            name: "db".into(),
+                            ports: vec![port(5432, 5432, PublishMode::Host)],
+                            tasks: tasks(&[("d1", "b")]),
+                        },
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            },
+        }
+    }
+
+    fn local(list: &[(&str, [u8; 4])]) -> BTreeMap<String, Ipv4Addr> {
+        list.iter()
+            .map(|(t, a)| ((*t).to_owned(), Ipv4Addr::from(*a)))
+            .collect()
+    }
+
+    #[test]
+    fn a_node_sends_remote_tasks_connections_to_their_node_and_its_own_to_them() {
+        let mesh = NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])]));
+        let link = mesh
+            .link
+            .as_ref()
+            .expect("a port is published through the mesh");
+        assert_eq!(link.address, Ipv4Addr::new(198, 19, 1, 1));
+        assert_eq!(link.peers.len(), 2);
+        let web = &mesh.ports[&(Protocol::Tcp, 8080)];
+        // b runs two tasks: its mesh address is listed twice, so each task gets a share.
+        assert_eq!(
+            web.backends,
+            [
+                (Ipv4Addr::new(198, 19, 1, 5), 80),
+                (Ipv4Addr::new(198, 19, 2, 1), 8080),
+                (Ipv4Addr::new(198, 19, 2, 1), 8080),
+            ]
+        );
+        assert_eq!(web.local, [(Ipv4Addr::new(198, 19, 1, 5), 80)]);
+        // Host mode: only where a task runs.
+        assert!(!mesh.ports.contains_key(&(Protocol::Tcp, 5432)));
+    }
+
+    #[test]
+    fn host_mode_binds_only_to_the_nodes_own_task() {
+        let mesh = NodeMesh::from_view(
+            &view(),
+            "b",
+            &local(&[
+                ("t2", [198, 19, 2, 5]),
+                ("t3", [198, 19, 2, 6]),
+                ("d1", [198, 19, 2, 7]),
+            ]),
+        );
+        let db = &mesh.ports[&(Protocol::Tcp, 5432)];
+        assert_eq!(db.backends, [(Ipv4Addr::new(198, 19, 2, 7), 5432)]);
+        let script = render("b", &mesh);
+        let table = table_name("b");
+        let link = link_name("b");
+        assert!(script.starts_with(&format!(
+            "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n"
+        )));
+        assert!(script.contains(&format!(
+            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
+        )));
+        assert!(script.contains(
+            "fib daddr type local meta l4proto tcp th dport 5432 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+        ));
+        assert!(script.contains(&format!(
+            "\t\toifname \"{link}\" ct status dnat snat ip to 198.19.2.1\n"
+        )));
+    }
+
+    #[test]
+    fn a_task_not_attached_yet_takes_no_connection_and_no_mesh_means_no_link() {
+        let mesh = NodeMesh::from_view(&view(), "a", &BTreeMap::new());
+        assert_eq!(
+            mesh.ports[&(Protocol::Tcp, 8080)].backends,
+            [
+                (Ipv4Addr::new(198, 19, 2, 1), 8080),
+                (Ipv4Addr::new(198, 19, 2, 1), 8080)
+            ]
+        );
+        let mut only_host = view();
+        only_host.mesh.services.remove("web-id");
+        let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
+        assert_eq!(mesh, NodeMesh::default());
+        assert!(!render("a", &mesh).contains("snat"));
+    }
+
+    #[test]
+    fn link_macs_follow_the_mesh_address() {
+        assert_eq!(link_mac(Ipv4Addr::new(198, 19, 2, 1)), "02:4d:c6:13:02:01");
+        assert_ne!(link_name("a"), link_name("b"));
+        assert!(link_name("a").len() <= 15, "a Linux interface name");
+    }
+}

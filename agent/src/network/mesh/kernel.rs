@@ -1,0 +1,288 @@
+//! The kernel side of the mesh: the link to the other nodes (`ip`, `bridge`), its iptables
+//! rules, and the ruleset (`nft -f`), in the node's network namespace. A reconcile sets what
+//! the desired state needs and removes what the last one set and no longer wants; run again
+//! after a failure, it converges.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
+
+use super::{MeshLink, NodeMesh, link_mac, link_name, render, table_name};
+use crate::network::NetworkError;
+use crate::network::bridge::{Rule, bridge_name};
+use crate::network::command::run;
+use crate::network::overlay::{OVERLAY_MTU, bridge_fdb, delete_link, tolerate};
+
+/// A node's mesh: what it has set, and the reconcile towards a desired state. Calls block
+/// on short subprocesses: from async code, call them in `spawn_blocking`.
+#[derive(Debug)]
+pub struct Mesh {
+    node_id: String,
+    current: NodeMesh,
+    /// The kernel holds nothing of this node's mesh (an empty reconcile went through).
+    clean: bool,
+}
+
+impl Mesh {
+    /// A node that has set nothing yet (a restarted daemon's first reconcile makes its link
+    /// again and replaces the ruleset: open connections keep their conntrack entries).
+    pub fn new(node_id: impl Into<String>) -> Mesh {
+        Mesh {
+            node_id: node_id.into(),
+            current: NodeMesh::default(),
+            clean: false,
+        }
+    }
+
+    /// Brings the node's mesh to `desired`. On an error the state it had is kept, and the
+    /// next reconcile does the whole work again.
+    pub fn reconcile(&mut self, desired: NodeMesh) -> Result<(), NetworkError> {
+        if desired == NodeMesh::default() {
+            if !self.clean {
+                self.teardown()?;
+            }
+            return Ok(());
+        }
+        let node = self.node_id.clone();
+        let outcome = self.set(&desired);
+        if outcome.is_err() {
+            // Whatever was half set is set again from nothing.
+            self.current = NodeMesh::default();
+            self.clean = false;
+        }
+        outcome?;
+        tracing::debug!(
+            node,
+            ports = desired.ports.len(),
+            peers = desired.link.as_ref().map_or(0, |l| l.peers.len()),
+            "mesh reconciled"
+        );
+        self.current = desired;
+        self.clean = false;
+        Ok(())
+    }
+
+    fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
+        let node = self.node_id.as_str();
+        let link = link_name(node);
+        match (&self.current.link, &desired.link) {
+            (Some(current), Some(wanted))
+                if current.address == wanted.address && current.vtep == wanted.vtep =>
+            {
+                set_peers(&link, &current.peers, &wanted.peers)?;
+            }
+            (_, Some(wanted)) => {
+                make_link(&link, wanted)?;
+                set_peers(&link, &BTreeMap::new(), &wanted.peers)?;
+            }
+            (Some(_), None) => remove_link(&link)?,
+            (None, None) => {}
+        }
+        // A client on the node itself (127.0.0.1) reaches tasks through DNAT: the kernel
+        // routes such packets out of these devices only with `route_localnet`.
+        let bridge = bridge_name(node);
+        let mut settings = vec!["net.ipv4.ip_forward=1".to_owned()];
+        if desired.link.is_some() {
+            settings.push(format!("net.ipv4.conf.{link}.route_localnet=1"));
+        }
+        if std::path::Path::new("/proc/sys/net/ipv4/conf")
+            .join(&bridge)
+            .exists()
+        {
+            settings.push(format!("net.ipv4.conf.{bridge}.route_localnet=1"));
+        }
+        let mut args = vec!["-q", "-w"];
+        args.extend(settings.iter().map(String::as_str));
+        run("sysctl", &args, None)?;
+        run("nft", &["-f", "-"], Some(&render(node, desired)))?;
+        Ok(())
+    }
+
+    /// Removes the node's link, rules and table, whatever state it knows: for a node
+    /// leaving, or a mesh with nothing published.
+    pub fn teardown(&mut self) -> Result<(), NetworkError> {
+        let node = self.node_id.as_str();
+        remove_link(&link_name(node))?;
+        let table = table_name(node);
+        let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+        match run("nft", &["-f", "-"], Some(&script)) {
+            // Without nft there is no table to remove.
+            Err(NetworkError::Spawn { .. }) | Ok(_) => {}
+            Err(error) => return Err(error),
+        }
+        self.current = NodeMesh::default();
+        self.clean = true;
+        Ok(())
+    }
+}
+
+/// The FORWARD rules of the link (the policy is DROP where Docker's engine ran): what
+/// crosses it is DNAT'ed by the mesh, or answers.
+fn link_rules(link: &str) -> [Rule; 2] {
+    let states = ["-m", "conntrack", "--ctstate", "DNAT,RELATED,ESTABLISHED"];
+    let rule = |direction: &str| {
+        let mut spec = vec![direction, link];
+        spec.extend(states);
+        spec.extend(["-j", "ACCEPT"]);
+        Rule::filter_forward(&spec)
+    };
+    [rule("-i"), rule("-o")]
+}
+
+/// Makes the link again: a VXLAN device of the mesh's VNI from this node's VTEP, its MAC
+/// derived from its mesh address, up, with its FORWARD rules.
+fn make_link(link: &str, wanted: &MeshLink) -> Result<(), NetworkError> {
+    delete_link(link)?;
+    let mtu = OVERLAY_MTU.to_string();
+    let (vni, local, port) = (
+        MESH_VNI.to_string(),
+        wanted.vtep.address.to_string(),
+        wanted.vtep.port.to_string(),
+    );
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "name",
+            link,
+            "mtu",
+            &mtu,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dstport",
+            &port,
+            "nolearning",
+        ],
+        None,
+    )?;
+    let script = format!("link set {link} address {} up\n", link_mac(wanted.address));
+    run("ip", &["-batch", "-"], Some(&script))?;
+    for rule in link_rules(link) {
+        rule.ensure()?;
+    }
+    tracing::info!(link, address = %wanted.address, "mesh link made");
+    Ok(())
+}
+
+fn remove_link(link: &str) -> Result<(), NetworkError> {
+    delete_link(link)?;
+    for rule in link_rules(link) {
+        rule.remove()?;
+    }
+    Ok(())
+}
+
+/// Each peer reached without ARP: a host route by the link, a permanent neighbour entry
+/// (its derived MAC) and a forwarding entry to its VTEP; peers gone lose theirs.
+fn set_peers(
+    link: &str,
+    current: &BTreeMap<Ipv4Addr, Vtep>,
+    wanted: &BTreeMap<Ipv4Addr, Vtep>,
+) -> Result<(), NetworkError> {
+    let mut stale = Vec::new();
+    for (address, _) in current.iter().filter(|(a, _)| !wanted.contains_key(*a)) {
+        stale.push(format!("route del {address}/32 dev {link}"));
+        stale.push(format!("neigh del {address} dev {link}"));
+    }
+    if !stale.is_empty() {
+        // Entries already gone fail harmlessly: `-force` goes on past them.
+        if let Err(error) = run(
+            "ip",
+            &["-force", "-batch", "-"],
+            Some(&(stale.join("\n") + "\n")),
+        ) {
+            tracing::debug!(link, %error, "stale mesh peers already gone");
+        }
+        for (address, _) in current.iter().filter(|(a, _)| !wanted.contains_key(*a)) {
+            tolerate(
+                bridge_fdb("del", &link_mac(*address), link, None),
+                "No such file",
+            )?;
+        }
+    }
+    let mut lines = Vec::new();
+    for (address, vtep) in wanted {
+        if current.get(address) == Some(vtep) {
+            continue;
+        }
+        let mac = link_mac(*address);
+        bridge_fdb("replace", &mac, link, Some(*vtep))?;
+        lines.push(format!(
+            "neigh replace {address} lladdr {mac} dev {link} nud permanent"
+        ));
+        lines.push(format!("route replace {address}/32 dev {link}"));
+    }
+    if !lines.is_empty() {
+        run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
+    }
+    Ok(())
+}
+
+/// How long the follower waits before it tries again after a failed reconcile, doubled at
+/// each failure in a row up to `RETRY_MAX`: a node that cannot set its mesh (no nft, or
+/// another node's link in its namespace) does not spin.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Keeps the node's mesh on its endpoint table and the addresses of its tasks: a reconcile
+/// at every change that changes the desired state, again after a wait while one fails.
+/// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
+/// the tasks outlive a daemon restart, and so do their published ports.
+pub async fn follow(
+    node_id: String,
+    mut views: tokio::sync::watch::Receiver<NetworkView>,
+    mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+) {
+    let mut mesh = Mesh::new(node_id.clone());
+    let mut applied: Option<NodeMesh> = None;
+    let mut last_error = None;
+    let mut retry = RETRY;
+    loop {
+        let local: BTreeMap<String, Ipv4Addr> = addresses
+            .borrow_and_update()
+            .iter()
+            .map(|(address, task)| (task.clone(), *address))
+            .collect();
+        let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        if applied.as_ref() != Some(&desired) {
+            let wanted = desired.clone();
+            let (back, outcome) = tokio::task::spawn_blocking(move || {
+                let outcome = mesh.reconcile(wanted);
+                (mesh, outcome)
+            })
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+            mesh = back;
+            match outcome {
+                Ok(()) => {
+                    last_error = None;
+                    retry = RETRY;
+                    applied = Some(desired);
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        tracing::warn!(node = node_id, %message, "cannot set the routing mesh");
+                    }
+                    last_error = Some(message);
+                    applied = None;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        let changed = tokio::select! {
+            changed = views.changed() => changed.is_ok(),
+            changed = addresses.changed() => changed.is_ok(),
+            _ = tokio::time::sleep(retry), if applied.is_none() => true,
+        };
+        if !changed {
+            return;
+        }
+    }
+}
