@@ -225,7 +225,7 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
     let _ = writeln!(out, "\tchain output {{");
     let _ = writeln!(
         out,
-        "\t\ttype nat hook output priority dstnat; policy accept;"
+        "\t\ttype nat hook output priority -100; policy accept;"
     );
     for ((protocol, published), port) in &desired.ports {
         if !port.backends.is_empty() {
@@ -432,6 +432,22 @@ mod tests {
         let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
         assert_eq!(mesh, NodeMesh::default());
         assert!(!render("a", &mesh).contains("snat"));
+    }
+
+    /// The kernel's own parser accepts the ruleset (`nft --check`: nothing is set).
+    #[test]
+    fn nft_accepts_the_ruleset() {
+        let test = "nft_accepts_the_ruleset";
+        if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+            || !swarm_testkit::require(test, swarm_testkit::has_program("nft"), "nft")
+        {
+            return;
+        }
+        let local = local(&[("t2", [198, 19, 2, 5]), ("d1", [198, 19, 2, 7])]);
+        let mesh = NodeMesh::from_view(&view(), "b", &local);
+        let script = render("b", &mesh);
+        crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     #[test]

@@ -951,7 +951,10 @@ mod tests {
             node.subnet = Some(format!("198.19.{third}.0/24").parse().unwrap());
             world.node(node);
         }
-        assert!(world.table.of_node("a").mesh.is_empty(), "nothing published");
+        assert!(
+            world.table.of_node("a").mesh.is_empty(),
+            "nothing published"
+        );
         let changed = world.change(Changed::Service {
             name: "s_site".into(),
             service: Some(published_site()),

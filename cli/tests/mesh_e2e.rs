@@ -1,0 +1,196 @@
+//! The routing mesh through real daemons on three test hosts: a published port answers on
+//! every host's address, wherever its replicas run; scaled out, answers come from several
+//! replicas; a host-mode port answers only on the host that runs its task; under a bounded
+//! load loop, a drained node loses no request; a killed host leaves the others answering.
+//!
+//! Needs root, runc, busybox, nft and docker-registry; skipped with a message otherwise,
+//! except under CI=true.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use swarm_testkit::{Hosts, Registry};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `GET /` at `address` (bounded): the page, if it answered.
+fn get(address: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: mesh\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+}
+
+fn at(hosts: &Hosts, i: usize, port: u16) -> SocketAddr {
+    SocketAddr::from((hosts.address(i), port))
+}
+
+/// The pages `count` requests to `address` got.
+fn pages(address: SocketAddr, count: usize) -> BTreeSet<String> {
+    (0..count).filter_map(|_| get(address)).collect()
+}
+
+fn running(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
+    live_tasks(cluster, service)
+        .into_iter()
+        .filter(|t| t["status"]["state"] == "running")
+        .collect()
+}
+
+#[test]
+fn published_ports_answer_on_every_host_through_the_mesh() {
+    let test = "published_ports_answer_on_every_host_through_the_mesh";
+    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
+        || !swarm_testkit::require(test, swarm_testkit::has_program("nft"), "nft")
+    {
+        return;
+    }
+    let hosts = Hosts::create("mesh", 3).expect("three test hosts");
+    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
+    registry.push_test_images().expect("the test images");
+    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.216.0/22", &[]));
+    let _leftovers = Leftovers(&cluster);
+    cluster.join(1, "worker", 0);
+    cluster.join(2, "worker", 0);
+    wait_for("three Ready nodes", Duration::from_secs(20), || {
+        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
+    });
+    let hosts = cluster.hosts.as_ref().expect("test hosts");
+    let image = format!("{}/swarm/hello:1", registry.addr());
+
+    // One replica, on host 3: every host answers.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--publish",
+            "8080:80",
+            "--constraint",
+            "node.hostname==node3",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    wait_for("web running", WAIT, || {
+        (running(&cluster, "web").len() == 1).then_some(())
+    });
+    let page = wait_for("every host answering 8080", WAIT, || {
+        let answers: Vec<String> = (0..3).filter_map(|i| get(at(hosts, i, 8080))).collect();
+        (answers.len() == 3).then_some(answers)
+    });
+    assert!(
+        page.iter().all(|p| p == &page[0] && p.ends_with(" v1")),
+        "one replica answers everywhere: {page:?}"
+    );
+
+    // Five replicas over the three hosts: answers come from several of them, on any host.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "update",
+            "--constraint-rm",
+            "node.hostname==node3",
+            "--replicas",
+            "5",
+            "web",
+        ],
+    );
+    wait_for("five replicas running", WAIT, || {
+        (running(&cluster, "web").len() == 5).then_some(())
+    });
+    for i in 0..3 {
+        let seen = wait_for("several replicas answering", WAIT, || {
+            let seen = pages(at(hosts, i, 8080), 20);
+            (seen.len() >= 3).then_some(seen)
+        });
+        assert!(seen.iter().all(|p| p.ends_with(" v1")), "{seen:?}");
+    }
+
+    // Host mode: only where its task runs.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "direct",
+            "--publish",
+            "mode=host,published=9090,target=80",
+            "--constraint",
+            "node.hostname==node2",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    wait_for("host 2 answering 9090", WAIT, || get(at(hosts, 1, 9090)));
+    assert_eq!(get(at(hosts, 0, 9090)), None, "host 1 runs no task of it");
+    assert_eq!(get(at(hosts, 2, 9090)), None, "host 3 runs no task of it");
+
+    // A bounded load loop while host 3 is drained: no request fails.
+    let node3 = cluster.node_id(2).expect("node 3's id");
+    let entry = at(hosts, 0, 8080);
+    let (done, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut done, mut failures) = (0, 0);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while done < 3000 && Instant::now() < deadline {
+                match get(entry) {
+                    Some(_) => done += 1,
+                    None => failures += 1,
+                }
+                if done == 300 {
+                    ok(
+                        &cluster,
+                        &["node", "update", "--availability", "drain", &node3],
+                    );
+                }
+            }
+            (done, failures)
+        });
+        load.join().unwrap()
+    });
+    assert!(done >= 300, "the loop ran: {done} answered");
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {} requests failed",
+        done + failures
+    );
+    wait_for("no replica on host 3", WAIT, || {
+        let tasks = running(&cluster, "web");
+        (tasks.len() == 5 && tasks.iter().all(|t| t["node_id"] != node3.as_str())).then_some(())
+    });
+    assert!(
+        get(at(hosts, 2, 8080)).is_some(),
+        "a drained node still answers"
+    );
+
+    // Host 2 killed: host 1 keeps answering (its replicas come back on hosts 1 and 3).
+    hosts.kill(1);
+    wait_for("host 1 answering without host 2", WAIT, || {
+        let seen = pages(at(hosts, 0, 8080), 10);
+        (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
+    });
+    ok(&cluster, &["service", "rm", "web", "direct"]);
+}
