@@ -11,11 +11,11 @@
 //! run so both see the same machine load; medians are printed. Then `hey` at a moderate
 //! fixed rate gives the p99 latency of each path.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use swarm_agent::network::{
     LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
@@ -23,180 +23,14 @@ use swarm_agent::network::{
 };
 use swarm_testkit::Hosts;
 
-fn in_namespace<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(netns).unwrap();
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    joined,
-                    0,
-                    "setns {netns:?}: {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
-/// Task namespaces and the servers in them; removed on drop.
-struct Tasks {
-    names: Vec<String>,
-    servers: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Tasks {
-    fn add(&mut self, task: &str) -> PathBuf {
-        let name = format!("swvipb{}{task}", std::process::id());
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.names.push(name.clone());
-        let status = Command::new("ip")
-            .args(["-n", &name, "link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        PathBuf::from(format!("/var/run/netns/{name}"))
-    }
-
-    /// nginx in `netns` on `address:8080` and `:8081`, one process, no logs.
-    fn serve(&mut self, netns: &Path, name: &str, address: Ipv4Addr) {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "master_process off; daemon off; worker_processes 1;\n\
-             pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off;\n\
-               client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};\n\
-               uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
-               keepalive_requests 1000000;\n\
-               server {{ listen {address}:8080 backlog=4096; listen {address}:8081 backlog=4096;\n\
-                 location / {{ return 200 \"{name}\\n\"; }} }} }}\n",
-            dir = dir.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .arg("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.servers.push(child);
-    }
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for server in &mut self.servers {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        for name in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
-}
-
-/// Runs `program args` in `netns`; its stdout.
-fn inside(netns: &Path, program: &str, args: &[&str]) -> String {
-    let output = Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The number after `label` on the line that has it.
-fn figure(output: &str, label: &str) -> f64 {
-    output
-        .lines()
-        .find_map(|line| line.trim().strip_prefix(label))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|number| number.parse().ok())
-        .unwrap_or_else(|| panic!("no {label:?} in\n{output}"))
-}
-
-fn wrk(client: &Path, url: &str, seconds: u64) -> f64 {
-    let duration = format!("{seconds}s");
-    let output = inside(client, "wrk", &["-t1", "-c32", "-d", &duration, url]);
-    assert!(
-        !output.contains("Non-2xx") && !output.contains("Socket errors"),
-        "{output}"
-    );
-    figure(&output, "Requests/sec:")
-}
-
-fn ab(client: &Path, url: &str, seconds: u64) -> f64 {
-    let limit = seconds.to_string();
-    let output = inside(
-        client,
-        "ab",
-        &[
-            "-q", "-c", "32", "-t", &limit, "-n", "1000000", "-s", "5", url,
-        ],
-    );
-    assert!(output.contains("Failed requests:        0"), "{output}");
-    figure(&output, "Requests per second:")
-}
-
-/// p50 and p99 latency in µs at a fixed, moderate rate (4 workers × 250 req/s).
-fn hey(client: &Path, url: &str, seconds: u64) -> (f64, f64) {
-    let duration = format!("{seconds}s");
-    let output = inside(
-        client,
-        "hey",
-        &[
-            "-z",
-            &duration,
-            "-c",
-            "4",
-            "-q",
-            "250",
-            "-disable-keepalive",
-            url,
-        ],
-    );
-    let micros = |label| figure(&output, label) * 1e6;
-    (micros("50% in"), micros("99% in"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+use support::{Tasks, ab, hey, in_namespace, median, wrk};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().map_or(5, |a| a.parse().unwrap());
     let runs: usize = args.next().map_or(3, |a| a.parse().unwrap());
     let hosts = Hosts::create("vipb", 2).unwrap();
-    let mut tasks = Tasks {
-        names: Vec::new(),
-        servers: Vec::new(),
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let mut tasks = Tasks::new("swvipb");
     let netns = |i: usize| PathBuf::from(format!("/var/run/netns/{}", hosts.namespace(i)));
     let vteps = [0, 1].map(|i| Vtep {
         address: hosts.address(i),
@@ -276,21 +110,21 @@ fn main() {
         for (tool, measure) in [
             (
                 "wrk -t1 -c32 (keep-alive)",
-                wrk as fn(&Path, &str, u64) -> f64,
+                wrk as fn(Option<&Path>, &str, u64) -> f64,
             ),
             ("ab -c32 (new connection)", ab),
         ] {
             let (mut direct, mut through) = (Vec::new(), Vec::new());
             for _ in 0..runs {
-                direct.push(measure(&client_ns, &direct_url, seconds));
-                through.push(measure(&client_ns, &vip_url, seconds));
+                direct.push(measure(Some(&client_ns), &direct_url, seconds));
+                through.push(measure(Some(&client_ns), &vip_url, seconds));
             }
             let (d, v) = (median(direct), median(through));
             println!("| {name} | {tool} | {d:.0} | {v:.0} | {:.2} |", v / d);
         }
         if backend == remote {
-            let (d50, d99) = hey(&client_ns, &direct_url, seconds);
-            let (v50, v99) = hey(&client_ns, &vip_url, seconds);
+            let (d50, d99) = hey(Some(&client_ns), &direct_url, seconds);
+            let (v50, v99) = hey(Some(&client_ns), &vip_url, seconds);
             println!(
                 "latency at 1,000 req/s (hey -c4 -q250, new connections), {name}: \
                  direct p50 {d50:.0} µs p99 {d99:.0} µs; VIP p50 {v50:.0} µs p99 {v99:.0} µs; \

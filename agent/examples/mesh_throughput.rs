@@ -1,0 +1,247 @@
+//! HTTP requests per second through the routing mesh against the same client to the task
+//! directly, and against HAProxy forwarding to the same task, on two test hosts (root).
+//! `cargo run -p swarm-agent --example mesh_throughput [seconds per run] [runs]`.
+//!
+//! Two `swarm_testkit::Hosts`, each a node: its bridge (`Bridge::setup`) with one task
+//! namespace running nginx (one process, `return 200`), and its mesh set by
+//! `Mesh::reconcile` from a desired state, as a daemon sets it. The client is the machine
+//! itself (the hosts' gateway), as a user outside the cluster: it reaches a task directly by
+//! a route through its host, or through host 0's published port, which the mesh sends to
+//! the task on host 0 (local) or through the mesh link to host 1 (remote). `wrk`
+//! (keep-alive) and `ab` (a new connection per request) alternate between the paths run by
+//! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
+//! host 0 forwarding to host 1's task is the peer. Then `hey` at a moderate fixed rate gives
+//! the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshLink, MeshPort, NodeMesh, VXLAN_PORT, Vtep};
+use swarm_api::spec::{Protocol, PublishMode};
+use swarm_testkit::Hosts;
+
+use support::{Tasks, ab, ab_concurrent, hey, in_namespace, median, wrk};
+
+const PUBLISHED: u16 = 8080;
+const HAPROXY_PORT: u16 = 9000;
+
+/// `ip -batch` of `script` in `netns`.
+fn ip(netns: &Path, script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch: {script}");
+}
+
+/// Puts task namespace `task` on the bridge of node `node_id` in `host` at `address`.
+fn attach(host: &Path, node_id: &str, task: &Path, address: Ipv4Addr, gateway: Ipv4Addr) {
+    let name = task.file_name().unwrap().to_str().unwrap();
+    let veth = format!("v{}", &name[name.len().saturating_sub(12)..]);
+    let bridge = swarm_agent::network::bridge_name(node_id);
+    ip(
+        host,
+        &format!(
+            "link add {veth} type veth peer name eth0 netns {name}\n\
+             link set {veth} master {bridge} up\n"
+        ),
+    );
+    ip(
+        task,
+        &format!(
+            "address add {address}/24 dev eth0\nlink set eth0 up\n\
+             route add default via {gateway}\n"
+        ),
+    );
+}
+
+/// HAProxy (TCP mode, one process) in `host` on `listen:HAPROXY_PORT` → `server:8080`.
+fn haproxy(host: &Path, dir: &Path, listen: Ipv4Addr, server: Ipv4Addr) -> Child {
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 8000\n  nbthread 1\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend f\n  bind {listen}:{HAPROXY_PORT}\n  default_backend b\n\
+             backend b\n  server s1 {server}:8080\n"
+        ),
+    )
+    .unwrap();
+    Command::new("nsenter")
+        .arg(format!("--net={}", host.display()))
+        .args(["haproxy", "-db", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn port(backends: Vec<(Ipv4Addr, u16)>, local: Vec<(Ipv4Addr, u16)>) -> NodeMesh {
+    NodeMesh {
+        link: None,
+        ports: [(
+            (Protocol::Tcp, PUBLISHED),
+            MeshPort {
+                service: "bench".into(),
+                mode: PublishMode::Ingress,
+                backends,
+                local,
+            },
+        )]
+        .into(),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().map_or(5, |a| a.parse().unwrap());
+    let runs: usize = args.next().map_or(3, |a| a.parse().unwrap());
+    let hosts = Hosts::create("meshb", 2).unwrap();
+    let mut tasks = Tasks::new("swmeshb");
+    let netns = |i: usize| PathBuf::from(format!("/var/run/netns/{}", hosts.namespace(i)));
+    let nodes = ["meshb-node-0", "meshb-node-1"];
+    let subnet = |i: u8| -> Ipv4Net { format!("10.217.{i}.0/24").parse().unwrap() };
+    let gateway = |i: u8| Ipv4Addr::new(10, 217, i, 1);
+    let (local, remote) = (Ipv4Addr::new(10, 217, 0, 20), Ipv4Addr::new(10, 217, 1, 20));
+    let (local_ns, remote_ns) = (tasks.add("l"), tasks.add("r"));
+    let mut bridges = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let gw = Ipv4Net::new(gateway(i as u8), 24).unwrap();
+        bridges.push(in_namespace(&netns(i), || Bridge::setup(node, gw)).unwrap());
+    }
+    attach(&netns(0), nodes[0], &local_ns, local, gateway(0));
+    attach(&netns(1), nodes[1], &remote_ns, remote, gateway(1));
+    tasks.serve(&local_ns, "local", local);
+    tasks.serve(&remote_ns, "remote", remote);
+    // The client reaches each task directly through its host; host 0 reaches host 1's
+    // task (for HAProxy) through host 1.
+    for i in 0..2u8 {
+        let via = hosts.address(i.into()).to_string();
+        let to = subnet(i).to_string();
+        let status = Command::new("ip")
+            .args(["route", "replace", &to, "via", &via])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    ip(
+        &netns(0),
+        &format!("route replace {} via {}\n", subnet(1), hosts.address(1)),
+    );
+    let link = |i: usize| MeshLink {
+        address: gateway(i as u8),
+        vtep: Vtep {
+            address: hosts.address(i),
+            port: VXLAN_PORT,
+        },
+        peers: [(
+            gateway(1 - i as u8),
+            Vtep {
+                address: hosts.address(1 - i),
+                port: VXLAN_PORT,
+            },
+        )]
+        .into(),
+    };
+    let mut meshes = nodes.map(Mesh::new);
+    // Host 1 answers what host 0 sends with its own task, on the second port (see below).
+    let mut on_1 = port(vec![(remote, 8081)], vec![(remote, 8081)]);
+    on_1.link = Some(link(1));
+    in_namespace(&netns(1), || meshes[1].reconcile(on_1)).unwrap();
+    let haproxy_dir = tempfile::tempdir().unwrap();
+    let mut proxy = haproxy(&netns(0), haproxy_dir.path(), hosts.address(0), remote);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let published = format!("http://{}:{PUBLISHED}/", hosts.address(0));
+    println!("{seconds} s per run, {runs} runs per path, medians (req/s)");
+    println!("| task | client | direct | through the mesh | ratio | HAProxy | mesh / HAProxy |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (name, backend) in [("local (host 0)", local), ("remote (host 1)", remote)] {
+        // The mesh sends to the task's second port: the task keeps TIME_WAIT sockets of the
+        // direct runs' connections, which a DNAT'ed SYN reusing a client port would hit.
+        let mut on_0 = if backend == local {
+            port(vec![(local, 8081)], vec![(local, 8081)])
+        } else {
+            port(vec![(gateway(1), PUBLISHED)], Vec::new())
+        };
+        on_0.link = Some(link(0));
+        in_namespace(&netns(0), || meshes[0].reconcile(on_0)).unwrap();
+        let direct_url = format!("http://{backend}:8080/");
+        let proxy_url = format!("http://{}:{HAPROXY_PORT}/", hosts.address(0));
+        for (tool, measure) in [
+            (
+                "wrk -t1 -c32 (keep-alive)",
+                wrk as fn(Option<&Path>, &str, u64) -> f64,
+            ),
+            ("ab -c32 (new connection)", ab),
+        ] {
+            let (mut direct, mut through, mut proxied) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                direct.push(measure(None, &direct_url, seconds));
+                through.push(measure(None, &published, seconds));
+                if backend == remote {
+                    proxied.push(measure(None, &proxy_url, seconds));
+                }
+            }
+            let (d, m) = (median(direct), median(through));
+            if proxied.is_empty() {
+                println!("| {name} | {tool} | {d:.0} | {m:.0} | {:.2} | | |", m / d);
+            } else {
+                let h = median(proxied);
+                println!(
+                    "| {name} | {tool} | {d:.0} | {m:.0} | {:.2} | {h:.0} | {:.2} |",
+                    m / d,
+                    m / h
+                );
+            }
+        }
+        let (d50, d99) = hey(None, &direct_url, seconds);
+        let (m50, m99) = hey(None, &published, seconds);
+        println!(
+            "latency at 1,000 req/s (hey -c4 -q250, new connections), {name}: direct p50 \
+             {d50:.0} µs p99 {d99:.0} µs; mesh p50 {m50:.0} µs p99 {m99:.0} µs; added p50 \
+             {:.0} µs p99 {:.0} µs",
+            m50 - d50,
+            m99 - d99
+        );
+        if backend == local {
+            let mut crowd = Vec::new();
+            let mut peak = Vec::new();
+            for _ in 0..runs {
+                peak.push(ab_concurrent(None, &published, 32, seconds));
+                crowd.push(ab_concurrent(None, &published, 1000, seconds));
+            }
+            let (p, c) = (median(peak), median(crowd));
+            println!(
+                "1,000 concurrent new connections through the mesh (ab -c1000): {c:.0} req/s, \
+                 {:.2}× the mesh at ab -c32 ({p:.0} req/s)",
+                c / p
+            );
+        }
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    for i in 0..2u8 {
+        let _ = Command::new("ip")
+            .args(["route", "del", &subnet(i).to_string()])
+            .status();
+        in_namespace(&netns(i.into()), || meshes[usize::from(i)].teardown()).unwrap();
+    }
+    drop(tasks);
+    for (i, bridge) in bridges.iter().enumerate() {
+        in_namespace(&netns(i), || bridge.teardown()).unwrap();
+    }
+}
