@@ -586,6 +586,11 @@ fn apply_plan(
         apply_action(&mut objects, &cluster_id, index, action, events)?;
     }
     let mut reasons = validate::plan_result(&objects, &touched);
+    reasons.extend(validate::node_ports(&objects, &data.nodes, &|name| {
+        touched
+            .iter()
+            .any(|(kind, n, op)| *kind == Kind::Service && n == name && *op != Op::Remove)
+    }));
     reasons.extend(files::plan_reasons(
         &objects,
         &touched,

@@ -283,6 +283,48 @@ fn published_ports(objects: &ClusterState, changed: &dyn Fn(&str) -> bool) -> Ve
     reasons
 }
 
+/// A published port the nodes use themselves: every node answers an ingress port (and a
+/// host-mode one where the service's task runs), which would take their cluster port (TCP)
+/// or data path port (UDP, VXLAN) from them. Checked for the services the plan changed.
+pub(super) fn node_ports(
+    objects: &ClusterState,
+    nodes: &BTreeMap<String, swarm_api::store::Node>,
+    changed: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut taken: BTreeMap<(u16, Protocol), (&str, &str)> = BTreeMap::new();
+    for node in nodes.values() {
+        let cluster_port = node
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        if let Some(port) = cluster_port {
+            taken.insert((port, Protocol::Tcp), (&node.hostname, "cluster port"));
+        }
+        let data_path = node.description.data_path_port;
+        if data_path != 0 {
+            taken.insert((data_path, Protocol::Udp), (&node.hostname, "data path port"));
+        }
+    }
+    let mut reasons = Vec::new();
+    for spec in objects.services.iter().map(|s| &s.spec) {
+        if !changed(&spec.name) {
+            continue;
+        }
+        for port in &spec.endpoint.ports {
+            let Some(number) = port.published else {
+                continue;
+            };
+            if let Some((node, what)) = taken.get(&(number, port.protocol)) {
+                reasons.push(format!(
+                    "service {:?}: port {number}/{} is the {what} of node {node}: the nodes answer published ports themselves; publish another port",
+                    spec.name, port.protocol
+                ));
+            }
+        }
+    }
+    reasons
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +462,37 @@ mod tests {
                 .any(|r| r.contains("network front does not exist")),
             "{reasons:?}"
         );
+    }
+
+    #[test]
+    fn a_port_the_nodes_use_cannot_be_published() {
+        let mut objects = ClusterState::default();
+        let mut web = service("web");
+        web.endpoint.ports = vec![ingress(2377), ingress(8080)];
+        let mut udp = ingress(4789);
+        udp.protocol = Protocol::Udp;
+        web.endpoint.ports.push(udp);
+        objects.services.push(Object {
+            id: Some("web-id".into()),
+            origin: Default::default(),
+            spec: web,
+        });
+        let swarm_api::store::Command::AddNode(mut node) =
+            crate::store::fixtures::node("1", swarm_api::store::NodeRole::Manager)
+        else {
+            unreachable!("a node joining")
+        };
+        node.description.data_path_port = 4789;
+        let nodes = [("1".to_owned(), node)].into();
+        let reasons = node_ports(&objects, &nodes, &|_| true);
+        assert_eq!(
+            reasons,
+            [
+                "service \"web\": port 2377/tcp is the cluster port of node host-1: the nodes answer published ports themselves; publish another port",
+                "service \"web\": port 4789/udp is the data path port of node host-1: the nodes answer published ports themselves; publish another port",
+            ]
+        );
+        assert!(node_ports(&objects, &nodes, &|_| false).is_empty(), "unchanged");
     }
 
     #[test]
