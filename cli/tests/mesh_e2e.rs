@@ -50,6 +50,46 @@ fn running(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Requests `entry` in a loop while `change` runs (a `service update` that waits for its
+/// tasks, say), from 200 answers before it until 200 after it (bounded in count and time):
+/// the pages in order. Any failed request fails the test.
+fn load_while(entry: SocketAddr, change: impl FnOnce()) -> Vec<String> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (answered, changing) = (AtomicUsize::new(0), AtomicBool::new(true));
+    let (pages, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut pages, mut failures, mut after) = (Vec::new(), 0, 0);
+            let deadline = Instant::now() + 3 * WAIT;
+            while after < 200 && pages.len() < 50_000 && Instant::now() < deadline {
+                match get(entry) {
+                    Some(page) => pages.push(page),
+                    None => failures += 1,
+                }
+                answered.store(pages.len(), Ordering::Relaxed);
+                if !changing.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+            }
+            (pages, failures)
+        });
+        let before = Instant::now() + WAIT;
+        while answered.load(Ordering::Relaxed) < 200 && Instant::now() < before {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        change();
+        changing.store(false, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    assert!(pages.len() >= 400, "the loop ran: {} answered", pages.len());
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {} requests failed",
+        pages.len() + failures
+    );
+    pages
+}
+
 #[test]
 fn published_ports_answer_on_every_host_through_the_mesh() {
     let test = "published_ports_answer_on_every_host_through_the_mesh";
@@ -147,39 +187,42 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     assert_eq!(get(at(hosts, 0, 9090)), None, "host 1 runs no task of it");
     assert_eq!(get(at(hosts, 2, 9090)), None, "host 3 runs no task of it");
 
-    // A bounded load loop while host 3 is drained: no request fails.
-    let node3 = cluster.node_id(2).expect("node 3's id");
+    // A bounded load loop through host 1 while the service rolls to v2 (start-first): no
+    // request fails, and the answers move to v2.
     let entry = at(hosts, 0, 8080);
-    let (done, failures) = std::thread::scope(|scope| {
-        let load = scope.spawn(|| {
-            let (mut done, mut failures) = (0, 0);
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while done < 3000 && Instant::now() < deadline {
-                match get(entry) {
-                    Some(_) => done += 1,
-                    None => failures += 1,
-                }
-                if done == 300 {
-                    ok(
-                        &cluster,
-                        &["node", "update", "--availability", "drain", &node3],
-                    );
-                }
-            }
-            (done, failures)
-        });
-        load.join().unwrap()
+    let v2 = format!("{}/swarm/hello:2", registry.addr());
+    let answers = load_while(entry, || {
+        ok(
+            &cluster,
+            &[
+                "service",
+                "update",
+                "--image",
+                &v2,
+                "--update-order",
+                "start-first",
+                "--update-parallelism",
+                "2",
+                "web",
+            ],
+        );
     });
-    assert!(done >= 300, "the loop ran: {done} answered");
-    assert_eq!(
-        failures,
-        0,
-        "{failures} of {} requests failed",
-        done + failures
+    assert!(
+        answers.last().is_some_and(|p| p.ends_with(" v2")),
+        "rolled to v2"
     );
-    wait_for("no replica on host 3", WAIT, || {
-        let tasks = running(&cluster, "web");
-        (tasks.len() == 5 && tasks.iter().all(|t| t["node_id"] != node3.as_str())).then_some(())
+
+    // The same while host 3 is drained.
+    let node3 = cluster.node_id(2).expect("node 3's id");
+    load_while(entry, || {
+        ok(
+            &cluster,
+            &["node", "update", "--availability", "drain", &node3],
+        );
+        wait_for("no replica on host 3", WAIT, || {
+            let tasks = running(&cluster, "web");
+            (tasks.len() == 5 && tasks.iter().all(|t| t["node_id"] != node3.as_str())).then_some(())
+        });
     });
     assert!(
         get(at(hosts, 2, 8080)).is_some(),

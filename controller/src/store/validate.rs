@@ -302,7 +302,10 @@ pub(super) fn node_ports(
         }
         let data_path = node.description.data_path_port;
         if data_path != 0 {
-            taken.insert((data_path, Protocol::Udp), (&node.hostname, "data path port"));
+            taken.insert(
+                (data_path, Protocol::Udp),
+                (&node.hostname, "data path port"),
+            );
         }
     }
     let mut reasons = Vec::new();
@@ -492,7 +495,10 @@ mod tests {
                 "service \"web\": port 4789/udp is the data path port of node host-1: the nodes answer published ports themselves; publish another port",
             ]
         );
-        assert!(node_ports(&objects, &nodes, &|_| false).is_empty(), "unchanged");
+        assert!(
+            node_ports(&objects, &nodes, &|_| false).is_empty(),
+            "unchanged"
+        );
     }
 
     #[test]
