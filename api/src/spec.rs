@@ -712,6 +712,36 @@ pub struct PortConfig {
     pub target: u16,
     pub protocol: Protocol,
     pub mode: PublishMode,
+    /// Each connection is handed to the task after a PROXY protocol header that carries
+    /// the client's address (through the nodes' userspace path, not the kernel's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+impl PortConfig {
+    /// Why this port cannot speak the PROXY protocol it asks for, if it cannot: the
+    /// header is written by the nodes' userspace path, which carries TCP connections to a
+    /// published port.
+    pub fn proxy_protocol_problem(&self) -> Option<&'static str> {
+        self.proxy_protocol?;
+        if self.protocol != Protocol::Tcp {
+            Some("the PROXY protocol is for TCP ports: remove proxy_protocol, or publish over tcp")
+        } else if self.published.is_none() {
+            Some("the PROXY protocol needs a published port number: add published")
+        } else {
+            None
+        }
+    }
+}
+
+/// The PROXY protocol version a published port speaks to its tasks (HAProxy's
+/// `send-proxy-v2`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    V2,
 }
 
 impl fmt::Display for PortConfig {
@@ -724,8 +754,12 @@ impl fmt::Display for PortConfig {
             None => write!(f, "*:auto->{}/{}", self.target, self.protocol)?,
         }
         match self.mode {
-            PublishMode::Ingress => Ok(()),
-            PublishMode::Host => f.write_str(" (host)"),
+            PublishMode::Ingress => {}
+            PublishMode::Host => f.write_str(" (host)")?,
+        }
+        match self.proxy_protocol {
+            Some(ProxyProtocol::V2) => f.write_str(" (proxy-protocol v2)"),
+            None => Ok(()),
         }
     }
 }

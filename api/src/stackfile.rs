@@ -211,6 +211,10 @@ pub struct PortLong {
     pub host_ip: Option<String>,
     pub name: Option<String>,
     pub app_protocol: Option<String>,
+    /// swarm's own key: each connection reaches the task with a PROXY protocol header
+    /// carrying the client's address (`v2`), through the nodes' userspace path. TCP ports
+    /// with a published number only.
+    pub proxy_protocol: Option<crate::spec::ProxyProtocol>,
 }
 
 /// A value written either as a string or as a number.

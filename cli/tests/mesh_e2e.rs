@@ -1,7 +1,9 @@
 //! The routing mesh through real daemons on three test hosts: a published port answers on
 //! every host's address, wherever its replicas run; scaled out, answers come from several
-//! replicas; a host-mode port answers only on the host that runs its task; under a bounded
-//! load loop, a drained node loses no request; a killed host leaves the others answering.
+//! replicas; a host-mode port answers only on the host that runs its task; a PROXY protocol
+//! port hands its task the client's address, through the task's host or another; under a
+//! bounded load loop, a rolling update and a drained node lose no request; a killed host
+//! leaves the others answering.
 //!
 //! Needs root, runc, busybox, nft and docker-registry; skipped with a message otherwise,
 //! except under CI=true.
@@ -187,6 +189,60 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     assert_eq!(get(at(hosts, 0, 9090)), None, "host 1 runs no task of it");
     assert_eq!(get(at(hosts, 2, 9090)), None, "host 3 runs no task of it");
 
+    // PROXY protocol v2: the task (on host 3) reads the header the node wrote, with the
+    // client's own address, whether the client came through host 1 or host 3.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "proxied",
+            "--publish",
+            "published=8443,target=80,proxy-protocol=v2",
+            "--constraint",
+            "node.hostname==node3",
+            "--stop-grace-period",
+            "1s",
+            "--entrypoint",
+            "sh -c",
+            &image,
+            "nc -ll -p 80 -e sh -c 'od -An -tx1 -N 28 -v'",
+        ],
+    );
+    for i in [0, 2] {
+        let (client, header) = wait_for("the task's dump of a PROXY header", WAIT, || {
+            let mut stream =
+                TcpStream::connect_timeout(&at(hosts, i, 8443), Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            let client = stream.local_addr().ok()?;
+            let mut dump = String::new();
+            stream.read_to_string(&mut dump).ok()?;
+            let bytes: Vec<u8> = dump
+                .split_whitespace()
+                .filter_map(|b| u8::from_str_radix(b, 16).ok())
+                .collect();
+            (bytes.len() == 28).then_some((client, bytes))
+        });
+        assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n", "{header:?}");
+        assert_eq!(header[12..14], [0x21, 0x11], "v2 PROXY, TCP over IPv4");
+        let SocketAddr::V4(client) = client else {
+            unreachable!("an IPv4 client")
+        };
+        assert_eq!(
+            header[16..20],
+            client.ip().octets(),
+            "the client's own address"
+        );
+        assert_eq!(header[24..26], client.port().to_be_bytes());
+        assert_eq!(
+            header[20..24],
+            hosts.address(i).octets(),
+            "the address it reached"
+        );
+        assert_eq!(header[26..28], 8443u16.to_be_bytes());
+    }
+
     // A bounded load loop through host 1 while the service rolls to v2 (start-first): no
     // request fails, and the answers move to v2.
     let entry = at(hosts, 0, 8080);
@@ -235,5 +291,5 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         let seen = pages(at(hosts, 0, 8080), 10);
         (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
     });
-    ok(&cluster, &["service", "rm", "web", "direct"]);
+    ok(&cluster, &["service", "rm", "web", "direct", "proxied"]);
 }

@@ -74,6 +74,7 @@ fn ingress(published: u16) -> PortConfig {
         target: 80,
         protocol: Protocol::Tcp,
         mode: PublishMode::Ingress,
+        proxy_protocol: None,
     }
 }
 

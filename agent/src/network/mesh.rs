@@ -28,12 +28,17 @@
 //! What arrives by the mesh link and was not DNAT'ed by these rules is dropped (forward) or
 //! refused (input): the link carries published ports only. The mesh needs one node per
 //! network namespace: published ports are the namespace's.
+//!
+//! A port that asks for the PROXY protocol takes the userspace path instead (`proxy`): the
+//! node listens on it and relays each connection after a header carrying the client's
+//! address; only step 3, on the node of the task, stays in the kernel.
 
 mod kernel;
+mod proxy;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use swarm_api::endpoints::{NetworkView, Vtep};
 use swarm_api::spec::{Protocol, PublishMode};
@@ -41,6 +46,7 @@ use swarm_api::spec::{Protocol, PublishMode};
 use super::bridge::{bridge_name, hex_digest};
 
 pub use kernel::{Mesh, follow};
+use proxy::Proxies;
 
 /// What a node's mesh is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +81,9 @@ pub struct MeshPort {
     pub backends: Vec<(Ipv4Addr, u16)>,
     /// Where a connection another node sent may go: the local tasks only.
     pub local: Vec<(Ipv4Addr, u16)>,
+    /// Clients' connections take the userspace path, which writes a PROXY protocol v2
+    /// header: no kernel rule for them.
+    pub proxy_protocol: bool,
 }
 
 impl NodeMesh {
@@ -137,10 +146,27 @@ impl NodeMesh {
                         mode: port.mode,
                         backends,
                         local: local_backends,
+                        proxy_protocol: port.proxy_protocol.is_some(),
                     });
             }
         }
         NodeMesh { link, ports }
+    }
+
+    /// The ports of the userspace path and their backends.
+    pub fn proxied(&self) -> BTreeMap<u16, Vec<SocketAddrV4>> {
+        self.ports
+            .iter()
+            .filter(|((protocol, _), port)| port.proxy_protocol && *protocol == Protocol::Tcp)
+            .map(|((_, published), port)| {
+                let backends = port
+                    .backends
+                    .iter()
+                    .map(|(address, port)| SocketAddrV4::new(*address, *port))
+                    .collect();
+                (*published, backends)
+            })
+            .collect()
     }
 }
 
@@ -211,7 +237,7 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
                 port.service
             );
         }
-        if !port.backends.is_empty() {
+        if !port.backends.is_empty() && !port.proxy_protocol {
             let _ = writeln!(
                 out,
                 "\t\tiifname != \"{link}\" fib daddr type local {matches} {} comment \"{}\"",
@@ -228,7 +254,7 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
         "\t\ttype nat hook output priority -100; policy accept;"
     );
     for ((protocol, published), port) in &desired.ports {
-        if !port.backends.is_empty() {
+        if !port.backends.is_empty() && !port.proxy_protocol {
             let _ = writeln!(
                 out,
                 "\t\tfib daddr type local {} {} comment \"{}\"",
@@ -246,12 +272,9 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
         "\t\ttype nat hook postrouting priority srcnat; policy accept;"
     );
     if let Some(mesh) = &desired.link {
-        // Answers must come back through this node: its conntrack undoes the DNAT.
-        let _ = writeln!(
-            out,
-            "\t\toifname \"{link}\" ct status dnat snat ip to {}",
-            mesh.address
-        );
+        // Answers must come back through this node: its conntrack undoes the DNAT (or
+        // hands them to the userspace path's socket).
+        let _ = writeln!(out, "\t\toifname \"{link}\" snat ip to {}", mesh.address);
     }
     // A client on the node (127.0.0.1) or a task reaching a task of its own bridge through
     // a published port would be answered directly, past the DNAT: both take the node's
@@ -311,6 +334,7 @@ mod tests {
             target,
             protocol: Protocol::Tcp,
             mode,
+            proxy_protocol: None,
         }
     }
 
@@ -412,9 +436,7 @@ mod tests {
         assert!(script.contains(
             "fib daddr type local meta l4proto tcp th dport 5432 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
         ));
-        assert!(script.contains(&format!(
-            "\t\toifname \"{link}\" ct status dnat snat ip to 198.19.2.1\n"
-        )));
+        assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
     }
 
     #[test]

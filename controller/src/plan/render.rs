@@ -364,6 +364,7 @@ mod tests {
             target: 80,
             protocol: Protocol::Tcp,
             mode,
+            proxy_protocol: None,
         };
         assert_eq!(port(PublishMode::Ingress).to_string(), "*:8080->80/tcp");
         assert_eq!(port(PublishMode::Host).to_string(), "*:8080->80/tcp (host)");

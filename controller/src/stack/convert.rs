@@ -1426,6 +1426,7 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                 target: number(&target.to_string())?,
                 protocol: Protocol::Tcp,
                 mode: PublishMode::Ingress,
+                proxy_protocol: None,
             }],
             None,
         )),
@@ -1435,22 +1436,24 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                 Some(file::StringOrNumber::Number(n)) => Some(number(&n.to_string())?),
                 Some(file::StringOrNumber::String(s)) => Some(number(s)?),
             };
-            Ok((
-                vec![PortConfig {
-                    published,
-                    target: number(&long.target.to_string())?,
-                    protocol: match long.protocol {
-                        Some(file::PortProtocol::Udp) => Protocol::Udp,
-                        Some(file::PortProtocol::Sctp) => Protocol::Sctp,
-                        _ => Protocol::Tcp,
-                    },
-                    mode: match long.mode {
-                        Some(file::PortMode::Host) => PublishMode::Host,
-                        _ => PublishMode::Ingress,
-                    },
-                }],
-                long.host_ip.clone(),
-            ))
+            let config = PortConfig {
+                published,
+                target: number(&long.target.to_string())?,
+                protocol: match long.protocol {
+                    Some(file::PortProtocol::Udp) => Protocol::Udp,
+                    Some(file::PortProtocol::Sctp) => Protocol::Sctp,
+                    _ => Protocol::Tcp,
+                },
+                mode: match long.mode {
+                    Some(file::PortMode::Host) => PublishMode::Host,
+                    _ => PublishMode::Ingress,
+                },
+                proxy_protocol: long.proxy_protocol,
+            };
+            if let Some(problem) = config.proxy_protocol_problem() {
+                return Err(problem.to_owned());
+            }
+            Ok((vec![config], long.host_ip.clone()))
         }
         file::Port::Short(text) => {
             let (rest, protocol) = match text.rsplit_once('/') {
@@ -1516,6 +1519,7 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                     target: targets.0 + offset,
                     protocol,
                     mode: PublishMode::Ingress,
+                    proxy_protocol: None,
                 })
                 .collect();
             Ok((ports, host_ip.filter(|ip| !ip.is_empty())))

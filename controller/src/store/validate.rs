@@ -212,6 +212,9 @@ pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
         if port.published == Some(0) {
             fail("a published port cannot be 0".to_owned());
         }
+        if let Some(problem) = port.proxy_protocol_problem() {
+            fail(format!("port {port}: {problem}"));
+        }
         if port.mode == PublishMode::Ingress && spec.endpoint.mode == EndpointMode::Dnsrr {
             fail(format!(
                 "port {port}: a port published in ingress mode cannot be used with endpoint mode dnsrr"
@@ -373,6 +376,7 @@ mod tests {
             target: 80,
             protocol: Protocol::Tcp,
             mode: PublishMode::Ingress,
+            proxy_protocol: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
 
-use super::{MeshLink, NodeMesh, link_mac, link_name, render, table_name};
+use super::{MeshLink, NodeMesh, Proxies, link_mac, link_name, render, table_name};
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
@@ -240,6 +240,9 @@ pub async fn follow(
     mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, String>>,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
+    let mut proxies = Proxies::default();
+    // The ports that could not be bound, said once each.
+    let mut warned = std::collections::BTreeSet::new();
     let mut applied: Option<NodeMesh> = None;
     let mut last_error = None;
     let mut retry = RETRY;
@@ -250,6 +253,14 @@ pub async fn follow(
             .map(|(address, task)| (task.clone(), *address))
             .collect();
         let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        let unbound = proxies.set(&desired.proxied());
+        for (port, error) in &unbound {
+            // Taken by something else on this node: the other nodes answer it still.
+            if warned.insert(*port) {
+                tracing::warn!(node = node_id, port, %error, "cannot listen on a published port");
+            }
+        }
+        warned.retain(|port| unbound.iter().any(|(p, _)| p == port));
         if applied.as_ref() != Some(&desired) {
             let wanted = desired.clone();
             let (back, outcome) = tokio::task::spawn_blocking(move || {
@@ -279,7 +290,7 @@ pub async fn follow(
         let changed = tokio::select! {
             changed = views.changed() => changed.is_ok(),
             changed = addresses.changed() => changed.is_ok(),
-            _ = tokio::time::sleep(retry), if applied.is_none() => true,
+            _ = tokio::time::sleep(retry), if applied.is_none() || !warned.is_empty() => true,
         };
         if !changed {
             return;

@@ -189,6 +189,9 @@ pub(super) fn port_document(publish: &str) -> Result<Value, FlagError> {
             Some((key @ ("mode" | "protocol"), value)) => {
                 port.insert(key.to_owned(), json!(value));
             }
+            Some(("proxy-protocol", value)) => {
+                port.insert("proxy_protocol".to_owned(), json!(value));
+            }
             Some((key @ ("published" | "target"), value)) => {
                 let number: u16 = value
                     .parse()
@@ -197,7 +200,7 @@ pub(super) fn port_document(publish: &str) -> Result<Value, FlagError> {
             }
             Some((key, _)) => {
                 return Err(invalid(format!(
-                    "unknown key {key:?} (published, target, mode, protocol)"
+                    "unknown key {key:?} (published, target, mode, protocol, proxy-protocol)"
                 )));
             }
             None => {

@@ -33,6 +33,7 @@ fn create_flags_make_the_spec_a_stack_file_would() {
             "8080:80",
             "published=53,target=53,protocol=udp",
             "mode=host,target=9000",
+            "published=8443,target=443,proxy-protocol=v2",
         ]),
         env: strings(&["A=1", "PRICE=$5"]),
         label: strings(&["team=a"]),
@@ -60,7 +61,12 @@ fn create_flags_make_the_spec_a_stack_file_would() {
     assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
     assert_eq!(
         ports(&spec),
-        ["*:auto->9000/tcp (host)", "*:53->53/udp", "*:8080->80/tcp"]
+        [
+            "*:auto->9000/tcp (host)",
+            "*:53->53/udp",
+            "*:8080->80/tcp",
+            "*:8443->443/tcp (proxy-protocol v2)"
+        ]
     );
     assert_eq!(spec.endpoint.ports[0].mode, PublishMode::Host);
     assert_eq!(container.env["A"], "1");
