@@ -12,14 +12,21 @@
 //! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
 //! host 0 forwarding to host 1's task is the peer. Then `hey` at a moderate fixed rate gives
 //! the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections.
+//! Last, a port with the PROXY protocol (the mesh's userspace path, `Proxies`, run in host
+//! 0's namespace) against HAProxy with `send-proxy-v2`, both to host 1's task's nginx
+//! taking the header.
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 
-use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshLink, MeshPort, NodeMesh, VXLAN_PORT, Vtep};
+use swarm_agent::network::{
+    Bridge, Ipv4Net, Mesh, MeshLink, MeshPort, NodeMesh, Proxies, VXLAN_PORT, Vtep,
+};
 use swarm_api::spec::{Protocol, PublishMode};
 use swarm_testkit::Hosts;
 
@@ -27,6 +34,9 @@ use support::{Tasks, ab, ab_concurrent, hey, in_namespace, median, wrk};
 
 const PUBLISHED: u16 = 8080;
 const HAPROXY_PORT: u16 = 9000;
+/// The published port with the PROXY protocol, and HAProxy's with `send-proxy-v2`.
+const PROXIED: u16 = 8443;
+const HAPROXY_PROXIED_PORT: u16 = 9443;
 
 /// `ip -batch` of `script` in `netns`.
 fn ip(netns: &Path, script: &str) {
@@ -76,7 +86,9 @@ fn haproxy(host: &Path, dir: &Path, listen: Ipv4Addr, server: Ipv4Addr) -> Child
             "global\n  maxconn 8000\n  nbthread 1\n\
              defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
              frontend f\n  bind {listen}:{HAPROXY_PORT}\n  default_backend b\n\
-             backend b\n  server s1 {server}:8080\n"
+             backend b\n  server s1 {server}:8080\n\
+             frontend fp\n  bind {listen}:{HAPROXY_PROXIED_PORT}\n  default_backend bp\n\
+             backend bp\n  server s1 {server}:8082 send-proxy-v2\n"
         ),
     )
     .unwrap();
@@ -89,20 +101,62 @@ fn haproxy(host: &Path, dir: &Path, listen: Ipv4Addr, server: Ipv4Addr) -> Child
         .unwrap()
 }
 
-fn port(backends: Vec<(Ipv4Addr, u16)>, local: Vec<(Ipv4Addr, u16)>) -> NodeMesh {
-    NodeMesh {
-        link: None,
-        ports: [(
-            (Protocol::Tcp, PUBLISHED),
+/// A port's backends for clients and for what other nodes send.
+type Backends = (Vec<(Ipv4Addr, u16)>, Vec<(Ipv4Addr, u16)>);
+
+/// The mesh of one node: `PUBLISHED` to `backends` (`local` for what other nodes send),
+/// and `PROXIED` (the userspace path) to `proxied` and `proxied_local`.
+fn ports((backends, local): Backends, (proxied, proxied_local): Backends) -> NodeMesh {
+    let port = |published, backends, local, proxy_protocol| {
+        (
+            (Protocol::Tcp, published),
             MeshPort {
                 service: "bench".into(),
                 mode: PublishMode::Ingress,
                 backends,
                 local,
+                proxy_protocol,
             },
-        )]
+        )
+    };
+    NodeMesh {
+        link: None,
+        ports: [
+            port(PUBLISHED, backends, local, false),
+            port(PROXIED, proxied, proxied_local, true),
+        ]
         .into(),
     }
+}
+
+/// The userspace path of host `netns`, run on a thread of that namespace (its sockets,
+/// listening and connecting, are the namespace's): each map sent sets its listeners.
+fn proxies_in(netns: PathBuf) -> mpsc::Sender<BTreeMap<u16, Vec<SocketAddrV4>>> {
+    let (sender, receiver) = mpsc::channel::<BTreeMap<u16, Vec<SocketAddrV4>>>();
+    std::thread::spawn(move || {
+        in_namespace(&netns, move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut proxies = Proxies::default();
+                let (changes, mut desired) = tokio::sync::mpsc::unbounded_channel();
+                std::thread::spawn(move || {
+                    while let Ok(map) = receiver.recv() {
+                        if changes.send(map).is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(map) = desired.recv().await {
+                    let failed = proxies.set(&map);
+                    assert!(failed.is_empty(), "{failed:?}");
+                }
+            });
+        });
+    });
+    sender
 }
 
 fn main() {
@@ -157,9 +211,14 @@ fn main() {
         .into(),
     };
     let mut meshes = nodes.map(Mesh::new);
-    // Host 1 answers what host 0 sends with its own task, on the second port (see below).
-    let mut on_1 = port(vec![(remote, 8081)], vec![(remote, 8081)]);
+    // Host 1 answers what host 0 sends with its own task, on the second port (see below),
+    // and the PROXY port's connections with nginx's port that takes the header.
+    let mut on_1 = ports(
+        (vec![(remote, 8081)], vec![(remote, 8081)]),
+        (vec![(remote, 8082)], vec![(remote, 8082)]),
+    );
     on_1.link = Some(link(1));
+    let proxies = proxies_in(netns(0));
     in_namespace(&netns(1), || meshes[1].reconcile(on_1)).unwrap();
     let haproxy_dir = tempfile::tempdir().unwrap();
     let mut proxy = haproxy(&netns(0), haproxy_dir.path(), hosts.address(0), remote);
@@ -173,11 +232,18 @@ fn main() {
         // The mesh sends to the task's second port: the task keeps TIME_WAIT sockets of the
         // direct runs' connections, which a DNAT'ed SYN reusing a client port would hit.
         let mut on_0 = if backend == local {
-            port(vec![(local, 8081)], vec![(local, 8081)])
+            ports(
+                (vec![(local, 8081)], vec![(local, 8081)]),
+                (vec![(local, 8082)], vec![(local, 8082)]),
+            )
         } else {
-            port(vec![(gateway(1), PUBLISHED)], Vec::new())
+            ports(
+                (vec![(gateway(1), PUBLISHED)], Vec::new()),
+                (vec![(gateway(1), PROXIED)], Vec::new()),
+            )
         };
         on_0.link = Some(link(0));
+        proxies.send(on_0.proxied()).unwrap();
         in_namespace(&netns(0), || meshes[0].reconcile(on_0)).unwrap();
         let direct_url = format!("http://{backend}:8080/");
         let proxy_url = format!("http://{}:{HAPROXY_PORT}/", hosts.address(0));
@@ -230,6 +296,30 @@ fn main() {
                  {:.2}× the mesh at ab -c32 ({p:.0} req/s)",
                 c / p
             );
+        }
+        if backend == remote {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let proxied_url = format!("http://{}:{PROXIED}/", hosts.address(0));
+            let haproxy_url = format!("http://{}:{HAPROXY_PROXIED_PORT}/", hosts.address(0));
+            for (tool, measure) in [
+                (
+                    "wrk -t1 -c32 (keep-alive)",
+                    wrk as fn(Option<&Path>, &str, u64) -> f64,
+                ),
+                ("ab -c32 (new connection)", ab),
+            ] {
+                let (mut mesh, mut peer) = (Vec::new(), Vec::new());
+                for _ in 0..runs {
+                    mesh.push(measure(None, &proxied_url, seconds));
+                    peer.push(measure(None, &haproxy_url, seconds));
+                }
+                let (m, h) = (median(mesh), median(peer));
+                println!(
+                    "PROXY protocol v2, {name}, {tool}: mesh {m:.0} req/s, HAProxy send-proxy-v2 \
+                     {h:.0} req/s, {:.2}×",
+                    m / h
+                );
+            }
         }
     }
     let _ = proxy.kill();

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +36,13 @@ pub struct NetworkView {
     /// The networks the node's given tasks are attached to, by network name.
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkEndpoints>,
-    /// The routing mesh: the same for every node.
-    #[serde(default, skip_serializing_if = "MeshView::is_empty")]
-    pub mesh: MeshView,
+    /// The routing mesh: the same for every node (shared by their views, not copied).
+    #[serde(default, skip_serializing_if = "no_mesh")]
+    pub mesh: Arc<MeshView>,
+}
+
+fn no_mesh(mesh: &Arc<MeshView>) -> bool {
+    mesh.is_empty()
 }
 
 /// What every node needs to answer the cluster's published ports: the services that publish

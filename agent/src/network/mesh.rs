@@ -46,7 +46,7 @@ use swarm_api::spec::{Protocol, PublishMode};
 use super::bridge::{bridge_name, hex_digest};
 
 pub use kernel::{Mesh, follow};
-use proxy::Proxies;
+pub use proxy::Proxies;
 
 /// What a node's mesh is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -352,7 +352,7 @@ mod tests {
         };
         NetworkView {
             networks: BTreeMap::new(),
-            mesh: MeshView {
+            mesh: std::sync::Arc::new(MeshView {
                 nodes: [("a", node(1)), ("b", node(2)), ("c", node(3))]
                     .into_iter()
                     .map(|(id, n)| (id.to_owned(), n))
@@ -377,7 +377,7 @@ mod tests {
                 ]
                 .into_iter()
                 .collect(),
-            },
+            }),
         }
     }
 
@@ -450,7 +450,9 @@ mod tests {
             ]
         );
         let mut only_host = view();
-        only_host.mesh.services.remove("web-id");
+        std::sync::Arc::make_mut(&mut only_host.mesh)
+            .services
+            .remove("web-id");
         let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
         assert_eq!(mesh, NodeMesh::default());
         assert!(!render("a", &mesh).contains("snat"));

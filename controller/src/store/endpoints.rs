@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::sync::Arc;
 
 use swarm_api::endpoints::{
     MeshNode, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
@@ -86,6 +87,8 @@ pub struct Endpoints {
     tasks_of_service: HashMap<String, BTreeSet<String>>,
     /// The services publishing ports (ids): the mesh's.
     published: BTreeSet<String>,
+    /// The mesh as last built, shared by every node's view; emptied by any change to it.
+    mesh: std::sync::OnceLock<Arc<MeshView>>,
 }
 
 /// Where node `node`'s VXLAN traffic goes: the host of its address as IPv4 (a name is
@@ -262,7 +265,8 @@ impl Endpoints {
     }
 
     /// Adds every node to `changed`: the mesh's part of their views changed.
-    fn mark_mesh(&self, changed: &mut BTreeSet<String>) {
+    fn mark_mesh(&mut self, changed: &mut BTreeSet<String>) {
+        self.mesh.take();
         changed.extend(self.nodes.keys().cloned());
     }
 
@@ -408,17 +412,17 @@ impl Endpoints {
         fn published(s: Option<&ServiceEntry>) -> Option<(&String, &Vec<PortConfig>)> {
             s.map(|s| (&s.name, &s.ports))
         }
-        if published(old) != published(entry.as_ref())
+        let mesh_changed = published(old) != published(entry.as_ref())
             && (old.is_some_and(|s| !s.ports.is_empty())
-                || entry.as_ref().is_some_and(|s| !s.ports.is_empty()))
-        {
-            self.mark_mesh(changed);
-        }
+                || entry.as_ref().is_some_and(|s| !s.ports.is_empty()));
         let touched: BTreeSet<String> = old
             .into_iter()
             .chain(entry.as_ref())
             .flat_map(|s| s.attachments.keys().cloned())
             .collect();
+        if mesh_changed {
+            self.mark_mesh(changed);
+        }
         self.published.remove(id);
         if let Some(old) = self.services.remove(id) {
             self.service_ids.remove(&old.name);
@@ -496,13 +500,16 @@ impl Endpoints {
                 .into_iter()
                 .filter_map(|name| Some((name.to_owned(), self.network(name)?)))
                 .collect(),
-            mesh: self.mesh(),
+            mesh: self
+                .mesh
+                .get_or_init(|| Arc::new(self.build_mesh()))
+                .clone(),
         }
     }
 
     /// The routing mesh: every service publishing ports with its serving tasks, and the
     /// nodes that can be reached (empty while no service publishes).
-    fn mesh(&self) -> MeshView {
+    fn build_mesh(&self) -> MeshView {
         if self.published.is_empty() {
             return MeshView::default();
         }
