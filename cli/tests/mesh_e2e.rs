@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use swarm_testkit::{Hosts, Registry};
@@ -50,46 +50,6 @@ fn running(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .filter(|t| t["status"]["state"] == "running")
         .collect()
-}
-
-/// Requests `entry` in a loop while `change` runs (a `service update` that waits for its
-/// tasks, say), from 200 answers before it until 200 after it (bounded in count and time):
-/// the pages in order. Any failed request fails the test.
-fn load_while(entry: SocketAddr, change: impl FnOnce()) -> Vec<String> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let (answered, changing) = (AtomicUsize::new(0), AtomicBool::new(true));
-    let (pages, failures) = std::thread::scope(|scope| {
-        let load = scope.spawn(|| {
-            let (mut pages, mut failures, mut after) = (Vec::new(), 0, 0);
-            let deadline = Instant::now() + 3 * WAIT;
-            while after < 200 && pages.len() < 50_000 && Instant::now() < deadline {
-                match get(entry) {
-                    Some(page) => pages.push(page),
-                    None => failures += 1,
-                }
-                answered.store(pages.len(), Ordering::Relaxed);
-                if !changing.load(Ordering::Relaxed) {
-                    after += 1;
-                }
-            }
-            (pages, failures)
-        });
-        let before = Instant::now() + WAIT;
-        while answered.load(Ordering::Relaxed) < 200 && Instant::now() < before {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        change();
-        changing.store(false, Ordering::Relaxed);
-        load.join().unwrap()
-    });
-    assert!(pages.len() >= 400, "the loop ran: {} answered", pages.len());
-    assert_eq!(
-        failures,
-        0,
-        "{failures} of {} requests failed",
-        pages.len() + failures
-    );
-    pages
 }
 
 #[test]
@@ -247,22 +207,25 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     // request fails, and the answers move to v2.
     let entry = at(hosts, 0, 8080);
     let v2 = format!("{}/swarm/hello:2", registry.addr());
-    let answers = load_while(entry, || {
-        ok(
-            &cluster,
-            &[
-                "service",
-                "update",
-                "--image",
-                &v2,
-                "--update-order",
-                "start-first",
-                "--update-parallelism",
-                "2",
-                "web",
-            ],
-        );
-    });
+    let answers = load_while(
+        || get(entry),
+        || {
+            ok(
+                &cluster,
+                &[
+                    "service",
+                    "update",
+                    "--image",
+                    &v2,
+                    "--update-order",
+                    "start-first",
+                    "--update-parallelism",
+                    "2",
+                    "web",
+                ],
+            );
+        },
+    );
     assert!(
         answers.last().is_some_and(|p| p.ends_with(" v2")),
         "rolled to v2"
@@ -270,16 +233,20 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
 
     // The same while host 3 is drained.
     let node3 = cluster.node_id(2).expect("node 3's id");
-    load_while(entry, || {
-        ok(
-            &cluster,
-            &["node", "update", "--availability", "drain", &node3],
-        );
-        wait_for("no replica on host 3", WAIT, || {
-            let tasks = running(&cluster, "web");
-            (tasks.len() == 5 && tasks.iter().all(|t| t["node_id"] != node3.as_str())).then_some(())
-        });
-    });
+    load_while(
+        || get(entry),
+        || {
+            ok(
+                &cluster,
+                &["node", "update", "--availability", "drain", &node3],
+            );
+            wait_for("no replica on host 3", WAIT, || {
+                let tasks = running(&cluster, "web");
+                (tasks.len() == 5 && tasks.iter().all(|t| t["node_id"] != node3.as_str()))
+                    .then_some(())
+            });
+        },
+    );
     assert!(
         get(at(hosts, 2, 8080)).is_some(),
         "a drained node still answers"

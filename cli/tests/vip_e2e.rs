@@ -1,7 +1,7 @@
 //! Virtual IPs through real daemons on two test hosts: `service inspect` shows a service's
 //! VIP on its network, a client task reaches the service at its VIP and its connections
 //! land on tasks on both hosts; scaled down to the task on host 2, new connections go there
-//! only.
+//! only; a client looping on the VIP through a start-first update sees no failure.
 //!
 //! Needs root, runc, busybox, nft and docker-registry; skipped with a message otherwise,
 //! except under CI=true.
@@ -145,5 +145,27 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
         (seen.len() == 1).then_some(seen)
     });
     assert!(only.iter().all(|page| page.ends_with(" v1")), "{only:?}");
+
+    // The client looping on the VIP while back rolls to v2 (start-first): no request fails.
+    let v2 = format!("{}/swarm/hello:2", registry.addr());
+    let answers = load_while(
+        || fetch_from_task(&cluster, 0, &client.0, vip),
+        || {
+            let update = [
+                "service",
+                "update",
+                "--image",
+                &v2,
+                "--update-order",
+                "start-first",
+                "back",
+            ];
+            ok(&cluster, &update);
+        },
+    );
+    assert!(
+        answers.last().is_some_and(|p| p.ends_with(" v2")),
+        "rolled to v2"
+    );
     ok(&cluster, &["service", "rm", "client", "back"]);
 }

@@ -567,3 +567,46 @@ pub fn init_args<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     args.extend_from_slice(more);
     args
 }
+
+/// Runs `request` in a loop while `change` runs (a `service update` that waits for its
+/// tasks, say), from 200 answers before it until 200 after it (bounded in count and time):
+/// the answers in order. Any failed request fails the test.
+pub fn load_while(
+    request: impl Fn() -> Option<String> + Sync,
+    change: impl FnOnce(),
+) -> Vec<String> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (answered, changing) = (AtomicUsize::new(0), AtomicBool::new(true));
+    let (pages, failures) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut pages, mut failures, mut after) = (Vec::new(), 0, 0);
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while after < 200 && pages.len() < 50_000 && Instant::now() < deadline {
+                match request() {
+                    Some(page) => pages.push(page),
+                    None => failures += 1,
+                }
+                answered.store(pages.len(), Ordering::Relaxed);
+                if !changing.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+            }
+            (pages, failures)
+        });
+        let before = Instant::now() + Duration::from_secs(60);
+        while answered.load(Ordering::Relaxed) < 200 && Instant::now() < before {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        change();
+        changing.store(false, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    assert!(pages.len() >= 400, "the loop ran: {} answered", pages.len());
+    assert_eq!(
+        failures,
+        0,
+        "{failures} of {} requests failed",
+        pages.len() + failures
+    );
+    pages
+}
