@@ -2,8 +2,9 @@
 //! service of 2 replicas starts (the cluster's gauges, the node's own tasks, the Raft
 //! replica's metrics), and the addresses the flag refuses at start.
 //!
-//! The scrape test needs root and runc (skipped with a message otherwise, except under
-//! CI=true); its cluster's address pool is 198.18.225.0/24. The refusals need neither.
+//! The scrape tests need root and runc (skipped with a message otherwise, except under
+//! CI=true); their clusters' address pools are 198.18.224.0/24 and 198.18.225.0/24 (cut
+//! into /25s). The refusals need neither.
 
 mod common;
 
@@ -52,7 +53,7 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
     let metrics_addr = format!("127.0.0.1:{port}");
     let cluster = cluster_with(
         1,
-        &init_args("198.18.225.0/24", &[]),
+        &init_args("198.18.224.0/24", &[]),
         &["--metrics-addr", &metrics_addr],
     );
     let _leftovers = Leftovers(&cluster);
@@ -117,6 +118,86 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
         (value(&text, RUNNING) == Some(0.0) && value(&text, "swarm_services") == Some(0.0))
             .then_some(())
     });
+}
+
+#[test]
+fn a_worker_exports_only_its_own_tasks() {
+    let test = "a_worker_exports_only_its_own_tasks";
+    let Some(registry) = registry_for(test) else {
+        return;
+    };
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    let manager_port = free_port();
+    let manager_metrics = format!("127.0.0.1:{manager_port}");
+    let mut cluster = cluster_with(
+        1,
+        &[
+            "--default-addr-pool",
+            "198.18.225.0/24",
+            "--default-addr-pool-mask-length",
+            "25",
+        ],
+        &["--metrics-addr", &manager_metrics],
+    );
+    // The worker, with a metrics address of its own.
+    let worker_dir = cluster._dir.path().join("node2");
+    std::fs::create_dir(&worker_dir).unwrap();
+    let (worker_port, worker_listen) = (free_port(), free_port());
+    let worker_metrics = format!("127.0.0.1:{worker_port}");
+    let worker = start_with(
+        &worker_dir,
+        worker_listen,
+        &["--metrics-addr", &worker_metrics],
+    );
+    cluster.nodes.push((worker_dir, worker_listen));
+    cluster.daemons.push(Some(worker));
+    let _leftovers = Leftovers(&cluster);
+    cluster.join(1, "worker", 0);
+    wait_for("two Ready nodes", Duration::from_secs(20), || {
+        (cluster.listing(0).matches("Ready").count() == 2).then_some(())
+    });
+
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--constraint",
+            "node.role==worker",
+            &image,
+        ],
+    );
+    let on_worker = wait_for(
+        "the task running on the worker",
+        Duration::from_secs(60),
+        || {
+            let text = scrape(worker_port)?;
+            (value(&text, "swarm_node_tasks_running") == Some(1.0)).then_some(text)
+        },
+    );
+    assert!(
+        !on_worker.lines().any(|l| l.starts_with("swarm_raft")
+            || l.starts_with("swarm_tasks")
+            || l.starts_with("swarm_nodes")
+            || l.starts_with("swarm_services")),
+        "a worker exports only its own: {on_worker}"
+    );
+    let on_manager = wait_for("the manager's count", Duration::from_secs(30), || {
+        let text = scrape(manager_port)?;
+        (value(&text, RUNNING) == Some(1.0)).then_some(text)
+    });
+    assert_eq!(must(&on_manager, "swarm_node_tasks_running"), 0.0);
+    assert_eq!(
+        must(
+            &on_manager,
+            r#"swarm_nodes{status="ready",availability="active",role="worker"}"#
+        ),
+        1.0,
+        "{on_manager}"
+    );
 }
 
 /// Runs `swarm daemon ARGS` in a fresh directory, which must fail at once; its stderr.
