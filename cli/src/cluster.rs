@@ -43,6 +43,10 @@ pub struct DaemonArgs {
     /// none by default
     #[arg(long)]
     webhook_addr: Option<SocketAddr>,
+    /// Where Prometheus scrapes this node's metrics (`GET /metrics`, plain HTTP); none by
+    /// default
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// A registry (`host[:port]`, as in image references) reached over plain http, as
     /// loopback ones always are; repeat for several (Docker's `insecure-registries`)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
@@ -76,6 +80,7 @@ pub fn daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         run_dir: std::path::absolute(&args.run_dir)?,
         hostname,
         webhook_addr: args.webhook_addr,
+        metrics_addr: args.metrics_addr,
         insecure_registries: args.insecure_registries,
         data_path_port: args.data_path_port,
     };

@@ -407,15 +407,23 @@ async fn report(daemon: &Daemon, mut reports: mpsc::UnboundedReceiver<TaskStatus
     // (manager address, the certificate it was opened with, the client)
     let mut open: Option<(String, String, DispatcherClient<tonic::transport::Channel>)> = None;
     loop {
+        // Each status is counted in the node's metrics as the worker reports it, whether
+        // or not a manager hears it yet.
         if pending.is_empty() {
             match reports.recv().await {
-                Some(update) => pending.push(update),
+                Some(update) => {
+                    daemon.metrics.own_task(&update.id, update.status.state);
+                    pending.push(update);
+                }
                 None => return,
             }
         }
         while pending.len() < BATCH {
             match reports.try_recv() {
-                Ok(update) => pending.push(update),
+                Ok(update) => {
+                    daemon.metrics.own_task(&update.id, update.status.state);
+                    pending.push(update);
+                }
                 Err(_) => break,
             }
         }

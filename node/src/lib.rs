@@ -14,6 +14,7 @@ pub mod files;
 mod gitops;
 mod join;
 mod logs;
+pub mod metrics;
 pub mod networks;
 mod notify;
 mod orchestrate;
@@ -73,6 +74,8 @@ pub struct DaemonConfig {
     pub hostname: String,
     /// Where push webhooks are received (`POST /hooks/git/NAME`), if anywhere.
     pub webhook_addr: Option<SocketAddr>,
+    /// Where Prometheus scrapes `GET /metrics` (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// Registries (`host[:port]`) pulled from over plain http besides the loopback ones.
     pub insecure_registries: Vec<String>,
     /// The UDP port this node takes overlay (VXLAN) traffic on: Docker's 4789, unless
@@ -97,6 +100,11 @@ pub enum DaemonError {
     Ca(#[from] swarm_controller::ca::CaError),
     #[error("cannot serve on {address}: {message}")]
     Serve { address: String, message: String },
+    #[error("--metrics-addr {address}: {message}")]
+    Metrics {
+        address: SocketAddr,
+        message: String,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -178,6 +186,8 @@ pub struct Daemon {
     membership: Mutex<Membership>,
     /// One-service commands reaching this node at once take turns per service.
     service_turns: services::Turns,
+    /// What the node's parts record for `/metrics`.
+    metrics: metrics::Metrics,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -186,10 +196,27 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(&config.data_dir))?;
+    // Bound before anything starts, so that a bad address stops the daemon at once.
+    let metrics_listener = match config.metrics_addr {
+        Some(address) => Some(bind_metrics(address, config.listen_addr).await?),
+        None => None,
+    };
     let daemon = Arc::new(Daemon {
         membership: Mutex::new(Membership::Outside),
         service_turns: services::Turns::default(),
+        metrics: metrics::Metrics::default(),
         config,
+    });
+    let metrics_server = metrics_listener.map(|listener| {
+        // The registry every part of the node registers its collectors into, here at start.
+        let mut registry = prometheus_client::registry::Registry::default();
+        daemon.metrics.register(&mut registry);
+        let registry = Arc::new(registry);
+        tokio::spawn(async move {
+            if let Err(error) = metrics::serve(listener, registry).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        })
     });
     if let Some(state) = daemon.load_state()? {
         // Locked while the member starts: its session, which starts with it, must find it
@@ -234,6 +261,9 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket);
     if let Some(webhooks) = webhooks {
         webhooks.abort();
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
     }
     let membership = std::mem::replace(&mut *daemon.membership.lock().await, Membership::Outside);
     if let Membership::Member(Member {
@@ -416,7 +446,10 @@ impl Daemon {
         let (raft, driver) = driver::spawn(
             replica,
             |inbox| GrpcTransport::new(client_tls, transport_addresses, inbox),
-            DriverConfig::default(),
+            DriverConfig {
+                metrics: self.metrics.raft.clone(),
+                ..DriverConfig::default()
+            },
         );
         let voters = RaftVoters::default();
         let heartbeats = dispatcher::Heartbeats::default();
@@ -461,16 +494,21 @@ impl Daemon {
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
+        let mut tasks = vec![
+            refresher,
+            monitor,
+            orchestrator,
+            notifier,
+            watcher,
+            dispatcher,
+        ];
+        if self.config.metrics_addr.is_some() {
+            let metrics = self.metrics.clone();
+            tasks.push(tokio::spawn(metrics::follow_cluster(raft.clone(), metrics)));
+        }
         Ok(Manager {
             raft,
-            tasks: vec![
-                refresher,
-                monitor,
-                orchestrator,
-                notifier,
-                watcher,
-                dispatcher,
-            ],
+            tasks,
             server: Some((stop_server, server)),
             driver,
             logs: log_broker,
@@ -502,6 +540,22 @@ impl Daemon {
             )),
         }
     }
+}
+
+/// The metrics endpoint's listener on `address`, which must not be the cluster port.
+async fn bind_metrics(
+    address: SocketAddr,
+    listen_addr: SocketAddr,
+) -> Result<TcpListener, DaemonError> {
+    let refused = |message: String| DaemonError::Metrics { address, message };
+    if let Some(clash) = metrics::clash(address, listen_addr) {
+        return Err(refused(clash));
+    }
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| refused(format!("cannot listen: {e}")))?;
+    tracing::info!(%address, "metrics listening");
+    Ok(listener)
 }
 
 /// Keeps the transport's addresses equal to the managers the store knows, and the Raft

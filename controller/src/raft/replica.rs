@@ -223,6 +223,11 @@ impl<M: StateMachine> Replica<M> {
         self.node.read_index(context);
     }
 
+    /// The highest index known to be committed.
+    pub fn committed(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
     /// The highest index applied to the state machine.
     pub fn applied(&self) -> u64 {
         self.node.raft.raft_log.applied
