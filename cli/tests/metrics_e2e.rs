@@ -75,6 +75,8 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
     );
     assert_eq!(must(&before, "swarm_node_tasks_running"), 0.0);
     let proposals_before = must(&before, PROPOSALS);
+    // A published port on the loopback (the mesh answers on every address of the node).
+    let published = free_port();
 
     ok(
         &cluster,
@@ -86,6 +88,8 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
             "web",
             "--replicas",
             "2",
+            "--publish",
+            &format!("{published}:80"),
             &image,
         ],
     );
@@ -112,6 +116,20 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
         ),
         0.0
     );
+    // Three requests through the routing mesh are three connections of web's port.
+    let mesh = format!(
+        r#"swarm_mesh_connections_total{{service="web",protocol="tcp",port="{published}"}}"#
+    );
+    wait_for("the mesh answering", Duration::from_secs(30), || {
+        http_get_at(&format!("127.0.0.1:{published}"))
+    });
+    let counted = must(&scrape(port).expect("a scrape"), &mesh);
+    for _ in 0..3 {
+        assert!(http_get_at(&format!("127.0.0.1:{published}")).is_some());
+    }
+    let text = scrape(port).expect("a scrape");
+    assert_eq!(must(&text, &mesh), counted + 3.0, "{text}");
+    assert_eq!(must(&text, "swarm_mesh_refused_total"), 0.0);
     ok(&cluster, &["service", "rm", "web"]);
     wait_for("no running task left", Duration::from_secs(60), || {
         let text = scrape(port)?;
@@ -270,4 +288,18 @@ fn the_metrics_address_may_be_neither_the_cluster_port_nor_taken() {
         stderr.contains(&format!("--metrics-addr {taken_addr}: cannot listen:")),
         "{stderr}"
     );
+}
+
+/// `GET /` at `address` (HOST:PORT), bounded: the body, if it answered.
+fn http_get_at(address: &str) -> Option<String> {
+    let address: std::net::SocketAddr = address.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.trim().to_owned();
+    (!body.is_empty()).then_some(body)
 }

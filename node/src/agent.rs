@@ -116,6 +116,9 @@ async fn run(
         state.node_id.clone(),
         worker.network_view(),
     ));
+    daemon
+        .metrics
+        .mesh_of(&state.node_id, worker.network_view());
     // The node's published ports follow the mesh part of its view and its tasks' addresses.
     let mesh = tokio::spawn(swarm_agent::network::follow_mesh(
         state.node_id.clone(),

@@ -5,7 +5,9 @@
 //! collectors into it (today the ones below; the routing mesh's per-service counters
 //! later), and the server only renders it. What a node exports:
 //!
-//! - every node, its own tasks as its worker reports them (`swarm_node_tasks_running`);
+//! - every node, its own tasks as its worker reports them (`swarm_node_tasks_running`), and
+//!   what its routing mesh counted (`swarm_mesh_connections_total` per service and published
+//!   port, `swarm_mesh_refused_total`), read from its nftables counters at each scrape;
 //! - a manager, the cluster as its store says (nodes, tasks, services) and its Raft
 //!   replica (term, indexes, leadership, proposals), recorded by the Raft loop itself.
 //!
@@ -42,6 +44,15 @@ pub struct Metrics {
     /// otherwise (a worker exports only its own).
     cluster: Arc<Mutex<Option<Tally>>>,
     own: Arc<Mutex<OwnTasks>>,
+    /// The node's id and its endpoint table once its worker started: whose mesh counters
+    /// to read, and which service publishes each port.
+    mesh: Arc<Mutex<Option<MeshSource>>>,
+}
+
+#[derive(Debug)]
+struct MeshSource {
+    node_id: String,
+    view: tokio::sync::watch::Receiver<swarm_api::endpoints::NetworkView>,
 }
 
 impl Metrics {
@@ -53,7 +64,20 @@ impl Metrics {
         }));
         registry.register_collector(Box::new(NodeCollector {
             own: self.own.clone(),
+            mesh: self.mesh.clone(),
         }));
+    }
+
+    /// The node's worker started: its mesh is `node_id`'s, its services in `view`.
+    pub fn mesh_of(
+        &self,
+        node_id: &str,
+        view: tokio::sync::watch::Receiver<swarm_api::endpoints::NetworkView>,
+    ) {
+        *self.mesh.lock().expect("not poisoned") = Some(MeshSource {
+            node_id: node_id.to_owned(),
+            view,
+        });
     }
 
     /// A status this node's worker reported for one of its tasks.
@@ -455,6 +479,53 @@ impl Collector for ManagerCollector {
 #[derive(Debug)]
 struct NodeCollector {
     own: Arc<Mutex<OwnTasks>>,
+    mesh: Arc<Mutex<Option<MeshSource>>>,
+}
+
+/// The mesh's counts, labelled: (service, protocol, port) → connections, and refused.
+type MeshCounts = (Vec<((String, String, String), u64)>, u64);
+
+impl NodeCollector {
+    /// The node's mesh counters with the service publishing each port (a port no service
+    /// publishes any more is left out); none before the worker starts or when `nft` cannot
+    /// be read (said in the log).
+    fn mesh_counts(&self) -> Option<MeshCounts> {
+        let (node_id, services) = {
+            let source = self.mesh.lock().expect("not poisoned");
+            let source = source.as_ref()?;
+            let view = source.view.borrow();
+            let services: BTreeMap<(swarm_api::spec::Protocol, u16), String> = view
+                .mesh
+                .services
+                .values()
+                .flat_map(|s| {
+                    s.ports
+                        .iter()
+                        .filter_map(|p| Some(((p.protocol, p.published?), s.name.clone())))
+                })
+                .collect();
+            (source.node_id.clone(), services)
+        };
+        let counters = match swarm_agent::network::mesh_counters(&node_id) {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::debug!(%error, "metrics: cannot read the mesh's counters");
+                return None;
+            }
+        };
+        let connections = counters
+            .connections
+            .iter()
+            .filter_map(|((protocol, port), count)| {
+                let service = services.get(&(*protocol, *port))?;
+                Some((
+                    (service.clone(), protocol.to_string(), port.to_string()),
+                    *count,
+                ))
+            })
+            .collect();
+        Some((connections, counters.refused))
+    }
 }
 
 impl Collector for NodeCollector {
@@ -467,7 +538,36 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&running)
+            .encode_gauge(&running)?;
+        let Some((connections, refused)) = self.mesh_counts() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "swarm_mesh_connections",
+            "Connections this node's routing mesh sent to a task (here or on another node), \
+             by service and published port; ports with the PROXY protocol count where their \
+             task runs.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((service, protocol, port), count) in &connections {
+            let labels = [
+                ("service", service.as_str()),
+                ("protocol", protocol.as_str()),
+                ("port", port.as_str()),
+            ];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(count, None)?;
+        }
+        encoder
+            .encode_descriptor(
+                "swarm_mesh_refused",
+                "Connections another node sent for a port with no serving task here, refused.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&refused, None)
     }
 }
 

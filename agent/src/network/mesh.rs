@@ -45,7 +45,7 @@ use swarm_api::spec::{Protocol, PublishMode};
 
 use super::bridge::{bridge_name, hex_digest};
 
-pub use kernel::{Mesh, follow};
+pub use kernel::{Mesh, MeshCounters, counters, follow};
 pub use proxy::Proxies;
 
 /// What a node's mesh is made of.
@@ -211,16 +211,41 @@ fn l4(protocol: Protocol, port: u16) -> String {
     format!("meta l4proto {protocol} th dport {port}")
 }
 
-/// The node's whole ruleset as one `nft -f` script: the table made if missing, deleted and
-/// made again in the same transaction, so that a change is atomic.
-pub fn render(node_id: &str, desired: &NodeMesh) -> String {
+/// The named counter of the connections a port's rules DNAT'ed (each rule sees the first
+/// packet of a connection only).
+pub fn connections_counter(protocol: Protocol, port: u16) -> String {
+    format!("conn_{protocol}_{port}")
+}
+
+/// The named counter of the connections refused because they came by the link for a port
+/// with no task here.
+pub const REFUSED_COUNTER: &str = "refused";
+
+/// The node's whole ruleset as one `nft -f` script, applied in one transaction: the table
+/// made if missing and flushed (its chains emptied, its counters kept, so they count on
+/// across changes), the counters of ports `previous` had and `desired` has not removed,
+/// then every rule again.
+pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String {
     let table = table_name(node_id);
     let link = link_name(node_id);
     let bridge = bridge_name(node_id);
     let mut out = String::new();
     let _ = writeln!(out, "table ip {table} {{}}");
-    let _ = writeln!(out, "delete table ip {table}");
+    let _ = writeln!(out, "flush table ip {table}");
+    for (protocol, port) in previous.ports.keys() {
+        if !desired.ports.contains_key(&(*protocol, *port)) {
+            // Made first, so the delete holds whatever the kernel has.
+            let counter = connections_counter(*protocol, *port);
+            let _ = writeln!(out, "add counter ip {table} {counter}");
+            let _ = writeln!(out, "delete counter ip {table} {counter}");
+        }
+    }
     let _ = writeln!(out, "table ip {table} {{");
+    let _ = writeln!(out, "\tcounter {REFUSED_COUNTER} {{\n\t}}");
+    for (protocol, port) in desired.ports.keys() {
+        let counter = connections_counter(*protocol, *port);
+        let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");
+    }
 
     let _ = writeln!(out, "\tchain prerouting {{");
     let _ = writeln!(
@@ -229,10 +254,11 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
     );
     for ((protocol, published), port) in &desired.ports {
         let matches = l4(*protocol, *published);
+        let counter = connections_counter(*protocol, *published);
         if port.mode == PublishMode::Ingress && desired.link.is_some() && !port.local.is_empty() {
             let _ = writeln!(
                 out,
-                "\t\tiifname \"{link}\" {matches} {} comment \"{}\"",
+                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {} comment \"{}\"",
                 dnat(&port.local),
                 port.service
             );
@@ -240,7 +266,7 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
         if !port.backends.is_empty() && !port.proxy_protocol {
             let _ = writeln!(
                 out,
-                "\t\tiifname != \"{link}\" fib daddr type local {matches} {} comment \"{}\"",
+                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {} comment \"{}\"",
                 dnat(&port.backends),
                 port.service
             );
@@ -257,8 +283,9 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
         if !port.backends.is_empty() && !port.proxy_protocol {
             let _ = writeln!(
                 out,
-                "\t\tfib daddr type local {} {} comment \"{}\"",
+                "\t\tfib daddr type local {} counter name \"{}\" {} comment \"{}\"",
                 l4(*protocol, *published),
+                connections_counter(*protocol, *published),
                 dnat(&port.backends),
                 port.service
             );
@@ -294,9 +321,12 @@ pub fn render(node_id: &str, desired: &NodeMesh) -> String {
     );
     let _ = writeln!(
         out,
-        "\t\tiifname \"{link}\" ct state new meta l4proto tcp reject with tcp reset"
+        "\t\tiifname \"{link}\" ct state new meta l4proto tcp counter name \"{REFUSED_COUNTER}\" reject with tcp reset"
     );
-    let _ = writeln!(out, "\t\tiifname \"{link}\" ct state new reject");
+    let _ = writeln!(
+        out,
+        "\t\tiifname \"{link}\" ct state new counter name \"{REFUSED_COUNTER}\" reject"
+    );
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain forward {{");
     let _ = writeln!(
@@ -424,17 +454,17 @@ mod tests {
         );
         let db = &mesh.ports[&(Protocol::Tcp, 5432)];
         assert_eq!(db.backends, [(Ipv4Addr::new(198, 19, 2, 7), 5432)]);
-        let script = render("b", &mesh);
+        let script = render("b", &mesh, &NodeMesh::default());
         let table = table_name("b");
         let link = link_name("b");
         assert!(script.starts_with(&format!(
-            "table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n"
+            "table ip {table} {{}}\nflush table ip {table}\ntable ip {table} {{\n"
         )));
         assert!(script.contains(&format!(
-            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
+            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
         )));
         assert!(script.contains(
-            "fib daddr type local meta l4proto tcp th dport 5432 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
         ));
         assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
     }
@@ -455,7 +485,7 @@ mod tests {
             .remove("web-id");
         let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
         assert_eq!(mesh, NodeMesh::default());
-        assert!(!render("a", &mesh).contains("snat"));
+        assert!(!render("a", &mesh, &NodeMesh::default()).contains("snat"));
     }
 
     /// The kernel's own parser accepts the ruleset (`nft --check`: nothing is set).
@@ -469,7 +499,7 @@ mod tests {
         }
         let local = local(&[("t2", [198, 19, 2, 5]), ("d1", [198, 19, 2, 7])]);
         let mesh = NodeMesh::from_view(&view(), "b", &local);
-        let script = render("b", &mesh);
+        let script = render("b", &mesh, &NodeMesh::default());
         crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
             .unwrap_or_else(|error| panic!("{error}"));
     }

@@ -95,7 +95,11 @@ impl Mesh {
         let mut args = vec!["-q", "-w"];
         args.extend(settings.iter().map(String::as_str));
         run("sysctl", &args, None)?;
-        run("nft", &["-f", "-"], Some(&render(node, desired)))?;
+        run(
+            "nft",
+            &["-f", "-"],
+            Some(&render(node, desired, &self.current)),
+        )?;
         Ok(())
     }
 
@@ -115,6 +119,64 @@ impl Mesh {
         self.clean = true;
         Ok(())
     }
+}
+
+/// What the node's mesh counted since its table was made: the connections each port's
+/// rules sent on (by protocol and port), and those refused because they came by the link
+/// for a port with no task here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshCounters {
+    pub connections: BTreeMap<(swarm_api::spec::Protocol, u16), u64>,
+    pub refused: u64,
+}
+
+/// Reads node `node_id`'s counters from the kernel; none while it has no mesh table.
+pub fn counters(node_id: &str) -> Result<MeshCounters, NetworkError> {
+    let table = table_name(node_id);
+    match run(
+        "nft",
+        &["-j", "list", "counters", "table", "ip", &table],
+        None,
+    ) {
+        Ok(json) => Ok(parse_counters(&json)),
+        Err(NetworkError::Command { stderr, .. }) if stderr.contains("No such file") => {
+            Ok(MeshCounters::default())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The counters of `nft -j list counters` output.
+fn parse_counters(json: &str) -> MeshCounters {
+    use swarm_api::spec::Protocol;
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut counters = MeshCounters::default();
+    for item in value["nftables"].as_array().into_iter().flatten() {
+        let counter = &item["counter"];
+        let (Some(name), Some(packets)) = (counter["name"].as_str(), counter["packets"].as_u64())
+        else {
+            continue;
+        };
+        if name == super::REFUSED_COUNTER {
+            counters.refused = packets;
+            continue;
+        }
+        let mut parts = name.split('_');
+        let (Some("conn"), Some(protocol), Some(port)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            "sctp" => Protocol::Sctp,
+            _ => continue,
+        };
+        if let Ok(port) = port.parse() {
+            counters.connections.insert((protocol, port), packets);
+        }
+    }
+    counters
 }
 
 /// The FORWARD rules of the link (the policy is DROP where Docker's engine ran): what
@@ -295,5 +357,24 @@ pub async fn follow(
         if !changed {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use swarm_api::spec::Protocol;
+
+    use super::*;
+
+    #[test]
+    fn counters_are_read_from_nft_json() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+            {"counter": {"family": "ip", "name": "refused", "table": "t", "handle": 2, "packets": 3, "bytes": 180}},
+            {"counter": {"family": "ip", "name": "conn_tcp_8080", "table": "t", "handle": 3, "packets": 41, "bytes": 2460}},
+            {"counter": {"family": "ip", "name": "conn_udp_53", "table": "t", "handle": 4, "packets": 7, "bytes": 420}}]}"#;
+        let counters = parse_counters(json);
+        assert_eq!(counters.refused, 3);
+        assert_eq!(counters.connections[&(Protocol::Tcp, 8080)], 41);
+        assert_eq!(counters.connections[&(Protocol::Udp, 53)], 7);
     }
 }
