@@ -352,8 +352,9 @@ fn a_restarted_node_adopts_its_tasks_and_sweeps_the_others() {
     node.network = None;
     node.network = Some(node.start(subnet));
     let rules = forward_rules();
-    // Between ports (-i, -o), out (-i, ! -o), back in (-o), MASQUERADE (! -o).
-    assert_eq!(rules.matches(&node.bridge()).count(), 6, "{rules}");
+    // Between ports (-i, -o), out (-i, ! -o), back in (-o), in for the mesh's DNAT (-o),
+    // MASQUERADE (! -o).
+    assert_eq!(rules.matches(&node.bridge()).count(), 7, "{rules}");
 
     let network = node.network();
     assert_eq!(
