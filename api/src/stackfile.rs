@@ -88,24 +88,25 @@ pub struct Service {
     pub depends_on: Unsupported,
     #[serde(default)]
     pub devices: Unsupported,
-    #[serde(default)]
-    pub dns: Unsupported,
-    #[serde(default)]
-    pub dns_opt: Unsupported,
-    #[serde(default)]
-    pub dns_search: Unsupported,
+    /// Nameservers for names the cluster does not answer: addresses.
+    pub dns: Option<StringOrList>,
+    /// Resolver options (`ndots:2`, `timeout:1`, …) for the task's /etc/resolv.conf.
+    pub dns_opt: Option<Vec<String>>,
+    /// Search domains for the task's /etc/resolv.conf.
+    pub dns_search: Option<StringOrList>,
     #[serde(default)]
     pub domainname: Unsupported,
     #[serde(default)]
     pub expose: Unsupported,
     #[serde(default)]
     pub external_links: Unsupported,
-    #[serde(default)]
-    pub extra_hosts: Unsupported,
+    /// Lines added to the task's /etc/hosts: a list of `HOST:ADDRESS` (or `HOST=ADDRESS`), or
+    /// a map of host to address.
+    pub extra_hosts: Option<ListOrMap>,
     /// Supplementary groups, by name or number.
     pub group_add: Option<Vec<StringOrNumber>>,
-    #[serde(default)]
-    pub init: Unsupported,
+    /// Run swarm's minimal init as PID 1: it reaps zombies and forwards signals.
+    pub init: Option<bool>,
     #[serde(default)]
     pub ipc: Unsupported,
     #[serde(default)]

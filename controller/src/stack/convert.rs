@@ -17,7 +17,7 @@ use swarm_api::spec::{
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
 
-mod runtime;
+pub(crate) mod runtime;
 
 use super::Stack;
 use super::diagnostic::{Diagnostics, Span};
