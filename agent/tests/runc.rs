@@ -354,6 +354,61 @@ async fn process_options_reach_the_container() {
     node.assert_clean().await;
 }
 
+/// A service's `extra_hosts` and resolver settings are what the container reads in its
+/// /etc/hosts and /etc/resolv.conf.
+#[tokio::test]
+async fn extra_hosts_and_resolver_settings_reach_the_container() {
+    let Some(node) = Node::new("resolver") else {
+        return;
+    };
+    let extra = [swarm_api::spec::ExtraHost {
+        name: "db".into(),
+        address: "10.0.0.5".parse().unwrap(),
+    }];
+    let dns = swarm_api::spec::DnsConfig {
+        nameservers: vec!["192.0.2.53".parse().unwrap()],
+        search: vec!["lab.example".into()],
+        options: vec!["ndots:2".into()],
+    };
+    let node_resolv = "nameserver 10.0.0.2\nsearch corp.example\n";
+    let paths = swarm_agent::network::ContainerFiles::new(
+        "resolver",
+        &[],
+        "198.18.248.2".parse().unwrap(),
+        node_resolv,
+        &[],
+    )
+    .and_then(|files| files.with_extra_hosts(&extra))
+    .unwrap()
+    .with_dns(node_resolv, None, &dns)
+    .write_to(&node.dir.path().join("etc"))
+    .unwrap();
+    let mut config = node.sh(
+        "resolver",
+        "grep -v localhost /etc/hosts; cat /etc/resolv.conf",
+    );
+    config.files = [
+        (paths.hosts, "/etc/hosts"),
+        (paths.resolv_conf, "/etc/resolv.conf"),
+    ]
+    .into_iter()
+    .map(|(source, destination)| FileMount {
+        source,
+        destination: destination.into(),
+        read_only: false,
+    })
+    .collect();
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("resolver").await.exit, Exit::Code(0));
+    assert_eq!(
+        fs::read_to_string(&config.logs.stdout).unwrap(),
+        "198.18.248.2\tresolver\n10.0.0.5\tdb\n\
+         nameserver 192.0.2.53\nsearch lab.example\noptions ndots:2\n"
+    );
+    node.runtime.delete("resolver").await.unwrap();
+    node.assert_clean().await;
+}
+
 #[tokio::test]
 async fn stop_with_grace_then_sigkill() {
     let Some(node) = Node::new("stop") else {

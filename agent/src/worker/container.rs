@@ -64,6 +64,10 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .rsplit_once('_')
         .map_or(task.service_name.as_str(), |(_, name)| name);
     let resolv = crate::network::node_resolv_conf().unwrap_or_default();
+    // A task on overlay networks finds services by name through the node's DNS server,
+    // which listens on its gateway (the node bridge's address) and forwards the rest to the
+    // service's nameservers, or the node's.
+    let through = (!task.spec.networks.is_empty()).then_some(attached.gateway);
     let files = ContainerFiles::new(
         &hostname,
         &[short_service.to_owned()],
@@ -71,17 +75,11 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &resolv,
         &[],
     )
+    .and_then(|files| files.with_extra_hosts(&container.runtime.extra_hosts))
+    .map_err(|e| e.to_string())?
+    .with_dns(&resolv, through, &container.runtime.dns)
+    .write_to(&dir.join("etc"))
     .map_err(|e| e.to_string())?;
-    // A task on overlay networks finds services by name through the node's DNS server,
-    // which listens on its gateway (the node bridge's address).
-    let files = if task.spec.networks.is_empty() {
-        files
-    } else {
-        files.resolving_through(attached.gateway, &resolv)
-    };
-    let files = files
-        .write_to(&dir.join("etc"))
-        .map_err(|e| e.to_string())?;
     let user = user(
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
