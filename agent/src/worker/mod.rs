@@ -35,6 +35,15 @@ use crate::network::{
 
 pub use container::Prepared;
 
+/// A task as the node's DNS server knows the questions from its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    pub task_id: String,
+    /// Where the server forwards the task's questions it does not answer: its service's
+    /// nameservers (`dns`); empty, the node's.
+    pub nameservers: Vec<std::net::IpAddr>,
+}
+
 /// Where a node keeps what its tasks need.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -145,7 +154,7 @@ struct Shared {
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
     /// The task each address of the node's subnet belongs to, from its attach until it
     /// ends: how the node's DNS server knows who asks.
-    addresses: watch::Sender<BTreeMap<Ipv4Addr, String>>,
+    addresses: watch::Sender<BTreeMap<Ipv4Addr, Asker>>,
 }
 
 impl Worker {
@@ -275,7 +284,7 @@ impl Worker {
                 // Never started here (or long gone): say so, so the managers stop asking.
                 let mut lifecycle = Lifecycle::new();
                 lifecycle.on(Event::Desired(DesiredState::Shutdown));
-                shared.report(&task.id, &lifecycle, None);
+                shared.report(&task, &lifecycle, None);
                 continue;
             }
             let (desired, receiver) = watch::channel(task.desired);
@@ -291,9 +300,9 @@ impl Worker {
         self.shared.subnet.subscribe()
     }
 
-    /// The address each task of this node asks from (its `eth0`) → its id, for the tasks
+    /// The address each task of this node asks from (its `eth0`) → the task, for the tasks
     /// attached and not ended; the receiver sees every change.
-    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, String>> {
+    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, Asker>> {
         self.shared.addresses.subscribe()
     }
 
@@ -521,15 +530,20 @@ impl Shared {
         }
     }
 
-    fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+    fn report(&self, task: &Task, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+        let id = &task.id;
         let ended = lifecycle.state().is_terminal();
         self.addresses.send_if_modified(|addresses| match address {
             Some(address) if !ended => {
-                addresses.insert(address, id.to_owned()).as_deref() != Some(id)
+                let asker = Asker {
+                    task_id: id.clone(),
+                    nameservers: task.spec.container.runtime.dns.nameservers.clone(),
+                };
+                addresses.insert(address, asker.clone()) != Some(asker)
             }
             _ => {
                 let before = addresses.len();
-                addresses.retain(|_, task| task != id);
+                addresses.retain(|_, asker| asker.task_id != *id);
                 addresses.len() != before
             }
         });
@@ -579,13 +593,13 @@ impl Shared {
             |prepared: &Option<Prepared>| prepared.as_ref().map(|p| p.address).or(adopted_address);
         let mut shown = (lifecycle.state(), lifecycle.message());
         if matches!(origin, Origin::Adopted { .. }) {
-            self.report(&id, &lifecycle, adopted_address);
+            self.report(&task, &lifecycle, adopted_address);
         }
         let mut action = lifecycle.on(Event::Desired(*desired.borrow_and_update()));
         loop {
             if (lifecycle.state(), lifecycle.message()) != shown {
                 shown = (lifecycle.state(), lifecycle.message());
-                self.report(&id, &lifecycle, address(&prepared));
+                self.report(&task, &lifecycle, address(&prepared));
             }
             let event = match action {
                 Action::Prepare => match container::prepare(&self, &task).await {
@@ -649,7 +663,7 @@ impl Shared {
             action = lifecycle.on(event);
         }
         if (lifecycle.state(), lifecycle.message()) != shown {
-            self.report(&id, &lifecycle, address(&prepared));
+            self.report(&task, &lifecycle, address(&prepared));
         }
         self.clone().clean_up(id).await;
     }
@@ -764,9 +778,13 @@ mod tests {
             }
         }
         let addresses = worker.task_addresses();
+        let asker = Asker {
+            task_id: "t1".to_owned(),
+            nameservers: Vec::new(),
+        };
         assert_eq!(
             *addresses.borrow(),
-            BTreeMap::from([("10.1.0.2".parse().unwrap(), "t1".to_owned())])
+            BTreeMap::from([("10.1.0.2".parse().unwrap(), asker)])
         );
         assert_eq!(
             states,
