@@ -125,6 +125,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             sysctls: runtime.sysctls.clone(),
             ulimits: runtime.ulimits.clone(),
             read_only_rootfs: runtime.read_only,
+            init: runtime.init.then(|| init_binary(shared)).transpose()?,
         },
         resources: Resources {
             memory_bytes: limits.memory.map(|m| m.0),
@@ -139,6 +140,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
+}
+
+/// swarm-init's path on the node, written by the first task that wants it.
+fn init_binary(shared: &Shared) -> Result<PathBuf, String> {
+    let mut installed = shared.init.lock().expect("not poisoned");
+    if let Some(path) = &*installed {
+        return Ok(path.clone());
+    }
+    let path = crate::exec::init::install(&shared.config.data_dir).map_err(|e| e.to_string())?;
+    *installed = Some(path.clone());
+    Ok(path)
 }
 
 /// Whether every network the task is on is `--internal` (Docker's rule: one network with a

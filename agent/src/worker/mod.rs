@@ -155,6 +155,8 @@ struct Shared {
     /// The task each address of the node's subnet belongs to, from its attach until it
     /// ends: how the node's DNS server knows who asks.
     addresses: watch::Sender<BTreeMap<Ipv4Addr, Asker>>,
+    /// swarm-init's path in the data dir, once the first task that wants it wrote it.
+    init: Mutex<Option<PathBuf>>,
 }
 
 impl Worker {
@@ -184,6 +186,7 @@ impl Worker {
             overlay_turn: tokio::sync::Mutex::new(()),
             reports,
             addresses: watch::Sender::new(BTreeMap::new()),
+            init: Mutex::new(None),
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
