@@ -42,6 +42,30 @@ pub struct ServiceSpec {
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
     pub endpoint: EndpointSpec,
+    /// Services (full names, of the same stack) whose tasks must run before this one's
+    /// are placed, sorted by name (`depends_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A service another waits for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
+/// When a dependency is met.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    /// Each of its tasks has started (a task with a healthcheck need not be healthy yet).
+    ServiceStarted,
+    /// Each of its tasks runs, past its healthcheck when it has one.
+    ServiceHealthy,
 }
 
 impl ServiceSpec {

@@ -873,4 +873,36 @@ mod tests {
         assert_eq!(api.dns.nameservers[0].to_string(), "10.0.0.53");
         assert!(!api.init);
     }
+
+    /// `depends_on` in either form names services of the same stack, by full name, with
+    /// their condition (`service_started` by default), sorted.
+    #[test]
+    fn depends_on_names_the_stacks_services() {
+        use swarm_api::spec::{Dependency, DependencyCondition};
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx:1.27\n    depends_on: [cache, api]\n  api:\n    image: nginx:1.27\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let depends_on = |name: &str| {
+            let service = stack.services.iter().find(|s| s.name.ends_with(name));
+            service.unwrap().depends_on.clone()
+        };
+        let dependency = |service: &str, condition| Dependency {
+            service: format!("{}_{service}", stack.name),
+            condition,
+        };
+        assert_eq!(
+            depends_on("web"),
+            [
+                dependency("api", DependencyCondition::ServiceStarted),
+                dependency("cache", DependencyCondition::ServiceStarted),
+            ]
+        );
+        assert_eq!(
+            depends_on("api"),
+            [dependency("db", DependencyCondition::ServiceHealthy)]
+        );
+        assert!(depends_on("db").is_empty());
+    }
 }
