@@ -739,6 +739,81 @@ mod tests {
         }
     }
 
+    /// A task's `init`, `extra_hosts` and `dns` reach its container: swarm-init written
+    /// into the data dir and named in the process options, the hosts line and the resolver
+    /// settings in the files bound at /etc (a task on no overlay network has the service's
+    /// nameservers in its resolv.conf), the nameservers beside the task's address for the
+    /// node's DNS server.
+    #[tokio::test(start_paused = true)]
+    async fn a_tasks_init_hosts_and_dns_reach_its_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen: Arc<Mutex<Option<crate::exec::ContainerConfig>>> = Arc::default();
+        let runtime = crate::exec::FakeRuntime::new({
+            let seen = seen.clone();
+            move |config| {
+                *seen.lock().unwrap() = Some(config.clone());
+                crate::exec::Script::default()
+            }
+        });
+        let io = WorkerIo {
+            runtime: Arc::new(runtime.clone()),
+            images: Arc::new(crate::image::FakeImages::new(Duration::from_millis(10))),
+            networking: Arc::new(crate::network::FakeNetworking::default()),
+            clock: system_clock(),
+        };
+        let data_dir = dir.path().join("data");
+        let config = WorkerConfig {
+            node_id: "n1".to_owned(),
+            node_hostname: "host1".to_owned(),
+            data_dir: data_dir.clone(),
+            run_dir: dir.path().join("run"),
+        };
+        let (worker, mut reports) = Worker::start(config, io).await.unwrap();
+        let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
+        let runtime_options = &mut task.spec.container.runtime;
+        runtime_options.init = true;
+        runtime_options.extra_hosts = vec![swarm_api::spec::ExtraHost {
+            name: "db".into(),
+            address: "10.0.0.5".parse().unwrap(),
+        }];
+        runtime_options.dns = swarm_api::spec::DnsConfig {
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["lab.example".into()],
+            options: Vec::new(),
+        };
+        worker
+            .assign(
+                vec![task],
+                Some("10.1.0.0/24".parse().unwrap()),
+                BTreeMap::new(),
+                NetworkView::default(),
+                FileContents::new(),
+            )
+            .await;
+        while reports.recv().await.unwrap().status.state != TaskState::Running {}
+        let config = seen.lock().unwrap().clone().expect("started");
+        let init = config.options.init.expect("an init");
+        assert_eq!(init, data_dir.join("swarm-init"));
+        assert!(init.is_file());
+        let file = |destination: &str| {
+            let mount = config.files.iter().find(|f| f.destination == destination);
+            std::fs::read_to_string(&mount.expect("bound").source).unwrap()
+        };
+        assert!(
+            file("/etc/hosts").ends_with("10.1.0.2\tt1 web\n10.0.0.5\tdb\n"),
+            "{}",
+            file("/etc/hosts")
+        );
+        let resolv = file("/etc/resolv.conf");
+        assert!(resolv.starts_with("nameserver 192.0.2.53\n"), "{resolv}");
+        assert!(resolv.ends_with("search lab.example\n"), "{resolv}");
+        let asker = worker.task_addresses().borrow()[&"10.1.0.2".parse().unwrap()].clone();
+        assert_eq!(
+            asker.nameservers,
+            ["192.0.2.53".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
     /// The worker over the fakes: a task assigned runs (pulled, attached, started) and is
     /// reported so; shut down, it stops and its container, network and rootfs go.
     #[tokio::test(start_paused = true)]
