@@ -37,6 +37,8 @@ ensure_rust() {
 ensure_build_tools() {
     ensure_packages git:git cc:gcc make:make pkg-config:pkg-config protoc:protobuf-compiler \
         /usr/include/openssl/ssl.h:libssl-dev
+    # The agent's build links swarm-init (the tasks' init) statically: glibc's libc.a.
+    ensure_packages "/usr/lib/$(uname -m)-linux-gnu/libc.a:libc6-dev"
     ensure_rust
 }
 

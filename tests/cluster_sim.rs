@@ -1057,3 +1057,88 @@ async fn virtual_ips_stay_unique_and_kept_across_a_leader_change() {
         assert_ne!(vips[&api], web_vip, "manager {id}");
     }
 }
+
+/// The services of a stack file's `yaml` (stack `s`), on no network.
+fn stack_services(yaml: &str) -> Vec<ServiceSpec> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let loaded = swarm_controller::stack::load(
+        &swarm_controller::source::WorkTree,
+        &path,
+        "s.yaml",
+        &|_| None,
+    );
+    let stack = loaded
+        .stack
+        .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+    let mut services = stack.services;
+    for spec in &mut services {
+        spec.task.networks.clear();
+    }
+    services
+}
+
+/// `depends_on` over the real store, orchestrator, workers and their healthchecks: a stack
+/// deployed whole in one entry (as `stack deploy` or a GitOps commit proposes it) places no
+/// task of `web` until every task of `db` passed its healthcheck; meanwhile `web`'s tasks
+/// say what they wait for; then they all run.
+#[tokio::test(start_paused = true)]
+async fn a_stack_starts_its_services_in_dependency_order() {
+    let mut sim = Sim::new(11).await;
+    let services = stack_services(
+        "services:\n  db:\n    image: db:1\n    healthcheck:\n      test: [CMD, ready]\n      \
+         interval: 3s\n    deploy:\n      replicas: 3\n  web:\n    image: web:1\n    \
+         depends_on:\n      db:\n        condition: service_healthy\n    deploy:\n      \
+         replicas: 20\n",
+    );
+    let actions = services
+        .into_iter()
+        .map(|spec| Action {
+            op: Op::Create,
+            kind: Kind::Service,
+            name: spec.name.clone(),
+            origin: Origin::default(),
+            changes: Vec::new(),
+            spec: Some(ObjectSpec::Service(Box::new(spec))),
+        })
+        .collect();
+    let outcome = sim
+        .apply(Command::ApplyPlan {
+            file_contents: Default::default(),
+            expected_version: None,
+            actions,
+            registry_auth: BTreeMap::new(),
+            override_git: false,
+        })
+        .await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    let (db, web) = (sim.service_id("s_db"), sim.service_id("s_web"));
+    let mut waited = 0;
+    for _ in 0..600 {
+        let db_healthy = {
+            let tasks: Vec<&Task> = sim.live_tasks(&db).collect();
+            tasks.len() == 3 && tasks.iter().all(|t| t.status.state == TaskState::Running)
+        };
+        let web_tasks: Vec<&Task> = sim.live_tasks(&web).collect();
+        if web_tasks.iter().any(|t| t.node_id.is_some()) {
+            assert!(
+                db_healthy,
+                "web placed before db is healthy: {}",
+                sim.summary()
+            );
+        } else if web_tasks.iter().any(|t| {
+            t.status.state == TaskState::Pending
+                && t.status.message == "waiting for service s_db to be healthy"
+        }) {
+            waited += 1;
+        }
+        if sim.running(&web, "web:1") == 20 {
+            break;
+        }
+        sim.step().await;
+    }
+    assert_eq!(sim.running(&web, "web:1"), 20, "{}", sim.summary());
+    // db's healthcheck passes after its first interval: web waited for it, seconds.
+    assert!(waited >= 10, "web waited {waited} rounds");
+}

@@ -337,6 +337,7 @@ async fn process_options_reach_the_container() {
         )]
         .into(),
         read_only_rootfs: true,
+        init: None,
     };
     node.runtime.start(&config).await.unwrap();
     assert_eq!(node.wait("opts").await.exit, Exit::Code(0));
@@ -351,6 +352,100 @@ async fn process_options_reach_the_container() {
     assert_eq!(lines[1..5], ["80", "256", "512", "root-read-only"], "{out}");
     assert_eq!(lines[5], "0 7 42", "{out}");
     node.runtime.delete("opts").await.unwrap();
+    node.assert_clean().await;
+}
+
+/// A service's `extra_hosts` and resolver settings are what the container reads in its
+/// /etc/hosts and /etc/resolv.conf.
+#[tokio::test]
+async fn extra_hosts_and_resolver_settings_reach_the_container() {
+    let Some(node) = Node::new("resolver") else {
+        return;
+    };
+    let extra = [swarm_api::spec::ExtraHost {
+        name: "db".into(),
+        address: "10.0.0.5".parse().unwrap(),
+    }];
+    let dns = swarm_api::spec::DnsConfig {
+        nameservers: vec!["192.0.2.53".parse().unwrap()],
+        search: vec!["lab.example".into()],
+        options: vec!["ndots:2".into()],
+    };
+    let node_resolv = "nameserver 10.0.0.2\nsearch corp.example\n";
+    let paths = swarm_agent::network::ContainerFiles::new(
+        "resolver",
+        &[],
+        "198.18.248.2".parse().unwrap(),
+        node_resolv,
+        &[],
+    )
+    .and_then(|files| files.with_extra_hosts(&extra))
+    .unwrap()
+    .with_dns(node_resolv, None, &dns)
+    .write_to(&node.dir.path().join("etc"))
+    .unwrap();
+    let mut config = node.sh(
+        "resolver",
+        "grep -v localhost /etc/hosts; cat /etc/resolv.conf",
+    );
+    config.files = [
+        (paths.hosts, "/etc/hosts"),
+        (paths.resolv_conf, "/etc/resolv.conf"),
+    ]
+    .into_iter()
+    .map(|(source, destination)| FileMount {
+        source,
+        destination: destination.into(),
+        read_only: false,
+    })
+    .collect();
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("resolver").await.exit, Exit::Code(0));
+    assert_eq!(
+        fs::read_to_string(&config.logs.stdout).unwrap(),
+        "198.18.248.2\tresolver\n10.0.0.5\tdb\n\
+         nameserver 192.0.2.53\nsearch lab.example\noptions ndots:2\n"
+    );
+    node.runtime.delete("resolver").await.unwrap();
+    node.assert_clean().await;
+}
+
+/// With swarm-init, PID 1 is the init: an orphan that exits is reaped, and SIGTERM sent to
+/// the container reaches the command, whose status the container ends with. The command
+/// (`sleep`, exec'd) neither reaps nor handles SIGTERM: as PID 1 it would leave the zombie
+/// and the kernel would drop the signal.
+#[tokio::test]
+async fn an_init_reaps_orphans_and_forwards_signals() {
+    let Some(node) = Node::new("init") else {
+        return;
+    };
+    let init = swarm_agent::exec::init::install(&node.dir.path().join("data")).unwrap();
+    // The subshell leaves a short sleep behind it, which PID 1 inherits.
+    let mut config = node.sh("init", "(sleep 0.2 &); echo ready; exec sleep 600");
+    config.options.init = Some(init);
+    config.options.read_only_rootfs = true;
+    node.runtime.start(&config).await.unwrap();
+    node.wait_for_line(&config, "ready").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let look = ExecRequest {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /proc/1/comm; cat /proc/[0-9]*/stat | awk '$3 == \"Z\"' | wc -l".into(),
+        ],
+        timeout: Duration::from_secs(10),
+        max_output: 4096,
+    };
+    let output = node.runtime.exec("init", &look).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.output),
+        "swarm-init\n0\n",
+        "PID 1, and the zombies left"
+    );
+    node.runtime.kill("init", libc::SIGTERM).await.unwrap();
+    let exit = node.wait("init").await.exit;
+    assert_eq!(exit, Exit::Code(128 + libc::SIGTERM), "{exit:?}");
+    node.runtime.delete("init").await.unwrap();
     node.assert_clean().await;
 }
 

@@ -42,6 +42,30 @@ pub struct ServiceSpec {
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
     pub endpoint: EndpointSpec,
+    /// Services (full names, of the same stack) whose tasks must run before this one's
+    /// are placed, sorted by name (`depends_on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A service another waits for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
+/// When a dependency is met.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    /// Each of its tasks has started (a task with a healthcheck need not be healthy yet).
+    ServiceStarted,
+    /// Each of its tasks runs, past its healthcheck when it has one.
+    ServiceHealthy,
 }
 
 impl ServiceSpec {
@@ -190,6 +214,46 @@ pub struct RuntimeOptions {
     /// Where the container's output goes; absent: `json-file` with swarm's rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_driver: Option<LogDriver>,
+    /// Lines added to the task's /etc/hosts, in the order given (Docker's `Hosts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
+    /// The task's resolver settings (Docker's `DNSConfig`).
+    #[serde(default, skip_serializing_if = "DnsConfig::is_default")]
+    pub dns: DnsConfig,
+    /// swarm's minimal init runs as PID 1, reaping zombies and forwarding signals to the
+    /// command (Docker's `--init`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+}
+
+/// One line of /etc/hosts: `address name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraHost {
+    pub name: String,
+    pub address: std::net::IpAddr,
+}
+
+/// How a task resolves names, each list in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Nameservers: on overlay networks, where the node's DNS server forwards the task's
+    /// questions it does not answer; otherwise the task's resolv.conf's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<std::net::IpAddr>,
+    /// Search domains of the task's resolv.conf, replacing the node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// Resolver options of the task's resolv.conf (`ndots:2`, `timeout:1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    pub fn is_default(&self) -> bool {
+        *self == DnsConfig::default()
+    }
 }
 
 impl RuntimeOptions {

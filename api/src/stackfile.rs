@@ -84,28 +84,30 @@ pub struct Service {
     pub cpus: Unsupported,
     #[serde(default)]
     pub credential_spec: Unsupported,
-    #[serde(default)]
-    pub depends_on: Unsupported,
+    /// Services of this stack whose tasks must run (or be healthy) before this one's start:
+    /// a list of names, or a map of name to `{condition}`.
+    pub depends_on: Option<DependsOn>,
     #[serde(default)]
     pub devices: Unsupported,
-    #[serde(default)]
-    pub dns: Unsupported,
-    #[serde(default)]
-    pub dns_opt: Unsupported,
-    #[serde(default)]
-    pub dns_search: Unsupported,
+    /// Nameservers for names the cluster does not answer: addresses.
+    pub dns: Option<StringOrList>,
+    /// Resolver options (`ndots:2`, `timeout:1`, …) for the task's /etc/resolv.conf.
+    pub dns_opt: Option<Vec<String>>,
+    /// Search domains for the task's /etc/resolv.conf.
+    pub dns_search: Option<StringOrList>,
     #[serde(default)]
     pub domainname: Unsupported,
     #[serde(default)]
     pub expose: Unsupported,
     #[serde(default)]
     pub external_links: Unsupported,
-    #[serde(default)]
-    pub extra_hosts: Unsupported,
+    /// Lines added to the task's /etc/hosts: a list of `HOST:ADDRESS` (or `HOST=ADDRESS`), or
+    /// a map of host to address.
+    pub extra_hosts: Option<ListOrMap>,
     /// Supplementary groups, by name or number.
     pub group_add: Option<Vec<StringOrNumber>>,
-    #[serde(default)]
-    pub init: Unsupported,
+    /// Run swarm's minimal init as PID 1: it reaps zombies and forwards signals.
+    pub init: Option<bool>,
     #[serde(default)]
     pub ipc: Unsupported,
     #[serde(default)]
@@ -151,6 +153,36 @@ pub struct Service {
     pub ulimits: Option<BTreeMap<String, UlimitValue>>,
     #[serde(default)]
     pub userns_mode: Unsupported,
+}
+
+/// `depends_on`: service names, or each with its condition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Dependency>),
+}
+
+/// One dependency in the long form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("patternProperties" = {"^x-": {}}))]
+pub struct Dependency {
+    /// `service_started` (default): its tasks run; `service_healthy`: they pass their
+    /// healthcheck.
+    pub condition: Option<DependencyCondition>,
+    /// `false`: a service the stack does not have is no error (a warning).
+    pub required: Option<bool>,
+    #[serde(default)]
+    pub restart: Unsupported,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyCondition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
 }
 
 /// A `ulimits` entry: one number for both limits, or each.

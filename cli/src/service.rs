@@ -224,6 +224,22 @@ pub struct CreateArgs {
     /// The log driver: json-file (default) or local
     #[arg(long)]
     log_driver: Option<String>,
+    /// A line of the task's /etc/hosts, HOST:ADDRESS (repeatable; Docker's `service create
+    /// --host`, which here names the daemon)
+    #[arg(long)]
+    add_host: Vec<String>,
+    /// A nameserver for names the cluster does not answer (repeatable)
+    #[arg(long)]
+    dns: Vec<String>,
+    /// A search domain of the task's resolv.conf (repeatable)
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// A resolver option of the task's resolv.conf, e.g. ndots:2 (repeatable)
+    #[arg(long)]
+    dns_option: Vec<String>,
+    /// Run swarm's init as PID 1: it reaps zombies and forwards signals to the command
+    #[arg(long)]
+    init: bool,
     /// How the service is found by name: vip (one virtual IP, balanced) or dnsrr (its
     /// tasks' addresses)
     #[arg(long)]
@@ -534,6 +550,11 @@ impl CreateArgs {
             group: self.group.clone(),
             log_driver: self.log_driver.clone(),
             log_opt: self.log_opt.clone(),
+            host: self.add_host.clone(),
+            dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_option: self.dns_option.clone(),
+            init: self.init,
             endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
@@ -683,6 +704,15 @@ mod tests {
             "local",
             "--log-opt",
             "max-size=5m",
+            "--add-host",
+            "db:10.0.0.5",
+            "--dns",
+            "10.0.0.53",
+            "--dns-search",
+            "corp.example",
+            "--dns-option",
+            "ndots:2",
+            "--init",
             "--endpoint-mode",
             "dnsrr",
             "--replicas-max-per-node",
@@ -767,6 +797,11 @@ mod tests {
             group: strings(&["audio"]),
             log_driver: Some("local".into()),
             log_opt: strings(&["max-size=5m"]),
+            host: strings(&["db:10.0.0.5"]),
+            dns: strings(&["10.0.0.53"]),
+            dns_search: strings(&["corp.example"]),
+            dns_option: strings(&["ndots:2"]),
+            init: true,
             endpoint_mode: Some("dnsrr".into()),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
@@ -854,6 +889,23 @@ mod tests {
             "audio",
             "--group-rm",
             "video",
+            "--host-add",
+            "db:10.0.0.5",
+            "--host-rm",
+            "old",
+            "--dns-add",
+            "10.0.0.53",
+            "--dns-rm",
+            "10.0.0.54",
+            "--dns-search-add",
+            "corp.example",
+            "--dns-search-rm",
+            "old.example",
+            "--dns-option-add",
+            "ndots:2",
+            "--dns-option-rm",
+            "edns0",
+            "--init=false",
             "--log-driver",
             "json-file",
             "--log-opt",
@@ -1017,6 +1069,15 @@ mod tests {
             group_rm: strings(&["video"]),
             log_driver: Some("json-file".into()),
             log_opt: strings(&["max-file=2"]),
+            host_add: strings(&["db:10.0.0.5"]),
+            host_rm: strings(&["old"]),
+            dns_add: strings(&["10.0.0.53"]),
+            dns_rm: strings(&["10.0.0.54"]),
+            dns_search_add: strings(&["corp.example"]),
+            dns_search_rm: strings(&["old.example"]),
+            dns_option_add: strings(&["ndots:2"]),
+            dns_option_rm: strings(&["edns0"]),
+            init: Some(false),
             endpoint_mode: Some("vip".into()),
             replicas_max_per_node: Some(3),
             force: true,

@@ -136,6 +136,33 @@ pub struct UpdateFlags {
     /// A log driver option, max-size=SIZE or max-file=N (repeatable)
     #[arg(long)]
     log_opt: Vec<String>,
+    /// Add a line to the task's /etc/hosts, HOST:ADDRESS (repeatable)
+    #[arg(long)]
+    host_add: Vec<String>,
+    /// Remove the /etc/hosts lines of HOST, or the one HOST:ADDRESS (repeatable)
+    #[arg(long)]
+    host_rm: Vec<String>,
+    /// Add a nameserver (repeatable)
+    #[arg(long)]
+    dns_add: Vec<String>,
+    /// Remove a nameserver (repeatable)
+    #[arg(long)]
+    dns_rm: Vec<String>,
+    /// Add a search domain (repeatable)
+    #[arg(long)]
+    dns_search_add: Vec<String>,
+    /// Remove a search domain (repeatable)
+    #[arg(long)]
+    dns_search_rm: Vec<String>,
+    /// Add a resolver option, e.g. ndots:2 (repeatable)
+    #[arg(long)]
+    dns_option_add: Vec<String>,
+    /// Remove a resolver option (repeatable)
+    #[arg(long)]
+    dns_option_rm: Vec<String>,
+    /// Run swarm's init as PID 1 (true or false)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    init: Option<bool>,
     /// vip or dnsrr
     #[arg(long)]
     endpoint_mode: Option<String>,
@@ -190,6 +217,15 @@ impl UpdateFlags {
             group_rm: self.group_rm.clone(),
             log_driver: self.log_driver.clone(),
             log_opt: self.log_opt.clone(),
+            host_add: self.host_add.clone(),
+            host_rm: self.host_rm.clone(),
+            dns_add: self.dns_add.clone(),
+            dns_rm: self.dns_rm.clone(),
+            dns_search_add: self.dns_search_add.clone(),
+            dns_search_rm: self.dns_search_rm.clone(),
+            dns_option_add: self.dns_option_add.clone(),
+            dns_option_rm: self.dns_option_rm.clone(),
+            init: self.init,
             endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             ..settings

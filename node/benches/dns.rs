@@ -29,7 +29,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, RecordType};
 use swarm_api::endpoints::{NetworkEndpoints, NetworkView, ServiceEndpoint, TaskEndpoint};
 use swarm_api::spec::EndpointMode;
-use swarm_node::dns::{DnsServer, Table};
+use swarm_node::dns::{DNS_PORT, DnsServer, Table};
 
 const SERVICES: u32 = 1_000;
 const TASKS_PER_SERVICE: u32 = 3;
@@ -46,9 +46,11 @@ const ROUNDS: usize = 3;
 
 fn main() {
     let view = view();
-    let askers: BTreeMap<Ipv4Addr, String> = [(Ipv4Addr::LOCALHOST, "t-client".to_owned())]
-        .into_iter()
-        .collect();
+    let client = swarm_agent::worker::Asker {
+        task_id: "t-client".to_owned(),
+        nameservers: Vec::new(),
+    };
+    let askers: BTreeMap<Ipv4Addr, _> = [(Ipv4Addr::LOCALHOST, client)].into_iter().collect();
     let mut builds: Vec<Duration> = (0..TABLE_BUILDS)
         .map(|_| {
             let started = Instant::now();
@@ -67,7 +69,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = {
         let _entered = runtime.enter();
-        DnsServer::start((Ipv4Addr::LOCALHOST, 0).into(), vec![]).unwrap()
+        DnsServer::start((Ipv4Addr::LOCALHOST, 0).into(), vec![], DNS_PORT).unwrap()
     };
     server.set_table(Table::new(&view, &askers));
     let dnsmasq = Dnsmasq::start();

@@ -101,6 +101,14 @@ pub fn spec(
             detail: "no command: give the service a command or the image an entrypoint".into(),
         });
     }
+    // With an init, it is PID 1 and the command its arguments (`--` ends its own).
+    let args: Vec<String> = match &config.options.init {
+        Some(_) => [super::init::CONTAINER_PATH.to_owned(), "--".to_owned()]
+            .into_iter()
+            .chain(config.args.iter().cloned())
+            .collect(),
+        None => config.args.clone(),
+    };
     let mut env = config.env.clone();
     if !env.iter().any(|pair| pair.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
@@ -145,7 +153,7 @@ pub fn spec(
                 .build()
                 .map_err(invalid)?,
         )
-        .args(config.args.clone())
+        .args(args)
         .env(env)
         .cwd(&config.cwd)
         .capabilities(
@@ -359,6 +367,14 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
         )?,
     ];
     let system = mounts.len();
+    if let Some(init) = &config.options.init {
+        mounts.push(mount(
+            super::init::CONTAINER_PATH,
+            "bind",
+            &init.to_string_lossy(),
+            &["rbind", "rprivate", "ro"],
+        )?);
+    }
     for file in &config.files {
         let mut options = vec!["rbind", "rprivate"];
         if file.read_only {
@@ -532,6 +548,34 @@ mod tests {
         assert_eq!(
             json["root"],
             json!({"path": "/data/rootfs/web", "readonly": false})
+        );
+    }
+
+    /// With an init, swarm-init is PID 1, bound read-only from the node, and the command
+    /// its arguments after `--`.
+    #[test]
+    fn an_init_runs_the_command() {
+        let mut config = config();
+        config.options.init = Some("/data/swarm-init".into());
+        let json = json_of(&config);
+        assert_eq!(
+            json["process"]["args"],
+            json!(["/sbin/swarm-init", "--", "httpd", "-f"])
+        );
+        let init = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sbin/swarm-init")
+            .expect("swarm-init is mounted");
+        assert_eq!(
+            *init,
+            json!({
+                "destination": "/sbin/swarm-init",
+                "type": "bind",
+                "source": "/data/swarm-init",
+                "options": ["rbind", "rprivate", "ro"],
+            })
         );
     }
 

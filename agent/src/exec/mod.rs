@@ -6,10 +6,12 @@
 //!   `process` (subreaper and pidfd exit watching), `cgroup` (OOM counters, cleanup) and
 //!   `logs` (log files, rotation, reading back and following).
 //! - `fake`: an in-memory runtime with scripted exits for simulations.
+//! - `init`: swarm-init, the static init a task with `init: true` runs as PID 1.
 
 pub mod bundle;
 pub mod cgroup;
 pub mod fake;
+pub mod init;
 pub mod lifecycle;
 pub mod logs;
 pub mod process;

@@ -66,6 +66,8 @@ pub struct ProcessOptions {
     pub ulimits: std::collections::BTreeMap<String, swarm_api::spec::Ulimit>,
     /// The root filesystem is read-only.
     pub read_only_rootfs: bool,
+    /// swarm-init on the host (see `init`), to run as PID 1 before the command.
+    pub init: Option<PathBuf>,
 }
 
 /// A mount the service asked for, its host side ready (see `crate::volume`).
@@ -257,6 +259,11 @@ pub enum RuntimeError {
     },
     #[error("the runtime cannot start: {detail}")]
     Setup { detail: String },
+    #[error("cannot install swarm-init at {path}: {source}")]
+    InitInstall {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The runtime's program is not installed: `runc not found in PATH`.
     #[error("{program} not found{}", if *.searched_path { " in PATH" } else { "" })]
     ProgramNotFound {

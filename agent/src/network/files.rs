@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use swarm_api::spec::{DnsConfig, ExtraHost};
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     #[error("invalid {what} {name:?}: {reason}")]
@@ -62,19 +64,40 @@ impl ContainerFiles {
         }
         Ok(ContainerFiles {
             hosts: hosts(hostname, aliases, address),
-            resolv_conf: resolv_conf(node_resolv_conf, nameservers),
+            resolv_conf: resolv_conf(node_resolv_conf, nameservers, &DnsConfig::default()),
             hostname: format!("{hostname}\n"),
         })
     }
 
-    /// The same files for a task on overlay networks, whose names the node's DNS server at
-    /// `server` (the node bridge's address, the task's gateway) answers, forwarding the
-    /// rest to the node's resolvers: it is the task's only nameserver. `ndots:0` makes a
-    /// bare service name (`back`) asked as it is first, not after each search domain of
-    /// the node (each a forward that may wait on the node's resolvers).
-    pub fn resolving_through(mut self, server: Ipv4Addr, node_resolv_conf: &str) -> Self {
-        self.resolv_conf = node_dns_resolv_conf(node_resolv_conf, server);
+    /// The task's resolv.conf. A task on overlay networks (`through`: the node's DNS
+    /// server, at the node bridge's address, the task's gateway) has that server as its
+    /// only nameserver: it answers the cluster's names and forwards the rest to the
+    /// service's nameservers, or the node's; `ndots:0` makes a bare service name (`back`)
+    /// asked as it is first, not after each search domain of the node (each a forward that
+    /// may wait on the resolvers). Otherwise the service's nameservers replace the node's.
+    /// The service's search domains and options replace the node's (as `docker run
+    /// --dns-search`, `--dns-option`).
+    pub fn with_dns(
+        mut self,
+        node_resolv_conf: &str,
+        through: Option<Ipv4Addr>,
+        dns: &DnsConfig,
+    ) -> Self {
+        self.resolv_conf = match through {
+            Some(server) => node_dns_resolv_conf(node_resolv_conf, server, dns),
+            None => resolv_conf(node_resolv_conf, &dns.nameservers, dns),
+        };
         self
+    }
+
+    /// The service's `extra_hosts` as lines of /etc/hosts after the task's own, in order.
+    pub fn with_extra_hosts(mut self, extra: &[ExtraHost]) -> Result<Self, FilesError> {
+        for host in extra {
+            check_name("extra host", &host.name, 253)?;
+            self.hosts
+                .push_str(&format!("{}\t{}\n", host.address, host.name));
+        }
+        Ok(self)
     }
 
     /// Writes the three files into `dir` (made if missing).
@@ -142,8 +165,9 @@ fn hosts(hostname: &str, aliases: &[String], address: Ipv4Addr) -> String {
 /// The node's configuration with its nameservers replaced by `nameservers`, or when none
 /// are given, by the node's own minus those a task cannot reach: loopback ones (they would
 /// be the task's own loopback) and IPv6 ones (tasks have IPv4 only). With none left, the
-/// file names no nameserver; `search` and `options` lines are kept.
-fn resolv_conf(node: &str, nameservers: &[IpAddr]) -> String {
+/// file names no nameserver; `search` and `options` lines are kept unless `dns` gives its
+/// own.
+fn resolv_conf(node: &str, nameservers: &[IpAddr], dns: &DnsConfig) -> String {
     let servers: Vec<IpAddr> = if nameservers.is_empty() {
         task_nameservers(node)
     } else {
@@ -155,29 +179,31 @@ fn resolv_conf(node: &str, nameservers: &[IpAddr]) -> String {
     }
     for line in node.lines() {
         let line = line.trim();
-        if ["search", "domain", "options"]
-            .iter()
-            .any(|keyword| line.split_whitespace().next() == Some(keyword))
-        {
-            out.push_str(line);
-            out.push('\n');
+        match line.split_whitespace().next() {
+            Some("search" | "domain") if dns.search.is_empty() => {}
+            Some("options") if dns.options.is_empty() => {}
+            _ => continue,
         }
+        out.push_str(line);
+        out.push('\n');
     }
+    out.push_str(&own_lines(dns));
     out
 }
 
-/// The node's configuration with `server` as its only nameserver and `ndots:0`; its
-/// `search` and `domain` lines and its other options are kept.
-fn node_dns_resolv_conf(node: &str, server: Ipv4Addr) -> String {
+/// The node's configuration with `server` as its only nameserver and `ndots:0` (unless the
+/// service sets ndots); its `search` and `domain` lines and its other options are kept,
+/// unless `dns` gives its own.
+fn node_dns_resolv_conf(node: &str, server: Ipv4Addr, dns: &DnsConfig) -> String {
     let mut out = format!("nameserver {server}\n");
     for line in node.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
-            Some("search" | "domain") => {
+            Some("search" | "domain") if dns.search.is_empty() => {
                 out.push_str(line.trim());
                 out.push('\n');
             }
-            Some("options") => {
+            Some("options") if dns.options.is_empty() => {
                 let options: Vec<&str> = words.filter(|o| !o.starts_with("ndots:")).collect();
                 if !options.is_empty() {
                     out.push_str(&format!("options {}\n", options.join(" ")));
@@ -186,7 +212,21 @@ fn node_dns_resolv_conf(node: &str, server: Ipv4Addr) -> String {
             _ => {}
         }
     }
-    out.push_str("options ndots:0\n");
+    out.push_str(&own_lines(dns));
+    if !dns.options.iter().any(|o| o.starts_with("ndots:")) {
+        out.push_str("options ndots:0\n");
+    }
+    out
+}
+
+/// The service's own `search` and `options` lines, when it gives them.
+fn own_lines(dns: &DnsConfig) -> String {
+    let mut out = String::new();
+    for (keyword, words) in [("search", &dns.search), ("options", &dns.options)] {
+        if !words.is_empty() {
+            out.push_str(&format!("{keyword} {}\n", words.join(" ")));
+        }
+    }
     out
 }
 
@@ -319,10 +359,94 @@ mod tests {
         for (node, expected) in cases {
             let files = ContainerFiles::new("t", &[], ADDRESS, node, &[])
                 .unwrap()
-                .resolving_through(Ipv4Addr::new(198, 18, 0, 1), node);
+                .with_dns(
+                    node,
+                    Some(Ipv4Addr::new(198, 18, 0, 1)),
+                    &DnsConfig::default(),
+                );
             assert_eq!(files.resolv_conf, *expected, "{node}");
             assert_eq!(files.hostname, "t\n");
         }
+    }
+
+    #[test]
+    fn a_services_dns_settings_replace_the_nodes() {
+        let node = "nameserver 10.0.0.2\nsearch corp.example\noptions edns0 ndots:3\n";
+        let dns = DnsConfig {
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["lab.example".into(), "example".into()],
+            options: vec!["ndots:2".into(), "timeout:1".into()],
+        };
+        let search_only = DnsConfig {
+            nameservers: dns.nameservers.clone(),
+            search: vec!["lab.example".into()],
+            options: Vec::new(),
+        };
+        let cases: &[(Option<Ipv4Addr>, &DnsConfig, &str)] = &[
+            (
+                None,
+                &dns,
+                "nameserver 192.0.2.53\nsearch lab.example example\noptions ndots:2 timeout:1\n",
+            ),
+            (
+                None,
+                &search_only,
+                "nameserver 192.0.2.53\noptions edns0 ndots:3\nsearch lab.example\n",
+            ),
+            // Through the node's server the nameservers are its forwarders, not the file's;
+            // the service's ndots wins over ndots:0.
+            (
+                Some(Ipv4Addr::new(198, 18, 0, 1)),
+                &dns,
+                "nameserver 198.18.0.1\nsearch lab.example example\noptions ndots:2 timeout:1\n",
+            ),
+            (
+                Some(Ipv4Addr::new(198, 18, 0, 1)),
+                &search_only,
+                "nameserver 198.18.0.1\noptions edns0\nsearch lab.example\noptions ndots:0\n",
+            ),
+        ];
+        for (through, dns, expected) in cases {
+            let files = ContainerFiles::new("t", &[], ADDRESS, node, &[])
+                .unwrap()
+                .with_dns(node, *through, dns);
+            assert_eq!(files.resolv_conf, *expected, "{through:?} {dns:?}");
+        }
+    }
+
+    #[test]
+    fn extra_hosts_follow_the_tasks_own_line() {
+        let extra = [
+            ExtraHost {
+                name: "db".into(),
+                address: "10.0.0.5".parse().unwrap(),
+            },
+            ExtraHost {
+                name: "cache".into(),
+                address: "2001:db8::7".parse().unwrap(),
+            },
+        ];
+        let files = ContainerFiles::new("web-1", &[], ADDRESS, "", &[])
+            .unwrap()
+            .with_extra_hosts(&extra)
+            .unwrap();
+        assert_eq!(
+            files.hosts,
+            "127.0.0.1\tlocalhost\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n\
+             198.19.3.2\tweb-1\n\
+             10.0.0.5\tdb\n\
+             2001:db8::7\tcache\n"
+        );
+        let evil = [ExtraHost {
+            name: "x\n1.2.3.4 evil".into(),
+            address: "10.0.0.5".parse().unwrap(),
+        }];
+        let error = ContainerFiles::new("web-1", &[], ADDRESS, "", &[])
+            .unwrap()
+            .with_extra_hosts(&evil)
+            .unwrap_err();
+        assert!(error.to_string().contains("invalid extra host"), "{error}");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .rsplit_once('_')
         .map_or(task.service_name.as_str(), |(_, name)| name);
     let resolv = crate::network::node_resolv_conf().unwrap_or_default();
+    // A task on overlay networks finds services by name through the node's DNS server,
+    // which listens on its gateway (the node bridge's address) and forwards the rest to the
+    // service's nameservers, or the node's.
+    let through = (!task.spec.networks.is_empty()).then_some(attached.gateway);
     let files = ContainerFiles::new(
         &hostname,
         &[short_service.to_owned()],
@@ -71,17 +75,11 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &resolv,
         &[],
     )
+    .and_then(|files| files.with_extra_hosts(&container.runtime.extra_hosts))
+    .map_err(|e| e.to_string())?
+    .with_dns(&resolv, through, &container.runtime.dns)
+    .write_to(&dir.join("etc"))
     .map_err(|e| e.to_string())?;
-    // A task on overlay networks finds services by name through the node's DNS server,
-    // which listens on its gateway (the node bridge's address).
-    let files = if task.spec.networks.is_empty() {
-        files
-    } else {
-        files.resolving_through(attached.gateway, &resolv)
-    };
-    let files = files
-        .write_to(&dir.join("etc"))
-        .map_err(|e| e.to_string())?;
     let user = user(
         container.user.as_deref().or(image.config.user.as_deref()),
         &rootfs,
@@ -127,6 +125,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             sysctls: runtime.sysctls.clone(),
             ulimits: runtime.ulimits.clone(),
             read_only_rootfs: runtime.read_only,
+            init: runtime.init.then(|| init_binary(shared)).transpose()?,
         },
         resources: Resources {
             memory_bytes: limits.memory.map(|m| m.0),
@@ -141,6 +140,17 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         image_stop_signal: image.config.stop_signal.clone(),
         image_healthcheck: image.config.healthcheck.clone(),
     })
+}
+
+/// swarm-init's path on the node, written by the first task that wants it.
+fn init_binary(shared: &Shared) -> Result<PathBuf, String> {
+    let mut installed = shared.init.lock().expect("not poisoned");
+    if let Some(path) = &*installed {
+        return Ok(path.clone());
+    }
+    let path = crate::exec::init::install(&shared.config.data_dir).map_err(|e| e.to_string())?;
+    *installed = Some(path.clone());
+    Ok(path)
 }
 
 /// Whether every network the task is on is `--internal` (Docker's rule: one network with a

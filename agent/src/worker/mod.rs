@@ -35,6 +35,15 @@ use crate::network::{
 
 pub use container::Prepared;
 
+/// A task as the node's DNS server knows the questions from its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    pub task_id: String,
+    /// Where the server forwards the task's questions it does not answer: its service's
+    /// nameservers (`dns`); empty, the node's.
+    pub nameservers: Vec<std::net::IpAddr>,
+}
+
 /// Where a node keeps what its tasks need.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -145,7 +154,9 @@ struct Shared {
     reports: mpsc::UnboundedSender<TaskStatusUpdate>,
     /// The task each address of the node's subnet belongs to, from its attach until it
     /// ends: how the node's DNS server knows who asks.
-    addresses: watch::Sender<BTreeMap<Ipv4Addr, String>>,
+    addresses: watch::Sender<BTreeMap<Ipv4Addr, Asker>>,
+    /// swarm-init's path in the data dir, once the first task that wants it wrote it.
+    init: Mutex<Option<PathBuf>>,
 }
 
 impl Worker {
@@ -175,6 +186,7 @@ impl Worker {
             overlay_turn: tokio::sync::Mutex::new(()),
             reports,
             addresses: watch::Sender::new(BTreeMap::new()),
+            init: Mutex::new(None),
         });
         tokio::spawn(gc::run(Arc::downgrade(&shared)));
         Ok((Worker { shared }, receiver))
@@ -275,7 +287,7 @@ impl Worker {
                 // Never started here (or long gone): say so, so the managers stop asking.
                 let mut lifecycle = Lifecycle::new();
                 lifecycle.on(Event::Desired(DesiredState::Shutdown));
-                shared.report(&task.id, &lifecycle, None);
+                shared.report(&task, &lifecycle, None);
                 continue;
             }
             let (desired, receiver) = watch::channel(task.desired);
@@ -291,9 +303,9 @@ impl Worker {
         self.shared.subnet.subscribe()
     }
 
-    /// The address each task of this node asks from (its `eth0`) → its id, for the tasks
+    /// The address each task of this node asks from (its `eth0`) → the task, for the tasks
     /// attached and not ended; the receiver sees every change.
-    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, String>> {
+    pub fn task_addresses(&self) -> watch::Receiver<BTreeMap<Ipv4Addr, Asker>> {
         self.shared.addresses.subscribe()
     }
 
@@ -521,15 +533,20 @@ impl Shared {
         }
     }
 
-    fn report(&self, id: &str, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+    fn report(&self, task: &Task, lifecycle: &Lifecycle, address: Option<std::net::Ipv4Addr>) {
+        let id = &task.id;
         let ended = lifecycle.state().is_terminal();
         self.addresses.send_if_modified(|addresses| match address {
             Some(address) if !ended => {
-                addresses.insert(address, id.to_owned()).as_deref() != Some(id)
+                let asker = Asker {
+                    task_id: id.clone(),
+                    nameservers: task.spec.container.runtime.dns.nameservers.clone(),
+                };
+                addresses.insert(address, asker.clone()) != Some(asker)
             }
             _ => {
                 let before = addresses.len();
-                addresses.retain(|_, task| task != id);
+                addresses.retain(|_, asker| asker.task_id != *id);
                 addresses.len() != before
             }
         });
@@ -579,13 +596,13 @@ impl Shared {
             |prepared: &Option<Prepared>| prepared.as_ref().map(|p| p.address).or(adopted_address);
         let mut shown = (lifecycle.state(), lifecycle.message());
         if matches!(origin, Origin::Adopted { .. }) {
-            self.report(&id, &lifecycle, adopted_address);
+            self.report(&task, &lifecycle, adopted_address);
         }
         let mut action = lifecycle.on(Event::Desired(*desired.borrow_and_update()));
         loop {
             if (lifecycle.state(), lifecycle.message()) != shown {
                 shown = (lifecycle.state(), lifecycle.message());
-                self.report(&id, &lifecycle, address(&prepared));
+                self.report(&task, &lifecycle, address(&prepared));
             }
             let event = match action {
                 Action::Prepare => match container::prepare(&self, &task).await {
@@ -649,7 +666,7 @@ impl Shared {
             action = lifecycle.on(event);
         }
         if (lifecycle.state(), lifecycle.message()) != shown {
-            self.report(&id, &lifecycle, address(&prepared));
+            self.report(&task, &lifecycle, address(&prepared));
         }
         self.clone().clean_up(id).await;
     }
@@ -722,6 +739,81 @@ mod tests {
         }
     }
 
+    /// A task's `init`, `extra_hosts` and `dns` reach its container: swarm-init written
+    /// into the data dir and named in the process options, the hosts line and the resolver
+    /// settings in the files bound at /etc (a task on no overlay network has the service's
+    /// nameservers in its resolv.conf), the nameservers beside the task's address for the
+    /// node's DNS server.
+    #[tokio::test(start_paused = true)]
+    async fn a_tasks_init_hosts_and_dns_reach_its_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen: Arc<Mutex<Option<crate::exec::ContainerConfig>>> = Arc::default();
+        let runtime = crate::exec::FakeRuntime::new({
+            let seen = seen.clone();
+            move |config| {
+                *seen.lock().unwrap() = Some(config.clone());
+                crate::exec::Script::default()
+            }
+        });
+        let io = WorkerIo {
+            runtime: Arc::new(runtime.clone()),
+            images: Arc::new(crate::image::FakeImages::new(Duration::from_millis(10))),
+            networking: Arc::new(crate::network::FakeNetworking::default()),
+            clock: system_clock(),
+        };
+        let data_dir = dir.path().join("data");
+        let config = WorkerConfig {
+            node_id: "n1".to_owned(),
+            node_hostname: "host1".to_owned(),
+            data_dir: data_dir.clone(),
+            run_dir: dir.path().join("run"),
+        };
+        let (worker, mut reports) = Worker::start(config, io).await.unwrap();
+        let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
+        let runtime_options = &mut task.spec.container.runtime;
+        runtime_options.init = true;
+        runtime_options.extra_hosts = vec![swarm_api::spec::ExtraHost {
+            name: "db".into(),
+            address: "10.0.0.5".parse().unwrap(),
+        }];
+        runtime_options.dns = swarm_api::spec::DnsConfig {
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["lab.example".into()],
+            options: Vec::new(),
+        };
+        worker
+            .assign(
+                vec![task],
+                Some("10.1.0.0/24".parse().unwrap()),
+                BTreeMap::new(),
+                NetworkView::default(),
+                FileContents::new(),
+            )
+            .await;
+        while reports.recv().await.unwrap().status.state != TaskState::Running {}
+        let config = seen.lock().unwrap().clone().expect("started");
+        let init = config.options.init.expect("an init");
+        assert_eq!(init, data_dir.join("swarm-init"));
+        assert!(init.is_file());
+        let file = |destination: &str| {
+            let mount = config.files.iter().find(|f| f.destination == destination);
+            std::fs::read_to_string(&mount.expect("bound").source).unwrap()
+        };
+        assert!(
+            file("/etc/hosts").ends_with("10.1.0.2\tt1 web\n10.0.0.5\tdb\n"),
+            "{}",
+            file("/etc/hosts")
+        );
+        let resolv = file("/etc/resolv.conf");
+        assert!(resolv.starts_with("nameserver 192.0.2.53\n"), "{resolv}");
+        assert!(resolv.ends_with("search lab.example\n"), "{resolv}");
+        let asker = worker.task_addresses().borrow()[&"10.1.0.2".parse().unwrap()].clone();
+        assert_eq!(
+            asker.nameservers,
+            ["192.0.2.53".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
     /// The worker over the fakes: a task assigned runs (pulled, attached, started) and is
     /// reported so; shut down, it stops and its container, network and rootfs go.
     #[tokio::test(start_paused = true)]
@@ -764,9 +856,13 @@ mod tests {
             }
         }
         let addresses = worker.task_addresses();
+        let asker = Asker {
+            task_id: "t1".to_owned(),
+            nameservers: Vec::new(),
+        };
         assert_eq!(
             *addresses.borrow(),
-            BTreeMap::from([("10.1.0.2".parse().unwrap(), "t1".to_owned())])
+            BTreeMap::from([("10.1.0.2".parse().unwrap(), asker)])
         );
         assert_eq!(
             states,

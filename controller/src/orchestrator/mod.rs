@@ -6,6 +6,7 @@
 //! rollback stands (`rollout`). The leader runs a pass whenever the store changes, and
 //! proposes its decisions as one `WriteTasks` entry.
 
+mod depends;
 mod global;
 mod placement;
 mod replicated;
@@ -74,7 +75,8 @@ pub fn pass_over(
     for id in &removed {
         removed_service(&tasks_of(id), &data.nodes, &mut decisions);
     }
-    placement::place(data, &mut decisions, Some(&scoped));
+    let tasks_of_dependency = |id: &str| store.tasks_of(id).collect();
+    placement::place(data, &mut decisions, Some(&scoped), &tasks_of_dependency);
     decisions.into_pass()
 }
 
@@ -87,6 +89,8 @@ fn full(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -> Pa
     for tasks in by_service.values_mut() {
         tasks.sort_by_key(|t| (t.created_at, t.id.as_str()));
     }
+    // The placement reads the tasks of services others depend on.
+    let all_by_service = by_service.clone();
     for service in &data.objects.services {
         let Some(id) = service.id.as_deref() else {
             continue;
@@ -96,7 +100,8 @@ fn full(now: Millis, data: &StoreData, new_id: &mut dyn FnMut() -> String) -> Pa
     }
     let orphans: Vec<&Task> = by_service.into_values().flatten().collect();
     removed_service(&orphans, &data.nodes, &mut decisions);
-    placement::place(data, &mut decisions, None);
+    let tasks_of_dependency = |id: &str| all_by_service.get(id).cloned().unwrap_or_default();
+    placement::place(data, &mut decisions, None, &tasks_of_dependency);
     decisions.into_pass()
 }
 

@@ -8,6 +8,7 @@ use swarm_api::store::{Node, StoreData, TaskChange};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 
 use super::Decisions;
+use super::depends::{TasksOf, waiting_for};
 use crate::scheduler::{self, Candidate, Group, Load, Resources};
 
 /// A node as the scheduler sees it.
@@ -40,9 +41,16 @@ fn reservations(spec: &TaskSpec) -> Resources {
     }
 }
 
-/// Places the new tasks and the pending ones among `among` (all the store's when `None`).
-/// The nodes' loads are counted only when there is something to place.
-pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>, among: Option<&[&Task]>) {
+/// Places the new tasks and the pending ones among `among` (all the store's when `None`),
+/// but those of services whose dependencies are not met (`tasks_of` gives a dependency's
+/// tasks), which stay pending saying why. The nodes' loads are counted only when there is
+/// something to place.
+pub(super) fn place<'t>(
+    data: &'t StoreData,
+    d: &mut Decisions<'_>,
+    among: Option<&[&'t Task]>,
+    tasks_of: &TasksOf<'t>,
+) {
     let stopping: HashSet<&str> = d
         .changes
         .iter()
@@ -58,7 +66,7 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>, among: Option<&[&Ta
         t.is_live() && !t.status.state.is_terminal() && !stopping.contains(t.id.as_str())
     };
     let unplaced = |t: &&Task| t.node_id.is_none() && t.status.state <= TaskState::Pending;
-    let pending: Vec<&Task> = match among {
+    let mut pending: Vec<&Task> = match among {
         Some(tasks) => tasks
             .iter()
             .copied()
@@ -74,7 +82,27 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>, among: Option<&[&Ta
             .filter(unplaced)
             .collect(),
     };
+    // Tasks waiting for their service's dependencies: (id, what they show, why they wait).
+    let mut waits: HashMap<&str, Option<String>> = HashMap::new();
+    let mut waiting: Vec<(String, (TaskState, String), String)> = Vec::new();
+    pending.retain(|task| {
+        let reason = waits.entry(task.service_id.as_str()).or_insert_with(|| {
+            let spec = data
+                .objects
+                .services
+                .iter()
+                .find(|s| s.id.as_deref() == Some(task.service_id.as_str()))?;
+            waiting_for(&spec.spec, data, tasks_of)
+        });
+        let Some(reason) = reason else {
+            return true;
+        };
+        let shown = (task.status.state, task.status.message.clone());
+        waiting.push((task.id.clone(), shown, reason.clone()));
+        false
+    });
     if pending.is_empty() {
+        hold(d, waiting);
         return;
     }
     let host_ports: HashMap<&str, Vec<(Protocol, u16)>> = data
@@ -191,6 +219,22 @@ pub(super) fn place(data: &StoreData, d: &mut Decisions<'_>, among: Option<&[&Ta
     // Deterministic order, for tests and for identical entries on a retry.
     changes.sort_by(|a, b| change_id(a).cmp(change_id(b)));
     d.changes.extend(changes);
+    hold(d, waiting);
+}
+
+/// Tasks waiting for their service's dependencies stay pending, saying why: `waiting` is
+/// each one's id, state and message now, and the reason.
+fn hold(d: &mut Decisions<'_>, waiting: Vec<(String, (TaskState, String), String)>) {
+    for (id, shown, reason) in waiting {
+        if let Some(task) = d.created.iter_mut().find(|t| t.id == id) {
+            task.status.state = TaskState::Pending;
+            task.status.message = reason;
+        } else if shown != (TaskState::Pending, reason.clone()) {
+            let mut status = TaskStatus::new(TaskState::Pending, d.now);
+            status.message = reason;
+            d.changes.push(TaskChange::Status { id, status });
+        }
+    }
 }
 
 fn change_id(change: &TaskChange) -> &str {

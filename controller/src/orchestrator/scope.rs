@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use swarm_api::spec::ServiceSpec;
 use swarm_api::task::{Task, TaskState};
 use swarm_api::units::Millis;
 
@@ -75,6 +76,9 @@ pub struct Dirty {
     /// Services whose update or rollback is under way or paused: the progress of their
     /// tasks drives it.
     rolling: BTreeSet<String>,
+    /// The services others depend on, by name → those others, by id: a task of the first
+    /// that starts (or runs, or stops) may let the others' tasks be placed.
+    awaited: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A task waiting for a node.
@@ -91,6 +95,7 @@ impl Dirty {
             scope: Scope::All,
             wake: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            awaited: BTreeMap::new(),
             rolling: data
                 .update_status
                 .iter()
@@ -98,6 +103,11 @@ impl Dirty {
                 .map(|(id, _)| id.clone())
                 .collect(),
         };
+        for service in &data.objects.services {
+            if let Some(id) = &service.id {
+                dirty.await_dependencies(id, &service.spec);
+            }
+        }
         for task in data.tasks.values().filter(|t| waiting(t)) {
             dirty
                 .waiting
@@ -119,6 +129,14 @@ impl Dirty {
         for change in &changes.changed {
             match change {
                 Changed::Task { id, task } => {
+                    if let Some(dependents) = task
+                        .as_ref()
+                        .and_then(|t| self.awaited.get(&t.service_name))
+                    {
+                        for dependent in dependents {
+                            self.scope.add_service(dependent.clone());
+                        }
+                    }
                     match task {
                         Some(task) if waiting(task) => {
                             self.waiting
@@ -143,6 +161,7 @@ impl Dirty {
                     ..
                 } => {
                     if let Some(id) = &service.id {
+                        self.await_dependencies(id, &service.spec);
                         if update_status
                             .as_ref()
                             .is_some_and(|status| !status.state.is_completed())
@@ -182,6 +201,20 @@ impl Dirty {
             && task.node_id.is_some()
             && !task.status.state.is_terminal()
             && !self.rolling.contains(&task.service_id)
+    }
+
+    /// Records what service `id` depends on, instead of what it did.
+    fn await_dependencies(&mut self, id: &str, spec: &ServiceSpec) {
+        self.awaited.retain(|_, dependents| {
+            dependents.remove(id);
+            !dependents.is_empty()
+        });
+        for dependency in &spec.depends_on {
+            self.awaited
+                .entry(dependency.service.clone())
+                .or_default()
+                .insert(id.to_owned());
+        }
     }
 
     fn placed(&mut self, task_id: &str) {

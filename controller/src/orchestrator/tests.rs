@@ -301,6 +301,20 @@ impl Sim {
         });
     }
 
+    /// The agents report every live task of `service` in `state`.
+    fn report(&mut self, service: &str, state: TaskState) {
+        let tasks: Vec<(String, String)> = self
+            .live(service)
+            .iter()
+            .map(|t| (t.id.clone(), t.node_id.clone().expect("placed")))
+            .collect();
+        for (id, node_id) in tasks {
+            let status = TaskStatus::new(state, self.now);
+            let updates = vec![TaskStatusUpdate { id, status }];
+            self.apply(Command::TaskStatuses { node_id, updates });
+        }
+    }
+
     fn live(&self, service: &str) -> Vec<&Task> {
         self.data()
             .tasks
@@ -637,6 +651,76 @@ fn unschedulable_tasks_wait_with_the_reason_then_go_when_a_node_fits() {
         sim.running_per_node("db"),
         BTreeMap::from([("n01".to_owned(), 1)])
     );
+}
+
+/// `depends_on`: a service's tasks stay pending, saying what they wait for, until every
+/// task of its dependency is healthy (Running: the agent reports a task with a healthcheck
+/// Starting until it passes) — or, with `service_started`, has started; then they are
+/// placed, and what becomes of the dependency afterwards does not stop them. Every scoped
+/// pass decides as a full one: a dependency's task reaching Running wakes the dependents.
+#[test]
+fn a_service_waits_for_its_dependencies_to_run() {
+    use swarm_api::spec::{Dependency, DependencyCondition};
+    let mut sim = Sim::new(3);
+    let mut web = spec("web", "    deploy:\n      replicas: 2\n");
+    web.depends_on = vec![Dependency {
+        service: "s_db".into(),
+        condition: DependencyCondition::ServiceHealthy,
+    }];
+    // The store refuses a dependency on a service it does not have: the dependency first.
+    sim.put_service(spec("db", "    deploy:\n      replicas: 2\n"));
+    sim.settle();
+    sim.put_service(web);
+    sim.settle();
+    let messages = |sim: &Sim, service: &str| -> Vec<(TaskState, String)> {
+        let tasks = sim.live(service);
+        tasks
+            .iter()
+            .map(|t| (t.status.state, t.status.message.clone()))
+            .collect()
+    };
+    let waiting = |reason: &str| vec![(TaskState::Pending, reason.to_owned()); 2];
+    assert_eq!(
+        messages(&sim, "web"),
+        waiting("waiting for service s_db to be healthy")
+    );
+    assert_eq!(sim.pass(), 0, "the same reason is not written again");
+    // Started, not healthy yet: the dependents wait on.
+    sim.report("db", TaskState::Starting);
+    sim.settle();
+    assert!(sim.live("web").iter().all(|t| t.node_id.is_none()));
+    sim.report("db", TaskState::Running);
+    sim.settle();
+    assert!(sim.live("web").iter().all(|t| t.node_id.is_some()));
+    sim.converge();
+    assert_eq!(sim.running_per_node("web").values().sum::<usize>(), 2);
+
+    // A failed dependency does not stop them.
+    let db_task = sim.live("db")[0].id.clone();
+    sim.fail(&db_task);
+    sim.settle();
+    assert_eq!(sim.running_per_node("web").values().sum::<usize>(), 2);
+
+    // service_started: a started task is enough.
+    let mut api = spec("api", "");
+    api.depends_on = vec![Dependency {
+        service: "s_cache".into(),
+        condition: DependencyCondition::ServiceStarted,
+    }];
+    sim.put_service(spec("cache", ""));
+    sim.settle();
+    sim.put_service(api);
+    sim.settle();
+    assert_eq!(
+        messages(&sim, "api"),
+        [(
+            TaskState::Pending,
+            "waiting for service s_cache to start".to_owned()
+        )]
+    );
+    sim.report("cache", TaskState::Starting);
+    sim.settle();
+    assert!(sim.live("api")[0].node_id.is_some());
 }
 
 #[test]

@@ -17,7 +17,8 @@ use swarm_api::spec::{
 use swarm_api::stackfile::{self as file, External, ListOrMap, StackFile, StringOrList};
 use swarm_api::units::GoDuration;
 
-mod runtime;
+pub(crate) mod depends;
+pub(crate) mod runtime;
 
 use super::Stack;
 use super::diagnostic::{Diagnostics, Span};
@@ -186,10 +187,14 @@ impl Converter<'_> {
         let mut published = BTreeMap::new();
         for (key, service) in &file.services {
             let loc = top.key("services").key(key);
-            if let Some(spec) = self.service(key, service, &loc, &names, &mut published) {
+            let depends_on =
+                self.dependencies(key, service, &file.services, &loc.key("depends_on"));
+            if let Some(mut spec) = self.service(key, service, &loc, &names, &mut published) {
+                spec.depends_on = depends_on;
                 stack.services.push(spec);
             }
         }
+        self.dependency_cycles(&file.services, &top);
         stack.externals = used_externals(file, &stack.services, &names);
         stack
     }
@@ -503,6 +508,8 @@ impl Converter<'_> {
             update: update_policy(deploy.update_config.as_ref()),
             rollback: update_policy(deploy.rollback_config.as_ref()),
             endpoint,
+            // Set by the caller, which knows the stack's other services.
+            depends_on: Vec::new(),
         })
     }
 

@@ -842,4 +842,67 @@ mod tests {
         assert!(spec.task.container.runtime.is_default());
         assert!(!serde_json::to_string(spec).unwrap().contains("runtime"));
     }
+
+    /// `extra_hosts` (list or map), `dns`, `dns_search`, `dns_opt` and `init` reach the spec
+    /// in the order given; a single string is a list of one.
+    #[test]
+    fn resolver_keys_and_init_reach_the_spec() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let runtime = |name: &str| {
+            let service = stack.services.iter().find(|s| s.name.ends_with(name));
+            service.unwrap().task.container.runtime.clone()
+        };
+        let web = runtime("web");
+        let hosts: Vec<String> = web
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{} {}", h.address, h.name))
+            .collect();
+        assert_eq!(hosts, ["10.0.0.5 db", "2001:db8::7 cache", "10.0.0.4 api"]);
+        let servers: Vec<String> = web.dns.nameservers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(servers, ["10.0.0.53", "10.0.0.54"]);
+        assert_eq!(web.dns.search, ["corp.example"]);
+        assert_eq!(web.dns.options, ["ndots:2", "edns0"]);
+        assert!(web.init);
+        let api = runtime("api");
+        assert_eq!(api.extra_hosts[0].name, "db");
+        assert_eq!(api.dns.nameservers[0].to_string(), "10.0.0.53");
+        assert!(!api.init);
+    }
+
+    /// `depends_on` in either form names services of the same stack, by full name, with
+    /// their condition (`service_started` by default), sorted.
+    #[test]
+    fn depends_on_names_the_stacks_services() {
+        use swarm_api::spec::{Dependency, DependencyCondition};
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx:1.27\n    depends_on: [cache, api]\n  api:\n    image: nginx:1.27\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let depends_on = |name: &str| {
+            let service = stack.services.iter().find(|s| s.name.ends_with(name));
+            service.unwrap().depends_on.clone()
+        };
+        let dependency = |service: &str, condition| Dependency {
+            service: format!("{}_{service}", stack.name),
+            condition,
+        };
+        assert_eq!(
+            depends_on("web"),
+            [
+                dependency("api", DependencyCondition::ServiceStarted),
+                dependency("cache", DependencyCondition::ServiceStarted),
+            ]
+        );
+        assert_eq!(
+            depends_on("api"),
+            [dependency("db", DependencyCondition::ServiceHealthy)]
+        );
+        assert!(depends_on("db").is_empty());
+    }
 }

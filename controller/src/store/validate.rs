@@ -10,7 +10,7 @@ use swarm_api::state::ClusterState;
 
 use swarm_api::image::ImageRef;
 
-use crate::stack::convert::{MIN_MEMORY_LIMIT, valid_cidr, valid_name};
+use crate::stack::convert::{MIN_MEMORY_LIMIT, depends, runtime, valid_cidr, valid_name};
 
 /// Why the objects after a plan that touched `touched` (kind, name, op) are not allowed;
 /// empty when they are. Every service the plan creates or changes is checked whole; the
@@ -78,6 +78,49 @@ pub(super) fn plan_result(objects: &ClusterState, touched: &[(Kind, String, Op)]
     reasons.extend(published_ports(objects, &|name| {
         changed(Kind::Service, name)
     }));
+    let removes_service = touched
+        .iter()
+        .any(|(kind, _, op)| *kind == Kind::Service && *op == Op::Remove);
+    reasons.extend(dependencies(objects, &|name| {
+        removes_service || changed(Kind::Service, name)
+    }));
+    reasons
+}
+
+/// The dependencies of the services `judged` says: services that exist, in no cycle.
+fn dependencies(objects: &ClusterState, judged: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let names: BTreeSet<&str> = objects
+        .services
+        .iter()
+        .map(|s| s.spec.name.as_str())
+        .collect();
+    for spec in objects.services.iter().map(|s| &s.spec) {
+        if !judged(&spec.name) {
+            continue;
+        }
+        for dependency in &spec.depends_on {
+            if !names.contains(dependency.service.as_str()) {
+                reasons.push(format!(
+                    "service {:?}: depends on service {:?}, which does not exist",
+                    spec.name, dependency.service
+                ));
+            }
+        }
+    }
+    let edges: BTreeMap<String, Vec<String>> = objects
+        .services
+        .iter()
+        .map(|s| {
+            let targets = s.spec.depends_on.iter().map(|d| d.service.clone());
+            (s.spec.name.clone(), targets.collect())
+        })
+        .collect();
+    for cycle in depends::cycles(&edges) {
+        if cycle.iter().any(|name| judged(name)) {
+            reasons.push(format!("depends_on cycle: {}", cycle.join(" → ")));
+        }
+    }
     reasons
 }
 
@@ -100,6 +143,9 @@ pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
             "invalid image reference {:?}: {reason}",
             container.image
         ));
+    }
+    for reason in runtime::refusals(&container.runtime) {
+        fail(reason);
     }
     if matches!(spec.mode, ServiceMode::Global) && spec.task.placement.max_replicas_per_node > 0 {
         fail("max_replicas_per_node cannot be used with a global service".to_owned());
@@ -417,6 +463,70 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected:?} missing from {all}");
         }
+    }
+
+    #[test]
+    fn runtime_options_are_checked_as_the_loader_checks_them() {
+        let mut spec = service("web");
+        let runtime = &mut spec.task.container.runtime;
+        runtime.capability_add = vec!["CAP_NOPE".into(), "net_admin".into()];
+        runtime.sysctls.insert("kernel.hostname".into(), "x".into());
+        runtime.ulimits.insert(
+            "nofile".into(),
+            swarm_api::spec::Ulimit { soft: 10, hard: 5 },
+        );
+        runtime.log_driver = Some(swarm_api::spec::LogDriver {
+            name: "json-file".into(),
+            options: [("max-file".to_owned(), "0".to_owned())].into(),
+        });
+        runtime.extra_hosts.push(swarm_api::spec::ExtraHost {
+            name: "db\n10.0.0.1 evil".into(),
+            address: "10.0.0.5".parse().unwrap(),
+        });
+        runtime.dns.search.push("bad domain".into());
+        runtime
+            .dns
+            .options
+            .push("ndots:1\nnameserver 1.2.3.4".into());
+        let reasons = plan_result(&state(vec![spec]), &[created("web")]);
+        let all = reasons.join("\n");
+        for expected in [
+            "cap_add: unknown capability \"CAP_NOPE\"",
+            "cap_add: capability \"net_admin\" is not written CAP_NET_ADMIN",
+            "sysctls: sysctl \"kernel.hostname\" is not allowed",
+            "ulimits: ulimit nofile: the soft limit 10 is above the hard limit 5",
+            "logging: max-file \"0\"",
+            "extra_hosts: invalid host name",
+            "dns_search: invalid search domain \"bad domain\"",
+            "dns_opt: invalid resolver option",
+        ] {
+            assert!(all.contains(expected), "{expected:?} missing from {all}");
+        }
+        assert_eq!(reasons.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn dependencies_must_exist_and_make_no_cycle() {
+        use swarm_api::spec::{Dependency, DependencyCondition};
+        let on = |name: &str| Dependency {
+            service: name.to_owned(),
+            condition: DependencyCondition::ServiceStarted,
+        };
+        let mut a = service("a");
+        a.depends_on = vec![on("b")];
+        let mut b = service("b");
+        b.depends_on = vec![on("a"), on("gone")];
+        let objects = state(vec![a, b, service("c")]);
+        let reasons = plan_result(&objects, &[created("b")]);
+        assert_eq!(
+            reasons,
+            [
+                "service \"b\": depends on service \"gone\", which does not exist",
+                "depends_on cycle: a → b → a",
+            ]
+        );
+        // A plan that touches neither is not judged by them.
+        assert!(plan_result(&objects, &[created("c")]).is_empty());
     }
 
     #[test]

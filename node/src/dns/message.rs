@@ -219,7 +219,9 @@ mod tests {
         };
         Table::new(
             &view,
-            &[(CLIENT, "t-client".to_owned())].into_iter().collect(),
+            &[(CLIENT, super::super::table::asker("t-client"))]
+                .into_iter()
+                .collect(),
         )
     }
 

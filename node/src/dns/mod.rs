@@ -7,7 +7,9 @@
 //!   services (their VIP, or with `dnsrr` their serving tasks), `tasks.NAME`, aliases
 //!   (the short name inside a stack), tasks' display names, reverse names.
 //! - `message` (pure): a query's bytes → the reply's (hickory-proto), or "forward".
-//! - `server`: the UDP loop and TCP listener; unknown names go to the node's resolvers.
+//! - `server`: the UDP loop and TCP listener; unknown names go to the asking task's
+//!   service's nameservers (`dns`, as Docker's embedded server uses a container's
+//!   `--dns`), or the node's resolvers.
 //! - [`follow`]: rebuilds the table at every change of the view or of the tasks;
 //!   [`serve_node`]: the server a node's agent runs, on its bridge's address.
 
@@ -25,6 +27,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use swarm_agent::network::{Ipam, Ipv4Net};
+use swarm_agent::worker::Asker;
 use swarm_api::endpoints::NetworkView;
 use tokio::sync::watch;
 
@@ -55,11 +58,11 @@ pub fn node_resolvers(resolv_conf: &Path) -> Vec<SocketAddr> {
 }
 
 /// Keeps `server`'s table that of the latest `view` and `askers` (a task's `eth0` address
-/// → its id), rebuilt at each change of either; returns when either sender goes.
+/// → the task), rebuilt at each change of either; returns when either sender goes.
 pub async fn follow(
     server: &DnsServer,
     mut view: watch::Receiver<NetworkView>,
-    mut askers: watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+    mut askers: watch::Receiver<BTreeMap<Ipv4Addr, Asker>>,
 ) {
     loop {
         let table = Table::new(&view.borrow_and_update(), &askers.borrow_and_update());
@@ -74,12 +77,13 @@ pub async fn follow(
 /// The node's DNS server as its agent runs it: listening on the node bridge's address
 /// (the gateway of the node's subnet, once the managers sent it) at port `port`
 /// ([`DNS_PORT`] but in tests), answering from `view` and `askers`, forwarding to the
-/// resolvers of the node's /etc/resolv.conf. Runs until dropped (with the agent).
+/// resolvers of the node's /etc/resolv.conf, or a task's to its service's nameservers.
+/// Runs until dropped (with the agent).
 pub async fn serve_node(
     mut subnet: watch::Receiver<Option<Ipv4Net>>,
     port: u16,
     view: watch::Receiver<NetworkView>,
-    askers: watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+    askers: watch::Receiver<BTreeMap<Ipv4Addr, Asker>>,
 ) {
     let Ok(subnet) = subnet.wait_for(Option::is_some).await.map(|s| *s) else {
         return;
@@ -94,7 +98,7 @@ pub async fn serve_node(
     };
     let resolvers = node_resolvers(Path::new("/etc/resolv.conf"));
     loop {
-        match DnsServer::start((gateway, port).into(), resolvers.clone()) {
+        match DnsServer::start((gateway, port).into(), resolvers.clone(), DNS_PORT) {
             Ok(server) => {
                 follow(&server, view, askers).await;
                 return;

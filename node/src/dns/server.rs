@@ -1,6 +1,6 @@
 //! The IO shell: a UDP loop and a TCP listener on one address, answering from the table
 //! of the moment (swapped whole, lock-free, at every change), forwarding the rest to the
-//! node's own resolvers.
+//! asking task's service's nameservers, or the node's own resolvers.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,9 +38,13 @@ pub struct DnsServer {
 }
 
 struct Shared {
+    /// Where the server listens: never a resolver it asks (it would ask itself forever).
+    address: SocketAddr,
     table: ArcSwap<Table>,
     /// The node's resolvers, for names the table does not know.
     upstream: Vec<SocketAddr>,
+    /// The port of the nameservers a service names.
+    task_resolver_port: u16,
     forwards: Arc<Semaphore>,
     connections: Arc<Semaphore>,
 }
@@ -49,17 +53,23 @@ impl DnsServer {
     /// Listens on `address` over UDP and TCP, on the same port (port 0: one the system
     /// picks). The address need not be the host's yet (the node's bridge may come up
     /// later): the sockets are bound freely and take traffic once it is. Answers from an
-    /// empty table (every asker refused) until [`DnsServer::set_table`]. Must be called
-    /// within a tokio runtime.
-    pub fn start(address: SocketAddr, upstream: Vec<SocketAddr>) -> Result<DnsServer, DnsError> {
+    /// empty table (every asker refused) until [`DnsServer::set_table`]. Forwards to
+    /// `upstream`, or to the asker's service's nameservers at `task_resolver_port` (53 but
+    /// in tests). Must be called within a tokio runtime.
+    pub fn start(
+        address: SocketAddr,
+        upstream: Vec<SocketAddr>,
+        task_resolver_port: u16,
+    ) -> Result<DnsServer, DnsError> {
         let bind_error = |source| DnsError::Bind { address, source };
         let udp = udp_socket(address).map_err(bind_error)?;
         let address = udp.local_addr().map_err(bind_error)?;
         let tcp = tcp_listener(address).map_err(bind_error)?;
         let shared = Arc::new(Shared {
+            address,
             table: ArcSwap::from_pointee(Table::default()),
-            // A resolver that is this server would ask itself forever.
             upstream: upstream.into_iter().filter(|u| *u != address).collect(),
+            task_resolver_port,
             forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT)),
             connections: Arc::new(Semaphore::new(TCP_CONNECTIONS)),
         });
@@ -83,6 +93,39 @@ impl DnsServer {
     /// Answers from `table` from now on.
     pub fn set_table(&self, table: Table) {
         self.shared.table.store(Arc::new(table));
+    }
+}
+
+impl Shared {
+    /// The reply to the task at `source` asking `query`, with the resolvers to forward it
+    /// to when the reply is to forward. The table is read once, and its guard dropped
+    /// before the caller awaits anything (a guard is meant to be short-lived).
+    fn reply(
+        &self,
+        source: Ipv4Addr,
+        query: &[u8],
+        transport: Transport,
+    ) -> (Reply, Vec<SocketAddr>) {
+        let table = self.table.load();
+        let reply = message::reply(&table, source, query, transport);
+        let upstream = match reply {
+            Reply::Forward => self.upstream_of(&table, source),
+            _ => Vec::new(),
+        };
+        (reply, upstream)
+    }
+
+    /// The resolvers a question of the task at `source` goes to when `table` does not
+    /// answer it: its service's nameservers, or the node's.
+    fn upstream_of(&self, table: &Table, source: Ipv4Addr) -> Vec<SocketAddr> {
+        let own = table.forwarders(source);
+        if own.is_empty() {
+            return self.upstream.clone();
+        }
+        own.iter()
+            .map(|server| SocketAddr::new(*server, self.task_resolver_port))
+            .filter(|server| *server != self.address)
+            .collect()
     }
 }
 
@@ -146,7 +189,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         };
         let Some(source) = asker(peer) else { continue };
         let query = &buffer[..length];
-        match message::reply(&shared.table.load(), source, query, Transport::Udp) {
+        let (reply, upstream) = shared.reply(source, query, Transport::Udp);
+        match reply {
             Reply::Send(bytes) => {
                 let _ = socket.send_to(&bytes, peer).await;
             }
@@ -158,9 +202,9 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                     }
                     continue;
                 };
-                let (socket, shared, query) = (socket.clone(), shared.clone(), query.to_vec());
+                let (socket, query) = (socket.clone(), query.to_vec());
                 tokio::spawn(async move {
-                    let answer = forward(&shared.upstream, &query, Transport::Udp).await;
+                    let answer = forward(&upstream, &query, Transport::Udp).await;
                     drop(permit);
                     if let Reply::Send(bytes) =
                         answer.map_or_else(|| message::servfail(&query), Reply::Send)
@@ -214,8 +258,9 @@ async fn serve_connection(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(query))
             .await
             .map_err(|_| std::io::ErrorKind::TimedOut)??;
-        let reply = match message::reply(&shared.table.load(), source, query, Transport::Tcp) {
-            Reply::Forward => match forward(&shared.upstream, query, Transport::Tcp).await {
+        let (reply, upstream) = shared.reply(source, query, Transport::Tcp);
+        let reply = match reply {
+            Reply::Forward => match forward(&upstream, query, Transport::Tcp).await {
                 Some(answer) => Reply::Send(answer),
                 None => message::servfail(query),
             },
@@ -231,7 +276,7 @@ async fn serve_connection(
     }
 }
 
-/// Asks the node's resolvers in turn, each given its share of what remains of
+/// Asks the resolvers in turn, each given its share of what remains of
 /// [`FORWARD_TIMEOUT`]; `None` when none answered (none configured, unreachable, silent).
 async fn forward(upstream: &[SocketAddr], query: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let deadline = Instant::now() + FORWARD_TIMEOUT;

@@ -3,8 +3,10 @@
 //! milliseconds for thousands of tasks), so a lookup is a hash probe per network.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+
+use swarm_agent::worker::Asker as TaskAsker;
 
 use swarm_api::endpoints::{NetworkEndpoints, NetworkView, ServiceEndpoint};
 use swarm_api::spec::EndpointMode;
@@ -49,6 +51,9 @@ struct Asker {
     networks: Vec<usize>,
     /// The stack of the asker's service, when it is in one.
     stack: Option<Arc<str>>,
+    /// Its service's nameservers, for the names the table does not know; empty: the
+    /// node's.
+    forwarders: Vec<IpAddr>,
 }
 
 /// One network's names, lower-case, without a trailing dot.
@@ -68,8 +73,8 @@ struct Entry {
 
 impl Table {
     /// The table of `view`, for the tasks asking from `askers` (a task's `eth0` address →
-    /// its id). A task asks about the networks the view lists it on.
-    pub fn new(view: &NetworkView, askers: &BTreeMap<Ipv4Addr, String>) -> Table {
+    /// the task). A task asks about the networks the view lists it on.
+    pub fn new(view: &NetworkView, askers: &BTreeMap<Ipv4Addr, TaskAsker>) -> Table {
         let mut networks = Vec::with_capacity(view.networks.len());
         let mut by_task: HashMap<&str, Asker> = HashMap::new();
         for (index, network) in view.networks.values().enumerate() {
@@ -84,12 +89,21 @@ impl Table {
         }
         let askers = askers
             .iter()
-            .map(|(address, task_id)| {
-                let asker = by_task.remove(task_id.as_str()).unwrap_or_default();
+            .map(|(address, task)| {
+                let mut asker = by_task.remove(task.task_id.as_str()).unwrap_or_default();
+                asker.forwarders = task.nameservers.clone();
                 (*address, asker)
             })
             .collect();
         Table { networks, askers }
+    }
+
+    /// Where the questions of the task at `source` that the table does not answer go: its
+    /// service's nameservers; empty for the node's resolvers.
+    pub fn forwarders(&self, source: Ipv4Addr) -> &[IpAddr] {
+        self.askers
+            .get(&source)
+            .map_or(&[], |asker| asker.forwarders.as_slice())
     }
 
     /// The answer to the task at `source` asking `name` (any case, with or without the
@@ -194,6 +208,15 @@ fn reverse_address(name: &str) -> Option<Ipv4Addr> {
         *octet = parts.next()?.parse().ok()?;
     }
     parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// A task that asks with no nameservers of its service, for tests.
+#[cfg(test)]
+pub(super) fn asker(task_id: &str) -> TaskAsker {
+    TaskAsker {
+        task_id: task_id.to_owned(),
+        nameservers: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +386,7 @@ mod tests {
             (ip(LONER), "t-on-no-network"),
         ]
         .into_iter()
-        .map(|(a, t)| (a, t.to_owned()))
+        .map(|(a, t)| (a, asker(t)))
         .collect();
         Table::new(&view(), &askers)
     }
@@ -480,7 +503,7 @@ mod tests {
         }
         // Its VIP is not given yet: dnsrr's answer meanwhile.
         vote.services.get_mut("s-back").unwrap().vip = None;
-        let askers = [(ip(CLIENT), "t-client".to_owned())].into_iter().collect();
+        let askers = [(ip(CLIENT), asker("t-client"))].into_iter().collect();
         let table = Table::new(&view, &askers);
         assert_eq!(table.answer(ip(CLIENT), "db", Kind::A), addresses(&[]));
         assert_eq!(

@@ -76,12 +76,12 @@ fn view(serving: u8) -> NetworkView {
     }
 }
 
-fn askers() -> BTreeMap<Ipv4Addr, String> {
-    [(CLIENT, "t-client".to_owned())].into_iter().collect()
+fn askers() -> BTreeMap<Ipv4Addr, swarm_agent::worker::Asker> {
+    [(CLIENT, table::asker("t-client"))].into_iter().collect()
 }
 
 fn start(upstream: Vec<SocketAddr>) -> DnsServer {
-    DnsServer::start((Ipv4Addr::LOCALHOST, 0).into(), upstream).unwrap()
+    DnsServer::start((Ipv4Addr::LOCALHOST, 0).into(), upstream, DNS_PORT).unwrap()
 }
 
 fn query(id: u16, name: &str, kind: RecordType) -> Vec<u8> {
@@ -93,7 +93,17 @@ fn query(id: u16, name: &str, kind: RecordType) -> Vec<u8> {
 }
 
 async fn ask_udp(server: SocketAddr, name: &str, kind: RecordType) -> Message {
-    let client = UdpSocket::bind((CLIENT, 0)).await.unwrap();
+    ask_udp_from(CLIENT, server, name, kind).await
+}
+
+/// Asks from `source`, as the task with that address.
+async fn ask_udp_from(
+    source: Ipv4Addr,
+    server: SocketAddr,
+    name: &str,
+    kind: RecordType,
+) -> Message {
+    let client = UdpSocket::bind((source, 0)).await.unwrap();
     client
         .send_to(&query(77, name, kind), server)
         .await
@@ -200,12 +210,9 @@ async fn eventually(address: SocketAddr, done: impl Fn(&Message) -> bool) -> Mes
     }
 }
 
-#[tokio::test]
-async fn unknown_names_go_to_the_nodes_resolvers() {
-    // A resolver on loopback that answers every question with one address.
-    let resolver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let resolver_address = resolver.local_addr().unwrap();
-    let answering = tokio::spawn(async move {
+/// A resolver on `resolver` that answers every question with `address`.
+fn answer_every_question(resolver: UdpSocket, address: Ipv4Addr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut buffer = vec![0u8; 4096];
         loop {
             let (length, peer) = resolver.recv_from(&mut buffer).await.unwrap();
@@ -216,14 +223,21 @@ async fn unknown_names_go_to_the_nodes_resolvers() {
             answer.add_answer(hickory_proto::rr::Record::from_rdata(
                 name,
                 60,
-                RData::A(A(Ipv4Addr::new(192, 0, 2, 7))),
+                RData::A(A(address)),
             ));
             resolver
                 .send_to(&answer.to_vec().unwrap(), peer)
                 .await
                 .unwrap();
         }
-    });
+    })
+}
+
+#[tokio::test]
+async fn unknown_names_go_to_the_nodes_resolvers() {
+    let resolver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let resolver_address = resolver.local_addr().unwrap();
+    let answering = answer_every_question(resolver, Ipv4Addr::new(192, 0, 2, 7));
     // The first resolver refuses (nothing listens there), the second answers.
     let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let closed_address = closed.local_addr().unwrap();
@@ -271,7 +285,8 @@ fn the_nodes_resolvers_come_from_its_resolv_conf() {
 async fn the_server_binds_an_address_the_host_does_not_have_yet() {
     // A documentation address (TEST-NET-3) no interface carries: the node's bridge
     // address before the bridge is up.
-    let server = DnsServer::start((Ipv4Addr::new(203, 0, 113, 53), 0).into(), vec![]).unwrap();
+    let server =
+        DnsServer::start((Ipv4Addr::new(203, 0, 113, 53), 0).into(), vec![], DNS_PORT).unwrap();
     assert_eq!(server.local_addr().ip(), Ipv4Addr::new(203, 0, 113, 53));
 }
 
@@ -378,4 +393,89 @@ async fn a_question_over_tcp_is_forwarded_over_tcp() {
     assert_eq!(answer.metadata.id, 5);
     assert_eq!(addresses(&answer), [Ipv4Addr::new(192, 0, 2, 8)]);
     answering.await.unwrap();
+}
+
+/// A task whose service names nameservers has its unknown names forwarded to them, over
+/// UDP and TCP; another task on the node keeps the node's resolvers; a silent one is given
+/// up on after the same timeout as the node's.
+#[tokio::test]
+async fn a_tasks_own_nameservers_answer_its_unknown_names() {
+    let node_resolver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let node_resolver_address = node_resolver.local_addr().unwrap();
+    let node_answers = answer_every_question(node_resolver, Ipv4Addr::new(192, 0, 2, 7));
+    // The service's nameserver, on another loopback address at a port of its own, which
+    // the server is told is the port of services' nameservers (53 on a node).
+    let own_resolver = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0))
+        .await
+        .unwrap();
+    let port = own_resolver.local_addr().unwrap().port();
+    let own_answers = answer_every_question(own_resolver, Ipv4Addr::new(198, 51, 100, 9));
+    let own_tcp = tokio::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), port))
+        .await
+        .unwrap();
+    // Another service's nameserver takes questions and never answers.
+    let _silent_resolver = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 5), port))
+        .await
+        .unwrap();
+
+    let server = DnsServer::start(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        vec![node_resolver_address],
+        port,
+    )
+    .unwrap();
+    // The client's service names the nameserver; another task's does not.
+    let plain = Ipv4Addr::new(127, 0, 0, 3);
+    let silent = Ipv4Addr::new(127, 0, 0, 4);
+    let mut askers = askers();
+    for (address, task, nameservers) in [
+        (CLIENT, "t-client", vec![Ipv4Addr::new(127, 0, 0, 2).into()]),
+        (plain, "t-plain", vec![]),
+        (silent, "t-silent", vec![Ipv4Addr::new(127, 0, 0, 5).into()]),
+    ] {
+        let asker = swarm_agent::worker::Asker {
+            task_id: task.into(),
+            nameservers,
+        };
+        askers.insert(address, asker);
+    }
+    server.set_table(Table::new(&view(1), &askers));
+    let address = server.local_addr();
+
+    let own = ask_udp(address, "example.com.", RecordType::A).await;
+    assert_eq!(addresses(&own), [Ipv4Addr::new(198, 51, 100, 9)]);
+    let node = ask_udp_from(plain, address, "example.com.", RecordType::A).await;
+    assert_eq!(addresses(&node), [Ipv4Addr::new(192, 0, 2, 7)]);
+    // The cluster's names are still the node's server's to answer.
+    let web = ask_udp(address, "web.", RecordType::A).await;
+    assert_eq!(addresses(&web), [Ipv4Addr::new(10, 0, 0, 2)]);
+
+    // Over TCP the question goes to the service's nameserver over TCP.
+    let accepted = tokio::spawn(async move {
+        let (stream, peer) = own_tcp.accept().await.unwrap();
+        drop(stream);
+        peer
+    });
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.bind((CLIENT, 0).into()).unwrap();
+    let mut stream = client.connect(address).await.unwrap();
+    let question = query(6, "example.org.", RecordType::A);
+    stream
+        .write_all(&(question.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&question).await.unwrap();
+    let peer = tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+    assert!(peer.ip().is_loopback(), "{peer}");
+
+    let started = std::time::Instant::now();
+    let failed = ask_udp_from(silent, address, "example.com.", RecordType::A).await;
+    let waited = started.elapsed();
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    assert!(
+        waited >= FORWARD_TIMEOUT - Duration::from_millis(50) && waited < FORWARD_TIMEOUT * 2,
+        "{waited:?}"
+    );
+    node_answers.abort();
+    own_answers.abort();
 }

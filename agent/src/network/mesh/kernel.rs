@@ -292,14 +292,16 @@ fn set_peers(
 const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// Keeps the node's mesh on its endpoint table and the addresses of its tasks: a reconcile
+/// Keeps the node's mesh on its endpoint table and the addresses of its tasks (each
+/// address's task id, by `task_of`): a reconcile
 /// at every change that changes the desired state, again after a wait while one fails.
 /// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
 /// the tasks outlive a daemon restart, and so do their published ports.
-pub async fn follow(
+pub async fn follow<T: Send + Sync + 'static>(
     node_id: String,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
-    mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, String>>,
+    mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, T>>,
+    task_of: fn(&T) -> &str,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
     let mut proxies = Proxies::default();
@@ -312,7 +314,7 @@ pub async fn follow(
         let local: BTreeMap<String, Ipv4Addr> = addresses
             .borrow_and_update()
             .iter()
-            .map(|(address, task)| (task.clone(), *address))
+            .map(|(address, task)| (task_of(task).to_owned(), *address))
             .collect();
         let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
         let unbound = proxies.set(&desired.proxied());

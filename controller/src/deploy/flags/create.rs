@@ -34,6 +34,15 @@ pub struct CreateFlags {
     pub log_driver: Option<String>,
     /// `KEY=VALUE`.
     pub log_opt: Vec<String>,
+    /// `HOST:ADDRESS` lines of the task's /etc/hosts (`--add-host`: `--host` names the
+    /// daemon to talk to).
+    pub host: Vec<String>,
+    /// Nameservers, search domains and resolver options.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_option: Vec<String>,
+    /// swarm's init as PID 1.
+    pub init: bool,
     /// `vip` (default) or `dnsrr`.
     pub endpoint_mode: Option<String>,
     pub env: Vec<String>,
@@ -157,6 +166,11 @@ impl CreateFlags {
             groups: &self.group,
             log_driver: self.log_driver.as_deref(),
             log_opt: &self.log_opt,
+            hosts: &self.host,
+            dns: &self.dns,
+            dns_search: &self.dns_search,
+            dns_options: &self.dns_option,
+            init: self.init,
         }
         .insert_into(&mut service)?;
         service.insert("deploy".into(), self.deploy_document()?);

@@ -141,6 +141,11 @@ fn flag_of(field: &str) -> String {
         ("sysctls", "--sysctl"),
         ("ulimits", "--ulimit"),
         ("group_add", "--group"),
+        ("extra_hosts", "--add-host"),
+        ("dns_search", "--dns-search"),
+        ("dns_opt", "--dns-option"),
+        ("dns", "--dns"),
+        ("init", "--init"),
         ("logging.driver", "--log-driver"),
         ("logging", "--log-opt"),
         ("environment", "--env"),
@@ -402,6 +407,12 @@ pub(super) struct RuntimeFlags<'a> {
     pub groups: &'a [String],
     pub log_driver: Option<&'a str>,
     pub log_opt: &'a [String],
+    /// `HOST:ADDRESS`.
+    pub hosts: &'a [String],
+    pub dns: &'a [String],
+    pub dns_search: &'a [String],
+    pub dns_options: &'a [String],
+    pub init: bool,
 }
 
 impl RuntimeFlags<'_> {
@@ -418,6 +429,11 @@ impl RuntimeFlags<'_> {
             ("read_only", self.read_only.then(|| json!(true))),
             ("group_add", list(self.groups)),
             ("logging", logging_document(self.log_driver, self.log_opt)?),
+            ("extra_hosts", list(self.hosts)),
+            ("dns", list(self.dns)),
+            ("dns_search", list(self.dns_search)),
+            ("dns_opt", list(self.dns_options)),
+            ("init", self.init.then(|| json!(true))),
         ]);
         if let Some(Value::Object(keys)) = keys {
             service.extend(keys);

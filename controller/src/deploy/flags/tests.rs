@@ -821,6 +821,104 @@ fn runtime_flags_set_and_change_the_runtime_options() {
     }
 }
 
+/// `--host`, `--dns`, `--dns-search`, `--dns-option` and `--init` make what the stack keys
+/// make; update's -add/-rm pairs change them in place, keeping their order.
+#[test]
+fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
+    let spec = CreateFlags {
+        host: strings(&["db:10.0.0.5", "db:10.0.0.6", "cache:10.0.0.7"]),
+        dns: strings(&["10.0.0.53"]),
+        dns_search: strings(&["corp.example"]),
+        dns_option: strings(&["ndots:2"]),
+        init: true,
+        ..create("app", "busybox")
+    }
+    .spec()
+    .unwrap();
+    let runtime = &spec.task.container.runtime;
+    let hosts = |runtime: &swarm_api::spec::RuntimeOptions| -> Vec<String> {
+        let lines = runtime.extra_hosts.iter();
+        lines.map(|h| format!("{}={}", h.name, h.address)).collect()
+    };
+    assert_eq!(
+        hosts(runtime),
+        ["db=10.0.0.5", "db=10.0.0.6", "cache=10.0.0.7"]
+    );
+    assert_eq!(
+        runtime.dns.nameservers,
+        ["10.0.0.53".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(runtime.dns.search, ["corp.example"]);
+    assert_eq!(runtime.dns.options, ["ndots:2"]);
+    assert!(runtime.init);
+
+    let mut updated = spec.clone();
+    UpdateFlags {
+        host_rm: strings(&["db:10.0.0.6", "cache"]),
+        host_add: strings(&["api:10.0.0.8", "db:10.0.0.5"]),
+        dns_add: strings(&["10.0.0.54"]),
+        dns_rm: strings(&["10.0.0.53"]),
+        dns_search_rm: strings(&["corp.example"]),
+        dns_search_add: strings(&["lab.example"]),
+        dns_option_add: strings(&["edns0"]),
+        init: Some(false),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    let runtime = &updated.task.container.runtime;
+    assert_eq!(hosts(runtime), ["db=10.0.0.5", "api=10.0.0.8"]);
+    assert_eq!(
+        runtime.dns.nameservers,
+        ["10.0.0.54".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(runtime.dns.search, ["lab.example"]);
+    assert_eq!(runtime.dns.options, ["ndots:2", "edns0"]);
+    assert!(!runtime.init);
+
+    for (flags, flag) in [
+        (
+            CreateFlags {
+                host: strings(&["db"]),
+                ..create("app", "busybox")
+            },
+            "--add-host",
+        ),
+        (
+            CreateFlags {
+                dns: strings(&["dns.example"]),
+                ..create("app", "busybox")
+            },
+            "--dns",
+        ),
+        (
+            CreateFlags {
+                dns_search: strings(&["a b"]),
+                ..create("app", "busybox")
+            },
+            "--dns-search",
+        ),
+        (
+            CreateFlags {
+                dns_option: strings(&["ndots:1\nnameserver 1.1.1.1"]),
+                ..create("app", "busybox")
+            },
+            "--dns-option",
+        ),
+    ] {
+        let error = flags.spec().unwrap_err().to_string();
+        assert!(error.contains(flag), "{flag}: {error}");
+    }
+    let error = UpdateFlags {
+        dns_rm: strings(&["nowhere"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated.clone())
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("dns-rm"), "{error}");
+}
+
 #[test]
 fn endpoint_mode_is_set_and_changed_by_flags() {
     use swarm_api::spec::EndpointMode;

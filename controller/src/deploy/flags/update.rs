@@ -15,6 +15,7 @@ use super::document::{
     port_document,
 };
 use super::{FlagError, RollbackFlags, parsed, ratio};
+use crate::stack::convert::runtime;
 
 /// The flags of `service update`, as given; `None` and empty lists change nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,6 +94,17 @@ pub struct UpdateFlags {
     /// Replaces the log driver, with `log_opt` as its options.
     pub log_driver: Option<String>,
     pub log_opt: Vec<String>,
+    /// `HOST:ADDRESS`, added after the service's lines (one equal to it is not repeated).
+    pub host_add: Vec<String>,
+    /// `HOST` (every line of it) or `HOST:ADDRESS` (that line).
+    pub host_rm: Vec<String>,
+    pub dns_add: Vec<String>,
+    pub dns_rm: Vec<String>,
+    pub dns_search_add: Vec<String>,
+    pub dns_search_rm: Vec<String>,
+    pub dns_option_add: Vec<String>,
+    pub dns_option_rm: Vec<String>,
+    pub init: Option<bool>,
     /// `vip` or `dnsrr`.
     pub endpoint_mode: Option<String>,
     /// 0: no limit.
@@ -289,7 +301,7 @@ impl UpdateFlags {
         self.apply_runtime(
             &mut spec.task.container.runtime,
             &checked.task.container.runtime,
-        );
+        )?;
         let restart = &mut spec.task.restart;
         if let Some(condition) = &self.restart_condition {
             restart.condition = serde_json::from_value(json!(condition)).map_err(|_| {
@@ -326,10 +338,14 @@ impl UpdateFlags {
         Ok(())
     }
 
-    /// Capabilities, sysctls, ulimits, groups, the read-only root and the log driver, as
-    /// Docker's `service update` changes them; `checked` holds the added values, read by the
-    /// stack loader.
-    fn apply_runtime(&self, runtime: &mut RuntimeOptions, checked: &RuntimeOptions) {
+    /// Capabilities, sysctls, ulimits, groups, the read-only root, the log driver, hosts,
+    /// resolver settings and init, as Docker's `service update` changes them; `checked`
+    /// holds the added values, read by the stack loader.
+    fn apply_runtime(
+        &self,
+        runtime: &mut RuntimeOptions,
+        checked: &RuntimeOptions,
+    ) -> Result<(), FlagError> {
         for added in &checked.capability_add {
             runtime.capability_drop.retain(|c| c != added);
             runtime.capability_add.push(added.clone());
@@ -369,6 +385,54 @@ impl UpdateFlags {
             (_, Some(given), current) => *current = Some(given.clone()),
             (_, None, _) => {}
         }
+        if let Some(init) = self.init {
+            runtime.init = init;
+        }
+        for text in &self.host_rm {
+            let removed = match text.split_once(['=', ':']) {
+                Some(_) => Some(
+                    runtime::extra_host(text)
+                        .map_err(|refusal| FlagError::invalid("host-rm", text, refusal.message))?,
+                ),
+                None => None,
+            };
+            runtime.extra_hosts.retain(|host| match &removed {
+                Some(removed) => host != removed,
+                None => host.name != *text,
+            });
+        }
+        for added in &checked.extra_hosts {
+            if !runtime.extra_hosts.contains(added) {
+                runtime.extra_hosts.push(added.clone());
+            }
+        }
+        let dns = &mut runtime.dns;
+        for text in &self.dns_rm {
+            let removed = runtime::nameserver(text)
+                .map_err(|refusal| FlagError::invalid("dns-rm", text, refusal.message))?;
+            dns.nameservers.retain(|server| *server != removed);
+        }
+        dns.search
+            .retain(|domain| !self.dns_search_rm.contains(domain));
+        dns.options
+            .retain(|option| !self.dns_option_rm.contains(option));
+        let lists = [
+            (&mut dns.search, &checked.dns.search),
+            (&mut dns.options, &checked.dns.options),
+        ];
+        for (list, added) in lists {
+            for item in added {
+                if !list.contains(item) {
+                    list.push(item.clone());
+                }
+            }
+        }
+        for server in &checked.dns.nameservers {
+            if !dns.nameservers.contains(server) {
+                dns.nameservers.push(*server);
+            }
+        }
+        Ok(())
     }
 
     /// The flags whose values only the stack loader checks fully (ports, a new
@@ -392,6 +456,12 @@ impl UpdateFlags {
                 groups: &self.group_add,
                 log_driver: self.log_driver.as_deref(),
                 log_opt: &self.log_opt,
+                hosts: &self.host_add,
+                dns: &self.dns_add,
+                dns_search: &self.dns_search_add,
+                dns_options: &self.dns_option_add,
+                // Read by apply_runtime, as read_only.
+                init: false,
             }
             .insert_into(mapping)?;
         }

@@ -1,10 +1,14 @@
 //! A service's runtime keys (`cap_add`, `cap_drop`, `sysctls`, `ulimits`, `read_only`,
-//! `group_add`, `logging`) into its `RuntimeOptions`, checked as Docker checks them.
+//! `group_add`, `logging`, `extra_hosts`, `dns`, `dns_search`, `dns_opt`, `init`) into its
+//! `RuntimeOptions`, checked as Docker checks them. The checks of single values are shared
+//! with the store's guard ([`refusals`]), so a spec a client made holds what a stack file's
+//! would.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-use swarm_api::spec::{CAPABILITIES, LogDriver, RuntimeOptions, Ulimit};
-use swarm_api::stackfile::{self as file, ListOrMap, StringOrNumber, UlimitValue};
+use swarm_api::spec::{CAPABILITIES, DnsConfig, ExtraHost, LogDriver, RuntimeOptions, Ulimit};
+use swarm_api::stackfile::{self as file, ListOrMap, StringOrList, StringOrNumber, UlimitValue};
 use swarm_api::units::ByteSize;
 
 use super::{Converter, Loc, key_values};
@@ -45,6 +49,250 @@ const ULIMITS: [&str; 16] = [
 /// Log drivers whose logs stay on the node, where `service logs` reads them.
 const LOCAL_LOG_DRIVERS: [&str; 2] = ["json-file", "local"];
 
+/// A runtime value Docker refuses: what is wrong, and how to write it instead (when the
+/// message does not say it already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Refusal {
+    fn new(message: String, help: impl Into<String>) -> Refusal {
+        Refusal {
+            message,
+            help: Some(help.into()),
+        }
+    }
+}
+
+/// A capability as Docker takes it (`net_admin`, `CAP_NET_ADMIN`, `ALL`), written
+/// `CAP_NAME` (or `ALL`).
+pub(crate) fn capability(name: &str) -> Result<String, Refusal> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if CAPABILITIES.contains(&bare) {
+        Ok(format!("CAP_{bare}"))
+    } else {
+        Err(Refusal::new(
+            format!("unknown capability {name:?}"),
+            "write a Linux capability such as NET_ADMIN or SYS_PTRACE (see capabilities(7)), or ALL",
+        ))
+    }
+}
+
+/// A kernel parameter a container may set: its own namespaces', with a value (returned).
+pub(crate) fn sysctl<'v>(key: &str, value: Option<&'v str>) -> Result<&'v str, Refusal> {
+    let allowed = SYSCTLS.contains(&key) || SYSCTL_PREFIXES.iter().any(|p| key.starts_with(p));
+    if !allowed {
+        return Err(Refusal::new(
+            format!("sysctl {key:?} is not allowed in a container"),
+            "only the container's own namespaces may be set: net.*, fs.mqueue.*, kernel.shm*, kernel.msg*, kernel.sem",
+        ));
+    }
+    value.ok_or_else(|| {
+        Refusal::new(
+            format!("sysctl {key:?} has no value"),
+            "write KEY=VALUE, or KEY: VALUE in a map",
+        )
+    })
+}
+
+/// A process limit setrlimit knows, its soft limit at most its hard one.
+pub(crate) fn ulimit(name: &str, limit: Ulimit) -> Result<(), Refusal> {
+    if !ULIMITS.contains(&name) {
+        return Err(Refusal::new(
+            format!("unknown ulimit {name:?}"),
+            format!("use one of {}", ULIMITS.join(", ")),
+        ));
+    }
+    let Ulimit { soft, hard } = limit;
+    if soft > hard {
+        return Err(Refusal::new(
+            format!("ulimit {name}: the soft limit {soft} is above the hard limit {hard}"),
+            "the soft limit is at most the hard one",
+        ));
+    }
+    Ok(())
+}
+
+/// An option of the `json-file`/`local` log drivers; `None` for an option they ignore.
+pub(crate) fn log_option(key: &str, value: &str) -> Option<Result<(), Refusal>> {
+    match key {
+        "max-size" => Some(
+            value
+                .parse::<ByteSize>()
+                .map(drop)
+                .map_err(|error| Refusal {
+                    message: format!("max-size: {error}"),
+                    help: None,
+                }),
+        ),
+        "max-file" => Some(if value.parse::<u32>().is_ok_and(|n| n >= 1) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                format!("max-file {value:?} is not a number of files"),
+                "write how many files to keep, at least 1",
+            ))
+        }),
+        _ => None,
+    }
+}
+
+/// A name of /etc/hosts: letters, digits, `-`, `_` and `.` (nothing that could end its line).
+pub(crate) fn host_name(name: &str) -> Result<(), Refusal> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            format!("invalid host name {name:?}"),
+            "a host name has letters, digits, '-', '_' and '.', and starts with a letter or digit",
+        ))
+    }
+}
+
+/// An `extra_hosts` entry: `HOST:ADDRESS` or `HOST=ADDRESS` (an IPv6 address may be in
+/// brackets), as Docker's `ValidateExtraHost` reads it.
+pub(crate) fn extra_host(text: &str) -> Result<ExtraHost, Refusal> {
+    let (name, address) = text
+        .split_once('=')
+        .or_else(|| text.split_once(':'))
+        .ok_or_else(|| {
+            Refusal::new(
+                format!("extra host {text:?} has no address"),
+                "write HOST:ADDRESS, e.g. db:10.0.0.5",
+            )
+        })?;
+    extra_host_of(name.trim(), address.trim())
+}
+
+/// An `extra_hosts` entry from its name and address.
+pub(crate) fn extra_host_of(name: &str, address: &str) -> Result<ExtraHost, Refusal> {
+    host_name(name)?;
+    let bare = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    let address = bare.parse::<IpAddr>().map_err(|_| {
+        Refusal::new(
+            format!("extra host {name}: {address:?} is not an IP address"),
+            "write HOST:ADDRESS, e.g. db:10.0.0.5 or db:[2001:db8::5]",
+        )
+    })?;
+    Ok(ExtraHost {
+        name: name.to_owned(),
+        address,
+    })
+}
+
+/// A nameserver: an IP address.
+pub(crate) fn nameserver(text: &str) -> Result<IpAddr, Refusal> {
+    text.trim().parse::<IpAddr>().map_err(|_| {
+        Refusal::new(
+            format!("dns server {text:?} is not an IP address"),
+            "write a nameserver's address, e.g. 10.0.0.53",
+        )
+    })
+}
+
+/// A search domain: a domain name (labels of letters, digits and `-`), or `.` for none.
+pub(crate) fn search_domain(domain: &str) -> Result<(), Refusal> {
+    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if domain == "." || (domain.len() <= 253 && trimmed.split('.').all(label)) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            format!("invalid search domain {domain:?}"),
+            "write a domain name such as corp.example",
+        ))
+    }
+}
+
+/// A resolver option: one word of resolv.conf's `options` line (`ndots:2`, `edns0`).
+pub(crate) fn resolver_option(option: &str) -> Result<(), Refusal> {
+    let valid = !option.is_empty()
+        && option
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            format!("invalid resolver option {option:?}"),
+            "write one option of resolv.conf(5) such as ndots:2, timeout:1 or edns0",
+        ))
+    }
+}
+
+/// Why `options` would not come out of the stack loader as they are: every value checked
+/// as the loader checks it, each reason naming its key. Empty when they would.
+pub(crate) fn refusals(options: &RuntimeOptions) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let mut check = |key: &str, result: Result<(), Refusal>| {
+        if let Err(refusal) = result {
+            reasons.push(format!("{key}: {}", refusal.message));
+        }
+    };
+    for (key, names) in [
+        ("cap_add", &options.capability_add),
+        ("cap_drop", &options.capability_drop),
+    ] {
+        for name in names {
+            let written = capability(name).and_then(|c| {
+                if c == *name {
+                    Ok(())
+                } else {
+                    Err(Refusal {
+                        message: format!("capability {name:?} is not written {c}"),
+                        help: None,
+                    })
+                }
+            });
+            check(key, written);
+        }
+    }
+    for (key, value) in &options.sysctls {
+        check("sysctls", sysctl(key, Some(value)).map(drop));
+    }
+    for (name, limit) in &options.ulimits {
+        check("ulimits", ulimit(name, *limit));
+    }
+    if let Some(driver) = &options.log_driver
+        && LOCAL_LOG_DRIVERS.contains(&driver.name.as_str())
+    {
+        for (key, value) in &driver.options {
+            check("logging", log_option(key, value).unwrap_or(Ok(())));
+        }
+    }
+    for host in &options.extra_hosts {
+        check("extra_hosts", host_name(&host.name));
+    }
+    for domain in &options.dns.search {
+        check("dns_search", search_domain(domain));
+    }
+    for option in &options.dns.options {
+        check("dns_opt", resolver_option(option));
+    }
+    reasons
+}
+
 impl Converter<'_> {
     pub(super) fn runtime_options(&mut self, service: &file::Service, loc: &Loc) -> RuntimeOptions {
         RuntimeOptions {
@@ -63,27 +311,26 @@ impl Converter<'_> {
                 })
                 .collect(),
             log_driver: self.log_driver(service.logging.as_ref(), &loc.key("logging")),
+            extra_hosts: self.extra_hosts(service.extra_hosts.as_ref(), &loc.key("extra_hosts")),
+            dns: self.dns(service, loc),
+            init: service.init.unwrap_or(false),
         }
     }
 
-    /// Capability names as Docker takes them (`net_admin`, `CAP_NET_ADMIN`, `ALL`), each
-    /// written `CAP_NAME`, sorted.
+    fn refuse(&mut self, at: &Loc, refusal: Refusal) {
+        let diagnostic = self.diags.error(at.span(), &at.path, refusal.message);
+        if let Some(help) = refusal.help {
+            diagnostic.help(help);
+        }
+    }
+
+    /// Capability names, each written `CAP_NAME`, sorted.
     fn capabilities(&mut self, names: Option<&[String]>, loc: &Loc) -> Vec<String> {
         let mut out = Vec::new();
         for (i, name) in names.unwrap_or_default().iter().enumerate() {
-            let upper = name.trim().to_ascii_uppercase();
-            if upper == "ALL" {
-                out.push(upper);
-                continue;
-            }
-            let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-            if CAPABILITIES.contains(&bare) {
-                out.push(format!("CAP_{bare}"));
-            } else {
-                let at = loc.index(i);
-                self.diags
-                    .error(at.span(), &at.path, format!("unknown capability {name:?}"))
-                    .help("write a Linux capability such as NET_ADMIN or SYS_PTRACE (see capabilities(7)), or ALL");
+            match capability(name) {
+                Ok(written) => out.push(written),
+                Err(refusal) => self.refuse(&loc.index(i), refusal),
             }
         }
         out.sort();
@@ -98,21 +345,12 @@ impl Converter<'_> {
                 Some(ListOrMap::List(_)) => loc.index(i),
                 _ => loc.key(&key),
             };
-            let allowed = SYSCTLS.contains(&key.as_str())
-                || SYSCTL_PREFIXES.iter().any(|p| key.starts_with(p));
-            if !allowed {
-                self.diags
-                    .error(at.span(), &at.path, format!("sysctl {key:?} is not allowed in a container"))
-                    .help("only the container's own namespaces may be set: net.*, fs.mqueue.*, kernel.shm*, kernel.msg*, kernel.sem");
-                continue;
+            match sysctl(&key, value.as_deref()) {
+                Ok(value) => {
+                    out.insert(key.clone(), value.to_owned());
+                }
+                Err(refusal) => self.refuse(&at, refusal),
             }
-            let Some(value) = value else {
-                self.diags
-                    .error(at.span(), &at.path, format!("sysctl {key:?} has no value"))
-                    .help("write KEY=VALUE, or KEY: VALUE in a map");
-                continue;
-            };
-            out.insert(key, value);
         }
         out
     }
@@ -124,30 +362,17 @@ impl Converter<'_> {
     ) -> BTreeMap<String, Ulimit> {
         let mut out = BTreeMap::new();
         for (name, value) in ulimits.into_iter().flatten() {
-            let at = loc.key(name);
-            if !ULIMITS.contains(&name.as_str()) {
-                self.diags
-                    .error(at.span(), &at.path, format!("unknown ulimit {name:?}"))
-                    .help(format!("use one of {}", ULIMITS.join(", ")));
-                continue;
-            }
             let (soft, hard) = match *value {
                 UlimitValue::Single(both) => (both, both),
                 UlimitValue::Pair { soft, hard } => (soft, hard),
             };
-            if soft > hard {
-                self.diags
-                    .error(
-                        at.span(),
-                        &at.path,
-                        format!(
-                            "ulimit {name}: the soft limit {soft} is above the hard limit {hard}"
-                        ),
-                    )
-                    .help("the soft limit is at most the hard one");
-                continue;
+            let limit = Ulimit { soft, hard };
+            match ulimit(name, limit) {
+                Ok(()) => {
+                    out.insert(name.clone(), limit);
+                }
+                Err(refusal) => self.refuse(&loc.key(name), refusal),
             }
-            out.insert(name.clone(), Ulimit { soft, hard });
         }
         out
     }
@@ -181,25 +406,10 @@ impl Converter<'_> {
         }
         for (key, value) in &options {
             let at = loc.key("options").key(key);
-            match key.as_str() {
-                "max-size" => {
-                    if let Err(error) = value.parse::<ByteSize>() {
-                        self.diags
-                            .error(at.span(), &at.path, format!("max-size: {error}"));
-                    }
-                }
-                "max-file" => {
-                    if !value.parse::<u32>().is_ok_and(|n| n >= 1) {
-                        self.diags
-                            .error(
-                                at.span(),
-                                &at.path,
-                                format!("max-file {value:?} is not a number of files"),
-                            )
-                            .help("write how many files to keep, at least 1");
-                    }
-                }
-                _ => {
+            match log_option(key, value) {
+                Some(Ok(())) => {}
+                Some(Err(refusal)) => self.refuse(&at, refusal),
+                None => {
                     self.diags
                         .warning(
                             at.span(),
@@ -211,5 +421,69 @@ impl Converter<'_> {
             }
         }
         Some(LogDriver { name, options })
+    }
+
+    /// `extra_hosts` in the order given: a list of `HOST:ADDRESS`, or a map.
+    fn extra_hosts(&mut self, hosts: Option<&ListOrMap>, loc: &Loc) -> Vec<ExtraHost> {
+        let mut out = Vec::new();
+        match hosts {
+            None => {}
+            Some(ListOrMap::List(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match extra_host(item) {
+                        Ok(host) => out.push(host),
+                        Err(refusal) => self.refuse(&loc.index(i), refusal),
+                    }
+                }
+            }
+            Some(ListOrMap::Map(map)) => {
+                for (name, address) in map {
+                    match extra_host_of(name, address.as_deref().unwrap_or_default()) {
+                        Ok(host) => out.push(host),
+                        Err(refusal) => self.refuse(&loc.key(name), refusal),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `dns`, `dns_search` and `dns_opt`, each in the order given.
+    fn dns(&mut self, service: &file::Service, loc: &Loc) -> DnsConfig {
+        let items = |value: Option<&StringOrList>| match value {
+            None => Vec::new(),
+            Some(StringOrList::String(one)) => vec![one.clone()],
+            Some(StringOrList::List(list)) => list.clone(),
+        };
+        // A single string sits at the key itself, a list's items at their index.
+        let at = |key: &str, single: bool, i: usize| {
+            if single {
+                loc.key(key)
+            } else {
+                loc.key(key).index(i)
+            }
+        };
+        let mut dns = DnsConfig::default();
+        let single = matches!(service.dns, Some(StringOrList::String(_)));
+        for (i, server) in items(service.dns.as_ref()).iter().enumerate() {
+            match nameserver(server) {
+                Ok(address) => dns.nameservers.push(address),
+                Err(refusal) => self.refuse(&at("dns", single, i), refusal),
+            }
+        }
+        let single = matches!(service.dns_search, Some(StringOrList::String(_)));
+        for (i, domain) in items(service.dns_search.as_ref()).into_iter().enumerate() {
+            match search_domain(&domain) {
+                Ok(()) => dns.search.push(domain),
+                Err(refusal) => self.refuse(&at("dns_search", single, i), refusal),
+            }
+        }
+        for (i, option) in service.dns_opt.iter().flatten().enumerate() {
+            match resolver_option(option) {
+                Ok(()) => dns.options.push(option.clone()),
+                Err(refusal) => self.refuse(&at("dns_opt", false, i), refusal),
+            }
+        }
+        dns
     }
 }
