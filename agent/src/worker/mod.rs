@@ -44,6 +44,11 @@ pub struct Asker {
     pub nameservers: Vec<std::net::IpAddr>,
 }
 
+/// How long a task that other nodes send connections to keeps serving after its stop
+/// order, before its stop signal: the time every node takes to replace its rules
+/// (milliseconds), with room for a loaded one.
+const ENDPOINT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where a node keeps what its tasks need.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -476,6 +481,17 @@ impl Shared {
         Ok(desired)
     }
 
+    /// Whether other nodes may send `task` connections: its service publishes ports (the
+    /// mesh), or it has an address on an overlay network (virtual IPs, names).
+    fn has_endpoints(&self, task: &Task) -> bool {
+        let view = self.network_view.borrow();
+        view.mesh.services.contains_key(&task.service_id)
+            || view
+                .networks
+                .values()
+                .any(|n| n.tasks.contains_key(&task.id))
+    }
+
     /// Puts a task whose namespace was just made on its overlay networks, before its
     /// process starts (it may connect at once).
     async fn attach_overlays(&self, task: &Task, netns: PathBuf) -> Result<(), String> {
@@ -628,6 +644,12 @@ impl Shared {
                     }
                 }
                 Action::Stop => {
+                    if self.has_endpoints(&task) {
+                        // Every node stops sending it new connections when its view
+                        // changes, a few milliseconds after this stop order: it serves on
+                        // meanwhile instead of refusing them (moby#38841).
+                        tokio::time::sleep(ENDPOINT_DRAIN).await;
+                    }
                     let (signal, grace) =
                         container::stop_signal(&task, image_stop_signal.as_deref());
                     match self.runtime.stop(&id, signal, grace).await {
