@@ -367,6 +367,7 @@ fn apply(
                 }
             }
         }
+        Command::SetAutolock { unlock_key } => data.unlock_key = unlock_key,
         Command::RotateJoinToken { role, secret } => {
             let cluster = data.cluster.as_mut().expect("checked above");
             match role {
