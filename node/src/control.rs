@@ -181,6 +181,9 @@ impl Daemon {
         let manager_token = JoinToken::generate(ca.cert_der()).to_string();
         let at = millis(now);
         let commands = [
+            Command::SetAutolock {
+                unlock_key: unlock_key.as_ref().map(UnlockKey::to_string),
+            },
             Command::InitCluster(Cluster {
                 id: cluster_id.clone(),
                 created_at: at,
@@ -205,9 +208,6 @@ impl Daemon {
                 subnet: None,
                 worker_error: None,
             }),
-            Command::SetAutolock {
-                unlock_key: unlock_key.as_ref().map(UnlockKey::to_string),
-            },
         ];
         for command in commands {
             propose(&manager.raft, &command)

@@ -160,13 +160,18 @@ pub(crate) async fn follow_unlock_key(
 ) {
     let mut wrapped_for: Option<Option<String>> = None;
     loop {
-        let Ok(unlock_key) = raft
-            .local_read(|store: &Store| store.data().unlock_key.clone())
+        let Ok((initialised, unlock_key)) = raft
+            .local_read(|store: &Store| {
+                let data = store.data();
+                (data.cluster.is_some(), data.unlock_key.clone())
+            })
             .await
         else {
             return;
         };
-        if wrapped_for.as_ref() != Some(&unlock_key) {
+        // A replica that has not caught up yet (a joining manager's empty store) knows
+        // nothing of autolock: its key file stays as it is until it does.
+        if initialised && wrapped_for.as_ref() != Some(&unlock_key) {
             match rewrap(&daemon, &data_key, unlock_key.as_deref()) {
                 Ok(()) => wrapped_for = Some(unlock_key),
                 Err(error) => tracing::error!(%error, "cannot rewrap the raft log's key"),
