@@ -483,8 +483,8 @@ pub struct StoreData {
     #[serde(default)]
     pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
     /// Each service's registry credentials, by service id: kept apart from the specs so
-    /// that no plan, export or `service inspect` shows them; stored as plainly as the rest
-    /// of the Raft log.
+    /// that no plan, export or `service inspect` shows them; on disk only inside the
+    /// encrypted Raft log, as everything in the store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registry_auth: BTreeMap<String, RegistryAuth>,
     /// The git repositories the leader watches, by name, each with its secrets, status and
