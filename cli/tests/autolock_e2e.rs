@@ -3,9 +3,10 @@
 //! `cluster update --autolock=true` prints a key that `unlock-key -q` repeats; the restarted
 //! manager refuses every call but `unlock`, refuses a wrong key and a malformed one, and
 //! after the right key (from stdin) serves the secret again; a rotated key replaces the old
-//! one; with autolock off a restart needs no key.
+//! one; with autolock off a restart needs no key. A second manager follows the cluster's
+//! unlock key: it rewraps its own key file and, restarted, waits for the key too.
 //!
-//! Address pools inside 198.18.218.0/23 (no other test uses it), a /24 per test.
+//! Address pools inside 198.18.218.0/23 (no other test uses it), one per test.
 
 mod common;
 
@@ -17,6 +18,18 @@ use base64::Engine as _;
 use common::*;
 
 const LOCKED: &str = "this manager is locked: run `swarm unlock`";
+
+/// `init` arguments for a pool of /26s (the tests share 198.18.218.0/23).
+fn small_pool<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--default-addr-pool",
+        pool,
+        "--default-addr-pool-mask-length",
+        "26",
+    ];
+    args.extend_from_slice(more);
+    args
+}
 
 /// The files under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
@@ -60,18 +73,27 @@ fn unlock_key_in(output: &str) -> String {
 }
 
 fn restart(cluster: &mut Cluster) {
-    drop(cluster.daemons[0].take());
+    restart_node(cluster, 0);
+}
+
+fn restart_node(cluster: &mut Cluster, n: usize) {
+    drop(cluster.daemons[n].take());
     // The killed daemon's socket: `start` waits for the new one.
-    std::fs::remove_file(cluster.socket(0)).unwrap();
-    cluster.daemons[0] = Some(start(&cluster.nodes[0].0, cluster.nodes[0].1));
+    std::fs::remove_file(cluster.socket(n)).unwrap();
+    cluster.daemons[n] = Some(start(&cluster.nodes[n].0, cluster.nodes[n].1));
 }
 
 fn unlock(cluster: &Cluster, key: &str) -> std::process::Output {
+    unlock_node(cluster, 0, key)
+}
+
+/// `swarm unlock` on node `n`, the key on its stdin.
+fn unlock_node(cluster: &Cluster, n: usize, key: &str) -> std::process::Output {
     output_with_input(
         Command::new(env!("CARGO_BIN_EXE_swarm"))
             .env(
                 "SWARM_HOST",
-                format!("unix://{}", cluster.socket(0).display()),
+                format!("unix://{}", cluster.socket(n).display()),
             )
             .arg("unlock"),
         &format!("{key}\n"),
@@ -194,7 +216,7 @@ fn secrets_are_encrypted_at_rest_and_a_locked_manager_waits_for_its_key() {
 
 #[test]
 fn init_with_autolock_locks_the_manager_at_restart() {
-    let mut cluster = cluster(1, &init_args("198.18.219.0/24", &["--autolock"]));
+    let mut cluster = cluster(1, &small_pool("198.18.219.0/25", &["--autolock"]));
     let key = ok(&cluster, &["unlock-key", "-q"]).trim().to_owned();
     assert!(key.starts_with("SWMKEY-1-"), "{key}");
     assert!(
@@ -210,4 +232,25 @@ fn init_with_autolock_locks_the_manager_at_restart() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = eventually(&cluster.socket(0), &["node", "ls"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn every_manager_follows_the_clusters_unlock_key() {
+    let mut cluster = cluster(2, &small_pool("198.18.219.128/25", &[]));
+    cluster.join(1, "manager", 0);
+    let key = unlock_key_in(&ok(&cluster, &["cluster", "update", "--autolock=true"]));
+    // The second manager learns the key through the store and rewraps its own key file.
+    let path = cluster.data(1).join("raft.key");
+    wait_for("manager 2 rewrapped", Duration::from_secs(20), || {
+        let file = std::fs::read_to_string(&path).ok()?;
+        (!file.contains("\"kek\"")).then_some(())
+    });
+    restart_node(&mut cluster, 1);
+    let out = swarm(&cluster.socket(1), &["node", "ls"]);
+    assert!(text(&out.stderr).contains(LOCKED), "{out:?}");
+    let out = unlock_node(&cluster, 1, &key);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = eventually(&cluster.socket(1), &["node", "ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("node2"), "{}", text(&out.stdout));
 }
