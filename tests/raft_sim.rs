@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use raft::prelude::{ConfChange, ConfChangeType, Message, MessageType};
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{Config, ProposalId, Replica, StateMachine};
 
@@ -61,6 +62,7 @@ impl Rng {
 
 struct Sim {
     dir: tempfile::TempDir,
+    key: DataKey,
     rng: Rng,
     snapshot_every: u64,
     replicas: BTreeMap<u64, Option<Replica<Journal>>>,
@@ -87,6 +89,7 @@ impl Sim {
         };
         let mut sim = Sim {
             dir,
+            key: DataKey::generate(),
             rng: Rng(seed),
             snapshot_every,
             replicas: BTreeMap::new(),
@@ -115,6 +118,7 @@ impl Sim {
         DurableLog::open(Location::File {
             path: &path,
             durable: true,
+            key: self.key.clone(),
         })
         .unwrap()
     }

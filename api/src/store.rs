@@ -128,6 +128,11 @@ pub enum Command {
         role: NodeRole,
         secret: String,
     },
+    /// Autolock on with this unlock key (`init --autolock`, `cluster update --autolock=true`,
+    /// `unlock-key --rotate`), or off (`None`).
+    SetAutolock {
+        unlock_key: Option<String>,
+    },
     /// The orchestrator's and the scheduler's decisions of one pass. Refused when another
     /// pass wrote tasks since `expected_version` (two leaders for a moment): it is redone.
     WriteTasks {
@@ -446,6 +451,10 @@ impl std::fmt::Display for Conflict {
 pub struct StoreData {
     /// The Raft index of the last command applied.
     pub version: u64,
+    /// The cluster's unlock key (`SWMKEY-1-…`) while autolock is on: replicated so that
+    /// every manager wraps its log's key with it; the log itself is encrypted. Never exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
     pub cluster: Option<Cluster>,
     pub nodes: BTreeMap<String, Node>,
     /// Nodes removed from the cluster, whose certificates are refused.
@@ -474,8 +483,8 @@ pub struct StoreData {
     #[serde(default)]
     pub update_status: BTreeMap<String, crate::rollout::UpdateStatus>,
     /// Each service's registry credentials, by service id: kept apart from the specs so
-    /// that no plan, export or `service inspect` shows them; stored as plainly as the rest
-    /// of the Raft log.
+    /// that no plan, export or `service inspect` shows them; on disk only inside the
+    /// encrypted Raft log, as everything in the store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registry_auth: BTreeMap<String, RegistryAuth>,
     /// The git repositories the leader watches, by name, each with its secrets, status and

@@ -126,6 +126,9 @@ pub struct InitArgs {
     /// only manager
     #[arg(long)]
     force_new_cluster: bool,
+    /// Managers need the unlock key (printed once) to start after a restart
+    #[arg(long, conflicts_with = "force_new_cluster")]
+    autolock: bool,
     /// The pool each node's task subnet is leased from
     #[arg(long, default_value = "198.19.0.0/16")]
     default_addr_pool: String,
@@ -182,6 +185,7 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
             force_new_cluster: args.force_new_cluster,
             default_addr_pool: args.default_addr_pool,
             default_addr_pool_mask_length: args.default_addr_pool_mask_length,
+            autolock: args.autolock,
         })
         .await
         .map_err(client::explain)?
@@ -197,6 +201,7 @@ pub async fn init(host: &Host, args: InitArgs) -> anyhow::Result<ExitCode> {
         "Swarm initialized: current node ({}) is now a manager.\n\nTo add a worker to this swarm, run the following command:\n\n    swarm join --token {} {}\n\nTo add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.",
         response.node_id, response.worker_token, response.advertise_addr
     );
+    crate::lock::print_init_unlock_key(&response.unlock_key);
     if let Some(request) = repository {
         println!();
         let name = request.name.clone();

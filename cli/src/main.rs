@@ -9,6 +9,7 @@ mod deploy;
 mod filter;
 mod gitops;
 mod inspect;
+mod lock;
 mod logs;
 mod network;
 mod output;
@@ -54,6 +55,11 @@ enum Command {
     #[command(subcommand)]
     Node(cluster::NodeCommand),
     JoinToken(cluster::JoinTokenArgs),
+    Unlock(lock::UnlockArgs),
+    UnlockKey(lock::UnlockKeyArgs),
+    /// Change the cluster's settings (autolock)
+    #[command(subcommand)]
+    Cluster(lock::ClusterCommand),
     ClientCert(cluster::ClientCertArgs),
     /// Export the cluster's objects (for `swarm plan --state`)
     #[command(subcommand)]
@@ -124,6 +130,9 @@ fn main() -> ExitCode {
         Command::Leave(args) => client(cluster::leave(&host, args)),
         Command::Node(command) => client(cluster::node(&host, command)),
         Command::JoinToken(args) => client(cluster::join_token(&host, args)),
+        Command::Unlock(args) => client(lock::unlock(&host, args)),
+        Command::UnlockKey(args) => client(lock::unlock_key(&host, args)),
+        Command::Cluster(command) => client(lock::cluster(&host, command)),
         Command::ClientCert(args) => client(cluster::client_cert(&host, args)),
         Command::State(command) => client(cluster::state(&host, command)),
         Command::Plan(args) => client(plan::run(&host, args)),

@@ -32,6 +32,7 @@ use swarm_api::store::{
 };
 use swarm_api::task::DesiredState;
 use swarm_controller::ca::{Role, RootCa};
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::store::Store;
@@ -53,10 +54,12 @@ const SETUP_CONCURRENCY: usize = 64;
 /// Three managers bootstrapped as voters of a new cluster, and the id of their leader.
 async fn cluster(dir: &Path, ca: &RootCa) -> (HashMap<u64, Manager<Store>>, u64) {
     let (mut listeners, addresses) = raft_cluster::listeners(3).await;
+    let key = DataKey::generate();
     for id in 1..=3u64 {
         let mut log = DurableLog::open(Location::File {
             path: &dir.join(format!("{id}.redb")),
             durable: true,
+            key: key.clone(),
         })
         .unwrap();
         log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
@@ -70,6 +73,7 @@ async fn cluster(dir: &Path, ca: &RootCa) -> (HashMap<u64, Manager<Store>>, u64)
                 credentials: &credentials,
                 addresses: &addresses,
                 timeout: Duration::from_secs(30),
+                key: &key,
             };
             let listener = listeners.remove(&id).unwrap();
             (

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use harness::{measure, quantile, report};
 use raft::prelude::{Entry, HardState};
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{Config, ProposalId, Replica, StateMachine};
 
@@ -53,6 +54,7 @@ fn main() {
     let mut log = DurableLog::open(Location::File {
         path: &dir.path().join("log.redb"),
         durable: true,
+        key: DataKey::generate(),
     })
     .unwrap();
     log.bootstrap(&[1], Vec::new()).unwrap();
@@ -80,6 +82,7 @@ fn main() {
     let mut log = DurableLog::open(Location::File {
         path: &dir.path().join("replica.redb"),
         durable: true,
+        key: DataKey::generate(),
     })
     .unwrap();
     log.bootstrap(&[1], Counter(0).snapshot()).unwrap();

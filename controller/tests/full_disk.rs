@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use raft::prelude::EntryType;
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::driver::{DriverConfig, RaftError, Transport, Unreachable, spawn};
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{Config, Replica, StateMachine};
@@ -86,9 +87,11 @@ async fn a_full_disk_fails_writes_instead_of_acknowledging_them() {
         return;
     };
     let log_path = disk.path.join("raft.redb");
+    let key = DataKey::generate();
     let mut log = DurableLog::open(Location::File {
         path: &log_path,
         durable: true,
+        key: key.clone(),
     })
     .unwrap();
     log.bootstrap(&[1], Vec::new()).unwrap();
@@ -147,6 +150,7 @@ async fn a_full_disk_fails_writes_instead_of_acknowledging_them() {
     let log = DurableLog::open(Location::File {
         path: &log_path,
         durable: true,
+        key: key.clone(),
     })
     .unwrap();
     let last = raft::Storage::last_index(&log).unwrap();

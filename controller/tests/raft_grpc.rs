@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use swarm_api::grpc::raft::RaftMessage;
 use swarm_api::grpc::raft::raft_client::RaftClient;
 use swarm_controller::ca::{Role, RootCa};
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::StateMachine;
 use swarm_controller::tls::NodeCredentials;
@@ -45,6 +46,7 @@ impl StateMachine for Journal {
 fn start(
     id: u64,
     dir: &Path,
+    key: &DataKey,
     credentials: &NodeCredentials,
     addresses: &HashMap<u64, String>,
     listener: TcpListener,
@@ -55,6 +57,7 @@ fn start(
         credentials,
         addresses,
         timeout: Duration::from_secs(3),
+        key,
     };
     raft_cluster::start(id, Journal::default(), &config, listener)
 }
@@ -89,11 +92,13 @@ async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let ca = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
     let (mut listeners, addresses) = raft_cluster::listeners(3).await;
+    let key = DataKey::generate();
     for id in 1..=3 {
         let path = dir.path().join(format!("{id}.redb"));
         let mut log = DurableLog::open(Location::File {
             path: &path,
             durable: true,
+            key: key.clone(),
         })
         .unwrap();
         log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
@@ -109,7 +114,10 @@ async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
     let mut managers = HashMap::new();
     for id in 1..=3 {
         let listener = listeners.remove(&id).unwrap();
-        managers.insert(id, start(id, dir.path(), &creds[&id], &addresses, listener));
+        managers.insert(
+            id,
+            start(id, dir.path(), &key, &creds[&id], &addresses, listener),
+        );
     }
     for value in 1..=10 {
         write(&managers, value).await;
@@ -125,7 +133,14 @@ async fn three_managers_over_mtls_survive_the_loss_of_the_leader() {
     let listener = TcpListener::bind(&addresses[&killed]).await.unwrap();
     managers.insert(
         killed,
-        start(killed, dir.path(), &creds[&killed], &addresses, listener),
+        start(
+            killed,
+            dir.path(),
+            &key,
+            &creds[&killed],
+            &addresses,
+            listener,
+        ),
     );
     write(&managers, 21).await;
     let seen = managers[&killed]
@@ -143,16 +158,18 @@ async fn raft_is_refused_to_workers_strangers_and_anonymous_clients() {
     let (mut listeners, addresses) = raft_cluster::listeners(1).await;
     let address = addresses[&1].clone();
     let path = dir.path().join("1.redb");
+    let key = DataKey::generate();
     let mut log = DurableLog::open(Location::File {
         path: &path,
         durable: true,
+        key: key.clone(),
     })
     .unwrap();
     log.bootstrap(&[1], Vec::new()).unwrap();
     drop(log);
     let manager_creds = credentials(&ca, "node-1", Role::Manager, CLUSTER);
     let listener = listeners.remove(&1).unwrap();
-    let manager = start(1, dir.path(), &manager_creds, &addresses, listener);
+    let manager = start(1, dir.path(), &key, &manager_creds, &addresses, listener);
 
     let attempt = |tls: ClientTlsConfig| {
         let address = address.clone();

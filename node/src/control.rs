@@ -14,8 +14,9 @@ use swarm_api::grpc::control::{
     ListNodesRequest, ListNodesResponse, ListServicesRequest, ListServicesResponse,
     RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest, RemoveServiceResponse,
     RollbackServiceRequest, RollbackServiceResponse, ServiceLogsMessage, ServiceLogsRequest,
-    SetNodeRoleRequest, SetNodeRoleResponse, UpdateNodeRequest, UpdateNodeResponse,
-    UpdateServiceRequest, UpdateServiceResponse,
+    SetNodeRoleRequest, SetNodeRoleResponse, UnlockKeyRequest, UnlockKeyResponse, UnlockRequest,
+    UnlockResponse, UpdateAutolockRequest, UpdateAutolockResponse, UpdateNodeRequest,
+    UpdateNodeResponse, UpdateServiceRequest, UpdateServiceResponse,
 };
 use swarm_api::store::{
     AddressPool, Availability, Cluster, Command, DEFAULT_CERTIFICATE_VALIDITY_MS, Node, NodeRole,
@@ -28,10 +29,11 @@ use super::{
     Daemon, Membership, change_voters, describe_machine, internal, millis, propose, raft_status,
     random_id, store_status, wait_for_leader,
 };
-use super::{files, logs, networks, repos, services, volumes};
+use super::{files, lock, logs, networks, repos, services, volumes};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
+use swarm_controller::raft::crypt::{DataKey, KeyFile, UnlockKey};
 use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::StateMachine;
@@ -145,10 +147,18 @@ impl Daemon {
             .map_err(internal)?;
         self.write_file("certs/node-key.pem", key.pem().as_bytes(), true)
             .map_err(internal)?;
+        // The log's key is written before the log: a crash between leaves a key for nothing,
+        // never a log without its key.
+        let unlock_key = request.autolock.then(UnlockKey::generate);
+        let data_key = DataKey::generate();
+        self.write_key_file(&KeyFile::wrap(&data_key, unlock_key.as_ref()))
+            .map_err(internal)?;
+        *self.data_key.lock().expect("not poisoned") = Some(data_key.clone());
         let raft_path = self.path("raft.redb");
         let mut log = DurableLog::open(Location::File {
             path: &raft_path,
             durable: true,
+            key: data_key,
         })
         .map_err(internal)?;
         log.bootstrap(&[1], Store::default().snapshot())
@@ -171,6 +181,9 @@ impl Daemon {
         let manager_token = JoinToken::generate(ca.cert_der()).to_string();
         let at = millis(now);
         let commands = [
+            Command::SetAutolock {
+                unlock_key: unlock_key.as_ref().map(UnlockKey::to_string),
+            },
             Command::InitCluster(Cluster {
                 id: cluster_id.clone(),
                 created_at: at,
@@ -209,6 +222,7 @@ impl Daemon {
             worker_token,
             manager_token,
             advertise_addr: state.advertise_addr,
+            unlock_key: unlock_key.map(|key| key.to_string()).unwrap_or_default(),
         })
     }
 }
@@ -694,6 +708,35 @@ impl Control for ControlApi {
             token,
             manager_addr: state.advertise_addr,
         }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        self.local_only("unlock")?;
+        self.daemon.unlock(&request.into_inner().unlock_key).await?;
+        Ok(Response::new(UnlockResponse {}))
+    }
+
+    async fn unlock_key(
+        &self,
+        request: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let unlock_key = lock::unlock_key(&raft, request.into_inner().rotate).await?;
+        Ok(Response::new(UnlockKeyResponse { unlock_key }))
+    }
+
+    async fn update_autolock(
+        &self,
+        request: Request<UpdateAutolockRequest>,
+    ) -> Result<Response<UpdateAutolockResponse>, Status> {
+        self.allow(&request)?;
+        let (raft, _) = self.daemon.manager().await?;
+        let unlock_key = lock::set_autolock(&raft, request.into_inner().autolock).await?;
+        Ok(Response::new(UpdateAutolockResponse { unlock_key }))
     }
 
     async fn create_service(

@@ -4,7 +4,7 @@
 //!
 //! A node's data dir holds everything durable: `node.json` (who it is), `certs/` (the CA,
 //! for managers its key too; the node's certificate and key) and, for managers, `raft.redb`
-//! and `gitops/` (the leader's git mirrors and the repositories' ssh keys).
+//! (encrypted), `raft.key` (its key, wrapped: `lock`) and `gitops/` (the leader's git mirrors and the repositories' ssh keys).
 
 mod agent;
 mod control;
@@ -13,6 +13,7 @@ pub mod dns;
 pub mod files;
 mod gitops;
 mod join;
+mod lock;
 mod logs;
 pub mod metrics;
 pub mod networks;
@@ -49,6 +50,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use swarm_controller::ca::{Role, RootCa};
+use swarm_controller::raft::crypt::{CryptError, DataKey};
 use swarm_controller::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
 use swarm_controller::raft::grpc::{
     GrpcTransport, PeerAddresses, RaftService, RaftVoters, VoterView,
@@ -95,6 +97,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
     Ca(#[from] swarm_controller::ca::CaError),
@@ -124,6 +128,8 @@ enum Membership {
     /// Not in a cluster: only `init` and `join` make sense.
     Outside,
     Member(Member),
+    /// A manager of an autolocked cluster, restarted: nothing runs until `swarm unlock`.
+    Locked(NodeState),
 }
 
 /// A node in a cluster: its identity, its session with the managers and, on a manager, the
@@ -188,6 +194,8 @@ pub struct Daemon {
     service_turns: services::Turns,
     /// What the node's parts record for `/metrics`.
     metrics: metrics::Metrics,
+    /// The key of this manager's Raft log, once unwrapped (`lock`).
+    data_key: std::sync::Mutex<Option<DataKey>>,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -205,6 +213,7 @@ pub async fn run(
         membership: Mutex::new(Membership::Outside),
         service_turns: services::Turns::default(),
         metrics: metrics::Metrics::default(),
+        data_key: std::sync::Mutex::default(),
         config,
     });
     let metrics_server = metrics_listener.map(|listener| {
@@ -222,8 +231,17 @@ pub async fn run(
         // Locked while the member starts: its session, which starts with it, must find it
         // a member (it ends at once when it finds the node outside a cluster).
         let mut membership = daemon.membership.lock().await;
-        let member = daemon.start_member(state, HashMap::new()).await?;
-        *membership = Membership::Member(member);
+        let locked = state.role == NodeRole::Manager
+            && matches!(
+                daemon.data_key(),
+                Err(DaemonError::Crypt(CryptError::Locked))
+            );
+        *membership = if locked {
+            tracing::warn!("{}", lock::LOCKED);
+            Membership::Locked(state)
+        } else {
+            Membership::Member(daemon.start_member(state, HashMap::new()).await?)
+        };
     }
     let socket = daemon.config.socket.clone();
     if let Some(parent) = socket.parent() {
@@ -389,7 +407,8 @@ impl Daemon {
     /// Forgets the cluster: the node's record first (so a crash half-way leaves a node
     /// outside any cluster), then its certificates and log.
     fn forget_cluster(&self) -> Result<(), DaemonError> {
-        for name in ["node.json", "raft.redb"] {
+        self.forget_data_key();
+        for name in ["node.json", "raft.redb", lock::KEY_FILE] {
             let path = self.path(name);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -419,9 +438,11 @@ impl Daemon {
             message: "a manager without a raft id".to_owned(),
         })?;
         let raft_path = self.path("raft.redb");
+        let data_key = self.data_key()?;
         let log = DurableLog::open(Location::File {
             path: &raft_path,
             durable: true,
+            key: data_key.clone(),
         })?;
         let replica = Replica::open(&Config::new(raft_id), log, Store::default())?;
         // Everything that can fail comes before the replica starts, so a failure leaves no
@@ -494,6 +515,11 @@ impl Daemon {
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
+        let key_wrapper = tokio::spawn(lock::follow_unlock_key(
+            raft.clone(),
+            self.clone(),
+            data_key,
+        ));
         let mut tasks = vec![
             refresher,
             monitor,
@@ -501,6 +527,7 @@ impl Daemon {
             notifier,
             watcher,
             dispatcher,
+            key_wrapper,
         ];
         if self.config.metrics_addr.is_some() {
             let metrics = self.metrics.clone();
@@ -538,6 +565,7 @@ impl Daemon {
             Membership::Outside => Err(Status::failed_precondition(
                 "this node is not a swarm manager: run `swarm init` to start a cluster, or `swarm join` to join one",
             )),
+            Membership::Locked(_) => Err(Status::failed_precondition(lock::LOCKED)),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::control::demote;
 use super::{
     Daemon, DaemonError, Membership, internal, propose, raft_status, store_status, wait_for_leader,
 };
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::{ReplicaError, StateMachine};
 use swarm_controller::store::Store;
@@ -103,7 +104,8 @@ impl Daemon {
             .state
             .raft_id
             .ok_or_else(|| internal("a manager without a raft id"))?;
-        single_voter_log(&self.path("raft.redb"), raft_id).map_err(internal)?;
+        let data_key = self.data_key().map_err(internal)?;
+        single_voter_log(&self.path("raft.redb"), raft_id, data_key).map_err(internal)?;
         let manager = self
             .start_manager(&member.state, Default::default())
             .await
@@ -137,6 +139,7 @@ impl Daemon {
             worker_token: cluster.worker_token_secret,
             manager_token: cluster.manager_token_secret,
             advertise_addr: member.state.advertise_addr.clone(),
+            unlock_key: String::new(),
         })
     }
 }
@@ -144,10 +147,11 @@ impl Daemon {
 /// Rewrites a manager's log as a snapshot of everything it knows committed, whose
 /// configuration has `raft_id` as its only voter. Entries past the commit index, which no
 /// quorum acknowledged to this replica, are dropped.
-fn single_voter_log(path: &std::path::Path, raft_id: u64) -> Result<(), DaemonError> {
+fn single_voter_log(path: &std::path::Path, raft_id: u64, key: DataKey) -> Result<(), DaemonError> {
     let mut log = DurableLog::open(Location::File {
         path,
         durable: true,
+        key,
     })?;
     let storage = &log;
     let state = raft::Storage::initial_state(storage).map_err(ReplicaError::from)?;

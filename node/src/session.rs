@@ -230,7 +230,7 @@ impl Daemon {
     ) -> Option<(NodeState, NodeCredentials, watch::Receiver<Option<String>>)> {
         let worker_error = match &*self.membership.lock().await {
             Membership::Member(member) => member.agent.worker_error(),
-            Membership::Outside => return None,
+            Membership::Outside | Membership::Locked(_) => return None,
         };
         let (state, credentials) = self.session_view().await?;
         Some((state, credentials, worker_error))

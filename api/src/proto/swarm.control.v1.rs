@@ -208,6 +208,9 @@ pub struct InitRequest {
     /// The size of each node's subnet (prefix length); 0 for 24.
     #[prost(uint32, tag = "7")]
     pub default_addr_pool_mask_length: u32,
+    /// Managers' logs need the unlock key (answered once) to open after a restart.
+    #[prost(bool, tag = "8")]
+    pub autolock: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -222,6 +225,44 @@ pub struct InitResponse {
     pub manager_token: ::prost::alloc::string::String,
     #[prost(string, tag = "5")]
     pub advertise_addr: ::prost::alloc::string::String,
+    /// With autolock: the unlock key (`SWMKEY-1-…`).
+    #[prost(string, tag = "6")]
+    pub unlock_key: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UnlockRequest {
+    #[prost(string, tag = "1")]
+    pub unlock_key: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UnlockResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UnlockKeyRequest {
+    #[prost(bool, tag = "1")]
+    pub rotate: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UnlockKeyResponse {
+    /// Empty when autolock is off.
+    #[prost(string, tag = "1")]
+    pub unlock_key: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpdateAutolockRequest {
+    #[prost(bool, tag = "1")]
+    pub autolock: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpdateAutolockResponse {
+    /// The new unlock key when autolock was turned on; empty otherwise.
+    #[prost(string, tag = "1")]
+    pub unlock_key: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -877,6 +918,79 @@ pub mod control_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "JoinToken"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Unlocks this manager of an autolocked cluster (local only): the only call a locked
+        /// manager serves.
+        pub async fn unlock(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UnlockRequest>,
+        ) -> std::result::Result<tonic::Response<super::UnlockResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/Unlock",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "Unlock"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The cluster's unlock key while autolock is on; `rotate` replaces it first.
+        pub async fn unlock_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UnlockKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UnlockKeyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/UnlockKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "UnlockKey"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Turns autolock on (a new unlock key, answered once) or off.
+        pub async fn update_autolock(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateAutolockRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UpdateAutolockResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/UpdateAutolock",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "UpdateAutolock"));
             self.inner.unary(req, path, codec).await
         }
         /// Makes this node join the cluster of the manager at `remote_addr`.
@@ -1794,6 +1908,28 @@ pub mod control_server {
             tonic::Response<super::JoinTokenResponse>,
             tonic::Status,
         >;
+        /// Unlocks this manager of an autolocked cluster (local only): the only call a locked
+        /// manager serves.
+        async fn unlock(
+            &self,
+            request: tonic::Request<super::UnlockRequest>,
+        ) -> std::result::Result<tonic::Response<super::UnlockResponse>, tonic::Status>;
+        /// The cluster's unlock key while autolock is on; `rotate` replaces it first.
+        async fn unlock_key(
+            &self,
+            request: tonic::Request<super::UnlockKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UnlockKeyResponse>,
+            tonic::Status,
+        >;
+        /// Turns autolock on (a new unlock key, answered once) or off.
+        async fn update_autolock(
+            &self,
+            request: tonic::Request<super::UpdateAutolockRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UpdateAutolockResponse>,
+            tonic::Status,
+        >;
         /// Makes this node join the cluster of the manager at `remote_addr`.
         async fn join(
             &self,
@@ -2275,6 +2411,137 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = JoinTokenSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/Unlock" => {
+                    #[allow(non_camel_case_types)]
+                    struct UnlockSvc<T: Control>(pub Arc<T>);
+                    impl<T: Control> tonic::server::UnaryService<super::UnlockRequest>
+                    for UnlockSvc<T> {
+                        type Response = super::UnlockResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UnlockRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::unlock(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UnlockSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/UnlockKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct UnlockKeySvc<T: Control>(pub Arc<T>);
+                    impl<T: Control> tonic::server::UnaryService<super::UnlockKeyRequest>
+                    for UnlockKeySvc<T> {
+                        type Response = super::UnlockKeyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UnlockKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::unlock_key(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UnlockKeySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/UpdateAutolock" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateAutolockSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::UnaryService<super::UpdateAutolockRequest>
+                    for UpdateAutolockSvc<T> {
+                        type Response = super::UpdateAutolockResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateAutolockRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::update_autolock(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateAutolockSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

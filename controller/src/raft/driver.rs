@@ -602,6 +602,7 @@ fn send<T: Transport>(transport: &mut T, messages: Vec<Message>, refused: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::crypt::DataKey;
     use crate::raft::log::{DurableLog, Location};
     use crate::raft::replica::Config;
     use std::collections::BTreeSet;
@@ -657,6 +658,7 @@ mod tests {
 
     struct Cluster {
         dir: tempfile::TempDir,
+        key: DataKey,
         inboxes: Inboxes,
         cut: Arc<Mutex<BTreeSet<u64>>>,
         handles: HashMap<u64, (RaftHandle<Journal>, DriverTask)>,
@@ -666,17 +668,20 @@ mod tests {
         fn new(size: u64) -> Cluster {
             let dir = tempfile::tempdir().unwrap();
             let voters: Vec<u64> = (1..=size).collect();
+            let key = DataKey::generate();
             for id in &voters {
                 let path = dir.path().join(format!("{id}.redb"));
                 let mut log = DurableLog::open(Location::File {
                     path: &path,
                     durable: true,
+                    key: key.clone(),
                 })
                 .unwrap();
                 log.bootstrap(&voters, Vec::new()).unwrap();
             }
             let mut cluster = Cluster {
                 dir,
+                key,
                 inboxes: Arc::default(),
                 cut: Arc::default(),
                 handles: HashMap::new(),
@@ -692,6 +697,7 @@ mod tests {
             let log = DurableLog::open(Location::File {
                 path: &path,
                 durable: true,
+                key: self.key.clone(),
             })
             .unwrap();
             let replica = Replica::open(&Config::new(id), log, Journal::default()).unwrap();
@@ -851,6 +857,7 @@ mod tests {
         let location = Location::File {
             path: &path,
             durable: true,
+            key: DataKey::generate(),
         };
         let mut log = DurableLog::open(location).unwrap();
         log.bootstrap(&[1], Vec::new()).unwrap();

@@ -1,6 +1,9 @@
 //! The durable Raft log: entries, hard state, configuration and the latest snapshot in one
 //! redb file, each record checksummed (CRC-32C over the encoded bytes) so that a corrupt file
 //! is refused at open, naming the file and the record, instead of silently losing entries.
+//! A file log is encrypted at rest: every record's payload is sealed with the data
+//! encryption key (`crypt`) under a label naming its place; a log written before encryption
+//! (plaintext records, no `cipher` marker) is encrypted in place when first opened with a key.
 //!
 //! Implements raft-rs' `Storage` for reads; the writes follow its Ready checklist:
 //! `persist` (entries and hard state in one transaction, fsynced before it returns when the
@@ -12,7 +15,11 @@ use std::path::{Path, PathBuf};
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use super::crypt::DataKey;
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -20,6 +27,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const HARD_STATE: &str = "hard_state";
 const CONF_STATE: &str = "conf_state";
 const SNAPSHOT: &str = "snapshot";
+/// Present once every record is sealed: its value names the cipher.
+const CIPHER: &str = "cipher";
+const CIPHER_NAME: &[u8] = b"xchacha20poly1305";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -31,10 +41,14 @@ pub enum LogError {
     Write { path: PathBuf, message: String },
 }
 
-/// Where the log lives: a file (fsync on every commit unless `durable` is false) or memory
-/// (simulation tests).
+/// Where the log lives: a file encrypted with `key` (fsync on every commit unless `durable`
+/// is false) or memory (simulation tests; nothing reaches a disk, nothing is encrypted).
 pub enum Location<'a> {
-    File { path: &'a Path, durable: bool },
+    File {
+        path: &'a Path,
+        durable: bool,
+        key: DataKey,
+    },
     Memory,
 }
 
@@ -42,6 +56,8 @@ pub struct DurableLog {
     db: Database,
     path: PathBuf,
     durability: Durability,
+    /// Seals every record of a file log.
+    key: Option<DataKey>,
     // A cache of what is small and read on every step; the entries stay on disk.
     hard_state: HardState,
     conf_state: ConfState,
@@ -63,14 +79,106 @@ fn unseal(record: &[u8]) -> Option<&[u8]> {
     (crc32fast::hash(payload).to_le_bytes() == crc).then_some(payload)
 }
 
-fn encode<M: protobuf::Message>(message: &M) -> Vec<u8> {
-    seal(&message.write_to_bytes().expect("raft messages encode"))
+/// The message bytes of the record at `label`, or what is wrong with it.
+fn decode(key: Option<&DataKey>, label: &str, record: &[u8]) -> Result<Vec<u8>, String> {
+    let payload = unseal(record).ok_or_else(|| format!("checksum mismatch in {label}"))?;
+    match key {
+        Some(key) => key
+            .open(label.as_bytes(), payload, label)
+            .map_err(|e| e.to_string()),
+        None => Ok(payload.to_vec()),
+    }
+}
+
+fn entry_label(index: u64) -> String {
+    format!("entry {index}")
+}
+
+/// Marks a new log encrypted, or rewrites a log written before encryption at rest (records
+/// in plaintext, no `cipher` marker) into a new file with every record sealed, renamed over
+/// the old one: sealing in place would leave the plaintext in redb's freed pages.
+fn encrypt_plaintext_log(db: Database, path: &Path, key: &DataKey) -> Result<Database, LogError> {
+    let write_error = |e: &dyn std::fmt::Display| LogError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    {
+        let txn = db.begin_write().map_err(|e| write_error(&e))?;
+        let mut meta = txn.open_table(META).map_err(|e| write_error(&e))?;
+        let entries = txn.open_table(ENTRIES).map_err(|e| write_error(&e))?;
+        if meta.get(CIPHER).map_err(|e| write_error(&e))?.is_some() {
+            return Ok(db);
+        }
+        let empty = meta.is_empty().map_err(|e| write_error(&e))?
+            && entries.is_empty().map_err(|e| write_error(&e))?;
+        if empty {
+            meta.insert(CIPHER, CIPHER_NAME)
+                .map_err(|e| write_error(&e))?;
+            drop((meta, entries));
+            txn.commit().map_err(|e| write_error(&e))?;
+            return Ok(db);
+        }
+    }
+    let aside = path.with_extension("encrypting");
+    let _ = std::fs::remove_file(&aside);
+    {
+        let sealed = Database::create(&aside).map_err(|e| LogError::Write {
+            path: aside.clone(),
+            message: e.to_string(),
+        })?;
+        let reading = db.begin_read().map_err(|e| write_error(&e))?;
+        let writing = sealed.begin_write().map_err(|e| write_error(&e))?;
+        let seal_record = |label: &str, record: &[u8]| -> Result<Vec<u8>, LogError> {
+            let payload = unseal(record).ok_or_else(|| LogError::Corrupt {
+                path: path.to_path_buf(),
+                what: format!("checksum mismatch in {label}"),
+            })?;
+            Ok(seal(&key.seal(label.as_bytes(), payload)))
+        };
+        {
+            let old_meta = reading.open_table(META).map_err(|e| write_error(&e))?;
+            let mut meta = writing.open_table(META).map_err(|e| write_error(&e))?;
+            for name in [HARD_STATE, CONF_STATE, SNAPSHOT] {
+                if let Some(record) = old_meta.get(name).map_err(|e| write_error(&e))? {
+                    meta.insert(name, seal_record(name, record.value())?.as_slice())
+                        .map_err(|e| write_error(&e))?;
+                }
+            }
+            meta.insert(CIPHER, CIPHER_NAME)
+                .map_err(|e| write_error(&e))?;
+            let old_entries = reading.open_table(ENTRIES).map_err(|e| write_error(&e))?;
+            let mut entries = writing.open_table(ENTRIES).map_err(|e| write_error(&e))?;
+            for item in old_entries.iter().map_err(|e| write_error(&e))? {
+                let (index, record) = item.map_err(|e| write_error(&e))?;
+                let index = index.value();
+                entries
+                    .insert(
+                        index,
+                        seal_record(&entry_label(index), record.value())?.as_slice(),
+                    )
+                    .map_err(|e| write_error(&e))?;
+            }
+        }
+        writing.commit().map_err(|e| write_error(&e))?;
+    }
+    drop(db);
+    std::fs::rename(&aside, path).map_err(|e| write_error(&e))?;
+    if let Some(directory) = path.parent() {
+        std::fs::File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| write_error(&e))?;
+    }
+    tracing::info!(path = %path.display(), "the raft log was encrypted at rest");
+    Database::create(path).map_err(|e| LogError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 impl DurableLog {
     pub fn open(location: Location) -> Result<Self, LogError> {
-        let (db, path, durability) = match location {
-            Location::File { path, durable } => {
+        let (db, path, durability, key) = match location {
+            Location::File { path, durable, key } => {
                 let db = Database::create(path).map_err(|e| LogError::Open {
                     path: path.to_path_buf(),
                     message: e.to_string(),
@@ -80,19 +188,21 @@ impl DurableLog {
                 } else {
                     Durability::None
                 };
-                (db, path.to_path_buf(), durability)
+                let db = encrypt_plaintext_log(db, path, &key)?;
+                (db, path.to_path_buf(), durability, Some(key))
             }
             Location::Memory => {
                 let db = Database::builder()
                     .create_with_backend(redb::backends::InMemoryBackend::new())
                     .expect("an in-memory database opens");
-                (db, PathBuf::from("<memory>"), Durability::None)
+                (db, PathBuf::from("<memory>"), Durability::None, None)
             }
         };
         let mut log = DurableLog {
             db,
             path,
             durability,
+            key,
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
             snapshot: SnapshotMetadata::default(),
@@ -116,8 +226,22 @@ impl DurableLog {
         }
     }
 
-    /// Reads the metadata and checks every record: checksums, and entries contiguous from the
-    /// snapshot on.
+    /// A record for the place `label`: the message, sealed with the key (if any), then
+    /// checksummed.
+    fn encode<M: protobuf::Message>(&self, label: &str, message: &M) -> Vec<u8> {
+        let bytes = message.write_to_bytes().expect("raft messages encode");
+        match &self.key {
+            Some(key) => seal(&key.seal(label.as_bytes(), &bytes)),
+            None => seal(&bytes),
+        }
+    }
+
+    fn decode(&self, label: &str, record: &[u8]) -> Result<Vec<u8>, String> {
+        decode(self.key.as_ref(), label, record)
+    }
+
+    /// Reads the metadata and checks every record: checksums (and seals), and entries
+    /// contiguous from the snapshot on.
     fn load(&mut self) -> Result<(), LogError> {
         {
             let txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
@@ -130,15 +254,16 @@ impl DurableLog {
             path: path.clone(),
             what,
         };
+        let record_key = self.key.clone();
         let txn = self.db.begin_read().map_err(|e| corrupt(e.to_string()))?;
         let meta = txn.open_table(META).map_err(|e| corrupt(e.to_string()))?;
         let read_meta = |key: &str| -> Result<Option<Vec<u8>>, LogError> {
             let Some(record) = meta.get(key).map_err(|e| corrupt(e.to_string()))? else {
                 return Ok(None);
             };
-            let payload = unseal(record.value())
-                .ok_or_else(|| corrupt(format!("checksum mismatch in {key}")))?;
-            Ok(Some(payload.to_vec()))
+            decode(record_key.as_ref(), key, record.value())
+                .map(Some)
+                .map_err(&corrupt)
         };
         if let Some(bytes) = read_meta(HARD_STATE)? {
             self.hard_state = HardState::parse_from_bytes(&bytes)
@@ -165,9 +290,10 @@ impl DurableLog {
                     self.corrupt(format!("entry {expected} is missing (found {index} next)"))
                 );
             }
-            let payload = unseal(record.value())
-                .ok_or_else(|| self.corrupt(format!("checksum mismatch in entry {index}")))?;
-            let entry = Entry::parse_from_bytes(payload)
+            let payload = self
+                .decode(&entry_label(index), record.value())
+                .map_err(|what| self.corrupt(what))?;
+            let entry = Entry::parse_from_bytes(&payload)
                 .map_err(|e| self.corrupt(format!("entry {index}: {e}")))?;
             if entry.index != index {
                 return Err(self.corrupt(format!("entry {index} holds index {}", entry.index)));
@@ -259,14 +385,17 @@ impl DurableLog {
                 }
                 for entry in entries {
                     table
-                        .insert(entry.index, encode(entry).as_slice())
+                        .insert(
+                            entry.index,
+                            self.encode(&entry_label(entry.index), entry).as_slice(),
+                        )
                         .map_err(|e| self.write_error(e))?;
                 }
                 last = entries.last().expect("not empty").index;
             }
             if let Some(hard_state) = hard_state {
                 let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
-                meta.insert(HARD_STATE, encode(hard_state).as_slice())
+                meta.insert(HARD_STATE, self.encode(HARD_STATE, hard_state).as_slice())
                     .map_err(|e| self.write_error(e))?;
             }
         }
@@ -289,7 +418,7 @@ impl DurableLog {
             .map_err(|e| self.write_error(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
-            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+            meta.insert(HARD_STATE, self.encode(HARD_STATE, &hard_state).as_slice())
                 .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
@@ -310,11 +439,15 @@ impl DurableLog {
                 .retain(|_, _| false)
                 .map_err(|e| self.write_error(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
-            meta.insert(SNAPSHOT, encode(&snapshot).as_slice())
+            meta.insert(SNAPSHOT, self.encode(SNAPSHOT, &snapshot).as_slice())
                 .map_err(|e| self.write_error(e))?;
-            meta.insert(CONF_STATE, encode(metadata.get_conf_state()).as_slice())
-                .map_err(|e| self.write_error(e))?;
-            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+            meta.insert(
+                CONF_STATE,
+                self.encode(CONF_STATE, metadata.get_conf_state())
+                    .as_slice(),
+            )
+            .map_err(|e| self.write_error(e))?;
+            meta.insert(HARD_STATE, self.encode(HARD_STATE, &hard_state).as_slice())
                 .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
@@ -330,7 +463,7 @@ impl DurableLog {
         let txn = self.begin()?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
-            meta.insert(CONF_STATE, encode(&conf_state).as_slice())
+            meta.insert(CONF_STATE, self.encode(CONF_STATE, &conf_state).as_slice())
                 .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
@@ -375,11 +508,11 @@ impl DurableLog {
                 .retain(|key, _| key > index)
                 .map_err(|e| self.write_error(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.write_error(e))?;
-            meta.insert(SNAPSHOT, encode(&snapshot).as_slice())
+            meta.insert(SNAPSHOT, self.encode(SNAPSHOT, &snapshot).as_slice())
                 .map_err(|e| self.write_error(e))?;
-            meta.insert(CONF_STATE, encode(&conf_state).as_slice())
+            meta.insert(CONF_STATE, self.encode(CONF_STATE, &conf_state).as_slice())
                 .map_err(|e| self.write_error(e))?;
-            meta.insert(HARD_STATE, encode(&hard_state).as_slice())
+            meta.insert(HARD_STATE, self.encode(HARD_STATE, &hard_state).as_slice())
                 .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
@@ -397,9 +530,10 @@ impl DurableLog {
             .get(index)
             .map_err(|e| other(e.to_string()))?
             .ok_or(StorageError::Unavailable)?;
-        let payload = unseal(record.value())
-            .ok_or_else(|| other(format!("checksum mismatch in entry {index}")))?;
-        Entry::parse_from_bytes(payload).map_err(|e| other(e.to_string()))
+        let payload = self
+            .decode(&entry_label(index), record.value())
+            .map_err(other)?;
+        Entry::parse_from_bytes(&payload).map_err(|e| other(e.to_string()))
     }
 }
 
@@ -434,9 +568,10 @@ impl raft::Storage for DurableLog {
         let mut size = 0u64;
         for item in table.range(low..high).map_err(|e| other(e.to_string()))? {
             let (index, record) = item.map_err(|e| other(e.to_string()))?;
-            let payload = unseal(record.value())
-                .ok_or_else(|| other(format!("checksum mismatch in entry {}", index.value())))?;
-            let entry = Entry::parse_from_bytes(payload).map_err(|e| other(e.to_string()))?;
+            let payload = self
+                .decode(&entry_label(index.value()), record.value())
+                .map_err(other)?;
+            let entry = Entry::parse_from_bytes(&payload).map_err(|e| other(e.to_string()))?;
             size += u64::from(entry.compute_size());
             // At least one entry, then as many as fit.
             if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
@@ -479,9 +614,8 @@ impl raft::Storage for DurableLog {
         let meta = txn.open_table(META).map_err(|e| other(e.to_string()))?;
         match meta.get(SNAPSHOT).map_err(|e| other(e.to_string()))? {
             Some(record) => {
-                let payload = unseal(record.value())
-                    .ok_or_else(|| other("checksum mismatch in snapshot".into()))?;
-                Snapshot::parse_from_bytes(payload).map_err(|e| other(e.to_string()))
+                let payload = self.decode(SNAPSHOT, record.value()).map_err(other)?;
+                Snapshot::parse_from_bytes(&payload).map_err(|e| other(e.to_string()))
             }
             None => Ok(Snapshot::default()),
         }
@@ -493,15 +627,20 @@ mod tests {
     use super::*;
     use raft::Storage;
 
-    fn durable_file(path: &Path) -> Location<'_> {
+    fn durable_file<'a>(path: &'a Path, key: &DataKey) -> Location<'a> {
         Location::File {
             path,
             durable: true,
+            key: key.clone(),
         }
     }
 
-    fn open_file(path: &Path) -> DurableLog {
-        DurableLog::open(durable_file(path)).unwrap()
+    fn open_file(path: &Path, key: &DataKey) -> DurableLog {
+        DurableLog::open(durable_file(path, key)).unwrap()
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
     }
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
@@ -526,8 +665,9 @@ mod tests {
     fn survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
         {
-            let mut log = open_file(&path);
+            let mut log = open_file(&path, &key);
             log.bootstrap(&[1, 2, 3], Vec::new()).unwrap();
             log.persist(
                 &[entry(2, 1, b"a"), entry(3, 1, b"b")],
@@ -535,7 +675,7 @@ mod tests {
             )
             .unwrap();
         }
-        let log = open_file(&path);
+        let log = open_file(&path, &key);
         let state = log.initial_state().unwrap();
         assert_eq!(state.hard_state, hard_state(1, 2, 2));
         assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
@@ -601,8 +741,9 @@ mod tests {
     fn a_corrupt_record_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
         {
-            let mut log = open_file(&path);
+            let mut log = open_file(&path, &key);
             log.bootstrap(&[1], Vec::new()).unwrap();
             log.persist(
                 &[entry(2, 1, b"payload-one"), entry(3, 1, b"payload-two")],
@@ -620,7 +761,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let err = DurableLog::open(durable_file(&path))
+        let err = DurableLog::open(durable_file(&path, &key))
             .err()
             .unwrap()
             .to_string();
@@ -634,8 +775,9 @@ mod tests {
     fn a_truncated_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
         {
-            let mut log = open_file(&path);
+            let mut log = open_file(&path, &key);
             log.bootstrap(&[1], Vec::new()).unwrap();
             let entries: Vec<Entry> = (2..=200).map(|i| entry(i, 1, &[7u8; 512])).collect();
             log.persist(&entries, None).unwrap();
@@ -644,9 +786,112 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(length / 2).unwrap();
         drop(file);
-        let err = DurableLog::open(durable_file(&path))
+        let err = DurableLog::open(durable_file(&path, &key))
             .err()
             .expect("refused");
         assert!(err.to_string().contains("raft.redb"), "{err}");
+    }
+
+    #[test]
+    fn the_file_holds_no_plaintext_and_opens_with_its_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
+        {
+            let mut log = open_file(&path, &key);
+            log.bootstrap(&[1], b"snapshot-secret-bytes".to_vec())
+                .unwrap();
+            log.persist(&[entry(2, 1, b"entry-secret-bytes")], None)
+                .unwrap();
+        }
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!contains(&raw, b"snapshot-secret-bytes"));
+        assert!(!contains(&raw, b"entry-secret-bytes"));
+        let log = open_file(&path, &key);
+        assert_eq!(
+            &log.snapshot(1, 1).unwrap().data[..],
+            b"snapshot-secret-bytes"
+        );
+        drop(log);
+        let err = DurableLog::open(durable_file(&path, &DataKey::generate()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("raft.redb is corrupt: hard_state failed authentication"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tampered_record_with_a_good_checksum_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
+        {
+            let mut log = open_file(&path, &key);
+            log.bootstrap(&[1], Vec::new()).unwrap();
+            log.persist(&[entry(2, 1, b"one"), entry(3, 1, b"two")], None)
+                .unwrap();
+            // Entry 2's sealed record in entry 3's place, checksum and all: the label
+            // binds a record to its place.
+            let txn = log.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(ENTRIES).unwrap();
+                let record = table.get(2).unwrap().unwrap().value().to_vec();
+                table.insert(3, record.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = DurableLog::open(durable_file(&path, &key))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(
+                "raft.redb is corrupt: entry 3 failed authentication: it was tampered with"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_log_written_in_plaintext_is_encrypted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
+        {
+            // A log as written before encryption at rest: no marker, records in plaintext.
+            let mut log = open_file(&path, &key);
+            let txn = log.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(CIPHER).unwrap();
+            txn.commit().unwrap();
+            log.key = None;
+            log.bootstrap(&[1, 2], b"old-snapshot-bytes".to_vec())
+                .unwrap();
+            log.persist(
+                &[entry(2, 1, b"old-entry-bytes"), entry(3, 1, b"more")],
+                Some(&hard_state(1, 1, 3)),
+            )
+            .unwrap();
+        }
+        assert!(contains(&std::fs::read(&path).unwrap(), b"old-entry-bytes"));
+        let log = open_file(&path, &key);
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!contains(&raw, b"old-entry-bytes"), "no plaintext is left");
+        assert!(!contains(&raw, b"old-snapshot-bytes"));
+        assert!(!dir.path().join("raft.encrypting").exists());
+        assert_eq!(log.initial_state().unwrap().hard_state, hard_state(1, 1, 3));
+        assert_eq!(log.initial_state().unwrap().conf_state.voters, vec![1, 2]);
+        assert_eq!(
+            log.entries(2, 4, None, GetEntriesContext::empty(false))
+                .unwrap(),
+            vec![entry(2, 1, b"old-entry-bytes"), entry(3, 1, b"more")]
+        );
+        assert_eq!(&log.snapshot(1, 1).unwrap().data[..], b"old-snapshot-bytes");
+        drop(log);
+        // Encrypted once: it opens again as it is.
+        let log = open_file(&path, &key);
+        assert_eq!(log.last_index().unwrap(), 3);
     }
 }

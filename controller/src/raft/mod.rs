@@ -2,6 +2,7 @@
 //! drives a replica (`replica`). The network transport (tonic over mTLS) is separate, so the
 //! same replica runs in the deterministic simulation and in the daemon.
 
+pub mod crypt;
 pub mod driver;
 pub mod grpc;
 pub mod log;

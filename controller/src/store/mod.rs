@@ -250,7 +250,14 @@ fn apply(
     command: Command,
     events: &mut Vec<Event>,
 ) -> Result<(), Rejection> {
-    if data.cluster.is_none() && !matches!(command, Command::InitCluster(_)) {
+    // Autolock may be set first: `init --autolock` sets it before the cluster exists, so no
+    // manager ever sees a cluster without its unlock key and stores a key-encryption key.
+    if data.cluster.is_none()
+        && !matches!(
+            command,
+            Command::InitCluster(_) | Command::SetAutolock { .. }
+        )
+    {
         return Err(Rejection::invalid("the cluster is not initialised"));
     }
     match command {
@@ -367,6 +374,7 @@ fn apply(
                 }
             }
         }
+        Command::SetAutolock { unlock_key } => data.unlock_key = unlock_key,
         Command::RotateJoinToken { role, secret } => {
             let cluster = data.cluster.as_mut().expect("checked above");
             match role {

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use swarm_controller::ca::{DEFAULT_NODE_VALIDITY, NodeIdentity, NodeKey, Role, RootCa};
+use swarm_controller::raft::crypt::DataKey;
 use swarm_controller::raft::driver::{DriverConfig, DriverTask, RaftHandle, spawn};
 use swarm_controller::raft::grpc::{GrpcTransport, RaftService};
 use swarm_controller::raft::log::{DurableLog, Location};
@@ -72,6 +73,8 @@ pub struct ManagerConfig<'a> {
     pub addresses: &'a HashMap<u64, String>,
     /// How long a proposal may take.
     pub timeout: Duration,
+    /// The key the managers' logs were written with.
+    pub key: &'a DataKey,
 }
 
 /// Starts manager `id` with `state` over its log in `config.dir`, serving on `listener`.
@@ -84,6 +87,7 @@ pub fn start<S: StateMachine + Send + 'static>(
     let log = DurableLog::open(Location::File {
         path: &config.dir.join(format!("{id}.redb")),
         durable: true,
+        key: config.key.clone(),
     })
     .unwrap();
     let replica = Replica::open(&Config::new(id), log, state).unwrap();
