@@ -434,6 +434,46 @@ pub struct FileReference {
     pub digest: Option<String>,
 }
 
+impl FileReference {
+    /// Why the target is not a place in the container the file can go, if it is not: a
+    /// `..` component would leave the directory it was written against.
+    pub fn target_problem(&self) -> Option<String> {
+        self.target.split('/').any(|part| part == "..").then(|| {
+            format!(
+                "target {:?} has a '..' component: give a path inside the container without '..'",
+                self.target
+            )
+        })
+    }
+}
+
+/// The targets of `container`'s secrets and configs that another of its mounts (a volume,
+/// bind or tmpfs, or a config or secret of the other kind) also targets: a file cannot be
+/// mounted over another mount. One message per clash.
+pub fn mount_target_clashes(container: &ContainerSpec) -> Vec<String> {
+    let mut taken: BTreeMap<&str, &str> = container
+        .mounts
+        .iter()
+        .map(|m| (m.target.trim_end_matches('/'), "mount"))
+        .collect();
+    let mut clashes = Vec::new();
+    let files = container
+        .configs
+        .iter()
+        .map(|r| ("config", r))
+        .chain(container.secrets.iter().map(|r| ("secret", r)));
+    for (kind, reference) in files {
+        match taken.get(reference.target.as_str()) {
+            Some(other) if *other != kind => clashes.push(format!(
+                "{kind} {}: target {} is also a {other}'s target: a file cannot be mounted over another mount; give it another target",
+                reference.source, reference.target
+            )),
+            _ => drop(taken.insert(&reference.target, kind)),
+        }
+    }
+    clashes
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {

@@ -486,6 +486,14 @@ impl Converter<'_> {
             ),
             runtime: self.runtime_options(service, loc),
         };
+        for clash in spec::mount_target_clashes(&container) {
+            let at = loc.key(if clash.starts_with("config") {
+                "configs"
+            } else {
+                "secrets"
+            });
+            self.diags.error(at.span(), &at.path, clash);
+        }
         let task = TaskSpec {
             container,
             resources: self.resources(deploy.resources.as_ref(), &deploy_loc.key("resources")),
@@ -1010,7 +1018,19 @@ impl Converter<'_> {
             } else {
                 format!("{directory}{target}")
             };
-            let mode = long.mode.unwrap_or(0o444);
+            let reference = spec::FileReference {
+                source: name.clone(),
+                target,
+                uid: long.uid.unwrap_or_else(|| "0".to_owned()),
+                gid: long.gid.unwrap_or_else(|| "0".to_owned()),
+                mode: long.mode.unwrap_or(0o444),
+                digest: digests.get(name).cloned(),
+            };
+            if let Some(problem) = reference.target_problem() {
+                self.diags.error(at.span(), &at.path, problem);
+                continue;
+            }
+            let mode = reference.mode;
             if mode > 0o777 {
                 self.diags.error(
                     at.key("mode").span(),
@@ -1019,14 +1039,7 @@ impl Converter<'_> {
                 );
                 continue;
             }
-            out.push(spec::FileReference {
-                source: name.clone(),
-                target,
-                uid: long.uid.unwrap_or_else(|| "0".to_owned()),
-                gid: long.gid.unwrap_or_else(|| "0".to_owned()),
-                mode,
-                digest: digests.get(name).cloned(),
-            });
+            out.push(reference);
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
         self.no_duplicate_targets(out.iter().map(|r| r.target.as_str()), loc, what);

@@ -147,6 +147,13 @@ pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
     for reason in runtime::refusals(&container.runtime) {
         fail(reason);
     }
+    let files = container.configs.iter().chain(&container.secrets);
+    for problem in files.filter_map(|r| r.target_problem()) {
+        fail(problem);
+    }
+    for clash in swarm_api::spec::mount_target_clashes(container) {
+        fail(clash);
+    }
     if matches!(spec.mode, ServiceMode::Global) && spec.task.placement.max_replicas_per_node > 0 {
         fail("max_replicas_per_node cannot be used with a global service".to_owned());
     }
@@ -451,6 +458,15 @@ mod tests {
             tmpfs: None,
         });
         spec.endpoint.ports = vec![ingress(0)];
+        let secret = |target: &str| swarm_api::spec::FileReference {
+            source: "token".into(),
+            target: target.into(),
+            uid: "0".into(),
+            gid: "0".into(),
+            mode: 0o444,
+            digest: None,
+        };
+        spec.task.container.secrets = vec![secret("/run/secrets/../../etc/shadow"), secret("data")];
         let reasons = plan_result(&state(vec![spec]), &[created("bad name")]);
         let all = reasons.join("\n");
         for expected in [
@@ -460,6 +476,8 @@ mod tests {
             "is not an absolute path",
             "bind source \"relative/dir\"",
             "published port cannot be 0",
+            "has a '..' component",
+            "target data is also a mount's target",
         ] {
             assert!(all.contains(expected), "{expected:?} missing from {all}");
         }
