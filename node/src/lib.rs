@@ -11,6 +11,8 @@ mod control;
 mod dispatcher;
 pub mod dns;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 mod gitops;
 mod join;
 mod lock;

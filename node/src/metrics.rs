@@ -573,46 +573,14 @@ impl Collector for NodeCollector {
 
 #[cfg(test)]
 mod tests {
-    use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+    use swarm_api::plan::Op;
     use swarm_api::spec::ServiceSpec;
     use swarm_api::state::Object;
     use swarm_api::store::{Cluster, Command, NodeStatusChange, TaskChange, TaskStatusUpdate};
     use swarm_api::task::TaskStatus;
 
     use super::*;
-
-    fn spec(name: &str) -> ServiceSpec {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        std::fs::write(&path, format!("services:\n  {name}:\n    image: nginx\n")).unwrap();
-        let loaded = swarm_controller::stack::load(
-            &swarm_controller::source::WorkTree,
-            &path,
-            "s.yaml",
-            &|_| None,
-        );
-        let mut spec = loaded.stack.unwrap().services.remove(0);
-        // Attached to no network: the store refuses a service naming one it does not have.
-        spec.task.networks.clear();
-        spec
-    }
-
-    fn plan(op: Op, spec: ServiceSpec) -> Command {
-        Command::ApplyPlan {
-            file_contents: Default::default(),
-            expected_version: None,
-            actions: vec![Action {
-                op,
-                kind: Kind::Service,
-                name: spec.name.clone(),
-                origin: Default::default(),
-                changes: Vec::new(),
-                spec: (op != Op::Remove).then(|| ObjectSpec::Service(Box::new(spec))),
-            }],
-            registry_auth: Default::default(),
-            override_git: false,
-        }
-    }
+    use crate::fixtures::{plan, spec};
 
     fn node(id: &str, role: NodeRole) -> Command {
         Command::AddNode(Node {

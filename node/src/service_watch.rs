@@ -208,44 +208,12 @@ impl Followed {
 
 #[cfg(test)]
 mod tests {
-    use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
+    use swarm_api::plan::Op;
     use swarm_api::store::{Command, TaskChange, TaskStatusUpdate};
     use swarm_api::task::{DesiredState, TaskState, TaskStatus};
 
     use super::*;
-
-    fn spec(name: &str) -> ServiceSpec {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        std::fs::write(&path, format!("services:\n  {name}:\n    image: nginx\n")).unwrap();
-        let loaded = swarm_controller::stack::load(
-            &swarm_controller::source::WorkTree,
-            &path,
-            "s.yaml",
-            &|_| None,
-        );
-        let mut spec = loaded.stack.unwrap().services.remove(0);
-        // Attached to no network: the store refuses a service naming one it does not have.
-        spec.task.networks.clear();
-        spec
-    }
-
-    fn create(spec: ServiceSpec) -> Command {
-        Command::ApplyPlan {
-            file_contents: Default::default(),
-            expected_version: None,
-            actions: vec![Action {
-                op: Op::Create,
-                kind: Kind::Service,
-                name: spec.name.clone(),
-                origin: Default::default(),
-                changes: Vec::new(),
-                spec: Some(ObjectSpec::Service(Box::new(spec))),
-            }],
-            registry_auth: Default::default(),
-            override_git: false,
-        }
-    }
+    use crate::fixtures::{plan, spec};
 
     fn task(id: &str, service: &Object<ServiceSpec>) -> Task {
         Task {
@@ -290,8 +258,8 @@ mod tests {
                 address_pool: Default::default(),
             }),
         );
-        apply(&mut store, create(spec("web")));
-        apply(&mut store, create(spec("db")));
+        apply(&mut store, plan(Op::Create, spec("web")));
+        apply(&mut store, plan(Op::Create, spec("db")));
         let services = store.export().services;
         let (db, web) = (&services[0], &services[1]);
         let Subscription {
