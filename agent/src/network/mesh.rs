@@ -498,8 +498,32 @@ mod tests {
             return;
         }
         let local = local(&[("t2", [198, 19, 2, 5]), ("d1", [198, 19, 2, 7])]);
-        let mesh = NodeMesh::from_view(&view(), "b", &local);
-        let script = render("b", &mesh, &NodeMesh::default());
+        // UDP and a PROXY protocol port beside the TCP ones, and a port gone since the
+        // last ruleset (its counter removed).
+        let mut view = view();
+        let web = &mut std::sync::Arc::make_mut(&mut view.mesh)
+            .services
+            .get_mut("web-id")
+            .unwrap()
+            .ports;
+        let mut udp = port(5353, 53, PublishMode::Ingress);
+        udp.protocol = Protocol::Udp;
+        let mut proxied = port(8443, 443, PublishMode::Ingress);
+        proxied.proxy_protocol = Some(swarm_api::spec::ProxyProtocol::V2);
+        web.extend([udp, proxied]);
+        let mesh = NodeMesh::from_view(&view, "b", &local);
+        let mut previous = mesh.clone();
+        previous.ports.insert(
+            (Protocol::Tcp, 9999),
+            mesh.ports[&(Protocol::Tcp, 8080)].clone(),
+        );
+        let script = render("b", &mesh, &previous);
+        assert!(
+            script.contains("meta l4proto udp th dport 5353"),
+            "{script}"
+        );
+        assert!(script.contains("delete counter ip"), "{script}");
+        assert_eq!(mesh.proxied().len(), 1);
         crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
             .unwrap_or_else(|error| panic!("{error}"));
     }
