@@ -1,0 +1,102 @@
+//! The Swarm walkthrough's routing-mesh benchmark on three test hosts running real daemons
+//! (root): `ab -n 3000 -c 150` against host 1's published port with the service at 1
+//! replica, then at 5 over the three hosts. `cargo bench -p swarm-cli --bench
+//! mesh_walkthrough [runs]` (release: the daemons are the benchmark's `swarm`).
+//!
+//! The image answers with its hostname from busybox httpd (a process per request), as the
+//! walkthrough's does from nginx. Figures: requests per second (median of the runs) and
+//! failed requests (all runs).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use swarm_testkit::{Hosts, Registry};
+
+fn running(cluster: &Cluster, service: &str) -> usize {
+    live_tasks(cluster, service)
+        .iter()
+        .filter(|t| t["status"]["state"] == "running")
+        .count()
+}
+
+/// One `ab -n 3000 -c 150` run: (requests per second, failed requests).
+fn ab(url: &str) -> (f64, u64) {
+    let output = Command::new("ab")
+        .args(["-q", "-n", "3000", "-c", "150", "-s", "10", url])
+        .output()
+        .expect("ab (apache2-utils)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let figure = |label: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?} in\n{text}"))
+    };
+    (
+        figure("Requests per second:"),
+        figure("Failed requests:") as u64,
+    )
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map_or(3, |a| a.parse().expect("a number of runs"));
+    let hosts = Hosts::create("walk", 3).expect("three test hosts (root)");
+    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
+    registry.push_test_images().expect("the test images");
+    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.216.0/22", &[]));
+    let _leftovers = Leftovers(&cluster);
+    cluster.join(1, "worker", 0);
+    cluster.join(2, "worker", 0);
+    wait_for("three Ready nodes", Duration::from_secs(30), || {
+        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
+    });
+    let hosts = cluster.hosts.as_ref().expect("test hosts");
+    let image = format!("{}/swarm/hello:1", registry.addr());
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--publish",
+            "8080:80",
+            &image,
+        ],
+    );
+    let url = format!("http://{}:8080/", hosts.address(0));
+    println!("ab -n 3000 -c 150 {url}, {runs} runs per replica count");
+    println!("| replicas | req/s (median) | failed (all runs) |");
+    println!("|---:|---:|---:|");
+    for replicas in [1, 5] {
+        ok(&cluster, &["service", "scale", &format!("web={replicas}")]);
+        wait_for("the replicas running", Duration::from_secs(120), || {
+            (running(&cluster, "web") == replicas).then_some(())
+        });
+        wait_for("the mesh answering", Duration::from_secs(30), || {
+            let out = Command::new("curl")
+                .args(["-sf", "-m", "2", &url])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+        let mut rates = Vec::new();
+        let mut failed = 0;
+        for _ in 0..runs {
+            let (rate, failures) = ab(&url);
+            rates.push(rate);
+            failed += failures;
+        }
+        rates.sort_by(f64::total_cmp);
+        println!("| {replicas} | {:.0} | {failed} |", rates[rates.len() / 2]);
+    }
+    ok(&cluster, &["service", "rm", "web"]);
+}
