@@ -79,9 +79,19 @@ pub struct PublishedService {
     pub name: String,
     /// Its ports with a published number, as its spec orders them.
     pub ports: Vec<PortConfig>,
-    /// Its serving tasks (as [`TaskEndpoint::serving`] says): task id → node id.
+    /// Its running tasks on nodes not Down, by task id: those serving, and those told to
+    /// stop that still run (they drain: other nodes send them nothing new, but their own
+    /// node still takes what another node sent a moment before its view changed).
     #[serde(default)]
-    pub tasks: BTreeMap<String, String>,
+    pub tasks: BTreeMap<String, MeshTask>,
+}
+
+/// A running task of a service publishing ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshTask {
+    pub node_id: String,
+    /// Takes new connections (as [`TaskEndpoint::serving`] says); false: draining.
+    pub serving: bool,
 }
 
 /// One overlay network: its address space and everything attached to it.

@@ -148,7 +148,7 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
 
     // The client looping on the VIP while back rolls to v2 (start-first): no request fails.
     let v2 = format!("{}/swarm/hello:2", registry.addr());
-    let answers = load_while(
+    let (answers, failures) = load_while(
         || fetch_from_task(&cluster, 0, &client.0, vip),
         || {
             let update = [
@@ -167,5 +167,7 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
         answers.last().is_some_and(|p| p.ends_with(" v2")),
         "rolled to v2"
     );
+    let total = answers.len() + failures;
+    assert_eq!(failures, 0, "{failures} of {total} requests failed");
     ok(&cluster, &["service", "rm", "client", "back"]);
 }

@@ -69,6 +69,13 @@ pub struct MeshLink {
     pub peers: BTreeMap<Ipv4Addr, Vtep>,
 }
 
+/// A task of this node as the mesh sees it: where it listens, and its service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBackend {
+    pub address: Ipv4Addr,
+    pub service_id: String,
+}
+
 /// One published port on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshPort {
@@ -79,7 +86,9 @@ pub struct MeshPort {
     /// as (its address, target port), another node's as (that node's mesh address, the
     /// published port).
     pub backends: Vec<(Ipv4Addr, u16)>,
-    /// Where a connection another node sent may go: the local tasks only.
+    /// Where a connection another node sent may go: every live local task of the service
+    /// (serving, starting or draining: the sender decided with its own view, which may be
+    /// a moment ahead of or behind this node's).
     pub local: Vec<(Ipv4Addr, u16)>,
     /// Clients' connections take the userspace path, which writes a PROXY protocol v2
     /// header: no kernel rule for them.
@@ -87,14 +96,14 @@ pub struct MeshPort {
 }
 
 impl NodeMesh {
-    /// The mesh of node `node_id` from its endpoint table and the addresses of its own
-    /// tasks (task id → address on the node bridge; a task not attached yet has none and
-    /// takes no connection). Two services publishing one port (the managers refuse it; a
+    /// The mesh of node `node_id` from its endpoint table and its own live tasks (task id →
+    /// address on the node bridge and service; a task not attached yet has none and takes
+    /// no connection). Two services publishing one port (the managers refuse it; a
     /// view could still say so during a change): the first by service id keeps it.
     pub fn from_view(
         view: &NetworkView,
         node_id: &str,
-        local: &BTreeMap<String, Ipv4Addr>,
+        local: &BTreeMap<String, LocalBackend>,
     ) -> NodeMesh {
         let mesh = &view.mesh;
         let me = mesh.nodes.get(node_id);
@@ -114,27 +123,33 @@ impl NodeMesh {
                 .collect(),
         });
         let mut ports = BTreeMap::new();
-        for service in mesh.services.values() {
+        for (service_id, service) in &mesh.services {
             for port in &service.ports {
                 let Some(published) = port.published else {
                     continue;
                 };
                 let mut backends = Vec::new();
-                let mut local_backends = Vec::new();
-                for (task, node) in &service.tasks {
-                    if node == node_id {
-                        if let Some(address) = local.get(task) {
-                            backends.push((*address, port.target));
-                            local_backends.push((*address, port.target));
+                let mut local_backends: Vec<(Ipv4Addr, u16)> = local
+                    .values()
+                    .filter(|task| task.service_id == *service_id)
+                    .map(|task| (task.address, port.target))
+                    .collect();
+                for (task, placed) in &service.tasks {
+                    if placed.node_id == node_id {
+                        if let Some(task) = local.get(task)
+                            && placed.serving
+                        {
+                            backends.push((task.address, port.target));
                         }
-                    } else if port.mode == PublishMode::Ingress
+                    } else if placed.serving
+                        && port.mode == PublishMode::Ingress
                         && link.is_some()
-                        && let Some(peer) = mesh.nodes.get(node)
+                        && let Some(peer) = mesh.nodes.get(&placed.node_id)
                     {
                         backends.push((peer.address, published));
                     }
                 }
-                if port.mode == PublishMode::Host && local_backends.is_empty() {
+                if port.mode == PublishMode::Host && backends.is_empty() {
                     continue;
                 }
                 backends.sort();
@@ -377,7 +392,13 @@ mod tests {
         };
         let tasks = |list: &[(&str, &str)]| {
             list.iter()
-                .map(|(t, n)| ((*t).to_owned(), (*n).to_owned()))
+                .map(|(t, n)| {
+                    let task = swarm_api::endpoints::MeshTask {
+                        node_id: (*n).to_owned(),
+                        serving: true,
+                    };
+                    ((*t).to_owned(), task)
+                })
                 .collect()
         };
         NetworkView {
@@ -411,9 +432,21 @@ mod tests {
         }
     }
 
-    fn local(list: &[(&str, [u8; 4])]) -> BTreeMap<String, Ipv4Addr> {
+    /// Live local tasks: web's (t…) and db's (d…).
+    fn local(list: &[(&str, [u8; 4])]) -> BTreeMap<String, LocalBackend> {
         list.iter()
-            .map(|(t, a)| ((*t).to_owned(), Ipv4Addr::from(*a)))
+            .map(|(t, a)| {
+                let service_id = if t.starts_with('d') {
+                    "db-id"
+                } else {
+                    "web-id"
+                };
+                let task = LocalBackend {
+                    address: Ipv4Addr::from(*a),
+                    service_id: service_id.into(),
+                };
+                ((*t).to_owned(), task)
+            })
             .collect()
     }
 
@@ -439,6 +472,33 @@ mod tests {
         assert_eq!(web.local, [(Ipv4Addr::new(198, 19, 1, 5), 80)]);
         // Host mode: only where a task runs.
         assert!(!mesh.ports.contains_key(&(Protocol::Tcp, 5432)));
+    }
+
+    #[test]
+    fn a_draining_task_takes_only_what_other_nodes_already_sent() {
+        let mut view = view();
+        let web = std::sync::Arc::make_mut(&mut view.mesh)
+            .services
+            .get_mut("web-id")
+            .unwrap();
+        web.tasks.get_mut("t3").unwrap().serving = false;
+        let on_a = NodeMesh::from_view(&view, "a", &local(&[("t1", [198, 19, 1, 5])]));
+        assert_eq!(
+            on_a.ports[&(Protocol::Tcp, 8080)].backends,
+            [
+                (Ipv4Addr::new(198, 19, 1, 5), 80),
+                (Ipv4Addr::new(198, 19, 2, 1), 8080)
+            ],
+            "b is listed once: only t2 serves there"
+        );
+        let on_b = NodeMesh::from_view(
+            &view,
+            "b",
+            &local(&[("t2", [198, 19, 2, 5]), ("t3", [198, 19, 2, 6])]),
+        );
+        let port = &on_b.ports[&(Protocol::Tcp, 8080)];
+        assert!(!port.backends.contains(&(Ipv4Addr::new(198, 19, 2, 6), 80)));
+        assert!(port.local.contains(&(Ipv4Addr::new(198, 19, 2, 6), 80)));
     }
 
     #[test]

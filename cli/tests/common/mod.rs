@@ -570,11 +570,11 @@ pub fn init_args<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
 
 /// Runs `request` in a loop while `change` runs (a `service update` that waits for its
 /// tasks, say), from 200 answers before it until 200 after it (bounded in count and time):
-/// the answers in order. Any failed request fails the test.
+/// the answers in order and how many requests failed.
 pub fn load_while(
     request: impl Fn() -> Option<String> + Sync,
     change: impl FnOnce(),
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let (answered, changing) = (AtomicUsize::new(0), AtomicBool::new(true));
     let (pages, failures) = std::thread::scope(|scope| {
@@ -602,11 +602,5 @@ pub fn load_while(
         load.join().unwrap()
     });
     assert!(pages.len() >= 400, "the loop ran: {} answered", pages.len());
-    assert_eq!(
-        failures,
-        0,
-        "{failures} of {} requests failed",
-        pages.len() + failures
-    );
-    pages
+    (pages, failures)
 }

@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, ToSocketAddrs};
 use std::sync::Arc;
 
 use swarm_api::endpoints::{
-    MeshNode, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
+    MeshNode, MeshTask, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
     TaskEndpoint, Vtep,
 };
 use swarm_api::spec::{EndpointMode, NetworkSpec, PortConfig, ServiceSpec};
@@ -57,6 +57,8 @@ struct TaskEntry {
     networks: Vec<NetworkAddress>,
     /// Running and meant to run (its node's state is the node's entry).
     running: bool,
+    /// Running, whether still meant to or told to stop (draining).
+    started: bool,
 }
 
 /// What a node brings to its tasks' endpoints.
@@ -173,6 +175,7 @@ fn task_entry(task: &Task) -> Option<TaskEntry> {
         name: task.name(),
         networks: task.networks.clone(),
         running: task.status.state == TaskState::Running && task.desired == DesiredState::Running,
+        started: task.status.state == TaskState::Running,
     })
 }
 
@@ -275,11 +278,13 @@ impl Endpoints {
         task.running && !self.nodes.get(&task.node_id).is_some_and(|n| n.down)
     }
 
-    /// Where a task puts the mesh: its node if it serves a service publishing ports.
-    fn mesh_place<'a>(&self, task: Option<&'a TaskEntry>) -> Option<&'a str> {
+    /// Where a task puts the mesh: its node and whether it serves, if it runs (serving or
+    /// draining) for a service publishing ports on a node not Down.
+    fn mesh_place<'a>(&self, task: Option<&'a TaskEntry>) -> Option<(&'a str, bool)> {
         let task = task?;
-        (self.published.contains(&task.service_id) && self.serving(task))
-            .then_some(task.node_id.as_str())
+        let down = self.nodes.get(&task.node_id).is_some_and(|n| n.down);
+        (self.published.contains(&task.service_id) && task.started && !down)
+            .then_some((task.node_id.as_str(), self.serving(task)))
     }
 
     /// Adds the nodes carrying `network` to `changed`.
@@ -536,8 +541,12 @@ impl Endpoints {
                     .into_iter()
                     .flatten()
                     .filter_map(|task_id| {
-                        let node = self.mesh_place(self.tasks.get(task_id))?;
-                        Some((task_id.clone(), node.to_owned()))
+                        let (node, serving) = self.mesh_place(self.tasks.get(task_id))?;
+                        let task = MeshTask {
+                            node_id: node.to_owned(),
+                            serving,
+                        };
+                        Some((task_id.clone(), task))
                     })
                     .collect();
                 Some((
@@ -982,7 +991,20 @@ mod tests {
         t4.status = TaskStatus::new(TaskState::Running, 2);
         assert_eq!(world.task(t4.clone()), names(&["a", "b", "c"]));
         let tasks = &world.table.of_node("a").mesh.services["s_site-id"].tasks;
-        assert_eq!(tasks["t4"], "b");
+        assert_eq!(
+            tasks["t4"],
+            MeshTask {
+                node_id: "b".into(),
+                serving: true
+            }
+        );
+        // Told to stop while it runs: it drains, listed as not serving.
+        t4.desired = DesiredState::Shutdown;
+        assert_eq!(world.task(t4.clone()), names(&["a", "b", "c"]));
+        let tasks = &world.table.of_node("a").mesh.services["s_site-id"].tasks;
+        assert!(!tasks["t4"].serving);
+        t4.desired = DesiredState::Running;
+        world.task(t4.clone());
 
         // Its node Down: out of the mesh, tasks and node.
         world.node(node("b", "198.18.0.2:2377", NodeStatus::Down));
