@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use swarm_testkit::{Hosts, Registry};
 
 fn running(cluster: &Cluster, service: &str) -> usize {
     live_tasks(cluster, service)
@@ -48,16 +47,8 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .map_or(3, |a| a.parse().expect("a number of runs"));
-    let hosts = Hosts::create("walk", 3).expect("three test hosts (root)");
-    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
-    registry.push_test_images().expect("the test images");
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.216.0/22", &[]));
+    let (cluster, registry) = workers_on_hosts("walk", 3, &init_args("198.18.216.0/22", &[]));
     let _leftovers = Leftovers(&cluster);
-    cluster.join(1, "worker", 0);
-    cluster.join(2, "worker", 0);
-    wait_for("three Ready nodes", Duration::from_secs(30), || {
-        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
-    });
     let hosts = cluster.hosts.as_ref().expect("test hosts");
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(

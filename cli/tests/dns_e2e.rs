@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use swarm_testkit::{Hosts, Registry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -109,9 +108,6 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     {
         return;
     }
-    let hosts = Hosts::create("dns", 3).expect("three test hosts");
-    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
-    registry.push_test_images().expect("the test images");
     // A /25 task subnet per node: three in the test's /23.
     let pool = [
         "--default-addr-pool",
@@ -119,13 +115,8 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
         "--default-addr-pool-mask-length",
         "25",
     ];
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &pool);
+    let (cluster, registry) = workers_on_hosts("dns", 3, &pool);
     let _leftovers = Leftovers(&cluster);
-    cluster.join(1, "worker", 0);
-    cluster.join(2, "worker", 0);
-    wait_for("three Ready nodes", Duration::from_secs(20), || {
-        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
-    });
     let registry = registry.addr();
     deploy(
         &cluster,

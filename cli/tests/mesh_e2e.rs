@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use swarm_testkit::{Hosts, Registry};
+use swarm_testkit::Hosts;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -86,16 +86,8 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     {
         return;
     }
-    let hosts = Hosts::create("mesh", 3).expect("three test hosts");
-    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
-    registry.push_test_images().expect("the test images");
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.216.0/22", &[]));
+    let (cluster, registry) = workers_on_hosts("mesh", 3, &init_args("198.18.216.0/22", &[]));
     let _leftovers = Leftovers(&cluster);
-    cluster.join(1, "worker", 0);
-    cluster.join(2, "worker", 0);
-    wait_for("three Ready nodes", Duration::from_secs(20), || {
-        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
-    });
     let hosts = cluster.hosts.as_ref().expect("test hosts");
     let image = format!("{}/swarm/hello:1", registry.addr());
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use swarm_testkit::{Hosts, Registry};
+use swarm_testkit::Hosts;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -102,16 +102,8 @@ fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does(
     {
         return;
     }
-    let hosts = Hosts::create("ovl", 3).expect("three test hosts");
-    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
-    registry.push_test_images().expect("the test images");
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.220.0/22", &[]));
+    let (cluster, registry) = workers_on_hosts("ovl", 3, &init_args("198.18.220.0/22", &[]));
     let _leftovers = Leftovers(&cluster);
-    cluster.join(1, "worker", 0);
-    cluster.join(2, "worker", 0);
-    wait_for("three Ready nodes", Duration::from_secs(20), || {
-        (cluster.listing(0).matches("Ready").count() == 3).then_some(())
-    });
     let hosts = cluster.hosts.as_ref().unwrap();
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use swarm_testkit::{Hosts, Registry};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -51,15 +50,8 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
     {
         return;
     }
-    let hosts = Hosts::create("vipe", 2).expect("two test hosts");
-    let registry = Registry::start_on(hosts.gateway().into()).expect("a registry");
-    registry.push_test_images().expect("the test images");
-    let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args("198.18.228.0/23", &[]));
+    let (cluster, registry) = workers_on_hosts("vipe", 2, &init_args("198.18.228.0/23", &[]));
     let _leftovers = Leftovers(&cluster);
-    cluster.join(1, "worker", 0);
-    wait_for("two Ready nodes", Duration::from_secs(20), || {
-        (cluster.listing(0).matches("Ready").count() == 2).then_some(())
-    });
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(
         &cluster,

@@ -285,6 +285,27 @@ pub fn cluster_on_hosts(
     cluster
 }
 
+/// `count` test hosts named `{prefix}-N`, a registry on their gateway holding the test
+/// images, and a cluster on them: node 1 inits with `init_args`, the others join as
+/// workers. Returned once every node is Ready (within 20 s).
+pub fn workers_on_hosts(
+    prefix: &str,
+    count: usize,
+    init_args: &[&str],
+) -> (Cluster, swarm_testkit::Registry) {
+    let hosts = swarm_testkit::Hosts::create(prefix, count).expect("test hosts");
+    let registry = swarm_testkit::Registry::start_on(hosts.gateway().into()).expect("a registry");
+    registry.push_test_images().expect("the test images");
+    let cluster = cluster_on_hosts(hosts, &registry.addr(), init_args);
+    for n in 1..count {
+        cluster.join(n, "worker", 0);
+    }
+    wait_for("every node Ready", Duration::from_secs(20), || {
+        (cluster.listing(0).matches("Ready").count() == count).then_some(())
+    });
+    (cluster, registry)
+}
+
 impl Cluster {
     pub fn socket(&self, n: usize) -> std::path::PathBuf {
         self.nodes[n].0.join("swarm.sock")
