@@ -48,7 +48,6 @@ fn main() {
     let view = view();
     let client = swarm_agent::worker::Asker {
         task_id: "t-client".to_owned(),
-        service_id: "s-client".to_owned(),
         nameservers: Vec::new(),
     };
     let askers: BTreeMap<Ipv4Addr, _> = [(Ipv4Addr::LOCALHOST, client)].into_iter().collect();

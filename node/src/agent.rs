@@ -124,7 +124,7 @@ async fn run(
         state.node_id.clone(),
         worker.network_view(),
         worker.task_addresses(),
-        |asker: &swarm_agent::worker::Asker| (asker.task_id.as_str(), asker.service_id.as_str()),
+        |asker: &swarm_agent::worker::Asker| asker.task_id.as_str(),
     ));
     // The node's DNS server for its tasks, stopped with the agent.
     let dns = async {

@@ -69,13 +69,6 @@ pub struct MeshLink {
     pub peers: BTreeMap<Ipv4Addr, Vtep>,
 }
 
-/// A task of this node as the mesh sees it: where it listens, and its service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalBackend {
-    pub address: Ipv4Addr,
-    pub service_id: String,
-}
-
 /// One published port on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshPort {
@@ -86,9 +79,9 @@ pub struct MeshPort {
     /// as (its address, target port), another node's as (that node's mesh address, the
     /// published port).
     pub backends: Vec<(Ipv4Addr, u16)>,
-    /// Where a connection another node sent may go: every live local task of the service
-    /// (serving, starting or draining: the sender decided with its own view, which may be
-    /// a moment ahead of or behind this node's).
+    /// Where a connection another node sent may go: the local tasks serving or draining
+    /// (the sender decided with its own view, which may be a moment behind this node's;
+    /// never a task still starting, which may not listen yet).
     pub local: Vec<(Ipv4Addr, u16)>,
     /// Clients' connections take the userspace path, which writes a PROXY protocol v2
     /// header: no kernel rule for them.
@@ -96,14 +89,14 @@ pub struct MeshPort {
 }
 
 impl NodeMesh {
-    /// The mesh of node `node_id` from its endpoint table and its own live tasks (task id →
-    /// address on the node bridge and service; a task not attached yet has none and takes
-    /// no connection). Two services publishing one port (the managers refuse it; a
+    /// The mesh of node `node_id` from its endpoint table and the addresses of its own
+    /// tasks (task id → address on the node bridge; a task not attached yet has none and
+    /// takes no connection). Two services publishing one port (the managers refuse it; a
     /// view could still say so during a change): the first by service id keeps it.
     pub fn from_view(
         view: &NetworkView,
         node_id: &str,
-        local: &BTreeMap<String, LocalBackend>,
+        local: &BTreeMap<String, Ipv4Addr>,
     ) -> NodeMesh {
         let mesh = &view.mesh;
         let me = mesh.nodes.get(node_id);
@@ -123,23 +116,21 @@ impl NodeMesh {
                 .collect(),
         });
         let mut ports = BTreeMap::new();
-        for (service_id, service) in &mesh.services {
+        for service in mesh.services.values() {
             for port in &service.ports {
                 let Some(published) = port.published else {
                     continue;
                 };
                 let mut backends = Vec::new();
-                let mut local_backends: Vec<(Ipv4Addr, u16)> = local
-                    .values()
-                    .filter(|task| task.service_id == *service_id)
-                    .map(|task| (task.address, port.target))
-                    .collect();
+                let mut local_backends = Vec::new();
                 for (task, placed) in &service.tasks {
                     if placed.node_id == node_id {
-                        if let Some(task) = local.get(task)
-                            && placed.serving
-                        {
-                            backends.push((task.address, port.target));
+                        if let Some(address) = local.get(task) {
+                            if placed.serving {
+                                backends.push((*address, port.target));
+                            }
+                            // A draining task still takes what another node sent it.
+                            local_backends.push((*address, port.target));
                         }
                     } else if placed.serving
                         && port.mode == PublishMode::Ingress
@@ -432,21 +423,9 @@ mod tests {
         }
     }
 
-    /// Live local tasks: web's (t…) and db's (d…).
-    fn local(list: &[(&str, [u8; 4])]) -> BTreeMap<String, LocalBackend> {
+    fn local(list: &[(&str, [u8; 4])]) -> BTreeMap<String, Ipv4Addr> {
         list.iter()
-            .map(|(t, a)| {
-                let service_id = if t.starts_with('d') {
-                    "db-id"
-                } else {
-                    "web-id"
-                };
-                let task = LocalBackend {
-                    address: Ipv4Addr::from(*a),
-                    service_id: service_id.into(),
-                };
-                ((*t).to_owned(), task)
-            })
+            .map(|(t, a)| ((*t).to_owned(), Ipv4Addr::from(*a)))
             .collect()
     }
 

@@ -39,9 +39,6 @@ pub use container::Prepared;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asker {
     pub task_id: String,
-    /// Its service: the routing mesh hands a connection another node sent it to any live
-    /// task of the service here.
-    pub service_id: String,
     /// Where the server forwards the task's questions it does not answer: its service's
     /// nameservers (`dns`); empty, the node's.
     pub nameservers: Vec<std::net::IpAddr>,
@@ -559,7 +556,6 @@ impl Shared {
             Some(address) if !ended => {
                 let asker = Asker {
                     task_id: id.clone(),
-                    service_id: task.service_id.clone(),
                     nameservers: task.spec.container.runtime.dns.nameservers.clone(),
                 };
                 addresses.insert(address, asker.clone()) != Some(asker)
@@ -884,7 +880,6 @@ mod tests {
         let addresses = worker.task_addresses();
         let asker = Asker {
             task_id: "t1".to_owned(),
-            service_id: "s".to_owned(),
             nameservers: Vec::new(),
         };
         assert_eq!(

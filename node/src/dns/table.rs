@@ -215,7 +215,6 @@ fn reverse_address(name: &str) -> Option<Ipv4Addr> {
 pub(super) fn asker(task_id: &str) -> TaskAsker {
     TaskAsker {
         task_id: task_id.to_owned(),
-        service_id: "s".to_owned(),
         nameservers: Vec::new(),
     }
 }

@@ -435,7 +435,6 @@ async fn a_tasks_own_nameservers_answer_its_unknown_names() {
     ] {
         let asker = swarm_agent::worker::Asker {
             task_id: task.into(),
-            service_id: "s".into(),
             nameservers,
         };
         askers.insert(address, asker);

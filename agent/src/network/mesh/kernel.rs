@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
 
-use super::{LocalBackend, MeshLink, NodeMesh, Proxies, link_mac, link_name, render, table_name};
+use super::{MeshLink, NodeMesh, Proxies, link_mac, link_name, render, table_name};
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
@@ -293,7 +293,7 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Keeps the node's mesh on its endpoint table and the addresses of its tasks (each
-/// address's task id and service id, by `task_of`): a reconcile
+/// address's task id, by `task_of`): a reconcile
 /// at every change that changes the desired state, again after a wait while one fails.
 /// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
 /// the tasks outlive a daemon restart, and so do their published ports.
@@ -301,7 +301,7 @@ pub async fn follow<T: Send + Sync + 'static>(
     node_id: String,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
     mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, T>>,
-    task_of: fn(&T) -> (&str, &str),
+    task_of: fn(&T) -> &str,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
     let mut proxies = Proxies::default();
@@ -311,17 +311,10 @@ pub async fn follow<T: Send + Sync + 'static>(
     let mut last_error = None;
     let mut retry = RETRY;
     loop {
-        let local: BTreeMap<String, LocalBackend> = addresses
+        let local: BTreeMap<String, Ipv4Addr> = addresses
             .borrow_and_update()
             .iter()
-            .map(|(address, task)| {
-                let (task_id, service_id) = task_of(task);
-                let backend = LocalBackend {
-                    address: *address,
-                    service_id: service_id.to_owned(),
-                };
-                (task_id.to_owned(), backend)
-            })
+            .map(|(address, task)| (task_of(task).to_owned(), *address))
             .collect();
         let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
         let unbound = proxies.set(&desired.proxied());
