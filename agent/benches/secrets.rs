@@ -1,8 +1,10 @@
-//! What configs and secrets add to a task's start, on this machine, in one run: a task with
-//! 3 secrets and 3 configs (`worker::secrets::prepare`: a tmpfs mounted, six files written,
-//! owned and moded; then `RuncRuntime::start` with the six read-only binds) against the
+//! What configs, secrets and volumes add to a task's start, on this machine, in one run: a
+//! task with 3 secrets and 3 configs (`worker::secrets::prepare`: a tmpfs mounted, six files
+//! written, owned and moded) and 2 named volumes (`Volumes::mounts`: each made at its first
+//! use and filled from the image's content at its target, Docker's copy-up — the costliest
+//! case, a volume's first task), then `RuncRuntime::start` with the eight binds, against the
 //! same task without them (`RuncRuntime::start` only) — alternated, each first in turn, 30
-//! of each, until the container runs. Its release (unmount, removal) is timed apart.
+//! of each, until the container runs. The files' release (unmount, removal) is timed apart.
 //!
 //! Needs root, runc and busybox-static. Run with `cargo bench -p swarm-agent --bench secrets`.
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use swarm_agent::exec::{
     ContainerConfig, LogConfig, Resources, RuncConfig, RuncRuntime, Runtime, Status, User,
 };
+use swarm_agent::volume::Volumes;
 use swarm_agent::worker::secrets;
 use swarm_api::files::{FileContent, FileContents};
 use swarm_api::spec::ContainerSpec;
@@ -57,6 +60,7 @@ fn config(dir: &Path, rootfs: &Path, id: &str) -> ContainerConfig {
 }
 
 /// A container spec with 3 secrets and 3 configs of a few KiB each, and their contents.
+/// (Its volumes are per iteration: see [`volumes`].)
 fn with_files() -> (ContainerSpec, FileContents) {
     let mut contents = FileContents::new();
     let mut reference = |kind: &str, i: usize, target: String| {
@@ -82,6 +86,16 @@ fn with_files() -> (ContainerSpec, FileContents) {
     (spec, contents)
 }
 
+/// Two named volumes new to the node, one over the image's `/etc` (copied up) and one over
+/// a path the image lacks.
+fn volumes(iteration: usize) -> Vec<swarm_api::spec::Mount> {
+    serde_json::from_value(serde_json::json!([
+        {"type": "volume", "source": format!("etc{iteration}"), "target": "/etc", "read_only": false, "no_copy": false},
+        {"type": "volume", "source": format!("data{iteration}"), "target": "/data", "read_only": false, "no_copy": false},
+    ]))
+    .expect("volume mounts")
+}
+
 fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
@@ -100,6 +114,7 @@ async fn run() {
     let runtime = RuncRuntime::new(RuncConfig::new(&node_id, &dir.path().join("data"))).unwrap();
     let (spec, contents) = with_files();
     let task_dir = |id: &str| -> PathBuf { dir.path().join("tasks").join(id) };
+    let node_volumes = Volumes::new(dir.path().join("volumes"));
 
     // One untimed start warms the page cache (runc's binary, busybox).
     runtime
@@ -117,6 +132,9 @@ async fn run() {
             let started = Instant::now();
             if with_files {
                 container.files = secrets::prepare(&task_dir(&id), &spec, &contents).unwrap();
+                container.mounts = node_volumes
+                    .mounts(&volumes(i), &task_dir(&id), &rootfs)
+                    .unwrap();
             }
             runtime.start(&container).await.unwrap();
             let elapsed = started.elapsed();
@@ -137,12 +155,12 @@ async fn run() {
     let (release_p50, release_p90) = percentiles(&mut released);
     println!("case                                  n    p50        p90");
     println!(
-        "start, no configs or secrets         {ITERATIONS:>2}    {:<10} {}",
+        "start, none of them                  {ITERATIONS:>2}    {:<10} {}",
         ms(plain_p50),
         ms(plain_p90)
     );
     println!(
-        "start, 3 secrets + 3 configs         {ITERATIONS:>2}    {:<10} {}",
+        "start, 3 secrets, 3 configs, 2 vols  {ITERATIONS:>2}    {:<10} {}",
         ms(files_p50),
         ms(files_p90)
     );
