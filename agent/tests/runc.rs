@@ -379,7 +379,7 @@ async fn extra_hosts_and_resolver_settings_reach_the_container() {
         node_resolv,
         &[],
     )
-    .and_then(|files| files.with_extra_hosts(&extra))
+    .and_then(|files| files.with_extra_hosts(&extra, "198.18.248.1".parse().unwrap()))
     .unwrap()
     .with_dns(node_resolv, None, &dns)
     .write_to(&node.dir.path().join("etc"))

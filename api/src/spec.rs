@@ -231,7 +231,61 @@ pub struct RuntimeOptions {
 #[serde(deny_unknown_fields)]
 pub struct ExtraHost {
     pub name: String,
-    pub address: std::net::IpAddr,
+    pub address: HostAddress,
+}
+
+/// The address of an `extra_hosts` line: an IP address, or Docker's `host-gateway`, the
+/// node's own address on the task's network (its bridge gateway), known only on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub enum HostAddress {
+    Ip(std::net::IpAddr),
+    HostGateway,
+}
+
+impl HostAddress {
+    /// How users write the node's gateway (Docker's spelling).
+    pub const HOST_GATEWAY: &'static str = "host-gateway";
+}
+
+impl std::str::FromStr for HostAddress {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == Self::HOST_GATEWAY {
+            return Ok(HostAddress::HostGateway);
+        }
+        text.parse().map(HostAddress::Ip)
+    }
+}
+
+impl TryFrom<String> for HostAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse().map_err(|_| {
+            format!(
+                "{text:?} is neither an IP address nor {:?}",
+                Self::HOST_GATEWAY
+            )
+        })
+    }
+}
+
+impl From<HostAddress> for String {
+    fn from(address: HostAddress) -> String {
+        address.to_string()
+    }
+}
+
+impl fmt::Display for HostAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostAddress::Ip(address) => address.fmt(f),
+            HostAddress::HostGateway => f.write_str(Self::HOST_GATEWAY),
+        }
+    }
 }
 
 /// How a task resolves names, each list in the order given.

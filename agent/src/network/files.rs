@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use swarm_api::spec::{DnsConfig, ExtraHost};
+use swarm_api::spec::{DnsConfig, ExtraHost, HostAddress};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -90,12 +90,20 @@ impl ContainerFiles {
         self
     }
 
-    /// The service's `extra_hosts` as lines of /etc/hosts after the task's own, in order.
-    pub fn with_extra_hosts(mut self, extra: &[ExtraHost]) -> Result<Self, FilesError> {
+    /// The service's `extra_hosts` as lines of /etc/hosts after the task's own, in order;
+    /// `host-gateway` is the node's address on the task's bridge, `gateway`.
+    pub fn with_extra_hosts(
+        mut self,
+        extra: &[ExtraHost],
+        gateway: Ipv4Addr,
+    ) -> Result<Self, FilesError> {
         for host in extra {
             check_name("extra host", &host.name, 253)?;
-            self.hosts
-                .push_str(&format!("{}\t{}\n", host.address, host.name));
+            let address = match host.address {
+                HostAddress::Ip(address) => address,
+                HostAddress::HostGateway => gateway.into(),
+            };
+            self.hosts.push_str(&format!("{address}\t{}\n", host.name));
         }
         Ok(self)
     }
@@ -282,6 +290,7 @@ mod tests {
     use super::*;
 
     const ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 19, 3, 2);
+    const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 19, 3, 1);
 
     #[test]
     fn hosts_names_the_task_and_localhost() {
@@ -425,10 +434,14 @@ mod tests {
                 name: "cache".into(),
                 address: "2001:db8::7".parse().unwrap(),
             },
+            ExtraHost {
+                name: "host.docker.internal".into(),
+                address: "host-gateway".parse().unwrap(),
+            },
         ];
         let files = ContainerFiles::new("web-1", &[], ADDRESS, "", &[])
             .unwrap()
-            .with_extra_hosts(&extra)
+            .with_extra_hosts(&extra, GATEWAY)
             .unwrap();
         assert_eq!(
             files.hosts,
@@ -436,7 +449,8 @@ mod tests {
              ::1\tlocalhost ip6-localhost ip6-loopback\n\
              198.19.3.2\tweb-1\n\
              10.0.0.5\tdb\n\
-             2001:db8::7\tcache\n"
+             2001:db8::7\tcache\n\
+             198.19.3.1\thost.docker.internal\n"
         );
         let evil = [ExtraHost {
             name: "x\n1.2.3.4 evil".into(),
@@ -444,7 +458,7 @@ mod tests {
         }];
         let error = ContainerFiles::new("web-1", &[], ADDRESS, "", &[])
             .unwrap()
-            .with_extra_hosts(&evil)
+            .with_extra_hosts(&evil, GATEWAY)
             .unwrap_err();
         assert!(error.to_string().contains("invalid extra host"), "{error}");
     }

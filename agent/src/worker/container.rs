@@ -75,7 +75,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         &resolv,
         &[],
     )
-    .and_then(|files| files.with_extra_hosts(&container.runtime.extra_hosts))
+    .and_then(|files| files.with_extra_hosts(&container.runtime.extra_hosts, attached.gateway))
     .map_err(|e| e.to_string())?
     .with_dns(&resolv, through, &container.runtime.dns)
     .write_to(&dir.join("etc"))

@@ -794,10 +794,16 @@ mod tests {
         let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
         let runtime_options = &mut task.spec.container.runtime;
         runtime_options.init = true;
-        runtime_options.extra_hosts = vec![swarm_api::spec::ExtraHost {
-            name: "db".into(),
-            address: "10.0.0.5".parse().unwrap(),
-        }];
+        runtime_options.extra_hosts = vec![
+            swarm_api::spec::ExtraHost {
+                name: "db".into(),
+                address: "10.0.0.5".parse().unwrap(),
+            },
+            swarm_api::spec::ExtraHost {
+                name: "host.docker.internal".into(),
+                address: "host-gateway".parse().unwrap(),
+            },
+        ];
         runtime_options.dns = swarm_api::spec::DnsConfig {
             nameservers: vec!["192.0.2.53".parse().unwrap()],
             search: vec!["lab.example".into()],
@@ -822,7 +828,8 @@ mod tests {
             std::fs::read_to_string(&mount.expect("bound").source).unwrap()
         };
         assert!(
-            file("/etc/hosts").ends_with("10.1.0.2\tt1 web\n10.0.0.5\tdb\n"),
+            file("/etc/hosts")
+                .ends_with("10.1.0.2\tt1 web\n10.0.0.5\tdb\n10.1.0.1\thost.docker.internal\n"),
             "{}",
             file("/etc/hosts")
         );

@@ -843,12 +843,13 @@ mod tests {
         assert!(!serde_json::to_string(spec).unwrap().contains("runtime"));
     }
 
-    /// `extra_hosts` (list or map), `dns`, `dns_search`, `dns_opt` and `init` reach the spec
-    /// in the order given; a single string is a list of one.
+    /// `extra_hosts` (list or map, `host-gateway` kept for the node to resolve), `dns`,
+    /// `dns_search`, `dns_opt` and `init` reach the spec in the order given; a single string
+    /// is a list of one.
     #[test]
     fn resolver_keys_and_init_reach_the_spec() {
         let loaded = load_text(
-            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n",
+            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\", \"host.docker.internal:host-gateway\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n",
         );
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
         let stack = loaded.stack.unwrap();
@@ -862,7 +863,15 @@ mod tests {
             .iter()
             .map(|h| format!("{} {}", h.address, h.name))
             .collect();
-        assert_eq!(hosts, ["10.0.0.5 db", "2001:db8::7 cache", "10.0.0.4 api"]);
+        assert_eq!(
+            hosts,
+            [
+                "10.0.0.5 db",
+                "2001:db8::7 cache",
+                "10.0.0.4 api",
+                "host-gateway host.docker.internal"
+            ]
+        );
         let servers: Vec<String> = web.dns.nameservers.iter().map(|s| s.to_string()).collect();
         assert_eq!(servers, ["10.0.0.53", "10.0.0.54"]);
         assert_eq!(web.dns.search, ["corp.example"]);

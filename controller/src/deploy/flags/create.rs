@@ -34,7 +34,8 @@ pub struct CreateFlags {
     pub log_driver: Option<String>,
     /// `KEY=VALUE`.
     pub log_opt: Vec<String>,
-    /// `HOST:ADDRESS` lines of the task's /etc/hosts (`--add-host`: `--host` names the
+    /// `HOST:ADDRESS` lines of the task's /etc/hosts, `ADDRESS` may be `host-gateway` (the
+    /// node's address on the task's network) (`--add-host`: `--host` names the
     /// daemon to talk to).
     pub host: Vec<String>,
     /// Nameservers, search domains and resolver options.

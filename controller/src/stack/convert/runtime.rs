@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use swarm_api::spec::{CAPABILITIES, DnsConfig, ExtraHost, LogDriver, RuntimeOptions, Ulimit};
+use swarm_api::spec::{
+    CAPABILITIES, DnsConfig, ExtraHost, HostAddress, LogDriver, RuntimeOptions, Ulimit,
+};
 use swarm_api::stackfile::{self as file, ListOrMap, StringOrList, StringOrNumber, UlimitValue};
 use swarm_api::units::ByteSize;
 
@@ -162,7 +164,7 @@ pub(crate) fn host_name(name: &str) -> Result<(), Refusal> {
 }
 
 /// An `extra_hosts` entry: `HOST:ADDRESS` or `HOST=ADDRESS` (an IPv6 address may be in
-/// brackets), as Docker's `ValidateExtraHost` reads it.
+/// brackets, and `host-gateway` is the node's address), as Docker's `ValidateExtraHost` reads it.
 pub(crate) fn extra_host(text: &str) -> Result<ExtraHost, Refusal> {
     let (name, address) = text
         .split_once('=')
@@ -183,10 +185,10 @@ pub(crate) fn extra_host_of(name: &str, address: &str) -> Result<ExtraHost, Refu
         .strip_prefix('[')
         .and_then(|a| a.strip_suffix(']'))
         .unwrap_or(address);
-    let address = bare.parse::<IpAddr>().map_err(|_| {
+    let address = bare.parse::<HostAddress>().map_err(|_| {
         Refusal::new(
             format!("extra host {name}: {address:?} is not an IP address"),
-            "write HOST:ADDRESS, e.g. db:10.0.0.5 or db:[2001:db8::5]",
+            "write HOST:ADDRESS, e.g. db:10.0.0.5, db:[2001:db8::5], or host.docker.internal:host-gateway (the node's address on the task's network)",
         )
     })?;
     Ok(ExtraHost {
