@@ -3,7 +3,8 @@
 //! gateway), the stack's `back` (on host 2) by its short name, its full name and
 //! `tasks.back` — every replica after a scale to 3 —, a `dnsrr` service's name to its tasks,
 //! fetches a page from `back` by name, and cannot resolve the service of another stack's
-//! network. Names are asked with busybox `nslookup` inside the client's
+//! network; a host killed, its task leaves `tasks.NAME` and the service's name keeps
+//! answering from the task left. Names are asked with busybox `nslookup` inside the client's
 //! container (`runc exec`: its namespaces and its files).
 //!
 //! The cluster's node pool is 198.18.210.0/23 (a /25 per node). Needs root, runc, busybox and
@@ -79,12 +80,13 @@ fn fetch(cluster: &Cluster, n: usize, task_id: &str, url: &str) -> Option<String
     out.status.success().then(|| text(&out.stdout))
 }
 
-/// A stack of the test image's services: (key, the host it runs on, more `deploy:` keys).
+/// A stack of the test image's services: (key, its placement constraint, more `deploy:`
+/// keys).
 fn stack_file(registry: &str, services: &[(&str, &str, &str)]) -> String {
     let mut file = String::from("services:\n");
-    for (name, hostname, deploy) in services {
+    for (name, constraint, deploy) in services {
         file.push_str(&format!(
-            "  {name}:\n    image: {registry}/swarm/hello:1\n    stop_grace_period: 1s\n    deploy:\n{deploy}      placement:\n        constraints: [node.hostname == {hostname}]\n"
+            "  {name}:\n    image: {registry}/swarm/hello:1\n    stop_grace_period: 1s\n    deploy:\n{deploy}      placement:\n        constraints: [{constraint}]\n"
         ));
     }
     file
@@ -118,26 +120,22 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     let (cluster, registry) = workers_on_hosts("dns", 3, &pool);
     let _leftovers = Leftovers(&cluster);
     let registry = registry.addr();
-    deploy(
-        &cluster,
-        "shop",
-        &stack_file(
-            &registry,
-            &[
-                ("back", "node2", ""),
-                ("client", "node1", ""),
-                (
-                    "db",
-                    "node2",
-                    "      replicas: 2\n      endpoint_mode: dnsrr\n",
-                ),
-            ],
+    let shop = [
+        ("back", "node.hostname == node2", ""),
+        ("client", "node.hostname == node1", ""),
+        (
+            "db",
+            "node.hostname == node2",
+            "      replicas: 2\n      endpoint_mode: dnsrr\n",
         ),
-    );
+        // One task on each worker, for the killed host at the end.
+        ("edge", "node.role == worker", "      mode: global\n"),
+    ];
+    deploy(&cluster, "shop", &stack_file(&registry, &shop));
     deploy(
         &cluster,
         "vault",
-        &stack_file(&registry, &[("secret", "node2", "")]),
+        &stack_file(&registry, &[("secret", "node.hostname == node2", "")]),
     );
 
     let client = wait_for("the client running on node1", WAIT, || {
@@ -207,6 +205,41 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     );
     let service = if by_vip { short } else { back };
     assert_eq!(lookup(&cluster, 0, &client, "shop_back"), service);
+
+    // Host 3 killed: once its node is Down, its edge task leaves `tasks.edge`, and `edge`
+    // (its VIP, or its tasks' addresses) answers from host 2's task every time.
+    let edges = wait_for("edge running on both workers", WAIT, || {
+        let running = running_addresses(&cluster, "shop_default", "shop_edge");
+        (running.len() == 2).then_some(running)
+    });
+    wait_for("tasks.edge listing both", Duration::from_secs(10), || {
+        (lookup(&cluster, 0, &client, "tasks.edge") == edges).then_some(())
+    });
+    let hosts = cluster.hosts.as_ref().expect("test hosts");
+    hosts.kill(2);
+    let left = wait_for("tasks.edge without host 3's task", WAIT, || {
+        let found = lookup(&cluster, 0, &client, "tasks.edge");
+        (found.len() == 1).then_some(found)
+    });
+    assert!(left.is_subset(&edges), "{left:?} not among {edges:?}");
+    let pages: Vec<Option<String>> = (0..10)
+        .map(|_| fetch(&cluster, 0, &client, "http://edge/"))
+        .collect();
+    assert!(
+        pages.iter().all(|page| page.is_some()),
+        "edge answered {pages:?} after host 3 went"
+    );
+    let hostnames: BTreeSet<String> = pages
+        .into_iter()
+        .flatten()
+        .map(|page| {
+            page.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(hostnames.len(), 1, "one task left answers: {hostnames:?}");
 
     ok(&cluster, &["stack", "rm", "shop"]);
     ok(&cluster, &["stack", "rm", "vault"]);

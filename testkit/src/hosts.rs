@@ -261,7 +261,10 @@ impl Hosts {
         })
     }
 
-    /// Kills (SIGKILL) every process started on host `i`, as a host that dies.
+    /// Host `i` dies: every process in its network namespace is killed (SIGKILL), whoever
+    /// started it (a daemon spawned by a test's own `Command` too), and its link goes down,
+    /// so what lives on in namespaces of its own (its containers) is as unreachable as on
+    /// a dead machine.
     pub fn kill(&self, i: usize) {
         let mut processes = self.processes.lock().unwrap();
         for (host, child) in processes.iter_mut() {
@@ -271,6 +274,8 @@ impl Hosts {
             }
         }
         processes.retain(|(host, _)| *host != i);
+        kill_in_namespace(&self.namespace(i));
+        let _ = self.set_link(i, false);
     }
 
     /// Cuts host `i` off the network (its link down), or brings it back.
