@@ -3,7 +3,9 @@
 //! `cluster update --autolock=true` prints a key that `unlock-key -q` repeats; the restarted
 //! manager refuses every call but `unlock`, refuses a wrong key and a malformed one, and
 //! after the right key (from stdin) serves the secret again; a rotated key replaces the old
-//! one; with autolock off a restart needs no key. A second manager follows the cluster's
+//! one; with autolock off a restart needs no key. Turning autolock on rotates the log's data
+//! key: the key file from before it (its key-encryption key beside it) opens nothing of the
+//! log after. A second manager follows the cluster's
 //! unlock key: it rewraps its own key file and, restarted, waits for the key too.
 //!
 //! Address pools inside 198.18.218.0/23 (no other test uses it), one per test.
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
+use swarm_controller::raft::crypt::KeyFile;
+use swarm_controller::raft::log::{DurableLog, Location, LogError};
 
 const LOCKED: &str = "this manager is locked: run `swarm unlock`";
 
@@ -144,12 +148,35 @@ fn secrets_are_encrypted_at_rest_and_a_locked_manager_waits_for_its_key() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("autolock is off"), "{out:?}");
 
+    let key_path = cluster.data(0).join("raft.key");
+    let open_key_file = std::fs::read(&key_path).unwrap();
     let key = unlock_key_in(&ok(&cluster, &["cluster", "update", "--autolock=true"]));
     assert_eq!(ok(&cluster, &["unlock-key", "-q"]).trim(), key);
     wait_for_key_file(&cluster, true);
+    wait_for("the data key rotated", Duration::from_secs(10), || {
+        let file = std::fs::read_to_string(&key_path).ok()?;
+        (!file.contains("pending")).then_some(())
+    });
     assert!(files_containing(&cluster.data(0), key.as_bytes()).is_empty());
 
-    restart(&mut cluster);
+    // The key file from before autolock, as a copy of the data dir taken then would hold
+    // it: its data key opens nothing of the log now.
+    drop(cluster.daemons[0].take());
+    let old_key = KeyFile::from_json(&open_key_file)
+        .unwrap()
+        .unwrap(None)
+        .expect("an open key file unwraps alone");
+    let opened = DurableLog::open(Location::File {
+        path: &cluster.data(0).join("raft.redb"),
+        durable: false,
+        key: old_key,
+    });
+    assert!(
+        matches!(opened, Err(LogError::WrongKey { .. })),
+        "the old data key opened the log"
+    );
+    std::fs::remove_file(cluster.socket(0)).unwrap();
+    cluster.daemons[0] = Some(start(&cluster.nodes[0].0, cluster.nodes[0].1));
     for args in [&["secret", "ls"][..], &["node", "ls"], &["unlock-key"]] {
         let out = swarm(&cluster.socket(0), args);
         assert!(!out.status.success(), "{args:?} answered while locked");

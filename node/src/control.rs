@@ -33,7 +33,7 @@ use super::{files, lock, logs, networks, repos, services, volumes};
 use swarm_api::grpc::dispatcher::LogSubscription;
 use swarm_controller::ca::token::JoinToken;
 use swarm_controller::ca::{NodeIdentity, NodeKey, Role, RootCa};
-use swarm_controller::raft::crypt::{DataKey, KeyFile, UnlockKey};
+use swarm_controller::raft::crypt::{DataKey, KeyFile, LogKeys, UnlockKey};
 use swarm_controller::raft::driver::RaftHandle;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::StateMachine;
@@ -153,7 +153,7 @@ impl Daemon {
         let data_key = DataKey::generate();
         self.write_key_file(&KeyFile::wrap(&data_key, unlock_key.as_ref()))
             .map_err(internal)?;
-        *self.data_key.lock().expect("not poisoned") = Some(data_key.clone());
+        self.set_log_keys(LogKeys::new(data_key.clone()));
         let raft_path = self.path("raft.redb");
         let mut log = DurableLog::open(Location::File {
             path: &raft_path,

@@ -52,12 +52,12 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use swarm_controller::ca::{Role, RootCa};
-use swarm_controller::raft::crypt::{CryptError, DataKey};
+use swarm_controller::raft::crypt::{CryptError, LogKeys};
 use swarm_controller::raft::driver::{self, DriverConfig, DriverTask, RaftError, RaftHandle};
 use swarm_controller::raft::grpc::{
     GrpcTransport, PeerAddresses, RaftService, RaftVoters, VoterView,
 };
-use swarm_controller::raft::log::{DurableLog, Location, LogError};
+use swarm_controller::raft::log::LogError;
 use swarm_controller::raft::replica::{Config, Replica, ReplicaError};
 use swarm_controller::store::Store;
 use swarm_controller::store::client::{Applied, StoreClient, StoreError};
@@ -197,7 +197,7 @@ pub struct Daemon {
     /// What the node's parts record for `/metrics`.
     metrics: metrics::Metrics,
     /// The key of this manager's Raft log, once unwrapped (`lock`).
-    data_key: std::sync::Mutex<Option<DataKey>>,
+    log_keys: std::sync::Mutex<Option<LogKeys>>,
 }
 
 /// Runs the daemon until `shutdown` resolves.
@@ -215,7 +215,7 @@ pub async fn run(
         membership: Mutex::new(Membership::Outside),
         service_turns: services::Turns::default(),
         metrics: metrics::Metrics::default(),
-        data_key: std::sync::Mutex::default(),
+        log_keys: std::sync::Mutex::default(),
         config,
     });
     let metrics_server = metrics_listener.map(|listener| {
@@ -235,7 +235,7 @@ pub async fn run(
         let mut membership = daemon.membership.lock().await;
         let locked = state.role == NodeRole::Manager
             && matches!(
-                daemon.data_key(),
+                daemon.log_keys(),
                 Err(DaemonError::Crypt(CryptError::Locked))
             );
         *membership = if locked {
@@ -409,7 +409,7 @@ impl Daemon {
     /// Forgets the cluster: the node's record first (so a crash half-way leaves a node
     /// outside any cluster), then its certificates and log.
     fn forget_cluster(&self) -> Result<(), DaemonError> {
-        self.forget_data_key();
+        self.forget_log_keys();
         for name in ["node.json", "raft.redb", lock::KEY_FILE] {
             let path = self.path(name);
             match std::fs::remove_file(&path) {
@@ -440,12 +440,7 @@ impl Daemon {
             message: "a manager without a raft id".to_owned(),
         })?;
         let raft_path = self.path("raft.redb");
-        let data_key = self.data_key()?;
-        let log = DurableLog::open(Location::File {
-            path: &raft_path,
-            durable: true,
-            key: data_key.clone(),
-        })?;
+        let log = self.open_log(&raft_path)?;
         let replica = Replica::open(&Config::new(raft_id), log, Store::default())?;
         // Everything that can fail comes before the replica starts, so a failure leaves no
         // loop running over the log.
@@ -517,11 +512,7 @@ impl Daemon {
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
-        let key_wrapper = tokio::spawn(lock::follow_unlock_key(
-            raft.clone(),
-            self.clone(),
-            data_key,
-        ));
+        let key_wrapper = tokio::spawn(lock::follow_unlock_key(raft.clone(), self.clone()));
         let mut tasks = vec![
             refresher,
             monitor,

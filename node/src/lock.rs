@@ -5,15 +5,18 @@
 //! key-encryption key (`swarm_controller::raft::crypt::KeyFile`): stored beside it without
 //! autolock, derived from the cluster's unlock key with it. The unlock key lives in the
 //! (encrypted) store while autolock is on, so every manager rewraps its own key file when it
-//! changes (`follow_unlock_key`). A manager whose key file is locked starts `Locked` and
-//! serves only `Unlock` until it is given the key.
+//! changes (`follow_unlock_key`); when autolock turns on it also rotates the data key,
+//! resealing the log (a copy of the data dir from before opens nothing written after). A
+//! manager whose key file is locked starts `Locked` and serves only `Unlock` until it is
+//! given the key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_api::store::Command;
-use swarm_controller::raft::crypt::{CryptError, DataKey, KeyFile, UnlockKey};
-use swarm_controller::raft::driver::RaftHandle;
+use swarm_controller::raft::crypt::{CryptError, DataKey, KeyFile, LogKeys, UnlockKey};
+use swarm_controller::raft::driver::{RaftHandle, RekeyError};
+use swarm_controller::raft::log::{DurableLog, Location, LogError};
 use swarm_controller::store::Store;
 use tonic::Status;
 
@@ -45,30 +48,59 @@ impl Daemon {
         self.write_file(KEY_FILE, &file.to_json(), true)
     }
 
-    /// The key this manager's log is sealed with: the one unlocked or made earlier in this
-    /// process, else unwrapped from `raft.key`, else (a new or joining manager, or a data
-    /// dir from before encryption at rest) a new one, written before any record uses it.
-    /// `CryptError::Locked` when the key file needs the unlock key.
-    pub(crate) fn data_key(&self) -> Result<DataKey, DaemonError> {
-        let mut cached = self.data_key.lock().expect("not poisoned");
-        if let Some(key) = &*cached {
-            return Ok(key.clone());
+    /// The keys this manager's log may be sealed with: the ones unlocked or made earlier in
+    /// this process, else unwrapped from `raft.key`, else (a new or joining manager, or a
+    /// data dir from before encryption at rest) a new one, written before any record uses
+    /// it. `CryptError::Locked` when the key file needs the unlock key.
+    pub(crate) fn log_keys(&self) -> Result<LogKeys, DaemonError> {
+        let mut cached = self.log_keys.lock().expect("not poisoned");
+        if let Some(keys) = &*cached {
+            return Ok(keys.clone());
         }
-        let key = match self.key_file()? {
-            Some(file) => file.unwrap(None)?,
+        let keys = match self.key_file()? {
+            Some(file) => file.unwrap_keys(None)?,
             None => {
                 let key = DataKey::generate();
                 self.write_key_file(&KeyFile::wrap(&key, None))?;
-                key
+                LogKeys::new(key)
             }
         };
-        *cached = Some(key.clone());
-        Ok(key)
+        *cached = Some(keys.clone());
+        Ok(keys)
     }
 
-    /// Forgets the key with the log it opens (the node left its cluster).
-    pub(crate) fn forget_data_key(&self) {
-        *self.data_key.lock().expect("not poisoned") = None;
+    pub(crate) fn set_log_keys(&self, keys: LogKeys) {
+        *self.log_keys.lock().expect("not poisoned") = Some(keys);
+    }
+
+    /// Opens the log at `path` with its key: the current one, or after a rotation stopped
+    /// between the reseal and the key file's last write, the pending one (the rotation is
+    /// then finished by `follow_unlock_key`).
+    pub(crate) fn open_log(&self, path: &std::path::Path) -> Result<DurableLog, DaemonError> {
+        let keys = self.log_keys()?;
+        let open = |key: &DataKey| {
+            DurableLog::open(Location::File {
+                path,
+                durable: true,
+                key: key.clone(),
+            })
+        };
+        match (open(&keys.current), &keys.pending) {
+            (Err(LogError::WrongKey { .. }), Some(pending)) => {
+                let log = open(pending)?;
+                self.set_log_keys(LogKeys {
+                    current: pending.clone(),
+                    pending: Some(pending.clone()),
+                });
+                Ok(log)
+            }
+            (opened, _) => Ok(opened?),
+        }
+    }
+
+    /// Forgets the keys with the log they open (the node left its cluster).
+    pub(crate) fn forget_log_keys(&self) {
+        *self.log_keys.lock().expect("not poisoned") = None;
     }
 
     /// `swarm unlock`: a right key unwraps the log's key and starts the member; a wrong one
@@ -87,11 +119,11 @@ impl Daemon {
             .key_file()
             .map_err(internal)?
             .ok_or_else(|| internal(format!("{KEY_FILE} is missing")))?;
-        let key = file.unwrap(Some(&unlock_key)).map_err(|e| match e {
+        let keys = file.unwrap_keys(Some(&unlock_key)).map_err(|e| match e {
             CryptError::WrongUnlockKey => Status::invalid_argument(e.to_string()),
             e => internal(e),
         })?;
-        *self.data_key.lock().expect("not poisoned") = Some(key);
+        self.set_log_keys(keys);
         let member = self
             .start_member(state.clone(), Default::default())
             .await
@@ -153,11 +185,7 @@ pub(crate) async fn set_autolock(raft: &RaftHandle<Store>, on: bool) -> Result<S
 
 /// Keeps this manager's key file wrapped as the store says: by the unlock key's KEK while
 /// autolock is on, by a stored KEK while it is off.
-pub(crate) async fn follow_unlock_key(
-    raft: RaftHandle<Store>,
-    daemon: Arc<Daemon>,
-    data_key: DataKey,
-) {
+pub(crate) async fn follow_unlock_key(raft: RaftHandle<Store>, daemon: Arc<Daemon>) {
     let mut wrapped_for: Option<Option<String>> = None;
     loop {
         let Ok((initialised, unlock_key)) = raft
@@ -172,7 +200,7 @@ pub(crate) async fn follow_unlock_key(
         // A replica that has not caught up yet (a joining manager's empty store) knows
         // nothing of autolock: its key file stays as it is until it does.
         if initialised && wrapped_for.as_ref() != Some(&unlock_key) {
-            match rewrap(&daemon, &data_key, unlock_key.as_deref()) {
+            match rewrap(&daemon, &raft, unlock_key.as_deref()).await {
                 Ok(()) => wrapped_for = Some(unlock_key),
                 Err(error) => tracing::error!(%error, "cannot rewrap the raft log's key"),
             }
@@ -181,14 +209,44 @@ pub(crate) async fn follow_unlock_key(
     }
 }
 
-/// Writes the key file for `unlock_key` unless it is already wrapped that way.
-fn rewrap(
+/// Writes the key file for `unlock_key` unless it is already wrapped that way; rotates the
+/// data key when the file goes from open to locked, or finishes a rotation under way.
+async fn rewrap(
     daemon: &Daemon,
-    data_key: &DataKey,
+    raft: &RaftHandle<Store>,
     unlock_key: Option<&str>,
 ) -> Result<(), DaemonError> {
     let unlock_key = unlock_key.map(str::parse::<UnlockKey>).transpose()?;
-    if let Some(file) = daemon.key_file()? {
+    let mut keys = daemon.log_keys()?;
+    let file = daemon.key_file()?;
+    // While the file was open the DEK sat beside its KEK, where any copy of the data dir
+    // took it: locking replaces it (as swarmkit does), so such a copy opens nothing
+    // written under autolock.
+    let locking = unlock_key.is_some() && file.as_ref().is_some_and(|f| !f.is_locked());
+    if keys.pending.is_none() && locking {
+        keys.pending = Some(DataKey::generate());
+    }
+    if let Some(new) = keys.pending.clone() {
+        // Both keys under the new KEK first: stopped at any point after, the manager opens
+        // its log with one of them.
+        daemon.write_key_file(&KeyFile::wrap_keys(&keys, unlock_key.as_ref()))?;
+        daemon.set_log_keys(keys);
+        raft.rekey(new.clone()).await.map_err(|e| match e {
+            RekeyError::Log(e) => DaemonError::Log(e),
+            RekeyError::Raft(e) => DaemonError::Crypt(CryptError::KeyFile {
+                message: format!("the log was not resealed: {e}"),
+            }),
+        })?;
+        let keys = LogKeys::new(new);
+        daemon.write_key_file(&KeyFile::wrap(&keys.current, unlock_key.as_ref()))?;
+        daemon.set_log_keys(keys);
+        tracing::info!(
+            autolock = unlock_key.is_some(),
+            "rotated the raft log's data key and rewrapped it"
+        );
+        return Ok(());
+    }
+    if let Some(file) = file {
         let current = match &unlock_key {
             Some(key) => file.is_locked() && file.unwrap(Some(key)).is_ok(),
             None => !file.is_locked(),
@@ -197,7 +255,7 @@ fn rewrap(
             return Ok(());
         }
     }
-    daemon.write_key_file(&KeyFile::wrap(data_key, unlock_key.as_ref()))?;
+    daemon.write_key_file(&KeyFile::wrap(&keys.current, unlock_key.as_ref()))?;
     tracing::info!(
         autolock = unlock_key.is_some(),
         "rewrapped the raft log's key"

@@ -14,8 +14,7 @@ use super::control::demote;
 use super::{
     Daemon, DaemonError, Membership, internal, propose, raft_status, store_status, wait_for_leader,
 };
-use swarm_controller::raft::crypt::DataKey;
-use swarm_controller::raft::log::{DurableLog, Location};
+use swarm_controller::raft::log::DurableLog;
 use swarm_controller::raft::replica::{ReplicaError, StateMachine};
 use swarm_controller::store::Store;
 
@@ -104,8 +103,8 @@ impl Daemon {
             .state
             .raft_id
             .ok_or_else(|| internal("a manager without a raft id"))?;
-        let data_key = self.data_key().map_err(internal)?;
-        single_voter_log(&self.path("raft.redb"), raft_id, data_key).map_err(internal)?;
+        let log = self.open_log(&self.path("raft.redb")).map_err(internal)?;
+        single_voter_log(log, raft_id).map_err(internal)?;
         let manager = self
             .start_manager(&member.state, Default::default())
             .await
@@ -147,12 +146,7 @@ impl Daemon {
 /// Rewrites a manager's log as a snapshot of everything it knows committed, whose
 /// configuration has `raft_id` as its only voter. Entries past the commit index, which no
 /// quorum acknowledged to this replica, are dropped.
-fn single_voter_log(path: &std::path::Path, raft_id: u64, key: DataKey) -> Result<(), DaemonError> {
-    let mut log = DurableLog::open(Location::File {
-        path,
-        durable: true,
-        key,
-    })?;
+fn single_voter_log(mut log: DurableLog, raft_id: u64) -> Result<(), DaemonError> {
     let storage = &log;
     let state = raft::Storage::initial_state(storage).map_err(ReplicaError::from)?;
     let commit = state.hard_state.commit;

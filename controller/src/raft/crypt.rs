@@ -6,6 +6,10 @@
 //! everything away, as swarmkit's does, but the format is the one autolock uses, so turning
 //! autolock on or off only rewraps the DEK. With autolock the KEK derives from the cluster's
 //! unlock key (`SWMKEY-1-…`), which the manager does not keep: it waits for `swarm unlock`.
+//! Turning autolock on also replaces the DEK (swarmkit's rotation): while it sat beside its
+//! KEK, any copy of the data dir could take it, and such a copy must open nothing written
+//! under autolock. During the rotation the key file holds both DEKs (`LogKeys::pending`),
+//! so a manager stopped at any point still opens its log with one of them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -157,12 +161,32 @@ impl FromStr for UnlockKey {
     }
 }
 
-/// What a manager keeps beside its log (`raft.key`, JSON): the wrapped DEK, and the KEK
-/// unless autolock is on.
+/// The keys a manager's log may be sealed with: the DEK, and during a rotation the DEK it
+/// is being resealed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKeys {
+    pub current: DataKey,
+    pub pending: Option<DataKey>,
+}
+
+impl LogKeys {
+    pub fn new(current: DataKey) -> Self {
+        LogKeys {
+            current,
+            pending: None,
+        }
+    }
+}
+
+/// What a manager keeps beside its log (`raft.key`, JSON): the wrapped DEK (and the one a
+/// rotation reseals the log with), and the KEK unless autolock is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFile {
     /// `seal`ed DEK, base64.
     wrapped_dek: String,
+    /// `seal`ed pending DEK, base64, while a rotation is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped_pending_dek: Option<String>,
     /// The KEK in base64 without autolock; absent with it (the unlock key derives it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kek: Option<String>,
@@ -172,6 +196,11 @@ impl KeyFile {
     /// `dek` wrapped by the unlock key's KEK when `unlock_key` is given (autolock), else by
     /// a new random KEK stored beside it.
     pub fn wrap(dek: &DataKey, unlock_key: Option<&UnlockKey>) -> Self {
+        Self::wrap_keys(&LogKeys::new(dek.clone()), unlock_key)
+    }
+
+    /// Both keys of `keys` wrapped alike (see [`KeyFile::wrap`]).
+    pub fn wrap_keys(keys: &LogKeys, unlock_key: Option<&UnlockKey>) -> Self {
         let (kek, stored) = match unlock_key {
             Some(unlock_key) => (unlock_key.key_encryption_key(), None),
             None => {
@@ -180,8 +209,10 @@ impl KeyFile {
                 (kek, Some(stored))
             }
         };
+        let wrap = |dek: &DataKey| STANDARD.encode(kek.seal(DEK_LABEL, &dek.0));
         KeyFile {
-            wrapped_dek: STANDARD.encode(kek.seal(DEK_LABEL, &dek.0)),
+            wrapped_dek: wrap(&keys.current),
+            wrapped_pending_dek: keys.pending.as_ref().map(wrap),
             kek: stored,
         }
     }
@@ -193,16 +224,30 @@ impl KeyFile {
 
     /// The DEK: with the stored KEK, or with `unlock_key`'s when the file is locked.
     pub fn unwrap(&self, unlock_key: Option<&UnlockKey>) -> Result<DataKey, CryptError> {
+        Ok(self.unwrap_keys(unlock_key)?.current)
+    }
+
+    /// The DEK and the pending one (see [`KeyFile::unwrap`]).
+    pub fn unwrap_keys(&self, unlock_key: Option<&UnlockKey>) -> Result<LogKeys, CryptError> {
         let kek = match (&self.kek, unlock_key) {
             (Some(stored), _) => DataKey(decode_key(stored, "the stored key-encryption key")?),
             (None, Some(unlock_key)) => unlock_key.key_encryption_key(),
             (None, None) => return Err(CryptError::Locked),
         };
-        let wrapped = STANDARD
-            .decode(&self.wrapped_dek)
-            .map_err(|e| CryptError::KeyFile {
-                message: format!("the wrapped key: {e}"),
-            })?;
+        Ok(LogKeys {
+            current: self.unwrap_one(&kek, &self.wrapped_dek)?,
+            pending: self
+                .wrapped_pending_dek
+                .as_ref()
+                .map(|wrapped| self.unwrap_one(&kek, wrapped))
+                .transpose()?,
+        })
+    }
+
+    fn unwrap_one(&self, kek: &DataKey, wrapped: &str) -> Result<DataKey, CryptError> {
+        let wrapped = STANDARD.decode(wrapped).map_err(|e| CryptError::KeyFile {
+            message: format!("the wrapped key: {e}"),
+        })?;
         let dek = kek
             .open(DEK_LABEL, &wrapped, "the wrapped data encryption key")
             .map_err(|e| match (&self.kek, e) {
@@ -315,6 +360,30 @@ mod tests {
             CryptError::WrongUnlockKey
         );
         assert_eq!(locked.unwrap(Some(&unlock_key)).unwrap(), dek);
+    }
+
+    #[test]
+    fn a_rotations_pending_dek_is_wrapped_beside_the_current_one() {
+        let keys = LogKeys {
+            current: DataKey::generate(),
+            pending: Some(DataKey::generate()),
+        };
+        let unlock_key = UnlockKey::generate();
+        let file =
+            KeyFile::from_json(&KeyFile::wrap_keys(&keys, Some(&unlock_key)).to_json()).unwrap();
+        assert_eq!(file.unwrap_keys(Some(&unlock_key)).unwrap(), keys);
+        assert_eq!(file.unwrap(Some(&unlock_key)).unwrap(), keys.current);
+        assert_eq!(
+            file.unwrap_keys(Some(&UnlockKey::generate())).unwrap_err(),
+            CryptError::WrongUnlockKey
+        );
+        let done = KeyFile::wrap(&keys.current, None);
+        assert_eq!(done.unwrap_keys(None).unwrap().pending, None);
+        assert!(
+            !String::from_utf8(done.to_json())
+                .unwrap()
+                .contains("pending")
+        );
     }
 
     #[test]

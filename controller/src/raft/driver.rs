@@ -16,6 +16,8 @@ use raft::prelude::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::crypt::DataKey;
+use super::log::LogError;
 use super::replica::{ProposalId, Replica, ReplicaError, StateMachine};
 
 /// Delivers messages to peers. `send` must not block: queue, or refuse at once.
@@ -39,6 +41,15 @@ pub enum RaftError {
         "the leader changed before the change was acknowledged: it may or may not have been applied; check and try again"
     )]
     LeaderChanged,
+}
+
+/// Why a log was not resealed.
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    #[error(transparent)]
+    Raft(#[from] RaftError),
+    #[error(transparent)]
+    Log(LogError),
 }
 
 /// A query run on the state machine inside the loop, once it is linearizable.
@@ -78,6 +89,11 @@ pub enum Input<M> {
     /// Asks the leader to hand leadership to voter `to` (it stops taking proposals meanwhile).
     TransferLeadership {
         to: u64,
+    },
+    /// Reseals the log with a new key (a key rotation), between two Ready passes.
+    Rekey {
+        key: DataKey,
+        reply: oneshot::Sender<Result<(), LogError>>,
     },
 }
 
@@ -190,6 +206,15 @@ impl<M: StateMachine + Send + 'static> RaftHandle<M> {
             .send(Input::TransferLeadership { to })
             .await
             .map_err(|_| RaftError::Stopped)
+    }
+
+    /// Reseals this replica's log with `key`: once it returns `Ok`, the old key opens
+    /// nothing the log holds.
+    pub async fn rekey(&self, key: DataKey) -> Result<(), RekeyError> {
+        let (reply, response) = oneshot::channel();
+        self.ask(Input::Rekey { key, reply }, response, false)
+            .await?
+            .map_err(RekeyError::Log)
     }
 
     /// The index of the last entry applied to the state machine, changing as entries are
@@ -428,6 +453,9 @@ impl<M: StateMachine> Pending<M> {
             }
             Input::Read { query } => self.reads_to_send.push((query, Instant::now())),
             Input::TransferLeadership { to } => replica.transfer_leadership(to),
+            Input::Rekey { key, reply } => {
+                let _ = reply.send(replica.rekey(key));
+            }
         }
     }
 

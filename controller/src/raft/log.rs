@@ -3,7 +3,8 @@
 //! is refused at open, naming the file and the record, instead of silently losing entries.
 //! A file log is encrypted at rest: every record's payload is sealed with the data
 //! encryption key (`crypt`) under a label naming its place; a log written before encryption
-//! (plaintext records, no `cipher` marker) is encrypted in place when first opened with a key.
+//! (plaintext records, no `cipher` marker) is encrypted in place when first opened with a key,
+//! and `rekey` reseals the whole log with a new key (a key rotation).
 //!
 //! Implements raft-rs' `Storage` for reads; the writes follow its Ready checklist:
 //! `persist` (entries and hard state in one transaction, fsynced before it returns when the
@@ -39,6 +40,10 @@ pub enum LogError {
     Corrupt { path: PathBuf, what: String },
     #[error("cannot write the raft log {path}: {message}")]
     Write { path: PathBuf, message: String },
+    #[error(
+        "the raft log {path} is sealed with another key than raft.key's (a key file from another data dir, or from before a key rotation): put back the key file that goes with this log"
+    )]
+    WrongKey { path: PathBuf },
 }
 
 /// Where the log lives: a file encrypted with `key` (fsync on every commit unless `durable`
@@ -94,32 +99,102 @@ fn entry_label(index: u64) -> String {
     format!("entry {index}")
 }
 
-/// Marks a new log encrypted, or rewrites a log written before encryption at rest (records
-/// in plaintext, no `cipher` marker) into a new file with every record sealed, renamed over
-/// the old one: sealing in place would leave the plaintext in redb's freed pages.
-fn encrypt_plaintext_log(db: Database, path: &Path, key: &DataKey) -> Result<Database, LogError> {
+/// Which key a log is sealed with: a record sealed under this label (with the cipher's
+/// name), so that a log opened with another key is refused by name before any record is
+/// read, and a key rotation interrupted by a stop can tell which of two keys is the log's.
+const KEY_CHECK: &str = "key_check";
+
+/// Makes a file log ready for `key`: marks a new one encrypted; rewrites one written before
+/// encryption at rest (plaintext records, no `cipher` marker) with every record sealed
+/// (`reseal`); checks that a sealed one is sealed with `key` (`LogError::WrongKey`
+/// otherwise), recording the check in a log from before key checks.
+fn prepare_encrypted(db: Database, path: &Path, key: &DataKey) -> Result<Database, LogError> {
     let write_error = |e: &dyn std::fmt::Display| LogError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    {
+    let plaintext = {
         let txn = db.begin_write().map_err(|e| write_error(&e))?;
         let mut meta = txn.open_table(META).map_err(|e| write_error(&e))?;
         let entries = txn.open_table(ENTRIES).map_err(|e| write_error(&e))?;
-        if meta.get(CIPHER).map_err(|e| write_error(&e))?.is_some() {
-            return Ok(db);
-        }
+        let sealed = meta.get(CIPHER).map_err(|e| write_error(&e))?.is_some();
         let empty = meta.is_empty().map_err(|e| write_error(&e))?
             && entries.is_empty().map_err(|e| write_error(&e))?;
-        if empty {
-            meta.insert(CIPHER, CIPHER_NAME)
-                .map_err(|e| write_error(&e))?;
-            drop((meta, entries));
-            txn.commit().map_err(|e| write_error(&e))?;
-            return Ok(db);
+        let check = meta
+            .get(KEY_CHECK)
+            .map_err(|e| write_error(&e))?
+            .map(|record| record.value().to_vec());
+        match check {
+            Some(check) if sealed => {
+                decode(Some(key), KEY_CHECK, &check).map_err(|_| LogError::WrongKey {
+                    path: path.to_path_buf(),
+                })?;
+            }
+            _ if sealed || empty => {
+                // A log sealed before key checks: one of its records tells whether `key`
+                // is its key, before a check says so for good.
+                let sample = [HARD_STATE, CONF_STATE, SNAPSHOT]
+                    .into_iter()
+                    .find_map(|name| Some((name, meta.get(name).ok()??.value().to_vec())));
+                if let Some((label, record)) = sample
+                    && decode(Some(key), label, &record).is_err()
+                {
+                    return Err(LogError::WrongKey {
+                        path: path.to_path_buf(),
+                    });
+                }
+                if empty {
+                    meta.insert(CIPHER, CIPHER_NAME)
+                        .map_err(|e| write_error(&e))?;
+                }
+                meta.insert(KEY_CHECK, key_check(key).as_slice())
+                    .map_err(|e| write_error(&e))?;
+                drop((meta, entries));
+                txn.commit().map_err(|e| write_error(&e))?;
+            }
+            _ => {}
         }
+        !sealed && !empty
+    };
+    if !plaintext {
+        return Ok(db);
     }
-    let aside = path.with_extension("encrypting");
+    let db = reseal(db, path, None, key)?;
+    tracing::info!(path = %path.display(), "the raft log was encrypted at rest");
+    Ok(db)
+}
+
+/// Whether `db`'s key check opens with `key`.
+fn sealed_with(db: &Database, key: &DataKey) -> bool {
+    let check = || -> Option<bool> {
+        let txn = db.begin_read().ok()?;
+        let meta = txn.open_table(META).ok()?;
+        let record = meta.get(KEY_CHECK).ok()??;
+        Some(decode(Some(key), KEY_CHECK, record.value()).is_ok())
+    };
+    check().unwrap_or(false)
+}
+
+/// The `KEY_CHECK` record of `key`.
+fn key_check(key: &DataKey) -> Vec<u8> {
+    seal(&key.seal(KEY_CHECK.as_bytes(), CIPHER_NAME))
+}
+
+/// Rewrites the log at `path` with every record sealed with `to` (opened with `from`, or
+/// taken as plaintext without it) into a new file renamed over the old one: sealing in place
+/// would leave the old records in redb's freed pages. Until the rename the old file is
+/// whole; after it, the new one is.
+fn reseal(
+    db: Database,
+    path: &Path,
+    from: Option<&DataKey>,
+    to: &DataKey,
+) -> Result<Database, LogError> {
+    let write_error = |e: &dyn std::fmt::Display| LogError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let aside = path.with_extension("resealing");
     let _ = std::fs::remove_file(&aside);
     {
         let sealed = Database::create(&aside).map_err(|e| LogError::Write {
@@ -129,11 +204,11 @@ fn encrypt_plaintext_log(db: Database, path: &Path, key: &DataKey) -> Result<Dat
         let reading = db.begin_read().map_err(|e| write_error(&e))?;
         let writing = sealed.begin_write().map_err(|e| write_error(&e))?;
         let seal_record = |label: &str, record: &[u8]| -> Result<Vec<u8>, LogError> {
-            let payload = unseal(record).ok_or_else(|| LogError::Corrupt {
+            let payload = decode(from, label, record).map_err(|what| LogError::Corrupt {
                 path: path.to_path_buf(),
-                what: format!("checksum mismatch in {label}"),
+                what,
             })?;
-            Ok(seal(&key.seal(label.as_bytes(), payload)))
+            Ok(seal(&to.seal(label.as_bytes(), &payload)))
         };
         {
             let old_meta = reading.open_table(META).map_err(|e| write_error(&e))?;
@@ -145,6 +220,8 @@ fn encrypt_plaintext_log(db: Database, path: &Path, key: &DataKey) -> Result<Dat
                 }
             }
             meta.insert(CIPHER, CIPHER_NAME)
+                .map_err(|e| write_error(&e))?;
+            meta.insert(KEY_CHECK, key_check(to).as_slice())
                 .map_err(|e| write_error(&e))?;
             let old_entries = reading.open_table(ENTRIES).map_err(|e| write_error(&e))?;
             let mut entries = writing.open_table(ENTRIES).map_err(|e| write_error(&e))?;
@@ -168,7 +245,6 @@ fn encrypt_plaintext_log(db: Database, path: &Path, key: &DataKey) -> Result<Dat
             .and_then(|d| d.sync_all())
             .map_err(|e| write_error(&e))?;
     }
-    tracing::info!(path = %path.display(), "the raft log was encrypted at rest");
     Database::create(path).map_err(|e| LogError::Open {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -188,7 +264,7 @@ impl DurableLog {
                 } else {
                     Durability::None
                 };
-                let db = encrypt_plaintext_log(db, path, &key)?;
+                let db = prepare_encrypted(db, path, &key)?;
                 (db, path.to_path_buf(), durability, Some(key))
             }
             Location::Memory => {
@@ -327,6 +403,36 @@ impl DurableLog {
             ..ConfState::default()
         });
         self.apply_snapshot(snapshot)
+    }
+
+    /// Reseals the whole log with `key` (a key rotation); the key it was sealed with opens
+    /// nothing of it afterwards. A log in memory holds nothing at rest: only the key changes.
+    pub fn rekey(&mut self, key: DataKey) -> Result<(), LogError> {
+        if self.key.is_none() {
+            return Ok(());
+        }
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| self.write_error(e))?;
+        let db = std::mem::replace(&mut self.db, placeholder);
+        match reseal(db, &self.path, self.key.as_ref(), &key) {
+            Ok(db) => {
+                self.db = db;
+                self.key = Some(key);
+                tracing::info!(path = %self.path.display(), "the raft log was resealed with a new key");
+                Ok(())
+            }
+            Err(error) => {
+                // The file at the path is whole, sealed with the old key or (failing after
+                // the rename) the new one: go on with it and the key its check names.
+                let db = Database::create(&self.path).map_err(|e| self.write_error(e))?;
+                if sealed_with(&db, &key) {
+                    self.key = Some(key);
+                }
+                self.db = db;
+                Err(error)
+            }
+        }
     }
 
     pub fn snapshot_index(&self) -> u64 {
@@ -818,9 +924,75 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            err.contains("raft.redb is corrupt: hard_state failed authentication"),
+            err.contains("raft.redb is sealed with another key than raft.key's"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_log_sealed_before_key_checks_gets_one_from_its_own_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let key = DataKey::generate();
+        {
+            let log = open_file(&path, &key);
+            let txn = log.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(KEY_CHECK).unwrap();
+            txn.commit().unwrap();
+            let mut log = log;
+            log.bootstrap(&[1], b"snapshot".to_vec()).unwrap();
+        }
+        let wrong = DurableLog::open(durable_file(&path, &DataKey::generate()));
+        assert!(matches!(wrong, Err(LogError::WrongKey { .. })));
+        let log = open_file(&path, &key);
+        assert!(sealed_with(&log.db, &key), "checked from now on");
+    }
+
+    #[test]
+    fn a_rekeyed_log_opens_with_the_new_key_only_and_keeps_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let (old, new) = (DataKey::generate(), DataKey::generate());
+        let before_rekey = dir.path().join("before.redb");
+        {
+            let mut log = open_file(&path, &old);
+            log.bootstrap(&[1, 2], b"snapshot-bytes".to_vec()).unwrap();
+            log.persist(
+                &[entry(2, 1, b"entry-bytes"), entry(3, 1, b"more")],
+                Some(&hard_state(1, 1, 3)),
+            )
+            .unwrap();
+            std::fs::copy(&path, &before_rekey).unwrap();
+            log.rekey(new.clone()).unwrap();
+            // Written after the rotation: sealed with the new key.
+            log.persist(&[entry(4, 1, b"after")], Some(&hard_state(1, 1, 4)))
+                .unwrap();
+        }
+        assert!(!dir.path().join("raft.resealing").exists());
+        let wrong = DurableLog::open(durable_file(&path, &old));
+        assert!(matches!(wrong, Err(LogError::WrongKey { .. })));
+        let log = open_file(&path, &new);
+        assert_eq!(log.initial_state().unwrap().hard_state, hard_state(1, 1, 4));
+        assert_eq!(log.initial_state().unwrap().conf_state.voters, vec![1, 2]);
+        assert_eq!(
+            log.entries(2, 5, None, GetEntriesContext::empty(false))
+                .unwrap(),
+            vec![
+                entry(2, 1, b"entry-bytes"),
+                entry(3, 1, b"more"),
+                entry(4, 1, b"after")
+            ]
+        );
+        assert_eq!(&log.snapshot(1, 1).unwrap().data[..], b"snapshot-bytes");
+        // A copy from before the rotation still opens with the old key, and only with it.
+        drop(log);
+        let copy = open_file(&before_rekey, &old);
+        assert_eq!(copy.last_index().unwrap(), 3);
+        drop(copy);
+        assert!(matches!(
+            DurableLog::open(durable_file(&before_rekey, &new)),
+            Err(LogError::WrongKey { .. })
+        ));
     }
 
     #[test]
@@ -880,7 +1052,7 @@ mod tests {
         let raw = std::fs::read(&path).unwrap();
         assert!(!contains(&raw, b"old-entry-bytes"), "no plaintext is left");
         assert!(!contains(&raw, b"old-snapshot-bytes"));
-        assert!(!dir.path().join("raft.encrypting").exists());
+        assert!(!dir.path().join("raft.resealing").exists());
         assert_eq!(log.initial_state().unwrap().hard_state, hard_state(1, 1, 3));
         assert_eq!(log.initial_state().unwrap().conf_state.voters, vec![1, 2]);
         assert_eq!(

@@ -211,6 +211,11 @@ impl<M: StateMachine> Replica<M> {
         Ok(self.node.propose_conf_change(id.encode(), change)?)
     }
 
+    /// Reseals this replica's log with `key` (a key rotation; see `DurableLog::rekey`).
+    pub fn rekey(&mut self, key: super::crypt::DataKey) -> Result<(), LogError> {
+        self.node.mut_store().rekey(key)
+    }
+
     /// Asks the leader to hand leadership to voter `to`; a follower forwards the request to
     /// the leader it knows (raft-rs drops it when there is none).
     pub fn transfer_leadership(&mut self, to: u64) {
