@@ -876,6 +876,50 @@ pub struct PortConfig {
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
+/// A port the cluster published for an ingress port its spec gave no number (Docker's
+/// dynamic ports, 30000–32767): kept beside the spec, which stays as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignedPort {
+    pub target: u16,
+    pub protocol: Protocol,
+    pub published: u16,
+}
+
+impl AssignedPort {
+    /// The range the cluster assigns ports from, Docker's.
+    pub const FIRST: u16 = 30000;
+    pub const LAST: u16 = 32767;
+}
+
+impl EndpointSpec {
+    /// The ingress ports that wait for the cluster to give them a number, in order.
+    pub fn unnumbered(&self) -> impl Iterator<Item = &PortConfig> {
+        self.ports
+            .iter()
+            .filter(|p| p.published.is_none() && p.mode == PublishMode::Ingress)
+    }
+
+    /// The ports as they are published: each unnumbered ingress port with the number
+    /// `assigned` gives it (in order, by target and protocol), the others as written.
+    pub fn published_ports(&self, assigned: &[AssignedPort]) -> Vec<PortConfig> {
+        let mut left: Vec<&AssignedPort> = assigned.iter().collect();
+        self.ports
+            .iter()
+            .map(|port| {
+                let mut port = port.clone();
+                if port.published.is_none() && port.mode == PublishMode::Ingress {
+                    let at = left
+                        .iter()
+                        .position(|a| a.target == port.target && a.protocol == port.protocol);
+                    port.published = at.map(|at| left.remove(at).published);
+                }
+                port
+            })
+            .collect()
+    }
+}
+
 impl PortConfig {
     /// Why this port cannot speak the PROXY protocol it asks for, if it cannot: the
     /// header is written by the nodes' userspace path, which carries TCP connections to a

@@ -502,6 +502,11 @@ pub struct StoreData {
     /// id: given when the service is created or attached to a network, freed with it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_vips: BTreeMap<String, Vec<crate::task::NetworkAddress>>,
+    /// The ports the cluster published for ingress ports given no number, by service id
+    /// (`EndpointSpec::published_ports` applies them): kept while the service keeps such a
+    /// port, freed with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assigned_ports: BTreeMap<String, Vec<crate::spec::AssignedPort>>,
     /// Config and secret contents by digest: each version an object or a task that has not
     /// stopped names (`FileObjectSpec::digest`, `FileReference::digest`). Beside the
     /// objects, so no export, plan or `inspect` shows them; stored as plainly as the rest of

@@ -27,6 +27,21 @@ pub struct ServicesView {
     /// Each service's virtual IPs, by service id (`service inspect`'s `Endpoint.VirtualIPs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub virtual_ips: BTreeMap<String, Vec<VirtualIp>>,
+    /// The ports the cluster gave each service's unnumbered ingress ports, by service id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assigned_ports: BTreeMap<String, Vec<crate::spec::AssignedPort>>,
+}
+
+impl ServicesView {
+    /// `service`'s ports as they are published (`EndpointSpec::published_ports`).
+    pub fn ports_of(&self, service: &Object<ServiceSpec>) -> Vec<crate::spec::PortConfig> {
+        let assigned = service
+            .id
+            .as_ref()
+            .and_then(|id| self.assigned_ports.get(id))
+            .map_or(&[][..], Vec::as_slice);
+        service.spec.endpoint.published_ports(assigned)
+    }
 }
 
 /// A service's virtual IP on one network, as Docker's `service inspect` shows it.

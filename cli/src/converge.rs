@@ -185,6 +185,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             virtual_ips: Default::default(),
+            assigned_ports: Default::default(),
         }
     }
 

@@ -23,9 +23,18 @@ pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_jso
                 map.insert("UpdateStatus".to_owned(), serde_json::to_value(status)?);
             }
             let vips = id.and_then(|id| view.virtual_ips.get(id));
-            if let (Some(vips), Some(map)) = (vips, value.as_object_mut()) {
-                let endpoint = serde_json::json!({ "VirtualIPs": vips });
-                map.insert("Endpoint".to_owned(), endpoint);
+            let assigned = id.is_some_and(|id| view.assigned_ports.contains_key(id));
+            let mut endpoint = serde_json::Map::new();
+            if let Some(vips) = vips {
+                endpoint.insert("VirtualIPs".to_owned(), serde_json::to_value(vips)?);
+            }
+            if assigned {
+                // Docker's `Endpoint.Ports`: what is published, the cluster's numbers in.
+                let ports = view.ports_of(service);
+                endpoint.insert("Ports".to_owned(), serde_json::to_value(ports)?);
+            }
+            if let (false, Some(map)) = (endpoint.is_empty(), value.as_object_mut()) {
+                map.insert("Endpoint".to_owned(), endpoint.into());
             }
             Ok(value)
         })
@@ -104,7 +113,7 @@ fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> S
     }
     if !spec.endpoint.ports.is_empty() {
         line("Ports", &"");
-        for port in &spec.endpoint.ports {
+        for port in &view.ports_of(service) {
             // A host-mode port says so itself.
             let text = match port.mode {
                 PublishMode::Ingress => format!("{port} (ingress)"),
@@ -146,7 +155,7 @@ mod tests {
             "s_web",
             serde_json::json!({
                 "image": "nginx:1",
-                "ports": ["8080:80"],
+                "ports": ["8080:80", "443"],
                 "deploy": {
                     "replicas": 2,
                     "update_config": { "failure_action": "rollback", "monitor": "2s" },
@@ -182,6 +191,15 @@ mod tests {
                 }],
             )]
             .into(),
+            assigned_ports: [(
+                "s1".to_owned(),
+                vec![swarm_api::spec::AssignedPort {
+                    target: 443,
+                    protocol: swarm_api::spec::Protocol::Tcp,
+                    published: 30000,
+                }],
+            )]
+            .into(),
         }
     }
 
@@ -196,6 +214,23 @@ mod tests {
         assert_eq!(
             json[0]["Endpoint"]["VirtualIPs"],
             serde_json::json!([{"NetworkID": "n1", "Network": "back", "Addr": "10.0.0.2/20"}])
+        );
+        // The port given no number shows the one the cluster published.
+        let published: Vec<_> = json[0]["Endpoint"]["Ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["published"].clone(), p["target"].clone()))
+            .collect();
+        assert_eq!(
+            published,
+            [(30000.into(), 443.into()), (8080.into(), 80.into())]
+        );
+        // The spec stays as written.
+        let written = &json[0]["spec"]["endpoint"]["ports"][0];
+        assert_eq!(
+            (written["target"].clone(), written.get("published")),
+            (443.into(), None)
         );
     }
 
@@ -217,6 +252,7 @@ mod tests {
             "RollbackConfig:",
             " Image:             nginx:1\n",
             " Port:              *:8080->80/tcp (ingress)\n",
+            " Port:              *:30000->443/tcp (ingress)\n",
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }

@@ -148,10 +148,8 @@ fn services_table(view: &ServicesView, sources: &Sources) -> String {
                     ("global", format!("{running}/{wanted}"))
                 }
             };
-            let ports: Vec<String> = service
-                .spec
-                .endpoint
-                .ports
+            let ports: Vec<String> = view
+                .ports_of(service)
                 .iter()
                 .map(|p| p.to_string())
                 .collect();
@@ -244,6 +242,7 @@ mod tests {
             nodes: Default::default(),
             update_status: Default::default(),
             virtual_ips: Default::default(),
+            assigned_ports: Default::default(),
         }
     }
 

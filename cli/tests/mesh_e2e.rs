@@ -1,6 +1,7 @@
 //! The routing mesh through real daemons on three test hosts: a published port answers on
 //! every host's address, wherever its replicas run; scaled out, answers come from several
-//! replicas; a host-mode port answers only on the host that runs its task; a PROXY protocol
+//! replicas; a host-mode port answers only on the host that runs its task; a port given no
+//! number gets one of 30000–32767 that every host answers; a PROXY protocol
 //! port hands its task the client's address, through the task's host or another; under a
 //! bounded load loop, a rolling update and a drained node lose no request; a killed host
 //! leaves the others answering.
@@ -172,6 +173,39 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     assert_eq!(get(at(hosts, 0, 9090)), None, "host 1 runs no task of it");
     assert_eq!(get(at(hosts, 2, 9090)), None, "host 3 runs no task of it");
 
+    // A port given no number: the cluster publishes one of 30000–32767, which `service
+    // inspect` shows, and every host answers it.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "auto",
+            "--publish",
+            "80",
+            "--stop-grace-period",
+            "1s",
+            &image,
+        ],
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["service", "inspect", "auto"])).unwrap();
+    let published = inspect[0]["Endpoint"]["Ports"][0]["published"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no published port in {inspect}"));
+    assert!((30000..=32767).contains(&published), "{inspect}");
+    assert!(
+        ok(&cluster, &["service", "ls"]).contains(&format!("*:{published}->80/tcp")),
+        "service ls shows the port"
+    );
+    wait_for("every host answering the cluster's port", WAIT, || {
+        (0..3)
+            .all(|i| get(at(hosts, i, published)).is_some())
+            .then_some(())
+    });
+
     // PROXY protocol v2: the task (on host 3) reads the header the node wrote, with the
     // client's own address, whether the client came through host 1 or host 3.
     ok(
@@ -283,5 +317,8 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         let seen = pages(at(hosts, 0, 8080), 10);
         (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
     });
-    ok(&cluster, &["service", "rm", "web", "direct", "proxied"]);
+    ok(
+        &cluster,
+        &["service", "rm", "web", "direct", "proxied", "auto"],
+    );
 }

@@ -116,6 +116,7 @@ impl Followed {
             nodes: BTreeMap::new(),
             update_status: BTreeMap::new(),
             virtual_ips: BTreeMap::new(),
+            assigned_ports: BTreeMap::new(),
         };
         let service = services::resolve(&services, reference)?.clone();
         let id = service.id.clone().unwrap_or_default();
@@ -199,6 +200,7 @@ impl Followed {
                 .map(|status| (self.id.clone(), status.clone()))
                 .collect(),
             virtual_ips: BTreeMap::new(),
+            assigned_ports: BTreeMap::new(),
         };
         WatchServiceMessage {
             json: serde_json::to_string(&view).expect("the view serialises"),

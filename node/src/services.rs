@@ -87,6 +87,7 @@ pub async fn view(store: &StoreClient) -> Result<ServicesView, Status> {
                     .collect(),
                 update_status: data.update_status.clone(),
                 virtual_ips: virtual_ips(data),
+                assigned_ports: data.assigned_ports.clone(),
             }
         })
         .await

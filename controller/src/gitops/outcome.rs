@@ -38,6 +38,7 @@ pub fn judge(store: &Store, deployment: &Deployment) -> Option<DeploymentOutcome
                 .into_iter()
                 .collect(),
             virtual_ips: Default::default(),
+            assigned_ports: Default::default(),
         };
         // A global service wants as many tasks as it has: before the orchestrator made
         // any, a new one would pass as converged.

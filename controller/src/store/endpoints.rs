@@ -17,7 +17,7 @@ use swarm_api::endpoints::{
     MeshNode, MeshTask, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
     TaskEndpoint, Vtep,
 };
-use swarm_api::spec::{EndpointMode, NetworkSpec, PortConfig, ServiceSpec};
+use swarm_api::spec::{AssignedPort, EndpointMode, NetworkSpec, PortConfig, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{NetworkAllocation, Node, NodeStatus, StoreData};
 use swarm_api::task::{DesiredState, NetworkAddress, Task, TaskState};
@@ -43,7 +43,8 @@ struct ServiceEntry {
     attachments: BTreeMap<String, Vec<String>>,
     /// Its virtual IP on each network, by network name.
     vips: BTreeMap<String, Ipv4Addr>,
-    /// Its ports with a published number: what the mesh answers.
+    /// Its ports with a published number (written, or given by the cluster): what the mesh
+    /// answers.
     ports: Vec<PortConfig>,
 }
 
@@ -140,7 +141,11 @@ fn network_meta(
     })
 }
 
-fn service_entry(service: &ServiceSpec, vips: &[NetworkAddress]) -> ServiceEntry {
+fn service_entry(
+    service: &ServiceSpec,
+    vips: &[NetworkAddress],
+    assigned: &[AssignedPort],
+) -> ServiceEntry {
     ServiceEntry {
         name: service.name.clone(),
         mode: service.endpoint.mode,
@@ -156,10 +161,9 @@ fn service_entry(service: &ServiceSpec, vips: &[NetworkAddress]) -> ServiceEntry
             .collect(),
         ports: service
             .endpoint
-            .ports
-            .iter()
+            .published_ports(assigned)
+            .into_iter()
             .filter(|p| p.published.is_some())
-            .cloned()
             .collect(),
     }
 }
@@ -200,7 +204,9 @@ impl Endpoints {
         for service in &data.objects.services {
             if let Some(id) = &service.id {
                 let vips = data.service_vips.get(id).map_or(&[][..], Vec::as_slice);
-                table.put_service(id, Some(service_entry(&service.spec, vips)), &mut changed);
+                let ports = data.assigned_ports.get(id).map_or(&[][..], Vec::as_slice);
+                let entry = service_entry(&service.spec, vips, ports);
+                table.put_service(id, Some(entry), &mut changed);
             }
         }
         for task in data.tasks.values() {
@@ -230,6 +236,7 @@ impl Endpoints {
                     name,
                     service,
                     vips,
+                    ports,
                     ..
                 } => {
                     let id = match service.as_ref().and_then(|s| s.id.clone()) {
@@ -237,7 +244,9 @@ impl Endpoints {
                         None => self.service_ids.get(name).cloned(),
                     };
                     if let Some(id) = id {
-                        let entry = service.as_ref().map(|s| service_entry(&s.spec, vips));
+                        let entry = service
+                            .as_ref()
+                            .map(|s| service_entry(&s.spec, vips, ports));
                         self.put_service(&id, entry, &mut changed);
                     }
                 }
@@ -768,12 +777,14 @@ mod tests {
                 network: "front".into(),
                 address: Ipv4Addr::new(10, 0, 1, 2),
             }],
+            ports: Vec::new(),
         });
         world.change(Changed::Service {
             name: "s_db".into(),
             service: Some(service("db", &["back"])),
             update_status: None,
             vips: Vec::new(),
+            ports: Vec::new(),
         });
         world.task(task("t1", "web", "a", &[("front", [10, 0, 1, 3])]));
         world.task(task("t2", "web", "b", &[("front", [10, 0, 1, 4])]));
@@ -896,6 +907,7 @@ mod tests {
             service: Some(web),
             update_status: None,
             vips: Vec::new(),
+            ports: Vec::new(),
         });
         assert_eq!(changed, names(&["a", "b", "c"]));
         let back = &world.table.of_node("c").networks["back"];
@@ -906,6 +918,7 @@ mod tests {
             service: None,
             update_status: None,
             vips: Vec::new(),
+            ports: Vec::new(),
         });
         assert_eq!(changed, names(&["c"]));
         assert!(
@@ -976,6 +989,7 @@ mod tests {
             service: Some(published_site()),
             update_status: None,
             vips: Vec::new(),
+            ports: Vec::new(),
         });
         assert_eq!(changed, names(&["a", "b", "c"]));
         let mesh = world.table.of_node("c").mesh;
@@ -1020,6 +1034,7 @@ mod tests {
             service: Some(plain),
             update_status: None,
             vips: Vec::new(),
+            ports: Vec::new(),
         });
         assert_eq!(changed, names(&["a", "b", "c"]));
         assert!(world.table.of_node("a").mesh.is_empty());

@@ -25,6 +25,7 @@ mod files;
 pub(crate) mod fixtures;
 mod gitops;
 mod networks;
+mod ports;
 mod validate;
 mod watch;
 pub use assignments::{Assignment, Assignments};
@@ -633,6 +634,15 @@ fn apply_plan(
     } else {
         data.service_vips.clone()
     };
+    let assigned_ports = if touched.iter().any(|(kind, ..)| *kind == Kind::Service) {
+        let (ports, reasons) = reassign_ports(data, &objects.services, events);
+        if !reasons.is_empty() {
+            return Err(Rejection::Invalid { reasons });
+        }
+        ports
+    } else {
+        data.assigned_ports.clone()
+    };
     objects.version = index;
     for (kind, name, op) in touched {
         let versions = data.object_versions.entry(kind).or_default();
@@ -652,6 +662,7 @@ fn apply_plan(
     data.registry_auth = kept_auth;
     data.network_allocations = network_allocations;
     data.service_vips = service_vips;
+    data.assigned_ports = assigned_ports;
     files::keep(data, brought.file_contents);
     Ok(())
 }
@@ -681,6 +692,30 @@ fn reallocate_vips(
         }
     }
     (vips, reasons)
+}
+
+/// The ports given to unnumbered ingress ports once `services` replace the store's
+/// (`ports::assign`, never a node's own port), and why some could not be; each service whose
+/// ports change is told to watchers, which read them with the service.
+fn reassign_ports(
+    data: &StoreData,
+    services: &[Object<swarm_api::spec::ServiceSpec>],
+    events: &mut Vec<Event>,
+) -> (
+    BTreeMap<String, Vec<swarm_api::spec::AssignedPort>>,
+    Vec<String>,
+) {
+    let reserved = ports::reserved(&data.nodes);
+    let (assigned, reasons) = ports::assign(services, &data.assigned_ports, &reserved);
+    for service in services {
+        let Some(id) = service.id.as_ref() else {
+            continue;
+        };
+        if assigned.get(id) != data.assigned_ports.get(id) {
+            events.push(event("service", &service.spec.name, Change::Updated));
+        }
+    }
+    (assigned, reasons)
 }
 
 /// Refuses a command decided at state version `expected` if the object `kind` `name`
@@ -810,6 +845,8 @@ fn roll_back(
         events,
     );
     data.service_vips = vips;
+    let (ports, _) = reassign_ports(data, &data.objects.services, events);
+    data.assigned_ports = ports;
     data.update_status.insert(service_id, status);
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use swarm_api::auth::RegistryAuth;
 use swarm_api::files::FileContent;
 use swarm_api::rollout::UpdateStatus;
-use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
+use swarm_api::spec::{AssignedPort, FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{NetworkAllocation, Node, StoreData};
 use swarm_api::task::{NetworkAddress, Task};
@@ -55,13 +55,15 @@ pub enum Changed {
         id: String,
         task: Option<Task>,
     },
-    /// A service, by name, with where its update stands and its virtual IPs (by network
-    /// name; empty when it has none).
+    /// A service, by name, with where its update stands, its virtual IPs (by network
+    /// name; empty when it has none) and the ports the cluster gave its unnumbered ingress
+    /// ports (empty when none).
     Service {
         name: String,
         service: Option<Object<ServiceSpec>>,
         update_status: Option<UpdateStatus>,
         vips: Vec<NetworkAddress>,
+        ports: Vec<AssignedPort>,
     },
     /// A network, by name, with its address space (`None` with the network, or until the
     /// store gave one).
@@ -272,11 +274,17 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
                 .and_then(|s| data.service_vips.get(s.id.as_deref()?))
                 .cloned()
                 .unwrap_or_default();
+            let ports = service
+                .as_ref()
+                .and_then(|s| data.assigned_ports.get(s.id.as_deref()?))
+                .cloned()
+                .unwrap_or_default();
             Changed::Service {
                 name,
                 service,
                 update_status,
                 vips,
+                ports,
             }
         }
         "repository" => Changed::Repository { name },
@@ -338,6 +346,7 @@ mod tests {
                     service,
                     update_status,
                     vips,
+                    ports,
                 } => {
                     let gone = data
                         .objects
@@ -348,11 +357,17 @@ mod tests {
                     if let Some(id) = gone {
                         data.update_status.remove(&id);
                         data.service_vips.remove(&id);
+                        data.assigned_ports.remove(&id);
                     }
                     if let Some(id) = service.as_ref().and_then(|s| s.id.clone())
                         && !vips.is_empty()
                     {
                         data.service_vips.insert(id, vips);
+                    }
+                    if let Some(id) = service.as_ref().and_then(|s| s.id.clone())
+                        && !ports.is_empty()
+                    {
+                        data.assigned_ports.insert(id, ports);
                     }
                     if let (Some(id), Some(status)) =
                         (service.as_ref().and_then(|s| s.id.clone()), update_status)
@@ -404,6 +419,7 @@ mod tests {
             registry_auth: data.registry_auth.clone(),
             network_allocations: data.network_allocations.clone(),
             service_vips: data.service_vips.clone(),
+            assigned_ports: data.assigned_ports.clone(),
             file_contents: data.file_contents.clone(),
             ..StoreData::default()
         }
