@@ -39,3 +39,21 @@ pub(crate) fn node(id: &str, role: NodeRole) -> Command {
         worker_error: None,
     })
 }
+
+/// `actions` applied as a plan at `index` (no version check, git-owned stacks overridden).
+pub(crate) fn apply_plan(
+    store: &mut super::Store,
+    index: u64,
+    actions: Vec<swarm_api::plan::Action>,
+) -> swarm_api::store::Outcome {
+    store.apply_command(
+        index,
+        Command::ApplyPlan {
+            file_contents: Default::default(),
+            expected_version: None,
+            actions,
+            registry_auth: Default::default(),
+            override_git: true,
+        },
+    )
+}

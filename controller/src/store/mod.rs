@@ -683,15 +683,26 @@ fn reallocate_vips(
     let tasks_used = networks::addresses_in_use(data.tasks.values(), &BTreeMap::new());
     let (vips, reasons) =
         networks::allocate_vips(services, allocations, &data.service_vips, &tasks_used);
+    tell_services_changed(services, &data.service_vips, &vips, events);
+    (vips, reasons)
+}
+
+/// An event for each of `services` whose entry differs between `before` and `after` (maps
+/// by service id of what the store keeps beside the specs).
+fn tell_services_changed<T: PartialEq>(
+    services: &[Object<swarm_api::spec::ServiceSpec>],
+    before: &BTreeMap<String, T>,
+    after: &BTreeMap<String, T>,
+    events: &mut Vec<Event>,
+) {
     for service in services {
         let Some(id) = service.id.as_ref() else {
             continue;
         };
-        if vips.get(id) != data.service_vips.get(id) {
+        if after.get(id) != before.get(id) {
             events.push(event("service", &service.spec.name, Change::Updated));
         }
     }
-    (vips, reasons)
 }
 
 /// The ports given to unnumbered ingress ports once `services` replace the store's
@@ -707,14 +718,7 @@ fn reassign_ports(
 ) {
     let reserved = ports::reserved(&data.nodes);
     let (assigned, reasons) = ports::assign(services, &data.assigned_ports, &reserved);
-    for service in services {
-        let Some(id) = service.id.as_ref() else {
-            continue;
-        };
-        if assigned.get(id) != data.assigned_ports.get(id) {
-            events.push(event("service", &service.spec.name, Change::Updated));
-        }
-    }
+    tell_services_changed(services, &data.assigned_ports, &assigned, events);
     (assigned, reasons)
 }
 

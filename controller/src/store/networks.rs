@@ -690,7 +690,7 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::super::Store;
-    use super::super::fixtures::cluster;
+    use super::super::fixtures::{apply_plan, cluster};
     use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
     use swarm_api::state::ClusterState;
     use swarm_api::store::{Command, Outcome, TaskChange};
@@ -724,19 +724,6 @@ mod store_tests {
         )
         .unwrap()
         .actions
-    }
-
-    fn apply_plan(store: &mut Store, index: u64, actions: Vec<Action>) -> Outcome {
-        store.apply_command(
-            index,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: true,
-            },
-        )
     }
 
     fn task(store: &Store, id: &str) -> Task {

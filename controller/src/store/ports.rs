@@ -222,10 +222,10 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::super::Store;
-    use super::super::fixtures::cluster;
+    use super::super::fixtures::{apply_plan as apply, cluster};
     use swarm_api::plan::{Action, Kind, Op};
     use swarm_api::state::ClusterState;
-    use swarm_api::store::{Command, Outcome};
+    use swarm_api::store::Outcome;
 
     /// The plan creating stack `web` from `services` (a stack file's `services:` body).
     fn plan(services: &str) -> Vec<Action> {
@@ -246,19 +246,6 @@ mod store_tests {
     fn services_only(mut actions: Vec<Action>) -> Vec<Action> {
         actions.retain(|a| a.kind == Kind::Service);
         actions
-    }
-
-    fn apply(store: &mut Store, index: u64, actions: Vec<Action>) -> Outcome {
-        store.apply_command(
-            index,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: true,
-            },
-        )
     }
 
     fn assigned(store: &Store, service: &str) -> Vec<u16> {
