@@ -59,6 +59,8 @@ impl ServiceFilter {
                 "mode" => match spec.mode {
                     ServiceMode::Replicated { .. } => value == "replicated",
                     ServiceMode::Global => value == "global",
+                    ServiceMode::ReplicatedJob { .. } => value == "replicated-job",
+                    ServiceMode::GlobalJob => value == "global-job",
                 },
                 _ => unreachable!("keys are checked when parsed"),
             })
