@@ -1508,3 +1508,24 @@ fn a_global_job_task_that_fails_is_restarted_on_its_node() {
     assert_ne!(retry[0].id, failed.id);
     assert_eq!(retry[0].status.state, TaskState::Running);
 }
+
+/// A service that depends on a job (`service_started`) starts once the job's tasks
+/// started, and still when they have completed: a completed task started.
+#[test]
+fn a_dependency_on_a_completed_job_is_met() {
+    use swarm_api::spec::{Dependency, DependencyCondition};
+    let mut sim = Sim::new(2);
+    sim.put_service(replicated_job(2, 2));
+    sim.converge();
+    sim.complete_running("job");
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Complete), 2);
+    let mut web = spec("web", "");
+    web.depends_on = vec![Dependency {
+        service: "s_job".into(),
+        condition: DependencyCondition::ServiceStarted,
+    }];
+    sim.put_service(web);
+    sim.converge();
+    assert_eq!(sim.count_live("web", TaskState::Running), 1);
+}
