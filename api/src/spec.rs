@@ -986,6 +986,38 @@ pub struct FileObjectSpec {
 mod tests {
     use super::*;
 
+    /// Jobs are spelled as Docker's modes in specs, and scale as `service scale` does.
+    #[test]
+    fn job_modes_serialise_and_scale_as_dockers() {
+        let job = ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(job).unwrap(),
+            serde_json::json!({"mode": "replicated-job", "max_concurrent": 2, "total_completions": 5})
+        );
+        assert_eq!(
+            serde_json::to_value(ServiceMode::GlobalJob).unwrap(),
+            serde_json::json!({"mode": "global-job"})
+        );
+        assert_eq!(
+            job.scaled(8),
+            Some(ServiceMode::ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 8
+            }),
+            "the completions change, the concurrency stays"
+        );
+        assert_eq!(ServiceMode::GlobalJob.scaled(3), None);
+        assert_eq!(ServiceMode::Global.scaled(3), None);
+        assert_eq!(
+            [job, ServiceMode::GlobalJob].map(|m| (m.display_name(), m.is_job())),
+            [("replicated job", true), ("global job", true)]
+        );
+        assert!(!ServiceMode::Replicated { replicas: 1 }.is_job());
+    }
+
     /// Spellings swarmkit accepts read as one constraint; the help names every attribute.
     #[test]
     fn constraints_parse_as_swarmkit_reads_them() {
