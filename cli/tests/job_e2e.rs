@@ -1,8 +1,9 @@
 //! Jobs end to end (issue 15): a replicated job of 3 completions, 2 at once, runs
 //! `sleep 1; exit 0` on a real daemon: `service create` waits until it completed, `service
 //! ls` shows `0/0 (3/3 completed)`, exactly 3 tasks ran (none restarted, never more than 2
-//! at once), and `service update --force` runs it again. A global job on two test hosts
-//! completes once on each.
+//! at once), and `service update --force` runs it again; a job whose task fails with no
+//! retry ends the wait with the failure; a job from a stack file completes under `stack
+//! deploy`'s wait. A global job on two test hosts completes once on each.
 //!
 //! Address pools inside 198.18.120.0/23; a `Leftovers` guard removes containers, mounts
 //! and bridges even when a test fails. Needs root, runc, busybox and docker-registry;
@@ -130,6 +131,57 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
     let ls = ok(&cluster, &["service", "ls"]);
     assert!(ls.contains("0/0 (3/3 completed)"), "{ls}");
     ok(&cluster, &["service", "rm", "job"]);
+
+    // A job that fails, with no retry: the wait ends at once, saying so.
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "create",
+            "--name",
+            "broken",
+            "--mode",
+            "replicated-job",
+            "--restart-condition",
+            "none",
+            "--entrypoint",
+            "/bin/sh -c",
+            &image,
+            "exit 3",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("broken: job failed: task broken.1 failed"),
+        "{stderr}"
+    );
+    ok(&cluster, &["service", "rm", "broken"]);
+
+    // From a stack file, as Docker's loader reads it; `stack deploy` waits for it too.
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("batch.yaml");
+    let file = format!(
+        "services:
+  seed:
+    image: {image}
+    entrypoint: [/bin/sh, -c]
+    command: ['sleep 1; exit 0']
+    deploy:
+      mode: replicated-job
+      replicas: 2
+"
+    );
+    std::fs::write(&stack, file).unwrap();
+    ok(
+        &cluster,
+        &["stack", "deploy", "-c", &stack.to_string_lossy(), "batch"],
+    );
+    let tasks = all_tasks(&cluster, "batch_seed");
+    assert_eq!(states(&tasks), ["complete"; 2], "{tasks:#?}");
+    let ls = ok(&cluster, &["service", "ls"]);
+    assert!(ls.contains("0/0 (2/2 completed)"), "{ls}");
+    ok(&cluster, &["stack", "rm", "batch"]);
 }
 
 #[test]
