@@ -1,7 +1,8 @@
 //! Whether a service converged after a change: every task it should run runs its current
-//! spec and its update (if one began) completed; an update that paused or rolled back will
-//! not. Judged from a services view: the CLI's wait (`service update`, `stack deploy`) and
-//! the GitOps watcher's Deployment outcomes use the same judgement.
+//! spec and its update (if one began) completed, or for a job, its latest iteration
+//! completed; an update that paused or rolled back will not, nor a job whose task failed
+//! for good. Judged from a services view: the CLI's wait (`service update`, `stack
+//! deploy`) and the GitOps watcher's Deployment outcomes use the same judgement.
 
 use std::collections::BTreeMap;
 
