@@ -14,15 +14,15 @@
 //!
 //! Scenarios: a 100-replica service created, then rolled to a new spec (never more than its
 //! parallelism down at once); ten nodes lost (Down, their tasks replaced on the others);
-//! the leader lost in the middle of a rolling update (the next leader finishes it).
+//! the leader lost in the middle of a rolling update (the next leader finishes it); jobs run
+//! to completion (at most their concurrency at once, once per node) and again when forced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use raft::prelude::Message;
-use swarm_agent::exec::FakeRuntime;
-use swarm_agent::exec::Runtime;
+use swarm_agent::exec::{Exit, ExitStatus, FakeRuntime, Runtime, Script};
 use swarm_agent::image::FakeImages;
 use swarm_agent::network::{FakeNetworking, Ipv4Net};
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
@@ -224,7 +224,18 @@ impl Sim {
         } else {
             tempfile::tempdir().unwrap()
         };
-        let runtime = FakeRuntime::default();
+        // A job's step (`job-step` in its command) exits 0 after 2 s; the rest run until
+        // stopped.
+        let runtime = FakeRuntime::new(|config| Script {
+            exit_after: config.args.iter().any(|a| a == "job-step").then_some((
+                Duration::from_secs(2),
+                ExitStatus {
+                    exit: Exit::Code(0),
+                    oom_killed: false,
+                },
+            )),
+            ..Script::default()
+        });
         let start = self.start;
         let io = WorkerIo {
             runtime: Arc::new(runtime.clone()),
@@ -1141,4 +1152,80 @@ async fn a_stack_starts_its_services_in_dependency_order() {
     assert_eq!(sim.running(&web, "web:1"), 20, "{}", sim.summary());
     // db's healthcheck passes after its first interval: web waited for it, seconds.
     assert!(waited >= 10, "web waited {waited} rounds");
+}
+
+/// Jobs over the real store, orchestrator and workers: a replicated job of 30 completions,
+/// 10 at once, and a global job over the 50 nodes, each task exiting 0 after 2 s, complete
+/// with exactly one task per completion (none restarted), never more than 10 of the first
+/// running at once; forced, the replicated job runs its 30 again.
+#[tokio::test(start_paused = true)]
+async fn jobs_run_to_completion_and_again_when_forced() {
+    let mut sim = Sim::new(13).await;
+    let services = stack_services(
+        "services:\n  batch:\n    image: job:1\n    command: [job-step]\n    deploy:\n      \
+         mode: replicated-job\n      replicas: 30\n  warm:\n    image: job:1\n    \
+         command: [job-step]\n    deploy:\n      mode: global-job\n",
+    );
+    let mut batch_spec = services[0].clone();
+    batch_spec.mode = swarm_api::spec::ServiceMode::ReplicatedJob {
+        max_concurrent: 10,
+        total_completions: 30,
+    };
+    for spec in [batch_spec.clone(), services[1].clone()] {
+        let outcome = sim.apply(put(spec, Op::Create)).await;
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    }
+    let (batch, warm) = (sim.service_id("s_batch"), sim.service_id("s_warm"));
+    let completed = |sim: &Sim, id: &str| {
+        sim.live_tasks(id)
+            .filter(|t| t.status.state == TaskState::Complete)
+            .count()
+    };
+    let made = |sim: &Sim, id: &str| {
+        sim.state()
+            .tasks
+            .values()
+            .filter(|t| t.service_id == id)
+            .count()
+    };
+    let mut most_at_once = 0;
+    for _ in 0..600 {
+        most_at_once = most_at_once.max(sim.running(&batch, "job:1"));
+        if completed(&sim, &batch) == 30 && completed(&sim, &warm) == 50 {
+            break;
+        }
+        sim.step().await;
+    }
+    assert_eq!(completed(&sim, &batch), 30, "{}", sim.summary());
+    assert_eq!(completed(&sim, &warm), 50, "{}", sim.summary());
+    assert_eq!(most_at_once, 10);
+    assert_eq!(made(&sim, &batch), 30, "none restarted");
+    assert_eq!(made(&sim, &warm), 50, "once per node");
+    // Nothing more happens to finished jobs.
+    for _ in 0..50 {
+        sim.step().await;
+    }
+    assert_eq!((made(&sim, &batch), made(&sim, &warm)), (30, 50));
+
+    let first_iteration = sim
+        .live_tasks(&batch)
+        .map(|t| t.spec.job_iteration)
+        .max()
+        .unwrap();
+    batch_spec.task.force_update += 1;
+    let outcome = sim.apply(put(batch_spec, Op::Update)).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    for _ in 0..600 {
+        if completed(&sim, &batch) == 30 && made(&sim, &batch) == 60 {
+            break;
+        }
+        sim.step().await;
+    }
+    assert_eq!(completed(&sim, &batch), 30, "{}", sim.summary());
+    assert_eq!(made(&sim, &batch), 60, "30 more, for the new iteration");
+    assert!(
+        sim.live_tasks(&batch)
+            .all(|t| t.spec.job_iteration > first_iteration),
+        "the live tasks are the new iteration's"
+    );
 }

@@ -1,12 +1,13 @@
 //! Whether a service converged after a change: every task it should run runs its current
-//! spec and its update (if one began) completed; an update that paused or rolled back will
-//! not. Judged from a services view: the CLI's wait (`service update`, `stack deploy`) and
-//! the GitOps watcher's Deployment outcomes use the same judgement.
+//! spec and its update (if one began) completed, or for a job, its latest iteration
+//! completed; an update that paused or rolled back will not, nor a job whose task failed
+//! for good. Judged from a services view: the CLI's wait (`service update`, `stack
+//! deploy`) and the GitOps watcher's Deployment outcomes use the same judgement.
 
 use std::collections::BTreeMap;
 
 use crate::rollout::UpdateState;
-use crate::spec::ServiceSpec;
+use crate::spec::{RestartCondition, ServiceMode, ServiceSpec, TaskSpec};
 use crate::state::Object;
 use crate::task::{DesiredState, ServicesView, Task, TaskState};
 use crate::units::GoDuration;
@@ -21,6 +22,9 @@ pub enum ConvergeError {
     RolledBack { service: String, message: String },
     #[error("{service}: rollback paused: {message}: fix the spec and `swarm service update` it")]
     RollbackPaused { service: String, message: String },
+    /// A job's task failed and its restart policy (`condition: none`) will not retry it.
+    #[error("{service}: job failed: {message}")]
+    JobFailed { service: String, message: String },
     #[error("{service} did not converge within {timeout}: {missing}{}", last_error.as_ref().map_or(String::new(), |e| format!("; last task error: {e}")))]
     Timeout {
         service: String,
@@ -43,9 +47,11 @@ pub enum Change {
 pub enum Progress {
     Converged,
     Waiting {
-        /// Tasks running the current spec, of `wanted`.
+        /// Tasks running the current spec, of `wanted`; for a job, tasks completed.
         running: usize,
         wanted: usize,
+        /// What `running` and `wanted` count, for the progress line ("tasks running").
+        counted: &'static str,
         /// What is missing, for the timeout's message.
         missing: String,
     },
@@ -79,6 +85,9 @@ pub fn progress(
         .iter()
         .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
         .collect();
+    if service.spec.is_job() {
+        return job_progress(service, &live);
+    }
     // During a rolling update the old tasks run too: only the current spec counts.
     let current = |t: &&&Task| t.spec == service.spec.task;
     let running = live
@@ -120,6 +129,84 @@ pub fn progress(
     Ok(Progress::Waiting {
         running,
         wanted,
+        counted: "tasks running",
+        missing,
+    })
+}
+
+/// A job converged once its current iteration completed: `total_completions` tasks of a
+/// replicated job, every task of a global job (one per eligible node, once it has one),
+/// exited 0; it fails when a task failed that its restart policy never retries.
+fn job_progress(service: &Object<ServiceSpec>, live: &[&Task]) -> Result<Progress, ConvergeError> {
+    let name = &service.spec.name;
+    // Tasks of the current spec (whatever their iteration), of the latest iteration among
+    // them: until the orchestrator's pass, those of the previous iteration are live.
+    let of_spec: Vec<&Task> = live
+        .iter()
+        .copied()
+        .filter(|t| {
+            t.spec
+                == TaskSpec {
+                    job_iteration: t.spec.job_iteration,
+                    ..service.spec.task.clone()
+                }
+        })
+        .collect();
+    let iteration = of_spec.iter().map(|t| t.spec.job_iteration).max();
+    let current: Vec<&Task> = of_spec
+        .into_iter()
+        .filter(|t| Some(t.spec.job_iteration) == iteration)
+        .collect();
+    let count = |state: TaskState| current.iter().filter(|t| t.status.state == state).count();
+    let completed = count(TaskState::Complete);
+    let (wanted, done) = match service.spec.mode {
+        ServiceMode::ReplicatedJob {
+            total_completions, ..
+        } => (
+            total_completions as usize,
+            completed as u64 >= total_completions,
+        ),
+        // Before the orchestrator made its tasks, a new global job would pass as done.
+        _ => (
+            current.len(),
+            !current.is_empty() && completed == current.len(),
+        ),
+    };
+    if done {
+        return Ok(Progress::Converged);
+    }
+    if service.spec.task.restart.condition == RestartCondition::None
+        && let Some(failed) = current
+            .iter()
+            .find(|t| matches!(t.status.state, TaskState::Failed | TaskState::Rejected))
+    {
+        let reason = failed
+            .status
+            .error
+            .clone()
+            .unwrap_or_else(|| failed.status.message.clone());
+        return Err(ConvergeError::JobFailed {
+            service: name.clone(),
+            message: format!(
+                "task {} {}: {reason}",
+                failed.name(),
+                failed.status.state.as_str()
+            ),
+        });
+    }
+    let mut missing = format!("{completed}/{wanted} tasks completed");
+    let states: Vec<String> = [TaskState::Running, TaskState::Failed, TaskState::Rejected]
+        .into_iter()
+        .filter(|state| count(*state) > 0)
+        .map(|state| format!("{} {}", count(state), state.as_str()))
+        .collect();
+    if !states.is_empty() {
+        missing += &format!(" ({})", states.join(", "));
+    }
+    Ok(Progress::Waiting {
+        running: completed,
+        wanted,
+        counted: "tasks completed",
         missing,
     })
 }

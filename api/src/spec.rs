@@ -69,20 +69,72 @@ pub enum DependencyCondition {
 }
 
 impl ServiceSpec {
-    /// The number of replicas of a replicated service; `None` for a global one.
+    /// The number of replicas of a replicated service; `None` for a global one or a job.
     pub fn replicas(&self) -> Option<u64> {
         match self.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),
-            ServiceMode::Global => None,
+            ServiceMode::Global | ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
+                None
+            }
         }
+    }
+
+    /// Whether its tasks run to completion (`replicated-job`, `global-job`).
+    pub fn is_job(&self) -> bool {
+        self.mode.is_job()
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
+    /// Tasks run to completion until `total_completions` of them have exited 0, at most
+    /// `max_concurrent` at once (Docker's `ReplicatedJob`).
+    #[serde(rename = "replicated-job")]
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// One task to completion on every eligible node, once per node (Docker's `GlobalJob`).
+    #[serde(rename = "global-job")]
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Whether tasks run to completion.
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
+
+    /// The mode with `n` tasks — a replicated job's `n` completions, at the same concurrency
+    /// (`service scale`, `--replicas`, as Docker's); `None` for global modes.
+    pub fn scaled(self, n: u64) -> Option<ServiceMode> {
+        match self {
+            ServiceMode::Replicated { .. } => Some(ServiceMode::Replicated { replicas: n }),
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => Some(ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions: n,
+            }),
+            ServiceMode::Global | ServiceMode::GlobalJob => None,
+        }
+    }
+
+    /// Docker's name of the mode, as `service ls` prints it (`replicated job`).
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated job",
+            ServiceMode::GlobalJob => "global job",
+        }
+    }
 }
 
 /// What every task of a service is made of.
@@ -99,6 +151,11 @@ pub struct TaskSpec {
     /// replaced, though nothing else changed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub force_update: u64,
+    /// The job iteration a job's task runs for (Docker's `JobIteration`): the index of the
+    /// service's last change, set by the orchestrator on the tasks it makes, so a changed
+    /// job runs again and its earlier tasks are told apart. Always 0 in a service's spec.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub job_iteration: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -1026,6 +1083,38 @@ pub struct FileObjectSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jobs are spelled as Docker's modes in specs, and scale as `service scale` does.
+    #[test]
+    fn job_modes_serialise_and_scale_as_dockers() {
+        let job = ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        };
+        assert_eq!(
+            serde_json::to_value(job).unwrap(),
+            serde_json::json!({"mode": "replicated-job", "max_concurrent": 2, "total_completions": 5})
+        );
+        assert_eq!(
+            serde_json::to_value(ServiceMode::GlobalJob).unwrap(),
+            serde_json::json!({"mode": "global-job"})
+        );
+        assert_eq!(
+            job.scaled(8),
+            Some(ServiceMode::ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 8
+            }),
+            "the completions change, the concurrency stays"
+        );
+        assert_eq!(ServiceMode::GlobalJob.scaled(3), None);
+        assert_eq!(ServiceMode::Global.scaled(3), None);
+        assert_eq!(
+            [job, ServiceMode::GlobalJob].map(|m| (m.display_name(), m.is_job())),
+            [("replicated job", true), ("global job", true)]
+        );
+        assert!(!ServiceMode::Replicated { replicas: 1 }.is_job());
+    }
 
     /// Spellings swarmkit accepts read as one constraint; the help names every attribute.
     #[test]

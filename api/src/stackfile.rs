@@ -404,7 +404,8 @@ pub struct Healthcheck {
 #[schemars(extend("patternProperties" = {"^x-": {}}))]
 pub struct Deploy {
     pub mode: Option<DeployMode>,
-    /// The number of tasks of a replicated service (default 1).
+    /// The number of tasks of a replicated service (default 1); of a replicated job, the
+    /// completions it needs, run as many at once.
     #[schemars(range(max = 100000))]
     pub replicas: Option<u64>,
     pub placement: Option<Placement>,
@@ -424,6 +425,12 @@ pub enum DeployMode {
     Replicated,
     /// One task on every eligible node.
     Global,
+    /// Tasks that run to completion: `replicas` of them must exit 0, as many at once.
+    #[serde(rename = "replicated-job")]
+    ReplicatedJob,
+    /// One task to completion on every eligible node.
+    #[serde(rename = "global-job")]
+    GlobalJob,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

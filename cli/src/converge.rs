@@ -103,10 +103,11 @@ async fn converge(
             Progress::Waiting {
                 running,
                 wanted,
+                counted,
                 missing,
             } => {
                 if shown_progress != Some((running, wanted)) {
-                    eprintln!("{name}: {running}/{wanted} tasks running");
+                    eprintln!("{name}: {running}/{wanted} {counted}");
                     shown_progress = Some((running, wanted));
                 }
                 missing
@@ -296,6 +297,105 @@ mod tests {
                 (outcome, expected) => {
                     panic!("{tasks:?} {status:?}: {outcome:?}, not {expected:?}")
                 }
+            }
+        }
+    }
+
+    /// A job of `deploy` section `mode` with tasks (job iteration, state).
+    fn job_view(mode: serde_json::Value, states: &[(u64, TaskState)]) -> ServicesView {
+        let spec = swarm_controller::deploy::flags::load_service_document(
+            "s_job",
+            serde_json::json!({ "image": "busybox", "deploy": mode }),
+        )
+        .unwrap();
+        let mut view = view(&[], None);
+        view.tasks = states
+            .iter()
+            .enumerate()
+            .map(|(i, (iteration, state))| {
+                let mut task_spec = spec.task.clone();
+                task_spec.job_iteration = *iteration;
+                let mut status = TaskStatus::new(*state, 0);
+                status.error = (*state == TaskState::Failed).then(|| "exit code 3".into());
+                Task {
+                    id: format!("t{i}"),
+                    service_id: "s1".into(),
+                    service_name: "s_job".into(),
+                    slot: Some(i as u64 + 1),
+                    node_id: Some("n1".into()),
+                    spec: task_spec,
+                    desired: DesiredState::Running,
+                    status,
+                    created_at: 0,
+                    started_at: None,
+                    networks: Vec::new(),
+                }
+            })
+            .collect();
+        view.services[0].spec = spec;
+        view
+    }
+
+    /// The job's `deploy`, its tasks (iteration, state), and what is missing ("" when
+    /// converged) or the error.
+    type JobCase<'a> = (
+        &'a serde_json::Value,
+        &'a [(u64, TaskState)],
+        Result<&'a str, &'a str>,
+    );
+
+    #[test]
+    fn a_job_converges_once_its_iteration_completed() {
+        use TaskState::{Complete, Failed, Running};
+        let three = serde_json::json!({ "mode": "replicated-job", "replicas": 3 });
+        let never = serde_json::json!({
+            "mode": "replicated-job", "replicas": 3, "restart_policy": { "condition": "none" }
+        });
+        let global = serde_json::json!({ "mode": "global-job" });
+        let cases: [JobCase; 7] = [
+            (
+                &three,
+                &[(2, Complete), (2, Complete), (2, Complete)],
+                Ok(""),
+            ),
+            (
+                &three,
+                &[(2, Complete), (2, Running), (2, Failed)],
+                Ok("1/3 tasks completed (1 running, 1 failed)"),
+            ),
+            (
+                &three,
+                &[(1, Complete), (1, Complete), (1, Complete), (2, Running)],
+                Ok("0/3 tasks completed (1 running)"),
+            ),
+            (
+                &never,
+                &[(2, Complete), (2, Failed)],
+                Err("s_job: job failed: task s_job.2 failed: exit code 3"),
+            ),
+            (&global, &[(2, Complete), (2, Complete)], Ok("")),
+            (
+                &global,
+                &[(2, Complete), (2, Running)],
+                Ok("1/2 tasks completed (1 running)"),
+            ),
+            (&global, &[], Ok("0/0 tasks completed")),
+        ];
+        for (mode, states, expected) in cases {
+            let view = job_view(mode.clone(), states);
+            let outcome = progress(&view, &view.services[0], Change::Update);
+            match (outcome, expected) {
+                (Ok(Progress::Converged), Ok("")) => {}
+                (
+                    Ok(Progress::Waiting {
+                        missing, counted, ..
+                    }),
+                    Ok(want),
+                ) => {
+                    assert_eq!((missing.as_str(), counted), (want, "tasks completed"))
+                }
+                (Err(error), Err(want)) => assert_eq!(error.to_string(), want),
+                (outcome, expected) => panic!("{mode} {states:?}: {outcome:?}, not {expected:?}"),
             }
         }
     }

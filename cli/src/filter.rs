@@ -30,8 +30,11 @@ impl ServiceFilter {
                     SERVICE_KEYS.join(", ")
                 );
             }
-            if key == "mode" && !matches!(value, "replicated" | "global") {
-                bail!("invalid --filter {filter:?}: mode is replicated or global");
+            let modes = ["replicated", "global", "replicated-job", "global-job"];
+            if key == "mode" && !modes.contains(&value) {
+                bail!(
+                    "invalid --filter {filter:?}: mode is replicated-job, global-job, replicated or global"
+                );
             }
             parsed
                 .entry(key.to_owned())
@@ -59,6 +62,8 @@ impl ServiceFilter {
                 "mode" => match spec.mode {
                     ServiceMode::Replicated { .. } => value == "replicated",
                     ServiceMode::Global => value == "global",
+                    ServiceMode::ReplicatedJob { .. } => value == "replicated-job",
+                    ServiceMode::GlobalJob => value == "global-job",
                 },
                 _ => unreachable!("keys are checked when parsed"),
             })
@@ -127,6 +132,9 @@ mod tests {
         assert_eq!(names(&["label=tier"], &services), ["web_api"]);
         assert_eq!(names(&["label=team=a"], &services), ["web_site"]);
         assert_eq!(names(&["mode=global"], &services), ["agent"]);
+        let mut job = service("fff999", "batch", false, &[]);
+        job.spec.mode = ServiceMode::GlobalJob;
+        assert_eq!(names(&["mode=global-job"], &[job]), ["batch"]);
         assert_eq!(names(&["name=web", "label=team=b"], &services), ["web_api"]);
     }
 

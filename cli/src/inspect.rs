@@ -79,6 +79,16 @@ fn summary(view: &ServicesView, service: &Object<ServiceSpec>, now: Millis) -> S
             line("Service Mode", &"Global");
             line(" Running", &running);
         }
+        // Docker's spelling of the job modes' settings.
+        ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } => {
+            line("Service Mode", &"ReplicatedJob");
+            line(" Max Concurrent", &max_concurrent);
+            line(" Total Completions", &total_completions);
+        }
+        ServiceMode::GlobalJob => line("Service Mode", &"GlobalJob"),
     }
     if let Some(status) = view.update_status.get(id) {
         line("UpdateStatus", &"");

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use swarm_api::spec::ServiceMode;
-use swarm_api::task::{DesiredState, ServicesView, TaskState};
+use swarm_api::task::{DesiredState, ServicesView, Task, TaskState};
 use swarm_controller::stack::{Diagnostic, Severity};
 
 /// `--format` of the listing commands.
@@ -123,6 +123,38 @@ pub fn print_services_from(
     Ok(())
 }
 
+/// A job's REPLICAS as Docker's `service ls` shows it: its tasks running of those it
+/// wants running now, then its completions of the total (`1/2 (3/5 completed)`). `live`
+/// are the service's live tasks: the orchestrator stops those of earlier iterations, and
+/// until it has, the latest iteration is the one that counts.
+fn job_replicas(mode: ServiceMode, live: &[&Task]) -> String {
+    let iteration = live.iter().map(|t| t.spec.job_iteration).max();
+    let current: Vec<&&Task> = live
+        .iter()
+        .filter(|t| Some(t.spec.job_iteration) == iteration)
+        .collect();
+    let count = |state: TaskState| current.iter().filter(|t| t.status.state == state).count();
+    let (running, completed) = (count(TaskState::Running), count(TaskState::Complete));
+    let (desired, total) = match mode {
+        ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } => {
+            let left = total_completions.saturating_sub(completed as u64);
+            (
+                max_concurrent.min(left) as usize,
+                total_completions as usize,
+            )
+        }
+        // Docker's arithmetic: the nodes still to complete, and those done.
+        _ => {
+            let left = current.len() - completed;
+            (left, left + completed)
+        }
+    };
+    format!("{running}/{desired} ({completed}/{total} completed)")
+}
+
 fn services_table(view: &ServicesView, sources: &Sources) -> String {
     let rows: Vec<[String; 7]> = view
         .services
@@ -135,19 +167,19 @@ fn services_table(view: &ServicesView, sources: &Sources) -> String {
                 .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
                 .filter(|t| t.status.state == TaskState::Running)
                 .count();
-            let (mode, replicas) = match service.spec.mode {
-                ServiceMode::Replicated { replicas } => {
-                    ("replicated", format!("{running}/{replicas}"))
-                }
-                ServiceMode::Global => {
-                    let wanted = view
-                        .tasks
-                        .iter()
-                        .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
-                        .count();
-                    ("global", format!("{running}/{wanted}"))
+            let live: Vec<&Task> = view
+                .tasks
+                .iter()
+                .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
+                .collect();
+            let replicas = match service.spec.mode {
+                ServiceMode::Replicated { replicas } => format!("{running}/{replicas}"),
+                ServiceMode::Global => format!("{running}/{}", live.len()),
+                ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
+                    job_replicas(service.spec.mode, &live)
                 }
             };
+            let mode = service.spec.mode.display_name();
             let ports: Vec<String> = view
                 .ports_of(service)
                 .iter()
@@ -269,6 +301,52 @@ mod tests {
         let text = services_table(&view(), &Sources::new());
         assert!(
             text.lines().next().unwrap().ends_with("IMAGE     PORTS"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn jobs_show_their_completions_as_dockers_service_ls() {
+        let mut view = view();
+        view.services[0].spec.mode = ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        };
+        view.services[1].spec.mode = ServiceMode::GlobalJob;
+        let task = |service: usize, iteration: u64, state: TaskState| {
+            let object = &view.services[service];
+            let mut spec = object.spec.task.clone();
+            spec.job_iteration = iteration;
+            Task {
+                id: format!("t{service}{iteration}{state:?}"),
+                service_id: object.id.clone().unwrap(),
+                service_name: object.spec.name.clone(),
+                slot: None,
+                node_id: None,
+                spec,
+                desired: DesiredState::Running,
+                status: swarm_api::task::TaskStatus::new(state, 0),
+                created_at: 0,
+                started_at: None,
+                networks: Vec::new(),
+            }
+        };
+        view.tasks = vec![
+            task(0, 3, TaskState::Complete),
+            task(0, 3, TaskState::Running),
+            // Of the previous iteration, not stopped yet: it does not count.
+            task(0, 2, TaskState::Complete),
+            task(1, 3, TaskState::Complete),
+            task(1, 3, TaskState::Complete),
+        ];
+        let text = services_table(&view, &Sources::new());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("replicated job   1/2 (1/5 completed)"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("global job       0/0 (2/2 completed)"),
             "{text}"
         );
     }

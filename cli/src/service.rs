@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use swarm_api::grpc::control::{
     CreateServiceRequest, RemoveServiceRequest, RollbackServiceRequest, UpdateServiceRequest,
 };
-use swarm_api::spec::{ServiceMode, ServiceSpec};
+use swarm_api::spec::ServiceSpec;
 use swarm_api::state::Object;
 use swarm_api::task::{ServicesView, Task};
 use swarm_api::units::GoDuration;
@@ -34,7 +34,7 @@ pub enum ServiceCommand {
         #[arg(long, short)]
         quiet: bool,
         /// Only services matching KEY=VALUE: name (a prefix), id (a prefix), label (KEY or
-        /// KEY=VALUE), mode (replicated or global); repeat a key for alternatives
+        /// KEY=VALUE), mode (replicated, global, replicated-job or global-job); repeat a key for alternatives
         #[arg(long, short)]
         filter: Vec<String>,
         #[arg(long, value_enum, default_value = "table")]
@@ -90,9 +90,12 @@ pub struct UpdateArgs {
     /// A new image
     #[arg(long)]
     image: Option<String>,
-    /// Number of tasks (replicated mode)
+    /// Number of tasks (replicated mode), or completions (replicated-job mode)
     #[arg(long)]
     replicas: Option<u64>,
+    /// Number of job tasks to run at once (replicated-job mode)
+    #[arg(long)]
+    max_concurrent: Option<u64>,
     /// Add or change environment variables: KEY=VALUE
     #[arg(long)]
     env_add: Vec<String>,
@@ -160,12 +163,15 @@ pub struct CreateArgs {
     /// The service's name [default: a generated one, such as brave_lovelace]
     #[arg(long)]
     name: Option<String>,
-    /// replicated or global
+    /// replicated, global, replicated-job or global-job
     #[arg(long, default_value = "replicated")]
     mode: String,
-    /// Number of tasks (replicated mode)
+    /// Number of tasks (replicated mode), or completions (replicated-job mode)
     #[arg(long)]
     replicas: Option<u64>,
+    /// Number of job tasks to run at once (replicated-job mode) [default: --replicas]
+    #[arg(long)]
+    max_concurrent: Option<u64>,
     /// Publish a port: [mode=host,]PUBLISHED:TARGET[/udp], or published=P,target=T,mode=M,protocol=P
     #[arg(long, short)]
     publish: Vec<String>,
@@ -436,12 +442,12 @@ async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<Exi
         let view = view(host).await?;
         let service = resolve(&view, &name)?;
         let mut spec = service.spec.clone();
-        match spec.mode {
-            ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
-            ServiceMode::Global => anyhow::bail!(
-                "{name}: scale can only be used with replicated mode (this service is global)"
-            ),
-        }
+        spec.mode = spec.mode.scaled(replicas).with_context(|| {
+            format!(
+                "{name}: scale can only be used with replicated or replicated-job mode (this service is {})",
+                spec.mode.display_name()
+            )
+        })?;
         client
             .update_service(UpdateServiceRequest {
                 service: service.id.clone().unwrap_or_default(),
@@ -501,6 +507,7 @@ impl UpdateArgs {
         let settings = flags::UpdateFlags {
             image: self.image.clone(),
             replicas: self.replicas,
+            max_concurrent: self.max_concurrent,
             env_add: self.env_add.clone(),
             env_rm: self.env_rm.clone(),
             constraint_add: self.constraint_add.clone(),
@@ -532,6 +539,7 @@ impl CreateArgs {
             name: name.to_owned(),
             mode: self.mode.clone(),
             replicas: self.replicas,
+            max_concurrent: self.max_concurrent,
             publish: self.publish.clone(),
             env: self.env.clone(),
             label: self.label.clone(),
@@ -779,6 +787,7 @@ mod tests {
             name: "web".into(),
             mode: "global".into(),
             replicas: Some(2),
+            max_concurrent: None,
             publish: strings(&["80:80"]),
             env: strings(&["A=1"]),
             label: strings(&["team=a"]),
@@ -1003,6 +1012,7 @@ mod tests {
         let want = flags::UpdateFlags {
             image: Some("web:2".into()),
             replicas: Some(2),
+            max_concurrent: None,
             env_add: strings(&["A=1"]),
             env_rm: strings(&["B"]),
             constraint_add: strings(&["node.role==worker"]),

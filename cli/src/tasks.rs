@@ -110,6 +110,8 @@ pub fn print_tasks(
                 .map(|id| view.nodes.get(id).cloned().unwrap_or_else(|| id.clone()))
                 .unwrap_or_default();
             let desired = match task.desired {
+                // A job's task is meant to run to completion, as Docker shows it.
+                DesiredState::Running if task.spec.job_iteration > 0 => "Complete",
                 DesiredState::Running => "Running",
                 DesiredState::Shutdown => "Shutdown",
             };

@@ -217,6 +217,10 @@ fn convergence(data: &StoreData, deployment: &Deployment) -> Vec<ServiceConverge
             let desired = match service.map(|s| s.spec.mode) {
                 Some(ServiceMode::Replicated { replicas }) => replicas as usize,
                 Some(ServiceMode::Global) => live().count(),
+                // A job wants the tasks it still has to complete.
+                Some(ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob) => live()
+                    .filter(|t| t.status.state != TaskState::Complete)
+                    .count(),
                 None => 0,
             };
             ServiceConvergence {

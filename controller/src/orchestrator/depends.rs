@@ -30,9 +30,13 @@ pub(super) fn waiting_for(
             return Some(format!("waiting for service {name}, which does not exist"));
         };
         let tasks = tasks_of(id);
+        // A task that completed started (a job's stay live once done).
         let live: Vec<&Task> = tasks
             .into_iter()
-            .filter(|t| t.is_live() && !t.status.state.is_terminal())
+            .filter(|t| {
+                t.is_live()
+                    && (!t.status.state.is_terminal() || t.status.state == TaskState::Complete)
+            })
             .collect();
         let ready = |task: &&Task| match dependency.condition {
             DependencyCondition::ServiceStarted => task.status.state >= TaskState::Starting,

@@ -8,6 +8,7 @@
 
 mod depends;
 mod global;
+mod jobs;
 mod placement;
 mod replicated;
 mod rollout;
@@ -17,8 +18,9 @@ pub use scope::{Dirty, Scope};
 
 use std::collections::{BTreeMap, HashMap};
 
+use swarm_api::plan::Kind;
 use swarm_api::rollout::UpdateStatus;
-use swarm_api::spec::{RestartCondition, RestartPolicy, ServiceSpec};
+use swarm_api::spec::{RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{Node, NodeStatus, StoreData, TaskChange};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
@@ -112,19 +114,40 @@ fn reconcile(
     tasks: &[&Task],
     decisions: &mut Decisions<'_>,
 ) {
+    let job_iteration = if object.spec.is_job() {
+        // Any change of the service is a new iteration, as Docker's `JobIteration`.
+        data.object_versions
+            .get(&Kind::Service)
+            .and_then(|versions| versions.get(&object.spec.name))
+            .copied()
+            .unwrap_or_default()
+    } else {
+        0
+    };
     let service = Service {
         id,
         object,
         status: data.update_status.get(id),
         has_previous: data.previous_specs.contains_key(id),
+        job_iteration,
     };
     match service.object.spec.mode {
-        swarm_api::spec::ServiceMode::Replicated { replicas } => {
+        ServiceMode::Replicated { replicas } => {
             replicated::reconcile(&service, replicas, tasks, &data.nodes, decisions)
         }
-        swarm_api::spec::ServiceMode::Global => {
-            global::reconcile(&service, tasks, &data.nodes, decisions)
-        }
+        ServiceMode::Global => global::reconcile(&service, tasks, &data.nodes, decisions),
+        ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } => jobs::replicated(
+            &service,
+            max_concurrent,
+            total_completions,
+            tasks,
+            &data.nodes,
+            decisions,
+        ),
+        ServiceMode::GlobalJob => jobs::global(&service, tasks, &data.nodes, decisions),
     }
 }
 
@@ -146,11 +169,21 @@ struct Service<'a> {
     status: Option<&'a UpdateStatus>,
     /// Whether it has a spec to roll back to.
     has_previous: bool,
+    /// A job's current iteration (0 for other services).
+    job_iteration: u64,
 }
 
 impl Service<'_> {
     fn spec(&self) -> &ServiceSpec {
         &self.object.spec
+    }
+
+    /// The spec of the tasks it makes now: its task spec, for a job with the iteration.
+    fn task_spec(&self) -> TaskSpec {
+        TaskSpec {
+            job_iteration: self.job_iteration,
+            ..self.spec().task.clone()
+        }
     }
 }
 
@@ -198,7 +231,7 @@ impl<'a> Decisions<'a> {
             service_name: service.spec().name.clone(),
             slot,
             node_id: node_id.map(str::to_owned),
-            spec: service.spec().task.clone(),
+            spec: service.task_spec(),
             desired: DesiredState::Running,
             status,
             created_at: self.now,

@@ -1284,3 +1284,248 @@ fn a_time_bound_decision_names_when_it_is_due() {
     assert_ne!(sim.live("job")[0].id, task, "replaced when due");
     assert_eq!(sim.watch.view.next_wake(), None);
 }
+
+impl Sim {
+    /// The agents report every running task of `service` exited 0.
+    fn complete_running(&mut self, service: &str) {
+        let running: Vec<(String, String)> = self
+            .live(service)
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| (t.id.clone(), t.node_id.clone().expect("placed")))
+            .collect();
+        for (id, node_id) in running {
+            let mut status = TaskStatus::new(TaskState::Complete, self.now);
+            status.exit_code = Some(0);
+            let updates = vec![TaskStatusUpdate { id, status }];
+            self.apply(Command::TaskStatuses { node_id, updates });
+        }
+    }
+
+    /// Every task of `service` ever made, in any state.
+    fn all_tasks(&self, service: &str) -> Vec<&Task> {
+        self.data()
+            .tasks
+            .values()
+            .filter(|t| t.service_name == format!("s_{service}"))
+            .collect()
+    }
+
+    fn count_live(&self, service: &str, state: TaskState) -> usize {
+        self.live(service)
+            .iter()
+            .filter(|t| t.status.state == state)
+            .count()
+    }
+}
+
+fn replicated_job(max_concurrent: u64, total_completions: u64) -> ServiceSpec {
+    let mut job = spec("job", "    deploy:\n      mode: replicated-job\n");
+    job.mode = ServiceMode::ReplicatedJob {
+        max_concurrent,
+        total_completions,
+    };
+    job
+}
+
+#[test]
+fn a_replicated_job_runs_its_completions_at_most_max_concurrent_at_once() {
+    let mut sim = Sim::new(3);
+    sim.put_service(replicated_job(2, 5));
+    let mut most_at_once = 0;
+    for _ in 0..10 {
+        sim.converge();
+        let running = sim.count_live("job", TaskState::Running);
+        most_at_once = most_at_once.max(running);
+        if running == 0 {
+            break;
+        }
+        sim.complete_running("job");
+    }
+    assert_eq!(most_at_once, 2);
+    assert_eq!(sim.count_live("job", TaskState::Complete), 5);
+    assert_eq!(
+        sim.all_tasks("job").len(),
+        5,
+        "a completed task is never restarted"
+    );
+    let mut slots: Vec<u64> = sim.live("job").iter().map(|t| t.slot.unwrap()).collect();
+    slots.sort();
+    assert_eq!(slots, [1, 2, 3, 4, 5]);
+    sim.now += 3_600_000;
+    assert_eq!(sim.pass(), 0, "a finished job needs no decision, ever");
+}
+
+#[test]
+fn a_failed_job_task_is_restarted_in_its_slot_and_a_completed_one_is_not() {
+    let mut sim = Sim::new(2);
+    sim.put_service(replicated_job(2, 2));
+    sim.converge();
+    let mut running: Vec<(u64, String)> = sim
+        .live("job")
+        .iter()
+        .map(|t| (t.slot.unwrap(), t.id.clone()))
+        .collect();
+    running.sort();
+    let (done, failed) = (running[0].1.clone(), running[1].1.clone());
+    let node = sim.data().tasks[&done].node_id.clone().unwrap();
+    let status = TaskStatus::new(TaskState::Complete, sim.now);
+    let updates = vec![TaskStatusUpdate {
+        id: done.clone(),
+        status,
+    }];
+    sim.apply(Command::TaskStatuses {
+        node_id: node,
+        updates,
+    });
+    sim.fail(&failed);
+    sim.converge();
+    assert_eq!(
+        sim.all_tasks("job").len(),
+        2,
+        "the restart waits for its delay"
+    );
+    sim.now += 5_000;
+    sim.converge();
+    let live = sim.live("job");
+    assert_eq!(live.len(), 2);
+    assert!(
+        live.iter().any(|t| t.id == done),
+        "the completed task stays"
+    );
+    let retry = live.iter().find(|t| t.id != done).unwrap();
+    assert_eq!(retry.slot, Some(2), "the failed slot is retried");
+    assert_eq!(retry.status.state, TaskState::Running);
+    assert_eq!(
+        sim.service("job").spec.task.restart.condition,
+        swarm_api::spec::RestartCondition::OnFailure,
+        "a job's default restart condition, as Docker's"
+    );
+}
+
+#[test]
+fn a_job_task_the_policy_gives_up_on_is_not_replaced() {
+    let mut sim = Sim::new(1);
+    let mut job = replicated_job(1, 2);
+    job.task.restart.condition = swarm_api::spec::RestartCondition::None;
+    sim.put_service(job);
+    sim.converge();
+    let first = sim.live("job")[0].id.clone();
+    sim.fail(&first);
+    sim.converge();
+    sim.now += 60_000;
+    sim.converge();
+    let tasks = sim.all_tasks("job");
+    assert_eq!(
+        tasks.len(),
+        2,
+        "the next slot runs; the failed one is not retried"
+    );
+    assert_eq!(sim.count_live("job", TaskState::Running), 1);
+    assert_eq!(sim.count_live("job", TaskState::Failed), 1);
+}
+
+#[test]
+fn a_changed_job_runs_again_and_its_earlier_tasks_stop() {
+    let mut sim = Sim::new(2);
+    sim.put_service(replicated_job(3, 3));
+    sim.converge();
+    let first: Vec<String> = sim.live("job").iter().map(|t| t.id.clone()).collect();
+    let iteration = sim.live("job")[0].spec.job_iteration;
+    assert!(iteration > 0);
+    // One still running when the job is forced to run again: it is stopped.
+    let ids = first.clone();
+    for id in &ids[..2] {
+        let node_id = sim.data().tasks[id].node_id.clone().unwrap();
+        let updates = vec![TaskStatusUpdate {
+            id: id.clone(),
+            status: TaskStatus::new(TaskState::Complete, sim.now),
+        }];
+        sim.apply(Command::TaskStatuses { node_id, updates });
+    }
+    let mut forced = sim.service("job").spec.clone();
+    forced.task.force_update += 1;
+    sim.put_service(forced);
+    sim.converge();
+    let live = sim.live("job");
+    assert_eq!(live.len(), 3);
+    assert!(live.iter().all(|t| !first.contains(&t.id)), "all new tasks");
+    assert!(live.iter().all(|t| t.spec.job_iteration > iteration));
+    let earlier: Vec<&Task> = first.iter().map(|id| &sim.data().tasks[id]).collect();
+    assert!(earlier.iter().all(|t| t.desired == DesiredState::Shutdown));
+    assert_eq!(
+        earlier
+            .iter()
+            .filter(|t| t.status.state == TaskState::Shutdown)
+            .count(),
+        1,
+        "the running one stopped; the completed ones stay completed"
+    );
+    assert_eq!(sim.pass(), 0);
+}
+
+#[test]
+fn a_global_job_completes_once_per_node_and_on_a_node_that_joins() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec("job", "    deploy:\n      mode: global-job\n"));
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Running), 2);
+    sim.complete_running("job");
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Complete), 2);
+    assert_eq!(sim.all_tasks("job").len(), 2);
+    sim.add_node("n02");
+    sim.converge();
+    let on_new: Vec<&Task> = sim
+        .live("job")
+        .into_iter()
+        .filter(|t| t.node_id.as_deref() == Some("n02"))
+        .collect();
+    assert_eq!(on_new.len(), 1);
+    assert_eq!(on_new[0].status.state, TaskState::Running);
+    sim.complete_running("job");
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Complete), 3);
+    assert_eq!(sim.all_tasks("job").len(), 3, "once per node");
+    assert_eq!(sim.pass(), 0);
+}
+
+#[test]
+fn a_global_job_task_that_fails_is_restarted_on_its_node() {
+    let mut sim = Sim::new(2);
+    sim.put_service(spec("job", "    deploy:\n      mode: global-job\n"));
+    sim.converge();
+    let failed = sim.live("job")[0].clone();
+    sim.fail(&failed.id);
+    sim.now += 5_000;
+    sim.converge();
+    let retry: Vec<&Task> = sim
+        .live("job")
+        .into_iter()
+        .filter(|t| t.node_id == failed.node_id)
+        .collect();
+    assert_eq!(retry.len(), 1);
+    assert_ne!(retry[0].id, failed.id);
+    assert_eq!(retry[0].status.state, TaskState::Running);
+}
+
+/// A service that depends on a job (`service_started`) starts once the job's tasks
+/// started, and still when they have completed: a completed task started.
+#[test]
+fn a_dependency_on_a_completed_job_is_met() {
+    use swarm_api::spec::{Dependency, DependencyCondition};
+    let mut sim = Sim::new(2);
+    sim.put_service(replicated_job(2, 2));
+    sim.converge();
+    sim.complete_running("job");
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Complete), 2);
+    let mut web = spec("web", "");
+    web.depends_on = vec![Dependency {
+        service: "s_job".into(),
+        condition: DependencyCondition::ServiceStarted,
+    }];
+    sim.put_service(web);
+    sim.converge();
+    assert_eq!(sim.count_live("web", TaskState::Running), 1);
+}

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 use swarm_api::plan::{Basis, FieldChange, Kind, ObjectSpec, Op, Plan};
+use swarm_api::spec::ServiceMode;
 
 const GREEN: &str = "\x1b[32m";
 const RED: &str = "\x1b[31m";
@@ -200,10 +201,18 @@ fn short(commit: &str) -> &str {
 fn summarise(kind: Kind, spec: &ObjectSpec) -> String {
     match spec {
         ObjectSpec::Service(service) => {
-            let mode = match service.replicas() {
-                Some(1) => "1 replica".to_owned(),
-                Some(n) => format!("{n} replicas"),
-                None => "global".to_owned(),
+            let mode = match service.mode {
+                ServiceMode::Replicated { replicas: 1 } => "1 replica".to_owned(),
+                ServiceMode::Replicated { replicas } => format!("{replicas} replicas"),
+                ServiceMode::Global => "global".to_owned(),
+                ServiceMode::ReplicatedJob {
+                    max_concurrent,
+                    total_completions,
+                } => format!(
+                    "replicated job of {total_completions} completion{}, {max_concurrent} at once",
+                    if total_completions == 1 { "" } else { "s" }
+                ),
+                ServiceMode::GlobalJob => "global job".to_owned(),
             };
             let mut summary = format!("{}, {mode}", service.task.container.image);
             if !service.endpoint.ports.is_empty() {

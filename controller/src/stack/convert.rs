@@ -497,10 +497,14 @@ impl Converter<'_> {
         let task = TaskSpec {
             container,
             resources: self.resources(deploy.resources.as_ref(), &deploy_loc.key("resources")),
-            restart: restart_policy(deploy.restart_policy.as_ref()),
+            restart: restart_policy(
+                deploy.restart_policy.as_ref(),
+                deploy.mode.is_some_and(mode_is_job),
+            ),
             placement: self.placement(&deploy, &deploy_loc),
             networks: self.attachments(key, service.networks.as_ref(), &loc.key("networks"), names),
             force_update: 0,
+            job_iteration: 0,
         };
         let endpoint = self.endpoint(&name, service, &deploy, loc, published);
         if image.is_none() || (self.diags.has_errors() && !errors_before) {
@@ -562,31 +566,62 @@ impl Converter<'_> {
     }
 
     fn mode(&mut self, deploy: &file::Deploy, loc: &Loc) -> ServiceMode {
-        match deploy.mode.unwrap_or(file::DeployMode::Replicated) {
+        let mode = deploy.mode.unwrap_or(file::DeployMode::Replicated);
+        let name = match mode {
+            file::DeployMode::Replicated => "replicated",
+            file::DeployMode::Global => "global",
+            file::DeployMode::ReplicatedJob => "replicated-job",
+            file::DeployMode::GlobalJob => "global-job",
+        };
+        let global = matches!(mode, file::DeployMode::Global | file::DeployMode::GlobalJob);
+        if global && deploy.replicas.is_some() {
+            let at = loc.key("replicas");
+            self.diags
+                .error(
+                    at.span(),
+                    &at.path,
+                    format!("`replicas` cannot be used with mode: {name}"),
+                )
+                .help("a global service runs one task on every eligible node; remove `replicas`");
+        }
+        let max = deploy
+            .placement
+            .as_ref()
+            .and_then(|p| p.max_replicas_per_node);
+        if global && max.is_some() {
+            let at = loc.key("placement").key("max_replicas_per_node");
+            self.diags.error(
+                at.span(),
+                &at.path,
+                "`max_replicas_per_node` can only be used with mode: replicated or replicated-job",
+            );
+        }
+        if mode_is_job(mode) {
+            // Docker refuses them for jobs: a job's tasks are not rolled out, they run again.
+            for key in ["update_config", "rollback_config"] {
+                let at = loc.key(key);
+                if at.node.is_some() {
+                    self.diags
+                        .error(
+                            at.key_span,
+                            &at.path,
+                            format!("`{key}` cannot be used with mode: {name}"),
+                        )
+                        .help("a changed job runs again from the start; remove it");
+                }
+            }
+        }
+        match mode {
             file::DeployMode::Replicated => ServiceMode::Replicated {
                 replicas: deploy.replicas.unwrap_or(1),
             },
-            file::DeployMode::Global => {
-                if deploy.replicas.is_some() {
-                    let at = loc.key("replicas");
-                    self.diags
-                        .error(at.span(), &at.path, "`replicas` cannot be used with mode: global")
-                        .help("a global service runs one task on every eligible node; remove `replicas`");
-                }
-                let max = deploy
-                    .placement
-                    .as_ref()
-                    .and_then(|p| p.max_replicas_per_node);
-                if max.is_some() {
-                    let at = loc.key("placement").key("max_replicas_per_node");
-                    self.diags.error(
-                        at.span(),
-                        &at.path,
-                        "`max_replicas_per_node` can only be used with mode: replicated",
-                    );
-                }
-                ServiceMode::Global
-            }
+            file::DeployMode::Global => ServiceMode::Global,
+            // Docker's loader sets both from `replicas`, and the engine both to 1 without it.
+            file::DeployMode::ReplicatedJob => ServiceMode::ReplicatedJob {
+                max_concurrent: deploy.replicas.unwrap_or(1),
+                total_completions: deploy.replicas.unwrap_or(1),
+            },
+            file::DeployMode::GlobalJob => ServiceMode::GlobalJob,
         }
     }
 
@@ -1343,8 +1378,20 @@ fn key_values(value: Option<&ListOrMap>) -> Vec<(String, Option<String>)> {
     }
 }
 
-fn restart_policy(policy: Option<&file::RestartPolicy>) -> spec::RestartPolicy {
-    let defaults = spec::RestartPolicy::default();
+fn mode_is_job(mode: file::DeployMode) -> bool {
+    matches!(
+        mode,
+        file::DeployMode::ReplicatedJob | file::DeployMode::GlobalJob
+    )
+}
+
+/// A job's tasks are restarted on failure only by default, as Docker's: one that
+/// completed is done.
+fn restart_policy(policy: Option<&file::RestartPolicy>, job: bool) -> spec::RestartPolicy {
+    let mut defaults = spec::RestartPolicy::default();
+    if job {
+        defaults.condition = spec::RestartCondition::OnFailure;
+    }
     let Some(policy) = policy else {
         return defaults;
     };
@@ -1352,7 +1399,8 @@ fn restart_policy(policy: Option<&file::RestartPolicy>) -> spec::RestartPolicy {
         condition: match policy.condition {
             Some(file::RestartCondition::None) => spec::RestartCondition::None,
             Some(file::RestartCondition::OnFailure) => spec::RestartCondition::OnFailure,
-            Some(file::RestartCondition::Any) | None => spec::RestartCondition::Any,
+            Some(file::RestartCondition::Any) => spec::RestartCondition::Any,
+            None => defaults.condition,
         },
         delay: policy.delay.unwrap_or(defaults.delay),
         max_attempts: policy.max_attempts.unwrap_or(defaults.max_attempts),

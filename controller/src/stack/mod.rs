@@ -353,6 +353,7 @@ fn stack_schema() -> &'static serde_json::Value {
 mod tests {
     use super::*;
     use crate::source::WorkTree;
+    use swarm_api::spec::{RestartCondition, ServiceMode};
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -717,6 +718,56 @@ mod tests {
         assert_eq!(
             env,
             [("FROM_SHELL", "yes"), ("LOG_LEVEL", "info"), ("ZONE", "b")]
+        );
+    }
+
+    #[test]
+    fn job_modes_load_as_dockers_loader_reads_them() {
+        let loaded = load_text(
+            "services:\n  migrate:\n    image: busybox\n    deploy:\n      mode: replicated-job\n      replicas: 3\n  once:\n    image: busybox\n    deploy:\n      mode: replicated-job\n      restart_policy:\n        condition: any\n  everywhere:\n    image: busybox\n    deploy:\n      mode: global-job\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let mode = |name: &str| {
+            let service = stack.services.iter().find(|s| s.name == name).unwrap();
+            (service.mode, service.task.restart.condition)
+        };
+        assert_eq!(
+            mode("app_migrate"),
+            (
+                ServiceMode::ReplicatedJob {
+                    max_concurrent: 3,
+                    total_completions: 3
+                },
+                RestartCondition::OnFailure
+            )
+        );
+        assert_eq!(
+            mode("app_once"),
+            (
+                ServiceMode::ReplicatedJob {
+                    max_concurrent: 1,
+                    total_completions: 1
+                },
+                RestartCondition::Any
+            ),
+            "a condition written is kept"
+        );
+        assert_eq!(
+            mode("app_everywhere"),
+            (ServiceMode::GlobalJob, RestartCondition::OnFailure)
+        );
+        let refused = load_text(
+            "services:\n  a:\n    image: busybox\n    deploy:\n      mode: global-job\n      replicas: 2\n  b:\n    image: busybox\n    deploy:\n      mode: replicated-job\n      update_config:\n        parallelism: 2\n      rollback_config:\n        parallelism: 2\n",
+        );
+        let messages: Vec<String> = refused.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            messages,
+            [
+                "app.yaml:6:17: error: services.a.deploy.replicas: `replicas` cannot be used with mode: global-job\n  help: a global service runs one task on every eligible node; remove `replicas`",
+                "app.yaml:11:7: error: services.b.deploy.update_config: `update_config` cannot be used with mode: replicated-job\n  help: a changed job runs again from the start; remove it",
+                "app.yaml:13:7: error: services.b.deploy.rollback_config: `rollback_config` cannot be used with mode: replicated-job\n  help: a changed job runs again from the start; remove it",
+            ]
         );
     }
 

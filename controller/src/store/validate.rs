@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use swarm_api::plan::{Kind, Op};
-use swarm_api::spec::{EndpointMode, MountKind, Protocol, PublishMode, ServiceMode, ServiceSpec};
+use swarm_api::spec::{
+    EndpointMode, MountKind, Protocol, PublishMode, ServiceMode, ServiceSpec, UpdatePolicy,
+};
 use swarm_api::state::ClusterState;
 
 use swarm_api::image::ImageRef;
@@ -154,8 +156,28 @@ pub fn service_spec(spec: &ServiceSpec) -> Vec<String> {
     for clash in swarm_api::spec::mount_target_clashes(container) {
         fail(clash);
     }
-    if matches!(spec.mode, ServiceMode::Global) && spec.task.placement.max_replicas_per_node > 0 {
+    if matches!(spec.mode, ServiceMode::Global | ServiceMode::GlobalJob)
+        && spec.task.placement.max_replicas_per_node > 0
+    {
         fail("max_replicas_per_node cannot be used with a global service".to_owned());
+    }
+    if let ServiceMode::ReplicatedJob {
+        max_concurrent: 0,
+        total_completions,
+    } = spec.mode
+        && total_completions > 0
+    {
+        fail(format!(
+            "a replicated job of {total_completions} completions with max_concurrent 0 never runs"
+        ));
+    }
+    if spec.is_job()
+        && (spec.update != UpdatePolicy::default() || spec.rollback != UpdatePolicy::default())
+    {
+        fail("update and rollback configuration is not supported for jobs".to_owned());
+    }
+    if spec.task.job_iteration != 0 {
+        fail("job_iteration is the orchestrator's to set, on tasks".to_owned());
     }
     for mount in &container.mounts {
         if !mount.target.starts_with('/') {
@@ -481,6 +503,38 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected:?} missing from {all}");
         }
+    }
+
+    #[test]
+    fn a_job_is_checked_as_the_loader_and_flags_check_it() {
+        let mut job = service("job");
+        job.mode = ServiceMode::ReplicatedJob {
+            max_concurrent: 0,
+            total_completions: 3,
+        };
+        job.update.parallelism = 2;
+        job.task.job_iteration = 7;
+        let mut global = service("global");
+        global.mode = ServiceMode::GlobalJob;
+        global.task.placement.max_replicas_per_node = 1;
+        assert_eq!(
+            service_spec(&job),
+            [
+                "service \"job\": a replicated job of 3 completions with max_concurrent 0 never runs",
+                "service \"job\": update and rollback configuration is not supported for jobs",
+                "service \"job\": job_iteration is the orchestrator's to set, on tasks",
+            ]
+        );
+        assert_eq!(
+            service_spec(&global),
+            ["service \"global\": max_replicas_per_node cannot be used with a global service"]
+        );
+        let mut fine = service("fine");
+        fine.mode = ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        };
+        assert!(service_spec(&fine).is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! service is.
 
 use serde_json::{Map, Value, json};
-use swarm_api::spec::ServiceSpec;
+use swarm_api::spec::{ServiceMode, ServiceSpec};
 
 use super::document::{
     RuntimeFlags, key_values, load_service_document, mounts_document, network_document,
@@ -14,9 +14,12 @@ use super::{FlagError, RollbackFlags};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateFlags {
     pub name: String,
-    /// `replicated` or `global`.
+    /// `replicated`, `global`, `replicated-job` or `global-job`.
     pub mode: String,
+    /// A replicated service's tasks, or a replicated job's completions.
     pub replicas: Option<u64>,
+    /// A replicated job's tasks in progress at once (default: `replicas`).
+    pub max_concurrent: Option<u64>,
     pub publish: Vec<String>,
     /// `NAME` or `name=NAME,alias=A`: cluster networks to attach to.
     pub network: Vec<String>,
@@ -89,7 +92,32 @@ pub struct CreateFlags {
 impl CreateFlags {
     /// The normalised spec the flags ask for, through the stack loader.
     pub fn spec(&self) -> Result<ServiceSpec, FlagError> {
+        let job = matches!(self.mode.as_str(), "replicated-job" | "global-job");
+        if self.max_concurrent.is_some() && self.mode != "replicated-job" {
+            return Err(FlagError::MaxConcurrentWithoutJob { this: None });
+        }
+        let update_flags = self.update_parallelism.is_some()
+            || self.update_delay.is_some()
+            || self.update_order.is_some()
+            || self.update_failure_action.is_some()
+            || self.update_monitor.is_some()
+            || self.update_max_failure_ratio.is_some();
+        if job && (update_flags || self.rollback.section()?.is_some()) {
+            return Err(FlagError::JobUpdatePolicy);
+        }
         let mut spec = load_service_document(&self.name, self.document()?)?;
+        if let (
+            Some(most),
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            },
+        ) = (self.max_concurrent, &mut spec.mode)
+        {
+            // As Docker's: without `--replicas`, the job needs as many completions.
+            *max_concurrent = most;
+            *total_completions = self.replicas.unwrap_or(most);
+        }
         super::files::add(
             &mut spec.task.container,
             ("secret", "config"),

@@ -28,8 +28,15 @@ pub enum FlagError {
     },
     #[error("invalid --{flag} {ratio}: use a number from 0 to 1")]
     Ratio { flag: &'static str, ratio: f64 },
-    #[error("--replicas can only be used with replicated mode (this service is global)")]
-    ReplicasOfGlobal,
+    #[error(
+        "--replicas can only be used with replicated or replicated-job mode (this service is {mode})"
+    )]
+    ReplicasOfGlobal { mode: &'static str },
+    #[error("--max-concurrent can only be used with replicated-job mode{}", this.map_or(String::new(), |m| format!(" (this service is {m})")))]
+    MaxConcurrentWithoutJob { this: Option<&'static str> },
+    /// Docker's words: a job is run again when it changes, never rolled out.
+    #[error("update and rollback configuration is not supported for jobs")]
+    JobUpdatePolicy,
     #[error("the service has no healthcheck to change: give one with --health-cmd")]
     NoHealthcheck,
     /// What the stack loader found in the document, each naming its flag.

@@ -415,7 +415,7 @@ fn bad_values_name_their_flag() {
     }
     .apply(&mut global)
     .unwrap_err();
-    assert_eq!(error, FlagError::ReplicasOfGlobal);
+    assert_eq!(error, FlagError::ReplicasOfGlobal { mode: "global" });
 
     let long = "a".repeat(64);
     let create_cases: Vec<(CreateFlags, &str)> = vec![
@@ -945,4 +945,143 @@ fn endpoint_mode_is_set_and_changed_by_flags() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("--endpoint-mode"), "{error}");
+}
+
+#[test]
+fn job_modes_take_replicas_as_completions_and_max_concurrent_as_docker_does() {
+    let job = |replicas, max_concurrent| {
+        CreateFlags {
+            mode: "replicated-job".into(),
+            replicas,
+            max_concurrent,
+            ..create("job", "busybox")
+        }
+        .spec()
+        .unwrap()
+        .mode
+    };
+    let mode = |max_concurrent, total_completions| ServiceMode::ReplicatedJob {
+        max_concurrent,
+        total_completions,
+    };
+    assert_eq!(job(None, None), mode(1, 1));
+    assert_eq!(
+        job(Some(5), None),
+        mode(5, 5),
+        "--max-concurrent defaults to --replicas"
+    );
+    assert_eq!(job(Some(5), Some(2)), mode(2, 5));
+    assert_eq!(
+        job(None, Some(3)),
+        mode(3, 3),
+        "completions default to the concurrency"
+    );
+    let global = CreateFlags {
+        mode: "global-job".into(),
+        ..create("job", "busybox")
+    }
+    .spec()
+    .unwrap();
+    assert_eq!(global.mode, ServiceMode::GlobalJob);
+    assert_eq!(
+        global.task.restart.condition,
+        swarm_api::spec::RestartCondition::OnFailure,
+        "a job is restarted on failure only, by default"
+    );
+}
+
+#[test]
+fn job_flags_docker_refuses_are_refused() {
+    let refused: Vec<(CreateFlags, &str)> = vec![
+        (
+            CreateFlags {
+                max_concurrent: Some(2),
+                ..create("web", "nginx")
+            },
+            "--max-concurrent can only be used with replicated-job mode",
+        ),
+        (
+            CreateFlags {
+                mode: "replicated-job".into(),
+                update_parallelism: Some(2),
+                ..create("job", "busybox")
+            },
+            "update and rollback configuration is not supported for jobs",
+        ),
+        (
+            CreateFlags {
+                mode: "global-job".into(),
+                rollback: RollbackFlags {
+                    parallelism: Some(0),
+                    ..RollbackFlags::default()
+                },
+                ..create("job", "busybox")
+            },
+            "update and rollback configuration is not supported for jobs",
+        ),
+        (
+            CreateFlags {
+                mode: "global-job".into(),
+                replicas: Some(2),
+                ..create("job", "busybox")
+            },
+            "--replicas",
+        ),
+    ];
+    for (flags, want) in refused {
+        let error = flags.spec().unwrap_err().to_string();
+        assert!(error.contains(want), "{flags:?}: {error}");
+    }
+    let mut job = load_service_document(
+        "j",
+        json!({"image": "x", "deploy": {"mode": "replicated-job", "replicas": 4}}),
+    )
+    .unwrap();
+    UpdateFlags {
+        replicas: Some(6),
+        max_concurrent: Some(3),
+        ..Default::default()
+    }
+    .apply(&mut job)
+    .unwrap();
+    assert_eq!(
+        job.mode,
+        ServiceMode::ReplicatedJob {
+            max_concurrent: 3,
+            total_completions: 6
+        }
+    );
+    let refused_updates = [
+        (
+            UpdateFlags {
+                update_parallelism: Some(2),
+                ..Default::default()
+            },
+            FlagError::JobUpdatePolicy,
+        ),
+        (
+            UpdateFlags {
+                replicas: Some(2),
+                ..Default::default()
+            },
+            FlagError::ReplicasOfGlobal { mode: "global job" },
+        ),
+    ];
+    for (flags, want) in refused_updates {
+        let mut global =
+            load_service_document("g", json!({"image": "x", "deploy": {"mode": "global-job"}}))
+                .unwrap();
+        assert_eq!(flags.apply(&mut global).unwrap_err(), want);
+    }
+    let mut web = load_service_document("w", json!({"image": "x"})).unwrap();
+    let error = UpdateFlags {
+        max_concurrent: Some(2),
+        ..Default::default()
+    }
+    .apply(&mut web)
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "--max-concurrent can only be used with replicated-job mode (this service is replicated)"
+    );
 }

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use swarm_api::spec::{
     Constraint, NetworkAttachment, PortConfig, Protocol, RuntimeOptions, ServiceMode, ServiceSpec,
-    SpreadOver,
+    SpreadOver, UpdatePolicy,
 };
 use swarm_api::units::GoDuration;
 
@@ -22,6 +22,8 @@ use crate::stack::convert::runtime;
 pub struct UpdateFlags {
     pub image: Option<String>,
     pub replicas: Option<u64>,
+    /// A replicated job's tasks in progress at once.
+    pub max_concurrent: Option<u64>,
     pub env_add: Vec<String>,
     pub env_rm: Vec<String>,
     pub constraint_add: Vec<String>,
@@ -142,6 +144,11 @@ impl UpdateFlags {
         if self.force {
             spec.task.force_update += 1;
         }
+        if spec.is_job()
+            && (spec.update != UpdatePolicy::default() || spec.rollback != UpdatePolicy::default())
+        {
+            return Err(FlagError::JobUpdatePolicy);
+        }
         Ok(())
     }
 
@@ -152,9 +159,21 @@ impl UpdateFlags {
             task.container.image = image.clone();
         }
         if let Some(replicas) = self.replicas {
-            match spec.mode {
-                ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
-                ServiceMode::Global => return Err(FlagError::ReplicasOfGlobal),
+            spec.mode = spec
+                .mode
+                .scaled(replicas)
+                .ok_or(FlagError::ReplicasOfGlobal {
+                    mode: spec.mode.display_name(),
+                })?;
+        }
+        if let Some(most) = self.max_concurrent {
+            match &mut spec.mode {
+                ServiceMode::ReplicatedJob { max_concurrent, .. } => *max_concurrent = most,
+                other => {
+                    return Err(FlagError::MaxConcurrentWithoutJob {
+                        this: Some(other.display_name()),
+                    });
+                }
             }
         }
         for (key, value) in key_values(&self.env_add, "env-add")? {
