@@ -33,11 +33,21 @@ pub mod events_message {
         /// A swarm_api::events::Event as JSON.
         #[prost(string, tag = "1")]
         Event(::prost::alloc::string::String),
-        /// Events were lost here: older than the manager keeps, or sent faster than the client
-        /// read them. Says which and how many when known.
-        #[prost(string, tag = "2")]
-        Gap(::prost::alloc::string::String),
+        /// Events asked for that the stream cannot give.
+        #[prost(message, tag = "2")]
+        Gap(super::EventsGap),
     }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventsGap {
+    /// `since` is older than what the manager keeps: it has every event from this time on
+    /// (Unix nanoseconds), not before.
+    #[prost(int64, optional, tag = "1")]
+    pub kept_since_nano: ::core::option::Option<i64>,
+    /// Events lost because the client read slower than they came.
+    #[prost(uint64, tag = "2")]
+    pub lost: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -301,7 +311,7 @@ pub struct UpdateAutolockResponse {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListNodesRequest {}
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Node {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -327,6 +337,12 @@ pub struct Node {
     /// not found in PATH"); empty when nothing is.
     #[prost(string, tag = "9")]
     pub message: ::prost::alloc::string::String,
+    /// The node's labels (`node update --label-add`), for `node ls --filter node.label=`.
+    #[prost(map = "string, string", tag = "10")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use swarm_api::events::{Event, EventType};
 use swarm_api::gitops::{Repository, RepositoryRecord, RepositoryStatus};
 use swarm_api::rollout::UpdateState;
-use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceMode, ServiceSpec};
+use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{Node, NodeRole, NodeStatus};
 use swarm_api::task::{DesiredState, Task, TaskState};
@@ -147,10 +147,7 @@ fn lowercase<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn replicas(spec: &ServiceSpec) -> String {
-    match spec.mode {
-        ServiceMode::Replicated { replicas } => replicas.to_string(),
-        ServiceMode::Global => String::new(),
-    }
+    spec.replicas().map(|n| n.to_string()).unwrap_or_default()
 }
 
 impl EventView {
