@@ -27,7 +27,8 @@ pub struct EventsArgs {
     /// (10m); each manager keeps its latest 10,000
     #[arg(long)]
     since: Option<String>,
-    /// Stop at a time (RFC 3339, or Unix seconds) or a duration ago
+    /// Stop at a time (RFC 3339, or Unix seconds) or a duration ago; without --since, the
+    /// kept events before it
     #[arg(long)]
     until: Option<String>,
     /// `json`: one JSON object a line; otherwise Docker's line

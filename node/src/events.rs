@@ -6,69 +6,27 @@
 //! it became a manager.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use swarm_api::events::{Event, EventFilter};
 use swarm_api::grpc::control::events_message::Message;
 use swarm_api::grpc::control::{EventsGap, EventsMessage, EventsRequest};
 use swarm_controller::raft::driver::RaftHandle;
-use swarm_controller::store::events::{EventView, KEPT_EVENTS, Replay, RepositorySeen, Ring};
+use swarm_controller::store::events::{EventHub, EventView, RepositorySeen};
 use swarm_controller::store::{Changed, Store};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-/// Events a client's stream may fall behind by before it loses some (and is told so).
-const LIVE: usize = 4096;
 /// Messages the stream buffers for a slow client; beyond them, its task waits.
 const BUFFERED: usize = 256;
 
 pub type Stream = ReceiverStream<Result<EventsMessage, Status>>;
 
-/// The manager's kept events and the live ones.
-pub struct EventHub {
-    ring: Mutex<Ring>,
-    live: broadcast::Sender<Arc<Event>>,
-}
-
-impl Default for EventHub {
-    fn default() -> Self {
-        EventHub {
-            ring: Mutex::new(Ring::new(KEPT_EVENTS, now_nano())),
-            live: broadcast::channel(LIVE).0,
-        }
-    }
-}
-
-impl EventHub {
-    /// Keeps `events` and sends them to the streams, under the ring's lock so that a stream
-    /// starting meanwhile finds each either in its replay or in its live feed, never both.
-    pub fn publish(&self, events: Vec<Event>) {
-        let mut ring = self
-            .ring
-            .lock()
-            .expect("the event ring's lock is not poisoned");
-        for event in events {
-            // No stream listening is not an error.
-            let _ = self.live.send(Arc::new(event.clone()));
-            ring.push(event);
-        }
-    }
-
-    /// The kept events from `since_nano` (when asked) and the feed of those after them.
-    fn subscribe(
-        &self,
-        since_nano: Option<i64>,
-        until_nano: Option<i64>,
-    ) -> (Option<Replay>, broadcast::Receiver<Arc<Event>>) {
-        let ring = self
-            .ring
-            .lock()
-            .expect("the event ring's lock is not poisoned");
-        let replay = since_nano.map(|since| ring.since(since, until_nano));
-        (replay, self.live.subscribe())
-    }
+/// A manager's hub, recording from now on.
+pub fn hub() -> EventHub {
+    EventHub::new(now_nano())
 }
 
 /// When now is, in Unix nanoseconds: the time of the events seen now.
@@ -121,13 +79,17 @@ pub async fn record(raft: RaftHandle<Store>, hub: Arc<EventHub>) {
     }
 }
 
-/// A client's stream: the kept events it asked for, then each new one passing its filters,
-/// until `until_nano` or until it goes.
+/// A client's stream: the kept events it asked for (since `since_nano`, or all before
+/// `until_nano` when only that is given), then each new one passing its filters, until
+/// `until_nano` or until it goes.
 pub fn follow(hub: &EventHub, request: EventsRequest) -> Result<Stream, Status> {
     let filter = EventFilter::parse(&request.filters)
         .map_err(|error| Status::invalid_argument(error.to_string()))?;
     let until = request.until_nano;
-    let (replay, mut live) = hub.subscribe(request.since_nano, until);
+    // As Docker's: `--until` alone replays what is kept before it (all of it, no gap).
+    let since = request.since_nano.or(until.map(|_| i64::MIN));
+    let asked_since = request.since_nano.is_some();
+    let (replay, mut live) = hub.subscribe(since, until);
     let (sender, receiver) = mpsc::channel(BUFFERED);
     let passes = move |event: &Event| filter.matches(event);
     tokio::spawn(async move {
@@ -146,7 +108,7 @@ pub fn follow(hub: &EventHub, request: EventsRequest) -> Result<Stream, Status> 
             Message::Event(serde_json::to_string(event).expect("an event serialises"))
         };
         if let Some(replay) = replay {
-            if let Some(kept_since_nano) = replay.complete_since_nano {
+            if let Some(kept_since_nano) = replay.complete_since_nano.filter(|_| asked_since) {
                 let gap = EventsGap {
                     kept_since_nano: Some(kept_since_nano),
                     lost: 0,
@@ -233,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_replays_what_is_kept_then_follows_filtered_until_its_end() {
-        let hub = EventHub::default();
+        let hub = hub();
         let start = now_nano();
         hub.publish(vec![
             event(EventType::Service, "web", start + 1),
@@ -265,6 +227,11 @@ mod tests {
         assert!(gap.kept_since_nano.is_some_and(|kept| kept <= start));
         assert_eq!(name(next(&mut stream).await), "web");
         assert!(next(&mut stream).await.is_none(), "ends at its until");
+
+        // `until` alone: what is kept before it, and the end.
+        let mut stream = follow(&hub, request(None, Some(start + 2))).unwrap();
+        assert_eq!(name(next(&mut stream).await), "web");
+        assert!(next(&mut stream).await.is_none());
 
         let bad = follow(
             &hub,

@@ -156,7 +156,7 @@ struct Manager {
     /// The nodes whose agents send their logs through this manager.
     logs: Arc<logs::LogBroker>,
     /// The cluster's events as this manager derives them (`swarm events`).
-    events: Arc<events::EventHub>,
+    events: Arc<swarm_controller::store::events::EventHub>,
 }
 
 /// How long a stopping manager waits for its connections' calls to finish.
@@ -520,7 +520,7 @@ impl Daemon {
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
-        let event_hub = Arc::new(events::EventHub::default());
+        let event_hub = Arc::new(events::hub());
         let recorder = tokio::spawn(events::record(raft.clone(), event_hub.clone()));
         let key_wrapper = tokio::spawn(lock::follow_unlock_key(
             raft.clone(),
@@ -559,7 +559,7 @@ impl Daemon {
     }
 
     /// A manager's events, or the error a CLI user can act on.
-    async fn event_hub(&self) -> Result<Arc<events::EventHub>, Status> {
+    async fn event_hub(&self) -> Result<Arc<swarm_controller::store::events::EventHub>, Status> {
         self.on_manager(|manager, _| manager.events.clone()).await
     }
 

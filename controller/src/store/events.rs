@@ -1,13 +1,15 @@
 //! Cluster events (`swarm events`) derived from the store's watch: [`EventView`] is what a
 //! subscriber remembers of the state (enough to tell a creation from an update, and the
 //! state a task or node left), and turns each entry's [`Changes`] into [`Event`]s; [`Ring`]
-//! keeps the most recent ones for `--since`.
+//! keeps the most recent ones for `--since`; [`EventHub`] is a manager's ring and the live
+//! feed its clients' streams follow.
 //!
-//! Both are pure: the time of an event is given by the caller (when its manager saw the
-//! change), and a repository's record, which changes never carry (it holds secrets), is
-//! read by the caller and handed in as a [`RepositorySeen`].
+//! All read no clock and do no IO: the time of an event is given by the caller (when its
+//! manager saw the change), and a repository's record, which changes never carry (it holds
+//! secrets), is read by the caller and handed in as a [`RepositorySeen`].
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use swarm_api::events::{Event, EventType};
 use swarm_api::gitops::{Repository, RepositoryRecord, RepositoryStatus};
@@ -16,6 +18,7 @@ use swarm_api::spec::{FileObjectSpec, NetworkSpec, ServiceSpec};
 use swarm_api::state::Object;
 use swarm_api::store::{Node, NodeRole, NodeStatus};
 use swarm_api::task::{DesiredState, Task, TaskState};
+use tokio::sync::broadcast;
 
 use super::Store;
 use super::watch::{Changed, Changes};
@@ -622,6 +625,54 @@ impl Ring {
             complete_since_nano: (since_nano < self.complete_since_nano)
                 .then_some(self.complete_since_nano),
         }
+    }
+}
+
+/// Events a client's feed may fall behind by before it loses some (and is told so).
+pub const LIVE_EVENTS: usize = 4096;
+
+/// A manager's kept events and the live feed of new ones.
+#[derive(Debug)]
+pub struct EventHub {
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventHub {
+    /// A hub keeping [`KEPT_EVENTS`], recording from `started_nano` on.
+    pub fn new(started_nano: i64) -> EventHub {
+        EventHub {
+            ring: Mutex::new(Ring::new(KEPT_EVENTS, started_nano)),
+            live: broadcast::channel(LIVE_EVENTS).0,
+        }
+    }
+
+    /// Keeps `events` and sends them to the feeds, under the ring's lock so that a feed
+    /// starting meanwhile finds each either in its replay or in its live part, never both.
+    pub fn publish(&self, events: Vec<Event>) {
+        let mut ring = self
+            .ring
+            .lock()
+            .expect("the event ring's lock is not poisoned");
+        for event in events {
+            // No feed listening is not an error.
+            let _ = self.live.send(Arc::new(event.clone()));
+            ring.push(event);
+        }
+    }
+
+    /// The kept events from `since_nano` (when asked) and the feed of those after them.
+    pub fn subscribe(
+        &self,
+        since_nano: Option<i64>,
+        until_nano: Option<i64>,
+    ) -> (Option<Replay>, broadcast::Receiver<Arc<Event>>) {
+        let ring = self
+            .ring
+            .lock()
+            .expect("the event ring's lock is not poisoned");
+        let replay = since_nano.map(|since| ring.since(since, until_nano));
+        (replay, self.live.subscribe())
     }
 }
 
