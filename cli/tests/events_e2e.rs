@@ -98,6 +98,76 @@ fn summary(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Docker's listing habits on a running service (on this test's cluster: a daemon less to
+/// start): filters, `-q`, `--no-trunc`, templates.
+fn listings_take_dockers_filters_and_templates(cluster: &Cluster) {
+    assert_eq!(
+        ok(
+            cluster,
+            &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"]
+        ),
+        "web 2/2\n"
+    );
+    let table = ok(
+        cluster,
+        &["service", "ls", "--format", r"table {{.Name}}\t{{.Mode}}"],
+    );
+    assert_eq!(table, "NAME   MODE\nweb    replicated\n");
+    let ids = ok(
+        cluster,
+        &[
+            "service",
+            "ps",
+            "web",
+            "-q",
+            "--no-trunc",
+            "-f",
+            "desired-state=running",
+        ],
+    );
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.iter().all(|id| id.len() > 12), "whole ids: {ids:?}");
+    let names = ok(
+        cluster,
+        &[
+            "node",
+            "ps",
+            "node1",
+            "-f",
+            "name=web.2",
+            "--format",
+            "{{.Name}} {{.Node}}",
+        ],
+    );
+    assert_eq!(names, "web.2 node1\n");
+    assert_eq!(
+        ok(
+            cluster,
+            &[
+                "node",
+                "ls",
+                "-f",
+                "role=manager",
+                "--format",
+                "{{.Hostname}}"
+            ]
+        ),
+        "node1\n"
+    );
+    assert_eq!(ok(cluster, &["node", "ls", "-q", "-f", "role=worker"]), "");
+    let out = swarm(
+        &cluster.socket(0),
+        &["service", "ls", "--format", "{{.Nope}}"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown field .Nope in --format: this listing has .ID, .Name, .Mode, .Replicas, .Image, .Ports"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn events_follow_a_services_life_in_order_and_replay_since() {
     let test = "events_follow_a_services_life_in_order_and_replay_since";
@@ -131,6 +201,7 @@ fn events_follow_a_services_life_in_order_and_replay_since() {
 
     ok(&cluster, &["service", "create", "--name", "web", &image]);
     ok(&cluster, &["service", "scale", "web=2"]);
+    listings_take_dockers_filters_and_templates(&cluster);
     ok(&cluster, &["service", "rm", "web"]);
     let created = stream.until("service", "create", "web");
     let service_id = created["id"].as_str().unwrap().to_owned();
