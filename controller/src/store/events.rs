@@ -913,6 +913,99 @@ mod tests {
         assert_eq!(cluster.take(), ["node remove host-b"]);
     }
 
+    #[test]
+    fn repositories_and_their_deployments_give_events() {
+        use swarm_api::gitops::{
+            Commit, Deployment, DeploymentOutcome, Repository, RepositorySecrets, Trigger,
+        };
+        let mut cluster = Cluster::new();
+        cluster.apply(Command::AddRepository {
+            repository: Repository {
+                name: "app".into(),
+                url: "/srv/git/app.git".into(),
+                branch: "main".into(),
+                path: "stacks".into(),
+                interval_ms: 15_000,
+                self_heal: false,
+                prune: false,
+                notify: None,
+                created_at: 5,
+            },
+            secrets: RepositorySecrets::default(),
+        });
+        assert_eq!(cluster.take(), ["repository create app"]);
+        let Command::ApplyPlan { actions, .. } = service("web", 1, Op::Create) else {
+            unreachable!()
+        };
+        let expected_version = cluster.store.data().version;
+        cluster.apply(Command::Deploy {
+            expected_version,
+            deployment: Box::new(Deployment {
+                id: String::new(),
+                repository: "app".into(),
+                commit: Commit {
+                    id: "1a2b3c".into(),
+                    author_name: "Ada".into(),
+                    author_email: "ada@example.com".into(),
+                    summary: "deploy".into(),
+                    time: 1,
+                },
+                trigger: Trigger::Webhook,
+                created_at: 10,
+                updated_at: 10,
+                plan: swarm_api::plan::Plan {
+                    format: swarm_api::plan::PLAN_FORMAT,
+                    basis: Default::default(),
+                    actions,
+                },
+                outcome: DeploymentOutcome::Applied,
+            }),
+            stacks: ["s".to_owned()].into(),
+            file_contents: Default::default(),
+        });
+        let events = cluster.events.clone();
+        let made = cluster.take();
+        let deployment = events
+            .iter()
+            .find(|e| e.kind == EventType::Deployment)
+            .expect("a deployment event")
+            .clone();
+        let id = deployment.id.clone();
+        assert!(id.starts_with("app-"), "{id}");
+        let deployments: Vec<&String> = made
+            .iter()
+            .filter(|e| e.starts_with("deployment"))
+            .collect();
+        assert_eq!(
+            deployments,
+            [
+                &format!("deployment create {id}"),
+                &format!("deployment applied {id}")
+            ]
+        );
+        assert!(
+            made.contains(&"service create s_web".to_owned()),
+            "{made:?}"
+        );
+        assert_eq!(deployment.attributes["repository"], "app");
+        assert_eq!(deployment.attributes["commit"], "1a2b3c");
+        assert_eq!(deployment.attributes["trigger"], "webhook");
+        cluster.apply(Command::SetDeploymentOutcome {
+            repository: "app".into(),
+            id: id.clone(),
+            outcome: DeploymentOutcome::Converged,
+            at: 20,
+        });
+        assert_eq!(cluster.take(), [format!("deployment converged {id}")]);
+        let expected_version = cluster.store.data().version;
+        cluster.apply(Command::RemoveRepository {
+            name: "app".into(),
+            expected_version,
+            actions: Vec::new(),
+        });
+        assert_eq!(cluster.take(), ["repository remove app"]);
+    }
+
     fn event(time_nano: i64) -> Event {
         Event {
             time_nano,
