@@ -293,8 +293,13 @@ impl Source {
 }
 
 /// The services of `view` as `stack services` prints them.
-pub fn print_services(view: &ServicesView, quiet: bool, format: &ListFormat) -> anyhow::Result<()> {
-    print_services_from(view, &Sources::new(), quiet, format, false)
+pub fn print_services(
+    view: &ServicesView,
+    quiet: bool,
+    format: &ListFormat,
+    no_trunc: bool,
+) -> anyhow::Result<()> {
+    print_services_from(view, &Sources::new(), quiet, format, no_trunc)
 }
 
 /// The services of `view` as `service ls` prints them: with a SOURCE column (a `Source`

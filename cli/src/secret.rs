@@ -15,7 +15,7 @@ use swarm_node::files::FileObjectView;
 
 use crate::client::{self, Host};
 use crate::filter::{FILE_OBJECT_KEYS, ObjectFilter};
-use crate::output::{Format, ListFormat, Rows, print_listing, short_id};
+use crate::output::{Format, ListFormat, Rows, listed_id, print_listing};
 
 /// The same commands for secrets and configs (as Docker's).
 #[derive(Debug, Subcommand)]
@@ -40,6 +40,9 @@ pub enum FileCommand {
         /// repeat a key for alternatives
         #[arg(long, short)]
         filter: Vec<String>,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
         /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
         #[arg(long, default_value = "table")]
         format: ListFormat,
@@ -100,6 +103,7 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
         FileCommand::Ls {
             quiet,
             filter,
+            no_trunc,
             format,
         } => {
             let filter = ObjectFilter::parse(FILE_OBJECT_KEYS, &filter)?;
@@ -111,7 +115,13 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
                 .json;
             let mut list: Vec<FileObjectView> = serde_json::from_str(&json)?;
             list.retain(|o| filter.matches(&o.id, &o.name, &o.labels, None));
-            print_listing(&list, &format, quiet, |o| o.name.as_str(), list_table)?;
+            print_listing(
+                &list,
+                &format,
+                quiet,
+                |o| o.name.as_str(),
+                |list| list_table(list, no_trunc),
+            )?;
         }
         FileCommand::Inspect { object, format } => {
             let json = client
@@ -145,12 +155,12 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_table(list: &[FileObjectView]) -> Rows<4> {
+fn list_table(list: &[FileObjectView], no_trunc: bool) -> Rows<4> {
     let rows: Vec<[String; 4]> = list
         .iter()
         .map(|o| {
             [
-                short_id(&o.id).to_owned(),
+                listed_id(&o.id, no_trunc),
                 o.name.clone(),
                 o.stack.clone().unwrap_or_default(),
                 o.services.join(","),

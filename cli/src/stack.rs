@@ -52,6 +52,9 @@ pub enum StackCommand {
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
         /// table, json, or a template: `{{.Name}}`, `table {{.Name}}\t{{.Replicas}}`
         #[arg(long, default_value = "table")]
         format: ListFormat,
@@ -121,6 +124,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
         StackCommand::Services {
             name,
             quiet,
+            no_trunc,
             format,
         } => {
             let mut view = view(host).await?;
@@ -129,7 +133,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            print_services(&view, quiet, &format)?;
+            print_services(&view, quiet, &format, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Ps { name, listing } => {
