@@ -122,7 +122,7 @@ fn json_line(event: &Event) -> anyhow::Result<String> {
 fn gap_notice(gap: &EventsGap) -> String {
     match gap.kept_since_nano {
         Some(kept) => format!(
-            "warning: the manager keeps events from {} on only (its latest 10,000, since it became a manager): earlier ones are not shown",
+            "warning: the manager keeps events from {} on only (its latest 10,000, since it became a manager or last caught up): earlier ones are not shown",
             timestamp(u64::try_from(kept).unwrap_or_default())
         ),
         None => format!(

@@ -39,7 +39,7 @@ fn now_nano() -> i64 {
 
 /// Follows the replica's watch and publishes the events of each entry, until the replica
 /// stops. A watch that fell behind (or a restored snapshot) starts again from a fresh view:
-/// the events of the entries in between are not derived.
+/// the events of the entries in between are not derived, and the hub's replays say so.
 pub async fn record(raft: RaftHandle<Store>, hub: Arc<EventHub>) {
     loop {
         let Ok(subscription) = raft
@@ -76,6 +76,7 @@ pub async fn record(raft: RaftHandle<Store>, hub: Arc<EventHub>) {
             hub.publish(view.derive(&entry, &repositories, now_nano()));
         };
         tracing::warn!(%missed, "events: following the store again; the events of the entries missed are lost");
+        hub.lost_until(now_nano());
     }
 }
 

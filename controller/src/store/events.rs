@@ -611,6 +611,12 @@ impl Ring {
         self.events.push_back(event);
     }
 
+    /// Events up to `time_nano` may be missing (the recorder missed entries): a replay
+    /// from before it says so.
+    pub fn lost_until(&mut self, time_nano: i64) {
+        self.complete_since_nano = self.complete_since_nano.max(time_nano);
+    }
+
     /// The kept events at or after `since_nano` and before `until_nano`, in order.
     pub fn since(&self, since_nano: i64, until_nano: Option<i64>) -> Replay {
         let start = self.events.partition_point(|e| e.time_nano < since_nano);
@@ -659,6 +665,15 @@ impl EventHub {
             let _ = self.live.send(Arc::new(event.clone()));
             ring.push(event);
         }
+    }
+
+    /// The recorder missed entries until now (`now_nano`): their events are not kept.
+    pub fn lost_until(&self, now_nano: i64) {
+        let mut ring = self
+            .ring
+            .lock()
+            .expect("the event ring's lock is not poisoned");
+        ring.lost_until(now_nano);
     }
 
     /// The kept events from `since_nano` (when asked) and the feed of those after them.
@@ -1055,6 +1070,14 @@ mod tests {
         assert_eq!(
             (times(&window), window.complete_since_nano),
             (vec![20, 30], None)
+        );
+        ring.lost_until(35);
+        let replay = ring.since(30, None);
+        assert_eq!(times(&replay), [30, 40]);
+        assert_eq!(
+            replay.complete_since_nano,
+            Some(35),
+            "the recorder missed entries"
         );
     }
 }
