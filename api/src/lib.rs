@@ -1,7 +1,7 @@
 //! Types shared by every part of swarm: the stack file format as users write it
 //! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
 //! cluster state (`state`), the endpoint table nodes carry networks by (`endpoints`), config
-//! and secret contents (`files`), plans (`plan`), image references (`image`), the GitOps
+//! and secret contents (`files`), cluster events (`events`), plans (`plan`), image references (`image`), the GitOps
 //! records (`gitops`), a node's volumes (`volume`) and the units they are written in.
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod converge;
 pub mod endpoints;
+pub mod events;
 pub mod files;
 pub mod gitops;
 pub mod image;

@@ -16,7 +16,8 @@ use swarm_api::units::{GoDuration, UnitError};
 use swarm_node::{self as daemon, DaemonConfig};
 
 use crate::client::{self, DEFAULT_SOCKET, Host};
-use crate::output::table;
+use crate::filter::NodeFilter;
+use crate::output::{ListFormat, Rows};
 
 /// Run the node process: the control API on a unix socket and, in a cluster, the manager.
 #[derive(Debug, Args)]
@@ -255,8 +256,14 @@ pub enum NodeCommand {
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: crate::output::Format,
+        /// Only nodes matching KEY=VALUE: id, name (prefixes), role (manager or worker),
+        /// membership (accepted), label or node.label (the node's labels, KEY or
+        /// KEY=VALUE); repeat a key for alternatives
+        #[arg(long, short)]
+        filter: Vec<String>,
+        /// table, json, or a template: `{{.Hostname}}`, `table {{.ID}}\t{{.Status}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Change a node's availability or labels
     Update {
@@ -303,11 +310,8 @@ pub enum NodeCommand {
     Ps {
         #[arg(required = true)]
         nodes: Vec<String>,
-        /// Only tasks in this desired state: `desired-state=running|shutdown`
-        #[arg(long, short)]
-        filter: Option<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: crate::output::Format,
+        #[command(flatten)]
+        listing: crate::tasks::TaskListArgs,
     },
 }
 
@@ -376,20 +380,24 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
         }
         NodeCommand::Promote { nodes } => set_roles(host, nodes, Role::Manager).await,
         NodeCommand::Demote { nodes } => set_roles(host, nodes, Role::Worker).await,
-        NodeCommand::Ps {
-            nodes,
+        NodeCommand::Ps { nodes, listing } => crate::tasks::node_ps(host, &nodes, &listing).await,
+        NodeCommand::Ls {
+            quiet,
             filter,
             format,
-        } => crate::tasks::node_ps(host, &nodes, filter.as_deref(), format).await,
-        NodeCommand::Ls { quiet, format } => {
+        } => {
+            let filter = NodeFilter::parse(&filter)?;
             let mut client = client::connect(host).await?;
             let nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await
                 .map_err(client::explain)?
                 .into_inner()
-                .nodes;
-            if format == crate::output::Format::Json {
+                .nodes
+                .into_iter()
+                .filter(|node| filter.matches(node))
+                .collect::<Vec<_>>();
+            if format == ListFormat::Json {
                 let listed: Vec<serde_json::Value> = nodes
                     .iter()
                     .map(|node| {
@@ -443,7 +451,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                 "MESSAGE",
             ];
             if with_message {
-                print!("{}", table(header, &rows));
+                print!("{}", Rows { header, rows }.render(&format)?);
             } else {
                 let rows: Vec<[String; 5]> = rows
                     .into_iter()
@@ -452,7 +460,7 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                     })
                     .collect();
                 let header = [header[0], header[1], header[2], header[3], header[4]];
-                print!("{}", table(header, &rows));
+                print!("{}", Rows { header, rows }.render(&format)?);
             }
             Ok(ExitCode::SUCCESS)
         }

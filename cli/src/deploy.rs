@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::client::{self, Host};
 use crate::gitops::{CredentialFlags, deployments_table, now_ms};
-use crate::output::{Format, ago, print_listing, short_id, table};
+use crate::output::{Format, ListFormat, ago, print_listing, short_id, table};
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -31,8 +31,9 @@ pub enum DeployCommand {
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Show a Deployment: its commit, outcome, plan and how its services converge
     Show {
@@ -74,7 +75,7 @@ pub async fn run(host: &Host, command: DeployCommand) -> anyhow::Result<ExitCode
             let deployments = list(host, repo.unwrap_or_default()).await?;
             print_listing(
                 &deployments,
-                format,
+                &format,
                 quiet,
                 |d| d.id.as_str(),
                 |d| deployments_table(d, now_ms()),

@@ -16,7 +16,7 @@ use swarm_api::units::GoDuration;
 use swarm_node::repos::{DeploymentSummary, RepositoryView};
 
 use crate::client::{self, Host};
-use crate::output::{Source, Sources, ago, short_id, table};
+use crate::output::{Rows, Source, Sources, ago, short_id};
 
 /// What `repo add` and `init --repo` declare of a repository besides its URL and name.
 #[derive(Debug, Args, Default)]
@@ -274,7 +274,7 @@ pub fn one_line(text: &str, max: usize) -> String {
 }
 
 /// The Deployments as `deploy ls` prints them.
-pub fn deployments_table(deployments: &[DeploymentSummary], now: u64) -> String {
+pub fn deployments_table(deployments: &[DeploymentSummary], now: u64) -> Rows<8> {
     let rows: Vec<[String; 8]> = deployments
         .iter()
         .map(|d| {
@@ -290,12 +290,12 @@ pub fn deployments_table(deployments: &[DeploymentSummary], now: u64) -> String 
             ]
         })
         .collect();
-    table(
-        [
+    Rows {
+        header: [
             "ID", "REPO", "COMMIT", "AUTHOR", "MESSAGE", "TRIGGER", "OUTCOME", "AGE",
         ],
-        &rows,
-    )
+        rows,
+    }
 }
 
 #[cfg(test)]

@@ -4,18 +4,15 @@
 
 use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use swarm_api::grpc::control::{ServiceLogLine, ServiceLogsRequest};
 use swarm_api::task::ServicesView;
-use swarm_api::units::GoDuration;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::client::{self, Host, view};
-use crate::output::short_id;
+use crate::output::{parse_time, short_id, timestamp};
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -45,7 +42,7 @@ pub struct LogsArgs {
 pub async fn run(host: &Host, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let tail = parse_tail(&args.tail)?;
     let since_ns = match &args.since {
-        Some(since) => parse_since(since, SystemTime::now())?,
+        Some(since) => parse_time("--since", since, SystemTime::now())?,
         None => 0,
     };
     // For the prefixes: the tasks' names and the nodes' hostnames.
@@ -110,54 +107,6 @@ fn parse_tail(text: &str) -> anyhow::Result<i64> {
     }
 }
 
-/// `--since`: a duration ago, an RFC 3339 time or Unix seconds; in Unix nanoseconds.
-fn parse_since(text: &str, now: SystemTime) -> anyhow::Result<u64> {
-    let seconds = text
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0);
-    let time = if let Ok(ago) = text.parse::<GoDuration>() {
-        now.checked_sub(ago.0).unwrap_or(UNIX_EPOCH)
-    } else if let Some(seconds) = seconds {
-        UNIX_EPOCH + Duration::from_secs_f64(seconds)
-    } else if let Some(time) = parse_rfc3339(text) {
-        time
-    } else {
-        bail!(
-            "invalid --since {text:?}: give a duration (10m, 1h30m), an RFC 3339 time (2026-01-02T15:04:05Z) or Unix seconds"
-        );
-    };
-    let nanos = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    // 0 means "from the start": a time at the epoch asks for the same.
-    Ok(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
-fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-}
-
-/// A time as Docker prints log timestamps: RFC 3339 in UTC with nine fraction digits.
-fn timestamp(unix_nanos: u64) -> String {
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_nanos))
-        .expect("a u64 of nanoseconds is within the years time represents");
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        time.year(),
-        u8::from(time.month()),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second(),
-        time.nanosecond()
-    )
-}
-
 /// Where a line comes from, from the view read before the lines.
 fn prefix(view: &ServicesView, line: &ServiceLogLine, no_task_ids: bool) -> String {
     let hostname = view.nodes.get(&line.node_id).unwrap_or(&line.node_id);
@@ -211,44 +160,6 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse_tail(text).ok(), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn since_takes_durations_times_and_unix_seconds() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let cases = [
-            ("10m", Some(1_699_999_400_000_000_000)),
-            ("1h30m", Some(1_699_994_600_000_000_000)),
-            ("1700000000", Some(1_700_000_000_000_000_000)),
-            ("1700000000.5", Some(1_700_000_000_500_000_000)),
-            ("2023-11-14T22:13:20Z", Some(1_700_000_000_000_000_000)),
-            ("2023-11-14T22:13:20.25Z", Some(1_700_000_000_250_000_000)),
-            ("2023-11-14T23:13:20+01:00", Some(1_700_000_000_000_000_000)),
-            ("2023-11-14T21:13:20-01:00", Some(1_700_000_000_000_000_000)),
-            ("2023-13-14T22:13:20Z", None),
-            ("2023-11-14T22:13:20", None),
-            ("yesterday", None),
-            ("inf", None),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(parse_since(text, now).ok(), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_with_nanoseconds() {
-        let cases = [
-            (0, "1970-01-01T00:00:00.000000000Z"),
-            (1_700_000_000_123_456_789, "2023-11-14T22:13:20.123456789Z"),
-            (951_782_400_000_000_000, "2000-02-29T00:00:00.000000000Z"),
-        ];
-        for (nanos, expected) in cases {
-            assert_eq!(timestamp(nanos), expected);
-            assert_eq!(
-                parse_rfc3339(expected),
-                Some(UNIX_EPOCH + Duration::from_nanos(nanos))
-            );
         }
     }
 

@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod converge;
 mod deploy;
+mod events;
 mod filter;
 mod gitops;
 mod inspect;
@@ -91,6 +92,9 @@ enum Command {
     /// The Deployments made of the repositories' commits: list, show, roll back
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Stream the cluster's events (services, nodes, tasks, networks, configs, secrets,
+    /// repositories, Deployments) as the manager asked sees them
+    Events(events::EventsArgs),
     /// Save a registry login in Docker's client config (for --with-registry-auth); the
     /// registry is not asked whether it is right
     Login(registry_auth::LoginArgs),
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Stack(command) => client(stack::run(&host, command)),
         Command::Repo(command) => client(repo::run(&host, command)),
         Command::Deploy(command) => client(deploy::run(&host, command)),
+        Command::Events(args) => client(events::run(&host, args)),
         Command::Login(args) => registry_auth::login(args),
         Command::Logout(args) => registry_auth::logout(args),
         Command::Completion { shell } => {

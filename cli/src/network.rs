@@ -12,7 +12,8 @@ use swarm_api::spec::NetworkSpec;
 use swarm_node::networks::NetworkView;
 
 use crate::client::{self, Host};
-use crate::output::{Format, print_listing, short_id, table};
+use crate::filter::{NETWORK_KEYS, ObjectFilter};
+use crate::output::{Format, ListFormat, Rows, listed_id, print_listing, table};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -25,8 +26,16 @@ pub enum NetworkCommand {
         /// Only the names
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// Only networks matching KEY=VALUE: id, name (prefixes), label (KEY or KEY=VALUE),
+        /// driver; repeat a key for alternatives
+        #[arg(long, short)]
+        filter: Vec<String>,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
+        /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Show a network: its subnet, and its tasks' addresses and nodes
     Inspect {
@@ -103,20 +112,27 @@ pub async fn run(host: &Host, command: NetworkCommand) -> anyhow::Result<ExitCod
                 .id;
             println!("{id}");
         }
-        NetworkCommand::Ls { quiet, format } => {
+        NetworkCommand::Ls {
+            quiet,
+            filter,
+            no_trunc,
+            format,
+        } => {
+            let filter = ObjectFilter::parse(NETWORK_KEYS, &filter)?;
             let json = client
                 .list_networks(ListNetworksRequest {})
                 .await
                 .map_err(client::explain)?
                 .into_inner()
                 .json;
-            let networks: Vec<NetworkView> = serde_json::from_str(&json)?;
+            let mut networks: Vec<NetworkView> = serde_json::from_str(&json)?;
+            networks.retain(|n| filter.matches(&n.id, &n.name, &n.labels, Some(&n.driver)));
             print_listing(
                 &networks,
-                format,
+                &format,
                 quiet,
                 |n| n.name.as_str(),
-                networks_table,
+                |networks| networks_table(networks, no_trunc),
             )?;
         }
         NetworkCommand::Inspect { network, format } => {
@@ -145,12 +161,12 @@ pub async fn run(host: &Host, command: NetworkCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn networks_table(networks: &[NetworkView]) -> String {
+fn networks_table(networks: &[NetworkView], no_trunc: bool) -> Rows<5> {
     let rows: Vec<[String; 5]> = networks
         .iter()
         .map(|n| {
             [
-                short_id(&n.id).to_owned(),
+                listed_id(&n.id, no_trunc),
                 n.name.clone(),
                 n.driver.clone(),
                 n.scope.clone(),
@@ -158,7 +174,10 @@ fn networks_table(networks: &[NetworkView]) -> String {
             ]
         })
         .collect();
-    table(["ID", "NAME", "DRIVER", "SCOPE", "SUBNET"], &rows)
+    Rows {
+        header: ["ID", "NAME", "DRIVER", "SCOPE", "SUBNET"],
+        rows,
+    }
 }
 
 /// A network as `inspect` prints it: its settings, then a table of its tasks.
@@ -239,7 +258,7 @@ mod tests {
             ),
             "{text}"
         );
-        let table = networks_table(&[view]);
+        let table = networks_table(&[view], false).table();
         assert!(table.starts_with("ID"), "{table}");
         assert!(
             table.contains("back   overlay   swarm   10.0.0.0/20"),

@@ -20,7 +20,7 @@ use crate::client::{self, Host};
 use crate::gitops::{
     RepoOptions, add, deployments_table, inspect, list, now_ms, one_line, positive_duration,
 };
-use crate::output::{Format, ago, print_listing, short_id, table};
+use crate::output::{Format, ListFormat, Rows, ago, print_listing, short_id};
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
@@ -33,8 +33,9 @@ pub enum RepoCommand {
         /// Only the names
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Show a repository: its declaration (no secret), status, drift and last deployments
     Inspect {
@@ -83,7 +84,7 @@ pub async fn run(host: &Host, command: RepoCommand) -> anyhow::Result<ExitCode> 
             let repositories = list(host).await?;
             print_listing(
                 &repositories,
-                format,
+                &format,
                 quiet,
                 |r| r.repository.name.as_str(),
                 repositories_table,
@@ -198,7 +199,7 @@ fn commit_cell(commit: Option<&String>) -> String {
     commit.map_or_else(|| "-".to_owned(), |c| short_id(c).to_owned())
 }
 
-fn repositories_table(repositories: &[RepositoryView]) -> String {
+fn repositories_table(repositories: &[RepositoryView]) -> Rows<9> {
     let rows: Vec<[String; 9]> = repositories
         .iter()
         .map(|view| {
@@ -225,8 +226,8 @@ fn repositories_table(repositories: &[RepositoryView]) -> String {
             ]
         })
         .collect();
-    table(
-        [
+    Rows {
+        header: [
             "NAME",
             "URL",
             "BRANCH",
@@ -237,8 +238,8 @@ fn repositories_table(repositories: &[RepositoryView]) -> String {
             "DRIFT",
             "LAST ERROR",
         ],
-        &rows,
-    )
+        rows,
+    }
 }
 
 /// `repo inspect` for people.
@@ -332,7 +333,7 @@ fn describe(view: &RepositoryView, now: u64) -> String {
     }
     if !view.deployments.is_empty() {
         out.push_str("Deployments:\n");
-        let table = deployments_table(&view.deployments, now);
+        let table = deployments_table(&view.deployments, now).table();
         for row in table.lines() {
             out.push_str(&format!("  {row}\n"));
         }
@@ -409,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_table_shows_short_commits_a_redacted_url_and_the_state() {
-        let table = repositories_table(&[view()]);
+        let table = repositories_table(&[view()]).table();
         let mut lines = table.lines();
         assert!(lines.next().unwrap().starts_with("NAME   URL"));
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

@@ -14,7 +14,8 @@ use swarm_api::grpc::control::{
 use swarm_node::files::FileObjectView;
 
 use crate::client::{self, Host};
-use crate::output::{Format, print_listing, short_id, table};
+use crate::filter::{FILE_OBJECT_KEYS, ObjectFilter};
+use crate::output::{Format, ListFormat, Rows, listed_id, print_listing};
 
 /// The same commands for secrets and configs (as Docker's).
 #[derive(Debug, Subcommand)]
@@ -35,8 +36,16 @@ pub enum FileCommand {
         /// Only the names
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// Only those matching KEY=VALUE: id, name (prefixes), label (KEY or KEY=VALUE);
+        /// repeat a key for alternatives
+        #[arg(long, short)]
+        filter: Vec<String>,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
+        /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Show one (never its content)
     Inspect {
@@ -91,15 +100,28 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
                 .id;
             println!("{id}");
         }
-        FileCommand::Ls { quiet, format } => {
+        FileCommand::Ls {
+            quiet,
+            filter,
+            no_trunc,
+            format,
+        } => {
+            let filter = ObjectFilter::parse(FILE_OBJECT_KEYS, &filter)?;
             let json = client
                 .list_file_objects(ListFileObjectsRequest { kind: kind_number })
                 .await
                 .map_err(client::explain)?
                 .into_inner()
                 .json;
-            let list: Vec<FileObjectView> = serde_json::from_str(&json)?;
-            print_listing(&list, format, quiet, |o| o.name.as_str(), list_table)?;
+            let mut list: Vec<FileObjectView> = serde_json::from_str(&json)?;
+            list.retain(|o| filter.matches(&o.id, &o.name, &o.labels, None));
+            print_listing(
+                &list,
+                &format,
+                quiet,
+                |o| o.name.as_str(),
+                |list| list_table(list, no_trunc),
+            )?;
         }
         FileCommand::Inspect { object, format } => {
             let json = client
@@ -133,19 +155,22 @@ pub async fn run(host: &Host, kind: FileKind, command: FileCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_table(list: &[FileObjectView]) -> String {
+fn list_table(list: &[FileObjectView], no_trunc: bool) -> Rows<4> {
     let rows: Vec<[String; 4]> = list
         .iter()
         .map(|o| {
             [
-                short_id(&o.id).to_owned(),
+                listed_id(&o.id, no_trunc),
                 o.name.clone(),
                 o.stack.clone().unwrap_or_default(),
                 o.services.join(","),
             ]
         })
         .collect();
-    table(["ID", "NAME", "STACK", "SERVICES"], &rows)
+    Rows {
+        header: ["ID", "NAME", "STACK", "SERVICES"],
+        rows,
+    }
 }
 
 fn describe(view: &FileObjectView) -> String {

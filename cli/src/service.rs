@@ -19,9 +19,9 @@ use swarm_controller::deploy::flags;
 
 use crate::client::{self, Host, view};
 use crate::converge::{Change, Wait};
-use crate::output::{Format, print_services_from};
+use crate::output::{ListFormat, print_services_from};
 use crate::rollback_flags::RollbackFlags;
-use crate::tasks::{desired_filter, print_tasks};
+use crate::tasks::{TaskListArgs, hostname, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -37,18 +37,19 @@ pub enum ServiceCommand {
         /// KEY=VALUE), mode (replicated, global, replicated-job or global-job); repeat a key for alternatives
         #[arg(long, short)]
         filter: Vec<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
+        /// table, json, or a template: `{{.Name}}`, `table {{.Name}}\t{{.Replicas}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// List the tasks of services
     Ps {
         #[arg(required = true)]
         services: Vec<String>,
-        /// Only tasks in this desired state: `desired-state=running|shutdown`
-        #[arg(long, short)]
-        filter: Option<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        #[command(flatten)]
+        listing: TaskListArgs,
     },
     /// Show services in detail (JSON, with their update status)
     Inspect {
@@ -348,21 +349,18 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
         ServiceCommand::Ls {
             quiet,
             filter,
+            no_trunc,
             format,
         } => {
             let filter = crate::filter::ServiceFilter::parse(&filter)?;
             let sources = crate::gitops::sources(host).await?;
             let mut view = view(host).await?;
             view.services.retain(|service| filter.matches(service));
-            print_services_from(&view, &sources, quiet, format)?;
+            print_services_from(&view, &sources, quiet, &format, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Ps {
-            services,
-            filter,
-            format,
-        } => {
-            let desired = desired_filter(filter.as_deref())?;
+        ServiceCommand::Ps { services, listing } => {
+            let filter = listing.filter()?;
             let view = view(host).await?;
             let mut tasks: Vec<&Task> = Vec::new();
             for reference in &services {
@@ -371,10 +369,10 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                     view.tasks
                         .iter()
                         .filter(|t| Some(&t.service_id) == service.id.as_ref())
-                        .filter(|t| desired.is_none_or(|d| t.desired == d)),
+                        .filter(|t| filter.matches(t, hostname(&view, t))),
                 );
             }
-            print_tasks(&view, tasks, format)?;
+            print_tasks(&view, tasks, &listing)?;
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Inspect { services, pretty } => {

@@ -9,14 +9,13 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Subcommand;
-use swarm_api::task::DesiredState;
 use swarm_controller::deploy::{self, WorkingCopy};
 use swarm_controller::plan::render;
 
 use crate::client::{Host, view};
-use crate::output::{Format, print_diagnostics, print_services, table};
+use crate::output::{ListFormat, Rows, print_diagnostics, print_services};
 use crate::plans::{self, Sending};
-use crate::tasks::{desired_filter, print_tasks};
+use crate::tasks::{TaskListArgs, hostname, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
@@ -43,8 +42,9 @@ pub enum StackCommand {
         /// Only the names
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// table, json, or a template: `{{.Name}}`, `table {{.Name}}\t{{.Services}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// List the services of a stack
     Services {
@@ -52,17 +52,18 @@ pub enum StackCommand {
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// Whole ids
+        #[arg(long)]
+        no_trunc: bool,
+        /// table, json, or a template: `{{.Name}}`, `table {{.Name}}\t{{.Replicas}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// List the tasks of a stack
     Ps {
         name: String,
-        /// Only tasks in this desired state: `desired-state=running|shutdown`
-        #[arg(long, short)]
-        filter: Option<String>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        #[command(flatten)]
+        listing: TaskListArgs,
     },
     /// Remove stacks
     #[command(alias = "remove")]
@@ -96,7 +97,7 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                     *stacks.entry(stack).or_default() += 1;
                 }
             }
-            if format == Format::Json {
+            if format == ListFormat::Json {
                 let listed: Vec<serde_json::Value> = stacks
                     .iter()
                     .map(|(name, count)| serde_json::json!({"name": name, "services": count}))
@@ -110,16 +111,20 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<[String; 2]> = stacks
-                .iter()
-                .map(|(name, count)| [name.to_string(), count.to_string()])
-                .collect();
-            print!("{}", table(["NAME", "SERVICES"], &rows));
+            let rows = Rows {
+                header: ["NAME", "SERVICES"],
+                rows: stacks
+                    .iter()
+                    .map(|(name, count)| [name.to_string(), count.to_string()])
+                    .collect(),
+            };
+            print!("{}", rows.render(&format)?);
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Services {
             name,
             quiet,
+            no_trunc,
             format,
         } => {
             let mut view = view(host).await?;
@@ -128,14 +133,10 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            print_services(&view, quiet, format)?;
+            print_services(&view, quiet, &format, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }
-        StackCommand::Ps {
-            name,
-            filter,
-            format,
-        } => {
+        StackCommand::Ps { name, listing } => {
             let view = view(host).await?;
             let services: Vec<String> = view
                 .services
@@ -146,14 +147,14 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
             if services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
-            let desired = desired_filter(filter.as_deref())?;
+            let filter = listing.filter()?;
             let tasks = view
                 .tasks
                 .iter()
                 .filter(|t| services.contains(&t.service_name))
-                .filter(|t| desired.is_none_or(|d: DesiredState| t.desired == d))
+                .filter(|t| filter.matches(t, hostname(&view, t)))
                 .collect();
-            print_tasks(&view, tasks, format)?;
+            print_tasks(&view, tasks, &listing)?;
             Ok(ExitCode::SUCCESS)
         }
         StackCommand::Rm { names } => {

@@ -6,16 +6,41 @@ use swarm_api::spec::PublishMode;
 use swarm_api::task::{DesiredState, ServicesView, Task, TaskState};
 
 use crate::client::{Host, view};
-use crate::output::{Format, ago, short_id, table};
+use crate::filter::TaskFilter;
+use crate::output::{ListFormat, Rows, ago, listed_id, short_id};
+
+/// The flags every task listing takes (`service ps`, `node ps`, `stack ps`).
+#[derive(Debug, clap::Args)]
+pub struct TaskListArgs {
+    /// Only tasks matching KEY=VALUE: id (a prefix), name (a prefix, `web.1`), node (id
+    /// prefix or hostname), desired-state (running, shutdown or accepted); repeat a key for
+    /// alternatives
+    #[arg(long, short)]
+    filter: Vec<String>,
+    /// Only the IDs
+    #[arg(long, short)]
+    quiet: bool,
+    /// Whole ids
+    #[arg(long)]
+    no_trunc: bool,
+    /// table, json, or a template: `{{.Name}}`, `table {{.Name}}\t{{.CurrentState}}`
+    #[arg(long, default_value = "table")]
+    format: ListFormat,
+}
+
+impl TaskListArgs {
+    pub fn filter(&self) -> anyhow::Result<TaskFilter> {
+        TaskFilter::parse(&self.filter)
+    }
+}
 
 /// `swarm node ps NODE…`: the tasks on nodes.
 pub async fn node_ps(
     host: &Host,
     nodes: &[String],
-    filter: Option<&str>,
-    format: Format,
+    listing: &TaskListArgs,
 ) -> anyhow::Result<ExitCode> {
-    let desired = desired_filter(filter)?;
+    let filter = listing.filter()?;
     let view = view(host).await?;
     let mut tasks = Vec::new();
     for reference in nodes {
@@ -37,30 +62,23 @@ pub async fn node_ps(
             view.tasks
                 .iter()
                 .filter(|t| t.node_id.as_ref() == Some(*id))
-                .filter(|t| desired.is_none_or(|d| t.desired == d)),
+                .filter(|t| filter.matches(t, hostname(&view, t))),
         );
     }
-    print_tasks(&view, tasks, format)?;
+    print_tasks(&view, tasks, listing)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--filter desired-state=running|shutdown`, the one filter the task listings take.
-pub fn desired_filter(filter: Option<&str>) -> anyhow::Result<Option<DesiredState>> {
-    match filter {
-        None => Ok(None),
-        Some("desired-state=running") => Ok(Some(DesiredState::Running)),
-        Some("desired-state=shutdown") => Ok(Some(DesiredState::Shutdown)),
-        Some(other) => anyhow::bail!(
-            "unsupported filter {other:?}: use desired-state=running or desired-state=shutdown"
-        ),
-    }
+/// The hostname of `task`'s node, as `view` knows it.
+pub fn hostname<'a>(view: &'a ServicesView, task: &Task) -> Option<&'a str> {
+    view.nodes.get(task.node_id.as_ref()?).map(String::as_str)
 }
 
 /// `tasks` as `docker service ps` prints them (JSON with `--format json`).
 pub fn print_tasks(
     view: &ServicesView,
     mut tasks: Vec<&Task>,
-    format: Format,
+    listing: &TaskListArgs,
 ) -> anyhow::Result<()> {
     // Docker's order: by name (slot), the live task first, then its history, newest first.
     tasks.sort_by(|a, b| {
@@ -78,8 +96,14 @@ pub fn print_tasks(
             ))
             .then(b.created_at.cmp(&a.created_at))
     });
-    if format == Format::Json {
+    if listing.format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
+        return Ok(());
+    }
+    if listing.quiet {
+        for task in &tasks {
+            println!("{}", task.id);
+        }
         return Ok(());
     }
     let now = std::time::SystemTime::now()
@@ -139,7 +163,7 @@ pub fn print_tasks(
                 .map(|p| p.to_string())
                 .collect();
             [
-                short_id(&task.id).to_owned(),
+                listed_id(&task.id, listing.no_trunc),
                 shown,
                 task.spec.container.image.clone(),
                 node,
@@ -150,21 +174,19 @@ pub fn print_tasks(
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            [
-                "ID",
-                "NAME",
-                "IMAGE",
-                "NODE",
-                "DESIRED STATE",
-                "CURRENT STATE",
-                "ERROR",
-                "PORTS"
-            ],
-            &rows
-        )
-    );
+    let rows = Rows {
+        header: [
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS",
+        ],
+        rows,
+    };
+    print!("{}", rows.render(&listing.format)?);
     Ok(())
 }

@@ -11,7 +11,7 @@ use swarm_api::units::ByteSize;
 use swarm_api::volume::VolumeInfo;
 
 use crate::client::{self, Host};
-use crate::output::{Format, print_listing, table};
+use crate::output::{ListFormat, Rows, print_listing};
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
@@ -21,8 +21,9 @@ pub enum VolumeCommand {
         /// Only the names
         #[arg(long, short)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        /// table, json, or a template: `{{.Name}}`, `table {{.ID}}\t{{.Name}}`
+        #[arg(long, default_value = "table")]
+        format: ListFormat,
     },
     /// Show volumes: where their data is, their options and the containers using them
     Inspect {
@@ -50,7 +51,7 @@ pub async fn run(host: &Host, command: VolumeCommand) -> anyhow::Result<ExitCode
                 .into_inner()
                 .json;
             let volumes: Vec<VolumeInfo> = serde_json::from_str(&json)?;
-            print_listing(&volumes, format, quiet, |v| v.name.as_str(), volumes_table)?;
+            print_listing(&volumes, &format, quiet, |v| v.name.as_str(), volumes_table)?;
         }
         VolumeCommand::Inspect { volumes } => {
             let mut found = Vec::new();
@@ -96,7 +97,7 @@ pub async fn run(host: &Host, command: VolumeCommand) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn volumes_table(volumes: &[VolumeInfo]) -> String {
+fn volumes_table(volumes: &[VolumeInfo]) -> Rows<4> {
     let rows: Vec<[String; 4]> = volumes
         .iter()
         .map(|v| {
@@ -108,5 +109,8 @@ fn volumes_table(volumes: &[VolumeInfo]) -> String {
             ]
         })
         .collect();
-    table(["DRIVER", "VOLUME NAME", "SIZE", "CONTAINERS"], &rows)
+    Rows {
+        header: ["DRIVER", "VOLUME NAME", "SIZE", "CONTAINERS"],
+        rows,
+    }
 }

@@ -495,6 +495,7 @@ impl Control for ControlApi {
                 availability: format!("{:?}", node.availability).to_lowercase(),
                 status: format!("{:?}", node.status).to_lowercase(),
                 address: node.address,
+                labels: node.labels.into_iter().collect(),
             })
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
@@ -908,6 +909,19 @@ impl Control for ControlApi {
         let stream = super::service_watch::follow(raft, request.into_inner().service).await?;
         Ok(Response::new(stream))
     }
+
+    type EventsStream = super::events::Stream;
+
+    async fn events(
+        &self,
+        request: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        self.allow(&request)?;
+        let hub = self.daemon.event_hub().await?;
+        let stream = super::events::follow(&hub, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+
     async fn add_repository(
         &self,
         request: Request<pb::AddRepositoryRequest>,

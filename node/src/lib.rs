@@ -10,6 +10,7 @@ mod agent;
 mod control;
 mod dispatcher;
 pub mod dns;
+mod events;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
@@ -154,6 +155,8 @@ struct Manager {
     driver: DriverTask,
     /// The nodes whose agents send their logs through this manager.
     logs: Arc<logs::LogBroker>,
+    /// The cluster's events as this manager derives them (`swarm events`).
+    events: Arc<swarm_controller::store::events::EventHub>,
 }
 
 /// How long a stopping manager waits for its connections' calls to finish.
@@ -512,6 +515,8 @@ impl Daemon {
         let notifier = tokio::spawn(notify::run(raft.clone(), raft_id));
         let watcher = tokio::spawn(gitops::run(raft.clone(), raft_id, self.path("gitops")));
         let dispatcher = tokio::spawn(dispatcher::follow_assignments(raft.clone(), assignments));
+        let event_hub = Arc::new(events::hub());
+        let recorder = tokio::spawn(events::record(raft.clone(), event_hub.clone()));
         let key_wrapper = tokio::spawn(lock::follow_unlock_key(raft.clone(), self.clone()));
         let mut tasks = vec![
             refresher,
@@ -520,6 +525,7 @@ impl Daemon {
             notifier,
             watcher,
             dispatcher,
+            recorder,
             key_wrapper,
         ];
         if self.config.metrics_addr.is_some() {
@@ -532,6 +538,7 @@ impl Daemon {
             server: Some((stop_server, server)),
             driver,
             logs: log_broker,
+            events: event_hub,
         })
     }
 
@@ -542,16 +549,32 @@ impl Daemon {
             .map(|(raft, state, _)| (raft, state))
     }
 
+    /// A manager's events, or the error a CLI user can act on.
+    async fn event_hub(&self) -> Result<Arc<swarm_controller::store::events::EventHub>, Status> {
+        self.on_manager(|manager, _| manager.events.clone()).await
+    }
+
     /// A manager's raft handle and its log broker, or the error a CLI user can act on.
     async fn log_broker(
         &self,
     ) -> Result<(RaftHandle<Store>, NodeState, Arc<logs::LogBroker>), Status> {
+        self.on_manager(|manager, state| {
+            (manager.raft.clone(), state.clone(), manager.logs.clone())
+        })
+        .await
+    }
+
+    /// What `read` takes from the running manager, or the error a CLI user can act on.
+    async fn on_manager<R>(
+        &self,
+        read: impl FnOnce(&Manager, &NodeState) -> R,
+    ) -> Result<R, Status> {
         match &*self.membership.lock().await {
             Membership::Member(Member {
                 manager: Some(manager),
                 state,
                 ..
-            }) => Ok((manager.raft.clone(), state.clone(), manager.logs.clone())),
+            }) => Ok(read(manager, state)),
             Membership::Member(_) => Err(Status::failed_precondition(
                 "this node is a worker: worker nodes cannot be used to view or modify cluster state; run the command on a manager",
             )),

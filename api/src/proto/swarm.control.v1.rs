@@ -8,6 +8,49 @@ pub struct WatchServiceRequest {
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventsRequest {
+    /// `KEY=VALUE` each (swarm_api::events::EventFilter).
+    #[prost(string, repeated, tag = "1")]
+    pub filters: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Replay the kept events from this time on (Unix nanoseconds); absent: only new ones.
+    #[prost(int64, optional, tag = "2")]
+    pub since_nano: ::core::option::Option<i64>,
+    /// End the stream once this time has passed (Unix nanoseconds); absent: never.
+    #[prost(int64, optional, tag = "3")]
+    pub until_nano: ::core::option::Option<i64>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventsMessage {
+    #[prost(oneof = "events_message::Message", tags = "1, 2")]
+    pub message: ::core::option::Option<events_message::Message>,
+}
+/// Nested message and enum types in `EventsMessage`.
+pub mod events_message {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Message {
+        /// A swarm_api::events::Event as JSON.
+        #[prost(string, tag = "1")]
+        Event(::prost::alloc::string::String),
+        /// Events asked for that the stream cannot give.
+        #[prost(message, tag = "2")]
+        Gap(super::EventsGap),
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventsGap {
+    /// `since` is older than what the manager keeps: it has every event from this time on
+    /// (Unix nanoseconds), not before.
+    #[prost(int64, optional, tag = "1")]
+    pub kept_since_nano: ::core::option::Option<i64>,
+    /// Events lost because the client read slower than they came.
+    #[prost(uint64, tag = "2")]
+    pub lost: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WatchServiceMessage {
     /// A swarm_api::task::ServicesView as JSON, of the one service, its tasks and their
     /// nodes' names.
@@ -268,7 +311,7 @@ pub struct UpdateAutolockResponse {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListNodesRequest {}
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Node {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -294,6 +337,12 @@ pub struct Node {
     /// not found in PATH"); empty when nothing is.
     #[prost(string, tag = "9")]
     pub message: ::prost::alloc::string::String,
+    /// The node's labels (`node update --label-add`), for `node ls --filter node.label=`.
+    #[prost(map = "string, string", tag = "10")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1397,6 +1446,33 @@ pub mod control_client {
                 .insert(GrpcMethod::new("swarm.control.v1.Control", "WatchService"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// The cluster's events (`swarm events`) as the manager asked derives them from its own
+        /// replica of the store: first those it keeps from `since_nano` on (when asked), then each
+        /// as it happens, until `until_nano` (when asked) or the client goes.
+        pub async fn events(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EventsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::EventsMessage>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/swarm.control.v1.Control/Events",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("swarm.control.v1.Control", "Events"));
+            self.inner.server_streaming(req, path, codec).await
+        }
         /// Declares a repository (`swarm repo add`); its credentials and webhook secret are
         /// stored with it, for the leader's watcher only.
         pub async fn add_repository(
@@ -2072,6 +2148,19 @@ pub mod control_server {
             tonic::Response<Self::WatchServiceStream>,
             tonic::Status,
         >;
+        /// Server streaming response type for the Events method.
+        type EventsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::EventsMessage, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The cluster's events (`swarm events`) as the manager asked derives them from its own
+        /// replica of the store: first those it keeps from `since_nano` on (when asked), then each
+        /// as it happens, until `until_nano` (when asked) or the client goes.
+        async fn events(
+            &self,
+            request: tonic::Request<super::EventsRequest>,
+        ) -> std::result::Result<tonic::Response<Self::EventsStream>, tonic::Status>;
         /// Declares a repository (`swarm repo add`); its credentials and webhook secret are
         /// stored with it, for the leader's watcher only.
         async fn add_repository(
@@ -3259,6 +3348,52 @@ pub mod control_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WatchServiceSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/swarm.control.v1.Control/Events" => {
+                    #[allow(non_camel_case_types)]
+                    struct EventsSvc<T: Control>(pub Arc<T>);
+                    impl<
+                        T: Control,
+                    > tonic::server::ServerStreamingService<super::EventsRequest>
+                    for EventsSvc<T> {
+                        type Response = super::EventsMessage;
+                        type ResponseStream = T::EventsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EventsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Control>::events(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EventsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -20,6 +20,7 @@ use crate::raft::replica::StateMachine;
 mod assignments;
 pub mod client;
 mod endpoints;
+pub mod events;
 mod files;
 #[cfg(test)]
 pub(crate) mod fixtures;
