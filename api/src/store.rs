@@ -344,6 +344,9 @@ pub struct NodeDescription {
     /// The UDP port it takes overlay (VXLAN) traffic on, at its address's host.
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,
+    /// The TCP port its metrics endpoint listens on (`--metrics-addr`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
 }
 
 fn default_data_path_port() -> u16 {

@@ -204,7 +204,7 @@ impl Daemon {
                 labels: Default::default(),
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
-                description: describe_machine(self.config.data_path_port),
+                description: describe_machine(self.config.data_path_port, self.config.metrics_addr),
                 subnet: None,
                 worker_error: None,
             }),

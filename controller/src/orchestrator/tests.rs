@@ -88,6 +88,7 @@ impl Sim {
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 * GIB,
                 data_path_port: swarm_api::endpoints::VXLAN_PORT,
+                metrics_port: None,
             },
             subnet: None,
             worker_error: None,
