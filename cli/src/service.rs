@@ -21,7 +21,7 @@ use crate::client::{self, Host, view};
 use crate::converge::{Change, Wait};
 use crate::output::{Format, print_services_from};
 use crate::rollback_flags::RollbackFlags;
-use crate::tasks::{desired_filter, print_tasks};
+use crate::tasks::{desired_filter, print_ports_taken, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -359,8 +359,17 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             let desired = desired_filter(filter.as_deref())?;
             let view = view(host).await?;
             let mut tasks: Vec<&Task> = Vec::new();
+            let mut published = Vec::new();
             for reference in &services {
                 let service = resolve(&view, reference)?;
+                published.extend(
+                    service
+                        .spec
+                        .endpoint
+                        .ports
+                        .iter()
+                        .filter_map(|p| Some(format!("{}/{}", p.published?, p.protocol))),
+                );
                 tasks.extend(
                     view.tasks
                         .iter()
@@ -369,6 +378,9 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 );
             }
             print_tasks(&view, tasks, format)?;
+            if format != crate::output::Format::Json {
+                print_ports_taken(host, |_, port| published.iter().any(|p| p == port)).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Inspect { services, pretty } => {

@@ -18,6 +18,7 @@ pub async fn node_ps(
     let desired = desired_filter(filter)?;
     let view = view(host).await?;
     let mut tasks = Vec::new();
+    let mut ids = Vec::new();
     for reference in nodes {
         let matching: Vec<&String> = view
             .nodes
@@ -33,6 +34,7 @@ pub async fn node_ps(
                 matching.len()
             );
         };
+        ids.push((*id).clone());
         tasks.extend(
             view.tasks
                 .iter()
@@ -41,7 +43,35 @@ pub async fn node_ps(
         );
     }
     print_tasks(&view, tasks, format)?;
+    if format != Format::Json {
+        print_ports_taken(host, |node, _| ids.iter().any(|id| id == node)).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a task table, a line per published port another process holds on a node (its
+/// routing mesh leaves the port to that process; the other nodes answer it), for the
+/// (node id, `8080/tcp`) pairs `wanted` picks.
+pub async fn print_ports_taken(
+    host: &Host,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> anyhow::Result<()> {
+    let mut client = crate::client::connect(host).await?;
+    let nodes = client
+        .list_nodes(swarm_api::grpc::control::ListNodesRequest {})
+        .await
+        .map_err(crate::client::explain)?
+        .into_inner()
+        .nodes;
+    for node in &nodes {
+        for port in node.ports_taken.iter().filter(|p| wanted(&node.id, p)) {
+            println!(
+                "port {port} taken by another process on node {}",
+                node.hostname
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--filter desired-state=running|shutdown`, the one filter the task listings take.

@@ -1,5 +1,7 @@
 //! The routing mesh through real daemons on three test hosts: a published port answers on
-//! every host's address, wherever its replicas run; scaled out, answers come from several
+//! every host's address, wherever its replicas run (a host where another process holds the
+//! port says so, leaves it to that process and takes it once it is free; the other hosts
+//! answer meanwhile); scaled out, answers come from several
 //! replicas; a host-mode port answers only on the host that runs its task; a PROXY protocol
 //! port hands its task the client's address, through the task's host or another; under a
 //! bounded load loop, a rolling update and a drained node lose no request; a killed host
@@ -91,6 +93,21 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     let hosts = cluster.hosts.as_ref().expect("test hosts");
     let image = format!("{}/swarm/hello:1", registry.addr());
 
+    // Another process holds port 8080 on host 2 before the service publishes it.
+    let mut squatter = hosts
+        .command(1, "busybox", &["nc", "-l", "-p", "8080"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("a listener on host 2");
+    // Looked for, not connected to: `nc -l` ends after its first connection.
+    wait_for("the listener on host 2", WAIT, || {
+        let sockets = hosts.output(1, "ss", &["-ltnH"]).ok()?;
+        String::from_utf8_lossy(&sockets.stdout)
+            .contains(":8080 ")
+            .then_some(())
+    });
+
     // One replica, on host 3: every host answers.
     ok(
         &cluster,
@@ -117,6 +134,33 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     );
     wait_for("web running", WAIT, || {
         (running(&cluster, "web").len() == 1).then_some(())
+    });
+    // Host 2 says its port is taken; hosts 1 and 3 answer.
+    let taken = "port 8080/tcp taken by another process on node node2";
+    wait_for("service ps showing the taken port", WAIT, || {
+        ok(&cluster, &["service", "ps", "web"])
+            .contains(taken)
+            .then_some(())
+    });
+    assert!(
+        ok(&cluster, &["node", "ps", "node2"]).contains(taken),
+        "node ps shows it too"
+    );
+    assert!(
+        ok(&cluster, &["node", "ls"])
+            .contains("port 8080/tcp taken by another process on this node"),
+        "and node ls, as node2's message"
+    );
+    for i in [0, 2] {
+        wait_for("hosts 1 and 3 answering 8080", WAIT, || {
+            get(at(hosts, i, 8080))
+        });
+    }
+    // The process goes: host 2 takes the port, and says nothing more of it.
+    squatter.kill().expect("the listener killed");
+    squatter.wait().expect("the listener ended");
+    wait_for("the message cleared", WAIT, || {
+        (!ok(&cluster, &["service", "ps", "web"]).contains("taken")).then_some(())
     });
     let page = wait_for("every host answering 8080", WAIT, || {
         let answers: Vec<String> = (0..3).filter_map(|i| get(at(hosts, i, 8080))).collect();

@@ -63,6 +63,7 @@ fn node(n: usize) -> Node {
         },
         subnet: None,
         worker_error: None,
+        ports_taken: Vec::new(),
     }
 }
 

@@ -118,6 +118,7 @@ fn node(n: usize) -> Node {
         },
         subnet: None,
         worker_error: None,
+        ports_taken: Vec::new(),
     }
 }
 

@@ -126,6 +126,7 @@ impl Join for JoinApi {
             },
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.

@@ -31,7 +31,7 @@ mod webhook;
 
 /// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
 /// (`tests/cluster_sim.rs`) runs it too.
-pub use dispatcher::{Heard, judge_nodes};
+pub use dispatcher::{Heard, StoredNode, judge_nodes};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

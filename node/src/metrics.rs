@@ -596,6 +596,7 @@ mod tests {
             description: Default::default(),
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         })
     }
 
@@ -713,6 +714,7 @@ mod tests {
                 id: "n2".into(),
                 status: NodeStatus::Down,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }],
         });
         let tally = &followed.tally;

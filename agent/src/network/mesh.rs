@@ -32,11 +32,16 @@
 //! A port that asks for the PROXY protocol takes the userspace path instead (`proxy`): the
 //! node listens on it and relays each connection after a header carrying the client's
 //! address; only step 3, on the node of the task, stays in the kernel.
+//!
+//! The node holds each port of the kernel path with a bound socket (`hold`), so that no
+//! other process on it takes the port later; a port another process holds already is left
+//! to it (no client rule here, reported to the managers) until the node can hold it.
 
+mod hold;
 mod kernel;
 mod proxy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -45,6 +50,7 @@ use swarm_api::spec::{Protocol, PublishMode};
 
 use super::bridge::{bridge_name, hex_digest};
 
+pub use hold::{Held, PortKey};
 pub use kernel::{Mesh, MeshCounters, counters, follow};
 pub use proxy::Proxies;
 
@@ -86,6 +92,9 @@ pub struct MeshPort {
     /// Clients' connections take the userspace path, which writes a PROXY protocol v2
     /// header: no kernel rule for them.
     pub proxy_protocol: bool,
+    /// Another process on the node holds the port: clients' connections are left to it (no
+    /// rule for them); what other nodes send by the link still reaches the local tasks.
+    pub taken: bool,
 }
 
 impl NodeMesh {
@@ -153,10 +162,32 @@ impl NodeMesh {
                         backends,
                         local: local_backends,
                         proxy_protocol: port.proxy_protocol.is_some(),
+                        taken: false,
                     });
             }
         }
         NodeMesh { link, ports }
+    }
+
+    /// The ports of the kernel path, which the node holds with a socket.
+    pub fn held(&self) -> BTreeSet<PortKey> {
+        self.ports
+            .iter()
+            .filter(|(_, port)| !port.proxy_protocol)
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    /// Leaves the ports of `taken` to the process on the node that holds them.
+    pub fn leave_taken(&mut self, taken: &BTreeSet<PortKey>) {
+        for (key, port) in &mut self.ports {
+            port.taken = taken.contains(key);
+        }
+    }
+
+    /// Whether clients' connections to `port` are DNAT'ed by the kernel rules here.
+    fn kernel_clients(port: &MeshPort) -> bool {
+        !port.backends.is_empty() && !port.proxy_protocol && !port.taken
     }
 
     /// The ports of the userspace path and their backends.
@@ -269,7 +300,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
                 port.service
             );
         }
-        if !port.backends.is_empty() && !port.proxy_protocol {
+        if NodeMesh::kernel_clients(port) {
             let _ = writeln!(
                 out,
                 "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {} comment \"{}\"",
@@ -286,7 +317,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         "\t\ttype nat hook output priority -100; policy accept;"
     );
     for ((protocol, published), port) in &desired.ports {
-        if !port.backends.is_empty() && !port.proxy_protocol {
+        if NodeMesh::kernel_clients(port) {
             let _ = writeln!(
                 out,
                 "\t\tfib daddr type local {} counter name \"{}\" {} comment \"{}\"",
@@ -333,6 +364,22 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\tiifname \"{link}\" ct state new counter name \"{REFUSED_COUNTER}\" reject"
     );
+    // A held port with no task to send to: the node's socket would take the connection
+    // into its backlog and leave it there; refused instead, as with nothing listening.
+    for ((protocol, published), port) in &desired.ports {
+        if port.proxy_protocol || port.taken {
+            continue;
+        }
+        let refusal = match protocol {
+            Protocol::Tcp => "reject with tcp reset",
+            _ => "reject",
+        };
+        let _ = writeln!(
+            out,
+            "\t\tct state new {} {refusal}",
+            l4(*protocol, *published)
+        );
+    }
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain forward {{");
     let _ = writeln!(
@@ -506,6 +553,45 @@ mod tests {
             "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
         ));
         assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
+    }
+
+    #[test]
+    fn a_port_another_process_holds_is_left_to_it_but_other_nodes_still_reach_the_tasks() {
+        let mut mesh = NodeMesh::from_view(
+            &view(),
+            "b",
+            &local(&[("t2", [198, 19, 2, 5]), ("d1", [198, 19, 2, 7])]),
+        );
+        assert_eq!(
+            mesh.held(),
+            [(Protocol::Tcp, 5432), (Protocol::Tcp, 8080)].into(),
+            "both ports are the kernel path's"
+        );
+        let held = render("b", &mesh, &NodeMesh::default());
+        assert!(held.contains("iifname != \""), "{held}");
+        assert!(
+            held.contains(
+                "\t\tct state new meta l4proto tcp th dport 8080 reject with tcp reset\n"
+            ),
+            "a held port nothing DNAT'ed is refused: {held}"
+        );
+        mesh.leave_taken(&[(Protocol::Tcp, 8080)].into());
+        let script = render("b", &mesh, &NodeMesh::default());
+        let link = link_name("b");
+        assert!(
+            !script.contains(
+                "th dport 8080 counter name \"conn_tcp_8080\" dnat ip to numgen random mod 3"
+            ),
+            "no client rule: {script}"
+        );
+        assert!(
+            script.contains(&format!(
+                "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter"
+            )),
+            "what other nodes send still reaches t2: {script}"
+        );
+        assert!(!script.contains("dport 8080 reject"), "{script}");
+        assert!(script.contains("th dport 5432 counter name \"conn_tcp_5432\" dnat"));
     }
 
     #[test]

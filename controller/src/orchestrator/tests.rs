@@ -92,6 +92,7 @@ impl Sim {
             },
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         }));
     }
 
@@ -281,6 +282,7 @@ impl Sim {
                 id: node.to_owned(),
                 status,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }],
         });
     }

@@ -515,6 +515,7 @@ mod tests {
                     id: "a".into(),
                     status: NodeStatus::Down,
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 }],
             });
             self.pass();
@@ -643,6 +644,7 @@ mod tests {
                         NodeStatus::Ready
                     },
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 }],
             });
         }

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
 
-use super::{MeshLink, NodeMesh, Proxies, link_mac, link_name, render, table_name};
+use super::{Held, MeshLink, NodeMesh, PortKey, Proxies, link_mac, link_name, render, table_name};
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
@@ -295,6 +295,8 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 /// Keeps the node's mesh on its endpoint table and the addresses of its tasks (each
 /// address's task id, by `task_of`): a reconcile
 /// at every change that changes the desired state, again after a wait while one fails.
+/// The ports another process on the node holds are sent on `taken` at each change, and
+/// tried again after a wait until the node holds them.
 /// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
 /// the tasks outlive a daemon restart, and so do their published ports.
 pub async fn follow<T: Send + Sync + 'static>(
@@ -302,11 +304,11 @@ pub async fn follow<T: Send + Sync + 'static>(
     mut views: tokio::sync::watch::Receiver<NetworkView>,
     mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, T>>,
     task_of: fn(&T) -> &str,
+    taken: tokio::sync::watch::Sender<std::collections::BTreeSet<PortKey>>,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
     let mut proxies = Proxies::default();
-    // The ports that could not be bound, said once each.
-    let mut warned = std::collections::BTreeSet::new();
+    let mut held = Held::default();
     let mut applied: Option<NodeMesh> = None;
     let mut last_error = None;
     let mut retry = RETRY;
@@ -316,15 +318,33 @@ pub async fn follow<T: Send + Sync + 'static>(
             .iter()
             .map(|(address, task)| (task_of(task).to_owned(), *address))
             .collect();
-        let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        let mut desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        let mut now_taken = std::collections::BTreeSet::new();
         let unbound = proxies.set(&desired.proxied());
-        for (port, error) in &unbound {
-            // Taken by something else on this node: the other nodes answer it still.
-            if warned.insert(*port) {
+        // A port not bound yet, whatever the reason, is tried again after a wait.
+        let mut unheld = !unbound.is_empty();
+        for (port, error) in unbound {
+            if error.kind() == std::io::ErrorKind::AddrInUse {
+                now_taken.insert((swarm_api::spec::Protocol::Tcp, port));
+            } else {
                 tracing::warn!(node = node_id, port, %error, "cannot listen on a published port");
             }
         }
-        warned.retain(|port| unbound.iter().any(|(p, _)| p == port));
+        now_taken.extend(held.set(&desired.held()));
+        unheld |= !now_taken.is_empty();
+        desired.leave_taken(&now_taken);
+        taken.send_if_modified(|reported| {
+            // Taken by something else on this node: the other nodes answer it still.
+            for (protocol, port) in now_taken.difference(reported) {
+                tracing::warn!(node = node_id, port, %protocol, "a published port is taken by another process: left to it");
+            }
+            for (protocol, port) in reported.difference(&now_taken) {
+                tracing::info!(node = node_id, port, %protocol, "a published port taken by another process is the mesh's again");
+            }
+            let changed = *reported != now_taken;
+            reported.clone_from(&now_taken);
+            changed
+        });
         if applied.as_ref() != Some(&desired) {
             let wanted = desired.clone();
             let (back, outcome) = tokio::task::spawn_blocking(move || {
@@ -354,7 +374,7 @@ pub async fn follow<T: Send + Sync + 'static>(
         let changed = tokio::select! {
             changed = views.changed() => changed.is_ok(),
             changed = addresses.changed() => changed.is_ok(),
-            _ = tokio::time::sleep(retry), if applied.is_none() || !warned.is_empty() => true,
+            _ = tokio::time::sleep(retry), if applied.is_none() || unheld => true,
         };
         if !changed {
             return;
