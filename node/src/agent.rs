@@ -128,9 +128,10 @@ async fn run(
         state.node_id.clone(),
         worker.network_view(),
     ));
+    let relayed = swarm_agent::network::RelayedBytes::default();
     daemon
         .metrics
-        .mesh_of(&state.node_id, worker.network_view());
+        .mesh_of(&state.node_id, worker.network_view(), relayed.clone());
     // The node's published ports follow the mesh part of its view and its tasks' addresses.
     let mesh = tokio::spawn(swarm_agent::network::follow_mesh(
         state.node_id.clone(),
@@ -138,6 +139,7 @@ async fn run(
         worker.task_addresses(),
         |asker: &swarm_agent::worker::Asker| asker.task_id.as_str(),
         ports_taken,
+        relayed,
     ));
     // The node's DNS server for its tasks, stopped with the agent.
     let dns = async {

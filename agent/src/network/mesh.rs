@@ -52,7 +52,7 @@ use super::bridge::{bridge_name, hex_digest};
 
 pub use hold::{Held, PortKey};
 pub use kernel::{Mesh, MeshCounters, counters, follow};
-pub use proxy::Proxies;
+pub use proxy::{Proxies, RelayedBytes};
 
 /// What a node's mesh is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -258,6 +258,46 @@ pub fn connections_counter(protocol: Protocol, port: u16) -> String {
 /// with no task here.
 pub const REFUSED_COUNTER: &str = "refused";
 
+/// Which way a connection's bytes go: `In` from its client to its task (the connection's
+/// original direction), `Out` back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// The named counter of the bytes of a port's connections one way. The nat rules see only
+/// a connection's first packet: they mark the connection (`ct mark`, [`connection_mark`])
+/// and a filter chain counts every packet of marked connections.
+pub fn bytes_counter(protocol: Protocol, port: u16, direction: Direction) -> String {
+    format!("bytes_{protocol}_{port}_{}", direction.as_str())
+}
+
+/// The high byte of every connection mark the mesh sets: the mesh's connections are told
+/// from others' (whose marks it never changes) by it.
+const MARK_TAG: u32 = 0x4d00_0000;
+const MARK_TAG_MASK: u32 = 0xff00_0000;
+
+/// The conntrack mark of the connections of a published port: [`MARK_TAG`], the protocol's
+/// number, the port.
+pub fn connection_mark(protocol: Protocol, port: u16) -> u32 {
+    let number: u32 = match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    };
+    MARK_TAG | (number << 16) | u32::from(port)
+}
+
 /// The node's whole ruleset as one `nft -f` script, applied in one transaction: the table
 /// made if missing and flushed (its chains emptied, its counters kept, so they count on
 /// across changes), the counters of ports `previous` had and `desired` has not removed,
@@ -272,16 +312,18 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     for (protocol, port) in previous.ports.keys() {
         if !desired.ports.contains_key(&(*protocol, *port)) {
             // Made first, so the delete holds whatever the kernel has.
-            let counter = connections_counter(*protocol, *port);
-            let _ = writeln!(out, "add counter ip {table} {counter}");
-            let _ = writeln!(out, "delete counter ip {table} {counter}");
+            for counter in port_counters(*protocol, *port) {
+                let _ = writeln!(out, "add counter ip {table} {counter}");
+                let _ = writeln!(out, "delete counter ip {table} {counter}");
+            }
         }
     }
     let _ = writeln!(out, "table ip {table} {{");
     let _ = writeln!(out, "\tcounter {REFUSED_COUNTER} {{\n\t}}");
     for (protocol, port) in desired.ports.keys() {
-        let counter = connections_counter(*protocol, *port);
-        let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");
+        for counter in port_counters(*protocol, *port) {
+            let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");
+        }
     }
 
     let _ = writeln!(out, "\tchain prerouting {{");
@@ -292,10 +334,14 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     for ((protocol, published), port) in &desired.ports {
         let matches = l4(*protocol, *published);
         let counter = connections_counter(*protocol, *published);
+        let mark = format!(
+            "ct mark set {:#010x}",
+            connection_mark(*protocol, *published)
+        );
         if port.mode == PublishMode::Ingress && desired.link.is_some() && !port.local.is_empty() {
             let _ = writeln!(
                 out,
-                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {} comment \"{}\"",
+                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.local),
                 port.service
             );
@@ -303,7 +349,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         if NodeMesh::kernel_clients(port) {
             let _ = writeln!(
                 out,
-                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {} comment \"{}\"",
+                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.backends),
                 port.service
             );
@@ -320,9 +366,10 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         if NodeMesh::kernel_clients(port) {
             let _ = writeln!(
                 out,
-                "\t\tfib daddr type local {} counter name \"{}\" {} comment \"{}\"",
+                "\t\tfib daddr type local {} counter name \"{}\" ct mark set {:#010x} {} comment \"{}\"",
                 l4(*protocol, *published),
                 connections_counter(*protocol, *published),
+                connection_mark(*protocol, *published),
                 dnat(&port.backends),
                 port.service
             );
@@ -393,8 +440,43 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     let _ = writeln!(out, "\t\tiifname \"{link}\" drop");
     let _ = writeln!(out, "\t}}");
+
+    // Every packet of the mesh's connections, counted once on this node: each enters it
+    // from an interface (prerouting) or from a local client (output), after the nat rules
+    // marked its connection.
+    let _ = writeln!(out, "\tchain count_bytes {{");
+    for (protocol, published) in desired.ports.keys() {
+        let mark = connection_mark(*protocol, *published);
+        for (direction, state) in [(Direction::In, "original"), (Direction::Out, "reply")] {
+            let _ = writeln!(
+                out,
+                "\t\tct mark {mark:#010x} ct direction {state} counter name \"{}\"",
+                bytes_counter(*protocol, *published, direction)
+            );
+        }
+    }
+    let _ = writeln!(out, "\t}}");
+    let marked = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x} jump count_bytes");
+    for (chain, hook) in [("arriving", "prerouting"), ("leaving_local", "output")] {
+        let _ = writeln!(out, "\tchain {chain} {{");
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {hook} priority filter; policy accept;"
+        );
+        let _ = writeln!(out, "\t\t{marked}");
+        let _ = writeln!(out, "\t}}");
+    }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// The named counters of one published port.
+fn port_counters(protocol: Protocol, port: u16) -> [String; 3] {
+    [
+        connections_counter(protocol, port),
+        bytes_counter(protocol, port, Direction::In),
+        bytes_counter(protocol, port, Direction::Out),
+    ]
 }
 
 #[cfg(test)]
@@ -547,12 +629,17 @@ mod tests {
             "table ip {table} {{}}\nflush table ip {table}\ntable ip {table} {{\n"
         )));
         assert!(script.contains(&format!(
-            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
+            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
         )));
         assert!(script.contains(
-            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" ct mark set 0x4d061538 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
         ));
         assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
+        // Each way of the port's marked connections has its counter.
+        assert!(script.contains(
+            "\t\tct mark 0x4d061f90 ct direction original counter name \"bytes_tcp_8080_in\"\n\t\tct mark 0x4d061f90 ct direction reply counter name \"bytes_tcp_8080_out\"\n"
+        ));
+        assert!(script.contains("\t\tct mark and 0xff000000 == 0x4d000000 jump count_bytes\n"));
     }
 
     #[test]
@@ -579,9 +666,7 @@ mod tests {
         let script = render("b", &mesh, &NodeMesh::default());
         let link = link_name("b");
         assert!(
-            !script.contains(
-                "th dport 8080 counter name \"conn_tcp_8080\" dnat ip to numgen random mod 3"
-            ),
+            !script.contains("fib daddr type local meta l4proto tcp th dport 8080"),
             "no client rule: {script}"
         );
         assert!(
@@ -591,7 +676,7 @@ mod tests {
             "what other nodes send still reaches t2: {script}"
         );
         assert!(!script.contains("dport 8080 reject"), "{script}");
-        assert!(script.contains("th dport 5432 counter name \"conn_tcp_5432\" dnat"));
+        assert!(script.contains("fib daddr type local meta l4proto tcp th dport 5432"));
     }
 
     #[test]

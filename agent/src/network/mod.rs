@@ -47,9 +47,10 @@ pub use files::{
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use mesh::{
-    Mesh, MeshCounters, MeshLink, MeshPort, NodeMesh, PortKey as MeshPortKey, Proxies,
-    counters as mesh_counters, follow as follow_mesh, link_mac as mesh_link_mac,
-    link_name as mesh_link_name, render as render_mesh, table_name as mesh_table_name,
+    Direction as MeshDirection, Mesh, MeshCounters, MeshLink, MeshPort, NodeMesh,
+    PortKey as MeshPortKey, Proxies, RelayedBytes, counters as mesh_counters,
+    follow as follow_mesh, link_mac as mesh_link_mac, link_name as mesh_link_name,
+    render as render_mesh, table_name as mesh_table_name,
 };
 pub use overlay::{
     LocalEndpoint, LocalTask, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,

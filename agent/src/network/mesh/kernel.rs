@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 
 use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
 
-use super::{Held, MeshLink, NodeMesh, PortKey, Proxies, link_mac, link_name, render, table_name};
+use super::{
+    Held, MeshLink, NodeMesh, PortKey, Proxies, RelayedBytes, link_mac, link_name, render,
+    table_name,
+};
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
@@ -122,11 +125,12 @@ impl Mesh {
 }
 
 /// What the node's mesh counted since its table was made: the connections each port's
-/// rules sent on (by protocol and port), and those refused because they came by the link
-/// for a port with no task here.
+/// rules sent on (by protocol and port), the bytes of its connections each way, and the
+/// connections refused because they came by the link for a port with no task here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshCounters {
     pub connections: BTreeMap<(swarm_api::spec::Protocol, u16), u64>,
+    pub bytes: BTreeMap<(swarm_api::spec::Protocol, u16, super::Direction), u64>,
     pub refused: u64,
 }
 
@@ -153,18 +157,22 @@ fn parse_counters(json: &str) -> MeshCounters {
     let mut counters = MeshCounters::default();
     for item in value["nftables"].as_array().into_iter().flatten() {
         let counter = &item["counter"];
-        let (Some(name), Some(packets)) = (counter["name"].as_str(), counter["packets"].as_u64())
-        else {
+        let (Some(name), Some(packets), Some(bytes)) = (
+            counter["name"].as_str(),
+            counter["packets"].as_u64(),
+            counter["bytes"].as_u64(),
+        ) else {
             continue;
         };
         if name == super::REFUSED_COUNTER {
             counters.refused = packets;
             continue;
         }
-        let mut parts = name.split('_');
-        let (Some("conn"), Some(protocol), Some(port)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+        let parts: Vec<&str> = name.split('_').collect();
+        let (kind, protocol, port, direction) = match parts[..] {
+            [kind, protocol, port] => (kind, protocol, port, None),
+            [kind, protocol, port, direction] => (kind, protocol, port, Some(direction)),
+            _ => continue,
         };
         let protocol = match protocol {
             "tcp" => Protocol::Tcp,
@@ -172,8 +180,24 @@ fn parse_counters(json: &str) -> MeshCounters {
             "sctp" => Protocol::Sctp,
             _ => continue,
         };
-        if let Ok(port) = port.parse() {
-            counters.connections.insert((protocol, port), packets);
+        let Ok(port) = port.parse() else {
+            continue;
+        };
+        match (kind, direction) {
+            ("conn", None) => {
+                counters.connections.insert((protocol, port), packets);
+            }
+            ("bytes", Some("in")) => {
+                counters
+                    .bytes
+                    .insert((protocol, port, super::Direction::In), bytes);
+            }
+            ("bytes", Some("out")) => {
+                counters
+                    .bytes
+                    .insert((protocol, port, super::Direction::Out), bytes);
+            }
+            _ => {}
         }
     }
     counters
@@ -296,7 +320,8 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 /// address's task id, by `task_of`): a reconcile
 /// at every change that changes the desired state, again after a wait while one fails.
 /// The ports another process on the node holds are sent on `taken` at each change, and
-/// tried again after a wait until the node holds them.
+/// tried again after a wait until the node holds them. The userspace path counts the
+/// bytes it relays into `relayed`.
 /// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
 /// the tasks outlive a daemon restart, and so do their published ports.
 pub async fn follow<T: Send + Sync + 'static>(
@@ -305,9 +330,10 @@ pub async fn follow<T: Send + Sync + 'static>(
     mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, T>>,
     task_of: fn(&T) -> &str,
     taken: tokio::sync::watch::Sender<std::collections::BTreeSet<PortKey>>,
+    relayed: RelayedBytes,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
-    let mut proxies = Proxies::default();
+    let mut proxies = Proxies::counting_into(relayed);
     let mut held = Held::default();
     let mut applied: Option<NodeMesh> = None;
     let mut last_error = None;
@@ -393,8 +419,17 @@ mod tests {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
             {"counter": {"family": "ip", "name": "refused", "table": "t", "handle": 2, "packets": 3, "bytes": 180}},
             {"counter": {"family": "ip", "name": "conn_tcp_8080", "table": "t", "handle": 3, "packets": 41, "bytes": 2460}},
-            {"counter": {"family": "ip", "name": "conn_udp_53", "table": "t", "handle": 4, "packets": 7, "bytes": 420}}]}"#;
+            {"counter": {"family": "ip", "name": "conn_udp_53", "table": "t", "handle": 4, "packets": 7, "bytes": 420}},
+            {"counter": {"family": "ip", "name": "bytes_tcp_8080_in", "table": "t", "handle": 5, "packets": 90, "bytes": 9000}},
+            {"counter": {"family": "ip", "name": "bytes_tcp_8080_out", "table": "t", "handle": 6, "packets": 80, "bytes": 64000}}]}"#;
         let counters = parse_counters(json);
+        use super::super::Direction;
+        assert_eq!(counters.bytes[&(Protocol::Tcp, 8080, Direction::In)], 9000);
+        assert_eq!(
+            counters.bytes[&(Protocol::Tcp, 8080, Direction::Out)],
+            64000
+        );
+        assert_eq!(counters.bytes.len(), 2);
         assert_eq!(counters.refused, 3);
         assert_eq!(counters.connections[&(Protocol::Tcp, 8080)], 41);
         assert_eq!(counters.connections[&(Protocol::Udp, 53)], 7);
