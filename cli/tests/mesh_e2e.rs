@@ -72,11 +72,21 @@ fn running(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
 /// show zero is stable under the whole suite's load, then it becomes zero.
 fn few_failed(answered: usize, failures: usize) {
     let total = answered + failures;
+    eprintln!("{failures} of {total} requests failed");
     assert!(
         failures * 500 <= total,
         "{failures} of {total} requests failed: more than 0.2 %"
     );
 }
+
+/// The requests a killed replica may fail: those in flight on it, which the loop (one
+/// request at a time, a few hundred a second) sends it from its death until its node's
+/// rules drop it: one at the kill, and those of the window between (the worker sees the
+/// exit at once through a pidfd; the ruleset changes at the next `nft` run, tens of
+/// milliseconds on this machine under load). Other nodes that still send it connections
+/// for a moment are covered: its node sends them on to a live task. 0 to 7 were seen in
+/// ten runs at a load average of 7 on 2 cores.
+const KILLED_IN_FLIGHT: usize = 10;
 
 #[test]
 fn published_ports_answer_on_every_host_through_the_mesh() {
@@ -194,6 +204,53 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         });
         assert!(seen.iter().all(|p| p.ends_with(" v1")), "{seen:?}");
     }
+
+    // A replica's container on host 3 killed under a bounded load loop through host 1: host
+    // 3 drops it from its rules as soon as its worker sees the exit, the other hosts once
+    // the managers' view says it stopped; the service heals back to five.
+    let node3 = cluster.node_id(2).expect("node 3's id");
+    let victim = running(&cluster, "web")
+        .into_iter()
+        .find(|t| t["node_id"] == node3.as_str())
+        .expect("a replica on host 3")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entry = at(hosts, 0, 8080);
+    let (answers, failures) = load_while(
+        || get(entry),
+        || {
+            let killed = std::time::Instant::now();
+            let status = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(cluster.data(2).join("runc"))
+                .args(["kill", &victim, "KILL"])
+                .status()
+                .expect("runc kill");
+            assert!(status.success(), "runc kill {victim}");
+            wait_for("the killed replica no longer running", WAIT, || {
+                (!running(&cluster, "web")
+                    .iter()
+                    .any(|t| t["id"] == victim.as_str()))
+                .then_some(())
+            });
+            eprintln!(
+                "the killed replica left the managers' view {:?} after its kill",
+                killed.elapsed()
+            );
+            wait_for("five replicas running again", WAIT, || {
+                (running(&cluster, "web").len() == 5).then_some(())
+            });
+        },
+    );
+    eprintln!(
+        "a killed replica: {failures} of {} requests failed",
+        answers.len() + failures
+    );
+    assert!(
+        failures <= KILLED_IN_FLIGHT,
+        "{failures} requests failed: more than those in flight on the killed replica"
+    );
 
     // Host mode: only where its task runs.
     ok(
@@ -321,6 +378,7 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         "a drained node still answers"
     );
 
+    eprintln!("host 2 killed");
     // Host 2 killed: host 1 keeps answering (its replicas come back on hosts 1 and 3).
     hosts.kill(1);
     wait_for("host 1 answering without host 2", WAIT, || {

@@ -18,10 +18,11 @@
 //!    answers come back through this node, whose conntrack undoes both rewrites. A route,
 //!    a permanent neighbour entry and a forwarding entry per peer, set from the managers'
 //!    table, carry it to B without ARP.
-//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks only
-//!    (never sent on: no loop); B's task sees the first node's mesh address as its client.
-//!    With no serving task left on B (the first node's view was a moment behind), B
-//!    refuses it (TCP reset) rather than forwarding it.
+//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks; B's
+//!    task sees the first node's mesh address as its client. With no live task left on B
+//!    (one just died, or stopped, and the first node's view is a moment behind), B sends it
+//!    on once to another node's tasks, marked ([`FORWARDED_DSCP`]) so that the next node
+//!    never sends it further (no loop): it takes it or refuses it (TCP reset).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
@@ -248,6 +249,11 @@ fn l4(protocol: Protocol, port: u16) -> String {
     format!("meta l4proto {protocol} th dport {port}")
 }
 
+/// The DSCP a node sets on the first packet of a connection it sends on to a third node
+/// because none of its own tasks can take it: a connection so marked is never sent on
+/// again. Inside the mesh link's VXLAN, nothing between nodes rewrites it.
+pub const FORWARDED_DSCP: u8 = 0x0d;
+
 /// The named counter of the connections a port's rules DNAT'ed (each rule sees the first
 /// packet of a connection only).
 pub fn connections_counter(protocol: Protocol, port: u16) -> String {
@@ -343,6 +349,18 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
                 out,
                 "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.local),
+                port.service
+            );
+        } else if port.mode == PublishMode::Ingress
+            && desired.link.is_some()
+            && !port.backends.is_empty()
+        {
+            // No task here can take what another node sent: sent on once, to another
+            // node's tasks (with none here, every backend is another node).
+            let _ = writeln!(
+                out,
+                "\t\tiifname \"{link}\" ip dscp != {FORWARDED_DSCP:#04x} {matches} counter name \"{counter}\" {mark} ip dscp set {FORWARDED_DSCP:#04x} {} comment \"{}\"",
+                dnat(&port.backends),
                 port.service
             );
         }
@@ -696,6 +714,30 @@ mod tests {
         let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
         assert_eq!(mesh, NodeMesh::default());
         assert!(!render("a", &mesh, &NodeMesh::default()).contains("snat"));
+    }
+
+    #[test]
+    fn a_node_with_no_task_of_a_port_sends_what_another_node_sent_on_once() {
+        let mesh = NodeMesh::from_view(&view(), "c", &BTreeMap::new());
+        let script = render("c", &mesh, &NodeMesh::default());
+        let link = link_name("c");
+        assert!(
+            script.contains(&format!(
+                "\t\tiifname \"{link}\" ip dscp != 0x0d meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 ip dscp set 0x0d dnat ip to numgen random mod 3 map {{ 0 : 198.19.1.1 . 8080, 1 : 198.19.2.1 . 8080, 2 : 198.19.2.1 . 8080 }} comment \"web\"\n"
+            )),
+            "{script}"
+        );
+        // A node with a task of the port keeps what other nodes send.
+        let on_a = render(
+            "a",
+            &NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])])),
+            &NodeMesh::default(),
+        );
+        assert!(!on_a.contains("dscp"), "{on_a}");
+        if swarm_testkit::is_root() && swarm_testkit::has_program("nft") {
+            crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
     }
 
     /// The kernel's own parser accepts the ruleset (`nft --check`: nothing is set).

@@ -25,6 +25,9 @@ pub struct Mesh {
     current: NodeMesh,
     /// The kernel holds nothing of this node's mesh (an empty reconcile went through).
     clean: bool,
+    /// The sysctl settings the last reconcile made: set again only when they change (a
+    /// process fewer on the path from a task's exit to its rules gone).
+    settings: Vec<String>,
 }
 
 impl Mesh {
@@ -35,6 +38,7 @@ impl Mesh {
             node_id: node_id.into(),
             current: NodeMesh::default(),
             clean: false,
+            settings: Vec::new(),
         }
     }
 
@@ -53,6 +57,7 @@ impl Mesh {
             // Whatever was half set is set again from nothing.
             self.current = NodeMesh::default();
             self.clean = false;
+            self.settings.clear();
         }
         outcome?;
         tracing::debug!(
@@ -67,7 +72,8 @@ impl Mesh {
     }
 
     fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
-        let node = self.node_id.as_str();
+        let node = self.node_id.clone();
+        let node = node.as_str();
         let link = link_name(node);
         match (&self.current.link, &desired.link) {
             (Some(current), Some(wanted))
@@ -77,6 +83,8 @@ impl Mesh {
             }
             (_, Some(wanted)) => {
                 make_link(&link, wanted)?;
+                // A new device: its settings are made again.
+                self.settings.clear();
                 set_peers(&link, &BTreeMap::new(), &wanted.peers)?;
             }
             (Some(_), None) => remove_link(&link)?,
@@ -95,9 +103,12 @@ impl Mesh {
         {
             settings.push(format!("net.ipv4.conf.{bridge}.route_localnet=1"));
         }
-        let mut args = vec!["-q", "-w"];
-        args.extend(settings.iter().map(String::as_str));
-        run("sysctl", &args, None)?;
+        if settings != self.settings {
+            let mut args = vec!["-q", "-w"];
+            args.extend(settings.iter().map(String::as_str));
+            run("sysctl", &args, None)?;
+            self.settings = settings;
+        }
         run(
             "nft",
             &["-f", "-"],
@@ -120,6 +131,7 @@ impl Mesh {
         }
         self.current = NodeMesh::default();
         self.clean = true;
+        self.settings.clear();
         Ok(())
     }
 }
