@@ -3,7 +3,8 @@
 //! port says so, leaves it to that process and takes it once it is free; the other hosts
 //! answer meanwhile); scaled out, answers come from several
 //! replicas; a host-mode port answers only on the host that runs its task; a PROXY protocol
-//! port hands its task the client's address, through the task's host or another; under a
+//! port hands its task the client's address, through the task's host or another; a UDP port
+//! answers on every host (the test images' `udp-echo`); under a
 //! bounded load loop, a rolling update and a drained node lose no request; a killed host
 //! leaves the others answering.
 //!
@@ -48,6 +49,23 @@ fn get(address: SocketAddr) -> Option<String> {
         eprintln!("GET {address}: an empty answer");
     }
     page
+}
+
+/// One datagram to `target` from a new socket (bounded): the answer, if one came.
+fn udp_ask(target: SocketAddr, datagram: &[u8]) -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    socket.send_to(datagram, target).ok()?;
+    let mut answer = [0u8; 512];
+    match socket.recv_from(&mut answer) {
+        Ok((length, _)) => Some(String::from_utf8_lossy(&answer[..length]).into_owned()),
+        Err(error) => {
+            eprintln!("UDP {target}: {error}");
+            None
+        }
+    }
 }
 
 fn at(hosts: &Hosts, i: usize, port: u16) -> SocketAddr {
@@ -327,6 +345,41 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         assert_eq!(header[26..28], 8443u16.to_be_bytes());
     }
 
+    // UDP: a datagram to 5353 on any host, sent from host 1's namespace, reaches the task on
+    // host 3 (through the mesh from hosts 1 and 2) and its answer comes back.
+    ok(
+        &cluster,
+        &[
+            "service",
+            "create",
+            "--name",
+            "echo",
+            "--publish",
+            "5353:53/udp",
+            "--constraint",
+            "node.hostname==node3",
+            "--stop-grace-period",
+            "1s",
+            "--entrypoint",
+            "udp-echo",
+            &image,
+            "53",
+        ],
+    );
+    for i in 0..3 {
+        let target = at(hosts, i, 5353);
+        let answer = wait_for("a UDP answer through the mesh", WAIT, || {
+            hosts
+                .run_in(0, || udp_ask(target, b"ping"))
+                .expect("host 1's namespace")
+        });
+        assert!(
+            answer.ends_with(" ping") && answer.len() > " ping".len(),
+            "the task's hostname and the datagram, from host {}: {answer:?}",
+            i + 1
+        );
+    }
+
     // A bounded load loop through host 1 while the service rolls to v2 (start-first): the
     // answers move to v2, and (almost) no request fails — see `few_failed`.
     let entry = at(hosts, 0, 8080);
@@ -385,5 +438,8 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         let seen = pages(at(hosts, 0, 8080), 10);
         (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
     });
-    ok(&cluster, &["service", "rm", "web", "direct", "proxied"]);
+    ok(
+        &cluster,
+        &["service", "rm", "web", "direct", "proxied", "echo"],
+    );
 }
