@@ -357,10 +357,12 @@ pub async fn follow<T: Send + Sync + 'static>(
             .map(|(address, task)| (task_of(task).to_owned(), *address))
             .collect();
         let mut desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
-        let mut now_taken = std::collections::BTreeSet::new();
+        // Held first: a port that moves to the userspace path is released before its
+        // proxy binds it.
+        let mut now_taken = held.set(&desired.held());
         let unbound = proxies.set(&desired.proxied());
         // A port not bound yet, whatever the reason, is tried again after a wait.
-        let mut unheld = !unbound.is_empty();
+        let unheld = !unbound.is_empty() || !now_taken.is_empty();
         for (port, error) in unbound {
             if error.kind() == std::io::ErrorKind::AddrInUse {
                 now_taken.insert((swarm_api::spec::Protocol::Tcp, port));
@@ -368,8 +370,6 @@ pub async fn follow<T: Send + Sync + 'static>(
                 tracing::warn!(node = node_id, port, %error, "cannot listen on a published port");
             }
         }
-        now_taken.extend(held.set(&desired.held()));
-        unheld |= !now_taken.is_empty();
         desired.leave_taken(&now_taken);
         taken.send_if_modified(|reported| {
             // Taken by something else on this node: the other nodes answer it still.
