@@ -102,9 +102,10 @@ fn few_failed(answered: usize, failures: usize) {
 /// rules drop it: one at the kill, and those of the window between (the worker sees the
 /// exit at once through a pidfd; the ruleset changes at the next `nft` run, tens of
 /// milliseconds on this machine under load). Other nodes that still send it connections
-/// for a moment are covered: its node sends them on to a live task. 0 to 7 were seen in
-/// ten runs at a load average of 7 on 2 cores.
-const KILLED_IN_FLIGHT: usize = 10;
+/// for a moment are covered: its node sends them on to a live task. 0 to 9 were seen in
+/// twelve runs at a load average of 7 to 10 on 2 cores; the bound leaves room for a
+/// slower machine, and is still far below the thousands of requests of the loop.
+const KILLED_IN_FLIGHT: usize = 20;
 
 #[test]
 fn published_ports_answer_on_every_host_through_the_mesh() {
