@@ -199,9 +199,11 @@ impl Sim {
                         nano_cpus: 4_000_000_000,
                         memory_bytes: 8 << 30,
                         data_path_port: swarm_api::endpoints::VXLAN_PORT,
+                        metrics_port: None,
                     },
                     subnet: None,
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 })
             })
             .collect();
@@ -466,13 +468,16 @@ impl Sim {
         if self.in_flight(|p| matches!(p, Purpose::Monitor)) {
             return;
         }
-        let nodes: Vec<(String, NodeStatus, Option<String>)> = self
+        let nodes: Vec<swarm_node::StoredNode> = self
             .replica(leader)
             .machine()
             .data()
             .nodes
             .values()
-            .map(|n| (n.id.clone(), n.status, n.worker_error.clone()))
+            .map(|n| {
+                let taken = n.ports_taken.clone();
+                (n.id.clone(), n.status, n.worker_error.clone(), taken)
+            })
             .collect();
         let grace = Duration::from_millis(HEARTBEAT_PERIOD_MS * u64::from(MISSED_HEARTBEATS));
         let now = Instant::now().into_std();

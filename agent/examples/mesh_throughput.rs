@@ -116,6 +116,7 @@ fn ports((backends, local): Backends, (proxied, proxied_local): Backends) -> Nod
                 backends,
                 local,
                 proxy_protocol,
+                taken: false,
             },
         )
     };

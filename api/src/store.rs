@@ -319,15 +319,30 @@ pub struct Node {
     /// `node inspect` show it as the node's status message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_error: Option<String>,
+    /// The published ports (`8080/tcp`, sorted) another process on the node holds, as its
+    /// heartbeats last said: the node's routing mesh leaves them to that process (the other
+    /// nodes answer them) until it can hold them itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports_taken: Vec<String>,
 }
 
 impl Node {
     /// The node's status message (Docker's `Status.Message`): what keeps a node that
-    /// answers from running tasks.
+    /// answers from running tasks, or from answering published ports.
     pub fn status_message(&self) -> Option<String> {
-        let error = self.worker_error.as_ref()?;
-        Some(format!("worker not running: {error}"))
+        let mut parts = Vec::new();
+        if let Some(error) = &self.worker_error {
+            parts.push(format!("worker not running: {error}"));
+        }
+        parts.extend(self.ports_taken.iter().map(|port| port_taken_message(port)));
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
+}
+
+/// What `node ls`, `node ps` and `service ps` say of a published port (`8080/tcp`) another
+/// process holds on a node.
+pub fn port_taken_message(port: &str) -> String {
+    format!("port {port} taken by another process on this node")
 }
 
 /// A node's platform and resources, as it reports them.
@@ -344,6 +359,9 @@ pub struct NodeDescription {
     /// The UDP port it takes overlay (VXLAN) traffic on, at its address's host.
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,
+    /// The TCP port its metrics endpoint listens on (`--metrics-addr`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
 }
 
 fn default_data_path_port() -> u16 {
@@ -367,6 +385,10 @@ pub struct NodeStatusChange {
     /// node's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_error: Option<String>,
+    /// The published ports another process holds on the node, as last heard (see
+    /// `Node::ports_taken`); replaces the node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports_taken: Vec<String>,
 }
 
 /// What applying a command did, for the proposer's client.

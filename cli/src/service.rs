@@ -21,7 +21,7 @@ use crate::client::{self, Host, view};
 use crate::converge::{Change, Wait};
 use crate::output::{ListFormat, print_services_from};
 use crate::rollback_flags::RollbackFlags;
-use crate::tasks::{TaskListArgs, hostname, print_tasks};
+use crate::tasks::{TaskListArgs, hostname, print_ports_taken, print_tasks};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -363,8 +363,14 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             let filter = listing.filter()?;
             let view = view(host).await?;
             let mut tasks: Vec<&Task> = Vec::new();
+            let mut published = Vec::new();
             for reference in &services {
                 let service = resolve(&view, reference)?;
+                published.extend(
+                    view.ports_of(service)
+                        .iter()
+                        .filter_map(|p| Some(format!("{}/{}", p.published?, p.protocol))),
+                );
                 tasks.extend(
                     view.tasks
                         .iter()
@@ -373,6 +379,9 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 );
             }
             print_tasks(&view, tasks, &listing)?;
+            if listing.is_table() {
+                print_ports_taken(host, |_, port| published.iter().any(|p| p == port)).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Inspect { services, pretty } => {

@@ -32,6 +32,12 @@ impl TaskListArgs {
     pub fn filter(&self) -> anyhow::Result<TaskFilter> {
         TaskFilter::parse(&self.filter)
     }
+
+    /// Whether the tasks print as the default table, which notes under it the ports
+    /// another process holds.
+    pub fn is_table(&self) -> bool {
+        !self.quiet && self.format == ListFormat::Table
+    }
 }
 
 /// `swarm node ps NODE…`: the tasks on nodes.
@@ -43,6 +49,7 @@ pub async fn node_ps(
     let filter = listing.filter()?;
     let view = view(host).await?;
     let mut tasks = Vec::new();
+    let mut ids = Vec::new();
     for reference in nodes {
         let matching: Vec<&String> = view
             .nodes
@@ -58,6 +65,7 @@ pub async fn node_ps(
                 matching.len()
             );
         };
+        ids.push((*id).clone());
         tasks.extend(
             view.tasks
                 .iter()
@@ -66,12 +74,40 @@ pub async fn node_ps(
         );
     }
     print_tasks(&view, tasks, listing)?;
+    if listing.is_table() {
+        print_ports_taken(host, |node, _| ids.iter().any(|id| id == node)).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The hostname of `task`'s node, as `view` knows it.
 pub fn hostname<'a>(view: &'a ServicesView, task: &Task) -> Option<&'a str> {
     view.nodes.get(task.node_id.as_ref()?).map(String::as_str)
+}
+
+/// After a task table, a line per published port another process holds on a node (its
+/// routing mesh leaves the port to that process; the other nodes answer it), for the
+/// (node id, `8080/tcp`) pairs `wanted` picks.
+pub async fn print_ports_taken(
+    host: &Host,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> anyhow::Result<()> {
+    let mut client = crate::client::connect(host).await?;
+    let nodes = client
+        .list_nodes(swarm_api::grpc::control::ListNodesRequest {})
+        .await
+        .map_err(crate::client::explain)?
+        .into_inner()
+        .nodes;
+    for node in &nodes {
+        for port in node.ports_taken.iter().filter(|p| wanted(&node.id, p)) {
+            println!(
+                "port {port} taken by another process on node {}",
+                node.hostname
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `tasks` as `docker service ps` prints them (JSON with `--format json`).

@@ -116,19 +116,35 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
         ),
         0.0
     );
-    // Three requests through the routing mesh are three connections of web's port.
+    // Three requests through the routing mesh are three connections of web's port, and
+    // their bytes each way (IP packets: at least the request's and the page's).
     let mesh = format!(
         r#"swarm_mesh_connections_total{{service="web",protocol="tcp",port="{published}"}}"#
     );
+    let bytes = |direction: &str| {
+        format!(
+            r#"swarm_mesh_bytes_total{{service="web",protocol="tcp",port="{published}",direction="{direction}"}}"#
+        )
+    };
     wait_for("the mesh answering", Duration::from_secs(30), || {
         http_get_at(&format!("127.0.0.1:{published}"))
     });
-    let counted = must(&scrape(port).expect("a scrape"), &mesh);
+    let before = scrape(port).expect("a scrape");
+    let counted = must(&before, &mesh);
+    let mut page = String::new();
     for _ in 0..3 {
-        assert!(http_get_at(&format!("127.0.0.1:{published}")).is_some());
+        page = http_get_at(&format!("127.0.0.1:{published}")).expect("an answer");
     }
     let text = scrape(port).expect("a scrape");
     assert_eq!(must(&text, &mesh), counted + 3.0, "{text}");
+    let request = b"GET / HTTP/1.0\r\nHost: web\r\n\r\n".len() as f64;
+    let sent = must(&text, &bytes("in")) - must(&before, &bytes("in"));
+    let answered = must(&text, &bytes("out")) - must(&before, &bytes("out"));
+    assert!(sent >= 3.0 * request, "{sent} bytes in: {text}");
+    assert!(
+        answered >= 3.0 * page.len() as f64,
+        "{answered} bytes out: {text}"
+    );
     assert_eq!(must(&text, "swarm_mesh_refused_total"), 0.0);
     ok(&cluster, &["service", "rm", "web"]);
     wait_for("no running task left", Duration::from_secs(60), || {

@@ -62,9 +62,11 @@ fn node(n: usize) -> Node {
             nano_cpus: 64_000_000_000,
             memory_bytes: 256 << 30,
             data_path_port: swarm_api::endpoints::VXLAN_PORT,
+            metrics_port: None,
         },
         subnet: None,
         worker_error: None,
+        ports_taken: Vec::new(),
     }
 }
 

@@ -246,6 +246,7 @@ fn big_store() -> Store {
                 description: Default::default(),
                 subnet: None,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }),
         );
     }

@@ -2,13 +2,13 @@
 //! the dispatcher's assignment stream from any manager, and its status reports sent back in
 //! batches. A manager that goes away is replaced by the next one known.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use swarm_agent::exec::{RuncConfig, RuncRuntime, Runtime};
 use swarm_agent::image::PullOptions;
-use swarm_agent::network::Ipv4Net;
+use swarm_agent::network::{Ipv4Net, MeshPortKey as PortKey};
 use swarm_agent::worker::{Worker, WorkerConfig, WorkerIo};
 use swarm_api::auth::RegistryAuth;
 use swarm_api::endpoints::NetworkView;
@@ -44,6 +44,7 @@ const RUNC_VARIABLE: &str = "SWARM_RUNC";
 pub(super) struct AgentHandle {
     leave: watch::Sender<bool>,
     worker_error: watch::Receiver<Option<String>>,
+    ports_taken: watch::Receiver<BTreeSet<PortKey>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,12 +52,22 @@ impl AgentHandle {
     pub(super) fn spawn(daemon: Arc<Daemon>, state: NodeState) -> Self {
         let (leave, leaving) = watch::channel(false);
         let (worker_state, worker_error) = watch::channel(None);
-        let task = tokio::spawn(run(daemon, state, leaving, worker_state));
+        let (taken, ports_taken) = watch::channel(BTreeSet::new());
+        let task = tokio::spawn(run(daemon, state, leaving, worker_state, taken));
         AgentHandle {
             leave,
             worker_error,
+            ports_taken,
             task,
         }
+    }
+
+    /// The published ports another process on this node holds (`8080/tcp`, sorted); the
+    /// receiver sees each change from now on.
+    pub(super) fn ports_taken(&self) -> watch::Receiver<BTreeSet<PortKey>> {
+        let mut receiver = self.ports_taken.clone();
+        receiver.mark_unchanged();
+        receiver
     }
 
     /// Why this node's worker cannot run tasks, `None` while it runs (or is starting); the
@@ -93,6 +104,7 @@ async fn run(
     state: NodeState,
     mut leaving: watch::Receiver<bool>,
     worker_error: watch::Sender<Option<String>>,
+    ports_taken: watch::Sender<BTreeSet<PortKey>>,
 ) {
     let (refusals, refused) = mpsc::unbounded_channel();
     let refusing = Refusing {
@@ -116,15 +128,18 @@ async fn run(
         state.node_id.clone(),
         worker.network_view(),
     ));
+    let relayed = swarm_agent::network::RelayedBytes::default();
     daemon
         .metrics
-        .mesh_of(&state.node_id, worker.network_view());
+        .mesh_of(&state.node_id, worker.network_view(), relayed.clone());
     // The node's published ports follow the mesh part of its view and its tasks' addresses.
     let mesh = tokio::spawn(swarm_agent::network::follow_mesh(
         state.node_id.clone(),
         worker.network_view(),
         worker.task_addresses(),
         |asker: &swarm_agent::worker::Asker| asker.task_id.as_str(),
+        ports_taken,
+        relayed,
     ));
     // The node's DNS server for its tasks, stopped with the agent.
     let dns = async {

@@ -204,9 +204,10 @@ impl Daemon {
                 labels: Default::default(),
                 address: state.advertise_addr.clone(),
                 raft_id: Some(1),
-                description: describe_machine(self.config.data_path_port),
+                description: describe_machine(self.config.data_path_port, self.config.metrics_addr),
                 subnet: None,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }),
         ];
         for command in commands {
@@ -488,6 +489,7 @@ impl Control for ControlApi {
             .map(|node| pb::Node {
                 is_self: node.id == state.node_id,
                 message: node.status_message().unwrap_or_default(),
+                ports_taken: node.ports_taken.clone(),
                 manager_status: manager_status(&node, status.leader).to_owned(),
                 id: node.id,
                 hostname: node.hostname,

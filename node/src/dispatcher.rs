@@ -32,18 +32,37 @@ use swarm_controller::tls::peer_identity;
 /// What each node last said, on this manager while it leads.
 pub type Heartbeats = Arc<std::sync::Mutex<HashMap<String, Heard>>>;
 
-/// A node's last heartbeat: when, and why its worker cannot run tasks (`None`: it can).
+/// A node's last heartbeat: when, why its worker cannot run tasks (`None`: it can), and the
+/// published ports another process holds on it.
 #[derive(Debug, Clone)]
 pub struct Heard {
     at: Instant,
     worker_error: Option<String>,
+    ports_taken: Vec<String>,
 }
 
 impl Heard {
     pub fn new(at: Instant, worker_error: Option<String>) -> Self {
-        Heard { at, worker_error }
+        Heard {
+            at,
+            worker_error,
+            ports_taken: Vec::new(),
+        }
+    }
+
+    /// The same heartbeat, saying that another process holds `ports` (`8080/tcp`) on the
+    /// node.
+    pub fn with_ports_taken(mut self, mut ports: Vec<String>) -> Self {
+        ports.sort();
+        ports.dedup();
+        self.ports_taken = ports;
+        self
     }
 }
+
+/// A node as the leader's monitor judges it: id, status, worker error and the ports another
+/// process holds on it, as the store has them.
+pub type StoredNode = (String, NodeStatus, Option<String>, Vec<String>);
 
 /// Set on the refusal of a removed node's certificate, so that the node leaves by itself.
 pub const REMOVED_HEADER: &str = "swarm-node-removed";
@@ -200,7 +219,9 @@ impl Dispatcher for DispatcherApi {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let identity = peer_identity(&request, &self.cluster_id)?;
-        let worker_error = Some(request.into_inner().worker_error).filter(|e| !e.is_empty());
+        let request = request.into_inner();
+        let worker_error = Some(request.worker_error).filter(|e| !e.is_empty());
+        let ports_taken = request.ports_taken;
         let status = self.raft.status().await.map_err(raft_status)?;
         let node_id = identity.node_id.clone();
         let caller = self
@@ -246,10 +267,10 @@ impl Dispatcher for DispatcherApi {
             }));
         }
         let node = caller.node.ok_or_else(|| unknown(&identity.node_id))?;
-        self.heartbeats
-            .lock()
-            .expect("not poisoned")
-            .insert(identity.node_id, Heard::new(Instant::now(), worker_error));
+        self.heartbeats.lock().expect("not poisoned").insert(
+            identity.node_id,
+            Heard::new(Instant::now(), worker_error).with_ports_taken(ports_taken),
+        );
         Ok(Response::new(HeartbeatResponse {
             accepted: true,
             leader_addr: caller.leader_addr,
@@ -468,10 +489,13 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         let Ok((cluster, nodes)) = raft
             .local_read(|store: &Store| {
                 let data = store.data();
-                let nodes: Vec<(String, NodeStatus, Option<String>)> = data
+                let nodes: Vec<StoredNode> = data
                     .nodes
                     .values()
-                    .map(|n| (n.id.clone(), n.status, n.worker_error.clone()))
+                    .map(|n| {
+                        let taken = n.ports_taken.clone();
+                        (n.id.clone(), n.status, n.worker_error.clone(), taken)
+                    })
                     .collect();
                 (data.cluster.clone(), nodes)
             })
@@ -487,7 +511,7 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
         );
         let changes = {
             let mut heard = heartbeats.lock().expect("not poisoned");
-            heard.retain(|id, _| nodes.iter().any(|(node, _, _)| node == id));
+            heard.retain(|id, _| nodes.iter().any(|(node, ..)| node == id));
             judge_nodes(
                 &nodes,
                 &heard,
@@ -501,7 +525,7 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
             continue;
         }
         for change in &changes {
-            tracing::info!(node = %change.id, status = ?change.status, worker_error = ?change.worker_error, "node status");
+            tracing::info!(node = %change.id, status = ?change.status, worker_error = ?change.worker_error, ports_taken = ?change.ports_taken, "node status");
         }
         let command = Command::NodeStatuses {
             at: millis(SystemTime::now()),
@@ -513,25 +537,25 @@ pub async fn monitor(raft: RaftHandle<Store>, own_raft_id: u64, heartbeats: Hear
     }
 }
 
-/// What the leader's monitor makes of the nodes (id, status, worker error as stored) at
-/// `now`, leading since `since`: Ready while heard within `grace`, Down once not, with the
-/// worker error last heard. A node not heard from since this manager leads keeps its
+/// What the leader's monitor makes of the nodes (id, status, worker error, ports taken as
+/// stored) at `now`, leading since `since`: Ready while heard within `grace`, Down once not,
+/// with the worker error and ports taken last heard. A node not heard from since this manager leads keeps its
 /// status for `grace` after the monitor first saw it (the monitor records that in
 /// `first_seen`): a new leader, or a node that just joined, is not judged before it could
 /// have beaten. Pure: the daemon and the cluster simulation judge with it.
 pub fn judge_nodes(
-    nodes: &[(String, NodeStatus, Option<String>)],
+    nodes: &[StoredNode],
     heard: &HashMap<String, Heard>,
     first_seen: &mut HashMap<String, Instant>,
     since: Instant,
     grace: Duration,
     now: Instant,
 ) -> Vec<NodeStatusChange> {
-    let ids: std::collections::HashSet<&str> = nodes.iter().map(|(id, _, _)| id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> = nodes.iter().map(|(id, ..)| id.as_str()).collect();
     first_seen.retain(|id, _| ids.contains(id.as_str()));
     nodes
         .iter()
-        .filter_map(|(id, current, current_error)| {
+        .filter_map(|(id, current, current_error, current_taken)| {
             let heard = heard.get(id).filter(|heard| heard.at >= since);
             let seen = (*first_seen.entry(id.clone()).or_insert(now)).max(since);
             let wanted = match heard {
@@ -542,10 +566,16 @@ pub fn judge_nodes(
             };
             let worker_error =
                 heard.map_or(current_error.clone(), |heard| heard.worker_error.clone());
-            (wanted != *current || worker_error != *current_error).then(|| NodeStatusChange {
+            let ports_taken =
+                heard.map_or(current_taken.clone(), |heard| heard.ports_taken.clone());
+            let changed = wanted != *current
+                || worker_error != *current_error
+                || ports_taken != *current_taken;
+            changed.then(|| NodeStatusChange {
                 id: id.clone(),
                 status: wanted,
                 worker_error,
+                ports_taken,
             })
         })
         .collect()
@@ -561,9 +591,9 @@ mod tests {
         let second = Duration::from_secs(1);
         let grace = 3 * second;
         let nodes = vec![
-            ("quiet".to_owned(), NodeStatus::Ready, None),
-            ("beating".to_owned(), NodeStatus::Down, None),
-            ("no-runc".to_owned(), NodeStatus::Ready, None),
+            ("quiet".to_owned(), NodeStatus::Ready, None, Vec::new()),
+            ("beating".to_owned(), NodeStatus::Down, None, Vec::new()),
+            ("no-runc".to_owned(), NodeStatus::Ready, None, Vec::new()),
         ];
         let mut first_seen = HashMap::new();
         let mut heard = HashMap::from([
@@ -599,7 +629,7 @@ mod tests {
         );
         // A node that joins later gets its own grace from when the monitor first sees it.
         let mut nodes = nodes;
-        nodes.push(("new".to_owned(), NodeStatus::Ready, None));
+        nodes.push(("new".to_owned(), NodeStatus::Ready, None, Vec::new()));
         heard.insert("quiet".to_owned(), Heard::new(start + 9 * second, None));
         let changes = judge_nodes(
             &nodes,
@@ -624,5 +654,37 @@ mod tests {
                 .any(|c| c.id == "new" && c.status == NodeStatus::Down),
             "{changes:?}"
         );
+    }
+
+    #[test]
+    fn the_ports_a_node_says_are_taken_are_recorded_until_it_says_they_are_free() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(3);
+        let taken = vec!["8080/tcp".to_owned()];
+        let mut first_seen = HashMap::new();
+        let stored =
+            |ports: &[String]| vec![("a".to_owned(), NodeStatus::Ready, None, ports.to_vec())];
+        let heard = |ports: &[String]| {
+            HashMap::from([(
+                "a".to_owned(),
+                Heard::new(start, None).with_ports_taken(ports.to_vec()),
+            )])
+        };
+        let judge = |stored: &[StoredNode], heard: &HashMap<String, Heard>, first_seen: &mut _| {
+            judge_nodes(stored, heard, first_seen, start, grace, start)
+        };
+        let changes = judge(&stored(&[]), &heard(&taken), &mut first_seen);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].ports_taken, taken);
+        assert_eq!(changes[0].status, NodeStatus::Ready);
+        assert!(
+            judge(&stored(&taken), &heard(&taken), &mut first_seen).is_empty(),
+            "recorded already"
+        );
+        let changes = judge(&stored(&taken), &heard(&[]), &mut first_seen);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(changes[0].ports_taken.is_empty(), "cleared");
+        // A node not heard from keeps what the store has.
+        assert!(judge(&stored(&taken), &HashMap::new(), &mut first_seen).is_empty());
     }
 }

@@ -115,9 +115,18 @@ impl Join for JoinApi {
                         ))
                     })?,
                 },
+                metrics_port: match request.metrics_port {
+                    0 => None,
+                    port => Some(u16::try_from(port).map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "invalid metrics port {port}: expected 1 to 65535"
+                        ))
+                    })?),
+                },
             },
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         });
         match raft_id {
             // A manager is a node and a voter from the same entry on.
@@ -170,7 +179,7 @@ impl Daemon {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let key = NodeKey::generate().map_err(internal)?;
         let advertise_addr = self.advertise_addr(&request.advertise_addr);
-        let description = describe_machine(self.config.data_path_port);
+        let description = describe_machine(self.config.data_path_port, self.config.metrics_addr);
         let join_request = JoinRequest {
             token: request.token,
             csr_pem: key.csr_pem().map_err(internal)?,
@@ -181,6 +190,7 @@ impl Daemon {
             nano_cpus: description.nano_cpus,
             memory_bytes: description.memory_bytes,
             data_path_port: description.data_path_port.into(),
+            metrics_port: description.metrics_port.map_or(0, u32::from),
         };
         // Bounded: the membership lock is held meanwhile, and every control call waits on it.
         let exchange = async {

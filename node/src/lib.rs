@@ -32,7 +32,7 @@ mod webhook;
 
 /// The leader's judgement of nodes by their heartbeats, pure: the cluster simulation
 /// (`tests/cluster_sim.rs`) runs it too.
-pub use dispatcher::{Heard, judge_nodes};
+pub use dispatcher::{Heard, StoredNode, judge_nodes};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -721,9 +721,9 @@ fn random_id() -> String {
         .collect()
 }
 
-/// This machine's platform and resources, and the node's data path port, as a node
-/// reports them.
-fn describe_machine(data_path_port: u16) -> NodeDescription {
+/// This machine's platform and resources, and the node's data path and metrics ports, as a
+/// node reports them.
+fn describe_machine(data_path_port: u16, metrics: Option<SocketAddr>) -> NodeDescription {
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|info| {
@@ -739,5 +739,6 @@ fn describe_machine(data_path_port: u16) -> NodeDescription {
         nano_cpus: cpus * 1_000_000_000,
         memory_bytes,
         data_path_port,
+        metrics_port: metrics.map(|address| address.port()),
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! - every node, its own tasks as its worker reports them (`swarm_node_tasks_running`), and
 //!   what its routing mesh counted (`swarm_mesh_connections_total` per service and published
-//!   port, `swarm_mesh_refused_total`), read from its nftables counters at each scrape;
+//!   port, `swarm_mesh_bytes_total` per service, port and direction, `swarm_mesh_refused_total`),
+//!   read from its nftables counters at each scrape (and the userspace path's own counts);
 //! - a manager, the cluster as its store says (nodes, tasks, services) and its Raft
 //!   replica (term, indexes, leadership, proposals), recorded by the Raft loop itself.
 //!
@@ -53,6 +54,7 @@ pub struct Metrics {
 struct MeshSource {
     node_id: String,
     view: tokio::sync::watch::Receiver<swarm_api::endpoints::NetworkView>,
+    relayed: swarm_agent::network::RelayedBytes,
 }
 
 impl Metrics {
@@ -68,15 +70,18 @@ impl Metrics {
         }));
     }
 
-    /// The node's worker started: its mesh is `node_id`'s, its services in `view`.
+    /// The node's worker started: its mesh is `node_id`'s, its services in `view`, the
+    /// bytes of its userspace path in `relayed`.
     pub fn mesh_of(
         &self,
         node_id: &str,
         view: tokio::sync::watch::Receiver<swarm_api::endpoints::NetworkView>,
+        relayed: swarm_agent::network::RelayedBytes,
     ) {
         *self.mesh.lock().expect("not poisoned") = Some(MeshSource {
             node_id: node_id.to_owned(),
             view,
+            relayed,
         });
     }
 
@@ -482,15 +487,71 @@ struct NodeCollector {
     mesh: Arc<Mutex<Option<MeshSource>>>,
 }
 
-/// The mesh's counts, labelled: (service, protocol, port) → connections, and refused.
-type MeshCounts = (Vec<((String, String, String), u64)>, u64);
+/// A published port's labels: service, protocol, port.
+type PortLabels = (String, String, String);
+
+/// The mesh's counts, labelled.
+#[derive(Debug, Default, PartialEq)]
+struct MeshCounts {
+    connections: BTreeMap<PortLabels, u64>,
+    /// By port and direction (`in`: from the clients to the tasks, `out`: back).
+    bytes: BTreeMap<(PortLabels, &'static str), u64>,
+    refused: u64,
+}
+
+/// The kernel's counters and the userspace path's bytes (`relayed`, TCP ports) labelled
+/// with the service publishing each port; a port no service publishes any more is left
+/// out.
+fn label_mesh(
+    services: &BTreeMap<(swarm_api::spec::Protocol, u16), String>,
+    counters: &swarm_agent::network::MeshCounters,
+    relayed: &BTreeMap<u16, (u64, u64)>,
+) -> MeshCounts {
+    use swarm_agent::network::MeshDirection;
+    use swarm_api::spec::Protocol;
+    let labels = |protocol: Protocol, port: u16| {
+        let service = services.get(&(protocol, port))?;
+        Some((service.clone(), protocol.to_string(), port.to_string()))
+    };
+    let mut counts = MeshCounts {
+        refused: counters.refused,
+        ..MeshCounts::default()
+    };
+    for ((protocol, port), count) in &counters.connections {
+        if let Some(labels) = labels(*protocol, *port) {
+            counts.connections.insert(labels, *count);
+        }
+    }
+    for ((protocol, port, direction), count) in &counters.bytes {
+        if let Some(labels) = labels(*protocol, *port) {
+            *counts
+                .bytes
+                .entry((labels, direction.as_str()))
+                .or_default() += count;
+        }
+    }
+    for (port, (to_tasks, to_clients)) in relayed {
+        if let Some(labels) = labels(Protocol::Tcp, *port) {
+            for (direction, count) in [
+                (MeshDirection::In, to_tasks),
+                (MeshDirection::Out, to_clients),
+            ] {
+                *counts
+                    .bytes
+                    .entry((labels.clone(), direction.as_str()))
+                    .or_default() += count;
+            }
+        }
+    }
+    counts
+}
 
 impl NodeCollector {
     /// The node's mesh counters with the service publishing each port (a port no service
     /// publishes any more is left out); none before the worker starts or when `nft` cannot
     /// be read (said in the log).
     fn mesh_counts(&self) -> Option<MeshCounts> {
-        let (node_id, services) = {
+        let (node_id, services, relayed) = {
             let source = self.mesh.lock().expect("not poisoned");
             let source = source.as_ref()?;
             let view = source.view.borrow();
@@ -504,7 +565,7 @@ impl NodeCollector {
                         .filter_map(|p| Some(((p.protocol, p.published?), s.name.clone())))
                 })
                 .collect();
-            (source.node_id.clone(), services)
+            (source.node_id.clone(), services, source.relayed.snapshot())
         };
         let counters = match swarm_agent::network::mesh_counters(&node_id) {
             Ok(counters) => counters,
@@ -513,18 +574,7 @@ impl NodeCollector {
                 return None;
             }
         };
-        let connections = counters
-            .connections
-            .iter()
-            .filter_map(|((protocol, port), count)| {
-                let service = services.get(&(*protocol, *port))?;
-                Some((
-                    (service.clone(), protocol.to_string(), port.to_string()),
-                    *count,
-                ))
-            })
-            .collect();
-        Some((connections, counters.refused))
+        Some(label_mesh(&services, &counters, &relayed))
     }
 }
 
@@ -539,7 +589,12 @@ impl Collector for NodeCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&running)?;
-        let Some((connections, refused)) = self.mesh_counts() else {
+        let Some(MeshCounts {
+            connections,
+            bytes,
+            refused,
+        }) = self.mesh_counts()
+        else {
             return Ok(());
         };
         let mut family = encoder.encode_descriptor(
@@ -555,6 +610,25 @@ impl Collector for NodeCollector {
                 ("service", service.as_str()),
                 ("protocol", protocol.as_str()),
                 ("port", port.as_str()),
+            ];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(count, None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "swarm_mesh_bytes",
+            "Bytes of the connections this node's routing mesh sent to a task, by service, \
+             published port and direction (in: from the clients, out: to them); counted on \
+             every node a connection crosses.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (((service, protocol, port), direction), count) in &bytes {
+            let labels = [
+                ("service", service.as_str()),
+                ("protocol", protocol.as_str()),
+                ("port", port.as_str()),
+                ("direction", direction),
             ];
             family
                 .encode_family(&labels)?
@@ -596,6 +670,7 @@ mod tests {
             description: Default::default(),
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         })
     }
 
@@ -694,6 +769,47 @@ mod tests {
     }
 
     #[test]
+    fn the_meshs_bytes_add_the_kernels_and_the_userspace_paths_by_service() {
+        use swarm_agent::network::{MeshCounters, MeshDirection};
+        use swarm_api::spec::Protocol;
+        let services = [
+            ((Protocol::Tcp, 8080), "web".to_owned()),
+            ((Protocol::Tcp, 8443), "proxied".to_owned()),
+        ]
+        .into();
+        let counters = MeshCounters {
+            connections: [((Protocol::Tcp, 8080), 3), ((Protocol::Tcp, 9999), 1)].into(),
+            bytes: [
+                ((Protocol::Tcp, 8080, MeshDirection::In), 300),
+                ((Protocol::Tcp, 8080, MeshDirection::Out), 900),
+                ((Protocol::Tcp, 8443, MeshDirection::In), 10),
+                ((Protocol::Tcp, 9999, MeshDirection::In), 5),
+            ]
+            .into(),
+            refused: 2,
+        };
+        let counts = label_mesh(&services, &counters, &[(8443, (100, 400))].into());
+        let port =
+            |service: &str, port: &str| (service.to_owned(), "tcp".to_owned(), port.to_owned());
+        assert_eq!(counts.refused, 2);
+        assert_eq!(
+            counts.connections,
+            [(port("web", "8080"), 3)].into(),
+            "a port no service publishes is left out"
+        );
+        assert_eq!(
+            counts.bytes,
+            [
+                ((port("proxied", "8443"), "in"), 110),
+                ((port("proxied", "8443"), "out"), 400),
+                ((port("web", "8080"), "in"), 300),
+                ((port("web", "8080"), "out"), 900),
+            ]
+            .into()
+        );
+    }
+
+    #[test]
     fn the_tally_follows_the_store_as_a_rescan_would_count_it() {
         let mut followed = Followed::new();
         followed.apply(node("n1", NodeRole::Manager));
@@ -713,6 +829,7 @@ mod tests {
                 id: "n2".into(),
                 status: NodeStatus::Down,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }],
         });
         let tally = &followed.tally;

@@ -30,12 +30,20 @@ const RENEW_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) async fn run(daemon: Arc<Daemon>, mut stop: watch::Receiver<()>) {
     let mut session = Session::default();
     loop {
-        let Some((state, credentials, mut worker_error)) = daemon.session_view_with_worker().await
+        let Some((state, credentials, mut worker_error, mut ports_taken)) =
+            daemon.session_view_with_worker().await
         else {
             return;
         };
-        let error = worker_error.borrow_and_update().clone();
-        if session.beat(&daemon, &state, &credentials, error).await == Beat::Removed {
+        let report = AgentReport {
+            worker_error: worker_error.borrow_and_update().clone(),
+            ports_taken: ports_taken
+                .borrow_and_update()
+                .iter()
+                .map(|(protocol, port)| format!("{port}/{protocol}"))
+                .collect(),
+        };
+        if session.beat(&daemon, &state, &credentials, report).await == Beat::Removed {
             return;
         }
         tokio::select! {
@@ -43,8 +51,16 @@ pub(super) async fn run(daemon: Arc<Daemon>, mut stop: watch::Receiver<()>) {
             _ = tokio::time::sleep(session.period) => {}
             // An agent that ended says nothing more: the period goes on.
             Ok(()) = worker_error.changed() => {}
+            Ok(()) = ports_taken.changed() => {}
         }
     }
+}
+
+/// What a heartbeat says of the node's agent.
+struct AgentReport {
+    worker_error: Option<String>,
+    /// `8080/tcp`, sorted.
+    ports_taken: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -95,7 +111,7 @@ impl Session {
         daemon: &Arc<Daemon>,
         state: &NodeState,
         credentials: &NodeCredentials,
-        worker_error: Option<String>,
+        report: AgentReport,
     ) -> Beat {
         let candidates = candidates(state);
         if candidates.is_empty() {
@@ -110,7 +126,8 @@ impl Session {
             let channel = self.channel(&address, credentials);
             let mut client = DispatcherClient::new(channel.clone());
             let call = client.heartbeat(HeartbeatRequest {
-                worker_error: worker_error.clone().unwrap_or_default(),
+                worker_error: report.worker_error.clone().unwrap_or_default(),
+                ports_taken: report.ports_taken.clone(),
             });
             match tokio::time::timeout(HEARTBEAT_TIMEOUT, call).await {
                 Ok(Ok(response)) => {
@@ -224,16 +241,22 @@ impl Daemon {
         }
     }
 
-    /// The session's view, and what the node's worker says of itself.
+    /// The session's view, and what the node's worker says of itself and the published
+    /// ports another process holds on the node.
     async fn session_view_with_worker(
         &self,
-    ) -> Option<(NodeState, NodeCredentials, watch::Receiver<Option<String>>)> {
-        let worker_error = match &*self.membership.lock().await {
-            Membership::Member(member) => member.agent.worker_error(),
+    ) -> Option<(
+        NodeState,
+        NodeCredentials,
+        watch::Receiver<Option<String>>,
+        watch::Receiver<std::collections::BTreeSet<swarm_agent::network::MeshPortKey>>,
+    )> {
+        let (worker_error, ports_taken) = match &*self.membership.lock().await {
+            Membership::Member(member) => (member.agent.worker_error(), member.agent.ports_taken()),
             Membership::Outside | Membership::Locked(_) => return None,
         };
         let (state, credentials) = self.session_view().await?;
-        Some((state, credentials, worker_error))
+        Some((state, credentials, worker_error, ports_taken))
     }
 
     /// Keeps the managers' addresses, on disk too, so that a restarted worker finds its

@@ -241,6 +241,37 @@ impl Hosts {
         command
     }
 
+    /// Runs `work` on a thread of this process that entered host `i`'s network namespace
+    /// (only that thread's): for a client written in the test itself.
+    pub fn run_in<T: Send>(
+        &self,
+        i: usize,
+        work: impl FnOnce() -> T + Send,
+    ) -> Result<T, HostsError> {
+        assert!(i < self.count, "host {i} of {}", self.count);
+        let path = PathBuf::from(format!("/var/run/netns/{}", self.namespace(i)));
+        let namespace = std::fs::File::open(&path).map_err(|source| HostsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns on an open namespace file changes this thread only.
+                    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(HostsError::Io {
+                            path,
+                            source: std::io::Error::last_os_error(),
+                        });
+                    }
+                    Ok(work())
+                })
+                .join()
+                .expect("the work in the namespace panicked")
+        })
+    }
+
     /// Starts `program args` on host `i`; it is killed with the host or the harness.
     pub fn spawn(&self, i: usize, mut command: Command) -> Result<u32, HostsError> {
         let child = command.spawn().map_err(|source| HostsError::Spawn {

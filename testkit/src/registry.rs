@@ -236,6 +236,7 @@ pub fn push_test_images(addr: &str) -> Result<(), RegistryError> {
 fn push_test_images_as(addr: &str, credentials: Option<(&str, &str)>) -> Result<(), RegistryError> {
     let script = test_image_script();
     let mut command = Command::new(&script);
+    command.env("SWARM_UDP_ECHO", udp_echo_binary());
     if let Some((user, password)) = credentials {
         command.env("REGISTRY_CREDS", format!("{user}:{password}"));
     }
@@ -255,6 +256,11 @@ fn push_test_images_as(addr: &str, credentials: Option<(&str, &str)>) -> Result<
         });
     }
     Ok(())
+}
+
+/// The static UDP echo server (`udp-echo PORT`) the test images carry as `/bin/udp-echo`.
+pub fn udp_echo_binary() -> PathBuf {
+    PathBuf::from(env!("SWARM_UDP_ECHO"))
 }
 
 /// `scripts/test-image` of this workspace.

@@ -18,10 +18,11 @@
 //!    answers come back through this node, whose conntrack undoes both rewrites. A route,
 //!    a permanent neighbour entry and a forwarding entry per peer, set from the managers'
 //!    table, carry it to B without ARP.
-//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks only
-//!    (never sent on: no loop); B's task sees the first node's mesh address as its client.
-//!    With no serving task left on B (the first node's view was a moment behind), B
-//!    refuses it (TCP reset) rather than forwarding it.
+//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks; B's
+//!    task sees the first node's mesh address as its client. With no live task left on B
+//!    (one just died, or stopped, and the first node's view is a moment behind), B sends it
+//!    on once to another node's tasks, marked ([`FORWARDED_DSCP`]) so that the next node
+//!    never sends it further (no loop): it takes it or refuses it (TCP reset).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
@@ -32,11 +33,16 @@
 //! A port that asks for the PROXY protocol takes the userspace path instead (`proxy`): the
 //! node listens on it and relays each connection after a header carrying the client's
 //! address; only step 3, on the node of the task, stays in the kernel.
+//!
+//! The node holds each port of the kernel path with a bound socket (`hold`), so that no
+//! other process on it takes the port later; a port another process holds already is left
+//! to it (no client rule here, reported to the managers) until the node can hold it.
 
+mod hold;
 mod kernel;
 mod proxy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -45,8 +51,9 @@ use swarm_api::spec::{Protocol, PublishMode};
 
 use super::bridge::{bridge_name, hex_digest};
 
+pub use hold::{Held, PortKey};
 pub use kernel::{Mesh, MeshCounters, counters, follow};
-pub use proxy::Proxies;
+pub use proxy::{Proxies, RelayedBytes};
 
 /// What a node's mesh is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +93,9 @@ pub struct MeshPort {
     /// Clients' connections take the userspace path, which writes a PROXY protocol v2
     /// header: no kernel rule for them.
     pub proxy_protocol: bool,
+    /// Another process on the node holds the port: clients' connections are left to it (no
+    /// rule for them); what other nodes send by the link still reaches the local tasks.
+    pub taken: bool,
 }
 
 impl NodeMesh {
@@ -153,10 +163,32 @@ impl NodeMesh {
                         backends,
                         local: local_backends,
                         proxy_protocol: port.proxy_protocol.is_some(),
+                        taken: false,
                     });
             }
         }
         NodeMesh { link, ports }
+    }
+
+    /// The ports of the kernel path, which the node holds with a socket.
+    pub fn held(&self) -> BTreeSet<PortKey> {
+        self.ports
+            .iter()
+            .filter(|(_, port)| !port.proxy_protocol)
+            .map(|(key, _)| *key)
+            .collect()
+    }
+
+    /// Leaves the ports of `taken` to the process on the node that holds them.
+    pub fn leave_taken(&mut self, taken: &BTreeSet<PortKey>) {
+        for (key, port) in &mut self.ports {
+            port.taken = taken.contains(key);
+        }
+    }
+
+    /// Whether clients' connections to `port` are DNAT'ed by the kernel rules here.
+    fn kernel_clients(port: &MeshPort) -> bool {
+        !port.backends.is_empty() && !port.proxy_protocol && !port.taken
     }
 
     /// The ports of the userspace path and their backends.
@@ -217,6 +249,11 @@ fn l4(protocol: Protocol, port: u16) -> String {
     format!("meta l4proto {protocol} th dport {port}")
 }
 
+/// The DSCP a node sets on the first packet of a connection it sends on to a third node
+/// because none of its own tasks can take it: a connection so marked is never sent on
+/// again. Inside the mesh link's VXLAN, nothing between nodes rewrites it.
+pub const FORWARDED_DSCP: u8 = 0x0d;
+
 /// The named counter of the connections a port's rules DNAT'ed (each rule sees the first
 /// packet of a connection only).
 pub fn connections_counter(protocol: Protocol, port: u16) -> String {
@@ -226,6 +263,46 @@ pub fn connections_counter(protocol: Protocol, port: u16) -> String {
 /// The named counter of the connections refused because they came by the link for a port
 /// with no task here.
 pub const REFUSED_COUNTER: &str = "refused";
+
+/// Which way a connection's bytes go: `In` from its client to its task (the connection's
+/// original direction), `Out` back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// The named counter of the bytes of a port's connections one way. The nat rules see only
+/// a connection's first packet: they mark the connection (`ct mark`, [`connection_mark`])
+/// and a filter chain counts every packet of marked connections.
+pub fn bytes_counter(protocol: Protocol, port: u16, direction: Direction) -> String {
+    format!("bytes_{protocol}_{port}_{}", direction.as_str())
+}
+
+/// The high byte of every connection mark the mesh sets: the mesh's connections are told
+/// from others' (whose marks it never changes) by it.
+const MARK_TAG: u32 = 0x4d00_0000;
+const MARK_TAG_MASK: u32 = 0xff00_0000;
+
+/// The conntrack mark of the connections of a published port: [`MARK_TAG`], the protocol's
+/// number, the port.
+pub fn connection_mark(protocol: Protocol, port: u16) -> u32 {
+    let number: u32 = match protocol {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    };
+    MARK_TAG | (number << 16) | u32::from(port)
+}
 
 /// The node's whole ruleset as one `nft -f` script, applied in one transaction: the table
 /// made if missing and flushed (its chains emptied, its counters kept, so they count on
@@ -241,16 +318,18 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     for (protocol, port) in previous.ports.keys() {
         if !desired.ports.contains_key(&(*protocol, *port)) {
             // Made first, so the delete holds whatever the kernel has.
-            let counter = connections_counter(*protocol, *port);
-            let _ = writeln!(out, "add counter ip {table} {counter}");
-            let _ = writeln!(out, "delete counter ip {table} {counter}");
+            for counter in port_counters(*protocol, *port) {
+                let _ = writeln!(out, "add counter ip {table} {counter}");
+                let _ = writeln!(out, "delete counter ip {table} {counter}");
+            }
         }
     }
     let _ = writeln!(out, "table ip {table} {{");
     let _ = writeln!(out, "\tcounter {REFUSED_COUNTER} {{\n\t}}");
     for (protocol, port) in desired.ports.keys() {
-        let counter = connections_counter(*protocol, *port);
-        let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");
+        for counter in port_counters(*protocol, *port) {
+            let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");
+        }
     }
 
     let _ = writeln!(out, "\tchain prerouting {{");
@@ -261,18 +340,34 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     for ((protocol, published), port) in &desired.ports {
         let matches = l4(*protocol, *published);
         let counter = connections_counter(*protocol, *published);
+        let mark = format!(
+            "ct mark set {:#010x}",
+            connection_mark(*protocol, *published)
+        );
         if port.mode == PublishMode::Ingress && desired.link.is_some() && !port.local.is_empty() {
             let _ = writeln!(
                 out,
-                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {} comment \"{}\"",
+                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.local),
                 port.service
             );
-        }
-        if !port.backends.is_empty() && !port.proxy_protocol {
+        } else if port.mode == PublishMode::Ingress
+            && desired.link.is_some()
+            && !port.backends.is_empty()
+        {
+            // No task here can take what another node sent: sent on once, to another
+            // node's tasks (with none here, every backend is another node).
             let _ = writeln!(
                 out,
-                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {} comment \"{}\"",
+                "\t\tiifname \"{link}\" ip dscp != {FORWARDED_DSCP:#04x} {matches} counter name \"{counter}\" {mark} ip dscp set {FORWARDED_DSCP:#04x} {} comment \"{}\"",
+                dnat(&port.backends),
+                port.service
+            );
+        }
+        if NodeMesh::kernel_clients(port) {
+            let _ = writeln!(
+                out,
+                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.backends),
                 port.service
             );
@@ -286,12 +381,13 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         "\t\ttype nat hook output priority -100; policy accept;"
     );
     for ((protocol, published), port) in &desired.ports {
-        if !port.backends.is_empty() && !port.proxy_protocol {
+        if NodeMesh::kernel_clients(port) {
             let _ = writeln!(
                 out,
-                "\t\tfib daddr type local {} counter name \"{}\" {} comment \"{}\"",
+                "\t\tfib daddr type local {} counter name \"{}\" ct mark set {:#010x} {} comment \"{}\"",
                 l4(*protocol, *published),
                 connections_counter(*protocol, *published),
+                connection_mark(*protocol, *published),
                 dnat(&port.backends),
                 port.service
             );
@@ -333,6 +429,22 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\tiifname \"{link}\" ct state new counter name \"{REFUSED_COUNTER}\" reject"
     );
+    // A held port with no task to send to: the node's socket would take the connection
+    // into its backlog and leave it there; refused instead, as with nothing listening.
+    for ((protocol, published), port) in &desired.ports {
+        if port.proxy_protocol || port.taken {
+            continue;
+        }
+        let refusal = match protocol {
+            Protocol::Tcp => "reject with tcp reset",
+            _ => "reject",
+        };
+        let _ = writeln!(
+            out,
+            "\t\tct state new {} {refusal}",
+            l4(*protocol, *published)
+        );
+    }
     let _ = writeln!(out, "\t}}");
     let _ = writeln!(out, "\tchain forward {{");
     let _ = writeln!(
@@ -346,8 +458,43 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     let _ = writeln!(out, "\t\tiifname \"{link}\" drop");
     let _ = writeln!(out, "\t}}");
+
+    // Every packet of the mesh's connections, counted once on this node: each enters it
+    // from an interface (prerouting) or from a local client (output), after the nat rules
+    // marked its connection.
+    let _ = writeln!(out, "\tchain count_bytes {{");
+    for (protocol, published) in desired.ports.keys() {
+        let mark = connection_mark(*protocol, *published);
+        for (direction, state) in [(Direction::In, "original"), (Direction::Out, "reply")] {
+            let _ = writeln!(
+                out,
+                "\t\tct mark {mark:#010x} ct direction {state} counter name \"{}\"",
+                bytes_counter(*protocol, *published, direction)
+            );
+        }
+    }
+    let _ = writeln!(out, "\t}}");
+    let marked = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x} jump count_bytes");
+    for (chain, hook) in [("arriving", "prerouting"), ("leaving_local", "output")] {
+        let _ = writeln!(out, "\tchain {chain} {{");
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {hook} priority filter; policy accept;"
+        );
+        let _ = writeln!(out, "\t\t{marked}");
+        let _ = writeln!(out, "\t}}");
+    }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// The named counters of one published port.
+fn port_counters(protocol: Protocol, port: u16) -> [String; 3] {
+    [
+        connections_counter(protocol, port),
+        bytes_counter(protocol, port, Direction::In),
+        bytes_counter(protocol, port, Direction::Out),
+    ]
 }
 
 #[cfg(test)]
@@ -500,12 +647,54 @@ mod tests {
             "table ip {table} {{}}\nflush table ip {table}\ntable ip {table} {{\n"
         )));
         assert!(script.contains(&format!(
-            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
+            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
         )));
         assert!(script.contains(
-            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" ct mark set 0x4d061538 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
         ));
         assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
+        // Each way of the port's marked connections has its counter.
+        assert!(script.contains(
+            "\t\tct mark 0x4d061f90 ct direction original counter name \"bytes_tcp_8080_in\"\n\t\tct mark 0x4d061f90 ct direction reply counter name \"bytes_tcp_8080_out\"\n"
+        ));
+        assert!(script.contains("\t\tct mark and 0xff000000 == 0x4d000000 jump count_bytes\n"));
+    }
+
+    #[test]
+    fn a_port_another_process_holds_is_left_to_it_but_other_nodes_still_reach_the_tasks() {
+        let mut mesh = NodeMesh::from_view(
+            &view(),
+            "b",
+            &local(&[("t2", [198, 19, 2, 5]), ("d1", [198, 19, 2, 7])]),
+        );
+        assert_eq!(
+            mesh.held(),
+            [(Protocol::Tcp, 5432), (Protocol::Tcp, 8080)].into(),
+            "both ports are the kernel path's"
+        );
+        let held = render("b", &mesh, &NodeMesh::default());
+        assert!(held.contains("iifname != \""), "{held}");
+        assert!(
+            held.contains(
+                "\t\tct state new meta l4proto tcp th dport 8080 reject with tcp reset\n"
+            ),
+            "a held port nothing DNAT'ed is refused: {held}"
+        );
+        mesh.leave_taken(&[(Protocol::Tcp, 8080)].into());
+        let script = render("b", &mesh, &NodeMesh::default());
+        let link = link_name("b");
+        assert!(
+            !script.contains("fib daddr type local meta l4proto tcp th dport 8080"),
+            "no client rule: {script}"
+        );
+        assert!(
+            script.contains(&format!(
+                "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter"
+            )),
+            "what other nodes send still reaches t2: {script}"
+        );
+        assert!(!script.contains("dport 8080 reject"), "{script}");
+        assert!(script.contains("fib daddr type local meta l4proto tcp th dport 5432"));
     }
 
     #[test]
@@ -525,6 +714,30 @@ mod tests {
         let mesh = NodeMesh::from_view(&only_host, "a", &BTreeMap::new());
         assert_eq!(mesh, NodeMesh::default());
         assert!(!render("a", &mesh, &NodeMesh::default()).contains("snat"));
+    }
+
+    #[test]
+    fn a_node_with_no_task_of_a_port_sends_what_another_node_sent_on_once() {
+        let mesh = NodeMesh::from_view(&view(), "c", &BTreeMap::new());
+        let script = render("c", &mesh, &NodeMesh::default());
+        let link = link_name("c");
+        assert!(
+            script.contains(&format!(
+                "\t\tiifname \"{link}\" ip dscp != 0x0d meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 ip dscp set 0x0d dnat ip to numgen random mod 3 map {{ 0 : 198.19.1.1 . 8080, 1 : 198.19.2.1 . 8080, 2 : 198.19.2.1 . 8080 }} comment \"web\"\n"
+            )),
+            "{script}"
+        );
+        // A node with a task of the port keeps what other nodes send.
+        let on_a = render(
+            "a",
+            &NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])])),
+            &NodeMesh::default(),
+        );
+        assert!(!on_a.contains("dscp"), "{on_a}");
+        if swarm_testkit::is_root() && swarm_testkit::has_program("nft") {
+            crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
     }
 
     /// The kernel's own parser accepts the ruleset (`nft --check`: nothing is set).

@@ -47,7 +47,8 @@ pub use files::{
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use mesh::{
-    Mesh, MeshCounters, MeshLink, MeshPort, NodeMesh, Proxies, counters as mesh_counters,
+    Direction as MeshDirection, Mesh, MeshCounters, MeshLink, MeshPort, NodeMesh,
+    PortKey as MeshPortKey, Proxies, RelayedBytes, counters as mesh_counters,
     follow as follow_mesh, link_mac as mesh_link_mac, link_name as mesh_link_name,
     render as render_mesh, table_name as mesh_table_name,
 };

@@ -343,6 +343,10 @@ pub struct Node {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The published ports (`8080/tcp`) another process holds on the node: it leaves them to
+    /// that process, the other nodes answer them.
+    #[prost(string, repeated, tag = "11")]
+    pub ports_taken: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

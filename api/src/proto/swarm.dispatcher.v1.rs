@@ -116,6 +116,10 @@ pub struct HeartbeatRequest {
     /// can. The leader records it on the node: the scheduler places nothing there meanwhile.
     #[prost(string, tag = "1")]
     pub worker_error: ::prost::alloc::string::String,
+    /// The published ports (`8080/tcp`) another process on the caller holds: its routing mesh
+    /// leaves them to that process. The leader records them on the node.
+    #[prost(string, repeated, tag = "2")]
+    pub ports_taken: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -23,6 +23,9 @@ pub struct JoinRequest {
     /// The UDP port the joiner takes overlay (VXLAN) traffic on; 0 for Docker's 4789.
     #[prost(uint32, tag = "9")]
     pub data_path_port: u32,
+    /// The TCP port of the joiner's metrics endpoint (`--metrics-addr`); 0 when it has none.
+    #[prost(uint32, tag = "10")]
+    pub metrics_port: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

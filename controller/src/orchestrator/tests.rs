@@ -88,9 +88,11 @@ impl Sim {
                 nano_cpus: 4_000_000_000,
                 memory_bytes: 8 * GIB,
                 data_path_port: swarm_api::endpoints::VXLAN_PORT,
+                metrics_port: None,
             },
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         }));
     }
 
@@ -280,6 +282,7 @@ impl Sim {
                 id: node.to_owned(),
                 status,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }],
         });
     }

@@ -597,6 +597,7 @@ mod tests {
             },
             subnet: None,
             worker_error: None,
+            ports_taken: Vec::new(),
         }
     }
 

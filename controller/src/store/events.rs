@@ -904,6 +904,7 @@ mod tests {
                 id: "b".into(),
                 status: NodeStatus::Down,
                 worker_error: None,
+                ports_taken: Vec::new(),
             }],
         });
         cluster.apply(Command::UpdateNode(NodeUpdate {

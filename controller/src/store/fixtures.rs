@@ -37,6 +37,7 @@ pub(crate) fn node(id: &str, role: NodeRole) -> Command {
         description: Default::default(),
         subnet: None,
         worker_error: None,
+        ports_taken: Vec::new(),
     })
 }
 

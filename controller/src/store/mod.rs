@@ -364,8 +364,10 @@ fn apply(
                 let Some(node) = data.nodes.get_mut(&change.id) else {
                     continue;
                 };
-                let mut changed = node.worker_error != change.worker_error;
+                let mut changed = node.worker_error != change.worker_error
+                    || node.ports_taken != change.ports_taken;
                 node.worker_error = change.worker_error;
+                node.ports_taken = change.ports_taken;
                 if node.status != change.status {
                     node.status = change.status;
                     node.status_since = at;
@@ -1108,12 +1110,46 @@ mod tests {
                         id: "a".into(),
                         status: NodeStatus::Ready,
                         worker_error: worker_error.map(str::to_owned),
+                        ports_taken: Vec::new(),
                     }],
                 },
             );
             let a = &store.data().nodes["a"];
             assert_eq!(a.worker_error.as_deref(), worker_error);
             assert_eq!(a.status_since, 1, "the status did not change");
+            assert_eq!(
+                store.take_events(),
+                vec![event("node", "a", Change::Updated)]
+            );
+        }
+    }
+
+    #[test]
+    fn the_ports_another_process_holds_on_a_node_are_recorded_and_cleared() {
+        let mut store = Store::default();
+        store.apply_command(1, cluster());
+        store.apply_command(3, node("a", NodeRole::Worker));
+        store.take_events();
+        for (index, taken) in [(51, vec!["8080/tcp".to_owned()]), (52, Vec::new())] {
+            store.apply_command(
+                index,
+                Command::NodeStatuses {
+                    at: index,
+                    changes: vec![NodeStatusChange {
+                        id: "a".into(),
+                        status: NodeStatus::Ready,
+                        worker_error: None,
+                        ports_taken: taken.clone(),
+                    }],
+                },
+            );
+            let a = &store.data().nodes["a"];
+            assert_eq!(a.ports_taken, taken);
+            assert_eq!(
+                a.status_message(),
+                (index == 51)
+                    .then(|| "port 8080/tcp taken by another process on this node".to_owned())
+            );
             assert_eq!(
                 store.take_events(),
                 vec![event("node", "a", Change::Updated)]
@@ -1198,6 +1234,7 @@ mod tests {
                     id: "a".into(),
                     status: NodeStatus::Down,
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 }],
             },
         );

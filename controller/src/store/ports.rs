@@ -12,8 +12,8 @@ use swarm_api::store::Node;
 /// A port by number (or target) and protocol.
 type PortKey = (u16, Protocol);
 
-/// The ports the nodes use themselves: each node's cluster port (TCP) and data path port
-/// (UDP, VXLAN).
+/// The ports the nodes use themselves: each node's cluster port (TCP), data path port
+/// (UDP, VXLAN) and metrics port (TCP).
 pub(super) fn reserved(nodes: &BTreeMap<String, Node>) -> BTreeSet<PortKey> {
     let mut reserved = BTreeSet::new();
     for node in nodes.values() {
@@ -26,6 +26,9 @@ pub(super) fn reserved(nodes: &BTreeMap<String, Node>) -> BTreeSet<PortKey> {
         }
         if node.description.data_path_port != 0 {
             reserved.insert((node.description.data_path_port, Protocol::Udp));
+        }
+        if let Some(port) = node.description.metrics_port {
+            reserved.insert((port, Protocol::Tcp));
         }
     }
     reserved

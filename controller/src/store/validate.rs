@@ -362,8 +362,9 @@ fn published_ports(objects: &ClusterState, changed: &dyn Fn(&str) -> bool) -> Ve
 }
 
 /// A published port the nodes use themselves: every node answers an ingress port (and a
-/// host-mode one where the service's task runs), which would take their cluster port (TCP)
-/// or data path port (UDP, VXLAN) from them. Checked for the services the plan changed.
+/// host-mode one where the service's task runs), which would take their cluster port (TCP),
+/// metrics port (TCP, `--metrics-addr`) or data path port (UDP, VXLAN) from them. Checked
+/// for the services the plan changed.
 pub(super) fn node_ports(
     objects: &ClusterState,
     nodes: &BTreeMap<String, swarm_api::store::Node>,
@@ -377,6 +378,9 @@ pub(super) fn node_ports(
             .and_then(|(_, port)| port.parse::<u16>().ok());
         if let Some(port) = cluster_port {
             taken.insert((port, Protocol::Tcp), (&node.hostname, "cluster port"));
+        }
+        if let Some(port) = node.description.metrics_port {
+            taken.insert((port, Protocol::Tcp), (&node.hostname, "metrics port"));
         }
         let data_path = node.description.data_path_port;
         if data_path != 0 {
@@ -657,7 +661,7 @@ mod tests {
     fn a_port_the_nodes_use_cannot_be_published() {
         let mut objects = ClusterState::default();
         let mut web = service("web");
-        web.endpoint.ports = vec![ingress(2377), ingress(8080)];
+        web.endpoint.ports = vec![ingress(2377), ingress(8080), ingress(9323)];
         let mut udp = ingress(4789);
         udp.protocol = Protocol::Udp;
         web.endpoint.ports.push(udp);
@@ -672,12 +676,14 @@ mod tests {
             unreachable!("a node joining")
         };
         node.description.data_path_port = 4789;
+        node.description.metrics_port = Some(9323);
         let nodes = [("1".to_owned(), node)].into();
         let reasons = node_ports(&objects, &nodes, &|_| true);
         assert_eq!(
             reasons,
             [
                 "service \"web\": port 2377/tcp is the cluster port of node host-1: the nodes answer published ports themselves; publish another port",
+                "service \"web\": port 9323/tcp is the metrics port of node host-1: the nodes answer published ports themselves; publish another port",
                 "service \"web\": port 4789/udp is the data path port of node host-1: the nodes answer published ports themselves; publish another port",
             ]
         );

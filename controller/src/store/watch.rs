@@ -531,6 +531,7 @@ mod tests {
                     id: "a".into(),
                     status: NodeStatus::Down,
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 }],
             });
             self.pass();
@@ -659,6 +660,7 @@ mod tests {
                         NodeStatus::Ready
                     },
                     worker_error: None,
+                    ports_taken: Vec::new(),
                 }],
             });
         }

@@ -8,7 +8,10 @@ use std::net::Ipv4Addr;
 
 use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
 
-use super::{MeshLink, NodeMesh, Proxies, link_mac, link_name, render, table_name};
+use super::{
+    Held, MeshLink, NodeMesh, PortKey, Proxies, RelayedBytes, link_mac, link_name, render,
+    table_name,
+};
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
@@ -22,6 +25,9 @@ pub struct Mesh {
     current: NodeMesh,
     /// The kernel holds nothing of this node's mesh (an empty reconcile went through).
     clean: bool,
+    /// The sysctl settings the last reconcile made: set again only when they change (a
+    /// process fewer on the path from a task's exit to its rules gone).
+    settings: Vec<String>,
 }
 
 impl Mesh {
@@ -32,6 +38,7 @@ impl Mesh {
             node_id: node_id.into(),
             current: NodeMesh::default(),
             clean: false,
+            settings: Vec::new(),
         }
     }
 
@@ -50,6 +57,7 @@ impl Mesh {
             // Whatever was half set is set again from nothing.
             self.current = NodeMesh::default();
             self.clean = false;
+            self.settings.clear();
         }
         outcome?;
         tracing::debug!(
@@ -64,7 +72,8 @@ impl Mesh {
     }
 
     fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
-        let node = self.node_id.as_str();
+        let node = self.node_id.clone();
+        let node = node.as_str();
         let link = link_name(node);
         match (&self.current.link, &desired.link) {
             (Some(current), Some(wanted))
@@ -74,6 +83,8 @@ impl Mesh {
             }
             (_, Some(wanted)) => {
                 make_link(&link, wanted)?;
+                // A new device: its settings are made again.
+                self.settings.clear();
                 set_peers(&link, &BTreeMap::new(), &wanted.peers)?;
             }
             (Some(_), None) => remove_link(&link)?,
@@ -92,9 +103,12 @@ impl Mesh {
         {
             settings.push(format!("net.ipv4.conf.{bridge}.route_localnet=1"));
         }
-        let mut args = vec!["-q", "-w"];
-        args.extend(settings.iter().map(String::as_str));
-        run("sysctl", &args, None)?;
+        if settings != self.settings {
+            let mut args = vec!["-q", "-w"];
+            args.extend(settings.iter().map(String::as_str));
+            run("sysctl", &args, None)?;
+            self.settings = settings;
+        }
         run(
             "nft",
             &["-f", "-"],
@@ -117,16 +131,18 @@ impl Mesh {
         }
         self.current = NodeMesh::default();
         self.clean = true;
+        self.settings.clear();
         Ok(())
     }
 }
 
 /// What the node's mesh counted since its table was made: the connections each port's
-/// rules sent on (by protocol and port), and those refused because they came by the link
-/// for a port with no task here.
+/// rules sent on (by protocol and port), the bytes of its connections each way, and the
+/// connections refused because they came by the link for a port with no task here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshCounters {
     pub connections: BTreeMap<(swarm_api::spec::Protocol, u16), u64>,
+    pub bytes: BTreeMap<(swarm_api::spec::Protocol, u16, super::Direction), u64>,
     pub refused: u64,
 }
 
@@ -153,18 +169,22 @@ fn parse_counters(json: &str) -> MeshCounters {
     let mut counters = MeshCounters::default();
     for item in value["nftables"].as_array().into_iter().flatten() {
         let counter = &item["counter"];
-        let (Some(name), Some(packets)) = (counter["name"].as_str(), counter["packets"].as_u64())
-        else {
+        let (Some(name), Some(packets), Some(bytes)) = (
+            counter["name"].as_str(),
+            counter["packets"].as_u64(),
+            counter["bytes"].as_u64(),
+        ) else {
             continue;
         };
         if name == super::REFUSED_COUNTER {
             counters.refused = packets;
             continue;
         }
-        let mut parts = name.split('_');
-        let (Some("conn"), Some(protocol), Some(port)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+        let parts: Vec<&str> = name.split('_').collect();
+        let (kind, protocol, port, direction) = match parts[..] {
+            [kind, protocol, port] => (kind, protocol, port, None),
+            [kind, protocol, port, direction] => (kind, protocol, port, Some(direction)),
+            _ => continue,
         };
         let protocol = match protocol {
             "tcp" => Protocol::Tcp,
@@ -172,8 +192,24 @@ fn parse_counters(json: &str) -> MeshCounters {
             "sctp" => Protocol::Sctp,
             _ => continue,
         };
-        if let Ok(port) = port.parse() {
-            counters.connections.insert((protocol, port), packets);
+        let Ok(port) = port.parse() else {
+            continue;
+        };
+        match (kind, direction) {
+            ("conn", None) => {
+                counters.connections.insert((protocol, port), packets);
+            }
+            ("bytes", Some("in")) => {
+                counters
+                    .bytes
+                    .insert((protocol, port, super::Direction::In), bytes);
+            }
+            ("bytes", Some("out")) => {
+                counters
+                    .bytes
+                    .insert((protocol, port, super::Direction::Out), bytes);
+            }
+            _ => {}
         }
     }
     counters
@@ -295,6 +331,9 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 /// Keeps the node's mesh on its endpoint table and the addresses of its tasks (each
 /// address's task id, by `task_of`): a reconcile
 /// at every change that changes the desired state, again after a wait while one fails.
+/// The ports another process on the node holds are sent on `taken` at each change, and
+/// tried again after a wait until the node holds them. The userspace path counts the
+/// bytes it relays into `relayed`.
 /// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
 /// the tasks outlive a daemon restart, and so do their published ports.
 pub async fn follow<T: Send + Sync + 'static>(
@@ -302,11 +341,12 @@ pub async fn follow<T: Send + Sync + 'static>(
     mut views: tokio::sync::watch::Receiver<NetworkView>,
     mut addresses: tokio::sync::watch::Receiver<BTreeMap<Ipv4Addr, T>>,
     task_of: fn(&T) -> &str,
+    taken: tokio::sync::watch::Sender<std::collections::BTreeSet<PortKey>>,
+    relayed: RelayedBytes,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
-    let mut proxies = Proxies::default();
-    // The ports that could not be bound, said once each.
-    let mut warned = std::collections::BTreeSet::new();
+    let mut proxies = Proxies::counting_into(relayed);
+    let mut held = Held::default();
     let mut applied: Option<NodeMesh> = None;
     let mut last_error = None;
     let mut retry = RETRY;
@@ -316,15 +356,33 @@ pub async fn follow<T: Send + Sync + 'static>(
             .iter()
             .map(|(address, task)| (task_of(task).to_owned(), *address))
             .collect();
-        let desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        let mut desired = NodeMesh::from_view(&views.borrow_and_update(), &node_id, &local);
+        // Held first: a port that moves to the userspace path is released before its
+        // proxy binds it.
+        let mut now_taken = held.set(&desired.held());
         let unbound = proxies.set(&desired.proxied());
-        for (port, error) in &unbound {
-            // Taken by something else on this node: the other nodes answer it still.
-            if warned.insert(*port) {
+        // A port not bound yet, whatever the reason, is tried again after a wait.
+        let unheld = !unbound.is_empty() || !now_taken.is_empty();
+        for (port, error) in unbound {
+            if error.kind() == std::io::ErrorKind::AddrInUse {
+                now_taken.insert((swarm_api::spec::Protocol::Tcp, port));
+            } else {
                 tracing::warn!(node = node_id, port, %error, "cannot listen on a published port");
             }
         }
-        warned.retain(|port| unbound.iter().any(|(p, _)| p == port));
+        desired.leave_taken(&now_taken);
+        taken.send_if_modified(|reported| {
+            // Taken by something else on this node: the other nodes answer it still.
+            for (protocol, port) in now_taken.difference(reported) {
+                tracing::warn!(node = node_id, port, %protocol, "a published port is taken by another process: left to it");
+            }
+            for (protocol, port) in reported.difference(&now_taken) {
+                tracing::info!(node = node_id, port, %protocol, "a published port taken by another process is the mesh's again");
+            }
+            let changed = *reported != now_taken;
+            reported.clone_from(&now_taken);
+            changed
+        });
         if applied.as_ref() != Some(&desired) {
             let wanted = desired.clone();
             let (back, outcome) = tokio::task::spawn_blocking(move || {
@@ -354,7 +412,7 @@ pub async fn follow<T: Send + Sync + 'static>(
         let changed = tokio::select! {
             changed = views.changed() => changed.is_ok(),
             changed = addresses.changed() => changed.is_ok(),
-            _ = tokio::time::sleep(retry), if applied.is_none() || !warned.is_empty() => true,
+            _ = tokio::time::sleep(retry), if applied.is_none() || unheld => true,
         };
         if !changed {
             return;
@@ -373,8 +431,17 @@ mod tests {
         let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
             {"counter": {"family": "ip", "name": "refused", "table": "t", "handle": 2, "packets": 3, "bytes": 180}},
             {"counter": {"family": "ip", "name": "conn_tcp_8080", "table": "t", "handle": 3, "packets": 41, "bytes": 2460}},
-            {"counter": {"family": "ip", "name": "conn_udp_53", "table": "t", "handle": 4, "packets": 7, "bytes": 420}}]}"#;
+            {"counter": {"family": "ip", "name": "conn_udp_53", "table": "t", "handle": 4, "packets": 7, "bytes": 420}},
+            {"counter": {"family": "ip", "name": "bytes_tcp_8080_in", "table": "t", "handle": 5, "packets": 90, "bytes": 9000}},
+            {"counter": {"family": "ip", "name": "bytes_tcp_8080_out", "table": "t", "handle": 6, "packets": 80, "bytes": 64000}}]}"#;
         let counters = parse_counters(json);
+        use super::super::Direction;
+        assert_eq!(counters.bytes[&(Protocol::Tcp, 8080, Direction::In)], 9000);
+        assert_eq!(
+            counters.bytes[&(Protocol::Tcp, 8080, Direction::Out)],
+            64000
+        );
+        assert_eq!(counters.bytes.len(), 2);
         assert_eq!(counters.refused, 3);
         assert_eq!(counters.connections[&(Protocol::Tcp, 8080)], 41);
         assert_eq!(counters.connections[&(Protocol::Udp, 53)], 7);

@@ -6,14 +6,18 @@
 //! that node's mesh address and the published port: the other node's kernel rules hand it
 //! to one of its own tasks, header and all. Each port holds at most [`MAX_CONNECTIONS`]
 //! connections: past that, new ones wait in the listen backlog, so a slow or silent
-//! client cannot exhaust the node.
+//! client cannot exhaust the node. The bytes relayed are counted per port as they go
+//! ([`RelayedBytes`], for `/metrics`): the kernel's counters do not see this path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -41,10 +45,96 @@ pub fn header_v2(client: SocketAddrV4, reached: SocketAddrV4) -> [u8; 28] {
     header
 }
 
+/// The bytes the node's userspace path relayed, by published port, since the daemon
+/// started: shared by the proxies that count and the metrics that read. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct RelayedBytes {
+    ports: Arc<Mutex<BTreeMap<u16, Arc<Relayed>>>>,
+}
+
+/// One port's bytes: to its tasks (from the clients), and back.
+#[derive(Debug, Default)]
+struct Relayed {
+    to_tasks: AtomicU64,
+    to_clients: AtomicU64,
+}
+
+impl RelayedBytes {
+    fn port(&self, port: u16) -> Arc<Relayed> {
+        self.ports
+            .lock()
+            .expect("not poisoned")
+            .entry(port)
+            .or_default()
+            .clone()
+    }
+
+    /// Each port's bytes so far: (to its tasks, to the clients).
+    pub fn snapshot(&self) -> BTreeMap<u16, (u64, u64)> {
+        self.ports
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(port, relayed)| {
+                let to_tasks = relayed.to_tasks.load(Ordering::Relaxed);
+                (
+                    *port,
+                    (to_tasks, relayed.to_clients.load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A task's end of a relayed connection, counting what is written to it and read from it.
+struct Counted {
+    server: TcpStream,
+    relayed: Arc<Relayed>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.server).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.relayed.to_clients.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.server).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            self.relayed
+                .to_tasks
+                .fetch_add(written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.server).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.server).poll_shutdown(cx)
+    }
+}
+
 /// The node's userspace listeners, by published port.
 #[derive(Debug, Default)]
 pub struct Proxies {
     ports: BTreeMap<u16, Listener>,
+    bytes: RelayedBytes,
 }
 
 #[derive(Debug)]
@@ -62,6 +152,14 @@ impl Drop for Proxies {
 }
 
 impl Proxies {
+    /// Listeners that count what they relay into `bytes`.
+    pub fn counting_into(bytes: RelayedBytes) -> Proxies {
+        Proxies {
+            ports: BTreeMap::new(),
+            bytes,
+        }
+    }
+
     /// Brings the listeners to `desired` (published port → backends): new ports bound,
     /// backends swapped in place (open connections stay where they are), ports gone closed
     /// (their open connections drain). Returns the ports that could not be bound (taken by
@@ -92,7 +190,7 @@ impl Proxies {
             match bind(*port) {
                 Ok(socket) => {
                     let (sender, receiver) = watch::channel(backends.clone());
-                    let accept = tokio::spawn(serve(socket, receiver));
+                    let accept = tokio::spawn(serve(socket, receiver, self.bytes.port(*port)));
                     tracing::info!(port, "mesh proxy listening");
                     self.ports.insert(
                         *port,
@@ -147,7 +245,11 @@ impl Load {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, backends: watch::Receiver<Vec<SocketAddrV4>>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    backends: watch::Receiver<Vec<SocketAddrV4>>,
+    relayed: Arc<Relayed>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let load = Arc::new(Mutex::new(Load::default()));
     loop {
@@ -165,8 +267,9 @@ async fn serve(listener: tokio::net::TcpListener, backends: watch::Receiver<Vec<
         };
         let backends = backends.borrow().clone();
         let load = load.clone();
+        let relayed = relayed.clone();
         tokio::spawn(async move {
-            relay(client, &backends, &load).await;
+            relay(client, &backends, &load, relayed).await;
             drop(permit);
         });
     }
@@ -174,7 +277,12 @@ async fn serve(listener: tokio::net::TcpListener, backends: watch::Receiver<Vec<
 
 /// One client's connection: a backend connected (trying another on failure), the header,
 /// then bytes both ways until either side closes.
-async fn relay(mut client: TcpStream, backends: &[SocketAddrV4], load: &Mutex<Load>) {
+async fn relay(
+    mut client: TcpStream,
+    backends: &[SocketAddrV4],
+    load: &Mutex<Load>,
+    relayed: Arc<Relayed>,
+) {
     let (Ok(SocketAddr::V4(from)), Ok(SocketAddr::V4(reached))) =
         (client.peer_addr(), client.local_addr())
     else {
@@ -191,6 +299,7 @@ async fn relay(mut client: TcpStream, backends: &[SocketAddrV4], load: &Mutex<Lo
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 if server.write_all(&header_v2(from, reached)).await.is_ok() {
+                    let mut server = Counted { server, relayed };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
                 load.lock().expect("not poisoned").done(backend);
@@ -262,7 +371,8 @@ mod tests {
             let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let mut proxies = Proxies::default();
+        let bytes = RelayedBytes::default();
+        let mut proxies = Proxies::counting_into(bytes.clone());
         for _ in 0..2 {
             let failed = proxies.set(&[(port, vec![dead, live])].into());
             assert!(failed.is_empty(), "{failed:?}");
@@ -282,6 +392,11 @@ mod tests {
         let mut answer = [0u8; 4];
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"pong");
+        assert_eq!(
+            bytes.snapshot()[&port],
+            (4, 4),
+            "the client's bytes and the answer's, not the header"
+        );
 
         proxies.set(&BTreeMap::new());
         tokio::time::sleep(Duration::from_millis(50)).await;
