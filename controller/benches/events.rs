@@ -15,6 +15,8 @@
 //! accepted → preparing → starting → running, one state change per task per report: 8,000
 //! task changes, each one event.
 
+#[path = "support/cluster.rs"]
+mod cluster;
 #[allow(dead_code)]
 #[path = "support/harness.rs"]
 mod harness;
@@ -24,12 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cluster::node;
 use harness::quantile;
 use swarm_api::events::{Event, EventFilter};
-use swarm_api::store::{
-    AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
-    Outcome, TaskStatusUpdate,
-};
+use swarm_api::store::{AddressPool, Cluster, Command, Outcome, TaskStatusUpdate};
 use swarm_api::task::{TaskState, TaskStatus};
 use swarm_controller::store::events::{EventHub, EventView};
 use swarm_controller::store::{Missed, Store};
@@ -44,31 +44,6 @@ const STATES: [TaskState; 4] = [
     TaskState::Starting,
     TaskState::Running,
 ];
-
-fn node(n: usize) -> Node {
-    Node {
-        id: format!("node-{n:04}"),
-        hostname: format!("host-{n:04}"),
-        role: NodeRole::Worker,
-        availability: Availability::Active,
-        status: NodeStatus::Ready,
-        status_since: 0,
-        labels: BTreeMap::new(),
-        address: String::new(),
-        raft_id: None,
-        description: NodeDescription {
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            nano_cpus: 64_000_000_000,
-            memory_bytes: 256 << 30,
-            data_path_port: swarm_api::endpoints::VXLAN_PORT,
-            metrics_port: None,
-        },
-        subnet: None,
-        worker_error: None,
-        ports_taken: Vec::new(),
-    }
-}
 
 /// A store with the nodes and a service of `TASKS` tasks, placed (assigned); the next free
 /// Raft index.

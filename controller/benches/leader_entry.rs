@@ -19,6 +19,8 @@
 //! connected nodes, the dispatcher's read of its assignments compared with what it was last
 //! sent (`node/src/dispatcher.rs` ran one `local_read` per node per applied entry).
 
+#[path = "support/cluster.rs"]
+mod cluster;
 #[allow(dead_code)]
 #[path = "support/harness.rs"]
 mod harness;
@@ -27,12 +29,10 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use cluster::node;
 use harness::{Timing, measure, quantile};
 use swarm_api::auth::RegistryAuth;
-use swarm_api::store::{
-    AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
-    Outcome, TaskStatusUpdate,
-};
+use swarm_api::store::{AddressPool, Cluster, Command, Outcome, TaskStatusUpdate};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use swarm_controller::orchestrator::Dirty;
 use swarm_controller::store::{Assignment, Assignments, Store};
@@ -41,31 +41,6 @@ use swarm_controller::{orchestrator, plan, source, stack};
 const NODES: usize = 1_000;
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 const RUNS: usize = 200;
-
-fn node(n: usize) -> Node {
-    Node {
-        id: format!("node-{n:04}"),
-        hostname: format!("host-{n:04}"),
-        role: NodeRole::Worker,
-        availability: Availability::Active,
-        status: NodeStatus::Ready,
-        status_since: 0,
-        labels: BTreeMap::new(),
-        address: String::new(),
-        raft_id: None,
-        description: NodeDescription {
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            nano_cpus: 64_000_000_000,
-            memory_bytes: 256 << 30,
-            data_path_port: swarm_api::endpoints::VXLAN_PORT,
-            metrics_port: None,
-        },
-        subnet: None,
-        worker_error: None,
-        ports_taken: Vec::new(),
-    }
-}
 
 fn service_plan(dir: &Path, replicas: usize) -> Command {
     let path = dir.join("bench.yaml");

@@ -14,22 +14,22 @@
 //! entries written (count and bytes).
 
 // Each run needs a fresh cluster, so runs are timed here, not with `harness::measure`.
+#[path = "support/cluster.rs"]
+mod cluster;
 #[allow(dead_code)]
 #[path = "support/harness.rs"]
 mod harness;
 #[path = "../tests/support/raft_cluster.rs"]
 mod raft_cluster;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cluster::node;
 use harness::{Timing, quantile, report};
 use raft_cluster::{Manager, ManagerConfig, credentials};
-use swarm_api::store::{
-    AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
-    Outcome, StoreData,
-};
+use swarm_api::store::{AddressPool, Cluster, Command, Outcome, StoreData};
 use swarm_api::task::DesiredState;
 use swarm_controller::ca::{Role, RootCa};
 use swarm_controller::raft::crypt::DataKey;
@@ -94,31 +94,6 @@ async fn propose(raft: &RaftHandle<Store>, command: &Command) -> Result<usize, S
     match serde_json::from_slice(&response).unwrap() {
         Outcome::Applied { .. } => Ok(size),
         Outcome::Rejected(rejection) => Err(rejection.to_string()),
-    }
-}
-
-fn node(n: usize) -> Node {
-    Node {
-        id: format!("node-{n:04}"),
-        hostname: format!("host-{n:04}"),
-        role: NodeRole::Worker,
-        availability: Availability::Active,
-        status: NodeStatus::Ready,
-        status_since: 0,
-        labels: BTreeMap::new(),
-        address: String::new(),
-        raft_id: None,
-        description: NodeDescription {
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            nano_cpus: 64_000_000_000,
-            memory_bytes: 256 << 30,
-            data_path_port: swarm_api::endpoints::VXLAN_PORT,
-            metrics_port: None,
-        },
-        subnet: None,
-        worker_error: None,
-        ports_taken: Vec::new(),
     }
 }
 
