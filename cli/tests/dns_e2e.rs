@@ -104,10 +104,7 @@ fn deploy(cluster: &Cluster, stack: &str, file: &str) {
 #[test]
 fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
     let test = "a_task_resolves_its_stacks_services_and_no_other_stacks";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-    {
+    if !hosts_can_run_containers(test, &[]) {
         return;
     }
     // A /25 task subnet per node: three in the test's /23.

@@ -43,10 +43,7 @@ fn running_tasks(cluster: &Cluster, node_ids: &[String]) -> Vec<(usize, String)>
 #[test]
 fn a_service_spreads_over_three_hosts_and_heals_when_one_dies() {
     let test = "a_service_spreads_over_three_hosts_and_heals_when_one_dies";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-    {
+    if !hosts_can_run_containers(test, &[]) {
         return;
     }
     let hosts = Hosts::create("node", 3).expect("three test hosts");

@@ -187,10 +187,7 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
 #[test]
 fn a_global_job_completes_once_on_each_host() {
     let test = "a_global_job_completes_once_on_each_host";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-    {
+    if !hosts_can_run_containers(test, &[]) {
         return;
     }
     // A /25 for each node's tasks: the other test has 198.18.120.0/24.

@@ -111,11 +111,7 @@ const KILLED_IN_FLIGHT: usize = 20;
 #[test]
 fn published_ports_answer_on_every_host_through_the_mesh() {
     let test = "published_ports_answer_on_every_host_through_the_mesh";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("nft"), "nft")
-    {
+    if !hosts_can_run_containers(test, &["nft"]) {
         return;
     }
     let (cluster, registry) = workers_on_hosts("mesh", 3, &init_args("198.18.216.0/22", &[]));

@@ -96,10 +96,7 @@ fn create(
 #[test]
 fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does() {
     let test = "tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-    {
+    if !hosts_can_run_containers(test, &[]) {
         return;
     }
     let (cluster, registry) = workers_on_hosts("ovl", 3, &init_args("198.18.220.0/22", &[]));

@@ -43,11 +43,7 @@ fn pages(cluster: &Cluster, client: &str, vip: &str, count: usize) -> BTreeSet<S
 #[test]
 fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
     let test = "a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts";
-    if !swarm_testkit::require(test, swarm_testkit::is_root(), "root")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("runc"), "runc")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("busybox"), "busybox")
-        || !swarm_testkit::require(test, swarm_testkit::has_program("nft"), "nft")
-    {
+    if !hosts_can_run_containers(test, &["nft"]) {
         return;
     }
     let (cluster, registry) = workers_on_hosts("vipe", 2, &init_args("198.18.228.0/23", &[]));

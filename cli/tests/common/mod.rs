@@ -285,6 +285,15 @@ pub fn cluster_on_hosts(
     cluster
 }
 
+/// Whether `test` can run containers on test hosts: root, runc and busybox, and each of
+/// `more` programs; says what is missing otherwise (a failure under CI=true).
+pub fn hosts_can_run_containers(test: &str, more: &[&str]) -> bool {
+    swarm_testkit::require(test, swarm_testkit::is_root(), "root")
+        && ["runc", "busybox"].iter().chain(more).all(|program| {
+            swarm_testkit::require(test, swarm_testkit::has_program(program), program)
+        })
+}
+
 /// `count` test hosts named `{prefix}-N`, a registry on their gateway holding the test
 /// images, and a cluster on them: node 1 inits with `init_args`, the others join as
 /// workers. Returned once every node is Ready (within 20 s).
