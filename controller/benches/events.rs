@@ -15,6 +15,7 @@
 //! accepted → preparing → starting → running, one state change per task per report: 8,000
 //! task changes, each one event.
 
+#[allow(dead_code)]
 #[path = "support/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cluster::node;
 use harness::quantile;
 use swarm_api::events::{Event, EventFilter};
-use swarm_api::store::{AddressPool, Cluster, Command, Outcome, TaskStatusUpdate};
+use swarm_api::store::{Command, Outcome, TaskStatusUpdate};
 use swarm_api::task::{TaskState, TaskStatus};
 use swarm_controller::store::events::{EventHub, EventView};
 use swarm_controller::store::{Missed, Store};
@@ -55,22 +56,7 @@ fn state() -> (Store, u64) {
         let outcome = store.apply_command(index, command);
         assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     };
-    apply(
-        &mut store,
-        Command::InitCluster(Cluster {
-            id: "bench".into(),
-            created_at: 0,
-            heartbeat_period_ms: 1000,
-            missed_heartbeats_for_down: 3,
-            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
-            worker_token_secret: String::new(),
-            manager_token_secret: String::new(),
-            address_pool: AddressPool {
-                base: "172.16.0.0/12".parse().unwrap(),
-                subnet_size: 24,
-            },
-        }),
-    );
+    apply(&mut store, cluster::init("172.16.0.0/12"));
     for n in 0..NODES {
         apply(&mut store, Command::AddNode(node(n)));
     }

@@ -19,6 +19,7 @@
 //! connected nodes, the dispatcher's read of its assignments compared with what it was last
 //! sent (`node/src/dispatcher.rs` ran one `local_read` per node per applied entry).
 
+#[allow(dead_code)]
 #[path = "support/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
@@ -32,7 +33,7 @@ use std::path::Path;
 use cluster::node;
 use harness::{Timing, measure, quantile};
 use swarm_api::auth::RegistryAuth;
-use swarm_api::store::{AddressPool, Cluster, Command, Outcome, TaskStatusUpdate};
+use swarm_api::store::{Command, Outcome, TaskStatusUpdate};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 use swarm_controller::orchestrator::Dirty;
 use swarm_controller::store::{Assignment, Assignments, Store};
@@ -79,22 +80,7 @@ fn state(replicas: usize) -> (Store, u64) {
         let outcome = store.apply_command(index, command);
         assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
     };
-    apply(
-        &mut store,
-        Command::InitCluster(Cluster {
-            id: "bench".into(),
-            created_at: 0,
-            heartbeat_period_ms: 1000,
-            missed_heartbeats_for_down: 3,
-            certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
-            worker_token_secret: String::new(),
-            manager_token_secret: String::new(),
-            address_pool: AddressPool {
-                base: "10.0.0.0/8".parse().unwrap(),
-                subnet_size: 24,
-            },
-        }),
-    );
+    apply(&mut store, cluster::init("10.0.0.0/8"));
     for n in 0..NODES {
         apply(&mut store, Command::AddNode(node(n)));
     }

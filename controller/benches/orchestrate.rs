@@ -14,6 +14,7 @@
 //! entries written (count and bytes).
 
 // Each run needs a fresh cluster, so runs are timed here, not with `harness::measure`.
+#[allow(dead_code)]
 #[path = "support/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]

@@ -1,9 +1,28 @@
-//! The simulated cluster the store benchmarks start from: nodes as a big worker reports
-//! itself.
+//! The simulated cluster the store benchmarks start from: its creation, and nodes as a
+//! big worker reports itself.
 
 use std::collections::BTreeMap;
 
-use swarm_api::store::{Availability, Node, NodeDescription, NodeRole, NodeStatus};
+use swarm_api::store::{
+    AddressPool, Availability, Cluster, Command, Node, NodeDescription, NodeRole, NodeStatus,
+};
+
+/// The cluster's creation, its nodes' subnets (/24s) taken from `pool`.
+pub fn init(pool: &str) -> Command {
+    Command::InitCluster(Cluster {
+        id: "bench".into(),
+        created_at: 0,
+        heartbeat_period_ms: 1000,
+        missed_heartbeats_for_down: 3,
+        certificate_validity_ms: swarm_api::store::DEFAULT_CERTIFICATE_VALIDITY_MS,
+        worker_token_secret: String::new(),
+        manager_token_secret: String::new(),
+        address_pool: AddressPool {
+            base: pool.parse().unwrap(),
+            subnet_size: 24,
+        },
+    })
+}
 
 /// Worker `n`, Ready and active, with room for every task the benchmarks place.
 pub fn node(n: usize) -> Node {
