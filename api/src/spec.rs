@@ -66,6 +66,9 @@ pub enum DependencyCondition {
     ServiceStarted,
     /// Each of its tasks runs, past its healthcheck when it has one.
     ServiceHealthy,
+    /// A job, whose current run completed: every completion done (a replicated job), a
+    /// task done on every node (a global job).
+    ServiceCompletedSuccessfully,
 }
 
 impl ServiceSpec {

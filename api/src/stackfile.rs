@@ -169,7 +169,7 @@ pub enum DependsOn {
 #[schemars(extend("patternProperties" = {"^x-": {}}))]
 pub struct Dependency {
     /// `service_started` (default): its tasks run; `service_healthy`: they pass their
-    /// healthcheck.
+    /// healthcheck; `service_completed_successfully`: a job that completed.
     pub condition: Option<DependencyCondition>,
     /// `false`: a service the stack does not have is no error (a warning).
     pub required: Option<bool>,

@@ -1532,3 +1532,36 @@ fn a_dependency_on_a_completed_job_is_met() {
     sim.converge();
     assert_eq!(sim.count_live("web", TaskState::Running), 1);
 }
+
+/// A service that depends on a job with `service_completed_successfully` waits while the
+/// job runs (its tasks pending, saying so) and starts once every completion is done.
+#[test]
+fn a_dependency_on_a_jobs_completion_waits_for_it() {
+    use swarm_api::spec::{Dependency, DependencyCondition};
+    let mut sim = Sim::new(2);
+    sim.put_service(replicated_job(2, 2));
+    let mut web = spec("web", "");
+    web.depends_on = vec![Dependency {
+        service: "s_job".into(),
+        condition: DependencyCondition::ServiceCompletedSuccessfully,
+    }];
+    sim.put_service(web);
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Running), 2);
+    assert_eq!(
+        sim.count_live("web", TaskState::Running),
+        0,
+        "the job still runs"
+    );
+    let pending = sim.live("web");
+    assert!(
+        pending
+            .iter()
+            .all(|t| t.status.message == "waiting for service s_job to complete"),
+        "{pending:?}"
+    );
+    sim.complete_running("job");
+    sim.converge();
+    assert_eq!(sim.count_live("job", TaskState::Complete), 2);
+    assert_eq!(sim.count_live("web", TaskState::Running), 1);
+}

@@ -934,6 +934,26 @@ mod tests {
         assert!(!api.init);
     }
 
+    /// `service_completed_successfully` on a job is kept: the service waits for the job's
+    /// run to complete.
+    #[test]
+    fn a_dependency_on_a_jobs_completion_is_kept() {
+        use swarm_api::spec::{Dependency, DependencyCondition};
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx:1.27\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n  migrate:\n    image: app:1\n    deploy: {mode: replicated-job}\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let web = stack.services.iter().find(|s| s.name.ends_with("web"));
+        assert_eq!(
+            web.unwrap().depends_on,
+            [Dependency {
+                service: "app_migrate".into(),
+                condition: DependencyCondition::ServiceCompletedSuccessfully,
+            }]
+        );
+    }
+
     /// `depends_on` in either form names services of the same stack, by full name, with
     /// their condition (`service_started` by default), sorted.
     #[test]

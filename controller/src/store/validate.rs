@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use swarm_api::plan::{Kind, Op};
 use swarm_api::spec::{
-    EndpointMode, MountKind, Protocol, PublishMode, ServiceMode, ServiceSpec, UpdatePolicy,
+    DependencyCondition, EndpointMode, MountKind, Protocol, PublishMode, ServiceMode, ServiceSpec,
+    UpdatePolicy,
 };
 use swarm_api::state::ClusterState;
 
@@ -92,21 +93,33 @@ pub(super) fn plan_result(objects: &ClusterState, touched: &[(Kind, String, Op)]
 /// The dependencies of the services `judged` says: services that exist, in no cycle.
 fn dependencies(objects: &ClusterState, judged: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut reasons = Vec::new();
-    let names: BTreeSet<&str> = objects
+    let modes: BTreeMap<&str, ServiceMode> = objects
         .services
         .iter()
-        .map(|s| s.spec.name.as_str())
+        .map(|s| (s.spec.name.as_str(), s.spec.mode))
         .collect();
     for spec in objects.services.iter().map(|s| &s.spec) {
         if !judged(&spec.name) {
             continue;
         }
         for dependency in &spec.depends_on {
-            if !names.contains(dependency.service.as_str()) {
-                reasons.push(format!(
+            match modes.get(dependency.service.as_str()) {
+                None => reasons.push(format!(
                     "service {:?}: depends on service {:?}, which does not exist",
                     spec.name, dependency.service
-                ));
+                )),
+                // Only a job's tasks complete.
+                Some(mode)
+                    if dependency.condition
+                        == DependencyCondition::ServiceCompletedSuccessfully
+                        && !mode.is_job() =>
+                {
+                    reasons.push(format!(
+                        "service {:?}: waits for service {:?} to complete, which is not a job: its tasks never complete",
+                        spec.name, dependency.service
+                    ))
+                }
+                Some(_) => {}
             }
         }
     }
@@ -592,7 +605,12 @@ mod tests {
         a.depends_on = vec![on("b")];
         let mut b = service("b");
         b.depends_on = vec![on("a"), on("gone")];
-        let objects = state(vec![a, b, service("c")]);
+        let mut c = service("c");
+        c.depends_on = vec![Dependency {
+            service: "a".to_owned(),
+            condition: DependencyCondition::ServiceCompletedSuccessfully,
+        }];
+        let objects = state(vec![a, b, c]);
         let reasons = plan_result(&objects, &[created("b")]);
         assert_eq!(
             reasons,
@@ -601,8 +619,15 @@ mod tests {
                 "depends_on cycle: a → b → a",
             ]
         );
-        // A plan that touches neither is not judged by them.
-        assert!(plan_result(&objects, &[created("c")]).is_empty());
+        assert_eq!(
+            plan_result(&objects, &[created("c")]),
+            [
+                "service \"c\": waits for service \"a\" to complete, which is not a job: its tasks never complete"
+            ]
+        );
+        // A plan that touches none of them is not judged by them.
+        let objects = state(vec![service("d")]);
+        assert!(plan_result(&objects, &[created("d")]).is_empty());
     }
 
     #[test]

@@ -54,14 +54,32 @@ impl Converter<'_> {
                     DependencyCondition::ServiceHealthy
                 }
                 Some(file::DependencyCondition::ServiceCompletedSuccessfully) => {
-                    self.diags
-                        .error(
-                            at.key("condition").span(),
-                            &at.key("condition").path,
-                            "condition service_completed_successfully needs a job, which swarm does not run yet",
-                        )
-                        .help("use service_started or service_healthy");
-                    continue;
+                    // Only a job's tasks complete: any other service's are restarted, and
+                    // its dependents would wait for ever.
+                    let job = services
+                        .get(&name)
+                        .and_then(|s| s.deploy.as_ref()?.mode)
+                        .is_some_and(|mode| {
+                            matches!(
+                                mode,
+                                file::DeployMode::ReplicatedJob | file::DeployMode::GlobalJob
+                            )
+                        });
+                    if services.contains_key(&name) && !job {
+                        self.diags
+                            .error(
+                                at.key("condition").span(),
+                                &at.key("condition").path,
+                                format!(
+                                    "condition service_completed_successfully needs a job, and service {name:?} is not one: its tasks never complete"
+                                ),
+                            )
+                            .help(format!(
+                                "give {name:?} deploy.mode: replicated-job (or global-job), or use service_started or service_healthy"
+                            ));
+                        continue;
+                    }
+                    DependencyCondition::ServiceCompletedSuccessfully
                 }
             };
             if name == key {
