@@ -158,7 +158,8 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
     );
     ok(&cluster, &["service", "rm", "broken"]);
 
-    // From a stack file, as Docker's loader reads it; `stack deploy` waits for it too.
+    // From a stack file, as Docker's loader reads it; `stack deploy` waits for it too, and
+    // `app` (`service_completed_successfully`) starts only once both completions are done.
     let dir = tempfile::tempdir().unwrap();
     let stack = dir.path().join("batch.yaml");
     let file = format!(
@@ -170,6 +171,10 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
     deploy:
       mode: replicated-job
       replicas: 2
+  app:
+    image: {image}
+    depends_on:
+      seed: {{condition: service_completed_successfully}}
 "
     );
     std::fs::write(&stack, file).unwrap();
@@ -179,6 +184,22 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
     );
     let tasks = all_tasks(&cluster, "batch_seed");
     assert_eq!(states(&tasks), ["complete"; 2], "{tasks:#?}");
+    let completed = tasks
+        .iter()
+        .filter_map(|t| t["status"]["since"].as_u64())
+        .max()
+        .unwrap();
+    let app = wait_for("app running", Duration::from_secs(60), || {
+        all_tasks(&cluster, "batch_app")
+            .into_iter()
+            .find(|t| t["status"]["state"] == "running")
+    });
+    let created = app["created_at"].as_u64().unwrap();
+    let started = app["started_at"].as_u64().unwrap_or(created);
+    assert!(
+        started >= completed,
+        "app started at {started}, before the job completed at {completed}"
+    );
     let ls = ok(&cluster, &["service", "ls"]);
     assert!(ls.contains("0/0 (2/2 completed)"), "{ls}");
     ok(&cluster, &["stack", "rm", "batch"]);
