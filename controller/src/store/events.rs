@@ -693,53 +693,12 @@ impl EventHub {
 
 #[cfg(test)]
 mod tests {
-    use swarm_api::plan::{Action, Kind, Op};
+    use swarm_api::plan::Op;
     use swarm_api::store::{Availability, Command, NodeStatusChange, NodeUpdate, TaskStatusUpdate};
     use swarm_api::task::TaskStatus;
 
     use super::*;
-    use crate::store::fixtures::{self, node};
-
-    /// The plan that creates (or scales, or removes) stack `s`'s service `NAME`, as a stack
-    /// file `s.yaml` makes it.
-    fn service(name: &str, replicas: u64, op: Op) -> Command {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "services:\n  {name}:\n    image: nginx\n    deploy:\n      replicas: {replicas}\n"
-            ),
-        )
-        .unwrap();
-        let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None)
-            .stack
-            .unwrap();
-        let mut actions: Vec<Action> = crate::plan::plan(
-            &[stack],
-            &swarm_api::state::ClusterState::empty(),
-            &Default::default(),
-            Default::default(),
-        )
-        .unwrap()
-        .actions;
-        if op != Op::Create {
-            actions.retain(|a| a.kind == Kind::Service);
-            for action in &mut actions {
-                action.op = op;
-                if op == Op::Remove {
-                    action.spec = None;
-                }
-            }
-        }
-        Command::ApplyPlan {
-            file_contents: Default::default(),
-            expected_version: None,
-            actions,
-            registry_auth: Default::default(),
-            override_git: false,
-        }
-    }
+    use crate::store::fixtures::{self, node, service_plan as service};
 
     /// A store driven as the leader drives it, with a subscriber deriving events.
     struct Cluster {

@@ -58,3 +58,50 @@ pub(crate) fn apply_plan(
         },
     )
 }
+
+/// The plan that creates stack `stack` as a stack file `STACK.yaml` holding `text` declares
+/// it (its default network first), against an empty cluster.
+pub(crate) fn stack_actions(stack: &str, text: &str) -> Vec<swarm_api::plan::Action> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("{stack}.yaml");
+    let path = dir.path().join(&file);
+    std::fs::write(&path, text).unwrap();
+    let loaded = crate::stack::load(&crate::source::WorkTree, &path, &file, &|_| None);
+    let stack = loaded
+        .stack
+        .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
+    crate::plan::plan(
+        &[stack],
+        &swarm_api::state::ClusterState::empty(),
+        &Default::default(),
+        Default::default(),
+    )
+    .unwrap()
+    .actions
+}
+
+/// Stack `s` created with service `NAME` of `replicas` replicas (`Op::Create`: its default
+/// network, then the service), or that service scaled or removed.
+pub(crate) fn service_plan(name: &str, replicas: u64, op: swarm_api::plan::Op) -> Command {
+    use swarm_api::plan::{Kind, Op};
+    let text = format!(
+        "services:\n  {name}:\n    image: nginx\n    deploy:\n      replicas: {replicas}\n"
+    );
+    let mut actions = stack_actions("s", &text);
+    if op != Op::Create {
+        actions.retain(|a| a.kind == Kind::Service);
+        for action in &mut actions {
+            action.op = op;
+            if op == Op::Remove {
+                action.spec = None;
+            }
+        }
+    }
+    Command::ApplyPlan {
+        file_contents: Default::default(),
+        expected_version: None,
+        actions,
+        registry_auth: Default::default(),
+        override_git: false,
+    }
+}

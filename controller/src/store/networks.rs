@@ -690,40 +690,26 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::super::Store;
-    use super::super::fixtures::{apply_plan, cluster};
+    use super::super::fixtures::{apply_plan, cluster, stack_actions};
     use swarm_api::plan::{Action, Kind, ObjectSpec, Op};
-    use swarm_api::state::ClusterState;
     use swarm_api::store::{Command, Outcome, TaskChange};
     use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 
     /// The plan of a stack `web` whose service `site` (endpoint mode `mode`, with `image`)
     /// attaches to network `web_back` (`subnet` when given).
     fn stack_plan(subnet: Option<&str>, mode: &str, image: &str) -> Vec<Action> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("web.yaml");
         let ipam = subnet
             .map(|s| format!("\n    ipam:\n      config:\n        - subnet: {s}"))
             .unwrap_or_default();
-        std::fs::write(
-            &path,
-            format!(
-                "services:\n  site:\n    image: {image}\n    deploy: {{endpoint_mode: {mode}}}\n    networks: [back]\nnetworks:\n  back:{}\n",
-                if ipam.is_empty() { " {}".to_owned() } else { ipam }
-            ),
-        )
-        .unwrap();
-        let stack = crate::stack::load(&crate::source::WorkTree, &path, "web.yaml", &|_| None);
-        let stack = stack
-            .stack
-            .unwrap_or_else(|| panic!("{:?}", stack.diagnostics));
-        crate::plan::plan(
-            &[stack],
-            &ClusterState::empty(),
-            &Default::default(),
-            Default::default(),
-        )
-        .unwrap()
-        .actions
+        let text = format!(
+            "services:\n  site:\n    image: {image}\n    deploy: {{endpoint_mode: {mode}}}\n    networks: [back]\nnetworks:\n  back:{}\n",
+            if ipam.is_empty() {
+                " {}".to_owned()
+            } else {
+                ipam
+            }
+        );
+        stack_actions("web", &text)
     }
 
     fn task(store: &Store, id: &str) -> Task {

@@ -225,24 +225,13 @@ mod tests {
 #[cfg(test)]
 mod store_tests {
     use super::super::Store;
-    use super::super::fixtures::{apply_plan as apply, cluster};
+    use super::super::fixtures::{apply_plan as apply, cluster, stack_actions};
     use swarm_api::plan::{Action, Kind, Op};
-    use swarm_api::state::ClusterState;
     use swarm_api::store::Outcome;
 
     /// The plan creating stack `web` from `services` (a stack file's `services:` body).
     fn plan(services: &str) -> Vec<Action> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("web.yaml");
-        std::fs::write(&path, format!("services:\n{services}")).unwrap();
-        let loaded = crate::stack::load(&crate::source::WorkTree, &path, "web.yaml", &|_| None);
-        let stack = loaded
-            .stack
-            .unwrap_or_else(|| panic!("{:?}", loaded.diagnostics));
-        let empty = ClusterState::empty();
-        crate::plan::plan(&[stack], &empty, &Default::default(), Default::default())
-            .unwrap()
-            .actions
+        stack_actions("web", &format!("services:\n{services}"))
     }
 
     /// The plan's service actions (without the stack's default network).

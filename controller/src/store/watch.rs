@@ -307,12 +307,12 @@ fn changed(data: &StoreData, object: &str, name: &str) -> Option<Changed> {
 
 #[cfg(test)]
 mod tests {
-    use swarm_api::plan::{Action, Kind, Op};
+    use swarm_api::plan::Op;
     use swarm_api::store::{Command, NodeRole, NodeStatus, NodeStatusChange, TaskStatusUpdate};
     use swarm_api::task::{TaskState, TaskStatus};
 
     use super::*;
-    use crate::store::fixtures::{self, node};
+    use crate::store::fixtures::{self, node, service_plan as service};
 
     /// A follower's copy of the watched part of the state: the snapshot, then each entry's
     /// changes applied to it.
@@ -422,53 +422,6 @@ mod tests {
             assigned_ports: data.assigned_ports.clone(),
             file_contents: data.file_contents.clone(),
             ..StoreData::default()
-        }
-    }
-
-    /// Service `s_NAME` of `replicas` replicas, as a stack file `s.yaml` makes it.
-    /// The plan that creates stack `s` with service `NAME` of `replicas` replicas, as a
-    /// stack file `s.yaml` makes it: its default network, then the service.
-    fn stack_plan(name: &str, replicas: u64) -> Vec<Action> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "services:\n  {name}:\n    image: nginx\n    deploy:\n      replicas: {replicas}\n"
-            ),
-        )
-        .unwrap();
-        let stack = crate::stack::load(&crate::source::WorkTree, &path, "s.yaml", &|_| None)
-            .stack
-            .unwrap();
-        crate::plan::plan(
-            &[stack],
-            &swarm_api::state::ClusterState::empty(),
-            &Default::default(),
-            Default::default(),
-        )
-        .unwrap()
-        .actions
-    }
-
-    /// Creates the stack (`Op::Create`), or scales or removes its service.
-    fn service(name: &str, replicas: u64, op: Op) -> Command {
-        let mut actions = stack_plan(name, replicas);
-        if op != Op::Create {
-            actions.retain(|a| a.kind == Kind::Service);
-            for action in &mut actions {
-                action.op = op;
-                if op == Op::Remove {
-                    action.spec = None;
-                }
-            }
-        }
-        Command::ApplyPlan {
-            file_contents: Default::default(),
-            expected_version: None,
-            actions,
-            registry_auth: Default::default(),
-            override_git: false,
         }
     }
 
