@@ -9,12 +9,11 @@
 use std::collections::BTreeMap;
 
 use swarm_api::spec::{PublishMode, UpdateOrder};
-use swarm_api::store::{Availability, Node, NodeStatus};
+use swarm_api::store::{Node, NodeStatus};
 use swarm_api::task::{Task, TaskState};
 
-use super::placement::candidate;
+use super::placement::runs_on;
 use super::{Decisions, Restart, Service, restart, rollout};
-use crate::scheduler::satisfies;
 
 pub(super) fn reconcile(
     service: &Service<'_>,
@@ -46,14 +45,7 @@ pub(super) fn reconcile(
         let history = by_node.remove(node.id.as_str()).unwrap_or_default();
         d.trim_history(&history, nodes);
         let live: Vec<&Task> = history.iter().copied().filter(|t| t.is_live()).collect();
-        let candidate = candidate(node);
-        let eligible = node.availability != Availability::Drain
-            && spec
-                .placement
-                .constraints
-                .iter()
-                .all(|c| satisfies(&candidate, c));
-        if !eligible {
+        if !runs_on(spec, node) {
             for task in live {
                 d.stop(task);
             }

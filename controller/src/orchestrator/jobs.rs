@@ -14,9 +14,8 @@ use swarm_api::spec::TaskSpec;
 use swarm_api::store::{Availability, Node, NodeStatus};
 use swarm_api::task::{Task, TaskState};
 
-use super::placement::candidate;
+use super::placement::runs_on;
 use super::{Decisions, Restart, Service, lost, restart};
-use crate::scheduler::satisfies;
 
 /// Where the newest task of a slot (or a node) of the current iteration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,14 +160,7 @@ pub(super) fn global(
         if let Some(old) = earlier.remove(&node.id) {
             d.trim_history(&old, nodes);
         }
-        let candidate = candidate(node);
-        let eligible = node.availability != Availability::Drain
-            && spec
-                .placement
-                .constraints
-                .iter()
-                .all(|c| satisfies(&candidate, c));
-        if !eligible {
+        if !runs_on(spec, node) {
             for task in history.iter().filter(|t| t.is_live()) {
                 if !task.status.state.is_terminal() {
                     d.stop(task);

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use swarm_api::spec::{Protocol, PublishMode, TaskSpec};
-use swarm_api::store::{Node, StoreData, TaskChange};
+use swarm_api::store::{Availability, Node, StoreData, TaskChange};
 use swarm_api::task::{DesiredState, Task, TaskState, TaskStatus};
 
 use super::Decisions;
@@ -31,6 +31,18 @@ pub(super) fn candidate(node: &Node) -> Candidate {
         }),
         worker_error: node.worker_error.clone(),
     }
+}
+
+/// Whether a task of `spec` belongs on `node`, as a global service or job places one on
+/// each: the node is not drained and meets every placement constraint (its status aside).
+pub(super) fn runs_on(spec: &TaskSpec, node: &Node) -> bool {
+    let candidate = candidate(node);
+    node.availability != Availability::Drain
+        && spec
+            .placement
+            .constraints
+            .iter()
+            .all(|c| scheduler::satisfies(&candidate, c))
 }
 
 fn reservations(spec: &TaskSpec) -> Resources {
