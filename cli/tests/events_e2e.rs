@@ -168,6 +168,13 @@ fn listings_take_dockers_filters_and_templates(cluster: &Cluster) {
     );
 }
 
+/// A change that makes an event: node `node` gets label `probe=N`, N counted by `probes`.
+fn probe(cluster: &Cluster, node: &str, probes: &mut u32) {
+    *probes += 1;
+    let label = format!("probe={probes}");
+    ok(cluster, &["node", "update", "--label-add", &label, node]);
+}
+
 #[test]
 fn events_follow_a_services_life_in_order_and_replay_since() {
     let test = "events_follow_a_services_life_in_order_and_replay_since";
@@ -181,19 +188,9 @@ fn events_follow_a_services_life_in_order_and_replay_since() {
 
     let mut stream = Stream::start(&cluster.socket(0), &["--format", "json"]);
     // The stream is live once a change made after it started shows.
-    let mut probe = 0;
+    let mut probes = 0;
     wait_for("the stream to show a node update", EVENT_WAIT, || {
-        probe += 1;
-        ok(
-            &cluster,
-            &[
-                "node",
-                "update",
-                "--label-add",
-                &format!("probe={probe}"),
-                &node,
-            ],
-        );
+        probe(&cluster, &node, &mut probes);
         let event = stream.lines.recv_timeout(Duration::from_secs(1)).ok()?;
         let event: Value = serde_json::from_str(&event).unwrap();
         (event["type"] == "node" && event["action"] == "update").then_some(())
@@ -341,17 +338,7 @@ fn events_follow_a_services_life_in_order_and_replay_since() {
         "swarm events to end once its reader went",
         EVENT_WAIT,
         || {
-            probe += 1;
-            ok(
-                &cluster,
-                &[
-                    "node",
-                    "update",
-                    "--label-add",
-                    &format!("probe={probe}"),
-                    &node,
-                ],
-            );
+            probe(&cluster, &node, &mut probes);
             piped.try_wait().unwrap()
         },
     );
