@@ -61,10 +61,10 @@ impl DnsServer {
         upstream: Vec<SocketAddr>,
         task_resolver_port: u16,
     ) -> Result<DnsServer, DnsError> {
-        let bind_error = |source| DnsError::Bind { address, source };
-        let udp = udp_socket(address).map_err(bind_error)?;
-        let address = udp.local_addr().map_err(bind_error)?;
-        let tcp = tcp_listener(address).map_err(bind_error)?;
+        let (udp, tcp) = bind_both(address).map_err(|source| DnsError::Bind { address, source })?;
+        let address = udp
+            .local_addr()
+            .map_err(|source| DnsError::Bind { address, source })?;
         let shared = Arc::new(Shared {
             address,
             table: ArcSwap::from_pointee(Table::default()),
@@ -133,6 +133,30 @@ impl Drop for DnsServer {
     fn drop(&mut self) {
         for task in &self.loops {
             task.abort();
+        }
+    }
+}
+
+/// How many ports the system picks before giving up on one free for TCP as well.
+const PICKED_PORT_TRIES: usize = 16;
+
+/// A UDP socket and a TCP listener on `address`'s port. For port 0 the system picks the
+/// UDP port, which another process may hold for TCP: another port is picked then.
+fn bind_both(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut tries = 0;
+    loop {
+        let udp = udp_socket(address)?;
+        let picked = udp.local_addr()?;
+        match tcp_listener(picked) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error)
+                if address.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && tries + 1 < PICKED_PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(error) => return Err(error),
         }
     }
 }
