@@ -48,7 +48,6 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .map_or(3, |a| a.parse().expect("a number of runs"));
     let (cluster, registry) = workers_on_hosts("walk", 3, &init_args("198.18.216.0/22", &[]));
-    let _leftovers = Leftovers(&cluster);
     let hosts = cluster.hosts.as_ref().expect("test hosts");
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(

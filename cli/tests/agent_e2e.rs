@@ -4,7 +4,7 @@
 //! limit and a missing command make of a task, as `swarm service ps` shows it.
 //!
 //! Every test has its own cluster with its own address pool (198.18.230.0/23 to
-//! 198.18.238.0/23, and 198.18.250.0/23; two /23 apart), so tests running in parallel never share a subnet; a `Leftovers` guard
+//! 198.18.238.0/23, and 198.18.250.0/23; two /23 apart), so tests running in parallel never share a subnet; the cluster, dropped,
 //! removes containers, mounts and bridges even when a test fails.
 
 mod common;
@@ -167,7 +167,6 @@ fn a_restarted_agent_adopts_its_running_containers() {
         &init_args("198.18.230.0/23", &["--missed-heartbeats", "30"]),
     );
     cluster.join(1, "worker", 0);
-    let _leftovers = Leftovers(&cluster);
 
     create(
         &cluster,
@@ -323,7 +322,6 @@ fn an_adopted_task_named_by_tag_keeps_its_image_healthcheck_and_stop_signal() {
         &init_args("198.18.250.0/23", &["--missed-heartbeats", "30"]),
     );
     cluster.join(1, "worker", 0);
-    let _leftovers = Leftovers(&cluster);
 
     create(
         &cluster,
@@ -417,7 +415,6 @@ fn healthchecks_gate_running_and_fail_unhealthy_tasks() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.232.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
 
     // Ready after about 2 s, then serving.
     create(
@@ -522,7 +519,6 @@ fn the_restart_policy_gives_up_after_its_attempts() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.234.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
 
     create(
         &cluster,
@@ -585,7 +581,6 @@ fn a_task_over_its_memory_limit_fails_out_of_memory() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.236.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
 
     // tail keeps the last lines of a file without newlines: all of it.
     create(
@@ -633,7 +628,6 @@ fn a_missing_command_fails_its_task_and_nothing_else() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.238.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
 
     create(
         &cluster,

@@ -4,7 +4,7 @@
 //! refused once the cluster changed under it; no confirmation, no change.
 //!
 //! Each test's cluster has its own address pool (198.18.206.0/23 and 198.18.208.0/23, no
-//! other test uses them); a `Leftovers` guard removes what the tasks leave on the host.
+//! other test uses them); the cluster, dropped, removes what the tasks leave on the host.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{
-    Cluster, Leftovers, cluster, init_args, live_tasks, output_with_input, registry_for,
+    Cluster, cluster, init_args, live_tasks, output_with_input, registry_for,
     registry_with_auth_for, text,
 };
 
@@ -84,7 +84,6 @@ fn apply_plans_against_the_cluster_applies_once_and_refuses_a_stale_plan() {
         return;
     };
     let cluster = cluster(1, &init_args("198.18.206.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::create_dir(dir.join("stacks")).unwrap();
@@ -282,7 +281,6 @@ fn apply_with_registry_auth_pulls_from_a_private_registry() {
         return;
     };
     let cluster = cluster(1, &init_args("198.18.208.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::write(dir.join("app.yaml"), stack(&registry.addr(), 1, "private")).unwrap();

@@ -3,7 +3,7 @@
 //! its `extra_hosts` in /etc/hosts and its `dns_search` in /etc/resolv.conf. `web`'s task
 //! waits, saying so in `service ps`, until `db`'s passes its healthcheck.
 //!
-//! Address pool 198.18.249.0/24; a `Leftovers` guard removes containers, mounts and bridges
+//! Address pool 198.18.249.0/24; the cluster, dropped, removes containers, mounts and bridges
 //! even when the test fails. Needs root, runc, busybox and docker-registry; skipped with a
 //! message otherwise, except under CI=true.
 
@@ -23,7 +23,6 @@ fn a_stack_waits_for_its_dependency_then_runs_with_its_runtime_keys() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.249.0/24", &[]));
-    let _leftovers = Leftovers(&cluster);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();
     let stack = dir.path().join("dep.yaml");

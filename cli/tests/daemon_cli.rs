@@ -956,7 +956,6 @@ fn services_run_real_containers_on_the_nodes() {
     // A pool of its own: no other cluster on this machine uses these subnets.
     let cluster = cluster(2, &init_args("198.18.220.0/23", &[]));
     cluster.join(1, "worker", 0);
-    let _leftovers = Leftovers(&cluster);
 
     let out = swarm(
         &cluster.socket(0),
@@ -1123,7 +1122,6 @@ fn a_lost_nodes_tasks_move_and_are_not_duplicated_when_it_returns() {
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(2, &init_args("198.18.224.0/23", &[]));
     cluster.join(1, "worker", 0);
-    let _leftovers = Leftovers(&cluster);
     let out = swarm(
         &cluster.socket(0),
         &[
@@ -1206,7 +1204,6 @@ fn stacks_deploy_update_and_remove() {
         return;
     };
     let cluster = cluster(1, &init_args("198.18.226.0/24", &[]));
-    let _leftovers = Leftovers(&cluster);
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/stacks/web.yaml"
@@ -1390,7 +1387,6 @@ fn a_failing_update_rolls_back_by_itself() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.196.0/24", &[]));
-    let _leftovers = Leftovers(&cluster);
     let socket = cluster.socket(0);
     let out = swarm(
         &socket,
@@ -1543,7 +1539,6 @@ fn waits_that_cannot_converge_fail_with_the_reason() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.197.0/24", &[]));
-    let _leftovers = Leftovers(&cluster);
     let socket = cluster.socket(0);
     let started = std::time::Instant::now();
     let out = swarm(

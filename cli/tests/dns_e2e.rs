@@ -115,7 +115,6 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
         "25",
     ];
     let (cluster, registry) = workers_on_hosts("dns", 3, &pool);
-    let _leftovers = Leftovers(&cluster);
     let registry = registry.addr();
     let shop = [
         ("back", "node.hostname == node2", ""),

@@ -3,7 +3,7 @@
 //! name; filters narrow it; `--since` replays what the manager kept; Ctrl-C and a reader
 //! that goes end it quietly.
 //!
-//! Address pool 198.18.124.0/23 (no other test uses it); a `Leftovers` guard removes
+//! Address pool 198.18.124.0/23 (no other test uses it); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -183,7 +183,6 @@ fn events_follow_a_services_life_in_order_and_replay_since() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.124.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let node = cluster.node_id(0).unwrap();
 
     let mut stream = Stream::start(&cluster.socket(0), &["--format", "json"]);

@@ -11,7 +11,7 @@
 //! stack is refused, and with `--force` applied and reported as drift.
 //!
 //! Each test's cluster has its own address pool (198.18.212.0/23, 198.18.214.0/23 and
-//! 198.18.240.0/22, no other test uses them); a `Leftovers` guard removes what the tasks
+//! 198.18.240.0/22, no other test uses them); the cluster, dropped, removes what the tasks
 //! leave on the host.
 //! The first test prints push → applied and push → converged times (`--nocapture`).
 
@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Leftovers, cluster, init_args, live_tasks, registry_for, text, wait_for};
+use common::{Cluster, cluster, init_args, live_tasks, registry_for, text, wait_for};
 use swarm_testkit::git;
 
 fn stack(registry: &str, replicas: u32) -> String {
@@ -149,7 +149,6 @@ fn commits_are_applied_scaled_refused_when_invalid_reverted_and_drift_is_healed(
     };
     let registry = registry.addr();
     let cluster = cluster(1, &init_args("198.18.212.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let dir = tempfile::tempdir().unwrap();
     let (remote, work) = remote_and_clone(dir.path());
     std::fs::create_dir_all(work.join("auto")).unwrap();
@@ -299,7 +298,6 @@ fn a_commit_is_applied_exactly_once_when_the_leader_dies_during_its_sync() {
     };
     let registry = registry.addr();
     let cluster = cluster(3, &init_args("198.18.240.0/22", &[]));
-    let _leftovers = Leftovers(&cluster);
     cluster.join(1, "manager", 0);
     cluster.join(2, "manager", 0);
     let dir = tempfile::tempdir().unwrap();
@@ -503,7 +501,6 @@ fn webhooks_are_verified_notifications_sent_and_apply_force_drifts_from_git() {
         &init_args("198.18.214.0/23", &[]),
         &["--webhook-addr", &hook],
     );
-    let _leftovers = Leftovers(&cluster);
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let (remote, work) = remote_and_clone(dir.path());

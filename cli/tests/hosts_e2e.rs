@@ -52,7 +52,6 @@ fn a_service_spreads_over_three_hosts_and_heals_when_one_dies() {
     registry.push_test_images().expect("the test images");
     let pool = "198.18.216.0/22";
     let cluster = cluster_on_hosts(hosts, &registry.addr(), &init_args(pool, &[]));
-    let _leftovers = Leftovers(&cluster);
     cluster.join(1, "manager", 0);
     cluster.join(2, "manager", 0);
     let listing = wait_for("three Ready managers", Duration::from_secs(20), || {

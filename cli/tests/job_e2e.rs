@@ -5,7 +5,7 @@
 //! retry ends the wait with the failure; a job from a stack file completes under `stack
 //! deploy`'s wait. A global job on two test hosts completes once on each.
 //!
-//! Address pools inside 198.18.120.0/23; a `Leftovers` guard removes containers, mounts
+//! Address pools inside 198.18.120.0/23; the cluster, dropped, removes containers, mounts
 //! and bridges even when a test fails. Needs root, runc, busybox and docker-registry;
 //! skipped with a message otherwise, except under CI=true.
 
@@ -56,7 +56,6 @@ fn a_replicated_job_completes_max_concurrent_at_a_time_and_again_when_forced() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.120.0/24", &[]));
-    let _leftovers = Leftovers(&cluster);
     let started = Instant::now();
     let out = swarm(
         &cluster.socket(0),
@@ -219,7 +218,6 @@ fn a_global_job_completes_once_on_each_host() {
         "25",
     ];
     let (cluster, registry) = workers_on_hosts("job", 2, &pool);
-    let _leftovers = Leftovers(&cluster);
     let image = format!("{}/swarm/hello:1", registry.addr());
     let out = swarm(
         &cluster.socket(0),

@@ -3,7 +3,7 @@
 //! nodes whose agents are connected to it and asks the other for the rest, so whichever
 //! manager is asked, the lines of every node's tasks come back.
 //!
-//! Address pool 198.18.244.0/22 (no other test uses it); a `Leftovers` guard removes
+//! Address pool 198.18.244.0/22 (no other test uses it); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -94,7 +94,6 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
     let cluster = cluster(3, &init_args("198.18.244.0/22", &[]));
     cluster.join(1, "manager", 0);
     cluster.join(2, "worker", 0);
-    let _leftovers = Leftovers(&cluster);
 
     // Each task says hello on stdout and oops on stderr, then a line whenever
     // /tmp/more appears.

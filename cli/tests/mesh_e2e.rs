@@ -115,7 +115,6 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         return;
     }
     let (cluster, registry) = workers_on_hosts("mesh", 3, &init_args("198.18.216.0/22", &[]));
-    let _leftovers = Leftovers(&cluster);
     let hosts = cluster.hosts.as_ref().expect("test hosts");
     let image = format!("{}/swarm/hello:1", registry.addr());
 

@@ -56,7 +56,6 @@ fn a_manager_exports_its_cluster_its_replica_and_its_own_tasks() {
         &init_args("198.18.224.0/24", &[]),
         &["--metrics-addr", &metrics_addr],
     );
-    let _leftovers = Leftovers(&cluster);
 
     let before = wait_for("a first scrape", Duration::from_secs(10), || scrape(port));
     assert!(must(&before, "swarm_raft_term") >= 1.0, "{before}");
@@ -185,7 +184,6 @@ fn a_worker_exports_only_its_own_tasks() {
     );
     cluster.nodes.push((worker_dir, worker_listen));
     cluster.daemons.push(Some(worker));
-    let _leftovers = Leftovers(&cluster);
     cluster.join(1, "worker", 0);
     wait_for("two Ready nodes", Duration::from_secs(20), || {
         (cluster.listing(0).matches("Ready").count() == 2).then_some(())

@@ -4,7 +4,7 @@
 //! service), and a service's task given an address in its network's subnet, which
 //! `network inspect` shows with the task's node.
 //!
-//! The cluster's node pool is 198.18.202.0/23; a `Leftovers` guard removes containers,
+//! The cluster's node pool is 198.18.202.0/23; the cluster, dropped, removes containers,
 //! mounts and bridges even when a test fails.
 
 mod common;
@@ -35,7 +35,6 @@ fn inspect(cluster: &Cluster, network: &str) -> Value {
 #[test]
 fn networks_are_created_listed_inspected_refused_and_removed() {
     let cluster = cluster(1, &init_args("198.18.202.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let id = ok(&cluster, &["network", "create", "back"]);
     assert_eq!(id.trim().len(), 25, "{id}");
     ok(
@@ -142,7 +141,6 @@ fn a_services_task_gets_an_address_in_its_network_and_the_network_stays_while_us
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.204.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     ok(
         &cluster,
         &["network", "create", "--subnet", "10.78.0.0/24", "back"],

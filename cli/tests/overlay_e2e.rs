@@ -100,7 +100,6 @@ fn tasks_on_one_network_reach_each_other_across_hosts_and_no_other_network_does(
         return;
     }
     let (cluster, registry) = workers_on_hosts("ovl", 3, &init_args("198.18.220.0/22", &[]));
-    let _leftovers = Leftovers(&cluster);
     let hosts = cluster.hosts.as_ref().unwrap();
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(
@@ -233,7 +232,6 @@ fn nodes_sharing_a_namespace_carry_one_network_on_their_own_ports() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(2, &init_args("198.18.224.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     cluster.join(1, "worker", 0);
     wait_for("two Ready nodes", Duration::from_secs(20), || {
         (cluster.listing(0).matches("Ready").count() == 2).then_some(())

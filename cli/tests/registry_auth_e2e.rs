@@ -75,7 +75,6 @@ fn services_pull_from_an_authenticated_registry_with_registry_auth() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.252.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let docker_config = tempfile::tempdir().unwrap();
     let config = docker_config.path();
 
@@ -197,7 +196,6 @@ fn registry_auth_from_a_credential_helper_is_refused_with_a_way_around() {
         return;
     }
     let cluster = cluster(1, &init_args("198.18.254.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let docker_config = tempfile::tempdir().unwrap();
     std::fs::write(
         docker_config.path().join("config.json"),

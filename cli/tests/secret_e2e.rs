@@ -4,7 +4,7 @@
 //! secret's bytes outside memory; a changed secret file rolls the service and the new task
 //! reads the new content.
 //!
-//! Address pool 198.18.200.0/23 (no other test uses it); a `Leftovers` guard removes
+//! Address pool 198.18.200.0/23 (no other test uses it); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -113,7 +113,6 @@ fn a_task_reads_its_secrets_from_a_tmpfs_and_a_changed_secret_rolls_it() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.200.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let socket = cluster.socket(0);
     let work = tempfile::tempdir().unwrap();
 

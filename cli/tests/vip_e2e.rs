@@ -47,7 +47,6 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
         return;
     }
     let (cluster, registry) = workers_on_hosts("vipe", 2, &init_args("198.18.228.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let image = format!("{}/swarm/hello:1", registry.addr());
     ok(
         &cluster,

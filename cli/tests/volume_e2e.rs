@@ -3,7 +3,7 @@
 //! the task that wrote it, a forced replacement and a service update, and `swarm volume`
 //! lists it, refuses to remove it while in use, and prunes it once unused.
 //!
-//! Address pool 198.18.198.0/23 (no other test uses it); a `Leftovers` guard removes
+//! Address pool 198.18.198.0/23 (no other test uses it); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -47,7 +47,6 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
     };
     let image = format!("{}/swarm/hello:1", registry.addr());
     let cluster = cluster(1, &init_args("198.18.198.0/23", &[]));
-    let _leftovers = Leftovers(&cluster);
     let host = cluster.nodes[0].0.join("host-conf");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("greeting"), "from the host\n").unwrap();

@@ -4,7 +4,7 @@
 //! (a global service's, which is made for the node) is rejected with the reason; once runc
 //! is there, the node heals without a daemon restart and both services run.
 //!
-//! The cluster has its own address pool (198.18.248.0/23); a `Leftovers` guard removes
+//! The cluster has its own address pool (198.18.248.0/23); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
 
 mod common;
@@ -96,7 +96,6 @@ fn a_node_without_runc_says_so_refuses_tasks_and_heals_when_runc_comes() {
         pools: vec![pool.parse().unwrap()],
         hosts: None,
     };
-    let _leftovers = Leftovers(&cluster);
     let out = swarm(&cluster.socket(0), &{
         let mut args = vec!["init"];
         args.extend(init_args(pool, &[]));

@@ -445,15 +445,14 @@ pub fn http_get(address: &str) -> Option<String> {
         .map(|b| b.trim().to_owned())
 }
 
-/// Removes, even when the test fails, what real tasks leave on the host when their daemons
-/// are killed instead of leaving: containers, mounts under the cluster's directory, the
-/// nodes' bridges (and their iptables rules) and cgroups. The cluster's daemons are killed
-/// first, so that none makes anything again meanwhile.
-pub struct Leftovers<'a>(pub &'a Cluster);
-
-impl Drop for Leftovers<'_> {
+/// A dropped cluster removes, even when the test fails, what real tasks leave on the host
+/// when their daemons are killed instead of leaving: containers, mounts under the cluster's
+/// directory, the nodes' bridges (and their iptables rules), overlay links, VIP and mesh
+/// tables, and cgroups. The cluster's daemons are killed first, so that none makes anything
+/// again meanwhile; its test hosts go last.
+impl Drop for Cluster {
     fn drop(&mut self) {
-        let cluster = self.0;
+        let cluster = &*self;
         if std::thread::panicking() {
             // What the daemons said last: the temp dir goes with the test.
             for (dir, _) in &cluster.nodes {
@@ -495,6 +494,8 @@ impl Drop for Leftovers<'_> {
                 let _ = swarm_agent::network::Overlay::new(&node_id).teardown();
                 // Its VIPs' table and rules (a killed daemon leaves them, as a stopped one).
                 let _ = swarm_agent::network::Vips::new(&node_id).teardown();
+                // Its published ports' table (kept by a stopped daemon for its tasks).
+                let _ = swarm_agent::network::Mesh::new(&node_id).teardown();
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);
