@@ -182,6 +182,12 @@ fn main() {
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     let sent = stats[0]["stats64"]["tx"]["bytes"].as_u64().unwrap();
+    // Bytes per packet: near 64 KiB when encapsulation keeps the senders' super-packets
+    // (GSO), near the MTU when they are cut up on the way.
+    let packets = stats[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .unwrap()
+        .max(1);
     assert!(
         sent >= (bytes * runs) as u64,
         "{vxlan} sent {sent} bytes, less than the {} of the task runs",
@@ -191,9 +197,11 @@ fn main() {
     let (direct, overlay) = (gbits(median(direct)), gbits(median(overlay)));
     println!(
         "{mib} MiB x {runs} runs, one TCP stream, medians: host→host {direct:.2} Gbit/s, \
-         task→task over the overlay {overlay:.2} Gbit/s, ratio {:.2} ({vxlan} sent {} MiB)",
+         task→task over the overlay {overlay:.2} Gbit/s, ratio {:.2} ({vxlan} sent {} MiB, \
+         {} bytes per packet)",
         overlay / direct,
-        sent >> 20
+        sent >> 20,
+        sent / packets
     );
     for i in 0..2 {
         in_namespace(&host_netns[i], || {

@@ -305,6 +305,52 @@ fn tasks_on_one_overlay_reach_each_other_across_hosts_and_not_from_another() {
     );
     assert!(pings(&path("b1"), b0), "network B is untouched");
 
+    // A remote endpoint going: its forwarding and neighbour entries go (the neighbour
+    // entry already removed by hand: not an error), the network's others stay; back, they
+    // are back.
+    let entries = |program: &str, args: &[&str]| {
+        let output = Command::new("nsenter")
+            .arg(format!("--net={}", host_netns(&hosts, 0)))
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let vxlan_b = vxlan_name("ovl-node-0", "net-b");
+    let b1_mac = endpoint_mac(b1);
+    let (fdb, neigh) = (
+        ["fdb", "show", "dev", &vxlan_b],
+        ["neigh", "show", "dev", &vxlan_b],
+    );
+    // The VXLAN device's own entry for b1 (`dst` its node); the bridge may keep one it
+    // learned.
+    let sent_to_node = |entries: &str| {
+        entries
+            .lines()
+            .any(|l| l.contains(&b1_mac) && l.contains(" dst "))
+    };
+    assert!(sent_to_node(&entries("bridge", &fdb)));
+    assert!(entries("ip", &neigh).contains(&b1.to_string()));
+    let status = Command::new("nsenter")
+        .arg(format!("--net={}", host_netns(&hosts, 0)))
+        .args(["ip", "neigh", "del", &b1.to_string(), "dev", &vxlan_b])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut without_b1 = desired(0);
+    without_b1.networks.get_mut("net-a").unwrap().local.clear();
+    without_b1.networks.get_mut("net-b").unwrap().remote.clear();
+    in_namespace(&host_netns(&hosts, 0), || overlays[0].reconcile(without_b1)).unwrap();
+    let left = entries("bridge", &fdb);
+    assert!(!sent_to_node(&left), "{left}");
+    assert!(!entries("ip", &neigh).contains(&b1.to_string()));
+    let mut back = desired(0);
+    back.networks.get_mut("net-a").unwrap().local.clear();
+    in_namespace(&host_netns(&hosts, 0), || overlays[0].reconcile(back)).unwrap();
+    assert!(sent_to_node(&entries("bridge", &fdb)));
+    assert!(pings_eventually(&path("b0"), b1), "b0 → b1 once b1 is back");
+
     // Nothing desired: every device goes, on both hosts.
     for (i, overlay) in overlays.iter_mut().enumerate() {
         in_namespace(&host_netns(&hosts, i), || {
