@@ -21,6 +21,7 @@ use redb::{
 };
 
 use super::crypt::DataKey;
+use super::recent::RecentEntries;
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -69,6 +70,8 @@ pub struct DurableLog {
     snapshot: SnapshotMetadata,
     /// The index of the last entry; `snapshot.index` when the log holds none.
     last: u64,
+    /// The newest entries, as on disk: most reads are of them.
+    recent: RecentEntries,
 }
 
 /// A record on disk: CRC-32C of the payload, then the payload.
@@ -283,6 +286,7 @@ impl DurableLog {
             conf_state: ConfState::default(),
             snapshot: SnapshotMetadata::default(),
             last: 0,
+            recent: RecentEntries::default(),
         };
         log.load()?;
         Ok(log)
@@ -358,6 +362,7 @@ impl DurableLog {
             .open_table(ENTRIES)
             .map_err(|e| self.corrupt(e.to_string()))?;
         let mut expected = self.snapshot.index + 1;
+        let mut recent = RecentEntries::default();
         for item in entries.iter().map_err(|e| self.corrupt(e.to_string()))? {
             let (index, record) = item.map_err(|e| self.corrupt(e.to_string()))?;
             let index = index.value();
@@ -374,9 +379,11 @@ impl DurableLog {
             if entry.index != index {
                 return Err(self.corrupt(format!("entry {index} holds index {}", entry.index)));
             }
+            recent.appended(std::slice::from_ref(&entry));
             expected += 1;
         }
         self.last = expected - 1;
+        self.recent = recent;
         if self.hard_state.commit > self.last {
             return Err(self.corrupt(format!(
                 "the commit index {} is past the last entry {}",
@@ -507,6 +514,7 @@ impl DurableLog {
         }
         self.commit_txn(txn)?;
         self.last = last;
+        self.recent.appended(entries);
         if let Some(hard_state) = hard_state {
             self.hard_state = hard_state.clone();
         }
@@ -559,6 +567,7 @@ impl DurableLog {
         self.commit_txn(txn)?;
         self.conf_state = metadata.get_conf_state().clone();
         self.last = metadata.index;
+        self.recent.clear();
         self.snapshot = metadata;
         self.hard_state = hard_state;
         Ok(())
@@ -622,6 +631,7 @@ impl DurableLog {
                 .map_err(|e| self.write_error(e))?;
         }
         self.commit_txn(txn)?;
+        self.recent.compacted(index);
         self.snapshot = snapshot.get_metadata().clone();
         self.conf_state = conf_state;
         self.hard_state = hard_state;
@@ -667,6 +677,9 @@ impl raft::Storage for DurableLog {
             self.last
         );
         let max_size = max_size.into();
+        if let Some(entries) = self.recent.range(low, high, max_size) {
+            return Ok(entries);
+        }
         let other = |e: String| raft::Error::Store(StorageError::Other(e.into()));
         let txn = self.db.begin_read().map_err(|e| other(e.to_string()))?;
         let table = txn.open_table(ENTRIES).map_err(|e| other(e.to_string()))?;
@@ -679,7 +692,7 @@ impl raft::Storage for DurableLog {
                 .map_err(other)?;
             let entry = Entry::parse_from_bytes(&payload).map_err(|e| other(e.to_string()))?;
             size += u64::from(entry.compute_size());
-            // At least one entry, then as many as fit.
+            // At least one entry, then as many as fit (as `RecentEntries::range` gives).
             if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
                 break;
             }
@@ -697,6 +710,9 @@ impl raft::Storage for DurableLog {
         }
         if index > self.last {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(entry) = self.recent.get(index) {
+            return Ok(entry.term);
         }
         Ok(self.read_entry(index).map_err(raft::Error::Store)?.term)
     }
@@ -810,6 +826,51 @@ mod tests {
         assert!(matches!(
             log.term(4),
             Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+    }
+
+    #[test]
+    fn reads_agree_whether_the_entries_are_kept_in_memory_or_only_on_disk() {
+        // More entries than the in-memory run keeps: the first ones come from disk only.
+        let mut log = DurableLog::open(Location::Memory).unwrap();
+        log.bootstrap(&[1], Vec::new()).unwrap();
+        let mut expected: Vec<Entry> = (2..=5001).map(|i| entry(i, 1, b"x")).collect();
+        for batch in expected.chunks(100) {
+            log.persist(batch, None).unwrap();
+        }
+        // A new leader replaces the tail from 4001 on.
+        let replaced: Vec<Entry> = (4001..=5100).map(|i| entry(i, 2, b"y")).collect();
+        log.persist(&replaced, None).unwrap();
+        expected.truncate(3999);
+        expected.extend(replaced);
+        let read = |log: &DurableLog, low: u64, high: u64, max: Option<u64>| {
+            log.entries(low, high, max, GetEntriesContext::empty(false))
+                .unwrap()
+        };
+        let slice =
+            |low: u64, high: u64| expected[(low - 2) as usize..(high - 2) as usize].to_vec();
+        for (low, high) in [(2, 10), (900, 1100), (3990, 4010), (5000, 5101), (2, 5101)] {
+            assert_eq!(
+                read(&log, low, high, None),
+                slice(low, high),
+                "{low}..{high}"
+            );
+        }
+        // Room for three entries of the range (the same size within each).
+        let three = |index: u64| 3 * u64::from(expected[(index - 2) as usize].compute_size());
+        assert_eq!(read(&log, 2, 100, Some(three(2))).len(), 3);
+        assert_eq!(read(&log, 5000, 5101, Some(three(5000))).len(), 3);
+        for index in [2, 1000, 4000, 4001, 5100] {
+            assert_eq!(
+                log.term(index).unwrap(),
+                expected[(index - 2) as usize].term
+            );
+        }
+        log.compact_to(4500, Vec::new(), None).unwrap();
+        assert_eq!(read(&log, 4501, 4600, None), slice(4501, 4600));
+        assert!(matches!(
+            log.term(4000),
+            Err(raft::Error::Store(StorageError::Compacted))
         ));
     }
 

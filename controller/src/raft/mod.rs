@@ -6,4 +6,5 @@ pub mod crypt;
 pub mod driver;
 pub mod grpc;
 pub mod log;
+mod recent;
 pub mod replica;
