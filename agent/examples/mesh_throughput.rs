@@ -11,7 +11,8 @@
 //! (keep-alive) and `ab` (a new connection per request) alternate between the paths run by
 //! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
 //! host 0 forwarding to host 1's task is the peer. Then `hey` at a moderate fixed rate gives
-//! the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections.
+//! the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections
+//! (the same against the task directly, as a control of the tool and the machine).
 //! Last, a port with the PROXY protocol (the mesh's userspace path, `Proxies`, run in host
 //! 0's namespace) against HAProxy with `send-proxy-v2`, both to host 1's task's nginx
 //! taking the header.
@@ -285,17 +286,24 @@ fn main() {
             m99 - d99
         );
         if backend == local {
-            let mut crowd = Vec::new();
-            let mut peak = Vec::new();
+            // The same two loads straight to the task: how far ab and the machine fall at
+            // 1,000 connections without the mesh.
+            let (mut crowd, mut peak) = (Vec::new(), Vec::new());
+            let (mut direct_crowd, mut direct_peak) = (Vec::new(), Vec::new());
             for _ in 0..runs {
                 peak.push(ab_concurrent(None, &published, 32, seconds));
                 crowd.push(ab_concurrent(None, &published, 1000, seconds));
+                direct_peak.push(ab_concurrent(None, &direct_url, 32, seconds));
+                direct_crowd.push(ab_concurrent(None, &direct_url, 1000, seconds));
             }
             let (p, c) = (median(peak), median(crowd));
+            let (dp, dc) = (median(direct_peak), median(direct_crowd));
             println!(
                 "1,000 concurrent new connections through the mesh (ab -c1000): {c:.0} req/s, \
-                 {:.2}× the mesh at ab -c32 ({p:.0} req/s)",
-                c / p
+                 {:.2}× the mesh at ab -c32 ({p:.0} req/s); straight to the task: {dc:.0} \
+                 req/s, {:.2}× its ab -c32 ({dp:.0} req/s)",
+                c / p,
+                dc / dp
             );
         }
         if backend == remote {

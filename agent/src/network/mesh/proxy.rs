@@ -27,6 +27,9 @@ pub const MAX_CONNECTIONS: usize = 8192;
 /// Backends tried for one connection at most.
 const ATTEMPTS: usize = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this much of what a client sent before its backend answered rides with the
+/// header.
+const EARLY_BYTES: usize = 4096;
 
 /// The 12 bytes that open every PROXY protocol v2 header.
 const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -298,7 +301,20 @@ async fn relay(
             Ok(Ok(mut server)) => {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                if server.write_all(&header_v2(from, reached)).await.is_ok() {
+                // The header and what the client sent meanwhile (its request, usually) go
+                // in one write: one packet fewer per connection than the header alone. A
+                // client that waits for the server first gets the header alone.
+                let mut first = header_v2(from, reached).to_vec();
+                let mut early = [0u8; EARLY_BYTES];
+                let early = match client.try_read(&mut early) {
+                    Ok(read) => &early[..read],
+                    Err(_) => &[][..],
+                };
+                first.extend_from_slice(early);
+                if server.write_all(&first).await.is_ok() {
+                    relayed
+                        .to_tasks
+                        .fetch_add(early.len() as u64, Ordering::Relaxed);
                     let mut server = Counted { server, relayed };
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                 }
