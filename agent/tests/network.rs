@@ -666,6 +666,8 @@ fn a_runc_container_runs_in_the_task_network_with_its_files() {
 
     // The node answers on its gateway address: the container reaches it over eth0.
     let _node_listener = Listener::start_on_node(task.gateway, "the node");
+    // Listening before the container's one request.
+    assert_eq!(fetch_eventually(None, task.gateway), "the node");
 
     // A bundle: busybox alone in the rootfs; runc's default spec with the task's network
     // namespace, its hostname and the three files bind-mounted.

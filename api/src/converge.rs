@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::rollout::UpdateState;
-use crate::spec::{RestartCondition, ServiceMode, ServiceSpec, TaskSpec};
+use crate::spec::{ServiceMode, ServiceSpec, TaskSpec};
 use crate::state::Object;
 use crate::task::{DesiredState, ServicesView, Task, TaskState};
 use crate::units::GoDuration;
@@ -22,7 +22,8 @@ pub enum ConvergeError {
     RolledBack { service: String, message: String },
     #[error("{service}: rollback paused: {message}: fix the spec and `swarm service update` it")]
     RollbackPaused { service: String, message: String },
-    /// A job's task failed and its restart policy (`condition: none`) will not retry it.
+    /// A job's task failed and its restart policy will not retry it (`condition: none`, or
+    /// its slot's `max_attempts` used up with no `window`).
     #[error("{service}: job failed: {message}")]
     JobFailed { service: String, message: String },
     #[error("{service} did not converge within {timeout}: {missing}{}", last_error.as_ref().map_or(String::new(), |e| format!("; last task error: {e}")))]
@@ -86,7 +87,8 @@ pub fn progress(
         .filter(|t| t.service_id == id && t.desired == DesiredState::Running)
         .collect();
     if service.spec.is_job() {
-        return job_progress(service, &live);
+        let all: Vec<&Task> = view.tasks.iter().filter(|t| t.service_id == id).collect();
+        return job_progress(service, &live, &all);
     }
     // During a rolling update the old tasks run too: only the current spec counts.
     let current = |t: &&&Task| t.spec == service.spec.task;
@@ -136,8 +138,13 @@ pub fn progress(
 
 /// A job converged once its current iteration completed: `total_completions` tasks of a
 /// replicated job, every task of a global job (one per eligible node, once it has one),
-/// exited 0; it fails when a task failed that its restart policy never retries.
-fn job_progress(service: &Object<ServiceSpec>, live: &[&Task]) -> Result<Progress, ConvergeError> {
+/// exited 0; it fails when a task failed that its restart policy never retries (its
+/// condition, or its slot's attempts used up: `all` holds the replaced tasks too).
+fn job_progress(
+    service: &Object<ServiceSpec>,
+    live: &[&Task],
+    all: &[&Task],
+) -> Result<Progress, ConvergeError> {
     let name = &service.spec.name;
     // Tasks of the current spec (whatever their iteration), of the latest iteration among
     // them: until the orchestrator's pass, those of the previous iteration are live.
@@ -175,11 +182,23 @@ fn job_progress(service: &Object<ServiceSpec>, live: &[&Task]) -> Result<Progres
     if done {
         return Ok(Progress::Converged);
     }
-    if service.spec.task.restart.condition == RestartCondition::None
-        && let Some(failed) = current
-            .iter()
-            .find(|t| matches!(t.status.state, TaskState::Failed | TaskState::Rejected))
-    {
+    // A slot is a replicated job's slot number, or a global job's node.
+    let restarts = |task: &Task| {
+        let same_slot = all.iter().filter(|t| {
+            t.spec.job_iteration == task.spec.job_iteration
+                && t.slot == task.slot
+                && (task.slot.is_some() || t.node_id == task.node_id)
+        });
+        (same_slot.count() as u64).saturating_sub(1)
+    };
+    if let Some(failed) = current.iter().find(|t| {
+        matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+            && service
+                .spec
+                .task
+                .restart
+                .gives_up_after_failure(restarts(t))
+    }) {
         let reason = failed
             .status
             .error

@@ -628,6 +628,17 @@ pub struct RestartPolicy {
     pub window: GoDuration,
 }
 
+impl RestartPolicy {
+    /// Whether a slot whose task just failed is never given another: the condition does
+    /// not restart failures, or the slot's `restarts` (its tasks after the first) used up
+    /// `max_attempts` with no window for them to age out of (as the orchestrator's restart
+    /// rule decides; the CLI's convergence wait asks it).
+    pub fn gives_up_after_failure(&self, restarts: u64) -> bool {
+        self.condition == RestartCondition::None
+            || (self.max_attempts > 0 && self.window.0.is_zero() && restarts >= self.max_attempts)
+    }
+}
+
 impl Default for RestartPolicy {
     fn default() -> Self {
         RestartPolicy {

@@ -401,6 +401,46 @@ mod tests {
     }
 
     #[test]
+    fn a_job_fails_once_a_slot_used_up_its_attempts() {
+        use TaskState::Failed;
+        let two_attempts = serde_json::json!({
+            "mode": "replicated-job", "replicas": 1,
+            "restart_policy": { "condition": "on-failure", "max_attempts": 2 }
+        });
+        // Slot 1 failed `tasks` times: the replaced tasks are shut down, the last one is
+        // left as it ended.
+        let slot_failed = |tasks: usize, mode: &serde_json::Value| {
+            let mut view = job_view(mode.clone(), &vec![(1, Failed); tasks]);
+            let last = view.tasks.len() - 1;
+            for (i, task) in view.tasks.iter_mut().enumerate() {
+                task.slot = Some(1);
+                if i < last {
+                    task.desired = DesiredState::Shutdown;
+                }
+            }
+            let outcome = progress(&view, &view.services[0], Change::Update);
+            outcome.map_err(|e| e.to_string())
+        };
+        assert!(matches!(
+            slot_failed(2, &two_attempts),
+            Ok(Progress::Waiting { .. })
+        ));
+        assert_eq!(
+            slot_failed(3, &two_attempts).unwrap_err(),
+            "s_job: job failed: task s_job.1 failed: exit code 3"
+        );
+        // With a window the attempts age out: the orchestrator tries again later.
+        let windowed = serde_json::json!({
+            "mode": "replicated-job", "replicas": 1,
+            "restart_policy": { "condition": "on-failure", "max_attempts": 2, "window": "1m" }
+        });
+        assert!(matches!(
+            slot_failed(3, &windowed),
+            Ok(Progress::Waiting { .. })
+        ));
+    }
+
+    #[test]
     fn waiting_says_what_is_missing() {
         let view = view(
             &[("new", TaskState::Preparing), ("old", TaskState::Running)],
