@@ -355,19 +355,25 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     let seen = answers(&client_ns, vip, 30);
     assert_eq!(seen.len(), 2, "{seen:?}");
 
-    // Teardown leaves no table and no rule of the node's.
-    let netns = host_netns(&hosts, 0);
-    in_namespace(&netns, || guard.vips[0].teardown()).unwrap();
-    let output = |program: &str, args: &[&str]| {
-        let output = in_namespace(&netns, || {
+    // No VIP left on a node: it has no table and no rule (nothing a killed daemon could
+    // leave behind); teardown the same.
+    let output = |i: usize, program: &str, args: &[&str]| {
+        let output = in_namespace(&host_netns(&hosts, i), || {
             Command::new(program).args(args).output().unwrap()
         });
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let tables = output("nft", &["list", "tables"]);
-    assert!(!tables.contains(&vip_table_name(nodes[0])), "{tables}");
-    let rules = output("ip", &["rule", "show"]);
-    assert!(!rules.contains("1000:"), "{rules}");
+    in_namespace(&host_netns(&hosts, 1), || {
+        guard.vips[1].reconcile(NodeVips::default())
+    })
+    .unwrap();
+    in_namespace(&host_netns(&hosts, 0), || guard.vips[0].teardown()).unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let tables = output(i, "nft", &["list", "tables"]);
+        assert!(!tables.contains(&vip_table_name(node)), "{tables}");
+        let rules = output(i, "ip", &["rule", "show"]);
+        assert!(!rules.contains("1000:"), "{rules}");
+    }
     drop(guard);
 }
 

@@ -40,7 +40,8 @@
 //! Changes: the ruleset is replaced whole (one transaction): a backend that stops serving
 //! is never chosen for a new connection, while connections open to it keep their
 //! conntrack entry and drain (the `forward` chain's `ct state` rule keeps conntrack hooked
-//! in the namespace even when no DNAT rule is left, see [`render`]). A VIP with no serving
+//! in the namespace even when no DNAT rule is left, see [`render`]). A node with no VIP on
+//! any network has no table at all (none left behind by a killed daemon). A VIP with no serving
 //! task is not DNAT'ed: it is routed into the network and the `forward` chain rejects it
 //! (TCP reset, else ICMP port unreachable), the answer routed back by a rule for locally
 //! made packets to the subnet (`iif lo to SUBNET lookup T`; with several nodes of the

@@ -20,8 +20,8 @@ use swarm_api::endpoints::NetworkView;
 pub struct Vips {
     node_id: String,
     current: NodeVips,
-    /// The kernel holds nothing of this node's VIPs (an empty reconcile went through):
-    /// further empty ones cost nothing, so a node on no overlay network never runs `nft`.
+    /// The kernel holds nothing of this node's VIPs (an empty reconcile removed its table
+    /// and rules): further empty ones cost nothing.
     clean: bool,
 }
 
@@ -46,8 +46,21 @@ impl Vips {
     /// answer is `false`: a reconcile after the overlay's sets them. On an error the
     /// current state is kept and the next reconcile runs again.
     pub fn reconcile(&mut self, desired: NodeVips) -> Result<bool, NetworkError> {
-        if desired.networks.is_empty() && self.clean {
-            return Ok(true);
+        if desired.networks.is_empty() {
+            if self.clean {
+                return Ok(true);
+            }
+            // No VIP on the node: no table at all (an empty one would outlive a killed
+            // daemon for nothing). What the last run set, if any, goes with it.
+            return match self.teardown() {
+                // Without nft there is no table to remove.
+                Ok(()) | Err(NetworkError::Spawn { .. }) => {
+                    self.current = NodeVips::default();
+                    self.clean = true;
+                    Ok(true)
+                }
+                Err(error) => Err(error),
+            };
         }
         let node = self.node_id.as_str();
         let links = link_names()?;
@@ -111,12 +124,7 @@ impl Vips {
         if !lines.is_empty() {
             run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
         }
-        match run("nft", &["-f", "-"], Some(&render(node, &desired))) {
-            Ok(_) => {}
-            // Without nft there is no table to empty.
-            Err(NetworkError::Spawn { .. }) if desired.networks.is_empty() => {}
-            Err(error) => return Err(error),
-        }
+        run("nft", &["-f", "-"], Some(&render(node, &desired)))?;
         let complete = present.len() == desired.networks.len();
         tracing::debug!(
             node,
@@ -124,7 +132,7 @@ impl Vips {
             complete,
             "virtual IPs reconciled"
         );
-        self.clean = desired.networks.is_empty();
+        self.clean = false;
         self.current = desired;
         Ok(complete)
     }
