@@ -10,6 +10,7 @@
 #   bench/control-plane.sh                 # from anywhere in the workspace
 #   RUNS=1 FAILOVER_RUNS=0 bench/control-plane.sh
 #   FSYNCS=500 RUNS=0 FAILOVER_RUNS=0 bench/control-plane.sh   # fsyncs per write (strace)
+#   ETCD_TLS=1 RUNS=1 FAILOVER_RUNS=0 bench/control-plane.sh     # etcd again with TLS (openssl)
 #
 # SWARM=PATH and CONTROL_BENCH=PATH use binaries built before (target/release/swarm and
 # target/release/examples/control_bench) and skip the build.
@@ -114,40 +115,66 @@ start_swarm() {
     wait_for 20 bash -c "SWARM_HOST=unix://$dir/m0/swarm.sock '$SWARM' node ls | grep -c Reachable | grep -qx 2"
 }
 
+# A CA and one certificate for 127.0.0.1 (etcd's members and clients), for `start_etcd tls`.
+make_etcd_certs() {
+    local dir=$1
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj /CN=bench-ca -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=etcd \
+        -keyout "$dir/etcd.key" -out "$dir/etcd.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/ext"
+    openssl x509 -req -in "$dir/etcd.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 1 -extfile "$dir/ext" -out "$dir/etcd.pem" 2>/dev/null
+}
+
 # Three etcd members, fsync on (the default); sets ETCD_LEADER to the leader's client URL.
+# `start_etcd tls`: TLS between the members (each verifying the other's certificate, as
+# swarm's managers do) and to the clients, which swarm's clients also have.
 start_etcd() {
-    local dir=$WORK/etcd cluster="" endpoints=""
+    local dir=$WORK/etcd cluster="" endpoints="" scheme=http tls=()
     rm -rf "$dir"
+    if [ "${1:-}" = tls ]; then
+        scheme=https
+        make_etcd_certs "$dir/certs"
+        tls=(--cert-file "$dir/certs/etcd.pem" --key-file "$dir/certs/etcd.key"
+            --peer-cert-file "$dir/certs/etcd.pem" --peer-key-file "$dir/certs/etcd.key"
+            --peer-trusted-ca-file "$dir/certs/ca.pem" --peer-client-cert-auth)
+    fi
     for n in 0 1 2; do
-        cluster+="${cluster:+,}e$n=http://127.0.0.1:$((24721 + n))"
-        endpoints+="${endpoints:+,}http://127.0.0.1:$((24711 + n))"
+        cluster+="${cluster:+,}e$n=$scheme://127.0.0.1:$((24721 + n))"
+        endpoints+="${endpoints:+,}$scheme://127.0.0.1:$((24711 + n))"
     done
     for n in 0 1 2; do
         mkdir -p "$dir/e$n"
         etcd --name "e$n" --data-dir "$dir/e$n/data" \
-            --listen-client-urls "http://127.0.0.1:$((24711 + n))" \
-            --advertise-client-urls "http://127.0.0.1:$((24711 + n))" \
-            --listen-peer-urls "http://127.0.0.1:$((24721 + n))" \
-            --initial-advertise-peer-urls "http://127.0.0.1:$((24721 + n))" \
+            --listen-client-urls "$scheme://127.0.0.1:$((24711 + n))" \
+            --advertise-client-urls "$scheme://127.0.0.1:$((24711 + n))" \
+            --listen-peer-urls "$scheme://127.0.0.1:$((24721 + n))" \
+            --initial-advertise-peer-urls "$scheme://127.0.0.1:$((24721 + n))" \
             --initial-cluster "$cluster" --initial-cluster-token swarm-bench \
-            --initial-cluster-state new --logger zap --log-outputs stderr \
+            --initial-cluster-state new --logger zap --log-outputs stderr "${tls[@]}" \
             2>"$dir/e$n/etcd.log" &
         PIDS+=($!)
     done
-    wait_for 30 etcdctl --endpoints "$endpoints" endpoint health
-    ETCD_LEADER=$(etcdctl --endpoints "$endpoints" endpoint status -w json |
+    local ctl=(etcdctl --endpoints "$endpoints")
+    [ "$scheme" = https ] && ctl+=(--cacert "$dir/certs/ca.pem")
+    wait_for 30 "${ctl[@]}" endpoint health
+    ETCD_LEADER=$("${ctl[@]}" endpoint status -w json |
         jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint')
 }
 
-# One line like control_bench's from hey's report: N clients writing one key.
+# One line like control_bench's from hey's report: N clients writing one key (hey takes
+# the https URL of `start_etcd tls` without checking its certificate). LABEL names the
+# line (etcd-load, etcd-tls-load).
 etcd_load() {
-    local url=$1 clients=$2 writes=$3 report
+    local url=$1 clients=$2 writes=$3 label=${4:-etcd-load} report
     # hey takes a count or a duration, not both: the count; `timeout` bounds the time (hey
     # reports what it did when interrupted).
     report=$(timeout -s INT "$PHASE_SECONDS" hey -n "$writes" -c "$clients" \
         -m POST -T application/json -d '{"key":"YmVuY2g=","value":"MTIzNDU2Nzg="}' \
         "$url/v3/kv/put" 2>&1) || true
-    echo "$report" | awk -v clients="$clients" '
+    echo "$report" | awk -v clients="$clients" -v label="$label" '
         /Requests\/sec:/ { rps = $2 }
         /Total:/ { total = $2 }
         /  50%+ in/ { p50 = $3 * 1000 }
@@ -158,8 +185,8 @@ etcd_load() {
         section == "status" && /^  \[200\]/ { ok = $2 }
         section == "status" && /^  \[[0-9]+\]/ && !/\[200\]/ { bad += $2 }
         section == "errors" && /^  \[[0-9]+\]/ { gsub(/[\[\]]/, "", $1); bad += $1 }
-        END { printf "etcd-load clients=%d writes=%d errors=%d seconds=%.2f throughput=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f\n",
-              clients, ok, bad, total, rps, p50, p90, p99 }'
+        END { printf "%s clients=%d writes=%d errors=%d seconds=%.2f throughput=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f\n",
+              label, clients, ok, bad, total, rps, p50, p90, p99 }'
 }
 
 RESULTS=$WORK/results.txt
@@ -213,6 +240,19 @@ for run in $(seq 1 "$RUNS"); do
         etcd_load "$ETCD_LEADER" "$clients" "$writes" | sed "s/^/run=$run /" | tee -a "$RESULTS"
     done
     stop_all
+
+    if [ "${ETCD_TLS:-0}" = 1 ]; then
+        echo "== run $run/$RUNS: etcd, 3 members, TLS between members and to clients"
+        start_etcd tls
+        etcd_load "$ETCD_LEADER" 64 640 etcd-tls-load >/dev/null
+        for clients in 1 64; do
+            writes=$WRITES_1
+            [ "$clients" = 64 ] && writes=$WRITES_64
+            etcd_load "$ETCD_LEADER" "$clients" "$writes" etcd-tls-load |
+                sed "s/^/run=$run /" | tee -a "$RESULTS"
+        done
+        stop_all
+    fi
 done
 
 for run in $(seq 1 "$FAILOVER_RUNS"); do
@@ -227,11 +267,12 @@ done
 echo "== summary: medians over $RUNS runs"
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "-" }'; }
-printf "%-6s %8s %14s %10s %10s %10s\n" system clients "writes/s" p50_ms p90_ms p99_ms
-for system in swarm etcd; do
+printf "%-8s %8s %14s %10s %10s %10s\n" system clients "writes/s" p50_ms p90_ms p99_ms
+for system in swarm etcd etcd-tls; do
+    [ "$system" = etcd-tls ] && [ "${ETCD_TLS:-0}" != 1 ] && continue
     for clients in 1 64; do
         lines=$(grep "$system-load clients=$clients " "$RESULTS" || true)
-        printf "%-6s %8s %14s %10s %10s %10s\n" "$system" "$clients" \
+        printf "%-8s %8s %14s %10s %10s %10s\n" "$system" "$clients" \
             "$(echo "$lines" | field throughput | median)" \
             "$(echo "$lines" | field p50_ms | median)" \
             "$(echo "$lines" | field p90_ms | median)" \
