@@ -21,7 +21,7 @@ use redb::{
 };
 
 use super::crypt::DataKey;
-use super::recent::RecentEntries;
+use super::recent::{RecentEntries, SizeLimit};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -684,16 +684,14 @@ impl raft::Storage for DurableLog {
         let txn = self.db.begin_read().map_err(|e| other(e.to_string()))?;
         let table = txn.open_table(ENTRIES).map_err(|e| other(e.to_string()))?;
         let mut entries = Vec::new();
-        let mut size = 0u64;
+        let mut limit = SizeLimit::new(max_size);
         for item in table.range(low..high).map_err(|e| other(e.to_string()))? {
             let (index, record) = item.map_err(|e| other(e.to_string()))?;
             let payload = self
                 .decode(&entry_label(index.value()), record.value())
                 .map_err(other)?;
             let entry = Entry::parse_from_bytes(&payload).map_err(|e| other(e.to_string()))?;
-            size += u64::from(entry.compute_size());
-            // At least one entry, then as many as fit (as `RecentEntries::range` gives).
-            if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
+            if !limit.admits(&entry) {
                 break;
             }
             entries.push(entry);

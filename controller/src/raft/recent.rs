@@ -83,10 +83,14 @@ impl RecentEntries {
         self.get(high - 1)?;
         let offset = (low - self.entries.front()?.index) as usize;
         let count = (high - low) as usize;
-        Some(within(
-            self.entries.range(offset..offset + count).cloned(),
-            max_size,
-        ))
+        let mut limit = SizeLimit::new(max_size);
+        Some(
+            self.entries
+                .range(offset..offset + count)
+                .take_while(|entry| limit.admits(entry))
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -94,19 +98,31 @@ fn size(entry: &Entry) -> usize {
     entry.data.len() + entry.context.len()
 }
 
-/// The entries of `entries` in order: at least one, then as many as fit in `max_size`
-/// (their encoded sizes), as the log's disk path limits what it returns.
-fn within(entries: impl IntoIterator<Item = Entry>, max_size: Option<u64>) -> Vec<Entry> {
-    let mut taken = Vec::new();
-    let mut total = 0u64;
-    for entry in entries {
-        total += u64::from(protobuf::Message::compute_size(&entry));
-        if !taken.is_empty() && max_size.is_some_and(|max| total > max) {
-            break;
+/// How many entries a read returns, as raft-rs's storages limit it: at least one, then as
+/// many as fit in `max` (their encoded sizes). The log's disk path and [`RecentEntries`]
+/// both read through it.
+pub struct SizeLimit {
+    max: Option<u64>,
+    total: u64,
+    admitted: bool,
+}
+
+impl SizeLimit {
+    pub fn new(max: Option<u64>) -> SizeLimit {
+        SizeLimit {
+            max,
+            total: 0,
+            admitted: false,
         }
-        taken.push(entry);
     }
-    taken
+
+    /// Whether `entry`, next in order, is returned; once one is not, none after it is.
+    pub fn admits(&mut self, entry: &Entry) -> bool {
+        self.total += u64::from(protobuf::Message::compute_size(entry));
+        let fits = !self.admitted || self.max.is_none_or(|max| self.total <= max);
+        self.admitted = true;
+        fits
+    }
 }
 
 #[cfg(test)]
