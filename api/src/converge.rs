@@ -193,11 +193,7 @@ fn job_progress(
     };
     if let Some(failed) = current.iter().find(|t| {
         matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
-            && service
-                .spec
-                .task
-                .restart
-                .gives_up_after_failure(restarts(t))
+            && service.spec.task.restart.gives_up(restarts(t))
     }) {
         let reason = failed
             .status

@@ -629,11 +629,11 @@ pub struct RestartPolicy {
 }
 
 impl RestartPolicy {
-    /// Whether a slot whose task just failed is never given another: the condition does
-    /// not restart failures, or the slot's `restarts` (its tasks after the first) used up
-    /// `max_attempts` with no window for them to age out of (as the orchestrator's restart
-    /// rule decides; the CLI's convergence wait asks it).
-    pub fn gives_up_after_failure(&self, restarts: u64) -> bool {
+    /// Whether a slot whose task just ended, and which had `restarts` tasks after its
+    /// first, is never given another whatever the time: the condition is `none`, or
+    /// `max_attempts` are used up with no `window` for them to age out of. The
+    /// orchestrator's restart decision and the CLI's convergence wait both ask it.
+    pub fn gives_up(&self, restarts: u64) -> bool {
         self.condition == RestartCondition::None
             || (self.max_attempts > 0 && self.window.0.is_zero() && restarts >= self.max_attempts)
     }

@@ -323,27 +323,27 @@ enum Restart {
 /// slot, oldest first, `task` included.
 fn restart(policy: &RestartPolicy, task: &Task, history: &[&Task], now: Millis) -> Restart {
     let succeeded = task.status.state == TaskState::Complete;
-    match policy.condition {
-        RestartCondition::None => return Restart::Never,
-        RestartCondition::OnFailure if succeeded => return Restart::Never,
-        _ => {}
+    if policy.condition == RestartCondition::OnFailure && succeeded {
+        return Restart::Never;
     }
-    if policy.max_attempts > 0 {
-        let window = policy.window.0.as_millis() as u64;
-        // Restarts are the slot's tasks after its first, within the window if there is one.
+    // Restarts are the slot's tasks after its first.
+    if policy.gives_up(history.len().saturating_sub(1) as u64) {
+        return Restart::Never;
+    }
+    let window = policy.window.0.as_millis() as u64;
+    if policy.max_attempts > 0 && window > 0 {
+        // Only the restarts within the window count; the oldest of them leaves it then.
         let counted: Vec<Millis> = history
             .iter()
             .skip(1)
-            .filter(|t| window == 0 || t.created_at + window >= now)
+            .filter(|t| t.created_at + window >= now)
             .map(|t| t.created_at)
             .collect();
-        if counted.len() as u64 >= policy.max_attempts {
-            return match counted.iter().min() {
-                // The oldest counted restart leaves the window then.
-                Some(oldest) if window > 0 => Restart::Later {
-                    at: oldest + window + 1,
-                },
-                _ => Restart::Never,
+        if counted.len() as u64 >= policy.max_attempts
+            && let Some(oldest) = counted.iter().min()
+        {
+            return Restart::Later {
+                at: oldest + window + 1,
             };
         }
     }
