@@ -25,14 +25,7 @@ const LOCKED: &str = "this manager is locked: run `swarm unlock`";
 
 /// `init` arguments for a pool of /26s (the tests share 198.18.218.0/23).
 fn small_pool<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--default-addr-pool",
-        pool,
-        "--default-addr-pool-mask-length",
-        "26",
-    ];
-    args.extend_from_slice(more);
-    args
+    pool_args(pool, "26", more)
 }
 
 /// The files under `dir` whose bytes contain `needle`.

@@ -108,12 +108,7 @@ fn a_task_resolves_its_stacks_services_and_no_other_stacks() {
         return;
     }
     // A /25 task subnet per node: three in the test's /23.
-    let pool = [
-        "--default-addr-pool",
-        "198.18.210.0/23",
-        "--default-addr-pool-mask-length",
-        "25",
-    ];
+    let pool = pool_args("198.18.210.0/23", "25", &[]);
     let (cluster, registry) = workers_on_hosts("dns", 3, &pool);
     let registry = registry.addr();
     let shop = [

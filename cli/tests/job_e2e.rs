@@ -211,12 +211,7 @@ fn a_global_job_completes_once_on_each_host() {
         return;
     }
     // A /25 for each node's tasks: the other test has 198.18.120.0/24.
-    let pool = [
-        "--default-addr-pool",
-        "198.18.121.0/24",
-        "--default-addr-pool-mask-length",
-        "25",
-    ];
+    let pool = pool_args("198.18.121.0/24", "25", &[]);
     let (cluster, registry) = workers_on_hosts("job", 2, &pool);
     let image = format!("{}/swarm/hello:1", registry.addr());
     let out = swarm(

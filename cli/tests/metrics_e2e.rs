@@ -164,12 +164,7 @@ fn a_worker_exports_only_its_own_tasks() {
     let manager_metrics = format!("127.0.0.1:{manager_port}");
     let mut cluster = cluster_with(
         1,
-        &[
-            "--default-addr-pool",
-            "198.18.225.0/24",
-            "--default-addr-pool-mask-length",
-            "25",
-        ],
+        &pool_args("198.18.225.0/24", "25", &[]),
         &["--metrics-addr", &manager_metrics],
     );
     // The worker, with a metrics address of its own.

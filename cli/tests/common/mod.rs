@@ -589,11 +589,17 @@ fn registry_with(
 
 /// `swarm init` arguments giving the cluster `pool`, cut into /24s, and `more`.
 pub fn init_args<'a>(pool: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    pool_args(pool, "24", more)
+}
+
+/// `swarm init` arguments giving the cluster `pool`, cut into subnets of `mask_length`
+/// bits (one per node), and `more`.
+pub fn pool_args<'a>(pool: &'a str, mask_length: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--default-addr-pool",
         pool,
         "--default-addr-pool-mask-length",
-        "24",
+        mask_length,
     ];
     args.extend_from_slice(more);
     args
