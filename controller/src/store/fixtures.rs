@@ -41,6 +41,18 @@ pub(crate) fn node(id: &str, role: NodeRole) -> Command {
     })
 }
 
+/// `actions` as a plan with nothing else: no version check, no file contents or registry
+/// credentials, git-owned stacks not overridden.
+pub(crate) fn plan_command(actions: Vec<swarm_api::plan::Action>) -> Command {
+    Command::ApplyPlan {
+        file_contents: Default::default(),
+        expected_version: None,
+        actions,
+        registry_auth: Default::default(),
+        override_git: false,
+    }
+}
+
 /// `actions` applied as a plan at `index` (no version check, git-owned stacks overridden).
 pub(crate) fn apply_plan(
     store: &mut super::Store,
@@ -97,11 +109,5 @@ pub(crate) fn service_plan(name: &str, replicas: u64, op: swarm_api::plan::Op) -
             }
         }
     }
-    Command::ApplyPlan {
-        file_contents: Default::default(),
-        expected_version: None,
-        actions,
-        registry_auth: Default::default(),
-        override_git: false,
-    }
+    plan_command(actions)
 }

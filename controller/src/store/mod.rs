@@ -1088,10 +1088,24 @@ impl StateMachine for Store {
 
 #[cfg(test)]
 mod tests {
-    use super::fixtures::{cluster, node};
+    use super::fixtures::{cluster, node, plan_command};
     use super::*;
     use std::collections::BTreeMap;
     use swarm_api::store::{Availability, Node, NodeStatus, NodeStatusChange, NodeUpdate};
+
+    /// Node `a` reporting itself Ready at `index`, with its worker's error and the ports
+    /// another process holds.
+    fn ready_a(index: u64, worker_error: Option<String>, ports_taken: Vec<String>) -> Command {
+        Command::NodeStatuses {
+            at: index,
+            changes: vec![NodeStatusChange {
+                id: "a".into(),
+                status: NodeStatus::Ready,
+                worker_error,
+                ports_taken,
+            }],
+        }
+    }
 
     #[test]
     fn a_nodes_worker_error_is_recorded_and_cleared() {
@@ -1102,18 +1116,8 @@ mod tests {
         // A worker that cannot start is recorded without moving the status's time, and
         // cleared when the node says its worker runs.
         for (index, worker_error) in [(51, Some("runc not found in PATH")), (52, None)] {
-            store.apply_command(
-                index,
-                Command::NodeStatuses {
-                    at: index,
-                    changes: vec![NodeStatusChange {
-                        id: "a".into(),
-                        status: NodeStatus::Ready,
-                        worker_error: worker_error.map(str::to_owned),
-                        ports_taken: Vec::new(),
-                    }],
-                },
-            );
+            let report = ready_a(index, worker_error.map(str::to_owned), Vec::new());
+            store.apply_command(index, report);
             let a = &store.data().nodes["a"];
             assert_eq!(a.worker_error.as_deref(), worker_error);
             assert_eq!(a.status_since, 1, "the status did not change");
@@ -1131,18 +1135,7 @@ mod tests {
         store.apply_command(3, node("a", NodeRole::Worker));
         store.take_events();
         for (index, taken) in [(51, vec!["8080/tcp".to_owned()]), (52, Vec::new())] {
-            store.apply_command(
-                index,
-                Command::NodeStatuses {
-                    at: index,
-                    changes: vec![NodeStatusChange {
-                        id: "a".into(),
-                        status: NodeStatus::Ready,
-                        worker_error: None,
-                        ports_taken: taken.clone(),
-                    }],
-                },
-            );
+            store.apply_command(index, ready_a(index, None, taken.clone()));
             let a = &store.data().nodes["a"];
             assert_eq!(a.ports_taken, taken);
             assert_eq!(
@@ -1302,16 +1295,7 @@ mod tests {
             .find(|a| a.kind == Kind::Service)
             .unwrap();
         service.kind = Kind::Network;
-        let outcome = store.apply_command(
-            2,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: false,
-            },
-        );
+        let outcome = store.apply_command(2, plan_command(actions));
         assert!(
             matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("is not a network spec")),
             "{outcome:?}"
@@ -1380,16 +1364,7 @@ mod tests {
             "{outcome:?}"
         );
         // Without a version check, creating what exists is refused as a whole.
-        let outcome = store.apply_command(
-            4,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: false,
-            },
-        );
+        let outcome = store.apply_command(4, plan_command(actions));
         assert!(
             matches!(outcome, Outcome::Rejected(ref rejection) if rejection.to_string().contains("already exists")),
             "{outcome:?}"
@@ -1513,16 +1488,7 @@ mod tests {
             target: "nowhere".into(),
             aliases: vec![],
         });
-        let outcome = store.apply_command(
-            2,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: false,
-            },
-        );
+        let outcome = store.apply_command(2, plan_command(actions));
         let Outcome::Rejected(Rejection::Invalid { reasons }) = outcome else {
             panic!("{outcome:?}");
         };
@@ -1554,16 +1520,7 @@ mod tests {
         let mut store = Store::default();
         store.apply_command(1, cluster());
         let plan = service_plan();
-        store.apply_command(
-            2,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions: plan.clone(),
-                registry_auth: Default::default(),
-                override_git: false,
-            },
-        );
+        store.apply_command(2, plan_command(plan.clone()));
         let id = store.export().services[0].id.clone().unwrap();
         let mut actions: Vec<Action> = plan
             .into_iter()
@@ -1576,13 +1533,7 @@ mod tests {
         spec.task.container.image = "nginx:2".into();
         let second = (**spec).clone();
         actions[0].op = Op::Update;
-        let update = Command::ApplyPlan {
-            file_contents: Default::default(),
-            expected_version: None,
-            actions: actions.clone(),
-            registry_auth: Default::default(),
-            override_git: false,
-        };
+        let update = plan_command(actions.clone());
         store.apply_command(3, update.clone());
         assert_eq!(
             store.data().tasks_version,
@@ -1648,16 +1599,7 @@ mod tests {
             panic!("a service action");
         };
         spec.task.container.image = "nginx:3".into();
-        store.apply_command(
-            9,
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions,
-                registry_auth: Default::default(),
-                override_git: false,
-            },
-        );
+        store.apply_command(9, plan_command(actions));
         assert_eq!(store.data().update_status.get(&id), None);
         assert_eq!(store.data().previous_specs[&id], second);
     }
@@ -1732,13 +1674,7 @@ mod tests {
         let commands = [
             cluster(),
             node("m1", NodeRole::Manager),
-            Command::ApplyPlan {
-                file_contents: Default::default(),
-                expected_version: None,
-                actions: service_plan(),
-                registry_auth: Default::default(),
-                override_git: false,
-            },
+            plan_command(service_plan()),
         ];
         let mut first = Store::default();
         for (i, command) in commands.iter().enumerate() {
