@@ -61,10 +61,9 @@ impl DnsServer {
         upstream: Vec<SocketAddr>,
         task_resolver_port: u16,
     ) -> Result<DnsServer, DnsError> {
-        let (udp, tcp) = bind_both(address).map_err(|source| DnsError::Bind { address, source })?;
-        let address = udp
-            .local_addr()
-            .map_err(|source| DnsError::Bind { address, source })?;
+        let bind_error = |source| DnsError::Bind { address, source };
+        let (udp, tcp) = bind_both(address).map_err(bind_error)?;
+        let address = udp.local_addr().map_err(bind_error)?;
         let shared = Arc::new(Shared {
             address,
             table: ArcSwap::from_pointee(Table::default()),
