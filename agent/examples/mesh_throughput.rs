@@ -7,7 +7,7 @@
 //! `Mesh::reconcile` from a desired state, as a daemon sets it. The client is the machine
 //! itself (the hosts' gateway), as a user outside the cluster: it reaches a task directly by
 //! a route through its host, or through host 0's published port, which the mesh sends to
-//! the task on host 0 (local) or through the mesh link to host 1 (remote). `wrk`
+//! the task on host 0 (local) or through host 1 (remote). `wrk`
 //! (keep-alive) and `ab` (a new connection per request) alternate between the paths run by
 //! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
 //! host 0 forwarding to host 1's task is the peer. Then `hey` at a moderate fixed rate gives
@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use swarm_agent::network::{
-    Bridge, Ipv4Net, Mesh, MeshLink, MeshPort, NodeMesh, Proxies, VXLAN_PORT, Vtep,
-};
+use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshNodes, MeshPort, NodeMesh, Proxies};
 use swarm_api::spec::{Protocol, PublishMode};
 use swarm_testkit::Hosts;
 
@@ -78,7 +76,9 @@ fn attach(host: &Path, node_id: &str, task: &Path, address: Ipv4Addr, gateway: I
     );
 }
 
-/// HAProxy (TCP mode, one process) in `host` on `listen:HAPROXY_PORT` → `server:8080`.
+/// HAProxy (TCP mode, one process) in `host` on `listen:HAPROXY_PORT` → `server:8080`, and
+/// with `send-proxy-v2` → `server:8083` (not the mesh's 8082: both connect from host 0's
+/// address, and a task's TIME_WAIT socket of one would meet the other's reused port).
 fn haproxy(host: &Path, dir: &Path, listen: Ipv4Addr, server: Ipv4Addr) -> Child {
     let config = dir.join("haproxy.cfg");
     std::fs::write(
@@ -89,7 +89,7 @@ fn haproxy(host: &Path, dir: &Path, listen: Ipv4Addr, server: Ipv4Addr) -> Child
              frontend f\n  bind {listen}:{HAPROXY_PORT}\n  default_backend b\n\
              backend b\n  server s1 {server}:8080\n\
              frontend fp\n  bind {listen}:{HAPROXY_PROXIED_PORT}\n  default_backend bp\n\
-             backend bp\n  server s1 {server}:8082 send-proxy-v2\n"
+             backend bp\n  server s1 {server}:8083 send-proxy-v2\n"
         ),
     )
     .unwrap();
@@ -122,7 +122,7 @@ fn ports((backends, local): Backends, (proxied, proxied_local): Backends) -> Nod
         )
     };
     NodeMesh {
-        link: None,
+        nodes: None,
         ports: [
             port(PUBLISHED, backends, local, false),
             port(PROXIED, proxied, proxied_local, true),
@@ -197,20 +197,9 @@ fn main() {
         &netns(0),
         &format!("route replace {} via {}\n", subnet(1), hosts.address(1)),
     );
-    let link = |i: usize| MeshLink {
-        address: gateway(i as u8),
-        vtep: Vtep {
-            address: hosts.address(i),
-            port: VXLAN_PORT,
-        },
-        peers: [(
-            gateway(1 - i as u8),
-            Vtep {
-                address: hosts.address(1 - i),
-                port: VXLAN_PORT,
-            },
-        )]
-        .into(),
+    let mesh_nodes = |i: usize| MeshNodes {
+        own: hosts.address(i),
+        others: [hosts.address(1 - i)].into(),
     };
     let mut meshes = nodes.map(Mesh::new);
     // Host 1 answers what host 0 sends with its own task, on the second port (see below),
@@ -219,7 +208,7 @@ fn main() {
         (vec![(remote, 8081)], vec![(remote, 8081)]),
         (vec![(remote, 8082)], vec![(remote, 8082)]),
     );
-    on_1.link = Some(link(1));
+    on_1.nodes = Some(mesh_nodes(1));
     let proxies = proxies_in(netns(0));
     in_namespace(&netns(1), || meshes[1].reconcile(on_1)).unwrap();
     let haproxy_dir = tempfile::tempdir().unwrap();
@@ -240,11 +229,11 @@ fn main() {
             )
         } else {
             ports(
-                (vec![(gateway(1), PUBLISHED)], Vec::new()),
-                (vec![(gateway(1), PROXIED)], Vec::new()),
+                (vec![(hosts.address(1), PUBLISHED)], Vec::new()),
+                (vec![(hosts.address(1), PROXIED)], Vec::new()),
             )
         };
-        on_0.link = Some(link(0));
+        on_0.nodes = Some(mesh_nodes(0));
         proxies.send(on_0.proxied()).unwrap();
         in_namespace(&netns(0), || meshes[0].reconcile(on_0)).unwrap();
         let direct_url = format!("http://{backend}:8080/");

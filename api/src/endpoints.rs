@@ -26,10 +26,6 @@ pub struct Vtep {
     pub port: u16,
 }
 
-/// The VXLAN network identifier of the routing mesh's links between nodes: below the first
-/// one networks are given (4096), so it never carries a network's traffic.
-pub const MESH_VNI: u32 = 4095;
-
 /// One node's share of the endpoint table, sent with its assignments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkView {
@@ -49,10 +45,11 @@ fn no_mesh(mesh: &Arc<MeshView>) -> bool {
 /// ports, with their serving tasks' nodes, and how to reach each node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshView {
-    /// The nodes a published port's connections may be sent to, by node id: those with a
-    /// task subnet and a known address, not Down.
+    /// The nodes a published port's connections may be sent to, by node id, with the
+    /// address other nodes reach them at (their data path address): those with a known
+    /// address, not Down.
     #[serde(default)]
-    pub nodes: BTreeMap<String, MeshNode>,
+    pub nodes: BTreeMap<String, Ipv4Addr>,
     /// The services publishing at least one port with a number, by service id.
     #[serde(default)]
     pub services: BTreeMap<String, PublishedService>,
@@ -62,15 +59,6 @@ impl MeshView {
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
     }
-}
-
-/// How the mesh reaches a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MeshNode {
-    /// Its mesh address: the gateway of its task subnet. Connections a node sends to another
-    /// leave with its own mesh address as their source and arrive at the other's.
-    pub address: Ipv4Addr,
-    pub vtep: Vtep,
 }
 
 /// A service's published ports and where its serving tasks run.

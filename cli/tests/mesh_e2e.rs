@@ -111,7 +111,7 @@ const KILLED_IN_FLIGHT: usize = 20;
 #[test]
 fn published_ports_answer_on_every_host_through_the_mesh() {
     let test = "published_ports_answer_on_every_host_through_the_mesh";
-    if !hosts_can_run_containers(test, &["nft"]) {
+    if !hosts_can_run_containers(test, &["nft", "curl"]) {
         return;
     }
     let (cluster, registry) = workers_on_hosts("mesh", 3, &init_args("198.18.216.0/22", &[]));
@@ -194,6 +194,17 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     assert!(
         page.iter().all(|p| p == &page[0] && p.ends_with(" v1")),
         "one replica answers everywhere: {page:?}"
+    );
+    // A client on host 1 itself, by a loopback address: its connection leaves for host 3
+    // from the loopback address (rewritten to host 1's on the way out), and its answer
+    // comes back to it.
+    let local = hosts
+        .output(0, "curl", &["-s", "-m", "5", "http://127.0.0.1:8080/"])
+        .expect("curl on host 1");
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout).trim(),
+        page[0].trim(),
+        "host 1's own client reaches host 3's replica: {local:?}"
     );
 
     // Five replicas over the three hosts: answers come from several of them, on any host.

@@ -5,34 +5,43 @@
 //!
 //! The desired state is pure data ([`NodeMesh`], made from the node's endpoint table and the
 //! addresses of its own tasks by [`NodeMesh::from_view`]); [`render`] writes the node's
-//! ruleset as text and `kernel` sets it with the link to the other nodes.
+//! ruleset as text and `kernel` sets it.
 //!
 //! The path of a connection to `NODE:PUBLISHED` (any address of the node):
 //! 1. The `prerouting` chain (or `output`, for a client on the node itself) DNATs it to
 //!    `numgen random` over every serving task of the service, each once: a task of this
 //!    node as its own address and target port (its node bridge, no source NAT: the task sees
-//!    the client's address), a task of node B as B's mesh address and the published port.
-//! 2. A connection for node B leaves by the mesh link `swm…` (a VXLAN device, VNI
-//!    [`MESH_VNI`](swarm_api::endpoints::MESH_VNI), the node's data path port), its source
-//!    rewritten to this node's mesh address (the gateway of its task subnet), so that B's
-//!    answers come back through this node, whose conntrack undoes both rewrites. A route,
-//!    a permanent neighbour entry and a forwarding entry per peer, set from the managers'
-//!    table, carry it to B without ARP.
-//! 3. On B, a connection that arrives by the mesh link is DNAT'ed to B's own tasks; B's
-//!    task sees the first node's mesh address as its client. With no live task left on B
-//!    (one just died, or stopped, and the first node's view is a moment behind), B sends it
-//!    on once to another node's tasks, marked ([`FORWARDED_DSCP`]) so that the next node
-//!    never sends it further (no loop): it takes it or refuses it (TCP reset).
+//!    the client's address), a task of node B as B's address (its data path address, as
+//!    the managers know it) and the published port.
+//! 2. A connection for node B leaves as any routed packet does, without encapsulation,
+//!    its source rewritten to this node's address, so that B's answers come back through
+//!    this node, whose conntrack undoes both rewrites.
+//! 3. On B, a connection to one of its own addresses from another node's address is the
+//!    mesh's: DNAT'ed to B's own tasks; B's task sees the first node's address as its
+//!    client. With no live task left on B (one just died, or stopped, and the first node's
+//!    view is a moment behind), B sends it on once to another node's tasks, marked
+//!    ([`FORWARDED_DSCP`]) so that the next node never sends it further: it takes it or
+//!    refuses it (TCP reset). A network between nodes that clears the DSCP lets such a
+//!    connection bounce between nodes with no task until its TTL runs out.
+//!
+//! So a client on another node's address (a process of that node, not through its mesh)
+//! is taken as the mesh's too: it reaches the tasks of the node it asked, or is sent on
+//! once.
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
-//! What arrives by the mesh link and was not DNAT'ed by these rules is dropped (forward) or
-//! refused (input): the link carries published ports only. The mesh needs one node per
-//! network namespace: published ports are the namespace's.
+//! What another node sends to a published port and these rules do not DNAT is refused
+//! (input). The mesh needs one node per network namespace: published ports are the
+//! namespace's.
 //!
 //! A port that asks for the PROXY protocol takes the userspace path instead (`proxy`): the
 //! node listens on it and relays each connection after a header carrying the client's
 //! address; only step 3, on the node of the task, stays in the kernel.
+//!
+//! A client on the node itself may use a loopback address; its connections leave by the
+//! node's data path device, which routes them only with `route_localnet` (the node bridge
+//! has it too). The `guard` chain drops what arrives from any other device for a loopback
+//! address, which `route_localnet` alone would let in (CVE-2020-8558's lesson).
 //!
 //! The node holds each port of the kernel path with a bound socket (`hold`), so that no
 //! other process on it takes the port later; a port another process holds already is left
@@ -46,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use swarm_api::endpoints::{NetworkView, Vtep};
+use swarm_api::endpoints::NetworkView;
 use swarm_api::spec::{Protocol, PublishMode};
 
 use super::bridge::{bridge_name, hex_digest};
@@ -58,22 +67,21 @@ pub use proxy::{Proxies, RelayedBytes};
 /// What a node's mesh is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMesh {
-    /// The link to the other nodes: none while no port is published through the mesh, or
-    /// while the managers know no address of this node.
-    pub link: Option<MeshLink>,
+    /// This node's and the other nodes' addresses: none while no port is published through
+    /// the mesh, or while the managers know no address of this node.
+    pub nodes: Option<MeshNodes>,
     /// The ports the node answers, by protocol and published port.
     pub ports: BTreeMap<(Protocol, u16), MeshPort>,
 }
 
-/// This node's end of the mesh and its peers.
+/// The nodes of the mesh, by the addresses they reach each other at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshLink {
-    /// This node's mesh address: the source of the connections it sends to other nodes.
-    pub address: Ipv4Addr,
-    /// Where this node takes VXLAN traffic.
-    pub vtep: Vtep,
-    /// The other nodes: mesh address → VTEP.
-    pub peers: BTreeMap<Ipv4Addr, Vtep>,
+pub struct MeshNodes {
+    /// This node's: the source of the connections it sends to other nodes.
+    pub own: Ipv4Addr,
+    /// The other nodes': the destinations of those connections, and the sources that tell
+    /// a connection another node sent.
+    pub others: BTreeSet<Ipv4Addr>,
 }
 
 /// One published port on this node.
@@ -83,7 +91,7 @@ pub struct MeshPort {
     pub service: String,
     pub mode: PublishMode,
     /// Where a client's connection may go, one entry per serving task, sorted: a local task
-    /// as (its address, target port), another node's as (that node's mesh address, the
+    /// as (its address, target port), another node's as (that node's address, the
     /// published port).
     pub backends: Vec<(Ipv4Addr, u16)>,
     /// Where a connection another node sent may go: the local tasks serving or draining
@@ -94,7 +102,7 @@ pub struct MeshPort {
     /// header: no kernel rule for them.
     pub proxy_protocol: bool,
     /// Another process on the node holds the port: clients' connections are left to it (no
-    /// rule for them); what other nodes send by the link still reaches the local tasks.
+    /// rule for them); what other nodes send still reaches the local tasks.
     pub taken: bool,
 }
 
@@ -115,14 +123,13 @@ impl NodeMesh {
             .values()
             .flat_map(|s| &s.ports)
             .any(|p| p.mode == PublishMode::Ingress);
-        let link = me.filter(|_| ingress).map(|me| MeshLink {
-            address: me.address,
-            vtep: me.vtep,
-            peers: mesh
+        let nodes = me.filter(|_| ingress).map(|me| MeshNodes {
+            own: *me,
+            others: mesh
                 .nodes
                 .iter()
                 .filter(|(id, _)| id.as_str() != node_id)
-                .map(|(_, node)| (node.address, node.vtep))
+                .map(|(_, address)| *address)
                 .collect(),
         });
         let mut ports = BTreeMap::new();
@@ -144,10 +151,10 @@ impl NodeMesh {
                         }
                     } else if placed.serving
                         && port.mode == PublishMode::Ingress
-                        && link.is_some()
+                        && nodes.is_some()
                         && let Some(peer) = mesh.nodes.get(&placed.node_id)
                     {
-                        backends.push((peer.address, published));
+                        backends.push((*peer, published));
                     }
                 }
                 if port.mode == PublishMode::Host && backends.is_empty() {
@@ -167,7 +174,7 @@ impl NodeMesh {
                     });
             }
         }
-        NodeMesh { link, ports }
+        NodeMesh { nodes, ports }
     }
 
     /// The ports of the kernel path, which the node holds with a socket.
@@ -216,21 +223,6 @@ pub fn table_name(node_id: &str) -> String {
     )
 }
 
-/// The node's mesh link (a VXLAN device): `swm` and 10 hex digits of its id's SHA-256.
-pub fn link_name(node_id: &str) -> String {
-    format!(
-        "swm{}",
-        &hex_digest(format!("{node_id}\0mesh").as_bytes())[..10]
-    )
-}
-
-/// The MAC of a node's mesh link, from its mesh address: every node derives every peer's
-/// without asking. Locally administered (`02`), `4d` apart from the other devices' MACs.
-pub fn link_mac(address: Ipv4Addr) -> String {
-    let [a, b, c, d] = address.octets();
-    format!("02:4d:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
-
 /// `dnat ip to numgen random mod N map { 0 : A . P, … }` over `backends` (not empty).
 fn dnat(backends: &[(Ipv4Addr, u16)]) -> String {
     let map = backends
@@ -251,7 +243,7 @@ fn l4(protocol: Protocol, port: u16) -> String {
 
 /// The DSCP a node sets on the first packet of a connection it sends on to a third node
 /// because none of its own tasks can take it: a connection so marked is never sent on
-/// again. Inside the mesh link's VXLAN, nothing between nodes rewrites it.
+/// again.
 pub const FORWARDED_DSCP: u8 = 0x0d;
 
 /// The named counter of the connections a port's rules DNAT'ed (each rule sees the first
@@ -260,7 +252,7 @@ pub fn connections_counter(protocol: Protocol, port: u16) -> String {
     format!("conn_{protocol}_{port}")
 }
 
-/// The named counter of the connections refused because they came by the link for a port
+/// The named counter of the connections refused because another node sent them to a port
 /// with no task here.
 pub const REFUSED_COUNTER: &str = "refused";
 
@@ -310,8 +302,21 @@ pub fn connection_mark(protocol: Protocol, port: u16) -> u32 {
 /// then every rule again.
 pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String {
     let table = table_name(node_id);
-    let link = link_name(node_id);
     let bridge = bridge_name(node_id);
+    // What another node sent: from its address to one of this node's. With no other node,
+    // nothing is.
+    let others = desired
+        .nodes
+        .as_ref()
+        .filter(|nodes| !nodes.others.is_empty())
+        .map(|nodes| address_set(&nodes.others));
+    let (from_node, from_client) = match &others {
+        Some(set) => (
+            Some(format!("ip saddr {set} fib daddr type local")),
+            format!("ip saddr != {set} fib daddr type local"),
+        ),
+        None => (None, "fib daddr type local".to_owned()),
+    };
     let mut out = String::new();
     let _ = writeln!(out, "table ip {table} {{}}");
     let _ = writeln!(out, "flush table ip {table}");
@@ -344,30 +349,36 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
             "ct mark set {:#010x}",
             connection_mark(*protocol, *published)
         );
-        if port.mode == PublishMode::Ingress && desired.link.is_some() && !port.local.is_empty() {
-            let _ = writeln!(
-                out,
-                "\t\tiifname \"{link}\" {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
-                dnat(&port.local),
-                port.service
-            );
-        } else if port.mode == PublishMode::Ingress
-            && desired.link.is_some()
-            && !port.backends.is_empty()
-        {
-            // No task here can take what another node sent: sent on once, to another
-            // node's tasks (with none here, every backend is another node).
-            let _ = writeln!(
-                out,
-                "\t\tiifname \"{link}\" ip dscp != {FORWARDED_DSCP:#04x} {matches} counter name \"{counter}\" {mark} ip dscp set {FORWARDED_DSCP:#04x} {} comment \"{}\"",
-                dnat(&port.backends),
-                port.service
-            );
+        match &from_node {
+            Some(from_node) if port.mode == PublishMode::Ingress && !port.local.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "\t\t{from_node} {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
+                    dnat(&port.local),
+                    port.service
+                );
+            }
+            Some(from_node) if port.mode == PublishMode::Ingress && !port.backends.is_empty() => {
+                // No task here can take what another node sent: sent on once, to another
+                // node's tasks (with none here, every backend is another node).
+                let _ = writeln!(
+                    out,
+                    "\t\t{from_node} ip dscp != {FORWARDED_DSCP:#04x} {matches} counter name \"{counter}\" {mark} ip dscp set {FORWARDED_DSCP:#04x} {} comment \"{}\"",
+                    dnat(&port.backends),
+                    port.service
+                );
+            }
+            _ => {}
         }
         if NodeMesh::kernel_clients(port) {
+            // Host mode: every client is one, wherever from.
+            let from_client = match port.mode {
+                PublishMode::Ingress => from_client.as_str(),
+                PublishMode::Host => "fib daddr type local",
+            };
             let _ = writeln!(
                 out,
-                "\t\tiifname != \"{link}\" fib daddr type local {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
+                "\t\t{from_client} {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
                 dnat(&port.backends),
                 port.service
             );
@@ -400,10 +411,22 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\ttype nat hook postrouting priority srcnat; policy accept;"
     );
-    if let Some(mesh) = &desired.link {
+    if let (Some(nodes), Some(others)) = (&desired.nodes, &others) {
         // Answers must come back through this node: its conntrack undoes the DNAT (or
-        // hands them to the userspace path's socket).
-        let _ = writeln!(out, "\t\toifname \"{link}\" snat ip to {}", mesh.address);
+        // hands them to the userspace path's socket). The userspace path's connections
+        // too: whatever address the route gives them, the other node tells them by this
+        // one.
+        let ports = desired
+            .ports
+            .keys()
+            .map(|(protocol, published)| format!("{protocol} . {published}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "\t\tip daddr {others} meta l4proto . th dport {{ {ports} }} snat ip to {}",
+            nodes.own
+        );
     }
     // A client on the node (127.0.0.1) or a task reaching a task of its own bridge through
     // a published port would be answered directly, past the DNAT: both take the node's
@@ -415,50 +438,43 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     let _ = writeln!(out, "\t}}");
 
-    // The link carries published ports only: anything else that arrives by it is refused.
+    // What another node sent and no rule here took (no task for it here) is refused, as
+    // its sender decided with a view a moment behind; so is anything for a held port with
+    // no task to send to: the node's socket would take the connection into its backlog and
+    // leave it there.
     let _ = writeln!(out, "\tchain input {{");
     let _ = writeln!(
         out,
         "\t\ttype filter hook input priority filter; policy accept;"
     );
-    let _ = writeln!(
-        out,
-        "\t\tiifname \"{link}\" ct state new meta l4proto tcp counter name \"{REFUSED_COUNTER}\" reject with tcp reset"
-    );
-    let _ = writeln!(
-        out,
-        "\t\tiifname \"{link}\" ct state new counter name \"{REFUSED_COUNTER}\" reject"
-    );
-    // A held port with no task to send to: the node's socket would take the connection
-    // into its backlog and leave it there; refused instead, as with nothing listening.
     for ((protocol, published), port) in &desired.ports {
-        if port.proxy_protocol || port.taken {
-            continue;
-        }
         let refusal = match protocol {
             Protocol::Tcp => "reject with tcp reset",
             _ => "reject",
         };
-        let _ = writeln!(
-            out,
-            "\t\tct state new {} {refusal}",
-            l4(*protocol, *published)
-        );
+        let matches = l4(*protocol, *published);
+        if let Some(others) = others
+            .as_ref()
+            .filter(|_| port.mode == PublishMode::Ingress)
+        {
+            let _ = writeln!(
+                out,
+                "\t\tip saddr {others} ct state new {matches} counter name \"{REFUSED_COUNTER}\" {refusal}"
+            );
+        }
+        if !port.proxy_protocol && !port.taken {
+            let _ = writeln!(out, "\t\tct state new {matches} {refusal}");
+        }
     }
     let _ = writeln!(out, "\t}}");
-    let _ = writeln!(out, "\tchain forward {{");
+    // A loopback address is the node's own: nothing that arrives by a device asks for one.
+    let _ = writeln!(out, "\tchain guard {{");
     let _ = writeln!(
         out,
-        "\t\ttype filter hook forward priority filter; policy accept;"
+        "\t\ttype filter hook prerouting priority raw; policy accept;"
     );
-    let _ = writeln!(out, "\t\tiifname \"{link}\" ct status dnat accept");
-    let _ = writeln!(
-        out,
-        "\t\tiifname \"{link}\" ct state established,related accept"
-    );
-    let _ = writeln!(out, "\t\tiifname \"{link}\" drop");
+    let _ = writeln!(out, "\t\tiif != \"lo\" ip daddr 127.0.0.0/8 drop");
     let _ = writeln!(out, "\t}}");
-
     // Every packet of the mesh's connections, counted once on this node: each enters it
     // from an interface (prerouting) or from a local client (output), after the nat rules
     // marked its connection.
@@ -488,6 +504,16 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     out
 }
 
+/// `{ A, B, … }` of `addresses` (not empty).
+fn address_set(addresses: &BTreeSet<Ipv4Addr>) -> String {
+    let list = addresses
+        .iter()
+        .map(Ipv4Addr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{{ {list} }}")
+}
+
 /// The named counters of one published port.
 fn port_counters(protocol: Protocol, port: u16) -> [String; 3] {
     [
@@ -499,17 +525,10 @@ fn port_counters(protocol: Protocol, port: u16) -> [String; 3] {
 
 #[cfg(test)]
 mod tests {
-    use swarm_api::endpoints::{MeshNode, MeshView, PublishedService};
+    use swarm_api::endpoints::{MeshView, PublishedService};
     use swarm_api::spec::PortConfig;
 
     use super::*;
-
-    fn vtep(last: u8) -> Vtep {
-        Vtep {
-            address: Ipv4Addr::new(192, 0, 2, last),
-            port: 4789,
-        }
-    }
 
     fn port(published: u16, target: u16, mode: PublishMode) -> PortConfig {
         PortConfig {
@@ -521,13 +540,10 @@ mod tests {
         }
     }
 
-    /// Nodes a, b, c; `web` publishes 8080→80 with tasks t1 (a), t2 and t3 (b); `db`
-    /// publishes 5432 in host mode with a task on b.
+    /// Nodes a, b, c at 192.0.2.1, .2, .3; `web` publishes 8080→80 with tasks t1 (a), t2
+    /// and t3 (b); `db` publishes 5432 in host mode with a task on b.
     fn view() -> NetworkView {
-        let node = |last: u8| MeshNode {
-            address: Ipv4Addr::new(198, 19, last, 1),
-            vtep: vtep(last),
-        };
+        let node = |last: u8| Ipv4Addr::new(192, 0, 2, last);
         let tasks = |list: &[(&str, &str)]| {
             list.iter()
                 .map(|(t, n)| {
@@ -579,20 +595,23 @@ mod tests {
     #[test]
     fn a_node_sends_remote_tasks_connections_to_their_node_and_its_own_to_them() {
         let mesh = NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])]));
-        let link = mesh
-            .link
+        let nodes = mesh
+            .nodes
             .as_ref()
             .expect("a port is published through the mesh");
-        assert_eq!(link.address, Ipv4Addr::new(198, 19, 1, 1));
-        assert_eq!(link.peers.len(), 2);
+        assert_eq!(nodes.own, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(
+            nodes.others,
+            [Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3)].into()
+        );
         let web = &mesh.ports[&(Protocol::Tcp, 8080)];
-        // b runs two tasks: its mesh address is listed twice, so each task gets a share.
+        // b runs two tasks: its address is listed twice, so each task gets a share.
         assert_eq!(
             web.backends,
             [
+                (Ipv4Addr::new(192, 0, 2, 2), 8080),
+                (Ipv4Addr::new(192, 0, 2, 2), 8080),
                 (Ipv4Addr::new(198, 19, 1, 5), 80),
-                (Ipv4Addr::new(198, 19, 2, 1), 8080),
-                (Ipv4Addr::new(198, 19, 2, 1), 8080),
             ]
         );
         assert_eq!(web.local, [(Ipv4Addr::new(198, 19, 1, 5), 80)]);
@@ -612,8 +631,8 @@ mod tests {
         assert_eq!(
             on_a.ports[&(Protocol::Tcp, 8080)].backends,
             [
-                (Ipv4Addr::new(198, 19, 1, 5), 80),
-                (Ipv4Addr::new(198, 19, 2, 1), 8080)
+                (Ipv4Addr::new(192, 0, 2, 2), 8080),
+                (Ipv4Addr::new(198, 19, 1, 5), 80)
             ],
             "b is listed once: only t2 serves there"
         );
@@ -642,17 +661,21 @@ mod tests {
         assert_eq!(db.backends, [(Ipv4Addr::new(198, 19, 2, 7), 5432)]);
         let script = render("b", &mesh, &NodeMesh::default());
         let table = table_name("b");
-        let link = link_name("b");
         assert!(script.starts_with(&format!(
             "table ip {table} {{}}\nflush table ip {table}\ntable ip {table} {{\n"
         )));
-        assert!(script.contains(&format!(
-            "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 2 map {{ 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 }} comment \"web\"\n"
-        )));
         assert!(script.contains(
-            "fib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" ct mark set 0x4d061538 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+            "\t\tip saddr { 192.0.2.1, 192.0.2.3 } fib daddr type local meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 2 map { 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 } comment \"web\"\n"
         ));
-        assert!(script.contains(&format!("\t\toifname \"{link}\" snat ip to 198.19.2.1\n")));
+        // Host mode: every client, other nodes' addresses included, reaches the local task.
+        assert!(script.contains(
+            "\t\tfib daddr type local meta l4proto tcp th dport 5432 counter name \"conn_tcp_5432\" ct mark set 0x4d061538 dnat ip to numgen random mod 1 map { 0 : 198.19.2.7 . 5432 } comment \"db\"\n"
+        ));
+        assert!(!script.contains("dport 5432 counter name \"refused\""));
+        assert!(script.contains(
+            "\t\tip daddr { 192.0.2.1, 192.0.2.3 } meta l4proto . th dport { tcp . 5432, tcp . 8080 } snat ip to 192.0.2.2\n"
+        ));
+        assert!(script.contains("\t\tiif != \"lo\" ip daddr 127.0.0.0/8 drop\n"));
         // Each way of the port's marked connections has its counter.
         assert!(script.contains(
             "\t\tct mark 0x4d061f90 ct direction original counter name \"bytes_tcp_8080_in\"\n\t\tct mark 0x4d061f90 ct direction reply counter name \"bytes_tcp_8080_out\"\n"
@@ -673,7 +696,10 @@ mod tests {
             "both ports are the kernel path's"
         );
         let held = render("b", &mesh, &NodeMesh::default());
-        assert!(held.contains("iifname != \""), "{held}");
+        assert!(
+            held.contains("\t\tip saddr != { 192.0.2.1, 192.0.2.3 } fib daddr type local meta l4proto tcp th dport 8080 counter"),
+            "{held}"
+        );
         assert!(
             held.contains(
                 "\t\tct state new meta l4proto tcp th dport 8080 reject with tcp reset\n"
@@ -682,15 +708,14 @@ mod tests {
         );
         mesh.leave_taken(&[(Protocol::Tcp, 8080)].into());
         let script = render("b", &mesh, &NodeMesh::default());
-        let link = link_name("b");
         assert!(
-            !script.contains("fib daddr type local meta l4proto tcp th dport 8080"),
+            !script.contains("ip saddr != { 192.0.2.1, 192.0.2.3 } fib daddr type local meta l4proto tcp th dport 8080"),
             "no client rule: {script}"
         );
         assert!(
-            script.contains(&format!(
-                "\t\tiifname \"{link}\" meta l4proto tcp th dport 8080 counter"
-            )),
+            script.contains(
+                "\t\tip saddr { 192.0.2.1, 192.0.2.3 } fib daddr type local meta l4proto tcp th dport 8080 counter"
+            ),
             "what other nodes send still reaches t2: {script}"
         );
         assert!(!script.contains("dport 8080 reject"), "{script}");
@@ -698,13 +723,13 @@ mod tests {
     }
 
     #[test]
-    fn a_task_not_attached_yet_takes_no_connection_and_no_mesh_means_no_link() {
+    fn a_task_not_attached_yet_takes_no_connection_and_no_mesh_means_no_rules() {
         let mesh = NodeMesh::from_view(&view(), "a", &BTreeMap::new());
         assert_eq!(
             mesh.ports[&(Protocol::Tcp, 8080)].backends,
             [
-                (Ipv4Addr::new(198, 19, 2, 1), 8080),
-                (Ipv4Addr::new(198, 19, 2, 1), 8080)
+                (Ipv4Addr::new(192, 0, 2, 2), 8080),
+                (Ipv4Addr::new(192, 0, 2, 2), 8080)
             ]
         );
         let mut only_host = view();
@@ -720,13 +745,16 @@ mod tests {
     fn a_node_with_no_task_of_a_port_sends_what_another_node_sent_on_once() {
         let mesh = NodeMesh::from_view(&view(), "c", &BTreeMap::new());
         let script = render("c", &mesh, &NodeMesh::default());
-        let link = link_name("c");
         assert!(
-            script.contains(&format!(
-                "\t\tiifname \"{link}\" ip dscp != 0x0d meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 ip dscp set 0x0d dnat ip to numgen random mod 3 map {{ 0 : 198.19.1.1 . 8080, 1 : 198.19.2.1 . 8080, 2 : 198.19.2.1 . 8080 }} comment \"web\"\n"
-            )),
+            script.contains(
+                "\t\tip saddr { 192.0.2.1, 192.0.2.2 } fib daddr type local ip dscp != 0x0d meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 ip dscp set 0x0d dnat ip to numgen random mod 3 map { 0 : 192.0.2.1 . 8080, 1 : 192.0.2.2 . 8080, 2 : 192.0.2.2 . 8080 } comment \"web\"\n"
+            ),
             "{script}"
         );
+        // What another node sent and no rule took is refused and counted.
+        assert!(script.contains(
+            "\t\tip saddr { 192.0.2.1, 192.0.2.2 } ct state new meta l4proto tcp th dport 8080 counter name \"refused\" reject with tcp reset\n"
+        ));
         // A node with a task of the port keeps what other nodes send.
         let on_a = render(
             "a",
@@ -781,9 +809,17 @@ mod tests {
     }
 
     #[test]
-    fn link_macs_follow_the_mesh_address() {
-        assert_eq!(link_mac(Ipv4Addr::new(198, 19, 2, 1)), "02:4d:c6:13:02:01");
-        assert_ne!(link_name("a"), link_name("b"));
-        assert!(link_name("a").len() <= 15, "a Linux interface name");
+    fn a_node_alone_takes_every_connection_as_a_client() {
+        let mut alone = view();
+        let mesh = std::sync::Arc::make_mut(&mut alone.mesh);
+        mesh.nodes.retain(|id, _| id == "b");
+        let on_b = NodeMesh::from_view(&alone, "b", &local(&[("t2", [198, 19, 2, 5])]));
+        let script = render("b", &on_b, &NodeMesh::default());
+        assert!(!script.contains("saddr {"), "{script}");
+        assert!(!script.contains("snat"), "{script}");
+        assert!(
+            script.contains("\t\tfib daddr type local meta l4proto tcp th dport 8080 counter"),
+            "{script}"
+        );
     }
 }

@@ -18,7 +18,7 @@
 //! - `mesh`: the routing mesh: a pure desired state per node ([`NodeMesh`], from its
 //!   endpoint table and its tasks' addresses), its nftables ruleset ([`render_mesh`]: DNAT of
 //!   published ports over the serving tasks, here or through another node) and [`Mesh`],
-//!   which sets it with the node's link to the other nodes.
+//!   which sets it.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -47,10 +47,9 @@ pub use files::{
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use mesh::{
-    Direction as MeshDirection, Mesh, MeshCounters, MeshLink, MeshPort, NodeMesh,
+    Direction as MeshDirection, Mesh, MeshCounters, MeshNodes, MeshPort, NodeMesh,
     PortKey as MeshPortKey, Proxies, RelayedBytes, counters as mesh_counters,
-    follow as follow_mesh, link_mac as mesh_link_mac, link_name as mesh_link_name,
-    render as render_mesh, table_name as mesh_table_name,
+    follow as follow_mesh, render as render_mesh, table_name as mesh_table_name,
 };
 pub use overlay::{
     LocalEndpoint, LocalTask, NodeOverlays, OVERLAY_MTU, Op as OverlayOp, Overlay, OverlayNetwork,

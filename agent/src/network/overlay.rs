@@ -57,7 +57,6 @@ use swarm_api::endpoints::{NetworkView, Vtep};
 use super::bridge::hex_digest;
 
 pub use kernel::{Overlay, apply};
-pub(crate) use kernel::{bridge_fdb, delete_link, tolerate};
 
 /// MTU of the overlay's devices: a 1500-byte underlay less 50 bytes of VXLAN over IPv4.
 pub const OVERLAY_MTU: u32 = 1450;

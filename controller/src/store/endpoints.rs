@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, ToSocketAddrs};
 use std::sync::Arc;
 
 use swarm_api::endpoints::{
-    MeshNode, MeshTask, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
+    MeshTask, MeshView, NetworkEndpoints, NetworkView, PublishedService, ServiceEndpoint,
     TaskEndpoint, Vtep,
 };
 use swarm_api::spec::{AssignedPort, EndpointMode, NetworkSpec, PortConfig, ServiceSpec};
@@ -67,8 +67,6 @@ struct TaskEntry {
 struct NodeEntry {
     vtep: Option<Vtep>,
     down: bool,
-    /// The gateway of its task subnet, once it has one.
-    mesh_address: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +121,6 @@ fn node_entry(node: &Node) -> NodeEntry {
     NodeEntry {
         vtep: vtep_of(node),
         down: node.status == NodeStatus::Down,
-        mesh_address: node.subnet.and_then(|subnet| subnet.hosts().next()),
     }
 }
 
@@ -228,7 +225,6 @@ impl Endpoints {
                     let entry = node.as_ref().map(node_entry).unwrap_or(NodeEntry {
                         vtep: None,
                         down: true,
-                        mesh_address: None,
                     });
                     self.put_node(id, entry, &mut changed);
                 }
@@ -531,13 +527,7 @@ impl Endpoints {
             .nodes
             .iter()
             .filter(|(_, node)| !node.down)
-            .filter_map(|(id, node)| {
-                let mesh = MeshNode {
-                    address: node.mesh_address?,
-                    vtep: node.vtep?,
-                };
-                Some((id.clone(), mesh))
-            })
+            .filter_map(|(id, node)| Some((id.clone(), node.vtep?.address)))
             .collect();
         let services = self
             .published
@@ -994,8 +984,7 @@ mod tests {
         });
         assert_eq!(changed, names(&["a", "b", "c"]));
         let mesh = world.table.of_node("c").mesh;
-        assert_eq!(mesh.nodes["b"].address, Ipv4Addr::new(198, 19, 2, 1));
-        assert_eq!(mesh.nodes["b"].vtep.address, Ipv4Addr::new(198, 18, 0, 2));
+        assert_eq!(mesh.nodes["b"], Ipv4Addr::new(198, 18, 0, 2));
         let site = &mesh.services["s_site-id"];
         assert_eq!(site.ports[0].published, Some(8080));
         assert!(site.tasks.is_empty(), "no task serves yet");

@@ -1,21 +1,19 @@
-//! The kernel side of the mesh: the link to the other nodes (`ip`, `bridge`), its iptables
-//! rules, and the ruleset (`nft -f`), in the node's network namespace. A reconcile sets what
-//! the desired state needs and removes what the last one set and no longer wants; run again
-//! after a failure, it converges.
+//! The kernel side of the mesh: the ruleset (`nft -f`), the iptables rule that lets its
+//! connections through FORWARD and the sysctl settings it needs, in the node's network
+//! namespace. A reconcile sets what the desired state needs; run again after a failure, it
+//! converges.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use swarm_api::endpoints::{MESH_VNI, NetworkView, Vtep};
+use swarm_api::endpoints::NetworkView;
 
 use super::{
-    Held, MeshLink, NodeMesh, PortKey, Proxies, RelayedBytes, link_mac, link_name, render,
-    table_name,
+    Held, MARK_TAG, MARK_TAG_MASK, NodeMesh, PortKey, Proxies, RelayedBytes, render, table_name,
 };
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::run;
-use crate::network::overlay::{OVERLAY_MTU, bridge_fdb, delete_link, tolerate};
 
 /// A node's mesh: what it has set, and the reconcile towards a desired state. Calls block
 /// on short subprocesses: from async code, call them in `spawn_blocking`.
@@ -25,9 +23,12 @@ pub struct Mesh {
     current: NodeMesh,
     /// The kernel holds nothing of this node's mesh (an empty reconcile went through).
     clean: bool,
-    /// The sysctl settings the last reconcile made: set again only when they change (a
-    /// process fewer on the path from a task's exit to its rules gone).
+    /// The sysctl settings the last reconcile made (and the FORWARD rule with them): set
+    /// again only when they change (a process fewer on the path from a task's exit to its
+    /// rules gone).
     settings: Vec<String>,
+    /// The node's data path address and the device that held it when last looked up.
+    data_path: Option<(Ipv4Addr, Option<String>)>,
 }
 
 impl Mesh {
@@ -39,6 +40,7 @@ impl Mesh {
             current: NodeMesh::default(),
             clean: false,
             settings: Vec::new(),
+            data_path: None,
         }
     }
 
@@ -58,12 +60,13 @@ impl Mesh {
             self.current = NodeMesh::default();
             self.clean = false;
             self.settings.clear();
+            self.data_path = None;
         }
         outcome?;
         tracing::debug!(
             node,
             ports = desired.ports.len(),
-            peers = desired.link.as_ref().map_or(0, |l| l.peers.len()),
+            nodes = desired.nodes.as_ref().map_or(0, |n| n.others.len() + 1),
             "mesh reconciled"
         );
         self.current = desired;
@@ -74,39 +77,34 @@ impl Mesh {
     fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
         let node = self.node_id.clone();
         let node = node.as_str();
-        let link = link_name(node);
-        match (&self.current.link, &desired.link) {
-            (Some(current), Some(wanted))
-                if current.address == wanted.address && current.vtep == wanted.vtep =>
-            {
-                set_peers(&link, &current.peers, &wanted.peers)?;
-            }
-            (_, Some(wanted)) => {
-                make_link(&link, wanted)?;
-                // A new device: its settings are made again.
-                self.settings.clear();
-                set_peers(&link, &BTreeMap::new(), &wanted.peers)?;
-            }
-            (Some(_), None) => remove_link(&link)?,
-            (None, None) => {}
-        }
         // A client on the node itself (127.0.0.1) reaches tasks through DNAT: the kernel
-        // routes such packets out of these devices only with `route_localnet`.
+        // routes such packets out of a device, and their answers in, only with
+        // `route_localnet` there: the node bridge's for its own tasks, the data path
+        // device's for other nodes' (the ruleset's `guard` chain keeps what that lets in
+        // to the mesh's answers).
         let bridge = bridge_name(node);
         let mut settings = vec!["net.ipv4.ip_forward=1".to_owned()];
-        if desired.link.is_some() {
-            settings.push(format!("net.ipv4.conf.{link}.route_localnet=1"));
-        }
         if std::path::Path::new("/proc/sys/net/ipv4/conf")
             .join(&bridge)
             .exists()
         {
             settings.push(format!("net.ipv4.conf.{bridge}.route_localnet=1"));
         }
+        if let Some(nodes) = desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
+            let device = match &self.data_path {
+                Some((address, device)) if *address == nodes.own => device.clone(),
+                _ => device_of(nodes.own)?,
+            };
+            if let Some(device) = &device {
+                settings.push(format!("net.ipv4.conf.{device}.route_localnet=1"));
+            }
+            self.data_path = Some((nodes.own, device));
+        }
         if settings != self.settings {
             let mut args = vec!["-q", "-w"];
             args.extend(settings.iter().map(String::as_str));
             run("sysctl", &args, None)?;
+            forward_rule(node).ensure()?;
             self.settings = settings;
         }
         run(
@@ -117,11 +115,15 @@ impl Mesh {
         Ok(())
     }
 
-    /// Removes the node's link, rules and table, whatever state it knows: for a node
-    /// leaving, or a mesh with nothing published.
+    /// Removes the node's rules and table, whatever state it knows: for a node leaving, or
+    /// a mesh with nothing published.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
-        remove_link(&link_name(node))?;
+        match forward_rule(node).remove() {
+            // Without iptables there is no rule to remove.
+            Err(NetworkError::Spawn { .. }) | Ok(_) => {}
+            Err(error) => return Err(error),
+        }
         let table = table_name(node);
         let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
         match run("nft", &["-f", "-"], Some(&script)) {
@@ -132,8 +134,51 @@ impl Mesh {
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();
+        self.data_path = None;
         Ok(())
     }
+}
+
+/// The FORWARD rule of node `node`'s mesh (the policy is DROP where Docker's engine ran):
+/// the connections its rules marked go through, both ways (a client's to another node's
+/// task leaves by the device it came in by, which no bridge rule covers). Named by the
+/// node, so that a node leaving takes only its own.
+fn forward_rule(node: &str) -> Rule {
+    let mark = format!("{MARK_TAG:#010x}/{MARK_TAG_MASK:#010x}");
+    let comment = table_name(node);
+    Rule::filter_forward(&[
+        "-m",
+        "connmark",
+        "--mark",
+        &mark,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "ACCEPT",
+    ])
+}
+
+/// The device that holds `address` (the node's data path address), if one does: its
+/// connections to other nodes leave by it.
+fn device_of(address: Ipv4Addr) -> Result<Option<String>, NetworkError> {
+    let listing = run(
+        "ip",
+        &[
+            "-o",
+            "-4",
+            "address",
+            "show",
+            "to",
+            &format!("{address}/32"),
+        ],
+        None,
+    )?;
+    Ok(listing
+        .split_whitespace()
+        .nth(1)
+        .map(|device| device.split('@').next().unwrap_or(device).to_owned()))
 }
 
 /// What the node's mesh counted since its table was made: the connections each port's
@@ -215,116 +260,9 @@ fn parse_counters(json: &str) -> MeshCounters {
     counters
 }
 
-/// The FORWARD rules of the link (the policy is DROP where Docker's engine ran): what
-/// crosses it is DNAT'ed by the mesh, or answers.
-fn link_rules(link: &str) -> [Rule; 2] {
-    let states = ["-m", "conntrack", "--ctstate", "DNAT,RELATED,ESTABLISHED"];
-    let rule = |direction: &str| {
-        let mut spec = vec![direction, link];
-        spec.extend(states);
-        spec.extend(["-j", "ACCEPT"]);
-        Rule::filter_forward(&spec)
-    };
-    [rule("-i"), rule("-o")]
-}
-
-/// Makes the link again: a VXLAN device of the mesh's VNI from this node's VTEP, its MAC
-/// derived from its mesh address, up, with its FORWARD rules.
-fn make_link(link: &str, wanted: &MeshLink) -> Result<(), NetworkError> {
-    delete_link(link)?;
-    let mtu = OVERLAY_MTU.to_string();
-    let (vni, local, port) = (
-        MESH_VNI.to_string(),
-        wanted.vtep.address.to_string(),
-        wanted.vtep.port.to_string(),
-    );
-    run(
-        "ip",
-        &[
-            "link",
-            "add",
-            "name",
-            link,
-            "mtu",
-            &mtu,
-            "type",
-            "vxlan",
-            "id",
-            &vni,
-            "local",
-            &local,
-            "dstport",
-            &port,
-            "nolearning",
-        ],
-        None,
-    )?;
-    let script = format!("link set {link} address {} up\n", link_mac(wanted.address));
-    run("ip", &["-batch", "-"], Some(&script))?;
-    for rule in link_rules(link) {
-        rule.ensure()?;
-    }
-    tracing::info!(link, address = %wanted.address, "mesh link made");
-    Ok(())
-}
-
-fn remove_link(link: &str) -> Result<(), NetworkError> {
-    delete_link(link)?;
-    for rule in link_rules(link) {
-        rule.remove()?;
-    }
-    Ok(())
-}
-
-/// Each peer reached without ARP: a host route by the link, a permanent neighbour entry
-/// (its derived MAC) and a forwarding entry to its VTEP; peers gone lose theirs.
-fn set_peers(
-    link: &str,
-    current: &BTreeMap<Ipv4Addr, Vtep>,
-    wanted: &BTreeMap<Ipv4Addr, Vtep>,
-) -> Result<(), NetworkError> {
-    let mut stale = Vec::new();
-    for (address, _) in current.iter().filter(|(a, _)| !wanted.contains_key(*a)) {
-        stale.push(format!("route del {address}/32 dev {link}"));
-        stale.push(format!("neigh del {address} dev {link}"));
-    }
-    if !stale.is_empty() {
-        // Entries already gone fail harmlessly: `-force` goes on past them.
-        if let Err(error) = run(
-            "ip",
-            &["-force", "-batch", "-"],
-            Some(&(stale.join("\n") + "\n")),
-        ) {
-            tracing::debug!(link, %error, "stale mesh peers already gone");
-        }
-        for (address, _) in current.iter().filter(|(a, _)| !wanted.contains_key(*a)) {
-            tolerate(
-                bridge_fdb("del", &link_mac(*address), link, None),
-                "No such file",
-            )?;
-        }
-    }
-    let mut lines = Vec::new();
-    for (address, vtep) in wanted {
-        if current.get(address) == Some(vtep) {
-            continue;
-        }
-        let mac = link_mac(*address);
-        bridge_fdb("replace", &mac, link, Some(*vtep))?;
-        lines.push(format!(
-            "neigh replace {address} lladdr {mac} dev {link} nud permanent"
-        ));
-        lines.push(format!("route replace {address}/32 dev {link}"));
-    }
-    if !lines.is_empty() {
-        run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
-    }
-    Ok(())
-}
-
 /// How long the follower waits before it tries again after a failed reconcile, doubled at
-/// each failure in a row up to `RETRY_MAX`: a node that cannot set its mesh (no nft, or
-/// another node's link in its namespace) does not spin.
+/// each failure in a row up to `RETRY_MAX`: a node that cannot set its mesh (no nft, say)
+/// does not spin.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 

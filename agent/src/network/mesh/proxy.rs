@@ -3,8 +3,9 @@
 //! backend with the fewest open connections (ties in turn), tries another when a connect
 //! fails (before the client sees an error), writes the header carrying the client's
 //! address and the address it reached, then relays both ways. A backend on another node is
-//! that node's mesh address and the published port: the other node's kernel rules hand it
-//! to one of its own tasks, header and all. Each port holds at most [`MAX_CONNECTIONS`]
+//! that node's address and the published port: the other node's kernel rules take a
+//! connection from this node's address as the mesh's and hand it to one of its own tasks,
+//! header and all. Each port holds at most [`MAX_CONNECTIONS`]
 //! connections: past that, new ones wait in the listen backlog, so a slow or silent
 //! client cannot exhaust the node. The bytes relayed are counted per port as they go
 //! ([`RelayedBytes`], for `/metrics`): the kernel's counters do not see this path.

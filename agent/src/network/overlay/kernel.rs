@@ -369,7 +369,7 @@ fn link_task(
 
 /// `bridge fdb ACTION MAC dev DEVICE [dst ADDRESS port PORT]` on the VXLAN device's own
 /// table (`self`), entries never aged out (`permanent`).
-pub(crate) fn bridge_fdb(
+fn bridge_fdb(
     action: &str,
     mac: &str,
     device: &str,
@@ -388,7 +388,7 @@ pub(crate) fn bridge_fdb(
     run("bridge", &args, None).map(drop)
 }
 
-pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
+fn delete_link(name: &str) -> Result<(), NetworkError> {
     match run("ip", &["link", "del", "dev", name], None) {
         Err(error) if error.is_missing_link() => Ok(()),
         other => other.map(drop),
@@ -397,10 +397,7 @@ pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
 
 /// `result`, with a command failure whose stderr says `already` (the state is there, or
 /// gone, already) counted as success.
-pub(crate) fn tolerate(
-    result: Result<(), NetworkError>,
-    already: &str,
-) -> Result<(), NetworkError> {
+fn tolerate(result: Result<(), NetworkError>, already: &str) -> Result<(), NetworkError> {
     match result {
         Err(NetworkError::Command { stderr, .. }) if stderr.contains(already) => Ok(()),
         other => other,
