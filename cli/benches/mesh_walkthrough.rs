@@ -1,7 +1,9 @@
 //! The Swarm walkthrough's routing-mesh benchmark on three test hosts running real daemons
-//! (root): `ab -n 3000 -c 150` against host 1's published port with the service at 1
-//! replica, then at 5 over the three hosts. `cargo bench -p swarm-cli --bench
-//! mesh_walkthrough [runs]` (release: the daemons are the benchmark's `swarm`).
+//! (root): `ab -n 3000 -c 150` against a host's published port with the service at 1
+//! replica — asking the host that runs it, then a host that does not (the mesh routes the
+//! request on, as in the walkthrough when the node asked runs no replica) — then at 5 over
+//! the three hosts, asking host 1. `cargo bench -p swarm-cli --bench mesh_walkthrough
+//! [runs]` (release: the daemons are the benchmark's `swarm`).
 //!
 //! The image answers with its hostname from busybox httpd (a process per request), as the
 //! walkthrough's does from nginx. Figures: requests per second (median of the runs) and
@@ -62,31 +64,52 @@ fn main() {
             &image,
         ],
     );
-    let url = format!("http://{}:8080/", hosts.address(0));
-    println!("ab -n 3000 -c 150 {url}, {runs} runs per replica count");
-    println!("| replicas | req/s (median) | failed (all runs) |");
-    println!("|---:|---:|---:|");
+    let url = |host: usize| format!("http://{}:8080/", hosts.address(host));
+    println!("ab -n 3000 -c 150 http://HOST:8080/, {runs} runs per line");
+    println!("| replicas | host asked | req/s (median) | failed (all runs) |");
+    println!("|---:|---|---:|---:|");
     for replicas in [1, 5] {
         ok(&cluster, &["service", "scale", &format!("web={replicas}")]);
         wait_for("the replicas running", Duration::from_secs(120), || {
             (running(&cluster, "web") == replicas).then_some(())
         });
-        wait_for("the mesh answering", Duration::from_secs(30), || {
-            let out = Command::new("curl")
-                .args(["-sf", "-m", "2", &url])
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        let mut rates = Vec::new();
-        let mut failed = 0;
-        for _ in 0..runs {
-            let (rate, failures) = ab(&url);
-            rates.push(rate);
-            failed += failures;
+        let asked: Vec<(usize, &str)> = if replicas == 1 {
+            let node = live_tasks(&cluster, "web")[0]["node_id"]
+                .as_str()
+                .expect("the replica's node")
+                .to_owned();
+            let own = (0..hosts.len())
+                .find(|&i| cluster.node_id(i).as_deref() == Some(node.as_str()))
+                .expect("the replica's host");
+            vec![
+                (own, "the one running it"),
+                ((own + 1) % hosts.len(), "another (routed on)"),
+            ]
+        } else {
+            vec![(0, "host 1")]
+        };
+        for (host, label) in asked {
+            let url = url(host);
+            wait_for("the mesh answering", Duration::from_secs(30), || {
+                let out = Command::new("curl")
+                    .args(["-sf", "-m", "2", &url])
+                    .output()
+                    .ok()?;
+                out.status.success().then_some(())
+            });
+            let mut rates = Vec::new();
+            let mut failed = 0;
+            for _ in 0..runs {
+                let (rate, failures) = ab(&url);
+                rates.push(rate);
+                failed += failures;
+            }
+            rates.sort_by(f64::total_cmp);
+            println!(
+                "| {replicas} | {label} | {:.0} | {failed} |",
+                rates[rates.len() / 2]
+            );
         }
-        rates.sort_by(f64::total_cmp);
-        println!("| {replicas} | {:.0} | {failed} |", rates[rates.len() / 2]);
     }
     ok(&cluster, &["service", "rm", "web"]);
 }
