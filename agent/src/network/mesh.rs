@@ -24,9 +24,11 @@
 //!    refuses it (TCP reset). A network between nodes that clears the DSCP lets such a
 //!    connection bounce between nodes with no task until its TTL runs out.
 //!
-//! So a client on another node's address (a process of that node, not through its mesh)
-//! is taken as the mesh's too: it reaches the tasks of the node it asked, or is sent on
-//! once.
+//! So a client on another node's address (a process of that node, or a task of it, whose
+//! source that node rewrites to its own) is taken as the mesh's too: it reaches the tasks
+//! of the node it asked, or is sent on once; on a PROXY-protocol port their task gets no
+//! header from it. The encapsulating link this design replaced told the two apart by
+//! device, at a quarter of the remote path's throughput (BENCHMARKS.md).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
@@ -40,7 +42,7 @@
 //!
 //! A client on the node itself may use a loopback address; its connections leave by the
 //! node's data path device, which routes them only with `route_localnet` (the node bridge
-//! has it too). The `guard` chain drops what arrives from any other device for a loopback
+//! has it too). The `guard` chain drops what arrives by any device but `lo` for a loopback
 //! address, which `route_localnet` alone would let in (CVE-2020-8558's lesson).
 //!
 //! The node holds each port of the kernel path with a bound socket (`hold`), so that no
