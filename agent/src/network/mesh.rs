@@ -28,7 +28,7 @@
 //! source that node rewrites to its own) is taken as the mesh's too: it reaches the tasks
 //! of the node it asked, or is sent on once; on a PROXY-protocol port their task gets no
 //! header from it. The encapsulating link this design replaced told the two apart by
-//! device, at a quarter of the remote path's throughput (BENCHMARKS.md).
+//! device, and cost a quarter of the remote path's throughput (BENCHMARKS.md).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
