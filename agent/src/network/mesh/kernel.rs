@@ -175,10 +175,12 @@ fn device_of(address: Ipv4Addr) -> Result<Option<String>, NetworkError> {
         ],
         None,
     )?;
-    Ok(listing
-        .split_whitespace()
-        .nth(1)
-        .map(|device| device.split('@').next().unwrap_or(device).to_owned()))
+    Ok(device_in(&listing))
+}
+
+/// The device of the first address in `ip -o -4 address show` output ("2: eth0    inet …").
+fn device_in(listing: &str) -> Option<String> {
+    listing.split_whitespace().nth(1).map(str::to_owned)
 }
 
 /// What the node's mesh counted since its table was made: the connections each port's
@@ -363,6 +365,17 @@ mod tests {
     use swarm_api::spec::Protocol;
 
     use super::*;
+
+    #[test]
+    fn the_data_path_device_is_read_from_ip_address_output() {
+        let listing = "2: eth0    inet 198.18.0.10/24 brd 198.18.0.255 scope global eth0\\       valid_lft forever preferred_lft forever\n";
+        assert_eq!(device_in(listing).as_deref(), Some("eth0"));
+        assert_eq!(
+            device_in("").as_deref(),
+            None,
+            "no device holds the address"
+        );
+    }
 
     #[test]
     fn counters_are_read_from_nft_json() {
