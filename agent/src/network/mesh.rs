@@ -42,8 +42,9 @@
 //!
 //! A client on the node itself may use a loopback address; its connections leave by the
 //! node's data path device, which routes them only with `route_localnet` (the node bridge
-//! has it too). The `guard` chain drops what arrives by any device but `lo` for a loopback
-//! address, which `route_localnet` alone would let in (CVE-2020-8558's lesson).
+//! has it too). The `guard` chain drops what arrives by any device but `lo` for or from a
+//! loopback address, which `route_localnet` alone would let in (CVE-2020-8558's lesson); the
+//! node sets `route_localnet` after the ruleset and back when its mesh goes.
 //!
 //! The node holds each port of the kernel path with a bound socket (`hold`), so that no
 //! other process on it takes the port later; a port another process holds already is left
@@ -127,10 +128,12 @@ impl NodeMesh {
             .any(|p| p.mode == PublishMode::Ingress);
         let nodes = me.filter(|_| ingress).map(|me| MeshNodes {
             own: *me,
+            // A node at this node's own address (two behind one NAT'd address, say) cannot
+            // be told apart from it: left out, its tasks with it.
             others: mesh
                 .nodes
                 .iter()
-                .filter(|(id, _)| id.as_str() != node_id)
+                .filter(|(id, address)| id.as_str() != node_id && *address != me)
                 .map(|(_, address)| *address)
                 .collect(),
         });
@@ -155,6 +158,7 @@ impl NodeMesh {
                         && port.mode == PublishMode::Ingress
                         && nodes.is_some()
                         && let Some(peer) = mesh.nodes.get(&placed.node_id)
+                        && Some(peer) != me
                     {
                         backends.push((*peer, published));
                     }
@@ -469,13 +473,15 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         }
     }
     let _ = writeln!(out, "\t}}");
-    // A loopback address is the node's own: nothing that arrives by a device asks for one.
+    // A loopback address is the node's own: nothing that arrives by a device is for one, or
+    // from one.
     let _ = writeln!(out, "\tchain guard {{");
     let _ = writeln!(
         out,
         "\t\ttype filter hook prerouting priority raw; policy accept;"
     );
     let _ = writeln!(out, "\t\tiif != \"lo\" ip daddr 127.0.0.0/8 drop");
+    let _ = writeln!(out, "\t\tiif != \"lo\" ip saddr 127.0.0.0/8 drop");
     let _ = writeln!(out, "\t}}");
     // Every packet of the mesh's connections, counted once on this node: each enters it
     // from an interface (prerouting) or from a local client (output), after the nat rules
@@ -677,7 +683,9 @@ mod tests {
         assert!(script.contains(
             "\t\tip daddr { 192.0.2.1, 192.0.2.3 } meta l4proto . th dport { tcp . 5432, tcp . 8080 } snat ip to 192.0.2.2\n"
         ));
-        assert!(script.contains("\t\tiif != \"lo\" ip daddr 127.0.0.0/8 drop\n"));
+        assert!(script.contains(
+            "\t\tiif != \"lo\" ip daddr 127.0.0.0/8 drop\n\t\tiif != \"lo\" ip saddr 127.0.0.0/8 drop\n"
+        ));
         // Each way of the port's marked connections has its counter.
         assert!(script.contains(
             "\t\tct mark 0x4d061f90 ct direction original counter name \"bytes_tcp_8080_in\"\n\t\tct mark 0x4d061f90 ct direction reply counter name \"bytes_tcp_8080_out\"\n"
@@ -808,6 +816,23 @@ mod tests {
         assert_eq!(mesh.proxied().len(), 1);
         crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
             .unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    #[test]
+    fn a_node_at_this_nodes_own_address_is_left_out() {
+        let mut twins = view();
+        let mesh = std::sync::Arc::make_mut(&mut twins.mesh);
+        mesh.nodes.insert("b".into(), Ipv4Addr::new(192, 0, 2, 1));
+        let on_a = NodeMesh::from_view(&twins, "a", &local(&[("t1", [198, 19, 1, 5])]));
+        assert_eq!(
+            on_a.nodes.as_ref().unwrap().others,
+            [Ipv4Addr::new(192, 0, 2, 3)].into()
+        );
+        assert_eq!(
+            on_a.ports[&(Protocol::Tcp, 8080)].backends,
+            [(Ipv4Addr::new(198, 19, 1, 5), 80)],
+            "b's tasks are not sent to a's own address"
+        );
     }
 
     #[test]

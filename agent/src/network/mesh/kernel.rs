@@ -28,12 +28,15 @@ pub struct Mesh {
     /// rules gone).
     settings: Vec<String>,
     /// The node's data path address and the device that held it when last looked up.
-    data_path: Option<(Ipv4Addr, Option<String>)>,
+    data_path: Option<(Ipv4Addr, String)>,
+    /// The device this node set `route_localnet` on: set back when it is no longer the
+    /// data path device, or the mesh goes.
+    opened: Option<String>,
 }
 
 impl Mesh {
-    /// A node that has set nothing yet (a restarted daemon's first reconcile makes its link
-    /// again and replaces the ruleset: open connections keep their conntrack entries).
+    /// A node that has set nothing yet (a restarted daemon's first reconcile replaces the
+    /// ruleset: open connections keep their conntrack entries).
     pub fn new(node_id: impl Into<String>) -> Mesh {
         Mesh {
             node_id: node_id.into(),
@@ -41,6 +44,7 @@ impl Mesh {
             clean: false,
             settings: Vec::new(),
             data_path: None,
+            opened: None,
         }
     }
 
@@ -77,28 +81,44 @@ impl Mesh {
     fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
         let node = self.node_id.clone();
         let node = node.as_str();
+        // The ruleset first: its `guard` chain is in place before `route_localnet` opens
+        // the data path device below.
+        run(
+            "nft",
+            &["-f", "-"],
+            Some(&render(node, desired, &self.current)),
+        )?;
         // A client on the node itself (127.0.0.1) reaches tasks through DNAT: the kernel
         // routes such packets out of a device, and their answers in, only with
         // `route_localnet` there: the node bridge's for its own tasks, the data path
-        // device's for other nodes' (the ruleset's `guard` chain keeps what that lets in
-        // to the mesh's answers).
+        // device's for other nodes' (the ruleset's `guard` chain drops what else that would
+        // let in). Keys in the slash form: a device name may hold a dot (`eth0.100`).
         let bridge = bridge_name(node);
         let mut settings = vec!["net.ipv4.ip_forward=1".to_owned()];
         if std::path::Path::new("/proc/sys/net/ipv4/conf")
             .join(&bridge)
             .exists()
         {
-            settings.push(format!("net.ipv4.conf.{bridge}.route_localnet=1"));
+            settings.push(format!("net/ipv4/conf/{bridge}/route_localnet=1"));
         }
-        if let Some(nodes) = desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
-            let device = match &self.data_path {
-                Some((address, device)) if *address == nodes.own => device.clone(),
+        let device = match desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
+            Some(nodes) => match &self.data_path {
+                Some((address, device)) if *address == nodes.own => Some(device.clone()),
+                // Looked up again at each reconcile while no device holds it (yet).
                 _ => device_of(nodes.own)?,
-            };
-            if let Some(device) = &device {
-                settings.push(format!("net.ipv4.conf.{device}.route_localnet=1"));
-            }
-            self.data_path = Some((nodes.own, device));
+            },
+            None => None,
+        };
+        self.data_path = desired
+            .nodes
+            .as_ref()
+            .zip(device.clone())
+            .map(|(nodes, device)| (nodes.own, device));
+        if let Some(device) = &device {
+            settings.push(format!("net/ipv4/conf/{device}/route_localnet=1"));
+        }
+        if self.opened != device {
+            self.close()?;
         }
         if settings != self.settings {
             let mut args = vec!["-q", "-w"];
@@ -107,17 +127,35 @@ impl Mesh {
             forward_rule(node).ensure()?;
             self.settings = settings;
         }
-        run(
-            "nft",
-            &["-f", "-"],
-            Some(&render(node, desired, &self.current)),
-        )?;
+        self.opened = device;
+        Ok(())
+    }
+
+    /// Sets `route_localnet` back on the device this node opened, if any (gone with its
+    /// device: nothing to do).
+    fn close(&mut self) -> Result<(), NetworkError> {
+        let Some(device) = self.opened.take() else {
+            return Ok(());
+        };
+        let key = format!("/proc/sys/net/ipv4/conf/{device}/route_localnet");
+        if std::path::Path::new(&key).exists() {
+            run(
+                "sysctl",
+                &[
+                    "-q",
+                    "-w",
+                    &format!("net/ipv4/conf/{device}/route_localnet=0"),
+                ],
+                None,
+            )?;
+        }
         Ok(())
     }
 
     /// Removes the node's rules and table, whatever state it knows: for a node leaving, or
     /// a mesh with nothing published.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
+        self.close()?;
         let node = self.node_id.as_str();
         match forward_rule(node).remove() {
             // Without iptables there is no rule to remove.
@@ -185,7 +223,7 @@ fn device_in(listing: &str) -> Option<String> {
 
 /// What the node's mesh counted since its table was made: the connections each port's
 /// rules sent on (by protocol and port), the bytes of its connections each way, and the
-/// connections refused because they came by the link for a port with no task here.
+/// connections refused because another node sent them to a port with no task here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshCounters {
     pub connections: BTreeMap<(swarm_api::spec::Protocol, u16), u64>,
