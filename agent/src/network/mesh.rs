@@ -348,33 +348,20 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    for ((protocol, published), port) in &desired.ports {
-        let matches = l4(*protocol, *published);
-        let counter = connections_counter(*protocol, *published);
-        let mark = format!(
-            "ct mark set {:#010x}",
-            connection_mark(*protocol, *published)
-        );
-        match &from_node {
-            Some(from_node) if port.mode == PublishMode::Ingress && !port.local.is_empty() => {
-                let _ = writeln!(
-                    out,
-                    "\t\t{from_node} {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
-                    dnat(&port.local),
-                    port.service
-                );
-            }
-            Some(from_node) if port.mode == PublishMode::Ingress && !port.backends.is_empty() => {
+    for (&key, port) in &desired.ports {
+        if let Some(from_node) = from_node
+            .as_deref()
+            .filter(|_| port.mode == PublishMode::Ingress)
+        {
+            if !port.local.is_empty() {
+                dnat_rule(&mut out, from_node, key, port, "", &port.local);
+            } else if !port.backends.is_empty() {
                 // No task here can take what another node sent: sent on once, to another
                 // node's tasks (with none here, every backend is another node).
-                let _ = writeln!(
-                    out,
-                    "\t\t{from_node} ip dscp != {FORWARDED_DSCP:#04x} {matches} counter name \"{counter}\" {mark} ip dscp set {FORWARDED_DSCP:#04x} {} comment \"{}\"",
-                    dnat(&port.backends),
-                    port.service
-                );
+                let condition = format!("{from_node} ip dscp != {FORWARDED_DSCP:#04x}");
+                let then = format!(" ip dscp set {FORWARDED_DSCP:#04x}");
+                dnat_rule(&mut out, &condition, key, port, &then, &port.backends);
             }
-            _ => {}
         }
         if NodeMesh::kernel_clients(port) {
             // Host mode: every client is one, wherever from.
@@ -382,12 +369,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
                 PublishMode::Ingress => from_client.as_str(),
                 PublishMode::Host => "fib daddr type local",
             };
-            let _ = writeln!(
-                out,
-                "\t\t{from_client} {matches} counter name \"{counter}\" {mark} {} comment \"{}\"",
-                dnat(&port.backends),
-                port.service
-            );
+            dnat_rule(&mut out, from_client, key, port, "", &port.backends);
         }
     }
     let _ = writeln!(out, "\t}}");
@@ -397,16 +379,15 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\ttype nat hook output priority -100; policy accept;"
     );
-    for ((protocol, published), port) in &desired.ports {
+    for (&key, port) in &desired.ports {
         if NodeMesh::kernel_clients(port) {
-            let _ = writeln!(
-                out,
-                "\t\tfib daddr type local {} counter name \"{}\" ct mark set {:#010x} {} comment \"{}\"",
-                l4(*protocol, *published),
-                connections_counter(*protocol, *published),
-                connection_mark(*protocol, *published),
-                dnat(&port.backends),
-                port.service
+            dnat_rule(
+                &mut out,
+                "fib daddr type local",
+                key,
+                port,
+                "",
+                &port.backends,
             );
         }
     }
@@ -510,6 +491,27 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     }
     let _ = writeln!(out, "}}");
     out
+}
+
+/// One DNAT rule of published port `key`: a new connection matching `condition` and the
+/// port is counted, marked (and `then`, if anything), and DNAT'ed over `targets`.
+fn dnat_rule(
+    out: &mut String,
+    condition: &str,
+    (protocol, published): (Protocol, u16),
+    port: &MeshPort,
+    then: &str,
+    targets: &[(Ipv4Addr, u16)],
+) {
+    let _ = writeln!(
+        out,
+        "\t\t{condition} {} counter name \"{}\" ct mark set {:#010x}{then} {} comment \"{}\"",
+        l4(protocol, published),
+        connections_counter(protocol, published),
+        connection_mark(protocol, published),
+        dnat(targets),
+        port.service
+    );
 }
 
 /// `{ A, B, … }` of `addresses` (not empty).
