@@ -27,11 +27,10 @@ pub struct Mesh {
     /// again only when they change (a process fewer on the path from a task's exit to its
     /// rules gone).
     settings: Vec<String>,
-    /// The node's data path address and the device that held it when last looked up.
-    data_path: Option<(Ipv4Addr, String)>,
-    /// The device this node set `route_localnet` on: set back when it is no longer the
-    /// data path device, or the mesh goes.
-    opened: Option<String>,
+    /// The node's data path address and the device holding it, on which this node set
+    /// `route_localnet`: set back when it is no longer the data path device, or the mesh
+    /// goes.
+    opened: Option<(Ipv4Addr, String)>,
 }
 
 impl Mesh {
@@ -43,7 +42,6 @@ impl Mesh {
             current: NodeMesh::default(),
             clean: false,
             settings: Vec::new(),
-            data_path: None,
             opened: None,
         }
     }
@@ -64,7 +62,6 @@ impl Mesh {
             self.current = NodeMesh::default();
             self.clean = false;
             self.settings.clear();
-            self.data_path = None;
         }
         outcome?;
         tracing::debug!(
@@ -101,23 +98,18 @@ impl Mesh {
         {
             settings.push(format!("net/ipv4/conf/{bridge}/route_localnet=1"));
         }
-        let device = match desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
-            Some(nodes) => match &self.data_path {
-                Some((address, device)) if *address == nodes.own => Some(device.clone()),
+        let open = match desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
+            Some(nodes) => match &self.opened {
+                Some((address, _)) if *address == nodes.own => self.opened.clone(),
                 // Looked up again at each reconcile while no device holds it (yet).
-                _ => device_of(nodes.own)?,
+                _ => device_of(nodes.own)?.map(|device| (nodes.own, device)),
             },
             None => None,
         };
-        self.data_path = desired
-            .nodes
-            .as_ref()
-            .zip(device.clone())
-            .map(|(nodes, device)| (nodes.own, device));
-        if let Some(device) = &device {
+        if let Some((_, device)) = &open {
             settings.push(format!("net/ipv4/conf/{device}/route_localnet=1"));
         }
-        if self.opened != device {
+        if self.opened != open {
             self.close()?;
         }
         if settings != self.settings {
@@ -127,14 +119,14 @@ impl Mesh {
             forward_rule(node).ensure()?;
             self.settings = settings;
         }
-        self.opened = device;
+        self.opened = open;
         Ok(())
     }
 
     /// Sets `route_localnet` back on the device this node opened, if any (gone with its
     /// device: nothing to do).
     fn close(&mut self) -> Result<(), NetworkError> {
-        let Some(device) = self.opened.take() else {
+        let Some((_, device)) = self.opened.take() else {
             return Ok(());
         };
         let key = format!("/proc/sys/net/ipv4/conf/{device}/route_localnet");
@@ -172,7 +164,6 @@ impl Mesh {
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();
-        self.data_path = None;
         Ok(())
     }
 }
