@@ -4,7 +4,8 @@
 //! answer meanwhile); scaled out, answers come from several
 //! replicas; a host-mode port answers only on the host that runs its task; a port given no
 //! number gets one of 30000–32767 that every host answers; a PROXY protocol
-//! port hands its task the client's address, through the task's host or another; a UDP port
+//! port hands its task the client's address, through the task's host or another, a
+//! process of another host included (even one that sets the mesh's mark); a UDP port
 //! answers on every host (the test images' `udp-echo`); under a
 //! bounded load loop, a rolling update and a drained node lose no request; a killed host
 //! leaves the others answering.
@@ -16,7 +17,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use common::*;
@@ -50,6 +51,31 @@ fn get(address: SocketAddr) -> Option<String> {
         eprintln!("GET {address}: an empty answer");
     }
     page
+}
+
+/// The 28 bytes the `proxied` task dumps of what a connection to `target` brought it (a
+/// PROXY v2 header), and the connection's own address; the connection's packets carry
+/// `tos` if given.
+fn dumped_header(target: SocketAddr, tos: Option<u32>) -> Option<(SocketAddrV4, Vec<u8>)> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    if let Some(tos) = tos {
+        socket.set_tos_v4(tos).ok()?;
+    }
+    socket
+        .connect_timeout(&target.into(), Duration::from_secs(2))
+        .ok()?;
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let SocketAddr::V4(client) = stream.local_addr().ok()? else {
+        return None;
+    };
+    let mut dump = String::new();
+    stream.read_to_string(&mut dump).ok()?;
+    let bytes: Vec<u8> = dump
+        .split_whitespace()
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    (bytes.len() == 28).then_some((client, bytes))
 }
 
 /// One datagram to `target` from a new socket (bounded): the answer, if one came.
@@ -355,23 +381,10 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     );
     for i in [0, 2] {
         let (client, header) = wait_for("the task's dump of a PROXY header", WAIT, || {
-            let mut stream =
-                TcpStream::connect_timeout(&at(hosts, i, 8443), Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-            let client = stream.local_addr().ok()?;
-            let mut dump = String::new();
-            stream.read_to_string(&mut dump).ok()?;
-            let bytes: Vec<u8> = dump
-                .split_whitespace()
-                .filter_map(|b| u8::from_str_radix(b, 16).ok())
-                .collect();
-            (bytes.len() == 28).then_some((client, bytes))
+            dumped_header(at(hosts, i, 8443), None)
         });
         assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n", "{header:?}");
         assert_eq!(header[12..14], [0x21, 0x11], "v2 PROXY, TCP over IPv4");
-        let SocketAddr::V4(client) = client else {
-            unreachable!("an IPv4 client")
-        };
         assert_eq!(
             header[16..20],
             client.ip().octets(),
@@ -384,6 +397,23 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
             "the address it reached"
         );
         assert_eq!(header[26..28], 8443u16.to_be_bytes());
+    }
+    // A process of host 2, by host 2's own address, is a client like any other: host 1
+    // writes its header. So is one that sets the mesh's DSCP itself to pass for the mesh
+    // (and write its own header): host 2 clears it on the way.
+    let mesh_tos = u32::from(swarm_agent::network::MESH_DSCP) << 2;
+    for tos in [None, Some(mesh_tos)] {
+        let (client, header) = hosts
+            .run_in(1, || {
+                wait_for("host 1's PROXY header for host 2's client", WAIT, || {
+                    dumped_header(at(hosts, 0, 8443), tos)
+                })
+            })
+            .expect("host 2's namespace");
+        assert_eq!(*client.ip(), hosts.address(1), "tos {tos:?}");
+        assert_eq!(header[16..20], client.ip().octets(), "tos {tos:?}");
+        assert_eq!(header[24..26], client.port().to_be_bytes(), "tos {tos:?}");
+        assert_eq!(header[20..24], hosts.address(0).octets(), "tos {tos:?}");
     }
 
     // UDP: a datagram to 5353 on any host, sent from host 1's namespace, reaches the task on

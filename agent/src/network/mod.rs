@@ -47,7 +47,7 @@ pub use files::{
 pub use ipam::{Ipam, IpamError};
 pub use ipnet::Ipv4Net;
 pub use mesh::{
-    Direction as MeshDirection, Mesh, MeshCounters, MeshNodes, MeshPort, NodeMesh,
+    Direction as MeshDirection, MESH_DSCP, Mesh, MeshCounters, MeshNodes, MeshPort, NodeMesh,
     PortKey as MeshPortKey, Proxies, RelayedBytes, counters as mesh_counters,
     follow as follow_mesh, render as render_mesh, table_name as mesh_table_name,
 };

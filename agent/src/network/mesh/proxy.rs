@@ -3,9 +3,9 @@
 //! backend with the fewest open connections (ties in turn), tries another when a connect
 //! fails (before the client sees an error), writes the header carrying the client's
 //! address and the address it reached, then relays both ways. A backend on another node is
-//! that node's address and the published port: the other node's kernel rules take a
-//! connection from this node's address as the mesh's and hand it to one of its own tasks,
-//! header and all. Each port holds at most [`MAX_CONNECTIONS`]
+//! that node's address and the published port: the connection's socket carries
+//! [`PROXY_SOCKET_MARK`], so this node's rules mark it as the mesh's on its way, and the
+//! other node's kernel rules hand it to one of its own tasks, header and all. Each port holds at most [`MAX_CONNECTIONS`]
 //! connections: past that, new ones wait in the listen backlog, so a slow or silent
 //! client cannot exhaust the node. The bytes relayed are counted per port as they go
 //! ([`RelayedBytes`], for `/metrics`): the kernel's counters do not see this path.
@@ -22,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
+
+use super::PROXY_SOCKET_MARK;
 
 /// Open connections per port at most.
 pub const MAX_CONNECTIONS: usize = 8192;
@@ -279,6 +281,20 @@ async fn serve(
     }
 }
 
+/// A connection to `backend` from a socket marked as the mesh's.
+async fn connect(backend: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    // Needs CAP_NET_ADMIN, as the rest of the mesh does. Refused, the connection goes
+    // unmarked: a local task takes it as well, another node as a client's.
+    if let Err(error) = socket2::SockRef::from(&socket).set_mark(PROXY_SOCKET_MARK) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(%error, "mesh proxy: cannot mark its connections to other nodes");
+        });
+    }
+    socket.connect(SocketAddr::V4(backend)).await
+}
+
 /// One client's connection: a backend connected (trying another on failure), the header,
 /// then bytes both ways until either side closes.
 async fn relay(
@@ -297,7 +313,7 @@ async fn relay(
         let Some(backend) = load.lock().expect("not poisoned").pick(backends, &tried) else {
             break;
         };
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await;
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(backend)).await;
         match connected {
             Ok(Ok(mut server)) => {
                 let _ = client.set_nodelay(true);
