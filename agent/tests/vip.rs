@@ -378,7 +378,8 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
 }
 
 /// The node's follower reconciles from its endpoint table at every change: the nftables
-/// table follows the serving tasks, and stays when the worker goes.
+/// table follows the serving tasks, comes back after a firewall reload flushed the ruleset
+/// (the node's canary tells), and stays when the worker goes.
 #[test]
 fn the_follower_keeps_the_vips_on_the_endpoint_table() {
     let test = "the_follower_keeps_the_vips_on_the_endpoint_table";
@@ -462,8 +463,9 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         });
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let until = |what: &str, done: &dyn Fn(&str) -> bool| {
-        for _ in 0..50 {
+    let until_within = |limit: Duration, what: &str, done: &dyn Fn(&str) -> bool| {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
             if done(&ruleset()) {
                 return;
             }
@@ -471,15 +473,25 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         }
         panic!("{what}: {}", ruleset());
     };
+    let until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        until_within(Duration::from_millis(2500), what, done)
+    };
     let (sender, views) = tokio::sync::watch::channel(view(true));
     let follower = std::thread::scope(|scope| {
         let follower = scope.spawn(|| {
             in_namespace(&netns, || {
+                let (reloads, reloaded) = tokio::sync::watch::channel(0);
+                let both = async {
+                    tokio::select! {
+                        () = swarm_agent::network::follow_vips(node.into(), views, reloaded) => {}
+                        () = swarm_agent::network::watch_canary(node.into(), reloads) => {}
+                    }
+                };
                 tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
+                    .enable_all()
                     .build()
                     .unwrap()
-                    .block_on(swarm_agent::network::follow_vips(node.into(), views))
+                    .block_on(both)
             })
         });
         until("both tasks balanced", &|rules| {
@@ -489,6 +501,24 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         until("the task that stopped serving left", &|rules| {
             rules.contains("map { 0 : 10.217.1.10 }")
         });
+        until("the canary planted", &|rules| {
+            rules.contains(&swarm_agent::network::canary_name(node))
+        });
+        let flushed = in_namespace(&netns, || {
+            Command::new("nft")
+                .args(["flush", "ruleset"])
+                .status()
+                .unwrap()
+        });
+        assert!(flushed.success());
+        until_within(
+            swarm_agent::network::CANARY_CHECK * 2,
+            "the table back after the reload",
+            &|rules| {
+                rules.contains("map { 0 : 10.217.1.10 }")
+                    && rules.contains(&swarm_agent::network::canary_name(node))
+            },
+        );
         drop(sender);
         follower.join()
     });
@@ -500,5 +530,8 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
     let mut vips = Vips::new(node);
     in_namespace(&netns, || vips.teardown()).unwrap();
     in_namespace(&netns, || overlay.teardown()).unwrap();
-    assert!(!ruleset().contains(&vip_table_name(node)));
+    in_namespace(&netns, || swarm_agent::network::remove_canary(node)).unwrap();
+    let ruleset = ruleset();
+    assert!(!ruleset.contains(&vip_table_name(node)), "{ruleset}");
+    assert!(!ruleset.contains("swcanary"), "{ruleset}");
 }

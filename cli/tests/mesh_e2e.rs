@@ -7,8 +7,8 @@
 //! port hands its task the client's address, through the task's host or another, a
 //! process of another host included (even one that sets the mesh's mark); a UDP port
 //! answers on every host (the test images' `udp-echo`); under a
-//! bounded load loop, a rolling update and a drained node lose no request; a killed host
-//! leaves the others answering.
+//! bounded load loop, a rolling update and a drained node lose no request; a firewall
+//! reload on a host is repaired within seconds; a killed host leaves the others answering.
 //!
 //! Needs root, runc, busybox, nft and docker-registry; skipped with a message otherwise,
 //! except under CI=true.
@@ -501,6 +501,28 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         get(at(hosts, 2, 8080)).is_some(),
         "a drained node still answers"
     );
+
+    // A firewall reload on host 3 (`nft flush ruleset`, as Debian's nftables.service runs
+    // it) takes its rules with everyone's: its canary says so within seconds, and its mesh
+    // answers again, its bridge's and its mesh's iptables rules back.
+    let flushed = hosts
+        .output(2, "nft", &["flush", "ruleset"])
+        .expect("nft on host 3");
+    assert!(flushed.status.success(), "{flushed:?}");
+    let bridge = swarm_agent::network::bridge_name(&node3);
+    let mesh_table = swarm_agent::network::mesh_table_name(&node3);
+    wait_for("host 3's rules back after a firewall reload", WAIT, || {
+        let iptables = |args: &[&str]| {
+            let output = hosts.output(2, "iptables", args).ok()?;
+            Some(String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        let nat = iptables(&["-w", "5", "-t", "nat", "-S", "POSTROUTING"])?;
+        let forward = iptables(&["-w", "5", "-S", "FORWARD"])?;
+        (nat.contains(&format!("! -o {bridge} -j MASQUERADE"))
+            && forward.contains(&mesh_table)
+            && get(at(hosts, 2, 8080)).is_some())
+        .then_some(())
+    });
 
     eprintln!("host 2 killed");
     // Host 2 killed: host 1 keeps answering (its replicas come back on hosts 1 and 3).

@@ -123,10 +123,19 @@ async fn run(
         reports,
         runc,
     } = started;
+    // A firewall reload takes the node's rules: its canary says so, and the VIPs, the mesh
+    // and the worker's bridge and overlay rules are set again.
+    let (reloads, reloaded) = watch::channel(0u64);
+    let (vip_reloads, mesh_reloads) = (reloads.subscribe(), reloads.subscribe());
+    let canary = tokio::spawn(swarm_agent::network::watch_canary(
+        state.node_id.clone(),
+        reloads,
+    ));
     // The node's VIPs follow its view of the overlay networks.
     let vips = tokio::spawn(swarm_agent::network::follow_vips(
         state.node_id.clone(),
         worker.network_view(),
+        vip_reloads,
     ));
     let relayed = swarm_agent::network::RelayedBytes::default();
     daemon
@@ -140,7 +149,17 @@ async fn run(
         |asker: &swarm_agent::worker::Asker| asker.task_id.as_str(),
         ports_taken,
         relayed,
+        mesh_reloads,
     ));
+    let restore = async {
+        let mut reloaded = reloaded;
+        while reloaded.changed().await.is_ok() {
+            if let Err(error) = worker.restore_network_rules().await {
+                tracing::warn!(%error, "cannot set this node's bridge and overlay rules again");
+            }
+        }
+        std::future::pending::<()>().await
+    };
     // The node's DNS server for its tasks, stopped with the agent.
     let dns = async {
         let (subnet, view, askers) = (
@@ -156,6 +175,7 @@ async fn run(
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
+                canary.abort();
                 vips.abort();
                 mesh.abort();
                 let mut node_vips = swarm_agent::network::Vips::new(state.node_id.clone());
@@ -170,6 +190,14 @@ async fn run(
                 {
                     tracing::warn!(%error, "cannot remove this node's routing mesh");
                 }
+                let node = state.node_id.clone();
+                if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
+                    swarm_agent::network::remove_canary(&node)
+                })
+                .await
+                {
+                    tracing::warn!(%error, "cannot remove this node's canary table");
+                }
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.
                 if let Err(error) = runc.remove_node_cgroups() {
@@ -179,7 +207,9 @@ async fn run(
         }
         _ = assignments(&daemon, &worker) => {}
         _ = report(&daemon, reports) => {}
+        _ = restore => {}
     }
+    canary.abort();
     vips.abort();
     mesh.abort();
 }

@@ -89,6 +89,15 @@ impl Bridge {
         Ok(bridge)
     }
 
+    /// Inserts again whichever of the bridge's rules are missing: after a firewall reload
+    /// took them.
+    pub fn restore_rules(&self) -> Result<(), NetworkError> {
+        for rule in self.rules() {
+            rule.ensure()?;
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -147,6 +147,11 @@ impl TaskNetworks for FakeTaskNetworks {
         Ok(())
     }
 
+    /// In memory there is no firewall to reload: nothing to restore.
+    async fn restore_rules(&self) -> Result<(), NetworkError> {
+        Ok(())
+    }
+
     async fn teardown(&self) -> Result<(), NetworkError> {
         *self.overlays.lock().expect("not poisoned") = NodeOverlays::default();
         self.sweep(HashSet::new()).await.map(drop)

@@ -451,13 +451,15 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         // is: the mesh's (DNAT'ed here, or the userspace path's socket) carries
         // MESH_DSCP, or FORWARDED_DSCP once sent on; anything else's (a task's, a
         // process's here) neither, whatever its sender set: nothing here passes for the
-        // mesh there.
+        // mesh there. A nat chain sees only a connection's first packet (the others cost
+        // nothing here), and this one runs before any that rewrites a source (and ends
+        // the nat chains' walk): a task's connection, masqueraded, is seen too.
         let _ = writeln!(out, "\tchain leaving {{");
         let _ = writeln!(
             out,
-            "\t\ttype filter hook postrouting priority filter; policy accept;"
+            "\t\ttype nat hook postrouting priority srcnat - 10; policy accept;"
         );
-        let _ = writeln!(out, "\t\tct state new {for_node} jump mark_for_node");
+        let _ = writeln!(out, "\t\t{for_node} jump mark_for_node");
         let _ = writeln!(out, "\t}}");
         let _ = writeln!(out, "\tchain mark_for_node {{");
         let _ = writeln!(
@@ -759,7 +761,7 @@ mod tests {
         let mesh = NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])]));
         let script = render("a", &mesh, &NodeMesh::default());
         assert!(script.contains(
-            "\t\tct state new ip daddr { 192.0.2.2, 192.0.2.3 } meta l4proto . th dport { tcp . 8080 } jump mark_for_node\n"
+            "\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tip daddr { 192.0.2.2, 192.0.2.3 } meta l4proto . th dport { tcp . 8080 } jump mark_for_node\n"
         ), "{script}");
         assert!(script.contains(
             "\tchain mark_for_node {\n\t\tct status dnat ip dscp 0x0d return\n\t\tct status dnat ip dscp set 0x0b return\n\t\tmeta mark 0x4d500000 ip dscp set 0x0b return\n\t\tip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"

@@ -19,6 +19,8 @@
 //!   endpoint table and its tasks' addresses), its nftables ruleset ([`render_mesh`]: DNAT of
 //!   published ports over the serving tasks, here or through another node) and [`Mesh`],
 //!   which sets it.
+//! - `canary`: an empty nftables table per node, looked for every few seconds: gone (a
+//!   firewall reload flushed the ruleset), the node's rules are set again.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -30,6 +32,7 @@
 //! command and its stderr.
 
 mod bridge;
+mod canary;
 mod command;
 mod fake;
 mod files;
@@ -40,6 +43,7 @@ mod task;
 mod vip;
 
 pub use bridge::{Bridge, bridge_name, remove_bridge_rules};
+pub use canary::{CHECK as CANARY_CHECK, canary_name, remove_canary, watch_canary};
 pub use fake::FakeNetworking;
 pub use files::{
     ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf, resolv_conf_nameservers,
@@ -95,6 +99,9 @@ pub trait TaskNetworks: Send + Sync {
     /// Brings the node's overlay networks to `desired`: devices made on a network's first
     /// local task and removed after its last, peers and forwarding entries as given.
     async fn reconcile_overlay(&self, desired: NodeOverlays) -> Result<(), NetworkError>;
+    /// Inserts again whichever of the iptables rules of the node's bridge and overlays are
+    /// missing: after a firewall reload took them.
+    async fn restore_rules(&self) -> Result<(), NetworkError>;
     /// Removes everything the node made (overlays too), for a node leaving.
     async fn teardown(&self) -> Result<(), NetworkError>;
 }

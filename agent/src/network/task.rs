@@ -620,6 +620,15 @@ impl super::TaskNetworks for HostTaskNetworks {
         blocking(move || overlay.lock().expect("not poisoned").reconcile(desired)).await
     }
 
+    async fn restore_rules(&self) -> Result<(), NetworkError> {
+        let (network, overlay) = (self.network.clone(), self.overlay.clone());
+        blocking(move || {
+            network.bridge().restore_rules()?;
+            overlay.lock().expect("not poisoned").restore_rules()
+        })
+        .await
+    }
+
     async fn teardown(&self) -> Result<(), NetworkError> {
         let (network, overlay) = (self.network.clone(), self.overlay.clone());
         blocking(move || {

@@ -29,8 +29,8 @@ use crate::exec::Runtime;
 use crate::exec::lifecycle::{Action, Event, Lifecycle};
 use crate::image::{ImageSource, ImageStore, PullOptions};
 use crate::network::{
-    HostNetworking, LocalTask, Networking, NodeNetworkConfig, NodeOverlays, TaskNetworks,
-    node_overlays,
+    HostNetworking, LocalTask, NetworkError, Networking, NodeNetworkConfig, NodeOverlays,
+    TaskNetworks, node_overlays,
 };
 
 pub use container::Prepared;
@@ -299,6 +299,16 @@ impl Worker {
             let id = task.id.clone();
             let task = tokio::spawn(shared.clone().control(task, receiver, origin));
             controllers.insert(id, Controller { desired, task });
+        }
+    }
+
+    /// Inserts again whichever iptables rules of the node's bridge and overlays are
+    /// missing (a firewall reload took them); nothing while the node's network is not set
+    /// up.
+    pub async fn restore_network_rules(&self) -> Result<(), NetworkError> {
+        match self.shared.network() {
+            Ok(network) => network.restore_rules().await,
+            Err(_) => Ok(()),
         }
     }
 

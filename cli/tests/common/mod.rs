@@ -447,8 +447,8 @@ pub fn http_get(address: &str) -> Option<String> {
 
 /// A dropped cluster removes, even when the test fails, what real tasks leave on the host
 /// when their daemons are killed instead of leaving: containers, mounts under the cluster's
-/// directory, the nodes' bridges (and their iptables rules), overlay links, VIP and mesh
-/// tables, and cgroups. The cluster's daemons are killed first, so that none makes anything
+/// directory, the nodes' bridges (and their iptables rules), overlay links, VIP, mesh and
+/// canary tables, and cgroups. The cluster's daemons are killed first, so that none makes anything
 /// again meanwhile; its test hosts go last.
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -496,6 +496,8 @@ impl Drop for Cluster {
                 let _ = swarm_agent::network::Vips::new(&node_id).teardown();
                 // Its published ports' table (kept by a stopped daemon for its tasks).
                 let _ = swarm_agent::network::Mesh::new(&node_id).teardown();
+                // Its canary table.
+                let _ = swarm_agent::network::remove_canary(&node_id);
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {
                     let _ = std::fs::remove_dir(dir);

@@ -125,6 +125,14 @@ impl Mesh {
 
     /// Sets `route_localnet` back on the device this node opened, if any (gone with its
     /// device: nothing to do).
+    /// Forgets what this node set: the kernel lost it (a firewall reload), and the next
+    /// reconcile sets it all again (the ruleset, the sysctls, the FORWARD rule).
+    pub fn forget(&mut self) {
+        self.current = NodeMesh::default();
+        self.clean = false;
+        self.settings.clear();
+    }
+
     fn close(&mut self) -> Result<(), NetworkError> {
         let Some((_, device)) = self.opened.take() else {
             return Ok(());
@@ -303,8 +311,9 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 /// The ports another process on the node holds are sent on `taken` at each change, and
 /// tried again after a wait until the node holds them. The userspace path counts the
 /// bytes it relays into `relayed`.
-/// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
-/// the tasks outlive a daemon restart, and so do their published ports.
+/// At each change of `reloads` (a firewall reload took the node's rules) everything is set
+/// again. Returns when the view's sender goes (the worker stopped), leaving the kernel as
+/// it is: the tasks outlive a daemon restart, and so do their published ports.
 pub async fn follow<T: Send + Sync + 'static>(
     node_id: String,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
@@ -312,6 +321,7 @@ pub async fn follow<T: Send + Sync + 'static>(
     task_of: fn(&T) -> &str,
     taken: tokio::sync::watch::Sender<std::collections::BTreeSet<PortKey>>,
     relayed: RelayedBytes,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut mesh = Mesh::new(node_id.clone());
     let mut proxies = Proxies::counting_into(relayed);
@@ -381,6 +391,11 @@ pub async fn follow<T: Send + Sync + 'static>(
         let changed = tokio::select! {
             changed = views.changed() => changed.is_ok(),
             changed = addresses.changed() => changed.is_ok(),
+            Ok(()) = reloads.changed() => {
+                mesh.forget();
+                applied = None;
+                true
+            }
             _ = tokio::time::sleep(retry), if applied.is_none() || unheld => true,
         };
         if !changed {

@@ -39,6 +39,15 @@ impl Overlay {
         &self.current
     }
 
+    /// Inserts again whichever FORWARD rules of the node's overlay bridges are missing:
+    /// after a firewall reload took them.
+    pub fn restore_rules(&self) -> Result<(), NetworkError> {
+        for network in self.current.networks.keys() {
+            Rule::between_ports(&overlay_bridge_name(&self.node_id, network)).ensure()?;
+        }
+        Ok(())
+    }
+
     /// Brings the node's overlay devices to `desired`. On an error the current state is
     /// kept: the next reconcile runs the same (idempotent) ops again.
     pub fn reconcile(&mut self, desired: NodeOverlays) -> Result<(), NetworkError> {

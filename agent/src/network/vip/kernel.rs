@@ -168,10 +168,15 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Keeps the node's VIPs on its endpoint table: a reconcile from the latest view at every
 /// change, again after `RETRY` while one failed or a network's bridge was not made yet.
-/// Returns when the view's sender goes (the worker stopped), leaving the kernel as it is:
-/// the tasks outlive a daemon restart, and so do their VIPs, until the next daemon's first
-/// reconcile replaces them.
-pub async fn follow(node_id: String, mut views: tokio::sync::watch::Receiver<NetworkView>) {
+/// At each change of `reloads` (a firewall reload took the node's rules) everything is set
+/// again. Returns when the view's sender goes (the worker stopped), leaving the kernel as it
+/// is: the tasks outlive a daemon restart, and so do their VIPs, until the next daemon's
+/// first reconcile replaces them.
+pub async fn follow(
+    node_id: String,
+    mut views: tokio::sync::watch::Receiver<NetworkView>,
+    mut reloads: tokio::sync::watch::Receiver<u64>,
+) {
     let mut vips = Vips::new(node_id);
     // Said once, not at every retry.
     let mut last_error = None;
@@ -198,15 +203,12 @@ pub async fn follow(node_id: String, mut views: tokio::sync::watch::Receiver<Net
                 false
             }
         };
-        let changed = if settled {
-            views.changed().await
-        } else {
-            match tokio::time::timeout(RETRY, views.changed()).await {
-                Ok(changed) => changed,
-                Err(_elapsed) => Ok(()),
-            }
+        let changed = tokio::select! {
+            changed = views.changed() => changed.is_ok(),
+            Ok(()) = reloads.changed() => true,
+            _ = tokio::time::sleep(RETRY), if !settled => true,
         };
-        if changed.is_err() {
+        if !changed {
             return;
         }
     }
