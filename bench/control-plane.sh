@@ -38,10 +38,10 @@ done
 
 WORK=$(mktemp -d /tmp/swarm-control-bench.XXXXXX)
 PIDS=()
-# Run as root, the daemons' workers make their nodes' nftables tables (VIPs, mesh), which a
+# Run as root, the daemons' workers make their nodes' nftables tables (VIPs, mesh, canary), which a
 # SIGKILLed daemon leaves behind (a stopped daemon keeps them for its tasks): those not
 # here before the script are removed with the daemons.
-our_tables() { nft list tables 2>/dev/null | awk '$3 ~ /^sw(vip|mesh)/ {print $3}' | sort; }
+our_tables() { nft list tables 2>/dev/null | awk '$3 ~ /^sw(vip|mesh|canary)/ {print $3}' | sort; }
 TABLES_BEFORE=$(our_tables)
 stop_all() {
     for pid in "${PIDS[@]}"; do

@@ -37,7 +37,10 @@ fn start_with_runc(dir: &Path, port: u16, runc: &Path) -> Daemon {
         .stderr(log)
         .spawn()
         .unwrap();
-    let daemon = Daemon { child };
+    let daemon = Daemon {
+        child,
+        data_dir: Some(dir.join("data")),
+    };
     wait_for("the daemon's socket", Duration::from_secs(10), || {
         dir.join("swarm.sock").exists().then_some(())
     });

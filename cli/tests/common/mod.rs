@@ -10,13 +10,26 @@ use std::time::{Duration, Instant};
 /// A daemon process, killed when the test ends however it ends.
 pub struct Daemon {
     pub child: Child,
+    /// Its data dir, when it runs in this machine's own namespace: its node's canary table
+    /// is removed with it (a test host's goes with the host's namespace).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(node_id) = self.data_dir.as_deref().and_then(node_id_in) {
+            let _ = swarm_agent::network::remove_canary(&node_id);
+        }
     }
+}
+
+/// The id of the node whose data dir is `data_dir`, once it has one.
+pub fn node_id_in(data_dir: &Path) -> Option<String> {
+    let state = std::fs::read_to_string(data_dir.join("node.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+    state["node_id"].as_str().map(str::to_owned)
 }
 
 /// SIGKILLs a daemon: nothing of its own clean-up runs, as when a node crashes. The process
@@ -92,7 +105,10 @@ pub fn start_with(dir: &Path, port: u16, daemon_args: &[&str]) -> Daemon {
         .stderr(log)
         .spawn()
         .unwrap();
-    let daemon = Daemon { child };
+    let daemon = Daemon {
+        child,
+        data_dir: Some(dir.join("data")),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !dir.join("swarm.sock").exists() {
         assert!(
@@ -259,7 +275,10 @@ pub fn cluster_on_hosts(
             ],
         );
         let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        daemons.push(Some(Daemon { child }));
+        daemons.push(Some(Daemon {
+            child,
+            data_dir: None,
+        }));
         let socket = node_dir.join("swarm.sock");
         wait_for("a daemon's socket", Duration::from_secs(10), || {
             socket.exists().then_some(())
@@ -351,9 +370,7 @@ impl Cluster {
 
     /// The id of node `n`, once it is in a cluster (from its state file).
     pub fn node_id(&self, n: usize) -> Option<String> {
-        let state = std::fs::read_to_string(self.data(n).join("node.json")).ok()?;
-        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
-        state["node_id"].as_str().map(str::to_owned)
+        node_id_in(&self.data(n))
     }
 
     pub fn log(&self, n: usize) -> String {
