@@ -478,6 +478,8 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
     };
     let (sender, views) = tokio::sync::watch::channel(view(true));
     let follower = std::thread::scope(|scope| {
+        // Owned here, so that a failed wait below drops it and the follower returns.
+        let sender = sender;
         let follower = scope.spawn(|| {
             in_namespace(&netns, || {
                 let (reloads, reloaded) = tokio::sync::watch::channel(0);

@@ -154,8 +154,16 @@ async fn run(
     let restore = async {
         let mut reloaded = reloaded;
         while reloaded.changed().await.is_ok() {
-            if let Err(error) = worker.restore_network_rules().await {
-                tracing::warn!(%error, "cannot set this node's bridge and overlay rules again");
+            // Tried again (the xtables lock may be busy) until it holds or another reload
+            // comes.
+            let mut wait = START_RETRY;
+            while let Err(error) = worker.restore_network_rules().await {
+                tracing::warn!(%error, "cannot set this node's bridge and overlay rules again; trying again in {wait:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    Ok(()) = reloaded.changed() => {}
+                }
+                wait = (wait * 2).min(START_RETRY_MAX);
             }
         }
         std::future::pending::<()>().await

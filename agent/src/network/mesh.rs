@@ -26,12 +26,14 @@
 //!
 //! Without the mark, a connection from another node's address is a client's like any
 //! other (a process of that node, or a task of it, whose source that node rewrites to its
-//! own): balanced over every task, given a PROXY header on such a port. A node clears the
-//! mesh's DSCPs from whatever else it sends to other nodes' published ports, so no task or
-//! process passes for the mesh (and forges a PROXY header). The network between nodes must
-//! carry the DSCP unchanged (a switched LAN does; a routed or cloud network may rewrite it):
-//! one that clears it makes every mesh connection a client's again on the second node
-//! (balanced again, a PROXY header written twice). The encapsulating link this design replaced told the two apart by device, and
+//! own): balanced over every task, given a PROXY header on such a port. A node marks the
+//! packets of the mesh's connections to other nodes until they are answered (so a lost
+//! SYN's retransmission is marked too) and clears the mesh's DSCPs from whatever else it
+//! sends to other nodes, so no task or process passes for the mesh (and forges a PROXY
+//! header). The network between nodes must carry the DSCP unchanged (a switched LAN does;
+//! a routed or cloud network may rewrite it): one that clears it makes every mesh
+//! connection a client's again on the second node (balanced again, a PROXY header written
+//! twice). The encapsulating link this design replaced told the two apart by device, and
 //! cost a quarter of the remote path's throughput (BENCHMARKS.md).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
@@ -358,13 +360,13 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
             continue;
         }
         if !port.local.is_empty() {
-            dnat_rule(&mut out, "", key, port, "", &port.local);
+            dnat_rule(&mut out, "", key, port, &port.local);
         } else if !port.backends.is_empty() {
             // No task here can take what another node sent: sent on once, to another
             // node's tasks (with none here, every backend is another node).
+            // Marked FORWARDED_DSCP on its way out (`mark_for_node`).
             let condition = format!("ip dscp {MESH_DSCP:#04x}");
-            let then = format!(" ip dscp set {FORWARDED_DSCP:#04x}");
-            dnat_rule(&mut out, &condition, key, port, &then, &port.backends);
+            dnat_rule(&mut out, &condition, key, port, &port.backends);
         }
     }
     let _ = writeln!(out, "\t}}");
@@ -374,23 +376,23 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    if let Some(others) = &others {
+    let ingress: Vec<String> = desired
+        .ports
+        .iter()
+        .filter(|(_, port)| port.mode == PublishMode::Ingress)
+        .map(|((protocol, published), _)| format!("{protocol} . {published}"))
+        .collect();
+    if let Some(others) = others.as_ref().filter(|_| !ingress.is_empty()) {
         let _ = writeln!(
             out,
-            "\t\tip saddr {others} ip dscp {mesh_marks} fib daddr type local goto from_node"
+            "\t\tip saddr {others} ip dscp {mesh_marks} fib daddr type local meta l4proto . th dport {{ {} }} goto from_node",
+            ingress.join(", ")
         );
     }
     // Anyone else is a client: outside the cluster, a process of another node, a task.
     for (&key, port) in &desired.ports {
         if NodeMesh::kernel_clients(port) {
-            dnat_rule(
-                &mut out,
-                "fib daddr type local",
-                key,
-                port,
-                "",
-                &port.backends,
-            );
+            dnat_rule(&mut out, "fib daddr type local", key, port, &port.backends);
         }
     }
     let _ = writeln!(out, "\t}}");
@@ -402,14 +404,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     for (&key, port) in &desired.ports {
         if NodeMesh::kernel_clients(port) {
-            dnat_rule(
-                &mut out,
-                "fib daddr type local",
-                key,
-                port,
-                "",
-                &port.backends,
-            );
+            dnat_rule(&mut out, "fib daddr type local", key, port, &port.backends);
         }
     }
     let _ = writeln!(out, "\t}}");
@@ -446,29 +441,30 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     let _ = writeln!(out, "\t}}");
 
-    if let Some(for_node) = &for_node {
-        // The first packet of a connection to another node's published port says whose it
-        // is: the mesh's (DNAT'ed here, or the userspace path's socket) carries
-        // MESH_DSCP, or FORWARDED_DSCP once sent on; anything else's (a task's, a
-        // process's here) neither, whatever its sender set: nothing here passes for the
-        // mesh there. A nat chain sees only a connection's first packet (the others cost
-        // nothing here), and this one runs before any that rewrites a source (and ends
-        // the nat chains' walk): a task's connection, masqueraded, is seen too.
+    if let Some(others) = &others {
+        // What leaves for another node says whose it is, by the DSCP of its packets until
+        // the connection is answered (a lost SYN's retransmission too): the mesh's
+        // (DNAT'ed here: its connection mark; or a socket of the userspace path) carries
+        // MESH_DSCP, or FORWARDED_DSCP when it came marked from another node and is sent
+        // on; anything else's (a task's, a process's here) neither, whatever its sender
+        // set: nothing here passes for the mesh there. A filter chain (a nat chain sees
+        // the first packet only); answered connections leave it at its first test.
         let _ = writeln!(out, "\tchain leaving {{");
         let _ = writeln!(
             out,
-            "\t\ttype nat hook postrouting priority srcnat - 10; policy accept;"
+            "\t\ttype filter hook postrouting priority filter; policy accept;"
         );
-        let _ = writeln!(out, "\t\t{for_node} jump mark_for_node");
+        let _ = writeln!(out, "\t\tct state new ip daddr {others} jump mark_for_node");
         let _ = writeln!(out, "\t}}");
+        let mesh_connection = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x}");
         let _ = writeln!(out, "\tchain mark_for_node {{");
         let _ = writeln!(
             out,
-            "\t\tct status dnat ip dscp {FORWARDED_DSCP:#04x} return"
+            "\t\t{mesh_connection} ct original ip saddr {others} ip dscp {mesh_marks} ip dscp set {FORWARDED_DSCP:#04x} return"
         );
         let _ = writeln!(
             out,
-            "\t\tct status dnat ip dscp set {MESH_DSCP:#04x} return"
+            "\t\t{mesh_connection} ip dscp set {MESH_DSCP:#04x} return"
         );
         let _ = writeln!(
             out,
@@ -547,19 +543,18 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
 }
 
 /// One DNAT rule of published port `key`: a new connection matching `condition` (if any)
-/// and the port is counted, marked (and `then`, if anything), and DNAT'ed over `targets`.
+/// and the port is counted, marked, and DNAT'ed over `targets`.
 fn dnat_rule(
     out: &mut String,
     condition: &str,
     (protocol, published): (Protocol, u16),
     port: &MeshPort,
-    then: &str,
     targets: &[(Ipv4Addr, u16)],
 ) {
     let separator = if condition.is_empty() { "" } else { " " };
     let _ = writeln!(
         out,
-        "\t\t{condition}{separator}{} counter name \"{}\" ct mark set {:#010x}{then} {} comment \"{}\"",
+        "\t\t{condition}{separator}{} counter name \"{}\" ct mark set {:#010x} {} comment \"{}\"",
         l4(protocol, published),
         connections_counter(protocol, published),
         connection_mark(protocol, published),
@@ -730,7 +725,7 @@ mod tests {
         )));
         // What another node's mesh sent (its address and mark) goes to b's own tasks.
         assert!(script.contains(
-            "\t\tip saddr { 192.0.2.1, 192.0.2.3 } ip dscp { 0x0b, 0x0d } fib daddr type local goto from_node\n"
+            "\t\tip saddr { 192.0.2.1, 192.0.2.3 } ip dscp { 0x0b, 0x0d } fib daddr type local meta l4proto . th dport { tcp . 8080 } goto from_node\n"
         ));
         assert!(script.contains(
             "\tchain from_node {\n\t\tmeta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 2 map { 0 : 198.19.2.5 . 80, 1 : 198.19.2.6 . 80 } comment \"web\"\n\t}\n"
@@ -761,14 +756,14 @@ mod tests {
         let mesh = NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])]));
         let script = render("a", &mesh, &NodeMesh::default());
         assert!(script.contains(
-            "\t\ttype nat hook postrouting priority srcnat - 10; policy accept;\n\t\tip daddr { 192.0.2.2, 192.0.2.3 } meta l4proto . th dport { tcp . 8080 } jump mark_for_node\n"
+            "\t\ttype filter hook postrouting priority filter; policy accept;\n\t\tct state new ip daddr { 192.0.2.2, 192.0.2.3 } jump mark_for_node\n"
         ), "{script}");
         assert!(script.contains(
-            "\tchain mark_for_node {\n\t\tct status dnat ip dscp 0x0d return\n\t\tct status dnat ip dscp set 0x0b return\n\t\tmeta mark 0x4d500000 ip dscp set 0x0b return\n\t\tip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"
+            "\tchain mark_for_node {\n\t\tct mark and 0xff000000 == 0x4d000000 ct original ip saddr { 192.0.2.2, 192.0.2.3 } ip dscp { 0x0b, 0x0d } ip dscp set 0x0d return\n\t\tct mark and 0xff000000 == 0x4d000000 ip dscp set 0x0b return\n\t\tmeta mark 0x4d500000 ip dscp set 0x0b return\n\t\tip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"
         ), "{script}");
         // A client from another node's address is balanced over every task as any other.
         assert!(script.contains(
-            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip saddr { 192.0.2.2, 192.0.2.3 } ip dscp { 0x0b, 0x0d } fib daddr type local goto from_node\n\t\tfib daddr type local meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 3 map"
+            "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip saddr { 192.0.2.2, 192.0.2.3 } ip dscp { 0x0b, 0x0d } fib daddr type local meta l4proto . th dport { tcp . 8080 } goto from_node\n\t\tfib daddr type local meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 3 map"
         ), "{script}");
     }
 
@@ -834,7 +829,7 @@ mod tests {
         let script = render("c", &mesh, &NodeMesh::default());
         assert!(
             script.contains(
-                "\t\tip dscp 0x0b meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 ip dscp set 0x0d dnat ip to numgen random mod 3 map { 0 : 192.0.2.1 . 8080, 1 : 192.0.2.2 . 8080, 2 : 192.0.2.2 . 8080 } comment \"web\"\n"
+                "\t\tip dscp 0x0b meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 3 map { 0 : 192.0.2.1 . 8080, 1 : 192.0.2.2 . 8080, 2 : 192.0.2.2 . 8080 } comment \"web\"\n"
             ),
             "{script}"
         );
@@ -848,7 +843,7 @@ mod tests {
             &NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])])),
             &NodeMesh::default(),
         );
-        assert!(!on_a.contains("dscp set 0x0d"), "{on_a}");
+        assert!(!on_a.contains("\t\tip dscp 0x0b meta l4proto"), "{on_a}");
         if swarm_testkit::is_root() && swarm_testkit::has_program("nft") {
             crate::network::command::run("nft", &["--check", "-f", "-"], Some(&script))
                 .unwrap_or_else(|error| panic!("{error}"));

@@ -123,8 +123,6 @@ impl Mesh {
         Ok(())
     }
 
-    /// Sets `route_localnet` back on the device this node opened, if any (gone with its
-    /// device: nothing to do).
     /// Forgets what this node set: the kernel lost it (a firewall reload), and the next
     /// reconcile sets it all again (the ruleset, the sysctls, the FORWARD rule).
     pub fn forget(&mut self) {
@@ -133,6 +131,8 @@ impl Mesh {
         self.settings.clear();
     }
 
+    /// Sets `route_localnet` back on the device this node opened, if any (gone with its
+    /// device: nothing to do).
     fn close(&mut self) -> Result<(), NetworkError> {
         let Some((_, device)) = self.opened.take() else {
             return Ok(());
