@@ -376,17 +376,17 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         out,
         "\t\ttype nat hook prerouting priority dstnat; policy accept;"
     );
-    let ingress: Vec<String> = desired
+    let ingress: Vec<(Protocol, u16)> = desired
         .ports
         .iter()
         .filter(|(_, port)| port.mode == PublishMode::Ingress)
-        .map(|((protocol, published), _)| format!("{protocol} . {published}"))
+        .map(|(key, _)| *key)
         .collect();
     if let Some(others) = others.as_ref().filter(|_| !ingress.is_empty()) {
         let _ = writeln!(
             out,
-            "\t\tip saddr {others} ip dscp {mesh_marks} fib daddr type local meta l4proto . th dport {{ {} }} goto from_node",
-            ingress.join(", ")
+            "\t\tip saddr {others} ip dscp {mesh_marks} fib daddr type local meta l4proto . th dport {} goto from_node",
+            port_set(&ingress)
         );
     }
     // Anyone else is a client: outside the cluster, a process of another node, a task.
@@ -416,13 +416,11 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     // Another node's published ports: `ip daddr { A, … } meta l4proto . th dport { tcp . P, … }`.
     let for_node = others.as_ref().map(|others| {
-        let ports = desired
-            .ports
-            .keys()
-            .map(|(protocol, published)| format!("{protocol} . {published}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("ip daddr {others} meta l4proto . th dport {{ {ports} }}")
+        let ports: Vec<(Protocol, u16)> = desired.ports.keys().copied().collect();
+        format!(
+            "ip daddr {others} meta l4proto . th dport {}",
+            port_set(&ports)
+        )
     });
     if let (Some(nodes), Some(for_node)) = (&desired.nodes, &for_node) {
         // Answers must come back through this node: its conntrack undoes the DNAT (or
@@ -561,6 +559,16 @@ fn dnat_rule(
         dnat(targets),
         port.service
     );
+}
+
+/// `{ tcp . 8080, … }` of `ports` (not empty).
+fn port_set(ports: &[(Protocol, u16)]) -> String {
+    let list = ports
+        .iter()
+        .map(|(protocol, published)| format!("{protocol} . {published}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{{ {list} }}")
 }
 
 /// `{ A, B, … }` of `addresses` (not empty).
