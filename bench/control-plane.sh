@@ -42,7 +42,14 @@ PIDS=()
 # SIGKILLed daemon leaves behind (a stopped daemon keeps them for its tasks): those not
 # here before the script are removed with the daemons.
 our_tables() { nft list tables 2>/dev/null | awk '$3 ~ /^sw(vip|mesh|canary)/ {print $3}' | sort; }
+# And their canary chains in the iptables filter and nat tables ("table chain" lines).
+our_chains() {
+    for table in filter nat; do
+        iptables -w 5 -t "$table" -S 2>/dev/null | awk -v t="$table" '$1 == "-N" && $2 ~ /^SWCANARY-/ {print t, $2}'
+    done | sort
+}
 TABLES_BEFORE=$(our_tables)
+CHAINS_BEFORE=$(our_chains)
 stop_all() {
     for pid in "${PIDS[@]}"; do
         kill -9 "$pid" 2>/dev/null || true
@@ -51,6 +58,9 @@ stop_all() {
     PIDS=()
     for table in $(comm -13 <(echo "$TABLES_BEFORE") <(our_tables)); do
         nft delete table ip "$table" 2>/dev/null || true
+    done
+    comm -13 <(echo "$CHAINS_BEFORE") <(our_chains) | while read -r table chain; do
+        iptables -w 5 -t "$table" -X "$chain" 2>/dev/null || true
     done
 }
 cleanup() {

@@ -477,12 +477,13 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         until_within(Duration::from_millis(2500), what, done)
     };
     let (sender, views) = tokio::sync::watch::channel(view(true));
+    let (reloads, reloaded) = tokio::sync::watch::channel(0);
+    let counted = reloads.subscribe();
     let follower = std::thread::scope(|scope| {
         // Owned here, so that a failed wait below drops it and the follower returns.
         let sender = sender;
         let follower = scope.spawn(|| {
             in_namespace(&netns, || {
-                let (reloads, reloaded) = tokio::sync::watch::channel(0);
                 let both = async {
                     tokio::select! {
                         () = swarm_agent::network::follow_vips(node.into(), views, reloaded) => {}
@@ -521,6 +522,31 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
                     && rules.contains(&swarm_agent::network::canary_name(node))
             },
         );
+        assert_eq!(*counted.borrow(), 1, "one reload counted");
+        // An `iptables-restore` of the filter and nat tables (ufw, netfilter-persistent)
+        // leaves nftables tables alone and takes iptables chains: the canary chains tell.
+        let chain = swarm_agent::network::canary_chain(node);
+        until("the canary chains planted", &|rules| {
+            rules.matches(&format!("chain {chain} ")).count() == 2
+        });
+        let restored = in_namespace(&netns, || {
+            use std::io::Write;
+            let mut restore = Command::new("iptables-restore")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = restore.stdin.take().unwrap();
+            input.write_all(b"*filter\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
+            drop(input);
+            restore.wait().unwrap()
+        });
+        assert!(restored.success());
+        until_within(
+            swarm_agent::network::CANARY_CHECK * 2,
+            "the canary chains back after the restore",
+            &|rules| rules.matches(&format!("chain {chain} ")).count() == 2,
+        );
+        assert_eq!(*counted.borrow(), 2, "the restore counted as a reload");
         drop(sender);
         follower.join()
     });
@@ -536,4 +562,5 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
     let ruleset = ruleset();
     assert!(!ruleset.contains(&vip_table_name(node)), "{ruleset}");
     assert!(!ruleset.contains("swcanary"), "{ruleset}");
+    assert!(!ruleset.contains("SWCANARY"), "{ruleset}");
 }

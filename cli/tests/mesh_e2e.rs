@@ -511,7 +511,7 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
     assert!(flushed.status.success(), "{flushed:?}");
     let bridge = swarm_agent::network::bridge_name(&node3);
     let mesh_table = swarm_agent::network::mesh_table_name(&node3);
-    wait_for("host 3's rules back after a firewall reload", WAIT, || {
+    let rules_back = || {
         let iptables = |args: &[&str]| {
             let output = hosts.output(2, "iptables", args).ok()?;
             Some(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -522,7 +522,26 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
             && forward.contains(&mesh_table)
             && get(at(hosts, 2, 8080)).is_some())
         .then_some(())
-    });
+    };
+    wait_for(
+        "host 3's rules back after a firewall reload",
+        WAIT,
+        rules_back,
+    );
+    // An iptables reload (ufw, netfilter-persistent: `iptables-restore` of the filter and
+    // nat tables) takes the iptables rules only: the canary chains say so.
+    let script = std::env::temp_dir().join(format!("swarm-restore-{}", std::process::id()));
+    std::fs::write(&script, "*filter\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
+    let restored = hosts
+        .output(2, "iptables-restore", &[script.to_str().unwrap()])
+        .expect("iptables-restore on host 3");
+    let _ = std::fs::remove_file(&script);
+    assert!(restored.status.success(), "{restored:?}");
+    wait_for(
+        "host 3's rules back after an iptables reload",
+        WAIT,
+        rules_back,
+    );
 
     eprintln!("host 2 killed");
     // Host 2 killed: host 1 keeps answering (its replicas come back on hosts 1 and 3).
@@ -531,6 +550,28 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         let seen = pages(at(hosts, 0, 8080), 10);
         (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
     });
+
+    // Host 3 leaves with its ports published: its mesh goes, and `route_localnet` on its
+    // data path device is set back (left on, a neighbour could reach its loopback
+    // services).
+    let localnet = |host: usize| {
+        let output = hosts
+            .output(host, "sysctl", &["-n", "net.ipv4.conf.eth0.route_localnet"])
+            .expect("sysctl");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(localnet(2), "1", "opened by host 3's mesh");
+    let left = swarm(&cluster.socket(2), &["leave"]);
+    assert!(left.status.success(), "{}", text(&left.stderr));
+    wait_for(
+        "host 3's mesh gone and route_localnet set back",
+        WAIT,
+        || {
+            let tables = hosts.output(2, "nft", &["list", "tables"]).ok()?;
+            let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+            (localnet(2) == "0" && !tables.contains("swmesh")).then_some(())
+        },
+    );
     ok(
         &cluster,
         &["service", "rm", "web", "direct", "proxied", "auto", "echo"],

@@ -192,9 +192,11 @@ async fn run(
                 {
                     tracing::warn!(%error, "cannot remove this node's virtual IPs");
                 }
-                let mut node_mesh = swarm_agent::network::Mesh::new(state.node_id.clone());
-                if let Ok(Err(error)) =
-                    tokio::task::spawn_blocking(move || node_mesh.teardown()).await
+                let (node, view) = (state.node_id.clone(), worker.network_view().borrow().clone());
+                if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
+                    swarm_agent::network::Mesh::leaving(node, &view)?.teardown()
+                })
+                .await
                 {
                     tracing::warn!(%error, "cannot remove this node's routing mesh");
                 }

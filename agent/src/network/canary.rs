@@ -1,11 +1,14 @@
 //! A firewall reload takes the node's rules with everyone's: `nft flush ruleset` (what
 //! Debian's `nftables.service` runs at every start and reload), a firewall manager that
-//! replaces the whole ruleset. The node keeps an empty nftables table of its own, its
-//! canary, and looks for it every [`CHECK`]: gone, it plants it again and counts a reload
-//! on a watch, and the node's rules are set again whole — the mesh's and the VIPs' tables
-//! by their followers, the node bridge's and the overlays' iptables rules by the worker's
-//! networks (`TaskNetworks::restore_rules`). kube-proxy watches canary chains of its own
-//! the same way.
+//! replaces the whole ruleset, or an `iptables-restore` of the filter or nat table (ufw,
+//! `netfilter-persistent`, firewalld's iptables backend): that one leaves nftables tables
+//! of their own alone but takes the node bridge's and overlays' iptables rules. So the node
+//! keeps a canary in each place: an empty nftables table of its own and an empty iptables
+//! chain in the filter and in the nat table. It looks for them every [`CHECK`]: one gone,
+//! it plants them again and counts a reload on a watch, and the node's rules are set again
+//! whole — the mesh's and the VIPs' tables by their followers, the node bridge's and the
+//! overlays' iptables rules by the worker's networks (`TaskNetworks::restore_rules`).
+//! kube-proxy watches canary chains of its own the same way.
 
 use std::time::Duration;
 
@@ -25,28 +28,68 @@ pub fn canary_name(node_id: &str) -> String {
     )
 }
 
-/// Whether the node's canary is in the kernel.
-fn canary_present(node_id: &str) -> Result<bool, NetworkError> {
+/// The node's canary chain in the iptables filter and nat tables: `SWCANARY-` and the same
+/// 10 hex digits (iptables names have at most 28 characters).
+pub fn canary_chain(node_id: &str) -> String {
+    format!("SWCANARY-{}", &canary_name(node_id)["swcanary".len()..])
+}
+
+/// The iptables tables whose restore takes the node's rules.
+const IPTABLES_TABLES: [&str; 2] = ["filter", "nat"];
+
+/// Whether all of the node's canaries are in the kernel.
+fn canaries_present(node_id: &str) -> Result<bool, NetworkError> {
     match run("nft", &["list", "table", "ip", &canary_name(node_id)], None) {
-        Ok(_) => Ok(true),
-        Err(NetworkError::Command { stderr, .. }) if stderr.contains("No such file") => Ok(false),
-        Err(error) => Err(error),
+        Ok(_) => {}
+        Err(NetworkError::Command { stderr, .. }) if stderr.contains("No such file") => {
+            return Ok(false);
+        }
+        Err(error) => return Err(error),
     }
+    let declared = format!("-N {}", canary_chain(node_id));
+    for table in IPTABLES_TABLES {
+        // The whole table: asked for by name, a missing chain is an error whose text
+        // differs between iptables-nft and iptables-legacy.
+        let listing = run("iptables", &["-w", "5", "-t", table, "-S"], None)?;
+        if !listing.lines().any(|line| line.trim_end() == declared) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
-fn plant_canary(node_id: &str) -> Result<(), NetworkError> {
-    run("nft", &["add", "table", "ip", &canary_name(node_id)], None).map(drop)
+/// Plants whichever canary is missing.
+fn plant_canaries(node_id: &str) -> Result<(), NetworkError> {
+    run("nft", &["add", "table", "ip", &canary_name(node_id)], None)?;
+    let chain = canary_chain(node_id);
+    for table in IPTABLES_TABLES {
+        match run("iptables", &["-w", "5", "-t", table, "-N", &chain], None) {
+            Ok(_) => {}
+            Err(NetworkError::Command { stderr, .. }) if stderr.contains("already exists") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
-/// Removes the node's canary: for a node leaving.
+/// Removes the node's canaries: for a node leaving.
 pub fn remove_canary(node_id: &str) -> Result<(), NetworkError> {
     let table = canary_name(node_id);
     let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-    run("nft", &["-f", "-"], Some(&script)).map(drop)
+    run("nft", &["-f", "-"], Some(&script))?;
+    let chain = canary_chain(node_id);
+    let declared = format!("-N {chain}");
+    for table in IPTABLES_TABLES {
+        let listing = run("iptables", &["-w", "5", "-t", table, "-S"], None)?;
+        if listing.lines().any(|line| line.trim_end() == declared) {
+            run("iptables", &["-w", "5", "-t", table, "-X", &chain], None)?;
+        }
+    }
+    Ok(())
 }
 
-/// Plants the node's canary, then looks for it every [`CHECK`]; each time it is found gone,
-/// plants it again and adds one to `reloads` (whose receivers set their rules again).
+/// Plants the node's canaries, then looks for them every [`CHECK`]; each time one is found
+/// gone, plants them again and adds one to `reloads` (whose receivers set their rules again).
 /// Runs until aborted; a failed look is said once and tried again.
 pub async fn watch_canary(node_id: String, reloads: tokio::sync::watch::Sender<u64>) {
     let mut last_error = None;
@@ -54,10 +97,10 @@ pub async fn watch_canary(node_id: String, reloads: tokio::sync::watch::Sender<u
     loop {
         let node = node_id.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            if planted && canary_present(&node)? {
+            if planted && canaries_present(&node)? {
                 return Ok(false);
             }
-            plant_canary(&node).map(|()| true)
+            plant_canaries(&node).map(|()| true)
         })
         .await
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));

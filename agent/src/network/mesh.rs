@@ -29,8 +29,8 @@
 //! own): balanced over every task, given a PROXY header on such a port. A node marks the
 //! packets of the mesh's connections to other nodes until they are answered (so a lost
 //! SYN's retransmission is marked too) and clears the mesh's DSCPs from whatever else it
-//! sends to other nodes, so no task or process passes for the mesh (and forges a PROXY
-//! header). The network between nodes must carry the DSCP unchanged (a switched LAN does;
+//! sends, to any address (a node that joined a moment ago knows this one before this one
+//! knows it), so no task or process passes for the mesh (and forges a PROXY header). The network between nodes must carry the DSCP unchanged (a switched LAN does;
 //! a routed or cloud network may rewrite it): one that clears it makes every mesh
 //! connection a client's again on the second node (balanced again, a PROXY header written
 //! twice). The encapsulating link this design replaced told the two apart by device, and
@@ -439,22 +439,30 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     );
     let _ = writeln!(out, "\t}}");
 
+    // What leaves for another node says whose it is, by the DSCP of its packets until the
+    // connection is answered (a lost SYN's retransmission too): the mesh's (DNAT'ed here:
+    // its connection mark; or a socket of the userspace path) carries MESH_DSCP, or
+    // FORWARDED_DSCP when it came marked from another node and is sent on; anything else's
+    // (a task's, a process's here) neither, whatever its sender set, and whatever its
+    // destination: a node that knows this one before this one knows it (it joined a moment
+    // ago) must not take a task's forged mark here for the mesh's. A filter chain (a nat
+    // chain sees the first packet only); answered connections leave it at its first test.
+    let mesh_connection = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x}");
+    let _ = writeln!(out, "\tchain leaving {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook postrouting priority filter; policy accept;"
+    );
     if let Some(others) = &others {
-        // What leaves for another node says whose it is, by the DSCP of its packets until
-        // the connection is answered (a lost SYN's retransmission too): the mesh's
-        // (DNAT'ed here: its connection mark; or a socket of the userspace path) carries
-        // MESH_DSCP, or FORWARDED_DSCP when it came marked from another node and is sent
-        // on; anything else's (a task's, a process's here) neither, whatever its sender
-        // set: nothing here passes for the mesh there. A filter chain (a nat chain sees
-        // the first packet only); answered connections leave it at its first test.
-        let _ = writeln!(out, "\tchain leaving {{");
-        let _ = writeln!(
-            out,
-            "\t\ttype filter hook postrouting priority filter; policy accept;"
-        );
-        let _ = writeln!(out, "\t\tct state new ip daddr {others} jump mark_for_node");
-        let _ = writeln!(out, "\t}}");
-        let mesh_connection = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x}");
+        // `goto`: what the chain marks leaves with its mark, past the clearing below.
+        let _ = writeln!(out, "\t\tct state new ip daddr {others} goto mark_for_node");
+    }
+    let _ = writeln!(
+        out,
+        "\t\tct state new ip dscp {mesh_marks} ip dscp set 0x00"
+    );
+    let _ = writeln!(out, "\t}}");
+    if let Some(others) = &others {
         let _ = writeln!(out, "\tchain mark_for_node {{");
         let _ = writeln!(
             out,
@@ -526,14 +534,13 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
         }
     }
     let _ = writeln!(out, "\t}}");
-    let marked = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x} jump count_bytes");
     for (chain, hook) in [("arriving", "prerouting"), ("leaving_local", "output")] {
         let _ = writeln!(out, "\tchain {chain} {{");
         let _ = writeln!(
             out,
             "\t\ttype filter hook {hook} priority filter; policy accept;"
         );
-        let _ = writeln!(out, "\t\t{marked}");
+        let _ = writeln!(out, "\t\t{mesh_connection} jump count_bytes");
         let _ = writeln!(out, "\t}}");
     }
     let _ = writeln!(out, "}}");
@@ -764,7 +771,7 @@ mod tests {
         let mesh = NodeMesh::from_view(&view(), "a", &local(&[("t1", [198, 19, 1, 5])]));
         let script = render("a", &mesh, &NodeMesh::default());
         assert!(script.contains(
-            "\t\ttype filter hook postrouting priority filter; policy accept;\n\t\tct state new ip daddr { 192.0.2.2, 192.0.2.3 } jump mark_for_node\n"
+            "\t\ttype filter hook postrouting priority filter; policy accept;\n\t\tct state new ip daddr { 192.0.2.2, 192.0.2.3 } goto mark_for_node\n\t\tct state new ip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"
         ), "{script}");
         assert!(script.contains(
             "\tchain mark_for_node {\n\t\tct mark and 0xff000000 == 0x4d000000 ct original ip saddr { 192.0.2.2, 192.0.2.3 } ip dscp { 0x0b, 0x0d } ip dscp set 0x0d return\n\t\tct mark and 0xff000000 == 0x4d000000 ip dscp set 0x0b return\n\t\tmeta mark 0x4d500000 ip dscp set 0x0b return\n\t\tip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"
@@ -924,6 +931,15 @@ mod tests {
         let script = render("b", &on_b, &NodeMesh::default());
         assert!(!script.contains("saddr {"), "{script}");
         assert!(!script.contains("snat"), "{script}");
+        // Nothing leaves marked as the mesh's: a node that knows this one before it knows
+        // that node would take the mark.
+        assert!(
+            script.contains(
+                "\t\ttype filter hook postrouting priority filter; policy accept;\n\t\tct state new ip dscp { 0x0b, 0x0d } ip dscp set 0x00\n\t}\n"
+            ),
+            "{script}"
+        );
+        assert!(!script.contains("mark_for_node"), "{script}");
         assert!(
             script.contains("\t\tfib daddr type local meta l4proto tcp th dport 8080 counter"),
             "{script}"

@@ -19,8 +19,9 @@
 //!   endpoint table and its tasks' addresses), its nftables ruleset ([`render_mesh`]: DNAT of
 //!   published ports over the serving tasks, here or through another node) and [`Mesh`],
 //!   which sets it.
-//! - `canary`: an empty nftables table per node, looked for every few seconds: gone (a
-//!   firewall reload flushed the ruleset), the node's rules are set again.
+//! - `canary`: an empty nftables table and an empty iptables chain in the filter and nat
+//!   tables per node, looked for every few seconds: one gone (a firewall reload flushed the
+//!   ruleset or restored an iptables table), the node's rules are set again.
 //! - [`Networking`] and [`TaskNetworks`]: the boundary the worker sees; `HostNetworking`
 //!   makes `NodeNetwork`s, `FakeNetworking` (`fake`) leases addresses in memory for
 //!   simulations.
@@ -43,7 +44,7 @@ mod task;
 mod vip;
 
 pub use bridge::{Bridge, bridge_name, remove_bridge_rules};
-pub use canary::{CHECK as CANARY_CHECK, canary_name, remove_canary, watch_canary};
+pub use canary::{CHECK as CANARY_CHECK, canary_chain, canary_name, remove_canary, watch_canary};
 pub use fake::FakeNetworking;
 pub use files::{
     ContainerFilePaths, ContainerFiles, FilesError, node_resolv_conf, resolv_conf_nameservers,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 /// A daemon process, killed when the test ends however it ends.
 pub struct Daemon {
     pub child: Child,
-    /// Its data dir, when it runs in this machine's own namespace: its node's canary table
-    /// is removed with it (a test host's goes with the host's namespace).
+    /// Its data dir, when it runs in this machine's own namespace: its node's canaries are
+    /// removed with it (a test host's go with the host's namespace).
     pub data_dir: Option<std::path::PathBuf>,
 }
 
@@ -513,7 +513,7 @@ impl Drop for Cluster {
                 let _ = swarm_agent::network::Vips::new(&node_id).teardown();
                 // Its published ports' table (kept by a stopped daemon for its tasks).
                 let _ = swarm_agent::network::Mesh::new(&node_id).teardown();
-                // Its canary table.
+                // Its canaries.
                 let _ = swarm_agent::network::remove_canary(&node_id);
                 // Empty once runc deleted the containers.
                 for dir in node_cgroup_dirs(&node_id) {

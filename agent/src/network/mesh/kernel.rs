@@ -46,6 +46,22 @@ impl Mesh {
         }
     }
 
+    /// The mesh of node `node_id` leaving the cluster, its follower stopped: with another
+    /// node in `view` (its last), that follower opened `route_localnet` on the device
+    /// holding the node's data path address, which [`Mesh::teardown`] sets back (left
+    /// open, it would let a neighbour reach the machine's loopback services).
+    pub fn leaving(node_id: impl Into<String>, view: &NetworkView) -> Result<Mesh, NetworkError> {
+        let mut mesh = Mesh::new(node_id);
+        let own = NodeMesh::from_view(view, &mesh.node_id, &BTreeMap::new())
+            .nodes
+            .filter(|nodes| !nodes.others.is_empty())
+            .map(|nodes| nodes.own);
+        if let Some(own) = own {
+            mesh.opened = device_of(own)?.map(|device| (own, device));
+        }
+        Ok(mesh)
+    }
+
     /// Brings the node's mesh to `desired`. On an error the state it had is kept, and the
     /// next reconcile does the whole work again.
     pub fn reconcile(&mut self, desired: NodeMesh) -> Result<(), NetworkError> {
