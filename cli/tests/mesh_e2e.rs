@@ -528,7 +528,7 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         WAIT,
         rules_back,
     );
-    // An iptables reload (ufw, netfilter-persistent: `iptables-restore` of the filter and
+    // An iptables reload (netfilter-persistent: `iptables-restore` of the filter and
     // nat tables) takes the iptables rules only: the canary chains say so.
     let script = std::env::temp_dir().join(format!("swarm-restore-{}", std::process::id()));
     std::fs::write(&script, "*filter\nCOMMIT\n*nat\nCOMMIT\n").unwrap();

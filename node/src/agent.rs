@@ -127,9 +127,15 @@ async fn run(
     // and the worker's bridge and overlay rules are set again.
     let (reloads, reloaded) = watch::channel(0u64);
     let (vip_reloads, mesh_reloads) = (reloads.subscribe(), reloads.subscribe());
-    let canary = tokio::spawn(swarm_agent::network::watch_canary(
+    // Stopped (not aborted) when the node leaves: a planting under way must end before
+    // the canaries are removed, or it would plant one again after them.
+    let mut canary_leaving = leaving.clone();
+    let mut canary = tokio::spawn(swarm_agent::network::watch_canary(
         state.node_id.clone(),
         reloads,
+        async move {
+            let _ = canary_leaving.wait_for(|leaving| *leaving).await;
+        },
     ));
     // The node's VIPs follow its view of the overlay networks.
     let vips = tokio::spawn(swarm_agent::network::follow_vips(
@@ -183,7 +189,7 @@ async fn run(
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
-                canary.abort();
+                let _ = (&mut canary).await;
                 vips.abort();
                 mesh.abort();
                 let mut node_vips = swarm_agent::network::Vips::new(state.node_id.clone());
@@ -194,7 +200,7 @@ async fn run(
                 }
                 let (node, view) = (state.node_id.clone(), worker.network_view().borrow().clone());
                 if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-                    swarm_agent::network::Mesh::leaving(node, &view)?.teardown()
+                    swarm_agent::network::Mesh::leaving(node, &view).teardown()
                 })
                 .await
                 {
@@ -206,7 +212,7 @@ async fn run(
                 })
                 .await
                 {
-                    tracing::warn!(%error, "cannot remove this node's canary table");
+                    tracing::warn!(%error, "cannot remove this node's canaries");
                 }
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.

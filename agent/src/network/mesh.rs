@@ -446,7 +446,7 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     // (a task's, a process's here) neither, whatever its sender set, and whatever its
     // destination: a node that knows this one before this one knows it (it joined a moment
     // ago) must not take a task's forged mark here for the mesh's. A filter chain (a nat
-    // chain sees the first packet only); answered connections leave it at its first test.
+    // chain sees the first packet only); answered connections fail each of its rules at their first test.
     let mesh_connection = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x}");
     let _ = writeln!(out, "\tchain leaving {{");
     let _ = writeln!(
@@ -456,6 +456,21 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     if let Some(others) = &others {
         // `goto`: what the chain marks leaves with its mark, past the clearing below.
         let _ = writeln!(out, "\t\tct state new ip daddr {others} goto mark_for_node");
+        // A UDP flow's packets are marked as long as it lasts: the other node's conntrack
+        // entry may time out before this one's, and the next packet must still say whose
+        // it is there.
+        let udp: Vec<(Protocol, u16)> = ingress
+            .iter()
+            .filter(|(protocol, _)| *protocol == Protocol::Udp)
+            .copied()
+            .collect();
+        if !udp.is_empty() {
+            let _ = writeln!(
+                out,
+                "\t\tip daddr {others} meta l4proto . th dport {} goto mark_for_node",
+                port_set(&udp)
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -779,6 +794,28 @@ mod tests {
         // A client from another node's address is balanced over every task as any other.
         assert!(script.contains(
             "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip saddr { 192.0.2.2, 192.0.2.3 } ip dscp { 0x0b, 0x0d } fib daddr type local meta l4proto . th dport { tcp . 8080 } goto from_node\n\t\tfib daddr type local meta l4proto tcp th dport 8080 counter name \"conn_tcp_8080\" ct mark set 0x4d061f90 dnat ip to numgen random mod 3 map"
+        ), "{script}");
+    }
+
+    /// A UDP flow has no end the other node sees: its packets to another node's UDP
+    /// published ports are marked (or cleared) for as long as it lasts, not only until it
+    /// is answered, so that the other node's conntrack entry, timed out first, is made
+    /// again from a marked packet.
+    #[test]
+    fn a_udp_flow_s_packets_say_whose_they_are_while_it_lasts() {
+        let mut view = view();
+        let mut dns = port(5353, 53, PublishMode::Ingress);
+        dns.protocol = Protocol::Udp;
+        std::sync::Arc::make_mut(&mut view.mesh)
+            .services
+            .get_mut("web-id")
+            .unwrap()
+            .ports
+            .push(dns);
+        let mesh = NodeMesh::from_view(&view, "a", &local(&[("t1", [198, 19, 1, 5])]));
+        let script = render("a", &mesh, &NodeMesh::default());
+        assert!(script.contains(
+            "\t\tct state new ip daddr { 192.0.2.2, 192.0.2.3 } goto mark_for_node\n\t\tip daddr { 192.0.2.2, 192.0.2.3 } meta l4proto . th dport { udp . 5353 } goto mark_for_node\n\t\tct state new ip dscp { 0x0b, 0x0d } ip dscp set 0x00\n"
         ), "{script}");
     }
 

@@ -49,17 +49,25 @@ impl Mesh {
     /// The mesh of node `node_id` leaving the cluster, its follower stopped: with another
     /// node in `view` (its last), that follower opened `route_localnet` on the device
     /// holding the node's data path address, which [`Mesh::teardown`] sets back (left
-    /// open, it would let a neighbour reach the machine's loopback services).
-    pub fn leaving(node_id: impl Into<String>, view: &NetworkView) -> Result<Mesh, NetworkError> {
+    /// open, it would let a neighbour reach the machine's loopback services). A device
+    /// that cannot be looked up is said, and the rest torn down still.
+    pub fn leaving(node_id: impl Into<String>, view: &NetworkView) -> Mesh {
         let mut mesh = Mesh::new(node_id);
         let own = NodeMesh::from_view(view, &mesh.node_id, &BTreeMap::new())
             .nodes
             .filter(|nodes| !nodes.others.is_empty())
             .map(|nodes| nodes.own);
         if let Some(own) = own {
-            mesh.opened = device_of(own)?.map(|device| (own, device));
+            match device_of(own) {
+                Ok(device) => mesh.opened = device.map(|device| (own, device)),
+                Err(error) => tracing::warn!(
+                    %error,
+                    address = %own,
+                    "cannot find the data path device to set its route_localnet back"
+                ),
+            }
         }
-        Ok(mesh)
+        mesh
     }
 
     /// Brings the node's mesh to `desired`. On an error the state it had is kept, and the
@@ -170,21 +178,24 @@ impl Mesh {
 
     /// Removes the node's rules and table, whatever state it knows: for a node leaving, or
     /// a mesh with nothing published.
+    /// Each part is tried whatever another's outcome (a node leaving has no second chance);
+    /// the first error is returned.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
-        self.close()?;
+        let closed = self.close();
         let node = self.node_id.as_str();
-        match forward_rule(node).remove() {
+        let rule = match forward_rule(node).remove() {
             // Without iptables there is no rule to remove.
-            Err(NetworkError::Spawn { .. }) | Ok(_) => {}
-            Err(error) => return Err(error),
-        }
+            Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
         let table = table_name(node);
         let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-        match run("nft", &["-f", "-"], Some(&script)) {
+        let table = match run("nft", &["-f", "-"], Some(&script)) {
             // Without nft there is no table to remove.
-            Err(NetworkError::Spawn { .. }) | Ok(_) => {}
-            Err(error) => return Err(error),
-        }
+            Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        };
+        closed.and(rule).and(table)?;
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();
