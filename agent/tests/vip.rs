@@ -491,7 +491,9 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
             .any(|line| line.trim_end() == format!("-N {chain}"))
     };
     let chains_planted = || declared("filter") && declared("nat");
-    let (sender, views) = tokio::sync::watch::channel(view(true));
+    let (sender, mut views) = tokio::sync::watch::channel(view(true));
+    // A view not seen yet, as the worker's once an assignment brought one.
+    views.mark_changed();
     let (reloads, reloaded) = tokio::sync::watch::channel(0);
     let counted = reloads.subscribe();
     let follower = std::thread::scope(|scope| {
@@ -501,7 +503,7 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
             in_namespace(&netns, || {
                 let both = async {
                     tokio::select! {
-                        () = swarm_agent::network::follow_vips(node.into(), views, reloaded) => {}
+                        () = swarm_agent::network::follow_vips(node.into(), views, reloaded, std::future::pending()) => {}
                         () = swarm_agent::network::watch_canary(node.into(), reloads, std::future::pending()) => {}
                     }
                 };

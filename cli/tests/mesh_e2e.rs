@@ -551,6 +551,25 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         (seen.len() >= 2 && (0..10).all(|_| get(at(hosts, 0, 8080)).is_some())).then_some(())
     });
 
+    // Host 3's daemon killed and its host cut off; started again, it cannot reach the
+    // managers: what its last process set stays (its published ports' table), not
+    // replaced by an empty view before its first assignment. Back on the network, it
+    // answers again.
+    hosts.kill(2);
+    std::fs::remove_file(cluster.socket(2)).unwrap();
+    let _restarted = daemon_on_host(hosts, 2, &cluster.nodes[2].0, &registry.addr());
+    std::thread::sleep(Duration::from_secs(3));
+    let tables = hosts.output(2, "nft", &["list", "tables"]).expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    assert!(
+        tables.contains(&mesh_table),
+        "host 3's mesh kept across its restart: {tables}"
+    );
+    hosts.set_link(2, true).unwrap();
+    wait_for("host 3 answering again after its restart", WAIT, || {
+        get(at(hosts, 2, 8080))
+    });
+
     // Host 3 leaves with its ports published: its mesh goes, and `route_localnet` on its
     // data path device is set back (left on, a neighbour could reach its loopback
     // services).
@@ -569,11 +588,30 @@ fn published_ports_answer_on_every_host_through_the_mesh() {
         || {
             let tables = hosts.output(2, "nft", &["list", "tables"]).ok()?;
             let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
-            (localnet(2) == "0" && !tables.contains("swmesh")).then_some(())
+            let done = localnet(2) == "0" && !tables.contains("swmesh");
+            if !done {
+                eprintln!(
+                    "host 3 after leaving: route_localnet {}, {tables}",
+                    localnet(2)
+                );
+            }
+            done.then_some(())
         },
     );
     ok(
         &cluster,
         &["service", "rm", "web", "direct", "proxied", "auto", "echo"],
     );
+    // No port published any more: host 1's mesh goes, and with it `route_localnet` on its
+    // node bridge (a task could otherwise reach the node's loopback services through its
+    // gateway) and its data path device.
+    let bridge1 = swarm_agent::network::bridge_name(&cluster.node_id(0).expect("node 1's id"));
+    wait_for("host 1's mesh gone, route_localnet shut", WAIT, || {
+        let setting = |device: &str| {
+            let key = format!("net.ipv4.conf.{device}.route_localnet");
+            let output = hosts.output(0, "sysctl", &["-n", &key]).ok()?;
+            Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        };
+        (setting(&bridge1)? == "0" && setting("eth0")? == "0").then_some(())
+    });
 }

@@ -113,8 +113,14 @@ async fn run(
     };
     let started = tokio::select! {
         started = start(&daemon, &state, &worker_error) => started,
-        // A node whose worker never started has nothing to stop.
-        _ = leaving.changed() => return,
+        // A node whose worker never started has no task to stop; what an earlier process
+        // of it set in the kernel goes, by name.
+        changed = leaving.changed() => {
+            if changed.is_ok() {
+                tear_down(&state.node_id, Default::default()).await;
+            }
+            return;
+        }
         _ = assignments(&daemon, &refusing) => return,
         _ = report(&daemon, refused) => return,
     };
@@ -127,28 +133,34 @@ async fn run(
     // and the worker's bridge and overlay rules are set again.
     let (reloads, reloaded) = watch::channel(0u64);
     let (vip_reloads, mesh_reloads) = (reloads.subscribe(), reloads.subscribe());
-    // Stopped (not aborted) when the node leaves: a planting under way must end before
-    // the canaries are removed, or it would plant one again after them.
-    let mut canary_leaving = leaving.clone();
+    // The canary and the followers below are stopped (not aborted) when the node leaves,
+    // once its tasks are stopped: what a planting or a reconcile under way sets must be in
+    // the kernel before the node's teardown, not come back after it.
+    let (stop, stopped) = watch::channel(false);
+    let stopping = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+        }
+    };
     let mut canary = tokio::spawn(swarm_agent::network::watch_canary(
         state.node_id.clone(),
         reloads,
-        async move {
-            let _ = canary_leaving.wait_for(|leaving| *leaving).await;
-        },
+        stopping(),
     ));
     // The node's VIPs follow its view of the overlay networks.
-    let vips = tokio::spawn(swarm_agent::network::follow_vips(
+    let mut vips = tokio::spawn(swarm_agent::network::follow_vips(
         state.node_id.clone(),
         worker.network_view(),
         vip_reloads,
+        stopping(),
     ));
     let relayed = swarm_agent::network::RelayedBytes::default();
     daemon
         .metrics
         .mesh_of(&state.node_id, worker.network_view(), relayed.clone());
     // The node's published ports follow the mesh part of its view and its tasks' addresses.
-    let mesh = tokio::spawn(swarm_agent::network::follow_mesh(
+    let mut mesh = tokio::spawn(swarm_agent::network::follow_mesh(
         state.node_id.clone(),
         worker.network_view(),
         worker.task_addresses(),
@@ -156,6 +168,7 @@ async fn run(
         ports_taken,
         relayed,
         mesh_reloads,
+        stopping(),
     ));
     let restore = async {
         let mut reloaded = reloaded;
@@ -189,31 +202,12 @@ async fn run(
         changed = leaving.changed() => {
             if changed.is_ok() {
                 worker.leave(LEAVE_TIMEOUT).await;
-                let _ = (&mut canary).await;
-                vips.abort();
-                mesh.abort();
-                let mut node_vips = swarm_agent::network::Vips::new(state.node_id.clone());
-                if let Ok(Err(error)) =
-                    tokio::task::spawn_blocking(move || node_vips.teardown()).await
-                {
-                    tracing::warn!(%error, "cannot remove this node's virtual IPs");
+                let _ = stop.send(true);
+                for follower in [&mut canary, &mut vips, &mut mesh] {
+                    let _ = follower.await;
                 }
-                let (node, view) = (state.node_id.clone(), worker.network_view().borrow().clone());
-                if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-                    swarm_agent::network::Mesh::leaving(node, &view).teardown()
-                })
-                .await
-                {
-                    tracing::warn!(%error, "cannot remove this node's routing mesh");
-                }
-                let node = state.node_id.clone();
-                if let Ok(Err(error)) = tokio::task::spawn_blocking(move || {
-                    swarm_agent::network::remove_canary(&node)
-                })
-                .await
-                {
-                    tracing::warn!(%error, "cannot remove this node's canaries");
-                }
+                let view = worker.network_view().borrow().clone();
+                tear_down(&state.node_id, view).await;
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.
                 if let Err(error) = runc.remove_node_cgroups() {
@@ -228,6 +222,35 @@ async fn run(
     canary.abort();
     vips.abort();
     mesh.abort();
+}
+
+/// Removes what node `node_id` set in the kernel beside its worker's tasks, for a node
+/// leaving: its VIPs, its mesh (`route_localnet` set back on the data path device its last
+/// `view` names), its canaries, and its bridge and overlays by name (the worker tore down
+/// those it knew; after a restart with no task it knows none). Every part is tried; what
+/// fails is said.
+async fn tear_down(node_id: &str, view: swarm_api::endpoints::NetworkView) {
+    let node = node_id.to_owned();
+    let failed = tokio::task::spawn_blocking(move || {
+        use swarm_agent::network::{Mesh, Vips, remove_canary, remove_node_links};
+        [
+            ("virtual IPs", Vips::new(node.clone()).teardown()),
+            (
+                "routing mesh",
+                Mesh::leaving(node.clone(), &view).teardown(),
+            ),
+            ("canaries", remove_canary(&node)),
+            ("bridge and overlays", remove_node_links(&node)),
+        ]
+        .into_iter()
+        .filter_map(|(what, outcome)| Some((what, outcome.err()?)))
+        .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (what, error) in failed {
+        tracing::warn!(%error, "cannot remove this node's {what}");
+    }
 }
 
 /// Starts the node's worker, trying again (with a growing wait) until it starts; meanwhile

@@ -277,6 +277,9 @@ pub fn connections_counter(protocol: Protocol, port: u16) -> String {
 /// with no task here.
 pub const REFUSED_COUNTER: &str = "refused";
 
+/// The set in a node's table recording the data path device it opened `route_localnet` on.
+pub const OPENED_SET: &str = "opened";
+
 /// Which way a connection's bytes go: `In` from its client to its task (the connection's
 /// original direction), `Out` back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -346,6 +349,12 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     }
     let _ = writeln!(out, "table ip {table} {{");
     let _ = writeln!(out, "\tcounter {REFUSED_COUNTER} {{\n\t}}");
+    // The data path device whose `route_localnet` the node opened (its one element, set by
+    // `Mesh`): kept with the rules, for a restarted daemon to shut it.
+    let _ = writeln!(
+        out,
+        "\tset {OPENED_SET} {{\n\t\ttype ipv4_addr . ifname\n\t}}"
+    );
     for (protocol, port) in desired.ports.keys() {
         for counter in port_counters(*protocol, *port) {
             let _ = writeln!(out, "\tcounter {counter} {{\n\t}}");

@@ -107,6 +107,36 @@ pub trait TaskNetworks: Send + Sync {
     async fn teardown(&self) -> Result<(), NetworkError>;
 }
 
+/// Removes node `node_id`'s bridge (its iptables rules with it) and overlay links by name,
+/// whatever made them: for a node leaving whose worker does not know them (a restarted
+/// daemon with no task), or a test cleaning up after a killed daemon. Every part is tried;
+/// the first error is returned.
+pub fn remove_node_links(node_id: &str) -> Result<(), NetworkError> {
+    let overlays = Overlay::new(node_id).teardown();
+    let bridge = bridge_name(node_id);
+    let deleted = match command::run("ip", &["link", "del", &bridge], None) {
+        Err(error) if error.is_missing_link() => Ok(()),
+        outcome => outcome.map(drop),
+    };
+    remove_bridge_rules(&bridge);
+    overlays.and(deleted)
+}
+
+/// Waits for a value of `views` not seen yet (marked changed, or its next change): what
+/// a follower reconciles first. False when `stop` completes first, or the sender goes.
+pub(crate) async fn first_view<V>(
+    views: &mut tokio::sync::watch::Receiver<V>,
+    stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    if views.has_changed().unwrap_or(false) {
+        return true;
+    }
+    tokio::select! {
+        changed = views.changed() => changed.is_ok(),
+        () = stop => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("`{command}` failed ({status}): {stderr}")]

@@ -148,6 +148,9 @@ struct Shared {
     registry_auth: Mutex<BTreeMap<String, RegistryAuth>>,
     /// The node's share of the endpoint table, as the last assignment set brought it.
     network_view: watch::Sender<NetworkView>,
+    /// An assignment set brought a view: until then the view is a placeholder, which the
+    /// followers of the view do not act on.
+    view_assigned: std::sync::atomic::AtomicBool,
     /// The contents of the configs and secrets the assigned tasks mount, by digest, as the
     /// last assignment set brought them.
     file_contents: Mutex<FileContents>,
@@ -186,6 +189,7 @@ impl Worker {
             image_use: Mutex::new(gc::ImageUse::default()),
             registry_auth: Mutex::new(BTreeMap::new()),
             network_view: watch::channel(NetworkView::default()).0,
+            view_assigned: std::sync::atomic::AtomicBool::new(false),
             file_contents: Mutex::new(FileContents::new()),
             overlay_tasks: Mutex::new(BTreeMap::new()),
             overlay_turn: tokio::sync::Mutex::new(()),
@@ -198,9 +202,18 @@ impl Worker {
     }
 
     /// The node's share of the endpoint table as the managers last sent it, and its changes
-    /// to come: what the node's DNS answers and virtual IPs follow.
+    /// to come: what the node's DNS answers and virtual IPs follow. Marked changed once an
+    /// assignment brought one (before, it holds an empty placeholder, seen).
     pub fn network_view(&self) -> watch::Receiver<NetworkView> {
-        self.shared.network_view.subscribe()
+        let mut view = self.shared.network_view.subscribe();
+        if self
+            .shared
+            .view_assigned
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            view.mark_changed();
+        }
+        view
     }
 
     /// The whole set of tasks the managers assign to this node now, with the registry
@@ -222,8 +235,12 @@ impl Worker {
         }
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
         *shared.file_contents.lock().expect("not poisoned") = file_contents;
+        // The first view is news even when empty: the followers wait for it.
+        let first = !shared
+            .view_assigned
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
         let mut overlays_changed = shared.network_view.send_if_modified(|view| {
-            let changed = *view != network_view;
+            let changed = first || *view != network_view;
             *view = network_view;
             changed
         });

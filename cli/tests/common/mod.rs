@@ -235,6 +235,56 @@ pub struct Cluster {
 /// The cluster port of daemons on test hosts.
 pub const HOST_PORT: u16 = 2377;
 
+/// Starts node `n`'s daemon on test host `n` (named `node{n+1}`, listening on the host's
+/// address, its files in `node_dir`, its log appended to), pulling from `registry` over
+/// plain http, and waits for its socket (a killed daemon's must be removed first).
+pub fn daemon_on_host(
+    hosts: &swarm_testkit::Hosts,
+    n: usize,
+    node_dir: &Path,
+    registry: &str,
+) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node_dir.join("daemon.log"))
+        .unwrap();
+    let listen = format!("{}:{HOST_PORT}", hosts.address(n));
+    let data = node_dir.join("data").display().to_string();
+    let socket = node_dir.join("swarm.sock");
+    let socket_arg = socket.display().to_string();
+    let run = node_dir.join("run").display().to_string();
+    let hostname = format!("node{}", n + 1);
+    let mut command = hosts.command(
+        n,
+        env!("CARGO_BIN_EXE_swarm"),
+        &[
+            "daemon",
+            "--data-dir",
+            &data,
+            "--socket",
+            &socket_arg,
+            "--run-dir",
+            &run,
+            "--listen-addr",
+            &listen,
+            "--hostname",
+            &hostname,
+            "--insecure-registry",
+            registry,
+        ],
+    );
+    let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let daemon = Daemon {
+        child,
+        data_dir: None,
+    };
+    wait_for("a daemon's socket", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
+    daemon
+}
+
 /// `count` daemons, node `n` on test host `n` of `hosts` (named `node{n+1}`, listening on
 /// the host's address), pulling from `registry` over plain http; the first inits a
 /// cluster with `init_args`. The CLI reaches them through their sockets, as on loopback.
@@ -249,40 +299,7 @@ pub fn cluster_on_hosts(
     for n in 0..hosts.len() {
         let node_dir = dir.path().join(format!("node{}", n + 1));
         std::fs::create_dir(&node_dir).unwrap();
-        let log = std::fs::File::create(node_dir.join("daemon.log")).unwrap();
-        let listen = format!("{}:{HOST_PORT}", hosts.address(n));
-        let data = node_dir.join("data").display().to_string();
-        let socket = node_dir.join("swarm.sock").display().to_string();
-        let run = node_dir.join("run").display().to_string();
-        let hostname = format!("node{}", n + 1);
-        let mut command = hosts.command(
-            n,
-            env!("CARGO_BIN_EXE_swarm"),
-            &[
-                "daemon",
-                "--data-dir",
-                &data,
-                "--socket",
-                &socket,
-                "--run-dir",
-                &run,
-                "--listen-addr",
-                &listen,
-                "--hostname",
-                &hostname,
-                "--insecure-registry",
-                registry,
-            ],
-        );
-        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        daemons.push(Some(Daemon {
-            child,
-            data_dir: None,
-        }));
-        let socket = node_dir.join("swarm.sock");
-        wait_for("a daemon's socket", Duration::from_secs(10), || {
-            socket.exists().then_some(())
-        });
+        daemons.push(Some(daemon_on_host(&hosts, n, &node_dir, registry)));
         nodes.push((node_dir, HOST_PORT));
     }
     let pools = init_args
@@ -500,15 +517,9 @@ impl Drop for Cluster {
                     .status();
             }
             if let Some(node_id) = cluster.node_id(n) {
-                let bridge = swarm_agent::network::bridge_name(&node_id);
-                // Usually gone already (the node left): not worth a message.
-                let _ = Command::new("ip")
-                    .args(["link", "del", &bridge])
-                    .stderr(Stdio::null())
-                    .status();
-                swarm_agent::network::remove_bridge_rules(&bridge);
-                // Its overlay links and rules, found by the node's name prefixes.
-                let _ = swarm_agent::network::Overlay::new(&node_id).teardown();
+                // Its bridge, overlay links and their rules, found by the node's names
+                // (usually gone already: the node left).
+                let _ = swarm_agent::network::remove_node_links(&node_id);
                 // Its VIPs' table and rules (a killed daemon leaves them, as a stopped one).
                 let _ = swarm_agent::network::Vips::new(&node_id).teardown();
                 // Its published ports' table (kept by a stopped daemon for its tasks).

@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 use swarm_api::endpoints::NetworkView;
 
 use super::{
-    Held, MARK_TAG, MARK_TAG_MASK, NodeMesh, PortKey, Proxies, RelayedBytes, render, table_name,
+    Held, MARK_TAG, MARK_TAG_MASK, NodeMesh, OPENED_SET, PortKey, Proxies, RelayedBytes, render,
+    table_name,
 };
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
@@ -31,6 +32,8 @@ pub struct Mesh {
     /// `route_localnet`: set back when it is no longer the data path device, or the mesh
     /// goes.
     opened: Option<(Ipv4Addr, String)>,
+    /// What an earlier process opened was looked for (`recall`).
+    recalled: bool,
 }
 
 impl Mesh {
@@ -43,6 +46,7 @@ impl Mesh {
             clean: false,
             settings: Vec::new(),
             opened: None,
+            recalled: false,
         }
     }
 
@@ -100,15 +104,29 @@ impl Mesh {
     }
 
     fn set(&mut self, desired: &NodeMesh) -> Result<(), NetworkError> {
+        self.recall();
         let node = self.node_id.clone();
         let node = node.as_str();
+        let open = match desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
+            Some(nodes) => match &self.opened {
+                Some((address, _)) if *address == nodes.own => self.opened.clone(),
+                // Looked up again at each reconcile while no device holds it (yet).
+                _ => device_of(nodes.own)?.map(|device| (nodes.own, device)),
+            },
+            None => None,
+        };
         // The ruleset first: its `guard` chain is in place before `route_localnet` opens
-        // the data path device below.
-        run(
-            "nft",
-            &["-f", "-"],
-            Some(&render(node, desired, &self.current)),
-        )?;
+        // the data path device below. The device is recorded in it, for a restarted
+        // daemon's `Mesh` to shut it.
+        let mut script = render(node, desired, &self.current);
+        let table = table_name(node);
+        script.push_str(&format!("flush set ip {table} {OPENED_SET}\n"));
+        if let Some((address, device)) = &open {
+            script.push_str(&format!(
+                "add element ip {table} {OPENED_SET} {{ {address} . \"{device}\" }}\n"
+            ));
+        }
+        run("nft", &["-f", "-"], Some(&script))?;
         // A client on the node itself (127.0.0.1) reaches tasks through DNAT: the kernel
         // routes such packets out of a device, and their answers in, only with
         // `route_localnet` there: the node bridge's for its own tasks, the data path
@@ -122,14 +140,6 @@ impl Mesh {
         {
             settings.push(format!("net/ipv4/conf/{bridge}/route_localnet=1"));
         }
-        let open = match desired.nodes.as_ref().filter(|n| !n.others.is_empty()) {
-            Some(nodes) => match &self.opened {
-                Some((address, _)) if *address == nodes.own => self.opened.clone(),
-                // Looked up again at each reconcile while no device holds it (yet).
-                _ => device_of(nodes.own)?.map(|device| (nodes.own, device)),
-            },
-            None => None,
-        };
         if let Some((_, device)) = &open {
             settings.push(format!("net/ipv4/conf/{device}/route_localnet=1"));
         }
@@ -145,6 +155,23 @@ impl Mesh {
         }
         self.opened = open;
         Ok(())
+    }
+
+    /// Learns, once, the data path device a process before this one opened, as its ruleset
+    /// recorded it (a restarted daemon's `Mesh` starts knowing none): shut when no longer
+    /// opened, or at teardown.
+    fn recall(&mut self) {
+        if std::mem::replace(&mut self.recalled, true) || self.opened.is_some() {
+            return;
+        }
+        let table = table_name(&self.node_id);
+        if let Ok(json) = run(
+            "nft",
+            &["-j", "list", "set", "ip", &table, OPENED_SET],
+            None,
+        ) {
+            self.opened = opened_in(&json);
+        }
     }
 
     /// Forgets what this node set: the kernel lost it (a firewall reload), and the next
@@ -181,8 +208,22 @@ impl Mesh {
     /// Each part is tried whatever another's outcome (a node leaving has no second chance);
     /// the first error is returned.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
+        self.recall();
+        // `route_localnet` shut first, while the `guard` chain is still there: on the data
+        // path device, and on the node bridge, where a task (it has CAP_NET_RAW) could
+        // otherwise reach the node's loopback services through its gateway.
         let closed = self.close();
         let node = self.node_id.as_str();
+        let bridge = bridge_name(node);
+        let bridge_closed = if std::path::Path::new("/proc/sys/net/ipv4/conf")
+            .join(&bridge)
+            .exists()
+        {
+            let setting = format!("net/ipv4/conf/{bridge}/route_localnet=0");
+            run("sysctl", &["-q", "-w", &setting], None).map(drop)
+        } else {
+            Ok(())
+        };
         let rule = match forward_rule(node).remove() {
             // Without iptables there is no rule to remove.
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
@@ -195,7 +236,7 @@ impl Mesh {
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
-        closed.and(rule).and(table)?;
+        closed.and(bridge_closed).and(rule).and(table)?;
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();
@@ -222,6 +263,17 @@ fn forward_rule(node: &str) -> Rule {
         "-j",
         "ACCEPT",
     ])
+}
+
+/// The `opened` set's element in `nft -j list set` output: the data path address and
+/// device a node opened.
+fn opened_in(json: &str) -> Option<(Ipv4Addr, String)> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value["nftables"].as_array()?.iter().find_map(|item| {
+        let concat = item["set"]["elem"].get(0)?["concat"].as_array()?;
+        let address = concat.first()?.as_str()?.parse().ok()?;
+        Some((address, concat.get(1)?.as_str()?.to_owned()))
+    })
 }
 
 /// The device that holds `address` (the node's data path address), if one does: its
@@ -339,8 +391,13 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 /// tried again after a wait until the node holds them. The userspace path counts the
 /// bytes it relays into `relayed`.
 /// At each change of `reloads` (a firewall reload took the node's rules) everything is set
-/// again. Returns when the view's sender goes (the worker stopped), leaving the kernel as
-/// it is: the tasks outlive a daemon restart, and so do their published ports.
+/// again. The first reconcile waits for a view not seen yet (`views` marked changed, or its
+/// next change): a restarted daemon's worker has none before its first assignment, and
+/// the ports the last process published stay until it comes. Returns when `stop` completes
+/// or the view's sender goes (the worker stopped), leaving the kernel as it is, once a
+/// reconcile under way is done: the tasks outlive a daemon restart, and so do their
+/// published ports.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow<T: Send + Sync + 'static>(
     node_id: String,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
@@ -349,7 +406,12 @@ pub async fn follow<T: Send + Sync + 'static>(
     taken: tokio::sync::watch::Sender<std::collections::BTreeSet<PortKey>>,
     relayed: RelayedBytes,
     mut reloads: tokio::sync::watch::Receiver<u64>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
+    if !crate::network::first_view(&mut views, &mut stop).await {
+        return;
+    }
     let mut mesh = Mesh::new(node_id.clone());
     let mut proxies = Proxies::counting_into(relayed);
     let mut held = Held::default();
@@ -424,6 +486,7 @@ pub async fn follow<T: Send + Sync + 'static>(
                 true
             }
             _ = tokio::time::sleep(retry), if applied.is_none() || unheld => true,
+            () = &mut stop => false,
         };
         if !changed {
             return;
@@ -436,6 +499,17 @@ mod tests {
     use swarm_api::spec::Protocol;
 
     use super::*;
+
+    #[test]
+    fn the_opened_device_is_read_from_the_ruleset() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "ip", "name": "opened", "table": "swmesh0", "type": ["ipv4_addr", "ifname"], "handle": 1, "elem": [{"concat": ["198.18.0.12", "eth0"]}]}}]}"#;
+        assert_eq!(
+            opened_in(json),
+            Some((Ipv4Addr::new(198, 18, 0, 12), "eth0".to_owned()))
+        );
+        let empty = r#"{"nftables": [{"set": {"family": "ip", "name": "opened", "table": "swmesh0", "type": ["ipv4_addr", "ifname"], "handle": 1}}]}"#;
+        assert_eq!(opened_in(empty), None, "nothing opened");
+    }
 
     #[test]
     fn the_data_path_device_is_read_from_ip_address_output() {

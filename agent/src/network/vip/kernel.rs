@@ -169,14 +169,22 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Keeps the node's VIPs on its endpoint table: a reconcile from the latest view at every
 /// change, again after `RETRY` while one failed or a network's bridge was not made yet.
 /// At each change of `reloads` (a firewall reload took the node's rules) everything is set
-/// again. Returns when the view's sender goes (the worker stopped), leaving the kernel as it
-/// is: the tasks outlive a daemon restart, and so do their VIPs, until the next daemon's
-/// first reconcile replaces them.
+/// again. The first reconcile waits for a view not seen yet (`views` marked changed, or its
+/// next change): a restarted daemon's worker has none before its first assignment, and
+/// the VIPs the last process set stay until it comes. Returns when `stop` completes or the
+/// view's sender goes (the worker stopped), leaving the kernel as it is, once a reconcile
+/// under way is done: the tasks outlive a daemon restart, and so do their VIPs, until the
+/// next daemon's first reconcile replaces them.
 pub async fn follow(
     node_id: String,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
     mut reloads: tokio::sync::watch::Receiver<u64>,
+    stop: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
+    if !crate::network::first_view(&mut views, &mut stop).await {
+        return;
+    }
     let mut vips = Vips::new(node_id);
     // Said once, not at every retry.
     let mut last_error = None;
@@ -207,6 +215,7 @@ pub async fn follow(
             changed = views.changed() => changed.is_ok(),
             Ok(()) = reloads.changed() => true,
             _ = tokio::time::sleep(RETRY), if !settled => true,
+            () = &mut stop => false,
         };
         if !changed {
             return;
