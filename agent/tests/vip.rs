@@ -544,17 +544,12 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         // firewalld's iptables backend) leaves nftables tables alone and takes iptables
         // chains: the canary chains tell. Looked for with iptables, whichever its backend.
         until("the canary chains planted", &|_| chains_planted());
-        let restored = in_namespace(&netns, || {
-            use std::io::Write;
-            let mut restore = Command::new("iptables-restore")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut input = restore.stdin.take().unwrap();
-            input.write_all(b"*filter\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
-            drop(input);
-            restore.wait().unwrap()
-        });
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), "*filter\nCOMMIT\n*nat\nCOMMIT\n").unwrap();
+        let restored = hosts
+            .output(0, "iptables-restore", &[script.path().to_str().unwrap()])
+            .unwrap()
+            .status;
         assert!(restored.success());
         until_within(
             swarm_agent::network::CANARY_CHECK * 2,
@@ -595,20 +590,12 @@ fn a_canary_that_cannot_be_looked_for_leaves_the_others_watched() {
     let netns = host_netns(&hosts, 0);
     let node = "canx-node-0";
     let nft = |script: &str| {
-        in_namespace(&netns, || {
-            let mut child = Command::new("nft")
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(script.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "nft -f: {script}");
-        })
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        let output = hosts
+            .output(0, "nft", &["-f", file.path().to_str().unwrap()])
+            .unwrap();
+        assert!(output.status.success(), "nft -f: {script}: {output:?}");
     };
     // A set-and-concatenation match iptables-nft cannot show: its `-S` of nat fails.
     nft(
