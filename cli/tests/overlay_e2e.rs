@@ -277,5 +277,21 @@ fn nodes_sharing_a_namespace_carry_one_network_on_their_own_ports() {
         back,
         "the same task, adopted"
     );
+    // The adopted task reaches the client's virtual IP: the restarted node's VIPs are set
+    // on the overlay it made again, not on the earlier run's, which it tore down.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["service", "inspect", "client"]))
+            .expect("service inspect is JSON");
+    let vip = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .and_then(|addr| addr.split('/').next())
+        .expect("the client's virtual IP")
+        .to_owned();
+    let page = wait_for(
+        "back reaching the client's VIP after the restart",
+        WAIT,
+        || fetch_from_task(&cluster, 1, &back[0].0, &vip),
+    );
+    assert!(page.ends_with(" v1"), "{page}");
     ok(&cluster, &["service", "rm", "back", "client"]);
 }

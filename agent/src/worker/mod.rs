@@ -236,14 +236,10 @@ impl Worker {
         *shared.registry_auth.lock().expect("not poisoned") = registry_auth;
         *shared.file_contents.lock().expect("not poisoned") = file_contents;
         // The first view is news even when empty: the followers wait for it.
-        let first = !shared
+        let view_changed = !shared
             .view_assigned
-            .swap(true, std::sync::atomic::Ordering::AcqRel);
-        let mut overlays_changed = shared.network_view.send_if_modified(|view| {
-            let changed = first || *view != network_view;
-            *view = network_view;
-            changed
-        });
+            .load(std::sync::atomic::Ordering::Acquire)
+            || *shared.network_view.borrow() != network_view;
         let found = shared.found.lock().expect("not poisoned").take();
         let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         // The running containers of an earlier run that assigned tasks own, and their
@@ -273,9 +269,19 @@ impl Worker {
                 let address = shared.adopt_network(task).await;
                 adopted.insert(task.id.clone(), address);
             }
-            overlays_changed = true;
         }
-        if overlays_changed {
+        // Sent once an earlier run's overlays are torn down (`ensure_network`, above): the
+        // VIP follower configures the bridges this run makes, not those about to go. Marked
+        // assigned under the view's lock, so that a receiver made meanwhile sees it news.
+        if view_changed {
+            shared.network_view.send_modify(|view| {
+                *view = network_view;
+                shared
+                    .view_assigned
+                    .store(true, std::sync::atomic::Ordering::Release);
+            });
+        }
+        if view_changed || found.as_ref().is_some_and(|f| !f.is_empty()) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 if let Err(error) = shared.reconcile_overlays().await {
