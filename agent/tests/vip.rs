@@ -480,12 +480,9 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
     // its backend).
     let chain = swarm_agent::network::canary_chain(node);
     let declared = |table: &str| {
-        let listing = in_namespace(&netns, || {
-            Command::new("iptables")
-                .args(["-w", "5", "-t", table, "-S"])
-                .output()
-                .unwrap()
-        });
+        let listing = hosts
+            .output(0, "iptables", &["-w", "5", "-t", table, "-S"])
+            .unwrap();
         String::from_utf8_lossy(&listing.stdout)
             .lines()
             .any(|line| line.trim_end() == format!("-N {chain}"))
@@ -603,14 +600,8 @@ fn a_canary_that_cannot_be_looked_for_leaves_the_others_watched() {
     );
     let table = swarm_agent::network::canary_name(node);
     let table_planted = || {
-        in_namespace(&netns, || {
-            Command::new("nft")
-                .args(["list", "table", "ip", &table])
-                .output()
-                .unwrap()
-                .status
-                .success()
-        })
+        let listed = hosts.output(0, "nft", &["list", "table", "ip", &table]);
+        listed.unwrap().status.success()
     };
     let (reloads, _) = tokio::sync::watch::channel(0u64);
     let counted = reloads.subscribe();

@@ -117,7 +117,7 @@ async fn run(
         // of it set in the kernel goes, by name.
         changed = leaving.changed() => {
             if changed.is_ok() {
-                tear_down(&state.node_id, Default::default()).await;
+                tear_down(&state.node_id).await;
             }
             return;
         }
@@ -206,8 +206,7 @@ async fn run(
                 for follower in [&mut canary, &mut vips, &mut mesh] {
                     let _ = follower.await;
                 }
-                let view = worker.network_view().borrow().clone();
-                tear_down(&state.node_id, view).await;
+                tear_down(&state.node_id).await;
                 // The node's cgroup parent outlives its containers, for a restarted daemon
                 // to adopt them; a node that leaves has no more use for it.
                 if let Err(error) = runc.remove_node_cgroups() {
@@ -225,20 +224,17 @@ async fn run(
 }
 
 /// Removes what node `node_id` set in the kernel beside its worker's tasks, for a node
-/// leaving: its VIPs, its mesh (`route_localnet` set back on the data path device its last
-/// `view` names), its canaries, and its bridge and overlays by name (the worker tore down
-/// those it knew; after a restart with no task it knows none). Every part is tried; what
-/// fails is said.
-async fn tear_down(node_id: &str, view: swarm_api::endpoints::NetworkView) {
+/// leaving: its VIPs, its mesh (`route_localnet` set back on the data path device its
+/// ruleset recorded), its canaries, and its bridge and overlays by name (the worker tore
+/// down those it knew; after a restart with no task it knows none). Every part is tried;
+/// what fails is said.
+async fn tear_down(node_id: &str) {
     let node = node_id.to_owned();
     let failed = tokio::task::spawn_blocking(move || {
         use swarm_agent::network::{Mesh, Vips, remove_canary, remove_node_links};
         [
             ("virtual IPs", Vips::new(node.clone()).teardown()),
-            (
-                "routing mesh",
-                Mesh::leaving(node.clone(), &view).teardown(),
-            ),
+            ("routing mesh", Mesh::new(node.clone()).teardown()),
             ("canaries", remove_canary(&node)),
             ("bridge and overlays", remove_node_links(&node)),
         ]

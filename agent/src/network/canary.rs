@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::NetworkError;
 use super::bridge::hex_digest;
-use super::command::run;
+use super::command::{delete_table, run};
 
 /// How often the node looks for its canaries: a reload is repaired within this (and the
 /// rules' own reconcile).
@@ -87,11 +87,7 @@ impl Canary {
 
     fn remove(self, node_id: &str) -> Result<(), NetworkError> {
         match self {
-            Canary::Table => {
-                let table = canary_name(node_id);
-                let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-                run("nft", &["-f", "-"], Some(&script)).map(drop)
-            }
+            Canary::Table => delete_table(&canary_name(node_id)),
             Canary::Chain(table) => {
                 let chain = canary_chain(node_id);
                 if chain_declared(table, &chain)? {

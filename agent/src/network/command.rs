@@ -63,6 +63,13 @@ pub(crate) fn run(
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Deletes nftables table `ip TABLE`, whether or not it exists (made empty first, so the
+/// delete always has one to take, in the same transaction).
+pub(crate) fn delete_table(table: &str) -> Result<(), NetworkError> {
+    let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+    run("nft", &["-f", "-"], Some(&script)).map(drop)
+}
+
 /// Lines of a long batch script shown with a failure.
 const SCRIPT_LINES_SHOWN: usize = 20;
 

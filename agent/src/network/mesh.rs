@@ -30,11 +30,12 @@
 //! packets of the mesh's connections to other nodes until they are answered (so a lost
 //! SYN's retransmission is marked too) and clears the mesh's DSCPs from whatever else it
 //! sends, to any address (a node that joined a moment ago knows this one before this one
-//! knows it), so no task or process passes for the mesh (and forges a PROXY header). The network between nodes must carry the DSCP unchanged (a switched LAN does;
-//! a routed or cloud network may rewrite it): one that clears it makes every mesh
-//! connection a client's again on the second node (balanced again, a PROXY header written
-//! twice). The encapsulating link this design replaced told the two apart by device, and
-//! cost a quarter of the remote path's throughput (BENCHMARKS.md).
+//! knows it), so no task or process passes for the mesh (and forges a PROXY header). The
+//! network between nodes must carry the DSCP unchanged (a switched LAN does; a routed or
+//! cloud network may rewrite it): one that clears it makes every mesh connection a
+//! client's again on the second node (balanced again, a PROXY header written twice). The
+//! encapsulating link this design replaced told the two apart by device, and cost a
+//! quarter of the remote path's throughput (BENCHMARKS.md).
 //!
 //! Removed tasks take no new connection from the next ruleset on; open connections keep
 //! their conntrack entry and drain. The ruleset is replaced whole, in one transaction.
@@ -455,7 +456,8 @@ pub fn render(node_id: &str, desired: &NodeMesh, previous: &NodeMesh) -> String 
     // (a task's, a process's here) neither, whatever its sender set, and whatever its
     // destination: a node that knows this one before this one knows it (it joined a moment
     // ago) must not take a task's forged mark here for the mesh's. A filter chain (a nat
-    // chain sees the first packet only); answered connections fail each of its rules at their first test.
+    // chain sees the first packet only); answered connections fail each of its rules at
+    // their first test.
     let mesh_connection = format!("ct mark and {MARK_TAG_MASK:#010x} == {MARK_TAG:#010x}");
     let _ = writeln!(out, "\tchain leaving {{");
     let _ = writeln!(

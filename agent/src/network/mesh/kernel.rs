@@ -14,7 +14,7 @@ use super::{
 };
 use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
-use crate::network::command::run;
+use crate::network::command::{delete_table, run};
 
 /// A node's mesh: what it has set, and the reconcile towards a desired state. Calls block
 /// on short subprocesses: from async code, call them in `spawn_blocking`.
@@ -48,30 +48,6 @@ impl Mesh {
             opened: None,
             recalled: false,
         }
-    }
-
-    /// The mesh of node `node_id` leaving the cluster, its follower stopped: with another
-    /// node in `view` (its last), that follower opened `route_localnet` on the device
-    /// holding the node's data path address, which [`Mesh::teardown`] sets back (left
-    /// open, it would let a neighbour reach the machine's loopback services). A device
-    /// that cannot be looked up is said, and the rest torn down still.
-    pub fn leaving(node_id: impl Into<String>, view: &NetworkView) -> Mesh {
-        let mut mesh = Mesh::new(node_id);
-        let own = NodeMesh::from_view(view, &mesh.node_id, &BTreeMap::new())
-            .nodes
-            .filter(|nodes| !nodes.others.is_empty())
-            .map(|nodes| nodes.own);
-        if let Some(own) = own {
-            match device_of(own) {
-                Ok(device) => mesh.opened = device.map(|device| (own, device)),
-                Err(error) => tracing::warn!(
-                    %error,
-                    address = %own,
-                    "cannot find the data path device to set its route_localnet back"
-                ),
-            }
-        }
-        mesh
     }
 
     /// Brings the node's mesh to `desired`. On an error the state it had is kept, and the
@@ -185,22 +161,10 @@ impl Mesh {
     /// Sets `route_localnet` back on the device this node opened, if any (gone with its
     /// device: nothing to do).
     fn close(&mut self) -> Result<(), NetworkError> {
-        let Some((_, device)) = self.opened.take() else {
-            return Ok(());
-        };
-        let key = format!("/proc/sys/net/ipv4/conf/{device}/route_localnet");
-        if std::path::Path::new(&key).exists() {
-            run(
-                "sysctl",
-                &[
-                    "-q",
-                    "-w",
-                    &format!("net/ipv4/conf/{device}/route_localnet=0"),
-                ],
-                None,
-            )?;
+        match self.opened.take() {
+            Some((_, device)) => shut_route_localnet(&device),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Removes the node's rules and table, whatever state it knows: for a node leaving, or
@@ -214,24 +178,13 @@ impl Mesh {
         // otherwise reach the node's loopback services through its gateway.
         let closed = self.close();
         let node = self.node_id.as_str();
-        let bridge = bridge_name(node);
-        let bridge_closed = if std::path::Path::new("/proc/sys/net/ipv4/conf")
-            .join(&bridge)
-            .exists()
-        {
-            let setting = format!("net/ipv4/conf/{bridge}/route_localnet=0");
-            run("sysctl", &["-q", "-w", &setting], None).map(drop)
-        } else {
-            Ok(())
-        };
+        let bridge_closed = shut_route_localnet(&bridge_name(node));
         let rule = match forward_rule(node).remove() {
             // Without iptables there is no rule to remove.
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
-        let table = table_name(node);
-        let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-        let table = match run("nft", &["-f", "-"], Some(&script)) {
+        let table = match delete_table(&table_name(node)) {
             // Without nft there is no table to remove.
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
@@ -263,6 +216,19 @@ fn forward_rule(node: &str) -> Rule {
         "-j",
         "ACCEPT",
     ])
+}
+
+/// Sets `route_localnet` back to 0 on `device` (gone with its device: nothing to do). Keys
+/// in the slash form: a device name may hold a dot (`eth0.100`).
+fn shut_route_localnet(device: &str) -> Result<(), NetworkError> {
+    if !std::path::Path::new("/proc/sys/net/ipv4/conf")
+        .join(device)
+        .exists()
+    {
+        return Ok(());
+    }
+    let setting = format!("net/ipv4/conf/{device}/route_localnet=0");
+    run("sysctl", &["-q", "-w", &setting], None).map(drop)
 }
 
 /// The `opened` set's element in `nft -j list set` output: the data path address and

@@ -7,8 +7,9 @@
 //! [`PROXY_SOCKET_MARK`], so this node's rules mark it as the mesh's on its way, and the
 //! other node's kernel rules hand it to one of its own tasks, header and all. Each port
 //! holds at most [`MAX_CONNECTIONS`] connections: past that, new ones wait in the listen
-//! backlog, so a slow or silent client cannot exhaust the node. The bytes relayed are counted per port as they go
-//! ([`RelayedBytes`], for `/metrics`): the kernel's counters do not see this path.
+//! backlog, so a slow or silent client cannot exhaust the node. The bytes relayed are
+//! counted per port as they go ([`RelayedBytes`], for `/metrics`): the kernel's counters
+//! do not see this path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

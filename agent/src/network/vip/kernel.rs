@@ -10,7 +10,7 @@ use super::{
     stale_links, table_name,
 };
 use crate::network::NetworkError;
-use crate::network::command::run;
+use crate::network::command::{delete_table, run};
 use crate::network::overlay::overlay_bridge_name;
 use swarm_api::endpoints::NetworkView;
 
@@ -143,9 +143,7 @@ impl Vips {
     /// and the bridges' MACs go with the overlay's devices.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
-        let table = table_name(node);
-        let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-        run("nft", &["-f", "-"], Some(&script))?;
+        delete_table(&table_name(node))?;
         let rules = node_rules(node)?;
         let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();
         let mut lines: Vec<String> = rules
