@@ -476,6 +476,46 @@ fn half_made_networks_are_cleaned_by_detach_sweep_and_attach() {
 }
 
 #[test]
+fn a_teardown_that_cannot_remove_one_task_removes_the_rest() {
+    if !prerequisites("a_teardown_that_cannot_remove_one_task_removes_the_rest") {
+        return;
+    }
+    let mut node = TestNode::setup("teardown-every-part", "198.18.112.0/24");
+    node.attach("web.1");
+    // An entry named like a task that is no namespace and cannot be removed as one (a
+    // directory with a file in it); it sorts before the real task.
+    let stray = node.netns_dir.join("0-stray");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("keep"), "").unwrap();
+
+    let error = node
+        .network
+        .take()
+        .unwrap()
+        .teardown()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot remove the namespace file") && error.contains("0-stray"),
+        "{error}"
+    );
+    // The first failure did not stop the rest: the real task's network, the bridge and its
+    // rules are gone.
+    let links = ip_links();
+    assert!(!links.contains(&node.veth("web.1")), "veth left: {links:?}");
+    assert!(!links.contains(&node.bridge()), "bridge left: {links:?}");
+    assert!(
+        !forward_rules().contains(&node.bridge()),
+        "iptables rule left: {}",
+        forward_rules()
+    );
+    assert!(!node.netns_dir.join("web.1").exists());
+    std::fs::remove_dir_all(&stray).unwrap();
+    std::fs::remove_dir(&node.netns_dir).unwrap();
+    node.assert_nothing_left();
+}
+
+#[test]
 fn two_nodes_on_one_machine_do_not_collide() {
     if !prerequisites("two_nodes_on_one_machine_do_not_collide") {
         return;

@@ -29,6 +29,10 @@ const BATCH: usize = 512;
 
 /// How long the tasks of a leaving node have to stop.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a leaving node waits, once its tasks are stopped, for what it set in the kernel
+/// to go (dozens of commands, each killed after 20 s at worst, `network/command.rs`): a
+/// budget of its own, not what the tasks' stop left of theirs.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first wait before trying to start a worker again; it doubles at each failure, up to
 /// `START_RETRY_MAX`: installing runc heals a node within that, with no daemon restart.
@@ -80,11 +84,14 @@ impl AgentHandle {
 
     pub(super) async fn leave(self) {
         let _ = self.leave.send(true);
-        if tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(5), self.task)
+        if tokio::time::timeout(LEAVE_TIMEOUT + TEARDOWN_TIMEOUT, self.task)
             .await
             .is_err()
         {
-            tracing::warn!("the agent did not stop in time");
+            tracing::warn!(
+                "the agent did not stop in time: the removal of what it set in the kernel goes \
+                 on in the background"
+            );
         }
     }
 }

@@ -12,8 +12,8 @@
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use super::NetworkError;
 use super::command::run;
+use super::{NetworkError, every_part};
 
 /// The node's bridge: `swb` and 8 hex digits of the node id's SHA-256 (11 characters,
 /// within the kernel's 15).
@@ -107,18 +107,16 @@ impl Bridge {
         self.gateway
     }
 
-    /// Removes the bridge and its FORWARD rule. Idempotent. Task veths still on it are
-    /// left (detach the tasks first).
+    /// Removes the bridge and its iptables rules, each tried whatever another's outcome
+    /// (the first error is returned). Idempotent. Task veths still on it are left (detach
+    /// the tasks first).
     pub fn teardown(&self) -> Result<(), NetworkError> {
-        match run("ip", &["link", "del", "dev", &self.name], None) {
-            Err(error) if error.is_missing_link() => {}
-            other => {
-                other?;
-            }
-        }
-        for rule in self.rules() {
-            rule.remove()?;
-        }
+        let link = match run("ip", &["link", "del", "dev", &self.name], None) {
+            Err(error) if error.is_missing_link() => Ok(()),
+            other => other.map(drop),
+        };
+        let rules = self.rules().into_iter().map(|rule| rule.remove());
+        every_part(std::iter::once(link).chain(rules))?;
         tracing::info!(bridge = self.name, "node bridge removed");
         Ok(())
     }

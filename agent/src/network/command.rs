@@ -1,17 +1,35 @@
 //! Running the network tools (`ip`, `iptables`, `nsenter`): output on success, the command
 //! line, exit status and stderr on failure.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::NetworkError;
 
+/// How long a network tool may take before it is killed. They answer in milliseconds; a
+/// whole ruleset of thousands of rules in about a second; `iptables -w 5` waits up to 5 s
+/// for another writer's lock. One that takes longer is stuck (a hung netlink peer, a lock
+/// never released), and the daemon must not hang with it: a leave, a reconcile or a
+/// reload waits on these commands.
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Runs `program args…`, feeding `stdin` (an `ip -batch -` script) when given, and returns
-/// its stdout.
+/// its stdout; kills it after [`COMMAND_TIMEOUT`].
 pub(crate) fn run(
     program: &str,
     args: &[&str],
     stdin: Option<&str>,
+) -> Result<String, NetworkError> {
+    run_within(program, args, stdin, COMMAND_TIMEOUT)
+}
+
+fn run_within(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
 ) -> Result<String, NetworkError> {
     let command_line = |stderr: &str| {
         let mut line = std::iter::once(program)
@@ -22,6 +40,11 @@ pub(crate) fn run(
             line.push_str(&format!(" <<< {:?}", script_excerpt(script, stderr)));
         }
         line
+    };
+    let spawn_error = |source| NetworkError::Spawn {
+        command: command_line(""),
+        program: program.to_owned(),
+        source,
     };
     let mut child = Command::new(program)
         .args(args)
@@ -35,32 +58,69 @@ pub(crate) fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| NetworkError::Spawn {
-            command: command_line(""),
-            program: program.to_owned(),
-            source,
-        })?;
-    if let Some(script) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        // A write error means the program exited early; its status and stderr tell why.
-        let _ = pipe.write_all(script.as_bytes());
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|source| NetworkError::Spawn {
-            command: command_line(""),
-            program: program.to_owned(),
-            source,
-        })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        .map_err(spawn_error)?;
+    let (stdout, stderr) = match exchange(&mut child, stdin, timeout) {
+        Some(output) => output,
+        None => {
+            // Killing it closes its ends of the pipes, which ends the threads' reads and
+            // writes (a tool that left a child holding them leaves those threads blocked,
+            // not the caller).
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NetworkError::TimedOut {
+                command: command_line(""),
+                after: timeout,
+            });
+        }
+    };
+    let status = child.wait().map_err(spawn_error)?;
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         return Err(NetworkError::Command {
             command: command_line(&stderr),
-            status: output.status.to_string(),
+            status: status.to_string(),
             stderr,
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Feeds `stdin` to `child` while reading its stdout and stderr, each on a thread of its
+/// own (written first, then read, a long script could fill the child's stderr pipe while
+/// the child still waits for the rest of its input: both would wait for ever). Returns
+/// both outputs once the child has closed them, or `None` when `timeout` passes first.
+fn exchange(
+    child: &mut Child,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let script = script.to_owned();
+        // A write error means the program exited early; its status and stderr tell why.
+        std::thread::spawn(move || pipe.write_all(script.as_bytes()));
+    }
+    let (sender, outputs) = mpsc::channel();
+    let read = |pipe: Option<Box<dyn Read + Send>>, stream: usize| {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            let _ = sender.send((stream, bytes));
+        });
+    };
+    read(child.stdout.take().map(|p| Box::new(p) as _), 0);
+    read(child.stderr.take().map(|p| Box::new(p) as _), 1);
+    let deadline = Instant::now() + timeout;
+    let mut streams = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (stream, bytes) = outputs.recv_timeout(wait).ok()?;
+        streams[stream] = bytes;
+    }
+    let [stdout, stderr] = streams;
+    Some((stdout, stderr))
 }
 
 /// Deletes nftables table `ip TABLE`, whether or not it exists (made empty first, so the
@@ -100,6 +160,46 @@ fn script_excerpt(script: &str, stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_script_with_much_error_output_does_not_hang() {
+        // `sh` reads its script line by line and writes 64 KiB to stderr per line, more
+        // than a pipe holds, before it reads the next: the script (2 MiB) must be fed while
+        // stderr is read.
+        let line = "head -c 65536 /dev/zero >&2\n";
+        let script = line.repeat(32) + &format!("#{}\n", "x".repeat(2 << 20)) + "echo done\n";
+        let started = Instant::now();
+        let stdout = run("sh", &["-s"], Some(&script)).unwrap();
+        assert_eq!(stdout, "done\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_command_that_does_not_finish_is_killed_and_named() {
+        let started = Instant::now();
+        let error = run_within("sleep", &["30"], None, Duration::from_millis(200)).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(error, NetworkError::TimedOut { .. }), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "`sleep 30` did not finish within 200ms and was killed; run it by hand to see \
+             why, then restart the daemon or wait for its next reconcile"
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_its_status_and_stderr() {
+        let error = run("sh", &["-c", "echo out; echo bad >&2; exit 3"], None).unwrap_err();
+        let NetworkError::Command { status, stderr, .. } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(status, "exit status: 3");
+        assert_eq!(stderr, "bad");
+    }
 
     #[test]
     fn a_long_script_is_shown_by_its_failed_lines_or_its_start() {

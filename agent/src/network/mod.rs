@@ -119,7 +119,24 @@ pub fn remove_node_links(node_id: &str) -> Result<(), NetworkError> {
         outcome => outcome.map(drop),
     };
     remove_bridge_rules(&bridge);
-    overlays.and(deleted)
+    every_part([overlays, deleted])
+}
+
+/// Runs every part of a teardown (`parts`, evaluated one by one) whatever another's
+/// outcome, and returns the first error: a node leaving has no second chance, so one
+/// failure must not leave the rest in place. Later errors are logged.
+pub(crate) fn every_part(
+    parts: impl IntoIterator<Item = Result<(), NetworkError>>,
+) -> Result<(), NetworkError> {
+    let mut first = Ok(());
+    for outcome in parts {
+        match (outcome, &first) {
+            (Err(error), Ok(())) => first = Err(error),
+            (Err(error), Err(_)) => tracing::warn!(%error, "a further part of a teardown failed"),
+            (Ok(()), _) => {}
+        }
+    }
+    first
 }
 
 /// Waits for a value of `views` not seen yet (marked changed, or its next change): what
@@ -144,6 +161,14 @@ pub enum NetworkError {
         command: String,
         status: String,
         stderr: String,
+    },
+    #[error(
+        "`{command}` did not finish within {after:?} and was killed; run it by hand to see \
+         why, then restart the daemon or wait for its next reconcile"
+    )]
+    TimedOut {
+        command: String,
+        after: std::time::Duration,
     },
     #[error("cannot run `{command}`: {source} (is {program} installed?)")]
     Spawn {
@@ -182,5 +207,30 @@ impl NetworkError {
     fn is_missing_link(&self) -> bool {
         matches!(self, NetworkError::Command { stderr, .. }
             if stderr.contains("Cannot find device") || stderr.contains("does not exist"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_is_tried_and_the_first_error_returned() {
+        let failure = |n: u32| NetworkError::Command {
+            command: format!("part {n}"),
+            status: "exit status: 1".into(),
+            stderr: String::new(),
+        };
+        let mut tried = Vec::new();
+        let outcome = every_part((1..=4).map(|n| {
+            tried.push(n);
+            if n % 2 == 0 { Err(failure(n)) } else { Ok(()) }
+        }));
+        assert_eq!(tried, [1, 2, 3, 4]);
+        let Err(NetworkError::Command { command, .. }) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(command, "part 2");
+        assert!(every_part([Ok(()), Ok(())]).is_ok());
     }
 }

@@ -26,7 +26,7 @@ use ipnet::Ipv4Net;
 use super::bridge::{Bridge, hex_digest};
 use super::command::run;
 use super::ipam::{Ipam, IpamError};
-use super::{NetworkError, NodeOverlays, Overlay};
+use super::{NetworkError, NodeOverlays, Overlay, every_part};
 
 /// What a node's task networking needs to know.
 #[derive(Debug, Clone)]
@@ -239,19 +239,31 @@ impl NodeNetwork {
         Ok(removed)
     }
 
-    /// Removes everything the node made: every task's network, the bridge and its rule,
-    /// the namespace directory. For a node leaving, once its tasks have stopped.
+    /// Removes everything the node made: every task's network, the bridge and its rules,
+    /// the namespace directory, each tried whatever another's outcome (the first error is
+    /// returned). For a node leaving, once its tasks have stopped.
     pub fn teardown(&self) -> Result<(), NetworkError> {
-        self.sweep(|_| false)?;
-        self.bridge.teardown()?;
-        match std::fs::remove_dir(&self.netns_dir) {
+        let (listed, tasks) = match self.list() {
+            Ok(tasks) => (Ok(()), tasks),
+            Err(error) => (Err(error), BTreeSet::new()),
+        };
+        let detached = tasks.iter().map(|task_id| self.detach(task_id));
+        let directory = || match std::fs::remove_dir(&self.netns_dir) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::Io {
                 action: "cannot remove the namespace directory",
                 path: self.netns_dir.clone(),
                 source: error,
             }),
             _ => Ok(()),
-        }
+        };
+        // In order: the tasks' veths leave the bridge before it goes, the directory is
+        // empty only once every task's namespace file is gone.
+        every_part(
+            std::iter::once(listed)
+                .chain(detached)
+                .chain(std::iter::once_with(|| self.bridge.teardown()))
+                .chain(std::iter::once_with(directory)),
+        )
     }
 
     fn make(
@@ -304,20 +316,19 @@ impl NodeNetwork {
     }
 
     /// Removes whatever exists of `task_id`'s network: the veth first (deleting one end
-    /// deletes both), then the namespace mount and file.
+    /// deletes both), then the namespace mount and file, the second tried even when the
+    /// first fails (the namespace's end goes with the namespace, and the pair with it).
     fn remove_leftovers(&self, task_id: &str, path: &Path) -> Result<(), NetworkError> {
         if std::fs::symlink_metadata(path).is_err() {
             // The file is made first and removed last: without it there is nothing.
             return Ok(());
         }
         let host_veth = host_veth_name(&self.node_id, task_id);
-        match run("ip", &["link", "del", "dev", &host_veth], None) {
-            Err(error) if error.is_missing_link() => {}
-            other => {
-                other?;
-            }
-        }
-        remove_namespace(path)
+        let veth = match run("ip", &["link", "del", "dev", &host_veth], None) {
+            Err(error) if error.is_missing_link() => Ok(()),
+            other => other.map(drop),
+        };
+        every_part([veth, remove_namespace(path)])
     }
 
     fn task_network(&self, task_id: &str, netns_path: PathBuf, address: Ipv4Addr) -> TaskNetwork {

@@ -12,9 +12,9 @@ use super::{
     Held, MARK_TAG, MARK_TAG_MASK, NodeMesh, OPENED_SET, PortKey, Proxies, RelayedBytes, render,
     table_name,
 };
-use crate::network::NetworkError;
 use crate::network::bridge::{Rule, bridge_name};
 use crate::network::command::{delete_table, run};
+use crate::network::{NetworkError, every_part};
 
 /// A node's mesh: what it has set, and the reconcile towards a desired state. Calls block
 /// on short subprocesses: from async code, call them in `spawn_blocking`.
@@ -189,7 +189,7 @@ impl Mesh {
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
-        closed.and(bridge_closed).and(rule).and(table)?;
+        every_part([closed, bridge_closed, rule, table])?;
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();

@@ -7,9 +7,9 @@ use super::{
     LocalEndpoint, NodeOverlays, OVERLAY_MTU, Op, Vtep, diff, endpoint_mac, node_link_prefixes,
     overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
-use crate::network::NetworkError;
 use crate::network::bridge::Rule;
 use crate::network::command::run;
+use crate::network::{NetworkError, every_part};
 
 use ipnet::Ipv4Net;
 
@@ -86,13 +86,17 @@ impl Overlay {
             .map(str::to_owned)
             .collect();
         links.sort_by_key(|name| std::cmp::Reverse(name[..3].to_owned()));
-        for name in &links {
-            delete_link(name)?;
-        }
-        let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None)?;
-        for bridge in forward_rule_bridges(&rules).filter(|bridge| ours(bridge)) {
-            Rule::between_ports(bridge).remove()?;
-        }
+        // Each link and rule is tried whatever another's outcome (a node leaving has no
+        // second chance); the first error is returned.
+        let deleted = every_part(links.iter().map(|name| delete_link(name)));
+        let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None).and_then(|rules| {
+            every_part(
+                forward_rule_bridges(&rules)
+                    .filter(|bridge| ours(bridge))
+                    .map(|bridge| Rule::between_ports(bridge).remove()),
+            )
+        });
+        every_part([deleted, rules])?;
         tracing::info!(
             node = self.node_id,
             links = links.len(),

@@ -9,9 +9,9 @@ use super::{
     NodeVips, RULE_PRIORITY, Rule, network_links, network_rules, node_table_block, render,
     stale_links, table_name,
 };
-use crate::network::NetworkError;
 use crate::network::command::{delete_table, run};
 use crate::network::overlay::overlay_bridge_name;
+use crate::network::{NetworkError, every_part};
 use swarm_api::endpoints::NetworkView;
 
 /// A node's VIPs: what it has set, and the reconcile towards a desired state. Calls block
@@ -141,19 +141,29 @@ impl Vips {
     /// knows: for a node leaving (a restarted daemon does not: its first reconcile
     /// replaces the table, and open connections keep flowing meanwhile). Neighbour entries
     /// and the bridges' MACs go with the overlay's devices.
+    /// The table and the rules are each tried whatever the other's outcome, every line of
+    /// the rules' batch too (`-force`); the first error is returned.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
-        delete_table(&table_name(node))?;
-        let rules = node_rules(node)?;
-        let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();
-        let mut lines: Vec<String> = rules
-            .iter()
-            .map(|rule| format!("rule del {}", rule.args()))
-            .collect();
-        lines.extend(tables.iter().map(|t| format!("route flush table {t}")));
-        if !lines.is_empty() {
-            run("ip", &["-batch", "-"], Some(&(lines.join("\n") + "\n")))?;
-        }
+        let table = delete_table(&table_name(node));
+        let rules = node_rules(node).and_then(|rules| {
+            let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();
+            let mut lines: Vec<String> = rules
+                .iter()
+                .map(|rule| format!("rule del {}", rule.args()))
+                .collect();
+            lines.extend(tables.iter().map(|t| format!("route flush table {t}")));
+            if lines.is_empty() {
+                return Ok(());
+            }
+            run(
+                "ip",
+                &["-force", "-batch", "-"],
+                Some(&(lines.join("\n") + "\n")),
+            )
+            .map(drop)
+        });
+        every_part([table, rules])?;
         self.current = NodeVips::default();
         self.clean = true;
         Ok(())
