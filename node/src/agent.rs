@@ -233,21 +233,37 @@ async fn run(
 /// Removes what node `node_id` set in the kernel beside its worker's tasks, for a node
 /// leaving: its VIPs, its mesh (`route_localnet` set back on the data path device its
 /// ruleset recorded), its canaries, and its bridge and overlays by name (the worker tore
-/// down those it knew; after a restart with no task it knows none). Every part is tried;
-/// what fails is said.
+/// down those it knew; after a restart with no task it knows none). Every part is tried
+/// but after a network tool that hung (the next would wait for the same kernel lock); what
+/// fails is said.
 async fn tear_down(node_id: &str) {
     let node = node_id.to_owned();
     let failed = tokio::task::spawn_blocking(move || {
-        use swarm_agent::network::{Mesh, Vips, remove_canary, remove_node_links};
-        [
-            ("virtual IPs", Vips::new(node.clone()).teardown()),
-            ("routing mesh", Mesh::new(node.clone()).teardown()),
-            ("canaries", remove_canary(&node)),
-            ("bridge and overlays", remove_node_links(&node)),
-        ]
-        .into_iter()
-        .filter_map(|(what, outcome)| Some((what, outcome.err()?)))
-        .collect::<Vec<_>>()
+        use swarm_agent::network::{Mesh, NetworkError, Vips, remove_canary, remove_node_links};
+        type Part<'a> = Box<dyn FnOnce() -> Result<(), NetworkError> + 'a>;
+        let parts: [(&str, Part); 4] = [
+            (
+                "virtual IPs",
+                Box::new(|| Vips::new(node.clone()).teardown()),
+            ),
+            (
+                "routing mesh",
+                Box::new(|| Mesh::new(node.clone()).teardown()),
+            ),
+            ("canaries", Box::new(|| remove_canary(&node))),
+            ("bridge and overlays", Box::new(|| remove_node_links(&node))),
+        ];
+        let mut failed = Vec::new();
+        for (what, part) in parts {
+            if let Err(error) = part() {
+                let hung = matches!(error, NetworkError::TimedOut { .. });
+                failed.push((what, error));
+                if hung {
+                    break;
+                }
+            }
+        }
+        failed
     })
     .await
     .unwrap_or_default();

@@ -14,9 +14,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::NetworkError;
 use super::bridge::hex_digest;
 use super::command::{delete_table, run};
+use super::{NetworkError, every_part};
 
 /// How often the node looks for its canaries: a reload is repaired within this (and the
 /// rules' own reconcile).
@@ -111,14 +111,7 @@ fn chain_declared(table: &str, chain: &str) -> Result<bool, NetworkError> {
 /// Removes the node's canaries: for a node leaving. Each is tried; the first error is
 /// returned.
 pub fn remove_canary(node_id: &str) -> Result<(), NetworkError> {
-    let mut first = Ok(());
-    for canary in CANARIES {
-        let outcome = canary.remove(node_id);
-        if first.is_ok() {
-            first = outcome;
-        }
-    }
-    first
+    every_part(CANARIES.into_iter().map(|canary| canary.remove(node_id)))
 }
 
 /// What one round did with one canary.

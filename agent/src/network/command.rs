@@ -1,8 +1,9 @@
-//! Running the network tools (`ip`, `iptables`, `nsenter`): output on success, the command
-//! line, exit status and stderr on failure.
+//! Running the network tools (`ip`, `bridge`, `nft`, `iptables`, `sysctl`, `nsenter`):
+//! output on success, the command line, exit status and stderr on failure, and a kill
+//! after `COMMAND_TIMEOUT` for one that hangs.
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -59,21 +60,22 @@ fn run_within(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn_error)?;
-    let (stdout, stderr) = match exchange(&mut child, stdin, timeout) {
-        Some(output) => output,
-        None => {
-            // Killing it closes its ends of the pipes, which ends the threads' reads and
-            // writes (a tool that left a child holding them leaves those threads blocked,
-            // not the caller).
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(NetworkError::TimedOut {
-                command: command_line(""),
-                after: timeout,
-            });
-        }
+    let deadline = Instant::now() + timeout;
+    let exited = exchange(&mut child, stdin, deadline)
+        .and_then(|(stdout, stderr)| Some((stdout, stderr, exited_by(&mut child, deadline)?)));
+    let Some((stdout, stderr, status)) = exited else {
+        // Killing it closes its ends of the pipes, which ends the threads' reads and
+        // writes (a tool that left a child holding them leaves those threads blocked, not
+        // the caller). One blocked in the kernel (waiting for a lock) dies only once it
+        // wakes: it is reaped on a thread of its own, not waited for here.
+        let _ = child.kill();
+        std::thread::spawn(move || child.wait());
+        return Err(NetworkError::TimedOut {
+            command: command_line(""),
+            after: timeout,
+        });
     };
-    let status = child.wait().map_err(spawn_error)?;
+    let status = status.map_err(spawn_error)?;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         return Err(NetworkError::Command {
@@ -88,11 +90,11 @@ fn run_within(
 /// Feeds `stdin` to `child` while reading its stdout and stderr, each on a thread of its
 /// own (written first, then read, a long script could fill the child's stderr pipe while
 /// the child still waits for the rest of its input: both would wait for ever). Returns
-/// both outputs once the child has closed them, or `None` when `timeout` passes first.
+/// both outputs once the child has closed them, or `None` when `deadline` passes first.
 fn exchange(
     child: &mut Child,
     stdin: Option<&str>,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
     if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let script = script.to_owned();
@@ -112,7 +114,6 @@ fn exchange(
     };
     read(child.stdout.take().map(|p| Box::new(p) as _), 0);
     read(child.stderr.take().map(|p| Box::new(p) as _), 1);
-    let deadline = Instant::now() + timeout;
     let mut streams = [Vec::new(), Vec::new()];
     for _ in 0..2 {
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -121,6 +122,25 @@ fn exchange(
     }
     let [stdout, stderr] = streams;
     Some((stdout, stderr))
+}
+
+/// `child`'s exit status once it has exited, or `None` when `deadline` passes first. Asked
+/// for after its output closed, when it is exiting: the first looks come quickly.
+fn exited_by(child: &mut Child, deadline: Instant) -> Option<std::io::Result<ExitStatus>> {
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) => {}
+            Err(error) => return Some(Err(error)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
 /// Deletes nftables table `ip TABLE`, whether or not it exists (made empty first, so the
@@ -186,9 +206,27 @@ mod tests {
         assert!(matches!(error, NetworkError::TimedOut { .. }), "{error}");
         assert_eq!(
             error.to_string(),
-            "`sleep 30` did not finish within 200ms and was killed; run it by hand to see \
-             why, then restart the daemon or wait for its next reconcile"
+            "`sleep 30` did not finish within 200ms and was killed (another tool holding \
+             the kernel's lock?); run it by hand to see why"
         );
+    }
+
+    #[test]
+    fn a_command_that_closes_its_output_and_stays_is_killed() {
+        let started = Instant::now();
+        let error = run_within(
+            "sh",
+            &["-c", "exec >&- 2>&- sleep 30"],
+            None,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(error, NetworkError::TimedOut { .. }), "{error}");
     }
 
     #[test]

@@ -112,28 +112,41 @@ pub trait TaskNetworks: Send + Sync {
 /// daemon with no task), or a test cleaning up after a killed daemon. Every part is tried;
 /// the first error is returned.
 pub fn remove_node_links(node_id: &str) -> Result<(), NetworkError> {
-    let overlays = Overlay::new(node_id).teardown();
     let bridge = bridge_name(node_id);
-    let deleted = match command::run("ip", &["link", "del", &bridge], None) {
+    let bridge_link = || match command::run("ip", &["link", "del", &bridge], None) {
         Err(error) if error.is_missing_link() => Ok(()),
         outcome => outcome.map(drop),
     };
-    remove_bridge_rules(&bridge);
-    every_part([overlays, deleted])
+    let bridge_rules = || {
+        remove_bridge_rules(&bridge);
+        Ok(())
+    };
+    every_part(
+        std::iter::once_with(|| Overlay::new(node_id).teardown())
+            .chain(std::iter::once_with(bridge_link))
+            .chain(std::iter::once_with(bridge_rules)),
+    )
 }
 
 /// Runs every part of a teardown (`parts`, evaluated one by one) whatever another's
 /// outcome, and returns the first error: a node leaving has no second chance, so one
-/// failure must not leave the rest in place. Later errors are logged.
+/// failure must not leave the rest in place. Later errors are logged. After a tool that
+/// hung (`TimedOut`), the parts left are not tried: the next would most likely wait for
+/// the same kernel lock, and each would cost the whole timeout.
 pub(crate) fn every_part(
     parts: impl IntoIterator<Item = Result<(), NetworkError>>,
 ) -> Result<(), NetworkError> {
     let mut first = Ok(());
     for outcome in parts {
+        let hung = matches!(outcome, Err(NetworkError::TimedOut { .. }));
         match (outcome, &first) {
             (Err(error), Ok(())) => first = Err(error),
             (Err(error), Err(_)) => tracing::warn!(%error, "a further part of a teardown failed"),
             (Ok(()), _) => {}
+        }
+        if hung {
+            tracing::warn!("a network tool hung: the rest of this teardown is not tried");
+            break;
         }
     }
     first
@@ -163,8 +176,8 @@ pub enum NetworkError {
         stderr: String,
     },
     #[error(
-        "`{command}` did not finish within {after:?} and was killed; run it by hand to see \
-         why, then restart the daemon or wait for its next reconcile"
+        "`{command}` did not finish within {after:?} and was killed (another tool holding \
+         the kernel's lock?); run it by hand to see why"
     )]
     TimedOut {
         command: String,
@@ -232,5 +245,20 @@ mod tests {
         };
         assert_eq!(command, "part 2");
         assert!(every_part([Ok(()), Ok(())]).is_ok());
+    }
+
+    #[test]
+    fn after_a_tool_that_hung_no_further_part_is_tried() {
+        let hung = || NetworkError::TimedOut {
+            command: "ip link del dev x".into(),
+            after: std::time::Duration::from_secs(20),
+        };
+        let mut tried = Vec::new();
+        let outcome = every_part((1..=3).map(|n| {
+            tried.push(n);
+            if n == 2 { Err(hung()) } else { Ok(()) }
+        }));
+        assert_eq!(tried, [1, 2]);
+        assert!(matches!(outcome, Err(NetworkError::TimedOut { .. })));
     }
 }

@@ -643,8 +643,8 @@ impl super::TaskNetworks for HostTaskNetworks {
     async fn teardown(&self) -> Result<(), NetworkError> {
         let (network, overlay) = (self.network.clone(), self.overlay.clone());
         blocking(move || {
-            overlay.lock().expect("not poisoned").teardown()?;
-            network.teardown()
+            let overlays = overlay.lock().expect("not poisoned").teardown();
+            every_part(std::iter::once(overlays).chain(std::iter::once_with(|| network.teardown())))
         })
         .await
     }

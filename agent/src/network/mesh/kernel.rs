@@ -179,17 +179,22 @@ impl Mesh {
         let closed = self.close();
         let node = self.node_id.as_str();
         let bridge_closed = shut_route_localnet(&bridge_name(node));
-        let rule = match forward_rule(node).remove() {
+        let rule = || match forward_rule(node).remove() {
             // Without iptables there is no rule to remove.
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
-        let table = match delete_table(&table_name(node)) {
+        let table = || match delete_table(&table_name(node)) {
             // Without nft there is no table to remove.
             Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
             Err(error) => Err(error),
         };
-        every_part([closed, bridge_closed, rule, table])?;
+        every_part(
+            [closed, bridge_closed]
+                .into_iter()
+                .chain(std::iter::once_with(rule))
+                .chain(std::iter::once_with(table)),
+        )?;
         self.current = NodeMesh::default();
         self.clean = true;
         self.settings.clear();

@@ -79,24 +79,34 @@ impl Overlay {
         let prefixes = node_link_prefixes(&self.node_id);
         let ours = |name: &str| prefixes.iter().any(|prefix| name.starts_with(prefix));
         // Task links first, then VXLAN devices, then bridges: nothing is left unattached.
-        let mut links: Vec<String> = run("ip", &["-o", "link", "show"], None)?
-            .lines()
-            .filter_map(link_name)
-            .filter(|name| ours(name))
-            .map(str::to_owned)
-            .collect();
-        links.sort_by_key(|name| std::cmp::Reverse(name[..3].to_owned()));
+        let (listed, mut links) = match run("ip", &["-o", "link", "show"], None) {
+            Ok(listing) => (
+                Ok(()),
+                listing
+                    .lines()
+                    .filter_map(link_name)
+                    .filter(|name| ours(name))
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(error) => (Err(error), Vec::new()),
+        };
+        links.sort_by_key(|name: &String| std::cmp::Reverse(name[..3].to_owned()));
         // Each link and rule is tried whatever another's outcome (a node leaving has no
         // second chance); the first error is returned.
-        let deleted = every_part(links.iter().map(|name| delete_link(name)));
-        let rules = run("iptables", &["-w", "5", "-S", "FORWARD"], None).and_then(|rules| {
+        let rules = || {
+            let listing = run("iptables", &["-w", "5", "-S", "FORWARD"], None)?;
             every_part(
-                forward_rule_bridges(&rules)
+                forward_rule_bridges(&listing)
                     .filter(|bridge| ours(bridge))
                     .map(|bridge| Rule::between_ports(bridge).remove()),
             )
-        });
-        every_part([deleted, rules])?;
+        };
+        every_part(
+            std::iter::once(listed)
+                .chain(links.iter().map(|name| delete_link(name)))
+                .chain(std::iter::once_with(rules)),
+        )?;
         tracing::info!(
             node = self.node_id,
             links = links.len(),

@@ -145,8 +145,13 @@ impl Vips {
     /// the rules' batch too (`-force`); the first error is returned.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
-        let table = delete_table(&table_name(node));
-        let rules = node_rules(node).and_then(|rules| {
+        let table = match delete_table(&table_name(node)) {
+            // Without nft there is no table to remove (the rules may still be there).
+            Err(NetworkError::Spawn { .. }) => Ok(()),
+            outcome => outcome,
+        };
+        let rules = || {
+            let rules = node_rules(node)?;
             let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();
             let mut lines: Vec<String> = rules
                 .iter()
@@ -162,8 +167,8 @@ impl Vips {
                 Some(&(lines.join("\n") + "\n")),
             )
             .map(drop)
-        });
-        every_part([table, rules])?;
+        };
+        every_part(std::iter::once(table).chain(std::iter::once_with(rules)))?;
         self.current = NodeVips::default();
         self.clean = true;
         Ok(())
