@@ -2,9 +2,10 @@
 //! output on success, the command line, exit status and stderr on failure, and a kill
 //! after `COMMAND_TIMEOUT` for one that hangs.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::NetworkError;
@@ -61,13 +62,16 @@ fn run_within(
         .spawn()
         .map_err(spawn_error)?;
     let deadline = Instant::now() + timeout;
-    let exited = exchange(&mut child, stdin, deadline)
-        .and_then(|(stdout, stderr)| Some((stdout, stderr, exited_by(&mut child, deadline)?)));
-    let Some((stdout, stderr, status)) = exited else {
-        // Killing it closes its ends of the pipes, which ends the threads' reads and
-        // writes (a tool that left a child holding them leaves those threads blocked, not
-        // the caller). One blocked in the kernel (waiting for a lock) dies only once it
-        // wakes: it is reaped on a thread of its own, not waited for here.
+    let exchanged = match exchange(&mut child, stdin.unwrap_or_default().as_bytes(), deadline) {
+        Ok(Some((stdout, stderr))) => {
+            exited_by(&child, deadline).map(|exited| (stdout, stderr, exited))
+        }
+        Ok(None) => None,
+        Err(error) => Some((Vec::new(), Vec::new(), Err(error))),
+    };
+    let Some((stdout, stderr, exited)) = exchanged else {
+        // One blocked in the kernel (waiting for a lock) dies only once it wakes: it is
+        // reaped on a thread of its own, not waited for here.
         let _ = child.kill();
         std::thread::spawn(move || child.wait());
         return Err(NetworkError::TimedOut {
@@ -75,7 +79,7 @@ fn run_within(
             after: timeout,
         });
     };
-    let status = status.map_err(spawn_error)?;
+    let status = exited.and_then(|()| child.wait()).map_err(spawn_error)?;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         return Err(NetworkError::Command {
@@ -87,52 +91,118 @@ fn run_within(
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
-/// Feeds `stdin` to `child` while reading its stdout and stderr, each on a thread of its
-/// own (written first, then read, a long script could fill the child's stderr pipe while
-/// the child still waits for the rest of its input: both would wait for ever). Returns
-/// both outputs once the child has closed them, or `None` when `deadline` passes first.
+/// Feeds `input` to `child` while reading its stdout and stderr, all three pipes
+/// non-blocking under one `poll` (written first, then read, a long script could fill the
+/// child's stderr pipe while the child still waits for the rest of its input: both would
+/// wait for ever). Returns both outputs once the child has closed them, or `None` when
+/// `deadline` passes first. What `wait_with_output` does, with a deadline and no thread.
 fn exchange(
     child: &mut Child,
-    stdin: Option<&str>,
+    mut input: &[u8],
     deadline: Instant,
-) -> Option<(Vec<u8>, Vec<u8>)> {
-    if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let script = script.to_owned();
-        // A write error means the program exited early; its status and stderr tell why.
-        std::thread::spawn(move || pipe.write_all(script.as_bytes()));
+) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    // Dropping a pipe closes it: the child's stdin when the input is all written (or it
+    // stopped reading), our ends of its output at their end.
+    let mut writer = child.stdin.take().filter(|_| !input.is_empty());
+    let mut readers = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| File::from(OwnedFd::from(pipe))),
+        child
+            .stderr
+            .take()
+            .map(|pipe| File::from(OwnedFd::from(pipe))),
+    ];
+    let mut outputs = [Vec::new(), Vec::new()];
+    let fds = writer
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
+        .into_iter()
+        .chain(readers[0].as_ref().map(AsRawFd::as_raw_fd))
+        .chain(readers[1].as_ref().map(AsRawFd::as_raw_fd));
+    for fd in fds {
+        set_nonblocking(fd)?;
     }
-    let (sender, outputs) = mpsc::channel();
-    let read = |pipe: Option<Box<dyn Read + Send>>, stream: usize| {
-        let sender = sender.clone();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let mut polled = Vec::with_capacity(3);
+        if let Some(pipe) = &writer {
+            polled.push(pollfd(pipe.as_raw_fd(), libc::POLLOUT));
+        }
+        for pipe in readers.iter().flatten() {
+            polled.push(pollfd(pipe.as_raw_fd(), libc::POLLIN));
+        }
+        if polled.is_empty() {
+            let [stdout, stderr] = outputs;
+            return Ok(Some((stdout, stderr)));
+        }
+        if !poll(&mut polled, deadline)? {
+            return Ok(None);
+        }
+        if let Some(pipe) = &mut writer {
+            match pipe.write(input) {
+                Ok(written) => input = &input[written..],
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                // The program exited, or closed its input: its status and stderr tell why.
+                Err(_) => input = &[],
             }
-            let _ = sender.send((stream, bytes));
-        });
-    };
-    read(child.stdout.take().map(|p| Box::new(p) as _), 0);
-    read(child.stderr.take().map(|p| Box::new(p) as _), 1);
-    let mut streams = [Vec::new(), Vec::new()];
-    for _ in 0..2 {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let (stream, bytes) = outputs.recv_timeout(wait).ok()?;
-        streams[stream] = bytes;
+            if input.is_empty() {
+                writer = None;
+            }
+        }
+        for (reader, output) in readers.iter_mut().zip(&mut outputs) {
+            let Some(pipe) = reader else { continue };
+            match pipe.read(&mut buffer) {
+                Ok(0) => *reader = None,
+                Ok(read) => output.extend_from_slice(&buffer[..read]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
     }
-    let [stdout, stderr] = streams;
-    Some((stdout, stderr))
 }
 
-/// `child`'s exit status once it has exited, or `None` when `deadline` passes first. Asked
-/// for after its output closed, when it is exiting: the first looks come quickly.
-fn exited_by(child: &mut Child, deadline: Instant) -> Option<std::io::Result<ExitStatus>> {
+/// Waits until `child` has exited (without reaping it) or `deadline` passes (`None`).
+/// Asked once its output is closed, when it is exiting: a pidfd says when, where the
+/// kernel has them (5.3 and later), else short looks.
+fn exited_by(child: &Child, deadline: Instant) -> Option<std::io::Result<()>> {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if let Ok(raw) = i32::try_from(pidfd)
+        && raw >= 0
+    {
+        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut polled = [pollfd(pidfd.as_raw_fd(), libc::POLLIN)];
+        return match poll(&mut polled, deadline) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(error) => Some(Err(error)),
+        };
+    }
     let mut pause = Duration::from_micros(50);
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(Ok(status)),
-            Ok(None) => {}
-            Err(error) => return Some(Err(error)),
+        // SAFETY: siginfo_t is plain data, valid all zeroes.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid fills `info`; WNOWAIT leaves the child to be reaped by
+        // `Child::wait`.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if waited != 0 {
+            return Some(Err(std::io::Error::last_os_error()));
+        }
+        // SAFETY: waitid filled `info`; si_pid is 0 while the child runs.
+        if unsafe { info.si_pid() } != 0 {
+            return Some(Ok(()));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -141,6 +211,47 @@ fn exited_by(child: &mut Child, deadline: Instant) -> Option<std::io::Result<Exi
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(10));
     }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Polls `fds` until one is ready (`true`) or `deadline` passes (`false`), through signals.
+fn poll(fds: &mut [libc::pollfd], deadline: Instant) -> std::io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        // Rounded up: a poll for 0 ms would spin through the last millisecond.
+        let millis = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let count = libc::nfds_t::try_from(fds.len()).expect("a few descriptors");
+        // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
+        match unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } {
+            -1 => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            0 => {}
+            _ => return Ok(true),
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns, with plain integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Deletes nftables table `ip TABLE`, whether or not it exists (made empty first, so the
