@@ -821,20 +821,17 @@ impl Converter<'_> {
                             continue;
                         }
                     };
-                    let read_only = match mode {
-                        None | Some("rw") => false,
-                        Some("ro") => true,
-                        Some(other) => {
-                            self.diags
-                                .error(at.span(), &at.path, format!("unknown mount mode {other:?}"))
-                                .help("use ro or rw");
-                            continue;
-                        }
-                    };
                     let kind = match source {
                         Some(s) if s.starts_with(['/', '.', '~']) => MountKind::Bind,
                         _ => MountKind::Volume,
                     };
+                    let mut read_only = false;
+                    if let Some(mode) = mode {
+                        match self.short_mode(mode, kind, &at) {
+                            Some((ro, found)) => (read_only, options) = (ro, found),
+                            None => continue,
+                        }
+                    }
                     (
                         kind,
                         source.map(str::to_owned),
@@ -905,6 +902,65 @@ impl Converter<'_> {
 
     /// The `bind:`, `volume:` and `tmpfs:` options of a long-syntax mount, each allowed only
     /// with its own kind (Docker refuses the others too); `None` after an error.
+    /// The options after a short mount's second colon (`ro`, `rw`, `nocopy`, a bind
+    /// propagation, comma-separated), read as `docker stack deploy` reads them: what it
+    /// ignores (SELinux labels, Docker Desktop's sharing hints, anything else) is warned
+    /// about and ignored; an option of the other mount type is an error, as in Docker.
+    fn short_mode(&mut self, mode: &str, kind: MountKind, at: &Loc) -> Option<(bool, KindOptions)> {
+        let (mut read_only, mut options) = (false, KindOptions::default());
+        for option in mode.split(',') {
+            let wrong_kind = |own: MountKind| {
+                format!(
+                    "mount option {option:?} applies to {} mounts only, and this is a {} mount",
+                    own.as_str(),
+                    kind.as_str()
+                )
+            };
+            match option {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                "nocopy" if kind == MountKind::Volume => options.no_copy = true,
+                "nocopy" => {
+                    self.diags
+                        .error(at.span(), &at.path, wrong_kind(MountKind::Volume))
+                        .help("remove `nocopy`: a bind mount shows the host's files, there is nothing to copy");
+                    return None;
+                }
+                _ => match option.parse::<spec::Propagation>() {
+                    Ok(propagation) if kind == MountKind::Bind => {
+                        options.propagation = Some(propagation);
+                    }
+                    Ok(_) => {
+                        self.diags
+                            .error(at.span(), &at.path, wrong_kind(MountKind::Bind))
+                            .help("remove it, or mount a host path (a source starting with /, . or ~)");
+                        return None;
+                    }
+                    Err(_) => {
+                        let why = match option {
+                            "z" | "Z" => "SELinux relabelling is not done by swarm",
+                            "cached" | "delegated" | "consistent" => {
+                                "a Docker Desktop file-sharing hint, meaningless on a node"
+                            }
+                            _ => "not a mount option swarm knows (Docker ignores it too)",
+                        };
+                        self.diags
+                            .warning(
+                                at.span(),
+                                &at.path,
+                                format!("mount option {option:?} is ignored: {why}"),
+                            )
+                            .help(format!(
+                                "options are ro, rw, nocopy (volumes) and a propagation for binds: {}",
+                                spec::Propagation::SPELLINGS
+                            ));
+                    }
+                },
+            }
+        }
+        Some((read_only, options))
+    }
+
     fn kind_options(
         &mut self,
         long: &file::MountLong,

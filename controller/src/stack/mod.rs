@@ -511,6 +511,39 @@ mod tests {
         );
     }
 
+    /// A short mount's options are read as Docker reads them: `ro`/`rw`, `nocopy` for a
+    /// volume, a propagation for a bind, comma-separated; what Docker ignores (`z`,
+    /// `cached`, …) is ignored with a warning.
+    #[test]
+    fn short_mount_options_are_dockers() {
+        let loaded = load_text(
+            "services:\n  exporter:\n    image: prom/node-exporter\n    volumes:\n      - /:/host:ro,rslave\n      - data:/data:nocopy\n      - /srv/site:/site:z,rw\n      - /src:/src:cached\nvolumes:\n  data:\n",
+        );
+        let messages: Vec<&str> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                assert_eq!(d.severity, Severity::Warning, "{d:?}");
+                d.message.as_str()
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "mount option \"z\" is ignored: SELinux relabelling is not done by swarm",
+                "mount option \"cached\" is ignored: a Docker Desktop file-sharing hint, meaningless on a node",
+            ]
+        );
+        let mounts = &loaded.stack.unwrap().services[0].task.container.mounts;
+        let host = mounts.iter().find(|m| m.target == "/host").unwrap();
+        assert!(host.read_only);
+        assert_eq!(host.propagation, Some(swarm_api::spec::Propagation::Rslave));
+        let data = mounts.iter().find(|m| m.target == "/data").unwrap();
+        assert!(data.no_copy && !data.read_only);
+        let site = mounts.iter().find(|m| m.target == "/site").unwrap();
+        assert!(!site.read_only && site.propagation.is_none());
+    }
+
     /// A top-level volume's driver, options, labels and `external` are part of the specs of
     /// the services that mount it: a changed driver is a changed service.
     #[test]
