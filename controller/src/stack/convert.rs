@@ -256,6 +256,28 @@ impl Converter<'_> {
                 )
                 .help("remove `driver`, or declare the network as `external: true`");
         }
+        for key in network.driver_opts.iter().flat_map(|opts| opts.keys()) {
+            let at = loc.key("driver_opts").key(key);
+            if key == "encrypted" {
+                // Said, not refused (Docker's own sample stacks ask for it), but never
+                // silently: the user asked for encryption and does not get it.
+                self.diags
+                    .warning(
+                        at.span(),
+                        &at.path,
+                        "encrypted overlay networks are not supported yet: this network's traffic between nodes travels unencrypted",
+                    )
+                    .help("keep the services that need it on one node (a placement constraint), or carry the traffic between nodes over an encrypted link (WireGuard, IPsec); remove `encrypted` once you accept this");
+            } else {
+                self.diags
+                    .warning(
+                        at.span(),
+                        &at.path,
+                        format!("driver option {key:?} is ignored: swarm's overlay takes no driver options"),
+                    )
+                    .help("remove it; swarm sets the overlay's VXLAN id and MTU itself");
+            }
+        }
         let mut subnets = Vec::new();
         for (i, pool) in network
             .ipam

@@ -544,6 +544,36 @@ mod tests {
         assert!(!site.read_only && site.propagation.is_none());
     }
 
+    /// An overlay's driver options are not used: each is said, `encrypted` loudest (the
+    /// traffic it asked to protect is not).
+    #[test]
+    fn network_driver_options_are_warned_about() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    networks: [pay]\nnetworks:\n  pay:\n    driver_opts:\n      encrypted: \"yes\"\n      com.docker.network.driver.mtu: \"1400\"\n",
+        );
+        let messages: Vec<(Severity, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.severity, d.path.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (Severity::Warning, "networks.pay.driver_opts.encrypted"),
+                (
+                    Severity::Warning,
+                    "networks.pay.driver_opts.com.docker.network.driver.mtu"
+                ),
+            ]
+        );
+        assert!(
+            loaded.diagnostics[0]
+                .message
+                .contains("travels unencrypted")
+        );
+        assert!(loaded.stack.is_some());
+    }
+
     /// A top-level volume's driver, options, labels and `external` are part of the specs of
     /// the services that mount it: a changed driver is a changed service.
     #[test]
