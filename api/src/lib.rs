@@ -2,7 +2,8 @@
 //! (`stackfile`), the normalised specs the cluster runs (`spec`), the exported
 //! cluster state (`state`), the endpoint table nodes carry networks by (`endpoints`), config
 //! and secret contents (`files`), cluster events (`events`), plans (`plan`), image references (`image`), the GitOps
-//! records (`gitops`), a node's volumes (`volume`) and the units they are written in.
+//! records (`gitops`), a node's volumes (`volume`), the units they are written in and the
+//! templates a task's hostname, environment and mounts may hold (`template`).
 //!
 //! Only this crate defines serialised formats; everything else passes these types.
 
@@ -20,6 +21,7 @@ pub mod stackfile;
 pub mod state;
 pub mod store;
 pub mod task;
+pub mod template;
 pub mod units;
 pub mod volume;
 

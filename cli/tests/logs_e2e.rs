@@ -95,9 +95,10 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
     cluster.join(1, "manager", 0);
     cluster.join(2, "worker", 0);
 
-    // Each task says hello on stdout and oops on stderr, then a line whenever
-    // /tmp/more appears.
-    let script = "echo hello-`hostname`; echo oops-`hostname` >&2; \
+    // Each task says hello on stdout and oops on stderr (where its node and slot come
+    // from a variable's templates, filled on the node), then a line whenever /tmp/more
+    // appears.
+    let script = "echo hello-`hostname`; echo oops-$WHERE >&2; \
                   while true; do if [ -f /tmp/more ]; then rm /tmp/more; echo more-`hostname`; fi; sleep 0.2; done";
     let out = swarm(
         &cluster.socket(0),
@@ -111,6 +112,8 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
             "3",
             "--stop-grace-period",
             "1s",
+            "--env",
+            "WHERE={{.Node.Hostname}}.{{ .Task.Slot }}",
             "--entrypoint",
             "/bin/sh -c",
             &image,
@@ -136,7 +139,7 @@ fn service_logs_gather_every_nodes_tasks_through_any_manager() {
         for (id, node) in &tasks {
             let prefix = prefix("talk", &slots[id], id, node);
             let hello = format!("{prefix}hello-{}", &id[..12]);
-            let oops = format!("{prefix}oops-{}", &id[..12]);
+            let oops = format!("{prefix}oops-{node}.{}", slots[id]);
             assert!(stdout.lines().any(|l| l == hello), "{hello:?} in\n{stdout}");
             assert!(stderr.lines().any(|l| l == oops), "{oops:?} in\n{stderr}");
         }

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use swarm_api::spec::Mount;
 use swarm_api::task::Task;
+use swarm_api::template::{self, TaskPlaceholders};
 
 use super::{Shared, logs};
 use crate::exec::{ContainerConfig, FileMount, LogConfig, ProcessOptions, Resources, User};
@@ -29,6 +31,11 @@ pub struct Prepared {
 
 pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, String> {
     let container = &task.spec.container;
+    let Expanded {
+        hostname,
+        env,
+        mounts,
+    } = expand_templates(task, &shared.config.node_id, &shared.config.node_hostname)?;
     let credentials = service_credentials(shared, &task.service_id);
     let image = shared
         .images
@@ -58,7 +65,6 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         .images
         .mount_rootfs(&image, &dir.join("fs"))
         .map_err(|e| e.to_string())?;
-    let hostname = hostname(task, &shared.config.node_id, &shared.config.node_hostname);
     let short_service = task
         .service_name
         .rsplit_once('_')
@@ -88,7 +94,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
     let mut user = user;
     user.additional_gids = groups(&runtime.groups, &rootfs)?;
     let mounts = Volumes::new(shared.config.data_dir.join("volumes"))
-        .mounts(&container.mounts, &dir, &rootfs)
+        .mounts(&mounts, &dir, &rootfs)
         .map_err(|e| e.to_string())?;
     let contents = shared.file_contents.lock().expect("not poisoned").clone();
     let file_objects = super::secrets::prepare(&dir, container, &contents)?;
@@ -100,7 +106,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
         id: task.id.clone(),
         rootfs,
         args,
-        env: environment(&image.config.env, &container.env),
+        env: environment(&image.config.env, &env),
         cwd: container
             .working_dir
             .clone()
@@ -331,23 +337,66 @@ fn log_config(
     }
 }
 
-/// The task's hostname: the spec's, with Swarm's templates filled, or the task id's first
-/// twelve characters (as Docker names a container's host).
-fn hostname(task: &Task, node_id: &str, node_hostname: &str) -> String {
-    match &task.spec.container.hostname {
-        Some(template) => template
-            .replace("{{.Node.Hostname}}", node_hostname)
-            .replace("{{.Node.ID}}", node_id)
-            .replace("{{.Service.Name}}", &task.service_name)
-            .replace("{{.Service.ID}}", &task.service_id)
-            .replace("{{.Task.ID}}", &task.id)
-            .replace("{{.Task.Name}}", &task.name())
-            .replace(
-                "{{.Task.Slot}}",
-                &task.slot.map_or(String::new(), |s| s.to_string()),
-            ),
+/// A task's hostname, environment and mounts, Swarm's templates filled.
+struct Expanded {
+    hostname: String,
+    env: BTreeMap<String, String>,
+    mounts: Vec<Mount>,
+}
+
+/// Fills the templates of `task`'s hostname (by default the task id's first twelve
+/// characters, as Docker names a container's host), environment values and mount sources
+/// and targets, as swarmkit expands a container spec on its node. The stack file was
+/// checked when read: an error here is a spec stored by another version.
+fn expand_templates(task: &Task, node_id: &str, node_hostname: &str) -> Result<Expanded, String> {
+    let slot = task
+        .slot
+        .map_or_else(|| node_id.to_owned(), |slot| slot.to_string());
+    let task_name = task.name();
+    let values = TaskPlaceholders {
+        service_id: &task.service_id,
+        service_name: &task.service_name,
+        node_id,
+        node_hostname,
+        task_id: &task.id,
+        task_name: &task_name,
+        task_slot: &slot,
+    };
+    let fill = |what: &str, text: &str| {
+        template::expand(text, &values).map_err(|error| format!("expanding the {what}: {error}"))
+    };
+    let container = &task.spec.container;
+    let hostname = match &container.hostname {
+        Some(text) => fill("hostname", text)?,
         None => task.id.chars().take(12).collect(),
-    }
+    };
+    let env = container
+        .env
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), fill(&format!("variable {key}"), value)?)))
+        .collect::<Result<_, String>>()?;
+    let mounts = container
+        .mounts
+        .iter()
+        .map(|mount| {
+            let source = mount
+                .source
+                .as_deref()
+                .map(|source| fill("mount source", source))
+                .transpose()?;
+            let target = fill("mount target", &mount.target)?;
+            Ok(Mount {
+                source,
+                target,
+                ..mount.clone()
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Expanded {
+        hostname,
+        env,
+        mounts,
+    })
 }
 
 /// The signal that stops the task, and how long it has before SIGKILL.
@@ -410,6 +459,55 @@ mod tests {
             let got = user(spec, dir.path()).map(|u| (u.uid, u.gid));
             assert_eq!(got, expected.map_err(str::to_owned), "{spec:?}");
         }
+    }
+
+    #[test]
+    fn templates_are_filled_in_hostname_environment_and_mounts() {
+        let spec = serde_json::json!({
+            "container": {
+                "image": "busybox", "labels": {}, "stop_grace_period": "10s",
+                "hostname": "{{.Service.Name}}-{{ .Task.Slot }}",
+                "env": { "NODE_ID": "{{.Node.ID}}", "WHERE": "{{.Node.Hostname}}/{{.Task.Name}}" },
+                "mounts": [{ "type": "volume", "source": "data-{{.Task.Slot}}", "target": "/data/{{.Task.ID}}", "read_only": false }],
+                "configs": [], "secrets": [],
+            },
+            "resources": { "limits": {}, "reservations": {} },
+            "restart": { "condition": "any", "delay": "5s", "max_attempts": 0, "window": "0s" },
+            "placement": { "constraints": [], "preferences": [], "max_replicas_per_node": 0 },
+            "networks": [],
+        });
+        let mut task = Task {
+            id: "t0123456789abcdef".to_owned(),
+            service_id: "s1".to_owned(),
+            service_name: "web_api".to_owned(),
+            slot: Some(3),
+            node_id: Some("node7".to_owned()),
+            spec: serde_json::from_value(spec).unwrap(),
+            desired: swarm_api::task::DesiredState::Running,
+            status: swarm_api::task::TaskStatus::new(swarm_api::task::TaskState::Assigned, 1),
+            created_at: 1,
+            started_at: None,
+            networks: Vec::new(),
+        };
+        let expanded = expand_templates(&task, "node7", "host-a").unwrap();
+        assert_eq!(expanded.hostname, "web_api-3");
+        assert_eq!(expanded.env["NODE_ID"], "node7");
+        assert_eq!(expanded.env["WHERE"], "host-a/web_api.3");
+        assert_eq!(expanded.mounts[0].source.as_deref(), Some("data-3"));
+        assert_eq!(expanded.mounts[0].target, "/data/t0123456789abcdef");
+        // A global service's task has no slot: its node id stands in, as in swarmkit.
+        task.slot = None;
+        task.spec.container.hostname = None;
+        let expanded = expand_templates(&task, "node7", "host-a").unwrap();
+        assert_eq!(expanded.mounts[0].source.as_deref(), Some("data-node7"));
+        assert_eq!(expanded.hostname, "t0123456789a");
+        // A spec stored by another version with a template this one does not know.
+        task.spec.container.hostname = Some("{{.Node.Labels.zone}}".to_owned());
+        let error = expand_templates(&task, "node7", "host-a").err().unwrap();
+        assert!(
+            error.starts_with("expanding the hostname: unknown template"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ const ENDPOINT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub node_id: String,
-    /// For `{{.Node.Hostname}}` in task hostnames.
+    /// For `{{.Node.Hostname}}` in task templates (`api::template`).
     pub node_hostname: String,
     /// The node's data dir: `images/`, and `tasks/<id>/` (root filesystem, files, logs).
     pub data_dir: PathBuf,

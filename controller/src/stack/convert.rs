@@ -479,7 +479,9 @@ impl Converter<'_> {
             labels: self.labels(service.labels.as_ref(), &loc.key("labels")),
             user: service.user.clone(),
             working_dir: service.working_dir.clone(),
-            hostname: service.hostname.clone(),
+            hostname: service.hostname.clone().inspect(|hostname| {
+                self.template(hostname, &loc.key("hostname"));
+            }),
             stop_signal: self.stop_signal(service.stop_signal.as_deref(), &loc.key("stop_signal")),
             stop_grace_period: service
                 .stop_grace_period
@@ -678,7 +680,12 @@ impl Converter<'_> {
                 continue;
             };
             match dotenv::parse(&String::from_utf8_lossy(&content)) {
-                Ok(vars) => env.extend(vars),
+                Ok(vars) => {
+                    for (_, value) in &vars {
+                        self.template(value, &at);
+                    }
+                    env.extend(vars);
+                }
                 Err(e) => {
                     self.diags.error(
                         at.span(),
@@ -709,6 +716,7 @@ impl Converter<'_> {
             // as Compose does; unset there, it is left out.
             match value.or_else(|| (self.lookup)(&key)) {
                 Some(value) => {
+                    self.template(&value, &item);
                     env.insert(key, value);
                 }
                 None => {
@@ -862,6 +870,13 @@ impl Converter<'_> {
                     )
                 }
             };
+            let templates_known = [source.as_deref(), Some(target.as_str())]
+                .into_iter()
+                .flatten()
+                .all(|text| self.template(text, &at));
+            if !templates_known {
+                continue;
+            }
             if !target.starts_with('/') {
                 self.diags.error(
                     at.span(),
@@ -981,6 +996,20 @@ impl Converter<'_> {
             }
         }
         Some((read_only, options))
+    }
+
+    /// Whether `text`'s Swarm templates (`{{.Task.Slot}}`, …) are all known; an error at
+    /// `at` when not (swarmkit would fail every task at its start).
+    fn template(&mut self, text: &str, at: &Loc) -> bool {
+        match swarm_api::template::check(text) {
+            Ok(()) => true,
+            Err(error) => {
+                self.diags
+                    .error(at.span(), &at.path, error.to_string())
+                    .help("templates are filled on the node that runs the task; write {{\"{{\"}} for braces meant literally");
+                false
+            }
+        }
     }
 
     fn kind_options(

@@ -574,6 +574,48 @@ mod tests {
         assert!(loaded.stack.is_some());
     }
 
+    /// Swarm's templates are checked where the node fills them (hostname, environment,
+    /// mount source and target): an unknown one is an error at its place, the known ones
+    /// are kept as written for the node.
+    #[test]
+    fn templates_are_checked_where_they_are_filled() {
+        let loaded = load_text(
+            "services:\n  exporter:\n    image: prom/node-exporter\n    hostname: \"{{.Node.Hostname}}\"\n    environment:\n      - NODE_ID={{.Node.ID}}\n      - ZONE={{.Node.Labels.zone}}\n    volumes:\n      - data-{{.Task.Slot}}:/data\n      - /srv:/srv/{{.Task.Nmae}}\nvolumes:\n  data-{{.Task.Slot}}:\n",
+        );
+        let errors: Vec<(&str, u32, u32)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let span = d.span.unwrap();
+                (d.path.as_str(), span.line, span.column)
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                ("services.exporter.environment[1]", 7, 9),
+                ("services.exporter.volumes[1]", 10, 9)
+            ]
+        );
+        assert!(
+            loaded.diagnostics[0]
+                .message
+                .starts_with("unknown template `{{.Node.Labels.zone}}`"),
+            "{:?}",
+            loaded.diagnostics[0]
+        );
+        let fixed = load_text(
+            "services:\n  exporter:\n    image: prom/node-exporter\n    hostname: \"{{.Node.Hostname}}\"\n    environment: [\"NODE_ID={{.Node.ID}}\"]\n    volumes: [\"data-{{.Task.Slot}}:/data\"]\nvolumes:\n  data-{{.Task.Slot}}:\n",
+        );
+        assert!(fixed.diagnostics.is_empty(), "{:?}", fixed.diagnostics);
+        let container = &fixed.stack.unwrap().services[0].task.container;
+        assert_eq!(container.env["NODE_ID"], "{{.Node.ID}}");
+        assert_eq!(
+            container.mounts[0].source.as_deref(),
+            Some("app_data-{{.Task.Slot}}")
+        );
+    }
+
     /// A top-level volume's driver, options, labels and `external` are part of the specs of
     /// the services that mount it: a changed driver is a changed service.
     #[test]
