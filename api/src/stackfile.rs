@@ -631,8 +631,9 @@ pub struct ConfigOrSecret {
     /// The name in the cluster, instead of `<stack>_<name>`.
     pub name: Option<String>,
     pub labels: Option<ListOrMap>,
-    #[serde(default)]
-    pub content: Unsupported,
+    /// A config's content itself, written in the stack file (the Compose specification's
+    /// inline form; not for secrets), instead of `file`.
+    pub content: Option<String>,
     /// A variable (of the deploying environment or the stack's `.env`) whose value becomes
     /// the object, instead of `file`.
     pub environment: Option<String>,

@@ -167,7 +167,7 @@ impl Converter<'_> {
         for (key, config) in &file.configs {
             let loc = top.key("configs").key(key);
             if let Some((spec, content)) =
-                self.file_object(key, config.as_ref(), &loc, &mut names.configs)
+                self.file_object("config", key, config.as_ref(), &loc, &mut names.configs)
             {
                 names.digests.insert(spec.name.clone(), spec.digest.clone());
                 stack.contents.insert(spec.digest.clone(), content);
@@ -177,7 +177,7 @@ impl Converter<'_> {
         for (key, secret) in &file.secrets {
             let loc = top.key("secrets").key(key);
             if let Some((spec, content)) =
-                self.file_object(key, secret.as_ref(), &loc, &mut names.secrets)
+                self.file_object("secret", key, secret.as_ref(), &loc, &mut names.secrets)
             {
                 names.digests.insert(spec.name.clone(), spec.digest.clone());
                 stack.contents.insert(spec.digest.clone(), content);
@@ -344,8 +344,11 @@ impl Converter<'_> {
         (options != spec::VolumeOptions::default()).then_some(options)
     }
 
+    /// A top-level config or secret (`kind`): its content from `file`, `environment` or,
+    /// for a config, `content` (the Compose specification's inline form).
     fn file_object(
         &mut self,
+        kind: &str,
         key: &str,
         object: Option<&file::ConfigOrSecret>,
         loc: &Loc,
@@ -357,19 +360,18 @@ impl Converter<'_> {
         if is_external(object.external.as_ref()) {
             return None;
         }
-        let content = match (&object.file, &object.environment) {
-            (Some(_), Some(_)) => {
-                self.diags.error(
-                    loc.span(),
-                    &loc.path,
-                    "give `file` or `environment`, not both",
-                );
-                return None;
-            }
-            (Some(relative), None) => {
+        if kind == "secret" && object.content.is_some() {
+            let at = loc.key("content");
+            self.diags
+                .error(at.span(), &at.path, "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it")
+                .help("use `file` (kept out of the repository) or `environment` (a variable of the deploying environment)");
+            return None;
+        }
+        let content = match (&object.file, &object.environment, &object.content) {
+            (Some(relative), None, None) => {
                 FileContent::new(self.read_relative(relative, &loc.key("file"))?)
             }
-            (None, Some(variable)) => {
+            (None, Some(variable), None) => {
                 let Some(value) = (self.lookup)(variable) else {
                     let at = loc.key("environment");
                     self.diags.error(
@@ -381,11 +383,32 @@ impl Converter<'_> {
                 };
                 FileContent::new(value.into_bytes())
             }
-            (None, None) => {
+            (None, None, Some(inline)) => FileContent::new(inline.clone().into_bytes()),
+            (None, None, None) => {
+                let inline = if kind == "config" {
+                    ", `content` (the content itself)"
+                } else {
+                    ""
+                };
                 self.diags.error(
                     loc.span(),
                     &loc.path,
-                    "expected `file` (its content), `environment` (a variable holding it) or `external: true`",
+                    format!("expected `file` (its content), `environment` (a variable holding it){inline} or `external: true`"),
+                );
+                return None;
+            }
+            _ => {
+                self.diags.error(
+                    loc.span(),
+                    &loc.path,
+                    format!(
+                        "give one of `file`, `environment`{} as the {kind}'s content, not several",
+                        if kind == "config" {
+                            " or `content`"
+                        } else {
+                            ""
+                        }
+                    ),
                 );
                 return None;
             }

@@ -458,6 +458,40 @@ mod tests {
         assert_eq!(targets(1), ["app_back", "app_default"]);
     }
 
+    /// A config's content may be written inline (the Compose specification's `content`);
+    /// a secret's may not, nor may one object take its content from two places.
+    #[test]
+    fn a_config_takes_inline_content_and_a_secret_does_not() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    configs: [site]\nconfigs:\n  site:\n    content: |\n      server {}\n",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let stack = loaded.stack.unwrap();
+        let digest = &stack.configs[0].digest;
+        assert_eq!(stack.contents[digest].bytes(), b"server {}\n");
+        let refused = load_text(
+            "services:\n  web:\n    image: nginx\n    secrets: [token]\n    configs: [site]\nsecrets:\n  token:\n    content: hunter2\nconfigs:\n  site:\n    content: x\n    environment: SITE\n",
+        );
+        let errors: Vec<(&str, &str)> = refused
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "secrets.token.content",
+                    "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it"
+                ),
+                (
+                    "configs.site",
+                    "give one of `file`, `environment` or `content` as the config's content, not several"
+                ),
+            ]
+        );
+    }
+
     /// `mode: 0400` is the permission users mean (octal, as Docker's YAML 1.1 loader reads
     /// it), not decimal 400.
     #[test]
