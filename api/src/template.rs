@@ -85,9 +85,17 @@ fn go_architecture() -> &'static str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         "x86" => "386",
-        "powerpc64" => "ppc64le",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "powerpc64" => "ppc64",
+        "loongarch64" => "loong64",
         other => other,
     }
+}
+
+/// `literal` without its leading (`start`) and trailing (`end`) white space.
+fn trimmed(literal: &str, start: bool, end: bool) -> &str {
+    let literal = if start { literal.trim_start() } else { literal };
+    if end { literal.trim_end() } else { literal }
 }
 
 /// Walks `text`, handing its literal parts to `literal` and its actions to `field`.
@@ -97,21 +105,37 @@ fn parse(
     mut field: impl FnMut(Field),
 ) -> Result<(), TemplateError> {
     let mut rest = text;
+    // Go's trim markers: `{{- ` drops the white space before the action, ` -}}` after it.
+    let mut trim_next = false;
     while let Some(open) = rest.find("{{") {
-        literal(&rest[..open]);
         let inner_start = &rest[open + 2..];
         let Some(close) = inner_start.find("}}") else {
             return Err(TemplateError::Unclosed {
                 text: text.to_owned(),
             });
         };
-        let action = inner_start[..close].trim();
+        let mut action = &inner_start[..close];
+        let trim_before = action.len() > 1
+            && action.starts_with('-')
+            && action[1..].starts_with(char::is_whitespace);
+        if trim_before {
+            action = &action[1..];
+        }
+        let trim_after = action.len() > 1
+            && action.ends_with('-')
+            && action[..action.len() - 1].ends_with(char::is_whitespace);
+        if trim_after {
+            action = &action[..action.len() - 1];
+        }
+        literal(trimmed(&rest[..open], trim_next, trim_before));
+        let action = action.trim();
         field(parse_action(action).ok_or_else(|| TemplateError::Unknown {
             action: action.to_owned(),
         })?);
+        trim_next = trim_after;
         rest = &inner_start[close + 2..];
     }
-    literal(rest);
+    literal(trimmed(rest, trim_next, false));
     Ok(())
 }
 
@@ -163,6 +187,7 @@ mod tests {
             ("no template", "no template"),
             ("data-{{.Task.Slot}}", "data-2"),
             ("{{\"{{\"}}.Time}}", "{{.Time}}"),
+            ("a  {{- .Task.Slot -}}  b", "a2b"),
         ];
         for (text, expanded) in cases {
             assert_eq!(expand(text, &values).unwrap(), expanded, "{text}");
@@ -192,5 +217,6 @@ mod tests {
         assert!(check("{{ printf \"%d\" .Task.Slot }}").is_err());
         assert!(check("{{index .Service.Labels \"x\"}}").is_err());
         assert!(check("{{.Service.Labels.tier}}").is_err());
+        assert!(check("{{-.Task.Slot}}").is_err());
     }
 }

@@ -161,6 +161,16 @@ impl Converter<'_> {
             let volume = volume.clone().unwrap_or_default();
             let name = self.object_name(key, volume.name.as_deref(), volume.external.as_ref());
             let loc = top.key("volumes").key(key);
+            // A volume's name may hold templates (`'{{.Service.Name}}-{{.Task.Slot}}'`, the
+            // way Docker users name a volume per task): the node fills them.
+            // (A name from the key is checked where a mount names it.)
+            let named_at = match &volume.external {
+                Some(file::External::Named(_)) => Some(loc.key("external").key("name")),
+                _ => volume.name.is_some().then(|| loc.key("name")),
+            };
+            if let Some(at) = named_at {
+                self.template(&name, &at, None);
+            }
             let options = self.volume_options(&volume, &loc);
             names.volumes.insert(key.clone(), (name, options));
         }
@@ -357,14 +367,16 @@ impl Converter<'_> {
         let object = object.cloned().unwrap_or_default();
         let name = self.object_name(key, object.name.as_deref(), object.external.as_ref());
         names.insert(key.to_owned(), name.clone());
-        if is_external(object.external.as_ref()) {
-            return None;
-        }
+        // Refused even beside `external: true`, which would ignore it: the point is to keep
+        // the material out of the repository.
         if kind == "secret" && object.content.is_some() {
             let at = loc.key("content");
             self.diags
                 .error(at.span(), &at.path, "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it")
                 .help("use `file` (kept out of the repository) or `environment` (a variable of the deploying environment)");
+            return None;
+        }
+        if is_external(object.external.as_ref()) {
             return None;
         }
         let content = match (&object.file, &object.environment, &object.content) {
@@ -503,7 +515,7 @@ impl Converter<'_> {
             user: service.user.clone(),
             working_dir: service.working_dir.clone(),
             hostname: service.hostname.clone().inspect(|hostname| {
-                self.template(hostname, &loc.key("hostname"));
+                self.template(hostname, &loc.key("hostname"), None);
             }),
             stop_signal: self.stop_signal(service.stop_signal.as_deref(), &loc.key("stop_signal")),
             stop_grace_period: service
@@ -689,6 +701,9 @@ impl Converter<'_> {
 
     fn environment(&mut self, service: &file::Service, loc: &Loc) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
+        // Where each variable's value came from, and how to name it: its templates are
+        // checked once the value that wins is known.
+        let mut origins: BTreeMap<String, (Loc, String)> = BTreeMap::new();
         let env_files = match &service.env_file {
             None => Vec::new(),
             Some(StringOrList::String(one)) => vec![one.clone()],
@@ -704,8 +719,8 @@ impl Converter<'_> {
             };
             match dotenv::parse(&String::from_utf8_lossy(&content)) {
                 Ok(vars) => {
-                    for (_, value) in &vars {
-                        self.template(value, &at);
+                    for (key, _) in &vars {
+                        origins.insert(key.clone(), (at.clone(), format!("{relative}: {key}")));
                     }
                     env.extend(vars);
                 }
@@ -737,14 +752,23 @@ impl Converter<'_> {
             }
             // A variable without a value takes its value from the environment of `swarm`,
             // as Compose does; unset there, it is left out.
+            let origin = match value {
+                Some(_) => key.clone(),
+                None => format!("{key} (from the environment of swarm)"),
+            };
             match value.or_else(|| (self.lookup)(&key)) {
                 Some(value) => {
-                    self.template(&value, &item);
+                    origins.insert(key.clone(), (item, origin));
                     env.insert(key, value);
                 }
                 None => {
                     env.remove(&key);
                 }
+            }
+        }
+        for (key, value) in &env {
+            if let Some((at, what)) = origins.get(key) {
+                self.template(value, at, Some(what));
             }
         }
         env
@@ -860,7 +884,30 @@ impl Converter<'_> {
                     )
                 }
                 file::Mount::Short(text) => {
+                    let bytes = text.as_bytes();
+                    if bytes.len() > 2
+                        && bytes[0].is_ascii_alphabetic()
+                        && bytes[1] == b':'
+                        && matches!(bytes[2], b'\\' | b'/')
+                    {
+                        self.diags
+                            .error(at.span(), &at.path, format!("{text:?} is a Windows path: swarm's nodes are Linux, where it cannot be mounted"))
+                            .help("mount a path of the nodes, such as /srv/data:/data");
+                        continue;
+                    }
                     let parts: Vec<&str> = text.split(':').collect();
+                    if parts.len() > 1 && parts.iter().any(|part| part.is_empty()) {
+                        self.diags
+                            .error(
+                                at.span(),
+                                &at.path,
+                                format!("invalid mount {text:?}: an empty section between colons"),
+                            )
+                            .help(
+                                "write SOURCE:TARGET[:OPTIONS], or TARGET for an anonymous volume",
+                            );
+                        continue;
+                    }
                     let (source, target, mode) = match parts.as_slice() {
                         [target] => (None, *target, None),
                         [source, target] => (Some(*source), *target, None),
@@ -896,7 +943,7 @@ impl Converter<'_> {
             let templates_known = [source.as_deref(), Some(target.as_str())]
                 .into_iter()
                 .flatten()
-                .all(|text| self.template(text, &at));
+                .all(|text| self.template(text, &at, None));
             if !templates_known {
                 continue;
             }
@@ -960,15 +1007,14 @@ impl Converter<'_> {
         out
     }
 
-    /// The `bind:`, `volume:` and `tmpfs:` options of a long-syntax mount, each allowed only
-    /// with its own kind (Docker refuses the others too); `None` after an error.
     /// The options after a short mount's second colon (`ro`, `rw`, `nocopy`, a bind
     /// propagation, comma-separated), read as `docker stack deploy` reads them: what it
     /// ignores (SELinux labels, Docker Desktop's sharing hints, anything else) is warned
     /// about and ignored; an option of the other mount type is an error, as in Docker.
     fn short_mode(&mut self, mode: &str, kind: MountKind, at: &Loc) -> Option<(bool, KindOptions)> {
         let (mut read_only, mut options) = (false, KindOptions::default());
-        for option in mode.split(',') {
+        // An empty option (`ro,`) is ignored, as Docker ignores it.
+        for option in mode.split(',').filter(|option| !option.is_empty()) {
             let wrong_kind = |own: MountKind| {
                 format!(
                     "mount option {option:?} applies to {} mounts only, and this is a {} mount",
@@ -1022,19 +1068,26 @@ impl Converter<'_> {
     }
 
     /// Whether `text`'s Swarm templates (`{{.Task.Slot}}`, …) are all known; an error at
-    /// `at` when not (swarmkit would fail every task at its start).
-    fn template(&mut self, text: &str, at: &Loc) -> bool {
+    /// `at` when not (swarmkit would fail every task at its start), naming `what` holds
+    /// the text when `at` alone does not say.
+    fn template(&mut self, text: &str, at: &Loc, what: Option<&str>) -> bool {
         match swarm_api::template::check(text) {
             Ok(()) => true,
             Err(error) => {
+                let message = match what {
+                    Some(what) => format!("{what}: {error}"),
+                    None => error.to_string(),
+                };
                 self.diags
-                    .error(at.span(), &at.path, error.to_string())
+                    .error(at.span(), &at.path, message)
                     .help("templates are filled on the node that runs the task; write {{\"{{\"}} for braces meant literally");
                 false
             }
         }
     }
 
+    /// The `bind:`, `volume:` and `tmpfs:` options of a long-syntax mount, each allowed only
+    /// with its own kind (Docker refuses the others too); `None` after an error.
     fn kind_options(
         &mut self,
         long: &file::MountLong,

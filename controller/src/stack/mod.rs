@@ -470,7 +470,7 @@ mod tests {
         let digest = &stack.configs[0].digest;
         assert_eq!(stack.contents[digest].bytes(), b"server {}\n");
         let refused = load_text(
-            "services:\n  web:\n    image: nginx\n    secrets: [token]\n    configs: [site]\nsecrets:\n  token:\n    content: hunter2\nconfigs:\n  site:\n    content: x\n    environment: SITE\n",
+            "services:\n  web:\n    image: nginx\n    secrets: [token, other]\n    configs: [site]\nsecrets:\n  token:\n    content: hunter2\n  other:\n    external: true\n    content: hunter3\nconfigs:\n  site:\n    content: x\n    environment: SITE\n",
         );
         let errors: Vec<(&str, &str)> = refused
             .diagnostics
@@ -482,6 +482,10 @@ mod tests {
             [
                 (
                     "secrets.token.content",
+                    "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it"
+                ),
+                (
+                    "secrets.other.content",
                     "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it"
                 ),
                 (
@@ -634,7 +638,7 @@ mod tests {
         assert!(
             loaded.diagnostics[0]
                 .message
-                .starts_with("unknown template `{{.Node.Labels.zone}}`"),
+                .starts_with("ZONE: unknown template `{{.Node.Labels.zone}}`"),
             "{:?}",
             loaded.diagnostics[0]
         );
@@ -648,6 +652,78 @@ mod tests {
             container.mounts[0].source.as_deref(),
             Some("app_data-{{.Task.Slot}}")
         );
+    }
+
+    /// Templates are also checked in a volume's `name:` and in variables from an env file,
+    /// the error naming the file and the variable; a variable that `environment:` overrides
+    /// is judged by the value that wins.
+    #[test]
+    fn templates_in_volume_names_and_env_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "app.env",
+            "ZONE={{.Node.Labels.zone}}\nSLOT={{.Task.Slot}}\nOVER={{.Bad}}\n",
+        );
+        let path = write(
+            dir.path(),
+            "app.yaml",
+            "services:\n  web:\n    image: nginx\n    env_file: app.env\n    environment:\n      OVER: fine\n    volumes: [data:/data]\nvolumes:\n  data:\n    name: \"data-{{.Task.Slto}}\"\n",
+        );
+        let loaded = load(&WorkTree, &path, "app.yaml", &|_| None);
+        let errors: Vec<(&str, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "services.web.env_file");
+        assert!(
+            errors[0]
+                .1
+                .starts_with("app.env: ZONE: unknown template `{{.Node.Labels.zone}}`"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[1].0, "volumes.data.name");
+        assert!(
+            errors[1].1.starts_with("unknown template `{{.Task.Slto}}`"),
+            "{errors:?}"
+        );
+    }
+
+    /// A short mount with an empty section or a Windows path is refused as Docker refuses
+    /// it, and said plainly; an empty option (`ro,`) is ignored, as Docker ignores it.
+    #[test]
+    fn odd_short_mounts_are_said_plainly() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    volumes:\n      - \"/a:/b:\"\n      - /a::/c\n      - 'C:\\data:/data'\n      - /srv:/srv:ro,\n",
+        );
+        let messages: Vec<(Severity, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.severity, d.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (
+                    Severity::Error,
+                    "invalid mount \"/a:/b:\": an empty section between colons"
+                ),
+                (
+                    Severity::Error,
+                    "invalid mount \"/a::/c\": an empty section between colons"
+                ),
+                (
+                    Severity::Error,
+                    "\"C:\\\\data:/data\" is a Windows path: swarm's nodes are Linux, where it cannot be mounted"
+                ),
+            ]
+        );
+        let fine =
+            load_text("services:\n  web:\n    image: nginx\n    volumes: [\"/srv:/srv:ro,\"]\n");
+        assert!(fine.diagnostics.is_empty(), "{:?}", fine.diagnostics);
+        assert!(fine.stack.unwrap().services[0].task.container.mounts[0].read_only);
     }
 
     /// A top-level volume's driver, options, labels and `external` are part of the specs of

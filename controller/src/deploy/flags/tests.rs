@@ -362,6 +362,20 @@ fn bad_values_name_their_flag() {
         ),
         (
             UpdateFlags {
+                env_add: strings(&["ZONE={{.Node.Labels.zone}}"]),
+                ..Default::default()
+            },
+            "invalid --env-add \"ZONE={{.Node.Labels.zone}}\": unknown template",
+        ),
+        (
+            UpdateFlags {
+                hostname: Some("{{.Task.Slto}}".into()),
+                ..Default::default()
+            },
+            "invalid --hostname \"{{.Task.Slto}}\": unknown template",
+        ),
+        (
+            UpdateFlags {
                 limit_memory: Some("lots".into()),
                 ..Default::default()
             },

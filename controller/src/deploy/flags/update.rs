@@ -177,6 +177,9 @@ impl UpdateFlags {
             }
         }
         for (key, value) in key_values(&self.env_add, "env-add")? {
+            swarm_api::template::check(&value).map_err(|error| {
+                FlagError::invalid("env-add", &format!("{key}={value}"), error.to_string())
+            })?;
             task.container.env.insert(key, value);
         }
         for key in &self.env_rm {
@@ -287,6 +290,10 @@ impl UpdateFlags {
         )?);
         for key in &self.container_label_rm {
             container.labels.remove(key);
+        }
+        if let Some(hostname) = &self.hostname {
+            swarm_api::template::check(hostname)
+                .map_err(|error| FlagError::invalid("hostname", hostname, error.to_string()))?;
         }
         set(&mut container.hostname, &self.hostname);
         set(&mut container.user, &self.user);
