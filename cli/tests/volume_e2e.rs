@@ -1,7 +1,8 @@
-//! Mounts end to end: a real daemon runs a service whose tasks write to a named volume, read
-//! a host directory through a read-only bind mount and get a tmpfs; the volume's data outlives
-//! the task that wrote it, a forced replacement and a service update, and `swarm volume`
-//! lists it, refuses to remove it while in use, and prunes it once unused.
+//! Mounts end to end: a real daemon runs a service whose tasks write to a named volume (its
+//! name a template the node fills with the task's slot), read a host directory through a
+//! read-only bind mount and get a tmpfs; the volume's data outlives the task that wrote it,
+//! a forced replacement and a service update, and `swarm volume` lists it, refuses to
+//! remove it while in use, and prunes it once unused.
 //!
 //! Address pool 198.18.198.0/23 (no other test uses it); the cluster, dropped, removes
 //! containers, mounts and bridges even when the test fails.
@@ -69,7 +70,9 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
             "--stop-grace-period",
             "1s",
             "--mount",
-            "type=volume,source=keeper-data,target=/data",
+            // The volume's name is filled per task (its slot, 1): one volume per replica,
+            // the way Docker users name them.
+            "type=volume,source=keeper-{{.Task.Slot}},target=/data",
             "--mount",
             &bind,
             "--mount",
@@ -83,7 +86,7 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let first = running_task(&cluster, "keeper", None);
 
-    let data = cluster.data(0).join("volumes/keeper-data/_data");
+    let data = cluster.data(0).join("volumes/keeper-1/_data");
     assert_eq!(lines_once(&data.join("runs"), 1), ["run"]);
     assert_eq!(lines_once(&data.join("greeting"), 1), ["from the host"]);
     assert_eq!(lines_once(&data.join("conf-mode"), 1), ["read-only"]);
@@ -114,17 +117,17 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
     let listing = text(&out.stdout);
     let line = listing
         .lines()
-        .find(|l| l.contains("keeper-data"))
+        .find(|l| l.contains("keeper-1"))
         .unwrap_or_else(|| panic!("{listing}"));
     // The stopped tasks' containers (kept for `service ps`, as Docker keeps them) count.
     assert!(
         line.starts_with("local") && !line.trim_end().ends_with(" 0"),
         "{listing}"
     );
-    let out = swarm(&cluster.socket(0), &["volume", "rm", "keeper-data"]);
+    let out = swarm(&cluster.socket(0), &["volume", "rm", "keeper-1"]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("volume keeper-data is in use by container"),
+        text(&out.stderr).contains("volume keeper-1 is in use by container"),
         "{}",
         text(&out.stderr)
     );
@@ -170,7 +173,7 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
         std::fs::read_to_string(data.join("runs")).unwrap(),
         "run\nrun\nrun\n"
     );
-    let out = swarm(&cluster.socket(0), &["volume", "inspect", "keeper-data"]);
+    let out = swarm(&cluster.socket(0), &["volume", "inspect", "keeper-1"]);
     let inspected: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         inspected[0]["used_by"],
@@ -181,7 +184,7 @@ fn a_named_volume_outlives_its_tasks_and_binds_and_tmpfs_reach_the_container() {
     let out = swarm(&cluster.socket(0), &["volume", "prune"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("Deleted Volumes:\nkeeper-data\n"),
+        text(&out.stdout).starts_with("Deleted Volumes:\nkeeper-1\n"),
         "{}",
         text(&out.stdout)
     );
