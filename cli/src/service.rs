@@ -115,6 +115,9 @@ pub struct UpdateArgs {
     /// Memory limit per task (e.g. 256M)
     #[arg(long)]
     limit_memory: Option<String>,
+    /// Most processes per task (0: no limit)
+    #[arg(long)]
+    limit_pids: Option<u64>,
     /// CPUs reserved per task
     #[arg(long)]
     reserve_cpu: Option<String>,
@@ -155,6 +158,10 @@ pub struct UpdateArgs {
     /// Send the registry credentials of Docker's client config to the nodes
     #[arg(long)]
     with_registry_auth: bool,
+    /// Roll back to the spec before the last change, as `service rollback` (no other
+    /// change may be asked with it)
+    #[arg(long = "rollback")]
+    roll_back: bool,
     #[command(flatten)]
     wait: Wait,
 }
@@ -269,6 +276,9 @@ pub struct CreateArgs {
     /// Memory limit per task
     #[arg(long)]
     limit_memory: Option<String>,
+    /// Most processes per task (0: no limit)
+    #[arg(long)]
+    limit_pids: Option<u64>,
     /// Restart when: none, on-failure or any
     #[arg(long)]
     restart_condition: Option<String>,
@@ -312,6 +322,9 @@ pub struct CreateArgs {
     health_retries: Option<u64>,
     #[arg(long)]
     health_start_period: Option<String>,
+    /// Time between checks during the start period
+    #[arg(long)]
+    health_start_interval: Option<String>,
     /// Time to wait for a task to stop before killing it
     #[arg(long)]
     stop_grace_period: Option<String>,
@@ -398,17 +411,7 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         ServiceCommand::Update(args) => update(host, *args).await,
-        ServiceCommand::Rollback { service, wait } => {
-            let name = resolve(&view(host).await?, &service)?.spec.name.clone();
-            let mut client = client::connect(host).await?;
-            client
-                .rollback_service(RollbackServiceRequest { service })
-                .await
-                .map_err(client::explain)?;
-            println!("{name}: rolled back");
-            wait.for_service(host, &name, Change::Rollback).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        ServiceCommand::Rollback { service, wait } => roll_back(host, service, wait).await,
         ServiceCommand::Scale { scales, wait } => scale(host, &scales, wait).await,
         ServiceCommand::Rm { services } => {
             let mut client = client::connect(host).await?;
@@ -424,6 +427,20 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `swarm service rollback` (and `service update --rollback`): the spec before the last
+/// change, rolled out by the service's rollback_config.
+async fn roll_back(host: &Host, service: String, wait: Wait) -> anyhow::Result<ExitCode> {
+    let name = resolve(&view(host).await?, &service)?.spec.name.clone();
+    let mut client = client::connect(host).await?;
+    client
+        .rollback_service(RollbackServiceRequest { service })
+        .await
+        .map_err(client::explain)?;
+    println!("{name}: rolled back");
+    wait.for_service(host, &name, Change::Rollback).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn resolve<'a>(view: &'a ServicesView, reference: &str) -> anyhow::Result<&'a Object<ServiceSpec>> {
@@ -479,6 +496,15 @@ async fn scale(host: &Host, scales: &[String], wait: Wait) -> anyhow::Result<Exi
 /// the version and spec read (a concurrent change to the service is not lost: the server
 /// makes the flags' changes again over it).
 async fn update(host: &Host, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    if args.roll_back {
+        // As Docker: the rollback is the whole change.
+        if args.flags() != flags::UpdateFlags::default() || args.with_registry_auth {
+            anyhow::bail!(
+                "other flags may not be combined with --rollback: roll back first, then update"
+            );
+        }
+        return roll_back(host, args.service, args.wait).await;
+    }
     let view = view(host).await?;
     let service = resolve(&view, &args.service)?;
     let mut spec = service.spec.clone();
@@ -521,6 +547,7 @@ impl UpdateArgs {
             constraint_rm: self.constraint_rm.clone(),
             limit_cpu: self.limit_cpu.clone(),
             limit_memory: self.limit_memory.clone(),
+            limit_pids: self.limit_pids,
             reserve_cpu: self.reserve_cpu.clone(),
             reserve_memory: self.reserve_memory.clone(),
             stop_grace_period: self.stop_grace_period.clone(),
@@ -576,6 +603,7 @@ impl CreateArgs {
             reserve_memory: self.reserve_memory.clone(),
             limit_cpu: self.limit_cpu.clone(),
             limit_memory: self.limit_memory.clone(),
+            limit_pids: self.limit_pids,
             restart_condition: self.restart_condition.clone(),
             restart_delay: self.restart_delay.clone(),
             restart_max_attempts: self.restart_max_attempts,
@@ -592,6 +620,7 @@ impl CreateArgs {
             health_timeout: self.health_timeout.clone(),
             health_retries: self.health_retries,
             health_start_period: self.health_start_period.clone(),
+            health_start_interval: self.health_start_interval.clone(),
             stop_grace_period: self.stop_grace_period.clone(),
             stop_signal: self.stop_signal.clone(),
             hostname: self.hostname.clone(),
@@ -772,6 +801,10 @@ mod tests {
             "7",
             "--health-start-period",
             "7s",
+            "--health-start-interval",
+            "2s",
+            "--limit-pids",
+            "64",
             "--stop-grace-period",
             "8s",
             "--stop-signal",
@@ -824,6 +857,7 @@ mod tests {
             reserve_memory: Some("1M".into()),
             limit_cpu: Some("0.2".into()),
             limit_memory: Some("2M".into()),
+            limit_pids: Some(64),
             restart_condition: Some("any".into()),
             restart_delay: Some("1s".into()),
             restart_max_attempts: Some(4),
@@ -843,6 +877,7 @@ mod tests {
             health_timeout: Some("6s".into()),
             health_retries: Some(7),
             health_start_period: Some("7s".into()),
+            health_start_interval: Some("2s".into()),
             stop_grace_period: Some("8s".into()),
             stop_signal: Some("SIGUSR1".into()),
             hostname: Some("h".into()),
@@ -996,6 +1031,10 @@ mod tests {
             "7",
             "--health-start-period",
             "7s",
+            "--health-start-interval",
+            "2s",
+            "--limit-pids",
+            "0",
             "--hostname",
             "h",
             "-u",
@@ -1026,6 +1065,7 @@ mod tests {
             constraint_rm: strings(&["node.role==manager"]),
             limit_cpu: Some("0.2".into()),
             limit_memory: Some("2M".into()),
+            limit_pids: Some(0),
             reserve_cpu: Some("0.1".into()),
             reserve_memory: Some("1M".into()),
             stop_grace_period: Some("8s".into()),
@@ -1060,6 +1100,7 @@ mod tests {
             health_timeout: duration("6s"),
             health_retries: Some(7),
             health_start_period: duration("7s"),
+            health_start_interval: duration("2s"),
             no_healthcheck: false,
             hostname: Some("h".into()),
             user: Some("u".into()),
@@ -1104,5 +1145,30 @@ mod tests {
             panic!("not update");
         };
         assert!(args.flags().no_healthcheck);
+    }
+
+    /// `update --rollback` is `service rollback`, and takes no other change (as Docker);
+    /// refused before any daemon is asked.
+    #[tokio::test]
+    async fn update_rollback_takes_no_other_change() {
+        let ServiceCommand::Update(args) = parse(&["update", "--rollback", "-d", "web"]) else {
+            panic!("not update");
+        };
+        assert!(args.roll_back);
+        assert_eq!(args.flags(), flags::UpdateFlags::default());
+        let ServiceCommand::Update(args) =
+            parse(&["update", "--rollback", "--image", "web:2", "web"])
+        else {
+            panic!("not update");
+        };
+        let nowhere = Host {
+            uri: "unix:///nonexistent/swarm.sock".into(),
+            tls_dir: std::path::PathBuf::new(),
+        };
+        let error = update(&nowhere, *args).await.unwrap_err().to_string();
+        assert!(
+            error.starts_with("other flags may not be combined with --rollback"),
+            "{error}"
+        );
     }
 }

@@ -58,6 +58,9 @@ pub struct UpdateFlags {
     /// Time a task has to start before failures count
     #[arg(long)]
     health_start_period: Option<GoDuration>,
+    /// Time between checks during the start period
+    #[arg(long)]
+    health_start_interval: Option<GoDuration>,
     /// Remove the service's healthcheck
     #[arg(long, conflicts_with = "health_cmd")]
     no_healthcheck: bool,
@@ -191,6 +194,7 @@ impl UpdateFlags {
             health_timeout: self.health_timeout,
             health_retries: self.health_retries,
             health_start_period: self.health_start_period,
+            health_start_interval: self.health_start_interval,
             no_healthcheck: self.no_healthcheck,
             hostname: self.hostname.clone(),
             user: self.user.clone(),

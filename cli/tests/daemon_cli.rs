@@ -880,7 +880,11 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "web"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(image(&cluster), "busybox");
-    let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "web"]);
+    // Docker's spelling of the same.
+    let out = swarm(
+        &cluster.socket(0),
+        &["service", "update", "--rollback", "-d", "web"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(image(&cluster), "busybox:2");
     let out = swarm(&cluster.socket(0), &["service", "rollback", "-d", "huge"]);

@@ -59,6 +59,7 @@ pub struct CreateFlags {
     pub reserve_memory: Option<String>,
     pub limit_cpu: Option<String>,
     pub limit_memory: Option<String>,
+    pub limit_pids: Option<u64>,
     pub restart_condition: Option<String>,
     pub restart_delay: Option<String>,
     pub restart_max_attempts: Option<u64>,
@@ -75,6 +76,7 @@ pub struct CreateFlags {
     pub health_timeout: Option<String>,
     pub health_retries: Option<u64>,
     pub health_start_period: Option<String>,
+    pub health_start_interval: Option<String>,
     pub stop_grace_period: Option<String>,
     pub stop_signal: Option<String>,
     pub hostname: Option<String>,
@@ -181,6 +183,10 @@ impl CreateFlags {
                     "start_period",
                     self.health_start_period.as_ref().map(|v| json!(v)),
                 ),
+                (
+                    "start_interval",
+                    self.health_start_interval.as_ref().map(|v| json!(v)),
+                ),
                 ("retries", self.health_retries.map(|v| json!(v))),
             ]);
             put("healthcheck", health);
@@ -243,6 +249,8 @@ impl CreateFlags {
                 section([
                     ("cpus", text(&self.limit_cpu)),
                     ("memory", text(&self.limit_memory)),
+                    // 0 is Docker's "no limit".
+                    ("pids", self.limit_pids.filter(|&n| n > 0).map(|n| json!(n))),
                 ]),
             ),
             (

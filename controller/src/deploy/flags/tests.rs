@@ -42,9 +42,11 @@ fn create_flags_make_the_spec_a_stack_file_would() {
         placement_pref: strings(&["spread=node.labels.rack"]),
         limit_cpu: Some("0.5".into()),
         limit_memory: Some("256M".into()),
+        limit_pids: Some(100),
         reserve_memory: Some("64M".into()),
         health_cmd: Some("wget -q -O- localhost".into()),
         health_interval: Some("5s".into()),
+        health_start_interval: Some("1s".into()),
         health_retries: Some(2),
         restart_condition: Some("on-failure".into()),
         update_order: Some("start-first".into()),
@@ -101,11 +103,13 @@ fn create_flags_make_the_spec_a_stack_file_would() {
         Some("0.5")
     );
     assert!(spec.task.resources.limits.memory.is_some());
+    assert_eq!(spec.task.resources.limits.pids, Some(100));
     assert!(spec.task.resources.reservations.memory.is_some());
     assert_eq!(spec.task.resources.reservations.cpus, None);
     let health = container.healthcheck.as_ref().unwrap();
     assert_eq!(health.test, ["CMD-SHELL", "wget -q -O- localhost"]);
     assert_eq!(health.interval.to_string(), "5s");
+    assert_eq!(health.start_interval.to_string(), "1s");
     assert_eq!(health.retries, 2);
     assert_eq!(spec.update.order, UpdateOrder::StartFirst);
     assert_eq!(spec.rollback.parallelism, 0);
@@ -165,6 +169,24 @@ fn update_flags_add_and_remove_ports_labels_and_env() {
                     ports(s),
                     ["*:53->53/udp", "*:8080->80/tcp", "*:9090->90/tcp"]
                 )
+            },
+        ),
+        (
+            "a process limit set, then lifted by 0 as in Docker",
+            UpdateFlags {
+                limit_pids: Some(50),
+                ..UpdateFlags::default()
+            },
+            |s| {
+                assert_eq!(s.task.resources.limits.pids, Some(50));
+                let mut lifted = s.clone();
+                UpdateFlags {
+                    limit_pids: Some(0),
+                    ..UpdateFlags::default()
+                }
+                .apply(&mut lifted)
+                .unwrap();
+                assert_eq!(lifted.task.resources.limits.pids, None);
             },
         ),
         (

@@ -30,6 +30,8 @@ pub struct UpdateFlags {
     pub constraint_rm: Vec<String>,
     pub limit_cpu: Option<String>,
     pub limit_memory: Option<String>,
+    /// 0 removes the limit, as in Docker.
+    pub limit_pids: Option<u64>,
     pub reserve_cpu: Option<String>,
     pub reserve_memory: Option<String>,
     pub stop_grace_period: Option<String>,
@@ -62,6 +64,7 @@ pub struct UpdateFlags {
     pub health_timeout: Option<GoDuration>,
     pub health_retries: Option<u64>,
     pub health_start_period: Option<GoDuration>,
+    pub health_start_interval: Option<GoDuration>,
     pub no_healthcheck: bool,
     /// `""` removes the setting, as for `user` and `workdir`.
     pub hostname: Option<String>,
@@ -203,6 +206,9 @@ impl UpdateFlags {
         }
         if let Some(memory) = &self.limit_memory {
             resources.limits.memory = Some(parsed("limit-memory", memory)?);
+        }
+        if let Some(pids) = self.limit_pids {
+            resources.limits.pids = (pids > 0).then_some(pids);
         }
         if let Some(cpus) = &self.reserve_cpu {
             resources.reservations.cpus = Some(parsed("reserve-cpu", cpus)?);
@@ -497,6 +503,7 @@ impl UpdateFlags {
                 ("interval", self.health_interval),
                 ("timeout", self.health_timeout),
                 ("start_period", self.health_start_period),
+                ("start_interval", self.health_start_interval),
             ];
             for (key, value) in durations {
                 if let Some(value) = value {
@@ -534,7 +541,8 @@ impl UpdateFlags {
         let settings = self.health_interval.is_some()
             || self.health_timeout.is_some()
             || self.health_retries.is_some()
-            || self.health_start_period.is_some();
+            || self.health_start_period.is_some()
+            || self.health_start_interval.is_some();
         if !settings {
             return Ok(());
         }
@@ -552,6 +560,9 @@ impl UpdateFlags {
         }
         if let Some(start_period) = self.health_start_period {
             healthcheck.start_period = start_period;
+        }
+        if let Some(start_interval) = self.health_start_interval {
+            healthcheck.start_interval = start_interval;
         }
         Ok(())
     }
