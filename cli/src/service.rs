@@ -186,6 +186,10 @@ pub struct CreateArgs {
     /// Environment variables: KEY=VALUE
     #[arg(long, short)]
     env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines (a KEY alone takes the
+    /// value this command sees), # comments; --env wins over it
+    #[arg(long)]
+    env_file: Vec<std::path::PathBuf>,
     /// Service labels: KEY=VALUE
     #[arg(long, short)]
     label: Vec<String>,
@@ -429,6 +433,39 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
     }
 }
 
+/// The variables of an `--env-file`, read as Docker reads one: `KEY=VALUE` lines taken as
+/// written (no quotes, no `$`), a `KEY` alone given the value `lookup` finds (left out when
+/// it finds none), blank lines and `#` comments skipped.
+fn env_file(
+    path: &std::path::Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --env-file {}", path.display()))?;
+    let mut variables = Vec::new();
+    for (n, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (line.trim_end(), None),
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            anyhow::bail!(
+                "{}:{}: invalid variable name {key:?}: write KEY=VALUE, or KEY alone to pass this command's value",
+                path.display(),
+                n + 1
+            );
+        }
+        if let Some(value) = value.map(str::to_owned).or_else(|| lookup(key)) {
+            variables.push(format!("{key}={value}"));
+        }
+    }
+    Ok(variables)
+}
+
 /// `swarm service rollback` (and `service update --rollback`): the spec before the last
 /// change, rolled out by the service's rollback_config.
 async fn roll_back(host: &Host, service: String, wait: Wait) -> anyhow::Result<ExitCode> {
@@ -633,7 +670,13 @@ impl CreateArgs {
     }
 }
 
-async fn create(host: &Host, args: CreateArgs) -> anyhow::Result<ExitCode> {
+async fn create(host: &Host, mut args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let mut env = Vec::new();
+    for path in &args.env_file {
+        env.extend(env_file(path, &|key| std::env::var(key).ok())?);
+    }
+    env.append(&mut args.env);
+    args.env = env;
     let mut client = client::connect(host).await?;
     // A generated name taken already is drawn again, a few times.
     let mut attempts = if args.name.is_some() { 1 } else { 5 };
@@ -1145,6 +1188,36 @@ mod tests {
             panic!("not update");
         };
         assert!(args.flags().no_healthcheck);
+    }
+
+    /// An --env-file is read as Docker reads one, and --env wins over it.
+    #[test]
+    fn an_env_file_is_read_as_dockers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.env");
+        std::fs::write(
+            &path,
+            "\u{feff}# settings\n\nMODE=prod\n  PRICE=$5 \"as is\"\nHOME\nUNSET\nEMPTY=\n",
+        )
+        .unwrap();
+        let lookup = |key: &str| (key == "HOME").then(|| "/home/ops".to_owned());
+        assert_eq!(
+            env_file(&path, &lookup).unwrap(),
+            [
+                "MODE=prod",
+                "PRICE=$5 \"as is\"",
+                "HOME=/home/ops",
+                "EMPTY="
+            ]
+        );
+        std::fs::write(&path, "GOOD=1\nBAD KEY=2\n").unwrap();
+        let error = env_file(&path, &lookup).unwrap_err().to_string();
+        assert!(error.ends_with("app.env:2: invalid variable name \"BAD KEY\": write KEY=VALUE, or KEY alone to pass this command's value"), "{error}");
+        let missing = env_file(&dir.path().join("none.env"), &lookup).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("cannot read --env-file"),
+            "{missing}"
+        );
     }
 
     /// `update --rollback` is `service rollback`, and takes no other change (as Docker);

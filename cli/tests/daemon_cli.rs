@@ -691,6 +691,12 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     let cluster = cluster(3, &[]);
     cluster.join(1, "worker", 0);
     cluster.join(2, "worker", 0);
+    let env_file = cluster.nodes[0].0.join("web.env");
+    std::fs::write(
+        &env_file,
+        "# from a file\nFROM_FILE=yes\nGREETING=from the file\n",
+    )
+    .unwrap();
 
     let out = swarm(
         &cluster.socket(0),
@@ -704,6 +710,8 @@ fn services_are_created_spread_scaled_drained_and_removed() {
             "6",
             "--publish",
             "8080:80",
+            "--env-file",
+            env_file.to_str().unwrap(),
             "--env",
             "GREETING=hi $USER ${X}",
             "busybox",
@@ -716,11 +724,12 @@ fn services_are_created_spread_scaled_drained_and_removed() {
         let tasks = live_tasks(&cluster, "web");
         (tasks.len() == 6 && tasks.iter().all(|t| t["node_id"].is_string())).then_some(tasks)
     });
-    // Flags are taken as written: a `$` is not interpolated.
+    // Flags are taken as written: a `$` is not interpolated; --env wins over --env-file.
     assert_eq!(
         tasks[0]["spec"]["container"]["env"]["GREETING"], "hi $USER ${X}",
         "{tasks:?}"
     );
+    assert_eq!(tasks[0]["spec"]["container"]["env"]["FROM_FILE"], "yes");
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for task in &tasks {
         *per_node
