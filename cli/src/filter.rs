@@ -64,7 +64,12 @@ fn label_matches<'a>(
 /// The keys `service ls --filter` takes.
 const SERVICE_KEYS: &[&str] = &["id", "label", "mode", "name"];
 
-/// `service ls --filter`.
+/// The label Docker puts on a stack's services; here a stack's services record their stack
+/// in their origin instead, which `label=com.docker.stack.namespace[=STACK]` matches, so
+/// that scripts written for Docker find them.
+const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// `service ls --filter` and `stack services --filter`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ServiceFilter(Filters);
 
@@ -93,7 +98,19 @@ impl ServiceFilter {
                 .id
                 .as_deref()
                 .is_some_and(|id| id.starts_with(value)),
-            "label" => label_matches(spec.labels.iter(), value),
+            "label" => {
+                let namespace = service
+                    .origin
+                    .stack
+                    .as_ref()
+                    .map(|stack| (STACK_NAMESPACE_LABEL.to_owned(), stack.clone()));
+                label_matches(
+                    spec.labels
+                        .iter()
+                        .chain(namespace.iter().map(|(k, v)| (k, v))),
+                    value,
+                )
+            }
             "mode" => match spec.mode {
                 ServiceMode::Replicated { .. } => value == "replicated",
                 ServiceMode::Global => value == "global",
@@ -284,6 +301,23 @@ mod tests {
         assert_eq!(names(&["label=team=a"], &services), ["web_site"]);
         assert_eq!(names(&["mode=global"], &services), ["agent"]);
         assert_eq!(names(&["name=web", "label=team=b"], &services), ["web_api"]);
+    }
+
+    /// A stack's services answer Docker's stack label, from their origin.
+    #[test]
+    fn the_stack_label_matches_a_stacks_services() {
+        let mut in_stack = service("abc123", "web_site", false, &[]);
+        in_stack.origin.stack = Some("web".to_owned());
+        let services = [in_stack, service("fff000", "agent", true, &[])];
+        assert_eq!(
+            names(&["label=com.docker.stack.namespace=web"], &services),
+            ["web_site"]
+        );
+        assert_eq!(
+            names(&["label=com.docker.stack.namespace"], &services),
+            ["web_site"]
+        );
+        assert!(names(&["label=com.docker.stack.namespace=db"], &services).is_empty());
     }
 
     #[test]

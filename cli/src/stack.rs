@@ -49,6 +49,9 @@ pub enum StackCommand {
     /// List the services of a stack
     Services {
         name: String,
+        /// Only services matching KEY=VALUE, as `service ls --filter`: id, label, mode, name
+        #[arg(long, short)]
+        filter: Vec<String>,
         /// Only the IDs
         #[arg(long, short)]
         quiet: bool,
@@ -123,16 +126,19 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
         }
         StackCommand::Services {
             name,
+            filter,
             quiet,
             no_trunc,
             format,
         } => {
+            let filter = crate::filter::ServiceFilter::parse(&filter)?;
             let mut view = view(host).await?;
             view.services
                 .retain(|s| s.origin.stack.as_deref() == Some(name.as_str()));
             if view.services.is_empty() {
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
+            view.services.retain(|s| filter.matches(s));
             print_services(&view, quiet, &format, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }

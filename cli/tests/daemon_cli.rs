@@ -1275,6 +1275,29 @@ fn stacks_deploy_update_and_remove() {
     let services: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(services.len(), 1, "{services:?}");
     assert_eq!(services[0]["spec"]["name"], "web_site");
+    // Scripts written for Docker find a stack's services by its label, and filter them.
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            "label=com.docker.stack.namespace=web",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        1,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = swarm(
+        &cluster.socket(0),
+        &["stack", "services", "web", "-q", "--filter", "name=nothing"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
     let out = swarm(
         &cluster.socket(0),
         &[
