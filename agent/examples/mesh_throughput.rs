@@ -10,8 +10,8 @@
 //! the task on host 0 (local) or through host 1 (remote). `wrk`
 //! (keep-alive) and `ab` (a new connection per request) alternate between the paths run by
 //! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
-//! host 0 forwarding to host 1's task is the peer. Then `hey` at a moderate fixed rate gives
-//! the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections
+//! host 0 forwarding to host 1's task is the peer. Then a paced probe (1,000 new
+//! connections a second, timed in nanoseconds) gives the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections
 //! (the same against the task directly, as a control of the tool and the machine).
 //! Last, a port with the PROXY protocol (the mesh's userspace path, `Proxies`, run in host
 //! 0's namespace) against HAProxy with `send-proxy-v2`, both to host 1's task's nginx
@@ -29,7 +29,7 @@ use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshNodes, MeshPort, NodeMesh,
 use swarm_api::spec::{Protocol, PublishMode};
 use swarm_testkit::Hosts;
 
-use support::{Tasks, ab, ab_concurrent, hey, in_namespace, median, wrk};
+use support::{Tasks, ab, ab_concurrent, compare_latency, in_namespace, median, wrk};
 
 const PUBLISHED: u16 = 8080;
 const HAPROXY_PORT: u16 = 9000;
@@ -265,12 +265,16 @@ fn main() {
                 );
             }
         }
-        let (d50, d99) = hey(None, &direct_url, seconds);
-        let (m50, m99) = hey(None, &published, seconds);
+        let ([(d50, d99), (m50, m99)], late) = compare_latency(
+            None,
+            [(backend, 8080).into(), (hosts.address(0), PUBLISHED).into()],
+            seconds,
+            runs,
+        );
         println!(
-            "latency at 1,000 req/s (hey -c4 -q250, new connections), {name}: direct p50 \
-             {d50:.0} µs p99 {d99:.0} µs; mesh p50 {m50:.0} µs p99 {m99:.0} µs; added p50 \
-             {:.0} µs p99 {:.0} µs",
+            "latency at 1,000 new connections/s, {name}: direct p50 {d50:.0} µs p99 {d99:.0} \
+             µs; mesh p50 {m50:.0} µs p99 {m99:.0} µs; added p50 {:.0} µs p99 {:.0} µs \
+             ({late} late starts)",
             m50 - d50,
             m99 - d99
         );

@@ -258,7 +258,7 @@ pub enum NodeCommand {
         quiet: bool,
         /// Only nodes matching KEY=VALUE: id, name (prefixes), role (manager or worker),
         /// membership (accepted), label or node.label (the node's labels, KEY or
-        /// KEY=VALUE); repeat a key for alternatives
+        /// KEY=VALUE); repeat a key for alternatives (labels must all match)
         #[arg(long, short)]
         filter: Vec<String>,
         /// table, json, or a template: `{{.Hostname}}`, `table {{.ID}}\t{{.Status}}`

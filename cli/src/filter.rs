@@ -1,5 +1,6 @@
 //! `--filter KEY=VALUE` on the listings, as Docker reads it: values of one key are
-//! alternatives (any may match), different keys must all match. Names and ids match a
+//! alternatives (any may match) but labels, which must all match (moby's `MatchKVList`),
+//! and different keys must all match. Names and ids match a
 //! prefix (as swarmkit's name and id prefixes); `label` is `KEY` (present) or `KEY=VALUE`.
 
 use std::collections::BTreeMap;
@@ -43,11 +44,17 @@ impl Filters {
         self.0.get(key).into_iter().flatten().map(String::as_str)
     }
 
-    /// Whether for every key given one of its values passes `matches(key, value)`.
+    /// Whether for every key given one of its values passes `matches(key, value)` (every
+    /// one, for a label key).
     fn pass(&self, matches: impl Fn(&str, &str) -> bool) -> bool {
-        self.0
-            .iter()
-            .all(|(key, values)| values.iter().any(|value| matches(key, value)))
+        self.0.iter().all(|(key, values)| {
+            let mut values = values.iter();
+            if matches!(key.as_str(), "label" | "node.label") {
+                values.all(|value| matches(key, value))
+            } else {
+                values.any(|value| matches(key, value))
+            }
+        })
     }
 }
 
@@ -66,7 +73,8 @@ const SERVICE_KEYS: &[&str] = &["id", "label", "mode", "name"];
 
 /// The label Docker puts on a stack's services; here a stack's services record their stack
 /// in their origin instead, which `label=com.docker.stack.namespace[=STACK]` matches, so
-/// that scripts written for Docker find them.
+/// that scripts written for Docker find them (a label of that key the service's own spec
+/// sets is overridden by it, as Docker's deploy overwrites it).
 const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 /// `service ls --filter` and `stack services --filter`.
@@ -104,12 +112,11 @@ impl ServiceFilter {
                     .stack
                     .as_ref()
                     .map(|stack| (STACK_NAMESPACE_LABEL.to_owned(), stack.clone()));
-                label_matches(
-                    spec.labels
-                        .iter()
-                        .chain(namespace.iter().map(|(k, v)| (k, v))),
-                    value,
-                )
+                let own = spec
+                    .labels
+                    .iter()
+                    .filter(|(key, _)| namespace.is_none() || *key != STACK_NAMESPACE_LABEL);
+                label_matches(own.chain(namespace.iter().map(|(k, v)| (k, v))), value)
             }
             "mode" => match spec.mode {
                 ServiceMode::Replicated { .. } => value == "replicated",
@@ -318,6 +325,30 @@ mod tests {
             ["web_site"]
         );
         assert!(names(&["label=com.docker.stack.namespace=db"], &services).is_empty());
+        // The stack's own label wins over one the spec sets; labels must all match.
+        let mut relabelled = service(
+            "abc124",
+            "web_api",
+            false,
+            &[("com.docker.stack.namespace", "legacy"), ("tier", "back")],
+        );
+        relabelled.origin.stack = Some("web".to_owned());
+        let services = [relabelled];
+        assert!(names(&["label=com.docker.stack.namespace=legacy"], &services).is_empty());
+        assert_eq!(
+            names(
+                &["label=com.docker.stack.namespace=web", "label=tier=back"],
+                &services
+            ),
+            ["web_api"]
+        );
+        assert!(
+            names(
+                &["label=com.docker.stack.namespace=web", "label=tier=front"],
+                &services
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -369,9 +400,11 @@ mod tests {
         assert_eq!(names(&["role=worker"]), ["worker-1"]);
         assert_eq!(names(&["id=m1"]), ["manager-1"]);
         assert_eq!(names(&["name=worker"]), ["worker-1"]);
+        // Labels must all match, as in Docker.
+        assert!(names(&["node.label=zone=a", "node.label=gpu"]).is_empty());
         assert_eq!(
-            names(&["node.label=zone=a", "node.label=gpu"]),
-            ["manager-1", "worker-1"]
+            names(&["node.label=zone=b", "node.label=gpu"]),
+            ["worker-1"]
         );
         assert_eq!(
             names(&["label=zone=b", "role=manager"]),

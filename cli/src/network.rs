@@ -27,7 +27,7 @@ pub enum NetworkCommand {
         #[arg(long, short)]
         quiet: bool,
         /// Only networks matching KEY=VALUE: id, name (prefixes), label (KEY or KEY=VALUE),
-        /// driver; repeat a key for alternatives
+        /// driver; repeat a key for alternatives (labels must all match)
         #[arg(long, short)]
         filter: Vec<String>,
         /// Whole ids

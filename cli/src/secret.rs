@@ -37,7 +37,7 @@ pub enum FileCommand {
         #[arg(long, short)]
         quiet: bool,
         /// Only those matching KEY=VALUE: id, name (prefixes), label (KEY or KEY=VALUE);
-        /// repeat a key for alternatives
+        /// repeat a key for alternatives (labels must all match)
         #[arg(long, short)]
         filter: Vec<String>,
         /// Whole ids

@@ -34,7 +34,9 @@ pub enum ServiceCommand {
         #[arg(long, short)]
         quiet: bool,
         /// Only services matching KEY=VALUE: name (a prefix), id (a prefix), label (KEY or
-        /// KEY=VALUE), mode (replicated, global, replicated-job or global-job); repeat a key for alternatives
+        /// KEY=VALUE; com.docker.stack.namespace=STACK: a stack's services), mode (replicated,
+        /// global, replicated-job or global-job); repeat a key for alternatives (labels must
+        /// all match)
         #[arg(long, short)]
         filter: Vec<String>,
         /// Whole ids

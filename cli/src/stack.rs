@@ -139,6 +139,11 @@ pub async fn run(host: &Host, command: StackCommand) -> anyhow::Result<ExitCode>
                 bail!("nothing found in stack {name}: `swarm stack ls` lists the stacks");
             }
             view.services.retain(|s| filter.matches(s));
+            if view.services.is_empty() {
+                // As Docker: nothing matched is said, and is no error.
+                eprintln!("Nothing found in stack: {name}");
+                return Ok(ExitCode::SUCCESS);
+            }
             print_services(&view, quiet, &format, no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }

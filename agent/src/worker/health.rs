@@ -1,6 +1,7 @@
 //! Healthchecks: the service's (or else the image's) test run inside the container every
-//! interval; the first pass makes a starting task running, `retries` failures in a row make
-//! it unhealthy. Failures during the start period do not count until a check has passed.
+//! interval (every start interval during the start period, until a check passes); the
+//! first pass makes a starting task running, `retries` failures in a row make it
+//! unhealthy. Failures during the start period do not count until a check has passed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::image::Healthcheck as ImageHealthcheck;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RETRIES: u64 = 3;
+const DEFAULT_START_INTERVAL: Duration = Duration::from_secs(5);
 /// Output kept from a failing check, for the task's error.
 const MAX_OUTPUT: usize = 4096;
 
@@ -25,6 +27,21 @@ pub struct Check {
     timeout: Duration,
     retries: u64,
     start_period: Duration,
+    start_interval: Duration,
+}
+
+impl Check {
+    /// How long after a check the next one runs: the start interval while the task is in
+    /// its start period and no check has passed yet (Docker's `--health-start-interval`: a
+    /// slow-starting service is found healthy soon after it is, not an interval later),
+    /// else the interval.
+    fn wait_after(&self, passed: bool, since_start: Duration) -> Duration {
+        if !passed && since_start < self.start_period {
+            self.start_interval
+        } else {
+            self.interval
+        }
+    }
 }
 
 /// The check a task runs: the service's healthcheck, else the image's; none when neither
@@ -34,13 +51,14 @@ pub fn check_of(
     image: Option<&ImageHealthcheck>,
 ) -> Option<Check> {
     let or = |d: Duration, default: Duration| if d.is_zero() { default } else { d };
-    let (test, interval, timeout, retries, start_period) = match (service, image) {
+    let (test, interval, timeout, retries, start_period, start_interval) = match (service, image) {
         (Some(s), _) => (
             s.test.clone(),
             s.interval.0,
             s.timeout.0,
             s.retries,
             s.start_period.0,
+            s.start_interval.0,
         ),
         (None, Some(i)) => (
             i.test.clone(),
@@ -48,6 +66,7 @@ pub fn check_of(
             i.timeout.unwrap_or_default(),
             i.retries.map_or(0, u64::from),
             i.start_period.unwrap_or_default(),
+            i.start_interval.unwrap_or_default(),
         ),
         (None, None) => return None,
     };
@@ -68,6 +87,7 @@ pub fn check_of(
             retries
         },
         start_period,
+        start_interval: or(start_interval, DEFAULT_START_INTERVAL),
     })
 }
 
@@ -103,7 +123,11 @@ pub async fn next(health: &mut Option<Health>, runtime: &Arc<dyn Runtime>, id: &
     };
     loop {
         tokio::time::sleep_until(health.next_at).await;
-        health.next_at = Instant::now() + health.check.interval;
+        let now = Instant::now();
+        health.next_at = now
+            + health
+                .check
+                .wait_after(health.passed, now.duration_since(health.started));
         let request = ExecRequest {
             args: health.check.args.clone(),
             timeout: health.check.timeout,
@@ -179,5 +203,26 @@ mod tests {
         );
         assert_eq!(check_of(&service(&["NONE"]), Some(&image)), None);
         assert_eq!(check_of(&None, None), None);
+    }
+
+    #[test]
+    fn the_start_interval_paces_checks_until_one_passes_in_the_start_period() {
+        let mut spec = service(&["CMD", "true"]);
+        let healthcheck = spec.as_mut().unwrap();
+        healthcheck.start_period = GoDuration(Duration::from_secs(60));
+        healthcheck.start_interval = GoDuration(Duration::from_secs(1));
+        let check = check_of(&spec, None).unwrap();
+        let second = Duration::from_secs(1);
+        assert_eq!(check.wait_after(false, Duration::ZERO), second);
+        assert_eq!(check.wait_after(false, Duration::from_secs(59)), second);
+        // Past the start period, or once a check passed: the interval.
+        assert_eq!(
+            check.wait_after(false, Duration::from_secs(60)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(check.wait_after(true, second), Duration::from_secs(2));
+        // Unset, Docker's 5 s.
+        let plain = check_of(&service(&["CMD", "true"]), None).unwrap();
+        assert_eq!(plain.start_interval, DEFAULT_START_INTERVAL);
     }
 }

@@ -1273,7 +1273,8 @@ impl Converter<'_> {
             limits: spec::ResourceLimits {
                 cpus: limits.cpus.map(|c| c.0),
                 memory: limits.memory,
-                pids: limits.pids,
+                // 0 is Docker's "no limit", as for `--limit-pids 0`.
+                pids: limits.pids.filter(|&pids| pids > 0),
             },
             reservations: spec::ResourceReservations {
                 cpus: reservations.cpus.map(|c| c.0),
