@@ -29,7 +29,7 @@ use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshNodes, MeshPort, NodeMesh,
 use swarm_api::spec::{Protocol, PublishMode};
 use swarm_testkit::Hosts;
 
-use support::{Tasks, ab, ab_concurrent, compare_latency, in_namespace, median, wrk};
+use support::{Tasks, ab, ab_concurrent, in_namespace, median, print_latency, wrk};
 
 const PUBLISHED: u16 = 8080;
 const HAPROXY_PORT: u16 = 9000;
@@ -265,18 +265,13 @@ fn main() {
                 );
             }
         }
-        let ([(d50, d99), (m50, m99)], late) = compare_latency(
+        print_latency(
+            name,
             None,
             [(backend, 8080).into(), (hosts.address(0), PUBLISHED).into()],
+            "mesh",
             seconds,
             runs,
-        );
-        println!(
-            "latency at 1,000 new connections/s, {name}: direct p50 {d50:.0} µs p99 {d99:.0} \
-             µs; mesh p50 {m50:.0} µs p99 {m99:.0} µs; added p50 {:.0} µs p99 {:.0} µs \
-             ({late} late starts)",
-            m50 - d50,
-            m99 - d99
         );
         if backend == local {
             // The same two loads straight to the task: how far ab and the machine fall at

@@ -23,7 +23,7 @@ use swarm_agent::network::{
 };
 use swarm_testkit::Hosts;
 
-use support::{Tasks, ab, compare_latency, in_namespace, median, wrk};
+use support::{Tasks, ab, in_namespace, median, print_latency, wrk};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -122,18 +122,13 @@ fn main() {
             let (d, v) = (median(direct), median(through));
             println!("| {name} | {tool} | {d:.0} | {v:.0} | {:.2} |", v / d);
         }
-        let ([(d50, d99), (v50, v99)], late) = compare_latency(
+        print_latency(
+            name,
             Some(&client_ns),
             [(backend, 8080).into(), (vip, 8081).into()],
+            "VIP",
             seconds,
             runs,
-        );
-        println!(
-            "latency at 1,000 new connections/s, {name}: direct p50 {d50:.0} µs p99 {d99:.0} \
-             µs; VIP p50 {v50:.0} µs p99 {v99:.0} µs; added p50 {:.0} µs p99 {:.0} µs \
-             ({late} late starts)",
-            v50 - d50,
-            v99 - d99
         );
     }
     for i in 0..2 {

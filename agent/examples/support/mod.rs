@@ -234,10 +234,31 @@ pub fn paced_latency(
     }
 }
 
+/// `paced_latency` at 1,000 requests/s straight to a task and through a path (`through`:
+/// its name), alternating run by run (`runs` each), printed for `name`: the medians of
+/// each one's p50 and p99 in microseconds, what the path adds, and the late starts.
+pub fn print_latency(
+    name: &str,
+    client: Option<&Path>,
+    [direct, path]: [std::net::SocketAddr; 2],
+    through: &str,
+    seconds: u64,
+    runs: usize,
+) {
+    let ([(d50, d99), (p50, p99)], late) = compare_latency(client, [direct, path], seconds, runs);
+    println!(
+        "latency at 1,000 new connections/s, {name}: direct p50 {d50:.0} µs p99 {d99:.0} µs; \
+         {through} p50 {p50:.0} µs p99 {p99:.0} µs; added p50 {:.0} µs p99 {:.0} µs \
+         ({late} late starts)",
+        p50 - d50,
+        p99 - d99
+    );
+}
+
 /// `paced_latency` at 1,000 requests/s against two addresses, alternating run by run
 /// (`runs` each): the medians of each one's p50 and p99 in microseconds, and the late
 /// starts of all runs.
-pub fn compare_latency(
+fn compare_latency(
     client: Option<&Path>,
     addresses: [std::net::SocketAddr; 2],
     seconds: u64,
