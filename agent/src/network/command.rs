@@ -62,24 +62,35 @@ fn run_within(
         .spawn()
         .map_err(spawn_error)?;
     let deadline = Instant::now() + timeout;
-    let exchanged = match exchange(&mut child, stdin.unwrap_or_default().as_bytes(), deadline) {
-        Ok(Some((stdout, stderr))) => {
-            exited_by(&child, deadline).map(|exited| (stdout, stderr, exited))
-        }
-        Ok(None) => None,
-        Err(error) => Some((Vec::new(), Vec::new(), Err(error))),
-    };
-    let Some((stdout, stderr, exited)) = exchanged else {
-        // One blocked in the kernel (waiting for a lock) dies only once it wakes: it is
-        // reaped on a thread of its own, not waited for here.
-        let _ = child.kill();
-        std::thread::spawn(move || child.wait());
-        return Err(NetworkError::TimedOut {
-            command: command_line(""),
-            after: timeout,
+    let exchanged =
+        exchange(&mut child, stdin.unwrap_or_default().as_bytes(), deadline).and_then(|output| {
+            let Some((stdout, stderr)) = output else {
+                return Ok(None);
+            };
+            Ok(exited_by(&child, deadline)?.map(|()| (stdout, stderr)))
         });
+    let (stdout, stderr) = match exchanged {
+        Ok(Some(output)) => output,
+        failed => {
+            // Killed whatever went wrong, so that no tool runs on unowned. One blocked in
+            // the kernel (waiting for a lock) dies only once it wakes: it is reaped on a
+            // thread of its own, not waited for here.
+            let _ = child.kill();
+            std::thread::spawn(move || child.wait());
+            return Err(match failed {
+                Err(source) => NetworkError::Pipe {
+                    command: command_line(""),
+                    source,
+                },
+                Ok(_) => NetworkError::TimedOut {
+                    command: command_line(""),
+                    after: timeout,
+                },
+            });
+        }
     };
-    let status = exited.and_then(|()| child.wait()).map_err(spawn_error)?;
+    // It has exited (`exited_by`): this reaps it.
+    let status = child.wait().map_err(spawn_error)?;
     if !status.success() {
         let stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
         return Err(NetworkError::Command {
@@ -143,7 +154,8 @@ fn exchange(
         if let Some(pipe) = &mut writer {
             match pipe.write(input) {
                 Ok(written) => input = &input[written..],
-                Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                Err(error)
+                    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 // The program exited, or closed its input: its status and stderr tell why.
                 Err(_) => input = &[],
             }
@@ -164,10 +176,10 @@ fn exchange(
     }
 }
 
-/// Waits until `child` has exited (without reaping it) or `deadline` passes (`None`).
-/// Asked once its output is closed, when it is exiting: a pidfd says when, where the
-/// kernel has them (5.3 and later), else short looks.
-fn exited_by(child: &Child, deadline: Instant) -> Option<std::io::Result<()>> {
+/// Waits until `child` has exited (without reaping it: `Some`) or `deadline` passes
+/// (`None`). Asked once its output is closed, when it is exiting: a pidfd says when, where
+/// the kernel has them (5.3 and later), else short looks.
+fn exited_by(child: &Child, deadline: Instant) -> std::io::Result<Option<()>> {
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -177,11 +189,7 @@ fn exited_by(child: &Child, deadline: Instant) -> Option<std::io::Result<()>> {
         // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut polled = [pollfd(pidfd.as_raw_fd(), libc::POLLIN)];
-        return match poll(&mut polled, deadline) {
-            Ok(true) => Some(Ok(())),
-            Ok(false) => None,
-            Err(error) => Some(Err(error)),
-        };
+        return Ok(poll(&mut polled, deadline)?.then_some(()));
     }
     let mut pause = Duration::from_micros(50);
     loop {
@@ -198,15 +206,15 @@ fn exited_by(child: &Child, deadline: Instant) -> Option<std::io::Result<()>> {
             )
         };
         if waited != 0 {
-            return Some(Err(std::io::Error::last_os_error()));
+            return Err(std::io::Error::last_os_error());
         }
         // SAFETY: waitid filled `info`; si_pid is 0 while the child runs.
         if unsafe { info.si_pid() } != 0 {
-            return Some(Ok(()));
+            return Ok(Some(()));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return None;
+            return Ok(None);
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(10));
@@ -229,7 +237,7 @@ fn poll(fds: &mut [libc::pollfd], deadline: Instant) -> std::io::Result<bool> {
             return Ok(false);
         }
         // Rounded up: a poll for 0 ms would spin through the last millisecond.
-        let millis = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let millis = libc::c_int::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
         let count = libc::nfds_t::try_from(fds.len()).expect("a few descriptors");
         // SAFETY: `fds` is a valid slice of pollfd for the duration of the call.
         match unsafe { libc::poll(fds.as_mut_ptr(), count, millis) } {
@@ -338,6 +346,18 @@ mod tests {
             started.elapsed()
         );
         assert!(matches!(error, NetworkError::TimedOut { .. }), "{error}");
+    }
+
+    #[test]
+    fn an_empty_script_and_one_the_tool_never_reads_both_end() {
+        // stdin closed at once: `cat` sees its end.
+        assert_eq!(run("cat", &[], Some("")).unwrap(), "");
+        // The tool exits without reading 1 MiB of input: the write fails (EPIPE), the
+        // exit status is what counts.
+        let script = "x".repeat(1 << 20);
+        assert_eq!(run("true", &[], Some(&script)).unwrap(), "");
+        let error = run("false", &[], Some(&script)).unwrap_err();
+        assert!(matches!(error, NetworkError::Command { .. }), "{error}");
     }
 
     #[test]

@@ -183,6 +183,11 @@ pub enum NetworkError {
         command: String,
         after: std::time::Duration,
     },
+    #[error("`{command}` was killed: its input or output failed ({source})")]
+    Pipe {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("cannot run `{command}`: {source} (is {program} installed?)")]
     Spawn {
         command: String,
