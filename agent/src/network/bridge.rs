@@ -12,7 +12,7 @@
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use super::command::run;
+use super::command::{delete_link, run};
 use super::{NetworkError, every_part};
 
 /// The node's bridge: `swb` and 8 hex digits of the node id's SHA-256 (11 characters,
@@ -111,10 +111,7 @@ impl Bridge {
     /// (the first error is returned). Idempotent. Task veths still on it are left (detach
     /// the tasks first).
     pub fn teardown(&self) -> Result<(), NetworkError> {
-        let link = match run("ip", &["link", "del", "dev", &self.name], None) {
-            Err(error) if error.is_missing_link() => Ok(()),
-            other => other.map(drop),
-        };
+        let link = delete_link(&self.name);
         let rules = self.rules().into_iter().map(|rule| rule.remove());
         every_part(std::iter::once(link).chain(rules))?;
         tracing::info!(bridge = self.name, "node bridge removed");

@@ -262,6 +262,23 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Deletes link `name`, whether or not it exists.
+pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
+    match run("ip", &["link", "del", "dev", name], None) {
+        Err(error) if error.is_missing_link() => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// `outcome` of removing what a tool set, with the tool missing counted as done: without
+/// it, nothing of its was set (a node without nft or iptables).
+pub(crate) fn unless_tool_missing(outcome: Result<(), NetworkError>) -> Result<(), NetworkError> {
+    match outcome {
+        Err(NetworkError::Spawn { .. }) => Ok(()),
+        other => other,
+    }
+}
+
 /// Deletes nftables table `ip TABLE`, whether or not it exists (made empty first, so the
 /// delete always has one to take, in the same transaction).
 pub(crate) fn delete_table(table: &str) -> Result<(), NetworkError> {

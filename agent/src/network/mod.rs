@@ -113,10 +113,7 @@ pub trait TaskNetworks: Send + Sync {
 /// the first error is returned.
 pub fn remove_node_links(node_id: &str) -> Result<(), NetworkError> {
     let bridge = bridge_name(node_id);
-    let bridge_link = || match command::run("ip", &["link", "del", &bridge], None) {
-        Err(error) if error.is_missing_link() => Ok(()),
-        outcome => outcome.map(drop),
-    };
+    let bridge_link = || command::delete_link(&bridge);
     let bridge_rules = || {
         remove_bridge_rules(&bridge);
         Ok(())

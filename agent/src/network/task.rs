@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::Ipv4Net;
 
 use super::bridge::{Bridge, hex_digest};
-use super::command::run;
+use super::command::{delete_link, run};
 use super::ipam::{Ipam, IpamError};
 use super::{NetworkError, NodeOverlays, Overlay, every_part};
 
@@ -324,11 +324,7 @@ impl NodeNetwork {
             return Ok(());
         }
         let host_veth = host_veth_name(&self.node_id, task_id);
-        let veth = match run("ip", &["link", "del", "dev", &host_veth], None) {
-            Err(error) if error.is_missing_link() => Ok(()),
-            other => other.map(drop),
-        };
-        every_part([veth, remove_namespace(path)])
+        every_part([delete_link(&host_veth), remove_namespace(path)])
     }
 
     fn task_network(&self, task_id: &str, netns_path: PathBuf, address: Ipv4Addr) -> TaskNetwork {

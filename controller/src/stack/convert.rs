@@ -367,9 +367,10 @@ impl Converter<'_> {
         let object = object.cloned().unwrap_or_default();
         let name = self.object_name(key, object.name.as_deref(), object.external.as_ref());
         names.insert(key.to_owned(), name.clone());
+        let takes_content = kind == "config";
         // Refused even beside `external: true`, which would ignore it: the point is to keep
         // the material out of the repository.
-        if kind == "secret" && object.content.is_some() {
+        if !takes_content && object.content.is_some() {
             let at = loc.key("content");
             self.diags
                 .error(at.span(), &at.path, "a secret's content cannot be written in the stack file: it would be in the repository for anyone who reads it")
@@ -397,7 +398,7 @@ impl Converter<'_> {
             }
             (None, None, Some(inline)) => FileContent::new(inline.clone().into_bytes()),
             (None, None, None) => {
-                let inline = if kind == "config" {
+                let inline = if takes_content {
                     ", `content` (the content itself)"
                 } else {
                     ""
@@ -415,11 +416,7 @@ impl Converter<'_> {
                     &loc.path,
                     format!(
                         "give one of `file`, `environment`{} as the {kind}'s content, not several",
-                        if kind == "config" {
-                            " or `content`"
-                        } else {
-                            ""
-                        }
+                        if takes_content { " or `content`" } else { "" }
                     ),
                 );
                 return None;

@@ -13,7 +13,7 @@ use super::{
     table_name,
 };
 use crate::network::bridge::{Rule, bridge_name};
-use crate::network::command::{delete_table, run};
+use crate::network::command::{delete_table, run, unless_tool_missing};
 use crate::network::{NetworkError, every_part};
 
 /// A node's mesh: what it has set, and the reconcile towards a desired state. Calls block
@@ -179,16 +179,8 @@ impl Mesh {
         let closed = self.close();
         let node = self.node_id.as_str();
         let bridge_closed = shut_route_localnet(&bridge_name(node));
-        let rule = || match forward_rule(node).remove() {
-            // Without iptables there is no rule to remove.
-            Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
-            Err(error) => Err(error),
-        };
-        let table = || match delete_table(&table_name(node)) {
-            // Without nft there is no table to remove.
-            Err(NetworkError::Spawn { .. }) | Ok(_) => Ok(()),
-            Err(error) => Err(error),
-        };
+        let rule = || unless_tool_missing(forward_rule(node).remove());
+        let table = || unless_tool_missing(delete_table(&table_name(node)));
         every_part(
             [closed, bridge_closed]
                 .into_iter()

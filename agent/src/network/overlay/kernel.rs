@@ -8,7 +8,7 @@ use super::{
     overlay_bridge_name, overlay_veth_name, task_interface_name, vxlan_name,
 };
 use crate::network::bridge::Rule;
-use crate::network::command::run;
+use crate::network::command::{delete_link, run};
 use crate::network::{NetworkError, every_part};
 
 use ipnet::Ipv4Net;
@@ -409,13 +409,6 @@ fn bridge_fdb(
         args.extend(["self", "permanent"]);
     }
     run("bridge", &args, None).map(drop)
-}
-
-fn delete_link(name: &str) -> Result<(), NetworkError> {
-    match run("ip", &["link", "del", "dev", name], None) {
-        Err(error) if error.is_missing_link() => Ok(()),
-        other => other.map(drop),
-    }
 }
 
 /// `result`, with a command failure whose stderr says `already` (the state is there, or

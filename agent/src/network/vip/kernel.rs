@@ -9,7 +9,7 @@ use super::{
     NodeVips, RULE_PRIORITY, Rule, network_links, network_rules, node_table_block, render,
     stale_links, table_name,
 };
-use crate::network::command::{delete_table, run};
+use crate::network::command::{delete_table, run, unless_tool_missing};
 use crate::network::overlay::overlay_bridge_name;
 use crate::network::{NetworkError, every_part};
 use swarm_api::endpoints::NetworkView;
@@ -145,11 +145,8 @@ impl Vips {
     /// the rules' batch too (`-force`); the first error is returned.
     pub fn teardown(&mut self) -> Result<(), NetworkError> {
         let node = self.node_id.as_str();
-        let table = match delete_table(&table_name(node)) {
-            // Without nft there is no table to remove (the rules may still be there).
-            Err(NetworkError::Spawn { .. }) => Ok(()),
-            outcome => outcome,
-        };
+        // Without nft there is no table to remove (the rules may still be there).
+        let table = unless_tool_missing(delete_table(&table_name(node)));
         let rules = || {
             let rules = node_rules(node)?;
             let tables: BTreeSet<u32> = rules.iter().map(|r| r.table).collect();

@@ -249,8 +249,8 @@ impl CreateFlags {
                 section([
                     ("cpus", text(&self.limit_cpu)),
                     ("memory", text(&self.limit_memory)),
-                    // 0 is Docker's "no limit".
-                    ("pids", self.limit_pids.filter(|&n| n > 0).map(|n| json!(n))),
+                    // 0 is Docker's "no limit": the loader reads it so.
+                    ("pids", self.limit_pids.map(|n| json!(n))),
                 ]),
             ),
             (
