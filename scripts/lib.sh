@@ -39,6 +39,8 @@ ensure_build_tools() {
         /usr/include/openssl/ssl.h:libssl-dev
     # The agent's build links swarm-init (the tasks' init) statically: glibc's libc.a.
     ensure_packages "/usr/lib/$(uname -m)-linux-gnu/libc.a:libc6-dev"
+    # The agent's socket balancer for VIPs is an eBPF program: clang and libbpf's headers.
+    ensure_packages clang:clang /usr/include/bpf/bpf_helpers.h:libbpf-dev
     ensure_rust
 }
 

@@ -94,9 +94,11 @@ fn main() {
             networks: [(
                 "net-p".to_owned(),
                 NetworkVips {
+                    vni: 4098,
                     subnet,
                     vips,
                     endpoints,
+                    local_tasks: Default::default(),
                 },
             )]
             .into(),

@@ -3,13 +3,16 @@
 //! vip_throughput [seconds per run] [runs]`.
 //!
 //! Two `swarm_testkit::Hosts` carry one overlay network (`Overlay::reconcile`) and its
-//! VIP (`Vips::reconcile`) from a desired state. A client task on host 0; nginx (one
-//! process, `return 200`) in a backend task on host 0 (local) and one on host 1 (remote).
-//! For each backend, the VIP balances over that backend alone, so both paths end at the
-//! same server: `wrk` (keep-alive) and `ab` (a new connection per request) run from the
-//! client's namespace against the task's address and against the VIP, alternating run by
-//! run so both see the same machine load; medians are printed. Then a paced probe (1,000
-//! new connections a second, timed in nanoseconds) gives each path's p50 and p99 latency.
+//! VIP (`Vips::reconcile`, the nftables DNAT; `SocketBalancer`, the eBPF connect hook
+//! ahead of it) from a desired state. A client task on host 0; nginx (one process,
+//! `return 200`) in a backend task on host 0 (local) and one on host 1 (remote). For each
+//! backend, the VIP balances over that backend alone, so every path ends at the same
+//! server: `wrk` (keep-alive) and `ab` (a new connection per request) run from the
+//! client's namespace against the task's address, against the VIP through the DNAT (the
+//! client not registered with the socket balancer) and through the socket balancer,
+//! alternating run by run so all see the same machine load; medians are printed. Then a
+//! paced probe (1,000 new connections a second, timed in nanoseconds) gives the direct
+//! and the socket-balanced paths' p50 and p99 latency.
 
 mod support;
 
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use swarm_agent::network::{
     LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
-    VXLAN_PORT, Vips, Vtep,
+    SocketBalancer, SocketVips, VXLAN_PORT, Vips, Vtep, netns_cookie,
 };
 use swarm_testkit::Hosts;
 
@@ -82,17 +85,23 @@ fn main() {
     tasks.serve(&remote_ns, "remote", remote);
     std::thread::sleep(std::time::Duration::from_millis(500));
 
+    let mut balancer = SocketBalancer::attach().unwrap();
+    let client_cookie = netns_cookie(&client_ns).unwrap();
     println!("{seconds} s per run, {runs} runs per path, medians (req/s)");
-    println!("| backend | client | direct | through the VIP | ratio |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| backend | client | direct | VIP, DNAT | VIP, socket | DNAT / direct | socket / direct |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for (name, backend) in [("remote (host 1)", remote), ("local (host 0)", local)] {
         let desired = NodeVips {
             networks: [(
                 "net-b".to_owned(),
                 NetworkVips {
+                    vni: 4097,
                     subnet,
                     vips: [(vip, vec![backend])].into(),
                     endpoints: [client, local, remote].into(),
+                    local_tasks: Default::default(),
                 },
             )]
             .into(),
@@ -100,13 +109,29 @@ fn main() {
         for (i, vips) in vips.iter_mut().enumerate() {
             in_namespace(&netns(i), || vips.reconcile(desired.clone())).unwrap();
         }
+        // The socket balancer with the client registered, or not (its connections then
+        // take the DNAT).
+        let mut balance = |sockets: bool| {
+            let members = if sockets {
+                [(client_cookie, 4097)].into()
+            } else {
+                Default::default()
+            };
+            balancer
+                .reconcile(SocketVips {
+                    services: [(vip, (4097, vec![backend]))].into(),
+                    members,
+                })
+                .unwrap();
+        };
         let direct_url = format!("http://{backend}:8080/");
-        // Another port than the direct runs': the server keeps TIME_WAIT sockets of the
+        // Other ports than the direct runs': the server keeps TIME_WAIT sockets of the
         // direct connections, whose sequence numbers and timestamps the client chose for the
         // task's address; a SYN to the VIP reusing a client port, DNAT'ed to the same
         // 4-tuple, would be taken for an old duplicate (a 1 s retransmit). One client
         // talking to a server both ways at once is the benchmark's doing, not a service's.
-        let vip_url = format!("http://{vip}:8081/");
+        // The same between the DNAT's and the socket balancer's runs.
+        let (dnat_url, socket_url) = (format!("http://{vip}:8081/"), format!("http://{vip}:8084/"));
         for (tool, measure) in [
             (
                 "wrk -t1 -c32 (keep-alive)",
@@ -114,23 +139,31 @@ fn main() {
             ),
             ("ab -c32 (new connection)", ab),
         ] {
-            let (mut direct, mut through) = (Vec::new(), Vec::new());
+            let (mut direct, mut dnat, mut socket) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
                 direct.push(measure(Some(&client_ns), &direct_url, seconds));
-                through.push(measure(Some(&client_ns), &vip_url, seconds));
+                balance(false);
+                dnat.push(measure(Some(&client_ns), &dnat_url, seconds));
+                balance(true);
+                socket.push(measure(Some(&client_ns), &socket_url, seconds));
             }
-            let (d, v) = (median(direct), median(through));
-            println!("| {name} | {tool} | {d:.0} | {v:.0} | {:.2} |", v / d);
+            let (d, n, s) = (median(direct), median(dnat), median(socket));
+            println!(
+                "| {name} | {tool} | {d:.0} | {n:.0} | {s:.0} | {:.2} | {:.2} |",
+                n / d,
+                s / d
+            );
         }
         print_latency(
             name,
             Some(&client_ns),
-            [(backend, 8080).into(), (vip, 8081).into()],
-            "VIP",
+            [(backend, 8080).into(), (vip, 8084).into()],
+            "VIP (socket)",
             seconds,
             runs,
         );
     }
+    drop(balancer);
     for i in 0..2 {
         in_namespace(&netns(i), || vips[i].teardown()).unwrap();
         in_namespace(&netns(i), || overlays[i].teardown()).unwrap();

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use swarm_agent::network::{
     LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
-    Vips, Vtep, task_interface_name, vip_bridge_mac, vip_table_name,
+    SocketBalancer, SocketVips, Vips, Vtep, netns_cookie, task_interface_name, vip_bridge_mac,
+    vip_table_name,
 };
 use swarm_testkit::Hosts;
 
@@ -123,6 +124,15 @@ struct Connection {
 }
 
 impl Connection {
+    /// The address the connection runs to: the VIP through the DNAT, a task's own
+    /// through the socket balancer.
+    fn peer(&self) -> Ipv4Addr {
+        match self.stream.peer_addr().unwrap().ip() {
+            std::net::IpAddr::V4(address) => address,
+            other => panic!("an IPv6 peer {other}"),
+        }
+    }
+
     /// Who answers a line.
     fn ask(&mut self) -> String {
         writeln!(self.stream, "who").unwrap();
@@ -237,17 +247,21 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
             (
                 "net-v".to_owned(),
                 NetworkVips {
+                    vni: 4097,
                     subnet,
                     vips: [(vip, backends.to_vec())].into(),
                     endpoints: [client, b0, b1].into(),
+                    local_tasks: Default::default(),
                 },
             ),
             (
                 "net-o".to_owned(),
                 NetworkVips {
+                    vni: 4098,
                     subnet: other_subnet,
                     vips: [(other_vip, vec![other])].into(),
                     endpoints: [other].into(),
+                    local_tasks: Default::default(),
                 },
             ),
         ]
@@ -283,7 +297,9 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     });
     assert_eq!(direct.as_deref(), Some("b1"));
 
-    // Through the VIP, new connections land on both backends, here and across hosts.
+    // Through the VIP, new connections land on both backends, here and across hosts,
+    // through the DNAT: the connection runs to the VIP.
+    assert_eq!(connect(&client_ns, vip).unwrap().peer(), vip);
     let seen = answers(&client_ns, vip, 30);
     assert_eq!(
         seen.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -354,6 +370,61 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     reconcile(&mut guard, &[b0, b1]);
     let seen = answers(&client_ns, vip, 30);
     assert_eq!(seen.len(), 2, "{seen:?}");
+    drop(open);
+
+    // The socket balancer ahead of the DNAT, as host 0's node sets it for its client task:
+    // each connection runs straight to a serving task, here or across hosts (its peer is
+    // the task's address, not the VIP).
+    let mut balancer = SocketBalancer::attach().expect(
+        "the socket balancer attaches (root, a cgroup v2 mount and a kernel from 5.7 are \
+         what it needs)",
+    );
+    let client_cookie = netns_cookie(&client_ns).unwrap();
+    let balanced = |backends: &[Ipv4Addr]| SocketVips {
+        services: if backends.is_empty() {
+            BTreeMap::new()
+        } else {
+            [(vip, (4097, backends.to_vec()))].into()
+        },
+        members: [(client_cookie, 4097)].into(),
+    };
+    balancer.reconcile(balanced(&[b0, b1])).unwrap();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let mut connection = connect(&client_ns, vip).unwrap();
+        let peer = connection.peer();
+        let answer = connection.ask();
+        assert_eq!(peer, if answer == "b0" { b0 } else { b1 }, "{answer}");
+        *seen.entry(answer).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // A task of another network, with the same forged routes: not a member of this one,
+    // its connections are left to the DNAT path, which refuses them.
+    assert!(connect_within(&other_ns, vip, Duration::from_millis(500)).is_err());
+    // b1 stops serving: new connections go to b0 alone; one open to b1 drains.
+    let mut open = (0..50)
+        .map(|_| connect(&client_ns, vip).unwrap())
+        .find_map(|mut c| (c.ask() == "b1").then_some(c))
+        .expect("a connection to b1 among 50");
+    balancer.reconcile(balanced(&[b0])).unwrap();
+    reconcile(&mut guard, &[b0]);
+    for _ in 0..20 {
+        let connection = connect(&client_ns, vip).unwrap();
+        assert_eq!(connection.peer(), b0);
+    }
+    assert_eq!(open.ask(), "b1");
+    // No serving task: the balancer leaves the VIP to the DNAT, which refuses at once.
+    balancer.reconcile(balanced(&[])).unwrap();
+    reconcile(&mut guard, &[]);
+    let refused = connect(&client_ns, vip).err().map(|e| e.kind());
+    assert_eq!(refused, Some(ErrorKind::ConnectionRefused));
+    assert_eq!(open.ask(), "b1", "still draining");
+    // Detached (its daemon gone): connections go through the DNAT again.
+    balancer.reconcile(balanced(&[b0, b1])).unwrap();
+    reconcile(&mut guard, &[b0, b1]);
+    assert_ne!(connect(&client_ns, vip).unwrap().peer(), vip);
+    drop(balancer);
+    assert_eq!(connect(&client_ns, vip).unwrap().peer(), vip);
 
     // No VIP left on a node: it has no table and no rule (nothing a killed daemon could
     // leave behind); teardown the same.
@@ -488,6 +559,11 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
             .any(|line| line.trim_end() == format!("-N {chain}"))
     };
     let chains_planted = || declared("filter") && declared("nat");
+    // The node's namespace directory, where the follower finds its tasks' namespaces by
+    // task id (a link to the test's).
+    let netns_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&task_ns, netns_dir.path().join("t")).unwrap();
+    serve(&task_ns, "t", addr(10));
     let (sender, mut views) = tokio::sync::watch::channel(view(true));
     // A view not seen yet, as the worker's once an assignment brought one.
     views.mark_changed();
@@ -500,7 +576,7 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
             in_namespace(&netns, || {
                 let both = async {
                     tokio::select! {
-                        () = swarm_agent::network::follow_vips(node.into(), views, reloaded, std::future::pending()) => {}
+                        () = swarm_agent::network::follow_vips(node.into(), netns_dir.path().to_owned(), views, reloaded, std::future::pending()) => {}
                         () = swarm_agent::network::watch_canary(node.into(), reloads, std::future::pending()) => {}
                     }
                 };
@@ -518,6 +594,18 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         until("the task that stopped serving left", &|rules| {
             rules.contains("map { 0 : 10.217.1.10 }")
         });
+        // The socket balancer follows too: task t's connection to the VIP runs straight
+        // to the one serving task, itself (its namespace found under the node's directory;
+        // u's is not there, which leaves t's alone).
+        let start = std::time::Instant::now();
+        loop {
+            let peer = connect(&task_ns, addr(2)).map(|c| c.peer());
+            if peer.as_ref().ok() == Some(&addr(10)) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(3), "{peer:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         until("the canary planted", &|rules| {
             rules.contains(&swarm_agent::network::canary_name(node))
         });

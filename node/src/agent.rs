@@ -158,6 +158,7 @@ async fn run(
     // The node's VIPs follow its view of the overlay networks.
     let mut vips = tokio::spawn(swarm_agent::network::follow_vips(
         state.node_id.clone(),
+        worker.netns_dir(),
         worker.network_view(),
         vip_reloads,
         stopping(),

@@ -14,7 +14,9 @@
 //! - `vip`: virtual IPs: a pure desired state per node ([`NodeVips`], from its endpoint
 //!   table), its nftables ruleset ([`render_vips`]: DNAT over the serving tasks) and
 //!   [`Vips`], which sets it with the routes and neighbour entries that bring a task's
-//!   connection to a VIP through the node and back into its network.
+//!   connection to a VIP through the node and back into its network; ahead of it,
+//!   [`SocketBalancer`], an eBPF program that sends a task's TCP `connect()` to a VIP
+//!   straight to a serving task (no NAT at all), the DNAT taking what it does not.
 //! - `mesh`: the routing mesh: a pure desired state per node ([`NodeMesh`], from its
 //!   endpoint table and its tasks' addresses), its nftables ruleset ([`render_mesh`]: DNAT of
 //!   published ports over the serving tasks, here or through another node) and [`Mesh`],
@@ -64,7 +66,8 @@ pub use overlay::{
 pub use swarm_api::endpoints::{VXLAN_PORT, Vtep};
 pub use task::{HostNetworking, NodeNetwork, NodeNetworkConfig, TaskNetwork, host_veth_name};
 pub use vip::{
-    NetworkVips, NodeVips, Vips, bridge_mac as vip_bridge_mac, follow as follow_vips,
+    NetworkVips, NodeSocketBalancer, NodeVips, SOCKET_MAX_BACKENDS, SocketBalancer, SocketError,
+    SocketVips, Vips, bridge_mac as vip_bridge_mac, follow as follow_vips, netns_cookie,
     render as render_vips, routing_table as vip_routing_table, table_name as vip_table_name,
 };
 

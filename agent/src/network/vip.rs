@@ -49,6 +49,7 @@
 //! to the client's node when the client is another node's).
 
 mod kernel;
+mod socket;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -62,6 +63,10 @@ use super::bridge::hex_digest;
 use super::overlay::{overlay_bridge_name, vxlan_name};
 
 pub use kernel::{Vips, follow};
+pub use socket::{
+    MAX_BACKENDS as SOCKET_MAX_BACKENDS, NodeSocketBalancer, SocketBalancer, SocketError,
+    SocketVips, netns_cookie,
+};
 
 /// What a node balances: per overlay network (by network id) with at least one VIP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,6 +77,8 @@ pub struct NodeVips {
 /// One network's VIPs on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkVips {
+    /// The network's VXLAN id: how the socket balancer names it.
+    pub vni: u32,
     pub subnet: Ipv4Net,
     /// Each VIP and the addresses of its service's serving tasks, sorted; none: the VIP
     /// refuses connections.
@@ -79,12 +86,15 @@ pub struct NetworkVips {
     /// Every task address on the network, serving or draining: the node reaches each
     /// without ARP.
     pub endpoints: BTreeSet<Ipv4Addr>,
+    /// This node's tasks on the network, by id: the socket balancer sends their
+    /// connections to a VIP straight to a serving task.
+    pub local_tasks: BTreeSet<String>,
 }
 
 impl NodeVips {
-    /// The VIPs of the node's endpoint table: each `vip`-mode service that has one, on each
-    /// network the node carries, with its serving tasks.
-    pub fn from_view(view: &NetworkView) -> NodeVips {
+    /// The VIPs of node `node_id`'s endpoint table: each `vip`-mode service that has one,
+    /// on each network the node carries, with its serving tasks.
+    pub fn from_view(view: &NetworkView, node_id: &str) -> NodeVips {
         let networks = view
             .networks
             .values()
@@ -99,12 +109,20 @@ impl NodeVips {
                     return None;
                 }
                 let endpoints = network.tasks.values().map(|t| t.address).collect();
+                let local_tasks = network
+                    .tasks
+                    .iter()
+                    .filter(|(_, task)| task.node_id == node_id)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 Some((
                     network.id.clone(),
                     NetworkVips {
+                        vni: network.vni,
                         subnet: network.subnet,
                         vips,
                         endpoints,
+                        local_tasks,
                     },
                 ))
             })
@@ -372,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_view_gives_each_vip_its_serving_tasks() {
-        let vips = NodeVips::from_view(&view());
+        let vips = NodeVips::from_view(&view(), "n2");
         // A network with no VIP (only a dnsrr service) needs nothing.
         assert_eq!(vips.networks.keys().collect::<Vec<_>>(), ["net-back"]);
         let back = &vips.networks["net-back"];
@@ -386,11 +404,16 @@ mod tests {
         );
         // Draining (t3) and dnsrr tasks are reached without ARP all the same.
         assert_eq!(back.endpoints.len(), 4);
+        // The node's own tasks on the network, whatever their service: n2 runs all four.
+        assert_eq!(back.vni, 4096);
+        assert_eq!(back.local_tasks.len(), 4);
+        let elsewhere = NodeVips::from_view(&view(), "n9");
+        assert!(elsewhere.networks["net-back"].local_tasks.is_empty());
     }
 
     #[test]
     fn the_ruleset_balances_serving_tasks_rejects_idle_vips_and_isolates_networks() {
-        let text = render("node-1", &NodeVips::from_view(&view()));
+        let text = render("node-1", &NodeVips::from_view(&view(), "n2"));
         let table = table_name("node-1");
         let bridge = overlay_bridge_name("node-1", "net-back");
         let expected = format!(
@@ -434,7 +457,7 @@ mod tests {
 
     #[test]
     fn links_follow_the_change_of_a_network() {
-        let before = NodeVips::from_view(&view()).networks["net-back"].clone();
+        let before = NodeVips::from_view(&view(), "n2").networks["net-back"].clone();
         let mut after = before.clone();
         after.vips.remove(&addr("10.0.0.3"));
         after.endpoints.remove(&addr("10.0.0.7"));

@@ -61,6 +61,13 @@ pub struct WorkerConfig {
     pub run_dir: PathBuf,
 }
 
+impl WorkerConfig {
+    /// Where the node's task namespaces are: `DIR/TASK`.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+}
+
 /// What a worker does its IO through: containers, images, task networks, and the clock its
 /// reports are dated by. `host` gives the real ones; a simulation gives `FakeRuntime`,
 /// `FakeImages`, `FakeNetworking` and its own clock.
@@ -335,6 +342,11 @@ impl Worker {
         }
     }
 
+    /// Where the node's task namespaces are: `DIR/TASK`.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.shared.config.netns_dir()
+    }
+
     /// The subnet the managers leased to this node (its bridge holds the gateway), once
     /// an assignment named it; the receiver sees it change.
     pub fn subnet(&self) -> watch::Receiver<Option<Ipv4Net>> {
@@ -432,7 +444,7 @@ impl Shared {
         let config = NodeNetworkConfig {
             node_id: self.config.node_id.clone(),
             subnet,
-            netns_dir: self.config.run_dir.join("netns"),
+            netns_dir: self.config.netns_dir(),
         };
         let network = self
             .networking

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use super::{
-    NodeVips, RULE_PRIORITY, Rule, network_links, network_rules, node_table_block, render,
-    stale_links, table_name,
+    NodeSocketBalancer, NodeVips, RULE_PRIORITY, Rule, network_links, network_rules,
+    node_table_block, render, stale_links, table_name,
 };
 use crate::network::command::{delete_table, run, unless_tool_missing};
 use crate::network::overlay::overlay_bridge_name;
@@ -176,8 +176,10 @@ impl Vips {
 /// reconcile (an overlay bridge not made yet): within the 1 s for a change.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Keeps the node's VIPs on its endpoint table: a reconcile from the latest view at every
-/// change, again after `RETRY` while one failed or a network's bridge was not made yet.
+/// Keeps the node's VIPs on its endpoint table: a reconcile of the DNAT and of the socket
+/// balancer (its tasks' namespaces under `netns_dir`) from the latest view at every
+/// change, again after `RETRY` while one failed or a network's bridge was not made yet
+/// (the socket balancer alone while a local task's namespace is not made yet).
 /// At each change of `reloads` (a firewall reload took the node's rules) everything is set
 /// again. The first reconcile waits for a view not seen yet (`views` marked changed, or its
 /// next change): a restarted daemon's worker has none before its first assignment, and
@@ -187,6 +189,7 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// next daemon's first reconcile replaces them.
 pub async fn follow(
     node_id: String,
+    netns_dir: std::path::PathBuf,
     mut views: tokio::sync::watch::Receiver<NetworkView>,
     mut reloads: tokio::sync::watch::Receiver<u64>,
     stop: impl std::future::Future<Output = ()>,
@@ -195,41 +198,58 @@ pub async fn follow(
     if !crate::network::first_view(&mut views, &mut stop).await {
         return;
     }
-    let mut vips = Vips::new(node_id);
+    let mut vips = Vips::new(node_id.clone());
+    // Attached while this follows (it detaches when dropped: new connections then take
+    // the DNAT, which stays set across a daemon restart).
+    let mut sockets = {
+        let node = node_id.clone();
+        tokio::task::spawn_blocking(move || NodeSocketBalancer::attach(&node, netns_dir))
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+    };
     // Said once, not at every retry.
     let mut last_error = None;
+    // Whether the last full reconcile set everything; a retry of the socket balancer
+    // alone (a task's namespace not made yet) leaves the kernel's rules as they are.
+    let mut settled = false;
+    let mut full = true;
     loop {
-        let desired = NodeVips::from_view(&views.borrow_and_update());
-        let (back, outcome) = tokio::task::spawn_blocking(move || {
-            let outcome = vips.reconcile(desired);
-            (vips, outcome)
+        let desired = NodeVips::from_view(&views.borrow_and_update(), &node_id);
+        let (back, outcome, balanced) = tokio::task::spawn_blocking(move || {
+            let balanced = sockets.reconcile(&desired);
+            let outcome = full.then(|| vips.reconcile(desired));
+            ((vips, sockets), outcome, balanced)
         })
         .await
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-        vips = back;
-        let settled = match outcome {
-            Ok(complete) => {
+        (vips, sockets) = back;
+        match outcome {
+            Some(Ok(complete)) => {
                 last_error = None;
-                complete
+                settled = complete;
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 let message = error.to_string();
                 if last_error.as_ref() != Some(&message) {
                     tracing::warn!(node = vips.node_id, %message, "cannot set the virtual IPs");
                 }
                 last_error = Some(message);
-                false
+                settled = false;
             }
-        };
-        let changed = tokio::select! {
-            changed = views.changed() => changed.is_ok(),
+            None => {}
+        }
+        full = tokio::select! {
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
             Ok(()) = reloads.changed() => true,
             _ = tokio::time::sleep(RETRY), if !settled => true,
-            () = &mut stop => false,
+            _ = tokio::time::sleep(RETRY), if settled && !balanced => false,
+            () = &mut stop => return,
         };
-        if !changed {
-            return;
-        }
     }
 }
 
