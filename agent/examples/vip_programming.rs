@@ -1,13 +1,15 @@
 //! How long a node takes to program 1,000 services × 3 tasks into the kernel: the overlay's
-//! forwarding entries (`Overlay::reconcile`) and the VIPs' ruleset, routes and neighbour
-//! entries (`Vips::reconcile`), on one test host (root). `cargo run --release -p
+//! forwarding entries (`Overlay::reconcile`), the VIPs' ruleset, routes and neighbour
+//! entries (`Vips::reconcile`) and the socket balancer's maps (`SocketBalancer`), on one
+//! test host (root). `cargo run --release -p
 //! swarm-agent --example vip_programming [services] [runs]`.
 //!
 //! One overlay network (a /16) with one local task; the other `3 × services` tasks run on
 //! another node (their VTEP is an address the host does not have: the entries are
 //! programmed, nothing is sent). Each run starts from nothing (both torn down) and times
-//! the overlay's reconcile, then the VIPs'; then one service's tasks change and the VIPs
-//! are reconciled again (what each later task change costs). Medians are printed, with the
+//! the overlay's reconcile, then the VIPs', then the socket balancer's; then one service's
+//! tasks change and the VIPs and the balancer are reconciled again (what each later task
+//! change costs). Medians are printed, with the
 //! number of VIPs the node's nftables table holds as evidence.
 
 // Shared with the throughput benchmarks, which use the rest of it.
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use swarm_agent::network::{
     LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
-    VXLAN_PORT, Vips, Vtep,
+    SocketBalancer, SocketVips, VXLAN_PORT, Vips, Vtep, netns_cookie,
 };
 use swarm_testkit::Hosts;
 
@@ -98,7 +100,7 @@ fn main() {
                     subnet,
                     vips,
                     endpoints,
-                    local_tasks: Default::default(),
+                    local_tasks: ["l".to_owned()].into(),
                 },
             )]
             .into(),
@@ -106,6 +108,13 @@ fn main() {
     };
     let node = "vipp-node-0";
     let (mut overlay_ms, mut vips_ms, mut change_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sockets_ms, mut socket_change_ms) = (Vec::new(), Vec::new());
+    let cookie = netns_cookie(&local_ns).unwrap();
+    let socket_state = |desired: &NodeVips| {
+        let (state, complete) = SocketVips::of(desired, |_| Some(cookie));
+        assert!(complete);
+        state
+    };
     let mut programmed = 0;
     for _ in 0..runs {
         in_namespace(&netns, || {
@@ -116,9 +125,18 @@ fn main() {
             let started = Instant::now();
             assert!(vips.reconcile(vip_state(None)).unwrap());
             vips_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            let mut balancer = SocketBalancer::attach().unwrap();
+            let started = Instant::now();
+            balancer.reconcile(socket_state(&vip_state(None))).unwrap();
+            sockets_ms.push(started.elapsed().as_secs_f64() * 1e3);
             let started = Instant::now();
             assert!(vips.reconcile(vip_state(Some(services / 2))).unwrap());
             change_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            balancer
+                .reconcile(socket_state(&vip_state(Some(services / 2))))
+                .unwrap();
+            socket_change_ms.push(started.elapsed().as_secs_f64() * 1e3);
             let table = Command::new("nft")
                 .args([
                     "list",
@@ -138,10 +156,12 @@ fn main() {
     }
     assert_eq!(programmed, services, "VIPs in the node's table");
     let (overlay, vips, change) = (median(overlay_ms), median(vips_ms), median(change_ms));
+    let (sockets, socket_change) = (median(sockets_ms), median(socket_change_ms));
     println!(
         "{services} services x 3 tasks, {runs} runs, medians: overlay entries {overlay:.0} ms, \
-         VIP ruleset, routes and neighbours {vips:.0} ms (together {:.0} ms); one service's \
-         tasks changed: {change:.0} ms ({programmed} VIPs in the table)",
-        overlay + vips
+         VIP ruleset, routes and neighbours {vips:.0} ms, socket balancer {sockets:.1} ms \
+         (together {:.0} ms); one service's tasks changed: {change:.0} ms, socket balancer \
+         {socket_change:.2} ms ({programmed} VIPs in the table)",
+        overlay + vips + sockets
     );
 }

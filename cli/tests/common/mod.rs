@@ -424,6 +424,19 @@ pub fn ok(cluster: &Cluster, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Task `task_id`'s network namespace on node `n`.
+fn task_netns(cluster: &Cluster, n: usize, task_id: &str) -> Option<std::path::PathBuf> {
+    let node_id = cluster.node_id(n)?;
+    Some(
+        cluster.nodes[n]
+            .0
+            .join("run")
+            .join(node_id)
+            .join("netns")
+            .join(task_id),
+    )
+}
+
 /// `GET http://ADDRESS/` from inside task `task_id`'s network namespace on node `n`
 /// (bounded): the page, if it answered.
 pub fn fetch_from_task(
@@ -432,13 +445,7 @@ pub fn fetch_from_task(
     task_id: &str,
     address: &str,
 ) -> Option<String> {
-    let node_id = cluster.node_id(n)?;
-    let netns = cluster.nodes[n]
-        .0
-        .join("run")
-        .join(node_id)
-        .join("netns")
-        .join(task_id);
+    let netns = task_netns(cluster, n, task_id)?;
     // Bounded by `timeout`: Debian's busybox 1.35 wget crashes with `-T`.
     let out = Command::new("timeout")
         .arg("5")
@@ -457,6 +464,35 @@ pub fn fetch_from_task(
     out.status
         .success()
         .then(|| text(&out.stdout).trim().to_owned())
+}
+
+/// The address a TCP connection to `address:80` made in task `task_id`'s network
+/// namespace on node `n` runs to (what `getpeername` says), if it connected within 2 s.
+pub fn peer_from_task(
+    cluster: &Cluster,
+    n: usize,
+    task_id: &str,
+    address: &str,
+) -> Option<std::net::IpAddr> {
+    use std::os::fd::AsRawFd;
+    let namespace = std::fs::File::open(task_netns(cluster, n, task_id)?).ok()?;
+    let to: std::net::SocketAddr = format!("{address}:80").parse().ok()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns changes only this thread's network namespace; the thread
+                // ends with the scope.
+                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return None;
+                }
+                let stream =
+                    std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?;
+                Some(stream.peer_addr().ok()?.ip())
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
 }
 
 /// `GET /` of a task's httpd at its address, bounded.
