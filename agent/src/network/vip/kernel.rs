@@ -201,12 +201,7 @@ pub async fn follow(
     let mut vips = Vips::new(node_id.clone());
     // Attached while this follows (it detaches when dropped: new connections then take
     // the DNAT, which stays set across a daemon restart).
-    let mut sockets = {
-        let node = node_id.clone();
-        tokio::task::spawn_blocking(move || NodeSocketBalancer::attach(&node, netns_dir))
-            .await
-            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
-    };
+    let mut sockets = NodeSocketBalancer::new(&node_id, netns_dir);
     // Said once, not at every retry.
     let mut last_error = None;
     // Whether the last full reconcile set everything; a retry of the socket balancer

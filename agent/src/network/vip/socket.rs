@@ -233,13 +233,15 @@ impl SocketBalancer {
     }
 }
 
-/// The node's socket balancer as its VIP follower keeps it: attached once if the kernel
-/// lets it (else the DNAT alone serves, said once), and fed from the node's VIPs with its
-/// tasks' namespace cookies (read once per namespace).
+/// The node's socket balancer as its VIP follower keeps it: attached at the first VIP the
+/// node balances (a node without one leaves the machine's `connect()` alone) if the
+/// kernel lets it (else the DNAT alone serves, said once), and fed from the node's VIPs
+/// with its tasks' namespace cookies (read once per namespace).
 #[derive(Debug)]
 pub struct NodeSocketBalancer {
+    node_id: String,
     netns_dir: PathBuf,
-    balancer: Option<SocketBalancer>,
+    balancer: Balancer,
     /// By the namespace file's (device, inode): a task's namespace made again under the
     /// same id has another cookie.
     cookies: std::collections::HashMap<(u64, u64), u64>,
@@ -247,38 +249,50 @@ pub struct NodeSocketBalancer {
     last_error: Option<String>,
 }
 
+#[derive(Debug)]
+enum Balancer {
+    NotYet,
+    Attached(Box<SocketBalancer>),
+    /// The kernel refused it: the DNAT serves.
+    Refused,
+}
+
 impl NodeSocketBalancer {
-    /// Attaches the balancer for a node whose task namespaces are `netns_dir/TASK`.
-    pub fn attach(node_id: &str, netns_dir: PathBuf) -> NodeSocketBalancer {
-        let balancer = match SocketBalancer::attach() {
-            Ok(balancer) => Some(balancer),
-            Err(error) => {
-                tracing::warn!(
-                    node = node_id,
-                    %error,
-                    "tasks' connections to VIPs go through the nftables DNAT alone"
-                );
-                None
-            }
-        };
+    /// For a node whose task namespaces are `netns_dir/TASK`; nothing attached yet.
+    pub fn new(node_id: &str, netns_dir: PathBuf) -> NodeSocketBalancer {
         NodeSocketBalancer {
+            node_id: node_id.to_owned(),
             netns_dir,
-            balancer,
+            balancer: Balancer::NotYet,
             cookies: Default::default(),
             last_error: None,
         }
-    }
-
-    /// Whether the program is attached.
-    pub fn attached(&self) -> bool {
-        self.balancer.is_some()
     }
 
     /// Brings the balancer to `desired`; whether it holds every local task and VIP (false:
     /// a task's namespace is not made yet, or an update failed: try again soon). Errors
     /// are logged: what the balancer misses, the DNAT takes.
     pub fn reconcile(&mut self, desired: &NodeVips) -> bool {
-        let Some(balancer) = self.balancer.as_mut() else {
+        if matches!(self.balancer, Balancer::NotYet) && !desired.networks.is_empty() {
+            self.balancer = match SocketBalancer::attach() {
+                Ok(balancer) => {
+                    tracing::info!(
+                        node = self.node_id,
+                        "tasks' TCP connections to VIPs are balanced at connect()"
+                    );
+                    Balancer::Attached(Box::new(balancer))
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        node = self.node_id,
+                        %error,
+                        "tasks' connections to VIPs go through the nftables DNAT alone"
+                    );
+                    Balancer::Refused
+                }
+            };
+        }
+        let Balancer::Attached(balancer) = &mut self.balancer else {
             return true;
         };
         let mut seen = std::collections::HashMap::new();
