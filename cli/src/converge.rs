@@ -27,6 +27,9 @@ pub struct Wait {
     /// Return at once instead of waiting for the tasks to run
     #[arg(long, short)]
     detach: bool,
+    /// Wait without showing the progress (a failure is still said)
+    #[arg(long, short)]
+    quiet: bool,
     /// How long to wait for a service's tasks to run and its update to complete
     #[arg(long, default_value = DEFAULT_TIMEOUT)]
     timeout: GoDuration,
@@ -38,19 +41,20 @@ impl Wait {
         if self.detach {
             return Ok(());
         }
-        converge(host, name, change, self.timeout).await
+        converge(host, name, change, self.timeout, self.quiet).await
     }
 }
 
 /// Waits for service `name` to converge, showing the progress and each task error once. It
 /// follows the manager's stream of the service's view (sent again on each change of the
 /// service or its tasks), so it sees a change as soon as the manager applies it; converged
-/// once a converged view held for `STABLE`.
+/// once a converged view held for `STABLE`. `quiet`: nothing shown but the outcome's error.
 async fn converge(
     host: &Host,
     name: &str,
     change: Change,
     timeout: GoDuration,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout.0;
     let mut shown_progress = None;
@@ -85,14 +89,18 @@ async fn converge(
             if let Some(problem) = problem
                 && shown_errors.insert((task.id.clone(), problem.clone()))
             {
-                eprintln!("{}: {problem}", task.name());
+                if !quiet {
+                    eprintln!("{}: {problem}", task.name());
+                }
                 last_error = Some(problem);
             }
         }
         let missing = match progress(&view, service, change)? {
             Progress::Converged => match tokio::time::timeout(STABLE, next()).await {
                 Err(_) => {
-                    eprintln!("{name}: converged");
+                    if !quiet {
+                        eprintln!("{name}: converged");
+                    }
                     return Ok(());
                 }
                 Ok(changed) => {
@@ -106,7 +114,7 @@ async fn converge(
                 counted,
                 missing,
             } => {
-                if shown_progress != Some((running, wanted)) {
+                if !quiet && shown_progress != Some((running, wanted)) {
                     eprintln!("{name}: {running}/{wanted} {counted}");
                     shown_progress = Some((running, wanted));
                 }

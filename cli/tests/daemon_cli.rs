@@ -1004,9 +1004,11 @@ fn services_run_real_containers_on_the_nodes() {
     let listing = text(&swarm(&cluster.socket(0), &["service", "ls"]).stdout);
     assert!(listing.contains("3/3"), "{listing}");
 
-    // Scaled down: the highest slot's container stops and goes.
-    let out = swarm(&cluster.socket(0), &["service", "scale", "web=2"]);
+    // Scaled down: the highest slot's container stops and goes. `-q` waits for it
+    // without a word of progress.
+    let out = swarm(&cluster.socket(0), &["service", "scale", "-q", "web=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "quiet");
     let gone = tasks.iter().find(|t| t["slot"] == 3).unwrap()["id"]
         .as_str()
         .unwrap()
