@@ -19,12 +19,29 @@ fn main() {
 fn bpf_object(source: &str, name: &str) {
     println!("cargo:rerun-if-changed={source}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    // <linux/bpf.h> includes <asm/types.h>, which Debian keeps under the multiarch
-    // directory of the target.
-    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets the target arch");
+    // <linux/bpf.h> includes <asm/types.h>, which Debian keeps under the target's
+    // multiarch directory (the C compiler names it: x86_64-linux-gnu,
+    // arm-linux-gnueabihf…).
+    let multiarch = cc::Build::new()
+        .get_compiler()
+        .to_command()
+        .arg("-print-multiarch")
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets the arch");
+            format!("{arch}-linux-gnu")
+        });
+    // The program's byte order is the target's, not the build machine's.
+    let target = match std::env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb",
+        _ => "bpfel",
+    };
     let status = Command::new("clang")
-        .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
-        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
+        .args(["-O2", "-g", "-Wall", "-Werror", "-target", target])
+        .arg(format!("-I/usr/include/{multiarch}"))
         .arg("-c")
         .arg(source)
         .arg("-o")

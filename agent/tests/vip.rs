@@ -399,8 +399,14 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     // A task of another network, with the same forged routes: not a member of this one,
-    // its connections are left to the DNAT path, which refuses them.
-    assert!(connect_within(&other_ns, vip, Duration::from_millis(500)).is_err());
+    // its connections are left to the DNAT path, which refuses them. Were they rewritten,
+    // they would reach a server of its own holding b0's address.
+    forge(&["ip", "addr", "add", &format!("{b0}/32"), "dev", "lo"]);
+    serve(&other_ns, "impostor", b0);
+    assert_eq!(connect(&other_ns, b0).unwrap().ask(), "impostor");
+    for _ in 0..10 {
+        assert!(connect_within(&other_ns, vip, Duration::from_millis(300)).is_err());
+    }
     // b1 stops serving: new connections go to b0 alone; one open to b1 drains.
     let mut open = (0..50)
         .map(|_| connect(&client_ns, vip).unwrap())

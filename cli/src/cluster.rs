@@ -293,8 +293,11 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
         /// Human-readable output
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         pretty: bool,
+        /// A Go template over each node's JSON: `{{.Status.Addr}}`, `{{json .Spec}}`
+        #[arg(long, short)]
+        format: Option<String>,
     },
     /// Make workers managers
     Promote {
@@ -357,7 +360,11 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        NodeCommand::Inspect { nodes, pretty } => {
+        NodeCommand::Inspect {
+            nodes,
+            pretty,
+            format,
+        } => {
             let mut client = client::connect(host).await?;
             let mut inspected = Vec::new();
             for node in nodes {
@@ -373,6 +380,11 @@ pub async fn node(host: &Host, command: NodeCommand) -> anyhow::Result<ExitCode>
                 for node in &inspected {
                     print!("{}", pretty_node(node));
                 }
+            } else if let Some(template) = format {
+                print!(
+                    "{}",
+                    crate::go_template::render_each(&template, &inspected)?
+                );
             } else {
                 println!("{}", serde_json::to_string_pretty(&inspected)?);
             }

@@ -13,7 +13,15 @@ use swarm_api::units::Millis;
 /// The services as a JSON array, each object with its update status and its virtual IPs
 /// when it has them.
 pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_json::Result<String> {
-    let objects = services
+    serde_json::to_string_pretty(&objects(view, services)?)
+}
+
+/// Each service as `json` shows it.
+pub fn objects(
+    view: &ServicesView,
+    services: &[&Object<ServiceSpec>],
+) -> serde_json::Result<Vec<serde_json::Value>> {
+    services
         .iter()
         .map(|service| {
             let mut value = serde_json::to_value(service)?;
@@ -38,8 +46,7 @@ pub fn json(view: &ServicesView, services: &[&Object<ServiceSpec>]) -> serde_jso
             }
             Ok(value)
         })
-        .collect::<serde_json::Result<Vec<_>>>()?;
-    serde_json::to_string_pretty(&objects)
+        .collect()
 }
 
 /// Docker's `--pretty` summary of each service, at `now`.

@@ -9,6 +9,7 @@ mod deploy;
 mod events;
 mod filter;
 mod gitops;
+mod go_template;
 mod inspect;
 mod lock;
 mod logs;

@@ -58,8 +58,11 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
         /// A summary for people instead of JSON
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         pretty: bool,
+        /// A Go template over each service's JSON: `{{.Spec.Name}}`, `{{json .Endpoint}}`
+        #[arg(long, short)]
+        format: Option<String>,
     },
     /// Change a service: its tasks are replaced as its update policy says
     Update(Box<UpdateArgs>),
@@ -403,7 +406,11 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCommand::Inspect { services, pretty } => {
+        ServiceCommand::Inspect {
+            services,
+            pretty,
+            format,
+        } => {
             let view = view(host).await?;
             let found = services
                 .iter()
@@ -411,6 +418,9 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if pretty {
                 print!("{}", crate::inspect::pretty(&view, &found));
+            } else if let Some(template) = format {
+                let objects = crate::inspect::objects(&view, &found)?;
+                print!("{}", crate::go_template::render_each(&template, &objects)?);
             } else {
                 println!("{}", crate::inspect::json(&view, &found)?);
             }

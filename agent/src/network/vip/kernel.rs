@@ -175,6 +175,8 @@ impl Vips {
 /// How long the follower waits before it tries again after a failed or incomplete
 /// reconcile (an overlay bridge not made yet): within the 1 s for a change.
 const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// The longest wait between retries of the socket balancer alone.
+const SOCKET_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Keeps the node's VIPs on its endpoint table: a reconcile of the DNAT and of the socket
 /// balancer (its tasks' namespaces under `netns_dir`) from the latest view at every
@@ -208,8 +210,20 @@ pub async fn follow(
     // alone (a task's namespace not made yet) leaves the kernel's rules as they are.
     let mut settled = false;
     let mut full = true;
+    // The socket balancer's own retry, doubled while a task's namespace stays missing (one
+    // preparing, or draining with its namespace gone): its start takes the view through a
+    // change anyway, which reconciles everything.
+    let mut socket_retry = RETRY;
     loop {
-        let desired = NodeVips::from_view(&views.borrow_and_update(), &node_id);
+        // A retry of the socket balancer alone leaves the view's change, if one came,
+        // marked unseen: the full reconcile it needs comes next.
+        let desired = if full {
+            socket_retry = RETRY;
+            NodeVips::from_view(&views.borrow_and_update(), &node_id)
+        } else {
+            socket_retry = (socket_retry * 2).min(SOCKET_RETRY_MAX);
+            NodeVips::from_view(&views.borrow(), &node_id)
+        };
         let (back, outcome, balanced) = tokio::task::spawn_blocking(move || {
             let balanced = sockets.reconcile(&desired);
             let outcome = full.then(|| vips.reconcile(desired));
@@ -242,7 +256,7 @@ pub async fn follow(
             }
             Ok(()) = reloads.changed() => true,
             _ = tokio::time::sleep(RETRY), if !settled => true,
-            _ = tokio::time::sleep(RETRY), if settled && !balanced => false,
+            _ = tokio::time::sleep(socket_retry), if settled && !balanced => false,
             () = &mut stop => return,
         };
     }

@@ -18,8 +18,10 @@
 //! and the host are left alone. Every node on a machine attaches its own program and maps.
 //!
 //! What a task sees: `getpeername()` on such a socket gives the serving task's address,
-//! not the VIP (Cilium's default too); connections open to a task that stops serving
-//! drain, as they are plain connections to it.
+//! not the VIP (Cilium hides it with a `getpeername4` hook; this does not yet);
+//! connections open to a task that stops serving drain, as they are plain connections to
+//! it. What takes the DNAT all the same: an IPv6 socket connecting to `::ffff:VIP` (the
+//! `connect6` hook, not attached) and MPTCP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -140,8 +142,17 @@ impl std::fmt::Debug for SocketBalancer {
 }
 
 impl SocketBalancer {
-    /// Loads the program and attaches it to the cgroup v2 root, with empty maps.
+    /// Loads the program and attaches it to the cgroup v2 root, with empty maps. Needs
+    /// Linux 5.14 (a socket's namespace cookie read from user space) and a cgroup v2 mount.
     pub fn attach() -> Result<SocketBalancer, SocketError> {
+        // Without it no task could be registered: the program would run for nothing.
+        netns_cookie(Path::new("/proc/self/ns/net")).map_err(|error| {
+            SocketError::new(
+                "this kernel does not give a socket's namespace cookie (SO_NETNS_COOKIE, \
+                 Linux 5.14)",
+                error,
+            )
+        })?;
         let root = cgroup2_root()?;
         let mut object = Ebpf::load(OBJECT)
             .map_err(|error| SocketError::new("cannot load the program", error))?;
@@ -159,8 +170,8 @@ impl SocketBalancer {
                 error,
             )
         })?;
-        // Through a link (kernels from 5.7), which coexists with any other node's and goes
-        // with this process.
+        // Through a link, which coexists with any other node's and goes with this
+        // process.
         program
             .attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|error| {
@@ -242,9 +253,10 @@ pub struct NodeSocketBalancer {
     node_id: String,
     netns_dir: PathBuf,
     balancer: Balancer,
-    /// By the namespace file's (device, inode): a task's namespace made again under the
-    /// same id has another cookie.
-    cookies: std::collections::HashMap<(u64, u64), u64>,
+    /// By task id and the namespace file's (device, inode): a namespace made again has
+    /// another inode, and a freed inode that another task's namespace reuses comes with
+    /// another task id.
+    cookies: std::collections::HashMap<(String, u64, u64), u64>,
     /// Said once, not at every change.
     last_error: Option<String>,
 }
@@ -274,7 +286,12 @@ impl NodeSocketBalancer {
     /// are logged: what the balancer misses, the DNAT takes.
     pub fn reconcile(&mut self, desired: &NodeVips) -> bool {
         if matches!(self.balancer, Balancer::NotYet) && !desired.networks.is_empty() {
-            self.balancer = match SocketBalancer::attach() {
+            // A panic in the loader (aya reads the kernel's version) must not take the
+            // follower, and the DNAT with it.
+            let attached = std::panic::catch_unwind(SocketBalancer::attach).unwrap_or_else(|_| {
+                Err(SocketError::new("the loader panicked", "see the log above"))
+            });
+            self.balancer = match attached {
                 Ok(balancer) => {
                     tracing::info!(
                         node = self.node_id,
@@ -296,22 +313,39 @@ impl NodeSocketBalancer {
             return true;
         };
         let mut seen = std::collections::HashMap::new();
+        let mut unreadable = None;
         let (state, complete) = SocketVips::of(desired, |task| {
             use std::os::unix::fs::MetadataExt;
             let path = self.netns_dir.join(task);
+            // Missing: the task's namespace is not made yet, or gone already.
             let file = std::fs::metadata(&path).ok()?;
-            let id = (file.dev(), file.ino());
+            let id = (task.to_owned(), file.dev(), file.ino());
             let cookie = match self.cookies.get(&id) {
                 Some(cookie) => *cookie,
-                None => netns_cookie(&path).ok()?,
+                None => match netns_cookie(&path) {
+                    Ok(cookie) => cookie,
+                    Err(error) => {
+                        unreadable = Some(format!("{}: {error}", path.display()));
+                        return None;
+                    }
+                },
             };
             seen.insert(id, cookie);
             Some(cookie)
         });
         self.cookies = seen;
+        let read_all = unreadable.is_none();
+        if let Some(message) = unreadable
+            && self.last_error.as_ref() != Some(&message)
+        {
+            tracing::warn!(%message, "cannot read a task's namespace cookie");
+            self.last_error = Some(message);
+        }
         match balancer.reconcile(state) {
             Ok(()) => {
-                self.last_error = None;
+                if read_all {
+                    self.last_error = None;
+                }
                 complete
             }
             Err(error) => {
@@ -330,6 +364,11 @@ impl NodeSocketBalancer {
 fn remove(outcome: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match outcome {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
