@@ -60,7 +60,8 @@ pub enum ServiceCommand {
         /// A summary for people instead of JSON
         #[arg(long, conflicts_with = "format")]
         pretty: bool,
-        /// A Go template over each service's JSON: `{{.Spec.Name}}`, `{{json .Endpoint}}`
+        /// A Go template over each service's JSON (its fields as `inspect` prints them):
+        /// `{{.spec.task.container.image}}`, `{{json .Endpoint}}`
         #[arg(long, short)]
         format: Option<String>,
     },

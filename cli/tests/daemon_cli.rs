@@ -436,6 +436,23 @@ fn nodes_are_promoted_demoted_removed_and_leave() {
         inspected[0]["Description"]["Hostname"], "node2",
         "{inspect}"
     );
+    // Docker's way for scripts: a Go template over the same JSON.
+    let out = swarm(
+        &cluster.socket(1),
+        &[
+            "node",
+            "inspect",
+            "self",
+            "--format",
+            "{{.Description.Hostname}} {{.Spec.Role}}",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "node2 manager\n",
+        "{}",
+        text(&out.stderr)
+    );
 
     // Demoting the leader hands leadership over first.
     let out = swarm(&cluster.socket(0), &["node", "demote", "node1"]);
@@ -937,6 +954,22 @@ fn services_are_created_spread_scaled_drained_and_removed() {
     assert_eq!(ports.len(), 1, "{spec}");
     assert_eq!(ports[0]["published"], 9090, "{spec}");
     assert_eq!(spec["task"]["container"]["image"], "busybox:2", "unchanged");
+    let out = swarm(
+        &cluster.socket(0),
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.spec.task.container.image}} {{json .spec.labels}}",
+            "web",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "busybox:2 {\"team\":\"web\"}\n",
+        "{}",
+        text(&out.stderr)
+    );
     let out = swarm(
         &cluster.socket(0),
         &[
