@@ -1,8 +1,9 @@
 // Socket-level balancing of virtual IPs: a task's connect() to a service's VIP is sent to
 // one of the service's serving tasks before the first packet exists, so the connection
-// runs to the task's own address with no NAT on any packet. The agent attaches this
-// program to the cgroup v2 root (every process of the machine runs it on connect) and
-// fills its two maps from the node's endpoint table; see agent/src/network/vip/socket.rs.
+// runs to the task's own address with no NAT on any packet; getpeername() on it still
+// gives the VIP, as through a NAT. The agent attaches these programs to the cgroup v2
+// root (every process of the machine runs them) and fills the first two maps from the
+// node's endpoint table; see agent/src/network/vip/socket.rs.
 // What it does not take (UDP, a task the node has not registered, a service with more
 // backends than a map value holds) goes on to the VIP, which the node's nftables DNAT
 // balances as before.
@@ -45,6 +46,16 @@ struct {
 	__type(value, __u8);
 } MEMBERSHIPS SEC(".maps");
 
+// The VIP each rewritten socket asked for, by socket cookie (never reused): what
+// getpeername() gives back. The least recently written go first when it is full: an old
+// connection then shows its task's address.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} ASKED SEC(".maps");
+
 SEC("cgroup/connect4")
 int vip_connect4(struct bpf_sock_addr *ctx)
 {
@@ -71,6 +82,18 @@ int vip_connect4(struct bpf_sock_addr *ctx)
 	asm volatile("" : "+r"(pick));
 	pick &= MAX_BACKENDS - 1;
 	ctx->user_ip4 = service->backends[pick];
+	__u64 socket = bpf_get_socket_cookie(ctx);
+	bpf_map_update_elem(&ASKED, &socket, &vip, BPF_ANY);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int vip_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 socket = bpf_get_socket_cookie(ctx);
+	__u32 *vip = bpf_map_lookup_elem(&ASKED, &socket);
+	if (vip)
+		ctx->user_ip4 = *vip;
 	return 1;
 }
 

@@ -124,13 +124,35 @@ struct Connection {
 }
 
 impl Connection {
-    /// The address the connection runs to: the VIP through the DNAT, a task's own
-    /// through the socket balancer.
+    /// The peer the task is told (`getpeername`): the VIP, whichever path it took.
     fn peer(&self) -> Ipv4Addr {
         match self.stream.peer_addr().unwrap().ip() {
             std::net::IpAddr::V4(address) => address,
             other => panic!("an IPv6 peer {other}"),
         }
+    }
+
+    /// The address the kernel's socket runs to (`ss`, in the client's namespace `netns`):
+    /// the VIP through the DNAT, a task's own through the socket balancer.
+    fn route(&self, netns: &Path) -> Ipv4Addr {
+        let port = self.stream.local_addr().unwrap().port();
+        let output = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["ss", "-Htn", "state", "established"])
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&output.stdout).into_owned();
+        listing
+            .lines()
+            .find_map(|line| {
+                let columns: Vec<&str> = line.split_whitespace().collect();
+                let local = columns.get(2)?;
+                local.ends_with(&format!(":{port}")).then(|| {
+                    let remote = columns.get(3)?;
+                    remote.rsplit_once(':')?.0.parse().ok()
+                })?
+            })
+            .unwrap_or_else(|| panic!("no socket of port {port} in {listing}"))
     }
 
     /// Who answers a line.
@@ -299,7 +321,9 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
 
     // Through the VIP, new connections land on both backends, here and across hosts,
     // through the DNAT: the connection runs to the VIP.
-    assert_eq!(connect(&client_ns, vip).unwrap().peer(), vip);
+    let connection = connect(&client_ns, vip).unwrap();
+    assert_eq!(connection.route(&client_ns), vip);
+    assert_eq!(connection.peer(), vip);
     let seen = answers(&client_ns, vip, 30);
     assert_eq!(
         seen.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -373,8 +397,8 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     drop(open);
 
     // The socket balancer ahead of the DNAT, as host 0's node sets it for its client task:
-    // each connection runs straight to a serving task, here or across hosts (its peer is
-    // the task's address, not the VIP).
+    // each connection runs straight to a serving task, here or across hosts (the kernel's
+    // socket is the task's), while the task is told its peer is the VIP.
     let mut balancer = SocketBalancer::attach().expect(
         "the socket balancer attaches (root, a cgroup v2 mount and a kernel from 5.7 are \
          what it needs)",
@@ -392,9 +416,10 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     let mut seen = BTreeMap::<String, usize>::new();
     for _ in 0..30 {
         let mut connection = connect(&client_ns, vip).unwrap();
-        let peer = connection.peer();
+        let route = connection.route(&client_ns);
+        assert_eq!(connection.peer(), vip);
         let answer = connection.ask();
-        assert_eq!(peer, if answer == "b0" { b0 } else { b1 }, "{answer}");
+        assert_eq!(route, if answer == "b0" { b0 } else { b1 }, "{answer}");
         *seen.entry(answer).or_default() += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -416,7 +441,7 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     reconcile(&mut guard, &[b0]);
     for _ in 0..20 {
         let connection = connect(&client_ns, vip).unwrap();
-        assert_eq!(connection.peer(), b0);
+        assert_eq!(connection.route(&client_ns), b0);
     }
     assert_eq!(open.ask(), "b1");
     // No serving task: the balancer leaves the VIP to the DNAT, which refuses at once.
@@ -428,9 +453,9 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     // Detached (its daemon gone): connections go through the DNAT again.
     balancer.reconcile(balanced(&[b0, b1])).unwrap();
     reconcile(&mut guard, &[b0, b1]);
-    assert_ne!(connect(&client_ns, vip).unwrap().peer(), vip);
+    assert_ne!(connect(&client_ns, vip).unwrap().route(&client_ns), vip);
     drop(balancer);
-    assert_eq!(connect(&client_ns, vip).unwrap().peer(), vip);
+    assert_eq!(connect(&client_ns, vip).unwrap().route(&client_ns), vip);
 
     // No VIP left on a node: it has no table and no rule (nothing a killed daemon could
     // leave behind); teardown the same.
@@ -605,7 +630,7 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         // u's is not there, which leaves t's alone).
         let start = std::time::Instant::now();
         loop {
-            let peer = connect(&task_ns, addr(2)).map(|c| c.peer());
+            let peer = connect(&task_ns, addr(2)).map(|c| c.route(&task_ns));
             if peer.as_ref().ok() == Some(&addr(10)) {
                 break;
             }

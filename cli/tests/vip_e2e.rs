@@ -111,14 +111,13 @@ fn a_client_task_reaches_a_service_at_its_vip_balanced_over_hosts() {
     });
     assert!(seen.iter().all(|page| page.ends_with(" v1")), "{seen:?}");
     // The node's socket balancer sends the client's connection straight to a back task:
-    // it runs to the task's address, not to the VIP (which the DNAT would keep as peer).
-    let peer = peer_from_task(&cluster, 0, &client.0, vip).expect("a connection to the VIP");
-    assert_ne!(
-        peer.to_string(),
-        vip,
-        "the connection went through the DNAT"
-    );
-    assert!(peer.to_string().starts_with("10.78.0."), "{peer}");
+    // its socket runs to the task's address, not to the VIP (as through the DNAT), while
+    // the client is told its peer is the VIP.
+    let (peer, route) =
+        peer_and_route_from_task(&cluster, 0, &client.0, vip).expect("a connection to the VIP");
+    assert_eq!(peer.to_string(), vip);
+    assert_ne!(route, vip, "the connection went through the DNAT");
+    assert!(route.starts_with("10.78.0."), "{route}");
 
     // Only host 2's task left serving (host 1 drained): new connections go there only.
     ok(

@@ -466,18 +466,21 @@ pub fn fetch_from_task(
         .then(|| text(&out.stdout).trim().to_owned())
 }
 
-/// The address a TCP connection to `address:80` made in task `task_id`'s network
-/// namespace on node `n` runs to (what `getpeername` says), if it connected within 2 s.
-pub fn peer_from_task(
+/// A TCP connection to `address:80` made in task `task_id`'s network namespace on node
+/// `n`, if it connected within 2 s: the peer the task is told (`getpeername`) and the
+/// address the kernel's socket runs to (`ss` in the namespace), which differ when the node
+/// balanced the connection at `connect()`.
+pub fn peer_and_route_from_task(
     cluster: &Cluster,
     n: usize,
     task_id: &str,
     address: &str,
-) -> Option<std::net::IpAddr> {
+) -> Option<(std::net::IpAddr, String)> {
     use std::os::fd::AsRawFd;
-    let namespace = std::fs::File::open(task_netns(cluster, n, task_id)?).ok()?;
+    let netns = task_netns(cluster, n, task_id)?;
+    let namespace = std::fs::File::open(&netns).ok()?;
     let to: std::net::SocketAddr = format!("{address}:80").parse().ok()?;
-    std::thread::scope(|scope| {
+    let stream = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 // SAFETY: setns changes only this thread's network namespace; the thread
@@ -485,14 +488,26 @@ pub fn peer_from_task(
                 if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return None;
                 }
-                let stream =
-                    std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()?;
-                Some(stream.peer_addr().ok()?.ip())
+                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()
             })
             .join()
             .ok()
             .flatten()
-    })
+    })?;
+    let peer = stream.peer_addr().ok()?.ip();
+    let port = stream.local_addr().ok()?.port();
+    let listing = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .ok()?;
+    // With a state filter, ss prints no State column: Recv-Q Send-Q Local Peer.
+    let route = text(&listing.stdout).lines().find_map(|line| {
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        (columns.get(2)?.ends_with(&format!(":{port}")))
+            .then(|| Some(columns.get(3)?.rsplit_once(':')?.0.to_owned()))?
+    })?;
+    Some((peer, route))
 }
 
 /// `GET /` of a task's httpd at its address, bounded.

@@ -17,10 +17,10 @@
 //! network (by namespace cookie and VNI): another node's tasks, on this machine or not,
 //! and the host are left alone. Every node on a machine attaches its own program and maps.
 //!
-//! What a task sees: `getpeername()` on such a socket gives the serving task's address,
-//! not the VIP (Cilium hides it with a `getpeername4` hook; this does not yet);
-//! connections open to a task that stops serving drain, as they are plain connections to
-//! it. What takes the DNAT all the same: an IPv6 socket connecting to `::ffff:VIP` (the
+//! What a task sees: `getpeername()` on such a socket gives the VIP, as through the DNAT
+//! (a `getpeername4` program answers from the VIP each rewritten socket asked for, by
+//! socket cookie, as Cilium does); connections open to a task that stops serving drain,
+//! as they are plain connections to it. What takes the DNAT all the same: an IPv6 socket connecting to `::ffff:VIP` (the
 //! `connect6` hook, not attached) and MPTCP.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,7 +129,7 @@ pub struct SocketBalancer {
     members: BpfMap<MapData, MembershipKey, u8>,
     /// What the maps hold; `None` after a failed update: the next one rewrites them whole.
     current: Option<SocketVips>,
-    /// Holds the program and its link.
+    /// Holds the programs, their links and the `ASKED` map.
     _object: Ebpf,
 }
 
@@ -156,27 +156,30 @@ impl SocketBalancer {
         let root = cgroup2_root()?;
         let mut object = Ebpf::load(OBJECT)
             .map_err(|error| SocketError::new("cannot load the program", error))?;
-        let program: &mut CgroupSockAddr = object
-            .program_mut("vip_connect4")
-            .expect("the object has its program")
-            .try_into()
-            .expect("a cgroup sock_addr program");
-        program
-            .load()
-            .map_err(|error| SocketError::new("the kernel refused the program", error))?;
         let cgroup = File::open(&root).map_err(|error| {
             SocketError::new(
                 format!("cannot open the cgroup v2 root {}", root.display()),
                 error,
             )
         })?;
-        // Through a link, which coexists with any other node's and goes with this
-        // process.
-        program
-            .attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|error| {
-                SocketError::new(format!("cannot attach to {}", root.display()), error)
-            })?;
+        // getpeername's first: a connection the other rewrites must never show its task.
+        for name in ["vip_getpeername4", "vip_connect4"] {
+            let program: &mut CgroupSockAddr = object
+                .program_mut(name)
+                .expect("the object has its programs")
+                .try_into()
+                .expect("cgroup sock_addr programs");
+            program
+                .load()
+                .map_err(|error| SocketError::new(format!("the kernel refused {name}"), error))?;
+            // Through a link, which coexists with any other node's and goes with this
+            // process.
+            program
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|error| {
+                    SocketError::new(format!("cannot attach to {}", root.display()), error)
+                })?;
+        }
         let map =
             |object: &mut Ebpf, name: &str| object.take_map(name).expect("the object has its maps");
         let services = BpfMap::try_from(map(&mut object, "SERVICES"))
