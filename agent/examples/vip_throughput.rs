@@ -9,8 +9,10 @@
 //! backend, the VIP balances over that backend alone, so every path ends at the same
 //! server: `wrk` (keep-alive) and `ab` (a new connection per request) run from the
 //! client's namespace against the task's address, against the VIP through the DNAT (the
-//! client not registered with the socket balancer) and through the socket balancer,
-//! alternating run by run so all see the same machine load; medians are printed. Then a
+//! client not registered with the socket balancer), through the socket balancer, and
+//! against the task's address again on another port (a control: what two identical paths
+//! differ by on this machine), alternating run by run so all see the same machine load;
+//! medians are printed. Then a
 //! paced probe (1,000 new connections a second, timed in nanoseconds) gives the direct
 //! and the socket-balanced paths' p50 and p99 latency.
 
@@ -89,9 +91,10 @@ fn main() {
     let client_cookie = netns_cookie(&client_ns).unwrap();
     println!("{seconds} s per run, {runs} runs per path, medians (req/s)");
     println!(
-        "| backend | client | direct | VIP, DNAT | VIP, socket | DNAT / direct | socket / direct |"
+        "| backend | client | direct | VIP, DNAT | VIP, socket | direct again | DNAT / direct | \
+         socket / direct | again / direct |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, backend) in [("remote (host 1)", remote), ("local (host 0)", local)] {
         let desired = NodeVips {
             networks: [(
@@ -131,7 +134,11 @@ fn main() {
         // 4-tuple, would be taken for an old duplicate (a 1 s retransmit). One client
         // talking to a server both ways at once is the benchmark's doing, not a service's.
         // The same between the DNAT's and the socket balancer's runs.
-        let (dnat_url, socket_url) = (format!("http://{vip}:8081/"), format!("http://{vip}:8084/"));
+        let (dnat_url, socket_url, again_url) = (
+            format!("http://{vip}:8081/"),
+            format!("http://{vip}:8084/"),
+            format!("http://{backend}:8085/"),
+        );
         for (tool, measure) in [
             (
                 "wrk -t1 -c32 (keep-alive)",
@@ -139,19 +146,21 @@ fn main() {
             ),
             ("ab -c32 (new connection)", ab),
         ] {
-            let (mut direct, mut dnat, mut socket) = (Vec::new(), Vec::new(), Vec::new());
+            let [mut direct, mut dnat, mut socket, mut again]: [Vec<f64>; 4] = Default::default();
             for _ in 0..runs {
                 direct.push(measure(Some(&client_ns), &direct_url, seconds));
                 balance(false);
                 dnat.push(measure(Some(&client_ns), &dnat_url, seconds));
                 balance(true);
                 socket.push(measure(Some(&client_ns), &socket_url, seconds));
+                again.push(measure(Some(&client_ns), &again_url, seconds));
             }
-            let (d, n, s) = (median(direct), median(dnat), median(socket));
+            let [d, n, s, a] = [direct, dnat, socket, again].map(median);
             println!(
-                "| {name} | {tool} | {d:.0} | {n:.0} | {s:.0} | {:.2} | {:.2} |",
+                "| {name} | {tool} | {d:.0} | {n:.0} | {s:.0} | {a:.0} | {:.2} | {:.2} | {:.2} |",
                 n / d,
-                s / d
+                s / d,
+                a / d
             );
         }
         print_latency(

@@ -64,8 +64,8 @@ impl Tasks {
         PathBuf::from(format!("/var/run/netns/{name}"))
     }
 
-    /// nginx in `netns` on `address:8080`, `:8081` and `:8084`, and `:8082` and `:8083`
-    /// taking a PROXY protocol header first; one process, no logs.
+    /// nginx in `netns` on `address:8080`, `:8081`, `:8084` and `:8085`, and `:8082` and
+    /// `:8083` taking a PROXY protocol header first; one process, no logs.
     pub fn serve(&mut self, netns: &Path, name: &str, address: Ipv4Addr) {
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -78,7 +78,7 @@ impl Tasks {
                uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
                keepalive_requests 1000000;\n\
                server {{ listen {address}:8080 backlog=4096; listen {address}:8081 backlog=4096;\n\
-                 listen {address}:8084 backlog=4096;\n\
+                 listen {address}:8084 backlog=4096; listen {address}:8085 backlog=4096;\n\
                  listen {address}:8082 backlog=4096 proxy_protocol;\n\
                  listen {address}:8083 backlog=4096 proxy_protocol;\n\
                  location / {{ return 200 \"{name}\\n\"; }} }} }}\n",
