@@ -46,14 +46,21 @@ struct {
 	__type(value, __u8);
 } MEMBERSHIPS SEC(".maps");
 
-// The VIP each rewritten socket asked for, by socket cookie (never reused): what
-// getpeername() gives back. The least recently written go first when it is full: an old
-// connection then shows its task's address.
+// What each rewritten socket asked for, by socket cookie (never reused): the VIP, which
+// getpeername() gives back while the socket is still connected to the task chosen (a
+// socket connected again elsewhere shows its new peer). When the map is full the least
+// recently used entries go (about: LRU lists are per CPU): an old connection then shows
+// its task's address.
+struct asked {
+	__u32 vip;
+	__u32 task;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct asked);
 } ASKED SEC(".maps");
 
 SEC("cgroup/connect4")
@@ -81,9 +88,13 @@ int vip_connect4(struct bpf_sock_addr *ctx)
 	// a power of two) proves the index in range; the barrier keeps clang from dropping it.
 	asm volatile("" : "+r"(pick));
 	pick &= MAX_BACKENDS - 1;
-	ctx->user_ip4 = service->backends[pick];
+	struct asked asked = {
+		.vip = vip,
+		.task = service->backends[pick],
+	};
+	ctx->user_ip4 = asked.task;
 	__u64 socket = bpf_get_socket_cookie(ctx);
-	bpf_map_update_elem(&ASKED, &socket, &vip, BPF_ANY);
+	bpf_map_update_elem(&ASKED, &socket, &asked, BPF_ANY);
 	return 1;
 }
 
@@ -91,9 +102,9 @@ SEC("cgroup/getpeername4")
 int vip_getpeername4(struct bpf_sock_addr *ctx)
 {
 	__u64 socket = bpf_get_socket_cookie(ctx);
-	__u32 *vip = bpf_map_lookup_elem(&ASKED, &socket);
-	if (vip)
-		ctx->user_ip4 = *vip;
+	struct asked *asked = bpf_map_lookup_elem(&ASKED, &socket);
+	if (asked && ctx->user_ip4 == asked->task)
+		ctx->user_ip4 = asked->vip;
 	return 1;
 }
 

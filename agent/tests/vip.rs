@@ -135,7 +135,7 @@ impl Connection {
     /// The address the kernel's socket runs to (`ss`, in the client's namespace `netns`):
     /// the VIP through the DNAT, a task's own through the socket balancer.
     fn route(&self, netns: &Path) -> Ipv4Addr {
-        let port = self.stream.local_addr().unwrap().port();
+        let local = self.stream.local_addr().unwrap().to_string();
         let output = Command::new("nsenter")
             .arg(format!("--net={}", netns.display()))
             .args(["ss", "-Htn", "state", "established"])
@@ -146,13 +146,13 @@ impl Connection {
             .lines()
             .find_map(|line| {
                 let columns: Vec<&str> = line.split_whitespace().collect();
-                let local = columns.get(2)?;
-                local.ends_with(&format!(":{port}")).then(|| {
+                let found = columns.get(2)?;
+                (*found == local).then(|| {
                     let remote = columns.get(3)?;
                     remote.rsplit_once(':')?.0.parse().ok()
                 })?
             })
-            .unwrap_or_else(|| panic!("no socket of port {port} in {listing}"))
+            .unwrap_or_else(|| panic!("no socket from {local} in {listing}"))
     }
 
     /// Who answers a line.
@@ -400,7 +400,7 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
     // each connection runs straight to a serving task, here or across hosts (the kernel's
     // socket is the task's), while the task is told its peer is the VIP.
     let mut balancer = SocketBalancer::attach().expect(
-        "the socket balancer attaches (root, a cgroup v2 mount and a kernel from 5.7 are \
+        "the socket balancer attaches (root, a cgroup v2 mount and a kernel from 5.14 are \
          what it needs)",
     );
     let client_cookie = netns_cookie(&client_ns).unwrap();
@@ -630,7 +630,9 @@ fn the_follower_keeps_the_vips_on_the_endpoint_table() {
         // u's is not there, which leaves t's alone).
         let start = std::time::Instant::now();
         loop {
-            let peer = connect(&task_ns, addr(2)).map(|c| c.route(&task_ns));
+            // Through the DNAT meanwhile, t's connection to itself may not be made.
+            let peer = connect_within(&task_ns, addr(2), Duration::from_millis(300))
+                .map(|c| c.route(&task_ns));
             if peer.as_ref().ok() == Some(&addr(10)) {
                 break;
             }

@@ -420,7 +420,15 @@ pub async fn run(host: &Host, command: ServiceCommand) -> anyhow::Result<ExitCod
             if pretty {
                 print!("{}", crate::inspect::pretty(&view, &found));
             } else if let Some(template) = format {
-                let objects = crate::inspect::objects(&view, &found)?;
+                let mut objects = crate::inspect::objects(&view, &found)?;
+                // Fields a service may have, there (empty) for a template to test.
+                for object in objects.iter_mut().filter_map(|o| o.as_object_mut()) {
+                    for field in ["UpdateStatus", "Endpoint"] {
+                        object
+                            .entry(field.to_owned())
+                            .or_insert(serde_json::Value::Null);
+                    }
+                }
                 print!("{}", crate::go_template::render_each(&template, &objects)?);
             } else {
                 println!("{}", crate::inspect::json(&view, &found)?);

@@ -495,7 +495,7 @@ pub fn peer_and_route_from_task(
             .flatten()
     })?;
     let peer = stream.peer_addr().ok()?.ip();
-    let port = stream.local_addr().ok()?.port();
+    let local = stream.local_addr().ok()?.to_string();
     let listing = Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .args(["ss", "-Htn", "state", "established"])
@@ -504,8 +504,7 @@ pub fn peer_and_route_from_task(
     // With a state filter, ss prints no State column: Recv-Q Send-Q Local Peer.
     let route = text(&listing.stdout).lines().find_map(|line| {
         let columns: Vec<&str> = line.split_whitespace().collect();
-        (columns.get(2)?.ends_with(&format!(":{port}")))
-            .then(|| Some(columns.get(3)?.rsplit_once(':')?.0.to_owned()))?
+        (*columns.get(2)? == local).then(|| Some(columns.get(3)?.rsplit_once(':')?.0.to_owned()))?
     })?;
     Some((peer, route))
 }

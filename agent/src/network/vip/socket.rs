@@ -19,9 +19,11 @@
 //!
 //! What a task sees: `getpeername()` on such a socket gives the VIP, as through the DNAT
 //! (a `getpeername4` program answers from the VIP each rewritten socket asked for, by
-//! socket cookie, as Cilium does); connections open to a task that stops serving drain,
-//! as they are plain connections to it. What takes the DNAT all the same: an IPv6 socket connecting to `::ffff:VIP` (the
-//! `connect6` hook, not attached) and MPTCP.
+//! socket cookie, as Cilium does), but for a connection made before the daemon last
+//! started (the map went with the last process) or older than the map's last 16,384,
+//! which show the task's address; connections open to a task that stops serving drain,
+//! as they are plain connections to it. What takes the DNAT all the same: an IPv6 socket
+//! connecting to `::ffff:VIP` (the `connect6` hook, not attached) and MPTCP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -260,7 +262,8 @@ pub struct NodeSocketBalancer {
     /// another inode, and a freed inode that another task's namespace reuses comes with
     /// another task id.
     cookies: std::collections::HashMap<(String, u64, u64), u64>,
-    /// Said once, not at every change.
+    /// Said once each, not at every change.
+    last_unreadable: Option<String>,
     last_error: Option<String>,
 }
 
@@ -280,6 +283,7 @@ impl NodeSocketBalancer {
             netns_dir,
             balancer: Balancer::NotYet,
             cookies: Default::default(),
+            last_unreadable: None,
             last_error: None,
         }
     }
@@ -291,9 +295,15 @@ impl NodeSocketBalancer {
         if matches!(self.balancer, Balancer::NotYet) && !desired.networks.is_empty() {
             // A panic in the loader (aya reads the kernel's version) must not take the
             // follower, and the DNAT with it.
-            let attached = std::panic::catch_unwind(SocketBalancer::attach).unwrap_or_else(|_| {
-                Err(SocketError::new("the loader panicked", "see the log above"))
-            });
+            let attached =
+                std::panic::catch_unwind(SocketBalancer::attach).unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    Err(SocketError::new("the loader panicked", message))
+                });
             self.balancer = match attached {
                 Ok(balancer) => {
                     tracing::info!(
@@ -323,10 +333,13 @@ impl NodeSocketBalancer {
             // Missing: the task's namespace is not made yet, or gone already.
             let file = std::fs::metadata(&path).ok()?;
             let id = (task.to_owned(), file.dev(), file.ino());
-            let cookie = match self.cookies.get(&id) {
+            let cookie = match seen.get(&id).or_else(|| self.cookies.get(&id)) {
                 Some(cookie) => *cookie,
                 None => match netns_cookie(&path) {
                     Ok(cookie) => cookie,
+                    // A plain file, not a namespace: the task's namespace is being
+                    // mounted there or was just unmounted.
+                    Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return None,
                     Err(error) => {
                         unreadable = Some(format!("{}: {error}", path.display()));
                         return None;
@@ -337,18 +350,15 @@ impl NodeSocketBalancer {
             Some(cookie)
         });
         self.cookies = seen;
-        let read_all = unreadable.is_none();
-        if let Some(message) = unreadable
-            && self.last_error.as_ref() != Some(&message)
+        if let Some(message) = &unreadable
+            && self.last_unreadable.as_ref() != Some(message)
         {
             tracing::warn!(%message, "cannot read a task's namespace cookie");
-            self.last_error = Some(message);
         }
+        self.last_unreadable = unreadable;
         match balancer.reconcile(state) {
             Ok(()) => {
-                if read_all {
-                    self.last_error = None;
-                }
+                self.last_error = None;
                 complete
             }
             Err(error) => {
