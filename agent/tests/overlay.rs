@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -29,24 +28,8 @@ fn prerequisites(test: &str) -> bool {
 /// Runs `f` on a thread that has joined `netns`: the `ip` and `bridge` commands it starts
 /// run in that namespace, as the node's daemon would in its own.
 fn in_namespace<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(netns).unwrap();
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    joined,
-                    0,
-                    "setns {netns}: {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
+    swarm_agent::network::in_namespace(std::path::Path::new(netns), f)
+        .unwrap_or_else(|error| panic!("setns {netns}: {error}"))
 }
 
 fn host_netns(hosts: &Hosts, i: usize) -> String {

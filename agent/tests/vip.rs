@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -31,24 +30,8 @@ fn prerequisites(test: &str) -> bool {
 /// Runs `f` on a thread that has joined `netns`: the commands it starts and the sockets
 /// it opens are in that namespace.
 fn in_namespace<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(netns).unwrap();
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    joined,
-                    0,
-                    "setns {netns:?}: {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
+    swarm_agent::network::in_namespace(netns, f)
+        .unwrap_or_else(|error| panic!("setns {netns:?}: {error}"))
 }
 
 /// Task namespaces (`ip netns add`); removed on drop.
@@ -135,24 +118,11 @@ impl Connection {
     /// The address the kernel's socket runs to (`ss`, in the client's namespace `netns`):
     /// the VIP through the DNAT, a task's own through the socket balancer.
     fn route(&self, netns: &Path) -> Ipv4Addr {
-        let local = self.stream.local_addr().unwrap().to_string();
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .args(["ss", "-Htn", "state", "established"])
-            .output()
-            .unwrap();
-        let listing = String::from_utf8_lossy(&output.stdout).into_owned();
-        listing
-            .lines()
-            .find_map(|line| {
-                let columns: Vec<&str> = line.split_whitespace().collect();
-                let found = columns.get(2)?;
-                (*found == local).then(|| {
-                    let remote = columns.get(3)?;
-                    remote.rsplit_once(':')?.0.parse().ok()
-                })?
-            })
-            .unwrap_or_else(|| panic!("no socket from {local} in {listing}"))
+        let local = self.stream.local_addr().unwrap();
+        match swarm_testkit::established_peer(netns, local) {
+            Some(std::net::IpAddr::V4(address)) => address,
+            other => panic!("the socket from {local}: {other:?}"),
+        }
     }
 
     /// Who answers a line.

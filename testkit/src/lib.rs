@@ -96,3 +96,25 @@ pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The remote address of the established TCP socket whose local address is `local` in the
+/// network namespace at `netns`, as the kernel has it (`ss`, not `getpeername`, which a
+/// program may answer otherwise); `None` when there is none.
+pub fn established_peer(
+    netns: &std::path::Path,
+    local: std::net::SocketAddr,
+) -> Option<std::net::IpAddr> {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ss", "-Htn", "state", "established"])
+        .output()
+        .ok()?;
+    let local = local.to_string();
+    // With a state filter, ss prints no State column: Recv-Q Send-Q Local Peer.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            (*columns.get(2)? == local).then(|| columns.get(3)?.rsplit_once(':')?.0.parse().ok())?
+        })
+}

@@ -3,29 +3,12 @@
 //! latency probe of its own (`paced_latency`).
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub fn in_namespace<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(netns).unwrap();
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    joined,
-                    0,
-                    "setns {netns:?}: {}",
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-    })
+    swarm_agent::network::in_namespace(netns, f)
+        .unwrap_or_else(|error| panic!("setns {netns:?}: {error}"))
 }
 
 /// Task namespaces and the servers in them; removed on drop.

@@ -110,6 +110,31 @@ pub trait TaskNetworks: Send + Sync {
     async fn teardown(&self) -> Result<(), NetworkError>;
 }
 
+/// Runs `work` on a thread that joins the network namespace at `netns` (a bind mount or
+/// `/proc/PID/ns/net`) and ends with it: the sockets it opens and the commands it starts
+/// are in that namespace, the rest of the process is not moved. A panic in `work` goes on
+/// in the caller.
+pub fn in_namespace<T: Send>(
+    netns: &std::path::Path,
+    work: impl FnOnce() -> T + Send,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    let namespace = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns changes only this thread's network namespace; the thread
+                // ends with the scope.
+                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(work())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Removes node `node_id`'s bridge (its iptables rules with it) and overlay links by name,
 /// whatever made them: for a node leaving whose worker does not know them (a restarted
 /// daemon with no task), or a test cleaning up after a killed daemon. Every part is tried;

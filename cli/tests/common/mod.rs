@@ -476,37 +476,15 @@ pub fn peer_and_route_from_task(
     task_id: &str,
     address: &str,
 ) -> Option<(std::net::IpAddr, String)> {
-    use std::os::fd::AsRawFd;
     let netns = task_netns(cluster, n, task_id)?;
-    let namespace = std::fs::File::open(&netns).ok()?;
     let to: std::net::SocketAddr = format!("{address}:80").parse().ok()?;
-    let stream = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return None;
-                }
-                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok()
-            })
-            .join()
-            .ok()
-            .flatten()
-    })?;
-    let peer = stream.peer_addr().ok()?.ip();
-    let local = stream.local_addr().ok()?.to_string();
-    let listing = Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args(["ss", "-Htn", "state", "established"])
-        .output()
-        .ok()?;
-    // With a state filter, ss prints no State column: Recv-Q Send-Q Local Peer.
-    let route = text(&listing.stdout).lines().find_map(|line| {
-        let columns: Vec<&str> = line.split_whitespace().collect();
-        (*columns.get(2)? == local).then(|| Some(columns.get(3)?.rsplit_once(':')?.0.to_owned()))?
-    })?;
-    Some((peer, route))
+    let stream = swarm_agent::network::in_namespace(&netns, || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    })
+    .ok()?
+    .ok()?;
+    let route = swarm_testkit::established_peer(&netns, stream.local_addr().ok()?)?;
+    Some((stream.peer_addr().ok()?.ip(), route.to_string()))
 }
 
 /// `GET /` of a task's httpd at its address, bounded.

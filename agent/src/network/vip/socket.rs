@@ -415,22 +415,11 @@ fn membership_key(netns: u64, network: u32) -> MembershipKey {
 /// what the program's `bpf_get_netns_cookie` gives for a socket in it. Read from a socket
 /// made there, on a thread that joins the namespace and ends.
 pub fn netns_cookie(netns: &Path) -> std::io::Result<u64> {
-    let namespace = File::open(netns)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns changes only this thread's network namespace; the thread
-                // ends with the scope.
-                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-                    .or_else(|_| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?;
-                socket_cookie(&socket)
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    crate::network::in_namespace(netns, || {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .or_else(|_| std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?;
+        socket_cookie(&socket)
+    })?
 }
 
 /// `SO_NETNS_COOKIE` (Linux 5.14; the same number on every architecture the agent runs
