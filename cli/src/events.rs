@@ -11,6 +11,7 @@ use clap::Args;
 use swarm_api::events::{Event, EventFilter};
 use swarm_api::grpc::control::events_message::Message;
 use swarm_api::grpc::control::{EventsGap, EventsRequest};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::client::{self, Host};
 use crate::output::{parse_time, timestamp};
@@ -62,11 +63,14 @@ pub async fn run(host: &Host, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .map_err(client::explain)?
         .into_inner();
     let mut out = std::io::stdout().lock();
+    // One listener for the whole stream: a Ctrl-C that comes while a line is printed is
+    // kept for the next wait (a `ctrl_c()` made anew each turn would miss it).
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     loop {
         let message = tokio::select! {
             message = stream.message() => message.map_err(client::explain)?,
             // Ctrl-C ends the stream as its end would: what was printed is complete.
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
         };
         let Some(message) = message else { break };
         match message.message {
