@@ -308,8 +308,8 @@ async fn volumes_binds_and_tmpfs_reach_the_container() {
     node.assert_clean().await;
 }
 
-/// Added and dropped capabilities, sysctls, ulimits, a read-only root and supplementary
-/// groups reach the container's process.
+/// Added and dropped capabilities, sysctls, ulimits, a read-only root, supplementary
+/// groups and an out-of-memory score adjustment reach the container's process.
 #[tokio::test]
 async fn process_options_reach_the_container() {
     let Some(node) = Node::new("options") else {
@@ -317,7 +317,7 @@ async fn process_options_reach_the_container() {
     };
     let script = "grep CapEff /proc/self/status; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
                   ulimit -n; ulimit -Hn; touch /x 2>/dev/null && echo root-writable || echo root-read-only; \
-                  id -G";
+                  id -G; cat /proc/self/oom_score_adj";
     let mut config = node.sh("opts", script);
     config.user.additional_gids = vec![7, 42];
     config.options = swarm_agent::exec::ProcessOptions {
@@ -338,6 +338,7 @@ async fn process_options_reach_the_container() {
         .into(),
         read_only_rootfs: true,
         init: None,
+        oom_score_adj: 500,
     };
     node.runtime.start(&config).await.unwrap();
     assert_eq!(node.wait("opts").await.exit, Exit::Code(0));
@@ -351,6 +352,7 @@ async fn process_options_reach_the_container() {
     );
     assert_eq!(lines[1..5], ["80", "256", "512", "root-read-only"], "{out}");
     assert_eq!(lines[5], "0 7 42", "{out}");
+    assert_eq!(lines[6], "500", "{out}");
     node.runtime.delete("opts").await.unwrap();
     node.assert_clean().await;
 }

@@ -165,6 +165,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
@@ -284,6 +288,10 @@ pub struct RuntimeOptions {
     /// command (Docker's `--init`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// Added to the kernel's out-of-memory score of the container's processes: -1000 (never
+    /// chosen) to 1000 (chosen first); 0 changes nothing (Docker's `OomScoreAdj`).
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub oom_score_adj: i32,
 }
 
 /// One line of /etc/hosts: `address name`.

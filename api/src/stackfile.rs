@@ -121,8 +121,8 @@ pub struct Service {
     pub mem_limit: Unsupported,
     #[serde(default)]
     pub network_mode: Unsupported,
-    #[serde(default)]
-    pub oom_score_adj: Unsupported,
+    /// Added to the container's out-of-memory score: -1000 (never chosen) to 1000.
+    pub oom_score_adj: Option<i64>,
     #[serde(default)]
     pub pid: Unsupported,
     #[serde(default)]
@@ -145,8 +145,9 @@ pub struct Service {
     pub stdin_open: Unsupported,
     /// Namespaced kernel parameters, as a list of `KEY=VALUE` or a map.
     pub sysctls: Option<ListOrMap>,
-    #[serde(default)]
-    pub tmpfs: Unsupported,
+    /// Empty tmpfs mounts of each task's own: a path, or a list of paths, each
+    /// `PATH[:OPTIONS]` with comma-separated options `size=64m`, `mode=1777`, `ro`, `rw`.
+    pub tmpfs: Option<StringOrList>,
     #[serde(default)]
     pub tty: Unsupported,
     /// Process limits by name: a number (soft = hard) or `{soft, hard}`.

@@ -264,6 +264,9 @@ pub struct CreateArgs {
     /// Run swarm's init as PID 1: it reaps zombies and forwards signals to the command
     #[arg(long)]
     init: bool,
+    /// Added to the out-of-memory score of the tasks' processes: -1000 (never chosen) to 1000
+    #[arg(long, allow_negative_numbers = true)]
+    oom_score_adj: Option<i64>,
     /// How the service is found by name: vip (one virtual IP, balanced) or dnsrr (its
     /// tasks' addresses)
     #[arg(long)]
@@ -655,6 +658,7 @@ impl CreateArgs {
             dns_search: self.dns_search.clone(),
             dns_option: self.dns_option.clone(),
             init: self.init,
+            oom_score_adj: self.oom_score_adj,
             endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
             reserve_cpu: self.reserve_cpu.clone(),
@@ -881,6 +885,8 @@ mod tests {
             "u",
             "--entrypoint",
             "sh -c",
+            "--oom-score-adj",
+            "-500",
             "nginx:1",
             "httpd",
             "-f",
@@ -915,6 +921,7 @@ mod tests {
             dns_search: strings(&["corp.example"]),
             dns_option: strings(&["ndots:2"]),
             init: true,
+            oom_score_adj: Some(-500),
             endpoint_mode: Some("dnsrr".into()),
             replicas_max_per_node: Some(3),
             reserve_cpu: Some("0.1".into()),
@@ -1113,6 +1120,8 @@ mod tests {
             "spread=node.labels.b",
             "--replicas-max-per-node",
             "3",
+            "--oom-score-adj",
+            "-1",
             "--force",
             "web",
         ]) else {
@@ -1200,6 +1209,7 @@ mod tests {
             dns_option_add: strings(&["ndots:2"]),
             dns_option_rm: strings(&["edns0"]),
             init: Some(false),
+            oom_score_adj: Some(-1),
             endpoint_mode: Some("vip".into()),
             replicas_max_per_node: Some(3),
             force: true,

@@ -168,6 +168,7 @@ pub fn spec(
                 .map_err(invalid)?,
         )
         .rlimits(rlimits)
+        .oom_score_adj(config.options.oom_score_adj)
         .no_new_privileges(true)
         .build()
         .map_err(invalid)?;

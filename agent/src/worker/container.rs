@@ -132,6 +132,7 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             ulimits: runtime.ulimits.clone(),
             read_only_rootfs: runtime.read_only,
             init: runtime.init.then(|| init_binary(shared)).transpose()?,
+            oom_score_adj: runtime.oom_score_adj,
         },
         resources: Resources {
             memory_bytes: limits.memory.map(|m| m.0),

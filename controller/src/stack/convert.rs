@@ -519,11 +519,7 @@ impl Converter<'_> {
                 .stop_grace_period
                 .unwrap_or(GoDuration::from_secs(10)),
             healthcheck: self.healthcheck(service.healthcheck.as_ref(), &loc.key("healthcheck")),
-            mounts: self.mounts(
-                service.volumes.as_deref().unwrap_or_default(),
-                &loc.key("volumes"),
-                names,
-            ),
+            mounts: self.service_mounts(service, loc, names),
             configs: self.file_references(
                 service.configs.as_deref().unwrap_or_default(),
                 &loc.key("configs"),
@@ -857,6 +853,126 @@ impl Converter<'_> {
         })
     }
 
+    /// A service's `volumes` and `tmpfs` mounts, by target, no two on one target.
+    fn service_mounts(
+        &mut self,
+        service: &file::Service,
+        loc: &Loc,
+        names: &Names,
+    ) -> Vec<spec::Mount> {
+        let volumes = loc.key("volumes");
+        let mut mounts = self.mounts(
+            service.volumes.as_deref().unwrap_or_default(),
+            &volumes,
+            names,
+        );
+        mounts.extend(self.tmpfs_mounts(service.tmpfs.as_ref(), &loc.key("tmpfs")));
+        mounts.sort_by(|a, b| a.target.cmp(&b.target));
+        let at = if service.volumes.is_some() {
+            &volumes
+        } else {
+            loc
+        };
+        self.no_duplicate_targets(mounts.iter().map(|m| m.target.as_str()), at, "mount");
+        mounts
+    }
+
+    /// The service's `tmpfs` key, as Compose reads it: `PATH[:OPTIONS]`, the options those
+    /// of Docker's `--tmpfs` that a swarm tmpfs mount has (`size`, `mode`, `ro`, `rw`, and
+    /// `noexec`, `nosuid`, `nodev`, which it always is).
+    fn tmpfs_mounts(&mut self, value: Option<&StringOrList>, loc: &Loc) -> Vec<spec::Mount> {
+        let entries: Vec<(&String, Loc)> = match value {
+            None => return Vec::new(),
+            Some(StringOrList::String(one)) => vec![(one, loc.clone())],
+            Some(StringOrList::List(many)) => many
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| (entry, loc.index(i)))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (entry, at) in entries {
+            let (target, options) = match entry.split_once(':') {
+                Some((target, options)) => (target, Some(options)),
+                None => (entry.as_str(), None),
+            };
+            if !target.starts_with('/') {
+                self.diags
+                    .error(
+                        at.span(),
+                        &at.path,
+                        format!("the tmpfs target {target:?} is not an absolute path"),
+                    )
+                    .help("write PATH[:OPTIONS], such as /run or /tmp:size=64m,mode=1777");
+                continue;
+            }
+            if !self.template(target, &at, None) {
+                continue;
+            }
+            let mut tmpfs = spec::TmpfsOptions::default();
+            let mut read_only = false;
+            let mut ok = true;
+            let options = options.into_iter().flat_map(|o| o.split(','));
+            for option in options.filter(|option| !option.is_empty()) {
+                let refused = match option.split_once('=') {
+                    Some(("size", size)) => match size.parse::<swarm_api::units::ByteSize>() {
+                        Ok(size) => {
+                            tmpfs.size_bytes = Some(size.0);
+                            None
+                        }
+                        Err(reason) => Some((reason.to_string(), "write a size such as size=64m")),
+                    },
+                    Some(("mode", mode)) => match u32::from_str_radix(mode, 8) {
+                        Ok(mode) if mode <= 0o7777 => {
+                            tmpfs.mode = Some(mode);
+                            None
+                        }
+                        _ => Some((
+                            format!("tmpfs mode {mode:?} is not an octal file mode"),
+                            "write an octal mode such as mode=1777 or mode=0700",
+                        )),
+                    },
+                    Some(_) => Some((
+                        format!("tmpfs option {option:?} is not supported by swarm"),
+                        "a swarm tmpfs takes size=, mode=, ro and rw (it is always noexec, nosuid and nodev)",
+                    )),
+                    None => match option {
+                        "ro" => {
+                            read_only = true;
+                            None
+                        }
+                        "rw" => {
+                            read_only = false;
+                            None
+                        }
+                        "noexec" | "nosuid" | "nodev" => None,
+                        _ => Some((
+                            format!("tmpfs option {option:?} is not supported by swarm"),
+                            "a swarm tmpfs takes size=, mode=, ro and rw (it is always noexec, nosuid and nodev)",
+                        )),
+                    },
+                };
+                if let Some((reason, help)) = refused {
+                    self.diags.error(at.span(), &at.path, reason).help(help);
+                    ok = false;
+                }
+            }
+            if ok {
+                out.push(spec::Mount {
+                    kind: MountKind::Tmpfs,
+                    source: None,
+                    target: target.to_owned(),
+                    read_only,
+                    volume: None,
+                    no_copy: false,
+                    propagation: None,
+                    tmpfs: (tmpfs != spec::TmpfsOptions::default()).then_some(tmpfs),
+                });
+            }
+        }
+        out
+    }
+
     fn mounts(&mut self, mounts: &[file::Mount], loc: &Loc, names: &Names) -> Vec<spec::Mount> {
         let mut out = Vec::new();
         for (i, mount) in mounts.iter().enumerate() {
@@ -999,8 +1115,6 @@ impl Converter<'_> {
                 tmpfs: options.tmpfs,
             });
         }
-        out.sort_by(|a, b| a.target.cmp(&b.target));
-        self.no_duplicate_targets(out.iter().map(|m| m.target.as_str()), loc, "mount");
         out
     }
 

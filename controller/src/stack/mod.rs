@@ -726,6 +726,80 @@ mod tests {
         assert!(fine.stack.unwrap().services[0].task.container.mounts[0].read_only);
     }
 
+    /// The service's `tmpfs` key (a path or a list, `PATH[:OPTIONS]`) gives each task empty
+    /// tmpfs mounts, beside its `volumes`; an option a swarm tmpfs does not have is an error
+    /// that says which ones it has.
+    #[test]
+    fn tmpfs_paths_are_tmpfs_mounts() {
+        use swarm_api::spec::{self, MountKind};
+        let mounts = |text: &str| {
+            let loaded = load_text(text);
+            assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+            loaded.stack.unwrap().services[0]
+                .task
+                .container
+                .mounts
+                .clone()
+        };
+        let one =
+            mounts("services:\n  web:\n    image: nginx\n    read_only: true\n    tmpfs: /run\n");
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (
+                one[0].kind,
+                one[0].target.as_str(),
+                one[0].read_only,
+                one[0].tmpfs
+            ),
+            (MountKind::Tmpfs, "/run", false, None)
+        );
+        let many = mounts(
+            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:size=64m,mode=1700,noexec,\n      - /cache:ro\n    volumes: [\"/srv:/srv\"]\n",
+        );
+        let got: Vec<(&str, MountKind, bool, Option<spec::TmpfsOptions>)> = many
+            .iter()
+            .map(|m| (m.target.as_str(), m.kind, m.read_only, m.tmpfs))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/cache", MountKind::Tmpfs, true, None),
+                ("/srv", MountKind::Bind, false, None),
+                (
+                    "/tmp",
+                    MountKind::Tmpfs,
+                    false,
+                    Some(spec::TmpfsOptions {
+                        size_bytes: Some(64 << 20),
+                        mode: Some(0o1700)
+                    })
+                ),
+            ]
+        );
+
+        let refused = load_text(
+            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:exec\n      - run\n      - /a:size=lots\n      - /b:mode=999\n      - /srv\n    volumes: [\"/srv:/srv\"]\n",
+        );
+        assert!(refused.stack.is_none());
+        let messages: Vec<String> = refused.diagnostics.iter().map(|d| d.to_string()).collect();
+        let expected = [
+            "5:9: error: services.web.tmpfs[0]: tmpfs option \"exec\" is not supported by swarm",
+            "6:9: error: services.web.tmpfs[1]: the tmpfs target \"run\" is not an absolute path",
+            "7:9: error: services.web.tmpfs[2]: invalid size \"lots\"",
+            "8:9: error: services.web.tmpfs[3]: tmpfs mode \"999\" is not an octal file mode",
+            "10:14: error: services.web.volumes: two mounts target /srv",
+        ];
+        assert_eq!(messages.len(), expected.len(), "{messages:#?}");
+        for (message, expected) in messages.iter().zip(expected) {
+            assert!(message.contains(expected), "{message}\nwanted {expected}");
+        }
+        assert!(
+            messages[0].contains("a swarm tmpfs takes size=, mode=, ro and rw"),
+            "{}",
+            messages[0]
+        );
+    }
+
     /// A top-level volume's driver, options, labels and `external` are part of the specs of
     /// the services that mount it: a changed driver is a changed service.
     #[test]
@@ -787,17 +861,19 @@ mod tests {
                 .iter()
                 .any(|d| d.message.starts_with(&format!("`{key}` is not supported")))
         };
-        for key in [
-            "oom_score_adj",
-            "cgroupns_mode",
-            "driver_opts",
-            "memory_swap",
-            "privileged",
-        ] {
+        for key in ["cgroupns_mode", "driver_opts", "memory_swap", "privileged"] {
             assert!(warned(key), "{key}: {:?}", loaded.diagnostics);
         }
         // The runtime keys swarm honours are not warned about.
-        for key in ["logging", "cap_add", "sysctls", "ulimits", "read_only"] {
+        for key in [
+            "logging",
+            "cap_add",
+            "sysctls",
+            "ulimits",
+            "read_only",
+            "tmpfs",
+            "oom_score_adj",
+        ] {
             assert!(!warned(key), "{key}: {:?}", loaded.diagnostics);
         }
     }

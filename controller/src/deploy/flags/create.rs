@@ -47,6 +47,8 @@ pub struct CreateFlags {
     pub dns_option: Vec<String>,
     /// swarm's init as PID 1.
     pub init: bool,
+    /// -1000..1000.
+    pub oom_score_adj: Option<i64>,
     /// `vip` (default) or `dnsrr`.
     pub endpoint_mode: Option<String>,
     pub env: Vec<String>,
@@ -206,6 +208,7 @@ impl CreateFlags {
             dns_search: &self.dns_search,
             dns_options: &self.dns_option,
             init: self.init,
+            oom_score_adj: self.oom_score_adj,
         }
         .insert_into(&mut service)?;
         service.insert("deploy".into(), self.deploy_document()?);

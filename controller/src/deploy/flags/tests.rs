@@ -955,6 +955,52 @@ fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
     assert!(error.contains("dns-rm"), "{error}");
 }
 
+/// `--oom-score-adj` sets the adjustment as the stack key does; update changes it, 0 takes
+/// it away, and a value outside the kernel's range names the flag.
+#[test]
+fn oom_score_adj_is_set_and_changed_by_flags() {
+    let spec = CreateFlags {
+        oom_score_adj: Some(-500),
+        ..create("db", "postgres:16")
+    }
+    .spec()
+    .unwrap();
+    assert_eq!(spec.task.container.runtime.oom_score_adj, -500);
+    let mut updated = spec.clone();
+    UpdateFlags {
+        oom_score_adj: Some(0),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    assert_eq!(updated.task.container.runtime, Default::default());
+    UpdateFlags {
+        cap_add: strings(&["NET_ADMIN"]),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated)
+    .unwrap();
+    assert_eq!(updated.task.container.runtime.oom_score_adj, 0, "kept");
+
+    let error = CreateFlags {
+        oom_score_adj: Some(1001),
+        ..create("db", "postgres:16")
+    }
+    .spec()
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("--oom-score-adj"), "{error}");
+    assert!(error.contains("outside -1000..1000"), "{error}");
+    let error = UpdateFlags {
+        oom_score_adj: Some(-1001),
+        ..UpdateFlags::default()
+    }
+    .apply(&mut updated.clone())
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("--oom-score-adj"), "{error}");
+}
+
 #[test]
 fn endpoint_mode_is_set_and_changed_by_flags() {
     use swarm_api::spec::EndpointMode;

@@ -110,6 +110,8 @@ pub struct UpdateFlags {
     pub dns_option_add: Vec<String>,
     pub dns_option_rm: Vec<String>,
     pub init: Option<bool>,
+    /// -1000..1000; 0 takes the adjustment away.
+    pub oom_score_adj: Option<i64>,
     /// `vip` or `dnsrr`.
     pub endpoint_mode: Option<String>,
     /// 0: no limit.
@@ -371,7 +373,7 @@ impl UpdateFlags {
     }
 
     /// Capabilities, sysctls, ulimits, groups, the read-only root, the log driver, hosts,
-    /// resolver settings and init, as Docker's `service update` changes them; `checked`
+    /// resolver settings, init and the OOM score adjustment, as Docker's `service update` changes them; `checked`
     /// holds the added values, read by the stack loader.
     fn apply_runtime(
         &self,
@@ -419,6 +421,9 @@ impl UpdateFlags {
         }
         if let Some(init) = self.init {
             runtime.init = init;
+        }
+        if self.oom_score_adj.is_some() {
+            runtime.oom_score_adj = checked.oom_score_adj;
         }
         for text in &self.host_rm {
             let removed = match text.split_once(['=', ':']) {
@@ -494,6 +499,7 @@ impl UpdateFlags {
                 dns_options: &self.dns_option_add,
                 // Read by apply_runtime, as read_only.
                 init: false,
+                oom_score_adj: self.oom_score_adj,
             }
             .insert_into(mapping)?;
         }

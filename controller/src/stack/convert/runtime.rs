@@ -1,8 +1,8 @@
 //! A service's runtime keys (`cap_add`, `cap_drop`, `sysctls`, `ulimits`, `read_only`,
-//! `group_add`, `logging`, `extra_hosts`, `dns`, `dns_search`, `dns_opt`, `init`) into its
-//! `RuntimeOptions`, checked as Docker checks them. The checks of single values are shared
-//! with the store's guard ([`refusals`]), so a spec a client made holds what a stack file's
-//! would.
+//! `group_add`, `logging`, `extra_hosts`, `dns`, `dns_search`, `dns_opt`, `init`,
+//! `oom_score_adj`) into its `RuntimeOptions`, checked as Docker checks them. The checks of
+//! single values are shared with the store's guard ([`refusals`]), so a spec a client made
+//! holds what a stack file's would.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -243,6 +243,17 @@ pub(crate) fn resolver_option(option: &str) -> Result<(), Refusal> {
     }
 }
 
+/// An out-of-memory score adjustment, in the kernel's range.
+pub(crate) fn oom_score_adj(value: i64) -> Result<i32, Refusal> {
+    match i32::try_from(value) {
+        Ok(adj) if (-1000..=1000).contains(&adj) => Ok(adj),
+        _ => Err(Refusal::new(
+            format!("oom_score_adj {value} is outside -1000..1000"),
+            "write -1000 (never chosen by the OOM killer) to 1000 (chosen first)",
+        )),
+    }
+}
+
 /// Why `options` would not come out of the stack loader as they are: every value checked
 /// as the loader checks it, each reason naming its key. Empty when they would.
 pub(crate) fn refusals(options: &RuntimeOptions) -> Vec<String> {
@@ -292,6 +303,10 @@ pub(crate) fn refusals(options: &RuntimeOptions) -> Vec<String> {
     for option in &options.dns.options {
         check("dns_opt", resolver_option(option));
     }
+    check(
+        "oom_score_adj",
+        oom_score_adj(i64::from(options.oom_score_adj)).map(drop),
+    );
     reasons
 }
 
@@ -316,6 +331,18 @@ impl Converter<'_> {
             extra_hosts: self.extra_hosts(service.extra_hosts.as_ref(), &loc.key("extra_hosts")),
             dns: self.dns(service, loc),
             init: service.init.unwrap_or(false),
+            oom_score_adj: self.oom_score_adj(service.oom_score_adj, &loc.key("oom_score_adj")),
+        }
+    }
+
+    fn oom_score_adj(&mut self, value: Option<i64>, loc: &Loc) -> i32 {
+        let Some(value) = value else { return 0 };
+        match oom_score_adj(value) {
+            Ok(adj) => adj,
+            Err(refusal) => {
+                self.refuse(loc, refusal);
+                0
+            }
         }
     }
 
