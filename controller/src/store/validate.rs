@@ -577,6 +577,7 @@ mod tests {
             .dns
             .options
             .push("ndots:1\nnameserver 1.2.3.4".into());
+        runtime.oom_score_adj = -1001;
         let reasons = plan_result(&state(vec![spec]), &[created("web")]);
         let all = reasons.join("\n");
         for expected in [
@@ -588,10 +589,11 @@ mod tests {
             "extra_hosts: invalid host name",
             "dns_search: invalid search domain \"bad domain\"",
             "dns_opt: invalid resolver option",
+            "oom_score_adj: -1001 is outside the kernel's range, -1000..1000",
         ] {
             assert!(all.contains(expected), "{expected:?} missing from {all}");
         }
-        assert_eq!(reasons.len(), 8, "{all}");
+        assert_eq!(reasons.len(), 9, "{all}");
     }
 
     #[test]

@@ -990,7 +990,7 @@ fn oom_score_adj_is_set_and_changed_by_flags() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("--oom-score-adj"), "{error}");
-    assert!(error.contains("outside -1000..1000"), "{error}");
+    assert!(error.contains("outside the kernel's range"), "{error}");
     let error = UpdateFlags {
         oom_score_adj: Some(-1001),
         ..UpdateFlags::default()

@@ -248,7 +248,7 @@ pub(crate) fn oom_score_adj(value: i64) -> Result<i32, Refusal> {
     match i32::try_from(value) {
         Ok(adj) if (-1000..=1000).contains(&adj) => Ok(adj),
         _ => Err(Refusal::new(
-            format!("oom_score_adj {value} is outside -1000..1000"),
+            format!("{value} is outside the kernel's range, -1000..1000"),
             "write -1000 (never chosen by the OOM killer) to 1000 (chosen first)",
         )),
     }
