@@ -357,6 +357,39 @@ async fn process_options_reach_the_container() {
     node.assert_clean().await;
 }
 
+/// An adjustment below the daemon's own starts the container: given as asked when the
+/// daemon has CAP_SYS_RESOURCE, else raised to the daemon's own (the kernel would refuse
+/// runc the write, and the container would not start).
+#[tokio::test]
+async fn a_lower_oom_score_adj_than_the_daemons_starts_the_container() {
+    let Some(node) = Node::new("oom") else {
+        return;
+    };
+    let mut config = node.sh("oom", "cat /proc/self/oom_score_adj");
+    config.options.oom_score_adj = -500;
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("oom").await.exit, Exit::Code(0));
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .unwrap();
+    let privileged = u64::from_str_radix(cap_eff.trim(), 16).unwrap() & (1 << 24) != 0;
+    let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let expected = if privileged { -500 } else { own.max(-500) };
+    assert_eq!(
+        fs::read_to_string(&config.logs.stdout).unwrap(),
+        format!("{expected}\n"),
+        "CAP_SYS_RESOURCE: {privileged}"
+    );
+    node.runtime.delete("oom").await.unwrap();
+    node.assert_clean().await;
+}
+
 /// A service's `extra_hosts` and resolver settings are what the container reads in its
 /// /etc/hosts and /etc/resolv.conf.
 #[tokio::test]

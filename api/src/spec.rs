@@ -289,7 +289,8 @@ pub struct RuntimeOptions {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
     /// Added to the kernel's out-of-memory score of the container's processes: -1000 (never
-    /// chosen) to 1000 (chosen first); 0 changes nothing (Docker's `OomScoreAdj`).
+    /// chosen) to 1000 (chosen first); 0 by default, as Docker sets it, so a container does
+    /// not inherit the daemon's own (Docker's `OomScoreAdj`).
     #[serde(default, skip_serializing_if = "is_zero_i32")]
     pub oom_score_adj: i32,
 }

@@ -63,8 +63,8 @@ pub async fn run(host: &Host, args: EventsArgs) -> anyhow::Result<ExitCode> {
         .map_err(client::explain)?
         .into_inner();
     let mut out = std::io::stdout().lock();
-    // One listener for the whole stream: a Ctrl-C that comes while a line is printed is
-    // kept for the next wait (a `ctrl_c()` made anew each turn would miss it).
+    // One listener for the whole stream: a Ctrl-C noticed in the turn a message won is kept
+    // for the next one (a `ctrl_c()` made anew each turn was dropped with it, and lost).
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
     loop {
         let message = tokio::select! {

@@ -62,6 +62,23 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// The container's out-of-memory score adjustment: the one asked, raised to the lowest the
+/// daemon may give (said when the service asked for less; the default 0 raised is what
+/// the container inherited before it could be asked).
+fn oom_score_adj(config: &ContainerConfig, limits: DaemonLimits) -> i32 {
+    let asked = config.options.oom_score_adj;
+    if asked < limits.oom_score_adj_floor && asked != 0 {
+        tracing::warn!(
+            container = %config.id,
+            asked,
+            given = limits.oom_score_adj_floor,
+            "oom_score_adj raised to the daemon's own: without CAP_SYS_RESOURCE the daemon \
+             cannot give a container a lower one"
+        );
+    }
+    asked.max(limits.oom_score_adj_floor)
+}
+
 /// Open files: soft 1024 for programs that still use select(2), hard 524288 for those that
 /// raise their own limit — systemd's defaults, which Docker inherits since 25.0.
 const NOFILE_SOFT: u64 = 1024;
@@ -84,13 +101,34 @@ pub fn node_cgroup(node_id: &str) -> String {
     format!("swarm-{node_id}")
 }
 
-/// The OCI runtime spec of a container. `nofile_hard` is the hard open-file limit, at most
-/// `NOFILE_HARD`: a daemon without CAP_SYS_RESOURCE cannot give more than its own.
+/// What the daemon's own process lets runc give a container. Without CAP_SYS_RESOURCE
+/// (as in some VMs and containers) runc can neither raise the open-file limit above the
+/// daemon's nor lower the out-of-memory score below it: the kernel refuses, and the
+/// container would not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonLimits {
+    /// The hard open-file limit, at most `NOFILE_HARD`.
+    pub nofile_hard: u64,
+    /// The lowest `oom_score_adj` a container may be given: -1000 with CAP_SYS_RESOURCE,
+    /// else the daemon's own.
+    pub oom_score_adj_floor: i32,
+}
+
+impl DaemonLimits {
+    /// A daemon that may give what Docker gives.
+    pub const PRIVILEGED: DaemonLimits = DaemonLimits {
+        nofile_hard: NOFILE_HARD,
+        oom_score_adj_floor: -1000,
+    };
+}
+
+/// The OCI runtime spec of a container, within what the daemon may give (`limits`).
 pub fn spec(
     config: &ContainerConfig,
     cgroups_path: &str,
-    nofile_hard: u64,
+    limits: DaemonLimits,
 ) -> Result<Spec, RuntimeError> {
+    let nofile_hard = limits.nofile_hard;
     let invalid = |error: oci_spec::OciSpecError| RuntimeError::Config {
         id: config.id.clone(),
         detail: error.to_string(),
@@ -168,7 +206,7 @@ pub fn spec(
                 .map_err(invalid)?,
         )
         .rlimits(rlimits)
-        .oom_score_adj(config.options.oom_score_adj)
+        .oom_score_adj(oom_score_adj(config, limits))
         .no_new_privileges(true)
         .build()
         .map_err(invalid)?;
@@ -492,7 +530,12 @@ mod tests {
     }
 
     fn json_of(config: &ContainerConfig) -> Value {
-        let spec = spec(config, &cgroups_path("n1", &config.id), NOFILE_HARD).unwrap();
+        let spec = spec(
+            config,
+            &cgroups_path("n1", &config.id),
+            DaemonLimits::PRIVILEGED,
+        )
+        .unwrap();
         serde_json::to_value(spec).unwrap()
     }
 
@@ -601,13 +644,42 @@ mod tests {
             ),
         ];
         for (daemon_hard, expected) in cases {
-            let spec = spec(&config(), "/swarm-n1/x", daemon_hard).unwrap();
+            let limits = DaemonLimits {
+                nofile_hard: daemon_hard,
+                ..DaemonLimits::PRIVILEGED
+            };
+            let spec = spec(&config(), "/swarm-n1/x", limits).unwrap();
             let json = serde_json::to_value(spec).unwrap();
             assert_eq!(
                 json["process"]["rlimits"],
                 json!([expected]),
                 "{daemon_hard}"
             );
+        }
+    }
+
+    /// The adjustment asked is given when the daemon may; otherwise the daemon's own is
+    /// the lowest a container gets, the default 0 included.
+    #[test]
+    fn oom_score_adj_within_what_the_daemon_may_give() {
+        let cases = [
+            (0, -1000, 0),
+            (-500, -1000, -500),
+            (500, -1000, 500),
+            (-500, 0, 0),
+            (0, 100, 100),
+            (300, 100, 300),
+        ];
+        for (asked, floor, given) in cases {
+            let mut config = config();
+            config.options.oom_score_adj = asked;
+            let limits = DaemonLimits {
+                oom_score_adj_floor: floor,
+                ..DaemonLimits::PRIVILEGED
+            };
+            let spec = spec(&config, "/swarm-n1/x", limits).unwrap();
+            let json = serde_json::to_value(spec).unwrap();
+            assert_eq!(json["process"]["oomScoreAdj"], given, "{asked} {floor}");
         }
     }
 
@@ -839,7 +911,7 @@ mod tests {
     fn no_command_is_refused() {
         let mut config = config();
         config.args.clear();
-        let error = spec(&config, "/swarm-n1/x", NOFILE_HARD).unwrap_err();
+        let error = spec(&config, "/swarm-n1/x", DaemonLimits::PRIVILEGED).unwrap_err();
         assert!(error.to_string().contains("web.1.abc"), "{error}");
     }
 }

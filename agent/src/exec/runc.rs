@@ -87,8 +87,8 @@ struct Shared {
     cgroups: Cgroups,
     tracked: Mutex<HashMap<String, Arc<Tracked>>>,
     exec_sequence: AtomicU64,
-    /// The daemon's own hard open-file limit, the most a container can be given.
-    nofile_hard: u64,
+    /// What the daemon's own process lets runc give a container.
+    limits: bundle::DaemonLimits,
 }
 
 /// A container this runtime watches: its exit, once seen, and the tasks watching it.
@@ -188,8 +188,7 @@ impl RuncRuntime {
                 cgroups,
                 tracked: Mutex::new(HashMap::new()),
                 exec_sequence: AtomicU64::new(0),
-                nofile_hard: nofile_hard_limit()
-                    .map_err(|error| setup("reading the open-file limit", error))?,
+                limits: daemon_limits()?,
             }),
         })
     }
@@ -200,11 +199,7 @@ impl RuncRuntime {
 
     /// The config.json this runtime writes for `config`.
     pub fn bundle_spec(&self, config: &ContainerConfig) -> Result<Spec, RuntimeError> {
-        bundle::spec(
-            config,
-            &self.cgroups_path(&config.id),
-            self.shared.nofile_hard,
-        )
+        bundle::spec(config, &self.cgroups_path(&config.id), self.shared.limits)
     }
 
     /// The cgroup path of a container of this node.
@@ -603,6 +598,46 @@ impl RuncRuntime {
     }
 }
 
+/// The daemon's own open-file limit and, without CAP_SYS_RESOURCE, its own out-of-memory
+/// score adjustment: the bounds of what runc, its child, can give a container.
+fn daemon_limits() -> Result<bundle::DaemonLimits, RuntimeError> {
+    let setup = |what: &str, error: io::Error| RuntimeError::Setup {
+        detail: format!("{what}: {error}"),
+    };
+    let nofile_hard =
+        nofile_hard_limit().map_err(|error| setup("reading the open-file limit", error))?;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|error| setup("reading /proc/self/status", error))?;
+    let oom_score_adj_floor = if may_lower_oom_scores(&status) {
+        -1000
+    } else {
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .map_err(|error| setup("reading /proc/self/oom_score_adj", error))?
+            .trim()
+            .parse()
+            .map_err(|error| {
+                setup(
+                    "reading /proc/self/oom_score_adj",
+                    io::Error::new(io::ErrorKind::InvalidData, error),
+                )
+            })?
+    };
+    Ok(bundle::DaemonLimits {
+        nofile_hard,
+        oom_score_adj_floor,
+    })
+}
+
+/// Whether the effective capabilities in `/proc/self/status` hold CAP_SYS_RESOURCE (24).
+fn may_lower_oom_scores(status: &str) -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 fn nofile_hard_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -900,6 +935,18 @@ impl Runtime for RuncRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_sys_resource_is_read_from_the_effective_set() {
+        let status = |cap_eff: &str| {
+            format!("Name:\tswarm\nCapPrm:\t000001ffffffffff\nCapEff:\t{cap_eff}\n")
+        };
+        assert!(may_lower_oom_scores(&status("000001ffffffffff")));
+        assert!(may_lower_oom_scores(&status("0000000001000000")));
+        assert!(!may_lower_oom_scores(&status("000001fffeffffff")));
+        assert!(!may_lower_oom_scores(&status("0000000000000000")));
+        assert!(!may_lower_oom_scores("Name:\tswarm\n"));
+    }
 
     #[test]
     fn runc_is_found_by_path_or_in_path() {

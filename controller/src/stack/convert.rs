@@ -866,21 +866,32 @@ impl Converter<'_> {
             &volumes,
             names,
         );
-        mounts.extend(self.tmpfs_mounts(service.tmpfs.as_ref(), &loc.key("tmpfs")));
+        self.no_duplicate_targets(mounts.iter().map(|m| m.target.as_str()), &volumes, "mount");
+        for (tmpfs, at) in self.tmpfs_mounts(service.tmpfs.as_ref(), &loc.key("tmpfs")) {
+            if mounts.iter().any(|m| m.target == tmpfs.target) {
+                self.diags
+                    .error(
+                        at.span(),
+                        &at.path,
+                        format!("two mounts target {}", tmpfs.target),
+                    )
+                    .help("a target takes one mount: drop this tmpfs or the other mount");
+            } else {
+                mounts.push(tmpfs);
+            }
+        }
         mounts.sort_by(|a, b| a.target.cmp(&b.target));
-        let at = if service.volumes.is_some() {
-            &volumes
-        } else {
-            loc
-        };
-        self.no_duplicate_targets(mounts.iter().map(|m| m.target.as_str()), at, "mount");
         mounts
     }
 
     /// The service's `tmpfs` key, as Compose reads it: `PATH[:OPTIONS]`, the options those
     /// of Docker's `--tmpfs` that a swarm tmpfs mount has (`size`, `mode`, `ro`, `rw`, and
     /// `noexec`, `nosuid`, `nodev`, which it always is).
-    fn tmpfs_mounts(&mut self, value: Option<&StringOrList>, loc: &Loc) -> Vec<spec::Mount> {
+    fn tmpfs_mounts<'n>(
+        &mut self,
+        value: Option<&StringOrList>,
+        loc: &Loc<'n>,
+    ) -> Vec<(spec::Mount, Loc<'n>)> {
         let entries: Vec<(&String, Loc)> = match value {
             None => return Vec::new(),
             Some(StringOrList::String(one)) => vec![(one, loc.clone())],
@@ -923,8 +934,10 @@ impl Converter<'_> {
                         Err(reason) => Some((reason.to_string(), "write a size such as size=64m")),
                     },
                     Some(("mode", mode)) => match u32::from_str_radix(mode, 8) {
-                        Ok(mode) if mode <= 0o7777 => {
-                            tmpfs.mode = Some(mode);
+                        Ok(value)
+                            if value <= 0o7777 && mode.bytes().all(|b| b.is_ascii_digit()) =>
+                        {
+                            tmpfs.mode = Some(value);
                             None
                         }
                         _ => Some((
@@ -958,7 +971,7 @@ impl Converter<'_> {
                 }
             }
             if ok {
-                out.push(spec::Mount {
+                let mount = spec::Mount {
                     kind: MountKind::Tmpfs,
                     source: None,
                     target: target.to_owned(),
@@ -967,7 +980,8 @@ impl Converter<'_> {
                     no_copy: false,
                     propagation: None,
                     tmpfs: (tmpfs != spec::TmpfsOptions::default()).then_some(tmpfs),
-                });
+                };
+                out.push((mount, at));
             }
         }
         out

@@ -97,6 +97,7 @@ fn rule(path: &[String]) -> Rule {
         | ["env_file"] => Rule::Replace,
         ["ports"] => Rule::ByKey(port_key),
         ["volumes"] => Rule::ByKey(volume_key),
+        ["tmpfs"] => Rule::ByKey(tmpfs_key),
         ["secrets"] | ["configs"] => Rule::ByKey(source_key),
         ["environment"] | ["labels"] | ["deploy", "labels"] | ["extra_hosts"] => Rule::KeyValues,
         _ => Rule::Append,
@@ -162,6 +163,15 @@ fn volume_key(node: &Node) -> Option<String> {
         }
         None => field(node, "target").map(str::to_owned),
     }
+}
+
+/// A tmpfs by its path: `PATH[:OPTIONS]`.
+fn tmpfs_key(node: &Node) -> Option<String> {
+    scalar(node).map(|text| {
+        text.split_once(':')
+            .map_or(text, |(path, _)| path)
+            .to_owned()
+    })
 }
 
 /// A secret or config by its name: the short form, or the long form's `source`.
@@ -320,6 +330,12 @@ mod tests {
                 "[front, back, admin]",
             ),
             ("entrypoint", "[sh, -c]", "[bash]", "[bash]"),
+            (
+                "tmpfs",
+                "[/run, \"/tmp:size=1m\"]",
+                "[\"/tmp:size=64m\", /cache]",
+                "[/run, /tmp:size=64m, /cache]",
+            ),
         ];
         for (field, base, over, want) in cases {
             let (root, _) = merged(&[

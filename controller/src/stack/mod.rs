@@ -787,7 +787,7 @@ mod tests {
             "6:9: error: services.web.tmpfs[1]: the tmpfs target \"run\" is not an absolute path",
             "7:9: error: services.web.tmpfs[2]: invalid size \"lots\"",
             "8:9: error: services.web.tmpfs[3]: tmpfs mode \"999\" is not an octal file mode",
-            "10:14: error: services.web.volumes: two mounts target /srv",
+            "9:9: error: services.web.tmpfs[4]: two mounts target /srv",
         ];
         assert_eq!(messages.len(), expected.len(), "{messages:#?}");
         for (message, expected) in messages.iter().zip(expected) {
