@@ -114,6 +114,7 @@ impl Volumes {
                         read_only: mount.read_only,
                         size_bytes: options.size_bytes,
                         mode: options.mode.unwrap_or(TMPFS_MODE),
+                        exec: options.exec,
                     }
                 }
                 MountKind::Volume => {
@@ -620,6 +621,7 @@ mod tests {
         tmpfs.tmpfs = Some(swarm_api::spec::TmpfsOptions {
             size_bytes: Some(1 << 20),
             mode: None,
+            exec: false,
         });
         let made = volumes.mounts(&[tmpfs], dir.path(), dir.path()).unwrap();
         assert_eq!(
@@ -629,6 +631,7 @@ mod tests {
                 read_only: false,
                 size_bytes: Some(1 << 20),
                 mode: 0o1777,
+                exec: false,
             }]
         );
     }

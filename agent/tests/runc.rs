@@ -257,6 +257,7 @@ async fn volumes_binds_and_tmpfs_reach_the_container() {
     tmpfs.tmpfs = Some(swarm_api::spec::TmpfsOptions {
         size_bytes: Some(2 << 20),
         mode: Some(0o700),
+        exec: true,
     });
     let wanted = [
         spec_mounts(
@@ -276,7 +277,9 @@ async fn volumes_binds_and_tmpfs_reach_the_container() {
         "writer",
         "cat /var/lib/app/seed; echo written >> /var/lib/app/seed; cat /host/greeting; \
          touch /host/x 2>/dev/null && echo host-writable || echo host-read-only; \
-         grep ' /scratch ' /proc/mounts; stat -c %a /scratch",
+         grep ' /scratch ' /proc/mounts; stat -c %a /scratch; \
+         printf '#!/bin/sh\\necho ran from scratch\\n' > /scratch/run; chmod +x /scratch/run; \
+         /scratch/run",
     );
     writer.mounts = mounts.clone();
     node.runtime.start(&writer).await.unwrap();
@@ -293,6 +296,7 @@ async fn volumes_binds_and_tmpfs_reach_the_container() {
         "{out}"
     );
     assert_eq!(lines[4], "700", "{out}");
+    assert_eq!(lines[5], "ran from scratch", "exec: {out}");
 
     let mut reader = node.sh("reader", "cat /var/lib/app/seed");
     reader.mounts = volumes.mounts(&wanted, &task_dir, &node.rootfs).unwrap();

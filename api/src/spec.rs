@@ -497,6 +497,9 @@ pub struct TmpfsOptions {
     /// File mode of the mount's root (decimal in JSON); absent: 1777, as Docker's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+    /// Programs may be run from it; absent: `noexec`, as Docker's (its `exec` option).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
 }
 
 /// A named volume's declaration, carried by every mount of it: a changed driver or option

@@ -445,11 +445,12 @@ fn mounts(config: &ContainerConfig) -> Result<Vec<Mount>, oci_spec::OciSpecError
                 read_only,
                 size_bytes,
                 mode,
+                exec,
             } => {
                 let mut options = vec![
                     "nosuid".to_owned(),
                     "nodev".to_owned(),
-                    "noexec".to_owned(),
+                    if *exec { "exec" } else { "noexec" }.to_owned(),
                     format!("mode={mode:o}"),
                 ];
                 if let Some(size) = size_bytes {
@@ -723,6 +724,14 @@ mod tests {
                 read_only: false,
                 size_bytes: Some(64 << 20),
                 mode: 0o1770,
+                exec: false,
+            },
+            DataMount::Tmpfs {
+                destination: "/scratch".into(),
+                read_only: false,
+                size_bytes: None,
+                mode: 0o1777,
+                exec: true,
             },
         ];
         let json = json_of(&config);
@@ -795,6 +804,12 @@ mod tests {
                 "tmpfs",
                 "tmpfs",
                 &["nosuid", "nodev", "noexec", "mode=1770", "size=67108864"],
+            ),
+            (
+                "/scratch",
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "exec", "mode=1777"],
             ),
             (
                 "/etc/hosts",

@@ -89,6 +89,8 @@ pub enum DataMount {
         read_only: bool,
         size_bytes: Option<u64>,
         mode: u32,
+        /// Mounted without `noexec`.
+        exec: bool,
     },
 }
 

@@ -885,8 +885,8 @@ impl Converter<'_> {
     }
 
     /// The service's `tmpfs` key, as Compose reads it: `PATH[:OPTIONS]`, the options those
-    /// of Docker's `--tmpfs` that a swarm tmpfs mount has (`size`, `mode`, `ro`, `rw`, and
-    /// `noexec`, `nosuid`, `nodev`, which it always is).
+    /// of Docker's `--tmpfs` that a swarm tmpfs mount has (`size`, `mode`, `ro`, `rw`,
+    /// `exec`, `noexec`, and `nosuid`, `nodev`, which it always is).
     fn tmpfs_mounts<'n>(
         &mut self,
         value: Option<&StringOrList>,
@@ -947,7 +947,7 @@ impl Converter<'_> {
                     },
                     Some(_) => Some((
                         format!("tmpfs option {option:?} is not supported by swarm"),
-                        "a swarm tmpfs takes size=, mode=, ro and rw (it is always noexec, nosuid and nodev)",
+                        "a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec (it is always nosuid and nodev)",
                     )),
                     None => match option {
                         "ro" => {
@@ -958,10 +958,18 @@ impl Converter<'_> {
                             read_only = false;
                             None
                         }
-                        "noexec" | "nosuid" | "nodev" => None,
+                        "exec" => {
+                            tmpfs.exec = true;
+                            None
+                        }
+                        "noexec" => {
+                            tmpfs.exec = false;
+                            None
+                        }
+                        "nosuid" | "nodev" => None,
                         _ => Some((
                             format!("tmpfs option {option:?} is not supported by swarm"),
-                            "a swarm tmpfs takes size=, mode=, ro and rw (it is always noexec, nosuid and nodev)",
+                            "a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec (it is always nosuid and nodev)",
                         )),
                     },
                 };
@@ -1276,6 +1284,7 @@ impl Converter<'_> {
             options.tmpfs = Some(spec::TmpfsOptions {
                 size_bytes: tmpfs.size.map(|size| size.0),
                 mode: tmpfs.mode,
+                exec: false,
             });
         }
         Some(options)

@@ -754,7 +754,7 @@ mod tests {
             (MountKind::Tmpfs, "/run", false, None)
         );
         let many = mounts(
-            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:size=64m,mode=1700,noexec,\n      - /cache:ro\n    volumes: [\"/srv:/srv\"]\n",
+            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:size=64m,mode=1700,noexec,\n      - /cache:ro,exec\n    volumes: [\"/srv:/srv\"]\n",
         );
         let got: Vec<(&str, MountKind, bool, Option<spec::TmpfsOptions>)> = many
             .iter()
@@ -763,7 +763,15 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("/cache", MountKind::Tmpfs, true, None),
+                (
+                    "/cache",
+                    MountKind::Tmpfs,
+                    true,
+                    Some(spec::TmpfsOptions {
+                        exec: true,
+                        ..Default::default()
+                    })
+                ),
                 ("/srv", MountKind::Bind, false, None),
                 (
                     "/tmp",
@@ -771,19 +779,20 @@ mod tests {
                     false,
                     Some(spec::TmpfsOptions {
                         size_bytes: Some(64 << 20),
-                        mode: Some(0o1700)
+                        mode: Some(0o1700),
+                        exec: false,
                     })
                 ),
             ]
         );
 
         let refused = load_text(
-            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:exec\n      - run\n      - /a:size=lots\n      - /b:mode=999\n      - /srv\n    volumes: [\"/srv:/srv\"]\n",
+            "services:\n  web:\n    image: nginx\n    tmpfs:\n      - /tmp:suid\n      - run\n      - /a:size=lots\n      - /b:mode=999\n      - /srv\n    volumes: [\"/srv:/srv\"]\n",
         );
         assert!(refused.stack.is_none());
         let messages: Vec<String> = refused.diagnostics.iter().map(|d| d.to_string()).collect();
         let expected = [
-            "5:9: error: services.web.tmpfs[0]: tmpfs option \"exec\" is not supported by swarm",
+            "5:9: error: services.web.tmpfs[0]: tmpfs option \"suid\" is not supported by swarm",
             "6:9: error: services.web.tmpfs[1]: the tmpfs target \"run\" is not an absolute path",
             "7:9: error: services.web.tmpfs[2]: invalid size \"lots\"",
             "8:9: error: services.web.tmpfs[3]: tmpfs mode \"999\" is not an octal file mode",
@@ -794,7 +803,7 @@ mod tests {
             assert!(message.contains(expected), "{message}\nwanted {expected}");
         }
         assert!(
-            messages[0].contains("a swarm tmpfs takes size=, mode=, ro and rw"),
+            messages[0].contains("a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec"),
             "{}",
             messages[0]
         );

@@ -705,6 +705,7 @@ fn mounts_are_made_and_changed_by_flags() {
         Some(TmpfsOptions {
             size_bytes: Some(64 << 20),
             mode: Some(0o1770),
+            exec: false,
         })
     );
     assert_eq!(mounts[1].source.as_deref(), Some("db"));
