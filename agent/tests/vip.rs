@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use swarm_agent::network::{
-    LocalEndpoint, NetworkVips, NodeOverlays, NodeSocketBalancer, NodeVips, Overlay,
-    OverlayNetwork, RemoteEndpoint, SocketBalancer, SocketVips, Vips, Vtep, netns_cookie,
-    task_interface_name, vip_bridge_mac, vip_table_name,
+    LocalEndpoint, NetworkVips, NodeOverlays, NodeVips, Overlay, OverlayNetwork, RemoteEndpoint,
+    SocketBalancer, SocketVips, Vips, Vtep, netns_cookie, task_interface_name, vip_bridge_mac,
+    vip_table_name,
 };
 use swarm_testkit::Hosts;
 
@@ -447,45 +447,6 @@ fn connections_to_a_vip_are_balanced_over_serving_tasks_across_hosts_and_drain()
         assert!(!rules.contains("1000:"), "{rules}");
     }
     drop(guard);
-}
-
-/// A node's socket balancer is attached from its first VIP to its last: a node with none
-/// runs no program at the machine's every `connect()`.
-#[test]
-fn the_node_balancer_is_attached_from_the_first_vip_to_the_last() {
-    let test = "the_node_balancer_is_attached_from_the_first_vip_to_the_last";
-    if !prerequisites(test) {
-        return;
-    }
-    let netns_dir = tempfile::tempdir().unwrap();
-    let mut balancer = NodeSocketBalancer::new("vipa-node", netns_dir.path().to_owned());
-    let network = |vips: &[(Ipv4Addr, Vec<Ipv4Addr>)]| NodeVips {
-        networks: [(
-            "net".to_owned(),
-            NetworkVips {
-                vni: 4099,
-                subnet: "10.218.0.0/24".parse().unwrap(),
-                vips: vips.iter().cloned().collect(),
-                endpoints: Default::default(),
-                local_tasks: Default::default(),
-            },
-        )]
-        .into(),
-    };
-    let vip = Ipv4Addr::new(10, 218, 0, 2);
-    let task = Ipv4Addr::new(10, 218, 0, 3);
-    assert!(balancer.reconcile(&network(&[])));
-    assert!(!balancer.is_attached(), "a network without a VIP");
-    assert!(balancer.reconcile(&network(&[(vip, vec![task])])));
-    assert!(
-        balancer.is_attached(),
-        "attached at the first VIP (root, a cgroup v2 mount and a kernel from 5.14 are what \
-         it needs)"
-    );
-    assert!(balancer.reconcile(&NodeVips::default()));
-    assert!(!balancer.is_attached(), "detached after the last");
-    assert!(balancer.reconcile(&network(&[(vip, vec![])])));
-    assert!(balancer.is_attached(), "attached again");
 }
 
 /// The node's follower reconciles from its endpoint table at every change: the nftables

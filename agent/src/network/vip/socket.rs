@@ -250,10 +250,12 @@ impl SocketBalancer {
 }
 
 /// The node's socket balancer as its VIP follower keeps it: attached at the first VIP the
-/// node balances and detached after its last (a node without one leaves the machine's
-/// `connect()` alone) if the
+/// node balances (a node without one leaves the machine's `connect()` alone) if the
 /// kernel lets it (else the DNAT alone serves, said once), and fed from the node's VIPs
-/// with its tasks' namespace cookies (read once per namespace).
+/// with its tasks' namespace cookies (read once per namespace). It stays attached after
+/// the last VIP: detached, its `ASKED` map would go, and connections still draining would
+/// show their task as their peer; and a node whose only task on a network restarts would
+/// reload the program each time.
 #[derive(Debug)]
 pub struct NodeSocketBalancer {
     node_id: String,
@@ -289,33 +291,11 @@ impl NodeSocketBalancer {
         }
     }
 
-    /// Whether its programs are attached (they are from the node's first VIP to its last).
-    pub fn is_attached(&self) -> bool {
-        matches!(self.balancer, Balancer::Attached(_))
-    }
-
     /// Brings the balancer to `desired`; whether it holds every local task and VIP (false:
     /// a task's namespace is not made yet, or an update failed: try again soon). Errors
     /// are logged: what the balancer misses, the DNAT takes.
     pub fn reconcile(&mut self, desired: &NodeVips) -> bool {
-        let has_vips = desired
-            .networks
-            .values()
-            .any(|network| !network.vips.is_empty());
-        if !has_vips {
-            // Nothing to steer: no program runs at every connect() of the machine for
-            // this node. The next VIP attaches it again.
-            if matches!(self.balancer, Balancer::Attached(_)) {
-                self.balancer = Balancer::NotYet;
-                self.cookies.clear();
-                tracing::info!(
-                    node = self.node_id,
-                    "no VIP left: the socket balancer is detached"
-                );
-            }
-            return true;
-        }
-        if matches!(self.balancer, Balancer::NotYet) {
+        if matches!(self.balancer, Balancer::NotYet) && !desired.networks.is_empty() {
             // A panic in the loader (aya reads the kernel's version) must not take the
             // follower, and the DNAT with it.
             let attached =
