@@ -378,7 +378,12 @@ async fn a_lower_oom_score_adj_than_the_daemons_starts_the_container() {
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
         .unwrap();
-    let privileged = u64::from_str_radix(cap_eff.trim(), 16).unwrap() & (1 << 24) != 0;
+    let host_namespace = fs::read_to_string("/proc/self/uid_map")
+        .unwrap()
+        .split_whitespace()
+        .eq(["0", "0", "4294967295"]);
+    let privileged =
+        host_namespace && u64::from_str_radix(cap_eff.trim(), 16).unwrap() & (1 << 24) != 0;
     let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")
         .unwrap()
         .trim()

@@ -434,7 +434,7 @@ pub struct Mount {
     /// A bind mount only: how mounts under it propagate; absent: `rprivate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<Propagation>,
-    /// A tmpfs mount only: its size limit and mode.
+    /// A tmpfs mount only: its size limit, mode and whether programs may run from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<TmpfsOptions>,
 }

@@ -146,7 +146,8 @@ pub struct Service {
     /// Namespaced kernel parameters, as a list of `KEY=VALUE` or a map.
     pub sysctls: Option<ListOrMap>,
     /// Empty tmpfs mounts of each task's own: a path, or a list of paths, each
-    /// `PATH[:OPTIONS]` with comma-separated options `size=64m`, `mode=1777`, `ro`, `rw`.
+    /// `PATH[:OPTIONS]` with comma-separated options `size=64m`, `mode=1777`, `ro`, `rw`,
+    /// `exec`, `noexec` (the default).
     pub tmpfs: Option<StringOrList>,
     #[serde(default)]
     pub tty: Unsupported,

@@ -109,11 +109,12 @@ pub fn node_cgroup(node_id: &str) -> String {
 pub struct DaemonLimits {
     /// The hard open-file limit, at most `NOFILE_HARD`.
     pub nofile_hard: u64,
-    /// The lowest `oom_score_adj` a container may be given: -1000 with CAP_SYS_RESOURCE,
-    /// else the daemon's own.
+    /// The lowest `oom_score_adj` a container may be given: -1000 with CAP_SYS_RESOURCE
+    /// in the host's user namespace, else the daemon's own (read at each start).
     pub oom_score_adj_floor: i32,
 }
 
+#[cfg(test)]
 impl DaemonLimits {
     /// A daemon that may give what Docker gives.
     pub const PRIVILEGED: DaemonLimits = DaemonLimits {

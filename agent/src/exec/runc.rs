@@ -87,8 +87,11 @@ struct Shared {
     cgroups: Cgroups,
     tracked: Mutex<HashMap<String, Arc<Tracked>>>,
     exec_sequence: AtomicU64,
-    /// What the daemon's own process lets runc give a container.
-    limits: bundle::DaemonLimits,
+    /// The daemon's own hard open-file limit, the most a container can be given.
+    nofile_hard: u64,
+    /// Whether runc, the daemon's child, may give a container a lower out-of-memory score
+    /// than the daemon's own.
+    may_lower_oom_scores: bool,
 }
 
 /// A container this runtime watches: its exit, once seen, and the tasks watching it.
@@ -188,7 +191,14 @@ impl RuncRuntime {
                 cgroups,
                 tracked: Mutex::new(HashMap::new()),
                 exec_sequence: AtomicU64::new(0),
-                limits: daemon_limits()?,
+                nofile_hard: nofile_hard_limit()
+                    .map_err(|error| setup("reading the open-file limit", error))?,
+                may_lower_oom_scores: may_lower_oom_scores(
+                    &std::fs::read_to_string("/proc/self/status")
+                        .map_err(|error| setup("reading /proc/self/status", error))?,
+                    &std::fs::read_to_string("/proc/self/uid_map")
+                        .map_err(|error| setup("reading /proc/self/uid_map", error))?,
+                ),
             }),
         })
     }
@@ -199,7 +209,18 @@ impl RuncRuntime {
 
     /// The config.json this runtime writes for `config`.
     pub fn bundle_spec(&self, config: &ContainerConfig) -> Result<Spec, RuntimeError> {
-        bundle::spec(config, &self.cgroups_path(&config.id), self.shared.limits)
+        let limits = bundle::DaemonLimits {
+            nofile_hard: self.shared.nofile_hard,
+            // Read at each start: the daemon's own score may have been changed since.
+            oom_score_adj_floor: if self.shared.may_lower_oom_scores {
+                -1000
+            } else {
+                own_oom_score_adj().map_err(|error| RuntimeError::Setup {
+                    detail: format!("reading /proc/self/oom_score_adj: {error}"),
+                })?
+            },
+        };
+        bundle::spec(config, &self.cgroups_path(&config.id), limits)
     }
 
     /// The cgroup path of a container of this node.
@@ -598,44 +619,26 @@ impl RuncRuntime {
     }
 }
 
-/// The daemon's own open-file limit and, without CAP_SYS_RESOURCE, its own out-of-memory
-/// score adjustment: the bounds of what runc, its child, can give a container.
-fn daemon_limits() -> Result<bundle::DaemonLimits, RuntimeError> {
-    let setup = |what: &str, error: io::Error| RuntimeError::Setup {
-        detail: format!("{what}: {error}"),
-    };
-    let nofile_hard =
-        nofile_hard_limit().map_err(|error| setup("reading the open-file limit", error))?;
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|error| setup("reading /proc/self/status", error))?;
-    let oom_score_adj_floor = if may_lower_oom_scores(&status) {
-        -1000
-    } else {
-        std::fs::read_to_string("/proc/self/oom_score_adj")
-            .map_err(|error| setup("reading /proc/self/oom_score_adj", error))?
-            .trim()
-            .parse()
-            .map_err(|error| {
-                setup(
-                    "reading /proc/self/oom_score_adj",
-                    io::Error::new(io::ErrorKind::InvalidData, error),
-                )
-            })?
-    };
-    Ok(bundle::DaemonLimits {
-        nofile_hard,
-        oom_score_adj_floor,
-    })
-}
-
-/// Whether the effective capabilities in `/proc/self/status` hold CAP_SYS_RESOURCE (24).
-fn may_lower_oom_scores(status: &str) -> bool {
+/// Whether the daemon may lower a process's out-of-memory score: CAP_SYS_RESOURCE in its
+/// effective set (`status`), held in the host's user namespace (`uid_map` the identity),
+/// where the kernel checks it; in a container's user namespace the bit says nothing.
+fn may_lower_oom_scores(status: &str, uid_map: &str) -> bool {
     const CAP_SYS_RESOURCE: u32 = 24;
-    status
+    let capable = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << CAP_SYS_RESOURCE) != 0)
+        .is_some_and(|mask| mask & (1 << CAP_SYS_RESOURCE) != 0);
+    let host_namespace = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    capable && host_namespace
+}
+
+/// The daemon's own out-of-memory score adjustment.
+fn own_oom_score_adj() -> io::Result<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj")?
+        .trim()
+        .parse()
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
 fn nofile_hard_limit() -> io::Result<u64> {
@@ -937,15 +940,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cap_sys_resource_is_read_from_the_effective_set() {
+    fn cap_sys_resource_is_read_from_the_effective_set_in_the_host_namespace() {
         let status = |cap_eff: &str| {
             format!("Name:\tswarm\nCapPrm:\t000001ffffffffff\nCapEff:\t{cap_eff}\n")
         };
-        assert!(may_lower_oom_scores(&status("000001ffffffffff")));
-        assert!(may_lower_oom_scores(&status("0000000001000000")));
-        assert!(!may_lower_oom_scores(&status("000001fffeffffff")));
-        assert!(!may_lower_oom_scores(&status("0000000000000000")));
-        assert!(!may_lower_oom_scores("Name:\tswarm\n"));
+        let host = "         0          0 4294967295\n";
+        assert!(may_lower_oom_scores(&status("000001ffffffffff"), host));
+        assert!(may_lower_oom_scores(&status("0000000001000000"), host));
+        assert!(!may_lower_oom_scores(&status("000001fffeffffff"), host));
+        assert!(!may_lower_oom_scores(&status("0000000000000000"), host));
+        assert!(!may_lower_oom_scores("Name:\tswarm\n", host));
+        // Root of a container's user namespace: its capabilities are not the host's.
+        let mapped = "         0     100000      65536\n";
+        assert!(!may_lower_oom_scores(&status("000001ffffffffff"), mapped));
     }
 
     #[test]

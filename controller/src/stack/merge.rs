@@ -1,10 +1,11 @@
 //! Several stack files read as one (`swarm stack deploy -c base.yaml -c prod.yaml`), as
 //! `docker stack deploy` merges them: each file overrides the ones before it. Mappings merge
 //! key by key; a scalar, or a value of another kind, is replaced; sequences follow the
-//! field: a command is replaced, ports, volumes, secrets and configs are merged by what
-//! identifies them (a later one with the same published port, target or source wins),
-//! `KEY=VALUE` lists (environment, labels) merge by key, and other lists are appended
-//! without repeating an item. Every value keeps the position of the file it came from.
+//! field: a command is replaced, ports, volumes, tmpfs paths, secrets and configs are merged
+//! by what identifies them (a later one with the same published port, target, path or
+//! source wins), `KEY=VALUE` lists (environment, labels) merge by key, and other lists are
+//! appended without repeating an item. Every value keeps the position of the file it came
+//! from.
 
 use super::yaml::{Entry, Node, Value};
 

@@ -319,11 +319,14 @@ pub(super) fn mount_document(
             "tmpfs-size" => drop(tmpfs.insert("size".into(), json!(required()?))),
             "tmpfs-mode" => {
                 let mode = required()?;
-                let mode = u32::from_str_radix(mode, 8).map_err(|_| {
-                    invalid(format!(
-                        "tmpfs-mode {mode}: expected an octal mode such as 1770"
-                    ))
-                })?;
+                let mode = u32::from_str_radix(mode, 8)
+                    .ok()
+                    .filter(|_| mode.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "tmpfs-mode {mode}: expected an octal mode such as 1770"
+                        ))
+                    })?;
                 tmpfs.insert("mode".into(), json!(mode));
             }
             other => {
