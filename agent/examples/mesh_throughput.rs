@@ -12,7 +12,9 @@
 //! run so all see the same machine load; medians are printed. HAProxy 2.6 in TCP mode on
 //! host 0 forwarding to host 1's task is the peer. Then a paced probe (1,000 new
 //! connections a second, timed in nanoseconds) gives the added latency, and `ab -c 1000` the mesh under 1,000 concurrent short connections
-//! (the same against the task directly, as a control of the tool and the machine).
+//! (the same against the task directly, as a control of the tool and the machine), then
+//! `wrk -t2 -c1000` with a new connection per request (two client threads: `ab` holds one
+//! core, and at 1,000 sockets that core is the limit, with or without the mesh).
 //! Last, a port with the PROXY protocol (the mesh's userspace path, `Proxies`, run in host
 //! 0's namespace) against HAProxy with `send-proxy-v2`, both to host 1's task's nginx
 //! taking the header.
@@ -29,7 +31,7 @@ use swarm_agent::network::{Bridge, Ipv4Net, Mesh, MeshNodes, MeshPort, NodeMesh,
 use swarm_api::spec::{Protocol, PublishMode};
 use swarm_testkit::Hosts;
 
-use support::{Tasks, ab, ab_concurrent, in_namespace, median, print_latency, wrk};
+use support::{Tasks, ab, ab_concurrent, in_namespace, median, print_latency, wrk, wrk_with};
 
 const PUBLISHED: u16 = 8080;
 const HAPROXY_PORT: u16 = 9000;
@@ -290,6 +292,23 @@ fn main() {
                 "1,000 concurrent new connections through the mesh (ab -c1000): {c:.0} req/s, \
                  {:.2}× the mesh at ab -c32 ({p:.0} req/s); straight to the task: {dc:.0} \
                  req/s, {:.2}× its ab -c32 ({dp:.0} req/s)",
+                c / p,
+                dc / dp
+            );
+            let (mut crowd, mut peak) = (Vec::new(), Vec::new());
+            let (mut direct_crowd, mut direct_peak) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                peak.push(wrk_with(None, &published, 2, 32, seconds, true));
+                crowd.push(wrk_with(None, &published, 2, 1000, seconds, true));
+                direct_peak.push(wrk_with(None, &direct_url, 2, 32, seconds, true));
+                direct_crowd.push(wrk_with(None, &direct_url, 2, 1000, seconds, true));
+            }
+            let (p, c) = (median(peak), median(crowd));
+            let (dp, dc) = (median(direct_peak), median(direct_crowd));
+            println!(
+                "1,000 concurrent new connections through the mesh (wrk -t2 -c1000, Connection: \
+                 close): {c:.0} req/s, {:.2}× the mesh at -c32 ({p:.0} req/s); straight to the \
+                 task: {dc:.0} req/s, {:.2}× its -c32 ({dp:.0} req/s)",
                 c / p,
                 dc / dp
             );

@@ -126,9 +126,30 @@ pub fn figure(output: &str, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {label:?} in\n{output}"))
 }
 
+/// `wrk -t1 -c32` for `seconds` (keep-alive): req/s.
 pub fn wrk(client: Option<&Path>, url: &str, seconds: u64) -> f64 {
+    wrk_with(client, url, 1, 32, seconds, false)
+}
+
+/// `wrk` with `threads` threads and `connections` connections for `seconds`: req/s. With
+/// `close`, each request on a new connection (`Connection: close`); with two threads the
+/// client is not the one-core limit that `ab` is at 1,000 connections.
+pub fn wrk_with(
+    client: Option<&Path>,
+    url: &str,
+    threads: usize,
+    connections: usize,
+    seconds: u64,
+    close: bool,
+) -> f64 {
+    let (threads, connections) = (format!("-t{threads}"), format!("-c{connections}"));
     let duration = format!("{seconds}s");
-    let output = inside(client, "wrk", &["-t1", "-c32", "-d", &duration, url]);
+    let mut args = vec![threads.as_str(), &connections, "-d", &duration];
+    if close {
+        args.extend(["-H", "Connection: close"]);
+    }
+    args.push(url);
+    let output = inside(client, "wrk", &args);
     assert!(
         !output.contains("Non-2xx") && !output.contains("Socket errors"),
         "{output}"
