@@ -276,42 +276,33 @@ fn main() {
             runs,
         );
         if backend == local {
-            // The same two loads straight to the task: how far ab and the machine fall at
-            // 1,000 connections without the mesh.
-            let (mut crowd, mut peak) = (Vec::new(), Vec::new());
-            let (mut direct_crowd, mut direct_peak) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                peak.push(ab_concurrent(None, &published, 32, seconds));
-                crowd.push(ab_concurrent(None, &published, 1000, seconds));
-                direct_peak.push(ab_concurrent(None, &direct_url, 32, seconds));
-                direct_crowd.push(ab_concurrent(None, &direct_url, 1000, seconds));
+            // Each tool at 32 and at 1,000 connections, through the mesh and straight to the
+            // task: how far the tool and the machine fall at 1,000 without the mesh. `ab`
+            // is one thread; `wrk -t2` (Connection: close) is not the limit.
+            let ab_at = |url: &str, connections| ab_concurrent(None, url, connections, seconds);
+            let wrk_at =
+                |url: &str, connections| wrk_with(None, url, 2, connections, seconds, true);
+            for (tool, measure) in [
+                ("ab", &ab_at as &dyn Fn(&str, usize) -> f64),
+                ("wrk -t2 (Connection: close)", &wrk_at),
+            ] {
+                let [mut peak, mut crowd, mut direct_peak, mut direct_crowd]: [Vec<f64>; 4] =
+                    Default::default();
+                for _ in 0..runs {
+                    peak.push(measure(&published, 32));
+                    crowd.push(measure(&published, 1000));
+                    direct_peak.push(measure(&direct_url, 32));
+                    direct_crowd.push(measure(&direct_url, 1000));
+                }
+                let [p, c, dp, dc] = [peak, crowd, direct_peak, direct_crowd].map(median);
+                println!(
+                    "1,000 concurrent new connections through the mesh ({tool} -c1000): {c:.0} \
+                     req/s, {:.2}× the mesh at -c32 ({p:.0} req/s); straight to the task: \
+                     {dc:.0} req/s, {:.2}× its -c32 ({dp:.0} req/s)",
+                    c / p,
+                    dc / dp
+                );
             }
-            let (p, c) = (median(peak), median(crowd));
-            let (dp, dc) = (median(direct_peak), median(direct_crowd));
-            println!(
-                "1,000 concurrent new connections through the mesh (ab -c1000): {c:.0} req/s, \
-                 {:.2}× the mesh at ab -c32 ({p:.0} req/s); straight to the task: {dc:.0} \
-                 req/s, {:.2}× its ab -c32 ({dp:.0} req/s)",
-                c / p,
-                dc / dp
-            );
-            let (mut crowd, mut peak) = (Vec::new(), Vec::new());
-            let (mut direct_crowd, mut direct_peak) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                peak.push(wrk_with(None, &published, 2, 32, seconds, true));
-                crowd.push(wrk_with(None, &published, 2, 1000, seconds, true));
-                direct_peak.push(wrk_with(None, &direct_url, 2, 32, seconds, true));
-                direct_crowd.push(wrk_with(None, &direct_url, 2, 1000, seconds, true));
-            }
-            let (p, c) = (median(peak), median(crowd));
-            let (dp, dc) = (median(direct_peak), median(direct_crowd));
-            println!(
-                "1,000 concurrent new connections through the mesh (wrk -t2 -c1000, Connection: \
-                 close): {c:.0} req/s, {:.2}× the mesh at -c32 ({p:.0} req/s); straight to the \
-                 task: {dc:.0} req/s, {:.2}× its -c32 ({dp:.0} req/s)",
-                c / p,
-                dc / dp
-            );
         }
         if backend == remote {
             std::thread::sleep(std::time::Duration::from_millis(200));
