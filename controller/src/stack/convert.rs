@@ -925,55 +925,7 @@ impl Converter<'_> {
             let mut ok = true;
             let options = options.into_iter().flat_map(|o| o.split(','));
             for option in options.filter(|option| !option.is_empty()) {
-                let refused = match option.split_once('=') {
-                    Some(("size", size)) => match size.parse::<swarm_api::units::ByteSize>() {
-                        Ok(size) => {
-                            tmpfs.size_bytes = Some(size.0);
-                            None
-                        }
-                        Err(reason) => Some((reason.to_string(), "write a size such as size=64m")),
-                    },
-                    Some(("mode", mode)) => match u32::from_str_radix(mode, 8) {
-                        Ok(value)
-                            if value <= 0o7777 && mode.bytes().all(|b| b.is_ascii_digit()) =>
-                        {
-                            tmpfs.mode = Some(value);
-                            None
-                        }
-                        _ => Some((
-                            format!("tmpfs mode {mode:?} is not an octal file mode"),
-                            "write an octal mode such as mode=1777 or mode=0700",
-                        )),
-                    },
-                    Some(_) => Some((
-                        format!("tmpfs option {option:?} is not supported by swarm"),
-                        "a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec (it is always nosuid and nodev)",
-                    )),
-                    None => match option {
-                        "ro" => {
-                            read_only = true;
-                            None
-                        }
-                        "rw" => {
-                            read_only = false;
-                            None
-                        }
-                        "exec" => {
-                            tmpfs.exec = true;
-                            None
-                        }
-                        "noexec" => {
-                            tmpfs.exec = false;
-                            None
-                        }
-                        "nosuid" | "nodev" => None,
-                        _ => Some((
-                            format!("tmpfs option {option:?} is not supported by swarm"),
-                            "a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec (it is always nosuid and nodev)",
-                        )),
-                    },
-                };
-                if let Some((reason, help)) = refused {
+                if let Err((reason, help)) = tmpfs_option(option, &mut tmpfs, &mut read_only) {
                     self.diags.error(at.span(), &at.path, reason).help(help);
                     ok = false;
                 }
@@ -1748,6 +1700,48 @@ fn update_policy(config: Option<&file::UpdateConfig>) -> UpdatePolicy {
             Some(file::UpdateOrder::StopFirst) | None => spec::UpdateOrder::StopFirst,
         },
     }
+}
+
+/// One option of a `tmpfs` entry (`size=64m`, `mode=1777`, `ro`, `rw`, `exec`, `noexec`,
+/// and `nosuid`, `nodev`, which a swarm tmpfs always is) into `tmpfs` and `read_only`; a
+/// refused one: why, and how to write it.
+fn tmpfs_option(
+    option: &str,
+    tmpfs: &mut spec::TmpfsOptions,
+    read_only: &mut bool,
+) -> Result<(), (String, &'static str)> {
+    match option.split_once('=') {
+        None if matches!(option, "ro" | "rw") => *read_only = option == "ro",
+        None if matches!(option, "exec" | "noexec") => tmpfs.exec = option == "exec",
+        None if matches!(option, "nosuid" | "nodev") => {}
+        Some(("size", size)) => match size.parse::<swarm_api::units::ByteSize>() {
+            Ok(size) => tmpfs.size_bytes = Some(size.0),
+            Err(reason) => return Err((reason.to_string(), "write a size such as size=64m")),
+        },
+        Some(("mode", mode)) => match octal_mode(mode).filter(|value| *value <= 0o7777) {
+            Some(value) => tmpfs.mode = Some(value),
+            None => {
+                return Err((
+                    format!("tmpfs mode {mode:?} is not an octal file mode"),
+                    "write an octal mode such as mode=1777 or mode=0700",
+                ));
+            }
+        },
+        _ => {
+            return Err((
+                format!("tmpfs option {option:?} is not supported by swarm"),
+                "a swarm tmpfs takes size=, mode=, ro, rw, exec and noexec (it is always nosuid and nodev)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A mode written in octal digits alone (`1777`, `0700`; not `+755`).
+pub(crate) fn octal_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Names of stacks, services and other objects: Docker's rule.

@@ -319,14 +319,11 @@ pub(super) fn mount_document(
             "tmpfs-size" => drop(tmpfs.insert("size".into(), json!(required()?))),
             "tmpfs-mode" => {
                 let mode = required()?;
-                let mode = u32::from_str_radix(mode, 8)
-                    .ok()
-                    .filter(|_| mode.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "tmpfs-mode {mode}: expected an octal mode such as 1770"
-                        ))
-                    })?;
+                let mode = crate::stack::convert::octal_mode(mode).ok_or_else(|| {
+                    invalid(format!(
+                        "tmpfs-mode {mode}: expected an octal mode such as 1770"
+                    ))
+                })?;
                 tmpfs.insert("mode".into(), json!(mode));
             }
             other => {
