@@ -161,12 +161,9 @@ pub struct TaskSpec {
     pub job_iteration: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_i32(n: &i32) -> bool {
-    *n == 0
+/// A number at its default, 0: left out of the JSON.
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -291,7 +288,7 @@ pub struct RuntimeOptions {
     /// Added to the kernel's out-of-memory score of the container's processes: -1000 (never
     /// chosen) to 1000 (chosen first); 0 by default, as Docker sets it, so a container does
     /// not inherit the daemon's own (Docker's `OomScoreAdj`).
-    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub oom_score_adj: i32,
 }
 

@@ -373,8 +373,8 @@ impl UpdateFlags {
     }
 
     /// Capabilities, sysctls, ulimits, groups, the read-only root, the log driver, hosts,
-    /// resolver settings, init and the OOM score adjustment, as Docker's `service update` changes them; `checked`
-    /// holds the added values, read by the stack loader.
+    /// resolver settings, init and the OOM score adjustment, as Docker's `service update`
+    /// changes them; `checked` holds the added values, read by the stack loader.
     fn apply_runtime(
         &self,
         runtime: &mut RuntimeOptions,
