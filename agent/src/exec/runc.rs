@@ -209,9 +209,18 @@ impl RuncRuntime {
 
     /// The config.json this runtime writes for `config`.
     pub fn bundle_spec(&self, config: &ContainerConfig) -> Result<Spec, RuntimeError> {
-        let limits = bundle::DaemonLimits {
+        bundle::spec(
+            config,
+            &self.cgroups_path(&config.id),
+            self.daemon_limits()?,
+        )
+    }
+
+    /// What the daemon may give a container now: its open-file limit, and the lowest
+    /// out-of-memory score (read at each start: the daemon's own may have changed since).
+    pub fn daemon_limits(&self) -> Result<bundle::DaemonLimits, RuntimeError> {
+        Ok(bundle::DaemonLimits {
             nofile_hard: self.shared.nofile_hard,
-            // Read at each start: the daemon's own score may have been changed since.
             oom_score_adj_floor: if self.shared.may_lower_oom_scores {
                 -1000
             } else {
@@ -219,8 +228,7 @@ impl RuncRuntime {
                     detail: format!("reading /proc/self/oom_score_adj: {error}"),
                 })?
             },
-        };
-        bundle::spec(config, &self.cgroups_path(&config.id), limits)
+        })
     }
 
     /// The cgroup path of a container of this node.
