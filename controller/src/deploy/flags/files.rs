@@ -36,8 +36,7 @@ pub(super) fn reference(
                 "uid" => reference.uid = value.to_owned(),
                 "gid" => reference.gid = value.to_owned(),
                 "mode" => {
-                    reference.mode = u32::from_str_radix(value, 8)
-                        .ok()
+                    reference.mode = crate::stack::convert::octal_mode(value)
                         .filter(|mode| *mode <= 0o777)
                         .ok_or_else(|| invalid("the mode is not an octal file mode (0444)"))?;
                 }
@@ -113,6 +112,7 @@ mod tests {
             error.to_string(),
             "invalid --secret \"source=a,mode=0999\": the mode is not an octal file mode (0444)"
         );
+        assert!(reference("secret", "source=a,mode=+444", "/").is_err());
         assert!(reference("secret", "target=/x", "/").is_err());
         assert!(reference("secret", "source=a,uid=www", "/").is_err());
     }
