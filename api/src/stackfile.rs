@@ -135,8 +135,10 @@ pub struct Service {
     pub pull_policy: Unsupported,
     /// Mount the root filesystem read-only.
     pub read_only: Option<bool>,
-    #[serde(default)]
-    pub restart: Unsupported,
+    /// Compose's restart policy, read as Docker reads it when `deploy.restart_policy` is
+    /// absent: `on-failure[:N]` restarts a task that failed, at most N times; `always` and
+    /// `unless-stopped` restart on any exit (the default); `no` is ignored, as in Docker.
+    pub restart: Option<String>,
     #[serde(default)]
     pub security_opt: Unsupported,
     #[serde(default)]

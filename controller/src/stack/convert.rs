@@ -549,10 +549,14 @@ impl Converter<'_> {
         let task = TaskSpec {
             container,
             resources: self.resources(deploy.resources.as_ref(), &deploy_loc.key("resources")),
-            restart: restart_policy(
-                deploy.restart_policy.as_ref(),
-                deploy.mode.is_some_and(mode_is_job),
-            ),
+            restart: match &deploy.restart_policy {
+                Some(policy) => restart_policy(Some(policy), deploy.mode.is_some_and(mode_is_job)),
+                None => self.compose_restart(
+                    service.restart.as_deref(),
+                    deploy.mode.is_some_and(mode_is_job),
+                    &loc.key("restart"),
+                ),
+            },
             placement: self.placement(&deploy, &deploy_loc),
             networks: self.attachments(key, service.networks.as_ref(), &loc.key("networks"), names),
             force_update: 0,
@@ -712,10 +716,23 @@ impl Converter<'_> {
             };
             match dotenv::parse(&String::from_utf8_lossy(&content)) {
                 Ok(vars) => {
-                    for (key, _) in &vars {
-                        origins.insert(key.clone(), (at.clone(), format!("{relative}: {key}")));
+                    for (key, value) in vars {
+                        // A `KEY` alone takes its value from the environment of `swarm`,
+                        // as Docker's and Compose's env files do; unset there, it is left out.
+                        let origin = match value {
+                            Some(_) => format!("{relative}: {key}"),
+                            None => format!("{relative}: {key} (from the environment of swarm)"),
+                        };
+                        match value.or_else(|| (self.lookup)(&key)) {
+                            Some(value) => {
+                                origins.insert(key.clone(), (at.clone(), origin));
+                                env.insert(key, value);
+                            }
+                            None => {
+                                env.remove(&key);
+                            }
+                        }
                     }
-                    env.extend(vars);
                 }
                 Err(e) => {
                     self.diags.error(
@@ -1411,6 +1428,50 @@ impl Converter<'_> {
         out
     }
 
+    /// Compose's `restart`, which Docker turns into the restart policy when the service
+    /// has no `deploy.restart_policy`.
+    fn compose_restart(
+        &mut self,
+        restart: Option<&str>,
+        job: bool,
+        loc: &Loc,
+    ) -> spec::RestartPolicy {
+        let defaults = restart_policy(None, job);
+        let Some(text) = restart else {
+            return defaults;
+        };
+        let on_failure = match text.split_once(':') {
+            Some(("on-failure", count)) => count.parse::<u64>().ok(),
+            None if text == "on-failure" => Some(0),
+            _ => None,
+        };
+        if let Some(max_attempts) = on_failure {
+            return spec::RestartPolicy {
+                condition: spec::RestartCondition::OnFailure,
+                max_attempts,
+                ..defaults
+            };
+        }
+        match text {
+            "always" | "unless-stopped" => {}
+            "no" => {
+                self.diags
+                    .warning(
+                        loc.span(),
+                        &loc.path,
+                        "`restart: no` is ignored, as Docker ignores it: a swarm task is restarted whenever it exits",
+                    )
+                    .help("to never restart the tasks, set deploy.restart_policy.condition: none");
+            }
+            _ => {
+                self.diags
+                    .error(loc.span(), &loc.path, format!("unknown restart policy {text:?}"))
+                    .help("use no, always, unless-stopped or on-failure[:MAX_ATTEMPTS], or deploy.restart_policy");
+            }
+        }
+        defaults
+    }
+
     fn placement(&mut self, deploy: &file::Deploy, loc: &Loc) -> spec::Placement {
         let placement = deploy.placement.clone().unwrap_or_default();
         let loc = loc.key("placement");
@@ -1429,20 +1490,20 @@ impl Converter<'_> {
         let mut preferences = Vec::new();
         for (i, preference) in placement.preferences.iter().flatten().enumerate() {
             let label = preference.spread.trim();
-            let valid = ["node.labels.", "engine.labels."].iter().any(|prefix| {
-                label
-                    .strip_prefix(prefix)
-                    .is_some_and(|name| !name.is_empty())
-            });
-            if valid {
-                preferences.push(SpreadOver {
-                    spread: label.to_owned(),
-                });
-            } else {
-                let at = loc.key("preferences").index(i).key("spread");
-                self.diags
-                    .error(at.span(), &at.path, format!("cannot spread over {label:?}"))
-                    .help("spread over a node label: node.labels.<name>");
+            match spread_label(label) {
+                Some(canonical) => preferences.push(SpreadOver { spread: canonical }),
+                None => {
+                    // Docker's scheduler skips what it cannot spread over (`node.id`,
+                    // `node.hostname`): accepted, as there, and said.
+                    let at = loc.key("preferences").index(i).key("spread");
+                    self.diags
+                        .warning(
+                            at.span(),
+                            &at.path,
+                            format!("spreading over {label:?} has no effect: only node and engine labels are spread over, and tasks are spread over nodes already"),
+                        )
+                        .help("remove it, or spread over a node label: node.labels.<name>");
+                }
             }
         }
         spec::Placement {
@@ -1514,7 +1575,12 @@ impl Converter<'_> {
             let at = ports_loc.index(i);
             match parse_port(port) {
                 Ok((parsed, host_ip)) => {
-                    if let Some(ip) = host_ip {
+                    // Docker says nothing of an address that means every one.
+                    let unspecified = |ip: &str| {
+                        ip.parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_unspecified())
+                    };
+                    if let Some(ip) = host_ip.filter(|ip| !unspecified(ip)) {
                         self.diags
                             .warning(at.span(), &at.path, format!("the host address {ip} is ignored: the routing mesh publishes on every address of every node"));
                     }
@@ -1737,6 +1803,20 @@ fn tmpfs_option(
     Ok(())
 }
 
+/// A spread preference's label with its prefix as swarm stores it (`node.labels.` or
+/// `engine.labels.`, matched without regard to case as Docker's scheduler does), or none
+/// for anything else.
+pub(crate) fn spread_label(label: &str) -> Option<String> {
+    ["node.labels.", "engine.labels."]
+        .iter()
+        .find_map(|prefix| {
+            let name = label.get(prefix.len()..).filter(|name| !name.is_empty())?;
+            label[..prefix.len()]
+                .eq_ignore_ascii_case(prefix)
+                .then(|| format!("{prefix}{name}"))
+        })
+}
+
 /// A mode written in octal digits alone (`1777`, `0700`; not `+755`).
 pub(crate) fn octal_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8)
@@ -1886,17 +1966,26 @@ fn parse_port(port: &file::Port) -> Result<(Vec<PortConfig>, Option<String>), St
                 Some("") | None => None,
                 Some(p) => Some(range(p)?),
             };
+            // A range published onto one target publishes each of its ports there, as
+            // Docker's ConvertPortToPortConfig does; otherwise the ranges pair up.
+            let onto_one = targets.0 == targets.1;
             if let Some(p) = published
                 && p.1 - p.0 != targets.1 - targets.0
+                && !onto_one
             {
                 return Err(format!(
                     "invalid port {text:?}: the published and target ranges differ in size"
                 ));
             }
-            let ports = (0..=targets.1 - targets.0)
+            let count = published.map_or(targets.1 - targets.0, |p| p.1 - p.0);
+            let ports = (0..=count)
                 .map(|offset| PortConfig {
                     published: published.map(|p| p.0 + offset),
-                    target: targets.0 + offset,
+                    target: if onto_one {
+                        targets.0
+                    } else {
+                        targets.0 + offset
+                    },
                     protocol,
                     mode: PublishMode::Ingress,
                     proxy_protocol: None,
@@ -1924,6 +2013,14 @@ mod tests {
                 vec![
                     (Some(9000), 8000, Protocol::Tcp),
                     (Some(9001), 8001, Protocol::Tcp),
+                ],
+            ),
+            (
+                "9000-9002:9000",
+                vec![
+                    (Some(9000), 9000, Protocol::Tcp),
+                    (Some(9001), 9000, Protocol::Tcp),
+                    (Some(9002), 9000, Protocol::Tcp),
                 ],
             ),
         ];

@@ -319,7 +319,11 @@ fn read_dotenv(
     let path = dir.join(".env");
     match tree.read(&path) {
         Ok(Some(bytes)) => match dotenv::parse(&String::from_utf8_lossy(&bytes)) {
-            Ok(vars) => vars,
+            // A `KEY` alone is the environment's, which interpolation asks first anyway.
+            Ok(vars) => vars
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?)))
+                .collect(),
             Err(e) => {
                 diags
                     .error(
@@ -984,8 +988,17 @@ mod tests {
     #[test]
     fn variables_come_from_the_environment_then_the_dotenv_file() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), ".env", "TAG=1.25\nREPLICAS=4\nZONE=b\n");
-        write(dir.path(), "common.env", "LOG_LEVEL=info\nZONE=from-file\n");
+        // A `KEY` alone and a quoted value over two lines, as Compose's .env files have.
+        write(
+            dir.path(),
+            ".env",
+            "TAG=1.25\nREPLICAS=4\nZONE=b\nCOMPOSE_PROFILES\nMOTD=\"two\nlines\"\n",
+        );
+        write(
+            dir.path(),
+            "common.env",
+            "LOG_LEVEL=info\nZONE=from-file\nHOST_KEY\nNOT_SET\n",
+        );
         let path = write(
             dir.path(),
             "app.yaml",
@@ -994,6 +1007,7 @@ mod tests {
         let env = |name: &str| match name {
             "TAG" => Some("1.27".to_owned()),
             "FROM_SHELL" => Some("yes".to_owned()),
+            "HOST_KEY" => Some("k".to_owned()),
             _ => None,
         };
         let loaded = load(&WorkTree, &path, "app.yaml", &env);
@@ -1017,7 +1031,64 @@ mod tests {
             .collect();
         assert_eq!(
             env,
-            [("FROM_SHELL", "yes"), ("LOG_LEVEL", "info"), ("ZONE", "b")]
+            [
+                ("FROM_SHELL", "yes"),
+                ("HOST_KEY", "k"),
+                ("LOG_LEVEL", "info"),
+                ("ZONE", "b")
+            ],
+            "an env file's KEY alone is the environment's, left out when unset there"
+        );
+    }
+
+    /// Compose's `restart` is the restart policy when `deploy.restart_policy` is absent, as
+    /// Docker converts it; a spread over what is no label is Docker's no-op, said.
+    #[test]
+    fn restart_and_spread_read_as_docker_converts_them() {
+        let loaded = load_text(
+            "services:\n  a:\n    image: nginx\n    restart: on-failure:3\n    deploy:\n      placement:\n        preferences: [{spread: node.id}, {spread: Node.Labels.zone}]\n  b:\n    image: nginx\n    restart: \"no\"\n  c:\n    image: nginx\n    restart: always\n    deploy:\n      restart_policy: {condition: none}\n  d:\n    image: nginx\n    restart: on-failure\n",
+        );
+        let found: Vec<(Severity, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.severity, d.path.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    Severity::Warning,
+                    "services.a.deploy.placement.preferences[0].spread"
+                ),
+                (Severity::Warning, "services.b.restart"),
+            ]
+        );
+        let stack = loaded.stack.unwrap();
+        let task = |i: usize| &stack.services[i].task;
+        assert_eq!(
+            (task(0).restart.condition, task(0).restart.max_attempts),
+            (RestartCondition::OnFailure, 3)
+        );
+        assert_eq!(
+            task(0).placement.preferences,
+            [swarm_api::spec::SpreadOver {
+                spread: "node.labels.zone".to_owned()
+            }]
+        );
+        assert_eq!(task(1).restart.condition, RestartCondition::Any);
+        assert_eq!(task(2).restart.condition, RestartCondition::None);
+        assert_eq!(
+            (task(3).restart.condition, task(3).restart.max_attempts),
+            (RestartCondition::OnFailure, 0)
+        );
+        let refused = load_text("services:\n  a:\n    image: nginx\n    restart: sometimes\n");
+        assert!(refused.stack.is_none());
+        assert!(
+            refused.diagnostics[0]
+                .message
+                .contains("unknown restart policy"),
+            "{:?}",
+            refused.diagnostics
         );
     }
 
