@@ -682,8 +682,25 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpreadOver {
-    /// `node.labels.<name>` or `engine.labels.<name>`.
+    /// `node.labels.<name>` or `engine.labels.<name>`; anything else is kept as written and
+    /// spreads over nothing, as in Docker.
     pub spread: String,
+}
+
+impl SpreadOver {
+    /// The name of the label spread over, its prefix matched without regard to case as
+    /// swarmkit's scheduler matches it; none for any other descriptor (`node.id`), which
+    /// the scheduler skips.
+    pub fn label(&self) -> Option<&str> {
+        ["node.labels.", "engine.labels."]
+            .iter()
+            .find_map(|prefix| {
+                let name = self.spread.get(prefix.len()..).filter(|n| !n.is_empty())?;
+                self.spread[..prefix.len()]
+                    .eq_ignore_ascii_case(prefix)
+                    .then_some(name)
+            })
+    }
 }
 
 /// A placement constraint: `node.role == manager`, `node.labels.zone != b`, …

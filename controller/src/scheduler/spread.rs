@@ -36,11 +36,10 @@ impl Tree {
         let Some((preference, rest)) = preferences.split_first() else {
             return Tree::Leaf(nodes.iter().map(|&i| Reverse((rank(i), i))).collect());
         };
-        let label = preference
-            .spread
-            .strip_prefix("node.labels.")
-            .or_else(|| preference.spread.strip_prefix("engine.labels."))
-            .unwrap_or(&preference.spread);
+        // What is no label (`node.id`) splits nothing, as swarmkit skips it.
+        let Some(label) = preference.label() else {
+            return Tree::new(nodes, rest, labels, rank, service_tasks);
+        };
         let mut by_value: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for &i in nodes {
             let value = labels(i).get(label).cloned().unwrap_or_default();

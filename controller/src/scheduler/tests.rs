@@ -271,6 +271,31 @@ fn placement_preferences_spread_over_label_values_first() {
 }
 
 #[test]
+fn a_spread_over_no_label_is_skipped_and_label_prefixes_match_in_any_case() {
+    let nodes = [
+        labelled("a1", "zone", "a"),
+        labelled("a2", "zone", "a"),
+        labelled("b1", "zone", "b"),
+        node("x"),
+    ];
+    let placement = |spreads: &[&str]| Placement {
+        preferences: spreads
+            .iter()
+            .map(|spread| SpreadOver {
+                spread: (*spread).to_owned(),
+            })
+            .collect(),
+        ..Placement::default()
+    };
+    let (written, _) = run(&nodes, &[group(&placement(&["node.labels.zone"]), 6)]);
+    let (docker_style, _) = run(
+        &nodes,
+        &[group(&placement(&["node.id", "Node.Labels.zone"]), 6)],
+    );
+    assert_eq!(written, docker_style);
+}
+
+#[test]
 fn the_same_input_gives_the_same_decisions() {
     let nodes: Vec<Candidate> = (0..20)
         .map(|i| labelled(&format!("n{i}"), "rack", &(i % 3).to_string()))

@@ -718,19 +718,15 @@ impl Converter<'_> {
                 Ok(vars) => {
                     for (key, value) in vars {
                         // A `KEY` alone takes its value from the environment of `swarm`,
-                        // as Docker's and Compose's env files do; unset there, it is left out.
+                        // as Docker's and Compose's env files do; unset there, the line is
+                        // skipped (an earlier value stays).
                         let origin = match value {
                             Some(_) => format!("{relative}: {key}"),
                             None => format!("{relative}: {key} (from the environment of swarm)"),
                         };
-                        match value.or_else(|| (self.lookup)(&key)) {
-                            Some(value) => {
-                                origins.insert(key.clone(), (at.clone(), origin));
-                                env.insert(key, value);
-                            }
-                            None => {
-                                env.remove(&key);
-                            }
+                        if let Some(value) = value.or_else(|| (self.lookup)(&key)) {
+                            origins.insert(key.clone(), (at.clone(), origin));
+                            env.insert(key, value);
                         }
                     }
                 }
@@ -1429,7 +1425,7 @@ impl Converter<'_> {
     }
 
     /// Compose's `restart`, which Docker turns into the restart policy when the service
-    /// has no `deploy.restart_policy`.
+    /// has no `deploy.restart_policy` (docker/cli's ParseRestartPolicy: `NAME[:COUNT]`).
     fn compose_restart(
         &mut self,
         restart: Option<&str>,
@@ -1437,39 +1433,57 @@ impl Converter<'_> {
         loc: &Loc,
     ) -> spec::RestartPolicy {
         let defaults = restart_policy(None, job);
-        let Some(text) = restart else {
+        // Empty, as `${RESTART}` unset gives: no policy, as in Docker.
+        let Some(text) = restart.filter(|text| !text.is_empty()) else {
             return defaults;
         };
-        let on_failure = match text.split_once(':') {
-            Some(("on-failure", count)) => count.parse::<u64>().ok(),
-            None if text == "on-failure" => Some(0),
-            _ => None,
+        let (name, count) = text.split_once(':').unwrap_or((text, ""));
+        let max_attempts = match count {
+            "" => 0,
+            count => match count.strip_prefix('+').unwrap_or(count).parse::<u64>() {
+                Ok(count) => count,
+                Err(_) => {
+                    self.diags
+                        .error(
+                            loc.span(),
+                            &loc.path,
+                            format!("the maximum retry count {count:?} in restart {text:?} is not a whole number"),
+                        )
+                        .help("write on-failure:N, N the most times a failed task is restarted");
+                    return defaults;
+                }
+            },
         };
-        if let Some(max_attempts) = on_failure {
-            return spec::RestartPolicy {
+        match name {
+            "on-failure" => spec::RestartPolicy {
                 condition: spec::RestartCondition::OnFailure,
                 max_attempts,
                 ..defaults
-            };
-        }
-        match text {
-            "always" | "unless-stopped" => {}
+            },
+            // A job keeps its default (on failure): restarted at any exit, it would never
+            // complete.
+            "always" | "unless-stopped" if job => defaults,
+            "always" | "unless-stopped" => spec::RestartPolicy {
+                condition: spec::RestartCondition::Any,
+                ..defaults
+            },
             "no" => {
                 self.diags
                     .warning(
                         loc.span(),
                         &loc.path,
-                        "`restart: no` is ignored, as Docker ignores it: a swarm task is restarted whenever it exits",
+                        "`restart: no` is ignored, as Docker ignores it: the service's default restart policy applies",
                     )
                     .help("to never restart the tasks, set deploy.restart_policy.condition: none");
+                defaults
             }
             _ => {
                 self.diags
                     .error(loc.span(), &loc.path, format!("unknown restart policy {text:?}"))
                     .help("use no, always, unless-stopped or on-failure[:MAX_ATTEMPTS], or deploy.restart_policy");
+                defaults
             }
         }
-        defaults
     }
 
     fn placement(&mut self, deploy: &file::Deploy, loc: &Loc) -> spec::Placement {
@@ -1489,22 +1503,21 @@ impl Converter<'_> {
         constraints.dedup();
         let mut preferences = Vec::new();
         for (i, preference) in placement.preferences.iter().flatten().enumerate() {
-            let label = preference.spread.trim();
-            match spread_label(label) {
-                Some(canonical) => preferences.push(SpreadOver { spread: canonical }),
-                None => {
-                    // Docker's scheduler skips what it cannot spread over (`node.id`,
-                    // `node.hostname`): accepted, as there, and said.
-                    let at = loc.key("preferences").index(i).key("spread");
-                    self.diags
-                        .warning(
-                            at.span(),
-                            &at.path,
-                            format!("spreading over {label:?} has no effect: only node and engine labels are spread over, and tasks are spread over nodes already"),
-                        )
-                        .help("remove it, or spread over a node label: node.labels.<name>");
-                }
+            // Kept as written, as Docker keeps it: the scheduler skips what is no label.
+            let spread = SpreadOver {
+                spread: preference.spread.trim().to_owned(),
+            };
+            if spread.label().is_none() {
+                let at = loc.key("preferences").index(i).key("spread");
+                self.diags
+                    .warning(
+                        at.span(),
+                        &at.path,
+                        format!("spreading over {:?} has no effect: only node and engine labels are spread over, and tasks are spread over nodes already", spread.spread),
+                    )
+                    .help("remove it, or spread over a node label: node.labels.<name>");
             }
+            preferences.push(spread);
         }
         spec::Placement {
             constraints,
@@ -1570,6 +1583,8 @@ impl Converter<'_> {
             _ => spec::EndpointMode::Vip,
         };
         let mut ports = Vec::new();
+        // This service's published ports: where each is, and its target.
+        let mut own: BTreeMap<(u16, Protocol), (u16, Option<Span>)> = BTreeMap::new();
         let ports_loc = loc.key("ports");
         for (i, port) in service.ports.iter().flatten().enumerate() {
             let at = ports_loc.index(i);
@@ -1586,6 +1601,7 @@ impl Converter<'_> {
                     }
                     for port in parsed {
                         self.check_published(service_name, &port, &at, mode, published);
+                        self.check_published_once(&port, &at, &mut own);
                         ports.push(port);
                     }
                 }
@@ -1599,6 +1615,38 @@ impl Converter<'_> {
         ports.sort();
         ports.dedup();
         EndpointSpec { mode, ports }
+    }
+
+    /// One published port of a service goes to one target (the same port written twice
+    /// is one).
+    fn check_published_once(
+        &mut self,
+        port: &PortConfig,
+        at: &Loc,
+        own: &mut BTreeMap<(u16, Protocol), (u16, Option<Span>)>,
+    ) {
+        let Some(number) = port.published else { return };
+        match own.get(&(number, port.protocol)) {
+            Some((target, span)) if *target != port.target => {
+                let line = span
+                    .map(|s| format!(" (line {})", s.line))
+                    .unwrap_or_default();
+                self.diags
+                    .error(
+                        at.span(),
+                        &at.path,
+                        format!(
+                            "port {number}/{} is already published to target {target}{line}",
+                            port.protocol
+                        ),
+                    )
+                    .help("a published port leads to one target port: pick another published port");
+            }
+            Some(_) => {}
+            None => {
+                own.insert((number, port.protocol), (port.target, at.span()));
+            }
+        }
     }
 
     fn check_published(
@@ -1801,20 +1849,6 @@ fn tmpfs_option(
         }
     }
     Ok(())
-}
-
-/// A spread preference's label with its prefix as swarm stores it (`node.labels.` or
-/// `engine.labels.`, matched without regard to case as Docker's scheduler does), or none
-/// for anything else.
-pub(crate) fn spread_label(label: &str) -> Option<String> {
-    ["node.labels.", "engine.labels."]
-        .iter()
-        .find_map(|prefix| {
-            let name = label.get(prefix.len()..).filter(|name| !name.is_empty())?;
-            label[..prefix.len()]
-                .eq_ignore_ascii_case(prefix)
-                .then(|| format!("{prefix}{name}"))
-        })
 }
 
 /// A mode written in octal digits alone (`1777`, `0700`; not `+755`).

@@ -15,21 +15,17 @@ pub struct DotenvError {
 /// written alone has no value here: the caller takes it from the environment.
 pub fn parse(text: &str) -> Result<Vec<(String, Option<String>)>, DotenvError> {
     let mut vars = Vec::new();
-    let mut lines = text.lines().enumerate();
-    while let Some((index, raw)) = lines.next() {
-        let line_number = index as u32 + 1;
-        let error = |message: String| DotenvError {
-            line: line_number,
-            message,
-        };
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
+    let mut lines = text.lines().zip(1u32..);
+    while let Some((raw, first_line)) = lines.next() {
+        // Only the start is trimmed: a quoted value keeps the spaces before its line's end.
+        let line = raw.trim_start();
+        if line.trim_end().is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let (key, value) = match line.split_once('=') {
             Some((key, value)) => (key.trim(), Some(value.trim_start())),
-            None => (line, None),
+            None => (line.trim_end(), None),
         };
         let valid_key = !key.is_empty()
             && !key.starts_with(|c: char| c.is_ascii_digit())
@@ -37,10 +33,16 @@ pub fn parse(text: &str) -> Result<Vec<(String, Option<String>)>, DotenvError> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !valid_key {
-            return Err(error(match value {
-                Some(_) => format!("invalid variable name {key:?}: use letters, digits and _"),
-                None => format!("expected KEY=value or a KEY alone, found {line:?}"),
-            }));
+            return Err(DotenvError {
+                line: first_line,
+                message: match value {
+                    Some(_) => format!("invalid variable name {key:?}: use letters, digits and _"),
+                    None => format!(
+                        "expected KEY=value or a KEY alone, found {:?}",
+                        line.trim_end()
+                    ),
+                },
+            });
         }
         let Some(value) = value else {
             vars.push((key.to_owned(), None));
@@ -48,42 +50,75 @@ pub fn parse(text: &str) -> Result<Vec<(String, Option<String>)>, DotenvError> {
         };
         // A quoted value may go on over the next lines, until its closing quote.
         let mut value = value.to_owned();
+        let mut last_line = first_line;
         let parsed = loop {
             match parse_value(&value) {
                 Err(Unclosed(quote)) => match lines.next() {
-                    Some((_, next)) => {
+                    Some((next, number)) => {
                         value.push('\n');
                         value.push_str(next);
+                        last_line = number;
                     }
-                    None => break Err(error(format!("unclosed {quote} quote"))),
+                    None => {
+                        return Err(DotenvError {
+                            line: first_line,
+                            message: format!("unclosed {quote} quote"),
+                        });
+                    }
                 },
-                Ok(parsed) => break Ok(parsed),
+                Ok(Parsed { value, after }) => {
+                    let after = after.trim();
+                    if !after.is_empty() && !after.starts_with('#') {
+                        // A stray quote would otherwise swallow the lines after it.
+                        return Err(DotenvError {
+                            line: last_line,
+                            message: format!(
+                                "unexpected {after:?} after the closing quote of {key}'s value"
+                            ),
+                        });
+                    }
+                    break value;
+                }
             }
-        }?;
+        };
         vars.push((key.to_owned(), Some(parsed)));
     }
     Ok(vars)
 }
 
+/// A value read, and what follows its closing quote on its last line.
+struct Parsed<'a> {
+    value: String,
+    after: &'a str,
+}
+
 /// A quoted value without its closing quote (`single` or `double`).
 struct Unclosed(&'static str);
 
-fn parse_value(value: &str) -> Result<String, Unclosed> {
+fn parse_value(value: &str) -> Result<Parsed<'_>, Unclosed> {
     if let Some(body) = value.strip_prefix('\'') {
         let end = body.find('\'').ok_or(Unclosed("single"))?;
-        return Ok(body[..end].to_owned());
+        return Ok(Parsed {
+            value: body[..end].to_owned(),
+            after: &body[end + 1..],
+        });
     }
     if let Some(body) = value.strip_prefix('"') {
         let mut out = String::new();
-        let mut chars = body.chars();
-        while let Some(c) = chars.next() {
+        let mut chars = body.char_indices();
+        while let Some((at, c)) = chars.next() {
             match c {
-                '"' => return Ok(out),
+                '"' => {
+                    return Ok(Parsed {
+                        value: out,
+                        after: &body[at + 1..],
+                    });
+                }
                 '\\' => match chars.next() {
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('r') => out.push('\r'),
-                    Some(other) => out.push(other),
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, 't')) => out.push('\t'),
+                    Some((_, 'r')) => out.push('\r'),
+                    Some((_, other)) => out.push(other),
                     None => break,
                 },
                 c => out.push(c),
@@ -95,7 +130,10 @@ fn parse_value(value: &str) -> Result<String, Unclosed> {
         Some(comment) => &value[..comment],
         None => value,
     };
-    Ok(value.trim_end().to_owned())
+    Ok(Parsed {
+        value: value.trim_end().to_owned(),
+        after: "",
+    })
 }
 
 #[cfg(test)]
@@ -128,6 +166,12 @@ mod tests {
             ("1A=x", 1, "invalid variable name"),
             ("A='open", 1, "unclosed single quote"),
             ("\n\nA=\"open\nB=1\n", 3, "unclosed double quote"),
+            (
+                "A='abc\nB=1\nC='x'\n",
+                3,
+                "unexpected \"x'\" after the closing quote of A's",
+            ),
+            ("A=\"x\" junk", 1, "unexpected \"junk\""),
         ];
         for (text, line, reason) in cases {
             let err = parse(text).unwrap_err();
@@ -138,12 +182,12 @@ mod tests {
 
     #[test]
     fn a_key_alone_and_quoted_values_over_several_lines_read_as_composes() {
-        let text = "HOME\nexport PATH\nCERT=\"-----BEGIN\nabc\\tdef\n-----END\"\nNOTE='one\n# not a comment\ntwo'\nNEXT=1\n";
+        let text = "HOME\nexport PATH\nCERT=\"-----BEGIN  \nabc\\tdef\n-----END\" # a comment\nNOTE='one\n# not a comment\ntwo'\nNEXT=1\n";
         let vars = parse(text).unwrap();
         let expected = [
             ("HOME", None),
             ("PATH", None),
-            ("CERT", Some("-----BEGIN\nabc\tdef\n-----END")),
+            ("CERT", Some("-----BEGIN  \nabc\tdef\n-----END")),
             ("NOTE", Some("one\n# not a comment\ntwo")),
             ("NEXT", Some("1")),
         ];

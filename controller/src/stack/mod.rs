@@ -997,7 +997,7 @@ mod tests {
         write(
             dir.path(),
             "common.env",
-            "LOG_LEVEL=info\nZONE=from-file\nHOST_KEY\nNOT_SET\n",
+            "LOG_LEVEL=info\nZONE=from-file\nHOST_KEY\nNOT_SET\nKEPT=1\nKEPT\n",
         );
         let path = write(
             dir.path(),
@@ -1034,10 +1034,30 @@ mod tests {
             [
                 ("FROM_SHELL", "yes"),
                 ("HOST_KEY", "k"),
+                ("KEPT", "1"),
                 ("LOG_LEVEL", "info"),
                 ("ZONE", "b")
             ],
-            "an env file's KEY alone is the environment's, left out when unset there"
+            "an env file's KEY alone is the environment's, skipped when unset there"
+        );
+    }
+
+    /// A published range onto one target, Docker's way; one published port leads to one
+    /// target; a host address that means every one says nothing.
+    #[test]
+    fn published_ports_read_as_dockers() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    ports:\n      - 9000-9002:80\n      - 9001:81\n      - 0.0.0.0:8080:80\n      - \"[::]:8080:80\"\n      - 127.0.0.1:8081:80\n",
+        );
+        let found: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("app.yaml:6:9: error: services.web.ports[1]: port 9001/tcp is already published to target 80 (line 5)"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("app.yaml:9:9: warning: services.web.ports[4]: the host address 127.0.0.1 is ignored"),
+            "{found:#?}"
         );
     }
 
@@ -1069,11 +1089,16 @@ mod tests {
             (task(0).restart.condition, task(0).restart.max_attempts),
             (RestartCondition::OnFailure, 3)
         );
+        let spreads: Vec<(&str, Option<&str>)> = task(0)
+            .placement
+            .preferences
+            .iter()
+            .map(|p| (p.spread.as_str(), p.label()))
+            .collect();
         assert_eq!(
-            task(0).placement.preferences,
-            [swarm_api::spec::SpreadOver {
-                spread: "node.labels.zone".to_owned()
-            }]
+            spreads,
+            [("node.id", None), ("Node.Labels.zone", Some("zone"))],
+            "kept as written, as Docker keeps them"
         );
         assert_eq!(task(1).restart.condition, RestartCondition::Any);
         assert_eq!(task(2).restart.condition, RestartCondition::None);
@@ -1081,14 +1106,49 @@ mod tests {
             (task(3).restart.condition, task(3).restart.max_attempts),
             (RestartCondition::OnFailure, 0)
         );
-        let refused = load_text("services:\n  a:\n    image: nginx\n    restart: sometimes\n");
-        assert!(refused.stack.is_none());
-        assert!(
-            refused.diagnostics[0]
-                .message
-                .contains("unknown restart policy"),
-            "{:?}",
-            refused.diagnostics
+        // Docker's edges: empty is no policy, an empty count is 0, a count after always.
+        for (restart, condition, max_attempts) in [
+            ("\"\"", RestartCondition::Any, 0),
+            ("\"on-failure:\"", RestartCondition::OnFailure, 0),
+            ("\"always:3\"", RestartCondition::Any, 0),
+        ] {
+            let loaded = load_text(&format!(
+                "services:\n  a:\n    image: nginx\n    restart: {restart}\n"
+            ));
+            assert!(
+                loaded.diagnostics.is_empty(),
+                "{restart}: {:?}",
+                loaded.diagnostics
+            );
+            let policy = &loaded.stack.unwrap().services[0].task.restart;
+            assert_eq!(
+                (policy.condition, policy.max_attempts),
+                (condition, max_attempts)
+            );
+        }
+        for (restart, reason) in [
+            ("sometimes", "unknown restart policy \"sometimes\""),
+            ("on-failure:abc", "the maximum retry count \"abc\""),
+            ("on-failure:-1", "the maximum retry count \"-1\""),
+        ] {
+            let refused = load_text(&format!(
+                "services:\n  a:\n    image: nginx\n    restart: {restart}\n"
+            ));
+            assert!(refused.stack.is_none());
+            assert!(
+                refused.diagnostics[0].message.contains(reason),
+                "{restart}: {:?}",
+                refused.diagnostics
+            );
+        }
+        // A job keeps restarting on failure only.
+        let job = load_text(
+            "services:\n  a:\n    image: nginx\n    restart: always\n    deploy: {mode: replicated-job}\n",
+        );
+        let job = job.stack.unwrap();
+        assert_eq!(
+            job.services[0].task.restart.condition,
+            RestartCondition::OnFailure
         );
     }
 

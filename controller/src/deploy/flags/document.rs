@@ -186,8 +186,14 @@ pub(super) fn key_values(
         .collect()
 }
 
-/// A `--publish` value as a Compose long-syntax port.
+/// A `--publish` value as a Compose port: the short form as written, Docker's long
+/// `key=value` form as the long syntax.
 pub(super) fn port_document(publish: &str) -> Result<Value, FlagError> {
+    // The short form is the stack file's (`8080:80/udp`, a range, a host address): the
+    // loader reads it, as Docker's --publish reads it with its Compose parser.
+    if !publish.contains('=') {
+        return Ok(json!(publish));
+    }
     let invalid = |reason: String| FlagError::invalid("publish", publish, reason);
     let mut port = Map::new();
     for part in publish.split(',') {
@@ -210,25 +216,9 @@ pub(super) fn port_document(publish: &str) -> Result<Value, FlagError> {
                 )));
             }
             None => {
-                let (ports, protocol) = match part.split_once('/') {
-                    Some((ports, protocol)) => (ports, Some(protocol)),
-                    None => (part, None),
-                };
-                let (published, target) = match ports.split_once(':') {
-                    Some((published, target)) => (Some(published), target),
-                    None => (None, ports),
-                };
-                let number = |text: &str| -> Result<u16, FlagError> {
-                    text.parse()
-                        .map_err(|_| invalid(format!("{text:?} is not a port number")))
-                };
-                port.insert("target".into(), json!(number(target)?));
-                if let Some(published) = published {
-                    port.insert("published".into(), json!(number(published)?));
-                }
-                if let Some(protocol) = protocol {
-                    port.insert("protocol".into(), json!(protocol));
-                }
+                return Err(invalid(format!(
+                    "{part:?} is not key=value: the long form is published=P,target=T[,protocol=udp][,mode=host]"
+                )));
             }
         }
     }

@@ -34,6 +34,7 @@ fn create_flags_make_the_spec_a_stack_file_would() {
             "published=53,target=53,protocol=udp",
             "mode=host,target=9000",
             "published=8443,target=443,proxy-protocol=v2",
+            "127.0.0.1:9100-9101:91",
         ]),
         env: strings(&["A=1", "PRICE=$5"]),
         label: strings(&["team=a"]),
@@ -67,7 +68,9 @@ fn create_flags_make_the_spec_a_stack_file_would() {
             "*:auto->9000/tcp (host)",
             "*:53->53/udp",
             "*:8080->80/tcp",
-            "*:8443->443/tcp (proxy-protocol v2)"
+            "*:8443->443/tcp (proxy-protocol v2)",
+            "*:9100->91/tcp",
+            "*:9101->91/tcp"
         ]
     );
     assert_eq!(spec.endpoint.ports[0].mode, PublishMode::Host);
@@ -465,7 +468,7 @@ fn bad_values_name_their_flag() {
                 publish: strings(&["80:x"]),
                 ..create("w", "nginx")
             },
-            "invalid --publish \"80:x\": \"x\" is not a port number",
+            "--publish: invalid port \"x\": ports are numbers from 1 to 65535",
         ),
         (
             CreateFlags {

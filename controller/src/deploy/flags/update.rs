@@ -618,10 +618,8 @@ fn target_port(text: &str) -> Result<(u16, Option<Protocol>), FlagError> {
 /// `spread=node.labels.X`.
 fn preference(text: &str, flag: &'static str) -> Result<SpreadOver, FlagError> {
     match text.strip_prefix("spread=") {
-        // Kept as given when it is no label (no effect, as in Docker's scheduler).
-        Some(spread) if !spread.is_empty() => Ok(SpreadOver {
-            spread: crate::stack::convert::spread_label(spread)
-                .unwrap_or_else(|| spread.to_owned()),
+        Some(spread) if !spread.trim().is_empty() => Ok(SpreadOver {
+            spread: spread.trim().to_owned(),
         }),
         _ => Err(FlagError::invalid(
             flag,
