@@ -15,6 +15,8 @@ pub struct DotenvError {
 /// written alone has no value here: the caller takes it from the environment.
 pub fn parse(text: &str) -> Result<Vec<(String, Option<String>)>, DotenvError> {
     let mut vars = Vec::new();
+    // A byte-order mark, as Windows editors write one, is no part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().zip(1u32..);
     while let Some((raw, first_line)) = lines.next() {
         // Only the start is trimmed: a quoted value keeps the spaces before its line's end.
@@ -182,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_key_alone_and_quoted_values_over_several_lines_read_as_composes() {
-        let text = "HOME\nexport PATH\nCERT=\"-----BEGIN  \nabc\\tdef\n-----END\" # a comment\nNOTE='one\n# not a comment\ntwo'\nNEXT=1\n";
+        let text = "\u{feff}HOME\nexport PATH\nCERT=\"-----BEGIN  \nabc\\tdef\n-----END\" # a comment\nNOTE='one\n# not a comment\ntwo'\nNEXT=1\n";
         let vars = parse(text).unwrap();
         let expected = [
             ("HOME", None),

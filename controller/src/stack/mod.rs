@@ -274,17 +274,10 @@ fn read_tree(
             return None;
         }
     };
-    let text = match String::from_utf8(bytes) {
+    let text = match decode_text(bytes) {
         Ok(text) => text,
-        Err(e) => {
-            diags.error(
-                None,
-                "",
-                format!(
-                    "the file is not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            );
+        Err(reason) => {
+            diags.error(None, "", reason);
             return None;
         }
     };
@@ -308,6 +301,35 @@ fn read_tree(
         return None;
     }
     Some(root)
+}
+
+/// A stack file's text: UTF-8, or UTF-16 after its byte-order mark, without the mark (which
+/// Windows editors write and Docker's YAML reader skips).
+fn decode_text(bytes: Vec<u8>) -> Result<String, String> {
+    let utf16 = |little: bool| {
+        let units = bytes[2..].chunks(2).map(|pair| match (pair, little) {
+            ([low, high], true) => Ok(u16::from_le_bytes([*low, *high])),
+            ([high, low], false) => Ok(u16::from_be_bytes([*high, *low])),
+            _ => Err("the file is UTF-16 text cut in the middle of a character".to_owned()),
+        });
+        char::decode_utf16(units.collect::<Result<Vec<u16>, String>>()?)
+            .collect::<Result<String, _>>()
+            .map_err(|_| "the file is not valid UTF-16 text".to_owned())
+    };
+    match bytes.as_slice() {
+        [0xff, 0xfe, ..] => utf16(true),
+        [0xfe, 0xff, ..] => utf16(false),
+        _ => match String::from_utf8(bytes) {
+            Ok(text) => Ok(text
+                .strip_prefix('\u{feff}')
+                .map(str::to_owned)
+                .unwrap_or(text)),
+            Err(e) => Err(format!(
+                "the file is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            )),
+        },
+    }
 }
 
 fn read_dotenv(
@@ -1282,6 +1304,54 @@ mod tests {
         );
     }
 
+    /// A byte-order mark, UTF-8's or UTF-16's in either order, is read past as Docker's
+    /// YAML reader reads past it.
+    #[test]
+    fn a_byte_order_mark_is_no_part_of_the_file() {
+        let text = "services:\n  web:\n    image: nginx\n";
+        let utf16 = |little: bool| -> Vec<u8> {
+            let mark: &[u8] = if little { &[0xff, 0xfe] } else { &[0xfe, 0xff] };
+            let units = text.encode_utf16().flat_map(|unit| {
+                if little {
+                    unit.to_le_bytes()
+                } else {
+                    unit.to_be_bytes()
+                }
+            });
+            mark.iter().copied().chain(units).collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            (
+                "utf8.yaml",
+                [&[0xef, 0xbb, 0xbf][..], text.as_bytes()].concat(),
+            ),
+            ("le.yaml", utf16(true)),
+            ("be.yaml", utf16(false)),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let loaded = load(&WorkTree, &path, name, &|_| None);
+            assert!(
+                loaded.diagnostics.is_empty(),
+                "{name}: {:?}",
+                loaded.diagnostics
+            );
+            assert_eq!(
+                loaded.stack.unwrap().services[0].task.container.image,
+                "nginx"
+            );
+        }
+        let cut = dir.path().join("cut.yaml");
+        std::fs::write(&cut, [&utf16(true)[..], &[0x41]].concat()).unwrap();
+        let loaded = load(&WorkTree, &cut, "cut.yaml", &|_| None);
+        assert!(
+            loaded.diagnostics[0].message.contains("cut in the middle"),
+            "{:?}",
+            loaded.diagnostics
+        );
+    }
+
     /// The runtime keys become the spec's runtime options in Docker's spelling: capabilities
     /// as CAP_NAME, a single ulimit for both limits, groups by name or number, the log
     /// driver's rotation options.
@@ -1331,7 +1401,7 @@ mod tests {
     #[test]
     fn resolver_keys_and_init_reach_the_spec() {
         let loaded = load_text(
-            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\", \"host.docker.internal:host-gateway\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n",
+            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\", \"host.docker.internal:host-gateway\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n    dns_search: \"\"\n",
         );
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
         let stack = loaded.stack.unwrap();
@@ -1362,6 +1432,11 @@ mod tests {
         let api = runtime("api");
         assert_eq!(api.extra_hosts[0].name, "db");
         assert_eq!(api.dns.nameservers[0].to_string(), "10.0.0.53");
+        assert_eq!(
+            api.dns.search,
+            ["."],
+            "an empty search domain is none, as `.`"
+        );
         assert!(!api.init);
     }
 

@@ -224,6 +224,7 @@ pub fn load(
             Ok(next) => next,
             Err(err) => {
                 let mark = err.marker();
+                let line = builder.lines.get(mark.line().saturating_sub(1)).copied();
                 builder
                     .diags
                     .error(
@@ -231,7 +232,7 @@ pub fn load(
                         "",
                         format!("invalid YAML: {}", err.info()),
                     )
-                    .help("check the indentation and quoting around this place");
+                    .help(syntax_help(err.info(), line.unwrap_or_default()));
                 return None;
             }
         };
@@ -242,6 +243,19 @@ pub fn load(
         }
     }
     builder.root
+}
+
+/// How to mend a syntax error: for the two that YAML refuses and Docker's lenient reader
+/// lets pass, exactly what to change.
+fn syntax_help(error: &str, line: &str) -> &'static str {
+    let closer = line.trim_start().starts_with([']', '}']);
+    if error == "invalid indentation" && closer {
+        "indent the closing bracket past the column of its key: YAML wants a flow collection's lines inside it (Docker's reader lets this pass)"
+    } else if error.starts_with("':' must be followed by") && line.contains(":\t") {
+        "write a space after the ':', not a tab (Docker's reader lets this pass)"
+    } else {
+        "check the indentation and quoting around this place"
+    }
 }
 
 fn span(file: u16, mark: &Marker) -> Span {
@@ -589,6 +603,32 @@ mod tests {
         let port = web.get("ports").unwrap().item(0).unwrap();
         assert_eq!(port.span, Span::at(5, 9));
         assert_eq!(scalar_text(port), "80:80");
+    }
+
+    /// The two syntax errors Docker's reader lets pass say exactly what to change.
+    #[test]
+    fn syntax_errors_docker_lets_pass_say_how_to_mend_them() {
+        let cases = [
+            (
+                "services:\n  web:\n    command: [\n      \"nginx\"\n    ]\n",
+                (5, 5),
+                "indent the closing bracket past the column of its key",
+            ),
+            (
+                "services:\n  web:\n    image:\tnginx\n",
+                (3, 12),
+                "write a space after the ':', not a tab",
+            ),
+            ("a: [b\n", (2, 1), "check the indentation and quoting"),
+        ];
+        for (text, (line, column), help) in cases {
+            let (root, diags) = parse(text);
+            assert!(root.is_none(), "{text}");
+            let found = diags[0].span.unwrap();
+            assert_eq!((found.line, found.column), (line, column), "{text}");
+            let said = diags[0].help.as_deref().unwrap_or_default();
+            assert!(said.starts_with(help), "{text}: {said}");
+        }
     }
 
     #[test]

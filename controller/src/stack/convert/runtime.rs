@@ -502,6 +502,12 @@ impl Converter<'_> {
         }
         let single = matches!(service.dns_search, Some(StringOrList::String(_)));
         for (i, domain) in items(service.dns_search.as_ref()).into_iter().enumerate() {
+            // `dns_search: ""` is Docker's no search domain too (its engine writes none).
+            let domain = if domain.is_empty() {
+                ".".to_owned()
+            } else {
+                domain
+            };
             match search_domain(&domain) {
                 Ok(()) => dns.search.push(domain),
                 Err(refusal) => self.refuse(&at("dns_search", single, i), refusal),
