@@ -227,11 +227,13 @@ fn node_dns_resolv_conf(node: &str, server: Ipv4Addr, dns: &DnsConfig) -> String
     out
 }
 
-/// The service's own `search` and `options` lines, when it gives them.
+/// The service's own `search` and `options` lines, when it gives them; a search of `.`
+/// alone is none (the node's lines dropped, no line written), as Docker writes it.
 fn own_lines(dns: &DnsConfig) -> String {
     let mut out = String::new();
     for (keyword, words) in [("search", &dns.search), ("options", &dns.options)] {
-        if !words.is_empty() {
+        let none = keyword == "search" && words.iter().all(|w| w == ".");
+        if !words.is_empty() && !none {
             out.push_str(&format!("{keyword} {}\n", words.join(" ")));
         }
     }
@@ -391,11 +393,21 @@ mod tests {
             search: vec!["lab.example".into()],
             options: Vec::new(),
         };
+        let no_search = DnsConfig {
+            nameservers: dns.nameservers.clone(),
+            search: vec![".".into()],
+            options: Vec::new(),
+        };
         let cases: &[(Option<Ipv4Addr>, &DnsConfig, &str)] = &[
             (
                 None,
                 &dns,
                 "nameserver 192.0.2.53\nsearch lab.example example\noptions ndots:2 timeout:1\n",
+            ),
+            (
+                None,
+                &no_search,
+                "nameserver 192.0.2.53\noptions edns0 ndots:3\n",
             ),
             (
                 None,
