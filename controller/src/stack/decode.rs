@@ -357,7 +357,10 @@ impl<'a> Decoder<'a> {
         let diag = self
             .diags
             .error(Some(span), &path, format!("unknown key `{key}` {where_}"));
-        if let Some(suggestion) = did_you_mean(key, known.iter().copied()) {
+        let in_a_service = path.starts_with("services.") && path.matches('.').count() == 1;
+        if let Some(advice) = compose_advice(key).filter(|_| in_a_service) {
+            diag.help(advice);
+        } else if let Some(suggestion) = did_you_mean(key, known.iter().copied()) {
             diag.help(format!("did you mean `{suggestion}`?"));
         } else if !supported.is_empty() {
             let mut help = format!("expected one of: {}", supported.join(", "));
@@ -479,4 +482,30 @@ fn scalar_type(scalar: &Scalar) -> Typed<'_> {
     } else {
         scalar.typed()
     }
+}
+
+/// What to write instead of a service key of `docker compose` that stack files (Docker's
+/// as swarm's) do not have, for the keys users bring from Compose files.
+fn compose_advice(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "pids_limit" => "a service's process limit is deploy.resources.limits.pids",
+        "scale" => "a service's number of tasks is deploy.replicas",
+        "mem_reservation" => {
+            "a service's memory reservation is deploy.resources.reservations.memory"
+        }
+        "memswap_limit" | "mem_swappiness" => {
+            "swap is not limited per service in a swarm; deploy.resources.limits.memory limits memory"
+        }
+        "cpu_shares" | "cpu_quota" | "cpu_period" | "cpuset" | "cpu_count" | "cpu_percent" => {
+            "a service's CPU limit is deploy.resources.limits.cpus (a reservation: deploy.resources.reservations.cpus)"
+        }
+        "volumes_from" => {
+            "services do not share their containers' volumes in a swarm: declare a volume at the top level and mount it in each service"
+        }
+        "extends" => {
+            "stack files have no extends: give several files (`-c base.yml -c override.yml`) or share settings with YAML anchors and x- keys"
+        }
+        "runtime" => "every task runs under runc: remove it",
+        _ => return None,
+    })
 }

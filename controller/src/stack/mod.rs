@@ -1064,6 +1064,29 @@ mod tests {
         );
     }
 
+    /// Keys of `docker compose` that stack files do not have say what to write instead.
+    #[test]
+    fn compose_only_keys_say_what_to_write_instead() {
+        let loaded = load_text(
+            "services:\n  web:\n    image: nginx\n    pids_limit: 100\n    volumes_from: [db]\n    deploy:\n      scale: 2\n",
+        );
+        let found: Vec<(&str, &str)> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.as_str(), d.help.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(found[0].0, "services.web");
+        assert!(
+            found[0].1.contains("deploy.resources.limits.pids"),
+            "{found:#?}"
+        );
+        assert!(found[1].1.contains("declare a volume"), "{found:#?}");
+        // Elsewhere than a service's own keys, the usual help.
+        assert_eq!(found[2].0, "services.web.deploy");
+        assert!(found[2].1.starts_with("expected one of"), "{found:#?}");
+    }
+
     /// A published range onto one target, Docker's way; one published port leads to one
     /// target; a host address that means every one says nothing.
     #[test]
