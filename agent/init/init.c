@@ -6,23 +6,83 @@
  * signal it gets to it, reaps every child that exits, and exits with the command's status
  * (128 + the signal when a signal ended it), the rest of the namespace going with it.
  *
+ * With `--tty` (a service's `tty: true`, Docker's TTY) the command runs on a terminal of
+ * the container's own /dev/pts, as its controlling terminal, and this process copies what
+ * the terminal prints to its own stdout, the task's log. It lives as long as the
+ * container, so the terminal needs no holder on the node (Docker's shim) and survives a
+ * restart of the daemon.
+ *
  * Static, with no dependency but the C library linked in: the image may have no libc.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 /* Signals a fault of this process raises: never blocked, or a fault would hang it. */
 static const int synchronous[] = {SIGABRT, SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGSYS, SIGTRAP};
 
+/* Writes all of `data` to stdout (the log file). */
+static void write_out(const char *data, ssize_t size) {
+    while (size > 0) {
+        ssize_t written = write(STDOUT_FILENO, data, (size_t)size);
+        if (written < 0 && errno == EINTR) {
+            continue;
+        }
+        if (written <= 0) {
+            return; /* The log is gone: what the terminal prints is dropped, as a full pipe's. */
+        }
+        data += written;
+        size -= written;
+    }
+}
+
+/* Copies what the terminal has printed until it has nothing more now. */
+static void copy_terminal(int terminal) {
+    char buffer[16384];
+    for (;;) {
+        ssize_t size = read(terminal, buffer, sizeof buffer);
+        if (size < 0 && errno == EINTR) {
+            continue;
+        }
+        if (size <= 0) {
+            return; /* EAGAIN: nothing more now. */
+        }
+        write_out(buffer, size);
+    }
+}
+
+/* Reaps every exited child; returns the command's exit code once it has exited, else -1. */
+static int reap(pid_t command) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) {
+            return -1;
+        }
+        if (pid == command) {
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     int first = 1;
-    if (argc > 1 && strcmp(argv[1], "--") == 0) {
-        first = 2;
+    int tty = 0;
+    if (argc > first && strcmp(argv[first], "--tty") == 0) {
+        tty = 1;
+        first++;
+    }
+    if (argc > first && strcmp(argv[first], "--") == 0) {
+        first++;
     }
     if (first >= argc) {
         fprintf(stderr, "swarm-init: no command to run\n");
@@ -41,6 +101,21 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* The terminal's two ends. This process keeps the command's end open too: the other
+     * end then never reads as hung up, even before the command has opened its own, and
+     * what the command printed last is still there to read after it exits. */
+    int terminal = -1, held = -1;
+    const char *terminal_path = NULL;
+    if (tty) {
+        terminal = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (terminal < 0 || grantpt(terminal) != 0 || unlockpt(terminal) != 0 ||
+            (terminal_path = ptsname(terminal)) == NULL ||
+            (held = open(terminal_path, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+            perror("swarm-init: a terminal for the command (is /dev/pts mounted?)");
+            return 1;
+        }
+    }
+
     pid_t command = fork();
     if (command < 0) {
         perror("swarm-init: fork");
@@ -49,11 +124,60 @@ int main(int argc, char **argv) {
     if (command == 0) {
         /* The command starts with the signal mask this process was given. */
         sigprocmask(SIG_SETMASK, &previous, NULL);
+        if (tty) {
+            /* Its own session, the terminal its controlling one and its stdio. */
+            int own = -1;
+            if (setsid() < 0 || (own = open(terminal_path, O_RDWR)) < 0 ||
+                ioctl(own, TIOCSCTTY, 0) < 0 || dup2(own, STDIN_FILENO) < 0 ||
+                dup2(own, STDOUT_FILENO) < 0 || dup2(own, STDERR_FILENO) < 0) {
+                perror("swarm-init: the command's terminal");
+                _exit(126);
+            }
+            if (own > STDERR_FILENO) {
+                close(own);
+            }
+        }
         execvp(argv[first], &argv[first]);
         int error = errno;
         fprintf(stderr, "swarm-init: cannot run %s: %s\n", argv[first], strerror(error));
         /* The shell's codes: not found, or found and not runnable. */
         _exit(error == ENOENT ? 127 : 126);
+    }
+
+    if (tty) {
+        /* Signals and the terminal's output, in one poll. */
+        int signals = signalfd(-1, &waited, SFD_CLOEXEC);
+        if (signals < 0 || fcntl(terminal, F_SETFL, O_NONBLOCK) < 0) {
+            perror("swarm-init: signalfd");
+            kill(command, SIGKILL);
+            return 1;
+        }
+        struct pollfd watched[2] = {{.fd = signals, .events = POLLIN},
+                                    {.fd = terminal, .events = POLLIN}};
+        for (;;) {
+            if (poll(watched, 2, -1) < 0) {
+                continue; /* EINTR */
+            }
+            if (watched[1].revents != 0) {
+                copy_terminal(terminal);
+            }
+            if (watched[0].revents == 0) {
+                continue;
+            }
+            struct signalfd_siginfo info;
+            if (read(signals, &info, sizeof info) != sizeof info) {
+                continue;
+            }
+            if (info.ssi_signo != SIGCHLD) {
+                kill(command, (int)info.ssi_signo);
+                continue;
+            }
+            int code = reap(command);
+            if (code >= 0) {
+                copy_terminal(terminal);
+                return code;
+            }
+        }
     }
 
     for (;;) {
@@ -67,15 +191,9 @@ int main(int argc, char **argv) {
             continue;
         }
         /* One SIGCHLD may stand for several exits: reap until none is left. */
-        for (;;) {
-            int status;
-            pid_t pid = waitpid(-1, &status, WNOHANG);
-            if (pid <= 0) {
-                break;
-            }
-            if (pid == command) {
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
+        int code = reap(command);
+        if (code >= 0) {
+            return code;
         }
     }
 }

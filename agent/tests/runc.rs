@@ -342,6 +342,7 @@ async fn process_options_reach_the_container() {
         .into(),
         read_only_rootfs: true,
         init: None,
+        tty: false,
         oom_score_adj: 500,
     };
     node.runtime.start(&config).await.unwrap();
@@ -476,6 +477,34 @@ async fn an_init_reaps_orphans_and_forwards_signals() {
     let exit = node.wait("init").await.exit;
     assert_eq!(exit, Exit::Code(128 + libc::SIGTERM), "{exit:?}");
     node.runtime.delete("init").await.unwrap();
+    node.assert_clean().await;
+}
+
+/// With a tty, the command's stdin, stdout and stderr are a terminal of the container's own
+/// /dev/pts, TERM names it, and what it prints reaches the stdout log as a terminal writes
+/// it (CRLF), stderr's lines among them; the command's status is the container's.
+#[tokio::test]
+async fn a_tty_gives_the_command_a_terminal_and_logs_what_it_prints() {
+    let Some(node) = Node::new("tty") else {
+        return;
+    };
+    let init = swarm_agent::exec::init::install(&node.dir.path().join("data")).unwrap();
+    let mut config = node.sh(
+        "tty",
+        "test -t 0 && test -t 1 && test -t 2 && echo on a terminal; tty; echo $TERM; echo oops >&2; exit 4",
+    );
+    config.options.init = Some(init);
+    config.options.tty = true;
+    node.runtime.start(&config).await.unwrap();
+    assert_eq!(node.wait("tty").await.exit, Exit::Code(4));
+    let logged = fs::read_to_string(&config.logs.stdout).unwrap();
+    let lines: Vec<&str> = logged.split_inclusive("\r\n").collect();
+    assert_eq!(lines.len(), 4, "{logged:?}");
+    assert_eq!(lines[0], "on a terminal\r\n");
+    assert!(lines[1].starts_with("/dev/pts/"), "{logged:?}");
+    assert_eq!(lines[2..], ["xterm\r\n", "oops\r\n"]);
+    assert_eq!(fs::read_to_string(&config.logs.stderr).unwrap(), "");
+    node.runtime.delete("tty").await.unwrap();
     node.assert_clean().await;
 }
 

@@ -285,6 +285,10 @@ pub struct RuntimeOptions {
     /// command (Docker's `--init`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// The command runs on a terminal (Docker's `TTY`): swarm's init, PID 1, holds it and
+    /// writes what it prints to the task's log, stdout and stderr as one stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     /// Added to the kernel's out-of-memory score of the container's processes: -1000 (never
     /// chosen) to 1000 (chosen first); 0 by default, as Docker sets it, so a container does
     /// not inherit the daemon's own (Docker's `OomScoreAdj`).

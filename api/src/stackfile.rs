@@ -151,8 +151,9 @@ pub struct Service {
     /// `PATH[:OPTIONS]` with comma-separated options `size=64m`, `mode=1777`, `ro`, `rw`,
     /// `exec`, `noexec` (the default).
     pub tmpfs: Option<StringOrList>,
-    #[serde(default)]
-    pub tty: Unsupported,
+    /// Run the command on a terminal: its output reaches the log as one stream, lines
+    /// ending in CRLF as a terminal writes them.
+    pub tty: Option<bool>,
     /// Process limits by name: a number (soft = hard) or `{soft, hard}`.
     pub ulimits: Option<BTreeMap<String, UlimitValue>>,
     #[serde(default)]

@@ -264,6 +264,9 @@ pub struct CreateArgs {
     /// Run swarm's init as PID 1: it reaps zombies and forwards signals to the command
     #[arg(long)]
     init: bool,
+    /// Run the command on a terminal (its output logged as one stream, lines in CRLF)
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Added to the out-of-memory score of the tasks' processes: -1000 (never chosen) to 1000
     #[arg(long, allow_negative_numbers = true)]
     oom_score_adj: Option<i64>,
@@ -658,6 +661,7 @@ impl CreateArgs {
             dns_search: self.dns_search.clone(),
             dns_option: self.dns_option.clone(),
             init: self.init,
+            tty: self.tty,
             oom_score_adj: self.oom_score_adj,
             endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,
@@ -825,6 +829,7 @@ mod tests {
             "--dns-option",
             "ndots:2",
             "--init",
+            "-t",
             "--endpoint-mode",
             "dnsrr",
             "--replicas-max-per-node",
@@ -921,6 +926,7 @@ mod tests {
             dns_search: strings(&["corp.example"]),
             dns_option: strings(&["ndots:2"]),
             init: true,
+            tty: true,
             oom_score_adj: Some(-500),
             endpoint_mode: Some("dnsrr".into()),
             replicas_max_per_node: Some(3),
@@ -1028,6 +1034,7 @@ mod tests {
             "--dns-option-rm",
             "edns0",
             "--init=false",
+            "--tty",
             "--log-driver",
             "json-file",
             "--log-opt",
@@ -1209,6 +1216,7 @@ mod tests {
             dns_option_add: strings(&["ndots:2"]),
             dns_option_rm: strings(&["edns0"]),
             init: Some(false),
+            tty: Some(true),
             oom_score_adj: Some(-1),
             endpoint_mode: Some("vip".into()),
             replicas_max_per_node: Some(3),

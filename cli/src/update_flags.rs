@@ -166,6 +166,9 @@ pub struct UpdateFlags {
     /// Run swarm's init as PID 1 (true or false)
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     init: Option<bool>,
+    /// Run the command on a terminal (true or false)
+    #[arg(short = 't', long, num_args = 0..=1, default_missing_value = "true")]
+    tty: Option<bool>,
     /// Added to the out-of-memory score of the tasks' processes: -1000 to 1000 (0: none)
     #[arg(long, allow_negative_numbers = true)]
     oom_score_adj: Option<i64>,
@@ -233,6 +236,7 @@ impl UpdateFlags {
             dns_option_add: self.dns_option_add.clone(),
             dns_option_rm: self.dns_option_rm.clone(),
             init: self.init,
+            tty: self.tty,
             oom_score_adj: self.oom_score_adj,
             endpoint_mode: self.endpoint_mode.clone(),
             replicas_max_per_node: self.replicas_max_per_node,

@@ -140,10 +140,20 @@ pub fn spec(
             detail: "no command: give the service a command or the image an entrypoint".into(),
         });
     }
-    // With an init, it is PID 1 and the command its arguments (`--` ends its own).
+    if config.options.tty && config.options.init.is_none() {
+        return Err(RuntimeError::Config {
+            id: config.id.clone(),
+            detail: "a terminal is held by swarm-init: a container with a tty needs it".into(),
+        });
+    }
+    // With an init, it is PID 1 and the command its arguments (`--` ends its own); it
+    // holds the command's terminal when there is one.
     let args: Vec<String> = match &config.options.init {
-        Some(_) => [super::init::CONTAINER_PATH.to_owned(), "--".to_owned()]
+        Some(_) => [super::init::CONTAINER_PATH]
             .into_iter()
+            .chain(config.options.tty.then_some("--tty"))
+            .chain(["--"])
+            .map(str::to_owned)
             .chain(config.args.iter().cloned())
             .collect(),
         None => config.args.clone(),
@@ -151,6 +161,10 @@ pub fn spec(
     let mut env = config.env.clone();
     if !env.iter().any(|pair| pair.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
+    }
+    // Docker names the terminal for programs that look (TERM), unless the service does.
+    if config.options.tty && !env.iter().any(|pair| pair.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
     }
     let capabilities = capabilities(&config.options).map_err(|detail| RuntimeError::Config {
         id: config.id.clone(),
@@ -623,6 +637,31 @@ mod tests {
                 "options": ["rbind", "rprivate", "ro"],
             })
         );
+    }
+
+    /// With a tty, swarm-init holds the terminal (`--tty`) and TERM names it, unless the
+    /// service does; without swarm-init there is no terminal to give.
+    #[test]
+    fn a_tty_is_held_by_the_init() {
+        let mut config = config();
+        config.options.init = Some("/data/swarm-init".into());
+        config.options.tty = true;
+        let json = json_of(&config);
+        assert_eq!(
+            json["process"]["args"],
+            json!(["/sbin/swarm-init", "--tty", "--", "httpd", "-f"])
+        );
+        assert_eq!(json["process"]["terminal"], false, "runc gives no console");
+        assert_eq!(
+            json["process"]["env"],
+            json!(["A=1", DEFAULT_PATH, "TERM=xterm"])
+        );
+        config.env.push("TERM=dumb".into());
+        let env = json_of(&config)["process"]["env"].clone();
+        assert_eq!(env, json!(["A=1", "TERM=dumb", DEFAULT_PATH]));
+        config.options.init = None;
+        let error = spec(&config, "c", DaemonLimits::PRIVILEGED).unwrap_err();
+        assert!(error.to_string().contains("needs it"), "{error}");
     }
 
     #[test]

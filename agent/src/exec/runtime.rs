@@ -68,6 +68,8 @@ pub struct ProcessOptions {
     pub read_only_rootfs: bool,
     /// swarm-init on the host (see `init`), to run as PID 1 before the command.
     pub init: Option<PathBuf>,
+    /// The command runs on a terminal that swarm-init (then always there) holds.
+    pub tty: bool,
     /// The processes' out-of-memory score adjustment (-1000..1000). Always set, 0 by
     /// default as Docker sets it: a container does not inherit the daemon's own.
     pub oom_score_adj: i32,

@@ -131,7 +131,11 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             sysctls: runtime.sysctls.clone(),
             ulimits: runtime.ulimits.clone(),
             read_only_rootfs: runtime.read_only,
-            init: runtime.init.then(|| init_binary(shared)).transpose()?,
+            // A terminal is held by swarm-init: a tty brings it.
+            init: (runtime.init || runtime.tty)
+                .then(|| init_binary(shared))
+                .transpose()?,
+            tty: runtime.tty,
             oom_score_adj: runtime.oom_score_adj,
         },
         resources: Resources {

@@ -47,6 +47,8 @@ pub struct CreateFlags {
     pub dns_option: Vec<String>,
     /// swarm's init as PID 1.
     pub init: bool,
+    /// The command on a terminal.
+    pub tty: bool,
     /// -1000..1000.
     pub oom_score_adj: Option<i64>,
     /// `vip` (default) or `dnsrr`.
@@ -208,6 +210,7 @@ impl CreateFlags {
             dns_search: &self.dns_search,
             dns_options: &self.dns_option,
             init: self.init,
+            tty: self.tty,
             oom_score_adj: self.oom_score_adj,
         }
         .insert_into(&mut service)?;

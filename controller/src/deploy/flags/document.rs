@@ -146,6 +146,7 @@ fn flag_of(field: &str) -> String {
         ("dns_opt", "--dns-option"),
         ("dns", "--dns"),
         ("init", "--init"),
+        ("tty", "--tty"),
         ("oom_score_adj", "--oom-score-adj"),
         ("logging.driver", "--log-driver"),
         ("logging", "--log-opt"),
@@ -404,6 +405,7 @@ pub(super) struct RuntimeFlags<'a> {
     pub dns_search: &'a [String],
     pub dns_options: &'a [String],
     pub init: bool,
+    pub tty: bool,
     pub oom_score_adj: Option<i64>,
 }
 
@@ -426,6 +428,7 @@ impl RuntimeFlags<'_> {
             ("dns_search", list(self.dns_search)),
             ("dns_opt", list(self.dns_options)),
             ("init", self.init.then(|| json!(true))),
+            ("tty", self.tty.then(|| json!(true))),
             ("oom_score_adj", self.oom_score_adj.map(|adj| json!(adj))),
         ]);
         if let Some(Value::Object(keys)) = keys {

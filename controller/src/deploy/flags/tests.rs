@@ -861,8 +861,8 @@ fn runtime_flags_set_and_change_the_runtime_options() {
     }
 }
 
-/// `--host`, `--dns`, `--dns-search`, `--dns-option` and `--init` make what the stack keys
-/// make; update's -add/-rm pairs change them in place, keeping their order.
+/// `--host`, `--dns`, `--dns-search`, `--dns-option`, `--init` and `--tty` make what the
+/// stack keys make; update's -add/-rm pairs change them in place, keeping their order.
 #[test]
 fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
     let spec = CreateFlags {
@@ -871,6 +871,7 @@ fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
         dns_search: strings(&["corp.example"]),
         dns_option: strings(&["ndots:2"]),
         init: true,
+        tty: true,
         ..create("app", "busybox")
     }
     .spec()
@@ -890,7 +891,7 @@ fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
     );
     assert_eq!(runtime.dns.search, ["corp.example"]);
     assert_eq!(runtime.dns.options, ["ndots:2"]);
-    assert!(runtime.init);
+    assert!(runtime.init && runtime.tty);
 
     let mut updated = spec.clone();
     UpdateFlags {
@@ -902,6 +903,7 @@ fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
         dns_search_add: strings(&["lab.example"]),
         dns_option_add: strings(&["edns0"]),
         init: Some(false),
+        tty: Some(false),
         ..UpdateFlags::default()
     }
     .apply(&mut updated)
@@ -914,7 +916,7 @@ fn host_dns_and_init_flags_set_and_change_the_runtime_options() {
     );
     assert_eq!(runtime.dns.search, ["lab.example"]);
     assert_eq!(runtime.dns.options, ["ndots:2", "edns0"]);
-    assert!(!runtime.init);
+    assert!(!runtime.init && !runtime.tty);
 
     for (flags, flag) in [
         (

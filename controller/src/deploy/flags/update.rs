@@ -110,6 +110,7 @@ pub struct UpdateFlags {
     pub dns_option_add: Vec<String>,
     pub dns_option_rm: Vec<String>,
     pub init: Option<bool>,
+    pub tty: Option<bool>,
     /// -1000..1000; 0 takes the adjustment away.
     pub oom_score_adj: Option<i64>,
     /// `vip` or `dnsrr`.
@@ -422,6 +423,9 @@ impl UpdateFlags {
         if let Some(init) = self.init {
             runtime.init = init;
         }
+        if let Some(tty) = self.tty {
+            runtime.tty = tty;
+        }
         if self.oom_score_adj.is_some() {
             runtime.oom_score_adj = checked.oom_score_adj;
         }
@@ -499,6 +503,7 @@ impl UpdateFlags {
                 dns_options: &self.dns_option_add,
                 // Read by apply_runtime, as read_only.
                 init: false,
+                tty: false,
                 oom_score_adj: self.oom_score_adj,
             }
             .insert_into(mapping)?;

@@ -331,6 +331,7 @@ impl Converter<'_> {
             extra_hosts: self.extra_hosts(service.extra_hosts.as_ref(), &loc.key("extra_hosts")),
             dns: self.dns(service, loc),
             init: service.init.unwrap_or(false),
+            tty: service.tty.unwrap_or(false),
             oom_score_adj: self.oom_score_adj(service.oom_score_adj, &loc.key("oom_score_adj")),
         }
     }
