@@ -806,8 +806,8 @@ mod tests {
         }
     }
 
-    /// A task's `init`, `extra_hosts` and `dns` reach its container: swarm-init written
-    /// into the data dir and named in the process options, the hosts line and the resolver
+    /// A task's `tty`, `extra_hosts` and `dns` reach its container: swarm-init (which holds
+    /// a terminal, `init` or not) written into the data dir and named in the process options, the hosts line and the resolver
     /// settings in the files bound at /etc (a task on no overlay network has the service's
     /// nameservers in its resolv.conf), the nameservers beside the task's address for the
     /// node's DNS server.
@@ -838,7 +838,7 @@ mod tests {
         let (worker, mut reports) = Worker::start(config, io).await.unwrap();
         let mut task = task("t1", DesiredState::Running, TaskState::Assigned);
         let runtime_options = &mut task.spec.container.runtime;
-        runtime_options.init = true;
+        runtime_options.tty = true;
         runtime_options.extra_hosts = vec![
             swarm_api::spec::ExtraHost {
                 name: "db".into(),
@@ -865,7 +865,8 @@ mod tests {
             .await;
         while reports.recv().await.unwrap().status.state != TaskState::Running {}
         let config = seen.lock().unwrap().clone().expect("started");
-        let init = config.options.init.expect("an init");
+        assert!(config.options.tty);
+        let init = config.options.init.expect("a tty brings the init");
         assert_eq!(init, data_dir.join("swarm-init"));
         assert!(init.is_file());
         let file = |destination: &str| {
