@@ -10,6 +10,7 @@ use swarm_api::grpc::raft::RaftMessage;
 use swarm_api::grpc::raft::raft_client::RaftClient;
 use swarm_controller::ca::{Role, RootCa};
 use swarm_controller::raft::crypt::DataKey;
+use swarm_controller::raft::driver::RaftError;
 use swarm_controller::raft::log::{DurableLog, Location};
 use swarm_controller::raft::replica::StateMachine;
 use swarm_controller::tls::NodeCredentials;
@@ -62,22 +63,50 @@ fn start(
     raft_cluster::start(id, Journal::default(), &config, listener)
 }
 
+/// Writes `value` once: an answer that does not say whether it was applied (the leader
+/// changed, a timeout) is followed by a look before another try, as a client must, or the
+/// value could be in the journal twice.
 async fn write(managers: &HashMap<u64, Manager<Journal>>, value: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         for manager in managers.values() {
-            if manager
-                .handle
-                .propose(value.to_be_bytes().to_vec())
-                .await
-                .is_ok()
-            {
-                return;
+            match manager.handle.propose(value.to_be_bytes().to_vec()).await {
+                Ok(_) => return,
+                Err(RaftError::LeaderChanged | RaftError::Timeout) => {
+                    if applied(managers, value, deadline).await {
+                        return;
+                    }
+                }
+                Err(_) => {}
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "no manager accepted {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `value` is in the journal, by a linearizable read: a new leader applies what it
+/// inherited before it answers one.
+async fn applied(
+    managers: &HashMap<u64, Manager<Journal>>,
+    value: u64,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        for manager in managers.values() {
+            let read = manager
+                .handle
+                .read(move |journal: &Journal| journal.0.contains(&value));
+            if let Ok(seen) = read.await {
+                return seen;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no manager answered a read for {value}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
