@@ -12,6 +12,10 @@
  * container, so the terminal needs no holder on the node (Docker's shim) and survives a
  * restart of the daemon.
  *
+ * With `--stdin-open` (`stdin_open: true`, Docker's OpenStdin) the command's stdin is a
+ * pipe this process keeps open and never writes: a read waits, where /dev/null would end
+ * a shell at once. On a terminal it is the terminal, which never ends either.
+ *
  * Static, with no dependency but the C library linked in: the image may have no libc.
  */
 #define _GNU_SOURCE
@@ -76,13 +80,18 @@ static int reap(pid_t command) {
 
 int main(int argc, char **argv) {
     int first = 1;
-    int tty = 0;
-    if (argc > first && strcmp(argv[first], "--tty") == 0) {
-        tty = 1;
-        first++;
-    }
-    if (argc > first && strcmp(argv[first], "--") == 0) {
-        first++;
+    int tty = 0, stdin_open = 0;
+    for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
+        if (strcmp(argv[first], "--tty") == 0) {
+            tty = 1;
+        } else if (strcmp(argv[first], "--stdin-open") == 0) {
+            stdin_open = 1;
+        } else if (strcmp(argv[first], "--") == 0) {
+            first++;
+            break;
+        } else {
+            break; /* The command's own, as in `swarm-init --version`. */
+        }
     }
     if (first >= argc) {
         fprintf(stderr, "swarm-init: no command to run\n");
@@ -116,6 +125,13 @@ int main(int argc, char **argv) {
         }
     }
 
+    /* The command's stdin, whose writing end this process holds and never writes. */
+    int input[2] = {-1, -1};
+    if (stdin_open && !tty && pipe2(input, O_CLOEXEC) != 0) {
+        perror("swarm-init: a stdin for the command");
+        return 1;
+    }
+
     pid_t command = fork();
     if (command < 0) {
         perror("swarm-init: fork");
@@ -136,6 +152,9 @@ int main(int argc, char **argv) {
             if (own > STDERR_FILENO) {
                 close(own);
             }
+        } else if (input[0] >= 0 && dup2(input[0], STDIN_FILENO) < 0) {
+            perror("swarm-init: the command's stdin");
+            _exit(126);
         }
         execvp(argv[first], &argv[first]);
         int error = errno;

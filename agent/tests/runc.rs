@@ -343,6 +343,7 @@ async fn process_options_reach_the_container() {
         read_only_rootfs: true,
         init: None,
         tty: false,
+        stdin_open: false,
         oom_score_adj: 500,
     };
     node.runtime.start(&config).await.unwrap();
@@ -477,6 +478,36 @@ async fn an_init_reaps_orphans_and_forwards_signals() {
     let exit = node.wait("init").await.exit;
     assert_eq!(exit, Exit::Code(128 + libc::SIGTERM), "{exit:?}");
     node.runtime.delete("init").await.unwrap();
+    node.assert_clean().await;
+}
+
+/// With `stdin_open`, the command's stdin is a pipe that stays open: a read waits (with
+/// /dev/null it would end at once), until the container is stopped.
+#[tokio::test]
+async fn an_open_stdin_keeps_a_read_waiting() {
+    let Some(node) = Node::new("stdin") else {
+        return;
+    };
+    let init = swarm_agent::exec::init::install(&node.dir.path().join("data")).unwrap();
+    let mut config = node.sh("stdin", "echo ready; read line; echo read $?");
+    config.options.init = Some(init);
+    config.options.stdin_open = true;
+    node.runtime.start(&config).await.unwrap();
+    node.wait_for_line(&config, "ready").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        node.runtime.state("stdin").await.unwrap().status,
+        Status::Running,
+        "the read waits"
+    );
+    let status = node
+        .runtime
+        .stop("stdin", libc::SIGTERM, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.exit, Exit::Code(128 + libc::SIGTERM));
+    assert_eq!(fs::read_to_string(&config.logs.stdout).unwrap(), "ready\n");
+    node.runtime.delete("stdin").await.unwrap();
     node.assert_clean().await;
 }
 

@@ -289,6 +289,10 @@ pub struct RuntimeOptions {
     /// writes what it prints to the task's log, stdout and stderr as one stream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
+    /// The command's stdin stays open, never written (Docker's `OpenStdin`): a read waits
+    /// where /dev/null would end it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
     /// Added to the kernel's out-of-memory score of the container's processes: -1000 (never
     /// chosen) to 1000 (chosen first); 0 by default, as Docker sets it, so a container does
     /// not inherit the daemon's own (Docker's `OomScoreAdj`).

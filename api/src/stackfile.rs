@@ -143,8 +143,8 @@ pub struct Service {
     pub security_opt: Unsupported,
     #[serde(default)]
     pub shm_size: Unsupported,
-    #[serde(default)]
-    pub stdin_open: Unsupported,
+    /// Keep the command's stdin open (never written): a shell waits instead of ending.
+    pub stdin_open: Option<bool>,
     /// Namespaced kernel parameters, as a list of `KEY=VALUE` or a map.
     pub sysctls: Option<ListOrMap>,
     /// Empty tmpfs mounts of each task's own: a path, or a list of paths, each

@@ -140,18 +140,21 @@ pub fn spec(
             detail: "no command: give the service a command or the image an entrypoint".into(),
         });
     }
-    if config.options.tty && config.options.init.is_none() {
+    let options = &config.options;
+    if (options.tty || options.stdin_open) && options.init.is_none() {
         return Err(RuntimeError::Config {
             id: config.id.clone(),
-            detail: "a terminal is held by swarm-init: a container with a tty needs it".into(),
+            detail: "a terminal or an open stdin is held by swarm-init: the container needs it"
+                .into(),
         });
     }
     // With an init, it is PID 1 and the command its arguments (`--` ends its own); it
-    // holds the command's terminal when there is one.
-    let args: Vec<String> = match &config.options.init {
+    // holds the command's terminal or open stdin when there is one.
+    let args: Vec<String> = match &options.init {
         Some(_) => [super::init::CONTAINER_PATH]
             .into_iter()
-            .chain(config.options.tty.then_some("--tty"))
+            .chain(options.tty.then_some("--tty"))
+            .chain(options.stdin_open.then_some("--stdin-open"))
             .chain(["--"])
             .map(str::to_owned)
             .chain(config.args.iter().cloned())
@@ -662,6 +665,13 @@ mod tests {
         config.options.init = None;
         let error = spec(&config, "c", DaemonLimits::PRIVILEGED).unwrap_err();
         assert!(error.to_string().contains("needs it"), "{error}");
+        config.options.init = Some("/data/swarm-init".into());
+        config.options.tty = false;
+        config.options.stdin_open = true;
+        assert_eq!(
+            json_of(&config)["process"]["args"],
+            json!(["/sbin/swarm-init", "--stdin-open", "--", "httpd", "-f"])
+        );
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct ProcessOptions {
     pub init: Option<PathBuf>,
     /// The command runs on a terminal that swarm-init (then always there) holds.
     pub tty: bool,
+    /// The command's stdin is a pipe swarm-init (then always there) keeps open.
+    pub stdin_open: bool,
     /// The processes' out-of-memory score adjustment (-1000..1000). Always set, 0 by
     /// default as Docker sets it: a container does not inherit the daemon's own.
     pub oom_score_adj: i32,

@@ -131,11 +131,12 @@ pub(super) async fn prepare(shared: &Shared, task: &Task) -> Result<Prepared, St
             sysctls: runtime.sysctls.clone(),
             ulimits: runtime.ulimits.clone(),
             read_only_rootfs: runtime.read_only,
-            // A terminal is held by swarm-init: a tty brings it.
-            init: (runtime.init || runtime.tty)
+            // A terminal and an open stdin are held by swarm-init: either brings it.
+            init: (runtime.init || runtime.tty || runtime.stdin_open)
                 .then(|| init_binary(shared))
                 .transpose()?,
             tty: runtime.tty,
+            stdin_open: runtime.stdin_open,
             oom_score_adj: runtime.oom_score_adj,
         },
         resources: Resources {

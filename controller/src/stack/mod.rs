@@ -1424,7 +1424,7 @@ mod tests {
     #[test]
     fn resolver_keys_and_init_reach_the_spec() {
         let loaded = load_text(
-            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\", \"host.docker.internal:host-gateway\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n    tty: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n    dns_search: \"\"\n",
+            "services:\n  web:\n    image: nginx:1.27\n    extra_hosts: [\"db:10.0.0.5\", \"cache=[2001:db8::7]\", \"api:10.0.0.4\", \"host.docker.internal:host-gateway\"]\n    dns: [10.0.0.53, 10.0.0.54]\n    dns_search: corp.example\n    dns_opt: [ndots:2, edns0]\n    init: true\n    tty: true\n    stdin_open: true\n  api:\n    image: nginx:1.27\n    extra_hosts: {db: 10.0.0.5}\n    dns: 10.0.0.53\n    dns_search: \"\"\n",
         );
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
         let stack = loaded.stack.unwrap();
@@ -1452,7 +1452,7 @@ mod tests {
         assert_eq!(web.dns.search, ["corp.example"]);
         assert_eq!(web.dns.options, ["ndots:2", "edns0"]);
         assert!(web.init);
-        assert!(web.tty);
+        assert!(web.tty && web.stdin_open);
         let api = runtime("api");
         assert_eq!(api.extra_hosts[0].name, "db");
         assert_eq!(api.dns.nameservers[0].to_string(), "10.0.0.53");

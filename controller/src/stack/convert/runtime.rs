@@ -332,6 +332,7 @@ impl Converter<'_> {
             dns: self.dns(service, loc),
             init: service.init.unwrap_or(false),
             tty: service.tty.unwrap_or(false),
+            stdin_open: service.stdin_open.unwrap_or(false),
             oom_score_adj: self.oom_score_adj(service.oom_score_adj, &loc.key("oom_score_adj")),
         }
     }
