@@ -1627,26 +1627,31 @@ impl Converter<'_> {
     ) {
         let Some(number) = port.published else { return };
         match own.get(&(number, port.protocol)) {
-            Some((target, span)) if *target != port.target => {
-                let line = span
-                    .map(|s| format!(" (line {})", s.line))
-                    .unwrap_or_default();
-                self.diags
-                    .error(
-                        at.span(),
-                        &at.path,
-                        format!(
-                            "port {number}/{} is already published to target {target}{line}",
-                            port.protocol
-                        ),
-                    )
-                    .help("a published port leads to one target port: pick another published port");
-            }
+            Some((target, first)) if *target != port.target => self.published_twice(
+                at,
+                format!(
+                    "port {number}/{} is already published to target {target}",
+                    port.protocol
+                ),
+                *first,
+                "a published port leads to one target port: pick another published port",
+            ),
             Some(_) => {}
             None => {
                 own.insert((number, port.protocol), (port.target, at.span()));
             }
         }
+    }
+
+    /// A port published where it was already: the error at `at`, naming the line of the
+    /// first.
+    fn published_twice(&mut self, at: &Loc, message: String, first: Option<Span>, help: &str) {
+        let line = first
+            .map(|s| format!(" (line {})", s.line))
+            .unwrap_or_default();
+        self.diags
+            .error(at.span(), &at.path, format!("{message}{line}"))
+            .help(help);
     }
 
     fn check_published(
@@ -1672,23 +1677,15 @@ impl Converter<'_> {
         let Some(number) = port.published else { return };
         let key = (number, port.protocol);
         match published.get(&key) {
-            Some((other, other_span)) if other != service_name => {
-                let line = other_span
-                    .map(|s| format!(" (line {})", s.line))
-                    .unwrap_or_default();
-                self.diags
-                    .error(
-                        at.span(),
-                        &at.path,
-                        format!(
-                            "port {number}/{} is already published by service {other}{line}",
-                            port.protocol
-                        ),
-                    )
-                    .help(
-                        "every node listens on an ingress port once: pick another published port",
-                    );
-            }
+            Some((other, first)) if other != service_name => self.published_twice(
+                at,
+                format!(
+                    "port {number}/{} is already published by service {other}",
+                    port.protocol
+                ),
+                *first,
+                "every node listens on an ingress port once: pick another published port",
+            ),
             Some(_) => {}
             None => {
                 published.insert(key, (service_name.to_owned(), at.span()));
