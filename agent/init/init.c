@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,10 +50,11 @@ static void write_out(const char *data, ssize_t size) {
     }
 }
 
-/* Copies what the terminal has printed until it has nothing more now. */
-static void copy_terminal(int terminal) {
+/* Copies what the terminal has printed, `reads` reads of it at most (0: until it has
+ * nothing more now): a command that prints without pause cannot hold signals back. */
+static void copy_terminal(int terminal, int reads) {
     char buffer[16384];
-    for (;;) {
+    for (int done = 0; reads == 0 || done < reads; done++) {
         ssize_t size = read(terminal, buffer, sizeof buffer);
         if (size < 0 && errno == EINTR) {
             continue;
@@ -178,7 +180,7 @@ int main(int argc, char **argv) {
                 continue; /* EINTR */
             }
             if (watched[1].revents != 0) {
-                copy_terminal(terminal);
+                copy_terminal(terminal, 16);
             }
             if (watched[0].revents == 0) {
                 continue;
@@ -187,13 +189,16 @@ int main(int argc, char **argv) {
             if (read(signals, &info, sizeof info) != sizeof info) {
                 continue;
             }
+            if (info.ssi_code == SI_USER && info.ssi_pid == (uint32_t)getpid()) {
+                continue; /* Its own write's (SIGXFSZ at a file size limit): not the command's. */
+            }
             if (info.ssi_signo != SIGCHLD) {
                 kill(command, (int)info.ssi_signo);
                 continue;
             }
             int code = reap(command);
             if (code >= 0) {
-                copy_terminal(terminal);
+                copy_terminal(terminal, 0);
                 return code;
             }
         }

@@ -1227,6 +1227,24 @@ mod tests {
             panic!("not update");
         };
         assert!(args.flags().no_healthcheck);
+        // A flag that may take a value takes it after `=` only: the service's name follows
+        // it, as Docker users write it.
+        for (given, tty, init) in [
+            (&["update", "--tty", "web"][..], Some(true), None),
+            (
+                &["update", "-t", "--init", "web"][..],
+                Some(true),
+                Some(true),
+            ),
+            (&["update", "--tty=false", "web"][..], Some(false), None),
+        ] {
+            let ServiceCommand::Update(args) = parse(given) else {
+                panic!("not update");
+            };
+            let flags = args.flags();
+            assert_eq!((flags.tty, flags.init), (tty, init), "{given:?}");
+            assert_eq!(args.service, "web", "{given:?}");
+        }
     }
 
     /// An --env-file is read as Docker reads one, and --env wins over it.

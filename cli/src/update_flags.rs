@@ -124,8 +124,8 @@ pub struct UpdateFlags {
     /// Remove a process limit by name (repeatable)
     #[arg(long)]
     ulimit_rm: Vec<String>,
-    /// Mount the root filesystem read-only (true or false)
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    /// Mount the root filesystem read-only (--read-only, or --read-only=false)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     read_only: Option<bool>,
     /// Add a supplementary group (repeatable)
     #[arg(long)]
@@ -163,11 +163,17 @@ pub struct UpdateFlags {
     /// Remove a resolver option (repeatable)
     #[arg(long)]
     dns_option_rm: Vec<String>,
-    /// Run swarm's init as PID 1 (true or false)
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    /// Run swarm's init as PID 1 (--init, or --init=false)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     init: Option<bool>,
-    /// Run the command on a terminal (true or false)
-    #[arg(short = 't', long, num_args = 0..=1, default_missing_value = "true")]
+    /// Run the command on a terminal (-t or --tty, or --tty=false)
+    #[arg(
+        short = 't',
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     tty: Option<bool>,
     /// Added to the out-of-memory score of the tasks' processes: -1000 to 1000 (0: none)
     #[arg(long, allow_negative_numbers = true)]

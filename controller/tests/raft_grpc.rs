@@ -72,9 +72,21 @@ async fn write(managers: &HashMap<u64, Manager<Journal>>, value: u64) {
         for manager in managers.values() {
             match manager.handle.propose(value.to_be_bytes().to_vec()).await {
                 Ok(_) => return,
-                Err(RaftError::LeaderChanged | RaftError::Timeout) => {
+                // A new leader's read covers what it inherited: one look tells.
+                Err(RaftError::LeaderChanged) => {
                     if applied(managers, value, deadline).await {
                         return;
+                    }
+                }
+                // A timed-out proposal stays in the log and may commit later: looks for a
+                // while before proposing again.
+                Err(RaftError::Timeout) => {
+                    let patience = tokio::time::Instant::now() + Duration::from_secs(5);
+                    while tokio::time::Instant::now() < patience {
+                        if applied(managers, value, deadline).await {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 Err(_) => {}

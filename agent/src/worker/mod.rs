@@ -807,10 +807,10 @@ mod tests {
     }
 
     /// A task's `tty`, `extra_hosts` and `dns` reach its container: swarm-init (which holds
-    /// a terminal, `init` or not) written into the data dir and named in the process options, the hosts line and the resolver
-    /// settings in the files bound at /etc (a task on no overlay network has the service's
-    /// nameservers in its resolv.conf), the nameservers beside the task's address for the
-    /// node's DNS server.
+    /// a terminal, `init` or not) written into the data dir and named in the process
+    /// options, the hosts line and the resolver settings in the files bound at /etc (a task
+    /// on no overlay network has the service's nameservers in its resolv.conf), the
+    /// nameservers beside the task's address for the node's DNS server.
     #[tokio::test(start_paused = true)]
     async fn a_tasks_init_hosts_and_dns_reach_its_container() {
         let dir = tempfile::tempdir().unwrap();
