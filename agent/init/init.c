@@ -100,8 +100,9 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    /* Every signal is blocked and taken with sigwaitinfo: a blocked signal reaches PID 1
-     * even without a handler, and none is lost between two waits. */
+    /* Every signal is blocked and taken with sigwaitinfo (with a terminal, read from a
+     * signalfd): a blocked signal reaches PID 1 even without a handler, and none is lost
+     * between two waits. */
     sigset_t waited, previous;
     sigfillset(&waited);
     for (size_t i = 0; i < sizeof synchronous / sizeof synchronous[0]; i++) {

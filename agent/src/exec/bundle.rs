@@ -166,7 +166,7 @@ pub fn spec(
         env.push(DEFAULT_PATH.to_string());
     }
     // Docker names the terminal for programs that look (TERM), unless the service does.
-    if config.options.tty && !env.iter().any(|pair| pair.starts_with("TERM=")) {
+    if options.tty && !env.iter().any(|pair| pair.starts_with("TERM=")) {
         env.push("TERM=xterm".to_owned());
     }
     let capabilities = capabilities(&config.options).map_err(|detail| RuntimeError::Config {

@@ -503,6 +503,7 @@ impl Converter<'_> {
         let deploy = service.deploy.clone().unwrap_or_default();
         let deploy_loc = loc.key("deploy");
         let mode = self.mode(&deploy, &deploy_loc);
+        let job = deploy.mode.is_some_and(mode_is_job);
         let container = ContainerSpec {
             image: image.clone().unwrap_or_default(),
             entrypoint: self.argv(service.entrypoint.as_ref(), &loc.key("entrypoint")),
@@ -550,12 +551,8 @@ impl Converter<'_> {
             container,
             resources: self.resources(deploy.resources.as_ref(), &deploy_loc.key("resources")),
             restart: match &deploy.restart_policy {
-                Some(policy) => restart_policy(Some(policy), deploy.mode.is_some_and(mode_is_job)),
-                None => self.compose_restart(
-                    service.restart.as_deref(),
-                    deploy.mode.is_some_and(mode_is_job),
-                    &loc.key("restart"),
-                ),
+                Some(policy) => restart_policy(Some(policy), job),
+                None => self.compose_restart(service.restart.as_deref(), job, &loc.key("restart")),
             },
             placement: self.placement(&deploy, &deploy_loc),
             networks: self.attachments(key, service.networks.as_ref(), &loc.key("networks"), names),

@@ -1,8 +1,8 @@
 //! A service's runtime keys (`cap_add`, `cap_drop`, `sysctls`, `ulimits`, `read_only`,
 //! `group_add`, `logging`, `extra_hosts`, `dns`, `dns_search`, `dns_opt`, `init`, `tty`,
-//! `stdin_open`, `oom_score_adj`) into its `RuntimeOptions`, checked as Docker checks them. The checks of
-//! single values are shared with the store's guard ([`refusals`]), so a spec a client made
-//! holds what a stack file's would.
+//! `stdin_open`, `oom_score_adj`) into its `RuntimeOptions`, checked as Docker checks them.
+//! The checks of single values are shared with the store's guard ([`refusals`]), so a spec
+//! a client made holds what a stack file's would.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
